@@ -1,0 +1,238 @@
+//! Wire messages between a coordinator and its agents.
+//!
+//! Design decision: the in-process federation and the network federation carry
+//! *the same bytes*. Every message is wrapped in an [`Envelope`] with a protocol
+//! version and encoded with postcard (a compact, deterministic serde format),
+//! so swapping the transport never changes the logic, and upload sizes measured
+//! in process are the sizes a network would carry. Decoding is bounded:
+//! [`decode`] refuses frames larger than [`MAX_FRAME_BYTES`] before parsing.
+
+use serde::{Deserialize, Serialize};
+use tg_types::spec::{LocalObjective, TrainConfig};
+use tg_types::{AgentId, JobId, Parameters};
+
+/// Protocol version spoken by this build.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest frame [`decode`] accepts (256 MiB). Larger models are streamed in
+/// chunks by the network transport.
+pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
+
+/// Errors encoding or decoding a frame.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtoError {
+    /// The frame is larger than [`MAX_FRAME_BYTES`].
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")]
+    FrameTooLarge(usize),
+    /// The bytes are not a valid envelope.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// The peer speaks another protocol version.
+    #[error("protocol version {got} not supported (this build speaks {PROTOCOL_VERSION})")]
+    Version {
+        /// Version found in the frame.
+        got: u16,
+    },
+    /// Serialization failed.
+    #[error("cannot encode message: {0}")]
+    Encode(String),
+}
+
+/// Which round of which job a message belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundRef {
+    /// Job.
+    pub job: JobId,
+    /// 1-based round.
+    pub round: u32,
+}
+
+/// Instructions for one agent's local training in one round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainRequest {
+    /// Round.
+    pub at: RoundRef,
+    /// The global model to start from.
+    pub global: Parameters,
+    /// Local hyper-parameters.
+    pub config: TrainConfig,
+    /// Strategy-specific local objective (FedProx term, SCAFFOLD control).
+    pub objective: LocalObjective,
+}
+
+/// An agent's result of local training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainReply {
+    /// Round.
+    pub at: RoundRef,
+    /// Sender.
+    pub agent: AgentId,
+    /// `local − global`: the model update.
+    pub update: Parameters,
+    /// Number of local training examples (the FedAvg weight).
+    pub num_examples: u64,
+    /// Mean training loss over the local epochs.
+    pub train_loss: f64,
+    /// Optimizer steps taken.
+    pub steps: u64,
+    /// SCAFFOLD: change of the client control variate, `c_i⁺ − c_i`.
+    pub control_delta: Option<Parameters>,
+}
+
+/// Request for an agent to evaluate a model on its local data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvaluateRequest {
+    /// Round.
+    pub at: RoundRef,
+    /// Model to evaluate.
+    pub model: Parameters,
+}
+
+/// An agent's local evaluation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvaluateReply {
+    /// Round.
+    pub at: RoundRef,
+    /// Sender.
+    pub agent: AgentId,
+    /// Examples evaluated.
+    pub num_examples: u64,
+    /// Mean loss.
+    pub loss: f64,
+    /// Accuracy in [0, 1].
+    pub accuracy: f64,
+}
+
+/// Coordinator → agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ToAgent {
+    /// Train locally and reply with [`ToCoordinator::Trained`].
+    Train(TrainRequest),
+    /// Evaluate and reply with [`ToCoordinator::Evaluated`].
+    Evaluate(EvaluateRequest),
+    /// The job is over; the agent may leave.
+    Finished {
+        /// Job.
+        job: JobId,
+    },
+}
+
+/// Agent → coordinator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ToCoordinator {
+    /// Result of [`ToAgent::Train`].
+    Trained(TrainReply),
+    /// Result of [`ToAgent::Evaluate`].
+    Evaluated(EvaluateReply),
+    /// The agent could not do what was asked (bad data, wrong layout, …).
+    Declined {
+        /// Round.
+        at: RoundRef,
+        /// Sender.
+        agent: AgentId,
+        /// Human-readable reason.
+        reason: String,
+    },
+}
+
+/// Versioned wrapper of every frame.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope<T> {
+    version: u16,
+    body: T,
+}
+
+/// Encodes a message into a frame.
+pub fn encode<T: Serialize>(body: &T) -> Result<Vec<u8>, ProtoError> {
+    postcard::to_stdvec(&Envelope {
+        version: PROTOCOL_VERSION,
+        body,
+    })
+    .map_err(|e| ProtoError::Encode(e.to_string()))
+}
+
+/// Decodes a frame (untrusted bytes): size-checked, version-checked, and the
+/// whole frame must be consumed.
+pub fn decode<T: for<'de> Deserialize<'de>>(frame: &[u8]) -> Result<T, ProtoError> {
+    if frame.len() > MAX_FRAME_BYTES {
+        return Err(ProtoError::FrameTooLarge(frame.len()));
+    }
+    let (version, rest): (u16, &[u8]) =
+        postcard::take_from_bytes(frame).map_err(|e| ProtoError::Malformed(e.to_string()))?;
+    if version != PROTOCOL_VERSION {
+        return Err(ProtoError::Version { got: version });
+    }
+    let (body, rest): (T, &[u8]) =
+        postcard::take_from_bytes(rest).map_err(|e| ProtoError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(ProtoError::Malformed(format!(
+            "{} trailing bytes after the message",
+            rest.len()
+        )));
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tg_types::NamedTensor;
+    use tg_types::spec::OptimizerSpec;
+
+    fn request() -> ToAgent {
+        ToAgent::Train(TrainRequest {
+            at: RoundRef {
+                job: JobId::from_bytes([7; 16]),
+                round: 3,
+            },
+            global: Parameters::new(vec![NamedTensor {
+                name: "w".into(),
+                shape: vec![2],
+                data: vec![1.5, -0.5],
+            }])
+            .unwrap(),
+            config: TrainConfig {
+                local_epochs: 1,
+                batch_size: 32,
+                learning_rate: 0.1,
+                optimizer: OptimizerSpec::Sgd,
+            },
+            objective: LocalObjective::Proximal { mu: 0.01 },
+        })
+    }
+
+    #[test]
+    fn round_trip() {
+        let m = request();
+        let frame = encode(&m).unwrap();
+        assert_eq!(decode::<ToAgent>(&frame).unwrap(), m);
+    }
+
+    #[test]
+    fn rejects_trailing_bytes_and_other_versions() {
+        let mut frame = encode(&request()).unwrap();
+        frame.push(0);
+        assert!(matches!(decode::<ToAgent>(&frame), Err(ProtoError::Malformed(_))));
+        let other = postcard::to_stdvec(&Envelope { version: 99, body: 1u8 }).unwrap();
+        assert!(matches!(decode::<u8>(&other), Err(ProtoError::Version { got: 99 })));
+    }
+
+    proptest! {
+        #[test]
+        fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode::<ToAgent>(&bytes);
+            let _ = decode::<ToCoordinator>(&bytes);
+        }
+
+        #[test]
+        fn truncation_is_an_error(cut in 0usize..40) {
+            let frame = encode(&request()).unwrap();
+            let cut = cut.min(frame.len() - 1);
+            prop_assert!(decode::<ToAgent>(&frame[..cut]).is_err());
+        }
+    }
+}

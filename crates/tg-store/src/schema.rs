@@ -1,0 +1,78 @@
+//! Connection settings and schema migrations (tracked by `PRAGMA user_version`).
+
+use rusqlite::Connection;
+
+use crate::{Result, StoreError};
+
+/// Migrations in order; index + 1 is the schema version they produce.
+const MIGRATIONS: &[&str] = &[r"
+CREATE TABLE jobs (
+    id             TEXT PRIMARY KEY,
+    kind           TEXT NOT NULL,
+    created_at_ms  INTEGER NOT NULL,
+    finished_at_ms INTEGER,
+    status         TEXT NOT NULL,
+    reason         TEXT,
+    spec_json      TEXT NOT NULL,
+    summary_json   TEXT,
+    owner_pid      INTEGER,
+    owner_start    INTEGER
+);
+CREATE TABLE rounds (
+    job_id         TEXT NOT NULL REFERENCES jobs(id),
+    round          INTEGER NOT NULL,
+    status         TEXT NOT NULL,
+    accuracy       REAL,
+    loss           REAL,
+    selected       INTEGER NOT NULL,
+    participants   INTEGER NOT NULL,
+    upload_bytes   INTEGER NOT NULL,
+    download_bytes INTEGER NOT NULL,
+    duration_ms    INTEGER NOT NULL,
+    reason         TEXT,
+    model_sha256   TEXT,
+    finished_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (job_id, round)
+);
+CREATE TABLE participants (
+    job_id       TEXT NOT NULL,
+    round        INTEGER NOT NULL,
+    agent_id     TEXT NOT NULL,
+    outcome      TEXT NOT NULL,
+    num_examples INTEGER NOT NULL,
+    train_loss   REAL,
+    upload_bytes INTEGER NOT NULL,
+    PRIMARY KEY (job_id, round, agent_id),
+    FOREIGN KEY (job_id, round) REFERENCES rounds(job_id, round)
+);
+CREATE TABLE models (
+    sha256        TEXT PRIMARY KEY,
+    job_id        TEXT NOT NULL REFERENCES jobs(id),
+    round         INTEGER NOT NULL,
+    bytes         INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+"];
+
+/// Sets durability pragmas and applies pending migrations.
+pub(crate) fn configure_and_migrate(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a committed round survives power loss, not only a process crash.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let latest = MIGRATIONS.len() as i64;
+    if version > latest {
+        return Err(StoreError::Corrupt(format!(
+            "database schema version {version} is newer than this build understands ({latest}); upgrade tensorguard"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Federated aggregation strategies.
+//!
+//! Design decision: a [`Strategy`] is short-lived *policy* in the spirit of
+//! Flower's: it decides who trains and with which local objective
+//! ([`Strategy::configure_train`]) and how results become the next global model
+//! ([`Strategy::aggregate_train`]). The coordinator owns the *mechanism*
+//! (messaging, deadlines, quorum, storage). Strategies see only model
+//! *updates* (`local − global`), never data, so the same code later aggregates
+//! the sum that secure aggregation reveals.
+
+mod aggregate;
+mod fedadam;
+mod fedavg;
+mod sampling;
+mod scaffold;
+
+pub use aggregate::{mean_update, weighted_mean_update};
+pub use fedadam::FedAdam;
+pub use fedavg::FedAvg;
+pub use sampling::Sampler;
+pub use scaffold::Scaffold;
+
+use rand::RngCore;
+use tg_types::spec::{LocalObjective, StrategyConfig, StrategyKind};
+use tg_types::{AgentId, Parameters, ParamsError};
+
+/// Errors from strategies.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StrategyError {
+    /// Fewer agents are available than the quorum requires.
+    #[error("{available} agents available, quorum needs {required}")]
+    BelowQuorum {
+        /// Agents available.
+        available: usize,
+        /// Quorum.
+        required: usize,
+    },
+    /// Aggregation was asked to combine nothing.
+    #[error("no results to aggregate")]
+    NoResults,
+    /// Every result carried zero examples.
+    #[error("results carry zero examples in total")]
+    ZeroWeight,
+    /// A result lacks data the strategy needs (e.g. SCAFFOLD's control delta).
+    #[error("result from {agent} is missing {what}")]
+    MissingField {
+        /// Agent.
+        agent: AgentId,
+        /// What is missing.
+        what: &'static str,
+    },
+    /// Invalid configuration.
+    #[error("invalid strategy configuration: {0}")]
+    Config(String),
+    /// Parameter layouts disagree.
+    #[error(transparent)]
+    Params(#[from] ParamsError),
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = StrategyError> = std::result::Result<T, E>;
+
+/// One client's training result as a strategy sees it.
+#[derive(Clone, Debug)]
+pub struct ClientUpdate {
+    /// Agent.
+    pub agent: AgentId,
+    /// `local − global`.
+    pub update: Parameters,
+    /// Local examples (the FedAvg weight).
+    pub num_examples: u64,
+    /// SCAFFOLD control-variate change.
+    pub control_delta: Option<Parameters>,
+}
+
+/// One client's evaluation result.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientEvaluation {
+    /// Examples evaluated.
+    pub num_examples: u64,
+    /// Mean loss.
+    pub loss: f64,
+    /// Accuracy.
+    pub accuracy: f64,
+}
+
+/// What to ask of whom in a training round.
+#[derive(Clone, Debug)]
+pub struct TrainPlan {
+    /// Agents selected for this round.
+    pub selected: Vec<AgentId>,
+    /// Local objective every selected agent uses.
+    pub objective: LocalObjective,
+}
+
+/// A federated optimisation strategy.
+pub trait Strategy: Send {
+    /// Short name (`fedavg`, …).
+    fn name(&self) -> &'static str;
+
+    /// Chooses participants and the local objective for `round`.
+    fn configure_train(
+        &mut self,
+        round: u32,
+        global: &Parameters,
+        available: &[AgentId],
+        rng: &mut dyn RngCore,
+    ) -> Result<TrainPlan>;
+
+    /// Combines results into the next global model.
+    fn aggregate_train(
+        &mut self,
+        round: u32,
+        global: &Parameters,
+        results: &[ClientUpdate],
+    ) -> Result<Parameters>;
+
+    /// Chooses agents for federated evaluation (none by default: the
+    /// coordinator evaluates centrally when it holds a test set).
+    fn configure_evaluate(&mut self, _round: u32, _available: &[AgentId]) -> Vec<AgentId> {
+        Vec::new()
+    }
+
+    /// Combines federated evaluations: example-weighted means of loss and accuracy.
+    fn aggregate_evaluate(&mut self, results: &[ClientEvaluation]) -> Option<ClientEvaluation> {
+        let n: u64 = results.iter().map(|r| r.num_examples).sum();
+        (n > 0).then(|| {
+            let w = |f: fn(&ClientEvaluation) -> f64| {
+                results.iter().map(|r| f(r) * r.num_examples as f64).sum::<f64>() / n as f64
+            };
+            ClientEvaluation { num_examples: n, loss: w(|r| r.loss), accuracy: w(|r| r.accuracy) }
+        })
+    }
+}
+
+/// Builds the strategy described by `config` for a population of `population`
+/// agents sampled by `sampler`.
+pub fn build(config: &StrategyConfig, sampler: Sampler, population: usize) -> Result<Box<dyn Strategy>> {
+    if !(config.server_lr > 0.0 && config.server_lr.is_finite()) {
+        return Err(StrategyError::Config(format!(
+            "server learning rate must be positive, got {}",
+            config.server_lr
+        )));
+    }
+    Ok(match config.kind {
+        StrategyKind::FedAvg => Box::new(FedAvg::new(sampler, config.server_lr)),
+        StrategyKind::FedProx => {
+            if !(config.proximal_mu >= 0.0 && config.proximal_mu.is_finite()) {
+                return Err(StrategyError::Config(format!(
+                    "FedProx μ must be ≥ 0, got {}",
+                    config.proximal_mu
+                )));
+            }
+            Box::new(FedAvg::new(sampler, config.server_lr).with_proximal(config.proximal_mu))
+        }
+        StrategyKind::Scaffold => Box::new(Scaffold::new(sampler, config.server_lr, population)),
+        StrategyKind::FedAdam => Box::new(FedAdam::new(sampler, *config)?),
+        other => {
+            return Err(StrategyError::Config(format!("strategy {other} is not supported by this build")));
+        }
+    })
+}

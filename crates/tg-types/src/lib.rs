@@ -1,0 +1,16 @@
+//! Shared vocabulary of TensorGuard: identifiers, job specifications, round
+//! records and model parameters as named tensors.
+//!
+//! Design decision: this crate does no I/O and has no async runtime, so every
+//! other crate (including the pure privacy/secagg/strategy crates) can depend on
+//! it without pulling in a network stack. Parsing happens here, once, at the
+//! boundary: a [`spec::DatasetSpec`] or [`spec::PartitionSpec`] that exists is
+//! valid, so no code downstream re-checks strings.
+
+pub mod ids;
+pub mod params;
+pub mod record;
+pub mod spec;
+
+pub use ids::{AgentId, JobId};
+pub use params::{NamedTensor, Parameters, ParamsError};

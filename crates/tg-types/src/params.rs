@@ -1,0 +1,297 @@
+//! Model parameters as an ordered list of named `f32` tensors.
+//!
+//! Design decision: aggregation, compression and secure aggregation work on
+//! plain `Vec<f32>` buffers with a fixed layout, not on framework tensors, so
+//! the pure crates never depend on candle. The layout (names, shapes, order) is
+//! part of a model version; two parameter sets combine only when their layouts
+//! match, which [`Parameters::check_same_layout`] enforces before any
+//! arithmetic.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One named tensor, row-major.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NamedTensor {
+    /// Name such as `fc1.weight`.
+    pub name: String,
+    /// Dimensions; the product equals `data.len()`.
+    pub shape: Vec<usize>,
+    /// Values, row-major.
+    pub data: Vec<f32>,
+}
+
+/// A complete set of model parameters (or an update of the same layout),
+/// sorted by tensor name.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Parameters {
+    tensors: Vec<NamedTensor>,
+}
+
+/// Errors building, combining or decoding parameters.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParamsError {
+    /// A tensor's data length disagrees with its shape.
+    #[error("tensor `{name}` has shape {shape:?} ({expected} values) but holds {actual} values")]
+    ShapeMismatch {
+        /// Tensor name.
+        name: String,
+        /// Declared shape.
+        shape: Vec<usize>,
+        /// Product of the shape.
+        expected: usize,
+        /// Values present.
+        actual: usize,
+    },
+    /// Two tensors share a name.
+    #[error("tensor name `{0}` appears twice")]
+    DuplicateName(String),
+    /// Two parameter sets do not have the same names and shapes.
+    #[error("parameter layouts differ: {0}")]
+    LayoutMismatch(String),
+    /// Safetensors bytes could not be decoded.
+    #[error("not a valid safetensors file: {0}")]
+    Safetensors(String),
+    /// Safetensors holds a dtype other than F32.
+    #[error("tensor `{name}` has dtype {dtype}; only F32 is supported")]
+    UnsupportedDtype {
+        /// Tensor name.
+        name: String,
+        /// Dtype found.
+        dtype: String,
+    },
+}
+
+impl Parameters {
+    /// Builds a parameter set, checking shapes and sorting by name.
+    pub fn new(mut tensors: Vec<NamedTensor>) -> Result<Self, ParamsError> {
+        for t in &tensors {
+            let expected: usize = t.shape.iter().product();
+            if expected != t.data.len() {
+                return Err(ParamsError::ShapeMismatch {
+                    name: t.name.clone(),
+                    shape: t.shape.clone(),
+                    expected,
+                    actual: t.data.len(),
+                });
+            }
+        }
+        tensors.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(w) = tensors.windows(2).find(|w| w[0].name == w[1].name) {
+            return Err(ParamsError::DuplicateName(w[0].name.clone()));
+        }
+        Ok(Self { tensors })
+    }
+
+    /// The tensors, sorted by name.
+    pub fn tensors(&self) -> &[NamedTensor] {
+        &self.tensors
+    }
+
+    /// Total number of scalar parameters.
+    pub fn num_values(&self) -> usize {
+        self.tensors.iter().map(|t| t.data.len()).sum()
+    }
+
+    /// A parameter set of the same layout filled with zeros.
+    pub fn zeros_like(&self) -> Self {
+        Self {
+            tensors: self
+                .tensors
+                .iter()
+                .map(|t| NamedTensor {
+                    name: t.name.clone(),
+                    shape: t.shape.clone(),
+                    data: vec![0.0; t.data.len()],
+                })
+                .collect(),
+        }
+    }
+
+    /// Fails unless `other` has exactly the same names and shapes.
+    pub fn check_same_layout(&self, other: &Self) -> Result<(), ParamsError> {
+        if self.tensors.len() != other.tensors.len() {
+            return Err(ParamsError::LayoutMismatch(format!(
+                "{} tensors vs {}",
+                self.tensors.len(),
+                other.tensors.len()
+            )));
+        }
+        for (a, b) in self.tensors.iter().zip(&other.tensors) {
+            if a.name != b.name || a.shape != b.shape {
+                return Err(ParamsError::LayoutMismatch(format!(
+                    "`{}` {:?} vs `{}` {:?}",
+                    a.name, a.shape, b.name, b.shape
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Iterates over all values in layout order.
+    pub fn values(&self) -> impl Iterator<Item = f32> + '_ {
+        self.tensors.iter().flat_map(|t| t.data.iter().copied())
+    }
+
+    /// Applies `f(self_value, other_value)` element-wise in place.
+    pub fn zip_apply(
+        &mut self,
+        other: &Self,
+        mut f: impl FnMut(&mut f32, f32),
+    ) -> Result<(), ParamsError> {
+        self.check_same_layout(other)?;
+        for (a, b) in self.tensors.iter_mut().zip(&other.tensors) {
+            for (x, y) in a.data.iter_mut().zip(&b.data) {
+                f(x, *y);
+            }
+        }
+        Ok(())
+    }
+
+    /// `self += alpha * other`.
+    pub fn add_scaled(&mut self, other: &Self, alpha: f32) -> Result<(), ParamsError> {
+        self.zip_apply(other, |x, y| *x += alpha * y)
+    }
+
+    /// `self - other` as a new parameter set.
+    pub fn difference(&self, other: &Self) -> Result<Self, ParamsError> {
+        let mut out = self.clone();
+        out.zip_apply(other, |x, y| *x -= y)?;
+        Ok(out)
+    }
+
+    /// Multiplies every value by `alpha`.
+    pub fn scale(&mut self, alpha: f32) {
+        for t in &mut self.tensors {
+            t.data.iter_mut().for_each(|x| *x *= alpha);
+        }
+    }
+
+    /// Mutable access to every value in layout order.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut f32> + '_ {
+        self.tensors.iter_mut().flat_map(|t| t.data.iter_mut())
+    }
+
+    /// Euclidean norm over all values (accumulated in f64).
+    pub fn l2_norm(&self) -> f64 {
+        self.values()
+            .map(|v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            .sqrt()
+    }
+
+    /// True when every value is finite.
+    pub fn all_finite(&self) -> bool {
+        self.values().all(f32::is_finite)
+    }
+
+    /// Serializes to the safetensors format (little-endian F32, sorted names).
+    pub fn to_safetensors(&self) -> Result<Vec<u8>, ParamsError> {
+        // One copy into little-endian bytes: portable and free of `unsafe`.
+        let buffers: Vec<Vec<u8>> = self
+            .tensors
+            .iter()
+            .map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()).collect())
+            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = self
+            .tensors
+            .iter()
+            .zip(&buffers)
+            .map(|(t, bytes)| {
+                safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    t.shape.clone(),
+                    bytes,
+                )
+                .map(|v| (t.name.clone(), v))
+                .map_err(|e| ParamsError::Safetensors(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        let meta: Option<HashMap<String, String>> = None;
+        safetensors::serialize(views, meta).map_err(|e| ParamsError::Safetensors(e.to_string()))
+    }
+
+    /// Decodes safetensors bytes (untrusted input): only F32 tensors accepted.
+    pub fn from_safetensors(bytes: &[u8]) -> Result<Self, ParamsError> {
+        let st = safetensors::SafeTensors::deserialize(bytes)
+            .map_err(|e| ParamsError::Safetensors(e.to_string()))?;
+        let mut tensors = Vec::with_capacity(st.len());
+        for (name, view) in st.tensors() {
+            if view.dtype() != safetensors::Dtype::F32 {
+                return Err(ParamsError::UnsupportedDtype {
+                    name,
+                    dtype: format!("{:?}", view.dtype()),
+                });
+            }
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            tensors.push(NamedTensor {
+                name,
+                shape: view.shape().to_vec(),
+                data,
+            });
+        }
+        Self::new(tensors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Parameters {
+        Parameters::new(vec![
+            NamedTensor { name: "b".into(), shape: vec![2], data: vec![1.0, -2.0] },
+            NamedTensor { name: "a".into(), shape: vec![2, 2], data: vec![0.5, 0.25, 3.0, 4.0] },
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn sorted_and_checked() {
+        let p = sample();
+        assert_eq!(p.tensors()[0].name, "a");
+        assert_eq!(p.num_values(), 6);
+        let bad = Parameters::new(vec![NamedTensor { name: "x".into(), shape: vec![3], data: vec![1.0] }]);
+        assert!(matches!(bad, Err(ParamsError::ShapeMismatch { .. })));
+    }
+
+    #[test]
+    fn safetensors_round_trip() {
+        let p = sample();
+        let bytes = p.to_safetensors().unwrap();
+        assert_eq!(Parameters::from_safetensors(&bytes).unwrap(), p);
+        assert!(Parameters::from_safetensors(&bytes[..bytes.len() - 1]).is_err());
+        assert!(Parameters::from_safetensors(b"garbage").is_err());
+    }
+
+    #[test]
+    fn layout_mismatch_is_an_error() {
+        let mut p = sample();
+        let q = Parameters::new(vec![NamedTensor { name: "a".into(), shape: vec![4], data: vec![0.0; 4] }]).unwrap();
+        assert!(p.add_scaled(&q, 1.0).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn safetensors_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Parameters::from_safetensors(&bytes);
+        }
+
+        #[test]
+        fn difference_then_add_is_identity(vals in proptest::collection::vec(-1e3f32..1e3, 1..64)) {
+            let n = vals.len();
+            let a = Parameters::new(vec![NamedTensor { name: "w".into(), shape: vec![n], data: vals.clone() }]).unwrap();
+            let b = a.zeros_like();
+            let mut d = a.difference(&b).unwrap();
+            d.add_scaled(&b, 1.0).unwrap();
+            prop_assert_eq!(d, a);
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Records of what happened: job and round outcomes as stored and reported.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Outcome of one round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RoundStatus {
+    /// Aggregated, passed the evaluation gate, and the model version was stored.
+    Committed,
+    /// Did not commit (below quorum, gate failed, …); the reason is recorded.
+    Failed,
+}
+
+/// Lifecycle state of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum JobStatus {
+    /// Rounds are being run by a live process.
+    Running,
+    /// All rounds ran.
+    Completed,
+    /// Stopped by an error.
+    Failed,
+    /// The process running it died (e.g. `kill -9`) before it finished.
+    Interrupted,
+}
+
+macro_rules! text_enum {
+    ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
+        impl $t {
+            /// Stable lowercase name used in storage and JSON.
+            pub const fn as_str(&self) -> &'static str {
+                match self { $(Self::$v => $s),* }
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+        impl FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s { $($s => Ok(Self::$v),)* other => Err(format!("unknown {} `{other}`", stringify!($t))) }
+            }
+        }
+    };
+}
+
+text_enum!(RoundStatus { Committed => "committed", Failed => "failed" });
+text_enum!(JobStatus {
+    Running => "running",
+    Completed => "completed",
+    Failed => "failed",
+    Interrupted => "interrupted",
+});
+
+/// What became of one selected agent in one round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ParticipantOutcome {
+    /// Returned an update that was aggregated.
+    Contributed,
+    /// Disconnected or missed the deadline.
+    Dropped,
+    /// Returned something unusable (wrong layout, non-finite values, error).
+    Rejected,
+}
+
+text_enum!(ParticipantOutcome {
+    Contributed => "contributed",
+    Dropped => "dropped",
+    Rejected => "rejected",
+});
+
+/// One agent's part in a round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParticipantRecord {
+    /// Agent.
+    pub agent: crate::AgentId,
+    /// What happened.
+    pub outcome: ParticipantOutcome,
+    /// Local training examples (0 unless contributed).
+    pub num_examples: u64,
+    /// Mean local training loss (if contributed).
+    pub train_loss: Option<f64>,
+    /// Bytes of the agent's upload.
+    pub upload_bytes: u64,
+}
+
+/// A finished round, committed or failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoundRecord {
+    /// 1-based round number.
+    pub round: u32,
+    /// Outcome.
+    pub status: RoundStatus,
+    /// Held-out accuracy of the committed model.
+    pub accuracy: Option<f64>,
+    /// Held-out loss of the committed model.
+    pub loss: Option<f64>,
+    /// Agents selected.
+    pub selected: u32,
+    /// Agents whose updates were aggregated.
+    pub participants: u32,
+    /// Total bytes uploaded by agents this round.
+    pub upload_bytes: u64,
+    /// Total bytes sent to agents this round.
+    pub download_bytes: u64,
+    /// Wall time of the round.
+    pub duration_ms: u64,
+    /// Why the round failed (None when committed).
+    pub reason: Option<String>,
+    /// SHA-256 of the committed model's safetensors bytes.
+    pub model_sha256: Option<String>,
+    /// Per-agent detail.
+    pub participants_detail: Vec<ParticipantRecord>,
+}

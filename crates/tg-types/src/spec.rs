@@ -1,0 +1,326 @@
+//! Job specifications: what to train, on which data, with which strategy.
+//!
+//! Every textual form a user types (`dirichlet:0.5`, `mnist-idx:DIR`,
+//! `fedprox`) is parsed here into a typed value; invalid text never gets past
+//! this module.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Parameters;
+
+/// A spec string that does not parse, with the accepted forms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{input}` is not a valid {what}: expected {expected}")]
+pub struct SpecError {
+    /// What was being parsed (e.g. "partition").
+    pub what: &'static str,
+    /// The offending text.
+    pub input: String,
+    /// The accepted forms.
+    pub expected: &'static str,
+}
+
+fn spec_err(what: &'static str, input: &str, expected: &'static str) -> SpecError {
+    SpecError {
+        what,
+        input: input.to_owned(),
+        expected,
+    }
+}
+
+/// Where training data comes from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "path")]
+#[non_exhaustive]
+pub enum DatasetSpec {
+    /// UCI optical digits (1,797 × 64), embedded in the binary.
+    Digits,
+    /// A directory holding MNIST-format IDX files (`train-images-idx3-ubyte`, …).
+    MnistIdx(PathBuf),
+    /// A CSV file: first column the integer label, the rest numeric features.
+    Csv(PathBuf),
+}
+
+const DATASET_FORMS: &str = "`digits`, `mnist-idx:DIR` or `csv:PATH`";
+
+impl FromStr for DatasetSpec {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            None if s == "digits" => Ok(Self::Digits),
+            Some(("mnist-idx", p)) if !p.is_empty() => Ok(Self::MnistIdx(p.into())),
+            Some(("csv", p)) if !p.is_empty() => Ok(Self::Csv(p.into())),
+            _ => Err(spec_err("dataset", s, DATASET_FORMS)),
+        }
+    }
+}
+
+impl fmt::Display for DatasetSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Digits => f.write_str("digits"),
+            Self::MnistIdx(p) => write!(f, "mnist-idx:{}", p.display()),
+            Self::Csv(p) => write!(f, "csv:{}", p.display()),
+        }
+    }
+}
+
+/// How the pooled training set is split among clients.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "value")]
+#[non_exhaustive]
+pub enum PartitionSpec {
+    /// Uniformly at random, equal sizes.
+    Iid,
+    /// Label skew: per class, client shares drawn from Dirichlet(α). Smaller α is more skewed.
+    Dirichlet(f64),
+    /// Sort by label, cut into `clients × K` shards, give each client K shards.
+    Shards(usize),
+}
+
+const PARTITION_FORMS: &str = "`iid`, `dirichlet:A` with A > 0, or `shards:K` with K ≥ 1";
+
+impl FromStr for PartitionSpec {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || spec_err("partition", s, PARTITION_FORMS);
+        match s.split_once(':') {
+            None if s == "iid" => Ok(Self::Iid),
+            Some(("dirichlet", a)) => match a.parse::<f64>() {
+                Ok(a) if a.is_finite() && a > 0.0 => Ok(Self::Dirichlet(a)),
+                _ => Err(bad()),
+            },
+            Some(("shards", k)) => match k.parse::<usize>() {
+                Ok(k) if k >= 1 => Ok(Self::Shards(k)),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for PartitionSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Iid => f.write_str("iid"),
+            Self::Dirichlet(a) => write!(f, "dirichlet:{a}"),
+            Self::Shards(k) => write!(f, "shards:{k}"),
+        }
+    }
+}
+
+/// Model architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ModelKind {
+    /// Multi-layer perceptron with one hidden ReLU layer.
+    Mlp,
+    /// Small convolutional network (conv-relu-pool ×2, linear); needs image data.
+    Cnn,
+}
+
+impl FromStr for ModelKind {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "mlp" => Ok(Self::Mlp),
+            "cnn" => Ok(Self::Cnn),
+            _ => Err(spec_err("model", s, "`mlp` or `cnn`")),
+        }
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Mlp => "mlp",
+            Self::Cnn => "cnn",
+        })
+    }
+}
+
+/// Aggregation strategy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum StrategyKind {
+    /// Sample-weighted averaging of client updates (McMahan et al. 2017).
+    FedAvg,
+    /// FedAvg with a proximal term μ/2‖w − w_global‖² in local training (Li et al. 2020).
+    FedProx,
+    /// Control variates correcting client drift (Karimireddy et al. 2020).
+    Scaffold,
+    /// Server-side Adam on the averaged pseudo-gradient (Reddi et al. 2021).
+    FedAdam,
+}
+
+impl FromStr for StrategyKind {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fedavg" => Ok(Self::FedAvg),
+            "fedprox" => Ok(Self::FedProx),
+            "scaffold" => Ok(Self::Scaffold),
+            "fedadam" => Ok(Self::FedAdam),
+            _ => Err(spec_err(
+                "strategy",
+                s,
+                "`fedavg`, `fedprox`, `scaffold` or `fedadam`",
+            )),
+        }
+    }
+}
+
+impl fmt::Display for StrategyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::FedAvg => "fedavg",
+            Self::FedProx => "fedprox",
+            Self::Scaffold => "scaffold",
+            Self::FedAdam => "fedadam",
+        })
+    }
+}
+
+/// Local optimizer used by agents.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+#[non_exhaustive]
+pub enum OptimizerSpec {
+    /// Plain stochastic gradient descent.
+    Sgd,
+    /// AdamW (decoupled weight decay).
+    AdamW {
+        /// Weight decay coefficient.
+        weight_decay: f64,
+    },
+}
+
+/// Local training hyper-parameters sent with every round.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Passes over the local data per round.
+    pub local_epochs: u32,
+    /// Mini-batch size.
+    pub batch_size: u32,
+    /// Local learning rate.
+    pub learning_rate: f64,
+    /// Local optimizer.
+    pub optimizer: OptimizerSpec,
+}
+
+/// What the local objective adds to plain empirical risk, set by the strategy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum LocalObjective {
+    /// Plain loss.
+    Plain,
+    /// FedProx: adds μ/2‖w − w_global‖².
+    Proximal {
+        /// Proximal coefficient μ.
+        mu: f32,
+    },
+    /// SCAFFOLD: corrects every gradient by (c − c_i) with the server control `c`.
+    Scaffold {
+        /// The server control variate c.
+        server_control: Parameters,
+    },
+}
+
+/// Hyper-parameters of the server-side strategy.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StrategyConfig {
+    /// Which strategy.
+    pub kind: StrategyKind,
+    /// FedProx μ.
+    pub proximal_mu: f32,
+    /// Server learning rate (FedAvg/FedProx/SCAFFOLD: global step size; FedAdam: η).
+    pub server_lr: f32,
+    /// FedAdam β1.
+    pub beta1: f32,
+    /// FedAdam β2.
+    pub beta2: f32,
+    /// FedAdam τ (adaptivity).
+    pub tau: f32,
+}
+
+impl StrategyConfig {
+    /// Defaults that work for the given strategy on small vision models.
+    pub fn defaults_for(kind: StrategyKind) -> Self {
+        Self {
+            kind,
+            proximal_mu: 0.01,
+            server_lr: if kind == StrategyKind::FedAdam { 0.01 } else { 1.0 },
+            beta1: 0.9,
+            beta2: 0.99,
+            tau: 1e-3,
+        }
+    }
+}
+
+/// A complete description of a federated training job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Data source.
+    pub dataset: DatasetSpec,
+    /// How data is split among clients.
+    pub partition: PartitionSpec,
+    /// Model architecture.
+    pub model: ModelKind,
+    /// Hidden width of the MLP.
+    pub hidden: usize,
+    /// Server strategy.
+    pub strategy: StrategyConfig,
+    /// Local training.
+    pub train: TrainConfig,
+    /// Number of rounds.
+    pub rounds: u32,
+    /// Number of clients (agents).
+    pub clients: u32,
+    /// Fraction of available clients sampled per round, in (0, 1].
+    pub fraction: f64,
+    /// Minimum number of results for a round to commit.
+    pub min_clients: u32,
+    /// Probability that a selected agent drops out of a round (fault injection).
+    pub dropout: f64,
+    /// Seed for every random choice (partition, init, sampling, shuffling).
+    pub seed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_user_forms() {
+        assert_eq!("digits".parse::<DatasetSpec>().unwrap(), DatasetSpec::Digits);
+        assert_eq!(
+            "csv:/x.csv".parse::<DatasetSpec>().unwrap(),
+            DatasetSpec::Csv("/x.csv".into())
+        );
+        assert!("csv:".parse::<DatasetSpec>().is_err());
+        assert_eq!(
+            "dirichlet:0.3".parse::<PartitionSpec>().unwrap(),
+            PartitionSpec::Dirichlet(0.3)
+        );
+        assert!("dirichlet:0".parse::<PartitionSpec>().is_err());
+        assert!("dirichlet:nan".parse::<PartitionSpec>().is_err());
+        assert!("shards:0".parse::<PartitionSpec>().is_err());
+        assert_eq!("shards:2".parse::<PartitionSpec>().unwrap(), PartitionSpec::Shards(2));
+        assert_eq!("scaffold".parse::<StrategyKind>().unwrap(), StrategyKind::Scaffold);
+        let e = "fedsgd".parse::<StrategyKind>().unwrap_err();
+        assert!(e.to_string().contains("fedavg"));
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in ["iid", "dirichlet:0.5", "shards:3"] {
+            assert_eq!(s.parse::<PartitionSpec>().unwrap().to_string(), s);
+        }
+    }
+}
