@@ -1,1 +1,144 @@
-fn main() {}
+//! The `tensorguard` command: CLI parsing and glue; all logic lives in the
+//! library crates.
+
+mod cli;
+mod config;
+mod demo;
+mod errors;
+mod output;
+mod runs;
+mod system;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use crate::cli::{Cli, Command, ConfigCommand, RunsCommand};
+use crate::errors::{CliError, Code};
+use crate::output::Output;
+
+fn main() -> ExitCode {
+    set_thread_policy();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let rendered = e.render().to_string();
+            let first = rendered
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ")
+                .to_owned();
+            eprintln!(
+                "{}",
+                CliError::new(
+                    Code::Usage,
+                    first,
+                    "the command line could not be parsed",
+                    "see `tensorguard --help` or `tensorguard <command> --help`"
+                )
+            );
+            eprintln!(
+                "{}",
+                rendered.lines().skip(1).collect::<Vec<_>>().join("\n")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(cli.verbose);
+    let out = Output::new(cli.json);
+    match run(cli, &out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if out.json {
+                out.json_value(&e.to_json());
+            }
+            eprintln!("{}", out.red(&e.to_string()));
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn run(cli: Cli, out: &Output) -> Result<(), CliError> {
+    if let Command::Completion { shell } = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "tensorguard",
+            &mut std::io::stdout(),
+        );
+        return Ok(());
+    }
+    if let Command::Config(ConfigCommand::Validate { file: Some(f) }) = &cli.command {
+        // Validate the named file even when the active config is broken.
+        let loaded = config::Loaded {
+            path: None,
+            file: config::FileConfig::default(),
+        };
+        return system::config_validate(Some(f), &loaded, out);
+    }
+    let loaded = config::load(cli.config.as_deref())?;
+    let data_dir = config::data_dir(cli.data_dir.as_deref(), &loaded.file)?;
+    match cli.command {
+        Command::Demo(args) => {
+            let spec = config::resolve_demo(&args, &loaded.file.demo).map_err(|(_, e)| e)?;
+            let summary = demo::run(spec, &data_dir, !args.no_baseline, out)?;
+            if out.json {
+                out.json_value(&summary);
+            }
+            Ok(())
+        }
+        Command::Runs(RunsCommand::List) => runs::list(&data_dir, out),
+        Command::Runs(RunsCommand::Show { id }) => runs::show(&data_dir, &id, out),
+        Command::Info => {
+            system::info(&loaded, &data_dir, out);
+            Ok(())
+        }
+        Command::Doctor => system::doctor(&loaded, &data_dir, out),
+        Command::Init(a) => system::init(a.dir.as_deref(), a.force, out),
+        Command::Config(ConfigCommand::Validate { file }) => {
+            system::config_validate(file.as_deref(), &loaded, out)
+        }
+        Command::Config(ConfigCommand::Show) => system::config_show(&loaded, &data_dir, out),
+        Command::Completion { .. } => Ok(()),
+    }
+}
+
+/// One compute thread per training job: candle otherwise starts a thread pool
+/// per matrix multiply sized to all cores, and in-process agents training in
+/// parallel oversubscribe the machine (≈3× slower on 2 cores, ANCHORS.md).
+/// Parallelism comes from running one agent per core instead. Set before any
+/// thread exists; a user's own RAYON_NUM_THREADS is respected.
+fn set_thread_policy() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // Edition 2021: `set_var` is safe; no other thread exists yet.
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TENSORGUARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,1 +1,207 @@
-//! stub
+//! The agent: what runs on each data owner's machine.
+//!
+//! Design decision: an [`Agent`] is a synchronous handler from a request frame
+//! to a reply frame — `(bytes) -> Option<bytes>`, like Flower's client app. It
+//! owns the local data and per-client state (SCAFFOLD's control variate) and
+//! knows nothing about transports or async runtimes; the in-process federation
+//! and the network daemon both drive the same handler. Raw data never leaves
+//! this type: replies carry only model updates, example counts and metrics.
+
+use tg_model::net::ModelShape;
+use tg_model::{Dataset, LocalData, ModelError, evaluate, train_local};
+use tg_proto::{
+    EvaluateReply, EvaluateRequest, ProtoError, RoundRef, ToAgent, ToCoordinator, TrainReply,
+    TrainRequest,
+};
+use tg_types::{AgentId, JobId, Parameters};
+
+/// Errors that stop an agent from answering at all (anything else becomes a
+/// [`ToCoordinator::Declined`] reply).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// A frame could not be decoded or encoded.
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    /// Local data could not be prepared.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// What the agent did with a frame.
+#[derive(Debug)]
+pub enum Handled {
+    /// Send this frame back to the coordinator.
+    Reply(Vec<u8>),
+    /// The job is over.
+    Finished(JobId),
+}
+
+/// One federation participant with its private data.
+pub struct Agent {
+    id: AgentId,
+    shape: ModelShape,
+    train: LocalData,
+    /// SCAFFOLD client control variate `c_i`, kept across rounds.
+    control: Option<Parameters>,
+    seed: u64,
+}
+
+impl Agent {
+    /// An agent holding `data`; `seed` makes its local shuffling reproducible.
+    pub fn new(
+        id: AgentId,
+        shape: ModelShape,
+        data: &Dataset,
+        seed: u64,
+    ) -> Result<Self, AgentError> {
+        Ok(Self {
+            id,
+            shape,
+            train: LocalData::new(data)?,
+            control: None,
+            seed,
+        })
+    }
+
+    /// The agent's id.
+    pub fn id(&self) -> &AgentId {
+        &self.id
+    }
+
+    /// Number of local training examples.
+    pub fn num_examples(&self) -> usize {
+        self.train.len()
+    }
+
+    /// Handles one frame from the coordinator.
+    pub fn handle_frame(&mut self, frame: &[u8]) -> Result<Handled, AgentError> {
+        let reply = match tg_proto::decode::<ToAgent>(frame)? {
+            ToAgent::Train(req) => self.train(&req),
+            ToAgent::Evaluate(req) => self.evaluate(&req),
+            ToAgent::Finished { job } => return Ok(Handled::Finished(job)),
+            _ => {
+                return Err(ProtoError::Malformed(
+                    "message kind not understood by this agent".into(),
+                )
+                .into());
+            }
+        };
+        Ok(Handled::Reply(tg_proto::encode(&reply)?))
+    }
+
+    fn round_seed(&self, at: RoundRef) -> u64 {
+        let mut h = self.seed ^ 0x51a7_e5ee_d000_0000;
+        for b in self.id.as_str().bytes().chain(at.round.to_le_bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    }
+
+    fn declined(&self, at: RoundRef, reason: String) -> ToCoordinator {
+        ToCoordinator::Declined {
+            at,
+            agent: self.id.clone(),
+            reason,
+        }
+    }
+
+    fn train(&mut self, req: &TrainRequest) -> ToCoordinator {
+        let seed = self.round_seed(req.at);
+        match train_local(
+            &self.shape,
+            &req.global,
+            &self.train,
+            &req.config,
+            &req.objective,
+            &mut self.control,
+            seed,
+        ) {
+            Ok(out) => ToCoordinator::Trained(TrainReply {
+                at: req.at,
+                agent: self.id.clone(),
+                update: out.update,
+                num_examples: self.train.len() as u64,
+                train_loss: out.train_loss,
+                steps: out.steps,
+                control_delta: out.control_delta,
+            }),
+            Err(e) => self.declined(req.at, format!("local training failed: {e}")),
+        }
+    }
+
+    fn evaluate(&mut self, req: &EvaluateRequest) -> ToCoordinator {
+        match evaluate(&self.shape, &req.model, &self.train) {
+            Ok(e) => ToCoordinator::Evaluated(EvaluateReply {
+                at: req.at,
+                agent: self.id.clone(),
+                num_examples: e.num_examples,
+                loss: e.loss,
+                accuracy: e.accuracy,
+            }),
+            Err(e) => self.declined(req.at, format!("local evaluation failed: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tg_types::spec::{LocalObjective, ModelKind, OptimizerSpec, TrainConfig};
+
+    #[test]
+    fn trains_on_request_and_declines_bad_models() {
+        let data = tg_model::dataset::digits()
+            .unwrap()
+            .subset(&(0..100).collect::<Vec<_>>());
+        let shape = ModelShape::for_dataset(ModelKind::Mlp, 16, &data).unwrap();
+        let mut agent = Agent::new(AgentId::numbered(0), shape, &data, 1).unwrap();
+        let at = RoundRef {
+            job: JobId::from_bytes([0; 16]),
+            round: 1,
+        };
+        let config = TrainConfig {
+            local_epochs: 1,
+            batch_size: 20,
+            learning_rate: 0.1,
+            optimizer: OptimizerSpec::Sgd,
+        };
+        let global = tg_model::init_parameters(&shape, 0).unwrap();
+        let req = ToAgent::Train(TrainRequest {
+            at,
+            global,
+            config,
+            objective: LocalObjective::Plain,
+        });
+        let Handled::Reply(frame) = agent
+            .handle_frame(&tg_proto::encode(&req).unwrap())
+            .unwrap()
+        else {
+            panic!()
+        };
+        match tg_proto::decode::<ToCoordinator>(&frame).unwrap() {
+            ToCoordinator::Trained(r) => {
+                assert_eq!(r.num_examples, 100);
+                assert_eq!(r.steps, 5);
+            }
+            other => panic!("{other:?}"),
+        }
+        let bad = ToAgent::Train(TrainRequest {
+            at,
+            global: Parameters::default(),
+            config,
+            objective: LocalObjective::Plain,
+        });
+        let Handled::Reply(frame) = agent
+            .handle_frame(&tg_proto::encode(&bad).unwrap())
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert!(matches!(
+            tg_proto::decode::<ToCoordinator>(&frame).unwrap(),
+            ToCoordinator::Declined { .. }
+        ));
+        assert!(agent.handle_frame(b"\x01\x02").is_err());
+    }
+}

@@ -1,1 +1,192 @@
-//! stub
+//! The coordinator: runs a job's rounds — select → broadcast model → local
+//! training → upload → aggregate → evaluation gate → commit.
+//!
+//! Design decision: the coordinator is written against a small [`Transport`]
+//! trait that moves opaque frames and reports disconnects. The in-process
+//! federation implements it with bounded channels; the network layer will
+//! implement it over libp2p, so the round logic is written and tested once.
+//! Every round ends in the store as `committed` or `failed` with a reason —
+//! a round is never silently skipped.
+
+mod round;
+
+use std::future::Future;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use tg_model::{Evaluation, ModelError};
+use tg_proto::ToAgent;
+use tg_store::{NewJob, Store, StoreError};
+use tg_strategy::{Strategy, StrategyError};
+use tg_types::record::RoundRecord;
+use tg_types::spec::TrainConfig;
+use tg_types::{AgentId, JobId, Parameters};
+
+/// Errors that stop a job (a failed *round* is not an error: it is recorded).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoordinatorError {
+    /// Storage failed; the job cannot continue without losing records.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A frame could not be encoded.
+    #[error(transparent)]
+    Proto(#[from] tg_proto::ProtoError),
+    /// The strategy failed in a way that is not a quorum problem.
+    #[error("strategy error: {0}")]
+    Strategy(#[from] StrategyError),
+    /// Server-side evaluation failed.
+    #[error("evaluation failed: {0}")]
+    Evaluation(#[from] ModelError),
+    /// Model serialization failed.
+    #[error(transparent)]
+    Params(#[from] tg_types::ParamsError),
+    /// The transport closed: no agent can be reached any more.
+    #[error("the transport closed; no agents can be reached")]
+    TransportClosed,
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = CoordinatorError> = std::result::Result<T, E>;
+
+/// Something that happened on the transport.
+#[derive(Debug)]
+pub enum TransportEvent {
+    /// A frame arrived from an agent.
+    Frame {
+        /// Sender as authenticated by the transport.
+        from: AgentId,
+        /// Encoded [`tg_proto::ToCoordinator`].
+        frame: Vec<u8>,
+    },
+    /// An agent's connection closed (it counts as a dropout for its round).
+    Disconnected(AgentId),
+}
+
+/// How the coordinator reaches agents.
+pub trait Transport: Send {
+    /// Agents currently reachable.
+    fn connected(&self) -> Vec<AgentId>;
+    /// Sends a frame; an error means the agent is unreachable.
+    fn send(
+        &mut self,
+        to: &AgentId,
+        frame: Vec<u8>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// The next event, or `None` when the transport is closed for good.
+    fn next_event(&mut self) -> impl Future<Output = Option<TransportEvent>> + Send;
+}
+
+/// Server-side evaluation of a candidate model (the evaluation gate's input).
+pub trait Evaluator: Send {
+    /// Loss and accuracy of `params` on the coordinator's held-out data.
+    fn evaluate(&mut self, params: &Parameters) -> Result<Evaluation, ModelError>;
+}
+
+/// Mechanism settings of a job run.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Job id.
+    pub job: JobId,
+    /// Kind recorded in the store (`demo`, …).
+    pub kind: String,
+    /// Spec recorded in the store.
+    pub spec_json: serde_json::Value,
+    /// Rounds to run.
+    pub rounds: u32,
+    /// Quorum: fewest usable results for a round to commit.
+    pub min_results: usize,
+    /// Time allowed for a round's uploads; stragglers become dropouts.
+    pub round_deadline: Duration,
+    /// Local training settings sent to agents.
+    pub train: TrainConfig,
+    /// Seed for client sampling.
+    pub seed: u64,
+}
+
+/// The result of a job run.
+#[derive(Clone, Debug)]
+pub struct RunOutcome {
+    /// Final global model.
+    pub model: Parameters,
+    /// Every round, in order.
+    pub history: Vec<RoundRecord>,
+    /// Evaluation of the final model (None if no round committed and the
+    /// initial model could not be evaluated).
+    pub final_evaluation: Option<Evaluation>,
+}
+
+/// Runs a job's rounds over a transport.
+pub struct Coordinator<'s, T: Transport> {
+    transport: T,
+    strategy: Box<dyn Strategy>,
+    evaluator: Box<dyn Evaluator>,
+    store: &'s mut Store,
+    config: RunConfig,
+    rng: ChaCha20Rng,
+}
+
+impl<'s, T: Transport> Coordinator<'s, T> {
+    /// A coordinator for one job.
+    pub fn new(
+        transport: T,
+        strategy: Box<dyn Strategy>,
+        evaluator: Box<dyn Evaluator>,
+        store: &'s mut Store,
+        config: RunConfig,
+    ) -> Self {
+        let rng = ChaCha20Rng::seed_from_u64(config.seed ^ 0x5e1e_c7ed);
+        Self {
+            transport,
+            strategy,
+            evaluator,
+            store,
+            config,
+            rng,
+        }
+    }
+
+    /// Records the job, runs every round from `initial`, tells agents the job
+    /// is over, and returns the outcome. `on_round` sees each round as it is
+    /// recorded. The caller marks the job finished in the store.
+    pub async fn run(
+        mut self,
+        initial: Parameters,
+        mut on_round: impl FnMut(&RoundRecord) + Send,
+    ) -> Result<RunOutcome> {
+        self.store.create_job(&NewJob {
+            id: self.config.job,
+            kind: &self.config.kind,
+            spec: &self.config.spec_json,
+        })?;
+        let mut global = initial;
+        let mut last_eval = None;
+        let mut history = Vec::with_capacity(self.config.rounds as usize);
+        for round in 1..=self.config.rounds {
+            let (record, next) = self.run_round(round, &global).await?;
+            if let Some((params, eval)) = next {
+                global = params;
+                last_eval = Some(eval);
+            }
+            on_round(&record);
+            history.push(record);
+        }
+        let done = tg_proto::encode(&ToAgent::Finished {
+            job: self.config.job,
+        })?;
+        for agent in self.transport.connected() {
+            // Best effort: an agent that is gone needs no goodbye.
+            let _ = self.transport.send(&agent, done.clone()).await;
+        }
+        let final_evaluation = match last_eval {
+            Some(e) => Some(e),
+            None => self.evaluator.evaluate(&global).ok(),
+        };
+        Ok(RunOutcome {
+            model: global,
+            history,
+            final_evaluation,
+        })
+    }
+}

@@ -1,1 +1,326 @@
-//! stub
+//! In-process federation: one coordinator and N agents as tokio tasks that
+//! exchange encoded protocol frames over bounded channels.
+//!
+//! Design decision: everything but the transport is the production code — the
+//! same [`tg_agent::Agent`] handler, the same [`tg_coordinator::Coordinator`],
+//! the same frames and the same store. Only the [`ChannelTransport`] is
+//! specific to running in one process. Thread policy: candle runs one compute
+//! thread per training job, and at most one training job per CPU core runs at
+//! a time (a semaphore), because oversubscribing 2 cores with 10 agents'
+//! thread pools costs ~3× (see ANCHORS.md).
+//!
+//! Dropouts here are *fault injection*: with probability `dropout` a selected
+//! agent disconnects instead of answering, decided by a seeded RNG so runs
+//! reproduce. Reports label it as such.
+
+mod transport;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tg_agent::{Agent, Handled};
+use tg_coordinator::{
+    Coordinator, CoordinatorError, Evaluator, RunConfig, RunOutcome, TransportEvent,
+};
+use tg_model::net::ModelShape;
+use tg_model::partition::partition;
+use tg_model::{
+    DatasetSplit, Evaluation, LocalData, ModelError, evaluate, init_parameters, load_dataset,
+    train_local,
+};
+use tg_proto::ToAgent;
+use tg_store::Store;
+use tg_strategy::{Sampler, StrategyError};
+use tg_types::record::RoundRecord;
+use tg_types::spec::{JobSpec, LocalObjective};
+use tg_types::{AgentId, JobId, Parameters};
+use tokio::sync::{Semaphore, mpsc};
+
+pub use transport::ChannelTransport;
+
+/// Frames queued per agent inbox.
+const INBOX_CAPACITY: usize = 4;
+
+/// Errors running an in-process federation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InprocError {
+    /// The job spec is not runnable.
+    #[error("{0}")]
+    Config(String),
+    /// Data or model problem.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// Strategy construction failed.
+    #[error(transparent)]
+    Strategy(#[from] StrategyError),
+    /// The coordinator stopped.
+    #[error(transparent)]
+    Coordinator(#[from] CoordinatorError),
+    /// An agent could not be created.
+    #[error(transparent)]
+    Agent(#[from] tg_agent::AgentError),
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = InprocError> = std::result::Result<T, E>;
+
+/// A job whose data is loaded and partitioned, ready to run.
+pub struct Prepared {
+    spec: JobSpec,
+    split: DatasetSplit,
+    parts: Vec<Vec<usize>>,
+    shape: ModelShape,
+    initial: Parameters,
+}
+
+impl Prepared {
+    /// Loads and partitions the data, checks the spec, and draws the initial model.
+    pub fn new(spec: JobSpec) -> Result<Self> {
+        check_spec(&spec)?;
+        let split = load_dataset(&spec.dataset)?;
+        if split.test.is_empty() {
+            return Err(InprocError::Config(
+                "the dataset has no held-out test examples".into(),
+            ));
+        }
+        let parts = partition(
+            split.train.labels(),
+            spec.clients as usize,
+            spec.partition,
+            spec.seed,
+        )?;
+        let shape = ModelShape::for_dataset(spec.model, spec.hidden, &split.train)?;
+        let initial = init_parameters(&shape, spec.seed)?;
+        Ok(Self {
+            spec,
+            split,
+            parts,
+            shape,
+            initial,
+        })
+    }
+
+    /// The spec.
+    pub fn spec(&self) -> &JobSpec {
+        &self.spec
+    }
+
+    /// Model size in parameters.
+    pub fn num_parameters(&self) -> usize {
+        self.initial.num_values()
+    }
+
+    /// Training and test set sizes.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.split.train.len(), self.split.test.len())
+    }
+
+    /// The yardstick: the same model trained on the pooled training set for
+    /// `rounds × local_epochs` epochs with the same optimizer, evaluated on
+    /// the same held-out split.
+    pub fn centralized_baseline(&self) -> Result<Evaluation> {
+        let train = LocalData::new(&self.split.train)?;
+        let mut cfg = self.spec.train;
+        cfg.local_epochs = self.spec.rounds.saturating_mul(cfg.local_epochs);
+        let out = train_local(
+            &self.shape,
+            &self.initial,
+            &train,
+            &cfg,
+            &LocalObjective::Plain,
+            &mut None,
+            self.spec.seed,
+        )?;
+        let mut model = self.initial.clone();
+        model
+            .add_scaled(&out.update, 1.0)
+            .map_err(ModelError::from)?;
+        Ok(evaluate(
+            &self.shape,
+            &model,
+            &LocalData::new(&self.split.test)?,
+        )?)
+    }
+
+    /// Runs the federation, recording job `job` in `store`.
+    pub async fn run(
+        &self,
+        job: JobId,
+        store: &mut Store,
+        round_deadline: Duration,
+        on_round: impl FnMut(&RoundRecord) + Send,
+    ) -> Result<RunOutcome> {
+        let spec = &self.spec;
+        let sampler = Sampler::new(spec.fraction, spec.min_clients as usize)?;
+        let strategy = tg_strategy::build(&spec.strategy, sampler, spec.clients as usize)?;
+        let evaluator = Box::new(HeldOut {
+            shape: self.shape,
+            test: LocalData::new(&self.split.test)?,
+        });
+
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let permits = Arc::new(Semaphore::new(cores));
+        let (events_tx, events_rx) = mpsc::channel(2 * spec.clients as usize + 8);
+        let mut inboxes = Vec::with_capacity(self.parts.len());
+        let mut tasks = Vec::with_capacity(self.parts.len());
+        for (i, idx) in self.parts.iter().enumerate() {
+            let id = AgentId::numbered(i);
+            let agent = Agent::new(
+                id.clone(),
+                self.shape,
+                &self.split.train.subset(idx),
+                spec.seed,
+            )?;
+            let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
+            inboxes.push((id, tx));
+            let fault = Dropout {
+                p: spec.dropout,
+                seed: spec.seed,
+                agent: i as u64,
+            };
+            tasks.push(tokio::spawn(agent_task(
+                agent,
+                rx,
+                events_tx.clone(),
+                fault,
+                permits.clone(),
+            )));
+        }
+        drop(events_tx);
+
+        let config = RunConfig {
+            job,
+            kind: "demo".into(),
+            spec_json: serde_json::to_value(spec)
+                .map_err(|e| InprocError::Config(e.to_string()))?,
+            rounds: spec.rounds,
+            min_results: spec.min_clients as usize,
+            round_deadline,
+            train: spec.train,
+            seed: spec.seed,
+        };
+        let transport = ChannelTransport::new(inboxes, events_rx);
+        let coordinator = Coordinator::new(transport, strategy, evaluator, store, config);
+        let outcome = coordinator.run(self.initial.clone(), on_round).await;
+        for t in tasks {
+            let _ = t.await;
+        }
+        Ok(outcome?)
+    }
+}
+
+fn check_spec(spec: &JobSpec) -> Result<()> {
+    let bad = |m: String| Err(InprocError::Config(m));
+    if spec.clients == 0 {
+        return bad("a federation needs at least 1 client".into());
+    }
+    if spec.min_clients == 0 || spec.min_clients > spec.clients {
+        return bad(format!(
+            "quorum {} must be between 1 and the {} clients",
+            spec.min_clients, spec.clients
+        ));
+    }
+    if spec.rounds == 0 {
+        return bad("rounds must be at least 1".into());
+    }
+    if !(0.0..1.0).contains(&spec.dropout) {
+        return bad(format!(
+            "dropout probability must be in [0, 1), got {}",
+            spec.dropout
+        ));
+    }
+    Ok(())
+}
+
+/// Server-side evaluation on the held-out split.
+struct HeldOut {
+    shape: ModelShape,
+    test: LocalData,
+}
+
+impl Evaluator for HeldOut {
+    fn evaluate(&mut self, params: &Parameters) -> Result<Evaluation, ModelError> {
+        evaluate(&self.shape, params, &self.test)
+    }
+}
+
+/// Seeded fault injection: does `agent` drop out of `round`?
+#[derive(Clone, Copy)]
+struct Dropout {
+    p: f64,
+    seed: u64,
+    agent: u64,
+}
+
+impl Dropout {
+    fn drops(&self, round: u32) -> bool {
+        if self.p <= 0.0 {
+            return false;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            self.seed ^ (self.agent << 32) ^ u64::from(round) ^ 0xd409_0b70,
+        );
+        rng.random_bool(self.p)
+    }
+}
+
+async fn agent_task(
+    agent: Agent,
+    mut inbox: mpsc::Receiver<Vec<u8>>,
+    events: mpsc::Sender<TransportEvent>,
+    fault: Dropout,
+    permits: Arc<Semaphore>,
+) {
+    let id = agent.id().clone();
+    let mut agent = Some(agent);
+    while let Some(frame) = inbox.recv().await {
+        if let Ok(ToAgent::Train(req)) = tg_proto::decode::<ToAgent>(&frame) {
+            if fault.drops(req.at.round) {
+                tracing::debug!(agent = %id, round = req.at.round, "fault injection: dropping out");
+                if events
+                    .send(TransportEvent::Disconnected(id.clone()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
+        }
+        let Ok(_permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(mut a) = agent.take() else { return };
+        let joined = tokio::task::spawn_blocking(move || {
+            let r = a.handle_frame(&frame);
+            (a, r)
+        })
+        .await;
+        let Ok((a, result)) = joined else { return };
+        agent = Some(a);
+        let event = match result {
+            Ok(Handled::Reply(bytes)) => TransportEvent::Frame {
+                from: id.clone(),
+                frame: bytes,
+            },
+            Ok(Handled::Finished(_)) => return,
+            Err(e) => {
+                tracing::warn!(agent = %id, error = %e, "agent could not handle a frame");
+                TransportEvent::Disconnected(id.clone())
+            }
+        };
+        if events.send(event).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Wraps a coordinator error for callers that only hold this crate's type.
+impl From<tg_store::StoreError> for InprocError {
+    fn from(e: tg_store::StoreError) -> Self {
+        Self::Coordinator(CoordinatorError::Store(e))
+    }
+}

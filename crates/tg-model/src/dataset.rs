@@ -149,7 +149,9 @@ pub fn digits() -> Result<Dataset> {
             if t >= 0.0 && t.fract() == 0.0 && t < 10.0 {
                 Ok(t as u32)
             } else {
-                Err(ModelError::Unsuitable(format!("digits label {t} is not 0..9")))
+                Err(ModelError::Unsuitable(format!(
+                    "digits label {t} is not 0..9"
+                )))
             }
         })
         .collect::<Result<Vec<_>>>()?;

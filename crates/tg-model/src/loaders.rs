@@ -97,7 +97,11 @@ fn idx_pair(dir: &Path, prefix: &str) -> Result<Dataset> {
         });
     }
     let (h, w) = (idims[1], idims[2]);
-    let num_classes = labels.iter().copied().max().map_or(0, |m| usize::from(m) + 1);
+    let num_classes = labels
+        .iter()
+        .copied()
+        .max()
+        .map_or(0, |m| usize::from(m) + 1);
     Dataset::new(
         pixels.iter().map(|&p| f32::from(p) / 255.0).collect(),
         labels.iter().map(|&l| u32::from(l)).collect(),
@@ -128,7 +132,13 @@ pub(crate) fn mnist_idx(dir: &Path) -> Result<DatasetSplit> {
     let rebuild = |d: Dataset| {
         let shape = d.image_shape();
         let n = d.num_features();
-        Dataset::new(d.features().to_vec(), d.labels().to_vec(), n, classes, shape)
+        Dataset::new(
+            d.features().to_vec(),
+            d.labels().to_vec(),
+            n,
+            classes,
+            shape,
+        )
     };
     Ok(DatasetSplit {
         train: rebuild(train)?,
@@ -180,16 +190,14 @@ pub(crate) fn csv(path: &Path) -> Result<Dataset> {
             None if n == 0 => return Err(bad("row has a label but no features".into())),
             None => width = Some(n),
             Some(w) if w != n => {
-                return Err(bad(format!(
-                    "row has {n} features, earlier rows have {w}"
-                )));
+                return Err(bad(format!("row has {n} features, earlier rows have {w}")));
             }
             Some(_) => {}
         }
         for (col, field) in record.iter().enumerate().skip(1) {
-            let v: f32 = field.parse().map_err(|_| {
-                bad(format!("column {}: `{field}` is not a number", col + 1))
-            })?;
+            let v: f32 = field
+                .parse()
+                .map_err(|_| bad(format!("column {}: `{field}` is not a number", col + 1)))?;
             if !v.is_finite() {
                 return Err(bad(format!("column {}: `{field}` is not finite", col + 1)));
             }
@@ -213,7 +221,13 @@ pub(crate) fn csv(path: &Path) -> Result<Dataset> {
 fn standardise(features: &mut [f32], width: usize) {
     let rows = features.len() / width;
     for c in 0..width {
-        let col = || features.iter().skip(c).step_by(width).map(|&v| f64::from(v));
+        let col = || {
+            features
+                .iter()
+                .skip(c)
+                .step_by(width)
+                .map(|&v| f64::from(v))
+        };
         let mean = col().sum::<f64>() / rows as f64;
         let var = col().map(|v| (v - mean).powi(2)).sum::<f64>() / rows as f64;
         let sd = if var > 0.0 { var.sqrt() } else { 1.0 };
@@ -251,7 +265,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "bad.csv", b"0,1,2\n1,x,3\n");
         let e = csv(&p).unwrap_err().to_string();
-        assert!(e.contains(":2:") && e.contains("`x` is not a number"), "{e}");
+        assert!(
+            e.contains(":2:") && e.contains("`x` is not a number"),
+            "{e}"
+        );
         let p = write(dir.path(), "ragged.csv", b"0,1,2\n1,3\n");
         assert!(csv(&p).unwrap_err().to_string().contains("1 features"));
         let p = write(dir.path(), "neg.csv", b"0,1\n-1,2\n");
@@ -275,14 +292,25 @@ mod tests {
     fn mnist_idx_loads_and_rejects_truncation() {
         let dir = tempfile::tempdir().unwrap();
         for p in ["train", "t10k"] {
-            write(dir.path(), &format!("{p}-images-idx3-ubyte"), &idx(&[2, 2, 2], &[0, 255, 0, 255, 255, 0, 255, 0]));
-            write(dir.path(), &format!("{p}-labels-idx1-ubyte"), &idx(&[2], &[3, 7]));
+            write(
+                dir.path(),
+                &format!("{p}-images-idx3-ubyte"),
+                &idx(&[2, 2, 2], &[0, 255, 0, 255, 255, 0, 255, 0]),
+            );
+            write(
+                dir.path(),
+                &format!("{p}-labels-idx1-ubyte"),
+                &idx(&[2], &[3, 7]),
+            );
         }
         let s = mnist_idx(dir.path()).unwrap();
         assert_eq!(s.train.len(), 2);
         assert_eq!(s.train.image_shape(), Some((1, 2, 2)));
         assert_eq!(s.test.labels(), &[3, 7]);
         write(dir.path(), "t10k-labels-idx1-ubyte", &idx(&[3], &[3, 7]));
-        assert!(matches!(mnist_idx(dir.path()), Err(ModelError::Malformed { .. })));
+        assert!(matches!(
+            mnist_idx(dir.path()),
+            Err(ModelError::Malformed { .. })
+        ));
     }
 }

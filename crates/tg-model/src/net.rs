@@ -50,7 +50,9 @@ impl ModelShape {
             }
         }
         if hidden == 0 {
-            return Err(ModelError::Unsuitable("hidden width must be at least 1".into()));
+            return Err(ModelError::Unsuitable(
+                "hidden width must be at least 1".into(),
+            ));
         }
         Ok(Self {
             kind,
@@ -77,9 +79,17 @@ impl ModelShape {
                 ]
             }
             _ => vec![
-                ("fc1.weight", vec![self.hidden, self.num_features], self.num_features),
+                (
+                    "fc1.weight",
+                    vec![self.hidden, self.num_features],
+                    self.num_features,
+                ),
                 ("fc1.bias", vec![self.hidden], self.num_features),
-                ("fc2.weight", vec![self.num_classes, self.hidden], self.hidden),
+                (
+                    "fc2.weight",
+                    vec![self.num_classes, self.hidden],
+                    self.hidden,
+                ),
                 ("fc2.bias", vec![self.num_classes], self.hidden),
             ],
         }
@@ -108,8 +118,16 @@ pub fn init_parameters(shape: &ModelShape, seed: u64) -> Result<Parameters> {
 }
 
 enum Layers {
-    Mlp { fc1: Linear, fc2: Linear },
-    Cnn { conv1: Conv2d, conv2: Conv2d, fc: Linear, image: (usize, usize, usize) },
+    Mlp {
+        fc1: Linear,
+        fc2: Linear,
+    },
+    Cnn {
+        conv1: Conv2d,
+        conv2: Conv2d,
+        fc: Linear,
+        image: (usize, usize, usize),
+    },
 }
 
 /// A candle model whose variables were built from a [`Parameters`] set.
@@ -121,13 +139,22 @@ pub(crate) struct Model {
 
 impl Model {
     /// Builds the model for `shape` with the values of `params`.
-    pub(crate) fn from_parameters(shape: &ModelShape, params: &Parameters, dev: &Device) -> Result<Self> {
+    pub(crate) fn from_parameters(
+        shape: &ModelShape,
+        params: &Parameters,
+        dev: &Device,
+    ) -> Result<Self> {
         let reference = init_layout_only(shape)?;
         reference.check_same_layout(params)?;
         let vars = params
             .tensors()
             .iter()
-            .map(|t| Ok((t.name.clone(), Var::from_slice(&t.data, t.shape.as_slice(), dev)?)))
+            .map(|t| {
+                Ok((
+                    t.name.clone(),
+                    Var::from_slice(&t.data, t.shape.as_slice(), dev)?,
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
         let get = |name: &str| -> Result<Tensor> {
             vars.iter()
@@ -137,7 +164,10 @@ impl Model {
         };
         let layers = match (shape.kind, shape.image) {
             (ModelKind::Cnn, Some(image)) => {
-                let cfg = Conv2dConfig { padding: 1, ..Default::default() };
+                let cfg = Conv2dConfig {
+                    padding: 1,
+                    ..Default::default()
+                };
                 Layers::Cnn {
                     conv1: Conv2d::new(get("conv1.weight")?, Some(get("conv1.bias")?), cfg),
                     conv2: Conv2d::new(get("conv2.weight")?, Some(get("conv2.bias")?), cfg),
@@ -157,7 +187,12 @@ impl Model {
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match &self.layers {
             Layers::Mlp { fc1, fc2 } => fc2.forward(&fc1.forward(x)?.relu()?)?,
-            Layers::Cnn { conv1, conv2, fc, image: (c, h, w) } => {
+            Layers::Cnn {
+                conv1,
+                conv2,
+                fc,
+                image: (c, h, w),
+            } => {
                 let b = x.dim(0)?;
                 let x = x.reshape((b, *c, *h, *w))?;
                 let x = conv1.forward(&x)?.relu()?.max_pool2d(2)?;
@@ -176,7 +211,11 @@ impl Model {
                 Ok(NamedTensor {
                     name: name.clone(),
                     shape: v.dims().to_vec(),
-                    data: v.as_tensor().flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
+                    data: v
+                        .as_tensor()
+                        .flatten_all()?
+                        .to_dtype(DType::F32)?
+                        .to_vec1()?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -191,7 +230,11 @@ fn init_layout_only(shape: &ModelShape) -> Result<Parameters> {
         .into_iter()
         .map(|(name, dims, _)| {
             let n = dims.iter().product();
-            NamedTensor { name: name.to_owned(), shape: dims, data: vec![0.0; n] }
+            NamedTensor {
+                name: name.to_owned(),
+                shape: dims,
+                data: vec![0.0; n],
+            }
         })
         .collect();
     Ok(Parameters::new(tensors)?)
@@ -210,8 +253,16 @@ mod tests {
         assert_ne!(a, init_parameters(&s, 2).unwrap());
         assert_eq!(a.num_values(), 64 * 32 + 32 + 32 * 10 + 10);
         for t in a.tensors() {
-            let fan_in = if t.name.starts_with("fc1") { 64.0f32 } else { 32.0 };
-            assert!(t.data.iter().all(|v| v.abs() <= 1.0 / fan_in.sqrt() + 1e-6), "{}", t.name);
+            let fan_in = if t.name.starts_with("fc1") {
+                64.0f32
+            } else {
+                32.0
+            };
+            assert!(
+                t.data.iter().all(|v| v.abs() <= 1.0 / fan_in.sqrt() + 1e-6),
+                "{}",
+                t.name
+            );
         }
     }
 

@@ -31,7 +31,9 @@ pub fn partition(
 ) -> Result<Vec<Vec<usize>>> {
     let n = labels.len();
     if clients == 0 {
-        return Err(ModelError::Unsuitable("cannot partition among 0 clients".into()));
+        return Err(ModelError::Unsuitable(
+            "cannot partition among 0 clients".into(),
+        ));
     }
     if n < clients {
         return Err(ModelError::Unsuitable(format!(
@@ -109,9 +111,9 @@ fn dirichlet(
         if smallest >= min_size {
             return Ok(out);
         }
-        let better = best.as_ref().is_none_or(|b| {
-            b.iter().map(Vec::len).min().unwrap_or(0) < smallest
-        });
+        let better = best
+            .as_ref()
+            .is_none_or(|b| b.iter().map(Vec::len).min().unwrap_or(0) < smallest);
         if better {
             best = Some(out);
         }
@@ -228,7 +230,10 @@ mod tests {
                 seen.iter().filter(|&&s| s).count()
             })
             .collect();
-        assert!(classes_per_client.iter().sum::<usize>() < 70, "{classes_per_client:?}");
+        assert!(
+            classes_per_client.iter().sum::<usize>() < 70,
+            "{classes_per_client:?}"
+        );
     }
 
     #[test]

@@ -96,7 +96,9 @@ pub fn train_local(
     seed: u64,
 ) -> Result<LocalOutcome> {
     if data.is_empty() {
-        return Err(ModelError::Unsuitable("this client has no training examples".into()));
+        return Err(ModelError::Unsuitable(
+            "this client has no training examples".into(),
+        ));
     }
     if cfg.batch_size == 0 || cfg.local_epochs == 0 || !(cfg.learning_rate > 0.0) {
         return Err(ModelError::Unsuitable(format!(
@@ -109,7 +111,11 @@ pub fn train_local(
     let mut opt = match cfg.optimizer {
         OptimizerSpec::AdamW { weight_decay } => Opt::AdamW(AdamW::new(
             vars.clone(),
-            ParamsAdamW { lr: cfg.learning_rate, weight_decay, ..Default::default() },
+            ParamsAdamW {
+                lr: cfg.learning_rate,
+                weight_decay,
+                ..Default::default()
+            },
         )?),
         _ => Opt::Sgd(SGD::new(vars.clone(), cfg.learning_rate)?),
     };
@@ -143,7 +149,9 @@ pub fn train_local(
             let mut grads = loss.backward()?;
             if mu > 0.0 || scaffold_correction.is_some() {
                 for (i, var) in vars.iter().enumerate() {
-                    let Some(g) = grads.get(var.as_tensor()) else { continue };
+                    let Some(g) = grads.get(var.as_tensor()) else {
+                        continue;
+                    };
                     let mut g = g.clone();
                     if mu > 0.0 {
                         g = (g + ((var.as_tensor() - &global_t[i])? * mu)?)?;
@@ -197,7 +205,9 @@ pub struct Evaluation {
 /// Evaluates `params` on `data`.
 pub fn evaluate(shape: &ModelShape, params: &Parameters, data: &LocalData) -> Result<Evaluation> {
     if data.is_empty() {
-        return Err(ModelError::Unsuitable("cannot evaluate on an empty dataset".into()));
+        return Err(ModelError::Unsuitable(
+            "cannot evaluate on an empty dataset".into(),
+        ));
     }
     let model = Model::from_parameters(shape, params, &Device::Cpu)?;
     let (mut loss_sum, mut correct) = (0.0f64, 0u64);
@@ -210,7 +220,11 @@ pub fn evaluate(shape: &ModelShape, params: &Parameters, data: &LocalData) -> Re
         let loss = candle_nn::loss::cross_entropy(&logits, &yb)?.to_scalar::<f32>()?;
         loss_sum += f64::from(loss) * n as f64;
         let pred = logits.argmax(D::Minus1)?;
-        correct += pred.eq(&yb)?.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>()? as u64;
+        correct += pred
+            .eq(&yb)?
+            .to_dtype(DType::U32)?
+            .sum_all()?
+            .to_scalar::<u32>()? as u64;
         start += n;
     }
     Ok(Evaluation {
@@ -230,38 +244,96 @@ mod tests {
         let split = crate::dataset::digits().unwrap().split_fixed(0.2);
         let shape = ModelShape::for_dataset(ModelKind::Mlp, 32, &split.train).unwrap();
         let p = init_parameters(&shape, 0).unwrap();
-        (shape, LocalData::new(&split.train).unwrap(), LocalData::new(&split.test).unwrap(), p)
+        (
+            shape,
+            LocalData::new(&split.train).unwrap(),
+            LocalData::new(&split.test).unwrap(),
+            p,
+        )
     }
 
     fn cfg() -> TrainConfig {
-        TrainConfig { local_epochs: 3, batch_size: 32, learning_rate: 0.1, optimizer: OptimizerSpec::Sgd }
+        TrainConfig {
+            local_epochs: 3,
+            batch_size: 32,
+            learning_rate: 0.1,
+            optimizer: OptimizerSpec::Sgd,
+        }
     }
 
     #[test]
     fn training_learns_digits() {
         let (shape, train, test, p) = setup();
         let before = evaluate(&shape, &p, &test).unwrap();
-        let out = train_local(&shape, &p, &train, &cfg(), &LocalObjective::Plain, &mut None, 1).unwrap();
+        let out = train_local(
+            &shape,
+            &p,
+            &train,
+            &cfg(),
+            &LocalObjective::Plain,
+            &mut None,
+            1,
+        )
+        .unwrap();
         let mut after = p.clone();
         after.add_scaled(&out.update, 1.0).unwrap();
         let after = evaluate(&shape, &after, &test).unwrap();
-        assert!(after.accuracy > 0.75 && after.accuracy > before.accuracy + 0.5, "{before:?} → {after:?}");
+        assert!(
+            after.accuracy > 0.75 && after.accuracy > before.accuracy + 0.5,
+            "{before:?} → {after:?}"
+        );
         assert_eq!(out.steps, 3 * 1438_u64.div_ceil(32));
     }
 
     #[test]
     fn training_is_deterministic_under_seed() {
         let (shape, train, _, p) = setup();
-        let a = train_local(&shape, &p, &train, &cfg(), &LocalObjective::Plain, &mut None, 5).unwrap();
-        let b = train_local(&shape, &p, &train, &cfg(), &LocalObjective::Plain, &mut None, 5).unwrap();
+        let a = train_local(
+            &shape,
+            &p,
+            &train,
+            &cfg(),
+            &LocalObjective::Plain,
+            &mut None,
+            5,
+        )
+        .unwrap();
+        let b = train_local(
+            &shape,
+            &p,
+            &train,
+            &cfg(),
+            &LocalObjective::Plain,
+            &mut None,
+            5,
+        )
+        .unwrap();
         assert_eq!(a.update, b.update);
     }
 
     #[test]
     fn proximal_term_shrinks_the_update() {
         let (shape, train, _, p) = setup();
-        let plain = train_local(&shape, &p, &train, &cfg(), &LocalObjective::Plain, &mut None, 5).unwrap();
-        let prox = train_local(&shape, &p, &train, &cfg(), &LocalObjective::Proximal { mu: 1.0 }, &mut None, 5).unwrap();
+        let plain = train_local(
+            &shape,
+            &p,
+            &train,
+            &cfg(),
+            &LocalObjective::Plain,
+            &mut None,
+            5,
+        )
+        .unwrap();
+        let prox = train_local(
+            &shape,
+            &p,
+            &train,
+            &cfg(),
+            &LocalObjective::Proximal { mu: 1.0 },
+            &mut None,
+            5,
+        )
+        .unwrap();
         assert!(prox.update.l2_norm() < plain.update.l2_norm());
     }
 
@@ -269,7 +341,9 @@ mod tests {
     fn scaffold_updates_the_client_control() {
         let (shape, train, _, p) = setup();
         let mut ci = None;
-        let obj = LocalObjective::Scaffold { server_control: p.zeros_like() };
+        let obj = LocalObjective::Scaffold {
+            server_control: p.zeros_like(),
+        };
         let out = train_local(&shape, &p, &train, &cfg(), &obj, &mut ci, 5).unwrap();
         let delta = out.control_delta.unwrap();
         assert_eq!(ci.unwrap(), delta); // started at zero

@@ -199,7 +199,7 @@ mod tests {
                 local_epochs: 1,
                 batch_size: 32,
                 learning_rate: 0.1,
-                optimizer: OptimizerSpec::Sgd,
+                optimizer: OptimizerSpec::AdamW { weight_decay: 0.01 },
             },
             objective: LocalObjective::Proximal { mu: 0.01 },
         })
@@ -216,9 +216,19 @@ mod tests {
     fn rejects_trailing_bytes_and_other_versions() {
         let mut frame = encode(&request()).unwrap();
         frame.push(0);
-        assert!(matches!(decode::<ToAgent>(&frame), Err(ProtoError::Malformed(_))));
-        let other = postcard::to_stdvec(&Envelope { version: 99, body: 1u8 }).unwrap();
-        assert!(matches!(decode::<u8>(&other), Err(ProtoError::Version { got: 99 })));
+        assert!(matches!(
+            decode::<ToAgent>(&frame),
+            Err(ProtoError::Malformed(_))
+        ));
+        let other = postcard::to_stdvec(&Envelope {
+            version: 99,
+            body: 1u8,
+        })
+        .unwrap();
+        assert!(matches!(
+            decode::<u8>(&other),
+            Err(ProtoError::Version { got: 99 })
+        ));
     }
 
     proptest! {

@@ -19,20 +19,27 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn unwritable(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Unwritable { path: path.to_owned(), source }
+    move |source| StoreError::Unwritable {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 impl BlobStore {
     /// Opens (creating) the blob directory.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir.join("sha256")).map_err(unwritable(dir))?;
-        Ok(Self { dir: dir.to_owned() })
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
     }
 
     /// Path of the blob with this hash (which need not exist).
     pub fn path_of(&self, sha: &str) -> Result<PathBuf> {
         if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StoreError::Corrupt(format!("`{sha}` is not a SHA-256 hex digest")));
+            return Err(StoreError::Corrupt(format!(
+                "`{sha}` is not a SHA-256 hex digest"
+            )));
         }
         Ok(self.dir.join("sha256").join(&sha[..2]).join(sha))
     }
@@ -63,9 +70,15 @@ impl BlobStore {
     /// Reads a blob and verifies its hash.
     pub fn get(&self, sha: &str) -> Result<Vec<u8>> {
         let path = self.path_of(sha)?;
-        let bytes = std::fs::read(&path).map_err(|source| StoreError::Io { path: path.clone(), source })?;
+        let bytes = std::fs::read(&path).map_err(|source| StoreError::Io {
+            path: path.clone(),
+            source,
+        })?;
         if sha256_hex(&bytes) != sha.to_ascii_lowercase() {
-            return Err(StoreError::Corrupt(format!("blob {} does not match its hash", path.display())));
+            return Err(StoreError::Corrupt(format!(
+                "blob {} does not match its hash",
+                path.display()
+            )));
         }
         Ok(bytes)
     }

@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tg_types::JobId;
-use tg_types::record::{JobStatus, ParticipantOutcome, ParticipantRecord, RoundRecord, RoundStatus};
+use tg_types::record::{
+    JobStatus, ParticipantOutcome, ParticipantRecord, RoundRecord, RoundStatus,
+};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "tensorguard.db";
@@ -173,18 +175,19 @@ impl Store {
         Ok(())
     }
 
-    /// Durably records a finished round (and its model blob) atomically.
-    pub fn record_round(&mut self, job: JobId, round: &RoundRecord, model_safetensors: Option<&[u8]>) -> Result<()> {
+    /// Durably records a finished round (and its model blob) atomically, and
+    /// sets `round.model_sha256` to the stored blob's hash.
+    pub fn record_round(
+        &mut self,
+        job: JobId,
+        round: &mut RoundRecord,
+        model_safetensors: Option<&[u8]>,
+    ) -> Result<()> {
         let sha = match model_safetensors {
             Some(bytes) => Some(self.blobs.put(bytes)?),
             None => None,
         };
-        if round.model_sha256.is_some() && round.model_sha256 != sha {
-            return Err(StoreError::Corrupt(format!(
-                "round {} names model {:?} but the stored blob hashes to {:?}",
-                round.round, round.model_sha256, sha
-            )));
-        }
+        round.model_sha256.clone_from(&sha);
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO rounds(job_id, round, status, accuracy, loss, selected, participants,
@@ -232,7 +235,13 @@ impl Store {
     }
 
     /// Marks a job finished.
-    pub fn finish_job(&self, job: JobId, status: JobStatus, reason: Option<&str>, summary: &serde_json::Value) -> Result<()> {
+    pub fn finish_job(
+        &self,
+        job: JobId,
+        status: JobStatus,
+        reason: Option<&str>,
+        summary: &serde_json::Value,
+    ) -> Result<()> {
         self.conn.execute(
             "UPDATE jobs SET status = ?2, reason = ?3, summary_json = ?4, finished_at_ms = ?5 WHERE id = ?1",
             params![job.to_string(), status.as_str(), reason, summary.to_string(), now_ms()],
@@ -242,8 +251,12 @@ impl Store {
 
     /// All jobs, newest first.
     pub fn list_jobs(&self) -> Result<Vec<JobRow>> {
-        let mut stmt = self.conn.prepare(&format!("{JOB_SELECT} ORDER BY j.created_at_ms DESC, j.id"))?;
-        let rows = stmt.query_map([], read_job_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut stmt = self
+            .conn
+            .prepare(&format!("{JOB_SELECT} ORDER BY j.created_at_ms DESC, j.id"))?;
+        let rows = stmt
+            .query_map([], read_job_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         rows.into_iter().map(finish_job_row).collect()
     }
 
@@ -253,8 +266,12 @@ impl Store {
         if clean.is_empty() || !clean.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(StoreError::NotFound(id_or_prefix.to_owned()));
         }
-        let mut stmt = self.conn.prepare(&format!("{JOB_SELECT} WHERE j.id LIKE ?1 || '%' ORDER BY j.id LIMIT 2"))?;
-        let mut rows = stmt.query_map([&clean], read_job_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut stmt = self.conn.prepare(&format!(
+            "{JOB_SELECT} WHERE j.id LIKE ?1 || '%' ORDER BY j.id LIMIT 2"
+        ))?;
+        let mut rows = stmt
+            .query_map([&clean], read_job_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         match rows.len() {
             0 => Err(StoreError::NotFound(id_or_prefix.to_owned())),
             1 => finish_job_row(rows.remove(0)),
@@ -264,7 +281,10 @@ impl Store {
                     [&clean],
                     |r| r.get(0),
                 )?;
-                Err(StoreError::Ambiguous { prefix: id_or_prefix.to_owned(), count: count as usize })
+                Err(StoreError::Ambiguous {
+                    prefix: id_or_prefix.to_owned(),
+                    count: count as usize,
+                })
             }
         }
     }
@@ -298,45 +318,73 @@ impl Store {
              FROM participants WHERE job_id = ?1 AND round = ?2 ORDER BY agent_id",
         )?;
         raw.into_iter()
-            .map(|(round, status, accuracy, loss, selected, participants, up, down, dur, reason, sha)| {
-                let detail = pstmt
-                    .query_map(params![job_id, round], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get(3)?, r.get::<_, i64>(4)?))
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?
-                    .into_iter()
-                    .map(|(agent, outcome, n, loss, up)| {
-                        Ok(ParticipantRecord {
-                            agent: agent.parse_agent()?,
-                            outcome: outcome.parse::<ParticipantOutcome>().map_err(StoreError::Corrupt)?,
-                            num_examples: n as u64,
-                            train_loss: loss,
-                            upload_bytes: up as u64,
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(RoundRecord {
+            .map(
+                |(
                     round,
-                    status: status.parse::<RoundStatus>().map_err(StoreError::Corrupt)?,
+                    status,
                     accuracy,
                     loss,
                     selected,
                     participants,
-                    upload_bytes: up as u64,
-                    download_bytes: down as u64,
-                    duration_ms: dur as u64,
+                    up,
+                    down,
+                    dur,
                     reason,
-                    model_sha256: sha,
-                    participants_detail: detail,
-                })
-            })
+                    sha,
+                )| {
+                    let detail = pstmt
+                        .query_map(params![job_id, round], |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, i64>(2)?,
+                                r.get(3)?,
+                                r.get::<_, i64>(4)?,
+                            ))
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()?
+                        .into_iter()
+                        .map(|(agent, outcome, n, loss, up)| {
+                            Ok(ParticipantRecord {
+                                agent: agent.parse_agent()?,
+                                outcome: outcome
+                                    .parse::<ParticipantOutcome>()
+                                    .map_err(StoreError::Corrupt)?,
+                                num_examples: n as u64,
+                                train_loss: loss,
+                                upload_bytes: up as u64,
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(RoundRecord {
+                        round,
+                        status: status.parse::<RoundStatus>().map_err(StoreError::Corrupt)?,
+                        accuracy,
+                        loss,
+                        selected,
+                        participants,
+                        upload_bytes: up as u64,
+                        download_bytes: down as u64,
+                        duration_ms: dur as u64,
+                        reason,
+                        model_sha256: sha,
+                        participants_detail: detail,
+                    })
+                },
+            )
             .collect()
     }
 
     /// Runs SQLite's integrity check; `Ok(())` when the database is sound.
     pub fn integrity_check(&self) -> Result<()> {
-        let result: String = self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-        if result == "ok" { Ok(()) } else { Err(StoreError::Corrupt(result)) }
+        let result: String = self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if result == "ok" {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt(result))
+        }
     }
 
     /// The latest committed model of a job, if any: `(round, sha256)`.
@@ -371,29 +419,60 @@ const JOB_SELECT: &str = "SELECT j.id, j.kind, j.created_at_ms, j.status, j.reas
         (SELECT r.accuracy FROM rounds r WHERE r.job_id = j.id AND r.status = 'committed' ORDER BY r.round DESC LIMIT 1)
      FROM jobs j";
 
-type RawJob = (String, String, i64, String, Option<String>, String, Option<String>, Option<u32>, Option<u64>, u32, u32, Option<f64>);
+type RawJob = (
+    String,
+    String,
+    i64,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<u32>,
+    Option<u64>,
+    u32,
+    u32,
+    Option<f64>,
+);
 
 fn read_job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
     Ok((
-        r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?,
-        r.get(7)?, r.get::<_, Option<i64>>(8)?.map(|v| v as u64), r.get(9)?, r.get(10)?, r.get(11)?,
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
     ))
 }
 
 fn finish_job_row(raw: RawJob) -> Result<JobRow> {
-    let (id, kind, created, status, reason, spec, summary, pid, start, committed, failed, acc) = raw;
+    let (id, kind, created, status, reason, spec, summary, pid, start, committed, failed, acc) =
+        raw;
     let mut status = status.parse::<JobStatus>().map_err(StoreError::Corrupt)?;
     let mut reason = reason;
     if status == JobStatus::Running {
         if let Some(pid) = pid {
-            let owner = ProcessStamp { pid, start_ticks: start };
+            let owner = ProcessStamp {
+                pid,
+                start_ticks: start,
+            };
             if owner.is_gone() {
                 status = JobStatus::Interrupted;
-                reason.get_or_insert_with(|| format!("process {pid} that ran it is gone (crashed or killed)"));
+                reason.get_or_insert_with(|| {
+                    format!("process {pid} that ran it is gone (crashed or killed)")
+                });
             }
         }
     }
-    let json = |s: &str| serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("job {id}: {e}")));
+    let json = |s: &str| {
+        serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("job {id}: {e}")))
+    };
     Ok(JobRow {
         spec: json(&spec)?,
         summary: summary.as_deref().map(json).transpose()?,
@@ -411,7 +490,10 @@ fn finish_job_row(raw: RawJob) -> Result<JobRow> {
 /// Fails unless a file can be created in `dir`.
 fn probe_writable(dir: &Path) -> Result<()> {
     let probe = dir.join(format!(".write-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(|source| StoreError::Unwritable { path: dir.to_owned(), source })?;
+    std::fs::write(&probe, b"").map_err(|source| StoreError::Unwritable {
+        path: dir.to_owned(),
+        source,
+    })?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }

@@ -22,7 +22,10 @@ impl ProcessStamp {
     /// This process.
     pub fn current() -> Self {
         let pid = std::process::id();
-        Self { pid, start_ticks: start_ticks(pid) }
+        Self {
+            pid,
+            start_ticks: start_ticks(pid),
+        }
     }
 
     /// True when we can tell the process is no longer running. Where `/proc`
@@ -48,7 +51,10 @@ mod tests {
         assert!(!ProcessStamp::current().is_gone());
         let me = ProcessStamp::current();
         if me.start_ticks.is_some() {
-            let recycled = ProcessStamp { pid: me.pid, start_ticks: me.start_ticks.map(|t| t + 1) };
+            let recycled = ProcessStamp {
+                pid: me.pid,
+                start_ticks: me.start_ticks.map(|t| t + 1),
+            };
             assert!(recycled.is_gone());
         }
     }

@@ -29,9 +29,20 @@ fn jobs_and_rounds_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Store::open(dir.path()).unwrap();
     let id = JobId::from_bytes([1; 16]);
-    s.create_job(&NewJob { id, kind: "demo", spec: &serde_json::json!({"rounds": 2}) }).unwrap();
-    s.record_round(id, &round(1, RoundStatus::Committed), Some(b"model-bytes")).unwrap();
-    s.record_round(id, &round(2, RoundStatus::Failed), None).unwrap();
+    s.create_job(&NewJob {
+        id,
+        kind: "demo",
+        spec: &serde_json::json!({"rounds": 2}),
+    })
+    .unwrap();
+    s.record_round(
+        id,
+        &mut round(1, RoundStatus::Committed),
+        Some(b"model-bytes"),
+    )
+    .unwrap();
+    s.record_round(id, &mut round(2, RoundStatus::Failed), None)
+        .unwrap();
     let job = s.find_job(&id.to_string()[..6]).unwrap();
     assert_eq!(job.status, JobStatus::Running);
     assert_eq!((job.rounds_committed, job.rounds_failed), (1, 1));
@@ -41,7 +52,13 @@ fn jobs_and_rounds_round_trip() {
     assert_eq!(s.blobs().get(&sha).unwrap(), b"model-bytes");
     assert_eq!(rounds[0].participants_detail.len(), 1);
     assert_eq!(s.latest_model(&job.id).unwrap().unwrap().0, 1);
-    s.finish_job(id, JobStatus::Completed, None, &serde_json::json!({"ok": true})).unwrap();
+    s.finish_job(
+        id,
+        JobStatus::Completed,
+        None,
+        &serde_json::json!({"ok": true}),
+    )
+    .unwrap();
     assert_eq!(s.list_jobs().unwrap()[0].status, JobStatus::Completed);
     s.integrity_check().unwrap();
 }
@@ -51,9 +68,18 @@ fn a_round_is_recorded_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Store::open(dir.path()).unwrap();
     let id = JobId::from_bytes([2; 16]);
-    s.create_job(&NewJob { id, kind: "demo", spec: &serde_json::json!({}) }).unwrap();
-    s.record_round(id, &round(1, RoundStatus::Committed), None).unwrap();
-    assert!(s.record_round(id, &round(1, RoundStatus::Committed), None).is_err());
+    s.create_job(&NewJob {
+        id,
+        kind: "demo",
+        spec: &serde_json::json!({}),
+    })
+    .unwrap();
+    s.record_round(id, &mut round(1, RoundStatus::Committed), None)
+        .unwrap();
+    assert!(
+        s.record_round(id, &mut round(1, RoundStatus::Committed), None)
+            .is_err()
+    );
     assert_eq!(s.rounds(&id.to_string()).unwrap().len(), 1);
 }
 
@@ -62,11 +88,22 @@ fn lookups_explain_misses() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
     for b in [[0xaa; 16], [0xab; 16]] {
-        s.create_job(&NewJob { id: JobId::from_bytes(b), kind: "demo", spec: &serde_json::json!({}) }).unwrap();
+        s.create_job(&NewJob {
+            id: JobId::from_bytes(b),
+            kind: "demo",
+            spec: &serde_json::json!({}),
+        })
+        .unwrap();
     }
-    assert!(matches!(s.find_job("a"), Err(StoreError::Ambiguous { count: 2, .. })));
+    assert!(matches!(
+        s.find_job("a"),
+        Err(StoreError::Ambiguous { count: 2, .. })
+    ));
     assert!(matches!(s.find_job("ff"), Err(StoreError::NotFound(_))));
-    assert!(matches!(s.find_job("'; drop"), Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.find_job("'; drop"),
+        Err(StoreError::NotFound(_))
+    ));
     assert!(s.find_job("aa").is_ok());
 }
 
@@ -84,5 +121,8 @@ fn unwritable_dir_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"").unwrap();
-    assert!(matches!(Store::open(&file.join("sub")), Err(StoreError::Unwritable { .. })));
+    assert!(matches!(
+        Store::open(&file.join("sub")),
+        Err(StoreError::Unwritable { .. })
+    ));
 }

@@ -45,7 +45,10 @@ pub fn fedavg_weights(results: &[ClientUpdate]) -> Result<Vec<f64>> {
     if total == 0 {
         return Err(StrategyError::ZeroWeight);
     }
-    Ok(results.iter().map(|r| r.num_examples as f64 / total as f64).collect())
+    Ok(results
+        .iter()
+        .map(|r| r.num_examples as f64 / total as f64)
+        .collect())
 }
 
 #[cfg(test)]
@@ -58,7 +61,12 @@ mod tests {
         let len = vals.len();
         ClientUpdate {
             agent: AgentId::numbered(0),
-            update: Parameters::new(vec![NamedTensor { name: "w".into(), shape: vec![len], data: vals }]).unwrap(),
+            update: Parameters::new(vec![NamedTensor {
+                name: "w".into(),
+                shape: vec![len],
+                data: vals,
+            }])
+            .unwrap(),
             num_examples: n,
             control_delta: None,
         }
@@ -91,7 +99,13 @@ mod tests {
     fn weights_follow_example_counts() {
         let avg = weighted_mean_update(&[upd(vec![0.0], 1), upd(vec![4.0], 3)]).unwrap();
         assert_eq!(avg.values().next(), Some(3.0));
-        assert!(matches!(weighted_mean_update(&[]), Err(StrategyError::NoResults)));
-        assert!(matches!(weighted_mean_update(&[upd(vec![1.0], 0)]), Err(StrategyError::ZeroWeight)));
+        assert!(matches!(
+            weighted_mean_update(&[]),
+            Err(StrategyError::NoResults)
+        ));
+        assert!(matches!(
+            weighted_mean_update(&[upd(vec![1.0], 0)]),
+            Err(StrategyError::ZeroWeight)
+        ));
     }
 }

@@ -4,7 +4,9 @@ use rand::RngCore;
 use tg_types::spec::{LocalObjective, StrategyConfig};
 use tg_types::{AgentId, Parameters};
 
-use crate::{ClientUpdate, Result, Sampler, Strategy, StrategyError, TrainPlan, weighted_mean_update};
+use crate::{
+    ClientUpdate, Result, Sampler, Strategy, StrategyError, TrainPlan, weighted_mean_update,
+};
 
 /// Server-side Adam on the averaged update Δ (the negative pseudo-gradient):
 /// `m ← β₁m + (1−β₁)Δ`, `v ← β₂v + (1−β₂)Δ²`, `x ← x + η·m/(√v + τ)`.
@@ -53,10 +55,18 @@ impl Strategy for FedAdam {
         available: &[AgentId],
         rng: &mut dyn RngCore,
     ) -> Result<TrainPlan> {
-        Ok(TrainPlan { selected: self.sampler.sample(available, rng)?, objective: LocalObjective::Plain })
+        Ok(TrainPlan {
+            selected: self.sampler.sample(available, rng)?,
+            objective: LocalObjective::Plain,
+        })
     }
 
-    fn aggregate_train(&mut self, _round: u32, global: &Parameters, results: &[ClientUpdate]) -> Result<Parameters> {
+    fn aggregate_train(
+        &mut self,
+        _round: u32,
+        global: &Parameters,
+        results: &[ClientUpdate],
+    ) -> Result<Parameters> {
         let delta = weighted_mean_update(results)?;
         let (b1, b2) = (self.beta1, self.beta2);
         let m = self.m.get_or_insert_with(|| delta.zeros_like());

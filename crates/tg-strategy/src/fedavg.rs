@@ -18,7 +18,11 @@ pub struct FedAvg {
 impl FedAvg {
     /// FedAvg with server step size `server_lr` (1.0 is classic FedAvg).
     pub fn new(sampler: Sampler, server_lr: f32) -> Self {
-        Self { sampler, server_lr, proximal_mu: None }
+        Self {
+            sampler,
+            server_lr,
+            proximal_mu: None,
+        }
     }
 
     /// Turns this into FedProx with coefficient `mu`.
@@ -30,7 +34,11 @@ impl FedAvg {
 
 impl Strategy for FedAvg {
     fn name(&self) -> &'static str {
-        if self.proximal_mu.is_some() { "fedprox" } else { "fedavg" }
+        if self.proximal_mu.is_some() {
+            "fedprox"
+        } else {
+            "fedavg"
+        }
     }
 
     fn configure_train(
@@ -49,7 +57,12 @@ impl Strategy for FedAvg {
         })
     }
 
-    fn aggregate_train(&mut self, _round: u32, global: &Parameters, results: &[ClientUpdate]) -> Result<Parameters> {
+    fn aggregate_train(
+        &mut self,
+        _round: u32,
+        global: &Parameters,
+        results: &[ClientUpdate],
+    ) -> Result<Parameters> {
         let avg = weighted_mean_update(results)?;
         let mut next = global.clone();
         next.add_scaled(&avg, self.server_lr)?;
@@ -64,12 +77,28 @@ mod tests {
 
     #[test]
     fn applies_the_weighted_mean() {
-        let p = |v: f32| Parameters::new(vec![NamedTensor { name: "w".into(), shape: vec![1], data: vec![v] }]).unwrap();
+        let p = |v: f32| {
+            Parameters::new(vec![NamedTensor {
+                name: "w".into(),
+                shape: vec![1],
+                data: vec![v],
+            }])
+            .unwrap()
+        };
         let mut s = FedAvg::new(Sampler::new(1.0, 1).unwrap(), 1.0);
-        let r = |v, n| ClientUpdate { agent: AgentId::numbered(0), update: p(v), num_examples: n, control_delta: None };
-        let next = s.aggregate_train(1, &p(10.0), &[r(1.0, 1), r(-1.0, 1)]).unwrap();
+        let r = |v, n| ClientUpdate {
+            agent: AgentId::numbered(0),
+            update: p(v),
+            num_examples: n,
+            control_delta: None,
+        };
+        let next = s
+            .aggregate_train(1, &p(10.0), &[r(1.0, 1), r(-1.0, 1)])
+            .unwrap();
         assert_eq!(next, p(10.0));
-        let next = s.aggregate_train(1, &p(10.0), &[r(2.0, 3), r(-2.0, 1)]).unwrap();
+        let next = s
+            .aggregate_train(1, &p(10.0), &[r(2.0, 3), r(-2.0, 1)])
+            .unwrap();
         assert_eq!(next, p(11.0));
     }
 }

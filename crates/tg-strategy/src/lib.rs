@@ -127,16 +127,28 @@ pub trait Strategy: Send {
         let n: u64 = results.iter().map(|r| r.num_examples).sum();
         (n > 0).then(|| {
             let w = |f: fn(&ClientEvaluation) -> f64| {
-                results.iter().map(|r| f(r) * r.num_examples as f64).sum::<f64>() / n as f64
+                results
+                    .iter()
+                    .map(|r| f(r) * r.num_examples as f64)
+                    .sum::<f64>()
+                    / n as f64
             };
-            ClientEvaluation { num_examples: n, loss: w(|r| r.loss), accuracy: w(|r| r.accuracy) }
+            ClientEvaluation {
+                num_examples: n,
+                loss: w(|r| r.loss),
+                accuracy: w(|r| r.accuracy),
+            }
         })
     }
 }
 
 /// Builds the strategy described by `config` for a population of `population`
 /// agents sampled by `sampler`.
-pub fn build(config: &StrategyConfig, sampler: Sampler, population: usize) -> Result<Box<dyn Strategy>> {
+pub fn build(
+    config: &StrategyConfig,
+    sampler: Sampler,
+    population: usize,
+) -> Result<Box<dyn Strategy>> {
     if !(config.server_lr > 0.0 && config.server_lr.is_finite()) {
         return Err(StrategyError::Config(format!(
             "server learning rate must be positive, got {}",
@@ -157,7 +169,9 @@ pub fn build(config: &StrategyConfig, sampler: Sampler, population: usize) -> Re
         StrategyKind::Scaffold => Box::new(Scaffold::new(sampler, config.server_lr, population)),
         StrategyKind::FedAdam => Box::new(FedAdam::new(sampler, *config)?),
         other => {
-            return Err(StrategyError::Config(format!("strategy {other} is not supported by this build")));
+            return Err(StrategyError::Config(format!(
+                "strategy {other} is not supported by this build"
+            )));
         }
     })
 }

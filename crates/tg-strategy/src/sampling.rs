@@ -22,9 +22,14 @@ impl Sampler {
             )));
         }
         if min_clients == 0 {
-            return Err(StrategyError::Config("quorum (min clients) must be at least 1".into()));
+            return Err(StrategyError::Config(
+                "quorum (min clients) must be at least 1".into(),
+            ));
         }
-        Ok(Self { fraction, min_clients })
+        Ok(Self {
+            fraction,
+            min_clients,
+        })
     }
 
     /// The quorum: fewest results with which a round may commit.
@@ -64,7 +69,10 @@ mod tests {
         let s = Sampler::new(0.3, 2).unwrap();
         assert_eq!(s.sample(&agents(10), &mut rng).unwrap().len(), 3);
         assert_eq!(s.sample(&agents(3), &mut rng).unwrap().len(), 2);
-        assert!(matches!(s.sample(&agents(1), &mut rng), Err(StrategyError::BelowQuorum { .. })));
+        assert!(matches!(
+            s.sample(&agents(1), &mut rng),
+            Err(StrategyError::BelowQuorum { .. })
+        ));
         assert!(Sampler::new(0.0, 1).is_err());
         assert!(Sampler::new(0.5, 0).is_err());
     }

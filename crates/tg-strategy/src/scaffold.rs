@@ -20,7 +20,12 @@ pub struct Scaffold {
 impl Scaffold {
     /// SCAFFOLD over a population of `population` clients.
     pub fn new(sampler: Sampler, server_lr: f32, population: usize) -> Self {
-        Self { sampler, server_lr, population: population.max(1), control: None }
+        Self {
+            sampler,
+            server_lr,
+            population: population.max(1),
+            control: None,
+        }
     }
 
     /// The server control variate (zero before the first round).
@@ -41,22 +46,35 @@ impl Strategy for Scaffold {
         available: &[AgentId],
         rng: &mut dyn RngCore,
     ) -> Result<TrainPlan> {
-        let control = self.control.get_or_insert_with(|| global.zeros_like()).clone();
+        let control = self
+            .control
+            .get_or_insert_with(|| global.zeros_like())
+            .clone();
         Ok(TrainPlan {
             selected: self.sampler.sample(available, rng)?,
-            objective: LocalObjective::Scaffold { server_control: control },
+            objective: LocalObjective::Scaffold {
+                server_control: control,
+            },
         })
     }
 
-    fn aggregate_train(&mut self, _round: u32, global: &Parameters, results: &[ClientUpdate]) -> Result<Parameters> {
+    fn aggregate_train(
+        &mut self,
+        _round: u32,
+        global: &Parameters,
+        results: &[ClientUpdate],
+    ) -> Result<Parameters> {
         let avg = mean_update(results)?;
         let control = self.control.get_or_insert_with(|| global.zeros_like());
         let scale = 1.0 / self.population as f32;
         for r in results {
-            let dc = r.control_delta.as_ref().ok_or_else(|| StrategyError::MissingField {
-                agent: r.agent.clone(),
-                what: "SCAFFOLD control delta",
-            })?;
+            let dc = r
+                .control_delta
+                .as_ref()
+                .ok_or_else(|| StrategyError::MissingField {
+                    agent: r.agent.clone(),
+                    what: "SCAFFOLD control delta",
+                })?;
             control.add_scaled(dc, scale)?;
         }
         let mut next = global.clone();

@@ -67,7 +67,9 @@ impl IdentityKey {
     pub fn generate() -> Result<Self> {
         let mut seed = Zeroizing::new([0u8; 32]);
         getrandom::fill(seed.as_mut()).map_err(|e| TrustError::Rng(e.to_string()))?;
-        Ok(Self { signing: SigningKey::from_bytes(&seed) })
+        Ok(Self {
+            signing: SigningKey::from_bytes(&seed),
+        })
     }
 
     /// The public verifying key.
@@ -91,7 +93,10 @@ impl IdentityKey {
         if path.exists() && !overwrite {
             return Err(TrustError::Exists(path.to_owned()));
         }
-        let io = |source| TrustError::Io { path: path.to_owned(), source };
+        let io = |source| TrustError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let body = Zeroizing::new(format!(
             "{FILE_TAG}\n{}\n# public {}\n",
             hex::encode(self.signing.to_bytes()),
@@ -103,13 +108,18 @@ impl IdentityKey {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
         let mut f = opts.open(&tmp).map_err(io)?;
-        f.write_all(body.as_bytes()).and_then(|()| f.sync_all()).map_err(io)?;
+        f.write_all(body.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
     }
 
     /// Loads a key file, refusing one that others can read.
     pub fn load(path: &Path) -> Result<Self> {
-        let io = |source| TrustError::Io { path: path.to_owned(), source };
+        let io = |source| TrustError::Io {
+            path: path.to_owned(),
+            source,
+        };
         check_private(path)?;
         let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
         let mut lines = text.lines();
@@ -121,19 +131,27 @@ impl IdentityKey {
             .next()
             .and_then(|l| hex::decode_to_slice(l.trim(), seed.as_mut()).ok())
             .ok_or_else(|| TrustError::Malformed(path.to_owned()))?;
-        Ok(Self { signing: SigningKey::from_bytes(&seed) })
+        Ok(Self {
+            signing: SigningKey::from_bytes(&seed),
+        })
     }
 }
 
 /// Fails when `path` is readable or writable by group or others.
 pub fn check_private(path: &Path) -> Result<()> {
-    let meta = std::fs::metadata(path).map_err(|source| TrustError::Io { path: path.to_owned(), source })?;
+    let meta = std::fs::metadata(path).map_err(|source| TrustError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(TrustError::InsecurePermissions { path: path.to_owned(), mode });
+            return Err(TrustError::InsecurePermissions {
+                path: path.to_owned(),
+                mode,
+            });
         }
     }
     #[cfg(not(unix))]
@@ -167,11 +185,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("id.key");
         IdentityKey::generate().unwrap().save(&p, false).unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(IdentityKey::load(&p), Err(TrustError::InsecurePermissions { .. })));
+        assert!(matches!(
+            IdentityKey::load(&p),
+            Err(TrustError::InsecurePermissions { .. })
+        ));
         std::fs::write(&p, "nope").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(matches!(IdentityKey::load(&p), Err(TrustError::Malformed(_))));
+        assert!(matches!(
+            IdentityKey::load(&p),
+            Err(TrustError::Malformed(_))
+        ));
     }
 }

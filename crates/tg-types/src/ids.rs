@@ -73,10 +73,13 @@ impl AgentId {
         let s = s.into();
         let ok = !s.is_empty()
             && s.len() <= 128
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if ok { Ok(Self(s)) } else { Err(IdError::BadAgentId(s)) }
+        if ok {
+            Ok(Self(s))
+        } else {
+            Err(IdError::BadAgentId(s))
+        }
     }
 
     /// The conventional name of the `index`-th in-process agent.

@@ -247,8 +247,16 @@ mod tests {
 
     fn sample() -> Parameters {
         Parameters::new(vec![
-            NamedTensor { name: "b".into(), shape: vec![2], data: vec![1.0, -2.0] },
-            NamedTensor { name: "a".into(), shape: vec![2, 2], data: vec![0.5, 0.25, 3.0, 4.0] },
+            NamedTensor {
+                name: "b".into(),
+                shape: vec![2],
+                data: vec![1.0, -2.0],
+            },
+            NamedTensor {
+                name: "a".into(),
+                shape: vec![2, 2],
+                data: vec![0.5, 0.25, 3.0, 4.0],
+            },
         ])
         .unwrap()
     }
@@ -258,7 +266,11 @@ mod tests {
         let p = sample();
         assert_eq!(p.tensors()[0].name, "a");
         assert_eq!(p.num_values(), 6);
-        let bad = Parameters::new(vec![NamedTensor { name: "x".into(), shape: vec![3], data: vec![1.0] }]);
+        let bad = Parameters::new(vec![NamedTensor {
+            name: "x".into(),
+            shape: vec![3],
+            data: vec![1.0],
+        }]);
         assert!(matches!(bad, Err(ParamsError::ShapeMismatch { .. })));
     }
 
@@ -274,7 +286,12 @@ mod tests {
     #[test]
     fn layout_mismatch_is_an_error() {
         let mut p = sample();
-        let q = Parameters::new(vec![NamedTensor { name: "a".into(), shape: vec![4], data: vec![0.0; 4] }]).unwrap();
+        let q = Parameters::new(vec![NamedTensor {
+            name: "a".into(),
+            shape: vec![4],
+            data: vec![0.0; 4],
+        }])
+        .unwrap();
         assert!(p.add_scaled(&q, 1.0).is_err());
     }
 

@@ -34,7 +34,7 @@ fn spec_err(what: &'static str, input: &str, expected: &'static str) -> SpecErro
 
 /// Where training data comes from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "kind", content = "path")]
+#[serde(into = "String", try_from = "String")]
 #[non_exhaustive]
 pub enum DatasetSpec {
     /// UCI optical digits (1,797 × 64), embedded in the binary.
@@ -71,7 +71,7 @@ impl fmt::Display for DatasetSpec {
 
 /// How the pooled training set is split among clients.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "kind", content = "value")]
+#[serde(into = "String", try_from = "String")]
 #[non_exhaustive]
 pub enum PartitionSpec {
     /// Uniformly at random, equal sizes.
@@ -112,6 +112,24 @@ impl fmt::Display for PartitionSpec {
         }
     }
 }
+
+macro_rules! string_serde {
+    ($t:ty) => {
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.to_string()
+            }
+        }
+        impl TryFrom<String> for $t {
+            type Error = SpecError;
+            fn try_from(s: String) -> Result<Self, SpecError> {
+                s.parse()
+            }
+        }
+    };
+}
+string_serde!(DatasetSpec);
+string_serde!(PartitionSpec);
 
 /// Model architecture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,7 +207,7 @@ impl fmt::Display for StrategyKind {
 
 /// Local optimizer used by agents.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "kind")]
+#[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum OptimizerSpec {
     /// Plain stochastic gradient descent.
@@ -255,7 +273,11 @@ impl StrategyConfig {
         Self {
             kind,
             proximal_mu: 0.01,
-            server_lr: if kind == StrategyKind::FedAdam { 0.01 } else { 1.0 },
+            server_lr: if kind == StrategyKind::FedAdam {
+                0.01
+            } else {
+                1.0
+            },
             beta1: 0.9,
             beta2: 0.99,
             tau: 1e-3,
@@ -298,7 +320,10 @@ mod tests {
 
     #[test]
     fn parses_user_forms() {
-        assert_eq!("digits".parse::<DatasetSpec>().unwrap(), DatasetSpec::Digits);
+        assert_eq!(
+            "digits".parse::<DatasetSpec>().unwrap(),
+            DatasetSpec::Digits
+        );
         assert_eq!(
             "csv:/x.csv".parse::<DatasetSpec>().unwrap(),
             DatasetSpec::Csv("/x.csv".into())
@@ -311,10 +336,27 @@ mod tests {
         assert!("dirichlet:0".parse::<PartitionSpec>().is_err());
         assert!("dirichlet:nan".parse::<PartitionSpec>().is_err());
         assert!("shards:0".parse::<PartitionSpec>().is_err());
-        assert_eq!("shards:2".parse::<PartitionSpec>().unwrap(), PartitionSpec::Shards(2));
-        assert_eq!("scaffold".parse::<StrategyKind>().unwrap(), StrategyKind::Scaffold);
+        assert_eq!(
+            "shards:2".parse::<PartitionSpec>().unwrap(),
+            PartitionSpec::Shards(2)
+        );
+        assert_eq!(
+            "scaffold".parse::<StrategyKind>().unwrap(),
+            StrategyKind::Scaffold
+        );
         let e = "fedsgd".parse::<StrategyKind>().unwrap_err();
         assert!(e.to_string().contains("fedavg"));
+    }
+
+    #[test]
+    fn specs_serialize_as_their_text() {
+        let j = serde_json::to_string(&PartitionSpec::Dirichlet(0.5)).unwrap();
+        assert_eq!(j, "\"dirichlet:0.5\"");
+        assert_eq!(
+            serde_json::from_str::<PartitionSpec>(&j).unwrap(),
+            PartitionSpec::Dirichlet(0.5)
+        );
+        assert!(serde_json::from_str::<DatasetSpec>("\"nope\"").is_err());
     }
 
     #[test]

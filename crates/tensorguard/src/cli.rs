@@ -1,0 +1,143 @@
+//! Command-line definition (clap derive). Parsing only: values are resolved
+//! against the config file and defaults in `config.rs`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Private federated learning for fleets.
+#[derive(Debug, Parser)]
+#[command(name = "tensorguard", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Data directory (database, models). Default: the XDG data dir.
+    #[arg(long, global = true, env = "TENSORGUARD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Config file. Default: $XDG_CONFIG_HOME/tensorguard/config.toml if it exists.
+    #[arg(long, global = true, env = "TENSORGUARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Log verbosity (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a real federation in this process on a real dataset and report it.
+    Demo(DemoArgs),
+    /// Inspect recorded runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Version, build features, crypto backends and CPU features.
+    Info,
+    /// Write a config file and a new Ed25519 identity key.
+    Init(InitArgs),
+    /// Check that this machine is ready (data dir, key permissions, ports, AES-NI).
+    Doctor,
+    /// Print a shell completion script.
+    Completion {
+        /// Shell to generate for.
+        shell: clap_complete::Shell,
+    },
+    /// Validate or show the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct DemoArgs {
+    /// Number of clients (agents).
+    #[arg(long, env = "TENSORGUARD_CLIENTS", value_name = "N")]
+    pub clients: Option<u32>,
+    /// Number of rounds.
+    #[arg(long, env = "TENSORGUARD_ROUNDS", value_name = "R")]
+    pub rounds: Option<u32>,
+    /// Aggregation strategy: fedavg | fedprox | scaffold | fedadam.
+    #[arg(long, env = "TENSORGUARD_STRATEGY")]
+    pub strategy: Option<String>,
+    /// Data split: iid | dirichlet:A | shards:K.
+    #[arg(long, env = "TENSORGUARD_PARTITION")]
+    pub partition: Option<String>,
+    /// Data: digits | mnist-idx:DIR | csv:PATH.
+    #[arg(long, env = "TENSORGUARD_DATASET")]
+    pub dataset: Option<String>,
+    /// Model: mlp | cnn.
+    #[arg(long, env = "TENSORGUARD_MODEL")]
+    pub model: Option<String>,
+    /// Local epochs per round.
+    #[arg(long, env = "TENSORGUARD_LOCAL_EPOCHS", value_name = "E")]
+    pub local_epochs: Option<u32>,
+    /// Local mini-batch size.
+    #[arg(long, env = "TENSORGUARD_BATCH_SIZE")]
+    pub batch_size: Option<u32>,
+    /// Local learning rate.
+    #[arg(long, env = "TENSORGUARD_LR")]
+    pub lr: Option<f64>,
+    /// Local optimizer: sgd | adamw.
+    #[arg(long, env = "TENSORGUARD_OPTIMIZER")]
+    pub optimizer: Option<String>,
+    /// Fraction of clients sampled per round, in (0, 1].
+    #[arg(long, env = "TENSORGUARD_FRACTION")]
+    pub fraction: Option<f64>,
+    /// Quorum: fewest updates for a round to commit. Default: half the clients (at least 1).
+    #[arg(long, env = "TENSORGUARD_MIN_CLIENTS", value_name = "N")]
+    pub min_clients: Option<u32>,
+    /// Fault injection: probability that a selected client drops out of a round.
+    #[arg(long, env = "TENSORGUARD_DROPOUT", value_name = "P")]
+    pub dropout: Option<f64>,
+    /// Seed for partitioning, initialisation, sampling and shuffling.
+    #[arg(long, env = "TENSORGUARD_SEED")]
+    pub seed: Option<u64>,
+    /// MLP hidden width.
+    #[arg(long, env = "TENSORGUARD_HIDDEN")]
+    pub hidden: Option<usize>,
+    /// FedProx proximal coefficient μ.
+    #[arg(long, env = "TENSORGUARD_MU")]
+    pub mu: Option<f32>,
+    /// Server learning rate (FedAdam η; global step for the others).
+    #[arg(long, env = "TENSORGUARD_SERVER_LR")]
+    pub server_lr: Option<f32>,
+    /// Skip training the centralized yardstick.
+    #[arg(long)]
+    pub no_baseline: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List runs, newest first.
+    List,
+    /// Show one run, round by round.
+    Show {
+        /// Run id or a unique prefix of it.
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory for config.toml and identity.key. Default: the XDG config dir.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Overwrite an existing config and key.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a config file; names the offending key and line.
+    Validate {
+        /// File to check (default: the active config file).
+        file: Option<PathBuf>,
+    },
+    /// Show the effective configuration and where each value came from.
+    Show,
+}

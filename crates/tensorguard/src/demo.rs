@@ -1,0 +1,244 @@
+//! `tensorguard demo`: a real federation in this process, on a real dataset.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use tg_inproc::Prepared;
+use tg_store::Store;
+use tg_types::record::{JobStatus, RoundRecord, RoundStatus};
+use tg_types::spec::JobSpec;
+use tg_types::JobId;
+
+use crate::errors::{from_inproc, from_store, CliError, Code};
+use crate::output::Output;
+
+/// In process no agent hangs on a network, so a generous deadline only guards
+/// against bugs; it is a stage deadline in the network federation.
+const ROUND_DEADLINE: Duration = Duration::from_secs(600);
+
+pub fn run(
+    spec: JobSpec,
+    data_dir: &std::path::Path,
+    baseline: bool,
+    out: &Output,
+) -> Result<serde_json::Value, CliError> {
+    let started = Instant::now();
+    let mut store = Store::open(data_dir).map_err(|e| from_store(e, data_dir))?;
+    let prepared = Prepared::new(spec.clone()).map_err(|e| from_inproc(e, data_dir))?;
+    let job = new_job_id()?;
+    let (n_train, n_test) = prepared.sizes();
+
+    if !out.json {
+        out.line(&format!(
+            "{} run {job}: {} clients, {} rounds, {} on {} ({} train / {} held-out), {} partition, {} model ({} parameters)",
+            out.bold("TensorGuard demo"),
+            spec.clients,
+            spec.rounds,
+            spec.strategy.kind,
+            spec.dataset,
+            n_train,
+            n_test,
+            spec.partition,
+            spec.model,
+            prepared.num_parameters(),
+        ));
+        if spec.dropout > 0.0 {
+            out.line(&format!(
+                "fault injection: each selected client drops out of a round with probability {}",
+                spec.dropout
+            ));
+        }
+    }
+
+    let bar = progress_bar(out, spec.rounds);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            CliError::new(
+                Code::Internal,
+                "cannot start the async runtime",
+                e.to_string(),
+                "check system limits (threads)",
+            )
+        })?;
+    let rounds = spec.rounds;
+    let outcome =
+        runtime.block_on(
+            prepared.run(job, &mut store, ROUND_DEADLINE, |r: &RoundRecord| {
+                let line = round_line(out, r, rounds);
+                match &bar {
+                    Some(b) => {
+                        b.println(line);
+                        b.inc(1);
+                    }
+                    None if !out.json => out.line(&line),
+                    None => {}
+                }
+            }),
+        );
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            let err = from_inproc(e, data_dir);
+            let _ = store.finish_job(job, JobStatus::Failed, Some(&err.to_string()), &json!({}));
+            return Err(err);
+        }
+    };
+
+    let centralized = if baseline {
+        if !out.json {
+            out.line("training the centralized yardstick (same model, pooled data, same epochs)…");
+        }
+        Some(
+            prepared
+                .centralized_baseline()
+                .map_err(|e| from_inproc(e, data_dir))?,
+        )
+    } else {
+        None
+    };
+
+    let history: Vec<_> = outcome
+        .history
+        .iter()
+        .map(|r| {
+            json!({
+                "round": r.round, "status": r.status.as_str(), "accuracy": r.accuracy, "loss": r.loss,
+                "selected": r.selected, "participants": r.participants, "upload_bytes": r.upload_bytes,
+                "download_bytes": r.download_bytes, "duration_ms": r.duration_ms, "reason": r.reason,
+                "model_sha256": r.model_sha256,
+            })
+        })
+        .collect();
+    let committed = outcome
+        .history
+        .iter()
+        .filter(|r| r.status == RoundStatus::Committed)
+        .count();
+    let final_eval = outcome.final_evaluation;
+    let rounds_to_90 = outcome
+        .history
+        .iter()
+        .find(|r| r.accuracy.is_some_and(|a| a >= 0.9))
+        .map(|r| r.round);
+    let summary = json!({
+        "run_id": job.to_string(),
+        "strategy": spec.strategy.kind.to_string(),
+        "dataset": spec.dataset.to_string(),
+        "partition": spec.partition.to_string(),
+        "model": spec.model.to_string(),
+        "num_parameters": prepared.num_parameters(),
+        "clients": spec.clients,
+        "rounds": spec.rounds,
+        "min_clients": spec.min_clients,
+        "fraction": spec.fraction,
+        "dropout_injection": spec.dropout,
+        "seed": spec.seed,
+        "local_epochs": spec.train.local_epochs,
+        "rounds_committed": committed,
+        "rounds_failed": outcome.history.len() - committed,
+        "rounds_to_90": rounds_to_90,
+        "final_accuracy": final_eval.map(|e| e.accuracy),
+        "final_loss": final_eval.map(|e| e.loss),
+        "centralized_accuracy": centralized.map(|e| e.accuracy),
+        "centralized_loss": centralized.map(|e| e.loss),
+        "history": history,
+        "data_dir": data_dir.display().to_string(),
+        "elapsed_s": started.elapsed().as_secs_f64(),
+    });
+    store
+        .finish_job(job, JobStatus::Completed, None, &summary)
+        .map_err(|e| from_store(e, data_dir))?;
+
+    if !out.json {
+        let pct = |v: Option<f64>| v.map_or("n/a".to_owned(), |a| format!("{:.1}%", a * 100.0));
+        out.line(&format!(
+            "{} {} of {} rounds committed in {:.1}s. Final held-out accuracy {} (centralized yardstick {}).",
+            out.green("done:"),
+            committed,
+            spec.rounds,
+            started.elapsed().as_secs_f64(),
+            out.bold(&pct(final_eval.map(|e| e.accuracy))),
+            pct(centralized.map(|e| e.accuracy)),
+        ));
+        out.line(&format!(
+            "inspect it with: tensorguard runs show {}",
+            &job.to_string()[..12]
+        ));
+    }
+    Ok(summary)
+}
+
+fn new_job_id() -> Result<JobId, CliError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| {
+        CliError::new(
+            Code::Internal,
+            "the OS random number generator failed",
+            e.to_string(),
+            "check /dev/urandom",
+        )
+    })?;
+    Ok(JobId::from_bytes(b))
+}
+
+fn progress_bar(out: &Output, rounds: u32) -> Option<ProgressBar> {
+    if out.json || !std::io::stdout().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::with_draw_target(Some(u64::from(rounds)), ProgressDrawTarget::stdout());
+    let style =
+        ProgressStyle::with_template("{spinner} round {pos}/{len} [{bar:30}] {elapsed_precise}")
+            .map(|s| s.progress_chars("=> "))
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    Some(bar)
+}
+
+fn round_line(out: &Output, r: &RoundRecord, rounds: u32) -> String {
+    let width = rounds.to_string().len();
+    match r.status {
+        RoundStatus::Committed => format!(
+            "round {:>w$}/{rounds}  acc {}  loss {:.4}  {:>2}/{} clients  {:>8} up  {:>6} ms  {}",
+            r.round,
+            out.bold(&format!("{:.3}", r.accuracy.unwrap_or(f64::NAN))),
+            r.loss.unwrap_or(f64::NAN),
+            r.participants,
+            r.selected,
+            human_bytes(r.upload_bytes),
+            r.duration_ms,
+            out.green("committed"),
+            w = width,
+        ),
+        _ => format!(
+            "round {:>w$}/{rounds}  {}  {}",
+            r.round,
+            out.red("failed"),
+            r.reason.as_deref().unwrap_or("unknown reason"),
+            w = width,
+        ),
+    }
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < UNITS.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}

@@ -1,0 +1,230 @@
+//! One round: select, broadcast, collect until done or deadline, aggregate,
+//! gate, commit.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use tg_model::Evaluation;
+use tg_proto::{RoundRef, ToAgent, ToCoordinator, TrainRequest};
+use tg_strategy::{ClientUpdate, StrategyError};
+use tg_types::record::{ParticipantOutcome, ParticipantRecord, RoundRecord, RoundStatus};
+use tg_types::{AgentId, Parameters};
+
+use crate::{Coordinator, Result, Transport, TransportEvent};
+
+/// A selected agent's state within the round.
+enum Slot {
+    Pending,
+    Done {
+        update: ClientUpdate,
+        loss: f64,
+        bytes: u64,
+    },
+    Dropped,
+    Rejected {
+        reason: String,
+        bytes: u64,
+    },
+}
+
+type Committed = Option<(Parameters, Evaluation)>;
+
+impl<T: Transport> Coordinator<'_, T> {
+    pub(crate) async fn run_round(
+        &mut self,
+        round: u32,
+        global: &Parameters,
+    ) -> Result<(RoundRecord, Committed)> {
+        let started = Instant::now();
+        let at = RoundRef {
+            job: self.config.job,
+            round,
+        };
+        let mut record = RoundRecord {
+            round,
+            status: RoundStatus::Failed,
+            accuracy: None,
+            loss: None,
+            selected: 0,
+            participants: 0,
+            upload_bytes: 0,
+            download_bytes: 0,
+            duration_ms: 0,
+            reason: None,
+            model_sha256: None,
+            participants_detail: Vec::new(),
+        };
+
+        // Select.
+        let available = self.transport.connected();
+        let plan = match self
+            .strategy
+            .configure_train(round, global, &available, &mut self.rng)
+        {
+            Ok(plan) => plan,
+            Err(e @ StrategyError::BelowQuorum { .. }) => {
+                record.reason = Some(format!("not started: {e}"));
+                return self.finish(record, started, None).await;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        record.selected = plan.selected.len() as u32;
+
+        // Broadcast.
+        let frame = tg_proto::encode(&ToAgent::Train(TrainRequest {
+            at,
+            global: global.clone(),
+            config: self.config.train,
+            objective: plan.objective,
+        }))?;
+        let mut slots: BTreeMap<AgentId, Slot> = BTreeMap::new();
+        for agent in &plan.selected {
+            let sent = self.transport.send(agent, frame.clone()).await;
+            record.download_bytes += frame.len() as u64;
+            slots.insert(
+                agent.clone(),
+                if sent.is_ok() {
+                    Slot::Pending
+                } else {
+                    Slot::Dropped
+                },
+            );
+        }
+
+        // Collect until every selected agent answered or dropped, or the deadline.
+        let deadline = tokio::time::sleep(self.config.round_deadline);
+        tokio::pin!(deadline);
+        while slots.values().any(|s| matches!(s, Slot::Pending)) {
+            tokio::select! {
+                event = self.transport.next_event() => match event {
+                    None => return Err(crate::CoordinatorError::TransportClosed),
+                    Some(TransportEvent::Disconnected(agent)) => {
+                        if let Some(slot @ Slot::Pending) = slots.get_mut(&agent) {
+                            *slot = Slot::Dropped;
+                        }
+                    }
+                    Some(TransportEvent::Frame { from, frame }) => {
+                        if let Some(slot @ Slot::Pending) = slots.get_mut(&from) {
+                            *slot = judge(at, &from, global, &frame);
+                        }
+                        // Frames from unselected agents or earlier rounds are ignored.
+                    }
+                },
+                () = &mut deadline => break,
+            }
+        }
+
+        let mut updates = Vec::new();
+        let mut rejections = Vec::new();
+        for (agent, slot) in slots {
+            let (outcome, examples, loss, bytes) = match slot {
+                Slot::Done {
+                    update,
+                    loss,
+                    bytes,
+                } => {
+                    let n = update.num_examples;
+                    updates.push(update);
+                    (ParticipantOutcome::Contributed, n, Some(loss), bytes)
+                }
+                Slot::Pending | Slot::Dropped => (ParticipantOutcome::Dropped, 0, None, 0),
+                Slot::Rejected { reason, bytes } => {
+                    rejections.push(format!("{agent}: {reason}"));
+                    (ParticipantOutcome::Rejected, 0, None, bytes)
+                }
+            };
+            record.upload_bytes += bytes;
+            record.participants_detail.push(ParticipantRecord {
+                agent,
+                outcome,
+                num_examples: examples,
+                train_loss: loss,
+                upload_bytes: bytes,
+            });
+        }
+        record.participants = updates.len() as u32;
+
+        // Quorum.
+        if updates.len() < self.config.min_results {
+            let mut reason = format!(
+                "below quorum: {} of {} selected agents returned usable updates, quorum is {}",
+                updates.len(),
+                record.selected,
+                self.config.min_results
+            );
+            if let Some(first) = rejections.first() {
+                reason.push_str(&format!(" (rejected: {first})"));
+            }
+            record.reason = Some(reason);
+            return self.finish(record, started, None).await;
+        }
+
+        // Aggregate and gate.
+        let candidate = self.strategy.aggregate_train(round, global, &updates)?;
+        if !candidate.all_finite() {
+            record.reason = Some("evaluation gate: aggregated model has non-finite values".into());
+            return self.finish(record, started, None).await;
+        }
+        let eval = self.evaluator.evaluate(&candidate)?;
+        if !eval.loss.is_finite() {
+            record.reason = Some("evaluation gate: held-out loss is not finite".into());
+            return self.finish(record, started, None).await;
+        }
+        record.status = RoundStatus::Committed;
+        record.accuracy = Some(eval.accuracy);
+        record.loss = Some(eval.loss);
+        self.finish(record, started, Some((candidate, eval))).await
+    }
+
+    /// Stamps the duration and durably records the round (with its model).
+    async fn finish(
+        &mut self,
+        mut record: RoundRecord,
+        started: Instant,
+        committed: Committed,
+    ) -> Result<(RoundRecord, Committed)> {
+        record.duration_ms = started.elapsed().as_millis() as u64;
+        let bytes = match &committed {
+            Some((params, _)) => Some(params.to_safetensors()?),
+            None => None,
+        };
+        self.store
+            .record_round(self.config.job, &mut record, bytes.as_deref())?;
+        Ok((record, committed))
+    }
+}
+
+/// Decides what a reply frame from a pending agent is worth.
+fn judge(at: RoundRef, from: &AgentId, global: &Parameters, frame: &[u8]) -> Slot {
+    let bytes = frame.len() as u64;
+    let rejected = |reason: String| Slot::Rejected { reason, bytes };
+    match tg_proto::decode::<ToCoordinator>(frame) {
+        Err(e) => rejected(format!("undecodable reply: {e}")),
+        Ok(ToCoordinator::Trained(r)) => {
+            if r.at != at || &r.agent != from {
+                return rejected("reply is for another round or sender".into());
+            }
+            if let Err(e) = global.check_same_layout(&r.update) {
+                return rejected(format!("update layout: {e}"));
+            }
+            if !r.update.all_finite() || !r.train_loss.is_finite() {
+                return rejected("update has non-finite values".into());
+            }
+            if r.num_examples == 0 {
+                return rejected("update trained on zero examples".into());
+            }
+            Slot::Done {
+                loss: r.train_loss,
+                bytes,
+                update: ClientUpdate {
+                    agent: r.agent,
+                    update: r.update,
+                    num_examples: r.num_examples,
+                    control_delta: r.control_delta,
+                },
+            }
+        }
+        Ok(ToCoordinator::Declined { reason, .. }) => rejected(format!("declined: {reason}")),
+        Ok(_) => rejected("unexpected message kind during training".into()),
+    }
+}
