@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a real federation in this process on a real dataset and report it.
-    Demo(DemoArgs),
+    Demo(Box<DemoArgs>),
     /// Inspect recorded runs.
     #[command(subcommand)]
     Runs(RunsCommand),

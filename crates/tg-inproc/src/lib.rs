@@ -277,18 +277,18 @@ async fn agent_task(
     let id = agent.id().clone();
     let mut agent = Some(agent);
     while let Some(frame) = inbox.recv().await {
-        if let Ok(ToAgent::Train(req)) = tg_proto::decode::<ToAgent>(&frame) {
-            if fault.drops(req.at.round) {
-                tracing::debug!(agent = %id, round = req.at.round, "fault injection: dropping out");
-                if events
-                    .send(TransportEvent::Disconnected(id.clone()))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                continue;
+        if let Ok(ToAgent::Train(req)) = tg_proto::decode::<ToAgent>(&frame)
+            && fault.drops(req.at.round)
+        {
+            tracing::debug!(agent = %id, round = req.at.round, "fault injection: dropping out");
+            if events
+                .send(TransportEvent::Disconnected(id.clone()))
+                .await
+                .is_err()
+            {
+                return;
             }
+            continue;
         }
         let Ok(_permit) = permits.clone().acquire_owned().await else {
             return;

@@ -46,12 +46,12 @@ impl Dataset {
                 "label {bad} is outside 0..{num_classes}"
             )));
         }
-        if let Some((c, h, w)) = image {
-            if c * h * w != num_features {
-                return Err(ModelError::Unsuitable(format!(
-                    "image shape {c}×{h}×{w} does not match {num_features} features"
-                )));
-            }
+        if let Some((c, h, w)) = image
+            && c * h * w != num_features
+        {
+            return Err(ModelError::Unsuitable(format!(
+                "image shape {c}×{h}×{w} does not match {num_features} features"
+            )));
         }
         Ok(Self {
             features,

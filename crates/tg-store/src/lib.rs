@@ -456,18 +456,16 @@ fn finish_job_row(raw: RawJob) -> Result<JobRow> {
         raw;
     let mut status = status.parse::<JobStatus>().map_err(StoreError::Corrupt)?;
     let mut reason = reason;
-    if status == JobStatus::Running {
-        if let Some(pid) = pid {
-            let owner = ProcessStamp {
-                pid,
-                start_ticks: start,
-            };
-            if owner.is_gone() {
-                status = JobStatus::Interrupted;
-                reason.get_or_insert_with(|| {
-                    format!("process {pid} that ran it is gone (crashed or killed)")
-                });
-            }
+    if let (JobStatus::Running, Some(pid)) = (status, pid) {
+        let owner = ProcessStamp {
+            pid,
+            start_ticks: start,
+        };
+        if owner.is_gone() {
+            status = JobStatus::Interrupted;
+            reason.get_or_insert_with(|| {
+                format!("process {pid} that ran it is gone (crashed or killed)")
+            });
         }
     }
     let json = |s: &str| {
