@@ -190,3 +190,6 @@ impl<'s, T: Transport> Coordinator<'s, T> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

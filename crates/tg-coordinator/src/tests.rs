@@ -1,0 +1,243 @@
+//! Round logic against a scripted transport: each test decides how every
+//! agent answers a training request.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tg_model::{Evaluation, ModelError};
+use tg_proto::{ToAgent, ToCoordinator, TrainReply, TrainRequest};
+use tg_store::Store;
+use tg_strategy::{FedAvg, Sampler};
+use tg_types::record::{ParticipantOutcome, RoundStatus};
+use tg_types::spec::{OptimizerSpec, TrainConfig};
+use tg_types::{AgentId, JobId, NamedTensor, Parameters};
+
+use crate::{Coordinator, Evaluator, RunConfig, Transport, TransportEvent};
+
+type Script = Box<dyn FnMut(&AgentId, &TrainRequest) -> Vec<TransportEvent> + Send>;
+
+struct ScriptedTransport {
+    agents: Vec<AgentId>,
+    queue: VecDeque<TransportEvent>,
+    script: Script,
+}
+
+impl Transport for ScriptedTransport {
+    fn connected(&self) -> Vec<AgentId> {
+        self.agents.clone()
+    }
+
+    async fn send(&mut self, to: &AgentId, frame: Vec<u8>) -> Result<(), String> {
+        if let Ok(ToAgent::Train(req)) = tg_proto::decode::<ToAgent>(&frame) {
+            let events = (self.script)(to, &req);
+            self.queue.extend(events);
+        }
+        Ok(())
+    }
+
+    async fn next_event(&mut self) -> Option<TransportEvent> {
+        match self.queue.pop_front() {
+            Some(e) => Some(e),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+struct MeanEvaluator;
+
+impl Evaluator for MeanEvaluator {
+    fn evaluate(&mut self, p: &Parameters) -> Result<Evaluation, ModelError> {
+        let mean = p.values().map(f64::from).sum::<f64>() / p.num_values() as f64;
+        Ok(Evaluation {
+            loss: mean.abs(),
+            accuracy: 0.5,
+            num_examples: 1,
+        })
+    }
+}
+
+fn params(v: f32) -> Parameters {
+    Parameters::new(vec![NamedTensor {
+        name: "w".into(),
+        shape: vec![2],
+        data: vec![v, v],
+    }])
+    .unwrap()
+}
+
+fn reply(agent: &AgentId, req: &TrainRequest, update: Parameters) -> TransportEvent {
+    let msg = ToCoordinator::Trained(TrainReply {
+        at: req.at,
+        agent: agent.clone(),
+        update,
+        num_examples: 1,
+        train_loss: 0.1,
+        steps: 1,
+        control_delta: None,
+    });
+    TransportEvent::Frame {
+        from: agent.clone(),
+        frame: tg_proto::encode(&msg).unwrap(),
+    }
+}
+
+fn config(rounds: u32, quorum: usize) -> RunConfig {
+    RunConfig {
+        job: JobId::from_bytes([9; 16]),
+        kind: "test".into(),
+        spec_json: serde_json::json!({}),
+        rounds,
+        min_results: quorum,
+        round_deadline: Duration::from_millis(200),
+        train: TrainConfig {
+            local_epochs: 1,
+            batch_size: 1,
+            learning_rate: 0.1,
+            optimizer: OptimizerSpec::Sgd,
+        },
+        seed: 0,
+    }
+}
+
+async fn run(
+    n_agents: usize,
+    quorum: usize,
+    rounds: u32,
+    script: Script,
+) -> (crate::RunOutcome, Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let transport = ScriptedTransport {
+        agents: (0..n_agents).map(AgentId::numbered).collect(),
+        queue: VecDeque::new(),
+        script,
+    };
+    let strategy = Box::new(FedAvg::new(Sampler::new(1.0, quorum).unwrap(), 1.0));
+    let outcome = Coordinator::new(
+        transport,
+        strategy,
+        Box::new(MeanEvaluator),
+        &mut store,
+        config(rounds, quorum),
+    )
+    .run(params(0.0), |_| {})
+    .await
+    .unwrap();
+    (outcome, store, dir)
+}
+
+#[tokio::test]
+async fn honest_round_commits_the_average() {
+    let script: Script = Box::new(|a, req| {
+        let v = if a.as_str().ends_with('0') { 1.0 } else { 3.0 };
+        vec![reply(a, req, params(v))]
+    });
+    let (outcome, store, _d) = run(2, 2, 2, script).await;
+    assert_eq!(outcome.model, params(4.0)); // two rounds of +2
+    let rounds = store
+        .rounds(&JobId::from_bytes([9; 16]).to_string())
+        .unwrap();
+    assert!(
+        rounds
+            .iter()
+            .all(|r| r.status == RoundStatus::Committed && r.participants == 2)
+    );
+    let sha = rounds[1].model_sha256.as_deref().unwrap();
+    let stored = Parameters::from_safetensors(&store.blobs().get(sha).unwrap()).unwrap();
+    assert_eq!(stored, params(4.0));
+}
+
+#[tokio::test]
+async fn bad_replies_are_rejected_and_stragglers_dropped() {
+    let script: Script = Box::new(|a, req| {
+        let mut stale = req.clone();
+        stale.at.round += 7;
+        match a.as_str() {
+            "agent-000" => vec![reply(a, req, params(1.0))],
+            "agent-001" => vec![reply(a, &stale, params(1.0))], // wrong round
+            "agent-002" => vec![TransportEvent::Frame {
+                from: a.clone(),
+                frame: vec![1, 2, 3],
+            }],
+            "agent-003" => {
+                let wrong = Parameters::new(vec![NamedTensor {
+                    name: "x".into(),
+                    shape: vec![1],
+                    data: vec![0.0],
+                }])
+                .unwrap();
+                vec![reply(a, req, wrong)]
+            }
+            "agent-004" => vec![reply(a, req, params(f32::NAN))],
+            "agent-005" => {
+                // Impersonation: a frame claiming to be agent-000's second reply, sent by an unselected peer.
+                vec![reply(
+                    &AgentId::new("intruder").unwrap(),
+                    req,
+                    params(100.0),
+                )]
+            }
+            _ => vec![], // agent-006 never answers: a straggler
+        }
+    });
+    let (outcome, store, _d) = run(7, 2, 1, script).await;
+    assert_eq!(outcome.model, params(0.0), "nothing committed");
+    let r = &store
+        .rounds(&JobId::from_bytes([9; 16]).to_string())
+        .unwrap()[0];
+    assert_eq!(r.status, RoundStatus::Failed);
+    assert!(
+        r.reason.as_deref().unwrap().contains("quorum"),
+        "{:?}",
+        r.reason
+    );
+    let outcome_of = |name: &str| {
+        r.participants_detail
+            .iter()
+            .find(|p| p.agent.as_str() == name)
+            .unwrap()
+            .outcome
+    };
+    assert_eq!(outcome_of("agent-000"), ParticipantOutcome::Contributed);
+    for rejected in ["agent-001", "agent-002", "agent-003", "agent-004"] {
+        assert_eq!(
+            outcome_of(rejected),
+            ParticipantOutcome::Rejected,
+            "{rejected}"
+        );
+    }
+    assert_eq!(outcome_of("agent-005"), ParticipantOutcome::Dropped);
+    assert_eq!(outcome_of("agent-006"), ParticipantOutcome::Dropped);
+}
+
+#[tokio::test]
+async fn disconnects_count_as_dropouts_and_quorum_still_commits() {
+    let script: Script = Box::new(|a, req| {
+        if a.as_str() == "agent-002" {
+            vec![TransportEvent::Disconnected(a.clone())]
+        } else {
+            vec![reply(a, req, params(2.0))]
+        }
+    });
+    let (outcome, store, _d) = run(3, 2, 1, script).await;
+    assert_eq!(outcome.model, params(2.0));
+    let r = &store
+        .rounds(&JobId::from_bytes([9; 16]).to_string())
+        .unwrap()[0];
+    assert_eq!(
+        (r.status, r.selected, r.participants),
+        (RoundStatus::Committed, 3, 2)
+    );
+}
+
+#[tokio::test]
+async fn too_few_agents_fail_the_round_before_it_starts() {
+    let script: Script = Box::new(|a, req| vec![reply(a, req, params(1.0))]);
+    let (_, store, _d) = run(1, 2, 2, script).await;
+    let rounds = store
+        .rounds(&JobId::from_bytes([9; 16]).to_string())
+        .unwrap();
+    assert_eq!(rounds.len(), 2, "failed rounds are recorded, not skipped");
+    assert!(rounds.iter().all(|r| r.status == RoundStatus::Failed
+        && r.reason.as_deref().unwrap().starts_with("not started")));
+}
