@@ -318,13 +318,6 @@ async fn agent_task(
     }
 }
 
-/// Wraps a coordinator error for callers that only hold this crate's type.
-impl From<tg_store::StoreError> for InprocError {
-    fn from(e: tg_store::StoreError) -> Self {
-        Self::Coordinator(CoordinatorError::Store(e))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

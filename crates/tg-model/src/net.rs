@@ -144,8 +144,7 @@ impl Model {
         params: &Parameters,
         dev: &Device,
     ) -> Result<Self> {
-        let reference = init_layout_only(shape)?;
-        reference.check_same_layout(params)?;
+        check_layout(shape, params)?;
         let vars = params
             .tensors()
             .iter()
@@ -223,21 +222,30 @@ impl Model {
     }
 }
 
-/// The expected layout with zero values (for layout checks).
-fn init_layout_only(shape: &ModelShape) -> Result<Parameters> {
-    let tensors = shape
-        .layout()
-        .into_iter()
-        .map(|(name, dims, _)| {
-            let n = dims.iter().product();
-            NamedTensor {
-                name: name.to_owned(),
-                shape: dims,
-                data: vec![0.0; n],
-            }
-        })
-        .collect();
-    Ok(Parameters::new(tensors)?)
+/// Fails unless `params` has exactly the names and shapes `shape` needs.
+fn check_layout(shape: &ModelShape, params: &Parameters) -> Result<()> {
+    let mut want = shape.layout();
+    want.sort_by(|a, b| a.0.cmp(b.0)); // parameters are kept sorted by name
+    let got = params.tensors();
+    let same = want.len() == got.len()
+        && want
+            .iter()
+            .zip(got)
+            .all(|((name, dims, _), t)| *name == t.name && *dims == t.shape);
+    if same {
+        return Ok(());
+    }
+    let describe = |it: Vec<String>| it.join(", ");
+    Err(tg_types::ParamsError::LayoutMismatch(format!(
+        "model needs [{}], got [{}]",
+        describe(want.iter().map(|(n, d, _)| format!("{n} {d:?}")).collect()),
+        describe(
+            got.iter()
+                .map(|t| format!("{} {:?}", t.name, t.shape))
+                .collect()
+        ),
+    ))
+    .into())
 }
 
 #[cfg(test)]
@@ -273,6 +281,12 @@ mod tests {
         let p = init_parameters(&s, 0).unwrap();
         let m = Model::from_parameters(&s, &p, &Device::Cpu).unwrap();
         assert_eq!(m.parameters().unwrap(), p);
+        let mlp = ModelShape::for_dataset(ModelKind::Mlp, 32, &d).unwrap();
+        let wrong = init_parameters(&mlp, 0).unwrap();
+        assert!(
+            Model::from_parameters(&s, &wrong, &Device::Cpu).is_err(),
+            "MLP weights do not fit the CNN"
+        );
         let x = Tensor::zeros((3, 64), DType::F32, &Device::Cpu).unwrap();
         assert_eq!(m.forward(&x).unwrap().dims(), &[3, 10]);
         let tab = Dataset::new(vec![0.0; 6], vec![0, 1], 3, 2, None).unwrap();

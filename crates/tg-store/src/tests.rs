@@ -1,5 +1,9 @@
 use super::*;
 use tg_types::AgentId;
+use tg_types::JobId;
+use tg_types::record::{
+    JobStatus, ParticipantOutcome, ParticipantRecord, RoundRecord, RoundStatus,
+};
 
 fn round(n: u32, status: RoundStatus) -> RoundRecord {
     RoundRecord {

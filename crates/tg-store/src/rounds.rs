@@ -1,0 +1,172 @@
+//! Round rows: atomic recording with participants and model, and read-back.
+
+use rusqlite::{OptionalExtension, params};
+use tg_types::JobId;
+use tg_types::record::{ParticipantOutcome, ParticipantRecord, RoundRecord, RoundStatus};
+
+use crate::{Result, Store, StoreError, now_ms};
+
+impl Store {
+    /// Durably records a finished round (and its model blob) atomically, and
+    /// sets `round.model_sha256` to the stored blob's hash.
+    pub fn record_round(
+        &mut self,
+        job: JobId,
+        round: &mut RoundRecord,
+        model_safetensors: Option<&[u8]>,
+    ) -> Result<()> {
+        let sha = match model_safetensors {
+            Some(bytes) => Some(self.blobs.put(bytes)?),
+            None => None,
+        };
+        round.model_sha256.clone_from(&sha);
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO rounds(job_id, round, status, accuracy, loss, selected, participants,
+                                upload_bytes, download_bytes, duration_ms, reason, model_sha256, finished_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![
+                job.to_string(),
+                round.round,
+                round.status.as_str(),
+                round.accuracy,
+                round.loss,
+                round.selected,
+                round.participants,
+                round.upload_bytes as i64,
+                round.download_bytes as i64,
+                round.duration_ms as i64,
+                round.reason,
+                sha,
+                now_ms()
+            ],
+        )?;
+        if let Some(sha) = &sha {
+            tx.execute(
+                "INSERT OR IGNORE INTO models(sha256, job_id, round, bytes, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![sha, job.to_string(), round.round, model_safetensors.map_or(0, <[u8]>::len) as i64, now_ms()],
+            )?;
+        }
+        for p in &round.participants_detail {
+            tx.execute(
+                "INSERT INTO participants(job_id, round, agent_id, outcome, num_examples, train_loss, upload_bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    job.to_string(),
+                    round.round,
+                    p.agent.as_str(),
+                    p.outcome.as_str(),
+                    p.num_examples as i64,
+                    p.train_loss,
+                    p.upload_bytes as i64
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every recorded round of a job, in order, with participants.
+    pub fn rounds(&self, job_id: &str) -> Result<Vec<RoundRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT round, status, accuracy, loss, selected, participants, upload_bytes, download_bytes,
+                    duration_ms, reason, model_sha256
+             FROM rounds WHERE job_id = ?1 ORDER BY round",
+        )?;
+        let raw = stmt
+            .query_map([job_id], |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, i64>(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut pstmt = self.conn.prepare(
+            "SELECT agent_id, outcome, num_examples, train_loss, upload_bytes
+             FROM participants WHERE job_id = ?1 AND round = ?2 ORDER BY agent_id",
+        )?;
+        raw.into_iter()
+            .map(
+                |(
+                    round,
+                    status,
+                    accuracy,
+                    loss,
+                    selected,
+                    participants,
+                    up,
+                    down,
+                    dur,
+                    reason,
+                    sha,
+                )| {
+                    let detail = pstmt
+                        .query_map(params![job_id, round], |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, i64>(2)?,
+                                r.get(3)?,
+                                r.get::<_, i64>(4)?,
+                            ))
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()?
+                        .into_iter()
+                        .map(|(agent, outcome, n, loss, up)| {
+                            Ok(ParticipantRecord {
+                                agent: parse_agent(agent)?,
+                                outcome: outcome
+                                    .parse::<ParticipantOutcome>()
+                                    .map_err(StoreError::Corrupt)?,
+                                num_examples: n as u64,
+                                train_loss: loss,
+                                upload_bytes: up as u64,
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(RoundRecord {
+                        round,
+                        status: status.parse::<RoundStatus>().map_err(StoreError::Corrupt)?,
+                        accuracy,
+                        loss,
+                        selected,
+                        participants,
+                        upload_bytes: up as u64,
+                        download_bytes: down as u64,
+                        duration_ms: dur as u64,
+                        reason,
+                        model_sha256: sha,
+                        participants_detail: detail,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// The latest committed model of a job, if any: `(round, sha256)`.
+    pub fn latest_model(&self, job_id: &str) -> Result<Option<(u32, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT round, model_sha256 FROM rounds
+                 WHERE job_id = ?1 AND status = 'committed' AND model_sha256 IS NOT NULL
+                 ORDER BY round DESC LIMIT 1",
+                [job_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+}
+
+fn parse_agent(s: String) -> Result<tg_types::AgentId> {
+    tg_types::AgentId::new(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
