@@ -37,6 +37,11 @@ pub enum ProtoError {
     /// Serialization failed.
     #[error("cannot encode message: {0}")]
     Encode(String),
+    /// The frame decodes, but is not the one canonical encoding of its
+    /// message (e.g. an over-long varint). Rejected so every message has
+    /// exactly one byte form — what signatures and replay checks rely on.
+    #[error("frame is not canonically encoded")]
+    NonCanonical,
 }
 
 /// Which round of which job a message belongs to.
@@ -154,9 +159,9 @@ pub fn encode<T: Serialize>(body: &T) -> Result<Vec<u8>, ProtoError> {
     .map_err(|e| ProtoError::Encode(e.to_string()))
 }
 
-/// Decodes a frame (untrusted bytes): size-checked, version-checked, and the
-/// whole frame must be consumed.
-pub fn decode<T: for<'de> Deserialize<'de>>(frame: &[u8]) -> Result<T, ProtoError> {
+/// Decodes a frame (untrusted bytes): size-checked, version-checked, the whole
+/// frame consumed, and the bytes must be the canonical encoding of the message.
+pub fn decode<T: Serialize + for<'de> Deserialize<'de>>(frame: &[u8]) -> Result<T, ProtoError> {
     if frame.len() > MAX_FRAME_BYTES {
         return Err(ProtoError::FrameTooLarge(frame.len()));
     }
@@ -172,6 +177,10 @@ pub fn decode<T: for<'de> Deserialize<'de>>(frame: &[u8]) -> Result<T, ProtoErro
             "{} trailing bytes after the message",
             rest.len()
         )));
+    }
+    // postcard accepts over-long varints; insist on the one canonical form.
+    if encode(&body)? != frame {
+        return Err(ProtoError::NonCanonical);
     }
     Ok(body)
 }
@@ -228,6 +237,25 @@ mod tests {
         assert!(matches!(
             decode::<u8>(&other),
             Err(ProtoError::Version { got: 99 })
+        ));
+    }
+
+    /// Found by the `proto_decode` fuzz target: an over-long varint inside an
+    /// otherwise valid frame used to decode.
+    #[test]
+    fn overlong_varint_is_rejected() {
+        let frame = [
+            1, 1, 247, 177, 1, 255, 255, 0, 0, 0, 0, 0, 0, 0, 19, 247, 126, 136, 255, 191, 247, 0,
+            0,
+        ];
+        assert!(decode::<ToAgent>(&frame).is_err());
+        assert!(decode::<ToCoordinator>(&frame).is_err());
+        // The same with a padded version number.
+        let mut padded = encode(&request()).unwrap();
+        padded.splice(0..1, [0x81, 0x00]);
+        assert!(matches!(
+            decode::<ToAgent>(&padded),
+            Err(ProtoError::NonCanonical)
         ));
     }
 
