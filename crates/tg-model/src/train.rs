@@ -252,6 +252,18 @@ mod tests {
         )
     }
 
+    /// Trains from `p` with the test config; `ci` is the SCAFFOLD client control.
+    fn run(
+        shape: &ModelShape,
+        p: &Parameters,
+        data: &LocalData,
+        obj: &LocalObjective,
+        ci: &mut Option<Parameters>,
+        seed: u64,
+    ) -> LocalOutcome {
+        train_local(shape, p, data, &cfg(), obj, ci, seed).unwrap()
+    }
+
     fn cfg() -> TrainConfig {
         TrainConfig {
             local_epochs: 3,
@@ -265,16 +277,7 @@ mod tests {
     fn training_learns_digits() {
         let (shape, train, test, p) = setup();
         let before = evaluate(&shape, &p, &test).unwrap();
-        let out = train_local(
-            &shape,
-            &p,
-            &train,
-            &cfg(),
-            &LocalObjective::Plain,
-            &mut None,
-            1,
-        )
-        .unwrap();
+        let out = run(&shape, &p, &train, &LocalObjective::Plain, &mut None, 1);
         let mut after = p.clone();
         after.add_scaled(&out.update, 1.0).unwrap();
         let after = evaluate(&shape, &after, &test).unwrap();
@@ -288,52 +291,23 @@ mod tests {
     #[test]
     fn training_is_deterministic_under_seed() {
         let (shape, train, _, p) = setup();
-        let a = train_local(
-            &shape,
-            &p,
-            &train,
-            &cfg(),
-            &LocalObjective::Plain,
-            &mut None,
-            5,
-        )
-        .unwrap();
-        let b = train_local(
-            &shape,
-            &p,
-            &train,
-            &cfg(),
-            &LocalObjective::Plain,
-            &mut None,
-            5,
-        )
-        .unwrap();
+        let a = run(&shape, &p, &train, &LocalObjective::Plain, &mut None, 5);
+        let b = run(&shape, &p, &train, &LocalObjective::Plain, &mut None, 5);
         assert_eq!(a.update, b.update);
     }
 
     #[test]
     fn proximal_term_shrinks_the_update() {
         let (shape, train, _, p) = setup();
-        let plain = train_local(
+        let plain = run(&shape, &p, &train, &LocalObjective::Plain, &mut None, 5);
+        let prox = run(
             &shape,
             &p,
             &train,
-            &cfg(),
-            &LocalObjective::Plain,
-            &mut None,
-            5,
-        )
-        .unwrap();
-        let prox = train_local(
-            &shape,
-            &p,
-            &train,
-            &cfg(),
             &LocalObjective::Proximal { mu: 1.0 },
             &mut None,
             5,
-        )
-        .unwrap();
+        );
         assert!(prox.update.l2_norm() < plain.update.l2_norm());
     }
 
@@ -344,7 +318,7 @@ mod tests {
         let obj = LocalObjective::Scaffold {
             server_control: p.zeros_like(),
         };
-        let out = train_local(&shape, &p, &train, &cfg(), &obj, &mut ci, 5).unwrap();
+        let out = run(&shape, &p, &train, &obj, &mut ci, 5);
         let delta = out.control_delta.unwrap();
         assert_eq!(ci.unwrap(), delta); // started at zero
         assert!(delta.l2_norm() > 0.0);
