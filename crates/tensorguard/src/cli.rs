@@ -50,6 +50,53 @@ pub enum Command {
     /// Validate or show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Differential-privacy accounting: ε for a training plan, or the noise for a target ε.
+    #[command(subcommand)]
+    Privacy(PrivacyCommand),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum AccountantKind {
+    /// Rényi DP (tight for large step counts; matches Opacus).
+    Rdp,
+    /// Privacy loss distributions (tightest; matches Google dp-accounting).
+    Pld,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Poisson sampling rate q per step, in (0, 1].
+    #[arg(long, value_name = "Q")]
+    pub sampling_rate: f64,
+    /// Number of steps (rounds or SGD steps).
+    #[arg(long, value_name = "T")]
+    pub steps: u64,
+    /// Target δ, in (0, 1).
+    #[arg(long, value_name = "D")]
+    pub delta: f64,
+    /// Accountant.
+    #[arg(long, value_enum, default_value = "rdp")]
+    pub accountant: AccountantKind,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PrivacyCommand {
+    /// ε spent by T steps of the Poisson-subsampled Gaussian mechanism.
+    Epsilon {
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// Noise multiplier σ (noise std / clipping norm), > 0.
+        #[arg(long, value_name = "S")]
+        noise_multiplier: f64,
+    },
+    /// Smallest noise multiplier that keeps ε at or below a target.
+    Calibrate {
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// Target ε, > 0.
+        #[arg(long, value_name = "E")]
+        target_epsilon: f64,
+    },
 }
 
 #[derive(Debug, Args, Default)]

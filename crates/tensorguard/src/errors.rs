@@ -42,6 +42,10 @@ pub enum Code {
     KeyPermissions,
     /// E042 key file malformed.
     KeyInvalid,
+    /// E060 a privacy parameter is out of its domain.
+    PrivacyParam,
+    /// E061 a privacy target cannot be met.
+    PrivacyUnreachable,
     /// E050 doctor found problems.
     DoctorFailed,
     /// E099 internal error.
@@ -67,6 +71,8 @@ impl Code {
             Code::KeyPermissions => "E041",
             Code::KeyInvalid => "E042",
             Code::DoctorFailed => "E050",
+            Code::PrivacyParam => "E060",
+            Code::PrivacyUnreachable => "E061",
             Code::Internal => "E099",
         }
     }
@@ -235,5 +241,28 @@ pub fn from_inproc(e: InprocError, dir: &Path) -> CliError {
             "the federation stopped",
             "re-run with -vv and report the output",
         ),
+    }
+}
+
+pub fn from_privacy(e: tg_privacy::PrivacyError) -> CliError {
+    match e {
+        tg_privacy::PrivacyError::OutOfRange { what, value, range } => CliError::new(
+            Code::PrivacyParam,
+            format!("{what} = {value} is outside {range}"),
+            "the accountant is only defined on that range",
+            match what {
+                "sampling rate q" => "use the fraction of the population sampled per step, e.g. --sampling-rate 0.01 (1.0 means everyone every step)",
+                "noise multiplier σ" => "use a positive noise multiplier, e.g. --noise-multiplier 1.1",
+                "δ" => "use a δ well below 1/population, e.g. --delta 1e-5",
+                _ => "use a value in the stated range",
+            },
+        ),
+        tg_privacy::PrivacyError::Unreachable { target_epsilon, max_sigma, best_epsilon } => CliError::new(
+            Code::PrivacyUnreachable,
+            format!("no noise multiplier up to {max_sigma} reaches ε = {target_epsilon}"),
+            format!("even σ = {max_sigma} spends ε = {best_epsilon:.4}"),
+            "raise the target ε or δ, lower the sampling rate, or take fewer steps",
+        ),
+        other => CliError::new(Code::Internal, other.to_string(), "privacy computation failed", "re-run with -vv and report the output"),
     }
 }

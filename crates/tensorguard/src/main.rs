@@ -6,6 +6,7 @@ mod config;
 mod demo;
 mod errors;
 mod output;
+mod privacy;
 mod runs;
 mod system;
 
@@ -79,6 +80,9 @@ fn run(cli: Cli, out: &Output) -> Result<(), CliError> {
         );
         return Ok(());
     }
+    if let Command::Privacy(cmd) = cli.command {
+        return privacy::run(cmd, out);
+    }
     if let Command::Config(ConfigCommand::Validate { file: Some(f) }) = &cli.command {
         // Validate the named file even when the active config is broken.
         let loaded = config::Loaded {
@@ -110,7 +114,7 @@ fn run(cli: Cli, out: &Output) -> Result<(), CliError> {
             system::config_validate(file.as_deref(), &loaded, out)
         }
         Command::Config(ConfigCommand::Show) => system::config_show(&loaded, &data_dir, out),
-        Command::Completion { .. } => Ok(()),
+        Command::Completion { .. } | Command::Privacy(_) => Ok(()),
     }
 }
 
