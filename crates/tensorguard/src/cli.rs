@@ -53,6 +53,19 @@ pub enum Command {
     /// Differential-privacy accounting: ε for a training plan, or the noise for a target ε.
     #[command(subcommand)]
     Privacy(PrivacyCommand),
+    /// Measure performance; prints JSON.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Privacy accountants on the reference workloads (median of repeats).
+    Accountant {
+        /// Repetitions per workload.
+        #[arg(long, default_value_t = 11)]
+        repeat: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

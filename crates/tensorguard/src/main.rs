@@ -1,6 +1,7 @@
 //! The `tensorguard` command: CLI parsing and glue; all logic lives in the
 //! library crates.
 
+mod bench;
 mod cli;
 mod config;
 mod demo;
@@ -80,6 +81,9 @@ fn run(cli: Cli, out: &Output) -> Result<(), CliError> {
         );
         return Ok(());
     }
+    if let Command::Bench(cmd) = cli.command {
+        return bench::run(cmd, out);
+    }
     if let Command::Privacy(cmd) = cli.command {
         return privacy::run(cmd, out);
     }
@@ -114,7 +118,7 @@ fn run(cli: Cli, out: &Output) -> Result<(), CliError> {
             system::config_validate(file.as_deref(), &loaded, out)
         }
         Command::Config(ConfigCommand::Show) => system::config_show(&loaded, &data_dir, out),
-        Command::Completion { .. } | Command::Privacy(_) => Ok(()),
+        Command::Completion { .. } | Command::Privacy(_) | Command::Bench(_) => Ok(()),
     }
 }
 

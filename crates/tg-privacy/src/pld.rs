@@ -39,7 +39,7 @@ const MIN_INTERVAL: f64 = 1e-8;
 
 /// Probability mass allowed to be cut from one tail when discretising a step
 /// or truncating a composition.
-const TAIL: f64 = 1e-18;
+const TAIL: f64 = 1e-16;
 
 /// Standard normal z with Φ̄(z) = 1e-18 (cuts one-step tails).
 const Z_TAIL: f64 = 8.757_290_2;
@@ -178,21 +178,22 @@ impl Pld {
         lambda * anchor + sum.ln()
     }
 
-    /// Grid indices [lo, hi] holding all but ~TAIL of the T-fold composition's finite mass.
+    /// Grid indices [lo, hi] holding all but ~TAIL of the T-fold composition's
+    /// finite mass: Chernoff bounds P(S > u) ≤ e^{T·ln M(λ) − λu} on each side,
+    /// with λ chosen by golden-section search on log λ (the bound is unimodal).
     fn composed_window(&self, t: u64) -> (i64, i64) {
         let tf = t as f64;
         let full = (
             tf as i64 * self.offset,
             tf as i64 * (self.offset + self.pmf.len() as i64 - 1),
         );
-        let lambdas = (0..25).map(|i| 10f64.powf(-3.0 + i as f64 * 0.25));
-        let (mut upper, mut lower) = (f64::INFINITY, f64::NEG_INFINITY);
-        for l in lambdas {
-            let u = (tf * self.log_mgf(l) - TAIL.ln()) / l;
-            upper = upper.min(u);
-            let d = (tf * self.log_mgf(-l) - TAIL.ln()) / -l;
-            lower = lower.max(d);
-        }
+        let bound = |side: f64, log_l: f64| {
+            let l = side * log_l.exp();
+            (tf * self.log_mgf(l) - TAIL.ln()) / l
+        };
+        // Upper: minimise u(λ); lower: maximise l(λ) = minimise −l.
+        let upper = golden_min(|x| bound(1.0, x), -12.0, 8.0);
+        let lower = -golden_min(|x| -bound(-1.0, x), -12.0, 8.0);
         let lo = ((lower / self.h).floor() as i64).max(full.0);
         let hi = ((upper / self.h).ceil() as i64).min(full.1);
         (lo, hi.max(lo))
@@ -206,7 +207,7 @@ impl Pld {
         let (lo, hi) = self.composed_window(t);
         let width = (hi - lo + 1) as usize;
         // Mass outside the window is below TAIL; wrapping it around adds at most that.
-        let n = width.max(self.pmf.len()).next_power_of_two();
+        let n = smooth_size(width.max(self.pmf.len()));
         let mut planner = RealFftPlanner::<f64>::new();
         let fwd = planner.plan_fft_forward(n);
         let inv = planner.plan_fft_inverse(n);
@@ -243,7 +244,7 @@ impl Pld {
     /// Linear convolution with another PLD on the same grid.
     fn compose(&self, other: &Self) -> Self {
         let len = self.pmf.len() + other.pmf.len() - 1;
-        let n = len.next_power_of_two();
+        let n = smooth_size(len);
         let mut planner = RealFftPlanner::<f64>::new();
         let fwd = planner.plan_fft_forward(n);
         let inv = planner.plan_fft_inverse(n);
@@ -292,6 +293,53 @@ impl Pld {
     }
 }
 
+/// Minimum of a unimodal function on [a, b] by golden-section search (20 steps);
+/// non-finite values count as +∞.
+fn golden_min(f: impl Fn(f64) -> f64, mut a: f64, mut b: f64) -> f64 {
+    let g = 0.5 * (5f64.sqrt() - 1.0);
+    let val = |x: f64| {
+        let v = f(x);
+        if v.is_finite() { v } else { f64::INFINITY }
+    };
+    let (mut c, mut d) = (b - g * (b - a), a + g * (b - a));
+    let (mut fc, mut fd) = (val(c), val(d));
+    for _ in 0..20 {
+        if fc < fd {
+            b = d;
+            d = c;
+            fd = fc;
+            c = b - g * (b - a);
+            fc = val(c);
+        } else {
+            a = c;
+            c = d;
+            fc = fd;
+            d = a + g * (b - a);
+            fd = val(d);
+        }
+    }
+    fc.min(fd)
+}
+
+/// Smallest n ≥ `min` of the form 2^a·3^b·5^c (fast FFT sizes).
+fn smooth_size(min: usize) -> usize {
+    let mut best = min.next_power_of_two();
+    let mut p5 = 1usize;
+    while p5 < best {
+        let mut p35 = p5;
+        while p35 < best {
+            let mut n = p35;
+            while n < min {
+                n *= 2;
+            }
+            best = best.min(n);
+            p35 *= 3;
+        }
+        p5 *= 5;
+    }
+    best
+}
+
 /// Loss range holding all but ~1e-18 of one step's mass.
 fn loss_range(dir: Direction, q: f64, s: f64) -> (f64, f64) {
     // Largest loss of a draw at z standard deviations on the far side.
@@ -329,7 +377,10 @@ fn grid_for(parts: &[(SamplingRate, NoiseMultiplier, u64)], requested: f64) -> f
         .iter()
         .filter(|p| p.2 > 0)
         .map(|&(q, s, _)| {
-            let sd = Pld::step(Direction::Remove, q.get(), s.get(), requested).loss_std();
+            // The spread is a property of the mechanism: a coarse grid reads it off.
+            let (lo, hi) = loss_range(Direction::Remove, q.get(), s.get());
+            let coarse = ((hi - lo) / 4096.0).max(MIN_INTERVAL);
+            let sd = Pld::step(Direction::Remove, q.get(), s.get(), coarse).loss_std();
             if sd > 0.0 { sd / k } else { requested }
         })
         .fold(requested, f64::min)
@@ -425,6 +476,23 @@ mod tests {
                 1e-4,
             );
             eprintln!("q={q} σ={s} T={t}: {e} vs {want} in {:?}", start.elapsed());
+        }
+    }
+
+    #[test]
+    fn smooth_sizes_are_smooth_and_minimal() {
+        assert_eq!(smooth_size(1000), 1000);
+        assert_eq!(smooth_size(1001), 1024);
+        assert_eq!(smooth_size(1025), 1080);
+        for n in [1, 7, 97, 12_345, 262_145] {
+            let m = smooth_size(n);
+            let mut r = m;
+            for p in [2, 3, 5] {
+                while r % p == 0 {
+                    r /= p;
+                }
+            }
+            assert!(m >= n && r == 1, "{n} -> {m}");
         }
     }
 
