@@ -488,7 +488,7 @@ mod tests {
             let m = smooth_size(n);
             let mut r = m;
             for p in [2, 3, 5] {
-                while r % p == 0 {
+                while r.is_multiple_of(p) {
                     r /= p;
                 }
             }
