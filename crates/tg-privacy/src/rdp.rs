@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::special::{log_abs_binom, log_add, log_erfc, log_sub};
+use crate::special::{log_add, log_erfc, log_sub};
 use crate::{Delta, NoiseMultiplier, PrivacyError, SamplingRate};
 
 /// Default Rényi orders: 1.1..10.9 by 0.1, 11..63, 128, 256, 512, 1024.
@@ -58,18 +58,19 @@ impl Sum {
 /// the log-sum-exp is used (no cancellation there, no overflow).
 fn log_a_int(q: f64, sigma: f64, alpha: u64) -> f64 {
     let (lq, l1q) = (q.ln(), (-q).ln_1p());
-    let log_w = |k: u64| {
-        let kf = k as f64;
-        log_abs_binom(alpha as f64, k).0 + kf * lq + (alpha - k) as f64 * l1q
-    };
-    let exponent = |k: u64| {
-        let kf = k as f64;
-        (kf * kf - kf) / (2.0 * sigma * sigma)
-    };
-    let mut lse = f64::NEG_INFINITY;
-    for k in 0..=alpha {
-        lse = log_add(lse, log_w(k) + exponent(k));
-    }
+    let lf = ln_factorials(alpha);
+    let n = alpha as usize;
+    // log w_k = ln C(α,k) + k ln q + (α−k) ln(1−q); exponent e_k = (k²−k)/(2σ²).
+    let terms: Vec<(f64, f64)> = (0..=n)
+        .map(|k| {
+            let kf = k as f64;
+            let log_w = lf[n] - lf[k] - lf[n - k] + kf * lq + (n - k) as f64 * l1q;
+            (log_w, (kf * kf - kf) / (2.0 * sigma * sigma))
+        })
+        .collect();
+    let lse = terms
+        .iter()
+        .fold(f64::NEG_INFINITY, |acc, (w, e)| log_add(acc, w + e));
     if lse > 1.0 {
         return lse;
     }
@@ -82,10 +83,30 @@ fn log_a_int(q: f64, sigma: f64, alpha: u64) -> f64 {
         }
     };
     let mut d = Sum::default();
-    for k in 2..=alpha {
-        d.add((log_w(k) + log_expm1(exponent(k))).exp());
+    for (w, e) in &terms[2..] {
+        d.add((w + log_expm1(*e)).exp());
     }
     d.value().ln_1p()
+}
+
+/// ln k! for k = 0..=n (computed once per process up to the largest n asked).
+fn ln_factorials(n: u64) -> std::sync::Arc<Vec<f64>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static TABLE: OnceLock<Mutex<Arc<Vec<f64>>>> = OnceLock::new();
+    let cell = TABLE.get_or_init(|| Mutex::new(Arc::new(vec![0.0])));
+    let mut guard = match cell.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if (guard.len() as u64) <= n {
+        let mut t = guard.as_ref().clone();
+        for k in t.len()..=n as usize {
+            let prev = t[k - 1];
+            t.push(prev + (k as f64).ln());
+        }
+        *guard = Arc::new(t);
+    }
+    guard.clone()
 }
 
 /// ln A_α for fractional α by the signed two-sided series, summed in linear
@@ -99,8 +120,9 @@ fn log_a_frac(q: f64, sigma: f64, alpha: f64) -> f64 {
     let tail0 = 0.5 * libm::erfc(z0 / s2);
     d.add((alpha * l1q).exp_m1() - (alpha * l1q).exp() * tail0);
     let mut i: u64 = 0;
+    // ln |C(α, i)| and its sign, updated by C(α, i+1) = C(α, i)·(α − i)/(i + 1).
+    let (mut lb, mut sign) = (0.0f64, 1.0f64);
     loop {
-        let (lb, sign) = log_abs_binom(alpha, i);
         let fi = i as f64;
         let j = alpha - fi;
         let s0 = lb
@@ -119,8 +141,13 @@ fn log_a_frac(q: f64, sigma: f64, alpha: f64) -> f64 {
             d.add(sign * s0.exp());
         }
         d.add(sign * s1.exp());
+        let factor = alpha - fi;
+        if factor < 0.0 {
+            sign = -sign;
+        }
+        lb += factor.abs().ln() - (fi + 1.0).ln();
         i += 1;
-        if s0.max(s1) < SERIES_CUTOFF || i > 100_000 {
+        if s0.max(s1) < SERIES_CUTOFF || i > 100_000 || factor == 0.0 {
             break;
         }
     }
@@ -138,8 +165,9 @@ fn log_a_frac_logspace(q: f64, sigma: f64, alpha: f64) -> f64 {
     let (lq, l1q) = (q.ln(), (-q).ln_1p());
     let s2 = std::f64::consts::SQRT_2 * sigma;
     let mut i: u64 = 0;
+    // ln |C(α, i)| and its sign, updated by C(α, i+1) = C(α, i)·(α − i)/(i + 1).
+    let (mut lb, mut sign) = (0.0f64, 1.0f64);
     loop {
-        let (lb, sign) = log_abs_binom(alpha, i);
         let fi = i as f64;
         let j = alpha - fi;
         let s0 = lb
@@ -161,8 +189,13 @@ fn log_a_frac_logspace(q: f64, sigma: f64, alpha: f64) -> f64 {
             a0 = log_sub(a0, s0);
             a1 = log_sub(a1, s1);
         }
+        let factor = alpha - fi;
+        if factor < 0.0 {
+            sign = -sign;
+        }
+        lb += factor.abs().ln() - (fi + 1.0).ln();
         i += 1;
-        if s0.max(s1) < SERIES_CUTOFF || i > 100_000 {
+        if s0.max(s1) < SERIES_CUTOFF || i > 100_000 || factor == 0.0 {
             break;
         }
     }

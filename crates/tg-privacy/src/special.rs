@@ -38,30 +38,6 @@ pub(crate) fn log_erfc(x: f64) -> f64 {
     -x * x - x.ln() - 0.5 * std::f64::consts::PI.ln() + sum.ln()
 }
 
-/// ln |C(α, k)| and the sign of C(α, k) for real α ≥ 0 and integer k ≥ 0,
-/// by the product Π_{m<k} (α − m)/(m + 1) (exact sign for fractional α).
-pub(crate) fn log_abs_binom(alpha: f64, k: u64) -> (f64, f64) {
-    if alpha.fract() == 0.0 && alpha >= 0.0 {
-        let n = alpha;
-        let kf = k as f64;
-        if kf > n {
-            return (f64::NEG_INFINITY, 0.0);
-        }
-        let v = libm::lgamma(n + 1.0) - libm::lgamma(kf + 1.0) - libm::lgamma(n - kf + 1.0);
-        return (v, 1.0);
-    }
-    let mut log = 0.0;
-    let mut sign = 1.0;
-    for m in 0..k {
-        let num = alpha - m as f64;
-        if num < 0.0 {
-            sign = -sign;
-        }
-        log += num.abs().ln() - ((m + 1) as f64).ln();
-    }
-    (log, sign)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,16 +63,6 @@ mod tests {
             );
         }
         assert!((log_erfc(0.0)).abs() < 1e-15);
-    }
-
-    #[test]
-    fn binomials_match_direct_values() {
-        let (l, s) = log_abs_binom(10.0, 3);
-        assert!((l.exp() - 120.0).abs() < 1e-9 && s == 1.0);
-        // C(2.5, 4) = 2.5·1.5·0.5·(−0.5)/24 = −0.0390625
-        let (l, s) = log_abs_binom(2.5, 4);
-        assert!((s * l.exp() + 0.039_062_5).abs() < 1e-15);
-        assert_eq!(log_abs_binom(3.0, 5).0, f64::NEG_INFINITY);
     }
 
     #[test]
