@@ -32,6 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a real federation in this process on a real dataset and report it.
+    #[command(allow_negative_numbers = true)]
     Demo(Box<DemoArgs>),
     /// Inspect recorded runs.
     #[command(subcommand)]
@@ -95,6 +96,7 @@ pub struct PlanArgs {
 #[derive(Debug, Subcommand)]
 pub enum PrivacyCommand {
     /// ε spent by T steps of the Poisson-subsampled Gaussian mechanism.
+    #[command(allow_negative_numbers = true)]
     Epsilon {
         #[command(flatten)]
         plan: PlanArgs,
@@ -103,6 +105,7 @@ pub enum PrivacyCommand {
         noise_multiplier: f64,
     },
     /// Smallest noise multiplier that keeps ε at or below a target.
+    #[command(allow_negative_numbers = true)]
     Calibrate {
         #[command(flatten)]
         plan: PlanArgs,
