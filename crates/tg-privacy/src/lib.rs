@@ -9,12 +9,14 @@
 //! can be reproduced with Opacus or Google's dp-accounting.
 
 pub mod calibrate;
+pub mod noise;
 mod params;
 pub mod pld;
 pub mod rdp;
 mod special;
 
 pub use calibrate::calibrate_noise;
+pub use noise::NoiseRng;
 pub use params::{Delta, Epsilon, NoiseMultiplier, SamplingRate};
 pub use rdp::{RdpAccountant, default_orders, rdp_to_epsilon, subsampled_gaussian_rdp};
 
@@ -32,6 +34,9 @@ pub enum PrivacyError {
         /// The allowed range.
         range: &'static str,
     },
+    /// The operating system's random number generator failed.
+    #[error("the OS random number generator failed: {0}")]
+    Rng(String),
     /// No noise level reaches the target (e.g. δ too small for the steps).
     #[error(
         "no noise multiplier up to {max_sigma} reaches ε = {target_epsilon} (best: ε = {best_epsilon})"
