@@ -207,7 +207,7 @@ impl Pld {
         let (lo, hi) = self.composed_window(t);
         let width = (hi - lo + 1) as usize;
         // Mass outside the window is below TAIL; wrapping it around adds at most that.
-        // Powers of two plan in microseconds; 2^a·3^b·5^c sizes took ~10–20 ms to plan.
+        // Powers of two plan fast; 2^a·3^b·5^c sizes took ~10–20 ms to plan here.
         let n = width.max(self.pmf.len()).next_power_of_two();
         let mut planner = RealFftPlanner::<f64>::new();
         let fwd = planner.plan_fft_forward(n);
@@ -238,7 +238,7 @@ impl Pld {
     /// Linear convolution with another PLD on the same grid.
     fn compose(&self, other: &Self) -> Self {
         let len = self.pmf.len() + other.pmf.len() - 1;
-        let n = smooth_size(len);
+        let n = len.next_power_of_two();
         let mut planner = RealFftPlanner::<f64>::new();
         let fwd = planner.plan_fft_forward(n);
         let inv = planner.plan_fft_inverse(n);
@@ -326,25 +326,6 @@ fn pow_u64(mut z: Complex<f64>, mut t: u64) -> Complex<f64> {
         t >>= 1;
     }
     acc
-}
-
-/// Smallest n ≥ `min` of the form 2^a·3^b·5^c (fast FFT sizes).
-fn smooth_size(min: usize) -> usize {
-    let mut best = min.next_power_of_two();
-    let mut p5 = 1usize;
-    while p5 < best {
-        let mut p35 = p5;
-        while p35 < best {
-            let mut n = p35;
-            while n < min {
-                n *= 2;
-            }
-            best = best.min(n);
-            p35 *= 3;
-        }
-        p5 *= 5;
-    }
-    best
 }
 
 /// Loss range holding all but ~1e-18 of one step's mass.
@@ -493,23 +474,6 @@ mod tests {
             let want = Complex::from_polar(0.999_99f64.powf(t as f64), 0.001 * t as f64);
             // ~17 squarings: phase roundoff grows to ~1e-11 at t = 1e5.
             assert!((pow_u64(z, t) - want).norm() < 1e-9, "t={t}");
-        }
-    }
-
-    #[test]
-    fn smooth_sizes_are_smooth_and_minimal() {
-        assert_eq!(smooth_size(1000), 1000);
-        assert_eq!(smooth_size(1001), 1024);
-        assert_eq!(smooth_size(1025), 1080);
-        for n in [1, 7, 97, 12_345, 262_145] {
-            let m = smooth_size(n);
-            let mut r = m;
-            for p in [2, 3, 5] {
-                while r.is_multiple_of(p) {
-                    r /= p;
-                }
-            }
-            assert!(m >= n && r == 1, "{n} -> {m}");
         }
     }
 

@@ -109,20 +109,19 @@ fn ln_factorials(n: u64) -> std::sync::Arc<Vec<f64>> {
     guard.clone()
 }
 
-/// ln A_α for fractional α by the signed two-sided series, summed in linear
-/// space as A_α − 1 (compensated) so ln A_α keeps its relative precision.
-fn log_a_frac(q: f64, sigma: f64, alpha: f64) -> f64 {
+/// Terms of the two-sided series for fractional α: for i = 0, 1, …, the
+/// signed pair (sign, ln|s0_i|, ln|s1_i|), until both fall below the cutoff.
+fn frac_terms(q: f64, sigma: f64, alpha: f64) -> impl Iterator<Item = (f64, f64, f64)> {
     let z0 = sigma * sigma * (1.0 / q - 1.0).ln() + 0.5;
     let (lq, l1q) = (q.ln(), (-q).ln_1p());
     let s2 = std::f64::consts::SQRT_2 * sigma;
-    let mut d = Sum::default();
-    // i = 0, first branch: (1−q)^α · ½erfc(−z0/(√2σ)) − 1, written without cancellation.
-    let tail0 = 0.5 * libm::erfc(z0 / s2);
-    d.add((alpha * l1q).exp_m1() - (alpha * l1q).exp() * tail0);
-    let mut i: u64 = 0;
     // ln |C(α, i)| and its sign, updated by C(α, i+1) = C(α, i)·(α − i)/(i + 1).
     let (mut lb, mut sign) = (0.0f64, 1.0f64);
-    loop {
+    let mut done = false;
+    (0u64..100_000).map_while(move |i| {
+        if done {
+            return None;
+        }
         let fi = i as f64;
         let j = alpha - fi;
         let s0 = lb
@@ -137,19 +136,31 @@ fn log_a_frac(q: f64, sigma: f64, alpha: f64) -> f64 {
             + (j * j - j) / (2.0 * sigma * sigma)
             + 0.5f64.ln()
             + log_erfc((z0 - j) / s2);
-        if i > 0 {
-            d.add(sign * s0.exp());
-        }
-        d.add(sign * s1.exp());
+        let term = (sign, s0, s1);
         let factor = alpha - fi;
         if factor < 0.0 {
             sign = -sign;
         }
         lb += factor.abs().ln() - (fi + 1.0).ln();
-        i += 1;
-        if s0.max(s1) < SERIES_CUTOFF || i > 100_000 || factor == 0.0 {
-            break;
+        done = s0.max(s1) < SERIES_CUTOFF || factor == 0.0;
+        Some(term)
+    })
+}
+
+/// ln A_α for fractional α by the signed two-sided series, summed in linear
+/// space as A_α − 1 (compensated) so ln A_α keeps its relative precision.
+fn log_a_frac(q: f64, sigma: f64, alpha: f64) -> f64 {
+    let z0 = sigma * sigma * (1.0 / q - 1.0).ln() + 0.5;
+    let l1q = (-q).ln_1p();
+    let mut d = Sum::default();
+    // i = 0, first branch: (1−q)^α · ½erfc(−z0/(√2σ)) − 1, written without cancellation.
+    let tail0 = 0.5 * libm::erfc(z0 / (std::f64::consts::SQRT_2 * sigma));
+    d.add((alpha * l1q).exp_m1() - (alpha * l1q).exp() * tail0);
+    for (i, (sign, s0, s1)) in frac_terms(q, sigma, alpha).enumerate() {
+        if i > 0 {
+            d.add(sign * s0.exp());
         }
+        d.add(sign * s1.exp());
     }
     let a_minus_1 = d.value();
     if a_minus_1 > 1e300 || !a_minus_1.is_finite() {
@@ -161,42 +172,13 @@ fn log_a_frac(q: f64, sigma: f64, alpha: f64) -> f64 {
 /// The same series summed in log space, for parameters where A_α overflows.
 fn log_a_frac_logspace(q: f64, sigma: f64, alpha: f64) -> f64 {
     let (mut a0, mut a1) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
-    let z0 = sigma * sigma * (1.0 / q - 1.0).ln() + 0.5;
-    let (lq, l1q) = (q.ln(), (-q).ln_1p());
-    let s2 = std::f64::consts::SQRT_2 * sigma;
-    let mut i: u64 = 0;
-    // ln |C(α, i)| and its sign, updated by C(α, i+1) = C(α, i)·(α − i)/(i + 1).
-    let (mut lb, mut sign) = (0.0f64, 1.0f64);
-    loop {
-        let fi = i as f64;
-        let j = alpha - fi;
-        let s0 = lb
-            + fi * lq
-            + j * l1q
-            + (fi * fi - fi) / (2.0 * sigma * sigma)
-            + 0.5f64.ln()
-            + log_erfc((fi - z0) / s2);
-        let s1 = lb
-            + j * lq
-            + fi * l1q
-            + (j * j - j) / (2.0 * sigma * sigma)
-            + 0.5f64.ln()
-            + log_erfc((z0 - j) / s2);
+    for (sign, s0, s1) in frac_terms(q, sigma, alpha) {
         if sign > 0.0 {
             a0 = log_add(a0, s0);
             a1 = log_add(a1, s1);
         } else {
             a0 = log_sub(a0, s0);
             a1 = log_sub(a1, s1);
-        }
-        let factor = alpha - fi;
-        if factor < 0.0 {
-            sign = -sign;
-        }
-        lb += factor.abs().ln() - (fi + 1.0).ln();
-        i += 1;
-        if s0.max(s1) < SERIES_CUTOFF || i > 100_000 || factor == 0.0 {
-            break;
         }
     }
     log_add(a0, a1)
