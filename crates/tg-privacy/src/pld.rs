@@ -17,8 +17,10 @@
 //! - ε(δ) is read off exactly between atoms; the reported ε is the larger of
 //!   the two directions.
 
-use realfft::RealFftPlanner;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use realfft::num_complex::Complex;
+use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 
 use crate::{Delta, NoiseMultiplier, SamplingRate};
 
@@ -43,6 +45,20 @@ const TAIL: f64 = 1e-16;
 
 /// Standard normal z with Φ̄(z) = 1e-18 (cuts one-step tails).
 const Z_TAIL: f64 = 8.757_290_2;
+
+/// Forward and inverse real FFT plans of size `n`, from one process-wide
+/// planner so that repeated queries (calibration, ledgers) reuse them: planning
+/// a 2^18-point transform costs ~20 ms, more than running it.
+#[allow(clippy::type_complexity)]
+fn plans(n: usize) -> (Arc<dyn RealToComplex<f64>>, Arc<dyn ComplexToReal<f64>>) {
+    static PLANNER: OnceLock<Mutex<RealFftPlanner<f64>>> = OnceLock::new();
+    let cell = PLANNER.get_or_init(|| Mutex::new(RealFftPlanner::new()));
+    let mut planner = match cell.lock() {
+        Ok(p) => p,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    (planner.plan_fft_forward(n), planner.plan_fft_inverse(n))
+}
 
 fn norm_sf(z: f64) -> f64 {
     0.5 * libm::erfc(z / std::f64::consts::SQRT_2)
@@ -209,9 +225,7 @@ impl Pld {
         // Mass outside the window is below TAIL; wrapping it around adds at most that.
         // Powers of two plan fast; 2^a·3^b·5^c sizes took ~10–20 ms to plan here.
         let n = width.max(self.pmf.len()).next_power_of_two();
-        let mut planner = RealFftPlanner::<f64>::new();
-        let fwd = planner.plan_fft_forward(n);
-        let inv = planner.plan_fft_inverse(n);
+        let (fwd, inv) = plans(n);
         let mut buf = vec![0.0; n];
         buf[..self.pmf.len()].copy_from_slice(&self.pmf);
         let mut spec = fwd.make_output_vec();
@@ -239,9 +253,7 @@ impl Pld {
     fn compose(&self, other: &Self) -> Self {
         let len = self.pmf.len() + other.pmf.len() - 1;
         let n = len.next_power_of_two();
-        let mut planner = RealFftPlanner::<f64>::new();
-        let fwd = planner.plan_fft_forward(n);
-        let inv = planner.plan_fft_inverse(n);
+        let (fwd, inv) = plans(n);
         let transform = |p: &[f64]| {
             let mut buf = vec![0.0; n];
             buf[..p.len()].copy_from_slice(p);
@@ -315,15 +327,27 @@ fn golden_min(f: impl Fn(f64) -> f64, mut a: f64, mut b: f64) -> f64 {
     fc.min(fd)
 }
 
-/// z^t by square-and-multiply (`Complex::powi` goes through a slower general path).
+/// z^t by square-and-multiply. Bins with |z| < 1 shrink towards zero as they
+/// are squared; once |z|² < 1e-200 the result is below anything the inverse
+/// FFT can resolve, so it is flushed to 0 before it turns subnormal (subnormal
+/// arithmetic is ~100× slower on x86 and dominated this loop).
 fn pow_u64(mut z: Complex<f64>, mut t: u64) -> Complex<f64> {
+    const NEGLIGIBLE: f64 = 1e-200;
     let mut acc = Complex::new(1.0, 0.0);
     while t > 0 {
         if t & 1 == 1 {
             acc *= z;
+            if acc.norm_sqr() < NEGLIGIBLE {
+                return Complex::new(0.0, 0.0);
+            }
         }
-        z *= z;
         t >>= 1;
+        if t > 0 {
+            z *= z;
+            if z.norm_sqr() < NEGLIGIBLE {
+                return Complex::new(0.0, 0.0);
+            }
+        }
     }
     acc
 }
