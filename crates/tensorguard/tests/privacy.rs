@@ -43,102 +43,31 @@ fn privacy_commands_answer_and_refuse_bad_parameters() {
     back.extend(plan);
     assert!(sb.json(&back)["epsilon"].as_f64().unwrap() <= 3.0);
 
-    let bad = |extra: &[&str], code: &str| {
-        let mut a = vec!["privacy", "epsilon"];
-        a.extend(extra);
-        sb.fails_with(&a, code)
-    };
-    bad(
-        &[
+    // (σ, q, steps, δ, expected code): each parameter out of its domain once.
+    let cases = [
+        ("0", "0.01", "10", "1e-5", "E060"),
+        ("-1", "0.01", "10", "1e-5", "E060"),
+        ("1", "1.5", "10", "1e-5", "E060"),
+        ("1", "0", "10", "1e-5", "E060"),
+        ("1", "0.01", "10", "1", "E060"),
+        ("1", "0.01", "10", "0", "E060"),
+        ("1", "0.01", "0", "1e-5", "E020"),
+    ];
+    for (sigma, q, steps, delta, code) in cases {
+        let args = [
+            "privacy",
+            "epsilon",
             "--noise-multiplier",
-            "0",
+            sigma,
             "--sampling-rate",
-            "0.01",
+            q,
             "--steps",
-            "10",
+            steps,
             "--delta",
-            "1e-5",
-        ],
-        "E060",
-    );
-    bad(
-        &[
-            "--noise-multiplier",
-            "-1",
-            "--sampling-rate",
-            "0.01",
-            "--steps",
-            "10",
-            "--delta",
-            "1e-5",
-        ],
-        "E060",
-    );
-    bad(
-        &[
-            "--noise-multiplier",
-            "1",
-            "--sampling-rate",
-            "1.5",
-            "--steps",
-            "10",
-            "--delta",
-            "1e-5",
-        ],
-        "E060",
-    );
-    bad(
-        &[
-            "--noise-multiplier",
-            "1",
-            "--sampling-rate",
-            "0",
-            "--steps",
-            "10",
-            "--delta",
-            "1e-5",
-        ],
-        "E060",
-    );
-    bad(
-        &[
-            "--noise-multiplier",
-            "1",
-            "--sampling-rate",
-            "0.01",
-            "--steps",
-            "10",
-            "--delta",
-            "1",
-        ],
-        "E060",
-    );
-    bad(
-        &[
-            "--noise-multiplier",
-            "1",
-            "--sampling-rate",
-            "0.01",
-            "--steps",
-            "10",
-            "--delta",
-            "0",
-        ],
-        "E060",
-    );
-    bad(
-        &[
-            "--noise-multiplier",
-            "1",
-            "--sampling-rate",
-            "0.01",
-            "--steps",
-            "0",
-            "--delta",
-            "1e-5",
-        ],
-        "E020",
-    );
+            delta,
+        ];
+        sb.fails_with(&args, code);
+    }
     let err = sb.fails_with(
         &[
             "privacy",
