@@ -262,13 +262,6 @@ impl RdpAccountant {
         }
     }
 
-    /// Adds an arbitrary RDP curve (e.g. the Skellam mechanism's) on the same orders.
-    pub fn compose_curve(&mut self, curve: impl Fn(f64) -> f64) {
-        for (a, r) in self.orders.iter().zip(self.rdp.iter_mut()) {
-            *r += curve(*a);
-        }
-    }
-
     /// The orders.
     pub fn orders(&self) -> &[f64] {
         &self.orders

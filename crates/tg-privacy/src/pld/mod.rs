@@ -355,10 +355,8 @@ fn pow_u64(mut z: Complex<f64>, mut t: u64) -> Complex<f64> {
 /// Loss range holding all but ~1e-18 of one step's mass.
 fn loss_range(dir: Direction, q: f64, s: f64) -> (f64, f64) {
     // Largest loss of a draw at z standard deviations on the far side.
-    let remove_at = |x: f64| {
-        (-q).ln_1p().max(f64::MIN).max(f64::NEG_INFINITY) * 0.0
-            + ((1.0 - q) + q * ((2.0 * x - 1.0) / (2.0 * s * s)).exp()).ln()
-    };
+    // Remove-direction loss L(x) = ln(1 − q + q·e^{(2x−1)/(2σ²)}) at a draw x.
+    let remove_at = |x: f64| ((1.0 - q) + q * ((2.0 * x - 1.0) / (2.0 * s * s)).exp()).ln();
     match dir {
         Direction::Remove => {
             let hi = remove_at(1.0 + Z_TAIL * s);

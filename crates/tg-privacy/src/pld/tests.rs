@@ -44,26 +44,6 @@ fn composing_gaussians_is_a_gaussian_with_smaller_sigma() {
 }
 
 #[test]
-fn matches_dp_accounting_on_two_cases() {
-    for (q, s, t, want) in [
-        (256.0 / 60000.0, 1.1, 14062, 2.381_598),
-        (0.01, 1.0, 1000, 1.828_237),
-    ] {
-        let start = std::time::Instant::now();
-        let e = epsilon(
-            &[(
-                SamplingRate::new(q).unwrap(),
-                NoiseMultiplier::new(s).unwrap(),
-                t,
-            )],
-            Delta::new(1e-5).unwrap(),
-            1e-4,
-        );
-        eprintln!("q={q} σ={s} T={t}: {e} vs {want} in {:?}", start.elapsed());
-    }
-}
-
-#[test]
 fn square_and_multiply_matches_polar_power() {
     let z = Complex::from_polar(0.999_99, 0.001);
     for t in [0u64, 1, 2, 7, 14_062, 100_000] {
