@@ -363,6 +363,7 @@ pub fn resolve_demo(a: &DemoArgs, f: &DemoSection) -> Result<JobSpec, (&'static 
             batch_size,
             learning_rate: lr,
             optimizer,
+            dp_sgd: None,
         },
         rounds,
         clients,
@@ -370,6 +371,7 @@ pub fn resolve_demo(a: &DemoArgs, f: &DemoSection) -> Result<JobSpec, (&'static 
         min_clients,
         dropout,
         seed: pick!(seed, d::SEED),
+        privacy: None,
     })
 }
 

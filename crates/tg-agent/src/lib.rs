@@ -165,6 +165,7 @@ mod tests {
             batch_size: 20,
             learning_rate: 0.1,
             optimizer: OptimizerSpec::Sgd,
+            dp_sgd: None,
         };
         let global = tg_model::init_parameters(&shape, 0).unwrap();
         let req = ToAgent::Train(TrainRequest {

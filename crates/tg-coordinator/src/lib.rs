@@ -16,9 +16,11 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use tg_model::{Evaluation, ModelError};
+use tg_privacy::GaussianSteps;
 use tg_proto::ToAgent;
 use tg_store::{NewJob, Store, StoreError};
 use tg_strategy::{Strategy, StrategyError};
+use tg_types::privacy::{LedgerEntry, PrivacySpec};
 use tg_types::record::RoundRecord;
 use tg_types::spec::TrainConfig;
 use tg_types::{AgentId, JobId, Parameters};
@@ -42,6 +44,9 @@ pub enum CoordinatorError {
     /// Model serialization failed.
     #[error(transparent)]
     Params(#[from] tg_types::ParamsError),
+    /// The privacy plan cannot be accounted (e.g. a sampling rate out of range).
+    #[error("privacy accounting: {0}")]
+    Privacy(#[from] tg_privacy::PrivacyError),
     /// The transport closed: no agent can be reached any more.
     #[error("the transport closed; no agents can be reached")]
     TransportClosed,
@@ -103,6 +108,17 @@ pub struct RunConfig {
     pub train: TrainConfig,
     /// Seed for client sampling.
     pub seed: u64,
+    /// The job's privacy budget, if it has one.
+    pub privacy: Option<PrivacyBudget>,
+}
+
+/// A DP job's budget as the coordinator enforces it.
+#[derive(Clone, Copy, Debug)]
+pub struct PrivacyBudget {
+    /// Mechanism, target and accountant.
+    pub spec: PrivacySpec,
+    /// Fewest examples any agent holds (local DP-SGD is worst for it).
+    pub smallest_local_dataset: u64,
 }
 
 /// The result of a job run.
@@ -115,6 +131,10 @@ pub struct RunOutcome {
     /// Evaluation of the final model (None if no round committed and the
     /// initial model could not be evaluated).
     pub final_evaluation: Option<Evaluation>,
+    /// ε spent by the job according to its ledger (DP jobs only).
+    pub epsilon: Option<f64>,
+    /// Why the job stopped before its last round to stay within budget.
+    pub budget_exhausted: Option<String>,
 }
 
 /// Runs a job's rounds over a transport.
@@ -163,8 +183,25 @@ impl<'s, T: Transport> Coordinator<'s, T> {
         let mut global = initial;
         let mut last_eval = None;
         let mut history = Vec::with_capacity(self.config.rounds as usize);
+        let mut spent: Vec<GaussianSteps> = Vec::new();
+        let mut epsilon = self.config.privacy.map(|_| 0.0);
+        let mut budget_exhausted = None;
         for round in 1..=self.config.rounds {
-            let (record, next) = self.run_round(round, &global).await?;
+            let epsilon_after = match self.config.privacy {
+                None => None,
+                Some(budget) => match self.charge(round, budget, &mut spent)? {
+                    Charge::Paid(e) => Some(e),
+                    Charge::WouldExceed(reason) => {
+                        budget_exhausted = Some(reason);
+                        break;
+                    }
+                },
+            };
+            let (mut record, next) = self.run_round(round, &global).await?;
+            if epsilon_after.is_some() {
+                record.epsilon = epsilon_after;
+                epsilon = epsilon_after;
+            }
             if let Some((params, eval)) = next {
                 global = params;
                 last_eval = Some(eval);
@@ -187,8 +224,53 @@ impl<'s, T: Transport> Coordinator<'s, T> {
             model: global,
             history,
             final_evaluation,
+            epsilon,
+            budget_exhausted,
         })
     }
+
+    /// Pays for `round` in the ledger — durably, before the round starts — or
+    /// refuses because ε after it would exceed the target.
+    fn charge(
+        &mut self,
+        round: u32,
+        budget: PrivacyBudget,
+        spent: &mut Vec<GaussianSteps>,
+    ) -> Result<Charge> {
+        let spec = budget.spec;
+        let step = spec.per_round(budget.smallest_local_dataset)?;
+        let before = tg_privacy::accountant::epsilon(spec.accountant, spent, spec.delta).epsilon;
+        spent.push(step);
+        let after = tg_privacy::accountant::epsilon(spec.accountant, spent, spec.delta).epsilon;
+        if after > spec.target_epsilon.get() {
+            spent.pop();
+            return Ok(Charge::WouldExceed(format!(
+                "privacy budget exhausted: round {round} would raise ε from {before:.4} to {after:.4}, \
+                 above the target ε = {} at δ = {} ({} accountant); stopped after round {}",
+                spec.target_epsilon.get(),
+                spec.delta.get(),
+                spec.accountant,
+                round - 1
+            )));
+        }
+        self.store.append_ledger(
+            self.config.job,
+            &LedgerEntry {
+                round,
+                mechanism: spec.mode_name().into(),
+                spent: step,
+                epsilon_after: after,
+                delta: spec.delta,
+                accountant: spec.accountant,
+            },
+        )?;
+        Ok(Charge::Paid(after))
+    }
+}
+
+enum Charge {
+    Paid(f64),
+    WouldExceed(String),
 }
 
 #[cfg(test)]

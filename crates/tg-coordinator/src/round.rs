@@ -53,6 +53,7 @@ impl<T: Transport> Coordinator<'_, T> {
             reason: None,
             model_sha256: None,
             participants_detail: Vec::new(),
+            epsilon: None,
         };
 
         // Select.

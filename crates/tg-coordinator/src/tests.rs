@@ -94,8 +94,10 @@ fn config(rounds: u32, quorum: usize) -> RunConfig {
             batch_size: 1,
             learning_rate: 0.1,
             optimizer: OptimizerSpec::Sgd,
+            dp_sgd: None,
         },
         seed: 0,
+        privacy: None,
     }
 }
 
@@ -105,6 +107,15 @@ async fn run(
     rounds: u32,
     script: Script,
 ) -> (crate::RunOutcome, Store, tempfile::TempDir) {
+    run_with(config(rounds, quorum), n_agents, script).await
+}
+
+async fn run_with(
+    config: RunConfig,
+    n_agents: usize,
+    script: Script,
+) -> (crate::RunOutcome, Store, tempfile::TempDir) {
+    let quorum = config.min_results;
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
     let transport = ScriptedTransport {
@@ -118,7 +129,7 @@ async fn run(
         strategy,
         Box::new(MeanEvaluator),
         &mut store,
-        config(rounds, quorum),
+        config,
     )
     .run(params(0.0), |_| {})
     .await
@@ -240,4 +251,58 @@ async fn too_few_agents_fail_the_round_before_it_starts() {
     assert_eq!(rounds.len(), 2, "failed rounds are recorded, not skipped");
     assert!(rounds.iter().all(|r| r.status == RoundStatus::Failed
         && r.reason.as_deref().unwrap().starts_with("not started")));
+}
+
+#[tokio::test]
+async fn budget_stop_ends_at_the_last_round_that_fits() {
+    use tg_privacy::{
+        AccountantKind, ClipNorm, Delta, Epsilon, GaussianSteps, NoiseMultiplier, SamplingRate,
+    };
+    use tg_types::privacy::{CentralDpSpec, ClipSpec, DpMode, PrivacySpec};
+    let step = GaussianSteps {
+        sampling_rate: SamplingRate::new(0.5).unwrap(),
+        noise_multiplier: NoiseMultiplier::new(4.0).unwrap(),
+        steps: 1,
+    };
+    let delta = Delta::new(1e-5).unwrap();
+    let eps_after = |k: usize| {
+        tg_privacy::accountant::epsilon(AccountantKind::Rdp, &vec![step; k], delta).epsilon
+    };
+    // A target strictly between ε after 3 and after 4 rounds.
+    let target = 0.5 * (eps_after(3) + eps_after(4));
+    let mut cfg = config(10, 2);
+    cfg.privacy = Some(crate::PrivacyBudget {
+        spec: PrivacySpec {
+            mode: DpMode::Central(CentralDpSpec {
+                noise_multiplier: step.noise_multiplier,
+                clip: ClipSpec::Fixed {
+                    norm: ClipNorm::new(1.0).unwrap(),
+                },
+                client_sampling_rate: step.sampling_rate,
+                population: 2,
+            }),
+            target_epsilon: Epsilon::new(target).unwrap(),
+            delta,
+            accountant: AccountantKind::Rdp,
+        },
+        smallest_local_dataset: 10,
+    });
+    let script: Script = Box::new(|a, req| vec![reply(a, req, params(1.0))]);
+    let (outcome, store, _d) = run_with(cfg, 2, script).await;
+    assert_eq!(outcome.history.len(), 3);
+    let reason = outcome.budget_exhausted.unwrap();
+    assert!(
+        reason.contains("round 4") && reason.contains("stopped after round 3"),
+        "{reason}"
+    );
+    let job = JobId::from_bytes([9; 16]).to_string();
+    let ledger = store.ledger(&job).unwrap();
+    assert_eq!(ledger.len(), 3);
+    for (k, e) in ledger.iter().enumerate() {
+        assert!((e.epsilon_after - eps_after(k + 1)).abs() < 1e-12);
+        assert!(e.epsilon_after <= target);
+    }
+    assert_eq!(outcome.epsilon, Some(ledger[2].epsilon_after));
+    let rounds = store.rounds(&job).unwrap();
+    assert_eq!(rounds[2].epsilon, Some(ledger[2].epsilon_after));
 }

@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tg_agent::{Agent, Handled};
 use tg_coordinator::{
-    Coordinator, CoordinatorError, Evaluator, RunConfig, RunOutcome, TransportEvent,
+    Coordinator, CoordinatorError, Evaluator, PrivacyBudget, RunConfig, RunOutcome, TransportEvent,
 };
 use tg_model::net::ModelShape;
 use tg_model::partition::partition;
@@ -30,9 +30,11 @@ use tg_model::{
     DatasetSplit, Evaluation, LocalData, ModelError, evaluate, init_parameters, load_dataset,
     train_local,
 };
+use tg_privacy::NoiseRng;
 use tg_proto::ToAgent;
 use tg_store::Store;
 use tg_strategy::{Sampler, StrategyError};
+use tg_types::privacy::DpMode;
 use tg_types::record::RoundRecord;
 use tg_types::spec::{JobSpec, LocalObjective};
 use tg_types::{AgentId, JobId, Parameters};
@@ -124,6 +126,7 @@ impl Prepared {
     pub fn centralized_baseline(&self) -> Result<Evaluation> {
         let train = LocalData::new(&self.split.train)?;
         let mut cfg = self.spec.train;
+        cfg.dp_sgd = None; // the yardstick is the non-private model
         cfg.local_epochs = self.spec.rounds.saturating_mul(cfg.local_epochs);
         let out = train_local(
             &self.shape,
@@ -154,8 +157,20 @@ impl Prepared {
         on_round: impl FnMut(&RoundRecord) + Send,
     ) -> Result<RunOutcome> {
         let spec = &self.spec;
-        let sampler = Sampler::new(spec.fraction, spec.min_clients as usize)?;
-        let strategy = tg_strategy::build(&spec.strategy, sampler, spec.clients as usize)?;
+        let strategy = match spec.privacy.map(|p| p.mode) {
+            Some(DpMode::Central(central)) => {
+                let noise = NoiseRng::from_os().map_err(|e| InprocError::Config(e.to_string()))?;
+                tg_strategy::build_central_dp(&spec.strategy, central, noise)?
+            }
+            _ => {
+                let sampler = Sampler::new(spec.fraction, spec.min_clients as usize)?;
+                tg_strategy::build(&spec.strategy, sampler, spec.clients as usize)?
+            }
+        };
+        let privacy = spec.privacy.map(|p| PrivacyBudget {
+            spec: p,
+            smallest_local_dataset: self.parts.iter().map(Vec::len).min().unwrap_or(0) as u64,
+        });
         let evaluator = Box::new(HeldOut {
             shape: self.shape,
             test: LocalData::new(&self.split.test)?,
@@ -201,6 +216,7 @@ impl Prepared {
             round_deadline,
             train: spec.train,
             seed: spec.seed,
+            privacy,
         };
         let transport = ChannelTransport::new(inboxes, events_rx);
         let coordinator = Coordinator::new(transport, strategy, evaluator, store, config);
@@ -225,6 +241,15 @@ fn check_spec(spec: &JobSpec) -> Result<()> {
     }
     if spec.rounds == 0 {
         return bad("rounds must be at least 1".into());
+    }
+    if let Some(DpMode::Central(c)) = spec.privacy.map(|p| p.mode)
+        && c.population != spec.clients
+    {
+        return bad(format!(
+            "central DP samples from a population of {} but the federation has {} clients; \
+             in-process, the population is the clients",
+            c.population, spec.clients
+        ));
     }
     if !(0.0..1.0).contains(&spec.dropout) {
         return bad(format!(
@@ -339,6 +364,7 @@ mod tests {
                 batch_size: 16,
                 learning_rate: 0.1,
                 optimizer: OptimizerSpec::Sgd,
+                dp_sgd: None,
             },
             rounds: 3,
             clients: 5,
@@ -346,6 +372,7 @@ mod tests {
             min_clients: 2,
             dropout,
             seed,
+            privacy: None,
         }
     }
 

@@ -270,6 +270,7 @@ mod tests {
             batch_size: 32,
             learning_rate: 0.1,
             optimizer: OptimizerSpec::Sgd,
+            dp_sgd: None,
         }
     }
 

@@ -8,6 +8,7 @@
 //! implementations do, so the figures a compliance officer shows an auditor
 //! can be reproduced with Opacus or Google's dp-accounting.
 
+pub mod accountant;
 pub mod calibrate;
 pub mod noise;
 mod params;
@@ -15,9 +16,10 @@ pub mod pld;
 pub mod rdp;
 mod special;
 
+pub use accountant::{AccountantKind, EpsilonReport, GaussianSteps};
 pub use calibrate::calibrate_noise;
 pub use noise::NoiseRng;
-pub use params::{Delta, Epsilon, NoiseMultiplier, SamplingRate};
+pub use params::{ClipNorm, Delta, Epsilon, NoiseMultiplier, Quantile, SamplingRate};
 pub use rdp::{RdpAccountant, default_orders, rdp_to_epsilon, subsampled_gaussian_rdp};
 
 /// Errors from privacy computations.

@@ -124,6 +124,22 @@ impl NoiseRng {
         }
     }
 
+    /// True with probability `p` (clamped to [0, 1]), decided on 2⁻⁵³ steps:
+    /// for Poisson sampling, where the probability is public and only the
+    /// draw must be unpredictable.
+    pub fn bernoulli_rate(&mut self, p: f64) -> bool {
+        let threshold = (p.clamp(0.0, 1.0) * (1u64 << 53) as f64) as u64;
+        (self.0.next_u64() >> 11) < threshold
+    }
+
+    /// Fills `out` with independent N(0, σ²) samples (see [`Self::gaussian`]).
+    pub fn fill_gaussian(&mut self, out: &mut [f64], sigma: f64) -> Result<(), PrivacyError> {
+        for x in out {
+            *x = self.gaussian(sigma)?;
+        }
+        Ok(())
+    }
+
     /// Exact discrete Gaussian with variance parameter at least `sigma²`:
     /// σ² is rounded up to a multiple of 10⁻⁶ (σ² < 10⁶) or to an integer.
     pub fn discrete_gaussian(&mut self, sigma: f64) -> Result<i64, PrivacyError> {

@@ -59,3 +59,11 @@ checked_f64!(
     /// Target ε, finite and > 0.
     Epsilon, "target ε", "(0, ∞)", |v| v > 0.0 && v.is_finite()
 );
+checked_f64!(
+    /// An L2 clipping bound C, finite and > 0.
+    ClipNorm, "clipping norm C", "(0, ∞)", |v| v > 0.0 && v.is_finite()
+);
+checked_f64!(
+    /// A quantile in (0, 1), e.g. adaptive clipping's target.
+    Quantile, "quantile", "(0, 1)", |v| v > 0.0 && v < 1.0
+);

@@ -209,6 +209,7 @@ mod tests {
                 batch_size: 32,
                 learning_rate: 0.1,
                 optimizer: OptimizerSpec::AdamW { weight_decay: 0.01 },
+                dp_sgd: None,
             },
             objective: LocalObjective::Proximal { mu: 0.01 },
         })

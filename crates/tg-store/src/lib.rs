@@ -10,6 +10,7 @@
 
 mod blobs;
 mod jobs;
+mod ledger;
 mod process;
 mod rounds;
 mod schema;

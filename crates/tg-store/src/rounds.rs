@@ -70,7 +70,9 @@ impl Store {
     pub fn rounds(&self, job_id: &str) -> Result<Vec<RoundRecord>> {
         let mut stmt = self.conn.prepare(
             "SELECT round, status, accuracy, loss, selected, participants, upload_bytes, download_bytes,
-                    duration_ms, reason, model_sha256
+                    duration_ms, reason, model_sha256,
+                    (SELECT epsilon_after FROM privacy_ledger l
+                     WHERE l.job_id = rounds.job_id AND l.round = rounds.round)
              FROM rounds WHERE job_id = ?1 ORDER BY round",
         )?;
         let raw = stmt
@@ -87,6 +89,7 @@ impl Store {
                     r.get::<_, i64>(8)?,
                     r.get(9)?,
                     r.get(10)?,
+                    r.get::<_, Option<f64>>(11)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -108,6 +111,7 @@ impl Store {
                     dur,
                     reason,
                     sha,
+                    epsilon,
                 )| {
                     let detail = pstmt
                         .query_map(params![job_id, round], |r| {
@@ -146,6 +150,7 @@ impl Store {
                         reason,
                         model_sha256: sha,
                         participants_detail: detail,
+                        epsilon,
                     })
                 },
             )

@@ -5,7 +5,8 @@ use rusqlite::Connection;
 use crate::{Result, StoreError};
 
 /// Migrations in order; index + 1 is the schema version they produce.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE jobs (
     id             TEXT PRIMARY KEY,
     kind           TEXT NOT NULL,
@@ -52,7 +53,27 @@ CREATE TABLE models (
     bytes         INTEGER NOT NULL,
     created_at_ms INTEGER NOT NULL
 );
-"];
+",
+    r"
+CREATE TABLE privacy_ledger (
+    job_id           TEXT NOT NULL REFERENCES jobs(id),
+    round            INTEGER NOT NULL,
+    mechanism        TEXT NOT NULL,
+    sampling_rate    REAL NOT NULL,
+    noise_multiplier REAL NOT NULL,
+    steps            INTEGER NOT NULL,
+    epsilon_after    REAL NOT NULL,
+    delta            REAL NOT NULL,
+    accountant       TEXT NOT NULL,
+    recorded_at_ms   INTEGER NOT NULL,
+    PRIMARY KEY (job_id, round)
+);
+CREATE TRIGGER privacy_ledger_append_only_update BEFORE UPDATE ON privacy_ledger
+BEGIN SELECT RAISE(ABORT, 'the privacy ledger is append-only'); END;
+CREATE TRIGGER privacy_ledger_append_only_delete BEFORE DELETE ON privacy_ledger
+BEGIN SELECT RAISE(ABORT, 'the privacy ledger is append-only'); END;
+",
+];
 
 /// Sets durability pragmas and applies pending migrations.
 pub(crate) fn configure_and_migrate(conn: &Connection) -> Result<()> {

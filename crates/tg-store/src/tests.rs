@@ -25,6 +25,7 @@ fn round(n: u32, status: RoundStatus) -> RoundRecord {
             train_loss: Some(0.3),
             upload_bytes: 50,
         }],
+        epsilon: None,
     }
 }
 
@@ -129,4 +130,46 @@ fn unwritable_dir_is_reported() {
         Store::open(&file.join("sub")),
         Err(StoreError::Unwritable { .. })
     ));
+}
+
+#[test]
+fn ledger_is_append_only_and_joins_rounds() {
+    use tg_privacy::{AccountantKind, Delta, GaussianSteps, NoiseMultiplier, SamplingRate};
+    use tg_types::privacy::LedgerEntry;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path()).unwrap();
+    let id = JobId::from_bytes([7; 16]);
+    s.create_job(&NewJob {
+        id,
+        kind: "demo",
+        spec: &serde_json::json!({}),
+    })
+    .unwrap();
+    let entry = |round, eps| LedgerEntry {
+        round,
+        mechanism: "central".into(),
+        spent: GaussianSteps {
+            sampling_rate: SamplingRate::new(0.1).unwrap(),
+            noise_multiplier: NoiseMultiplier::new(1.1).unwrap(),
+            steps: 1,
+        },
+        epsilon_after: eps,
+        delta: Delta::new(1e-5).unwrap(),
+        accountant: AccountantKind::Pld,
+    };
+    s.append_ledger(id, &entry(1, 0.5)).unwrap();
+    s.append_ledger(id, &entry(2, 0.7)).unwrap();
+    // A second entry for a round, an update and a delete are all refused.
+    assert!(s.append_ledger(id, &entry(2, 0.1)).is_err());
+    let conn = rusqlite::Connection::open(dir.path().join(crate::DB_FILE)).unwrap();
+    let upd = conn.execute("UPDATE privacy_ledger SET epsilon_after = 0", []);
+    assert!(upd.unwrap_err().to_string().contains("append-only"));
+    assert!(conn.execute("DELETE FROM privacy_ledger", []).is_err());
+    drop(conn);
+
+    let ledger = s.ledger(&id.to_string()).unwrap();
+    assert_eq!(ledger, vec![entry(1, 0.5), entry(2, 0.7)]);
+    let mut r = round(1, RoundStatus::Committed);
+    s.record_round(id, &mut r, None).unwrap();
+    assert_eq!(s.rounds(&id.to_string()).unwrap()[0].epsilon, Some(0.5));
 }

@@ -9,12 +9,14 @@
 //! the sum that secure aggregation reveals.
 
 mod aggregate;
+mod central_dp;
 mod fedadam;
 mod fedavg;
 mod sampling;
 mod scaffold;
 
 pub use aggregate::{mean_update, weighted_mean_update};
+pub use central_dp::{CentralDp, ClipReport};
 pub use fedadam::FedAdam;
 pub use fedavg::FedAvg;
 pub use sampling::Sampler;
@@ -174,4 +176,24 @@ pub fn build(
             )));
         }
     })
+}
+
+/// Builds user-level DP-FedAvg (see [`CentralDp`]) with the server optimizer
+/// of `config`. SCAFFOLD is refused: its control variates would leave every
+/// client un-noised.
+pub fn build_central_dp(
+    config: &StrategyConfig,
+    spec: tg_types::privacy::CentralDpSpec,
+    noise: tg_privacy::NoiseRng,
+) -> Result<Box<dyn Strategy>> {
+    if config.kind == StrategyKind::Scaffold {
+        return Err(StrategyError::Config(
+            "SCAFFOLD cannot run under central DP: its control variates are per-client and un-noised; \
+             use fedavg, fedprox or fedadam"
+                .into(),
+        ));
+    }
+    // The inner optimizer sees one (noised) update per round; it selects nobody itself.
+    let inner = build(config, Sampler::new(1.0, 1)?, spec.population as usize)?;
+    Ok(Box::new(CentralDp::new(inner, spec, noise)?))
 }

@@ -9,6 +9,7 @@
 
 pub mod ids;
 pub mod params;
+pub mod privacy;
 pub mod record;
 pub mod spec;
 

@@ -29,6 +29,8 @@ pub enum JobStatus {
     Failed,
     /// The process running it died (e.g. `kill -9`) before it finished.
     Interrupted,
+    /// Stopped before a round that would have exceeded the privacy budget.
+    BudgetExhausted,
 }
 
 macro_rules! text_enum {
@@ -57,6 +59,7 @@ text_enum!(JobStatus {
     Completed => "completed",
     Failed => "failed",
     Interrupted => "interrupted",
+    BudgetExhausted => "budget_exhausted",
 });
 
 /// What became of one selected agent in one round.
@@ -120,4 +123,7 @@ pub struct RoundRecord {
     pub model_sha256: Option<String>,
     /// Per-agent detail.
     pub participants_detail: Vec<ParticipantRecord>,
+    /// ε of the job after this round (DP jobs; from the privacy ledger).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f64>,
 }

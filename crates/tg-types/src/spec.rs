@@ -230,6 +230,9 @@ pub struct TrainConfig {
     pub learning_rate: f64,
     /// Local optimizer.
     pub optimizer: OptimizerSpec,
+    /// Sample-level DP-SGD; when set, `local_epochs` and `batch_size` give
+    /// way to its steps and expected batch.
+    pub dp_sgd: Option<crate::privacy::DpSgdSpec>,
 }
 
 /// What the local objective adds to plain empirical risk, set by the strategy.
@@ -310,8 +313,11 @@ pub struct JobSpec {
     pub min_clients: u32,
     /// Probability that a selected agent drops out of a round (fault injection).
     pub dropout: f64,
-    /// Seed for every random choice (partition, init, sampling, shuffling).
+    /// Seed for every random choice (partition, init, sampling, shuffling)
+    /// except DP noise and DP sampling, which come from the OS CSPRNG.
     pub seed: u64,
+    /// Differential privacy, if the job has a budget.
+    pub privacy: Option<crate::privacy::PrivacySpec>,
 }
 
 #[cfg(test)]

@@ -1,0 +1,149 @@
+//! What a job promises about privacy, and how each round spends it.
+//!
+//! Design decision: a job states one budget (ε, δ) and one mechanism — user-level
+//! DP-FedAvg at the coordinator ([`DpMode::Central`]) or sample-level DP-SGD
+//! on each agent ([`DpMode::LocalSgd`]). Every number is a validated type from
+//! `tg-privacy`, so a spec that deserializes is one the accountants can answer.
+
+use serde::{Deserialize, Serialize};
+use tg_privacy::{
+    AccountantKind, ClipNorm, Delta, Epsilon, GaussianSteps, NoiseMultiplier, Quantile,
+    SamplingRate,
+};
+
+/// A job's privacy budget and mechanism.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrivacySpec {
+    /// Which mechanism spends the budget.
+    pub mode: DpMode,
+    /// ε the job must never exceed.
+    pub target_epsilon: Epsilon,
+    /// δ of the (ε, δ) guarantee.
+    pub delta: Delta,
+    /// Accountant that turns the ledger into ε.
+    pub accountant: AccountantKind,
+}
+
+/// The DP mechanism of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DpMode {
+    /// User-level DP-FedAvg: clip each client's update, add Gaussian noise to
+    /// the sum at the coordinator (trusted to add it), Poisson client sampling.
+    Central(CentralDpSpec),
+    /// Sample-level DP-SGD inside every agent's local training.
+    LocalSgd(DpSgdSpec),
+}
+
+/// User-level DP-FedAvg (McMahan et al. 2018; Andrew et al. 2021).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CentralDpSpec {
+    /// Overall noise multiplier z of the round's release (update and, with
+    /// adaptive clipping, the clip count together).
+    pub noise_multiplier: NoiseMultiplier,
+    /// How updates are clipped.
+    pub clip: ClipSpec,
+    /// Probability that each client takes part in a round (Poisson sampling).
+    pub client_sampling_rate: SamplingRate,
+    /// Number of clients sampling is over (the users being protected).
+    pub population: u32,
+}
+
+/// Clipping of client updates in DP-FedAvg.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ClipSpec {
+    /// A fixed L2 bound.
+    Fixed {
+        /// C.
+        norm: ClipNorm,
+    },
+    /// Quantile-tracking bound (Andrew et al. 2021, "Differentially private
+    /// learning with adaptive clipping"): C ← C·exp(−η(b̃ − γ)) where b̃ is
+    /// the noised fraction of clients whose update norm was ≤ C.
+    Adaptive {
+        /// C before the first round.
+        initial: ClipNorm,
+        /// γ, the fraction of updates meant to be unclipped.
+        target_quantile: Quantile,
+        /// η, the geometric step size.
+        learning_rate: f64,
+        /// σ_b, the std of the noise on the count of unclipped clients.
+        count_noise_std: f64,
+    },
+}
+
+/// Sample-level DP-SGD (Abadi et al. 2016) run by each agent.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DpSgdSpec {
+    /// Noise std divided by the per-example clipping norm.
+    pub noise_multiplier: NoiseMultiplier,
+    /// Per-example gradient clipping norm.
+    pub max_grad_norm: ClipNorm,
+    /// Expected batch size: each example joins a step with probability
+    /// `expected_batch / local examples` (Poisson sampling).
+    pub expected_batch: u32,
+    /// Optimizer steps per round.
+    pub steps_per_round: u32,
+}
+
+impl DpSgdSpec {
+    /// Poisson sampling rate of an agent holding `local_examples` examples.
+    pub fn sampling_rate(
+        &self,
+        local_examples: u64,
+    ) -> Result<SamplingRate, tg_privacy::PrivacyError> {
+        SamplingRate::new((f64::from(self.expected_batch) / local_examples.max(1) as f64).min(1.0))
+    }
+}
+
+impl PrivacySpec {
+    /// What one round spends. For local DP-SGD, ε is worst for the agent
+    /// with the fewest examples (the largest sampling rate), so the job's ε
+    /// is that agent's: pass the smallest local dataset size.
+    pub fn per_round(
+        &self,
+        smallest_local_dataset: u64,
+    ) -> Result<GaussianSteps, tg_privacy::PrivacyError> {
+        Ok(match self.mode {
+            DpMode::Central(c) => GaussianSteps {
+                sampling_rate: c.client_sampling_rate,
+                noise_multiplier: c.noise_multiplier,
+                steps: 1,
+            },
+            DpMode::LocalSgd(s) => GaussianSteps {
+                sampling_rate: s.sampling_rate(smallest_local_dataset)?,
+                noise_multiplier: s.noise_multiplier,
+                steps: u64::from(s.steps_per_round),
+            },
+        })
+    }
+
+    /// `central` or `local-sgd`.
+    pub const fn mode_name(&self) -> &'static str {
+        match self.mode {
+            DpMode::Central(_) => "central",
+            DpMode::LocalSgd(_) => "local-sgd",
+        }
+    }
+}
+
+/// One round's entry in a job's privacy ledger, written before any noised
+/// result of that round can leave the node that noised it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// Round the entry pays for.
+    pub round: u32,
+    /// `central` or `local-sgd`.
+    pub mechanism: String,
+    /// What the round spends.
+    pub spent: GaussianSteps,
+    /// ε of the whole job once this round has run.
+    pub epsilon_after: f64,
+    /// δ of that ε.
+    pub delta: Delta,
+    /// Accountant that computed `epsilon_after`.
+    pub accountant: AccountantKind,
+}
