@@ -171,6 +171,73 @@ pub struct DemoArgs {
     /// Skip training the centralized yardstick.
     #[arg(long)]
     pub no_baseline: bool,
+    #[command(flatten)]
+    pub dp: DpArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DpModeArg {
+    /// User-level DP-FedAvg: clip client updates, noise the sum at the coordinator.
+    Central,
+    /// Sample-level DP-SGD in every client's local training.
+    LocalSgd,
+}
+
+/// Differential privacy for the demo.
+#[derive(Debug, Clone, Args)]
+pub struct DpArgs {
+    /// Train with differential privacy: central (user-level DP-FedAvg) or local-sgd (sample-level DP-SGD).
+    #[arg(long, value_enum, env = "TENSORGUARD_DP")]
+    pub dp: Option<DpModeArg>,
+    /// Privacy budget ε the job must not exceed (required with --dp).
+    #[arg(long, value_name = "E", env = "TENSORGUARD_TARGET_EPSILON")]
+    pub target_epsilon: Option<f64>,
+    /// δ of the (ε, δ) guarantee.
+    #[arg(
+        long,
+        value_name = "D",
+        default_value_t = 1e-5,
+        env = "TENSORGUARD_DELTA"
+    )]
+    pub delta: f64,
+    /// Accountant for the ledger and for calibration.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "pld",
+        env = "TENSORGUARD_ACCOUNTANT"
+    )]
+    pub accountant: AccountantKind,
+    /// Noise multiplier σ, or `auto`: the smallest σ with which all rounds fit the budget.
+    #[arg(
+        long,
+        value_name = "S|auto",
+        default_value = "auto",
+        env = "TENSORGUARD_NOISE_MULTIPLIER"
+    )]
+    pub noise_multiplier: String,
+    /// Clipping norm: per client update (central; `adaptive` tracks the median norm,
+    /// the default) or per example gradient (local-sgd; default 1.0).
+    #[arg(long, value_name = "C|adaptive", env = "TENSORGUARD_CLIP")]
+    pub clip: Option<String>,
+    /// Central DP: number of users sampling is over (one simulated client each; replaces --clients).
+    #[arg(long, value_name = "N", env = "TENSORGUARD_POPULATION")]
+    pub population: Option<u32>,
+}
+
+impl Default for DpArgs {
+    /// The same values as the flags' defaults: no DP.
+    fn default() -> Self {
+        Self {
+            dp: None,
+            target_epsilon: None,
+            delta: 1e-5,
+            accountant: AccountantKind::Pld,
+            noise_multiplier: "auto".into(),
+            clip: None,
+            population: None,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,10 +7,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use tg_inproc::Prepared;
 use tg_store::Store;
+use tg_types::privacy::{ClipSpec, DpMode, PrivacySpec};
 use tg_types::record::{JobStatus, RoundRecord, RoundStatus};
 use tg_types::spec::JobSpec;
 use tg_types::JobId;
 
+use crate::cli::DemoArgs;
 use crate::errors::{from_inproc, from_store, CliError, Code};
 use crate::output::Output;
 
@@ -20,13 +22,20 @@ const ROUND_DEADLINE: Duration = Duration::from_secs(600);
 
 pub fn run(
     spec: JobSpec,
+    args: &DemoArgs,
     data_dir: &std::path::Path,
-    baseline: bool,
     out: &Output,
 ) -> Result<serde_json::Value, CliError> {
     let started = Instant::now();
+    let baseline = !args.no_baseline;
     let mut store = Store::open(data_dir).map_err(|e| from_store(e, data_dir))?;
-    let prepared = Prepared::new(spec.clone()).map_err(|e| from_inproc(e, data_dir))?;
+    let mut prepared = Prepared::new(spec).map_err(|e| from_inproc(e, data_dir))?;
+    if let Some(privacy) = crate::dp::privacy_spec(args, &prepared)? {
+        prepared
+            .set_privacy(privacy)
+            .map_err(|e| from_inproc(e, data_dir))?;
+    }
+    let spec = prepared.spec().clone();
     let job = new_job_id()?;
     let (n_train, n_test) = prepared.sizes();
 
@@ -44,6 +53,13 @@ pub fn run(
             spec.model,
             prepared.num_parameters(),
         ));
+        if let Some(p) = &spec.privacy {
+            out.line(&privacy_line(
+                p,
+                spec.clients,
+                args.dp.noise_multiplier == "auto",
+            ));
+        }
         if spec.dropout > 0.0 {
             out.line(&format!(
                 "fault injection: each selected client drops out of a round with probability {}",
@@ -113,7 +129,7 @@ pub fn run(
                 "round": r.round, "status": r.status.as_str(), "accuracy": r.accuracy, "loss": r.loss,
                 "selected": r.selected, "participants": r.participants, "upload_bytes": r.upload_bytes,
                 "download_bytes": r.download_bytes, "duration_ms": r.duration_ms, "reason": r.reason,
-                "model_sha256": r.model_sha256,
+                "model_sha256": r.model_sha256, "epsilon": r.epsilon,
             })
         })
         .collect();
@@ -128,8 +144,14 @@ pub fn run(
         .iter()
         .find(|r| r.accuracy.is_some_and(|a| a >= 0.9))
         .map(|r| r.round);
-    let summary = json!({
+    let (status, stop_reason) = match &outcome.budget_exhausted {
+        Some(reason) => (JobStatus::BudgetExhausted, Some(reason.clone())),
+        None => (JobStatus::Completed, None),
+    };
+    let mut summary = json!({
         "run_id": job.to_string(),
+        "status": status.as_str(),
+        "reason": stop_reason,
         "strategy": spec.strategy.kind.to_string(),
         "dataset": spec.dataset.to_string(),
         "partition": spec.partition.to_string(),
@@ -153,8 +175,16 @@ pub fn run(
         "data_dir": data_dir.display().to_string(),
         "elapsed_s": started.elapsed().as_secs_f64(),
     });
+    if let Some(p) = &spec.privacy {
+        summary["dp"] = json!(p.mode_name());
+        summary["epsilon"] = json!(outcome.epsilon.unwrap_or(0.0));
+        summary["target_epsilon"] = json!(p.target_epsilon.get());
+        summary["delta"] = json!(p.delta.get());
+        summary["accountant"] = json!(p.accountant.as_str());
+        summary["privacy"] = serde_json::to_value(p).unwrap_or_default();
+    }
     store
-        .finish_job(job, JobStatus::Completed, None, &summary)
+        .finish_job(job, status, stop_reason.as_deref(), &summary)
         .map_err(|e| from_store(e, data_dir))?;
 
     if !out.json {
@@ -168,6 +198,17 @@ pub fn run(
             out.bold(&pct(final_eval.map(|e| e.accuracy))),
             pct(centralized.map(|e| e.accuracy)),
         ));
+        if let (Some(p), Some(e)) = (&spec.privacy, outcome.epsilon) {
+            out.line(&format!(
+                "privacy spent: ε = {e:.4} of {} at δ = {} ({} accountant, ledger in the run's store)",
+                p.target_epsilon.get(),
+                p.delta.get(),
+                p.accountant
+            ));
+        }
+        if let Some(reason) = &stop_reason {
+            out.line(&format!("{} {reason}", out.red("stopped:")));
+        }
         out.line(&format!(
             "inspect it with: tensorguard runs show {}",
             &job.to_string()[..12]
@@ -206,7 +247,8 @@ fn progress_bar(out: &Output, rounds: u32) -> Option<ProgressBar> {
 fn round_line(out: &Output, r: &RoundRecord, rounds: u32) -> String {
     let width = rounds.to_string().len();
     match r.status {
-        RoundStatus::Committed => format!(
+        RoundStatus::Committed => {
+            format!(
             "round {:>w$}/{rounds}  acc {}  loss {:.4}  {:>2}/{} clients  {:>8} up  {:>6} ms  {}",
             r.round,
             out.bold(&format!("{:.3}", r.accuracy.unwrap_or(f64::NAN))),
@@ -217,7 +259,8 @@ fn round_line(out: &Output, r: &RoundRecord, rounds: u32) -> String {
             r.duration_ms,
             out.green("committed"),
             w = width,
-        ),
+        ) + &r.epsilon.map(|e| format!("  ε {e:.3}")).unwrap_or_default()
+        }
         _ => format!(
             "round {:>w$}/{rounds}  {}  {}",
             r.round,
@@ -241,4 +284,42 @@ pub fn human_bytes(b: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[i])
     }
+}
+
+fn privacy_line(p: &PrivacySpec, clients: u32, calibrated: bool) -> String {
+    let how = if calibrated {
+        "calibrated so every round fits"
+    } else {
+        "as given"
+    };
+    let mechanism = match p.mode {
+        DpMode::Central(c) => format!(
+            "user-level DP-FedAvg: Poisson sampling q = {} of {clients} clients, {}, noise multiplier z = {:.4} ({how})",
+            c.client_sampling_rate.get(),
+            match c.clip {
+                ClipSpec::Fixed { norm } => format!("update clip C = {}", norm.get()),
+                ClipSpec::Adaptive { initial, target_quantile, .. } => format!(
+                    "adaptive clip from C = {} toward the {} quantile",
+                    initial.get(),
+                    target_quantile.get()
+                ),
+                _ => "clip".into(),
+            },
+            c.noise_multiplier.get()
+        ),
+        DpMode::LocalSgd(s) => format!(
+            "sample-level DP-SGD: {} steps/round, Poisson rate q = {} per example, per-example clip {}, σ = {:.4} ({how})",
+            s.steps_per_round,
+            s.sampling_rate.get(),
+            s.max_grad_norm.get(),
+            s.noise_multiplier.get()
+        ),
+        _ => "differential privacy".into(),
+    };
+    format!(
+        "privacy: {mechanism}; budget ε ≤ {} at δ = {} ({} accountant)",
+        p.target_epsilon.get(),
+        p.delta.get(),
+        p.accountant
+    )
 }

@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod config;
 mod demo;
+mod dp;
 mod errors;
 mod output;
 mod privacy;
@@ -99,8 +100,9 @@ fn run(cli: Cli, out: &Output) -> Result<(), CliError> {
     let data_dir = config::data_dir(cli.data_dir.as_deref(), &loaded.file)?;
     match cli.command {
         Command::Demo(args) => {
-            let spec = config::resolve_demo(&args, &loaded.file.demo).map_err(|(_, e)| e)?;
-            let summary = demo::run(spec, &data_dir, !args.no_baseline, out)?;
+            let mut spec = config::resolve_demo(&args, &loaded.file.demo).map_err(|(_, e)| e)?;
+            dp::shape_federation(&args, &mut spec)?;
+            let summary = demo::run(spec, &args, &data_dir, out)?;
             if out.json {
                 out.json_value(&summary);
             }

@@ -71,10 +71,22 @@ pub fn show(dir: &Path, id: &str, out: &Output) -> Result<(), CliError> {
     let store = open(dir)?;
     let job = store.find_job(id).map_err(|e| from_store(e, dir))?;
     let rounds = store.rounds(&job.id).map_err(|e| from_store(e, dir))?;
+    let ledger = store.ledger(&job.id).map_err(|e| from_store(e, dir))?;
+    // What the ledger has paid for — at least what was spent, even after a crash.
+    let spent = ledger
+        .iter()
+        .map(|e| e.epsilon_after)
+        .fold(None, |m: Option<f64>, e| Some(m.map_or(e, |m| m.max(e))));
     if out.json {
         let mut v = job_json(&job);
         v["summary"] = job.summary.clone().unwrap_or(serde_json::Value::Null);
         v["rounds"] = serde_json::to_value(&rounds).unwrap_or_default();
+        if !ledger.is_empty() {
+            v["epsilon"] = json!(spent);
+            v["delta"] = json!(ledger[0].delta.get());
+            v["accountant"] = json!(ledger[0].accountant.as_str());
+            v["privacy_ledger"] = serde_json::to_value(&ledger).unwrap_or_default();
+        }
         out.json_value(&v);
         return Ok(());
     }
@@ -89,6 +101,19 @@ pub fn show(dir: &Path, id: &str, out: &Output) -> Result<(), CliError> {
             .unwrap_or_default()
     ));
     out.line(&format!("  spec      {}", job.spec));
+    if let (Some(e), Some(first)) = (spent, ledger.first()) {
+        let target = job
+            .spec
+            .pointer("/privacy/target_epsilon")
+            .and_then(|v| v.as_f64());
+        out.line(&format!(
+            "  privacy   ε = {e:.4}{} at δ = {} ({} accountant; {} ledger entries, written before each round ran)",
+            target.map(|t| format!(" of {t}")).unwrap_or_default(),
+            first.delta.get(),
+            first.accountant,
+            ledger.len()
+        ));
+    }
     if let Some(s) = &job.summary {
         if let Some(a) = s.get("final_accuracy").and_then(|v| v.as_f64()) {
             let c = s.get("centralized_accuracy").and_then(|v| v.as_f64());

@@ -121,7 +121,12 @@ impl Agent {
                 at: req.at,
                 agent: self.id.clone(),
                 update: out.update,
-                num_examples: self.train.len() as u64,
+                // Under DP-SGD the dataset size is private: uniform weight.
+                num_examples: if req.config.dp_sgd.is_some() {
+                    1
+                } else {
+                    self.train.len() as u64
+                },
                 train_loss: out.train_loss,
                 steps: out.steps,
                 control_delta: out.control_delta,

@@ -109,16 +109,7 @@ pub struct RunConfig {
     /// Seed for client sampling.
     pub seed: u64,
     /// The job's privacy budget, if it has one.
-    pub privacy: Option<PrivacyBudget>,
-}
-
-/// A DP job's budget as the coordinator enforces it.
-#[derive(Clone, Copy, Debug)]
-pub struct PrivacyBudget {
-    /// Mechanism, target and accountant.
-    pub spec: PrivacySpec,
-    /// Fewest examples any agent holds (local DP-SGD is worst for it).
-    pub smallest_local_dataset: u64,
+    pub privacy: Option<PrivacySpec>,
 }
 
 /// The result of a job run.
@@ -234,11 +225,10 @@ impl<'s, T: Transport> Coordinator<'s, T> {
     fn charge(
         &mut self,
         round: u32,
-        budget: PrivacyBudget,
+        spec: PrivacySpec,
         spent: &mut Vec<GaussianSteps>,
     ) -> Result<Charge> {
-        let spec = budget.spec;
-        let step = spec.per_round(budget.smallest_local_dataset)?;
+        let step = spec.per_round();
         let before = tg_privacy::accountant::epsilon(spec.accountant, spent, spec.delta).epsilon;
         spent.push(step);
         let after = tg_privacy::accountant::epsilon(spec.accountant, spent, spec.delta).epsilon;

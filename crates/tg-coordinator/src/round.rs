@@ -17,7 +17,7 @@ enum Slot {
     Pending,
     Done {
         update: ClientUpdate,
-        loss: f64,
+        loss: Option<f64>,
         bytes: u64,
     },
     Dropped,
@@ -126,7 +126,7 @@ impl<T: Transport> Coordinator<'_, T> {
                 } => {
                     let n = update.num_examples;
                     updates.push(update);
-                    (ParticipantOutcome::Contributed, n, Some(loss), bytes)
+                    (ParticipantOutcome::Contributed, n, loss, bytes)
                 }
                 Slot::Pending | Slot::Dropped => (ParticipantOutcome::Dropped, 0, None, 0),
                 Slot::Rejected { reason, bytes } => {
@@ -208,7 +208,7 @@ fn judge(at: RoundRef, from: &AgentId, global: &Parameters, frame: &[u8]) -> Slo
             if let Err(e) = global.check_same_layout(&r.update) {
                 return rejected(format!("update layout: {e}"));
             }
-            if !r.update.all_finite() || !r.train_loss.is_finite() {
+            if !r.update.all_finite() || r.train_loss.is_some_and(|l| !l.is_finite()) {
                 return rejected("update has non-finite values".into());
             }
             if r.num_examples == 0 {

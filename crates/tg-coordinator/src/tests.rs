@@ -71,7 +71,7 @@ fn reply(agent: &AgentId, req: &TrainRequest, update: Parameters) -> TransportEv
         agent: agent.clone(),
         update,
         num_examples: 1,
-        train_loss: 0.1,
+        train_loss: Some(0.1),
         steps: 1,
         control_delta: None,
     });
@@ -271,21 +271,18 @@ async fn budget_stop_ends_at_the_last_round_that_fits() {
     // A target strictly between ε after 3 and after 4 rounds.
     let target = 0.5 * (eps_after(3) + eps_after(4));
     let mut cfg = config(10, 2);
-    cfg.privacy = Some(crate::PrivacyBudget {
-        spec: PrivacySpec {
-            mode: DpMode::Central(CentralDpSpec {
-                noise_multiplier: step.noise_multiplier,
-                clip: ClipSpec::Fixed {
-                    norm: ClipNorm::new(1.0).unwrap(),
-                },
-                client_sampling_rate: step.sampling_rate,
-                population: 2,
-            }),
-            target_epsilon: Epsilon::new(target).unwrap(),
-            delta,
-            accountant: AccountantKind::Rdp,
-        },
-        smallest_local_dataset: 10,
+    cfg.privacy = Some(PrivacySpec {
+        mode: DpMode::Central(CentralDpSpec {
+            noise_multiplier: step.noise_multiplier,
+            clip: ClipSpec::Fixed {
+                norm: ClipNorm::new(1.0).unwrap(),
+            },
+            client_sampling_rate: step.sampling_rate,
+            population: 2,
+        }),
+        target_epsilon: Epsilon::new(target).unwrap(),
+        delta,
+        accountant: AccountantKind::Rdp,
     });
     let script: Script = Box::new(|a, req| vec![reply(a, req, params(1.0))]);
     let (outcome, store, _d) = run_with(cfg, 2, script).await;

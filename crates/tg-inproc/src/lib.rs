@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tg_agent::{Agent, Handled};
 use tg_coordinator::{
-    Coordinator, CoordinatorError, Evaluator, PrivacyBudget, RunConfig, RunOutcome, TransportEvent,
+    Coordinator, CoordinatorError, Evaluator, RunConfig, RunOutcome, TransportEvent,
 };
 use tg_model::net::ModelShape;
 use tg_model::partition::partition;
@@ -34,7 +34,7 @@ use tg_privacy::NoiseRng;
 use tg_proto::ToAgent;
 use tg_store::Store;
 use tg_strategy::{Sampler, StrategyError};
-use tg_types::privacy::DpMode;
+use tg_types::privacy::{DpMode, PrivacySpec};
 use tg_types::record::RoundRecord;
 use tg_types::spec::{JobSpec, LocalObjective};
 use tg_types::{AgentId, JobId, Parameters};
@@ -110,6 +110,25 @@ impl Prepared {
         &self.spec
     }
 
+    /// Training examples held by each client.
+    pub fn client_sizes(&self) -> Vec<usize> {
+        self.parts.iter().map(Vec::len).collect()
+    }
+
+    /// Makes this a DP job: records the budget in the spec and, for local
+    /// DP-SGD, switches every client's training to it.
+    pub fn set_privacy(&mut self, privacy: PrivacySpec) -> Result<()> {
+        let mut spec = self.spec.clone();
+        spec.privacy = Some(privacy);
+        spec.train.dp_sgd = match privacy.mode {
+            DpMode::LocalSgd(s) => Some(s),
+            _ => None,
+        };
+        check_spec(&spec)?;
+        self.spec = spec;
+        Ok(())
+    }
+
     /// Model size in parameters.
     pub fn num_parameters(&self) -> usize {
         self.initial.num_values()
@@ -167,10 +186,7 @@ impl Prepared {
                 tg_strategy::build(&spec.strategy, sampler, spec.clients as usize)?
             }
         };
-        let privacy = spec.privacy.map(|p| PrivacyBudget {
-            spec: p,
-            smallest_local_dataset: self.parts.iter().map(Vec::len).min().unwrap_or(0) as u64,
-        });
+        let privacy = spec.privacy;
         let evaluator = Box::new(HeldOut {
             shape: self.shape,
             test: LocalData::new(&self.split.test)?,

@@ -11,6 +11,7 @@
 //! Dirichlet label skew, shards), deterministically under a seed.
 
 pub mod dataset;
+mod dp_sgd;
 mod loaders;
 pub mod net;
 pub mod partition;

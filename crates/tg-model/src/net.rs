@@ -201,6 +201,40 @@ impl Model {
         })
     }
 
+    /// The model's linear layers in forward order, as `(name prefix, layer)`
+    /// — `None` when the model has layers of other kinds (the CNN).
+    pub(crate) fn linear_layers(&self) -> Option<[(&'static str, &Linear); 2]> {
+        match &self.layers {
+            Layers::Mlp { fc1, fc2 } => Some([("fc1", fc1), ("fc2", fc2)]),
+            Layers::Cnn { .. } => None,
+        }
+    }
+
+    /// Forward pass of an all-linear model with `probes[l]` (zeros, shape
+    /// `[batch, out_l]`) added to layer l's output, returning the logits and
+    /// each layer's input. The gradient of a loss summed over examples with
+    /// respect to `probes[l]` is then the per-example gradient at layer l's
+    /// output — the ingredient of per-example weight gradients.
+    pub(crate) fn forward_probed(
+        &self,
+        x: &Tensor,
+        probes: &[Tensor],
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let Some(layers) = self.linear_layers() else {
+            return Err(ModelError::Unsuitable(
+                "per-example gradients need an all-linear model (mlp)".into(),
+            ));
+        };
+        let mut inputs = Vec::with_capacity(layers.len());
+        let mut a = x.clone();
+        for (l, ((_, layer), probe)) in layers.iter().zip(probes).enumerate() {
+            inputs.push(a.clone());
+            let z = (layer.forward(&a)? + probe)?;
+            a = if l + 1 < layers.len() { z.relu()? } else { z };
+        }
+        Ok((a, inputs))
+    }
+
     /// Current variable values as parameters.
     pub(crate) fn parameters(&self) -> Result<Parameters> {
         let tensors = self

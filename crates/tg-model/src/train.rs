@@ -4,7 +4,8 @@
 //! step: FedProx adds μ(w − w_global), SCAFFOLD adds (c − c_i). The optimizer
 //! itself is candle's, so both terms work with SGD and AdamW alike.
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::backprop::GradStore;
+use candle_core::{D, DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, SGD};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -12,7 +13,10 @@ use rand_chacha::ChaCha8Rng;
 use tg_types::Parameters;
 use tg_types::spec::{LocalObjective, OptimizerSpec, TrainConfig};
 
+use tg_privacy::NoiseRng;
+
 use crate::dataset::Dataset;
+use crate::dp_sgd;
 use crate::net::{Model, ModelShape};
 use crate::{ModelError, Result};
 
@@ -46,6 +50,12 @@ impl LocalData {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// The examples at `indices` as `(features, labels)`.
+    pub(crate) fn batch(&self, indices: &[u32]) -> Result<(Tensor, Tensor)> {
+        let idx = Tensor::from_slice(indices, indices.len(), self.x.device())?;
+        Ok((self.x.index_select(&idx, 0)?, self.y.index_select(&idx, 0)?))
+    }
 }
 
 /// Result of one round of local training.
@@ -53,8 +63,9 @@ impl LocalData {
 pub struct LocalOutcome {
     /// `local − global`.
     pub update: Parameters,
-    /// Mean mini-batch loss over all steps.
-    pub train_loss: f64,
+    /// Mean mini-batch loss over all steps (None under DP-SGD: the loss of
+    /// private data is not released).
+    pub train_loss: Option<f64>,
     /// Optimizer steps taken.
     pub steps: u64,
     /// SCAFFOLD: `c_i⁺ − c_i` (the client's control is updated in place).
@@ -67,7 +78,7 @@ enum Opt {
 }
 
 impl Opt {
-    fn step(&mut self, g: &candle_core::backprop::GradStore) -> candle_core::Result<()> {
+    fn step(&mut self, g: &GradStore) -> candle_core::Result<()> {
         match self {
             Opt::Sgd(o) => o.step(g),
             Opt::AdamW(o) => o.step(g),
@@ -135,38 +146,62 @@ pub fn train_local(
         _ => 0.0,
     };
 
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut order: Vec<u32> = (0..data.len as u32).collect();
-    let batch = cfg.batch_size as usize;
-    let (mut steps, mut loss_sum) = (0u64, 0.0f64);
-    for _ in 0..cfg.local_epochs {
-        order.shuffle(&mut rng);
-        for chunk in order.chunks(batch) {
-            let idx = Tensor::from_slice(chunk, chunk.len(), &dev)?;
-            let xb = data.x.index_select(&idx, 0)?;
-            let yb = data.y.index_select(&idx, 0)?;
-            let loss = candle_nn::loss::cross_entropy(&model.forward(&xb)?, &yb)?;
-            let mut grads = loss.backward()?;
-            if mu > 0.0 || scaffold_correction.is_some() {
-                for (i, var) in vars.iter().enumerate() {
-                    let Some(g) = grads.get(var.as_tensor()) else {
-                        continue;
-                    };
-                    let mut g = g.clone();
-                    if mu > 0.0 {
-                        g = (g + ((var.as_tensor() - &global_t[i])? * mu)?)?;
-                    }
-                    if let Some(corr) = &scaffold_correction {
-                        g = (g + &corr[i])?;
-                    }
-                    grads.insert(var.as_tensor(), g);
+    let corrections = Corrections {
+        mu,
+        global: &global_t,
+        scaffold: scaffold_correction.as_deref(),
+    };
+    let (steps, train_loss) = match cfg.dp_sgd {
+        None => {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut order: Vec<u32> = (0..data.len as u32).collect();
+            let batch = cfg.batch_size as usize;
+            let (mut steps, mut loss_sum) = (0u64, 0.0f64);
+            for _ in 0..cfg.local_epochs {
+                order.shuffle(&mut rng);
+                for chunk in order.chunks(batch) {
+                    let (xb, yb) = data.batch(chunk)?;
+                    let loss = candle_nn::loss::cross_entropy(&model.forward(&xb)?, &yb)?;
+                    let mut grads = loss.backward()?;
+                    corrections.apply(&mut grads, &vars)?;
+                    opt.step(&grads)?;
+                    loss_sum += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+                    steps += 1;
                 }
             }
-            opt.step(&grads)?;
-            loss_sum += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
-            steps += 1;
+            (steps, Some(loss_sum / steps.max(1) as f64))
         }
-    }
+        Some(dp) => {
+            let q = dp.sampling_rate.get();
+            let expected_batch = q * data.len as f64;
+            let clip = dp.max_grad_norm.get();
+            let noise_std = dp.noise_multiplier.get() * clip;
+            let mut noise =
+                NoiseRng::from_os().map_err(|e| ModelError::Unsuitable(format!("DP-SGD: {e}")))?;
+            for _ in 0..dp.steps_per_round {
+                // Poisson sampling from the CSPRNG: the batch is secret and random-sized.
+                let chosen: Vec<u32> = (0..data.len as u32)
+                    .filter(|_| noise.bernoulli_rate(q))
+                    .collect();
+                let sums = if chosen.is_empty() {
+                    vars.iter()
+                        .map(|v| v.as_tensor().zeros_like())
+                        .collect::<candle_core::Result<Vec<_>>>()?
+                } else {
+                    let (xb, yb) = data.batch(&chosen)?;
+                    dp_sgd::clipped_gradient_sum(&model, &xb, &yb, clip)?
+                };
+                let mut grads = GradStore::default();
+                for (var, sum) in vars.iter().zip(&sums) {
+                    let g = dp_sgd::privatize(sum, noise_std, expected_batch, &mut noise)?;
+                    grads.insert(var.as_tensor(), g);
+                }
+                corrections.apply(&mut grads, &vars)?;
+                opt.step(&grads)?;
+            }
+            (u64::from(dp.steps_per_round), None)
+        }
+    };
 
     let local = model.parameters()?;
     let update = local.difference(global)?;
@@ -185,10 +220,40 @@ pub fn train_local(
     };
     Ok(LocalOutcome {
         update,
-        train_loss: loss_sum / steps.max(1) as f64,
+        train_loss,
         steps,
         control_delta,
     })
+}
+
+/// Data-independent gradient terms a strategy adds: FedProx's μ(w − w_global)
+/// and SCAFFOLD's (c − c_i). Added after DP noise, they cost no privacy.
+struct Corrections<'a> {
+    mu: f64,
+    global: &'a [Tensor],
+    scaffold: Option<&'a [Tensor]>,
+}
+
+impl Corrections<'_> {
+    fn apply(&self, grads: &mut GradStore, vars: &[Var]) -> Result<()> {
+        if self.mu <= 0.0 && self.scaffold.is_none() {
+            return Ok(());
+        }
+        for (i, var) in vars.iter().enumerate() {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let mut g = g.clone();
+            if self.mu > 0.0 {
+                g = (g + ((var.as_tensor() - &self.global[i])? * self.mu)?)?;
+            }
+            if let Some(corr) = self.scaffold {
+                g = (g + &corr[i])?;
+            }
+            grads.insert(var.as_tensor(), g);
+        }
+        Ok(())
+    }
 }
 
 /// Loss and accuracy of a model on a dataset.

@@ -75,10 +75,12 @@ pub struct TrainReply {
     pub agent: AgentId,
     /// `local − global`: the model update.
     pub update: Parameters,
-    /// Number of local training examples (the FedAvg weight).
+    /// Aggregation weight: the number of local training examples, or 1
+    /// under DP-SGD, where the size of a private dataset is not released.
     pub num_examples: u64,
-    /// Mean training loss over the local epochs.
-    pub train_loss: f64,
+    /// Mean training loss over the local epochs (None under DP-SGD: the loss
+    /// on private data is not released).
+    pub train_loss: Option<f64>,
     /// Optimizer steps taken.
     pub steps: u64,
     /// SCAFFOLD: change of the client control variate, `c_i⁺ − c_i`.

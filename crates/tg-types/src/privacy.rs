@@ -82,43 +82,31 @@ pub struct DpSgdSpec {
     pub noise_multiplier: NoiseMultiplier,
     /// Per-example gradient clipping norm.
     pub max_grad_norm: ClipNorm,
-    /// Expected batch size: each example joins a step with probability
-    /// `expected_batch / local examples` (Poisson sampling).
-    pub expected_batch: u32,
+    /// Probability that each example joins a step (Poisson sampling). Every
+    /// agent uses the same rate, so its expected batch is proportional to its
+    /// data and every agent's examples get the same (ε, δ).
+    pub sampling_rate: SamplingRate,
     /// Optimizer steps per round.
     pub steps_per_round: u32,
 }
 
-impl DpSgdSpec {
-    /// Poisson sampling rate of an agent holding `local_examples` examples.
-    pub fn sampling_rate(
-        &self,
-        local_examples: u64,
-    ) -> Result<SamplingRate, tg_privacy::PrivacyError> {
-        SamplingRate::new((f64::from(self.expected_batch) / local_examples.max(1) as f64).min(1.0))
-    }
-}
-
 impl PrivacySpec {
-    /// What one round spends. For local DP-SGD, ε is worst for the agent
-    /// with the fewest examples (the largest sampling rate), so the job's ε
-    /// is that agent's: pass the smallest local dataset size.
-    pub fn per_round(
-        &self,
-        smallest_local_dataset: u64,
-    ) -> Result<GaussianSteps, tg_privacy::PrivacyError> {
-        Ok(match self.mode {
+    /// What one round spends: for central DP, one release of the noised sum
+    /// for the population; for local DP-SGD, each agent's steps — the same
+    /// (q, σ, steps) on every agent, so the job's ε is every agent's.
+    pub fn per_round(&self) -> GaussianSteps {
+        match self.mode {
             DpMode::Central(c) => GaussianSteps {
                 sampling_rate: c.client_sampling_rate,
                 noise_multiplier: c.noise_multiplier,
                 steps: 1,
             },
             DpMode::LocalSgd(s) => GaussianSteps {
-                sampling_rate: s.sampling_rate(smallest_local_dataset)?,
+                sampling_rate: s.sampling_rate,
                 noise_multiplier: s.noise_multiplier,
                 steps: u64::from(s.steps_per_round),
             },
-        })
+        }
     }
 
     /// `central` or `local-sgd`.
