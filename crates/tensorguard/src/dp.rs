@@ -24,10 +24,15 @@ const ADAPTIVE_COUNT_NOISE_PER_CLIENT: f64 = 1.0 / 20.0;
 /// Default per-example clipping norm of DP-SGD (Opacus' customary 1.0).
 const DEFAULT_MAX_GRAD_NORM: f64 = 1.0;
 
-pub fn accountant(a: cli::AccountantKind) -> AccountantKind {
+pub fn accountant(a: cli::AccountantKind) -> Result<AccountantKind, CliError> {
     match a {
-        cli::AccountantKind::Rdp => AccountantKind::Rdp,
-        cli::AccountantKind::Pld => AccountantKind::Pld,
+        cli::AccountantKind::Rdp => Ok(AccountantKind::Rdp),
+        cli::AccountantKind::Pld => Ok(AccountantKind::Pld),
+        cli::AccountantKind::Skellam => Err(invalid(
+            "--accountant skellam with --dp",
+            "central DP and DP-SGD add Gaussian noise; Skellam accounts integer noise under secure aggregation",
+            "use --accountant pld (tightest) or rdp",
+        )),
     }
 }
 
@@ -117,7 +122,7 @@ pub fn privacy_spec(a: &DemoArgs, prepared: &Prepared) -> Result<Option<PrivacyS
     })?;
     let target_epsilon = Epsilon::new(target_epsilon).map_err(from_privacy)?;
     let delta = Delta::new(dp.delta).map_err(from_privacy)?;
-    let accountant = accountant(dp.accountant);
+    let accountant = accountant(dp.accountant)?;
     let sizes = prepared.client_sizes();
     let placeholder = NoiseMultiplier::new(1.0).map_err(from_privacy)?;
 

@@ -85,3 +85,105 @@ fn privacy_commands_answer_and_refuse_bad_parameters() {
     );
     assert!(err.contains("raise the target"), "{err}");
 }
+
+#[test]
+fn skellam_epsilon_from_the_cli_and_its_errors() {
+    let sb = Sandbox::new();
+    let base = [
+        "privacy",
+        "epsilon",
+        "--accountant",
+        "skellam",
+        "--sampling-rate",
+        "0.1",
+        "--steps",
+        "100",
+        "--delta",
+        "1e-5",
+    ];
+    let mut args = base.to_vec();
+    args.extend([
+        "--l2-sensitivity",
+        "1",
+        "--dimension",
+        "1000",
+        "--variance",
+        "1",
+        "--scale",
+        "50",
+        "--json",
+    ]);
+    let v = sb.json(&args);
+    assert_eq!(v["accountant"], "skellam");
+    // tests/data/skellam_reference.json, case 3 (60-digit evaluation).
+    assert!(
+        (v["epsilon"].as_f64().unwrap() - 9.830_424_000_841_61).abs() < 1e-8,
+        "{v}"
+    );
+    let cases: &[(&[&str], &str)] = &[
+        (&["--l2-sensitivity", "1", "--dimension", "10"], "E020"), // no variance
+        (&["--variance", "1", "--dimension", "10"], "E020"),       // no Δ₂
+        (&["--variance", "1", "--l2-sensitivity", "1"], "E020"),   // no Δ₁ or d
+        (
+            &[
+                "--variance",
+                "-1",
+                "--l2-sensitivity",
+                "1",
+                "--dimension",
+                "10",
+            ],
+            "E060",
+        ),
+        (
+            &[
+                "--variance",
+                "1",
+                "--l2-sensitivity",
+                "1",
+                "--dimension",
+                "10",
+                "--noise-multiplier",
+                "1",
+            ],
+            "E020",
+        ),
+    ];
+    for (extra, code) in cases {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        sb.fails_with(&a, code);
+    }
+    sb.fails_with(
+        &[
+            "privacy",
+            "epsilon",
+            "--sampling-rate",
+            "0.1",
+            "--steps",
+            "10",
+            "--delta",
+            "1e-5",
+            "--variance",
+            "2",
+        ],
+        "E020",
+    );
+    sb.fails_with(
+        &[
+            "privacy",
+            "calibrate",
+            "--accountant",
+            "skellam",
+            "--target-epsilon",
+            "1",
+            "--sampling-rate",
+            "0.1",
+            "--steps",
+            "10",
+            "--delta",
+            "1e-5",
+        ],
+        "E020",
+    );
+}

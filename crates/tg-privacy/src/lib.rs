@@ -14,6 +14,7 @@ pub mod noise;
 mod params;
 pub mod pld;
 pub mod rdp;
+pub mod skellam;
 mod special;
 
 pub use accountant::{AccountantKind, EpsilonReport, GaussianSteps};
@@ -21,6 +22,7 @@ pub use calibrate::calibrate_noise;
 pub use noise::NoiseRng;
 pub use params::{ClipNorm, Delta, Epsilon, NoiseMultiplier, Quantile, SamplingRate};
 pub use rdp::{RdpAccountant, default_orders, rdp_to_epsilon, subsampled_gaussian_rdp};
+pub use skellam::{SkellamParams, skellam_epsilon};
 
 /// Errors from privacy computations.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

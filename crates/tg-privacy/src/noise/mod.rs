@@ -12,12 +12,16 @@
 //! - [`NoiseRng::gaussian`]: N(0, σ²) as γ·𝒩_ℤ(0, (σ/γ)²) on the grid
 //!   γ = σ/2²⁰ — within one part in a million of continuous, with exact
 //!   sampling;
-//! - [`NoiseRng::discrete_laplace`]: exact, P(y) ∝ e^{−|y|/t}.
+//! - [`NoiseRng::discrete_laplace`]: exact, P(y) ∝ e^{−|y|/t};
+//! - [`NoiseRng::skellam`]: Poisson(μ/2) − Poisson(μ/2), integer-valued
+//!   (see `poisson.rs` for where it is exact).
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
 use crate::PrivacyError;
+
+mod poisson;
 
 /// Denominator of the rational σ² for the discrete Gaussian (σ² < 10⁶).
 const SIGMA2_DENOMINATOR: u128 = 1_000_000;
@@ -44,7 +48,7 @@ impl NoiseRng {
     }
 
     /// Uniform integer in [0, n), n ≥ 1, by rejection (no modulo bias).
-    fn below(&mut self, n: u128) -> u128 {
+    pub(crate) fn below(&mut self, n: u128) -> u128 {
         if n <= 1 {
             return 0;
         }
@@ -58,8 +62,13 @@ impl NoiseRng {
         }
     }
 
+    /// Uniform in [0, 1) on the 2⁻⁵³ grid.
+    pub(crate) fn uniform_f64(&mut self) -> f64 {
+        (self.0.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
     /// Bernoulli(num/den), 0 ≤ num ≤ den, den ≥ 1.
-    fn bernoulli(&mut self, num: u128, den: u128) -> bool {
+    pub(crate) fn bernoulli(&mut self, num: u128, den: u128) -> bool {
         self.below(den) < num
     }
 
