@@ -11,7 +11,7 @@
 //! is one matrix product (G_l ∘ c)ᵀ A_l with the per-example clip factors c.
 
 use candle_core::{DType, Device, Tensor, Var};
-use tg_privacy::NoiseRng;
+use tg_privacy::{LatticeGaussian, NoiseRng};
 
 use crate::net::Model;
 use crate::{ModelError, Result};
@@ -80,19 +80,29 @@ pub(crate) fn clipped_gradient_sum(
         .collect()
 }
 
-/// `(sum + N(0, (σC)²)) / expected_batch`, element-wise, noise from `rng`.
+/// The noised mean gradient: every variable's clipped sum gets lattice
+/// Gaussian noise (one lattice for the whole model, calibrated to the
+/// model's dimension) and is divided by the expected batch size.
 pub(crate) fn privatize(
-    sum: &Tensor,
-    noise_std: f64,
+    sums: &[Tensor],
+    noise: &LatticeGaussian,
     expected_batch: f64,
     rng: &mut NoiseRng,
-) -> Result<Tensor> {
-    let mut noise = vec![0.0f64; sum.elem_count()];
-    rng.fill_gaussian(&mut noise, noise_std)
-        .map_err(|e| ModelError::Unsuitable(format!("DP noise: {e}")))?;
-    let noise: Vec<f32> = noise.into_iter().map(|v| v as f32).collect();
-    let noise = Tensor::from_vec(noise, sum.dims(), &Device::Cpu)?;
-    Ok(((sum + noise)? / expected_batch)?)
+) -> Result<Vec<Tensor>> {
+    let noise_err = |e: tg_privacy::PrivacyError| ModelError::Unsuitable(format!("DP noise: {e}"));
+    sums.iter()
+        .map(|sum| {
+            let mut v: Vec<f64> = sum
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .into_iter()
+                .map(f64::from)
+                .collect();
+            rng.add_lattice_gaussian(&mut v, noise).map_err(noise_err)?;
+            let v: Vec<f32> = v.into_iter().map(|x| (x / expected_batch) as f32).collect();
+            Ok(Tensor::from_vec(v, sum.dims(), &Device::Cpu)?)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use tg_types::Parameters;
 use tg_types::spec::{LocalObjective, OptimizerSpec, TrainConfig};
 
-use tg_privacy::NoiseRng;
+use tg_privacy::{LatticeGaussian, NoiseRng};
 
 use crate::dataset::Dataset;
 use crate::dp_sgd;
@@ -175,7 +175,9 @@ pub fn train_local(
             let q = dp.sampling_rate.get();
             let expected_batch = q * data.len as f64;
             let clip = dp.max_grad_norm.get();
-            let noise_std = dp.noise_multiplier.get() * clip;
+            let dimension = vars.iter().map(|v| v.elem_count()).sum();
+            let lattice = LatticeGaussian::calibrated(dp.noise_multiplier.get(), clip, dimension)
+                .map_err(|e| ModelError::Unsuitable(format!("DP-SGD: {e}")))?;
             let mut noise =
                 NoiseRng::from_os().map_err(|e| ModelError::Unsuitable(format!("DP-SGD: {e}")))?;
             for _ in 0..dp.steps_per_round {
@@ -192,8 +194,8 @@ pub fn train_local(
                     dp_sgd::clipped_gradient_sum(&model, &xb, &yb, clip)?
                 };
                 let mut grads = GradStore::default();
-                for (var, sum) in vars.iter().zip(&sums) {
-                    let g = dp_sgd::privatize(sum, noise_std, expected_batch, &mut noise)?;
+                let noised = dp_sgd::privatize(&sums, &lattice, expected_batch, &mut noise)?;
+                for (var, g) in vars.iter().zip(noised) {
                     grads.insert(var.as_tensor(), g);
                 }
                 corrections.apply(&mut grads, &vars)?;

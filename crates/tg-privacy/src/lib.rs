@@ -19,7 +19,7 @@ mod special;
 
 pub use accountant::{AccountantKind, EpsilonReport, GaussianSteps};
 pub use calibrate::calibrate_noise;
-pub use noise::NoiseRng;
+pub use noise::{LatticeGaussian, NoiseRng};
 pub use params::{ClipNorm, Delta, Epsilon, NoiseMultiplier, Quantile, SamplingRate};
 pub use rdp::{RdpAccountant, default_orders, rdp_to_epsilon, subsampled_gaussian_rdp};
 pub use skellam::{SkellamParams, skellam_epsilon};

@@ -15,7 +15,7 @@
 //! accounts for.
 
 use rand::RngCore;
-use tg_privacy::NoiseRng;
+use tg_privacy::{LatticeGaussian, NoiseRng};
 use tg_types::privacy::{CentralDpSpec, ClipSpec};
 use tg_types::{AgentId, Parameters};
 
@@ -172,14 +172,15 @@ impl Strategy for CentralDp {
                 *s += factor * f64::from(v);
             }
         }
-        let mut noise = vec![0.0f64; sum.len()];
+        let lattice = LatticeGaussian::calibrated(self.update_noise_multiplier, c, sum.len())
+            .map_err(Self::noise_err)?;
         self.noise
-            .fill_gaussian(&mut noise, self.update_noise_multiplier * c)
+            .add_lattice_gaussian(&mut sum, &lattice)
             .map_err(Self::noise_err)?;
         let denominator = self.expected_clients();
         let mut mean = global.zeros_like();
-        for ((m, s), n) in mean.values_mut().zip(&sum).zip(&noise) {
-            *m = ((s + n) / denominator) as f32;
+        for (m, s) in mean.values_mut().zip(&sum) {
+            *m = (s / denominator) as f32;
         }
 
         let mut report = ClipReport {

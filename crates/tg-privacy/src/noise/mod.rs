@@ -21,7 +21,10 @@ use rand_core::{RngCore, SeedableRng};
 
 use crate::PrivacyError;
 
+mod lattice;
 mod poisson;
+
+pub use lattice::LatticeGaussian;
 
 /// Denominator of the rational σ² for the discrete Gaussian (σ² < 10⁶).
 const SIGMA2_DENOMINATOR: u128 = 1_000_000;
@@ -53,6 +56,16 @@ impl NoiseRng {
             return 0;
         }
         let bits = 128 - (n - 1).leading_zeros();
+        if bits <= 64 {
+            // One word of randomness suffices (the common case).
+            let n64 = n as u64;
+            loop {
+                let x = self.0.next_u64() >> (64 - bits);
+                if x < n64 {
+                    return u128::from(x);
+                }
+            }
+        }
         loop {
             let x = (u128::from(self.0.next_u64()) << 64 | u128::from(self.0.next_u64()))
                 >> (128 - bits);
@@ -115,7 +128,7 @@ impl NoiseRng {
     }
 
     /// Exact discrete Gaussian 𝒩_ℤ(0, σ²) with σ² = num/den.
-    fn discrete_gaussian_rational(&mut self, num: u128, den: u128) -> i64 {
+    pub(crate) fn discrete_gaussian_rational(&mut self, num: u128, den: u128) -> i64 {
         // t = ⌊σ⌋ + 1 (CKS Algorithm 3).
         let t = ((num as f64 / den as f64).sqrt().floor() as u128 + 1).max(1);
         loop {
@@ -141,14 +154,6 @@ impl NoiseRng {
         (self.0.next_u64() >> 11) < threshold
     }
 
-    /// Fills `out` with independent N(0, σ²) samples (see [`Self::gaussian`]).
-    pub fn fill_gaussian(&mut self, out: &mut [f64], sigma: f64) -> Result<(), PrivacyError> {
-        for x in out {
-            *x = self.gaussian(sigma)?;
-        }
-        Ok(())
-    }
-
     /// Exact discrete Gaussian with variance parameter at least `sigma²`:
     /// σ² is rounded up to a multiple of 10⁻⁶ (σ² < 10⁶) or to an integer.
     pub fn discrete_gaussian(&mut self, sigma: f64) -> Result<i64, PrivacyError> {
@@ -156,7 +161,9 @@ impl NoiseRng {
         Ok(self.discrete_gaussian_rational(num, den))
     }
 
-    /// A Gaussian N(0, σ²) sample as γ·𝒩_ℤ(0, 2⁴⁰), γ = σ/2²⁰.
+    /// A Gaussian N(0, σ²) sample as γ·𝒩_ℤ(0, 2⁴⁰), γ = σ/2²⁰. To add noise
+    /// to *data*, use [`Self::add_lattice_gaussian`], which also puts the
+    /// data on the noise's lattice so the sum reveals nothing extra.
     pub fn gaussian(&mut self, sigma: f64) -> Result<f64, PrivacyError> {
         if !(sigma > 0.0 && sigma.is_finite()) {
             return Err(PrivacyError::OutOfRange {
@@ -171,7 +178,7 @@ impl NoiseRng {
 }
 
 /// σ² as a rational num/den, rounded up.
-fn rational_sigma2(sigma: f64) -> Result<(u128, u128), PrivacyError> {
+pub(crate) fn rational_sigma2(sigma: f64) -> Result<(u128, u128), PrivacyError> {
     let s2 = sigma * sigma;
     if !(sigma > 0.0 && s2.is_finite() && s2 < 1e24) {
         return Err(PrivacyError::OutOfRange {
