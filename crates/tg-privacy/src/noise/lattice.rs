@@ -136,7 +136,11 @@ mod tests {
             .add_lattice_gaussian(&mut v, &lg)
             .unwrap();
         let var = v.iter().map(|x| x * x).sum::<f64>() / d as f64;
-        assert!((var.sqrt() / lg.sigma() - 1.0).abs() < 0.03, "{}", var.sqrt());
+        assert!(
+            (var.sqrt() / lg.sigma() - 1.0).abs() < 0.03,
+            "{}",
+            var.sqrt()
+        );
     }
 
     #[test]
