@@ -7,6 +7,10 @@
 //! and the network daemon both drive the same handler. Raw data never leaves
 //! this type: replies carry only model updates, example counts and metrics.
 
+mod guard;
+
+pub use guard::PrivacyGuard;
+
 use tg_model::net::ModelShape;
 use tg_model::{Dataset, LocalData, ModelError, evaluate, train_local};
 use tg_proto::{
@@ -45,6 +49,8 @@ pub struct Agent {
     /// SCAFFOLD client control variate `c_i`, kept across rounds.
     control: Option<Parameters>,
     seed: u64,
+    /// This agent's own privacy limit (DP-SGD jobs).
+    guard: Option<PrivacyGuard>,
 }
 
 impl Agent {
@@ -61,7 +67,20 @@ impl Agent {
             train: LocalData::new(data)?,
             control: None,
             seed,
+            guard: None,
         })
+    }
+
+    /// Protects this agent's data with its own privacy limit: training only
+    /// under DP-SGD and only while within the limit; no local evaluation.
+    pub fn with_privacy_guard(mut self, guard: PrivacyGuard) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+
+    /// ε this agent's data has spent (agents with a guard).
+    pub fn epsilon(&self) -> Option<f64> {
+        self.guard.as_ref().map(PrivacyGuard::epsilon)
     }
 
     /// The agent's id.
@@ -107,6 +126,16 @@ impl Agent {
     }
 
     fn train(&mut self, req: &TrainRequest) -> ToCoordinator {
+        // The charge is made before training: a crash mid-round over-counts, never under-counts.
+        let epsilon = match self
+            .guard
+            .as_mut()
+            .map(|g| g.charge(req.config.dp_sgd.as_ref()))
+        {
+            Some(Err(reason)) => return self.declined(req.at, reason),
+            Some(Ok(e)) => Some(e),
+            None => None,
+        };
         let seed = self.round_seed(req.at);
         match train_local(
             &self.shape,
@@ -130,12 +159,19 @@ impl Agent {
                 train_loss: out.train_loss,
                 steps: out.steps,
                 control_delta: out.control_delta,
+                epsilon,
             }),
             Err(e) => self.declined(req.at, format!("local training failed: {e}")),
         }
     }
 
     fn evaluate(&mut self, req: &EvaluateRequest) -> ToCoordinator {
+        if self.guard.is_some() {
+            return self.declined(
+                req.at,
+                "local evaluation metrics are not released: this agent's data is under DP".into(),
+            );
+        }
         match evaluate(&self.shape, &req.model, &self.train) {
             Ok(e) => ToCoordinator::Evaluated(EvaluateReply {
                 at: req.at,
@@ -209,5 +245,84 @@ mod tests {
             ToCoordinator::Declined { .. }
         ));
         assert!(agent.handle_frame(b"\x01\x02").is_err());
+    }
+
+    #[test]
+    fn a_guarded_agent_keeps_its_own_budget() {
+        use tg_privacy::{
+            AccountantKind, ClipNorm, Delta, Epsilon, GaussianSteps, NoiseMultiplier, SamplingRate,
+        };
+        use tg_types::privacy::DpSgdSpec;
+        let data = tg_model::dataset::digits()
+            .unwrap()
+            .subset(&(0..64).collect::<Vec<_>>());
+        let shape = ModelShape::for_dataset(ModelKind::Mlp, 8, &data).unwrap();
+        let dp = DpSgdSpec {
+            noise_multiplier: NoiseMultiplier::new(1.0).unwrap(),
+            max_grad_norm: ClipNorm::new(1.0).unwrap(),
+            sampling_rate: SamplingRate::new(0.25).unwrap(),
+            steps_per_round: 4,
+        };
+        let delta = Delta::new(1e-5).unwrap();
+        let step = GaussianSteps {
+            sampling_rate: dp.sampling_rate,
+            noise_multiplier: dp.noise_multiplier,
+            steps: 4,
+        };
+        let eps = |k: usize| {
+            tg_privacy::accountant::epsilon(AccountantKind::Rdp, &vec![step; k], delta).epsilon
+        };
+        // Room for exactly two rounds.
+        let limit = Epsilon::new(0.5 * (eps(2) + eps(3))).unwrap();
+        let mut agent = Agent::new(AgentId::numbered(0), shape, &data, 1)
+            .unwrap()
+            .with_privacy_guard(PrivacyGuard::new(limit, delta, AccountantKind::Rdp));
+        let global = tg_model::init_parameters(&shape, 0).unwrap();
+        let ask = |agent: &mut Agent, round: u32, dp_sgd: Option<DpSgdSpec>| {
+            let req = ToAgent::Train(TrainRequest {
+                at: RoundRef {
+                    job: JobId::from_bytes([0; 16]),
+                    round,
+                },
+                global: global.clone(),
+                config: TrainConfig {
+                    local_epochs: 1,
+                    batch_size: 16,
+                    learning_rate: 0.1,
+                    optimizer: OptimizerSpec::Sgd,
+                    dp_sgd,
+                },
+                objective: LocalObjective::Plain,
+            });
+            let Handled::Reply(frame) = agent
+                .handle_frame(&tg_proto::encode(&req).unwrap())
+                .unwrap()
+            else {
+                panic!()
+            };
+            tg_proto::decode::<ToCoordinator>(&frame).unwrap()
+        };
+        // Training without DP is refused outright.
+        assert!(matches!(
+            ask(&mut agent, 1, None),
+            ToCoordinator::Declined { .. }
+        ));
+        for round in 1..=2 {
+            match ask(&mut agent, round, Some(dp)) {
+                ToCoordinator::Trained(r) => {
+                    assert_eq!(r.num_examples, 1, "the dataset size stays private");
+                    assert!(r.train_loss.is_none(), "the training loss stays private");
+                    assert!((r.epsilon.unwrap() - eps(round as usize)).abs() < 1e-12);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        match ask(&mut agent, 3, Some(dp)) {
+            ToCoordinator::Declined { reason, .. } => {
+                assert!(reason.contains("above its limit"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!((agent.epsilon().unwrap() - eps(2)).abs() < 1e-12);
     }
 }

@@ -122,7 +122,8 @@ pub struct RunOutcome {
     /// Evaluation of the final model (None if no round committed and the
     /// initial model could not be evaluated).
     pub final_evaluation: Option<Evaluation>,
-    /// ε spent by the job according to its ledger (DP jobs only).
+    /// ε spent by the job: the larger of its ledger's and the largest any
+    /// agent reported for its own data (DP jobs only).
     pub epsilon: Option<f64>,
     /// Why the job stopped before its last round to stay within budget.
     pub budget_exhausted: Option<String>,
@@ -136,6 +137,8 @@ pub struct Coordinator<'s, T: Transport> {
     store: &'s mut Store,
     config: RunConfig,
     rng: ChaCha20Rng,
+    /// Largest ε any agent reported for its own data.
+    agent_epsilon: Option<f64>,
 }
 
 impl<'s, T: Transport> Coordinator<'s, T> {
@@ -155,6 +158,7 @@ impl<'s, T: Transport> Coordinator<'s, T> {
             store,
             config,
             rng,
+            agent_epsilon: None,
         }
     }
 
@@ -215,7 +219,10 @@ impl<'s, T: Transport> Coordinator<'s, T> {
             model: global,
             history,
             final_evaluation,
-            epsilon,
+            epsilon: match (epsilon, self.agent_epsilon) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            },
             budget_exhausted,
         })
     }

@@ -19,6 +19,7 @@ enum Slot {
         update: ClientUpdate,
         loss: Option<f64>,
         bytes: u64,
+        epsilon: Option<f64>,
     },
     Dropped,
     Rejected {
@@ -123,7 +124,11 @@ impl<T: Transport> Coordinator<'_, T> {
                     update,
                     loss,
                     bytes,
+                    epsilon,
                 } => {
+                    if let Some(e) = epsilon {
+                        self.agent_epsilon = Some(self.agent_epsilon.map_or(e, |m| m.max(e)));
+                    }
                     let n = update.num_examples;
                     updates.push(update);
                     (ParticipantOutcome::Contributed, n, loss, bytes)
@@ -214,9 +219,13 @@ fn judge(at: RoundRef, from: &AgentId, global: &Parameters, frame: &[u8]) -> Slo
             if r.num_examples == 0 {
                 return rejected("update trained on zero examples".into());
             }
+            if r.epsilon.is_some_and(|e| !(e >= 0.0)) {
+                return rejected("reported ε is not a non-negative number".into());
+            }
             Slot::Done {
                 loss: r.train_loss,
                 bytes,
+                epsilon: r.epsilon,
                 update: ClientUpdate {
                     agent: r.agent,
                     update: r.update,

@@ -74,6 +74,7 @@ fn reply(agent: &AgentId, req: &TrainRequest, update: Parameters) -> TransportEv
         train_loss: Some(0.1),
         steps: 1,
         control_delta: None,
+        epsilon: None,
     });
     TransportEvent::Frame {
         from: agent.clone(),

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tg_agent::{Agent, Handled};
+use tg_agent::{Agent, Handled, PrivacyGuard};
 use tg_coordinator::{
     Coordinator, CoordinatorError, Evaluator, RunConfig, RunOutcome, TransportEvent,
 };
@@ -199,12 +199,22 @@ impl Prepared {
         let mut tasks = Vec::with_capacity(self.parts.len());
         for (i, idx) in self.parts.iter().enumerate() {
             let id = AgentId::numbered(i);
-            let agent = Agent::new(
+            let mut agent = Agent::new(
                 id.clone(),
                 self.shape,
                 &self.split.train.subset(idx),
                 spec.seed,
             )?;
+            if let Some(p) = spec.privacy
+                && matches!(p.mode, DpMode::LocalSgd(_))
+            {
+                // Each simulated data owner holds its data to the job's budget itself.
+                agent = agent.with_privacy_guard(PrivacyGuard::new(
+                    p.target_epsilon,
+                    p.delta,
+                    p.accountant,
+                ));
+            }
             let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
             inboxes.push((id, tx));
             let fault = Dropout {

@@ -85,6 +85,8 @@ pub struct TrainReply {
     pub steps: u64,
     /// SCAFFOLD: change of the client control variate, `c_i⁺ − c_i`.
     pub control_delta: Option<Parameters>,
+    /// ε the agent's own data has spent, by its own accounting (DP-SGD).
+    pub epsilon: Option<f64>,
 }
 
 /// Request for an agent to evaluate a model on its local data.

@@ -265,6 +265,41 @@ mod tests {
     }
 
     #[test]
+    fn gaussian_fits_the_normal_cdf() {
+        // χ² over 32 equal-width bins of the standardised value in [−4, 4] plus two tails.
+        let phi = |z: f64| 0.5 * libm::erfc(-z / std::f64::consts::SQRT_2);
+        for sigma in [0.5f64, 2.5, 100.0, 1e-3] {
+            let mut rng = NoiseRng::insecure_seeded_for_tests(sigma.to_bits() ^ 1);
+            let n = 100_000usize;
+            let mut counts = [0usize; 34];
+            for _ in 0..n {
+                let z = rng.gaussian(sigma).unwrap() / sigma;
+                let bin = if z < -4.0 {
+                    0
+                } else if z >= 4.0 {
+                    33
+                } else {
+                    1 + ((z + 4.0) / 0.25) as usize
+                };
+                counts[bin] += 1;
+            }
+            let edges: Vec<f64> = (0..=32).map(|i| -4.0 + 0.25 * i as f64).collect();
+            let mut chi2 = 0.0;
+            for (bin, &c) in counts.iter().enumerate() {
+                let p = match bin {
+                    0 => phi(-4.0),
+                    33 => 1.0 - phi(4.0),
+                    b => phi(edges[b]) - phi(edges[b - 1]),
+                };
+                let e = p * n as f64;
+                chi2 += (c as f64 - e).powi(2) / e;
+            }
+            let k = 33.0f64;
+            assert!(chi2 < k + 6.0 * (2.0 * k).sqrt(), "σ={sigma}: χ²={chi2:.1}");
+        }
+    }
+
+    #[test]
     fn discrete_laplace_mean_abs() {
         // E|Y| for P(y) ∝ e^{−|y|/t}: 2e^{−1/t} / (1 − e^{−2/t}).
         let t = 4u64;
