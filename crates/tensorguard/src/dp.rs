@@ -219,6 +219,32 @@ pub fn privacy_spec(a: &DemoArgs, prepared: &Prepared) -> Result<Option<PrivacyS
         }
     };
     privacy = with_sigma(privacy, sigma);
+    if let DpMode::Central(CentralDpSpec {
+        clip: ClipSpec::Adaptive {
+            count_noise_std, ..
+        },
+        client_sampling_rate,
+        population,
+        ..
+    }) = privacy.mode
+    {
+        // The clip count's noise σ_b = qN/20 must exceed z/2 (Andrew et al.).
+        if 2.0 * count_noise_std <= sigma.get() {
+            let needed = (10.0 * sigma.get()).ceil();
+            return Err(invalid(
+                format!(
+                    "--clip adaptive with {:.1} expected clients per round",
+                    client_sampling_rate.get() * f64::from(population)
+                ),
+                format!(
+                    "adaptive clipping releases a noisy count whose noise (qN/20) must exceed z/2 = {:.3}, \
+                     which needs at least {needed} expected clients per round",
+                    sigma.get() / 2.0
+                ),
+                "use a fixed clip (e.g. --clip 1.0), or a larger --population or --fraction",
+            ));
+        }
+    }
     Ok(Some(privacy))
 }
 
