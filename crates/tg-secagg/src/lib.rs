@@ -1,0 +1,20 @@
+//! Secure aggregation: the coordinator learns only the sum.
+//!
+//! Design decision: SecAgg+ (Bell et al. 2020) — pairwise masks over Z_2^B
+//! between neighbours in a sparse Harary graph, Shamir recovery of dropped
+//! clients — as pure state machines driven by messages, with no runtime or
+//! network, so the protocol is tested exhaustively in process and the network
+//! layer only moves bytes.
+
+pub mod graph;
+
+pub use graph::GraphParams;
+
+/// Errors from secure aggregation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecAggError {
+    /// Protocol parameters are unusable.
+    #[error("secure aggregation parameters: {0}")]
+    Params(String),
+}
