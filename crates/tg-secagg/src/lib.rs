@@ -7,6 +7,7 @@
 //! layer only moves bytes.
 
 pub mod graph;
+pub mod shamir;
 
 pub use graph::GraphParams;
 
@@ -17,4 +18,7 @@ pub enum SecAggError {
     /// Protocol parameters are unusable.
     #[error("secure aggregation parameters: {0}")]
     Params(String),
+    /// A secret could not be reconstructed from its shares.
+    #[error("secret reconstruction failed: {0}")]
+    Reconstruction(String),
 }
