@@ -6,6 +6,7 @@
 //! network, so the protocol is tested exhaustively in process and the network
 //! layer only moves bytes.
 
+pub mod crypto;
 pub mod graph;
 pub mod shamir;
 
@@ -18,6 +19,9 @@ pub enum SecAggError {
     /// Protocol parameters are unusable.
     #[error("secure aggregation parameters: {0}")]
     Params(String),
+    /// A cryptographic operation failed (bad key, failed authentication).
+    #[error("secure aggregation crypto: {0}")]
+    Crypto(String),
     /// A secret could not be reconstructed from its shares.
     #[error("secret reconstruction failed: {0}")]
     Reconstruction(String),

@@ -1,0 +1,242 @@
+//! The cryptographic building blocks: key agreement, key derivation, the
+//! mask PRG and share encryption.
+//!
+//! Design decision: every derived key is bound to its purpose and to the
+//! round it belongs to (`Context`), so a seed or key can never be replayed
+//! into another job, round, pair or role. Masks are expanded with
+//! AES-128-CTR (AES-NI where present, detected at run time), the PRG
+//! Google's fcp uses; shares are sealed with ChaCha20-Poly1305.
+
+use aes::Aes128;
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use ctr::Ctr128BE;
+use ctr::cipher::{KeyIvInit, StreamCipher};
+use hkdf::Hkdf;
+use sha2::Sha256;
+use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::SecAggError;
+
+/// Domain separation for every key this crate derives.
+const SALT: &[u8] = b"tensorguard-secagg-v1";
+
+/// Keystream bytes produced per PRG block (fits L1/L2 alongside the vector).
+const PRG_BLOCK: usize = 16 * 1024;
+
+/// What a derived key is for, and for which round: part of every KDF input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Context {
+    /// Job id.
+    pub job: [u8; 16],
+    /// Round number.
+    pub round: u32,
+}
+
+impl Context {
+    fn info(&self, purpose: &[u8], a: u32, b: u32) -> Vec<u8> {
+        let mut v = Vec::with_capacity(purpose.len() + 28);
+        v.extend_from_slice(purpose);
+        v.extend_from_slice(&self.job);
+        v.extend_from_slice(&self.round.to_le_bytes());
+        v.extend_from_slice(&a.to_le_bytes());
+        v.extend_from_slice(&b.to_le_bytes());
+        v
+    }
+}
+
+/// A 32-byte secret that is wiped when dropped.
+pub type Secret32 = Zeroizing<[u8; 32]>;
+
+/// An X25519 key pair for one purpose in one round.
+pub struct KeyPair {
+    secret: StaticSecret,
+    /// The public half.
+    pub public: [u8; 32],
+}
+
+impl KeyPair {
+    /// From 32 random bytes (the caller's CSPRNG).
+    pub fn from_random(mut bytes: [u8; 32]) -> Self {
+        let secret = StaticSecret::from(bytes);
+        bytes.zeroize();
+        let public = PublicKey::from(&secret).to_bytes();
+        Self { secret, public }
+    }
+
+    /// The secret scalar's bytes (to be Shamir-shared).
+    pub fn secret_bytes(&self) -> Secret32 {
+        Zeroizing::new(self.secret.to_bytes())
+    }
+}
+
+/// HKDF-SHA256(salt, X25519(secret, their_public), info(purpose, lo, hi)).
+/// The pair (lo, hi) is ordered so both ends derive the same key.
+pub fn agree(
+    secret: &[u8; 32],
+    their_public: &[u8; 32],
+    ctx: &Context,
+    purpose: &[u8],
+    a: u32,
+    b: u32,
+) -> Result<Secret32, SecAggError> {
+    let shared = StaticSecret::from(*secret).diffie_hellman(&PublicKey::from(*their_public));
+    if !shared.was_contributory() {
+        return Err(SecAggError::Crypto(
+            "a peer's public key is a low-order point".into(),
+        ));
+    }
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let mut out = Zeroizing::new([0u8; 32]);
+    Hkdf::<Sha256>::new(Some(SALT), shared.as_bytes())
+        .expand(&ctx.info(purpose, lo, hi), out.as_mut())
+        .map_err(|e| SecAggError::Crypto(format!("HKDF: {e}")))?;
+    Ok(out)
+}
+
+/// Derives a key from a seed for one purpose (e.g. the self mask from b_i).
+pub fn derive(seed: &[u8; 32], ctx: &Context, purpose: &[u8], a: u32) -> Result<Secret32, SecAggError> {
+    let mut out = Zeroizing::new([0u8; 32]);
+    Hkdf::<Sha256>::new(Some(SALT), seed)
+        .expand(&ctx.info(purpose, a, a), out.as_mut())
+        .map_err(|e| SecAggError::Crypto(format!("HKDF: {e}")))?;
+    Ok(out)
+}
+
+/// How a mask is applied to a vector of u32 lanes (mod 2³²; reduce to 2^B last).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Apply {
+    /// `v += mask`.
+    Add,
+    /// `v -= mask`.
+    Subtract,
+}
+
+/// Expands `seed` with AES-128-CTR (key = seed[..16], IV = seed[16..]) into
+/// one u32 per lane (little-endian) and adds or subtracts it, block by block.
+pub fn apply_mask(seed: &[u8; 32], values: &mut [u32], how: Apply) -> Result<(), SecAggError> {
+    let mut prg = Ctr128BE::<Aes128>::new_from_slices(&seed[..16], &seed[16..])
+        .map_err(|e| SecAggError::Crypto(format!("AES-CTR: {e}")))?;
+    let mut block = vec![0u8; PRG_BLOCK];
+    for chunk in values.chunks_mut(PRG_BLOCK / 4) {
+        let bytes = &mut block[..chunk.len() * 4];
+        bytes.fill(0);
+        prg.apply_keystream(bytes);
+        let lanes = bytes
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        match how {
+            Apply::Add => chunk.iter_mut().zip(lanes).for_each(|(v, m)| *v = v.wrapping_add(m)),
+            Apply::Subtract => chunk.iter_mut().zip(lanes).for_each(|(v, m)| *v = v.wrapping_sub(m)),
+        }
+    }
+    block.zeroize();
+    Ok(())
+}
+
+/// Seals `plaintext` under `key`; each key is used for exactly one message,
+/// so a fixed nonce is safe.
+pub fn seal(key: &[u8; 32], plaintext: &[u8]) -> Result<Vec<u8>, SecAggError> {
+    let cipher = ChaCha20Poly1305::new_from_slice(key)
+        .map_err(|e| SecAggError::Crypto(format!("AEAD key: {e}")))?;
+    cipher
+        .encrypt(&Nonce::from([0u8; 12]), plaintext)
+        .map_err(|_| SecAggError::Crypto("AEAD encryption failed".into()))
+}
+
+/// Opens a sealed message; any tampering fails authentication.
+pub fn open(key: &[u8; 32], ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, SecAggError> {
+    let cipher = ChaCha20Poly1305::new_from_slice(key)
+        .map_err(|e| SecAggError::Crypto(format!("AEAD key: {e}")))?;
+    cipher
+        .decrypt(&Nonce::from([0u8; 12]), ciphertext)
+        .map(Zeroizing::new)
+        .map_err(|_| SecAggError::Crypto("a sealed share failed authentication".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Context {
+        Context {
+            job: [1; 16],
+            round: 3,
+        }
+    }
+
+    #[test]
+    fn aes_ctr_keystream_known_answer() {
+        // NIST SP 800-38A F.5.1 (CTR-AES128.Encrypt): key 2b7e1516…, counter
+        // f0f1f2…feff, first plaintext block 6bc1bee2…; ciphertext 874d6191….
+        let key = hex_bytes("2b7e151628aed2a6abf7158809cf4f3c");
+        let iv = hex_bytes("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff");
+        let mut seed = [0u8; 32];
+        seed[..16].copy_from_slice(&key);
+        seed[16..].copy_from_slice(&iv);
+        let pt = hex_bytes("6bc1bee22e409f96e93d7e117393172a");
+        let ct = hex_bytes("874d6191b620e3261bef6864990db6ce");
+        // keystream = ct ⊕ pt; as lanes it is what apply_mask adds to zeros.
+        let ks: Vec<u8> = pt.iter().zip(&ct).map(|(p, c)| p ^ c).collect();
+        let mut lanes = vec![0u32; 4];
+        apply_mask(&seed, &mut lanes, Apply::Add).unwrap();
+        let want: Vec<u32> = ks
+            .chunks(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        assert_eq!(lanes, want);
+        apply_mask(&seed, &mut lanes, Apply::Subtract).unwrap();
+        assert_eq!(lanes, vec![0; 4]);
+    }
+
+    #[test]
+    fn hkdf_sha256_known_answer() {
+        // RFC 5869 test case 1.
+        let ikm = [0x0bu8; 22];
+        let salt = hex_bytes("000102030405060708090a0b0c");
+        let info = hex_bytes("f0f1f2f3f4f5f6f7f8f9");
+        let mut okm = [0u8; 42];
+        Hkdf::<Sha256>::new(Some(&salt), &ikm)
+            .expand(&info, &mut okm)
+            .unwrap();
+        assert_eq!(
+            okm.to_vec(),
+            hex_bytes(
+                "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+            )
+        );
+    }
+
+    #[test]
+    fn both_ends_agree_and_contexts_separate() {
+        let a = KeyPair::from_random([3; 32]);
+        let b = KeyPair::from_random([4; 32]);
+        let k_ab = agree(&a.secret_bytes(), &b.public, &ctx(), b"mask", 1, 2).unwrap();
+        let k_ba = agree(&b.secret_bytes(), &a.public, &ctx(), b"mask", 2, 1).unwrap();
+        assert_eq!(*k_ab, *k_ba);
+        let other_round = Context { round: 4, ..ctx() };
+        let k_r = agree(&a.secret_bytes(), &b.public, &other_round, b"mask", 1, 2).unwrap();
+        let k_p = agree(&a.secret_bytes(), &b.public, &ctx(), b"share", 1, 2).unwrap();
+        assert_ne!(*k_ab, *k_r);
+        assert_ne!(*k_ab, *k_p);
+        assert!(agree(&a.secret_bytes(), &[0; 32], &ctx(), b"mask", 1, 2).is_err());
+    }
+
+    #[test]
+    fn sealed_shares_detect_tampering() {
+        let key = [9u8; 32];
+        let mut ct = seal(&key, b"share").unwrap();
+        assert_eq!(open(&key, &ct).unwrap().as_slice(), b"share");
+        ct[0] ^= 1;
+        assert!(open(&key, &ct).is_err());
+        assert!(open(&[8u8; 32], &seal(&key, b"x").unwrap()).is_err());
+    }
+
+    fn hex_bytes(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+}
