@@ -96,7 +96,12 @@ pub fn agree(
 }
 
 /// Derives a key from a seed for one purpose (e.g. the self mask from b_i).
-pub fn derive(seed: &[u8; 32], ctx: &Context, purpose: &[u8], a: u32) -> Result<Secret32, SecAggError> {
+pub fn derive(
+    seed: &[u8; 32],
+    ctx: &Context,
+    purpose: &[u8],
+    a: u32,
+) -> Result<Secret32, SecAggError> {
     let mut out = Zeroizing::new([0u8; 32]);
     Hkdf::<Sha256>::new(Some(SALT), seed)
         .expand(&ctx.info(purpose, a, a), out.as_mut())
@@ -127,8 +132,14 @@ pub fn apply_mask(seed: &[u8; 32], values: &mut [u32], how: Apply) -> Result<(),
             .chunks_exact(4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
         match how {
-            Apply::Add => chunk.iter_mut().zip(lanes).for_each(|(v, m)| *v = v.wrapping_add(m)),
-            Apply::Subtract => chunk.iter_mut().zip(lanes).for_each(|(v, m)| *v = v.wrapping_sub(m)),
+            Apply::Add => chunk
+                .iter_mut()
+                .zip(lanes)
+                .for_each(|(v, m)| *v = v.wrapping_add(m)),
+            Apply::Subtract => chunk
+                .iter_mut()
+                .zip(lanes)
+                .for_each(|(v, m)| *v = v.wrapping_sub(m)),
         }
     }
     block.zeroize();

@@ -208,7 +208,7 @@ mod tests {
     #[test]
     fn harary_neighbourhoods_are_symmetric_and_k_regular() {
         let p = GraphParams::find(300, 0.05, 0.1).unwrap();
-        assert!(p.degree < 299 && p.degree % 2 == 0);
+        assert!(p.degree < 299 && p.degree.is_multiple_of(2));
         for i in 0..300 {
             let ns = p.neighbours(i);
             assert_eq!(ns.len(), p.degree);

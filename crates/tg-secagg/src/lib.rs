@@ -6,11 +6,20 @@
 //! network, so the protocol is tested exhaustively in process and the network
 //! layer only moves bytes.
 
+pub mod client;
 pub mod crypto;
 pub mod graph;
+pub mod local;
+pub mod messages;
+pub mod packing;
+pub mod round;
+pub mod server;
 pub mod shamir;
 
+pub use client::Client;
 pub use graph::GraphParams;
+pub use round::RoundConfig;
+pub use server::{AggregateSum, Server};
 
 /// Errors from secure aggregation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,6 +31,12 @@ pub enum SecAggError {
     /// A cryptographic operation failed (bad key, failed authentication).
     #[error("secure aggregation crypto: {0}")]
     Crypto(String),
+    /// A message was refused (bad signature, wrong stage, malformed body).
+    #[error("message rejected: {0}")]
+    Rejected(String),
+    /// The protocol cannot continue (too few participants, inconsistency).
+    #[error("secure aggregation aborted: {0}")]
+    Protocol(String),
     /// A secret could not be reconstructed from its shares.
     #[error("secret reconstruction failed: {0}")]
     Reconstruction(String),

@@ -8,7 +8,7 @@
 //! theoretic hiding per chunk); any t shares reconstruct it by Lagrange
 //! interpolation at 0, using exactly t shares.
 
-use rand_core::{CryptoRng, RngCore};
+use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -62,7 +62,7 @@ fn inv(a: u64) -> u64 {
 }
 
 /// A uniform field element, by rejection.
-fn random_element(rng: &mut (impl RngCore + CryptoRng)) -> u64 {
+fn random_element(rng: &mut impl CryptoRng) -> u64 {
     loop {
         let v = rng.next_u64() & P; // 61 bits
         if v < P {
@@ -86,7 +86,7 @@ pub fn split(
     secret: &[u8; 32],
     threshold: usize,
     xs: &[u64],
-    rng: &mut (impl RngCore + CryptoRng),
+    rng: &mut impl CryptoRng,
 ) -> Result<Vec<Share>, SecAggError> {
     if threshold == 0 || threshold > xs.len() {
         return Err(SecAggError::Params(format!(
@@ -110,7 +110,10 @@ pub fn split(
             let mut y = [0u64; CHUNKS];
             for (c, yc) in y.iter_mut().enumerate() {
                 // Horner from the highest coefficient.
-                *yc = coeffs.iter().rev().fold(0, |acc, row| add(mul(acc, x), row[c]));
+                *yc = coeffs
+                    .iter()
+                    .rev()
+                    .fold(0, |acc, row| add(mul(acc, x), row[c]));
             }
             Share { x, y }
         })
@@ -136,10 +139,13 @@ pub fn combine(shares: &[Share], threshold: usize) -> Result<[u8; 32], SecAggErr
         .iter()
         .enumerate()
         .map(|(j, &xj)| {
-            let (num, den) = xs.iter().enumerate().filter(|(m, _)| *m != j).fold(
-                (1u64, 1u64),
-                |(num, den), (_, &xm)| (mul(num, xm), mul(den, sub(xm, xj))),
-            );
+            let (num, den) = xs
+                .iter()
+                .enumerate()
+                .filter(|(m, _)| *m != j)
+                .fold((1u64, 1u64), |(num, den), (_, &xm)| {
+                    (mul(num, xm), mul(den, sub(xm, xj)))
+                });
             mul(num, inv(den))
         })
         .collect();
@@ -217,7 +223,10 @@ mod tests {
             },
         ];
         let got = combine(&combined, 2).unwrap();
-        assert_eq!(u64::from_le_bytes(got[..8].try_into().unwrap()) & ((1 << 56) - 1), s);
+        assert_eq!(
+            u64::from_le_bytes(got[..8].try_into().unwrap()) & ((1 << 56) - 1),
+            s
+        );
     }
 
     proptest! {

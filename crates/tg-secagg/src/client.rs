@@ -1,0 +1,338 @@
+//! The client side of a round, as a state machine driven by server messages.
+//!
+//! Design decision: each `on_*` method accepts exactly one stage's input and
+//! returns the signed message for the next; calling one out of order is an
+//! error, never a panic. The client's secrets (the self-mask seed, both
+//! X25519 secrets, the input) live only here and are wiped on drop. The
+//! client enforces the rule that keeps inputs private even from a server
+//! that lies about dropouts: for each neighbour it reveals a share of the
+//! self-mask seed *or* of the mask key — never both — and only after every
+//! survivor it hears from has signed the same survivor set.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use rand_core::CryptoRng;
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::SecAggError;
+use crate::crypto::{Apply, KeyPair, Secret32, agree, apply_mask, derive, open, seal};
+use crate::messages::{
+    AdvertiseKeys, ClientBody, ConsistencyCheck, MaskedInput, ShareKeys, Signed, Stage, Unmask,
+};
+use crate::packing::{lane_mask, pack};
+use crate::round::RoundConfig;
+use crate::shamir::{self, Share};
+
+/// KDF purposes.
+pub(crate) const SEAL: &[u8] = b"share-seal";
+pub(crate) const MASK: &[u8] = b"pairwise-mask";
+pub(crate) const SELF_MASK: &[u8] = b"self-mask";
+
+/// The plaintext of one sealed share pair.
+#[derive(Serialize, Deserialize, Zeroize)]
+struct SharePair {
+    owner: u32,
+    holder: u32,
+    self_seed: Share,
+    mask_key: Share,
+}
+
+/// One client in one round.
+pub struct Client {
+    cfg: Arc<RoundConfig>,
+    me: u32,
+    identity: SigningKey,
+    share_keys: KeyPair,
+    mask_keys: KeyPair,
+    self_seed: Secret32,
+    input: Zeroizing<Vec<u32>>,
+    next: Stage,
+    /// Verified key advertisements of neighbours.
+    advertised: BTreeMap<u32, AdvertiseKeys>,
+    /// Shares this client holds of each neighbour's secrets.
+    held: BTreeMap<u32, (Share, Share)>,
+    survivors: Vec<u32>,
+}
+
+impl Client {
+    /// Starts a round with `input` (one u32 per lane, already encoded mod
+    /// 2^B); returns the client and its stage-1 message.
+    pub fn new(
+        cfg: Arc<RoundConfig>,
+        me: u32,
+        identity: SigningKey,
+        input: Vec<u32>,
+        rng: &mut impl CryptoRng,
+    ) -> Result<(Self, Signed), SecAggError> {
+        cfg.identity(me)?;
+        if input.len() != cfg.dim {
+            return Err(SecAggError::Params(format!(
+                "input has {} lanes, the round expects {}",
+                input.len(),
+                cfg.dim
+            )));
+        }
+        let mut random = || {
+            let mut b = [0u8; 32];
+            rng.fill_bytes(&mut b);
+            b
+        };
+        let share_keys = KeyPair::from_random(random());
+        let mask_keys = KeyPair::from_random(random());
+        let self_seed = Zeroizing::new(random());
+        let body = ClientBody::AdvertiseKeys(AdvertiseKeys {
+            share_key: share_keys.public,
+            mask_key: mask_keys.public,
+        });
+        let msg = Signed::sign(&cfg.ctx, me, body, &identity)?;
+        Ok((
+            Self {
+                cfg,
+                me,
+                identity,
+                share_keys,
+                mask_keys,
+                self_seed,
+                input: Zeroizing::new(input),
+                next: Stage::ShareKeys,
+                advertised: BTreeMap::new(),
+                held: BTreeMap::new(),
+                survivors: Vec::new(),
+            },
+            msg,
+        ))
+    }
+
+    fn expect(&mut self, stage: Stage) -> Result<(), SecAggError> {
+        if self.next != stage {
+            return Err(SecAggError::Protocol(format!(
+                "client {} expected input for {:?}, got {stage:?}",
+                self.me, self.next
+            )));
+        }
+        Ok(())
+    }
+
+    fn sign(&self, body: ClientBody) -> Result<Signed, SecAggError> {
+        Signed::sign(&self.cfg.ctx, self.me, body, &self.identity)
+    }
+
+    /// Stage 2: given the neighbours' key advertisements, shares this
+    /// client's secrets t-of-k among them, sealed to each.
+    pub fn on_neighbour_keys(
+        &mut self,
+        keys: &[Signed],
+        rng: &mut impl CryptoRng,
+    ) -> Result<Signed, SecAggError> {
+        self.expect(Stage::ShareKeys)?;
+        for m in keys {
+            if !self.cfg.are_neighbours(self.me, m.from) {
+                return Err(SecAggError::Protocol(format!(
+                    "server sent keys of client {}, not a neighbour of {}",
+                    m.from, self.me
+                )));
+            }
+            m.verify(&self.cfg.ctx, self.cfg.identity(m.from)?)?;
+            let ClientBody::AdvertiseKeys(k) = &m.body else {
+                return Err(SecAggError::Protocol("expected key advertisements".into()));
+            };
+            if self.advertised.insert(m.from, k.clone()).is_some() {
+                return Err(SecAggError::Protocol(format!(
+                    "client {} advertised twice",
+                    m.from
+                )));
+            }
+        }
+        let t = self.cfg.graph.threshold;
+        if self.advertised.len() < t {
+            return Err(SecAggError::Protocol(format!(
+                "only {} neighbours advertised keys, the threshold is {t}",
+                self.advertised.len()
+            )));
+        }
+        let holders: Vec<u32> = self.advertised.keys().copied().collect();
+        let xs: Vec<u64> = holders.iter().map(|&h| RoundConfig::point(h)).collect();
+        let seed_shares = shamir::split(&self.self_seed, t, &xs, rng)?;
+        let key_shares = shamir::split(&self.mask_keys.secret_bytes(), t, &xs, rng)?;
+        let mut sealed = Vec::with_capacity(holders.len());
+        for ((h, s), k) in holders.iter().zip(seed_shares).zip(key_shares) {
+            let mut pair = SharePair {
+                owner: self.me,
+                holder: *h,
+                self_seed: s,
+                mask_key: k,
+            };
+            let mut plain = Zeroizing::new(
+                postcard::to_allocvec(&pair)
+                    .map_err(|e| SecAggError::Protocol(format!("encoding a share: {e}")))?,
+            );
+            pair.zeroize();
+            let key = agree(
+                &self.share_keys.secret_bytes(),
+                &self.advertised[h].share_key,
+                &self.cfg.ctx,
+                SEAL,
+                self.me,
+                *h,
+            )?;
+            sealed.push((*h, seal(&key, &plain)?));
+            plain.zeroize();
+        }
+        self.next = Stage::MaskedInput;
+        self.sign(ClientBody::ShareKeys(ShareKeys { sealed }))
+    }
+
+    /// Stage 3: opens the shares addressed to this client and masks the input.
+    pub fn on_shares(&mut self, sealed: &[(u32, Vec<u8>)]) -> Result<Signed, SecAggError> {
+        self.expect(Stage::MaskedInput)?;
+        for (from, ct) in sealed {
+            let Some(keys) = self.advertised.get(from) else {
+                return Err(SecAggError::Protocol(format!(
+                    "shares from client {from}, which did not advertise to {}",
+                    self.me
+                )));
+            };
+            let key = agree(
+                &self.share_keys.secret_bytes(),
+                &keys.share_key,
+                &self.cfg.ctx,
+                SEAL,
+                *from,
+                self.me,
+            )?;
+            let plain = open(&key, ct)?;
+            let pair: SharePair = postcard::from_bytes(&plain)
+                .map_err(|e| SecAggError::Protocol(format!("malformed share: {e}")))?;
+            let point = RoundConfig::point(self.me);
+            if pair.owner != *from
+                || pair.holder != self.me
+                || pair.self_seed.x != point
+                || pair.mask_key.x != point
+            {
+                return Err(SecAggError::Protocol(format!(
+                    "share from client {from} is addressed to someone else"
+                )));
+            }
+            if self
+                .held
+                .insert(*from, (pair.self_seed.clone(), pair.mask_key.clone()))
+                .is_some()
+            {
+                return Err(SecAggError::Protocol(format!(
+                    "two share sets from client {from}"
+                )));
+            }
+        }
+        // y = x + PRG(b) + Σ_{j>me} PRG(s_mj) − Σ_{j<me} PRG(s_mj)  (mod 2^B)
+        let mut y = std::mem::take(&mut *self.input);
+        let own = derive(&self.self_seed, &self.cfg.ctx, SELF_MASK, self.me)?;
+        apply_mask(&own, &mut y, Apply::Add)?;
+        for j in self.held.keys() {
+            let seed = agree(
+                &self.mask_keys.secret_bytes(),
+                &self.advertised[j].mask_key,
+                &self.cfg.ctx,
+                MASK,
+                self.me,
+                *j,
+            )?;
+            let how = if self.me < *j {
+                Apply::Add
+            } else {
+                Apply::Subtract
+            };
+            apply_mask(&seed, &mut y, how)?;
+        }
+        let mask = lane_mask(self.cfg.bits);
+        y.iter_mut().for_each(|v| *v &= mask);
+        let packed = pack(&y, self.cfg.bits);
+        y.zeroize();
+        self.next = Stage::ConsistencyCheck;
+        self.sign(ClientBody::MaskedInput(MaskedInput { packed }))
+    }
+
+    /// Stage 4: signs the survivor set the server announced.
+    pub fn on_survivors(&mut self, survivors: &[u32]) -> Result<Signed, SecAggError> {
+        self.expect(Stage::ConsistencyCheck)?;
+        let set: BTreeSet<u32> = survivors.iter().copied().collect();
+        if set.len() != survivors.len() || !survivors.windows(2).all(|w| w[0] < w[1]) {
+            return Err(SecAggError::Protocol(
+                "survivor set is not sorted and unique".into(),
+            ));
+        }
+        if !set.contains(&self.me) {
+            return Err(SecAggError::Protocol(format!(
+                "client {} sent its input but is not in the survivor set",
+                self.me
+            )));
+        }
+        if survivors.len() < self.cfg.graph.threshold {
+            return Err(SecAggError::Protocol(format!(
+                "{} survivors, below the threshold {}",
+                survivors.len(),
+                self.cfg.graph.threshold
+            )));
+        }
+        self.survivors = survivors.to_vec();
+        self.next = Stage::Unmask;
+        self.sign(ClientBody::ConsistencyCheck(ConsistencyCheck {
+            survivors: survivors.to_vec(),
+        }))
+    }
+
+    /// Stage 5: checks that the survivors signed the same set, then reveals,
+    /// per neighbour, a self-mask share (survived) or a mask-key share (dropped).
+    pub fn on_survivor_signatures(&mut self, signatures: &[Signed]) -> Result<Signed, SecAggError> {
+        self.expect(Stage::Unmask)?;
+        let mut signers = BTreeSet::new();
+        for m in signatures {
+            m.verify(&self.cfg.ctx, self.cfg.identity(m.from)?)?;
+            match &m.body {
+                ClientBody::ConsistencyCheck(c) if c.survivors == self.survivors => {}
+                ClientBody::ConsistencyCheck(_) => {
+                    return Err(SecAggError::Protocol(format!(
+                        "client {} was told a different survivor set: the server is inconsistent",
+                        m.from
+                    )));
+                }
+                _ => {
+                    return Err(SecAggError::Protocol(
+                        "expected consistency signatures".into(),
+                    ));
+                }
+            }
+            if self.survivors.binary_search(&m.from).is_err() {
+                return Err(SecAggError::Protocol(format!(
+                    "consistency signature from {}, who is not a survivor",
+                    m.from
+                )));
+            }
+            signers.insert(m.from);
+        }
+        if signers.len() < self.cfg.graph.threshold {
+            return Err(SecAggError::Protocol(format!(
+                "{} survivors confirmed the set, below the threshold {}",
+                signers.len(),
+                self.cfg.graph.threshold
+            )));
+        }
+        let mut reveal = Unmask {
+            self_mask_shares: Vec::new(),
+            mask_key_shares: Vec::new(),
+        };
+        for (owner, (seed_share, key_share)) in &self.held {
+            if self.survivors.binary_search(owner).is_ok() {
+                reveal.self_mask_shares.push((*owner, seed_share.clone()));
+            } else {
+                reveal.mask_key_shares.push((*owner, key_share.clone()));
+            }
+        }
+        // Revealing twice (e.g. for a second survivor set) is impossible: the stage is spent.
+        self.next = Stage::AdvertiseKeys;
+        self.held.clear();
+        self.sign(ClientBody::Unmask(reveal))
+    }
+}
