@@ -304,9 +304,11 @@ impl Client {
                     ));
                 }
             }
-            if self.survivors.binary_search(&m.from).is_err() {
+            if self.survivors.binary_search(&m.from).is_err()
+                || !self.cfg.are_neighbours(self.me, m.from)
+            {
                 return Err(SecAggError::Protocol(format!(
-                    "consistency signature from {}, who is not a survivor",
+                    "consistency signature from {}, who is not a surviving neighbour",
                     m.from
                 )));
             }
@@ -314,7 +316,7 @@ impl Client {
         }
         if signers.len() < self.cfg.graph.threshold {
             return Err(SecAggError::Protocol(format!(
-                "{} survivors confirmed the set, below the threshold {}",
+                "{} surviving neighbours confirmed the set, below the threshold {}",
                 signers.len(),
                 self.cfg.graph.threshold
             )));

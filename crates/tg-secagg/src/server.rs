@@ -236,10 +236,18 @@ impl Server {
             Stage::ConsistencyCheck => {
                 self.below_threshold("confirmed the survivor set", self.consistency.len())?;
                 self.stage = Stage::Unmask;
-                let sigs: Vec<Signed> = self.consistency.values().cloned().collect();
+                // Each client needs its neighbours' confirmations (SecAgg+: k, not n).
                 self.consistency
                     .keys()
-                    .map(|&i| (i, ServerBody::SurvivorSignatures(sigs.clone())))
+                    .map(|&i| {
+                        let sigs = self
+                            .consistency
+                            .iter()
+                            .filter(|(j, _)| self.cfg.are_neighbours(i, **j))
+                            .map(|(_, m)| m.clone())
+                            .collect();
+                        (i, ServerBody::SurvivorSignatures(sigs))
+                    })
                     .collect()
             }
             Stage::Unmask => {
