@@ -54,5 +54,6 @@ pub fn run(cmd: BenchCommand, out: &Output) -> Result<(), CliError> {
             }));
             Ok(())
         }
+        BenchCommand::Secagg(a) => crate::bench_secagg::run(&a, out),
     }
 }

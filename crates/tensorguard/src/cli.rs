@@ -67,6 +67,30 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 11)]
         repeat: usize,
     },
+    /// One secure-aggregation round, every party in this process (timings per party).
+    Secagg(SecaggBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SecaggBenchArgs {
+    /// Clients in the round.
+    #[arg(long, default_value_t = 100)]
+    pub clients: usize,
+    /// Lanes per input vector.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub dim: usize,
+    /// Fraction of clients that drop after sharing their keys (before the masked input).
+    #[arg(long, default_value_t = 0.1)]
+    pub dropout: f64,
+    /// Bits per lane (arithmetic mod 2^B).
+    #[arg(long, default_value_t = 20)]
+    pub bits: u32,
+    /// Server threads for unmasking (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Seed for the inputs and which clients drop (keys come from the OS).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -2,6 +2,7 @@
 //! library crates.
 
 mod bench;
+mod bench_secagg;
 mod cli;
 mod config;
 mod demo;

@@ -20,7 +20,8 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::SecAggError;
 use crate::crypto::{Apply, KeyPair, Secret32, agree, apply_mask, derive, open, seal};
 use crate::messages::{
-    AdvertiseKeys, ClientBody, ConsistencyCheck, MaskedInput, ShareKeys, Signed, Stage, Unmask,
+    AdvertiseKeys, ClientBody, ConsistencyCheck, MaskedInput, Sealed, ShareKeys, Signed, Stage,
+    Unmask,
 };
 use crate::packing::{lane_mask, pack};
 use crate::round::RoundConfig;
@@ -178,7 +179,10 @@ impl Client {
                 self.me,
                 *h,
             )?;
-            sealed.push((*h, seal(&key, &plain)?));
+            sealed.push(Sealed {
+                to: *h,
+                ciphertext: seal(&key, &plain)?,
+            });
             plain.zeroize();
         }
         self.next = Stage::MaskedInput;
@@ -186,9 +190,15 @@ impl Client {
     }
 
     /// Stage 3: opens the shares addressed to this client and masks the input.
-    pub fn on_shares(&mut self, sealed: &[(u32, Vec<u8>)]) -> Result<Signed, SecAggError> {
+    pub fn on_shares(&mut self, sealed: &[(u32, Sealed)]) -> Result<Signed, SecAggError> {
         self.expect(Stage::MaskedInput)?;
-        for (from, ct) in sealed {
+        for (from, Sealed { to, ciphertext: ct }) in sealed {
+            if *to != self.me {
+                return Err(SecAggError::Protocol(format!(
+                    "server forwarded a share for client {to} to {}",
+                    self.me
+                )));
+            }
             let Some(keys) = self.advertised.get(from) else {
                 return Err(SecAggError::Protocol(format!(
                     "shares from client {from}, which did not advertise to {}",

@@ -10,6 +10,7 @@
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::SecAggError;
 use crate::crypto::Context;
@@ -41,18 +42,29 @@ pub struct AdvertiseKeys {
     pub mask_key: [u8; 32],
 }
 
+/// A sealed share pair for one recipient.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    /// Recipient.
+    pub to: u32,
+    /// ChaCha20-Poly1305 ciphertext.
+    #[serde(with = "bytes")]
+    pub ciphertext: Vec<u8>,
+}
+
 /// Stage 2: shares of the sender's self-mask seed and mask secret key,
 /// sealed to each recipient.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareKeys {
-    /// `(recipient, sealed share pair)`.
-    pub sealed: Vec<(u32, Vec<u8>)>,
+    /// One sealed pair per recipient.
+    pub sealed: Vec<Sealed>,
 }
 
 /// Stage 3: the masked input, B bits per lane, packed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaskedInput {
     /// `y mod 2^B`, bit-packed little-endian.
+    #[serde(with = "bytes")]
     pub packed: Vec<u8>,
 }
 
@@ -115,6 +127,36 @@ pub struct Signed {
     pub signature: [u8; 64],
 }
 
+/// Byte strings as one length-prefixed blob (postcard would otherwise
+/// encode a `Vec<u8>` element by element).
+mod bytes {
+    use serde::de::{Error, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    struct Bytes;
+
+    impl<'de> Visitor<'de> for Bytes {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a byte string")
+        }
+        fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+        fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_byte_buf(Bytes)
+    }
+}
+
 mod serde_sig {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -136,9 +178,11 @@ fn signed_bytes(ctx: &Context, from: u32, body: &ClientBody) -> Result<Vec<u8>, 
     out.extend_from_slice(&ctx.round.to_le_bytes());
     out.push(body.stage() as u8);
     out.extend_from_slice(&from.to_le_bytes());
+    // The body enters by its SHA-256 (SHA-NI where present): Ed25519 would
+    // otherwise hash a multi-megabyte masked input twice when signing.
     let encoded = postcard::to_allocvec(body)
         .map_err(|e| SecAggError::Protocol(format!("cannot encode a message: {e}")))?;
-    out.extend_from_slice(&encoded);
+    out.extend_from_slice(&Sha256::digest(&encoded));
     Ok(out)
 }
 
@@ -179,8 +223,9 @@ pub enum ServerBody {
     /// After stage 1: the signed key advertisements of the client's
     /// neighbours that advertised.
     NeighbourKeys(Vec<Signed>),
-    /// After stage 2: `(sender, sealed shares)` addressed to this client.
-    SharesForYou(Vec<(u32, Vec<u8>)>),
+    /// After stage 2: the sealed share pairs addressed to this client, as
+    /// `(sender, pair)` (the pair's `to` is this client).
+    SharesForYou(Vec<(u32, Sealed)>),
     /// After stage 3: who sent a masked input.
     Survivors(Vec<u32>),
     /// After stage 4: the consistency signatures of the survivors.

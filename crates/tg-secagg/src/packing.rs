@@ -22,36 +22,61 @@ pub fn pack(values: &[u32], bits: u32) -> Vec<u8> {
     out
 }
 
-/// Unpacks `len` lanes of `bits` bits; the byte length must be exact and
-/// unused trailing bits zero, so every vector has one encoding.
-pub fn unpack(bytes: &[u8], len: usize, bits: u32) -> Result<Vec<u32>, SecAggError> {
-    let want = (len * bits as usize).div_ceil(8);
+/// Checks that `bytes` is exactly `len` lanes of `bits` bits with zero padding.
+fn check(bytes: &[u8], len: usize, bits: u32) -> Result<(), SecAggError> {
+    let total = len * bits as usize;
+    let want = total.div_ceil(8);
     if bytes.len() != want {
         return Err(SecAggError::Rejected(format!(
             "masked input has {} bytes, expected {want} for {len} lanes of {bits} bits",
             bytes.len()
         )));
     }
-    let mask = u64::from(lane_mask(bits));
-    let mut out = Vec::with_capacity(len);
-    let (mut acc, mut filled) = (0u64, 0u32);
-    let mut it = bytes.iter();
-    for _ in 0..len {
-        while filled < bits {
-            let b = it.next().copied().unwrap_or(0);
-            acc |= u64::from(b) << filled;
-            filled += 8;
-        }
-        out.push((acc & mask) as u32);
-        acc >>= bits;
-        filled -= bits;
-    }
-    if acc != 0 {
+    if total % 8 != 0 && bytes[want - 1] >> (total % 8) != 0 {
         return Err(SecAggError::Rejected(
             "masked input has non-zero padding bits".into(),
         ));
     }
+    Ok(())
+}
+
+/// Calls `f(i, lane_i)` for each lane: one unaligned 8-byte load per lane.
+fn for_each_lane(bytes: &[u8], len: usize, bits: u32, mut f: impl FnMut(usize, u32)) {
+    let mask = u64::from(lane_mask(bits));
+    let fast = bytes.len().saturating_sub(7); // loads of 8 bytes stay in bounds below this
+    for i in 0..len {
+        let o = i * bits as usize;
+        let (idx, sh) = (o >> 3, (o & 7) as u32);
+        let word = if idx < fast {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&bytes[idx..idx + 8]);
+            u64::from_le_bytes(w)
+        } else {
+            let mut w = [0u8; 8];
+            let tail = &bytes[idx..];
+            w[..tail.len()].copy_from_slice(tail);
+            u64::from_le_bytes(w)
+        };
+        f(i, ((word >> sh) & mask) as u32);
+    }
+}
+
+/// Unpacks `len` lanes of `bits` bits; the byte length must be exact and
+/// unused trailing bits zero, so every vector has one encoding.
+pub fn unpack(bytes: &[u8], len: usize, bits: u32) -> Result<Vec<u32>, SecAggError> {
+    check(bytes, len, bits)?;
+    let mut out = vec![0u32; len];
+    for_each_lane(bytes, len, bits, |i, v| out[i] = v);
     Ok(out)
+}
+
+/// Adds a packed vector into `sum` lane by lane (mod 2³²), without
+/// materialising it.
+pub fn add_packed(sum: &mut [u32], bytes: &[u8], bits: u32) -> Result<(), SecAggError> {
+    check(bytes, sum.len(), bits)?;
+    let len = sum.len();
+    for_each_lane(bytes, len, bits, |i, v| sum[i] = sum[i].wrapping_add(v));
+    Ok(())
 }
 
 /// 2^B − 1 for B in 1..=32.
@@ -77,6 +102,14 @@ mod tests {
             let mask = lane_mask(bits);
             prop_assert_eq!(back, values.iter().map(|v| v & mask).collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn add_packed_adds_lanes() {
+        let mut sum = vec![1u32, 2, u32::MAX];
+        add_packed(&mut sum, &pack(&[5, 6, 7], 9), 9).unwrap();
+        assert_eq!(sum, vec![6, 8, 6]);
+        assert!(add_packed(&mut sum, &[0u8; 2], 9).is_err());
     }
 
     #[test]

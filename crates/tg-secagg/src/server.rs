@@ -17,7 +17,7 @@ use crate::SecAggError;
 use crate::client::{MASK, SELF_MASK};
 use crate::crypto::{Apply, agree, apply_mask, derive};
 use crate::messages::{ClientBody, ServerBody, ShareKeys, Signed, Stage, Unmask};
-use crate::packing::{lane_mask, unpack};
+use crate::packing::{add_packed, lane_mask};
 use crate::round::RoundConfig;
 use crate::shamir::{self, Share};
 
@@ -113,7 +113,7 @@ impl Server {
                     return Err(duplicate());
                 }
                 let mut seen = BTreeSet::new();
-                for (to, _) in &s.sealed {
+                for crate::messages::Sealed { to, .. } in &s.sealed {
                     if !self.cfg.are_neighbours(from, *to)
                         || !self.advertised.contains_key(to)
                         || !seen.insert(*to)
@@ -129,12 +129,8 @@ impl Server {
                 if self.masked.contains(&from) {
                     return Err(duplicate());
                 }
-                let y = unpack(&m.packed, self.cfg.dim, self.cfg.bits)?;
                 // Added at once and not kept: no individual vector is stored.
-                self.sum
-                    .iter_mut()
-                    .zip(&y)
-                    .for_each(|(s, v)| *s = s.wrapping_add(*v));
+                add_packed(&mut self.sum, &m.packed, self.cfg.bits)?;
                 self.masked.insert(from);
             }
             ClientBody::ConsistencyCheck(c) => {
@@ -216,8 +212,8 @@ impl Server {
                             .filter_map(|(&from, s)| {
                                 s.sealed
                                     .iter()
-                                    .find(|(to, _)| *to == j)
-                                    .map(|(_, ct)| (from, ct.clone()))
+                                    .find(|p| p.to == j)
+                                    .map(|p| (from, p.clone()))
                             })
                             .collect();
                         (j, ServerBody::SharesForYou(mine))
@@ -307,7 +303,7 @@ impl Server {
             let secret = zeroize::Zeroizing::new(collect(d, |u| &u.mask_key_shares)?);
             for &j in &self.survivors {
                 // j masked with d iff they are neighbours and j received d's shares.
-                let received = self.shares[&d].sealed.iter().any(|(to, _)| *to == j);
+                let received = self.shares[&d].sealed.iter().any(|p| p.to == j);
                 if !received || !self.cfg.are_neighbours(d, j) {
                     continue;
                 }
