@@ -32,7 +32,7 @@ fn check(bytes: &[u8], len: usize, bits: u32) -> Result<(), SecAggError> {
             bytes.len()
         )));
     }
-    if total % 8 != 0 && bytes[want - 1] >> (total % 8) != 0 {
+    if !total.is_multiple_of(8) && bytes[want - 1] >> (total % 8) != 0 {
         return Err(SecAggError::Rejected(
             "masked input has non-zero padding bits".into(),
         ));
