@@ -225,6 +225,37 @@ pub struct DemoArgs {
     pub no_baseline: bool,
     #[command(flatten)]
     pub dp: DpArgs,
+    #[command(flatten)]
+    pub secure: SecureArgs,
+}
+
+/// Secure aggregation for the demo.
+#[derive(Debug, Clone, Args)]
+pub struct SecureArgs {
+    /// Aggregate with SecAgg+: the coordinator learns only the sum of the updates.
+    #[arg(long, env = "TENSORGUARD_SECURE_AGGREGATION")]
+    pub secure_aggregation: bool,
+    /// Bits per lane of the masked updates (arithmetic mod 2^B).
+    #[arg(long, value_name = "B", default_value_t = 20, env = "TENSORGUARD_BITS")]
+    pub bits: u32,
+    /// L2 clipping norm of each update before encoding.
+    #[arg(
+        long,
+        value_name = "C",
+        default_value_t = 10.0,
+        env = "TENSORGUARD_SECAGG_CLIP"
+    )]
+    pub secagg_clip: f64,
+}
+
+impl Default for SecureArgs {
+    fn default() -> Self {
+        Self {
+            secure_aggregation: false,
+            bits: 20,
+            secagg_clip: 10.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

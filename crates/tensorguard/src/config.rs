@@ -372,6 +372,7 @@ pub fn resolve_demo(a: &DemoArgs, f: &DemoSection) -> Result<JobSpec, (&'static 
         dropout,
         seed: pick!(seed, d::SEED),
         privacy: None,
+        secure_aggregation: None,
     })
 }
 

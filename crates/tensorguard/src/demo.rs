@@ -35,6 +35,37 @@ pub fn run(
             .set_privacy(privacy)
             .map_err(|e| from_inproc(e, data_dir))?;
     }
+    if args.secure.secure_aggregation {
+        let a = &args.secure;
+        let spec = prepared.spec();
+        // Refuse up front what could never encode: the bits must hold the sum of every client.
+        tg_secagg::encode::Encoding::new(
+            prepared.num_parameters(),
+            a.bits,
+            a.secagg_clip,
+            spec.clients as usize,
+            0.0,
+            [0; 32],
+        )
+        .map_err(|e| {
+            crate::errors::invalid(
+                format!(
+                    "--secure-aggregation --bits {} --secagg-clip {}",
+                    a.bits, a.secagg_clip
+                ),
+                e.to_string(),
+                "use more --bits (up to 32), or a positive --secagg-clip",
+            )
+        })?;
+        prepared
+            .set_secure_aggregation(tg_types::spec::SecureAggSpec {
+                bits: a.bits,
+                clip: a.secagg_clip,
+                corrupt: 0.05,
+                dropout: spec.dropout.max(0.1),
+            })
+            .map_err(|e| from_inproc(e, data_dir))?;
+    }
     let spec = prepared.spec().clone();
     let job = new_job_id()?;
     let (n_train, n_test) = prepared.sizes();
@@ -164,6 +195,7 @@ pub fn run(
         "dropout_injection": spec.dropout,
         "seed": spec.seed,
         "local_epochs": spec.train.local_epochs,
+        "secure_aggregation": spec.secure_aggregation,
         "rounds_committed": committed,
         "rounds_failed": outcome.history.len() - committed,
         "rounds_to_90": rounds_to_90,

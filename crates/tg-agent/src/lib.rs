@@ -8,6 +8,7 @@
 //! this type: replies carry only model updates, example counts and metrics.
 
 mod guard;
+mod secure;
 
 pub use guard::PrivacyGuard;
 
@@ -51,6 +52,10 @@ pub struct Agent {
     seed: u64,
     /// This agent's own privacy limit (DP-SGD jobs).
     guard: Option<PrivacyGuard>,
+    /// Ed25519 identity that signs secure-aggregation messages.
+    identity: Option<ed25519_dalek::SigningKey>,
+    /// The secure-aggregation round in progress.
+    session: Option<secure::Session>,
 }
 
 impl Agent {
@@ -68,7 +73,15 @@ impl Agent {
             control: None,
             seed,
             guard: None,
+            identity: None,
+            session: None,
         })
+    }
+
+    /// Gives the agent the identity key that signs its protocol messages.
+    pub fn with_identity(mut self, key: ed25519_dalek::SigningKey) -> Self {
+        self.identity = Some(key);
+        self
     }
 
     /// Protects this agent's data with its own privacy limit: training only
@@ -98,6 +111,7 @@ impl Agent {
         let reply = match tg_proto::decode::<ToAgent>(frame)? {
             ToAgent::Train(req) => self.train(&req),
             ToAgent::Evaluate(req) => self.evaluate(&req),
+            ToAgent::SecAgg(m) => self.on_secagg(&m),
             ToAgent::Finished { job } => return Ok(Handled::Finished(job)),
             _ => {
                 return Err(ProtoError::Malformed(
@@ -146,6 +160,10 @@ impl Agent {
             &mut self.control,
             seed,
         ) {
+            // Secure round: the update leaves only masked, inside the protocol.
+            Ok(out) if let Some(secure) = &req.secure => {
+                self.start_secure(req.at, secure, &out.update)
+            }
             Ok(out) => ToCoordinator::Trained(TrainReply {
                 at: req.at,
                 agent: self.id.clone(),
@@ -214,6 +232,7 @@ mod tests {
             global,
             config,
             objective: LocalObjective::Plain,
+            secure: None,
         });
         let Handled::Reply(frame) = agent
             .handle_frame(&tg_proto::encode(&req).unwrap())
@@ -233,6 +252,7 @@ mod tests {
             global: Parameters::default(),
             config,
             objective: LocalObjective::Plain,
+            secure: None,
         });
         let Handled::Reply(frame) = agent
             .handle_frame(&tg_proto::encode(&bad).unwrap())
@@ -293,6 +313,7 @@ mod tests {
                     dp_sgd,
                 },
                 objective: LocalObjective::Plain,
+                secure: None,
             });
             let Handled::Reply(frame) = agent
                 .handle_frame(&tg_proto::encode(&req).unwrap())

@@ -9,6 +9,7 @@
 //! a round is never silently skipped.
 
 mod round;
+mod secure_round;
 
 use std::future::Future;
 use std::time::Duration;
@@ -110,6 +111,21 @@ pub struct RunConfig {
     pub seed: u64,
     /// The job's privacy budget, if it has one.
     pub privacy: Option<PrivacySpec>,
+    /// Secure aggregation, if updates may reach the coordinator only as a sum.
+    pub secure: Option<SecureSettings>,
+}
+
+/// Secure aggregation as the coordinator runs it.
+#[derive(Clone, Debug)]
+pub struct SecureSettings {
+    /// Bits per lane, clip, and the threat model's assumed fractions.
+    pub spec: tg_types::spec::SecureAggSpec,
+    /// Ed25519 identity (public key) of each admitted agent.
+    pub identities: std::collections::BTreeMap<AgentId, [u8; 32]>,
+    /// Threads for unmasking.
+    pub threads: usize,
+    /// Examples per unit of FedAvg weight (see `tg_proto::SecureRound`).
+    pub weight_scale: Option<f64>,
 }
 
 /// The result of a job run.
@@ -192,7 +208,10 @@ impl<'s, T: Transport> Coordinator<'s, T> {
                     }
                 },
             };
-            let (mut record, next) = self.run_round(round, &global).await?;
+            let (mut record, next) = match self.config.secure.clone() {
+                Some(secure) => self.run_secure_round(round, &global, &secure).await?,
+                None => self.run_round(round, &global).await?,
+            };
             if epsilon_after.is_some() {
                 record.epsilon = epsilon_after;
                 epsilon = epsilon_after;

@@ -28,7 +28,26 @@ enum Slot {
     },
 }
 
-type Committed = Option<(Parameters, Evaluation)>;
+pub(crate) type Committed = Option<(Parameters, Evaluation)>;
+
+/// A round record that has not happened yet (failed until it commits).
+pub(crate) fn new_record(round: u32) -> RoundRecord {
+    RoundRecord {
+        round,
+        status: RoundStatus::Failed,
+        accuracy: None,
+        loss: None,
+        selected: 0,
+        participants: 0,
+        upload_bytes: 0,
+        download_bytes: 0,
+        duration_ms: 0,
+        reason: None,
+        model_sha256: None,
+        participants_detail: Vec::new(),
+        epsilon: None,
+    }
+}
 
 impl<T: Transport> Coordinator<'_, T> {
     pub(crate) async fn run_round(
@@ -41,21 +60,7 @@ impl<T: Transport> Coordinator<'_, T> {
             job: self.config.job,
             round,
         };
-        let mut record = RoundRecord {
-            round,
-            status: RoundStatus::Failed,
-            accuracy: None,
-            loss: None,
-            selected: 0,
-            participants: 0,
-            upload_bytes: 0,
-            download_bytes: 0,
-            duration_ms: 0,
-            reason: None,
-            model_sha256: None,
-            participants_detail: Vec::new(),
-            epsilon: None,
-        };
+        let mut record = new_record(round);
 
         // Select.
         let available = self.transport.connected();
@@ -78,6 +83,7 @@ impl<T: Transport> Coordinator<'_, T> {
             global: global.clone(),
             config: self.config.train,
             objective: plan.objective,
+            secure: None,
         }))?;
         let mut slots: BTreeMap<AgentId, Slot> = BTreeMap::new();
         for agent in &plan.selected {
@@ -165,8 +171,20 @@ impl<T: Transport> Coordinator<'_, T> {
             return self.finish(record, started, None).await;
         }
 
-        // Aggregate and gate.
-        let candidate = self.strategy.aggregate_train(round, global, &updates)?;
+        self.aggregate_and_commit(record, started, round, global, &updates)
+            .await
+    }
+
+    /// Aggregates, applies the evaluation gate and records the round.
+    pub(crate) async fn aggregate_and_commit(
+        &mut self,
+        mut record: RoundRecord,
+        started: Instant,
+        round: u32,
+        global: &Parameters,
+        updates: &[ClientUpdate],
+    ) -> Result<(RoundRecord, Committed)> {
+        let candidate = self.strategy.aggregate_train(round, global, updates)?;
         if !candidate.all_finite() {
             record.reason = Some("evaluation gate: aggregated model has non-finite values".into());
             return self.finish(record, started, None).await;
@@ -183,7 +201,7 @@ impl<T: Transport> Coordinator<'_, T> {
     }
 
     /// Stamps the duration and durably records the round (with its model).
-    async fn finish(
+    pub(crate) async fn finish(
         &mut self,
         mut record: RoundRecord,
         started: Instant,

@@ -99,6 +99,7 @@ fn config(rounds: u32, quorum: usize) -> RunConfig {
         },
         seed: 0,
         privacy: None,
+        secure: None,
     }
 }
 

@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tg_agent::{Agent, Handled, PrivacyGuard};
 use tg_coordinator::{
-    Coordinator, CoordinatorError, Evaluator, RunConfig, RunOutcome, TransportEvent,
+    Coordinator, CoordinatorError, Evaluator, RunConfig, RunOutcome, SecureSettings, TransportEvent,
 };
 use tg_model::net::ModelShape;
 use tg_model::partition::partition;
@@ -129,6 +129,15 @@ impl Prepared {
         Ok(())
     }
 
+    /// Makes updates reach the coordinator only as a secure sum.
+    pub fn set_secure_aggregation(&mut self, secure: tg_types::spec::SecureAggSpec) -> Result<()> {
+        let mut spec = self.spec.clone();
+        spec.secure_aggregation = Some(secure);
+        check_spec(&spec)?;
+        self.spec = spec;
+        Ok(())
+    }
+
     /// Model size in parameters.
     pub fn num_parameters(&self) -> usize {
         self.initial.num_values()
@@ -193,6 +202,7 @@ impl Prepared {
         });
 
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut identities = std::collections::BTreeMap::new();
         let permits = Arc::new(Semaphore::new(cores));
         let (events_tx, events_rx) = mpsc::channel(2 * spec.clients as usize + 8);
         let mut inboxes = Vec::with_capacity(self.parts.len());
@@ -205,6 +215,12 @@ impl Prepared {
                 &self.split.train.subset(idx),
                 spec.seed,
             )?;
+            if spec.secure_aggregation.is_some() {
+                // Each simulated agent gets its own identity, as enrollment would give it.
+                let key = identity_from_os()?;
+                identities.insert(id.clone(), key.verifying_key().to_bytes());
+                agent = agent.with_identity(key);
+            }
             if let Some(p) = spec.privacy
                 && matches!(p.mode, DpMode::LocalSgd(_))
             {
@@ -243,6 +259,16 @@ impl Prepared {
             train: spec.train,
             seed: spec.seed,
             privacy,
+            secure: spec.secure_aggregation.map(|s| SecureSettings {
+                spec: s,
+                identities,
+                threads: cores,
+                // FedAvg weights by examples unless DP-SGD keeps the counts private.
+                weight_scale: spec.train.dp_sgd.is_none().then(|| {
+                    let total: usize = self.parts.iter().map(Vec::len).sum();
+                    (total as f64 / self.parts.len().max(1) as f64).max(1.0)
+                }),
+            }),
         };
         let transport = ChannelTransport::new(inboxes, events_rx);
         let coordinator = Coordinator::new(transport, strategy, evaluator, store, config);
@@ -252,6 +278,13 @@ impl Prepared {
         }
         Ok(outcome?)
     }
+}
+
+fn identity_from_os() -> Result<ed25519_dalek::SigningKey> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b)
+        .map_err(|e| InprocError::Config(format!("the OS random number generator failed: {e}")))?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(&b))
 }
 
 fn check_spec(spec: &JobSpec) -> Result<()> {
@@ -276,6 +309,14 @@ fn check_spec(spec: &JobSpec) -> Result<()> {
              in-process, the population is the clients",
             c.population, spec.clients
         ));
+    }
+    if spec.secure_aggregation.is_some() {
+        if spec.strategy.kind == tg_types::spec::StrategyKind::Scaffold {
+            return bad("SCAFFOLD needs each client's control variate, which secure aggregation hides; use fedavg, fedprox or fedadam".into());
+        }
+        if matches!(spec.privacy.map(|p| p.mode), Some(DpMode::Central(_))) {
+            return bad("central DP adds noise to individual updates at the coordinator, which secure aggregation never reveals; use --dp local-sgd with --secure-aggregation".into());
+        }
     }
     if !(0.0..1.0).contains(&spec.dropout) {
         return bad(format!(
@@ -399,6 +440,7 @@ mod tests {
             dropout,
             seed,
             privacy: None,
+            secure_aggregation: None,
         }
     }
 

@@ -12,7 +12,7 @@ use tg_types::spec::{LocalObjective, TrainConfig};
 use tg_types::{AgentId, JobId, Parameters};
 
 /// Protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest frame [`decode`] accepts (256 MiB). Larger models are streamed in
 /// chunks by the network transport.
@@ -64,6 +64,115 @@ pub struct TrainRequest {
     pub config: TrainConfig,
     /// Strategy-specific local objective (FedProx term, SCAFFOLD control).
     pub objective: LocalObjective,
+    /// Secure aggregation: when set, the agent does not send its update but
+    /// enters the round's SecAgg+ protocol with it.
+    pub secure: Option<SecureRound>,
+}
+
+/// The public parameters of a secure-aggregation round, sent with the
+/// training request so every participant builds the same round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SecureRound {
+    /// Participants in round order, with their Ed25519 identity keys.
+    pub participants: Vec<(AgentId, [u8; 32])>,
+    /// Bits per lane.
+    pub bits: u32,
+    /// L2 clipping norm of updates.
+    pub clip: f64,
+    /// Assumed fraction of clients colluding with the server.
+    pub corrupt: f64,
+    /// Assumed fraction of clients dropping out.
+    pub dropout: f64,
+    /// Public seed of the rotation.
+    pub rotation_seed: [u8; 32],
+    /// FedAvg weighting: each agent sends (w·update, w) with
+    /// w = examples / `weight_scale`, so the sum gives the example-weighted
+    /// mean. None: every agent weighs 1 (e.g. under DP-SGD, where the number
+    /// of examples is private).
+    pub weight_scale: Option<f64>,
+}
+
+impl SecureRound {
+    /// Lanes per encoded vector for a model of `params` values: the weighted
+    /// update and its weight.
+    pub fn dim_for(params: usize) -> usize {
+        params + 1
+    }
+
+    /// The protocol round and the update encoding every party derives from
+    /// these public parameters, for encoded vectors of `dim` values.
+    pub fn build(
+        &self,
+        at: RoundRef,
+        dim: usize,
+    ) -> Result<
+        (
+            std::sync::Arc<tg_secagg::RoundConfig>,
+            tg_secagg::encode::Encoding,
+        ),
+        tg_secagg::SecAggError,
+    > {
+        let encoding = tg_secagg::encode::Encoding::new(
+            dim,
+            self.bits,
+            self.clip,
+            self.participants.len(),
+            0.0,
+            self.rotation_seed,
+        )?;
+        let identities = self
+            .participants
+            .iter()
+            .map(|(agent, key)| {
+                ed25519_dalek::VerifyingKey::from_bytes(key).map_err(|_| {
+                    tg_secagg::SecAggError::Params(format!(
+                        "identity key of {agent} is not a valid Ed25519 point"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let ctx = tg_secagg::crypto::Context {
+            job: *at.job.as_bytes(),
+            round: at.round,
+        };
+        let cfg = tg_secagg::RoundConfig::new(
+            ctx,
+            identities,
+            encoding.padded,
+            self.bits,
+            self.corrupt,
+            self.dropout,
+        )?;
+        Ok((cfg, encoding))
+    }
+
+    /// The round index of `agent`, if it takes part.
+    pub fn index_of(&self, agent: &AgentId) -> Option<u32> {
+        self.participants
+            .iter()
+            .position(|(a, _)| a == agent)
+            .map(|i| i as u32)
+    }
+}
+
+/// A secure-aggregation message from the coordinator to one agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SecAggToAgent {
+    /// Round.
+    pub at: RoundRef,
+    /// The stage's input for this agent.
+    pub body: tg_secagg::messages::ServerBody,
+}
+
+/// A secure-aggregation message from an agent (signed inside).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SecAggToCoordinator {
+    /// Round.
+    pub at: RoundRef,
+    /// Sender.
+    pub agent: AgentId,
+    /// The signed protocol message.
+    pub msg: tg_secagg::messages::Signed,
 }
 
 /// An agent's result of local training.
@@ -126,6 +235,8 @@ pub enum ToAgent {
         /// Job.
         job: JobId,
     },
+    /// The next secure-aggregation stage.
+    SecAgg(SecAggToAgent),
 }
 
 /// Agent → coordinator.
@@ -136,6 +247,8 @@ pub enum ToCoordinator {
     Trained(TrainReply),
     /// Result of [`ToAgent::Evaluate`].
     Evaluated(EvaluateReply),
+    /// A secure-aggregation message.
+    SecAgg(SecAggToCoordinator),
     /// The agent could not do what was asked (bad data, wrong layout, …).
     Declined {
         /// Round.
@@ -216,6 +329,7 @@ mod tests {
                 dp_sgd: None,
             },
             objective: LocalObjective::Proximal { mu: 0.01 },
+            secure: None,
         })
     }
 
@@ -257,7 +371,7 @@ mod tests {
         assert!(decode::<ToCoordinator>(&frame).is_err());
         // The same with a padded version number.
         let mut padded = encode(&request()).unwrap();
-        padded.splice(0..1, [0x81, 0x00]);
+        padded.splice(0..1, [0x80 | PROTOCOL_VERSION as u8, 0x00]);
         assert!(matches!(
             decode::<ToAgent>(&padded),
             Err(ProtoError::NonCanonical)

@@ -55,7 +55,7 @@ impl Encoding {
                 "encoding needs dim ≥ 1, 2 ≤ B ≤ 32 and at least one client (got {dim}, {bits}, {max_clients})"
             )));
         }
-        if !(clip > 0.0 && clip.is_finite()) || !(noise_std >= 0.0 && noise_std.is_finite()) {
+        if !(clip > 0.0 && clip.is_finite() && noise_std >= 0.0 && noise_std.is_finite()) {
             return Err(SecAggError::Params(format!(
                 "clip ({clip}) must be positive and noise ({noise_std}) non-negative"
             )));

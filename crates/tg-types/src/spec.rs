@@ -318,6 +318,21 @@ pub struct JobSpec {
     pub seed: u64,
     /// Differential privacy, if the job has a budget.
     pub privacy: Option<crate::privacy::PrivacySpec>,
+    /// Secure aggregation, if updates must reach the coordinator only as a sum.
+    pub secure_aggregation: Option<SecureAggSpec>,
+}
+
+/// Secure aggregation settings of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SecureAggSpec {
+    /// Bits per lane (arithmetic mod 2^B).
+    pub bits: u32,
+    /// L2 clipping norm of updates (bounds the encoding's range).
+    pub clip: f64,
+    /// Assumed fraction of clients colluding with the server.
+    pub corrupt: f64,
+    /// Assumed fraction of clients dropping out of a round.
+    pub dropout: f64,
 }
 
 #[cfg(test)]

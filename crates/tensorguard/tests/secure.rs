@@ -1,0 +1,56 @@
+//! End-to-end tests of `demo --secure-aggregation`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::Sandbox;
+
+#[test]
+fn secure_aggregation_matches_the_plaintext_demo() {
+    let sb = Sandbox::new();
+    let args = ["demo", "--rounds", "15", "--no-baseline", "--json"];
+    let plain = sb.json(&args);
+    let mut secure_args = args.to_vec();
+    secure_args.push("--secure-aggregation");
+    let secure = sb.json(&secure_args);
+    let (p, s) = (
+        plain["final_accuracy"].as_f64().unwrap(),
+        secure["final_accuracy"].as_f64().unwrap(),
+    );
+    assert!((p - s).abs() <= 0.005, "plaintext {p} vs secure {s}");
+    assert_eq!(secure["rounds_committed"], 15);
+    assert_eq!(secure["secure_aggregation"]["bits"], 20);
+}
+
+#[test]
+fn secure_aggregation_survives_dropouts_and_refuses_what_it_cannot_do() {
+    let sb = Sandbox::new();
+    let v = sb.json(&[
+        "demo",
+        "--rounds",
+        "6",
+        "--dropout",
+        "0.3",
+        "--secure-aggregation",
+        "--no-baseline",
+        "--json",
+    ]);
+    let committed = v["rounds_committed"].as_u64().unwrap();
+    assert!(committed >= 4, "{v}");
+    let base = [
+        "demo",
+        "--rounds",
+        "2",
+        "--no-baseline",
+        "--secure-aggregation",
+    ];
+    for (extra, code) in [
+        (&["--bits", "2"][..], "E020"),
+        (&["--secagg-clip", "0"][..], "E020"),
+        (&["--strategy", "scaffold"][..], "E020"),
+    ] {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        sb.fails_with(&a, code);
+    }
+}

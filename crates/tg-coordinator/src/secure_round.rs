@@ -1,0 +1,242 @@
+//! A round under secure aggregation: the coordinator relays the SecAgg+
+//! stages and learns only the survivors' sum.
+//!
+//! Design decision: this path never sees an update. Agents answer the
+//! training request with signed protocol messages; the coordinator feeds them
+//! to a `tg_secagg::Server`, whose only output is the unmasked *sum*; the sum
+//! is decoded, divided by the number of survivors and handed to the strategy
+//! as one update. A plaintext update arriving here is rejected unread.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use rand::RngCore;
+use tg_proto::{RoundRef, SecAggToAgent, SecureRound, ToAgent, ToCoordinator, TrainRequest};
+use tg_secagg::Server;
+use tg_secagg::messages::Stage;
+use tg_strategy::{ClientUpdate, StrategyError};
+use tg_types::record::{ParticipantOutcome, ParticipantRecord, RoundRecord};
+use tg_types::{AgentId, Parameters};
+
+use crate::round::{Committed, new_record};
+use crate::{Coordinator, CoordinatorError, Result, SecureSettings, Transport, TransportEvent};
+
+impl<T: Transport> Coordinator<'_, T> {
+    pub(crate) async fn run_secure_round(
+        &mut self,
+        round: u32,
+        global: &Parameters,
+        settings: &SecureSettings,
+    ) -> Result<(RoundRecord, Committed)> {
+        let started = Instant::now();
+        let at = RoundRef {
+            job: self.config.job,
+            round,
+        };
+        let mut record = new_record(round);
+
+        // Select agents that have an identity on file.
+        let available: Vec<AgentId> = self
+            .transport
+            .connected()
+            .into_iter()
+            .filter(|a| settings.identities.contains_key(a))
+            .collect();
+        let plan = match self
+            .strategy
+            .configure_train(round, global, &available, &mut self.rng)
+        {
+            Ok(plan) => plan,
+            Err(e @ StrategyError::BelowQuorum { .. }) => {
+                record.reason = Some(format!("not started: {e}"));
+                return self.finish(record, started, None).await;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        record.selected = plan.selected.len() as u32;
+        let mut rotation_seed = [0u8; 32];
+        self.rng.fill_bytes(&mut rotation_seed);
+        let secure = SecureRound {
+            participants: plan
+                .selected
+                .iter()
+                .filter_map(|a| settings.identities.get(a).map(|k| (a.clone(), *k)))
+                .collect(),
+            bits: settings.spec.bits,
+            clip: settings.spec.clip,
+            corrupt: settings.spec.corrupt,
+            dropout: settings.spec.dropout,
+            rotation_seed,
+            weight_scale: settings.weight_scale,
+        };
+        let dim = SecureRound::dim_for(global.num_values());
+        let (cfg, encoding) = match secure.build(at, dim) {
+            Ok(x) => x,
+            Err(e) => {
+                record.reason = Some(format!("secure aggregation not started: {e}"));
+                return self.finish(record, started, None).await;
+            }
+        };
+        let index: BTreeMap<AgentId, u32> = secure
+            .participants
+            .iter()
+            .enumerate()
+            .map(|(i, (a, _))| (a.clone(), i as u32))
+            .collect();
+        let mut server = Server::new(cfg);
+
+        let frame = tg_proto::encode(&ToAgent::Train(TrainRequest {
+            at,
+            global: global.clone(),
+            config: self.config.train,
+            objective: plan.objective,
+            secure: Some(secure.clone()),
+        }))?;
+        let mut gone: BTreeSet<u32> = BTreeSet::new();
+        let mut upload: BTreeMap<u32, u64> = BTreeMap::new();
+        for (agent, &i) in &index {
+            record.download_bytes += frame.len() as u64;
+            if self.transport.send(agent, frame.clone()).await.is_err() {
+                gone.insert(i);
+            }
+        }
+
+        let deadline = tokio::time::sleep(self.config.round_deadline);
+        tokio::pin!(deadline);
+        let mut rejections: Vec<String> = Vec::new();
+        let mut timed_out = false;
+        let outcome = loop {
+            // Collect the current stage.
+            let stage = server.stage();
+            let mut answered: BTreeSet<u32> = BTreeSet::new();
+            while !timed_out
+                && server
+                    .expected()
+                    .iter()
+                    .any(|i| !answered.contains(i) && !gone.contains(i))
+            {
+                tokio::select! {
+                    event = self.transport.next_event() => match event {
+                        None => return Err(CoordinatorError::TransportClosed),
+                        Some(TransportEvent::Disconnected(agent)) => {
+                            if let Some(&i) = index.get(&agent) { gone.insert(i); }
+                        }
+                        Some(TransportEvent::Frame { from, frame }) => {
+                            let Some(&i) = index.get(&from) else { continue };
+                            *upload.entry(i).or_default() += frame.len() as u64;
+                            match tg_proto::decode::<ToCoordinator>(&frame) {
+                                Ok(ToCoordinator::SecAgg(m)) if m.at == at && m.agent == from && m.msg.from == i => {
+                                    if m.msg.body.stage() != stage {
+                                        rejections.push(format!("{from}: message for another stage"));
+                                        continue;
+                                    }
+                                    match server.receive(m.msg) {
+                                        Ok(()) => { answered.insert(i); }
+                                        Err(e) => { rejections.push(format!("{from}: {e}")); gone.insert(i); }
+                                    }
+                                }
+                                Ok(ToCoordinator::Declined { reason, .. }) => {
+                                    rejections.push(format!("{from}: declined: {reason}"));
+                                    gone.insert(i);
+                                }
+                                Ok(ToCoordinator::Trained(_)) => {
+                                    // A plaintext update has no place in a secure round.
+                                    rejections.push(format!("{from}: sent a plaintext update in a secure round"));
+                                    gone.insert(i);
+                                }
+                                Ok(_) => rejections.push(format!("{from}: message for another round or sender")),
+                                Err(e) => rejections.push(format!("{from}: undecodable: {e}")),
+                            }
+                        }
+                    },
+                    () = &mut deadline => { timed_out = true; }
+                }
+            }
+            if stage == Stage::Unmask {
+                break server.finish(settings.threads);
+            }
+            match server.close_stage() {
+                Ok(routed) => {
+                    for (i, body) in routed {
+                        let Some((agent, _)) = secure.participants.get(i as usize) else {
+                            continue;
+                        };
+                        let frame = tg_proto::encode(&ToAgent::SecAgg(SecAggToAgent { at, body }))?;
+                        record.download_bytes += frame.len() as u64;
+                        if self.transport.send(agent, frame).await.is_err() {
+                            gone.insert(i);
+                        }
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+
+        let survivors: BTreeSet<u32> = match &outcome {
+            Ok(sum) => sum.survivors.iter().copied().collect(),
+            Err(_) => BTreeSet::new(),
+        };
+        for (agent, &i) in &index {
+            let bytes = upload.get(&i).copied().unwrap_or(0);
+            record.upload_bytes += bytes;
+            record.participants_detail.push(ParticipantRecord {
+                agent: agent.clone(),
+                outcome: if survivors.contains(&i) {
+                    ParticipantOutcome::Contributed
+                } else {
+                    ParticipantOutcome::Dropped
+                },
+                num_examples: 0,
+                train_loss: None,
+                upload_bytes: bytes,
+            });
+        }
+        record.participants = survivors.len() as u32;
+        let sum = match outcome {
+            Ok(sum) => sum,
+            Err(e) => {
+                let mut reason = format!("secure aggregation failed: {e}");
+                if let Some(first) = rejections.first() {
+                    reason.push_str(&format!(" (first problem: {first})"));
+                }
+                record.reason = Some(reason);
+                return self.finish(record, started, None).await;
+            }
+        };
+        if sum.survivors.len() < self.config.min_results {
+            record.reason = Some(format!(
+                "below quorum: {} agents survived secure aggregation, quorum is {}",
+                sum.survivors.len(),
+                self.config.min_results
+            ));
+            return self.finish(record, started, None).await;
+        }
+        let decoded = match encoding.decode_sum(&sum.sum) {
+            Ok(d) => d,
+            Err(e) => {
+                record.reason = Some(format!("cannot decode the aggregate: {e}"));
+                return self.finish(record, started, None).await;
+            }
+        };
+        // Σ w·update and Σ w: the weighted mean.
+        let total_weight = decoded.last().copied().unwrap_or(0.0);
+        if !(total_weight > 0.0) {
+            record.reason = Some(format!(
+                "the aggregate weight {total_weight} is not positive; nothing to average"
+            ));
+            return self.finish(record, started, None).await;
+        }
+        let mut mean = global.zeros_like();
+        for (m, v) in mean.values_mut().zip(&decoded) {
+            *m = v / total_weight;
+        }
+        let as_one = ClientUpdate {
+            agent: secure.participants[sum.survivors[0] as usize].0.clone(),
+            update: mean,
+            num_examples: 1,
+            control_delta: None,
+        };
+        self.aggregate_and_commit(record, started, round, global, &[as_one])
+            .await
+    }
+}
