@@ -246,6 +246,10 @@ pub struct SecureArgs {
         env = "TENSORGUARD_SECAGG_CLIP"
     )]
     pub secagg_clip: f64,
+    /// Shared random-k sparsification: fraction F of coordinates every client sends
+    /// each round (the same ones for all, from a public per-round seed).
+    #[arg(long, value_name = "F", env = "TENSORGUARD_SPARSITY")]
+    pub sparsity: Option<f64>,
 }
 
 impl Default for SecureArgs {
@@ -254,6 +258,7 @@ impl Default for SecureArgs {
             secure_aggregation: false,
             bits: 20,
             secagg_clip: 10.0,
+            sparsity: None,
         }
     }
 }

@@ -35,6 +35,20 @@ pub fn run(
             .set_privacy(privacy)
             .map_err(|e| from_inproc(e, data_dir))?;
     }
+    if args.secure.sparsity.is_some() && !args.secure.secure_aggregation {
+        return Err(crate::errors::invalid(
+            "--sparsity without --secure-aggregation",
+            "shared random-k sparsification is the compression of a secure upload",
+            "add --secure-aggregation",
+        ));
+    }
+    if let Some(f) = args.secure.sparsity.filter(|f| !(*f > 0.0 && *f <= 1.0)) {
+        return Err(crate::errors::invalid(
+            format!("--sparsity {f}"),
+            "the fraction of coordinates sent must be in (0, 1]",
+            "use e.g. --sparsity 0.5",
+        ));
+    }
     if args.secure.secure_aggregation {
         let a = &args.secure;
         let spec = prepared.spec();
@@ -63,6 +77,7 @@ pub fn run(
                 clip: a.secagg_clip,
                 corrupt: 0.05,
                 dropout: spec.dropout.max(0.1),
+                keep_fraction: a.sparsity,
             })
             .map_err(|e| from_inproc(e, data_dir))?;
     }

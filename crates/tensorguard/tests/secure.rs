@@ -54,3 +54,46 @@ fn secure_aggregation_survives_dropouts_and_refuses_what_it_cannot_do() {
         sb.fails_with(&a, code);
     }
 }
+
+#[test]
+fn shared_random_k_cuts_the_upload_and_still_trains() {
+    let sb = Sandbox::new();
+    let run = |extra: &[&str]| {
+        let mut a = vec![
+            "demo",
+            "--rounds",
+            "15",
+            "--no-baseline",
+            "--json",
+            "--secure-aggregation",
+        ];
+        a.extend_from_slice(extra);
+        sb.json(&a)
+    };
+    let full = run(&[]);
+    let sparse = run(&["--sparsity", "0.25"]);
+    let up = |v: &serde_json::Value| v["history"][0]["upload_bytes"].as_f64().unwrap();
+    assert!(
+        up(&sparse) < 0.35 * up(&full),
+        "{} vs {}",
+        up(&sparse),
+        up(&full)
+    );
+    let acc = sparse["final_accuracy"].as_f64().unwrap();
+    assert!(
+        acc > full["final_accuracy"].as_f64().unwrap() - 0.03,
+        "{acc}"
+    );
+    sb.fails_with(&["demo", "--rounds", "2", "--sparsity", "0.5"], "E020");
+    sb.fails_with(
+        &[
+            "demo",
+            "--rounds",
+            "2",
+            "--secure-aggregation",
+            "--sparsity",
+            "0",
+        ],
+        "E020",
+    );
+}

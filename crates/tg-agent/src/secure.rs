@@ -70,7 +70,12 @@ impl Agent {
             Some(scale) => return Err(format!("invalid weight scale {scale}")),
             None => 1.0,
         };
-        let mut values: Vec<f32> = update.values().map(|v| v * weight).collect();
+        let all: Vec<f32> = update.values().collect();
+        let mut values: Vec<f32> = secure
+            .coordinates(all.len())
+            .into_iter()
+            .map(|i| all[i] * weight)
+            .collect();
         values.push(weight);
         let (cfg, encoding) = secure.build(at, values.len()).map_err(|e| e.to_string())?;
         let mut rng = os_rng()?;

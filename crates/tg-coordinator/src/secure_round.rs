@@ -68,8 +68,10 @@ impl<T: Transport> Coordinator<'_, T> {
             dropout: settings.spec.dropout,
             rotation_seed,
             weight_scale: settings.weight_scale,
+            keep_fraction: settings.spec.keep_fraction,
         };
-        let dim = SecureRound::dim_for(global.num_values());
+        let coordinates = secure.coordinates(global.num_values());
+        let dim = secure.dim_for(global.num_values());
         let (cfg, encoding) = match secure.build(at, dim) {
             Ok(x) => x,
             Err(e) => {
@@ -90,7 +92,7 @@ impl<T: Transport> Coordinator<'_, T> {
             global: global.clone(),
             config: self.config.train,
             objective: plan.objective,
-            secure: Some(secure.clone()),
+            secure: Some(Box::new(secure.clone())),
         }))?;
         let mut gone: BTreeSet<u32> = BTreeSet::new();
         let mut upload: BTreeMap<u32, u64> = BTreeMap::new();
@@ -226,9 +228,16 @@ impl<T: Transport> Coordinator<'_, T> {
             ));
             return self.finish(record, started, None).await;
         }
+        // Unsent coordinates stay zero; sent ones are scaled by 1/keep so the
+        // sparsified mean is unbiased.
+        let keep = coordinates.len() as f32 / global.num_values().max(1) as f32;
+        let mut dense = vec![0f32; global.num_values()];
+        for (&i, v) in coordinates.iter().zip(&decoded) {
+            dense[i] = v / total_weight / keep;
+        }
         let mut mean = global.zeros_like();
-        for (m, v) in mean.values_mut().zip(&decoded) {
-            *m = v / total_weight;
+        for (m, v) in mean.values_mut().zip(&dense) {
+            *m = *v;
         }
         let as_one = ClientUpdate {
             agent: secure.participants[sum.survivors[0] as usize].0.clone(),

@@ -66,7 +66,7 @@ pub struct TrainRequest {
     pub objective: LocalObjective,
     /// Secure aggregation: when set, the agent does not send its update but
     /// enters the round's SecAgg+ protocol with it.
-    pub secure: Option<SecureRound>,
+    pub secure: Option<Box<SecureRound>>,
 }
 
 /// The public parameters of a secure-aggregation round, sent with the
@@ -90,13 +90,41 @@ pub struct SecureRound {
     /// mean. None: every agent weighs 1 (e.g. under DP-SGD, where the number
     /// of examples is private).
     pub weight_scale: Option<f64>,
+    /// Shared random-k sparsification: the fraction of coordinates every
+    /// agent sends this round (the same coordinates for all, drawn from
+    /// `rotation_seed`); None sends them all.
+    pub keep_fraction: Option<f64>,
 }
 
 impl SecureRound {
-    /// Lanes per encoded vector for a model of `params` values: the weighted
-    /// update and its weight.
-    pub fn dim_for(params: usize) -> usize {
-        params + 1
+    /// The coordinates sent this round, ascending (all of them without
+    /// sparsification). Public: derived from the round's seed.
+    pub fn coordinates(&self, params: usize) -> Vec<usize> {
+        match self.keep_fraction {
+            Some(f) if f > 0.0 && f < 1.0 => {
+                let k = ((f * params as f64).ceil() as usize).clamp(1, params);
+                // Partial Fisher–Yates with a ChaCha20 stream domain-separated from the rotation.
+                let mut seed = self.rotation_seed;
+                seed[0] ^= 0x5a;
+                let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(seed);
+                let mut idx: Vec<usize> = (0..params).collect();
+                for i in 0..k {
+                    let j =
+                        i + (rand_core::RngCore::next_u64(&mut rng) % (params - i) as u64) as usize;
+                    idx.swap(i, j);
+                }
+                let mut chosen = idx[..k].to_vec();
+                chosen.sort_unstable();
+                chosen
+            }
+            _ => (0..params).collect(),
+        }
+    }
+
+    /// Lanes per encoded vector for a model of `params` values: the sent
+    /// coordinates of the weighted update, and the weight.
+    pub fn dim_for(&self, params: usize) -> usize {
+        self.coordinates(params).len() + 1
     }
 
     /// The protocol round and the update encoding every party derives from

@@ -333,6 +333,8 @@ pub struct SecureAggSpec {
     pub corrupt: f64,
     /// Assumed fraction of clients dropping out of a round.
     pub dropout: f64,
+    /// Shared random-k sparsification: fraction of coordinates sent per round.
+    pub keep_fraction: Option<f64>,
 }
 
 #[cfg(test)]
