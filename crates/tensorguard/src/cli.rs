@@ -269,12 +269,15 @@ pub enum DpModeArg {
     Central,
     /// Sample-level DP-SGD in every client's local training.
     LocalSgd,
+    /// User-level DP under secure aggregation: clients add Skellam noise shares.
+    Distributed,
 }
 
 /// Differential privacy for the demo.
 #[derive(Debug, Clone, Args)]
 pub struct DpArgs {
-    /// Train with differential privacy: central (user-level DP-FedAvg) or local-sgd (sample-level DP-SGD).
+    /// Train with differential privacy: central (user-level DP-FedAvg), local-sgd
+    /// (sample-level DP-SGD) or distributed (Skellam noise under secure aggregation).
     #[arg(long, value_enum, env = "TENSORGUARD_DP")]
     pub dp: Option<DpModeArg>,
     /// Privacy budget ε the job must not exceed (required with --dp).

@@ -30,12 +30,12 @@ pub fn run(
     let baseline = !args.no_baseline;
     let mut store = Store::open(data_dir).map_err(|e| from_store(e, data_dir))?;
     let mut prepared = Prepared::new(spec).map_err(|e| from_inproc(e, data_dir))?;
-    if let Some(privacy) = crate::dp::privacy_spec(args, &prepared)? {
-        prepared
-            .set_privacy(privacy)
-            .map_err(|e| from_inproc(e, data_dir))?;
-    }
-    if args.secure.sparsity.is_some() && !args.secure.secure_aggregation {
+    let privacy = crate::dp::privacy_spec(args, &prepared)?;
+    let distributed = matches!(
+        privacy.map(|p| p.mode),
+        Some(tg_types::privacy::DpMode::Distributed(_))
+    );
+    if args.secure.sparsity.is_some() && !args.secure.secure_aggregation && !distributed {
         return Err(crate::errors::invalid(
             "--sparsity without --secure-aggregation",
             "shared random-k sparsification is the compression of a secure upload",
@@ -49,14 +49,18 @@ pub fn run(
             "use e.g. --sparsity 0.5",
         ));
     }
-    if args.secure.secure_aggregation {
+    if args.secure.secure_aggregation || distributed {
         let a = &args.secure;
         let spec = prepared.spec();
         // Refuse up front what could never encode: the bits must hold the sum of every client.
+        let clip = match privacy.map(|p| p.mode) {
+            Some(tg_types::privacy::DpMode::Distributed(d)) => d.clip.get(),
+            _ => a.secagg_clip,
+        };
         tg_secagg::encode::Encoding::new(
             prepared.num_parameters(),
             a.bits,
-            a.secagg_clip,
+            clip,
             spec.clients as usize,
             0.0,
             [0; 32],
@@ -74,11 +78,16 @@ pub fn run(
         prepared
             .set_secure_aggregation(tg_types::spec::SecureAggSpec {
                 bits: a.bits,
-                clip: a.secagg_clip,
+                clip,
                 corrupt: 0.05,
                 dropout: spec.dropout.max(0.1),
                 keep_fraction: a.sparsity,
             })
+            .map_err(|e| from_inproc(e, data_dir))?;
+    }
+    if let Some(privacy) = privacy {
+        prepared
+            .set_privacy(privacy)
             .map_err(|e| from_inproc(e, data_dir))?;
     }
     let spec = prepared.spec().clone();
@@ -353,6 +362,16 @@ fn privacy_line(p: &PrivacySpec, clients: u32, calibrated: bool) -> String {
                 _ => "clip".into(),
             },
             c.noise_multiplier.get()
+        ),
+        DpMode::Distributed(d) => format!(
+            "distributed DP under secure aggregation: Poisson sampling q = {} of {clients} clients, clip {}, \
+             Skellam noise variance {:.1} per client per lane (integer units, scale {:.1}), \
+             enough for ≥ {} survivors; honest clients refuse to unmask below that ({how})",
+            d.client_sampling_rate.get(),
+            d.clip.get(),
+            d.local_variance,
+            d.scale,
+            d.min_survivors
         ),
         DpMode::LocalSgd(s) => format!(
             "sample-level DP-SGD: {} steps/round, Poisson rate q = {} per example, per-example clip {}, σ = {:.4} ({how})",

@@ -7,8 +7,8 @@
 
 use tg_inproc::Prepared;
 use tg_privacy::{
-    calibrate_noise, AccountantKind, ClipNorm, Delta, Epsilon, GaussianSteps, NoiseMultiplier,
-    Quantile, SamplingRate,
+    calibrate_noise, AccountantKind, ClipNorm, Delta, Epsilon, NoiseMultiplier, Quantile,
+    SamplingRate,
 };
 use tg_types::privacy::{CentralDpSpec, ClipSpec, DpMode, DpSgdSpec, PrivacySpec};
 use tg_types::spec::{JobSpec, ModelKind, StrategyKind};
@@ -58,7 +58,7 @@ pub fn shape_federation(a: &DemoArgs, spec: &mut JobSpec) -> Result<(), CliError
         return Ok(());
     };
     match mode {
-        DpModeArg::Central => {
+        DpModeArg::Central | DpModeArg::Distributed => {
             if let Some(n) = dp.population {
                 if n == 0 {
                     return Err(invalid(
@@ -81,7 +81,7 @@ pub fn shape_federation(a: &DemoArgs, spec: &mut JobSpec) -> Result<(), CliError
             }
             if spec.strategy.kind == StrategyKind::Scaffold {
                 return Err(invalid(
-                    "--strategy scaffold with --dp central",
+                    "--strategy scaffold with --dp central or distributed",
                     "SCAFFOLD's control variates are per-client and would be released without noise",
                     "use --strategy fedavg, fedprox or fedadam",
                 ));
@@ -127,6 +127,9 @@ pub fn privacy_spec(a: &DemoArgs, prepared: &Prepared) -> Result<Option<PrivacyS
     let placeholder = NoiseMultiplier::new(1.0).map_err(from_privacy)?;
 
     let mode = match mode {
+        DpModeArg::Distributed => {
+            return crate::dp_distributed::spec(a, prepared, target_epsilon, delta).map(Some);
+        }
         DpModeArg::Central => {
             let q = SamplingRate::new(spec.fraction).map_err(from_privacy)?;
             let expected = q.get() * f64::from(spec.clients);
@@ -183,12 +186,7 @@ pub fn privacy_spec(a: &DemoArgs, prepared: &Prepared) -> Result<Option<PrivacyS
     };
     let rounds = u64::from(spec.rounds);
     let epsilon_at = |p: &PrivacySpec| -> Result<f64, CliError> {
-        let step = p.per_round();
-        let all = GaussianSteps {
-            steps: step.steps * rounds,
-            ..step
-        };
-        Ok(tg_privacy::accountant::epsilon(accountant, &[all], delta).epsilon)
+        p.epsilon_after(rounds).map_err(from_privacy)
     };
     let sigma = match dp.noise_multiplier.as_str() {
         "auto" => {

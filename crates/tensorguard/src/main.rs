@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod demo;
 mod dp;
+mod dp_distributed;
 mod errors;
 mod output;
 mod privacy;

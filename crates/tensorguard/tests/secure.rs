@@ -97,3 +97,64 @@ fn shared_random_k_cuts_the_upload_and_still_trains() {
         "E020",
     );
 }
+
+#[test]
+fn distributed_dp_spends_exactly_its_budget_under_secure_aggregation() {
+    let sb = Sandbox::new();
+    let v = sb.json(&[
+        "demo",
+        "--dp",
+        "distributed",
+        "--target-epsilon",
+        "4",
+        "--population",
+        "60",
+        "--fraction",
+        "0.5",
+        "--partition",
+        "iid",
+        "--rounds",
+        "3",
+        "--no-baseline",
+        "--json",
+    ]);
+    assert_eq!(v["accountant"], "skellam", "{v}");
+    assert_eq!(v["dp"], "distributed");
+    let eps = v["epsilon"].as_f64().unwrap();
+    assert!(eps <= 4.0 && eps > 3.99, "{eps}");
+    assert!(v["secure_aggregation"].is_object());
+    let history = v["history"].as_array().unwrap();
+    assert_eq!(history.len(), 3);
+    assert!(history
+        .iter()
+        .all(|r| r["epsilon"].as_f64().unwrap() <= 4.0));
+    // Adaptive clipping and too few bits are refused up front.
+    sb.fails_with(
+        &[
+            "demo",
+            "--dp",
+            "distributed",
+            "--target-epsilon",
+            "4",
+            "--clip",
+            "adaptive",
+            "--rounds",
+            "2",
+        ],
+        "E020",
+    );
+    sb.fails_with(
+        &[
+            "demo",
+            "--dp",
+            "distributed",
+            "--target-epsilon",
+            "0.01",
+            "--bits",
+            "8",
+            "--rounds",
+            "2",
+        ],
+        "E061",
+    );
+}

@@ -79,9 +79,20 @@ impl Agent {
         values.push(weight);
         let (cfg, encoding) = secure.build(at, values.len()).map_err(|e| e.to_string())?;
         let mut rng = os_rng()?;
-        let lanes = encoding
-            .encode(&values, &mut rng, None)
-            .map_err(|e| e.to_string())?;
+        let lanes = match secure.local_noise_variance {
+            // Distributed DP: this agent's Skellam share, exact integers from the OS CSPRNG.
+            Some(variance) => {
+                let mut noise_rng = tg_privacy::NoiseRng::from_os().map_err(|e| e.to_string())?;
+                let mut share = || {
+                    noise_rng
+                        .skellam(variance)
+                        .map_err(|e| tg_secagg::SecAggError::Params(e.to_string()))
+                };
+                encoding.encode(&values, &mut rng, Some(&mut share))
+            }
+            None => encoding.encode(&values, &mut rng, None),
+        }
+        .map_err(|e| e.to_string())?;
         let (client, msg) =
             Client::new(cfg, me, identity, lanes, &mut rng).map_err(|e| e.to_string())?;
         self.session = Some(Session { at, client, rng });

@@ -17,7 +17,6 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use tg_model::{Evaluation, ModelError};
-use tg_privacy::GaussianSteps;
 use tg_proto::ToAgent;
 use tg_store::{NewJob, Store, StoreError};
 use tg_strategy::{Strategy, StrategyError};
@@ -126,6 +125,8 @@ pub struct SecureSettings {
     pub threads: usize,
     /// Examples per unit of FedAvg weight (see `tg_proto::SecureRound`).
     pub weight_scale: Option<f64>,
+    /// Distributed DP: the agents' noise, and the fixed denominator qN.
+    pub noise: Option<tg_types::privacy::DistributedDpSpec>,
 }
 
 /// The result of a job run.
@@ -194,13 +195,13 @@ impl<'s, T: Transport> Coordinator<'s, T> {
         let mut global = initial;
         let mut last_eval = None;
         let mut history = Vec::with_capacity(self.config.rounds as usize);
-        let mut spent: Vec<GaussianSteps> = Vec::new();
+        let mut charged: u64 = 0;
         let mut epsilon = self.config.privacy.map(|_| 0.0);
         let mut budget_exhausted = None;
         for round in 1..=self.config.rounds {
             let epsilon_after = match self.config.privacy {
                 None => None,
-                Some(budget) => match self.charge(round, budget, &mut spent)? {
+                Some(budget) => match self.charge(round, budget, &mut charged)? {
                     Charge::Paid(e) => Some(e),
                     Charge::WouldExceed(reason) => {
                         budget_exhausted = Some(reason);
@@ -248,18 +249,14 @@ impl<'s, T: Transport> Coordinator<'s, T> {
 
     /// Pays for `round` in the ledger — durably, before the round starts — or
     /// refuses because ε after it would exceed the target.
-    fn charge(
-        &mut self,
-        round: u32,
-        spec: PrivacySpec,
-        spent: &mut Vec<GaussianSteps>,
-    ) -> Result<Charge> {
-        let step = spec.per_round();
-        let before = tg_privacy::accountant::epsilon(spec.accountant, spent, spec.delta).epsilon;
-        spent.push(step);
-        let after = tg_privacy::accountant::epsilon(spec.accountant, spent, spec.delta).epsilon;
+    fn charge(&mut self, round: u32, spec: PrivacySpec, charged: &mut u64) -> Result<Charge> {
+        // Every round of a job spends the same, so ε after k rounds is one
+        // accountant call on k identical steps (for RDP/PLD this equals
+        // composing the ledger's rows one by one).
+        let step = spec.per_round()?;
+        let before = spec.epsilon_after(*charged)?;
+        let after = spec.epsilon_after(*charged + 1)?;
         if after > spec.target_epsilon.get() {
-            spent.pop();
             return Ok(Charge::WouldExceed(format!(
                 "privacy budget exhausted: round {round} would raise ε from {before:.4} to {after:.4}, \
                  above the target ε = {} at δ = {} ({} accountant); stopped after round {}",
@@ -280,6 +277,7 @@ impl<'s, T: Transport> Coordinator<'s, T> {
                 accountant: spec.accountant,
             },
         )?;
+        *charged += 1;
         Ok(Charge::Paid(after))
     }
 }

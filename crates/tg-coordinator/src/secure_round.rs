@@ -69,6 +69,9 @@ impl<T: Transport> Coordinator<'_, T> {
             rotation_seed,
             weight_scale: settings.weight_scale,
             keep_fraction: settings.spec.keep_fraction,
+            local_noise_variance: settings.noise.map(|d| d.local_variance),
+            max_clients: settings.noise.map(|d| d.max_clients),
+            min_survivors: settings.noise.map(|d| d.min_survivors),
         };
         let coordinates = secure.coordinates(global.num_values());
         let dim = secure.dim_for(global.num_values());
@@ -220,8 +223,13 @@ impl<T: Transport> Coordinator<'_, T> {
                 return self.finish(record, started, None).await;
             }
         };
-        // Σ w·update and Σ w: the weighted mean.
-        let total_weight = decoded.last().copied().unwrap_or(0.0);
+        // Σ w·update and Σ w: the weighted mean. Under distributed DP the
+        // denominator is the fixed expected count qN (so one client's
+        // influence is bounded whatever the sample), not the noisy Σ w.
+        let total_weight = match settings.noise {
+            Some(d) => (d.client_sampling_rate.get() * f64::from(d.population)) as f32,
+            None => decoded.last().copied().unwrap_or(0.0),
+        };
         if !(total_weight > 0.0) {
             record.reason = Some(format!(
                 "the aggregate weight {total_weight} is not positive; nothing to average"

@@ -186,6 +186,21 @@ impl Prepared {
     ) -> Result<RunOutcome> {
         let spec = &self.spec;
         let strategy = match spec.privacy.map(|p| p.mode) {
+            Some(DpMode::Distributed(d)) => {
+                // Poisson sampling from the CSPRNG at rate q, no server-side noise:
+                // a CentralDp wrapper would add it; here the clients do.
+                let noise = NoiseRng::from_os().map_err(|e| InprocError::Config(e.to_string()))?;
+                let inner = tg_strategy::build(
+                    &spec.strategy,
+                    Sampler::new(1.0, 1)?,
+                    spec.clients as usize,
+                )?;
+                Box::new(tg_strategy::PoissonSampled::new(
+                    inner,
+                    d.client_sampling_rate,
+                    noise,
+                ))
+            }
             Some(DpMode::Central(central)) => {
                 let noise = NoiseRng::from_os().map_err(|e| InprocError::Config(e.to_string()))?;
                 tg_strategy::build_central_dp(&spec.strategy, central, noise)?
@@ -263,8 +278,12 @@ impl Prepared {
                 spec: s,
                 identities,
                 threads: cores,
-                // FedAvg weights by examples unless DP-SGD keeps the counts private.
-                weight_scale: spec.train.dp_sgd.is_none().then(|| {
+                noise: match spec.privacy.map(|p| p.mode) {
+                    Some(DpMode::Distributed(d)) => Some(d),
+                    _ => None,
+                },
+                // FedAvg weights by examples unless DP keeps the counts private.
+                weight_scale: (spec.train.dp_sgd.is_none() && spec.privacy.is_none()).then(|| {
                     let total: usize = self.parts.iter().map(Vec::len).sum();
                     (total as f64 / self.parts.len().max(1) as f64).max(1.0)
                 }),
@@ -301,13 +320,25 @@ fn check_spec(spec: &JobSpec) -> Result<()> {
     if spec.rounds == 0 {
         return bad("rounds must be at least 1".into());
     }
-    if let Some(DpMode::Central(c)) = spec.privacy.map(|p| p.mode)
-        && c.population != spec.clients
+    let population = match spec.privacy.map(|p| p.mode) {
+        Some(DpMode::Central(c)) => Some(c.population),
+        Some(DpMode::Distributed(d)) => Some(d.population),
+        _ => None,
+    };
+    if matches!(spec.privacy.map(|p| p.mode), Some(DpMode::Distributed(_)))
+        && spec.secure_aggregation.is_none()
+    {
+        return bad(
+            "distributed DP needs secure aggregation: the noise is in the masked sum".into(),
+        );
+    }
+    if let Some(population) = population
+        && population != spec.clients
     {
         return bad(format!(
-            "central DP samples from a population of {} but the federation has {} clients; \
+            "DP samples from a population of {} but the federation has {} clients; \
              in-process, the population is the clients",
-            c.population, spec.clients
+            population, spec.clients
         ));
     }
     if spec.secure_aggregation.is_some() {

@@ -23,6 +23,10 @@ pub enum AccountantKind {
     Rdp,
     /// Privacy loss distributions (dp-accounting's `PLDAccountant`); tighter.
     Pld,
+    /// Skellam RDP ([`crate::skellam`]): integer noise under secure
+    /// aggregation. It needs the release's sensitivities and scale, so
+    /// [`epsilon`] (Gaussian steps) answers ∞ for it — never an under-count.
+    Skellam,
 }
 
 impl AccountantKind {
@@ -31,6 +35,7 @@ impl AccountantKind {
         match self {
             Self::Rdp => "rdp",
             Self::Pld => "pld",
+            Self::Skellam => "skellam",
         }
     }
 }
@@ -47,6 +52,7 @@ impl FromStr for AccountantKind {
         match s {
             "rdp" => Ok(Self::Rdp),
             "pld" => Ok(Self::Pld),
+            "skellam" => Ok(Self::Skellam),
             other => Err(format!(
                 "unknown accountant `{other}` (expected rdp or pld)"
             )),
@@ -95,6 +101,10 @@ pub fn epsilon(kind: AccountantKind, history: &[GaussianSteps], delta: Delta) ->
                 optimal_order: Some(order),
             }
         }
+        AccountantKind::Skellam => EpsilonReport {
+            epsilon: f64::INFINITY,
+            optimal_order: None,
+        },
         AccountantKind::Pld => {
             let parts: Vec<_> = merge_runs(history)
                 .into_iter()
@@ -168,7 +178,11 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for kind in [AccountantKind::Rdp, AccountantKind::Pld] {
+        for kind in [
+            AccountantKind::Rdp,
+            AccountantKind::Pld,
+            AccountantKind::Skellam,
+        ] {
             assert_eq!(kind.as_str().parse::<AccountantKind>().unwrap(), kind);
         }
         assert!("moments".parse::<AccountantKind>().is_err());

@@ -94,6 +94,14 @@ pub struct SecureRound {
     /// agent sends this round (the same coordinates for all, drawn from
     /// `rotation_seed`); None sends them all.
     pub keep_fraction: Option<f64>,
+    /// Distributed DP: every agent adds Skellam noise of this variance (in
+    /// integer units) to each lane; None adds none.
+    pub local_noise_variance: Option<f64>,
+    /// The encoding is sized for this many clients (≥ the participants), so
+    /// its scale — and the DP accounting — do not change with the sample.
+    pub max_clients: Option<u32>,
+    /// Honest agents refuse to unmask with fewer survivors than this.
+    pub min_survivors: Option<u32>,
 }
 
 impl SecureRound {
@@ -140,12 +148,21 @@ impl SecureRound {
         ),
         tg_secagg::SecAggError,
     > {
+        let max_clients = self
+            .max_clients
+            .map_or(self.participants.len(), |m| m as usize);
+        if max_clients < self.participants.len() {
+            return Err(tg_secagg::SecAggError::Params(format!(
+                "{} participants, but the encoding is sized for {max_clients}",
+                self.participants.len()
+            )));
+        }
         let encoding = tg_secagg::encode::Encoding::new(
             dim,
             self.bits,
             self.clip,
-            self.participants.len(),
-            0.0,
+            max_clients,
+            self.local_noise_variance.unwrap_or(0.0).sqrt(),
             self.rotation_seed,
         )?;
         let identities = self
@@ -170,7 +187,8 @@ impl SecureRound {
             self.bits,
             self.corrupt,
             self.dropout,
-        )?;
+        )?
+        .with_min_survivors(self.min_survivors.map_or(0, |m| m as usize));
         Ok((cfg, encoding))
     }
 

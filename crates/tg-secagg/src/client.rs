@@ -279,11 +279,11 @@ impl Client {
                 self.me
             )));
         }
-        if survivors.len() < self.cfg.graph.threshold {
+        if survivors.len() < self.cfg.min_survivors {
             return Err(SecAggError::Protocol(format!(
-                "{} survivors, below the threshold {}",
+                "{} survivors, below the {} this round needs (threshold, or the DP noise's minimum)",
                 survivors.len(),
-                self.cfg.graph.threshold
+                self.cfg.min_survivors
             )));
         }
         self.survivors = survivors.to_vec();

@@ -22,6 +22,9 @@ pub struct RoundConfig {
     pub bits: u32,
     /// Ed25519 identity of each participant, by round index.
     pub identities: Vec<VerifyingKey>,
+    /// Fewest survivors for which honest clients unmask (at least the
+    /// threshold; more when distributed DP noise must come from that many).
+    pub min_survivors: usize,
 }
 
 impl RoundConfig {
@@ -52,7 +55,15 @@ impl RoundConfig {
             dim,
             bits,
             identities,
+            min_survivors: graph.threshold,
         }))
+    }
+
+    /// The same round, refusing to unmask with fewer than `min` survivors.
+    pub fn with_min_survivors(self: Arc<Self>, min: usize) -> Arc<Self> {
+        let mut cfg = (*self).clone();
+        cfg.min_survivors = min.max(cfg.graph.threshold);
+        Arc::new(cfg)
     }
 
     /// Number of participants.

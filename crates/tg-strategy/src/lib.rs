@@ -12,6 +12,7 @@ mod aggregate;
 mod central_dp;
 mod fedadam;
 mod fedavg;
+mod poisson;
 mod sampling;
 mod scaffold;
 
@@ -19,6 +20,7 @@ pub use aggregate::{mean_update, weighted_mean_update};
 pub use central_dp::{CentralDp, ClipReport};
 pub use fedadam::FedAdam;
 pub use fedavg::FedAvg;
+pub use poisson::PoissonSampled;
 pub use sampling::Sampler;
 pub use scaffold::Scaffold;
 

@@ -34,6 +34,49 @@ pub enum DpMode {
     Central(CentralDpSpec),
     /// Sample-level DP-SGD inside every agent's local training.
     LocalSgd(DpSgdSpec),
+    /// User-level DP under secure aggregation: every client adds a Skellam
+    /// noise share to its encoded update, so the coordinator never holds a
+    /// noiseless sum (Agarwal, Kairouz & Liu 2021).
+    Distributed(DistributedDpSpec),
+}
+
+/// Distributed DP with Skellam noise inside secure aggregation.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DistributedDpSpec {
+    /// L2 clip of each client's encoded vector (update and weight lane).
+    pub clip: ClipNorm,
+    /// Probability that each client takes part in a round (Poisson sampling).
+    pub client_sampling_rate: SamplingRate,
+    /// Number of clients sampling is over.
+    pub population: u32,
+    /// Fewest survivors whose noise shares the sum must contain; honest
+    /// clients refuse to unmask below it, so the accounted noise is there.
+    pub min_survivors: u32,
+    /// Variance of each client's Skellam share, in integer units.
+    pub local_variance: f64,
+    /// Integer units per unit of the (rotated) update: the encoding's scale.
+    pub scale: f64,
+    /// Encoded length (a power of two).
+    pub dimension: u64,
+    /// Upper bound on clients per round the encoding is sized for.
+    pub max_clients: u32,
+}
+
+impl DistributedDpSpec {
+    /// The Skellam release of one round: central variance
+    /// `min_survivors · local_variance / scale²` in the unscaled domain,
+    /// sensitivities grown by the worst case of stochastic rounding.
+    pub fn skellam(&self) -> Result<tg_privacy::SkellamParams, tg_privacy::PrivacyError> {
+        let mu = f64::from(self.min_survivors) * self.local_variance / (self.scale * self.scale);
+        tg_privacy::SkellamParams::for_dimension(self.clip.get(), self.dimension, mu, self.scale)?
+            .with_rounding(self.dimension, 0.0)
+    }
+
+    /// A Gaussian noise multiplier of the same central variance, for the ledger's records.
+    pub fn equivalent_noise_multiplier(&self) -> f64 {
+        (f64::from(self.min_survivors) * self.local_variance).sqrt()
+            / (self.scale * self.clip.get())
+    }
 }
 
 /// User-level DP-FedAvg (McMahan et al. 2018; Andrew et al. 2021).
@@ -91,11 +134,39 @@ pub struct DpSgdSpec {
 }
 
 impl PrivacySpec {
+    /// ε after `rounds` identical rounds, by the job's accountant.
+    pub fn epsilon_after(&self, rounds: u64) -> Result<f64, tg_privacy::PrivacyError> {
+        if rounds == 0 {
+            return Ok(0.0);
+        }
+        Ok(match self.mode {
+            DpMode::Distributed(d) => {
+                tg_privacy::skellam_epsilon(
+                    &d.skellam()?,
+                    d.client_sampling_rate,
+                    rounds,
+                    self.delta,
+                )
+                .0
+            }
+            _ => {
+                let step = self.per_round()?;
+                let all = GaussianSteps {
+                    steps: step.steps * rounds,
+                    ..step
+                };
+                tg_privacy::accountant::epsilon(self.accountant, &[all], self.delta).epsilon
+            }
+        })
+    }
+
     /// What one round spends: for central DP, one release of the noised sum
     /// for the population; for local DP-SGD, each agent's steps — the same
-    /// (q, σ, steps) on every agent, so the job's ε is every agent's.
-    pub fn per_round(&self) -> GaussianSteps {
-        match self.mode {
+    /// (q, σ, steps) on every agent, so the job's ε is every agent's; for
+    /// distributed DP, one Skellam release recorded by its Gaussian-equivalent
+    /// multiplier (the ledger's ε comes from the Skellam accountant).
+    pub fn per_round(&self) -> Result<GaussianSteps, tg_privacy::PrivacyError> {
+        Ok(match self.mode {
             DpMode::Central(c) => GaussianSteps {
                 sampling_rate: c.client_sampling_rate,
                 noise_multiplier: c.noise_multiplier,
@@ -106,7 +177,12 @@ impl PrivacySpec {
                 noise_multiplier: s.noise_multiplier,
                 steps: u64::from(s.steps_per_round),
             },
-        }
+            DpMode::Distributed(d) => GaussianSteps {
+                sampling_rate: d.client_sampling_rate,
+                noise_multiplier: NoiseMultiplier::new(d.equivalent_noise_multiplier())?,
+                steps: 1,
+            },
+        })
     }
 
     /// `central` or `local-sgd`.
@@ -114,6 +190,7 @@ impl PrivacySpec {
         match self.mode {
             DpMode::Central(_) => "central",
             DpMode::LocalSgd(_) => "local-sgd",
+            DpMode::Distributed(_) => "distributed",
         }
     }
 }

@@ -1,0 +1,172 @@
+//! `demo --dp distributed`: Skellam noise shares under secure aggregation,
+//! calibrated to the budget.
+//!
+//! The noise each client adds is chosen so that the sum over the *fewest*
+//! survivors a round may have (`min_survivors`; honest clients refuse to
+//! unmask below it) meets the target ε after every planned round, by the
+//! Skellam accountant. The encoding's scale depends on the noise (room must
+//! be left for it in B bits), so calibration evaluates the whole chain —
+//! noise → scale → central variance → ε — and bisects on the noise.
+
+use tg_inproc::Prepared;
+use tg_privacy::{AccountantKind, ClipNorm, Delta, Epsilon, SamplingRate};
+use tg_types::privacy::{DistributedDpSpec, DpMode, PrivacySpec};
+
+use crate::cli::DemoArgs;
+use crate::errors::{from_privacy, invalid, CliError, Code};
+
+/// Default L2 clip of each client's vector under distributed DP.
+const DEFAULT_CLIP: f64 = 1.0;
+/// Default fraction of the expected sample that must survive.
+const DEFAULT_SURVIVING_FRACTION: f64 = 0.8;
+
+/// The privacy spec of a distributed-DP demo.
+pub fn spec(
+    a: &DemoArgs,
+    prepared: &Prepared,
+    target: Epsilon,
+    delta: Delta,
+) -> Result<PrivacySpec, CliError> {
+    let job = prepared.spec();
+    let clip = match a.dp.clip.as_deref() {
+        None => DEFAULT_CLIP,
+        Some("adaptive") => {
+            return Err(invalid(
+                "--clip adaptive with --dp distributed",
+                "adaptive clipping needs a noised count the clients do not release here",
+                "give a fixed clip, e.g. --clip 1.0",
+            ))
+        }
+        Some(c) => c.parse::<f64>().map_err(|_| {
+            invalid(
+                format!("--clip {c}"),
+                "it is not a number",
+                "use e.g. --clip 1.0",
+            )
+        })?,
+    };
+    let clip = ClipNorm::new(clip).map_err(|_| {
+        invalid(
+            format!("--clip {clip}"),
+            "a clipping norm must be positive and finite",
+            "use e.g. --clip 1.0",
+        )
+    })?;
+    let q = SamplingRate::new(job.fraction).map_err(from_privacy)?;
+    let n = f64::from(job.clients);
+    let expected = q.get() * n;
+    // Sized for the sample with overwhelming probability (6 sd of the binomial).
+    let max_clients =
+        ((expected + 6.0 * (expected * (1.0 - q.get())).sqrt()).ceil() as u32 + 1).min(job.clients);
+    let min_survivors = a
+        .min_clients
+        .unwrap_or(((DEFAULT_SURVIVING_FRACTION * expected).floor() as u32).max(1));
+    if min_survivors > max_clients {
+        return Err(invalid(
+            format!("--min-clients {min_survivors} with --dp distributed"),
+            format!("at most {max_clients} clients are expected in a round"),
+            "lower --min-clients, or raise --fraction or --population",
+        ));
+    }
+    let params = prepared.num_parameters();
+    let sent = a.secure.sparsity.map_or(params, |f| {
+        ((f * params as f64).ceil() as usize).clamp(1, params)
+    });
+    let dim = sent + 1; // the weight lane
+    let bits = a.secure.bits;
+    let rounds = u64::from(job.rounds);
+
+    let build = |std: f64| -> Option<PrivacySpec> {
+        let enc = tg_secagg::encode::Encoding::new(
+            dim,
+            bits,
+            clip.get(),
+            max_clients as usize,
+            std,
+            [0; 32],
+        )
+        .ok()?;
+        Some(PrivacySpec {
+            mode: DpMode::Distributed(DistributedDpSpec {
+                clip,
+                client_sampling_rate: q,
+                population: job.clients,
+                min_survivors,
+                local_variance: std * std,
+                scale: enc.scale,
+                dimension: enc.padded as u64,
+                max_clients,
+            }),
+            target_epsilon: target,
+            delta,
+            accountant: AccountantKind::Skellam,
+        })
+    };
+    let epsilon = |std: f64| -> Result<Option<f64>, CliError> {
+        match build(std) {
+            Some(p) => p.epsilon_after(rounds).map(Some).map_err(from_privacy),
+            None => Ok(None),
+        }
+    };
+    // The largest noise the bits can carry: double until the encoding refuses.
+    let mut top = 1.0;
+    while build(top * 2.0).is_some() && top < 1e12 {
+        top *= 2.0;
+    }
+    // …then pin the boundary between `top` (fits) and 2·top (does not).
+    let mut over = top * 2.0;
+    for _ in 0..60 {
+        let mid = 0.5 * (top + over);
+        if build(mid).is_some() {
+            top = mid;
+        } else {
+            over = mid;
+        }
+    }
+    // ε is not monotone in the noise: more noise leaves less room, a smaller
+    // scale, and a rounding error (√D/s) that eventually dominates the
+    // sensitivity. Find the least-ε noise (golden section on log σ; the
+    // curve is unimodal), then bisect on its decreasing side.
+    let eps_or_inf =
+        |std: f64| -> Result<f64, CliError> { Ok(epsilon(std)?.unwrap_or(f64::INFINITY)) };
+    let (mut a_lo, mut a_hi) = (1e-3f64.ln(), top.ln());
+    let g = 0.5 * (5f64.sqrt() - 1.0);
+    for _ in 0..80 {
+        let c = a_hi - g * (a_hi - a_lo);
+        let d = a_lo + g * (a_hi - a_lo);
+        if eps_or_inf(c.exp())? < eps_or_inf(d.exp())? {
+            a_hi = d;
+        } else {
+            a_lo = c;
+        }
+    }
+    let mut hi = (0.5 * (a_lo + a_hi)).exp();
+    let best = eps_or_inf(hi)?;
+    if best > target.get() {
+        return Err(CliError::new(
+            Code::PrivacyUnreachable,
+            format!("distributed DP cannot reach ε = {} in {bits}-bit lanes", target.get()),
+            format!("the most noise {bits} bits can hold for {max_clients} clients still spends ε = {best:.4}"),
+            "use more --bits, a larger --population or --fraction, fewer --rounds, or a larger target ε",
+        ));
+    }
+    let mut lo = 1e-6;
+    for _ in 0..100 {
+        let mid = (lo * hi).sqrt();
+        match epsilon(mid)? {
+            Some(e) if e <= target.get() => hi = mid,
+            _ => lo = mid,
+        }
+        if hi / lo < 1.0 + 1e-9 {
+            break;
+        }
+    }
+    build(hi).ok_or_else(|| {
+        CliError::new(
+            Code::Internal,
+            "distributed DP calibration lost its bracket",
+            "the encoding refused a noise level it accepted before",
+            "report this with the command line",
+        )
+    })
+}

@@ -1,0 +1,68 @@
+//! Poisson client sampling from a CSPRNG, around any strategy.
+//!
+//! Design decision: DP accounting by subsampling assumes each client joins a
+//! round independently with probability q and that nobody can predict who —
+//! so the draw comes from the OS-seeded [`NoiseRng`], not the job's seeded
+//! RNG. Used by distributed DP, where the noise is added by the clients and
+//! the server strategy aggregates as usual.
+
+use rand::RngCore;
+use tg_privacy::{NoiseRng, SamplingRate};
+use tg_types::{AgentId, Parameters};
+
+use crate::{ClientUpdate, Result, Strategy, StrategyError, TrainPlan};
+
+/// Samples each available client with probability q, then defers to `inner`.
+pub struct PoissonSampled {
+    inner: Box<dyn Strategy>,
+    rate: SamplingRate,
+    rng: NoiseRng,
+}
+
+impl PoissonSampled {
+    /// Wraps `inner`, which should select everyone it is offered.
+    pub fn new(inner: Box<dyn Strategy>, rate: SamplingRate, rng: NoiseRng) -> Self {
+        Self { inner, rate, rng }
+    }
+}
+
+impl Strategy for PoissonSampled {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn configure_train(
+        &mut self,
+        round: u32,
+        global: &Parameters,
+        available: &[AgentId],
+        rng: &mut dyn RngCore,
+    ) -> Result<TrainPlan> {
+        let q = self.rate.get();
+        let selected: Vec<AgentId> = available
+            .iter()
+            .filter(|_| self.rng.bernoulli_rate(q))
+            .cloned()
+            .collect();
+        if selected.is_empty() {
+            return Err(StrategyError::BelowQuorum {
+                available: 0,
+                required: 1,
+            });
+        }
+        let plan = self.inner.configure_train(round, global, &selected, rng)?;
+        Ok(TrainPlan {
+            selected,
+            objective: plan.objective,
+        })
+    }
+
+    fn aggregate_train(
+        &mut self,
+        round: u32,
+        global: &Parameters,
+        results: &[ClientUpdate],
+    ) -> Result<Parameters> {
+        self.inner.aggregate_train(round, global, results)
+    }
+}
