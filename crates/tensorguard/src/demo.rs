@@ -365,11 +365,11 @@ fn privacy_line(p: &PrivacySpec, clients: u32, calibrated: bool) -> String {
         ),
         DpMode::Distributed(d) => format!(
             "distributed DP under secure aggregation: Poisson sampling q = {} of {clients} clients, clip {}, \
-             Skellam noise variance {:.1} per client per lane (integer units, scale {:.1}), \
-             enough for ≥ {} survivors; honest clients refuse to unmask below that ({how})",
+             Skellam noise of variance {:.1} in every unmasked sum (integer units, scale {:.1}), \
+             shared by each round's required survivors (≥ {}); honest clients refuse to unmask with fewer ({how})",
             d.client_sampling_rate.get(),
             d.clip.get(),
-            d.local_variance,
+            d.central_variance,
             d.scale,
             d.min_survivors
         ),

@@ -1,10 +1,11 @@
 //! `demo --dp distributed`: Skellam noise shares under secure aggregation,
 //! calibrated to the budget.
 //!
-//! The noise each client adds is chosen so that the sum over the *fewest*
-//! survivors a round may have (`min_survivors`; honest clients refuse to
-//! unmask below it) meets the target ε after every planned round, by the
-//! Skellam accountant. The encoding's scale depends on the noise (room must
+//! The central noise of every unmasked sum is chosen so that it meets the
+//! target ε after every planned round, by the Skellam accountant. Each round
+//! splits it over the survivors that round requires (its sample less the
+//! assumed dropout, never below a floor), and honest clients refuse to unmask
+//! with fewer, so every released sum carries the accounted noise. The encoding's scale depends on the noise (room must
 //! be left for it in B bits), so calibration evaluates the whole chain —
 //! noise → scale → central variance → ε — and bisects on the noise.
 
@@ -92,7 +93,8 @@ pub fn spec(
                 client_sampling_rate: q,
                 population: job.clients,
                 min_survivors,
-                local_variance: std * std,
+                // The encoding was sized for `std` per client at the floor.
+                central_variance: std * std * f64::from(min_survivors),
                 scale: enc.scale,
                 dimension: enc.padded as u64,
                 max_clients,

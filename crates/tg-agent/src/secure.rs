@@ -76,7 +76,13 @@ impl Agent {
             .into_iter()
             .map(|i| all[i] * weight)
             .collect();
-        values.push(weight);
+        // Under distributed DP the coordinator divides by the fixed qN, so the
+        // weight lane would only spend clipping budget: send 0 there.
+        values.push(if secure.local_noise_variance.is_some() {
+            0.0
+        } else {
+            weight
+        });
         let (cfg, encoding) = secure.build(at, values.len()).map_err(|e| e.to_string())?;
         let mut rng = os_rng()?;
         let lanes = match secure.local_noise_variance {

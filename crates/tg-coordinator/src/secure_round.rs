@@ -56,6 +56,26 @@ impl<T: Transport> Coordinator<'_, T> {
         record.selected = plan.selected.len() as u32;
         let mut rotation_seed = [0u8; 32];
         self.rng.fill_bytes(&mut rotation_seed);
+        // Distributed DP: split the central noise over this round's survivor minimum.
+        let n_sampled = plan
+            .selected
+            .iter()
+            .filter(|a| settings.identities.contains_key(a))
+            .count() as u32;
+        let round_noise = match settings.noise {
+            None => None,
+            Some(d) => match d.round_noise(n_sampled, settings.spec.dropout) {
+                Some(x) => Some(x),
+                None => {
+                    record.reason = Some(format!(
+                        "not started: {n_sampled} clients sampled, too few to carry the DP noise of \
+                         {} survivors",
+                        d.min_survivors
+                    ));
+                    return self.finish(record, started, None).await;
+                }
+            },
+        };
         let secure = SecureRound {
             participants: plan
                 .selected
@@ -69,9 +89,9 @@ impl<T: Transport> Coordinator<'_, T> {
             rotation_seed,
             weight_scale: settings.weight_scale,
             keep_fraction: settings.spec.keep_fraction,
-            local_noise_variance: settings.noise.map(|d| d.local_variance),
+            local_noise_variance: round_noise.map(|(_, v)| v),
             max_clients: settings.noise.map(|d| d.max_clients),
-            min_survivors: settings.noise.map(|d| d.min_survivors),
+            min_survivors: round_noise.map(|(m, _)| m),
         };
         let coordinates = secure.coordinates(global.num_values());
         let dim = secure.dim_for(global.num_values());

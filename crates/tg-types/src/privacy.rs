@@ -49,11 +49,13 @@ pub struct DistributedDpSpec {
     pub client_sampling_rate: SamplingRate,
     /// Number of clients sampling is over.
     pub population: u32,
-    /// Fewest survivors whose noise shares the sum must contain; honest
-    /// clients refuse to unmask below it, so the accounted noise is there.
+    /// The fewest survivors any round may unmask with; the encoding leaves
+    /// room for the per-client noise this floor implies.
     pub min_survivors: u32,
-    /// Variance of each client's Skellam share, in integer units.
-    pub local_variance: f64,
+    /// Variance of the Skellam noise in every unmasked sum, in integer units.
+    /// Each round splits it over that round's survivor minimum (see
+    /// [`DistributedDpSpec::round_noise`]).
+    pub central_variance: f64,
     /// Integer units per unit of the (rotated) update: the encoding's scale.
     pub scale: f64,
     /// Encoded length (a power of two).
@@ -63,19 +65,29 @@ pub struct DistributedDpSpec {
 }
 
 impl DistributedDpSpec {
+    /// For a round with `participants` sampled clients of whom a fraction
+    /// up to `dropout` may vanish: (survivors required, per-client variance)
+    /// so that any allowed survivor set carries the full central variance;
+    /// None if the sample is too small to reach the floor.
+    pub fn round_noise(&self, participants: u32, dropout: f64) -> Option<(u32, f64)> {
+        let needed = ((f64::from(participants) * (1.0 - dropout)).ceil() as u32)
+            .max(self.min_survivors)
+            .max(1);
+        (needed <= participants).then(|| (needed, self.central_variance / f64::from(needed)))
+    }
+
     /// The Skellam release of one round: central variance
-    /// `min_survivors · local_variance / scale²` in the unscaled domain,
-    /// sensitivities grown by the worst case of stochastic rounding.
+    /// `central_variance / scale²` in the unscaled domain, sensitivities
+    /// grown by the worst case of stochastic rounding.
     pub fn skellam(&self) -> Result<tg_privacy::SkellamParams, tg_privacy::PrivacyError> {
-        let mu = f64::from(self.min_survivors) * self.local_variance / (self.scale * self.scale);
+        let mu = self.central_variance / (self.scale * self.scale);
         tg_privacy::SkellamParams::for_dimension(self.clip.get(), self.dimension, mu, self.scale)?
             .with_rounding(self.dimension, 0.0)
     }
 
     /// A Gaussian noise multiplier of the same central variance, for the ledger's records.
     pub fn equivalent_noise_multiplier(&self) -> f64 {
-        (f64::from(self.min_survivors) * self.local_variance).sqrt()
-            / (self.scale * self.clip.get())
+        self.central_variance.sqrt() / (self.scale * self.clip.get())
     }
 }
 
