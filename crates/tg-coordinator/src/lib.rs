@@ -127,6 +127,8 @@ pub struct SecureSettings {
     pub weight_scale: Option<f64>,
     /// Distributed DP: the agents' noise, and the fixed denominator qN.
     pub noise: Option<tg_types::privacy::DistributedDpSpec>,
+    /// Mask generator for the fleet.
+    pub prg: tg_secagg::crypto::Prg,
 }
 
 /// The result of a job run.

@@ -92,6 +92,7 @@ impl<T: Transport> Coordinator<'_, T> {
             local_noise_variance: round_noise.map(|(_, v)| v),
             max_clients: settings.noise.map(|d| d.max_clients),
             min_survivors: round_noise.map(|(m, _)| m),
+            prg: settings.prg,
         };
         let coordinates = secure.coordinates(global.num_values());
         let dim = secure.dim_for(global.num_values());

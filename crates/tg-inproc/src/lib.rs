@@ -278,6 +278,8 @@ impl Prepared {
                 spec: s,
                 identities,
                 threads: cores,
+                // In process every agent shares this CPU.
+                prg: tg_secagg::crypto::Prg::for_this_cpu(),
                 noise: match spec.privacy.map(|p| p.mode) {
                     Some(DpMode::Distributed(d)) => Some(d),
                     _ => None,

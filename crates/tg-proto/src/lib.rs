@@ -102,6 +102,8 @@ pub struct SecureRound {
     pub max_clients: Option<u32>,
     /// Honest agents refuse to unmask with fewer survivors than this.
     pub min_survivors: Option<u32>,
+    /// The mask generator (AES-128-CTR, or ChaCha20 for fleets without AES hardware).
+    pub prg: tg_secagg::crypto::Prg,
 }
 
 impl SecureRound {
@@ -188,7 +190,8 @@ impl SecureRound {
             self.corrupt,
             self.dropout,
         )?
-        .with_min_survivors(self.min_survivors.map_or(0, |m| m as usize));
+        .with_min_survivors(self.min_survivors.map_or(0, |m| m as usize))
+        .with_prg(self.prg);
         Ok((cfg, encoding))
     }
 

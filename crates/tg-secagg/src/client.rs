@@ -239,7 +239,7 @@ impl Client {
         // y = x + PRG(b) + Σ_{j>me} PRG(s_mj) − Σ_{j<me} PRG(s_mj)  (mod 2^B)
         let mut y = std::mem::take(&mut *self.input);
         let own = derive(&self.self_seed, &self.cfg.ctx, SELF_MASK, self.me)?;
-        apply_mask(&own, &mut y, Apply::Add)?;
+        apply_mask(&own, &mut y, Apply::Add, self.cfg.prg)?;
         for j in self.held.keys() {
             let seed = agree(
                 &self.mask_keys.secret_bytes(),
@@ -254,7 +254,7 @@ impl Client {
             } else {
                 Apply::Subtract
             };
-            apply_mask(&seed, &mut y, how)?;
+            apply_mask(&seed, &mut y, how, self.cfg.prg)?;
         }
         let mask = lane_mask(self.cfg.bits);
         y.iter_mut().for_each(|v| *v &= mask);

@@ -25,6 +25,8 @@ pub struct RoundConfig {
     /// Fewest survivors for which honest clients unmask (at least the
     /// threshold; more when distributed DP noise must come from that many).
     pub min_survivors: usize,
+    /// Mask generator every party uses.
+    pub prg: crate::crypto::Prg,
 }
 
 impl RoundConfig {
@@ -56,7 +58,15 @@ impl RoundConfig {
             bits,
             identities,
             min_survivors: graph.threshold,
+            prg: crate::crypto::Prg::default(),
         }))
+    }
+
+    /// The same round with another mask generator.
+    pub fn with_prg(self: Arc<Self>, prg: crate::crypto::Prg) -> Arc<Self> {
+        let mut cfg = (*self).clone();
+        cfg.prg = prg;
+        Arc::new(cfg)
     }
 
     /// The same round, refusing to unmask with fewer than `min` survivors.

@@ -316,7 +316,7 @@ impl Server {
             }
         }
         let mut sum = std::mem::take(&mut self.sum);
-        let total = expand_all(&jobs, self.cfg.dim, threads)?;
+        let total = expand_all(&jobs, self.cfg.dim, threads, self.cfg.prg)?;
         sum.iter_mut()
             .zip(&total)
             .for_each(|(s, m)| *s = s.wrapping_add(*m));
@@ -334,6 +334,7 @@ fn expand_all(
     jobs: &[([u8; 32], Apply)],
     dim: usize,
     threads: usize,
+    prg: crate::crypto::Prg,
 ) -> Result<Vec<u32>, SecAggError> {
     let threads = threads.clamp(1, jobs.len().max(1));
     let per = jobs.len().div_ceil(threads).max(1);
@@ -344,7 +345,7 @@ fn expand_all(
                 scope.spawn(move || {
                     let mut acc = vec![0u32; dim];
                     for (seed, how) in chunk {
-                        apply_mask(seed, &mut acc, *how)?;
+                        apply_mask(seed, &mut acc, *how, prg)?;
                     }
                     Ok(acc)
                 })

@@ -132,3 +132,14 @@ fn no_transcript_holds_both_share_sets_for_one_client() {
         "{seeds:?} ∩ {keys_revealed:?}"
     );
 }
+
+#[test]
+fn chacha20_masks_sum_exactly_too() {
+    let (cfg, keys, inputs) = setup(15, 50, 24, 11);
+    let cfg = cfg.with_prg(tg_secagg::crypto::Prg::ChaCha20);
+    let mut rng = ChaCha20Rng::seed_from_u64(12);
+    let mut drops = vec![None; 15];
+    drops[4] = Some(Stage::MaskedInput);
+    let (sum, _) = run_round(&cfg, &keys, inputs.clone(), &drops, &mut rng, 2).unwrap();
+    assert_eq!(sum.sum, plaintext_sum(&inputs, &sum.survivors, 24));
+}
