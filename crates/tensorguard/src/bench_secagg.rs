@@ -18,14 +18,7 @@ use crate::output::Output;
 
 fn os_rng() -> Result<ChaCha20Rng, CliError> {
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| {
-        CliError::new(
-            Code::Internal,
-            "the OS random number generator failed",
-            e.to_string(),
-            "check /dev/urandom",
-        )
-    })?;
+    crate::errors::os_random(&mut seed)?;
     Ok(ChaCha20Rng::from_seed(seed))
 }
 

@@ -275,14 +275,7 @@ pub fn run(
 
 fn new_job_id() -> Result<JobId, CliError> {
     let mut b = [0u8; 16];
-    getrandom::fill(&mut b).map_err(|e| {
-        CliError::new(
-            Code::Internal,
-            "the OS random number generator failed",
-            e.to_string(),
-            "check /dev/urandom",
-        )
-    })?;
+    crate::errors::os_random(&mut b)?;
     Ok(JobId::from_bytes(b))
 }
 

@@ -266,3 +266,15 @@ pub fn from_privacy(e: tg_privacy::PrivacyError) -> CliError {
         other => CliError::new(Code::Internal, other.to_string(), "privacy computation failed", "re-run with -vv and report the output"),
     }
 }
+
+/// Fills `buf` from the OS CSPRNG.
+pub fn os_random(buf: &mut [u8]) -> Result<(), CliError> {
+    getrandom::fill(buf).map_err(|e| {
+        CliError::new(
+            Code::Internal,
+            "the OS random number generator failed",
+            e.to_string(),
+            "check /dev/urandom",
+        )
+    })
+}

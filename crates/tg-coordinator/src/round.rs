@@ -64,16 +64,12 @@ impl<T: Transport> Coordinator<'_, T> {
 
         // Select.
         let available = self.transport.connected();
-        let plan = match self
-            .strategy
-            .configure_train(round, global, &available, &mut self.rng)
-        {
+        let plan = match self.select(round, global, &available)? {
             Ok(plan) => plan,
-            Err(e @ StrategyError::BelowQuorum { .. }) => {
-                record.reason = Some(format!("not started: {e}"));
+            Err(reason) => {
+                record.reason = Some(reason);
                 return self.finish(record, started, None).await;
             }
-            Err(e) => return Err(e.into()),
         };
         record.selected = plan.selected.len() as u32;
 
@@ -173,6 +169,23 @@ impl<T: Transport> Coordinator<'_, T> {
 
         self.aggregate_and_commit(record, started, round, global, &updates)
             .await
+    }
+
+    /// The strategy's plan for the round, or why the round cannot start.
+    pub(crate) fn select(
+        &mut self,
+        round: u32,
+        global: &Parameters,
+        available: &[AgentId],
+    ) -> Result<Result<tg_strategy::TrainPlan, String>> {
+        match self
+            .strategy
+            .configure_train(round, global, available, &mut self.rng)
+        {
+            Ok(plan) => Ok(Ok(plan)),
+            Err(e @ StrategyError::BelowQuorum { .. }) => Ok(Err(format!("not started: {e}"))),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Aggregates, applies the evaluation gate and records the round.

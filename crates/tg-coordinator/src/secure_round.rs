@@ -14,7 +14,7 @@ use rand::RngCore;
 use tg_proto::{RoundRef, SecAggToAgent, SecureRound, ToAgent, ToCoordinator, TrainRequest};
 use tg_secagg::Server;
 use tg_secagg::messages::Stage;
-use tg_strategy::{ClientUpdate, StrategyError};
+use tg_strategy::ClientUpdate;
 use tg_types::record::{ParticipantOutcome, ParticipantRecord, RoundRecord};
 use tg_types::{AgentId, Parameters};
 
@@ -42,16 +42,12 @@ impl<T: Transport> Coordinator<'_, T> {
             .into_iter()
             .filter(|a| settings.identities.contains_key(a))
             .collect();
-        let plan = match self
-            .strategy
-            .configure_train(round, global, &available, &mut self.rng)
-        {
+        let plan = match self.select(round, global, &available)? {
             Ok(plan) => plan,
-            Err(e @ StrategyError::BelowQuorum { .. }) => {
-                record.reason = Some(format!("not started: {e}"));
+            Err(reason) => {
+                record.reason = Some(reason);
                 return self.finish(record, started, None).await;
             }
-            Err(e) => return Err(e.into()),
         };
         record.selected = plan.selected.len() as u32;
         let mut rotation_seed = [0u8; 32];

@@ -130,25 +130,16 @@ impl Strategy for CentralDp {
         available: &[AgentId],
         rng: &mut dyn RngCore,
     ) -> Result<TrainPlan> {
-        // Poisson sampling: each client independently with probability q,
-        // drawn from the CSPRNG (the seeded job RNG is predictable).
-        let q = self.spec.client_sampling_rate.get();
-        let selected: Vec<AgentId> = available
-            .iter()
-            .filter(|_| self.noise.bernoulli_rate(q))
-            .cloned()
-            .collect();
-        if selected.is_empty() {
-            return Err(StrategyError::BelowQuorum {
-                available: 0,
-                required: 1,
-            });
-        }
-        let plan = self.inner.configure_train(round, global, &selected, rng)?;
-        Ok(TrainPlan {
-            selected,
-            objective: plan.objective,
-        })
+        // Poisson sampling from the CSPRNG (the seeded job RNG is predictable).
+        crate::poisson::poisson_plan(
+            self.inner.as_mut(),
+            round,
+            global,
+            available,
+            self.spec.client_sampling_rate.get(),
+            &mut self.noise,
+            rng,
+        )
     }
 
     fn aggregate_train(

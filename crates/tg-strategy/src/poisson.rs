@@ -12,6 +12,35 @@ use tg_types::{AgentId, Parameters};
 
 use crate::{ClientUpdate, Result, Strategy, StrategyError, TrainPlan};
 
+/// Each available client with probability `q` (drawn from `noise`), then
+/// `inner`'s local objective for them.
+pub(crate) fn poisson_plan(
+    inner: &mut dyn Strategy,
+    round: u32,
+    global: &Parameters,
+    available: &[AgentId],
+    q: f64,
+    noise: &mut NoiseRng,
+    rng: &mut dyn RngCore,
+) -> Result<TrainPlan> {
+    let selected: Vec<AgentId> = available
+        .iter()
+        .filter(|_| noise.bernoulli_rate(q))
+        .cloned()
+        .collect();
+    if selected.is_empty() {
+        return Err(StrategyError::BelowQuorum {
+            available: 0,
+            required: 1,
+        });
+    }
+    let plan = inner.configure_train(round, global, &selected, rng)?;
+    Ok(TrainPlan {
+        selected,
+        objective: plan.objective,
+    })
+}
+
 /// Samples each available client with probability q, then defers to `inner`.
 pub struct PoissonSampled {
     inner: Box<dyn Strategy>,
@@ -38,23 +67,15 @@ impl Strategy for PoissonSampled {
         available: &[AgentId],
         rng: &mut dyn RngCore,
     ) -> Result<TrainPlan> {
-        let q = self.rate.get();
-        let selected: Vec<AgentId> = available
-            .iter()
-            .filter(|_| self.rng.bernoulli_rate(q))
-            .cloned()
-            .collect();
-        if selected.is_empty() {
-            return Err(StrategyError::BelowQuorum {
-                available: 0,
-                required: 1,
-            });
-        }
-        let plan = self.inner.configure_train(round, global, &selected, rng)?;
-        Ok(TrainPlan {
-            selected,
-            objective: plan.objective,
-        })
+        poisson_plan(
+            self.inner.as_mut(),
+            round,
+            global,
+            available,
+            self.rate.get(),
+            &mut self.rng,
+            rng,
+        )
     }
 
     fn aggregate_train(
