@@ -80,7 +80,7 @@ pub fn run(
                 bits: a.bits,
                 clip,
                 corrupt: 0.05,
-                dropout: spec.dropout.max(0.1),
+                dropout: assumed_dropout(spec.dropout, spec.clients),
                 keep_fraction: a.sparsity,
             })
             .map_err(|e| from_inproc(e, data_dir))?;
@@ -381,4 +381,15 @@ fn privacy_line(p: &PrivacySpec, clients: u32, calibrated: bool) -> String {
         p.delta.get(),
         p.accountant
     )
+}
+
+/// The dropout fraction the mask graph is sized for. Fault injection drops
+/// a client at training with probability p and at each of the 4 later
+/// stages with p/10; the graph must survive the *realised* fraction, which
+/// for few clients strays far from its mean, so two binomial standard
+/// deviations are added (at least 10 %, at most 85 %).
+fn assumed_dropout(p: f64, clients: u32) -> f64 {
+    let total = 1.0 - (1.0 - p) * (1.0 - p / 10.0).powi(4);
+    let n = f64::from(clients.max(1));
+    (total + 2.0 * (total * (1.0 - total) / n).sqrt()).clamp(0.1, 0.85)
 }

@@ -32,6 +32,7 @@ use tg_model::{
 };
 use tg_privacy::NoiseRng;
 use tg_proto::ToAgent;
+use tg_secagg::messages::ServerBody;
 use tg_store::Store;
 use tg_strategy::{Sampler, StrategyError};
 use tg_types::privacy::{DpMode, PrivacySpec};
@@ -381,14 +382,30 @@ struct Dropout {
 }
 
 impl Dropout {
-    fn drops(&self, round: u32) -> bool {
+    /// Does the agent vanish on receiving this frame? At a training request
+    /// with probability p; in a secure round also at each later protocol
+    /// stage with probability p/10, so dropouts hit every stage.
+    fn drops(&self, msg: &ToAgent) -> Option<u32> {
         if self.p <= 0.0 {
-            return false;
+            return None;
         }
+        let (round, stage, p) = match msg {
+            ToAgent::Train(req) => (req.at.round, 0u64, self.p),
+            ToAgent::SecAgg(m) => {
+                let stage = match m.body {
+                    ServerBody::NeighbourKeys(_) => 1,
+                    ServerBody::SharesForYou(_) => 2,
+                    ServerBody::Survivors(_) => 3,
+                    _ => 4,
+                };
+                (m.at.round, stage, self.p / 10.0)
+            }
+            _ => return None,
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(
-            self.seed ^ (self.agent << 32) ^ u64::from(round) ^ 0xd409_0b70,
+            self.seed ^ (self.agent << 32) ^ u64::from(round) ^ (stage << 56) ^ 0xd409_0b70,
         );
-        rng.random_bool(self.p)
+        rng.random_bool(p).then_some(round)
     }
 }
 
@@ -402,10 +419,10 @@ async fn agent_task(
     let id = agent.id().clone();
     let mut agent = Some(agent);
     while let Some(frame) = inbox.recv().await {
-        if let Ok(ToAgent::Train(req)) = tg_proto::decode::<ToAgent>(&frame)
-            && fault.drops(req.at.round)
+        if let Ok(msg) = tg_proto::decode::<ToAgent>(&frame)
+            && let Some(round) = fault.drops(&msg)
         {
-            tracing::debug!(agent = %id, round = req.at.round, "fault injection: dropping out");
+            tracing::debug!(agent = %id, round, "fault injection: dropping out");
             if events
                 .send(TransportEvent::Disconnected(id.clone()))
                 .await
