@@ -13,16 +13,17 @@
 //! agent disconnects instead of answering, decided by a seeded RNG so runs
 //! reproduce. Reports label it as such.
 
+mod agents;
+
+use agents::{Dropout, agent_task};
 mod transport;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use tg_agent::{Agent, Handled, PrivacyGuard};
+use tg_agent::{Agent, PrivacyGuard};
 use tg_coordinator::{
-    Coordinator, CoordinatorError, Evaluator, RunConfig, RunOutcome, SecureSettings, TransportEvent,
+    Coordinator, CoordinatorError, Evaluator, RunConfig, RunOutcome, SecureSettings,
 };
 use tg_model::net::ModelShape;
 use tg_model::partition::partition;
@@ -31,8 +32,6 @@ use tg_model::{
     train_local,
 };
 use tg_privacy::NoiseRng;
-use tg_proto::ToAgent;
-use tg_secagg::messages::ServerBody;
 use tg_store::Store;
 use tg_strategy::{Sampler, StrategyError};
 use tg_types::privacy::{DpMode, PrivacySpec};
@@ -370,93 +369,6 @@ struct HeldOut {
 impl Evaluator for HeldOut {
     fn evaluate(&mut self, params: &Parameters) -> Result<Evaluation, ModelError> {
         evaluate(&self.shape, params, &self.test)
-    }
-}
-
-/// Seeded fault injection: does `agent` drop out of `round`?
-#[derive(Clone, Copy)]
-struct Dropout {
-    p: f64,
-    seed: u64,
-    agent: u64,
-}
-
-impl Dropout {
-    /// Does the agent vanish on receiving this frame? At a training request
-    /// with probability p; in a secure round also at each later protocol
-    /// stage with probability p/10, so dropouts hit every stage.
-    fn drops(&self, msg: &ToAgent) -> Option<u32> {
-        if self.p <= 0.0 {
-            return None;
-        }
-        let (round, stage, p) = match msg {
-            ToAgent::Train(req) => (req.at.round, 0u64, self.p),
-            ToAgent::SecAgg(m) => {
-                let stage = match m.body {
-                    ServerBody::NeighbourKeys(_) => 1,
-                    ServerBody::SharesForYou(_) => 2,
-                    ServerBody::Survivors(_) => 3,
-                    _ => 4,
-                };
-                (m.at.round, stage, self.p / 10.0)
-            }
-            _ => return None,
-        };
-        let mut rng = ChaCha8Rng::seed_from_u64(
-            self.seed ^ (self.agent << 32) ^ u64::from(round) ^ (stage << 56) ^ 0xd409_0b70,
-        );
-        rng.random_bool(p).then_some(round)
-    }
-}
-
-async fn agent_task(
-    agent: Agent,
-    mut inbox: mpsc::Receiver<Vec<u8>>,
-    events: mpsc::Sender<TransportEvent>,
-    fault: Dropout,
-    permits: Arc<Semaphore>,
-) {
-    let id = agent.id().clone();
-    let mut agent = Some(agent);
-    while let Some(frame) = inbox.recv().await {
-        if let Ok(msg) = tg_proto::decode::<ToAgent>(&frame)
-            && let Some(round) = fault.drops(&msg)
-        {
-            tracing::debug!(agent = %id, round, "fault injection: dropping out");
-            if events
-                .send(TransportEvent::Disconnected(id.clone()))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            continue;
-        }
-        let Ok(_permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let Some(mut a) = agent.take() else { return };
-        let joined = tokio::task::spawn_blocking(move || {
-            let r = a.handle_frame(&frame);
-            (a, r)
-        })
-        .await;
-        let Ok((a, result)) = joined else { return };
-        agent = Some(a);
-        let event = match result {
-            Ok(Handled::Reply(bytes)) => TransportEvent::Frame {
-                from: id.clone(),
-                frame: bytes,
-            },
-            Ok(Handled::Finished(_)) => return,
-            Err(e) => {
-                tracing::warn!(agent = %id, error = %e, "agent could not handle a frame");
-                TransportEvent::Disconnected(id.clone())
-            }
-        };
-        if events.send(event).await.is_err() {
-            return;
-        }
     }
 }
 
