@@ -53,11 +53,8 @@ impl<T: Transport> Coordinator<'_, T> {
         let mut rotation_seed = [0u8; 32];
         self.rng.fill_bytes(&mut rotation_seed);
         // Distributed DP: split the central noise over this round's survivor minimum.
-        let n_sampled = plan
-            .selected
-            .iter()
-            .filter(|a| settings.identities.contains_key(a))
-            .count() as u32;
+        // Only agents with an identity were offered to the strategy.
+        let n_sampled = plan.selected.len() as u32;
         let round_noise = match settings.noise {
             None => None,
             Some(d) => match d.round_noise(n_sampled, settings.spec.dropout) {

@@ -21,15 +21,6 @@ use tg_types::{AgentId, Parameters};
 
 use crate::{ClientUpdate, Result, Strategy, StrategyError, TrainPlan};
 
-/// What the last aggregation did, for the round record (all public values).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ClipReport {
-    /// Clipping norm used this round.
-    pub clip_norm: f64,
-    /// Noised fraction of clients that were not clipped (adaptive only).
-    pub noised_unclipped_fraction: Option<f64>,
-}
-
 /// DP-FedAvg around a server optimizer.
 pub struct CentralDp {
     inner: Box<dyn Strategy>,
@@ -37,7 +28,6 @@ pub struct CentralDp {
     clip_norm: f64,
     update_noise_multiplier: f64,
     noise: NoiseRng,
-    last: Option<ClipReport>,
 }
 
 impl std::fmt::Debug for CentralDp {
@@ -94,7 +84,6 @@ impl CentralDp {
             clip_norm,
             update_noise_multiplier,
             noise,
-            last: None,
         })
     }
 
@@ -174,10 +163,6 @@ impl Strategy for CentralDp {
             *m = (s / denominator) as f32;
         }
 
-        let mut report = ClipReport {
-            clip_norm: c,
-            noised_unclipped_fraction: None,
-        };
         if let ClipSpec::Adaptive {
             target_quantile,
             learning_rate,
@@ -185,16 +170,17 @@ impl Strategy for CentralDp {
             ..
         } = self.spec.clip
         {
-            let noised = (unclipped as f64
-                + self
-                    .noise
-                    .gaussian(count_noise_std)
-                    .map_err(Self::noise_err)?)
-                / denominator;
-            report.noised_unclipped_fraction = Some(noised);
+            // The count is an integer: lattice noise keeps the release free of
+            // a low-bit channel (a float sample added to it would not be).
+            let mut count = [unclipped as f64];
+            let lattice =
+                LatticeGaussian::for_integers(count_noise_std).map_err(Self::noise_err)?;
+            self.noise
+                .add_lattice_gaussian(&mut count, &lattice)
+                .map_err(Self::noise_err)?;
+            let noised = count[0] / denominator;
             self.clip_norm = c * (-learning_rate * (noised - target_quantile.get())).exp();
         }
-        self.last = Some(report);
 
         let as_one = ClientUpdate {
             agent: first.agent.clone(),
@@ -204,13 +190,6 @@ impl Strategy for CentralDp {
         };
         self.inner
             .aggregate_train(round, global, std::slice::from_ref(&as_one))
-    }
-}
-
-impl CentralDp {
-    /// What the most recent aggregation did.
-    pub fn last_report(&self) -> Option<ClipReport> {
-        self.last
     }
 }
 

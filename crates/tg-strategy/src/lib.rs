@@ -17,7 +17,7 @@ mod sampling;
 mod scaffold;
 
 pub use aggregate::{mean_update, weighted_mean_update};
-pub use central_dp::{CentralDp, ClipReport};
+pub use central_dp::CentralDp;
 pub use fedadam::FedAdam;
 pub use fedavg::FedAvg;
 pub use poisson::PoissonSampled;
