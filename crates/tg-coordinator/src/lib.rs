@@ -256,9 +256,10 @@ impl<'s, T: Transport> Coordinator<'s, T> {
         // accountant call on k identical steps (for RDP/PLD this equals
         // composing the ledger's rows one by one).
         let step = spec.per_round()?;
-        let before = spec.epsilon_after(*charged)?;
         let after = spec.epsilon_after(*charged + 1)?;
         if after > spec.target_epsilon.get() {
+            // Only the refusal needs ε before this round.
+            let before = spec.epsilon_after(*charged)?;
             return Ok(Charge::WouldExceed(format!(
                 "privacy budget exhausted: round {round} would raise ε from {before:.4} to {after:.4}, \
                  above the target ε = {} at δ = {} ({} accountant); stopped after round {}",
