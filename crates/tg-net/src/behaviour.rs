@@ -1,0 +1,92 @@
+//! The composed libp2p behaviour of a TensorGuard node.
+
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    StreamProtocol, autonat, connection_limits, dcutr, gossipsub, identify, identity, kad, mdns,
+    ping, relay, request_response,
+};
+
+use crate::NetError;
+use crate::codec::{FrameCodec, PROTOCOL};
+use crate::config::Config;
+
+/// Every protocol a node speaks.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
+    pub(crate) gossipsub: gossipsub::Behaviour,
+    pub(crate) frames: request_response::Behaviour<FrameCodec>,
+    pub(crate) autonat: autonat::Behaviour,
+    pub(crate) relay: relay::client::Behaviour,
+    pub(crate) dcutr: dcutr::Behaviour,
+}
+
+impl Behaviour {
+    pub(crate) fn new(
+        key: &identity::Keypair,
+        relay: relay::client::Behaviour,
+        config: &Config,
+    ) -> Result<Self, NetError> {
+        let peer = key.public().to_peer_id();
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(config.max_connections))
+            .with_max_pending_incoming(Some(config.max_pending))
+            .with_max_pending_outgoing(Some(config.max_pending))
+            .with_max_established_per_peer(Some(4));
+        let identify = identify::Behaviour::new(
+            identify::Config::new("/tensorguard/1".into(), key.public())
+                .with_agent_version(config.role.agent_version()),
+        );
+        let mut kad_config = kad::Config::new(StreamProtocol::new("/tensorguard/kad/1"));
+        kad_config.set_query_timeout(std::time::Duration::from_secs(30));
+        let mut kad =
+            kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
+        kad.set_mode(Some(match config.role {
+            crate::Role::Coordinator => kad::Mode::Server,
+            crate::Role::Agent => kad::Mode::Client,
+        }));
+        let mdns = if config.mdns {
+            Some(
+                mdns::tokio::Behaviour::new(mdns::Config::default(), peer)
+                    .map_err(|e| NetError::Setup(format!("mDNS: {e}")))?,
+            )
+        } else {
+            None
+        };
+        let gossip_config = gossipsub::ConfigBuilder::default()
+            .validation_mode(gossipsub::ValidationMode::Strict)
+            .heartbeat_interval(std::time::Duration::from_secs(1))
+            .max_transmit_size(64 * 1024)
+            .build()
+            .map_err(|e| NetError::Setup(format!("gossipsub: {e}")))?;
+        let gossipsub = gossipsub::Behaviour::new(
+            gossipsub::MessageAuthenticity::Signed(key.clone()),
+            gossip_config,
+        )
+        .map_err(|e| NetError::Setup(format!("gossipsub: {e}")))?;
+        let frames = request_response::Behaviour::with_codec(
+            FrameCodec,
+            [(PROTOCOL, request_response::ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(config.request_timeout)
+                .with_max_concurrent_streams(256),
+        );
+        Ok(Self {
+            limits: connection_limits::Behaviour::new(limits),
+            identify,
+            ping: ping::Behaviour::new(ping::Config::new()),
+            kad,
+            mdns: mdns.into(),
+            gossipsub,
+            frames,
+            autonat: autonat::Behaviour::new(peer, autonat::Config::default()),
+            relay,
+            dcutr: dcutr::Behaviour::new(peer),
+        })
+    }
+}

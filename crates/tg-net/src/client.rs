@@ -1,0 +1,190 @@
+//! The application's handle on the network: cheap to clone, every call a
+//! message to the event loop over a bounded channel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::codec::{CHUNK_BYTES, Reply, Wire};
+use crate::transfer::{SEND_WINDOW, chunks};
+use crate::{NetError, NetStats};
+
+/// Longest a frame keeps being retried while the receiver says it is busy.
+const BUSY_PATIENCE: Duration = Duration::from_secs(30);
+
+pub(crate) enum Command {
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    Request {
+        peer: PeerId,
+        wire: Wire,
+        reply: oneshot::Sender<Result<Reply, NetError>>,
+    },
+    Publish {
+        topic: String,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    Subscribe {
+        topic: String,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    Disconnect {
+        peer: PeerId,
+    },
+    Listeners {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    AddAddress {
+        peer: PeerId,
+        addr: Multiaddr,
+    },
+}
+
+/// Sends commands to the [`crate::EventLoop`].
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) local: PeerId,
+    pub(crate) stats: Arc<NetStats>,
+    pub(crate) transfer_ids: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Client {
+    /// This node's peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local
+    }
+
+    /// Traffic and rejection counters.
+    pub fn stats(&self) -> &NetStats {
+        &self.stats
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Starts dialing `addr` (the result of the connection arrives as an event).
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {
+        self.call(|reply| Command::Dial { addr, reply }).await?
+    }
+
+    /// Remembers an address of `peer` (used by Kademlia and dialing by id).
+    pub async fn add_address(&self, peer: PeerId, addr: Multiaddr) -> Result<(), NetError> {
+        self.commands
+            .send(Command::AddAddress { peer, addr })
+            .await
+            .map_err(|_| NetError::Stopped)
+    }
+
+    /// Closes every connection to `peer`.
+    pub async fn disconnect(&self, peer: PeerId) -> Result<(), NetError> {
+        self.commands
+            .send(Command::Disconnect { peer })
+            .await
+            .map_err(|_| NetError::Stopped)
+    }
+
+    /// Addresses this node listens on.
+    pub async fn listeners(&self) -> Result<Vec<Multiaddr>, NetError> {
+        self.call(|reply| Command::Listeners { reply }).await
+    }
+
+    /// Subscribes to a gossipsub topic.
+    pub async fn subscribe(&self, topic: &str) -> Result<(), NetError> {
+        let topic = topic.to_owned();
+        self.call(|reply| Command::Subscribe { topic, reply })
+            .await?
+    }
+
+    /// Publishes a (gossipsub-signed) announcement.
+    pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<(), NetError> {
+        let topic = topic.to_owned();
+        self.call(|reply| Command::Publish { topic, data, reply })
+            .await?
+    }
+
+    async fn request(&self, peer: PeerId, wire: Wire) -> Result<(), NetError> {
+        let started = tokio::time::Instant::now();
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let reply = self
+                .call(|reply| Command::Request {
+                    peer,
+                    wire: wire.clone(),
+                    reply,
+                })
+                .await??;
+            match reply {
+                Reply::Accepted => return Ok(()),
+                Reply::Rejected(why) => return Err(NetError::Rejected(why)),
+                Reply::Busy if started.elapsed() < BUSY_PATIENCE => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Reply::Busy => return Err(NetError::Busy(peer)),
+            }
+        }
+    }
+
+    /// Delivers one application frame to `peer`, in chunks if it is large.
+    /// Returns once the receiver has taken every byte.
+    pub async fn send(&self, peer: PeerId, frame: Vec<u8>) -> Result<(), NetError> {
+        use std::sync::atomic::Ordering;
+        let len = frame.len() as u64;
+        self.stats.bytes_out.fetch_add(len, Ordering::Relaxed);
+        if frame.len() <= CHUNK_BYTES {
+            return self.request(peer, Wire::Frame(frame)).await;
+        }
+        let transfer = self.transfer_ids.fetch_add(1, Ordering::Relaxed);
+        let pieces: Vec<_> = chunks(&frame)
+            .map(|(index, data)| Wire::Chunk {
+                transfer,
+                total: len,
+                index,
+                data: data.to_vec(),
+            })
+            .collect();
+        drop(frame);
+        let mut results = futures::stream::iter(pieces.into_iter().map(|w| self.request(peer, w)))
+            .buffer_unordered(SEND_WINDOW);
+        while let Some(r) = results.next().await {
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Sends bytes verbatim on the frame protocol — length prefix included —
+    /// as a broken or hostile peer would (fault-injection builds only).
+    #[cfg(feature = "fault-injection")]
+    pub async fn send_raw(&self, peer: PeerId, bytes: Vec<u8>) -> Result<(), NetError> {
+        let mut marked = crate::RAW_MARKER.to_vec();
+        marked.extend(bytes);
+        let reply = self
+            .call(|reply| Command::Request {
+                peer,
+                wire: Wire::Frame(marked),
+                reply,
+            })
+            .await??;
+        match reply {
+            Reply::Accepted => Ok(()),
+            Reply::Rejected(why) => Err(NetError::Rejected(why)),
+            Reply::Busy => Err(NetError::Busy(peer)),
+        }
+    }
+}
