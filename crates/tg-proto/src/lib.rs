@@ -7,12 +7,18 @@
 //! in process are the sizes a network would carry. Decoding is bounded:
 //! [`decode`] refuses frames larger than [`MAX_FRAME_BYTES`] before parsing.
 
+mod join;
+pub mod signed;
+
+pub use join::{JoinRequest, Offer};
+pub use signed::{Binding, Bound, Header, NonceCounter, ReplayGuard};
+
 use serde::{Deserialize, Serialize};
 use tg_types::spec::{LocalObjective, TrainConfig};
 use tg_types::{AgentId, JobId, Parameters};
 
 /// Protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Largest frame [`decode`] accepts (256 MiB). Larger models are streamed in
 /// chunks by the network transport.
@@ -42,6 +48,23 @@ pub enum ProtoError {
     /// exactly one byte form — what signatures and replay checks rely on.
     #[error("frame is not canonically encoded")]
     NonCanonical,
+    /// The frame's signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// The frame is signed by a key other than the connection's identity.
+    #[error("frame signed by a key other than the sender's identity")]
+    WrongSender,
+    /// The signed header does not describe the message it carries.
+    #[error("signed header does not match the message (job, round or stage)")]
+    BindingMismatch,
+    /// The nonce is not newer than the last one seen from this sender.
+    #[error("replayed frame: nonce {nonce} is not newer than {last}")]
+    Replay {
+        /// Nonce in the frame.
+        nonce: u64,
+        /// Last nonce accepted from the sender.
+        last: u64,
+    },
 }
 
 /// Which round of which job a message belongs to.
@@ -275,6 +298,20 @@ pub struct EvaluateReply {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum ToAgent {
+    /// The job on offer, sent to every agent that connects.
+    Offer(Offer),
+    /// The agent is admitted to the job.
+    Welcome {
+        /// Job.
+        job: JobId,
+    },
+    /// The agent is not admitted.
+    Refused {
+        /// Job.
+        job: JobId,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// Train locally and reply with [`ToCoordinator::Trained`].
     Train(TrainRequest),
     /// Evaluate and reply with [`ToCoordinator::Evaluated`].
@@ -292,6 +329,8 @@ pub enum ToAgent {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum ToCoordinator {
+    /// A request to join the job offered.
+    Join(JoinRequest),
     /// Result of [`ToAgent::Train`].
     Trained(TrainReply),
     /// Result of [`ToAgent::Evaluate`].
@@ -310,6 +349,30 @@ pub enum ToCoordinator {
 }
 
 /// Versioned wrapper of every frame.
+/// Byte strings as one length-prefixed blob (postcard would otherwise
+/// encode a `Vec<u8>` element by element).
+pub(crate) mod bytes {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Envelope<T> {
     version: u16,
