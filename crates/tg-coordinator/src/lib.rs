@@ -81,6 +81,12 @@ pub trait Transport: Send {
     ) -> impl Future<Output = Result<(), String>> + Send;
     /// The next event, or `None` when the transport is closed for good.
     fn next_event(&mut self) -> impl Future<Output = Option<TransportEvent>> + Send;
+    /// Tells the fleet that `round` reached `stage` (after the store has
+    /// recorded it). Informational; the default does nothing.
+    fn announce(&mut self, round: u32, stage: &str) -> impl Future<Output = ()> + Send {
+        let _ = (round, stage);
+        async {}
+    }
 }
 
 /// Server-side evaluation of a candidate model (the evaluation gate's input).
@@ -102,8 +108,11 @@ pub struct RunConfig {
     pub rounds: u32,
     /// Quorum: fewest usable results for a round to commit.
     pub min_results: usize,
-    /// Time allowed for a round's uploads; stragglers become dropouts.
+    /// Time allowed for local training and its upload (plaintext rounds: the
+    /// whole collection); stragglers become dropouts.
     pub round_deadline: Duration,
+    /// Time allowed for each later secure-aggregation stage.
+    pub stage_deadline: Duration,
     /// Local training settings sent to agents.
     pub train: TrainConfig,
     /// Seed for client sampling.
@@ -189,18 +198,14 @@ impl<'s, T: Transport> Coordinator<'s, T> {
         initial: Parameters,
         mut on_round: impl FnMut(&RoundRecord) + Send,
     ) -> Result<RunOutcome> {
-        self.store.create_job(&NewJob {
-            id: self.config.job,
-            kind: &self.config.kind,
-            spec: &self.config.spec_json,
-        })?;
-        let mut global = initial;
+        let resume = self.resume_point(initial)?;
+        let mut global = resume.model;
         let mut last_eval = None;
         let mut history = Vec::with_capacity(self.config.rounds as usize);
-        let mut charged: u64 = 0;
-        let mut epsilon = self.config.privacy.map(|_| 0.0);
+        let mut charged: u64 = resume.charged;
+        let mut epsilon = self.config.privacy.map(|_| resume.epsilon);
         let mut budget_exhausted = None;
-        for round in 1..=self.config.rounds {
+        for round in resume.next_round..=self.config.rounds {
             let epsilon_after = match self.config.privacy {
                 None => None,
                 Some(budget) => match self.charge(round, budget, &mut charged)? {
@@ -288,6 +293,84 @@ impl<'s, T: Transport> Coordinator<'s, T> {
 enum Charge {
     Paid(f64),
     WouldExceed(String),
+}
+
+/// Where a job (re)starts.
+struct ResumePoint {
+    next_round: u32,
+    model: Parameters,
+    charged: u64,
+    epsilon: f64,
+}
+
+impl<T: Transport> Coordinator<'_, T> {
+    /// Records a stage transition durably, then tells the fleet.
+    pub(crate) async fn stage(&mut self, round: u32, stage: &str) -> Result<()> {
+        self.store.record_stage(self.config.job, round, stage, None)?;
+        self.transport.announce(round, stage).await;
+        Ok(())
+    }
+
+    /// A new job starts at round 1 from `initial`. A job already in the
+    /// store (a coordinator restarted after a crash) resumes: from its last
+    /// committed model, with the ledger's spending, after recording the round
+    /// that was in flight as failed. A round in flight is never completed
+    /// from a half-remembered state: its masks and updates died with the
+    /// process, so it is restarted cleanly as the next round. Its ledger
+    /// entry stays (the ledger only ever over-counts).
+    fn resume_point(&mut self, initial: Parameters) -> Result<ResumePoint> {
+        let job = self.config.job;
+        let id = job.to_string();
+        match self.store.find_job(&id) {
+            Err(StoreError::NotFound(_)) => {
+                self.store.create_job(&NewJob {
+                    id: job,
+                    kind: &self.config.kind,
+                    spec: &self.config.spec_json,
+                })?;
+                return Ok(ResumePoint {
+                    next_round: 1,
+                    model: initial,
+                    charged: 0,
+                    epsilon: 0.0,
+                });
+            }
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        let recorded = self.store.rounds(&id)?.iter().map(|r| r.round).max().unwrap_or(0);
+        let ledger = self.store.ledger(&id)?;
+        let in_flight = self.store.last_stage(job)?.filter(|s| s.round > recorded);
+        let charged_ahead = ledger.iter().map(|e| e.round).max().filter(|&r| r > recorded);
+        let interrupted = match (in_flight.as_ref().map(|s| s.round), charged_ahead) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let mut next_round = recorded + 1;
+        if let Some(round) = interrupted {
+            let stage = in_flight.map_or_else(|| "before selection".to_owned(), |s| s.stage);
+            let mut record = round::new_record(round);
+            record.reason = Some(format!(
+                "interrupted: the coordinator stopped during this round (last stage: {stage}); \
+                 the job resumed with the next round"
+            ));
+            record.epsilon = ledger.iter().find(|e| e.round == round).map(|e| e.epsilon_after);
+            self.store.record_round(job, &mut record, None)?;
+            self.store.record_stage(job, round, "failed", Some("interrupted"))?;
+            next_round = round + 1;
+        }
+        let model = match self.store.latest_model(&id)? {
+            Some((_, sha)) => Parameters::from_safetensors(&self.store.blobs().get(&sha)?)?,
+            None => initial,
+        };
+        tracing::info!(job = %job, next_round, charged = ledger.len(), "resuming job");
+        Ok(ResumePoint {
+            next_round,
+            model,
+            charged: ledger.len() as u64,
+            epsilon: ledger.last().map_or(0.0, |e| e.epsilon_after),
+        })
+    }
 }
 
 #[cfg(test)]

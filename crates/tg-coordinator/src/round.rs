@@ -72,6 +72,7 @@ impl<T: Transport> Coordinator<'_, T> {
             }
         };
         record.selected = plan.selected.len() as u32;
+        self.stage(round, "selected").await?;
 
         // Broadcast.
         let frame = tg_proto::encode(&ToAgent::Train(TrainRequest {
@@ -94,6 +95,8 @@ impl<T: Transport> Coordinator<'_, T> {
                 },
             );
         }
+
+        self.stage(round, "model_sent").await?;
 
         // Collect until every selected agent answered or dropped, or the deadline.
         let deadline = tokio::time::sleep(self.config.round_deadline);
@@ -118,6 +121,7 @@ impl<T: Transport> Coordinator<'_, T> {
             }
         }
 
+        self.stage(round, "collected").await?;
         let mut updates = Vec::new();
         let mut rejections = Vec::new();
         for (agent, slot) in slots {
@@ -227,6 +231,8 @@ impl<T: Transport> Coordinator<'_, T> {
         };
         self.store
             .record_round(self.config.job, &mut record, bytes.as_deref())?;
+        let stage = if committed.is_some() { "committed" } else { "failed" };
+        self.stage(record.round, stage).await?;
         Ok((record, committed))
     }
 }

@@ -50,6 +50,7 @@ impl<T: Transport> Coordinator<'_, T> {
             }
         };
         record.selected = plan.selected.len() as u32;
+        self.stage(round, "selected").await?;
         let mut rotation_seed = [0u8; 32];
         self.rng.fill_bytes(&mut rotation_seed);
         // Distributed DP: split the central noise over this round's survivor minimum.
@@ -120,13 +121,21 @@ impl<T: Transport> Coordinator<'_, T> {
             }
         }
 
-        let deadline = tokio::time::sleep(self.config.round_deadline);
-        tokio::pin!(deadline);
+        self.stage(round, "model_sent").await?;
         let mut rejections: Vec<String> = Vec::new();
-        let mut timed_out = false;
+        let mut first_stage = true;
         let outcome = loop {
-            // Collect the current stage.
+            // Collect the current stage, until its own deadline: training and
+            // the first upload get the round deadline, later stages theirs.
             let stage = server.stage();
+            let deadline = tokio::time::sleep(if first_stage {
+                self.config.round_deadline
+            } else {
+                self.config.stage_deadline
+            });
+            tokio::pin!(deadline);
+            first_stage = false;
+            let mut timed_out = false;
             let mut answered: BTreeSet<u32> = BTreeSet::new();
             while !timed_out
                 && server
@@ -171,8 +180,13 @@ impl<T: Transport> Coordinator<'_, T> {
                     () = &mut deadline => { timed_out = true; }
                 }
             }
+            self.stage(round, &format!("{}_collected", stage_name(stage))).await?;
             if stage == Stage::Unmask {
-                break server.finish(settings.threads);
+                let sum = server.finish(settings.threads);
+                if sum.is_ok() {
+                    self.stage(round, "unmasked").await?;
+                }
+                break sum;
             }
             match server.close_stage() {
                 Ok(routed) => {
@@ -269,5 +283,15 @@ impl<T: Transport> Coordinator<'_, T> {
         };
         self.aggregate_and_commit(record, started, round, global, &[as_one])
             .await
+    }
+}
+
+fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::AdvertiseKeys => "advertise_keys",
+        Stage::ShareKeys => "share_keys",
+        Stage::MaskedInput => "masked_input",
+        Stage::ConsistencyCheck => "consistency_check",
+        Stage::Unmask => "unmask",
     }
 }

@@ -90,6 +90,7 @@ fn config(rounds: u32, quorum: usize) -> RunConfig {
         rounds,
         min_results: quorum,
         round_deadline: Duration::from_millis(200),
+        stage_deadline: Duration::from_millis(200),
         train: TrainConfig {
             local_epochs: 1,
             batch_size: 1,

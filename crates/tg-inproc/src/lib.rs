@@ -271,6 +271,7 @@ impl Prepared {
             rounds: spec.rounds,
             min_results: spec.min_clients as usize,
             round_deadline,
+            stage_deadline: round_deadline,
             train: spec.train,
             seed: spec.seed,
             privacy,

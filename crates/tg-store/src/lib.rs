@@ -11,12 +11,14 @@
 mod blobs;
 mod jobs;
 mod ledger;
+mod fleet;
 mod process;
 mod rounds;
 mod schema;
 
 pub use blobs::BlobStore;
 pub use jobs::{JobRow, NewJob};
+pub use fleet::{AdmittedPeer, StageRow};
 pub use process::ProcessStamp;
 
 use std::path::{Path, PathBuf};

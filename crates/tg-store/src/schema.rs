@@ -73,6 +73,29 @@ BEGIN SELECT RAISE(ABORT, 'the privacy ledger is append-only'); END;
 CREATE TRIGGER privacy_ledger_append_only_delete BEFORE DELETE ON privacy_ledger
 BEGIN SELECT RAISE(ABORT, 'the privacy ledger is append-only'); END;
 ",
+    r"
+CREATE TABLE round_stages (
+    job_id       TEXT NOT NULL REFERENCES jobs(id),
+    round        INTEGER NOT NULL,
+    stage        TEXT NOT NULL,
+    detail       TEXT,
+    at_ms        INTEGER NOT NULL
+);
+CREATE INDEX round_stages_by_job ON round_stages(job_id, round);
+CREATE TABLE enrollment_tokens (
+    token_sha256  TEXT PRIMARY KEY,
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    used_by       TEXT,
+    used_at_ms    INTEGER
+);
+CREATE TABLE admitted_peers (
+    peer_id        TEXT PRIMARY KEY,
+    name           TEXT NOT NULL,
+    via            TEXT NOT NULL,
+    admitted_at_ms INTEGER NOT NULL
+);
+",
 ];
 
 /// Sets durability pragmas and applies pending migrations.
