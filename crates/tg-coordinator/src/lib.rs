@@ -8,6 +8,7 @@
 //! Every round ends in the store as `committed` or `failed` with a reason —
 //! a round is never silently skipped.
 
+pub mod net;
 mod round;
 mod secure_round;
 
@@ -81,6 +82,11 @@ pub trait Transport: Send {
     ) -> impl Future<Output = Result<(), String>> + Send;
     /// The next event, or `None` when the transport is closed for good.
     fn next_event(&mut self) -> impl Future<Output = Option<TransportEvent>> + Send;
+    /// The Ed25519 identity of an agent, if the transport authenticated one.
+    fn identity(&self, agent: &AgentId) -> Option<[u8; 32]> {
+        let _ = agent;
+        None
+    }
     /// Tells the fleet that `round` reached `stage` (after the store has
     /// recorded it). Informational; the default does nothing.
     fn announce(&mut self, round: u32, stage: &str) -> impl Future<Output = ()> + Send {
@@ -167,6 +173,8 @@ pub struct Coordinator<'s, T: Transport> {
     rng: ChaCha20Rng,
     /// Largest ε any agent reported for its own data.
     agent_epsilon: Option<f64>,
+    metrics: Option<std::sync::Arc<tg_metrics::Metrics>>,
+    last_transition: std::time::Instant,
 }
 
 impl<'s, T: Transport> Coordinator<'s, T> {
@@ -187,7 +195,15 @@ impl<'s, T: Transport> Coordinator<'s, T> {
             config,
             rng,
             agent_epsilon: None,
+            metrics: None,
+            last_transition: std::time::Instant::now(),
         }
+    }
+
+    /// Exports rounds, stage latencies, dropouts and ε to `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<tg_metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Records the job, runs every round from `initial`, tells agents the job
@@ -227,6 +243,17 @@ impl<'s, T: Transport> Coordinator<'s, T> {
             if let Some((params, eval)) = next {
                 global = params;
                 last_eval = Some(eval);
+            }
+            if let Some(m) = &self.metrics {
+                let dropped = record
+                    .participants_detail
+                    .iter()
+                    .filter(|p| p.outcome == tg_types::record::ParticipantOutcome::Dropped)
+                    .count();
+                m.round_finished(record.status.as_str(), dropped as u64);
+                if let Some(e) = epsilon {
+                    m.set_epsilon(e);
+                }
             }
             on_round(&record);
             history.push(record);
@@ -306,7 +333,12 @@ struct ResumePoint {
 impl<T: Transport> Coordinator<'_, T> {
     /// Records a stage transition durably, then tells the fleet.
     pub(crate) async fn stage(&mut self, round: u32, stage: &str) -> Result<()> {
-        self.store.record_stage(self.config.job, round, stage, None)?;
+        self.store
+            .record_stage(self.config.job, round, stage, None)?;
+        if let Some(m) = &self.metrics {
+            m.stage(round, stage, self.last_transition.elapsed().as_secs_f64());
+        }
+        self.last_transition = std::time::Instant::now();
         self.transport.announce(round, stage).await;
         Ok(())
     }
@@ -338,10 +370,20 @@ impl<T: Transport> Coordinator<'_, T> {
             Err(e) => return Err(e.into()),
             Ok(_) => {}
         }
-        let recorded = self.store.rounds(&id)?.iter().map(|r| r.round).max().unwrap_or(0);
+        let recorded = self
+            .store
+            .rounds(&id)?
+            .iter()
+            .map(|r| r.round)
+            .max()
+            .unwrap_or(0);
         let ledger = self.store.ledger(&id)?;
         let in_flight = self.store.last_stage(job)?.filter(|s| s.round > recorded);
-        let charged_ahead = ledger.iter().map(|e| e.round).max().filter(|&r| r > recorded);
+        let charged_ahead = ledger
+            .iter()
+            .map(|e| e.round)
+            .max()
+            .filter(|&r| r > recorded);
         let interrupted = match (in_flight.as_ref().map(|s| s.round), charged_ahead) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
@@ -354,9 +396,13 @@ impl<T: Transport> Coordinator<'_, T> {
                 "interrupted: the coordinator stopped during this round (last stage: {stage}); \
                  the job resumed with the next round"
             ));
-            record.epsilon = ledger.iter().find(|e| e.round == round).map(|e| e.epsilon_after);
+            record.epsilon = ledger
+                .iter()
+                .find(|e| e.round == round)
+                .map(|e| e.epsilon_after);
             self.store.record_round(job, &mut record, None)?;
-            self.store.record_stage(job, round, "failed", Some("interrupted"))?;
+            self.store
+                .record_stage(job, round, "failed", Some("interrupted"))?;
             next_round = round + 1;
         }
         let model = match self.store.latest_model(&id)? {

@@ -231,7 +231,11 @@ impl<T: Transport> Coordinator<'_, T> {
         };
         self.store
             .record_round(self.config.job, &mut record, bytes.as_deref())?;
-        let stage = if committed.is_some() { "committed" } else { "failed" };
+        let stage = if committed.is_some() {
+            "committed"
+        } else {
+            "failed"
+        };
         self.stage(record.round, stage).await?;
         Ok((record, committed))
     }

@@ -40,7 +40,7 @@ impl<T: Transport> Coordinator<'_, T> {
             .transport
             .connected()
             .into_iter()
-            .filter(|a| settings.identities.contains_key(a))
+            .filter(|a| identity(settings, &self.transport, a).is_some())
             .collect();
         let plan = match self.select(round, global, &available)? {
             Ok(plan) => plan,
@@ -74,7 +74,7 @@ impl<T: Transport> Coordinator<'_, T> {
             participants: plan
                 .selected
                 .iter()
-                .filter_map(|a| settings.identities.get(a).map(|k| (a.clone(), *k)))
+                .filter_map(|a| identity(settings, &self.transport, a).map(|k| (a.clone(), k)))
                 .collect(),
             bits: settings.spec.bits,
             clip: settings.spec.clip,
@@ -180,7 +180,8 @@ impl<T: Transport> Coordinator<'_, T> {
                     () = &mut deadline => { timed_out = true; }
                 }
             }
-            self.stage(round, &format!("{}_collected", stage_name(stage))).await?;
+            self.stage(round, &format!("{}_collected", stage_name(stage)))
+                .await?;
             if stage == Stage::Unmask {
                 let sum = server.finish(settings.threads);
                 if sum.is_ok() {
@@ -294,4 +295,17 @@ fn stage_name(stage: Stage) -> &'static str {
         Stage::ConsistencyCheck => "consistency_check",
         Stage::Unmask => "unmask",
     }
+}
+
+/// An agent's identity: configured, or authenticated by the transport.
+fn identity<T: Transport>(
+    settings: &SecureSettings,
+    transport: &T,
+    agent: &AgentId,
+) -> Option<[u8; 32]> {
+    settings
+        .identities
+        .get(agent)
+        .copied()
+        .or_else(|| transport.identity(agent))
 }

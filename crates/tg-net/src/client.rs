@@ -66,6 +66,11 @@ impl Client {
         &self.stats
     }
 
+    /// A shared handle on the counters (for exporters).
+    pub fn stats_handle(&self) -> Arc<NetStats> {
+        self.stats.clone()
+    }
+
     async fn call<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,

@@ -133,6 +133,19 @@ pub struct NetStats {
 }
 
 impl NetStats {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> tg_metrics::NetSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        tg_metrics::NetSnapshot {
+            bytes_in: get(&self.bytes_in),
+            bytes_out: get(&self.bytes_out),
+            peers: get(&self.peers),
+            oversized: get(&self.oversized),
+            truncated: get(&self.truncated),
+            malformed: get(&self.malformed),
+        }
+    }
+
     fn count_fault(&self, fault: WireFault) {
         let c = match fault {
             WireFault::Oversized => &self.oversized,

@@ -103,7 +103,11 @@ impl Bound for ToCoordinator {
             Self::Trained(r) => (r.at.job, r.at.round, 5),
             Self::Evaluated(r) => (r.at.job, r.at.round, 7),
             Self::Declined { at, .. } => (at.job, at.round, 8),
-            Self::SecAgg(m) => (m.at.job, m.at.round, secagg_client_stage(m.msg.body.stage())),
+            Self::SecAgg(m) => (
+                m.at.job,
+                m.at.round,
+                secagg_client_stage(m.msg.body.stage()),
+            ),
         };
         Binding { job, round, stage }
     }
@@ -150,7 +154,10 @@ pub fn seal_payload(
         nonce,
         sender: key.verifying_key().to_bytes(),
     };
-    let signature = key.sign(&signed_bytes(&header, &payload)?).to_bytes().to_vec();
+    let signature = key
+        .sign(&signed_bytes(&header, &payload)?)
+        .to_bytes()
+        .to_vec();
     crate::encode(&Wire {
         header,
         payload,
@@ -177,7 +184,8 @@ pub fn open<T: Bound + Serialize + for<'de> Deserialize<'de>>(
     if wire.header.sender != *expected_sender {
         return Err(ProtoError::WrongSender);
     }
-    let key = VerifyingKey::from_bytes(&wire.header.sender).map_err(|_| ProtoError::BadSignature)?;
+    let key =
+        VerifyingKey::from_bytes(&wire.header.sender).map_err(|_| ProtoError::BadSignature)?;
     let signature: [u8; 64] = wire
         .signature
         .as_slice()
@@ -269,7 +277,10 @@ mod tests {
         assert_eq!(header.binding.job, JobId::from_bytes([5; 16]));
         let mut guard = ReplayGuard::default();
         guard.check(&header).unwrap();
-        assert!(matches!(guard.check(&header), Err(ProtoError::Replay { .. })));
+        assert!(matches!(
+            guard.check(&header),
+            Err(ProtoError::Replay { .. })
+        ));
         let (newer, _): (Header, ToCoordinator) =
             open(&seal(&k, nonces.next(), &join(5)).unwrap(), &pk).unwrap();
         guard.check(&newer).unwrap();

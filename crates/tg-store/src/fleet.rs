@@ -35,7 +35,13 @@ pub struct AdmittedPeer {
 
 impl Store {
     /// Records, durably, that `round` of `job` reached `stage`.
-    pub fn record_stage(&self, job: JobId, round: u32, stage: &str, detail: Option<&str>) -> Result<()> {
+    pub fn record_stage(
+        &self,
+        job: JobId,
+        round: u32,
+        stage: &str,
+        detail: Option<&str>,
+    ) -> Result<()> {
         self.conn.execute(
             "INSERT INTO round_stages(job_id, round, stage, detail, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![job.to_string(), round, stage, detail, now_ms()],
@@ -81,7 +87,12 @@ impl Store {
 
     /// Redeems a token for `peer_id`: true if it was unused and unexpired
     /// (it is now used up and the peer admitted), false otherwise.
-    pub fn redeem_enrollment_token(&mut self, token: &str, peer_id: &str, name: &str) -> Result<bool> {
+    pub fn redeem_enrollment_token(
+        &mut self,
+        token: &str,
+        peer_id: &str,
+        name: &str,
+    ) -> Result<bool> {
         let now = now_ms();
         let tx = self.conn.transaction()?;
         let changed = tx.execute(
@@ -129,8 +140,14 @@ mod tests {
         let mut s = Store::open(dir.path()).unwrap();
         s.add_enrollment_token("secret-token", 60_000).unwrap();
         assert!(!s.redeem_enrollment_token("wrong", "p1", "a").unwrap());
-        assert!(s.redeem_enrollment_token("secret-token", "p1", "a").unwrap());
-        assert!(!s.redeem_enrollment_token("secret-token", "p2", "b").unwrap());
+        assert!(
+            s.redeem_enrollment_token("secret-token", "p1", "a")
+                .unwrap()
+        );
+        assert!(
+            !s.redeem_enrollment_token("secret-token", "p2", "b")
+                .unwrap()
+        );
         assert_eq!(s.admitted("p1").unwrap().unwrap().via, "token");
         assert!(s.admitted("p2").unwrap().is_none());
         s.add_enrollment_token("stale", -1).unwrap();

@@ -9,16 +9,16 @@
 //! verifies it.
 
 mod blobs;
+mod fleet;
 mod jobs;
 mod ledger;
-mod fleet;
 mod process;
 mod rounds;
 mod schema;
 
 pub use blobs::BlobStore;
-pub use jobs::{JobRow, NewJob};
 pub use fleet::{AdmittedPeer, StageRow};
+pub use jobs::{JobRow, NewJob};
 pub use process::ProcessStamp;
 
 use std::path::{Path, PathBuf};

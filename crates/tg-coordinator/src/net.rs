@@ -1,0 +1,316 @@
+//! The coordinator's side of the network: a [`Transport`] over libp2p.
+//!
+//! Design decision: everything the round logic must not think about happens
+//! here — offering the job to peers that connect, admission (allow-list or a
+//! one-time enrollment token), signing every frame sent and verifying every
+//! frame received against the sender's connection identity, refusing replays
+//! and frames of other jobs, and counting every refusal by reason. The round
+//! logic sees only admitted agents and verified payloads.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use tg_net::{Event, PeerId};
+use tg_proto::signed::{self, Bound};
+use tg_proto::{NonceCounter, Offer, ReplayGuard, ToAgent, ToCoordinator};
+use tg_store::Store;
+use tg_types::{AgentId, JobId};
+use tokio::sync::mpsc;
+
+use crate::{Transport, TransportEvent};
+use tg_metrics::Metrics;
+
+/// Who may join.
+#[derive(Clone, Debug, Default)]
+pub struct Admission {
+    /// Peers admitted without a token.
+    pub allowed: HashSet<PeerId>,
+    /// Whether one-time enrollment tokens (from `enroll create`) admit peers.
+    pub tokens: bool,
+}
+
+struct Member {
+    agent: AgentId,
+    key: [u8; 32],
+    name: String,
+}
+
+/// A [`Transport`] over a libp2p node.
+pub struct NetTransport {
+    client: tg_net::Client,
+    events: mpsc::Receiver<Event>,
+    key: SigningKey,
+    nonces: NonceCounter,
+    replay: ReplayGuard,
+    offer: Offer,
+    admission: Admission,
+    store: Store,
+    members: BTreeMap<PeerId, Member>,
+    connected: HashSet<PeerId>,
+    metrics: Arc<Metrics>,
+    topic: String,
+}
+
+/// The gossipsub topic on which a job's rounds are announced.
+pub fn announcement_topic(job: JobId) -> String {
+    format!("tensorguard/job/{job}/rounds")
+}
+
+impl NetTransport {
+    /// A transport for the job in `offer`. `store` is a connection of its own
+    /// to the coordinator's store (for enrollment).
+    pub fn new(
+        client: tg_net::Client,
+        events: mpsc::Receiver<Event>,
+        key: SigningKey,
+        offer: Offer,
+        admission: Admission,
+        store: Store,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let stats = client.stats_handle();
+        metrics.attach_network(move || stats.snapshot());
+        let topic = announcement_topic(offer.job);
+        Self {
+            client,
+            events,
+            key,
+            nonces: NonceCounter::from_clock(),
+            replay: ReplayGuard::default(),
+            offer,
+            admission,
+            store,
+            members: BTreeMap::new(),
+            connected: HashSet::new(),
+            metrics,
+            topic,
+        }
+    }
+
+    /// Agents admitted and connected.
+    pub fn member_count(&self) -> usize {
+        self.members
+            .keys()
+            .filter(|p| self.connected.contains(p))
+            .count()
+    }
+
+    /// Serves joins until `n` agents are admitted and connected, or `timeout`.
+    pub async fn wait_for_agents(&mut self, n: usize, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.member_count() < n {
+            match tokio::time::timeout_at(deadline, self.next_event()).await {
+                Ok(Some(_)) => {} // no round yet: nothing to do with frames or dropouts
+                Ok(None) | Err(_) => break,
+            }
+        }
+        self.member_count()
+    }
+
+    async fn send_signed(&mut self, peer: PeerId, message: &ToAgent) -> Result<(), String> {
+        let frame =
+            signed::seal(&self.key, self.nonces.next(), message).map_err(|e| e.to_string())?;
+        self.client
+            .send(peer, frame)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn refuse(&mut self, peer: &PeerId, reason: &'static str, detail: &str) {
+        self.metrics.rejected(reason);
+        tracing::warn!(%peer, reason, "{detail}");
+    }
+
+    /// Handles a verified join request.
+    async fn on_join(&mut self, peer: PeerId, key: [u8; 32], join: tg_proto::JoinRequest) {
+        let id = peer.to_string();
+        let name: String = join
+            .name
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
+        let admitted = if self.admission.allowed.contains(&peer) {
+            true
+        } else {
+            match self.store.admitted(&id) {
+                Ok(Some(_)) => true,
+                Ok(None) => match (&join.token, self.admission.tokens) {
+                    (Some(token), true) => self
+                        .store
+                        .redeem_enrollment_token(token, &id, &name)
+                        .unwrap_or(false),
+                    _ => false,
+                },
+                Err(e) => {
+                    tracing::error!("admission lookup failed: {e}");
+                    false
+                }
+            }
+        };
+        let Ok(agent) = AgentId::new(id) else {
+            return;
+        };
+        if !admitted {
+            self.refuse(&peer, "unenrolled", "join refused: peer not admitted");
+            let reason = if join.token.is_some() {
+                "error[E070]: not admitted — the enrollment token is unknown, used or expired — \
+                 ask the coordinator's operator for a new one (`tensorguard enroll create`)"
+            } else {
+                "error[E070]: not admitted — this peer id is not on the job's allow-list and no \
+                 enrollment token was presented — start the agent with --enroll TOKEN"
+            };
+            let job = self.offer.job;
+            let _ = self
+                .send_signed(
+                    peer,
+                    &ToAgent::Refused {
+                        job,
+                        reason: reason.into(),
+                    },
+                )
+                .await;
+            let _ = self.client.disconnect(peer).await;
+            return;
+        }
+        tracing::info!(%peer, %name, "agent joined");
+        self.members.insert(peer, Member { agent, key, name });
+        self.metrics.set_members(self.member_count());
+        let job = self.offer.job;
+        let _ = self.send_signed(peer, &ToAgent::Welcome { job }).await;
+    }
+
+    /// Verifies a frame; returns the payload for the round logic, if any.
+    async fn on_frame(&mut self, peer: PeerId, frame: Vec<u8>) -> Option<TransportEvent> {
+        let Some(key) = tg_net::ed25519_key_of(&peer) else {
+            self.refuse(
+                &peer,
+                "no_identity_key",
+                "peer id does not carry an Ed25519 key",
+            );
+            return None;
+        };
+        let (header, message) = match signed::open::<ToCoordinator>(&frame, &key) {
+            Ok(x) => x,
+            Err(tg_proto::ProtoError::BadSignature | tg_proto::ProtoError::WrongSender) => {
+                self.refuse(&peer, "bad_signature", "frame signature does not verify");
+                return None;
+            }
+            Err(tg_proto::ProtoError::BindingMismatch) => {
+                self.refuse(
+                    &peer,
+                    "binding_mismatch",
+                    "signed header does not match the message",
+                );
+                return None;
+            }
+            Err(e) => {
+                self.refuse(&peer, "undecodable", &e.to_string());
+                return None;
+            }
+        };
+        if header.binding.job != self.offer.job {
+            self.refuse(&peer, "wrong_job", "frame for another job");
+            return None;
+        }
+        if let Err(e) = self.replay.check(&header) {
+            self.refuse(&peer, "replay", &e.to_string());
+            return None;
+        }
+        if let ToCoordinator::Join(join) = message {
+            self.on_join(peer, key, join).await;
+            return None;
+        }
+        let Some(member) = self.members.get(&peer) else {
+            self.refuse(
+                &peer,
+                "unenrolled",
+                "message from a peer that has not joined",
+            );
+            return None;
+        };
+        let from = member.agent.clone();
+        debug_assert_eq!(message.binding(), header.binding);
+        match tg_proto::encode(&message) {
+            Ok(frame) => Some(TransportEvent::Frame { from, frame }),
+            Err(_) => None,
+        }
+    }
+}
+
+impl Transport for NetTransport {
+    fn connected(&self) -> Vec<AgentId> {
+        self.members
+            .iter()
+            .filter(|(p, _)| self.connected.contains(p))
+            .map(|(_, m)| m.agent.clone())
+            .collect()
+    }
+
+    fn identity(&self, agent: &AgentId) -> Option<[u8; 32]> {
+        self.members
+            .values()
+            .find(|m| &m.agent == agent)
+            .map(|m| m.key)
+    }
+
+    async fn send(&mut self, to: &AgentId, frame: Vec<u8>) -> Result<(), String> {
+        let peer: PeerId = to
+            .as_str()
+            .parse()
+            .map_err(|_| format!("{to} is not a peer id"))?;
+        let message: ToAgent = tg_proto::decode(&frame).map_err(|e| e.to_string())?;
+        let sealed = signed::seal_payload(&self.key, self.nonces.next(), message.binding(), frame)
+            .map_err(|e| e.to_string())?;
+        self.client
+            .send(peer, sealed)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn next_event(&mut self) -> Option<TransportEvent> {
+        loop {
+            match self.events.recv().await? {
+                Event::Connected { peer, .. } => {
+                    self.connected.insert(peer);
+                    let offer = ToAgent::Offer(self.offer.clone());
+                    // A peer that cannot take the offer will not join either.
+                    let _ = self.send_signed(peer, &offer).await;
+                    self.metrics.set_members(self.member_count());
+                }
+                Event::Disconnected { peer } => {
+                    self.connected.remove(&peer);
+                    self.metrics.set_members(self.member_count());
+                    if let Some(m) = self.members.get(&peer) {
+                        tracing::info!(%peer, name = %m.name, "agent disconnected");
+                        return Some(TransportEvent::Disconnected(m.agent.clone()));
+                    }
+                }
+                Event::Frame { peer, frame } => {
+                    if let Some(event) = self.on_frame(peer, frame).await {
+                        return Some(event);
+                    }
+                }
+                Event::Rejected {
+                    peer,
+                    fault,
+                    detail,
+                } => {
+                    tracing::warn!(%peer, fault = fault.label(), "{detail}");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn announce(&mut self, round: u32, stage: &str) {
+        let note = format!(
+            "{{\"job\":\"{}\",\"round\":{round},\"stage\":\"{stage}\"}}",
+            self.offer.job
+        );
+        // No subscribers yet is normal; announcements are informational.
+        let _ = self.client.publish(&self.topic, note.into_bytes()).await;
+    }
+}
