@@ -48,6 +48,14 @@ pub enum Code {
     PrivacyUnreachable,
     /// E050 doctor found problems.
     DoctorFailed,
+    /// E070 the coordinator refused to admit the agent.
+    NotAdmitted,
+    /// E071 the job already finished.
+    JobFinished,
+    /// E072 no background agent is running.
+    NotRunning,
+    /// E080 the network could not be started or used.
+    Network,
     /// E099 internal error.
     Internal,
 }
@@ -73,6 +81,10 @@ impl Code {
             Code::DoctorFailed => "E050",
             Code::PrivacyParam => "E060",
             Code::PrivacyUnreachable => "E061",
+            Code::NotAdmitted => "E070",
+            Code::JobFinished => "E071",
+            Code::NotRunning => "E072",
+            Code::Network => "E080",
             Code::Internal => "E099",
         }
     }

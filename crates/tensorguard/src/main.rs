@@ -9,6 +9,7 @@ mod demo;
 mod dp;
 mod dp_distributed;
 mod errors;
+mod fleet;
 mod output;
 mod privacy;
 mod runs;
@@ -18,7 +19,9 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
-use crate::cli::{Cli, Command, ConfigCommand, RunsCommand};
+use crate::cli::{
+    AgentCommand, Cli, Command, ConfigCommand, CoordinatorCommand, EnrollCommand, RunsCommand,
+};
 use crate::errors::{CliError, Code};
 use crate::output::Output;
 
@@ -122,6 +125,17 @@ fn run(cli: Cli, out: &Output) -> Result<(), CliError> {
             system::config_validate(file.as_deref(), &loaded, out)
         }
         Command::Config(ConfigCommand::Show) => system::config_show(&loaded, &data_dir, out),
+        Command::Coordinator(CoordinatorCommand::Start(a)) => {
+            fleet::coordinator::start(&a, &data_dir, out)
+        }
+        Command::Agent(AgentCommand::Start(a)) => fleet::agent::start(&a, &data_dir, out),
+        Command::Enroll(EnrollCommand::Create { ttl }) => {
+            fleet::coordinator::enroll_create(ttl, &data_dir, out)
+        }
+        Command::Up(a) => fleet::daemon::up(&a, &data_dir, out),
+        Command::Down => fleet::daemon::down(&data_dir, out),
+        Command::Status { watch } => fleet::daemon::status(watch, &data_dir, out),
+        Command::Logs { follow } => fleet::daemon::logs(follow, &data_dir, out),
         Command::Completion { .. } | Command::Privacy(_) | Command::Bench(_) => Ok(()),
     }
 }
@@ -145,7 +159,16 @@ fn init_tracing(verbose: u8) {
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TENSORGUARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        // libp2p's own chatter (e.g. Kademlia finding no bootstrap peers in a
+        // star-shaped fleet) is not the operator's business below -vv.
+        .unwrap_or_else(|_| {
+            let quiet = if verbose < 2 {
+                ",libp2p_kad=error,libp2p_swarm=error"
+            } else {
+                ""
+            };
+            tracing_subscriber::EnvFilter::new(format!("{level}{quiet}"))
+        });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()

@@ -48,6 +48,12 @@ impl Output {
         let _ = writeln!(o, "{s}");
     }
 
+    /// A progress note on stderr (stdout stays for results).
+    pub fn note(&self, s: &str) {
+        let mut e = std::io::stderr().lock();
+        let _ = writeln!(e, "{s}");
+    }
+
     /// A JSON value on stdout, pretty-printed.
     pub fn json_value(&self, v: &serde_json::Value) {
         let text = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());

@@ -8,6 +8,7 @@
 //! this type: replies carry only model updates, example counts and metrics.
 
 mod guard;
+pub mod net;
 mod secure;
 
 pub use guard::PrivacyGuard;
@@ -31,6 +32,12 @@ pub enum AgentError {
     /// Local data could not be prepared.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// The coordinator refused to admit this agent.
+    #[error("{0}")]
+    Refused(String),
+    /// The network layer failed.
+    #[error("network: {0}")]
+    Net(#[from] tg_net::NetError),
 }
 
 /// What the agent did with a frame.
@@ -38,6 +45,15 @@ pub enum AgentError {
 pub enum Handled {
     /// Send this frame back to the coordinator.
     Reply(Vec<u8>),
+    /// The job is over.
+    Finished(JobId),
+}
+
+/// What the agent did with a decoded message.
+#[derive(Debug)]
+pub enum Response {
+    /// Send this message back to the coordinator.
+    Reply(ToCoordinator),
     /// The job is over.
     Finished(JobId),
 }
@@ -108,11 +124,19 @@ impl Agent {
 
     /// Handles one frame from the coordinator.
     pub fn handle_frame(&mut self, frame: &[u8]) -> Result<Handled, AgentError> {
-        let reply = match tg_proto::decode::<ToAgent>(frame)? {
+        Ok(match self.handle(tg_proto::decode::<ToAgent>(frame)?)? {
+            Response::Reply(reply) => Handled::Reply(tg_proto::encode(&reply)?),
+            Response::Finished(job) => Handled::Finished(job),
+        })
+    }
+
+    /// Handles one decoded message from the coordinator.
+    pub fn handle(&mut self, message: ToAgent) -> Result<Response, AgentError> {
+        let reply = match message {
             ToAgent::Train(req) => self.train(&req),
             ToAgent::Evaluate(req) => self.evaluate(&req),
             ToAgent::SecAgg(m) => self.on_secagg(&m),
-            ToAgent::Finished { job } => return Ok(Handled::Finished(job)),
+            ToAgent::Finished { job } => return Ok(Response::Finished(job)),
             _ => {
                 return Err(ProtoError::Malformed(
                     "message kind not understood by this agent".into(),
@@ -120,7 +144,7 @@ impl Agent {
                 .into());
             }
         };
-        Ok(Handled::Reply(tg_proto::encode(&reply)?))
+        Ok(Response::Reply(reply))
     }
 
     fn round_seed(&self, at: RoundRef) -> u64 {

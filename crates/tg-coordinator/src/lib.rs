@@ -368,7 +368,7 @@ impl<T: Transport> Coordinator<'_, T> {
                 });
             }
             Err(e) => return Err(e.into()),
-            Ok(_) => {}
+            Ok(_) => self.store.reclaim_job(job)?,
         }
         let recorded = self
             .store

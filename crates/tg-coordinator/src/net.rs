@@ -101,7 +101,7 @@ impl NetTransport {
     pub async fn wait_for_agents(&mut self, n: usize, timeout: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + timeout;
         while self.member_count() < n {
-            match tokio::time::timeout_at(deadline, self.next_event()).await {
+            match tokio::time::timeout_at(deadline, self.pump()).await {
                 Ok(Some(_)) => {} // no round yet: nothing to do with frames or dropouts
                 Ok(None) | Err(_) => break,
             }
@@ -180,6 +180,40 @@ impl NetTransport {
         self.metrics.set_members(self.member_count());
         let job = self.offer.job;
         let _ = self.send_signed(peer, &ToAgent::Welcome { job }).await;
+    }
+
+    /// Handles one network event: `None` when the network has stopped,
+    /// `Some(None)` when the event concerned only this layer (a join, a
+    /// refusal), `Some(Some(e))` for the round logic.
+    async fn pump(&mut self) -> Option<Option<TransportEvent>> {
+        Some(match self.events.recv().await? {
+            Event::Connected { peer, .. } => {
+                self.connected.insert(peer);
+                let offer = ToAgent::Offer(self.offer.clone());
+                // A peer that cannot take the offer will not join either.
+                let _ = self.send_signed(peer, &offer).await;
+                self.metrics.set_members(self.member_count());
+                None
+            }
+            Event::Disconnected { peer } => {
+                self.connected.remove(&peer);
+                self.metrics.set_members(self.member_count());
+                self.members.get(&peer).map(|m| {
+                    tracing::info!(%peer, name = %m.name, "agent disconnected");
+                    TransportEvent::Disconnected(m.agent.clone())
+                })
+            }
+            Event::Frame { peer, frame } => self.on_frame(peer, frame).await,
+            Event::Rejected {
+                peer,
+                fault,
+                detail,
+            } => {
+                tracing::warn!(%peer, fault = fault.label(), "{detail}");
+                None
+            }
+            _ => None,
+        })
     }
 
     /// Verifies a frame; returns the payload for the round logic, if any.
@@ -272,35 +306,8 @@ impl Transport for NetTransport {
 
     async fn next_event(&mut self) -> Option<TransportEvent> {
         loop {
-            match self.events.recv().await? {
-                Event::Connected { peer, .. } => {
-                    self.connected.insert(peer);
-                    let offer = ToAgent::Offer(self.offer.clone());
-                    // A peer that cannot take the offer will not join either.
-                    let _ = self.send_signed(peer, &offer).await;
-                    self.metrics.set_members(self.member_count());
-                }
-                Event::Disconnected { peer } => {
-                    self.connected.remove(&peer);
-                    self.metrics.set_members(self.member_count());
-                    if let Some(m) = self.members.get(&peer) {
-                        tracing::info!(%peer, name = %m.name, "agent disconnected");
-                        return Some(TransportEvent::Disconnected(m.agent.clone()));
-                    }
-                }
-                Event::Frame { peer, frame } => {
-                    if let Some(event) = self.on_frame(peer, frame).await {
-                        return Some(event);
-                    }
-                }
-                Event::Rejected {
-                    peer,
-                    fault,
-                    detail,
-                } => {
-                    tracing::warn!(%peer, fault = fault.label(), "{detail}");
-                }
-                _ => {}
+            if let Some(event) = self.pump().await? {
+                return Some(event);
             }
         }
     }

@@ -185,31 +185,7 @@ impl Prepared {
         on_round: impl FnMut(&RoundRecord) + Send,
     ) -> Result<RunOutcome> {
         let spec = &self.spec;
-        let strategy = match spec.privacy.map(|p| p.mode) {
-            Some(DpMode::Distributed(d)) => {
-                // Poisson sampling from the CSPRNG at rate q, no server-side noise:
-                // a CentralDp wrapper would add it; here the clients do.
-                let noise = NoiseRng::from_os().map_err(|e| InprocError::Config(e.to_string()))?;
-                let inner = tg_strategy::build(
-                    &spec.strategy,
-                    Sampler::new(1.0, 1)?,
-                    spec.clients as usize,
-                )?;
-                Box::new(tg_strategy::PoissonSampled::new(
-                    inner,
-                    d.client_sampling_rate,
-                    noise,
-                ))
-            }
-            Some(DpMode::Central(central)) => {
-                let noise = NoiseRng::from_os().map_err(|e| InprocError::Config(e.to_string()))?;
-                tg_strategy::build_central_dp(&spec.strategy, central, noise)?
-            }
-            _ => {
-                let sampler = Sampler::new(spec.fraction, spec.min_clients as usize)?;
-                tg_strategy::build(&spec.strategy, sampler, spec.clients as usize)?
-            }
-        };
+        let strategy = build_strategy(spec)?;
         let privacy = spec.privacy;
         let evaluator = Box::new(HeldOut {
             shape: self.shape,
@@ -302,6 +278,33 @@ impl Prepared {
     }
 }
 
+/// The server strategy of a job: its aggregation rule, client sampling and,
+/// for central DP, the noise; shared by the in-process and network runs.
+pub fn build_strategy(spec: &JobSpec) -> Result<Box<dyn tg_strategy::Strategy>> {
+    Ok(match spec.privacy.map(|p| p.mode) {
+        Some(DpMode::Distributed(d)) => {
+            // Poisson sampling from the CSPRNG at rate q, no server-side noise:
+            // a CentralDp wrapper would add it; here the clients do.
+            let noise = NoiseRng::from_os().map_err(|e| InprocError::Config(e.to_string()))?;
+            let inner =
+                tg_strategy::build(&spec.strategy, Sampler::new(1.0, 1)?, spec.clients as usize)?;
+            Box::new(tg_strategy::PoissonSampled::new(
+                inner,
+                d.client_sampling_rate,
+                noise,
+            ))
+        }
+        Some(DpMode::Central(central)) => {
+            let noise = NoiseRng::from_os().map_err(|e| InprocError::Config(e.to_string()))?;
+            tg_strategy::build_central_dp(&spec.strategy, central, noise)?
+        }
+        _ => {
+            let sampler = Sampler::new(spec.fraction, spec.min_clients as usize)?;
+            tg_strategy::build(&spec.strategy, sampler, spec.clients as usize)?
+        }
+    })
+}
+
 fn identity_from_os() -> Result<ed25519_dalek::SigningKey> {
     let mut b = [0u8; 32];
     getrandom::fill(&mut b)
@@ -362,9 +365,20 @@ fn check_spec(spec: &JobSpec) -> Result<()> {
 }
 
 /// Server-side evaluation on the held-out split.
-struct HeldOut {
+/// Evaluation of candidate models on held-out data (the evaluation gate).
+pub struct HeldOut {
     shape: ModelShape,
     test: LocalData,
+}
+
+impl HeldOut {
+    /// Evaluates models of `shape` on `test`.
+    pub fn new(shape: ModelShape, test: &tg_model::Dataset) -> Result<Self> {
+        Ok(Self {
+            shape,
+            test: LocalData::new(test)?,
+        })
+    }
 }
 
 impl Evaluator for HeldOut {

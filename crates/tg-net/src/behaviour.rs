@@ -44,6 +44,9 @@ impl Behaviour {
         );
         let mut kad_config = kad::Config::new(StreamProtocol::new("/tensorguard/kad/1"));
         kad_config.set_query_timeout(std::time::Duration::from_secs(30));
+        // A star around the coordinator has nothing to bootstrap from at start;
+        // peers are added as they connect (identify), not by periodic walks.
+        kad_config.set_periodic_bootstrap_interval(None);
         let mut kad =
             kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
         kad.set_mode(Some(match config.role {

@@ -28,7 +28,7 @@ pub use client::Client;
 pub use codec::{CHUNK_BYTES, MAX_WIRE_BYTES, PROTOCOL};
 pub use config::{Config, Role};
 pub use event_loop::EventLoop;
-pub use libp2p::{Multiaddr, PeerId};
+pub use libp2p::{Multiaddr, PeerId, multiaddr};
 
 /// Prefix that marks a fault-injection frame to be written verbatim.
 #[cfg(feature = "fault-injection")]

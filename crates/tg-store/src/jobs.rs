@@ -61,6 +61,29 @@ impl Store {
         Ok(())
     }
 
+    /// Takes over a running or interrupted job for this process (a
+    /// coordinator resuming after a crash). Refuses a job whose owner still
+    /// runs, or one that already finished.
+    pub fn reclaim_job(&self, job: JobId) -> Result<()> {
+        let row = self.find_job(&job.to_string())?;
+        if row.status != tg_types::record::JobStatus::Interrupted {
+            return Err(StoreError::Corrupt(format!(
+                "job {job} is {}, not interrupted; only an interrupted job can be resumed",
+                row.status.as_str()
+            )));
+        }
+        let stamp = ProcessStamp::current();
+        self.conn.execute(
+            "UPDATE jobs SET status = 'running', owner_pid = ?2, owner_start = ?3 WHERE id = ?1",
+            params![
+                job.to_string(),
+                stamp.pid,
+                stamp.start_ticks.map(|t| t as i64)
+            ],
+        )?;
+        Ok(())
+    }
+
     /// Marks a job finished.
     pub fn finish_job(
         &self,

@@ -72,6 +72,13 @@ impl IdentityKey {
         })
     }
 
+    /// The signing key itself, for protocol code that signs with this
+    /// identity (the network handshake and signed frames). Borrowed: the
+    /// key stays owned, and zeroized, here.
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing
+    }
+
     /// The public verifying key.
     pub fn public(&self) -> VerifyingKey {
         self.signing.verifying_key()

@@ -1,0 +1,151 @@
+//! `tensorguard agent start`: join a coordinator's job with local data.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tg_agent::net::{JoinConfig, Runner, Status};
+use tg_model::load_dataset;
+use tg_model::partition::partition;
+use tg_types::spec::{DatasetSpec, PartitionSpec};
+
+use crate::cli::AgentStartArgs;
+use crate::errors::{from_model, invalid, CliError, Code};
+use crate::output::Output;
+
+/// The local training data: a dataset, or one shard of it (`--shard I/N`,
+/// for demonstrations where every agent starts from the same public data).
+pub fn local_data(args: &AgentStartArgs) -> Result<tg_model::Dataset, CliError> {
+    let spec: DatasetSpec = args
+        .dataset
+        .parse()
+        .map_err(|e: tg_types::spec::SpecError| {
+            invalid(
+                format!("--dataset {}", args.dataset),
+                e.to_string(),
+                "use digits, csv:PATH or mnist:DIR",
+            )
+        })?;
+    let split = load_dataset(&spec).map_err(from_model)?;
+    let Some(shard) = &args.shard else {
+        return Ok(split.train);
+    };
+    let bad = || {
+        invalid(
+            format!("--shard {shard}"),
+            "a shard is I/N with 0 ≤ I < N",
+            "use e.g. --shard 3/10",
+        )
+    };
+    let (i, n) = shard.split_once('/').ok_or_else(bad)?;
+    let (i, n): (usize, usize) = (i.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
+    if n == 0 || i >= n {
+        return Err(bad());
+    }
+    let scheme: PartitionSpec =
+        args.partition
+            .parse()
+            .map_err(|e: tg_types::spec::SpecError| {
+                invalid(
+                    format!("--partition {}", args.partition),
+                    e.to_string(),
+                    "use iid, dirichlet:0.5 or shards:2",
+                )
+            })?;
+    let parts = partition(split.train.labels(), n, scheme, args.seed).map_err(from_model)?;
+    Ok(split.train.subset(&parts[i]))
+}
+
+/// Runs the agent in the foreground until its job ends (`--once`) or it is stopped.
+pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(), CliError> {
+    if args.coordinator.is_none() && !args.discover {
+        return Err(CliError::new(
+            Code::Usage,
+            "no coordinator to join",
+            "the agent needs an address or LAN discovery",
+            "pass --coordinator /ip4/HOST/tcp/7700/p2p/PEER_ID (printed by `coordinator start`), or --discover",
+        ));
+    }
+    let started = std::time::Instant::now();
+    let data = local_data(args)?;
+    let key = super::identity(data_dir, args.key_file.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            CliError::new(
+                Code::Internal,
+                "cannot start the runtime",
+                e.to_string(),
+                "report this",
+            )
+        })?;
+    let status = Arc::new(Status::default());
+    rt.block_on(async {
+        let mut net = tg_net::Config::new(tg_net::Role::Agent, args.listen.clone());
+        net.mdns = args.discover;
+        net.channel_capacity = 64;
+        let (client, events) = super::start_node(&key, net)?;
+        let metrics = tg_metrics::Metrics::new("agent");
+        if let Some(addr) = args.metrics {
+            super::serve_metrics(addr, metrics.clone(), out).await?;
+        }
+        if let Some(socket) = &args.control_socket {
+            super::daemon::serve_control(socket, status.clone()).await?;
+        }
+        out.note(&format!(
+            "agent {} · {} local examples",
+            client.local_peer_id(),
+            data.len()
+        ));
+        let config = JoinConfig {
+            coordinator: args.coordinator.clone(),
+            discover: args.discover,
+            name: args.name.clone().unwrap_or_else(|| {
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "agent".into())
+            }),
+            token: args.enroll.clone(),
+            seed: args.seed,
+            once: args.once,
+        };
+        // Report readiness (joined) once, for operators and start-up timing.
+        let watch = status.clone();
+        let json = out.json;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                let s = watch.snapshot();
+                if s.state == "joined" {
+                    let ms = started.elapsed().as_millis();
+                    if json {
+                        eprintln!("{}", serde_json::json!({"event": "ready", "peer_id": s.peer_id, "job": s.job, "ready_ms": ms}));
+                    } else {
+                        eprintln!("joined job {} ({ms} ms after start)", s.job.unwrap_or_default());
+                    }
+                    return;
+                }
+            }
+        });
+        let runner = Runner::new(client, events, key.signing_key().clone(), data, config, status.clone(), metrics);
+        runner.run().await.map_err(|e| match e {
+            tg_agent::AgentError::Refused(reason) => CliError::new(
+                Code::NotAdmitted,
+                "the coordinator refused this agent",
+                reason,
+                "see the reason; a token is used once, so ask for a new one if needed",
+            ),
+            other => CliError::new(Code::Network, "the agent stopped", other.to_string(), "check the coordinator address and the network"),
+        })
+    })?;
+    let s = status.snapshot();
+    if out.json {
+        out.json_value(&serde_json::to_value(&s).unwrap_or_default());
+    } else {
+        out.line(&format!(
+            "job {} finished; answered {} requests",
+            s.job.unwrap_or_default(),
+            s.answered
+        ));
+    }
+    Ok(())
+}

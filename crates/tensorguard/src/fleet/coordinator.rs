@@ -1,0 +1,256 @@
+//! `tensorguard coordinator start --job JOB.toml`.
+
+use std::path::Path;
+
+use tg_coordinator::net::{Admission, NetTransport};
+use tg_coordinator::{Coordinator, RunConfig, SecureSettings};
+use tg_model::net::ModelShape;
+use tg_model::{init_parameters, load_dataset};
+use tg_proto::Offer;
+use tg_store::Store;
+use tg_types::record::RoundStatus;
+
+use super::jobfile::{self, JobFile};
+use crate::cli::CoordinatorStartArgs;
+use crate::errors::{from_inproc, from_model, from_store, CliError, Code};
+use crate::output::Output;
+
+/// Runs (or resumes) the job of a job file until it finishes.
+pub fn start(args: &CoordinatorStartArgs, data_dir: &Path, out: &Output) -> Result<(), CliError> {
+    let job = jobfile::load(&args.job)?;
+    let key = super::identity(data_dir, args.key_file.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            CliError::new(
+                Code::Internal,
+                "cannot start the runtime",
+                e.to_string(),
+                "report this",
+            )
+        })?;
+    rt.block_on(run(job, args, key, data_dir, out))
+}
+
+async fn run(
+    job: JobFile,
+    args: &CoordinatorStartArgs,
+    key: tg_trust::IdentityKey,
+    data_dir: &Path,
+    out: &Output,
+) -> Result<(), CliError> {
+    let spec = job.spec.clone();
+    let mut store = Store::open(data_dir).map_err(|e| from_store(e, data_dir))?;
+    let finished = store
+        .find_job(&job.id.to_string())
+        .ok()
+        .filter(|row| row.status != tg_types::record::JobStatus::Interrupted);
+    if let Some(row) = finished {
+        return Err(CliError::new(
+            Code::JobFinished,
+            format!("job {} is already {}", job.id, row.status.as_str()),
+            "a finished job is never run twice (its model and privacy ledger are final)",
+            "to train again, set a new `id` in the job file (or change it), or use another --data-dir",
+        ));
+    }
+    let admissions = Store::open(data_dir).map_err(|e| from_store(e, data_dir))?;
+
+    // The coordinator's own data: the held-out split that gates every round.
+    let split = load_dataset(&spec.dataset).map_err(from_model)?;
+    let shape =
+        ModelShape::for_dataset(spec.model, spec.hidden, &split.train).map_err(from_model)?;
+    let initial = init_parameters(&shape, spec.seed).map_err(from_model)?;
+    let strategy = tg_inproc::build_strategy(&spec).map_err(|e| from_inproc(e, data_dir))?;
+    let evaluator = Box::new(
+        tg_inproc::HeldOut::new(shape, &split.test).map_err(|e| from_inproc(e, data_dir))?,
+    );
+
+    let mut listen = job.listen.clone();
+    if !args.listen.is_empty() {
+        listen.clone_from(&args.listen);
+    }
+    let mut net = tg_net::Config::new(tg_net::Role::Coordinator, listen);
+    net.mdns = job.mdns && !args.no_mdns;
+    net.relays.clone_from(&job.relays);
+    net.request_timeout = job.deadlines.stage.max(std::time::Duration::from_secs(10));
+    let (client, mut events) = super::start_node(&key, net)?;
+    let me = client.local_peer_id();
+
+    // Report where agents can reach us before serving anyone.
+    let mut addrs = Vec::new();
+    let expected = if args.listen.is_empty() {
+        job.listen.len()
+    } else {
+        args.listen.len()
+    };
+    while addrs.len() < expected.max(1) {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), events.recv()).await {
+            Ok(Some(tg_net::Event::Listening(a))) => addrs.push(format!("{a}/p2p/{me}")),
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    let _ = std::fs::write(data_dir.join("coordinator.addrs"), addrs.join("\n") + "\n");
+    for a in &addrs {
+        out.note(&format!("listening on {a}"));
+    }
+    out.note(&format!("job {} · peer id {me}", job.id));
+
+    let metrics = tg_metrics::Metrics::new("coordinator");
+    if let Some(addr) = args.api {
+        super::serve_metrics(addr, metrics.clone(), out).await?;
+    }
+    let offer = Offer {
+        job: job.id,
+        model: spec.model,
+        hidden: spec.hidden as u32,
+        train: spec.train,
+        privacy: spec.privacy,
+        rounds: spec.rounds,
+        enrollment_required: job.enrollment && job.allowed.is_empty(),
+    };
+    let admission = Admission {
+        allowed: job.allowed.clone(),
+        tokens: job.enrollment,
+    };
+    let mut transport = NetTransport::new(
+        client,
+        events,
+        key.signing_key().clone(),
+        offer,
+        admission,
+        admissions,
+        metrics.clone(),
+    );
+    let planned = spec.clients as usize;
+    out.note(&format!(
+        "waiting for {planned} agents (up to {:?})",
+        job.deadlines.join
+    ));
+    let joined = transport.wait_for_agents(planned, job.deadlines.join).await;
+    if joined < spec.min_clients as usize {
+        return Err(CliError::new(
+            Code::QuorumTooLarge,
+            format!("only {joined} of {planned} agents joined within {:?}", job.deadlines.join),
+            format!("the job's quorum is {}", spec.min_clients),
+            "start more agents (`tensorguard agent start --coordinator ADDR`), or raise deadlines.join_secs",
+        ));
+    }
+    out.note(&format!("{joined} agents joined; starting"));
+
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let config = RunConfig {
+        job: job.id,
+        kind: "fleet".into(),
+        spec_json: serde_json::to_value(&spec).unwrap_or_default(),
+        rounds: spec.rounds,
+        min_results: spec.min_clients as usize,
+        round_deadline: job.deadlines.train,
+        stage_deadline: job.deadlines.stage,
+        train: spec.train,
+        seed: spec.seed,
+        privacy: spec.privacy,
+        secure: spec.secure_aggregation.map(|s| SecureSettings {
+            spec: s,
+            identities: Default::default(),
+            threads: cores,
+            weight_scale: (spec.privacy.is_none()).then_some(job.weight_scale),
+            noise: None,
+            prg: tg_secagg::crypto::Prg::for_this_cpu(),
+        }),
+    };
+    let coordinator = Coordinator::new(transport, strategy, evaluator, &mut store, config)
+        .with_metrics(metrics.clone());
+    let json = out.json;
+    let outcome = coordinator
+        .run(initial, |r| {
+            let line = match r.status {
+                RoundStatus::Committed => format!(
+                    "round {} committed · {} of {} agents · accuracy {:.4}",
+                    r.round,
+                    r.participants,
+                    r.selected,
+                    r.accuracy.unwrap_or(f64::NAN)
+                ),
+                _ => format!("round {} failed · {}", r.round, r.reason.as_deref().unwrap_or("")),
+            };
+            if !json {
+                eprintln!("{line}");
+            } else {
+                eprintln!("{}", serde_json::json!({"event": "round", "round": r.round, "status": r.status.as_str(), "participants": r.participants, "accuracy": r.accuracy, "model_sha256": r.model_sha256}));
+            }
+        })
+        .await
+        .map_err(|e| CliError::new(Code::Internal, "the coordinator stopped", e.to_string(), "see the log; restarting resumes the job"))?;
+    let rounds = store
+        .rounds(&job.id.to_string())
+        .map_err(|e| from_store(e, data_dir))?;
+    let committed = rounds
+        .iter()
+        .filter(|r| r.status == RoundStatus::Committed)
+        .count();
+    let summary = serde_json::json!({
+        "job": job.id.to_string(),
+        "rounds": rounds.len(),
+        "committed": committed,
+        "accuracy": outcome.final_evaluation.map(|e| e.accuracy),
+        "loss": outcome.final_evaluation.map(|e| e.loss),
+        "model_sha256": rounds.iter().rev().find_map(|r| r.model_sha256.clone()),
+        "epsilon": outcome.epsilon,
+        "budget_exhausted": outcome.budget_exhausted,
+    });
+    let status = if outcome.budget_exhausted.is_some() {
+        tg_types::record::JobStatus::BudgetExhausted
+    } else if committed > 0 {
+        tg_types::record::JobStatus::Completed
+    } else {
+        tg_types::record::JobStatus::Failed
+    };
+    store
+        .finish_job(
+            job.id,
+            status,
+            outcome.budget_exhausted.as_deref(),
+            &summary,
+        )
+        .map_err(|e| from_store(e, data_dir))?;
+    if json {
+        out.json_value(&summary);
+    } else {
+        out.line(&format!(
+            "job {} {}: {committed} of {} rounds committed, accuracy {:.4}",
+            job.id,
+            status.as_str(),
+            rounds.len(),
+            outcome.final_evaluation.map_or(f64::NAN, |e| e.accuracy)
+        ));
+    }
+    Ok(())
+}
+
+/// `tensorguard enroll create`: a one-time token for one agent.
+pub fn enroll_create(
+    ttl: std::time::Duration,
+    data_dir: &Path,
+    out: &Output,
+) -> Result<(), CliError> {
+    let store = Store::open(data_dir).map_err(|e| from_store(e, data_dir))?;
+    let mut raw = [0u8; 24];
+    crate::errors::os_random(&mut raw)?;
+    let token = format!("tg1-{}", hex::encode(raw));
+    store
+        .add_enrollment_token(&token, ttl.as_millis() as i64)
+        .map_err(|e| from_store(e, data_dir))?;
+    if out.json {
+        out.json_value(&serde_json::json!({"token": token, "expires_in_s": ttl.as_secs()}));
+    } else {
+        out.line(&token);
+        out.note(&format!(
+            "one-time enrollment token, valid for {}; give it to one agent: tensorguard agent start --enroll TOKEN …",
+            humantime::format_duration(ttl)
+        ));
+    }
+    Ok(())
+}

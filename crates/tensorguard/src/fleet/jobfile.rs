@@ -1,0 +1,309 @@
+//! The job file of `tensorguard coordinator start --job JOB.toml`.
+//!
+//! Design decision: the `[job]` table takes exactly the keys of the config
+//! file's `[demo]` table and is resolved by the same code, so a job behaves
+//! on a fleet as it does in `tensorguard demo` (`clients` is the number of
+//! agents the job is planned for). Network, deadlines and admission are
+//! tables of their own. Unknown keys are errors. The job id is the file's
+//! `id`, or else derived from the file's bytes — restarting the coordinator
+//! on the same file resumes the same job.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tg_net::{Multiaddr, PeerId};
+use tg_types::spec::{JobSpec, SecureAggSpec};
+use tg_types::JobId;
+
+use crate::cli::DemoArgs;
+use crate::config::{self, DemoSection};
+use crate::errors::{invalid, CliError, Code};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    id: Option<String>,
+    job: DemoSection,
+    #[serde(default)]
+    secure_aggregation: Option<RawSecure>,
+    #[serde(default)]
+    network: RawNetwork,
+    #[serde(default)]
+    deadlines: RawDeadlines,
+    #[serde(default)]
+    admission: RawAdmission,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecure {
+    #[serde(default = "default_bits")]
+    bits: u32,
+    #[serde(default = "default_clip")]
+    clip: f64,
+    #[serde(default = "default_corrupt")]
+    corrupt: f64,
+    #[serde(default = "default_dropout")]
+    dropout: f64,
+    sparsity: Option<f64>,
+    /// Examples per unit of FedAvg weight.
+    #[serde(default = "default_weight_scale")]
+    weight_scale: f64,
+}
+
+fn default_bits() -> u32 {
+    20
+}
+fn default_clip() -> f64 {
+    10.0
+}
+fn default_corrupt() -> f64 {
+    0.05
+}
+fn default_dropout() -> f64 {
+    0.3
+}
+fn default_weight_scale() -> f64 {
+    100.0
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    #[serde(default = "default_listen")]
+    listen: Vec<String>,
+    #[serde(default)]
+    mdns: bool,
+    #[serde(default)]
+    relays: Vec<String>,
+}
+
+impl Default for RawNetwork {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            mdns: false,
+            relays: Vec::new(),
+        }
+    }
+}
+
+fn default_listen() -> Vec<String> {
+    vec![
+        "/ip4/0.0.0.0/tcp/7700".into(),
+        "/ip4/0.0.0.0/udp/7700/quic-v1".into(),
+    ]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeadlines {
+    #[serde(default = "default_join")]
+    join_secs: f64,
+    #[serde(default = "default_train")]
+    train_secs: f64,
+    #[serde(default = "default_stage")]
+    stage_secs: f64,
+}
+
+impl Default for RawDeadlines {
+    fn default() -> Self {
+        Self {
+            join_secs: default_join(),
+            train_secs: default_train(),
+            stage_secs: default_stage(),
+        }
+    }
+}
+
+fn default_join() -> f64 {
+    300.0
+}
+fn default_train() -> f64 {
+    300.0
+}
+fn default_stage() -> f64 {
+    30.0
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmission {
+    #[serde(default)]
+    allowed_peers: Vec<String>,
+    #[serde(default = "yes")]
+    enrollment: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Per-stage deadlines of a job.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadlines {
+    /// Waiting for the planned agents before round 1.
+    pub join: Duration,
+    /// Local training and the first upload of a round.
+    pub train: Duration,
+    /// Each later secure-aggregation stage.
+    pub stage: Duration,
+}
+
+/// A parsed, validated job file.
+#[derive(Debug)]
+pub struct JobFile {
+    /// Job id.
+    pub id: JobId,
+    /// What to train, as in the demo.
+    pub spec: JobSpec,
+    /// Examples per unit of FedAvg weight in secure rounds.
+    pub weight_scale: f64,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// LAN discovery.
+    pub mdns: bool,
+    /// Relays to listen through.
+    pub relays: Vec<Multiaddr>,
+    /// Deadlines.
+    pub deadlines: Deadlines,
+    /// Peers admitted without a token.
+    pub allowed: HashSet<PeerId>,
+    /// Whether enrollment tokens admit peers.
+    pub enrollment: bool,
+}
+
+fn secs(key: &str, v: f64) -> Result<Duration, CliError> {
+    if v.is_finite() && v > 0.0 && v < 1e7 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(invalid(
+            format!("deadlines.{key} = {v}"),
+            "a deadline must be a positive number of seconds",
+            format!("set e.g. {key} = 30"),
+        ))
+    }
+}
+
+fn addrs(key: &str, list: &[String]) -> Result<Vec<Multiaddr>, CliError> {
+    list.iter()
+        .map(|a| {
+            a.parse().map_err(|e| {
+                invalid(
+                    format!("network.{key}: `{a}`"),
+                    format!("not a multiaddr: {e}"),
+                    "write addresses like /ip4/0.0.0.0/tcp/7700 or /ip4/0.0.0.0/udp/7700/quic-v1",
+                )
+            })
+        })
+        .collect()
+}
+
+/// Reads and validates a job file.
+pub fn load(path: &Path) -> Result<JobFile, CliError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        CliError::new(
+            Code::ConfigInvalid,
+            format!("cannot read job file {}", path.display()),
+            e.to_string(),
+            "check the path (see deploy/examples/digits-secure.toml for an example)",
+        )
+    })?;
+    let text = String::from_utf8_lossy(&bytes);
+    let raw: Raw = toml::from_str(&text).map_err(|e| {
+        CliError::new(
+            Code::ConfigInvalid,
+            format!("job file {} is invalid", path.display()),
+            e.to_string().trim().replace('\n', " "),
+            "fix the key named above (see deploy/examples/digits-secure.toml)",
+        )
+    })?;
+    let mut spec = config::resolve_demo(&DemoArgs::default(), &raw.job).map_err(|(_, e)| e)?;
+    spec.dropout = 0.0; // fault injection is a demo feature; a fleet has real faults
+    let weight_scale = match &raw.secure_aggregation {
+        None => 100.0,
+        Some(s) => {
+            if let Some(f) = s.sparsity.filter(|f| !(*f > 0.0 && *f <= 1.0)) {
+                return Err(invalid(
+                    format!("secure_aggregation.sparsity = {f}"),
+                    "the fraction of coordinates sent must be in (0, 1]",
+                    "use e.g. sparsity = 0.5",
+                ));
+            }
+            for (k, v) in [("corrupt", s.corrupt), ("dropout", s.dropout)] {
+                if !(0.0..1.0).contains(&v) {
+                    return Err(invalid(
+                        format!("secure_aggregation.{k} = {v}"),
+                        "an assumed fraction of clients must be in [0, 1)",
+                        format!("use e.g. {k} = 0.3"),
+                    ));
+                }
+            }
+            if !(s.weight_scale.is_finite() && s.weight_scale > 0.0) {
+                return Err(invalid(
+                    format!("secure_aggregation.weight_scale = {}", s.weight_scale),
+                    "the examples per unit of weight must be positive",
+                    "use about the mean number of examples per agent",
+                ));
+            }
+            spec.secure_aggregation = Some(SecureAggSpec {
+                bits: s.bits,
+                clip: s.clip,
+                corrupt: s.corrupt,
+                dropout: s.dropout,
+                keep_fraction: s.sparsity,
+            });
+            s.weight_scale
+        }
+    };
+    let allowed = raw
+        .admission
+        .allowed_peers
+        .iter()
+        .map(|p| {
+            p.parse::<PeerId>().map_err(|e| {
+                invalid(
+                    format!("admission.allowed_peers: `{p}`"),
+                    format!("not a peer id: {e}"),
+                    "copy the peer id an agent prints at start (`tensorguard agent start` or `tensorguard status`)",
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let id = match &raw.id {
+        Some(s) => s.parse::<JobId>().map_err(|e| {
+            invalid(
+                format!("id = \"{s}\""),
+                e.to_string(),
+                "use 32 hex characters, or remove `id` to derive it from the file",
+            )
+        })?,
+        None => {
+            use sha2::Digest;
+            let d = sha2::Sha256::new()
+                .chain_update(b"tensorguard-job-file\0")
+                .chain_update(&bytes)
+                .finalize();
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&d[..16]);
+            JobId::from_bytes(b)
+        }
+    };
+    Ok(JobFile {
+        id,
+        spec,
+        weight_scale,
+        listen: addrs("listen", &raw.network.listen)?,
+        mdns: raw.network.mdns,
+        relays: addrs("relays", &raw.network.relays)?,
+        deadlines: Deadlines {
+            join: secs("join_secs", raw.deadlines.join_secs)?,
+            train: secs("train_secs", raw.deadlines.train_secs)?,
+            stage: secs("stage_secs", raw.deadlines.stage_secs)?,
+        },
+        allowed,
+        enrollment: raw.admission.enrollment,
+    })
+}

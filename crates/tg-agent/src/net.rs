@@ -1,0 +1,380 @@
+//! The agent's side of the network: find the coordinator, join its job,
+//! answer its rounds, reconnect when the connection drops.
+//!
+//! Design decision: the protocol work (verify, refuse replays, sign replies)
+//! happens here on the async side; the [`Agent`] handler stays synchronous and
+//! runs on a blocking thread, so training never stalls the network task. The
+//! agent trusts the coordinator named by `/p2p/<peer id>` in its address;
+//! without one, the first coordinator that offers a job (trust on first use,
+//! as an SSH client does) — and only that one for the rest of the run.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use serde::Serialize;
+use tg_metrics::Metrics;
+use tg_model::Dataset;
+use tg_model::net::ModelShape;
+use tg_net::{Event, Multiaddr, PeerId, Role};
+use tg_proto::signed::{self, Bound};
+use tg_proto::{JoinRequest, NonceCounter, Offer, ReplayGuard, ToAgent, ToCoordinator};
+use tg_types::privacy::DpMode;
+use tg_types::{AgentId, JobId};
+use tokio::sync::mpsc;
+
+use crate::{Agent, AgentError, PrivacyGuard, Response};
+
+/// How an agent finds and joins a coordinator.
+#[derive(Clone, Debug)]
+pub struct JoinConfig {
+    /// The coordinator's address; `/p2p/<id>` pins its identity.
+    pub coordinator: Option<Multiaddr>,
+    /// Find coordinators on the local network with mDNS.
+    pub discover: bool,
+    /// Name shown to the coordinator's operators.
+    pub name: String,
+    /// One-time enrollment token.
+    pub token: Option<String>,
+    /// Seed of local shuffling.
+    pub seed: u64,
+    /// Stop after the first job finishes (otherwise wait for the next offer).
+    pub once: bool,
+}
+
+/// What the agent is doing, for `tensorguard status`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StatusSnapshot {
+    /// `connecting`, `joined`, `training`, `finished`, `refused`.
+    pub state: String,
+    /// This agent's peer id.
+    pub peer_id: String,
+    /// The coordinator's peer id, once known.
+    pub coordinator: Option<String>,
+    /// The job, once offered.
+    pub job: Option<String>,
+    /// Last round worked on.
+    pub round: u32,
+    /// Messages answered.
+    pub answered: u64,
+    /// Frames refused (bad signature, replay, other coordinator, …).
+    pub refused: u64,
+    /// Seconds since the agent started.
+    pub uptime_s: u64,
+    /// Local training examples.
+    pub examples: usize,
+}
+
+/// Shared, always-current status.
+#[derive(Debug, Default)]
+pub struct Status(Mutex<StatusSnapshot>);
+
+impl Status {
+    /// A copy of the current status.
+    pub fn snapshot(&self) -> StatusSnapshot {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut StatusSnapshot)) {
+        if let Ok(mut s) = self.0.lock() {
+            f(&mut s);
+        }
+    }
+}
+
+struct Session {
+    coordinator: PeerId,
+    coordinator_key: [u8; 32],
+    job: JobId,
+    agent: Option<Agent>,
+}
+
+/// Runs the agent until its job finishes (`once`) or the network stops.
+pub struct Runner {
+    client: tg_net::Client,
+    events: mpsc::Receiver<Event>,
+    key: SigningKey,
+    data: Arc<Dataset>,
+    config: JoinConfig,
+    status: Arc<Status>,
+    metrics: Arc<Metrics>,
+    nonces: NonceCounter,
+    replay: ReplayGuard,
+    pinned: Option<PeerId>,
+    session: Option<Session>,
+    connected: bool,
+    started: Instant,
+}
+
+impl Runner {
+    /// An agent runtime over a network node.
+    pub fn new(
+        client: tg_net::Client,
+        events: mpsc::Receiver<Event>,
+        key: SigningKey,
+        data: Dataset,
+        config: JoinConfig,
+        status: Arc<Status>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let pinned = config.coordinator.as_ref().and_then(peer_in);
+        let stats = client.stats_handle();
+        metrics.attach_network(move || stats.snapshot());
+        status.update(|s| {
+            s.state = "connecting".into();
+            s.peer_id = client.local_peer_id().to_string();
+            s.examples = data.len();
+        });
+        Self {
+            client,
+            events,
+            key,
+            data: Arc::new(data),
+            config,
+            status,
+            metrics,
+            nonces: NonceCounter::from_clock(),
+            replay: ReplayGuard::default(),
+            pinned,
+            session: None,
+            connected: false,
+            started: Instant::now(),
+        }
+    }
+
+    /// Runs until the job ends (`once`), the coordinator refuses us, or the
+    /// network stops.
+    pub async fn run(mut self) -> Result<(), AgentError> {
+        let mut backoff = Duration::from_millis(250);
+        let mut next_dial = tokio::time::Instant::now();
+        loop {
+            let started = self.started;
+            self.status
+                .update(|s| s.uptime_s = started.elapsed().as_secs());
+            if !self.connected && tokio::time::Instant::now() >= next_dial {
+                if let Some(addr) = self.config.coordinator.clone() {
+                    if let Err(e) = self.client.dial(addr).await {
+                        tracing::warn!("dial failed: {e}");
+                    }
+                }
+                next_dial = tokio::time::Instant::now() + backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            let event = tokio::select! {
+                e = self.events.recv() => e,
+                () = tokio::time::sleep_until(next_dial), if !self.connected => continue,
+            };
+            let Some(event) = event else {
+                return Err(tg_net::NetError::Stopped.into());
+            };
+            match event {
+                Event::Connected { peer, .. } if self.is_coordinator_candidate(&peer) => {
+                    self.connected = true;
+                    backoff = Duration::from_millis(250);
+                }
+                Event::Disconnected { peer } if self.is_current_coordinator(&peer) => {
+                    tracing::warn!(%peer, "lost the coordinator; reconnecting");
+                    self.connected = false;
+                    self.status.update(|s| s.state = "connecting".into());
+                    next_dial = tokio::time::Instant::now() + backoff;
+                }
+                Event::Discovered { peer, addr } if self.config.discover && !self.connected => {
+                    if self.pinned.is_none_or(|p| p == peer) {
+                        let _ = self.client.dial(addr).await;
+                    }
+                }
+                Event::Frame { peer, frame } => {
+                    if self.on_frame(peer, &frame).await? {
+                        return Ok(());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn is_coordinator_candidate(&self, peer: &PeerId) -> bool {
+        match (&self.pinned, &self.session) {
+            (Some(p), _) => p == peer,
+            (None, Some(s)) => &s.coordinator == peer,
+            (None, None) => true,
+        }
+    }
+
+    fn is_current_coordinator(&self, peer: &PeerId) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| &s.coordinator == peer)
+            || self.pinned.as_ref() == Some(peer)
+    }
+
+    fn refuse(&self, reason: &str, detail: &str) {
+        self.metrics.rejected(reason);
+        self.status.update(|s| s.refused += 1);
+        tracing::warn!(reason, "{detail}");
+    }
+
+    /// Handles one frame; true when the agent should stop.
+    async fn on_frame(&mut self, peer: PeerId, frame: &[u8]) -> Result<bool, AgentError> {
+        if !self.is_coordinator_candidate(&peer) {
+            self.refuse(
+                "unknown_coordinator",
+                "frame from a peer that is not our coordinator",
+            );
+            return Ok(false);
+        }
+        let Some(key) = tg_net::ed25519_key_of(&peer) else {
+            self.refuse("no_identity_key", "peer id carries no Ed25519 key");
+            return Ok(false);
+        };
+        let (header, message) = match signed::open::<ToAgent>(frame, &key) {
+            Ok(x) => x,
+            Err(e) => {
+                self.refuse("bad_frame", &e.to_string());
+                return Ok(false);
+            }
+        };
+        if let Err(e) = self.replay.check(&header) {
+            self.refuse("replay", &e.to_string());
+            return Ok(false);
+        }
+        if let Some(s) = &self.session
+            && header.binding.job != s.job
+            && !matches!(message, ToAgent::Offer(_))
+        {
+            self.refuse("wrong_job", "frame for another job");
+            return Ok(false);
+        }
+        match message {
+            ToAgent::Offer(offer) => self.on_offer(peer, key, offer).await?,
+            ToAgent::Welcome { job } => {
+                tracing::info!(%job, "joined");
+                self.status.update(|s| s.state = "joined".into());
+            }
+            ToAgent::Refused { reason, .. } => {
+                self.status.update(|s| s.state = "refused".into());
+                return Err(AgentError::Refused(reason));
+            }
+            ToAgent::Finished { job } => {
+                tracing::info!(%job, "job finished");
+                self.status.update(|s| s.state = "finished".into());
+                self.session = None;
+                return Ok(self.config.once);
+            }
+            other => self.on_work(other).await?,
+        }
+        Ok(false)
+    }
+
+    async fn on_offer(
+        &mut self,
+        peer: PeerId,
+        key: [u8; 32],
+        offer: Offer,
+    ) -> Result<(), AgentError> {
+        let same_job = self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.job == offer.job && s.agent.is_some());
+        if !same_job {
+            let shape = ModelShape::for_dataset(offer.model, offer.hidden as usize, &self.data)?;
+            let id = AgentId::new(self.client.local_peer_id().to_string())
+                .map_err(|e| AgentError::Refused(e.to_string()))?;
+            let mut agent = Agent::new(id, shape, &self.data, self.config.seed)?
+                .with_identity(self.key.clone());
+            if let Some(p) = offer.privacy
+                && matches!(p.mode, DpMode::LocalSgd(_))
+            {
+                agent = agent.with_privacy_guard(PrivacyGuard::new(
+                    p.target_epsilon,
+                    p.delta,
+                    p.accountant,
+                ));
+            }
+            self.session = Some(Session {
+                coordinator: peer,
+                coordinator_key: key,
+                job: offer.job,
+                agent: Some(agent),
+            });
+        }
+        if self.pinned.is_none() {
+            // Trust on first use: this coordinator, and only it, from now on.
+            self.pinned = Some(peer);
+        }
+        self.status.update(|s| {
+            s.coordinator = Some(peer.to_string());
+            s.job = Some(offer.job.to_string());
+        });
+        let join = ToCoordinator::Join(JoinRequest {
+            job: offer.job,
+            name: self.config.name.clone(),
+            token: self.config.token.clone(),
+        });
+        self.reply(&join).await;
+        Ok(())
+    }
+
+    async fn on_work(&mut self, message: ToAgent) -> Result<(), AgentError> {
+        let Some(session) = self.session.as_mut() else {
+            self.refuse("no_session", "work before an offer");
+            return Ok(());
+        };
+        let Some(mut agent) = session.agent.take() else {
+            return Ok(());
+        };
+        let round = message.binding().round;
+        self.status.update(|s| {
+            s.state = "training".into();
+            s.round = round;
+        });
+        let started = Instant::now();
+        // Training and unmasking are CPU work: off the async threads.
+        let (agent, result) = tokio::task::spawn_blocking(move || {
+            let r = agent.handle(message);
+            (agent, r)
+        })
+        .await
+        .map_err(|e| AgentError::Refused(format!("the training task failed: {e}")))?;
+        if let Some(s) = self.session.as_mut() {
+            s.agent = Some(agent);
+        }
+        self.metrics
+            .stage(round, "answered", started.elapsed().as_secs_f64());
+        self.status.update(|s| s.state = "joined".into());
+        match result {
+            Ok(Response::Reply(reply)) => {
+                self.status.update(|s| s.answered += 1);
+                self.reply(&reply).await;
+            }
+            Ok(Response::Finished(_)) => {}
+            Err(e) => self.refuse("unhandled", &e.to_string()),
+        }
+        Ok(())
+    }
+
+    async fn reply(&mut self, message: &ToCoordinator) {
+        let Some(s) = &self.session else { return };
+        let coordinator = s.coordinator;
+        debug_assert!(s.coordinator_key != [0; 32]);
+        match signed::seal(&self.key, self.nonces.next(), message) {
+            Ok(frame) => {
+                if let Err(e) = self.client.send(coordinator, frame).await {
+                    tracing::warn!("reply not delivered: {e}");
+                }
+            }
+            Err(e) => tracing::error!("cannot sign a reply: {e}"),
+        }
+    }
+}
+
+/// The `/p2p/<id>` component of an address.
+pub fn peer_in(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        tg_net::multiaddr::Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+/// The network role of an agent.
+pub const ROLE: Role = Role::Agent;
