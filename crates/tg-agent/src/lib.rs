@@ -72,6 +72,8 @@ pub struct Agent {
     identity: Option<ed25519_dalek::SigningKey>,
     /// The secure-aggregation round in progress.
     session: Option<secure::Session>,
+    /// What local shuffling is seeded with besides `seed` (default: the id).
+    seed_name: String,
 }
 
 impl Agent {
@@ -83,7 +85,6 @@ impl Agent {
         seed: u64,
     ) -> Result<Self, AgentError> {
         Ok(Self {
-            id,
             shape,
             train: LocalData::new(data)?,
             control: None,
@@ -91,7 +92,17 @@ impl Agent {
             guard: None,
             identity: None,
             session: None,
+            seed_name: id.as_str().to_owned(),
+            id,
         })
+    }
+
+    /// Seeds local shuffling with `name` instead of the agent's id, so a
+    /// network agent holding shard `i` of a dataset shuffles exactly as the
+    /// in-process agent `i` does (reproducible comparisons).
+    pub fn with_seed_name(mut self, name: impl Into<String>) -> Self {
+        self.seed_name = name.into();
+        self
     }
 
     /// Gives the agent the identity key that signs its protocol messages.
@@ -149,7 +160,7 @@ impl Agent {
 
     fn round_seed(&self, at: RoundRef) -> u64 {
         let mut h = self.seed ^ 0x51a7_e5ee_d000_0000;
-        for b in self.id.as_str().bytes().chain(at.round.to_le_bytes()) {
+        for b in self.seed_name.bytes().chain(at.round.to_le_bytes()) {
             h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
         h

@@ -40,6 +40,8 @@ pub struct JoinConfig {
     pub seed: u64,
     /// Stop after the first job finishes (otherwise wait for the next offer).
     pub once: bool,
+    /// Seed local shuffling with this name instead of the peer id.
+    pub seed_name: Option<String>,
 }
 
 /// What the agent is doing, for `tensorguard status`.
@@ -84,7 +86,6 @@ impl Status {
 
 struct Session {
     coordinator: PeerId,
-    coordinator_key: [u8; 32],
     job: JobId,
     agent: Option<Agent>,
 }
@@ -246,7 +247,7 @@ impl Runner {
             return Ok(false);
         }
         match message {
-            ToAgent::Offer(offer) => self.on_offer(peer, key, offer).await?,
+            ToAgent::Offer(offer) => self.on_offer(peer, offer).await?,
             ToAgent::Welcome { job } => {
                 tracing::info!(%job, "joined");
                 self.status.update(|s| s.state = "joined".into());
@@ -269,7 +270,6 @@ impl Runner {
     async fn on_offer(
         &mut self,
         peer: PeerId,
-        key: [u8; 32],
         offer: Offer,
     ) -> Result<(), AgentError> {
         let same_job = self
@@ -282,6 +282,9 @@ impl Runner {
                 .map_err(|e| AgentError::Refused(e.to_string()))?;
             let mut agent = Agent::new(id, shape, &self.data, self.config.seed)?
                 .with_identity(self.key.clone());
+            if let Some(name) = &self.config.seed_name {
+                agent = agent.with_seed_name(name.clone());
+            }
             if let Some(p) = offer.privacy
                 && matches!(p.mode, DpMode::LocalSgd(_))
             {
@@ -293,7 +296,6 @@ impl Runner {
             }
             self.session = Some(Session {
                 coordinator: peer,
-                coordinator_key: key,
                 job: offer.job,
                 agent: Some(agent),
             });
@@ -356,7 +358,6 @@ impl Runner {
     async fn reply(&mut self, message: &ToCoordinator) {
         let Some(s) = &self.session else { return };
         let coordinator = s.coordinator;
-        debug_assert!(s.coordinator_key != [0; 32]);
         match signed::seal(&self.key, self.nonces.next(), message) {
             Ok(frame) => {
                 if let Err(e) = self.client.send(coordinator, frame).await {

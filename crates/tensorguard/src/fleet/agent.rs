@@ -107,6 +107,8 @@ pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(),
             token: args.enroll.clone(),
             seed: args.seed,
             once: args.once,
+            // Shard i shuffles as the in-process agent i does.
+            seed_name: args.shard.as_ref().and_then(|s| s.split_once('/')).and_then(|(i, _)| i.parse().ok()).map(|i: usize| tg_types::AgentId::numbered(i).as_str().to_owned()),
         };
         // Report readiness (joined) once, for operators and start-up timing.
         let watch = status.clone();

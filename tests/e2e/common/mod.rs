@@ -1,0 +1,265 @@
+//! Helpers for whole-federation tests: real `tensorguard` processes on
+//! 127.0.0.1, each with its own data directory and identity.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tg_types::Parameters;
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tensorguard")
+}
+
+/// Secure-aggregation settings of a test job.
+#[derive(Clone, Copy)]
+pub struct Secure {
+    pub dropout: f64,
+}
+
+/// A test job file.
+pub struct JobOpts {
+    pub clients: u32,
+    pub rounds: u32,
+    pub min_clients: u32,
+    pub secure: Option<Secure>,
+    pub train_secs: f64,
+    pub stage_secs: f64,
+    pub hidden: u32,
+    pub local_epochs: u32,
+}
+
+impl Default for JobOpts {
+    fn default() -> Self {
+        Self {
+            clients: 10,
+            rounds: 5,
+            min_clients: 6,
+            secure: Some(Secure { dropout: 0.3 }),
+            train_secs: 120.0,
+            stage_secs: 20.0,
+            hidden: 64,
+            local_epochs: 2,
+        }
+    }
+}
+
+impl JobOpts {
+    pub fn toml(&self) -> String {
+        let mut s = format!(
+            "[job]\ndataset = \"digits\"\npartition = \"iid\"\nclients = {}\nrounds = {}\nmin_clients = {}\nseed = 42\nhidden = {}\nlocal_epochs = {}\n\n\
+             [network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nmdns = false\n\n\
+             [deadlines]\njoin_secs = 120\ntrain_secs = {}\nstage_secs = {}\n\n\
+             [admission]\nenrollment = true\n",
+            self.clients, self.rounds, self.min_clients, self.hidden, self.local_epochs, self.train_secs, self.stage_secs
+        );
+        if let Some(sec) = self.secure {
+            s.push_str(&format!(
+                "\n[secure_aggregation]\nbits = 20\nclip = 10.0\ndropout = {}\n",
+                sec.dropout
+            ));
+        }
+        s
+    }
+}
+
+/// A directory tree for one federation.
+pub struct Fleet {
+    pub root: tempfile::TempDir,
+    pub coordinator: Option<Child>,
+    pub agents: Vec<Option<Child>>,
+    pub job: PathBuf,
+}
+
+impl Fleet {
+    pub fn new(opts: &JobOpts) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let job = root.path().join("job.toml");
+        std::fs::write(&job, opts.toml()).unwrap();
+        Self {
+            root,
+            coordinator: None,
+            agents: Vec::new(),
+            job,
+        }
+    }
+
+    pub fn coord_dir(&self) -> PathBuf {
+        self.root.path().join("coordinator")
+    }
+
+    pub fn agent_dir(&self, i: usize) -> PathBuf {
+        self.root.path().join(format!("agent-{i}"))
+    }
+
+    /// One-time enrollment tokens.
+    pub fn tokens(&self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                let out = Command::new(bin())
+                    .arg("--data-dir")
+                    .arg(self.coord_dir())
+                    .args(["enroll", "create"])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                String::from_utf8(out.stdout).unwrap().trim().to_owned()
+            })
+            .collect()
+    }
+
+    /// Starts (or restarts) the coordinator; returns its address.
+    pub fn start_coordinator(&mut self) -> String {
+        let _ = std::fs::remove_file(self.coord_dir().join("coordinator.addrs"));
+        let log = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.root.path().join(name))
+                .unwrap()
+        };
+        let child = Command::new(bin())
+            .arg("--data-dir")
+            .arg(self.coord_dir())
+            .args(["--json", "-v", "coordinator", "start", "--job"])
+            .arg(&self.job)
+            .stdout(log("coordinator.out"))
+            .stderr(log("coordinator.err"))
+            .spawn()
+            .unwrap();
+        self.coordinator = Some(child);
+        let addrs = self.coord_dir().join("coordinator.addrs");
+        wait_for(Duration::from_secs(30), || {
+            std::fs::read_to_string(&addrs)
+                .ok()
+                .and_then(|s| s.lines().next().map(str::to_owned))
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| panic!("coordinator did not listen: {}", self.log("coordinator.err")))
+    }
+
+    /// Starts agent `i` of `n` on shard i/n.
+    pub fn start_agent(&mut self, i: usize, n: usize, addr: &str, token: Option<&str>) {
+        let log = |name: String| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.root.path().join(name))
+                .unwrap()
+        };
+        let mut cmd = Command::new(bin());
+        cmd.arg("--data-dir")
+            .arg(self.agent_dir(i))
+            .args(["-v", "agent", "start", "--coordinator", addr, "--once", "--partition", "iid", "--seed", "42"])
+            .arg("--shard")
+            .arg(format!("{i}/{n}"))
+            .arg("--name")
+            .arg(format!("robot-{i}"))
+            .stdin(Stdio::null())
+            .stdout(log(format!("agent-{i}.out")))
+            .stderr(log(format!("agent-{i}.err")));
+        if let Some(t) = token {
+            cmd.arg("--enroll").arg(t);
+        }
+        let child = cmd.spawn().unwrap();
+        if self.agents.len() <= i {
+            self.agents.resize_with(i + 1, || None);
+        }
+        self.agents[i] = Some(child);
+    }
+
+    /// Starts `n` agents with fresh tokens.
+    pub fn start_agents(&mut self, n: usize, addr: &str) {
+        let tokens = self.tokens(n);
+        for (i, t) in tokens.iter().enumerate() {
+            self.start_agent(i, n, addr, Some(t));
+        }
+    }
+
+    pub fn kill_agent(&mut self, i: usize) {
+        if let Some(mut c) = self.agents[i].take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    pub fn kill_coordinator(&mut self) {
+        if let Some(mut c) = self.coordinator.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn signal_agent(&self, i: usize, signal: &str) {
+        let pid = self.agents[i].as_ref().unwrap().id();
+        let ok = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the coordinator to exit; returns its status and the JSON summary.
+    pub fn wait_coordinator(&mut self, timeout: Duration) -> (ExitStatus, serde_json::Value) {
+        let mut c = self.coordinator.take().expect("coordinator running");
+        let status = wait_child(&mut c, timeout)
+            .unwrap_or_else(|| panic!("coordinator did not finish in {timeout:?}:\n{}", self.log("coordinator.err")));
+        let out = self.log("coordinator.out");
+        let summary = serde_json::from_str(&out).unwrap_or(serde_json::Value::Null);
+        (status, summary)
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(self.root.path().join(name)) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Opens the coordinator's store read-only.
+    pub fn store(&self) -> tg_store::Store {
+        tg_store::Store::open_existing(&self.coord_dir()).unwrap()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.kill_coordinator();
+        for i in 0..self.agents.len() {
+            self.kill_agent(i);
+        }
+    }
+}
+
+pub fn wait_child(c: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Ok(Some(s)) = c.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Some(t) = f() {
+            return Some(t);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    None
+}
+
+/// The model a store committed last for a job.
+pub fn latest_model(dir: &Path, job: &str) -> Parameters {
+    let store = tg_store::Store::open_existing(dir).unwrap();
+    let (_, sha) = store.latest_model(job).unwrap().expect("a committed model");
+    Parameters::from_safetensors(&store.blobs().get(&sha).unwrap()).unwrap()
+}
+
+pub fn max_abs_diff(a: &Parameters, b: &Parameters) -> f32 {
+    a.values().zip(b.values()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
