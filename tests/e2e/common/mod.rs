@@ -29,6 +29,10 @@ pub struct JobOpts {
     pub stage_secs: f64,
     pub hidden: u32,
     pub local_epochs: u32,
+    /// A fixed port (so agents can find a restarted coordinator).
+    pub port: u16,
+    /// Sample-level DP: (noise multiplier, target ε).
+    pub dp: Option<(f64, f64)>,
 }
 
 impl Default for JobOpts {
@@ -42,6 +46,8 @@ impl Default for JobOpts {
             stage_secs: 20.0,
             hidden: 64,
             local_epochs: 2,
+            port: 0,
+            dp: None,
         }
     }
 }
@@ -50,11 +56,16 @@ impl JobOpts {
     pub fn toml(&self) -> String {
         let mut s = format!(
             "[job]\ndataset = \"digits\"\npartition = \"iid\"\nclients = {}\nrounds = {}\nmin_clients = {}\nseed = 42\nhidden = {}\nlocal_epochs = {}\n\n\
-             [network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nmdns = false\n\n\
+             [network]\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nmdns = false\n\n\
              [deadlines]\njoin_secs = 120\ntrain_secs = {}\nstage_secs = {}\n\n\
              [admission]\nenrollment = true\n",
-            self.clients, self.rounds, self.min_clients, self.hidden, self.local_epochs, self.train_secs, self.stage_secs
+            self.clients, self.rounds, self.min_clients, self.hidden, self.local_epochs, self.port, self.train_secs, self.stage_secs
         );
+        if let Some((sigma, eps)) = self.dp {
+            s.push_str(&format!(
+                "\n[privacy]\nmode = \"local-sgd\"\ntarget_epsilon = {eps}\nnoise_multiplier = {sigma}\nsampling_rate = 0.1\nsteps_per_round = 10\n"
+            ));
+        }
         if let Some(sec) = self.secure {
             s.push_str(&format!(
                 "\n[secure_aggregation]\nbits = 20\nclip = 10.0\ndropout = {}\n",
@@ -262,4 +273,29 @@ pub fn latest_model(dir: &Path, job: &str) -> Parameters {
 
 pub fn max_abs_diff(a: &Parameters, b: &Parameters) -> f32 {
     a.values().zip(b.values()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// A port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The stages the coordinator recorded for round `round`, in order.
+pub fn stages_of(dir: &Path, round: u32) -> Vec<String> {
+    let Ok(store) = tg_store::Store::open_existing(dir) else {
+        return Vec::new();
+    };
+    let Some(job) = store
+        .list_jobs()
+        .ok()
+        .and_then(|j| j.first().and_then(|j| j.id.parse::<tg_types::JobId>().ok()))
+    else {
+        return Vec::new();
+    };
+    store.stages(job, round).unwrap_or_default()
+}
+
+/// The last stage the coordinator recorded for round `round`, if any.
+pub fn stage_of(dir: &Path, round: u32) -> Option<String> {
+    stages_of(dir, round).pop()
 }

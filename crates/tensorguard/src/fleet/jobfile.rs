@@ -34,6 +34,79 @@ struct Raw {
     deadlines: RawDeadlines,
     #[serde(default)]
     admission: RawAdmission,
+    #[serde(default)]
+    privacy: Option<RawPrivacy>,
+}
+
+/// Sample-level DP (DP-SGD on every agent): the one DP mode whose
+/// parameters do not depend on data the coordinator cannot see.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrivacy {
+    mode: String,
+    target_epsilon: f64,
+    #[serde(default = "default_delta")]
+    delta: f64,
+    #[serde(default = "default_accountant")]
+    accountant: String,
+    noise_multiplier: f64,
+    #[serde(default = "default_max_grad_norm")]
+    max_grad_norm: f64,
+    sampling_rate: f64,
+    steps_per_round: u32,
+}
+
+fn default_delta() -> f64 {
+    1e-5
+}
+fn default_accountant() -> String {
+    "pld".into()
+}
+fn default_max_grad_norm() -> f64 {
+    1.0
+}
+
+fn privacy_spec(p: &RawPrivacy) -> Result<tg_types::privacy::PrivacySpec, CliError> {
+    use tg_privacy::{AccountantKind, ClipNorm, Delta, Epsilon, NoiseMultiplier, SamplingRate};
+    use tg_types::privacy::{DpMode, DpSgdSpec, PrivacySpec};
+    let param = |key: &str, e: tg_privacy::PrivacyError| {
+        CliError::new(
+            Code::PrivacyParam,
+            format!("privacy.{key} is out of range"),
+            e.to_string(),
+            "see docs/PRIVACY.md for each parameter's domain",
+        )
+    };
+    if p.mode != "local-sgd" {
+        return Err(invalid(
+            format!("privacy.mode = \"{}\"", p.mode),
+            "a fleet job supports sample-level DP (each agent runs DP-SGD on its own data)",
+            "use mode = \"local-sgd\"; central and distributed DP run in `tensorguard demo`",
+        ));
+    }
+    if p.steps_per_round == 0 {
+        return Err(invalid("privacy.steps_per_round = 0", "a round must take at least one step", "use e.g. steps_per_round = 20"));
+    }
+    let accountant = match p.accountant.as_str() {
+        "rdp" => AccountantKind::Rdp,
+        "pld" => AccountantKind::Pld,
+        other => {
+            return Err(invalid(format!("privacy.accountant = \"{other}\""), "DP-SGD is accounted by RDP or PLD", "use \"pld\" (tightest) or \"rdp\""));
+        }
+    };
+    let spec = PrivacySpec {
+        mode: DpMode::LocalSgd(DpSgdSpec {
+            noise_multiplier: NoiseMultiplier::new(p.noise_multiplier).map_err(|e| param("noise_multiplier", e))?,
+            max_grad_norm: ClipNorm::new(p.max_grad_norm).map_err(|e| param("max_grad_norm", e))?,
+            sampling_rate: SamplingRate::new(p.sampling_rate).map_err(|e| param("sampling_rate", e))?,
+            steps_per_round: p.steps_per_round,
+        }),
+        target_epsilon: Epsilon::new(p.target_epsilon).map_err(|e| param("target_epsilon", e))?,
+        delta: Delta::new(p.delta).map_err(|e| param("delta", e))?,
+        accountant,
+    };
+    spec.per_round().map_err(|e| param("sampling_rate", e))?;
+    Ok(spec)
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,6 +295,14 @@ pub fn load(path: &Path) -> Result<JobFile, CliError> {
     })?;
     let mut spec = config::resolve_demo(&DemoArgs::default(), &raw.job).map_err(|(_, e)| e)?;
     spec.dropout = 0.0; // fault injection is a demo feature; a fleet has real faults
+    if let Some(p) = &raw.privacy {
+        let privacy = privacy_spec(p)?;
+        spec.train.dp_sgd = match privacy.mode {
+            tg_types::privacy::DpMode::LocalSgd(s) => Some(s),
+            _ => None,
+        };
+        spec.privacy = Some(privacy);
+    }
     let weight_scale = match &raw.secure_aggregation {
         None => 100.0,
         Some(s) => {
