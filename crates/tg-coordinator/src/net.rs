@@ -35,7 +35,13 @@ struct Member {
     agent: AgentId,
     key: [u8; 32],
     name: String,
+    /// Frames queued for this agent, delivered in order by its own task, so
+    /// one stalled agent never holds up a broadcast to the others.
+    outbox: mpsc::Sender<Vec<u8>>,
 }
+
+/// Frames queued per agent before further sends count it as a dropout.
+const OUTBOX_CAPACITY: usize = 8;
 
 /// A [`Transport`] over a libp2p node.
 pub struct NetTransport {
@@ -51,6 +57,8 @@ pub struct NetTransport {
     connected: HashSet<PeerId>,
     metrics: Arc<Metrics>,
     topic: String,
+    undelivered_tx: mpsc::Sender<PeerId>,
+    undelivered: mpsc::Receiver<PeerId>,
 }
 
 /// The gossipsub topic on which a job's rounds are announced.
@@ -73,6 +81,7 @@ impl NetTransport {
         let stats = client.stats_handle();
         metrics.attach_network(move || stats.snapshot());
         let topic = announcement_topic(offer.job);
+        let (undelivered_tx, undelivered) = mpsc::channel(256);
         Self {
             client,
             events,
@@ -86,7 +95,26 @@ impl NetTransport {
             connected: HashSet::new(),
             metrics,
             topic,
+            undelivered_tx,
+            undelivered,
         }
+    }
+
+    /// A delivery task for one agent's frames.
+    fn outbox_for(&self, peer: PeerId) -> mpsc::Sender<Vec<u8>> {
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(OUTBOX_CAPACITY);
+        let client = self.client.clone();
+        let failed = self.undelivered_tx.clone();
+        tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                if let Err(e) = client.send(peer, frame).await {
+                    tracing::debug!(%peer, "frame not delivered: {e}");
+                    // Full means a dropout is already being reported.
+                    let _ = failed.try_send(peer);
+                }
+            }
+        });
+        tx
     }
 
     /// Agents admitted and connected.
@@ -109,13 +137,20 @@ impl NetTransport {
         self.member_count()
     }
 
-    async fn send_signed(&mut self, peer: PeerId, message: &ToAgent) -> Result<(), String> {
-        let frame =
-            signed::seal(&self.key, self.nonces.next(), message).map_err(|e| e.to_string())?;
-        self.client
-            .send(peer, frame)
-            .await
-            .map_err(|e| e.to_string())
+    /// Signs and sends a session message (offer, welcome, refusal) in the
+    /// background: a peer that never answers must not stall the coordinator.
+    fn send_signed(&mut self, peer: PeerId, message: &ToAgent) {
+        match signed::seal(&self.key, self.nonces.next(), message) {
+            Ok(frame) => {
+                let client = self.client.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = client.send(peer, frame).await {
+                        tracing::debug!(%peer, "session message not delivered: {e}");
+                    }
+                });
+            }
+            Err(e) => tracing::error!("cannot sign a session message: {e}"),
+        }
     }
 
     fn refuse(&mut self, peer: &PeerId, reason: &'static str, detail: &str) {
@@ -163,35 +198,57 @@ impl NetTransport {
                  enrollment token was presented — start the agent with --enroll TOKEN"
             };
             let job = self.offer.job;
-            let _ = self
-                .send_signed(
-                    peer,
-                    &ToAgent::Refused {
-                        job,
-                        reason: reason.into(),
-                    },
-                )
-                .await;
-            let _ = self.client.disconnect(peer).await;
+            self.send_signed(
+                peer,
+                &ToAgent::Refused {
+                    job,
+                    reason: reason.into(),
+                },
+            );
+            // Let the refusal reach the peer before the connection closes.
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let _ = client.disconnect(peer).await;
+            });
             return;
         }
         tracing::info!(%peer, %name, "agent joined");
-        self.members.insert(peer, Member { agent, key, name });
+        let outbox = match self.members.remove(&peer) {
+            Some(m) if !m.outbox.is_closed() => m.outbox,
+            _ => self.outbox_for(peer),
+        };
+        self.members.insert(
+            peer,
+            Member {
+                agent,
+                key,
+                name,
+                outbox,
+            },
+        );
         self.metrics.set_members(self.member_count());
         let job = self.offer.job;
-        let _ = self.send_signed(peer, &ToAgent::Welcome { job }).await;
+        self.send_signed(peer, &ToAgent::Welcome { job });
     }
 
     /// Handles one network event: `None` when the network has stopped,
     /// `Some(None)` when the event concerned only this layer (a join, a
     /// refusal), `Some(Some(e))` for the round logic.
     async fn pump(&mut self) -> Option<Option<TransportEvent>> {
-        Some(match self.events.recv().await? {
+        let event = tokio::select! {
+            e = self.events.recv() => e?,
+            Some(peer) = self.undelivered.recv() => {
+                // Undeliverable: a dropout for the round in progress.
+                return Some(self.members.get(&peer).map(|m| TransportEvent::Disconnected(m.agent.clone())));
+            }
+        };
+        Some(match event {
             Event::Connected { peer, .. } => {
                 self.connected.insert(peer);
                 let offer = ToAgent::Offer(self.offer.clone());
                 // A peer that cannot take the offer will not join either.
-                let _ = self.send_signed(peer, &offer).await;
+                self.send_signed(peer, &offer);
                 self.metrics.set_members(self.member_count());
                 None
             }
@@ -291,17 +348,18 @@ impl Transport for NetTransport {
     }
 
     async fn send(&mut self, to: &AgentId, frame: Vec<u8>) -> Result<(), String> {
-        let peer: PeerId = to
-            .as_str()
-            .parse()
-            .map_err(|_| format!("{to} is not a peer id"))?;
+        let peer: PeerId = to.as_str().parse().map_err(|_| format!("{to} is not a peer id"))?;
+        let member = self.members.get(&peer).ok_or_else(|| format!("{to} has not joined"))?;
+        if !self.connected.contains(&peer) {
+            return Err(format!("{to} is not connected"));
+        }
         let message: ToAgent = tg_proto::decode(&frame).map_err(|e| e.to_string())?;
         let sealed = signed::seal_payload(&self.key, self.nonces.next(), message.binding(), frame)
             .map_err(|e| e.to_string())?;
-        self.client
-            .send(peer, sealed)
-            .await
-            .map_err(|e| e.to_string())
+        member
+            .outbox
+            .try_send(sealed)
+            .map_err(|_| format!("{to} is not keeping up (outbox full)"))
     }
 
     async fn next_event(&mut self) -> Option<TransportEvent> {
