@@ -23,14 +23,21 @@ fn run(seed: usize, stage: &str) {
     let reached = wait_for(Duration::from_secs(120), || {
         stage_of(&dir, 1).filter(|s| s == stage || s == "committed" || s == "failed")
     });
-    assert_eq!(reached.as_deref(), Some(stage), "round 1 went past {stage} before the kill");
+    assert_eq!(
+        reached.as_deref(),
+        Some(stage),
+        "round 1 went past {stage} before the kill"
+    );
     // Four distinct agents, chosen by the run (3 is coprime to 10).
     for v in (0..4).map(|k| (k * 3 + seed) % 10) {
         fleet.kill_agent(v);
     }
     let (status, summary) = fleet.wait_coordinator(Duration::from_secs(120));
     assert!(status.success(), "{}", fleet.log("coordinator.err"));
-    let rounds = fleet.store().rounds(summary["job"].as_str().unwrap()).unwrap();
+    let rounds = fleet
+        .store()
+        .rounds(summary["job"].as_str().unwrap())
+        .unwrap();
     let r = &rounds[0];
     assert_eq!(
         r.status,
@@ -38,16 +45,32 @@ fn run(seed: usize, stage: &str) {
         "run {seed} ({stage}): {:?}",
         r.reason
     );
-    assert!((6..=10).contains(&r.participants), "participants {}", r.participants);
-    assert!(r.accuracy.unwrap() > 0.2, "a sum of 6+ real updates trains (chance is 0.1): {:?}", r.accuracy);
-    eprintln!("run {seed}: killed 4 at {stage}; {} contributed; accuracy {:.3}", r.participants, r.accuracy.unwrap_or(0.0));
+    assert!(
+        (6..=10).contains(&r.participants),
+        "participants {}",
+        r.participants
+    );
+    assert!(
+        r.accuracy.unwrap() > 0.2,
+        "a sum of 6+ real updates trains (chance is 0.1): {:?}",
+        r.accuracy
+    );
+    eprintln!(
+        "run {seed}: killed 4 at {stage}; {} contributed; accuracy {:.3}",
+        r.participants,
+        r.accuracy.unwrap_or(0.0)
+    );
 }
 
 #[test]
 fn killing_forty_percent_mid_round_still_commits() {
     for seed in 0..10 {
         // Half the runs kill during masked input, half during unmasking.
-        let stage = if seed % 2 == 0 { "share_keys_collected" } else { "consistency_check_collected" };
+        let stage = if seed % 2 == 0 {
+            "share_keys_collected"
+        } else {
+            "consistency_check_collected"
+        };
         run(seed, stage);
     }
 }

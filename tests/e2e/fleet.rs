@@ -21,7 +21,11 @@ fn ten_agents_five_secure_rounds_match_the_in_process_engine() {
     for i in 0..10 {
         let c = fleet.agents[i].as_mut().unwrap();
         let s = wait_child(c, Duration::from_secs(30)).expect("agent exits after the job");
-        assert!(s.success(), "agent {i}: {}", fleet.log(&format!("agent-{i}.err")));
+        assert!(
+            s.success(),
+            "agent {i}: {}",
+            fleet.log(&format!("agent-{i}.err"))
+        );
     }
     let networked = latest_model(&fleet.coord_dir(), &job);
 
@@ -31,12 +35,31 @@ fn ten_agents_five_secure_rounds_match_the_in_process_engine() {
         .arg("--data-dir")
         .arg(&inproc_dir)
         .args([
-            "--json", "demo", "--clients", "10", "--rounds", "5", "--min-clients", "6", "--partition", "iid",
-            "--seed", "42", "--secure-aggregation", "--bits", "20", "--secagg-clip", "10",
+            "--json",
+            "demo",
+            "--clients",
+            "10",
+            "--rounds",
+            "5",
+            "--min-clients",
+            "6",
+            "--partition",
+            "iid",
+            "--seed",
+            "42",
+            "--secure-aggregation",
+            "--bits",
+            "20",
+            "--secagg-clip",
+            "10",
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let demo: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let local = latest_model(&inproc_dir, demo["run_id"].as_str().unwrap());
     let diff = max_abs_diff(&networked, &local);
@@ -44,6 +67,12 @@ fn ten_agents_five_secure_rounds_match_the_in_process_engine() {
     eprintln!("max |networked − in-process| = {diff:e} (largest weight {scale})");
     assert!(diff < 1e-3 * scale.max(1.0), "models differ by {diff}");
     let acc = summary["accuracy"].as_f64().unwrap();
-    let acc_local = demo["final_accuracy"].as_f64().or(demo["accuracy"].as_f64()).unwrap_or(acc);
-    assert!((acc - acc_local).abs() < 0.01, "accuracy {acc} vs {acc_local}");
+    let acc_local = demo["final_accuracy"]
+        .as_f64()
+        .or(demo["accuracy"].as_f64())
+        .unwrap_or(acc);
+    assert!(
+        (acc - acc_local).abs() < 0.01,
+        "accuracy {acc} vs {acc_local}"
+    );
 }

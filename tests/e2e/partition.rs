@@ -25,11 +25,17 @@ fn an_agent_cut_off_for_twenty_seconds_drops_out_and_comes_back() {
     let addr = fleet.start_coordinator();
     fleet.start_agents(5, &addr);
     let dir = fleet.coord_dir();
-    assert!(wait_for(Duration::from_secs(60), || stage_of(&dir, 1).filter(|s| s == "committed")).is_some());
+    assert!(wait_for(Duration::from_secs(60), || stage_of(&dir, 1)
+        .filter(|s| s == "committed"))
+    .is_some());
     let peer = fleet
         .log("agent-0.err")
         .lines()
-        .find_map(|l| l.strip_prefix("agent ").and_then(|r| r.split_whitespace().next()).map(str::to_owned))
+        .find_map(|l| {
+            l.strip_prefix("agent ")
+                .and_then(|r| r.split_whitespace().next())
+                .map(str::to_owned)
+        })
         .expect("agent 0 printed its peer id");
 
     fleet.signal_agent(0, "STOP");
@@ -40,16 +46,25 @@ fn an_agent_cut_off_for_twenty_seconds_drops_out_and_comes_back() {
 
     let (status, summary) = fleet.wait_coordinator(Duration::from_secs(240));
     assert!(status.success(), "{}", fleet.log("coordinator.err"));
-    let rounds = fleet.store().rounds(summary["job"].as_str().unwrap()).unwrap();
+    let rounds = fleet
+        .store()
+        .rounds(summary["job"].as_str().unwrap())
+        .unwrap();
     let outcome = |r: &tg_types::record::RoundRecord| {
         r.participants_detail
             .iter()
             .find(|p| p.agent.as_str() == peer)
             .map(|p| p.outcome)
     };
-    let timeline: Vec<_> = rounds.iter().map(|r| (r.round, r.status.as_str(), outcome(r))).collect();
+    let timeline: Vec<_> = rounds
+        .iter()
+        .map(|r| (r.round, r.status.as_str(), outcome(r)))
+        .collect();
     eprintln!("{timeline:?}");
-    assert!(rounds.iter().all(|r| r.status == RoundStatus::Committed), "{timeline:?}");
+    assert!(
+        rounds.iter().all(|r| r.status == RoundStatus::Committed),
+        "{timeline:?}"
+    );
     let dropped = rounds
         .iter()
         .position(|r| outcome(r) == Some(ParticipantOutcome::Dropped))

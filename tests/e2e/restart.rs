@@ -34,7 +34,11 @@ fn run(seed: usize) {
     let reached = wait_for(Duration::from_secs(120), || {
         stages_of(&dir, 2).contains(&stage.to_owned()).then_some(())
     });
-    assert!(reached.is_some(), "round 2 never reached {stage}: {}", fleet.log("coordinator.err"));
+    assert!(
+        reached.is_some(),
+        "round 2 never reached {stage}: {}",
+        fleet.log("coordinator.err")
+    );
     fleet.kill_coordinator();
     // Where the kill really landed (polling may be a stage late).
     let before = stages_of(&dir, 2);
@@ -42,11 +46,19 @@ fn run(seed: usize) {
     let again = fleet.start_coordinator();
     assert_eq!(again, addr, "same identity and port after restart");
     let (status, summary) = fleet.wait_coordinator(Duration::from_secs(180));
-    assert!(status.success(), "run {seed}: {}", fleet.log("coordinator.err"));
+    assert!(
+        status.success(),
+        "run {seed}: {}",
+        fleet.log("coordinator.err")
+    );
     for i in 0..10 {
         let c = fleet.agents[i].as_mut().unwrap();
         let s = wait_child(c, Duration::from_secs(30)).expect("agent exits after the job");
-        assert!(s.success(), "agent {i}: {}", fleet.log(&format!("agent-{i}.err")));
+        assert!(
+            s.success(),
+            "agent {i}: {}",
+            fleet.log(&format!("agent-{i}.err"))
+        );
     }
 
     let job = summary["job"].as_str().unwrap().to_owned();
@@ -56,19 +68,36 @@ fn run(seed: usize) {
     assert_eq!(numbers, [1, 2, 3], "every round recorded once: {numbers:?}");
     // The round in flight at the kill (if the kill did not fall between
     // rounds) is recorded failed as interrupted; every other round commits.
-    let failed: Vec<_> = rounds.iter().filter(|r| r.status != RoundStatus::Committed).collect();
-    assert!(failed.len() <= 1, "only the interrupted round may fail: {rounds:?}");
+    let failed: Vec<_> = rounds
+        .iter()
+        .filter(|r| r.status != RoundStatus::Committed)
+        .collect();
+    assert!(
+        failed.len() <= 1,
+        "only the interrupted round may fail: {rounds:?}"
+    );
     for r in &failed {
-        assert!(r.reason.as_deref().unwrap_or("").contains("interrupted"), "{:?}", r.reason);
+        assert!(
+            r.reason.as_deref().unwrap_or("").contains("interrupted"),
+            "{:?}",
+            r.reason
+        );
         assert!(r.round >= 2, "round 1 finished before the kill");
     }
     if !committed_before {
-        assert_eq!(failed.first().map(|r| r.round), Some(2), "round 2 was in flight");
+        assert_eq!(
+            failed.first().map(|r| r.round),
+            Some(2),
+            "round 2 was in flight"
+        );
     }
     // Model versions: every committed round's model is stored and distinct.
     let mut shas = std::collections::BTreeSet::new();
     for r in rounds.iter().filter(|r| r.status == RoundStatus::Committed) {
-        let sha = r.model_sha256.clone().expect("committed rounds store a model");
+        let sha = r
+            .model_sha256
+            .clone()
+            .expect("committed rounds store a model");
         assert!(store.blobs().get(&sha).is_ok());
         assert!(shas.insert(sha), "a model version recorded twice");
     }
@@ -77,10 +106,19 @@ fn run(seed: usize) {
     let ledger = store.ledger(&job).unwrap();
     let charged: Vec<u32> = ledger.iter().map(|e| e.round).collect();
     assert_eq!(charged, [1, 2, 3], "each round charged exactly once");
-    assert!(ledger.windows(2).all(|w| w[1].epsilon_after > w[0].epsilon_after));
+    assert!(ledger
+        .windows(2)
+        .all(|w| w[1].epsilon_after > w[0].epsilon_after));
     let eps = summary["epsilon"].as_f64().unwrap();
-    assert!(eps >= ledger[2].epsilon_after - 1e-12, "reported ε {eps} below the ledger's");
-    eprintln!("run {seed}: killed at round 2 after {:?}; rounds {:?}; ε {eps:.3}", before.last(), rounds.iter().map(|r| r.status.as_str()).collect::<Vec<_>>());
+    assert!(
+        eps >= ledger[2].epsilon_after - 1e-12,
+        "reported ε {eps} below the ledger's"
+    );
+    eprintln!(
+        "run {seed}: killed at round 2 after {:?}; rounds {:?}; ε {eps:.3}",
+        before.last(),
+        rounds.iter().map(|r| r.status.as_str()).collect::<Vec<_>>()
+    );
 }
 
 #[test]

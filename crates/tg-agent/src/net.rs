@@ -267,11 +267,7 @@ impl Runner {
         Ok(false)
     }
 
-    async fn on_offer(
-        &mut self,
-        peer: PeerId,
-        offer: Offer,
-    ) -> Result<(), AgentError> {
+    async fn on_offer(&mut self, peer: PeerId, offer: Offer) -> Result<(), AgentError> {
         let same_job = self
             .session
             .as_ref()

@@ -348,8 +348,14 @@ impl Transport for NetTransport {
     }
 
     async fn send(&mut self, to: &AgentId, frame: Vec<u8>) -> Result<(), String> {
-        let peer: PeerId = to.as_str().parse().map_err(|_| format!("{to} is not a peer id"))?;
-        let member = self.members.get(&peer).ok_or_else(|| format!("{to} has not joined"))?;
+        let peer: PeerId = to
+            .as_str()
+            .parse()
+            .map_err(|_| format!("{to} is not a peer id"))?;
+        let member = self
+            .members
+            .get(&peer)
+            .ok_or_else(|| format!("{to} has not joined"))?;
         if !self.connected.contains(&peer) {
             return Err(format!("{to} is not connected"));
         }

@@ -31,6 +31,7 @@ impl Behaviour {
         key: &identity::Keypair,
         relay: relay::client::Behaviour,
         config: &Config,
+        stats: std::sync::Arc<crate::NetStats>,
     ) -> Result<Self, NetError> {
         let peer = key.public().to_peer_id();
         let limits = connection_limits::ConnectionLimits::default()
@@ -73,7 +74,7 @@ impl Behaviour {
         )
         .map_err(|e| NetError::Setup(format!("gossipsub: {e}")))?;
         let frames = request_response::Behaviour::with_codec(
-            FrameCodec,
+            FrameCodec { stats },
             [(PROTOCOL, request_response::ProtocolSupport::Full)],
             request_response::Config::default()
                 .with_request_timeout(config.request_timeout)

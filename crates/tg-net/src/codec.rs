@@ -82,9 +82,13 @@ mod serde_bytes_compat {
     }
 }
 
-/// The frame protocol's codec (stateless).
+/// The frame protocol's codec. It counts the requests it refuses itself:
+/// libp2p's request-response drops a failed read without telling the
+/// behaviour's user, so the codec is the one place that sees them.
 #[derive(Clone, Debug, Default)]
-pub struct FrameCodec;
+pub struct FrameCodec {
+    pub(crate) stats: std::sync::Arc<crate::NetStats>,
+}
 
 async fn read_limited<T: AsyncRead + Unpin + Send>(
     io: &mut T,
@@ -147,7 +151,12 @@ impl libp2p::request_response::Codec for FrameCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Wire> {
-        decode(&read_limited(io, MAX_WIRE_BYTES).await?)
+        let read = async { decode(&read_limited(io, MAX_WIRE_BYTES).await?) }.await;
+        if let Err(e) = &read {
+            self.stats.count_fault(crate::WireFault::classify(e));
+            tracing::warn!("refused an inbound frame: {e}");
+        }
+        read
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(
@@ -197,7 +206,7 @@ mod tests {
 
     #[test]
     fn round_trips_requests_and_replies() {
-        let mut c = FrameCodec;
+        let mut c = FrameCodec::default();
         for req in [
             Wire::Frame(vec![1, 2, 3]),
             Wire::Chunk {
@@ -226,7 +235,7 @@ mod tests {
         let mut bytes = u32::MAX.to_be_bytes().to_vec();
         bytes.extend([0u8; 16]);
         let mut rd = futures::io::Cursor::new(bytes);
-        let e = block(FrameCodec.read_request(&PROTOCOL, &mut rd)).unwrap_err();
+        let e = block(FrameCodec::default().read_request(&PROTOCOL, &mut rd)).unwrap_err();
         assert!(e.to_string().contains("oversized"), "{e}");
     }
 
@@ -235,13 +244,13 @@ mod tests {
         let mut bytes = 100u32.to_be_bytes().to_vec();
         bytes.extend([0u8; 10]);
         let mut rd = futures::io::Cursor::new(bytes);
-        let e = block(FrameCodec.read_request(&PROTOCOL, &mut rd)).unwrap_err();
+        let e = block(FrameCodec::default().read_request(&PROTOCOL, &mut rd)).unwrap_err();
         assert!(e.to_string().contains("truncated"), "{e}");
 
         let mut bytes = 3u32.to_be_bytes().to_vec();
         bytes.extend([9u8, 9, 9]);
         let mut rd = futures::io::Cursor::new(bytes);
-        let e = block(FrameCodec.read_request(&PROTOCOL, &mut rd)).unwrap_err();
+        let e = block(FrameCodec::default().read_request(&PROTOCOL, &mut rd)).unwrap_err();
         assert!(e.to_string().contains("malformed"), "{e}");
     }
 }

@@ -89,7 +89,7 @@ pub enum WireFault {
 }
 
 impl WireFault {
-    fn classify(e: &std::io::Error) -> Self {
+    pub(crate) fn classify(e: &std::io::Error) -> Self {
         let text = e.to_string();
         if text.contains("oversized") {
             Self::Oversized
@@ -146,7 +146,7 @@ impl NetStats {
         }
     }
 
-    fn count_fault(&self, fault: WireFault) {
+    pub(crate) fn count_fault(&self, fault: WireFault) {
         let c = match fault {
             WireFault::Oversized => &self.oversized,
             WireFault::Truncated => &self.truncated,
@@ -260,6 +260,8 @@ pub fn new(
     let local = keypair.public().to_peer_id();
     let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
     let behaviour_config = config.clone();
+    let stats = Arc::new(NetStats::default());
+    let codec_stats = stats.clone();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -272,7 +274,7 @@ pub fn new(
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| setup(&e))?
         .with_behaviour(|key, relay| {
-            behaviour::Behaviour::new(key, relay, &behaviour_config)
+            behaviour::Behaviour::new(key, relay, &behaviour_config, codec_stats.clone())
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| setup(&e))?
@@ -288,7 +290,6 @@ pub fn new(
     }
     let (command_tx, command_rx) = tokio::sync::mpsc::channel(config.channel_capacity);
     let (event_tx, event_rx) = tokio::sync::mpsc::channel(config.channel_capacity);
-    let stats = Arc::new(NetStats::default());
     let client = Client {
         commands: command_tx,
         local,

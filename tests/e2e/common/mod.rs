@@ -82,6 +82,8 @@ pub struct Fleet {
     pub coordinator: Option<Child>,
     pub agents: Vec<Option<Child>>,
     pub job: PathBuf,
+    /// Extra arguments of `coordinator start`.
+    pub coord_args: Vec<String>,
 }
 
 impl Fleet {
@@ -94,6 +96,7 @@ impl Fleet {
             coordinator: None,
             agents: Vec::new(),
             job,
+            coord_args: Vec::new(),
         }
     }
 
@@ -115,7 +118,11 @@ impl Fleet {
                     .args(["enroll", "create"])
                     .output()
                     .unwrap();
-                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 String::from_utf8(out.stdout).unwrap().trim().to_owned()
             })
             .collect()
@@ -136,6 +143,7 @@ impl Fleet {
             .arg(self.coord_dir())
             .args(["--json", "-v", "coordinator", "start", "--job"])
             .arg(&self.job)
+            .args(&self.coord_args)
             .stdout(log("coordinator.out"))
             .stderr(log("coordinator.err"))
             .spawn()
@@ -148,7 +156,12 @@ impl Fleet {
                 .and_then(|s| s.lines().next().map(str::to_owned))
                 .filter(|s| !s.is_empty())
         })
-        .unwrap_or_else(|| panic!("coordinator did not listen: {}", self.log("coordinator.err")))
+        .unwrap_or_else(|| {
+            panic!(
+                "coordinator did not listen: {}",
+                self.log("coordinator.err")
+            )
+        })
     }
 
     /// Starts agent `i` of `n` on shard i/n.
@@ -163,7 +176,18 @@ impl Fleet {
         let mut cmd = Command::new(bin());
         cmd.arg("--data-dir")
             .arg(self.agent_dir(i))
-            .args(["-v", "agent", "start", "--coordinator", addr, "--once", "--partition", "iid", "--seed", "42"])
+            .args([
+                "-v",
+                "agent",
+                "start",
+                "--coordinator",
+                addr,
+                "--once",
+                "--partition",
+                "iid",
+                "--seed",
+                "42",
+            ])
             .arg("--shard")
             .arg(format!("{i}/{n}"))
             .arg("--name")
@@ -205,15 +229,23 @@ impl Fleet {
 
     pub fn signal_agent(&self, i: usize, signal: &str) {
         let pid = self.agents[i].as_ref().unwrap().id();
-        let ok = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
     /// Waits for the coordinator to exit; returns its status and the JSON summary.
     pub fn wait_coordinator(&mut self, timeout: Duration) -> (ExitStatus, serde_json::Value) {
         let mut c = self.coordinator.take().expect("coordinator running");
-        let status = wait_child(&mut c, timeout)
-            .unwrap_or_else(|| panic!("coordinator did not finish in {timeout:?}:\n{}", self.log("coordinator.err")));
+        let status = wait_child(&mut c, timeout).unwrap_or_else(|| {
+            panic!(
+                "coordinator did not finish in {timeout:?}:\n{}",
+                self.log("coordinator.err")
+            )
+        });
         let out = self.log("coordinator.out");
         let summary = serde_json::from_str(&out).unwrap_or(serde_json::Value::Null);
         (status, summary)
@@ -272,12 +304,19 @@ pub fn latest_model(dir: &Path, job: &str) -> Parameters {
 }
 
 pub fn max_abs_diff(a: &Parameters, b: &Parameters) -> f32 {
-    a.values().zip(b.values()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.values()
+        .zip(b.values())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// A port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The stages the coordinator recorded for round `round`, in order.
@@ -298,4 +337,25 @@ pub fn stages_of(dir: &Path, round: u32) -> Vec<String> {
 /// The last stage the coordinator recorded for round `round`, if any.
 pub fn stage_of(dir: &Path, round: u32) -> Option<String> {
     stages_of(dir, round).pop()
+}
+
+/// `GET /metrics` from `addr`, as text.
+pub fn scrape(addr: &str) -> String {
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+/// The value of a counter sample line starting with `prefix` (0 if absent).
+pub fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }

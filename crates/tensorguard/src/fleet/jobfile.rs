@@ -85,20 +85,30 @@ fn privacy_spec(p: &RawPrivacy) -> Result<tg_types::privacy::PrivacySpec, CliErr
         ));
     }
     if p.steps_per_round == 0 {
-        return Err(invalid("privacy.steps_per_round = 0", "a round must take at least one step", "use e.g. steps_per_round = 20"));
+        return Err(invalid(
+            "privacy.steps_per_round = 0",
+            "a round must take at least one step",
+            "use e.g. steps_per_round = 20",
+        ));
     }
     let accountant = match p.accountant.as_str() {
         "rdp" => AccountantKind::Rdp,
         "pld" => AccountantKind::Pld,
         other => {
-            return Err(invalid(format!("privacy.accountant = \"{other}\""), "DP-SGD is accounted by RDP or PLD", "use \"pld\" (tightest) or \"rdp\""));
+            return Err(invalid(
+                format!("privacy.accountant = \"{other}\""),
+                "DP-SGD is accounted by RDP or PLD",
+                "use \"pld\" (tightest) or \"rdp\"",
+            ));
         }
     };
     let spec = PrivacySpec {
         mode: DpMode::LocalSgd(DpSgdSpec {
-            noise_multiplier: NoiseMultiplier::new(p.noise_multiplier).map_err(|e| param("noise_multiplier", e))?,
+            noise_multiplier: NoiseMultiplier::new(p.noise_multiplier)
+                .map_err(|e| param("noise_multiplier", e))?,
             max_grad_norm: ClipNorm::new(p.max_grad_norm).map_err(|e| param("max_grad_norm", e))?,
-            sampling_rate: SamplingRate::new(p.sampling_rate).map_err(|e| param("sampling_rate", e))?,
+            sampling_rate: SamplingRate::new(p.sampling_rate)
+                .map_err(|e| param("sampling_rate", e))?,
             steps_per_round: p.steps_per_round,
         }),
         target_epsilon: Epsilon::new(p.target_epsilon).map_err(|e| param("target_epsilon", e))?,
