@@ -2,6 +2,8 @@
 //! oversized or truncated frame — each rejected, counted in the metrics, and
 //! the coordinator keeps serving (the real agents then finish the job).
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
+
 mod common;
 
 use std::time::Duration;

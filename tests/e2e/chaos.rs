@@ -1,6 +1,8 @@
 //! Chaos: kill -9 40% of the agents during the masked-input or unmask stage;
 //! the round still commits with the survivors. 10 runs, 0 failures.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
+
 mod common;
 
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! the digits job; the committed model equals, within quantization, what the
 //! in-process engine computes from the same seed.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
+
 mod common;
 
 use std::time::Duration;

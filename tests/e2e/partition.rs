@@ -2,6 +2,8 @@
 //! connection silent) is treated as a dropout and takes part again in later
 //! rounds.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! Coordinator kill -9 at a random stage, restart → the job completes; the
 //! ledger and the model versions stay consistent. 10 runs, 0 inconsistencies.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
+
 mod common;
 
 use std::time::Duration;

@@ -153,10 +153,10 @@ impl Runner {
             self.status
                 .update(|s| s.uptime_s = started.elapsed().as_secs());
             if !self.connected && tokio::time::Instant::now() >= next_dial {
-                if let Some(addr) = self.config.coordinator.clone() {
-                    if let Err(e) = self.client.dial(addr).await {
-                        tracing::warn!("dial failed: {e}");
-                    }
+                if let Some(addr) = self.config.coordinator.clone()
+                    && let Err(e) = self.client.dial(addr).await
+                {
+                    tracing::warn!("dial failed: {e}");
                 }
                 next_dial = tokio::time::Instant::now() + backoff;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -179,13 +179,16 @@ impl Runner {
                     self.status.update(|s| s.state = "connecting".into());
                     next_dial = tokio::time::Instant::now() + backoff;
                 }
-                Event::Discovered { peer, addr } if self.config.discover && !self.connected => {
-                    if self.pinned.is_none_or(|p| p == peer) {
-                        let _ = self.client.dial(addr).await;
-                    }
+                Event::Discovered { peer, addr }
+                    if self.config.discover
+                        && !self.connected
+                        && self.pinned.is_none_or(|p| p == peer) =>
+                {
+                    let _ = self.client.dial(addr).await;
                 }
                 Event::Frame { peer, frame } => {
-                    if self.on_frame(peer, &frame).await? {
+                    let stop = self.on_frame(peer, &frame).await?;
+                    if stop {
                         return Ok(());
                     }
                 }

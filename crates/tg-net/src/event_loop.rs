@@ -120,25 +120,21 @@ impl EventLoop {
                 endpoint,
                 num_established,
                 ..
-            } => {
-                if num_established.get() == 1 {
-                    self.stats.peers.fetch_add(1, Ordering::Relaxed);
-                    self.emit(Event::Connected {
-                        peer: peer_id,
-                        addr: endpoint.get_remote_address().clone(),
-                    });
-                }
+            } if num_established.get() == 1 => {
+                self.stats.peers.fetch_add(1, Ordering::Relaxed);
+                self.emit(Event::Connected {
+                    peer: peer_id,
+                    addr: endpoint.get_remote_address().clone(),
+                });
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
             } => {
-                if num_established == 0 {
-                    self.stats.peers.fetch_sub(1, Ordering::Relaxed);
-                    self.reassembly.expire(Some(&peer_id));
-                    self.emit(Event::Disconnected { peer: peer_id });
-                }
+                self.stats.peers.fetch_sub(1, Ordering::Relaxed);
+                self.reassembly.expire(Some(&peer_id));
+                self.emit(Event::Disconnected { peer: peer_id });
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 self.emit(Event::DialFailed {

@@ -1,6 +1,8 @@
 //! Two real nodes on loopback: frames small and chunked, and refusal of
 //! oversized frames.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 use std::time::Duration;
 
 use tg_net::{Config, Event, Multiaddr, Role};

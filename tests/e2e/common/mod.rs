@@ -1,6 +1,6 @@
 //! Helpers for whole-federation tests: real `tensorguard` processes on
 //! 127.0.0.1, each with its own data directory and identity.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)] // test support: a failed setup step should panic
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
