@@ -24,6 +24,7 @@ fn time<T>(repeat: usize, mut f: impl FnMut() -> T) -> (f64, T) {
 
 pub fn run(cmd: BenchCommand, out: &Output) -> Result<(), CliError> {
     match cmd {
+        BenchCommand::Fleet(a) => crate::fleet::bench::run(&a, out),
         BenchCommand::Accountant { repeat } => {
             let p = |q: f64, s: f64| -> Result<_, CliError> {
                 Ok((

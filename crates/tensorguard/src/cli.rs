@@ -232,6 +232,22 @@ pub enum BenchCommand {
     },
     /// One secure-aggregation round, every party in this process (timings per party).
     Secagg(SecaggBenchArgs),
+    /// A real fleet on this machine: a coordinator and N agent processes on
+    /// 127.0.0.1 (start-to-ready, idle RSS, coordinator overhead per round).
+    Fleet(FleetBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FleetBenchArgs {
+    /// Agent processes.
+    #[arg(long, default_value_t = 50)]
+    pub agents: usize,
+    /// Rounds.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Run the rounds under secure aggregation.
+    #[arg(long)]
+    pub secure_aggregation: bool,
 }
 
 #[derive(Debug, Args)]

@@ -190,7 +190,11 @@ impl NetTransport {
         };
         if !admitted {
             self.refuse(&peer, "unenrolled", "join refused: peer not admitted");
-            let reason = if join.token.is_some() {
+            let reason = if join.token.is_some() && !self.admission.tokens {
+                "error[E070]: not admitted — this job does not accept enrollment tokens, only the \
+                 peers on its allow-list — ask the operator to add this agent's peer id to \
+                 [admission] allowed_peers"
+            } else if join.token.is_some() {
                 "error[E070]: not admitted — the enrollment token is unknown, used or expired — \
                  ask the coordinator's operator for a new one (`tensorguard enroll create`)"
             } else {

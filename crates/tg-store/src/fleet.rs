@@ -75,6 +75,15 @@ impl Store {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    /// Every stage of one round with its time (Unix ms), in order.
+    pub fn stage_times(&self, job: JobId, round: u32) -> Result<Vec<(String, i64)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT stage, at_ms FROM round_stages WHERE job_id = ?1 AND round = ?2 ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map(params![job.to_string(), round], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     /// Stores a new one-time enrollment token (only its digest is kept).
     pub fn add_enrollment_token(&self, token: &str, ttl_ms: i64) -> Result<()> {
         let now = now_ms();

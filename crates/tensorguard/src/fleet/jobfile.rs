@@ -211,7 +211,7 @@ fn default_stage() -> f64 {
     30.0
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAdmission {
     #[serde(default)]
@@ -222,6 +222,16 @@ struct RawAdmission {
 
 fn yes() -> bool {
     true
+}
+
+impl Default for RawAdmission {
+    fn default() -> Self {
+        // Without an [admission] table, enrollment tokens admit agents.
+        Self {
+            allowed_peers: Vec::new(),
+            enrollment: true,
+        }
+    }
 }
 
 /// Per-stage deadlines of a job.

@@ -1,0 +1,193 @@
+//! `tensorguard bench fleet`: a coordinator and N agent processes of this
+//! binary on 127.0.0.1, measured from outside — what an operator would see.
+//!
+//! Reported: agent start-to-ready (process spawn until the coordinator's
+//! welcome, as each agent reports it), idle agent RSS (VmRSS of every agent
+//! once all have joined, before round 1 starts), and the coordinator's own
+//! time per round: the round's wall time minus the stage in which agents
+//! train, from the stage transitions the coordinator records.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cli::FleetBenchArgs;
+use crate::errors::{CliError, Code};
+use crate::output::Output;
+
+fn internal(what: &str, e: impl std::fmt::Display) -> CliError {
+    CliError::new(Code::Internal, what.to_owned(), e.to_string(), "see the logs in the printed directory")
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+struct Kill(Vec<Child>);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs the benchmark and prints JSON.
+pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
+    let exe = std::env::current_exe().map_err(|e| internal("cannot find this program", e))?;
+    let root = std::env::temp_dir().join(format!("tensorguard-bench-fleet-{}", std::process::id()));
+    std::fs::create_dir_all(&root).map_err(|e| internal("cannot create a work dir", e))?;
+    let n = a.agents;
+    let mut job = format!(
+        "[job]\ndataset = \"digits\"\npartition = \"iid\"\nclients = {n}\nrounds = {}\nmin_clients = {}\nlocal_epochs = 1\nseed = 42\n\n\
+         [network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n\n[deadlines]\njoin_secs = 300\ntrain_secs = 300\nstage_secs = 60\n",
+        a.rounds,
+        n.div_ceil(2)
+    );
+    if a.secure_aggregation {
+        job.push_str("\n[secure_aggregation]\nbits = 20\nclip = 10.0\ndropout = 0.3\n");
+    }
+    let job_path = root.join("job.toml");
+    std::fs::write(&job_path, job).map_err(|e| internal("cannot write the job file", e))?;
+    let coord_dir = root.join("coordinator");
+    let log = |name: &str| std::fs::File::create(root.join(name)).map_err(|e| internal("cannot create a log", e));
+    let mut tokens = Vec::with_capacity(n);
+    for _ in 0..n {
+        let o = Command::new(&exe)
+            .arg("--data-dir").arg(&coord_dir).args(["enroll", "create"])
+            .output().map_err(|e| internal("enroll create", e))?;
+        tokens.push(String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    }
+    let mut procs = Kill(Vec::new());
+    procs.0.push(
+        Command::new(&exe)
+            .arg("--data-dir").arg(&coord_dir)
+            .args(["--json", "coordinator", "start", "--job"]).arg(&job_path)
+            .stdout(log("coordinator.out")?).stderr(log("coordinator.err")?)
+            .spawn().map_err(|e| internal("cannot start the coordinator", e))?,
+    );
+    let addrs = coord_dir.join("coordinator.addrs");
+    let started = Instant::now();
+    let addr = loop {
+        if let Some(a) = std::fs::read_to_string(&addrs).ok().and_then(|s| s.lines().next().map(str::to_owned)) {
+            break a;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err(internal("the coordinator did not start", root.display()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut agent_pids = Vec::with_capacity(n);
+    for (i, t) in tokens.iter().enumerate() {
+        let c = Command::new(&exe)
+            .arg("--data-dir").arg(root.join(format!("agent-{i}")))
+            .args(["--json", "agent", "start", "--once", "--coordinator", &addr, "--enroll", t])
+            .args(["--shard", &format!("{i}/{n}"), "--partition", "iid"])
+            .stdin(Stdio::null())
+            .stdout(log(&format!("agent-{i}.out"))?).stderr(log(&format!("agent-{i}.err"))?)
+            .spawn().map_err(|e| internal("cannot start an agent", e))?;
+        agent_pids.push(c.id());
+        procs.0.push(c);
+    }
+    // Start-to-ready as each agent reports it.
+    let ready_ms = |i: usize| -> Option<f64> {
+        let mut s = String::new();
+        std::fs::File::open(root.join(format!("agent-{i}.err"))).ok()?.read_to_string(&mut s).ok()?;
+        s.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["event"] == "ready")
+            .and_then(|v| v["ready_ms"].as_f64())
+    };
+    let wait_all = Instant::now();
+    let mut ready: Vec<f64> = loop {
+        let r: Vec<f64> = (0..n).filter_map(ready_ms).collect();
+        if r.len() == n {
+            break r;
+        }
+        if wait_all.elapsed() > Duration::from_secs(300) {
+            return Err(internal("not every agent joined", root.display()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let all_joined_s = wait_all.elapsed().as_secs_f64();
+    // Idle: every agent joined, waiting for round 1.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut rss: Vec<f64> = agent_pids.iter().filter_map(|&p| rss_kib(p)).map(|k| k as f64 / 1024.0).collect();
+    let coordinator = procs.0.first_mut().ok_or_else(|| internal("no coordinator", ""))?;
+    let t0 = Instant::now();
+    let status = loop {
+        if let Ok(Some(s)) = coordinator.try_wait() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(1800) {
+            return Err(internal("the job did not finish", root.display()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if !status.success() {
+        return Err(internal("the coordinator failed", root.display()));
+    }
+    let rounds = round_overheads(&coord_dir)?;
+    let overhead: Vec<f64> = rounds.iter().map(|r| r["coordinator_ms"].as_f64().unwrap_or(f64::NAN)).collect();
+    let json = serde_json::json!({
+        "bench": "fleet",
+        "agents": n,
+        "secure_aggregation": a.secure_aggregation,
+        "machine": {"cpus": std::thread::available_parallelism().map_or(1, usize::from)},
+        "agent_start_to_ready_ms": {"median": median(&mut ready), "max": ready.iter().copied().fold(0.0, f64::max)},
+        "all_agents_joined_s": all_joined_s,
+        "idle_agent_rss_mib": {"median": median(&mut rss), "max": rss.iter().copied().fold(0.0, f64::max)},
+        "coordinator_overhead_ms_per_round": {"median": median(&mut overhead.clone())},
+        "rounds": rounds,
+        "work_dir": root,
+    });
+    out.json_value(&json);
+    Ok(())
+}
+
+/// Per round: wall time, the training stage, and the rest (the coordinator's overhead).
+fn round_overheads(dir: &Path) -> Result<Vec<serde_json::Value>, CliError> {
+    let store = tg_store::Store::open_existing(dir).map_err(|e| internal("cannot open the coordinator's store", e))?;
+    let jobs = store.list_jobs().map_err(|e| internal("cannot list jobs", e))?;
+    let job: tg_types::JobId = jobs
+        .first()
+        .and_then(|j| j.id.parse().ok())
+        .ok_or_else(|| internal("no job recorded", dir.display()))?;
+    let mut rounds = Vec::new();
+    for r in 1.. {
+        let stages = store.stage_times(job, r).map_err(|e| internal("cannot read stages", e))?;
+        if stages.is_empty() {
+            break;
+        }
+        let at = |name: &str| stages.iter().find(|(s, _)| s == name).map(|(_, t)| *t);
+        let (Some(first), Some(last)) = (stages.first().map(|s| s.1), stages.last().map(|s| s.1)) else {
+            break;
+        };
+        // Training: from the model broadcast to the first upload stage.
+        let train_end = at("advertise_keys_collected").or(at("collected"));
+        let training = match (at("model_sent"), train_end) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0,
+        };
+        rounds.push(serde_json::json!({
+            "round": r,
+            "wall_ms": last - first,
+            "training_ms": training,
+            "coordinator_ms": (last - first) - training,
+            "stages": stages.iter().map(|(s, t)| serde_json::json!([s, t - first])).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(rounds)
+}
