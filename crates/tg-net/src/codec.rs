@@ -82,6 +82,16 @@ mod serde_bytes_compat {
     }
 }
 
+/// Decodes one request as the frame protocol reads it from a stream: the
+/// length check, the bounded read and the exact decode (for fuzzing and
+/// tests; the network path is the codec itself).
+pub fn decode_request(bytes: &[u8]) -> io::Result<Wire> {
+    futures::executor::block_on(async {
+        let mut cursor = futures::io::Cursor::new(bytes);
+        decode(&read_limited(&mut cursor, MAX_WIRE_BYTES).await?)
+    })
+}
+
 /// The frame protocol's codec. It counts the requests it refuses itself:
 /// libp2p's request-response drops a failed read without telling the
 /// behaviour's user, so the codec is the one place that sees them.

@@ -25,10 +25,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use client::Client;
-pub use codec::{CHUNK_BYTES, MAX_WIRE_BYTES, PROTOCOL};
+pub use codec::{CHUNK_BYTES, MAX_WIRE_BYTES, PROTOCOL, Reply, Wire, decode_request};
 pub use config::{Config, Role};
 pub use event_loop::EventLoop;
 pub use libp2p::{Multiaddr, PeerId, multiaddr};
+pub use transfer::{ChunkError, Reassembly};
 
 /// Prefix that marks a fault-injection frame to be written verbatim.
 #[cfg(feature = "fault-injection")]

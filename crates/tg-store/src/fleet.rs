@@ -80,7 +80,9 @@ impl Store {
         let mut stmt = self.conn.prepare(
             "SELECT stage, at_ms FROM round_stages WHERE job_id = ?1 AND round = ?2 ORDER BY rowid",
         )?;
-        let rows = stmt.query_map(params![job.to_string(), round], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map(params![job.to_string(), round], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 

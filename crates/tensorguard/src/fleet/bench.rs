@@ -17,7 +17,12 @@ use crate::errors::{CliError, Code};
 use crate::output::Output;
 
 fn internal(what: &str, e: impl std::fmt::Display) -> CliError {
-    CliError::new(Code::Internal, what.to_owned(), e.to_string(), "see the logs in the printed directory")
+    CliError::new(
+        Code::Internal,
+        what.to_owned(),
+        e.to_string(),
+        "see the logs in the printed directory",
+    )
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -30,7 +35,11 @@ fn rss_kib(pid: u32) -> Option<u64> {
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
-    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
 }
 
 struct Kill(Vec<Child>);
@@ -62,26 +71,38 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
     let job_path = root.join("job.toml");
     std::fs::write(&job_path, job).map_err(|e| internal("cannot write the job file", e))?;
     let coord_dir = root.join("coordinator");
-    let log = |name: &str| std::fs::File::create(root.join(name)).map_err(|e| internal("cannot create a log", e));
+    let log = |name: &str| {
+        std::fs::File::create(root.join(name)).map_err(|e| internal("cannot create a log", e))
+    };
     let mut tokens = Vec::with_capacity(n);
     for _ in 0..n {
         let o = Command::new(&exe)
-            .arg("--data-dir").arg(&coord_dir).args(["enroll", "create"])
-            .output().map_err(|e| internal("enroll create", e))?;
+            .arg("--data-dir")
+            .arg(&coord_dir)
+            .args(["enroll", "create"])
+            .output()
+            .map_err(|e| internal("enroll create", e))?;
         tokens.push(String::from_utf8_lossy(&o.stdout).trim().to_owned());
     }
     let mut procs = Kill(Vec::new());
     procs.0.push(
         Command::new(&exe)
-            .arg("--data-dir").arg(&coord_dir)
-            .args(["--json", "coordinator", "start", "--job"]).arg(&job_path)
-            .stdout(log("coordinator.out")?).stderr(log("coordinator.err")?)
-            .spawn().map_err(|e| internal("cannot start the coordinator", e))?,
+            .arg("--data-dir")
+            .arg(&coord_dir)
+            .args(["--json", "coordinator", "start", "--job"])
+            .arg(&job_path)
+            .stdout(log("coordinator.out")?)
+            .stderr(log("coordinator.err")?)
+            .spawn()
+            .map_err(|e| internal("cannot start the coordinator", e))?,
     );
     let addrs = coord_dir.join("coordinator.addrs");
     let started = Instant::now();
     let addr = loop {
-        if let Some(a) = std::fs::read_to_string(&addrs).ok().and_then(|s| s.lines().next().map(str::to_owned)) {
+        if let Some(a) = std::fs::read_to_string(&addrs)
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_owned))
+        {
             break a;
         }
         if started.elapsed() > Duration::from_secs(30) {
@@ -92,19 +113,34 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
     let mut agent_pids = Vec::with_capacity(n);
     for (i, t) in tokens.iter().enumerate() {
         let c = Command::new(&exe)
-            .arg("--data-dir").arg(root.join(format!("agent-{i}")))
-            .args(["--json", "agent", "start", "--once", "--coordinator", &addr, "--enroll", t])
+            .arg("--data-dir")
+            .arg(root.join(format!("agent-{i}")))
+            .args([
+                "--json",
+                "agent",
+                "start",
+                "--once",
+                "--coordinator",
+                &addr,
+                "--enroll",
+                t,
+            ])
             .args(["--shard", &format!("{i}/{n}"), "--partition", "iid"])
             .stdin(Stdio::null())
-            .stdout(log(&format!("agent-{i}.out"))?).stderr(log(&format!("agent-{i}.err"))?)
-            .spawn().map_err(|e| internal("cannot start an agent", e))?;
+            .stdout(log(&format!("agent-{i}.out"))?)
+            .stderr(log(&format!("agent-{i}.err"))?)
+            .spawn()
+            .map_err(|e| internal("cannot start an agent", e))?;
         agent_pids.push(c.id());
         procs.0.push(c);
     }
     // Start-to-ready as each agent reports it.
     let ready_ms = |i: usize| -> Option<f64> {
         let mut s = String::new();
-        std::fs::File::open(root.join(format!("agent-{i}.err"))).ok()?.read_to_string(&mut s).ok()?;
+        std::fs::File::open(root.join(format!("agent-{i}.err")))
+            .ok()?
+            .read_to_string(&mut s)
+            .ok()?;
         s.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .find(|v| v["event"] == "ready")
@@ -124,8 +160,15 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
     let all_joined_s = wait_all.elapsed().as_secs_f64();
     // Idle: every agent joined, waiting for round 1.
     std::thread::sleep(Duration::from_millis(300));
-    let mut rss: Vec<f64> = agent_pids.iter().filter_map(|&p| rss_kib(p)).map(|k| k as f64 / 1024.0).collect();
-    let coordinator = procs.0.first_mut().ok_or_else(|| internal("no coordinator", ""))?;
+    let mut rss: Vec<f64> = agent_pids
+        .iter()
+        .filter_map(|&p| rss_kib(p))
+        .map(|k| k as f64 / 1024.0)
+        .collect();
+    let coordinator = procs
+        .0
+        .first_mut()
+        .ok_or_else(|| internal("no coordinator", ""))?;
     let t0 = Instant::now();
     let status = loop {
         if let Ok(Some(s)) = coordinator.try_wait() {
@@ -140,7 +183,10 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
         return Err(internal("the coordinator failed", root.display()));
     }
     let rounds = round_overheads(&coord_dir)?;
-    let overhead: Vec<f64> = rounds.iter().map(|r| r["coordinator_ms"].as_f64().unwrap_or(f64::NAN)).collect();
+    let overhead: Vec<f64> = rounds
+        .iter()
+        .map(|r| r["coordinator_ms"].as_f64().unwrap_or(f64::NAN))
+        .collect();
     let json = serde_json::json!({
         "bench": "fleet",
         "agents": n,
@@ -159,20 +205,26 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
 
 /// Per round: wall time, the training stage, and the rest (the coordinator's overhead).
 fn round_overheads(dir: &Path) -> Result<Vec<serde_json::Value>, CliError> {
-    let store = tg_store::Store::open_existing(dir).map_err(|e| internal("cannot open the coordinator's store", e))?;
-    let jobs = store.list_jobs().map_err(|e| internal("cannot list jobs", e))?;
+    let store = tg_store::Store::open_existing(dir)
+        .map_err(|e| internal("cannot open the coordinator's store", e))?;
+    let jobs = store
+        .list_jobs()
+        .map_err(|e| internal("cannot list jobs", e))?;
     let job: tg_types::JobId = jobs
         .first()
         .and_then(|j| j.id.parse().ok())
         .ok_or_else(|| internal("no job recorded", dir.display()))?;
     let mut rounds = Vec::new();
     for r in 1.. {
-        let stages = store.stage_times(job, r).map_err(|e| internal("cannot read stages", e))?;
+        let stages = store
+            .stage_times(job, r)
+            .map_err(|e| internal("cannot read stages", e))?;
         if stages.is_empty() {
             break;
         }
         let at = |name: &str| stages.iter().find(|(s, _)| s == name).map(|(_, t)| *t);
-        let (Some(first), Some(last)) = (stages.first().map(|s| s.1), stages.last().map(|s| s.1)) else {
+        let (Some(first), Some(last)) = (stages.first().map(|s| s.1), stages.last().map(|s| s.1))
+        else {
             break;
         };
         // Training: from the model broadcast to the first upload stage.
