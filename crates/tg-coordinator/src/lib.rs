@@ -87,6 +87,11 @@ pub trait Transport: Send {
         let _ = agent;
         None
     }
+    /// Waits until frames already accepted by [`Transport::send`] have been
+    /// delivered or have failed (the job's last messages before exit).
+    fn flush(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
     /// Tells the fleet that `round` reached `stage` (after the store has
     /// recorded it). Informational; the default does nothing.
     fn announce(&mut self, round: u32, stage: &str) -> impl Future<Output = ()> + Send {
@@ -265,6 +270,7 @@ impl<'s, T: Transport> Coordinator<'s, T> {
             // Best effort: an agent that is gone needs no goodbye.
             let _ = self.transport.send(&agent, done.clone()).await;
         }
+        self.transport.flush().await;
         let final_evaluation = match last_eval {
             Some(e) => Some(e),
             None => self.evaluator.evaluate(&global).ok(),

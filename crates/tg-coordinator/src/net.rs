@@ -59,6 +59,8 @@ pub struct NetTransport {
     topic: String,
     undelivered_tx: mpsc::Sender<PeerId>,
     undelivered: mpsc::Receiver<PeerId>,
+    /// Frames accepted by `send` and not yet delivered or failed.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The gossipsub topic on which a job's rounds are announced.
@@ -97,6 +99,7 @@ impl NetTransport {
             topic,
             undelivered_tx,
             undelivered,
+            in_flight: Arc::default(),
         }
     }
 
@@ -105,6 +108,7 @@ impl NetTransport {
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(OUTBOX_CAPACITY);
         let client = self.client.clone();
         let failed = self.undelivered_tx.clone();
+        let in_flight = self.in_flight.clone();
         tokio::spawn(async move {
             while let Some(frame) = rx.recv().await {
                 if let Err(e) = client.send(peer, frame).await {
@@ -112,6 +116,7 @@ impl NetTransport {
                     // Full means a dropout is already being reported.
                     let _ = failed.try_send(peer);
                 }
+                in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
             }
         });
         tx
@@ -366,10 +371,24 @@ impl Transport for NetTransport {
         let message: ToAgent = tg_proto::decode(&frame).map_err(|e| e.to_string())?;
         let sealed = signed::seal_payload(&self.key, self.nonces.next(), message.binding(), frame)
             .map_err(|e| e.to_string())?;
-        member
-            .outbox
-            .try_send(sealed)
-            .map_err(|_| format!("{to} is not keeping up (outbox full)"))
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        member.outbox.try_send(sealed).map_err(|_| {
+            self.in_flight
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            format!("{to} is not keeping up (outbox full)")
+        })
+    }
+
+    async fn flush(&mut self) {
+        // Bounded: an agent that stopped answering does not keep us alive
+        // past its request timeout.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     async fn next_event(&mut self) -> Option<TransportEvent> {

@@ -91,3 +91,35 @@ async fn frames_flow_both_ways_and_limits_hold() {
             >= 1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_flow_over_quic() {
+    let listen: Multiaddr = "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap();
+    let (coord, mut coord_events, event_loop) =
+        tg_net::new([3; 32], Config::new(Role::Coordinator, vec![listen])).unwrap();
+    tokio::spawn(event_loop.run());
+    let (agent, _agent_events) = node(Role::Agent, 4);
+    let addr = next_matching(&mut coord_events, |e| match e {
+        Event::Listening(a) => Some(a),
+        _ => None,
+    })
+    .await;
+    assert!(addr.to_string().contains("quic-v1"), "{addr}");
+    agent.dial(addr).await.unwrap();
+    next_matching(&mut coord_events, |e| match e {
+        Event::Connected { .. } => Some(()),
+        _ => None,
+    })
+    .await;
+    let big = vec![7u8; 3 << 20];
+    agent
+        .send(coord.local_peer_id(), big.clone())
+        .await
+        .unwrap();
+    let got = next_matching(&mut coord_events, |e| match e {
+        Event::Frame { frame, .. } => Some(frame),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, big);
+}
