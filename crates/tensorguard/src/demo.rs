@@ -13,7 +13,7 @@ use tg_types::spec::JobSpec;
 use tg_types::JobId;
 
 use crate::cli::DemoArgs;
-use crate::errors::{from_inproc, from_store, CliError, Code};
+use crate::errors::{from_inproc, from_store, CliError};
 use crate::output::Output;
 
 /// In process no agent hangs on a network, so a generous deadline only guards
@@ -124,18 +124,7 @@ pub fn run(
     }
 
     let bar = progress_bar(out, spec.rounds);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            CliError::new(
-                Code::Internal,
-                "cannot start the async runtime",
-                e.to_string(),
-                "check system limits (threads)",
-            )
-        })?;
+    let runtime = crate::errors::runtime()?;
     let rounds = spec.rounds;
     let outcome =
         runtime.block_on(

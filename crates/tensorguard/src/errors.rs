@@ -290,3 +290,20 @@ pub fn os_random(buf: &mut [u8]) -> Result<(), CliError> {
         )
     })
 }
+
+/// The async runtime every command uses: two worker threads (training runs
+/// on blocking threads, so the workers only move messages).
+pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            CliError::new(
+                Code::Internal,
+                "cannot start the async runtime",
+                e.to_string(),
+                "check system limits (threads)",
+            )
+        })
+}

@@ -68,18 +68,7 @@ pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(),
     let started = std::time::Instant::now();
     let data = local_data(args)?;
     let key = super::identity(data_dir, args.key_file.as_deref())?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            CliError::new(
-                Code::Internal,
-                "cannot start the runtime",
-                e.to_string(),
-                "report this",
-            )
-        })?;
+    let rt = crate::errors::runtime()?;
     let status = Arc::new(Status::default());
     rt.block_on(async {
         let mut net = tg_net::Config::new(tg_net::Role::Agent, args.listen.clone());

@@ -19,18 +19,7 @@ use crate::output::Output;
 pub fn start(args: &CoordinatorStartArgs, data_dir: &Path, out: &Output) -> Result<(), CliError> {
     let job = jobfile::load(&args.job)?;
     let key = super::identity(data_dir, args.key_file.as_deref())?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            CliError::new(
-                Code::Internal,
-                "cannot start the runtime",
-                e.to_string(),
-                "report this",
-            )
-        })?;
+    let rt = crate::errors::runtime()?;
     rt.block_on(run(job, args, key, data_dir, out))
 }
 
