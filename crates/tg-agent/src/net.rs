@@ -16,7 +16,7 @@ use serde::Serialize;
 use tg_metrics::Metrics;
 use tg_model::Dataset;
 use tg_model::net::ModelShape;
-use tg_net::{Event, Multiaddr, PeerId, Role};
+use tg_net::{Event, Multiaddr, PeerId};
 use tg_proto::signed::{self, Bound};
 use tg_proto::{JoinRequest, NonceCounter, Offer, ReplayGuard, ToAgent, ToCoordinator};
 use tg_types::privacy::DpMode;
@@ -375,6 +375,3 @@ pub fn peer_in(addr: &Multiaddr) -> Option<PeerId> {
         _ => None,
     })
 }
-
-/// The network role of an agent.
-pub const ROLE: Role = Role::Agent;

@@ -332,7 +332,6 @@ impl NetTransport {
             return None;
         };
         let from = member.agent.clone();
-        debug_assert_eq!(message.binding(), header.binding);
         match tg_proto::encode(&message) {
             Ok(frame) => Some(TransportEvent::Frame { from, frame }),
             Err(_) => None,

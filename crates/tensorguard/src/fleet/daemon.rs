@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tg_agent::net::Status;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt};
 
 use crate::cli::UpArgs;
 use crate::errors::{CliError, Code};
@@ -108,8 +108,6 @@ pub async fn serve_control(socket: &Path, status: Arc<Status>) -> Result<(), Cli
     });
     Ok(())
 }
-
-use tokio::io::AsyncReadExt as _;
 
 fn ask(paths: &Paths, command: &str) -> Result<serde_json::Value, CliError> {
     let not_running = |e: std::io::Error| {
