@@ -20,15 +20,7 @@ fn ten_agents_five_secure_rounds_match_the_in_process_engine() {
     assert_eq!(summary["committed"], 5, "{summary}");
     let job = summary["job"].as_str().unwrap().to_owned();
     // Every agent saw the job through and exited cleanly.
-    for i in 0..10 {
-        let c = fleet.agents[i].as_mut().unwrap();
-        let s = wait_child(c, Duration::from_secs(30)).expect("agent exits after the job");
-        assert!(
-            s.success(),
-            "agent {i}: {}",
-            fleet.log(&format!("agent-{i}.err"))
-        );
-    }
+    fleet.agents_exit_cleanly(10);
     let networked = latest_model(&fleet.coord_dir(), &job);
 
     // The same job in one process.

@@ -53,15 +53,7 @@ fn run(seed: usize) {
         "run {seed}: {}",
         fleet.log("coordinator.err")
     );
-    for i in 0..10 {
-        let c = fleet.agents[i].as_mut().unwrap();
-        let s = wait_child(c, Duration::from_secs(30)).expect("agent exits after the job");
-        assert!(
-            s.success(),
-            "agent {i}: {}",
-            fleet.log(&format!("agent-{i}.err"))
-        );
-    }
+    fleet.agents_exit_cleanly(10);
 
     let job = summary["job"].as_str().unwrap().to_owned();
     let store = fleet.store();

@@ -251,6 +251,19 @@ impl Fleet {
         (status, summary)
     }
 
+    /// Asserts that agents `0..n` exit cleanly within 30 s (after the job).
+    pub fn agents_exit_cleanly(&mut self, n: usize) {
+        for i in 0..n {
+            let c = self.agents[i].as_mut().unwrap();
+            let s = wait_child(c, Duration::from_secs(30)).expect("agent exits after the job");
+            assert!(
+                s.success(),
+                "agent {i}: {}",
+                self.log(&format!("agent-{i}.err"))
+            );
+        }
+    }
+
     pub fn log(&self, name: &str) -> String {
         let mut s = String::new();
         if let Ok(mut f) = std::fs::File::open(self.root.path().join(name)) {

@@ -1,0 +1,143 @@
+//! Flags of the fleet commands: `coordinator`, `agent`, `enroll`, `up`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Subcommand)]
+pub enum CoordinatorCommand {
+    /// Run (or, after a crash, resume) the job in a job file.
+    Start(CoordinatorStartArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CoordinatorStartArgs {
+    /// Job file (see deploy/examples/digits-secure.toml).
+    #[arg(long, value_name = "JOB.toml")]
+    pub job: PathBuf,
+    /// Listen address (repeatable); overrides the job file's [network] listen.
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<tg_net::Multiaddr>,
+    /// Serve /metrics on this address.
+    #[arg(long, value_name = "IP:PORT")]
+    pub api: Option<std::net::SocketAddr>,
+    /// Identity key (default: identity.key in the data dir, created on first use).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Turn off mDNS even if the job file enables it.
+    #[arg(long)]
+    pub no_mdns: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Run the agent in the foreground.
+    Start(AgentStartArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct AgentStartArgs {
+    /// The coordinator's address, as printed by `coordinator start`.
+    #[arg(long, value_name = "MULTIADDR", required_unless_present = "discover")]
+    pub coordinator: Option<tg_net::Multiaddr>,
+    /// Find the coordinator on the local network (mDNS).
+    #[arg(long)]
+    pub discover: bool,
+    /// Local training data: digits, csv:PATH or mnist:DIR.
+    #[arg(long, default_value = "digits", value_name = "SPEC")]
+    pub dataset: String,
+    /// Use one shard I/N of the dataset (demonstrations on one public dataset).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// How --shard splits the dataset: iid, dirichlet:A or shards:K.
+    #[arg(long, default_value = "iid")]
+    pub partition: String,
+    /// Seed of sharding and local shuffling.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// One-time enrollment token from the coordinator's operator.
+    #[arg(long, value_name = "TOKEN", env = "TENSORGUARD_ENROLL_TOKEN")]
+    pub enroll: Option<String>,
+    /// Name shown to the coordinator (default: $HOSTNAME).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Exit when the job finishes instead of waiting for the next one.
+    #[arg(long)]
+    pub once: bool,
+    /// Listen address (repeatable; by default the agent only dials out).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<tg_net::Multiaddr>,
+    /// Serve /metrics on this address.
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Identity key (default: identity.key in the data dir, created on first use).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Control socket (set by `tensorguard up`).
+    #[arg(long, hide = true, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+}
+
+impl AgentStartArgs {
+    /// These arguments as command-line flags (for `up` to pass on).
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = Vec::new();
+        let mut push = |k: &str, val: String| {
+            v.push(k.into());
+            v.push(val.into());
+        };
+        if let Some(c) = &self.coordinator {
+            push("--coordinator", c.to_string());
+        }
+        push("--dataset", self.dataset.clone());
+        if let Some(s) = &self.shard {
+            push("--shard", s.clone());
+        }
+        push("--partition", self.partition.clone());
+        push("--seed", self.seed.to_string());
+        if let Some(t) = &self.enroll {
+            push("--enroll", t.clone());
+        }
+        if let Some(n) = &self.name {
+            push("--name", n.clone());
+        }
+        for l in &self.listen {
+            push("--listen", l.to_string());
+        }
+        if let Some(m) = self.metrics {
+            push("--metrics", m.to_string());
+        }
+        if let Some(k) = &self.key_file {
+            push("--key-file", k.display().to_string());
+        }
+        if let Some(s) = &self.control_socket {
+            push("--control-socket", s.display().to_string());
+        }
+        if self.discover {
+            v.push("--discover".into());
+        }
+        if self.once {
+            v.push("--once".into());
+        }
+        v
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Stay attached instead of running in the background.
+    #[arg(long)]
+    pub foreground: bool,
+    #[command(flatten)]
+    pub agent: AgentStartArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnrollCommand {
+    /// Print a one-time token that admits one agent.
+    Create {
+        /// How long the token stays valid.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
+}
