@@ -7,9 +7,12 @@ use clap::{Args, Parser, Subcommand};
 
 #[path = "cli_fleet.rs"]
 mod fleet;
+#[path = "cli_trust.rs"]
+mod trust;
 pub use fleet::{
     AgentCommand, AgentStartArgs, CoordinatorCommand, CoordinatorStartArgs, EnrollCommand, UpArgs,
 };
+pub use trust::{AttestCommand, AttestVerifyArgs, EvidenceKind};
 
 /// Private federated learning for fleets.
 #[derive(Debug, Parser)]
@@ -82,6 +85,9 @@ pub enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// TEE attestation: verify evidence, detect this machine's TEE.
+    #[command(subcommand)]
+    Attest(AttestCommand),
     /// The background agent's log.
     Logs {
         /// Keep printing new lines.

@@ -56,6 +56,10 @@ pub enum Code {
     NotRunning,
     /// E080 the network could not be started or used.
     Network,
+    /// E090 evidence verified as UNTRUSTED (the verdict is on stdout).
+    Untrusted,
+    /// E091 evidence or its certificates/collateral unreadable.
+    EvidenceUnreadable,
     /// E099 internal error.
     Internal,
 }
@@ -85,6 +89,8 @@ impl Code {
             Code::JobFinished => "E071",
             Code::NotRunning => "E072",
             Code::Network => "E080",
+            Code::Untrusted => "E090",
+            Code::EvidenceUnreadable => "E091",
             Code::Internal => "E099",
         }
     }
@@ -117,7 +123,7 @@ impl CliError {
     /// Exit status: 2 for input the user can correct, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self.code {
-            Code::Internal | Code::Store | Code::DoctorFailed => 1,
+            Code::Internal | Code::Store | Code::DoctorFailed | Code::Untrusted => 1,
             _ => 2,
         }
     }

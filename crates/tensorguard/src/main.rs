@@ -1,6 +1,7 @@
 //! The `tensorguard` command: CLI parsing and glue; all logic lives in the
 //! library crates.
 
+mod attest;
 mod bench;
 mod bench_secagg;
 mod cli;
@@ -68,7 +69,7 @@ fn main() -> ExitCode {
     match run(cli, &out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if out.json {
+            if out.json && e.code != errors::Code::Untrusted {
                 out.json_value(&e.to_json());
             }
             eprintln!("{}", out.red(&e.to_string()));
@@ -89,6 +90,9 @@ fn run(cli: Cli, out: &Output) -> Result<(), CliError> {
     }
     if let Command::Bench(cmd) = cli.command {
         return bench::run(cmd, out);
+    }
+    if let Command::Attest(cmd) = cli.command {
+        return attest::run(cmd, out);
     }
     if let Command::Privacy(cmd) = cli.command {
         return privacy::run(cmd, out);
@@ -136,7 +140,10 @@ fn run(cli: Cli, out: &Output) -> Result<(), CliError> {
         Command::Down => fleet::daemon::down(&data_dir, out),
         Command::Status { watch } => fleet::daemon::status(watch, &data_dir, out),
         Command::Logs { follow } => fleet::daemon::logs(follow, &data_dir, out),
-        Command::Completion { .. } | Command::Privacy(_) | Command::Bench(_) => Ok(()),
+        Command::Completion { .. }
+        | Command::Privacy(_)
+        | Command::Bench(_)
+        | Command::Attest(_) => Ok(()),
     }
 }
 

@@ -102,6 +102,7 @@ impl Evidence {
 #[non_exhaustive]
 pub enum HardwareType {
     /// AMD SEV-SNP confidential VM.
+    #[serde(rename = "snp", alias = "sev-snp")]
     SevSnp,
     /// Intel TDX trust domain.
     Tdx,
@@ -115,7 +116,7 @@ impl HardwareType {
     /// Stable lower-case name, as in policies and JSON output.
     pub fn as_str(self) -> &'static str {
         match self {
-            HardwareType::SevSnp => "sev-snp",
+            HardwareType::SevSnp => "snp",
             HardwareType::Tdx => "tdx",
             HardwareType::Sgx => "sgx",
             HardwareType::Simulated => "simulated",

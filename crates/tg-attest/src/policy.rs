@@ -43,7 +43,7 @@ pub struct Policy {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPolicy {
-    /// Allowed hardware (`sev-snp`, `tdx`, `sgx`); empty allows all three.
+    /// Allowed hardware (`snp`, `tdx`, `sgx`); empty allows all three.
     #[serde(default)]
     pub hardware: Vec<HardwareType>,
     /// Allowed launch measurements (hex); empty allows any.
