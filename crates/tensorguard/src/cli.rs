@@ -12,7 +12,10 @@ mod trust;
 pub use fleet::{
     AgentCommand, AgentStartArgs, CoordinatorCommand, CoordinatorStartArgs, EnrollCommand, UpArgs,
 };
-pub use trust::{AttestCommand, AttestVerifyArgs, EvidenceKind};
+pub use trust::{
+    AttestCommand, AttestVerifyArgs, AuditCommand, EvidenceKind, ExportFormat, KeyPurposeArg,
+    KeysCommand,
+};
 
 /// Private federated learning for fleets.
 #[derive(Debug, Parser)]
@@ -85,6 +88,12 @@ pub enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Node keys: generate, list, rotate, export-public, revoke.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// The tamper-evident audit log: verify, export, compliance report.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// TEE attestation: verify evidence, detect this machine's TEE.
     #[command(subcommand)]
     Attest(AttestCommand),

@@ -59,3 +59,105 @@ pub struct AttestVerifyArgs {
     #[arg(long, value_name = "FILE")]
     pub intel_root: Option<PathBuf>,
 }
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KeyPurposeArg {
+    /// The node's network identity (peer id, signed frames).
+    Identity,
+    /// The key that signs the audit log (may live in an HSM).
+    Audit,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create the first key for a purpose: sealed in the keyring, or on a
+    /// PKCS#11 token (PIN from TENSORGUARD_PKCS11_PIN or _PIN_FILE).
+    Generate {
+        #[arg(long, value_enum, default_value = "identity")]
+        purpose: KeyPurposeArg,
+        /// PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so): keep the key on a token.
+        #[arg(long, value_name = "PATH", requires = "pkcs11_token")]
+        pkcs11_module: Option<PathBuf>,
+        /// Label of the token to use.
+        #[arg(long, value_name = "LABEL")]
+        pkcs11_token: Option<String>,
+        /// Label of the key pair on the token (default: tensorguard-<purpose>).
+        #[arg(long, value_name = "LABEL")]
+        pkcs11_label: Option<String>,
+    },
+    /// Every key this node has held, with validity windows and status.
+    List,
+    /// Replace the active key; the old one is kept to verify what it signed.
+    Rotate {
+        #[arg(long, value_enum, default_value = "identity")]
+        purpose: KeyPurposeArg,
+        /// Only rotate when the config's [keys] rotate_after has passed.
+        #[arg(long)]
+        if_due: bool,
+    },
+    /// Print a public key (default: the active identity key).
+    ExportPublic {
+        /// Key id (or prefix); default the active key of --purpose.
+        id: Option<String>,
+        #[arg(long, value_enum, default_value = "identity")]
+        purpose: KeyPurposeArg,
+    },
+    /// Withdraw a retired key: signatures it makes from now on are invalid.
+    Revoke {
+        /// Key id (or unique prefix).
+        id: String,
+        /// Why (recorded in the keyring and the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Encrypt an old unencrypted key file in place.
+    Seal {
+        /// The key file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON object per line, as stored.
+    Jsonl,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every entry, the hash chain, the signers and the signed head.
+    Verify {
+        /// Log file (default: audit/audit.jsonl in the data dir).
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+        /// A head recorded earlier (SEQ:HASH) that the log must still contain.
+        #[arg(long, value_name = "SEQ:HASH")]
+        expect_head: Option<String>,
+        /// Do not check signers against the data dir's keyring.
+        #[arg(long)]
+        no_keyring: bool,
+    },
+    /// Write the log's entries to stdout.
+    Export {
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+        /// Log file (default: audit/audit.jsonl in the data dir).
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+        /// Only this job's entries (and key events).
+        #[arg(long)]
+        job: Option<String>,
+    },
+    /// Write a compliance report for a job (Markdown and HTML).
+    Report {
+        /// Job id (or unique prefix).
+        #[arg(long)]
+        job: String,
+        /// Output directory (default: reports/ in the data dir).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Log file (default: audit/audit.jsonl in the data dir).
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+    },
+}

@@ -27,6 +27,17 @@ pub struct FileConfig {
     /// Node identity.
     #[serde(default)]
     pub identity: IdentitySection,
+    /// Key rotation schedule.
+    #[serde(default)]
+    pub keys: KeysSection,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysSection {
+    /// Rotate keys older than this (e.g. "90d"); `keys rotate --if-due` and
+    /// `keys list` use it.
+    pub rotate_after: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]

@@ -56,6 +56,16 @@ pub enum Code {
     NotRunning,
     /// E080 the network could not be started or used.
     Network,
+    /// E043 no key passphrase available.
+    NoPassphrase,
+    /// E044 the passphrase does not open the key.
+    WrongPassphrase,
+    /// E045 keyring or HSM operation refused.
+    Keyring,
+    /// E047 the audit log cannot be read or written.
+    AuditLog,
+    /// E048 the audit log failed verification.
+    AuditTampered,
     /// E090 evidence verified as UNTRUSTED (the verdict is on stdout).
     Untrusted,
     /// E091 evidence or its certificates/collateral unreadable.
@@ -89,6 +99,11 @@ impl Code {
             Code::JobFinished => "E071",
             Code::NotRunning => "E072",
             Code::Network => "E080",
+            Code::NoPassphrase => "E043",
+            Code::WrongPassphrase => "E044",
+            Code::Keyring => "E045",
+            Code::AuditLog => "E047",
+            Code::AuditTampered => "E048",
             Code::Untrusted => "E090",
             Code::EvidenceUnreadable => "E091",
             Code::Internal => "E099",
@@ -123,7 +138,11 @@ impl CliError {
     /// Exit status: 2 for input the user can correct, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self.code {
-            Code::Internal | Code::Store | Code::DoctorFailed | Code::Untrusted => 1,
+            Code::Internal
+            | Code::Store
+            | Code::DoctorFailed
+            | Code::Untrusted
+            | Code::AuditTampered => 1,
             _ => 2,
         }
     }
@@ -234,6 +253,37 @@ pub fn from_trust(e: TrustError) -> CliError {
             format!("{} is not an identity key", p.display()),
             "the file is damaged or of another kind",
             "restore it from backup, or create a new identity with `tensorguard init --force`",
+        ),
+        TrustError::NoPassphrase(why) => CliError::new(
+            Code::NoPassphrase,
+            "no key passphrase",
+            why,
+            "e.g. `install -m 600 /dev/stdin ~/.config/tensorguard/passphrase` then `export TENSORGUARD_KEY_PASSPHRASE_FILE=~/.config/tensorguard/passphrase` (never on the command line)",
+        ),
+        TrustError::WrongPassphrase => CliError::new(
+            Code::WrongPassphrase,
+            "the passphrase does not open the key",
+            "either the passphrase is wrong or the sealed key file was altered",
+            "check TENSORGUARD_KEY_PASSPHRASE(_FILE); if the file was altered, restore it from backup",
+        ),
+        TrustError::Unsealed(p) => CliError::new(
+            Code::KeyInvalid,
+            format!("{} is an unencrypted key file", p.display()),
+            "keys must be encrypted at rest",
+            format!("encrypt it in place with `tensorguard keys seal {}`", p.display()),
+        ),
+        TrustError::Keyring(m) => CliError::new(Code::Keyring, m, "the keyring refused the operation", "see `tensorguard keys list`"),
+        TrustError::Pkcs11(m) => CliError::new(
+            Code::Keyring,
+            m,
+            "the PKCS#11 module or token refused the operation",
+            "check --pkcs11-module, the token label and TENSORGUARD_PKCS11_PIN(_FILE)",
+        ),
+        TrustError::Audit(m) => CliError::new(
+            Code::AuditLog,
+            m,
+            "the audit log cannot be used as is",
+            "run `tensorguard audit verify` to see its state",
         ),
         other => CliError::new(Code::Internal, other.to_string(), "key handling failed", "check the file system and retry"),
     }

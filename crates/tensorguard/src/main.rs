@@ -2,6 +2,7 @@
 //! library crates.
 
 mod attest;
+mod audit_cmd;
 mod bench;
 mod bench_secagg;
 mod cli;
@@ -11,8 +12,10 @@ mod dp;
 mod dp_distributed;
 mod errors;
 mod fleet;
+mod keys;
 mod output;
 mod privacy;
+mod report;
 mod runs;
 mod system;
 
@@ -140,6 +143,8 @@ fn run(cli: Cli, out: &Output) -> Result<(), CliError> {
         Command::Down => fleet::daemon::down(&data_dir, out),
         Command::Status { watch } => fleet::daemon::status(watch, &data_dir, out),
         Command::Logs { follow } => fleet::daemon::logs(follow, &data_dir, out),
+        Command::Keys(cmd) => keys::run(cmd, &data_dir, &loaded, out),
+        Command::Audit(cmd) => audit_cmd::run(cmd, &data_dir, out),
         Command::Completion { .. }
         | Command::Privacy(_)
         | Command::Bench(_)

@@ -110,11 +110,17 @@ pub fn doctor(loaded: &Loaded, data_dir: &Path, out: &Output) -> Result<(), CliE
             status: "warn",
             detail: format!("{} does not exist: run `tensorguard init`", p.display()),
         },
-        Some(p) => match IdentityKey::load(p) {
-            Ok(k) => Check {
+        Some(p) => match tg_trust::Passphrase::from_env()
+            .and_then(|pass| match pass {
+                Some(pass) => IdentityKey::load(p, &pass).map(|k| (k.public_hex(), "opened with the passphrase")),
+                None => tg_trust::check_private(p)
+                    .and_then(|()| IdentityKey::peek_public(p))
+                    .map(|h| (h, "sealed; no passphrase in the environment to test opening it")),
+            }) {
+            Ok((public, how)) => Check {
                 name: "identity key",
                 status: "ok",
-                detail: format!("{} (mode 0600), public key {}", p.display(), k.public_hex()),
+                detail: format!("{} (mode 0600, {how}), public key {public}", p.display()),
             },
             Err(e) => Check {
                 name: "identity key",
@@ -220,8 +226,9 @@ pub fn init(dir: Option<&Path>, force: bool, out: &Output) -> Result<(), CliErro
             return Err(from_trust(tg_trust::TrustError::Exists(p.clone())));
         }
     }
+    let pass = crate::keys::passphrase()?;
     let key = IdentityKey::generate().map_err(from_trust)?;
-    key.save(&key_path, force).map_err(from_trust)?;
+    key.save(&key_path, &pass, force).map_err(from_trust)?;
     let text = starter_config(&key_path);
     std::fs::write(&cfg_path, text).map_err(|e| {
         CliError::new(

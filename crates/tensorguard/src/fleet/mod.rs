@@ -11,40 +11,17 @@ pub mod coordinator;
 pub mod daemon;
 pub mod jobfile;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use tg_trust::IdentityKey;
 
-use crate::errors::{from_trust, CliError, Code};
+use crate::errors::{CliError, Code};
 use crate::output::Output;
 
-/// The node's identity: `key_file`, or `identity.key` in the data dir,
-/// created (mode 0600) on first use.
+/// The node's identity (see [`crate::keys::node_identity`]).
 pub fn identity(data_dir: &Path, key_file: Option<&Path>) -> Result<IdentityKey, CliError> {
-    let path: PathBuf = key_file.map_or_else(|| data_dir.join("identity.key"), Path::to_owned);
-    if path.exists() {
-        return IdentityKey::load(&path).map_err(from_trust);
-    }
-    if key_file.is_some() {
-        return Err(CliError::new(
-            Code::KeyInvalid,
-            format!("identity key {} does not exist", path.display()),
-            "a key named on the command line is never created implicitly",
-            "create one with `tensorguard init`, or leave out --key-file to use the data dir's",
-        ));
-    }
-    std::fs::create_dir_all(data_dir).map_err(|e| {
-        CliError::new(
-            Code::DataDirUnwritable,
-            format!("cannot create {}", data_dir.display()),
-            e.to_string(),
-            "choose a writable --data-dir",
-        )
-    })?;
-    let key = IdentityKey::generate().map_err(from_trust)?;
-    key.save(&path, false).map_err(from_trust)?;
-    Ok(key)
+    crate::keys::node_identity(data_dir, key_file)
 }
 
 /// Starts a network node for `key`; returns its client and events.

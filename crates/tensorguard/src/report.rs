@@ -1,0 +1,239 @@
+//! The compliance report of `audit report --job ID`, built only from the
+//! audit log (and the keyring's public history), so every line in it can be
+//! traced to a signed entry.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tg_trust::audit::{kind, Entry, VerifyReport};
+use tg_trust::KeyRecord;
+
+use crate::errors::{CliError, Code};
+use crate::keys::rfc3339;
+
+/// A report: a job id and blocks of text and tables.
+pub struct Report {
+    pub job: String,
+    blocks: Vec<Block>,
+}
+
+enum Block {
+    Heading(String),
+    Para(String),
+    Table { head: Vec<String>, rows: Vec<Vec<String>> },
+}
+
+/// Section titles; tests look for them.
+pub const SECTIONS: [&str; 6] = [
+    "Audit log integrity",
+    "Key rotation history",
+    "Encryption parameters",
+    "Privacy spent per round",
+    "Quorum per round",
+    "Attestation outcomes",
+];
+
+fn s(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "—".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn resolve_job(prefix: &str, entries: &[Entry]) -> Result<String, CliError> {
+    let mut ids: Vec<&str> = entries.iter().filter_map(|e| e.job.as_deref()).filter(|j| j.starts_with(prefix)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    match ids.as_slice() {
+        [one] => Ok((*one).to_owned()),
+        [] => Err(CliError::new(
+            Code::RunNotFound,
+            format!("no job `{prefix}` in the audit log"),
+            "the log has no entry for such a job",
+            "list jobs with `tensorguard audit export | grep job.created`",
+        )),
+        _ => Err(CliError::new(Code::RunNotFound, format!("`{prefix}` matches {} jobs", ids.len()), "the id prefix is not unique", "give more of the job id")),
+    }
+}
+
+pub fn build(prefix: &str, entries: &[Entry], verified: &VerifyReport, keys: &[KeyRecord], log: &Path) -> Result<Report, CliError> {
+    let job = resolve_job(prefix, entries)?;
+    let mine: Vec<&Entry> = entries.iter().filter(|e| e.job.as_deref() == Some(job.as_str())).collect();
+    let mut b = Vec::new();
+    b.push(Block::Para(format!("Job `{job}`. Generated {} from `{}`.", rfc3339(crate::keys::now_secs()), log.display())));
+
+    b.push(Block::Heading(SECTIONS[0].into()));
+    b.push(Block::Para(if verified.ok {
+        format!("VERIFIED: {} entries; hash chain, signatures and signed head intact.", verified.entries)
+    } else {
+        format!("NOT VERIFIED: {} finding(s). Nothing below can be relied on until they are explained.", verified.findings.len())
+    }));
+    if let (Some(seq), Some(hash)) = (verified.last_seq, &verified.last_hash) {
+        b.push(Block::Para(format!("Head at the time of this report: `{seq}:{hash}`. Record it; `tensorguard audit verify --expect-head {seq}:{hash}` proves a later log still contains it.")));
+    }
+    if !verified.findings.is_empty() {
+        b.push(Block::Table {
+            head: vec!["line".into(), "finding".into(), "detail".into()],
+            rows: verified.findings.iter().map(|f| vec![f.line.to_string(), format!("{:?}", f.kind), f.detail.clone()]).collect(),
+        });
+    }
+
+    b.push(Block::Heading(SECTIONS[1].into()));
+    b.push(Block::Table {
+        head: ["key id", "purpose", "status", "valid from", "valid until", "public key"].map(String::from).to_vec(),
+        rows: keys
+            .iter()
+            .map(|k| {
+                vec![
+                    k.id.clone(),
+                    k.purpose.as_str().into(),
+                    format!("{:?}", k.status).to_lowercase(),
+                    rfc3339(k.not_before),
+                    k.not_after.map_or_else(|| "(active)".into(), rfc3339),
+                    k.public_key.clone(),
+                ]
+            })
+            .collect(),
+    });
+    let key_events: Vec<Vec<String>> = entries
+        .iter()
+        .filter(|e| e.kind.starts_with("key."))
+        .map(|e| vec![rfc3339(e.time), e.kind.clone(), s(e.body.get("id").or(e.body.get("new_id"))), s(e.body.get("reason"))])
+        .collect();
+    b.push(Block::Table { head: ["time", "event", "key", "reason"].map(String::from).to_vec(), rows: key_events });
+
+    let created = mine.iter().find(|e| e.kind == kind::JOB_CREATED);
+    b.push(Block::Heading(SECTIONS[2].into()));
+    match created {
+        Some(e) => {
+            let rows = e
+                .body
+                .get("encryption")
+                .and_then(Value::as_object)
+                .map(|m| m.iter().map(|(k, v)| vec![k.clone(), s(Some(v))]).collect())
+                .unwrap_or_default();
+            b.push(Block::Table { head: vec!["parameter".into(), "value".into()], rows });
+        }
+        None => b.push(Block::Para("No job.created entry for this job in the log.".into())),
+    }
+
+    let rounds: Vec<&&Entry> = mine.iter().filter(|e| e.kind == kind::ROUND_COMMITTED || e.kind == kind::ROUND_FAILED).collect();
+    b.push(Block::Heading(SECTIONS[3].into()));
+    let target = created.and_then(|e| e.body.pointer("/privacy/target_epsilon")).cloned();
+    b.push(Block::Para(format!(
+        "Target ε {} at δ {}; accountant {}.",
+        s(target.as_ref()),
+        s(created.and_then(|e| e.body.pointer("/privacy/delta"))),
+        s(created.and_then(|e| e.body.pointer("/privacy/accountant")))
+    )));
+    b.push(Block::Table {
+        head: ["round", "status", "ε after round", "model SHA-256"].map(String::from).to_vec(),
+        rows: rounds
+            .iter()
+            .map(|e| vec![s(e.body.get("round")), s(e.body.get("status")), s(e.body.get("epsilon")), s(e.body.get("model_sha256"))])
+            .collect(),
+    });
+
+    b.push(Block::Heading(SECTIONS[4].into()));
+    b.push(Block::Table {
+        head: ["round", "selected", "aggregated", "quorum", "reason"].map(String::from).to_vec(),
+        rows: rounds
+            .iter()
+            .map(|e| vec![s(e.body.get("round")), s(e.body.get("selected")), s(e.body.get("participants")), s(e.body.get("quorum")), s(e.body.get("reason"))])
+            .collect(),
+    });
+
+    b.push(Block::Heading(SECTIONS[5].into()));
+    b.push(Block::Para(format!(
+        "Policy: {}.",
+        s(created.and_then(|e| e.body.get("attestation")))
+    )));
+    b.push(Block::Table {
+        head: ["time", "peer", "decision", "attestation", "hardware", "measurement", "reasons"].map(String::from).to_vec(),
+        rows: mine
+            .iter()
+            .filter(|e| e.kind.starts_with("admission."))
+            .map(|e| {
+                vec![
+                    rfc3339(e.time),
+                    s(e.body.get("peer")),
+                    e.kind.trim_start_matches("admission.").into(),
+                    s(e.body.pointer("/attestation/label")),
+                    s(e.body.pointer("/attestation/hardware_type")),
+                    s(e.body.pointer("/attestation/measurement")),
+                    s(e.body.pointer("/attestation/reasons")),
+                ]
+            })
+            .collect(),
+    });
+    Ok(Report { job, blocks: b })
+}
+
+fn markdown(r: &Report) -> String {
+    let mut out = format!("# TensorGuard compliance report — job {}\n\n", r.job);
+    for (i, block) in r.blocks.iter().enumerate() {
+        match block {
+            Block::Heading(h) => out.push_str(&format!("## {}. {h}\n\n", SECTIONS.iter().position(|x| x == h).map_or(i, |p| p + 1))),
+            Block::Para(p) => out.push_str(&format!("{p}\n\n")),
+            Block::Table { head, rows } => {
+                let cell = |c: &str| c.replace('|', "\\|").replace('\n', " ");
+                out.push_str(&format!("| {} |\n|{}\n", head.join(" | "), "---|".repeat(head.len())));
+                if rows.is_empty() {
+                    out.push_str(&format!("| (none){} |\n", " |".repeat(head.len() - 1)));
+                }
+                for row in rows {
+                    out.push_str(&format!("| {} |\n", row.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | ")));
+                }
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn html(r: &Report) -> String {
+    let mut out = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>TensorGuard compliance report — {0}</title>\n<style>body{{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #999;padding:.2em .5em;font-size:.9em;word-break:break-all}}th{{background:#eee}}</style></head><body>\n<h1>TensorGuard compliance report — job {0}</h1>\n",
+        esc(&r.job)
+    );
+    for block in &r.blocks {
+        match block {
+            Block::Heading(h) => out.push_str(&format!("<h2>{}</h2>\n", esc(h))),
+            Block::Para(p) => out.push_str(&format!("<p>{}</p>\n", esc(p))),
+            Block::Table { head, rows } => {
+                out.push_str("<table><tr>");
+                for h in head {
+                    out.push_str(&format!("<th>{}</th>", esc(h)));
+                }
+                out.push_str("</tr>\n");
+                for row in rows {
+                    out.push_str("<tr>");
+                    for c in row {
+                        out.push_str(&format!("<td>{}</td>", esc(c)));
+                    }
+                    out.push_str("</tr>\n");
+                }
+                out.push_str("</table>\n");
+            }
+        }
+    }
+    out.push_str("</body></html>\n");
+    out
+}
+
+/// Writes `report-<job>.md` and `.html` into `dir`.
+pub fn write(r: &Report, dir: &Path) -> Result<(PathBuf, PathBuf), CliError> {
+    let io = |p: &Path, e: std::io::Error| CliError::new(Code::DataDirUnwritable, format!("cannot write {}", p.display()), e.to_string(), "choose a writable --out directory");
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let short = &r.job[..r.job.len().min(12)];
+    let md = dir.join(format!("report-{short}.md"));
+    let ht = dir.join(format!("report-{short}.html"));
+    std::fs::write(&md, markdown(r)).map_err(|e| io(&md, e))?;
+    std::fs::write(&ht, html(r)).map_err(|e| io(&ht, e))?;
+    Ok((md, ht))
+}
