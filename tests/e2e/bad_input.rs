@@ -90,6 +90,7 @@ impl Intruder {
             job: self.job,
             name: "intruder".into(),
             token,
+            evidence: None,
         })
     }
 

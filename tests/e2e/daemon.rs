@@ -6,13 +6,12 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 
 fn tg(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(bin())
+    tg_command()
         .arg("--data-dir")
         .arg(dir)
         .args(args)

@@ -25,7 +25,7 @@ fn ten_agents_five_secure_rounds_match_the_in_process_engine() {
 
     // The same job in one process.
     let inproc_dir = fleet.root.path().join("inproc");
-    let out = std::process::Command::new(bin())
+    let out = tg_command()
         .arg("--data-dir")
         .arg(&inproc_dir)
         .args([

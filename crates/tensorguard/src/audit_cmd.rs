@@ -13,7 +13,11 @@ use crate::output::Output;
 
 pub fn run(cmd: AuditCommand, data_dir: &Path, out: &Output) -> Result<(), CliError> {
     match cmd {
-        AuditCommand::Verify { log, expect_head, no_keyring } => {
+        AuditCommand::Verify {
+            log,
+            expect_head,
+            no_keyring,
+        } => {
             let path = log.unwrap_or_else(|| audit_log_path(data_dir));
             let report = verify(&path, data_dir, expect_head.as_deref(), !no_keyring)?;
             print(&report, &path, out);
@@ -28,11 +32,18 @@ pub fn run(cmd: AuditCommand, data_dir: &Path, out: &Output) -> Result<(), CliEr
                 ))
             }
         }
-        AuditCommand::Export { format: ExportFormat::Jsonl, log, job } => {
+        AuditCommand::Export {
+            format: ExportFormat::Jsonl,
+            log,
+            job,
+        } => {
             let path = log.unwrap_or_else(|| audit_log_path(data_dir));
             let entries = read_entries(&path).map_err(from_trust)?;
             let mut stdout = std::io::stdout().lock();
-            for e in entries.iter().filter(|e| job.as_deref().is_none_or(|j| e.job.as_deref().is_none_or(|ej| ej.starts_with(j)))) {
+            for e in entries.iter().filter(|e| {
+                job.as_deref()
+                    .is_none_or(|j| e.job.as_deref().is_none_or(|ej| ej.starts_with(j)))
+            }) {
                 let line = serde_json::to_string(e).unwrap_or_default();
                 // A closed pipe (`| head`) ends the export quietly.
                 if writeln!(stdout, "{line}").is_err() {
@@ -55,7 +66,11 @@ pub fn run(cmd: AuditCommand, data_dir: &Path, out: &Output) -> Result<(), CliEr
                 out.line(&format!("wrote {}", written.0.display()));
                 out.line(&format!("wrote {}", written.1.display()));
                 if !verified.ok {
-                    out.line(&out.red("the audit log did NOT verify: the report says so on its first page"));
+                    out.line(
+                        &out.red(
+                            "the audit log did NOT verify: the report says so on its first page",
+                        ),
+                    );
                 }
             }
             Ok(())
@@ -63,7 +78,12 @@ pub fn run(cmd: AuditCommand, data_dir: &Path, out: &Output) -> Result<(), CliEr
     }
 }
 
-fn verify(path: &Path, data_dir: &Path, expect_head: Option<&str>, use_keyring: bool) -> Result<VerifyReport, CliError> {
+fn verify(
+    path: &Path,
+    data_dir: &Path,
+    expect_head: Option<&str>,
+    use_keyring: bool,
+) -> Result<VerifyReport, CliError> {
     if !path.exists() {
         return Err(CliError::new(
             Code::AuditLog,
@@ -77,7 +97,11 @@ fn verify(path: &Path, data_dir: &Path, expect_head: Option<&str>, use_keyring: 
             let (seq, hash) = s.split_once(':').unwrap_or((s, ""));
             match (seq.parse::<u64>(), hash.len() == 64) {
                 (Ok(seq), true) => Ok((seq, hash.to_ascii_lowercase())),
-                _ => Err(invalid(format!("--expect-head {s}"), "expected SEQ:HASH", "copy the head printed by an earlier `audit verify`")),
+                _ => Err(invalid(
+                    format!("--expect-head {s}"),
+                    "expected SEQ:HASH",
+                    "copy the head printed by an earlier `audit verify`",
+                )),
             }
         })
         .transpose()?;
@@ -87,7 +111,14 @@ fn verify(path: &Path, data_dir: &Path, expect_head: Option<&str>, use_keyring: 
     } else {
         None
     };
-    verify_log(path, &VerifyOptions { keyring, expect_head }).map_err(from_trust)
+    verify_log(
+        path,
+        &VerifyOptions {
+            keyring,
+            expect_head,
+        },
+    )
+    .map_err(from_trust)
 }
 
 fn print(r: &VerifyReport, path: &Path, out: &Output) {
@@ -103,15 +134,30 @@ fn print(r: &VerifyReport, path: &Path, out: &Output) {
         return;
     }
     if r.ok {
-        out.line(&format!("{}  {} entries, chain and signatures intact", out.green("OK"), r.entries));
+        out.line(&format!(
+            "{}  {} entries, chain and signatures intact",
+            out.green("OK"),
+            r.entries
+        ));
     } else {
-        out.line(&format!("{}  {} entries, {} finding(s)", out.red("TAMPERED"), r.entries, r.findings.len()));
+        out.line(&format!(
+            "{}  {} entries, {} finding(s)",
+            out.red("TAMPERED"),
+            r.entries,
+            r.findings.len()
+        ));
     }
     for f in &r.findings {
-        let at = if f.line == 0 { "head".to_owned() } else { format!("line {}", f.line) };
+        let at = if f.line == 0 {
+            "head".to_owned()
+        } else {
+            format!("line {}", f.line)
+        };
         out.line(&format!("  {at:<9} {:?}: {}", f.kind, f.detail));
     }
     if let (Some(seq), Some(hash)) = (r.last_seq, &r.last_hash) {
-        out.line(&format!("head {seq}:{hash}  (record it; check later logs with --expect-head)"));
+        out.line(&format!(
+            "head {seq}:{hash}  (record it; check later logs with --expect-head)"
+        ));
     }
 }

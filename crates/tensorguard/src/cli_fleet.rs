@@ -27,6 +27,10 @@ pub struct CoordinatorStartArgs {
     /// Turn off mDNS even if the job file enables it.
     #[arg(long)]
     pub no_mdns: bool,
+    /// TESTING ONLY: admit agents with simulated attestation (labelled
+    /// UNTRUSTED in every output and in the audit log).
+    #[arg(long)]
+    pub allow_simulated: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +80,20 @@ pub struct AgentStartArgs {
     /// Control socket (set by `tensorguard up`).
     #[arg(long, hide = true, value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
+    /// Run without a TEE even when a job requires one: the agent sends
+    /// simulated evidence and is labelled UNTRUSTED everywhere.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Look for TEE interfaces under this root instead of / (containers, tests).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub tee_root: PathBuf,
+    /// SEV-SNP: the VCEK/VLEK (DER or PEM) to send with reports, when the
+    /// host does not supply it (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub tee_cert: Vec<PathBuf>,
+    /// TDX/SGX: DCAP collateral (JSON) to send with quotes.
+    #[arg(long, value_name = "FILE")]
+    pub tee_collateral: Option<PathBuf>,
 }
 
 impl AgentStartArgs {
@@ -112,6 +130,16 @@ impl AgentStartArgs {
         }
         if let Some(s) = &self.control_socket {
             push("--control-socket", s.display().to_string());
+        }
+        push("--tee-root", self.tee_root.display().to_string());
+        for c in &self.tee_cert {
+            push("--tee-cert", c.display().to_string());
+        }
+        if let Some(c) = &self.tee_collateral {
+            push("--tee-collateral", c.display().to_string());
+        }
+        if self.insecure {
+            v.push("--insecure".into());
         }
         if self.discover {
             v.push("--discover".into());

@@ -70,6 +70,10 @@ pub enum Code {
     Untrusted,
     /// E091 evidence or its certificates/collateral unreadable.
     EvidenceUnreadable,
+    /// E092 the job requires a TEE and this machine has none.
+    NoTee,
+    /// E013 local data does not match the job's declared schema.
+    SchemaMismatch,
     /// E099 internal error.
     Internal,
 }
@@ -106,6 +110,8 @@ impl Code {
             Code::AuditTampered => "E048",
             Code::Untrusted => "E090",
             Code::EvidenceUnreadable => "E091",
+            Code::NoTee => "E092",
+            Code::SchemaMismatch => "E013",
             Code::Internal => "E099",
         }
     }

@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use tg_trust::audit::{kind, AuditLog};
-use tg_trust::{IdentityKey, KeyRecord, KeyStatus, Keyring, NodeSigner, Passphrase, Purpose, Storage};
+use tg_trust::{
+    IdentityKey, KeyRecord, KeyStatus, Keyring, NodeSigner, Passphrase, Purpose, Storage,
+};
 
 use crate::cli::{KeyPurposeArg, KeysCommand};
 use crate::config::Loaded;
@@ -24,7 +26,10 @@ pub const PIN_ENV: &str = "TENSORGUARD_PKCS11_PIN";
 pub const PIN_FILE_ENV: &str = "TENSORGUARD_PKCS11_PIN_FILE";
 
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub fn rfc3339(secs: u64) -> String {
@@ -55,7 +60,12 @@ fn pin() -> Result<String, CliError> {
         let path = PathBuf::from(p);
         tg_trust::check_private(&path).map_err(from_trust)?;
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            CliError::new(Code::Keyring, format!("cannot read {}", path.display()), e.to_string(), "check the PIN file")
+            CliError::new(
+                Code::Keyring,
+                format!("cannot read {}", path.display()),
+                e.to_string(),
+                "check the PIN file",
+            )
         })?;
         return Ok(text.lines().next().unwrap_or("").to_owned());
     }
@@ -85,11 +95,23 @@ pub fn node_identity(data_dir: &Path, key_file: Option<&Path>) -> Result<Identit
         return IdentityKey::load(path, &pass).map_err(from_trust);
     }
     let mut ring = keyring(data_dir)?;
-    if let Some(k) = ring.load_active(Purpose::Identity, &pass).map_err(from_trust)? {
+    if let Some(k) = ring
+        .load_active(Purpose::Identity, &pass)
+        .map_err(from_trust)?
+    {
         return Ok(k);
     }
-    let (rec, key) = ring.generate(Purpose::Identity, &pass, now_secs()).map_err(from_trust)?;
-    record(data_dir, &ring, &pass, kind::KEY_GENERATED, None, key_body(&rec))?;
+    let (rec, key) = ring
+        .generate(Purpose::Identity, &pass, now_secs())
+        .map_err(from_trust)?;
+    record(
+        data_dir,
+        &ring,
+        &pass,
+        kind::KEY_GENERATED,
+        None,
+        key_body(&rec),
+    )?;
     Ok(key)
 }
 
@@ -105,8 +127,13 @@ pub fn audit_signer(ring: &Keyring, pass: &Passphrase) -> Result<Arc<dyn NodeSig
                 let key = IdentityKey::load(&ring.dir().join(file), pass).map_err(from_trust)?;
                 return Ok(Arc::new(key));
             }
-            Some(Storage::Pkcs11 { module, token, label }) => {
-                let signer = tg_trust::pkcs11::Pkcs11Signer::open(&module, &token, &pin()?, &label).map_err(from_trust)?;
+            Some(Storage::Pkcs11 {
+                module,
+                token,
+                label,
+            }) => {
+                let signer = tg_trust::pkcs11::Pkcs11Signer::open(&module, &token, &pin()?, &label)
+                    .map_err(from_trust)?;
                 return Ok(Arc::new(signer));
             }
             Some(_) | None => {}
@@ -120,8 +147,17 @@ pub fn audit_signer(ring: &Keyring, pass: &Passphrase) -> Result<Arc<dyn NodeSig
     ))
 }
 
-pub fn open_audit(data_dir: &Path, ring: &Keyring, pass: &Passphrase) -> Result<AuditLog, CliError> {
-    AuditLog::open(&audit_log_path(data_dir), audit_signer(ring, pass)?, now_secs()).map_err(from_trust)
+pub fn open_audit(
+    data_dir: &Path,
+    ring: &Keyring,
+    pass: &Passphrase,
+) -> Result<AuditLog, CliError> {
+    AuditLog::open(
+        &audit_log_path(data_dir),
+        audit_signer(ring, pass)?,
+        now_secs(),
+    )
+    .map_err(from_trust)
 }
 
 /// Appends one event to the node's audit log.
@@ -133,7 +169,10 @@ pub fn record(
     job: Option<&str>,
     body: serde_json::Value,
 ) -> Result<(), CliError> {
-    open_audit(data_dir, ring, pass)?.append(event, job, body, now_secs()).map(drop).map_err(from_trust)
+    open_audit(data_dir, ring, pass)?
+        .append(event, job, body, now_secs())
+        .map(drop)
+        .map_err(from_trust)
 }
 
 fn rotate_after(loaded: &Loaded) -> Result<Option<u64>, CliError> {
@@ -143,22 +182,42 @@ fn rotate_after(loaded: &Loaded) -> Result<Option<u64>, CliError> {
         .rotate_after
         .as_deref()
         .map(|s| {
-            humantime::parse_duration(s).map(|d| d.as_secs()).map_err(|e| {
-                invalid(format!("[keys] rotate_after = {s:?}: {e}"), "not a duration", "write it like \"90d\" or \"2160h\"")
-            })
+            humantime::parse_duration(s)
+                .map(|d| d.as_secs())
+                .map_err(|e| {
+                    invalid(
+                        format!("[keys] rotate_after = {s:?}: {e}"),
+                        "not a duration",
+                        "write it like \"90d\" or \"2160h\"",
+                    )
+                })
         })
         .transpose()
 }
 
-pub fn run(cmd: KeysCommand, data_dir: &Path, loaded: &Loaded, out: &Output) -> Result<(), CliError> {
+pub fn run(
+    cmd: KeysCommand,
+    data_dir: &Path,
+    loaded: &Loaded,
+    out: &Output,
+) -> Result<(), CliError> {
     match cmd {
-        KeysCommand::Generate { purpose: p, pkcs11_module, pkcs11_token, pkcs11_label } => {
+        KeysCommand::Generate {
+            purpose: p,
+            pkcs11_module,
+            pkcs11_token,
+            pkcs11_label,
+        } => {
             let pass = passphrase()?;
             let mut ring = keyring(data_dir)?;
             let p = purpose(p);
             // The current signer (if any) vouches for the new key; the very
             // first key of a node signs its own generation.
-            let log = if ring.records().is_empty() { None } else { Some(open_audit(data_dir, &ring, &pass)?) };
+            let log = if ring.records().is_empty() {
+                None
+            } else {
+                Some(open_audit(data_dir, &ring, &pass)?)
+            };
             let rec = match (pkcs11_module, pkcs11_token) {
                 (Some(module), Some(token)) => {
                     if p == Purpose::Identity {
@@ -168,16 +227,34 @@ pub fn run(cmd: KeysCommand, data_dir: &Path, loaded: &Loaded, out: &Output) -> 
                             "keep the identity in the keyring and put the audit key on the token: --purpose audit",
                         ));
                     }
-                    let label = pkcs11_label.unwrap_or_else(|| format!("tensorguard-{}", p.as_str()));
-                    let signer = tg_trust::pkcs11::Pkcs11Signer::generate(&module, &token, &pin()?, &label).map_err(from_trust)?;
-                    let storage = Storage::Pkcs11 { module, token, label };
-                    ring.add_external(p, signer.public_key(), storage, now_secs()).map_err(from_trust)?
+                    let label =
+                        pkcs11_label.unwrap_or_else(|| format!("tensorguard-{}", p.as_str()));
+                    let signer =
+                        tg_trust::pkcs11::Pkcs11Signer::generate(&module, &token, &pin()?, &label)
+                            .map_err(from_trust)?;
+                    let storage = Storage::Pkcs11 {
+                        module,
+                        token,
+                        label,
+                    };
+                    ring.add_external(p, signer.public_key(), storage, now_secs())
+                        .map_err(from_trust)?
                 }
                 _ => ring.generate(p, &pass, now_secs()).map_err(from_trust)?.0,
             };
             match log {
-                Some(log) => log.append(kind::KEY_GENERATED, None, key_body(&rec), now_secs()).map(drop).map_err(from_trust)?,
-                None => record(data_dir, &ring, &pass, kind::KEY_GENERATED, None, key_body(&rec))?,
+                Some(log) => log
+                    .append(kind::KEY_GENERATED, None, key_body(&rec), now_secs())
+                    .map(drop)
+                    .map_err(from_trust)?,
+                None => record(
+                    data_dir,
+                    &ring,
+                    &pass,
+                    kind::KEY_GENERATED,
+                    None,
+                    key_body(&rec),
+                )?,
             }
             print_record(&rec, out, "generated");
             Ok(())
@@ -192,7 +269,10 @@ pub fn run(cmd: KeysCommand, data_dir: &Path, loaded: &Loaded, out: &Output) -> 
                     .iter()
                     .map(|r| {
                         let mut v = serde_json::to_value(r).unwrap_or_default();
-                        v["rotation_due"] = json!(r.status == KeyStatus::Active && max_age.is_some_and(|m| now.saturating_sub(r.not_before) >= m));
+                        v["rotation_due"] = json!(
+                            r.status == KeyStatus::Active
+                                && max_age.is_some_and(|m| now.saturating_sub(r.not_before) >= m)
+                        );
                         v
                     })
                     .collect();
@@ -203,11 +283,14 @@ pub fn run(cmd: KeysCommand, data_dir: &Path, loaded: &Loaded, out: &Output) -> 
                 out.line("no keys yet: `tensorguard keys generate` (or start a coordinator or agent) creates one");
             }
             for r in ring.records() {
-                let due = r.status == KeyStatus::Active && max_age.is_some_and(|m| now.saturating_sub(r.not_before) >= m);
+                let due = r.status == KeyStatus::Active
+                    && max_age.is_some_and(|m| now.saturating_sub(r.not_before) >= m);
                 let until = r.not_after.map_or_else(|| "now".to_owned(), rfc3339);
                 let where_ = match &r.storage {
                     Storage::File { file } => format!("sealed file {file}"),
-                    Storage::Pkcs11 { token, label, .. } => format!("PKCS#11 token '{token}' label '{label}'"),
+                    Storage::Pkcs11 { token, label, .. } => {
+                        format!("PKCS#11 token '{token}' label '{label}'")
+                    }
                     _ => "other".to_owned(),
                 };
                 out.line(&format!(
@@ -229,7 +312,11 @@ pub fn run(cmd: KeysCommand, data_dir: &Path, loaded: &Loaded, out: &Output) -> 
             let mut ring = keyring(data_dir)?;
             if if_due {
                 let Some(max_age) = rotate_after(loaded)? else {
-                    return Err(invalid("--if-due needs a schedule", "the config has no [keys] rotate_after", "add `[keys]\\nrotate_after = \"90d\"` to the config"));
+                    return Err(invalid(
+                        "--if-due needs a schedule",
+                        "the config has no [keys] rotate_after",
+                        "add `[keys]\\nrotate_after = \"90d\"` to the config",
+                    ));
                 };
                 if !ring.rotation_due(p, max_age, now_secs()) {
                     out.line(&format!("the {} key is not due for rotation", p.as_str()));
@@ -249,7 +336,12 @@ pub fn run(cmd: KeysCommand, data_dir: &Path, loaded: &Loaded, out: &Output) -> 
             if out.json {
                 out.json_value(&json!({"old": old, "new": new}));
             } else {
-                out.line(&format!("rotated the {} key: {} (retired, still verifies what it signed) → {} (active)", p.as_str(), old.id, new.id));
+                out.line(&format!(
+                    "rotated the {} key: {} (retired, still verifies what it signed) → {} (active)",
+                    p.as_str(),
+                    old.id,
+                    new.id
+                ));
                 if p == Purpose::Identity {
                     out.line("the peer id changed: agents that pin this node by /p2p/<id> need its new address");
                 }
@@ -261,7 +353,12 @@ pub fn run(cmd: KeysCommand, data_dir: &Path, loaded: &Loaded, out: &Output) -> 
             let rec = match id {
                 Some(id) => ring.find(&id).map_err(from_trust)?.clone(),
                 None => ring.active(purpose(p)).cloned().ok_or_else(|| {
-                    CliError::new(Code::Keyring, format!("no active {} key", purpose(p).as_str()), "the keyring is empty for that purpose", "run `tensorguard keys generate`")
+                    CliError::new(
+                        Code::Keyring,
+                        format!("no active {} key", purpose(p).as_str()),
+                        "the keyring is empty for that purpose",
+                        "run `tensorguard keys generate`",
+                    )
                 })?,
             };
             let peer_id = hex::decode(&rec.public_key)
@@ -280,14 +377,25 @@ pub fn run(cmd: KeysCommand, data_dir: &Path, loaded: &Loaded, out: &Output) -> 
             let pass = passphrase()?;
             let mut ring = keyring(data_dir)?;
             let rec = ring.revoke(&id, &reason, now_secs()).map_err(from_trust)?;
-            record(data_dir, &ring, &pass, kind::KEY_REVOKED, None, json!({"id": rec.id, "purpose": rec.purpose, "public_key": rec.public_key, "reason": reason}))?;
+            record(
+                data_dir,
+                &ring,
+                &pass,
+                kind::KEY_REVOKED,
+                None,
+                json!({"id": rec.id, "purpose": rec.purpose, "public_key": rec.public_key, "reason": reason}),
+            )?;
             print_record(&rec, out, "revoked");
             Ok(())
         }
         KeysCommand::Seal { file } => {
             let pass = passphrase()?;
             let key = IdentityKey::seal_legacy(&file, &pass).map_err(from_trust)?;
-            out.line(&format!("sealed {} (public key {})", file.display(), key.public_hex()));
+            out.line(&format!(
+                "sealed {} (public key {})",
+                file.display(),
+                key.public_hex()
+            ));
             Ok(())
         }
     }
@@ -297,6 +405,11 @@ fn print_record(rec: &KeyRecord, out: &Output, verb: &str) {
     if out.json {
         out.json_value(&serde_json::to_value(rec).unwrap_or_default());
     } else {
-        out.line(&format!("{verb} {} key {} (public {})", rec.purpose.as_str(), rec.id, rec.public_key));
+        out.line(&format!(
+            "{verb} {} key {} (public {})",
+            rec.purpose.as_str(),
+            rec.id,
+            rec.public_key
+        ));
     }
 }

@@ -20,7 +20,10 @@ pub struct Report {
 enum Block {
     Heading(String),
     Para(String),
-    Table { head: Vec<String>, rows: Vec<Vec<String>> },
+    Table {
+        head: Vec<String>,
+        rows: Vec<Vec<String>>,
+    },
 }
 
 /// Section titles; tests look for them.
@@ -42,7 +45,11 @@ fn s(v: Option<&Value>) -> String {
 }
 
 fn resolve_job(prefix: &str, entries: &[Entry]) -> Result<String, CliError> {
-    let mut ids: Vec<&str> = entries.iter().filter_map(|e| e.job.as_deref()).filter(|j| j.starts_with(prefix)).collect();
+    let mut ids: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e.job.as_deref())
+        .filter(|j| j.starts_with(prefix))
+        .collect();
     ids.sort_unstable();
     ids.dedup();
     match ids.as_slice() {
@@ -53,21 +60,45 @@ fn resolve_job(prefix: &str, entries: &[Entry]) -> Result<String, CliError> {
             "the log has no entry for such a job",
             "list jobs with `tensorguard audit export | grep job.created`",
         )),
-        _ => Err(CliError::new(Code::RunNotFound, format!("`{prefix}` matches {} jobs", ids.len()), "the id prefix is not unique", "give more of the job id")),
+        _ => Err(CliError::new(
+            Code::RunNotFound,
+            format!("`{prefix}` matches {} jobs", ids.len()),
+            "the id prefix is not unique",
+            "give more of the job id",
+        )),
     }
 }
 
-pub fn build(prefix: &str, entries: &[Entry], verified: &VerifyReport, keys: &[KeyRecord], log: &Path) -> Result<Report, CliError> {
+pub fn build(
+    prefix: &str,
+    entries: &[Entry],
+    verified: &VerifyReport,
+    keys: &[KeyRecord],
+    log: &Path,
+) -> Result<Report, CliError> {
     let job = resolve_job(prefix, entries)?;
-    let mine: Vec<&Entry> = entries.iter().filter(|e| e.job.as_deref() == Some(job.as_str())).collect();
+    let mine: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| e.job.as_deref() == Some(job.as_str()))
+        .collect();
     let mut b = Vec::new();
-    b.push(Block::Para(format!("Job `{job}`. Generated {} from `{}`.", rfc3339(crate::keys::now_secs()), log.display())));
+    b.push(Block::Para(format!(
+        "Job `{job}`. Generated {} from `{}`.",
+        rfc3339(crate::keys::now_secs()),
+        log.display()
+    )));
 
     b.push(Block::Heading(SECTIONS[0].into()));
     b.push(Block::Para(if verified.ok {
-        format!("VERIFIED: {} entries; hash chain, signatures and signed head intact.", verified.entries)
+        format!(
+            "VERIFIED: {} entries; hash chain, signatures and signed head intact.",
+            verified.entries
+        )
     } else {
-        format!("NOT VERIFIED: {} finding(s). Nothing below can be relied on until they are explained.", verified.findings.len())
+        format!(
+            "NOT VERIFIED: {} finding(s). Nothing below can be relied on until they are explained.",
+            verified.findings.len()
+        )
     }));
     if let (Some(seq), Some(hash)) = (verified.last_seq, &verified.last_hash) {
         b.push(Block::Para(format!("Head at the time of this report: `{seq}:{hash}`. Record it; `tensorguard audit verify --expect-head {seq}:{hash}` proves a later log still contains it.")));
@@ -75,13 +106,32 @@ pub fn build(prefix: &str, entries: &[Entry], verified: &VerifyReport, keys: &[K
     if !verified.findings.is_empty() {
         b.push(Block::Table {
             head: vec!["line".into(), "finding".into(), "detail".into()],
-            rows: verified.findings.iter().map(|f| vec![f.line.to_string(), format!("{:?}", f.kind), f.detail.clone()]).collect(),
+            rows: verified
+                .findings
+                .iter()
+                .map(|f| {
+                    vec![
+                        f.line.to_string(),
+                        format!("{:?}", f.kind),
+                        f.detail.clone(),
+                    ]
+                })
+                .collect(),
         });
     }
 
     b.push(Block::Heading(SECTIONS[1].into()));
     b.push(Block::Table {
-        head: ["key id", "purpose", "status", "valid from", "valid until", "public key"].map(String::from).to_vec(),
+        head: [
+            "key id",
+            "purpose",
+            "status",
+            "valid from",
+            "valid until",
+            "public key",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows: keys
             .iter()
             .map(|k| {
@@ -99,9 +149,21 @@ pub fn build(prefix: &str, entries: &[Entry], verified: &VerifyReport, keys: &[K
     let key_events: Vec<Vec<String>> = entries
         .iter()
         .filter(|e| e.kind.starts_with("key."))
-        .map(|e| vec![rfc3339(e.time), e.kind.clone(), s(e.body.get("id").or(e.body.get("new_id"))), s(e.body.get("reason"))])
+        .map(|e| {
+            vec![
+                rfc3339(e.time),
+                e.kind.clone(),
+                s(e.body.get("id").or(e.body.get("new_id"))),
+                s(e.body.get("reason")),
+            ]
+        })
         .collect();
-    b.push(Block::Table { head: ["time", "event", "key", "reason"].map(String::from).to_vec(), rows: key_events });
+    b.push(Block::Table {
+        head: ["time", "event", "key", "reason"]
+            .map(String::from)
+            .to_vec(),
+        rows: key_events,
+    });
 
     let created = mine.iter().find(|e| e.kind == kind::JOB_CREATED);
     b.push(Block::Heading(SECTIONS[2].into()));
@@ -113,14 +175,24 @@ pub fn build(prefix: &str, entries: &[Entry], verified: &VerifyReport, keys: &[K
                 .and_then(Value::as_object)
                 .map(|m| m.iter().map(|(k, v)| vec![k.clone(), s(Some(v))]).collect())
                 .unwrap_or_default();
-            b.push(Block::Table { head: vec!["parameter".into(), "value".into()], rows });
+            b.push(Block::Table {
+                head: vec!["parameter".into(), "value".into()],
+                rows,
+            });
         }
-        None => b.push(Block::Para("No job.created entry for this job in the log.".into())),
+        None => b.push(Block::Para(
+            "No job.created entry for this job in the log.".into(),
+        )),
     }
 
-    let rounds: Vec<&&Entry> = mine.iter().filter(|e| e.kind == kind::ROUND_COMMITTED || e.kind == kind::ROUND_FAILED).collect();
+    let rounds: Vec<&&Entry> = mine
+        .iter()
+        .filter(|e| e.kind == kind::ROUND_COMMITTED || e.kind == kind::ROUND_FAILED)
+        .collect();
     b.push(Block::Heading(SECTIONS[3].into()));
-    let target = created.and_then(|e| e.body.pointer("/privacy/target_epsilon")).cloned();
+    let target = created
+        .and_then(|e| e.body.pointer("/privacy/target_epsilon"))
+        .cloned();
     b.push(Block::Para(format!(
         "Target ε {} at δ {}; accountant {}.",
         s(target.as_ref()),
@@ -128,19 +200,38 @@ pub fn build(prefix: &str, entries: &[Entry], verified: &VerifyReport, keys: &[K
         s(created.and_then(|e| e.body.pointer("/privacy/accountant")))
     )));
     b.push(Block::Table {
-        head: ["round", "status", "ε after round", "model SHA-256"].map(String::from).to_vec(),
+        head: ["round", "status", "ε after round", "model SHA-256"]
+            .map(String::from)
+            .to_vec(),
         rows: rounds
             .iter()
-            .map(|e| vec![s(e.body.get("round")), s(e.body.get("status")), s(e.body.get("epsilon")), s(e.body.get("model_sha256"))])
+            .map(|e| {
+                vec![
+                    s(e.body.get("round")),
+                    s(e.body.get("status")),
+                    s(e.body.get("epsilon")),
+                    s(e.body.get("model_sha256")),
+                ]
+            })
             .collect(),
     });
 
     b.push(Block::Heading(SECTIONS[4].into()));
     b.push(Block::Table {
-        head: ["round", "selected", "aggregated", "quorum", "reason"].map(String::from).to_vec(),
+        head: ["round", "selected", "aggregated", "quorum", "reason"]
+            .map(String::from)
+            .to_vec(),
         rows: rounds
             .iter()
-            .map(|e| vec![s(e.body.get("round")), s(e.body.get("selected")), s(e.body.get("participants")), s(e.body.get("quorum")), s(e.body.get("reason"))])
+            .map(|e| {
+                vec![
+                    s(e.body.get("round")),
+                    s(e.body.get("selected")),
+                    s(e.body.get("participants")),
+                    s(e.body.get("quorum")),
+                    s(e.body.get("reason")),
+                ]
+            })
             .collect(),
     });
 
@@ -150,7 +241,17 @@ pub fn build(prefix: &str, entries: &[Entry], verified: &VerifyReport, keys: &[K
         s(created.and_then(|e| e.body.get("attestation")))
     )));
     b.push(Block::Table {
-        head: ["time", "peer", "decision", "attestation", "hardware", "measurement", "reasons"].map(String::from).to_vec(),
+        head: [
+            "time",
+            "peer",
+            "decision",
+            "attestation",
+            "hardware",
+            "measurement",
+            "reasons",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows: mine
             .iter()
             .filter(|e| e.kind.starts_with("admission."))
@@ -174,16 +275,26 @@ fn markdown(r: &Report) -> String {
     let mut out = format!("# TensorGuard compliance report — job {}\n\n", r.job);
     for (i, block) in r.blocks.iter().enumerate() {
         match block {
-            Block::Heading(h) => out.push_str(&format!("## {}. {h}\n\n", SECTIONS.iter().position(|x| x == h).map_or(i, |p| p + 1))),
+            Block::Heading(h) => out.push_str(&format!(
+                "## {}. {h}\n\n",
+                SECTIONS.iter().position(|x| x == h).map_or(i, |p| p + 1)
+            )),
             Block::Para(p) => out.push_str(&format!("{p}\n\n")),
             Block::Table { head, rows } => {
                 let cell = |c: &str| c.replace('|', "\\|").replace('\n', " ");
-                out.push_str(&format!("| {} |\n|{}\n", head.join(" | "), "---|".repeat(head.len())));
+                out.push_str(&format!(
+                    "| {} |\n|{}\n",
+                    head.join(" | "),
+                    "---|".repeat(head.len())
+                ));
                 if rows.is_empty() {
                     out.push_str(&format!("| (none){} |\n", " |".repeat(head.len() - 1)));
                 }
                 for row in rows {
-                    out.push_str(&format!("| {} |\n", row.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | ")));
+                    out.push_str(&format!(
+                        "| {} |\n",
+                        row.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | ")
+                    ));
                 }
                 out.push('\n');
             }
@@ -193,7 +304,10 @@ fn markdown(r: &Report) -> String {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn html(r: &Report) -> String {
@@ -228,7 +342,14 @@ fn html(r: &Report) -> String {
 
 /// Writes `report-<job>.md` and `.html` into `dir`.
 pub fn write(r: &Report, dir: &Path) -> Result<(PathBuf, PathBuf), CliError> {
-    let io = |p: &Path, e: std::io::Error| CliError::new(Code::DataDirUnwritable, format!("cannot write {}", p.display()), e.to_string(), "choose a writable --out directory");
+    let io = |p: &Path, e: std::io::Error| {
+        CliError::new(
+            Code::DataDirUnwritable,
+            format!("cannot write {}", p.display()),
+            e.to_string(),
+            "choose a writable --out directory",
+        )
+    };
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let short = &r.job[..r.job.len().min(12)];
     let md = dir.join(format!("report-{short}.md"));

@@ -110,13 +110,19 @@ pub fn doctor(loaded: &Loaded, data_dir: &Path, out: &Output) -> Result<(), CliE
             status: "warn",
             detail: format!("{} does not exist: run `tensorguard init`", p.display()),
         },
-        Some(p) => match tg_trust::Passphrase::from_env()
-            .and_then(|pass| match pass {
-                Some(pass) => IdentityKey::load(p, &pass).map(|k| (k.public_hex(), "opened with the passphrase")),
-                None => tg_trust::check_private(p)
-                    .and_then(|()| IdentityKey::peek_public(p))
-                    .map(|h| (h, "sealed; no passphrase in the environment to test opening it")),
-            }) {
+        Some(p) => match tg_trust::Passphrase::from_env().and_then(|pass| match pass {
+            Some(pass) => {
+                IdentityKey::load(p, &pass).map(|k| (k.public_hex(), "opened with the passphrase"))
+            }
+            None => tg_trust::check_private(p)
+                .and_then(|()| IdentityKey::peek_public(p))
+                .map(|h| {
+                    (
+                        h,
+                        "sealed; no passphrase in the environment to test opening it",
+                    )
+                }),
+        }) {
             Ok((public, how)) => Check {
                 name: "identity key",
                 status: "ok",

@@ -10,6 +10,7 @@
 mod guard;
 pub mod net;
 mod secure;
+pub mod tee;
 
 pub use guard::PrivacyGuard;
 
@@ -38,6 +39,12 @@ pub enum AgentError {
     /// The network layer failed.
     #[error("network: {0}")]
     Net(#[from] tg_net::NetError),
+    /// The job requires a TEE this machine does not have.
+    #[error("{0}")]
+    NoTee(String),
+    /// Local data does not match the job's declared schema.
+    #[error("{0}")]
+    Schema(String),
 }
 
 /// What the agent did with a frame.

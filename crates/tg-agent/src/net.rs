@@ -42,6 +42,8 @@ pub struct JoinConfig {
     pub once: bool,
     /// Seed local shuffling with this name instead of the peer id.
     pub seed_name: Option<String>,
+    /// How to attest when a job requires a TEE.
+    pub attest: crate::tee::AttestConfig,
 }
 
 /// What the agent is doing, for `tensorguard status`.
@@ -65,6 +67,9 @@ pub struct StatusSnapshot {
     pub uptime_s: u64,
     /// Local training examples.
     pub examples: usize,
+    /// What this agent's attestation says: `not required`, `TEE: snp`, or
+    /// `UNTRUSTED: simulated …` under --insecure.
+    pub trust: String,
 }
 
 /// Shared, always-current status.
@@ -125,6 +130,11 @@ impl Runner {
             s.state = "connecting".into();
             s.peer_id = client.local_peer_id().to_string();
             s.examples = data.len();
+            s.trust = if config.attest.insecure {
+                "UNTRUSTED (--insecure: simulated attestation if a job requires a TEE)".into()
+            } else {
+                "not yet attested".into()
+            };
         });
         Self {
             client,
@@ -275,6 +285,29 @@ impl Runner {
             .session
             .as_ref()
             .is_some_and(|s| s.job == offer.job && s.agent.is_some());
+        if let Some(schema) = &offer.schema {
+            crate::tee::check_schema(&self.data, schema)?;
+        }
+        let evidence = match offer.attestation_nonce {
+            None => {
+                self.status.update(|s| {
+                    if !s.trust.starts_with("UNTRUSTED") {
+                        s.trust = "not required".into();
+                    }
+                });
+                None
+            }
+            Some(nonce) => {
+                let me = self.client.local_peer_id();
+                let (bytes, label) =
+                    crate::tee::evidence_for(&self.config.attest, &self.key, &me, &nonce)?;
+                if label.starts_with("UNTRUSTED") {
+                    tracing::warn!("{label}");
+                }
+                self.status.update(|s| s.trust = label);
+                Some(bytes)
+            }
+        };
         if !same_job {
             let shape = ModelShape::for_dataset(offer.model, offer.hidden as usize, &self.data)?;
             let id = AgentId::new(self.client.local_peer_id().to_string())
@@ -311,6 +344,7 @@ impl Runner {
             job: offer.job,
             name: self.config.name.clone(),
             token: self.config.token.clone(),
+            evidence,
         });
         self.reply(&join).await;
         Ok(())

@@ -8,6 +8,7 @@
 //! Every round ends in the store as `committed` or `failed` with a reason —
 //! a round is never silently skipped.
 
+pub mod admission;
 pub mod net;
 mod round;
 mod secure_round;

@@ -7,8 +7,8 @@
 //! and frames of other jobs, and counting every refusal by reason. The round
 //! logic sees only admitted agents and verified payloads.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
@@ -19,17 +19,10 @@ use tg_store::Store;
 use tg_types::{AgentId, JobId};
 use tokio::sync::mpsc;
 
+pub use crate::admission::Admission;
+use crate::admission::{AttestationGate, AttestationOutcome, AuditSink};
 use crate::{Transport, TransportEvent};
 use tg_metrics::Metrics;
-
-/// Who may join.
-#[derive(Clone, Debug, Default)]
-pub struct Admission {
-    /// Peers admitted without a token.
-    pub allowed: HashSet<PeerId>,
-    /// Whether one-time enrollment tokens (from `enroll create`) admit peers.
-    pub tokens: bool,
-}
 
 struct Member {
     agent: AgentId,
@@ -61,6 +54,13 @@ pub struct NetTransport {
     undelivered: mpsc::Receiver<PeerId>,
     /// Frames accepted by `send` and not yet delivered or failed.
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// The job's TEE requirement, if any.
+    gate: Option<AttestationGate>,
+    /// The attestation nonce sent to each peer with its offer.
+    issued: HashMap<PeerId, [u8; 32]>,
+    /// Attestation outcome of every admitted agent (agent id → record).
+    attested: Arc<Mutex<BTreeMap<String, serde_json::Value>>>,
+    audit: Option<Arc<dyn AuditSink>>,
 }
 
 /// The gossipsub topic on which a job's rounds are announced.
@@ -100,6 +100,34 @@ impl NetTransport {
             undelivered_tx,
             undelivered,
             in_flight: Arc::default(),
+            gate: None,
+            issued: HashMap::new(),
+            attested: Arc::default(),
+            audit: None,
+        }
+    }
+
+    /// Requires TEE attestation from every joining agent.
+    pub fn with_attestation(mut self, gate: AttestationGate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Records admission decisions in `sink`.
+    pub fn with_audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(sink);
+        self
+    }
+
+    /// Attestation outcomes of admitted agents, by agent id, kept current
+    /// while the transport runs (for round records).
+    pub fn attestations(&self) -> Arc<Mutex<BTreeMap<String, serde_json::Value>>> {
+        self.attested.clone()
+    }
+
+    fn record(&self, kind: &str, body: serde_json::Value) {
+        if let Some(a) = &self.audit {
+            a.record(kind, self.offer.job, body);
         }
     }
 
@@ -163,6 +191,18 @@ impl NetTransport {
         tracing::warn!(%peer, reason, "{detail}");
     }
 
+    /// Tells a peer it is not admitted, then closes the connection.
+    fn refuse_join(&mut self, peer: PeerId, reason: String) {
+        let job = self.offer.job;
+        self.send_signed(peer, &ToAgent::Refused { job, reason });
+        // Let the refusal reach the peer before the connection closes.
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let _ = client.disconnect(peer).await;
+        });
+    }
+
     /// Handles a verified join request.
     async fn on_join(&mut self, peer: PeerId, key: [u8; 32], join: tg_proto::JoinRequest) {
         let id = peer.to_string();
@@ -190,11 +230,16 @@ impl NetTransport {
                 }
             }
         };
+        let id_for_log = id.clone();
         let Ok(agent) = AgentId::new(id) else {
             return;
         };
         if !admitted {
             self.refuse(&peer, "unenrolled", "join refused: peer not admitted");
+            self.record(
+                "admission.refused",
+                serde_json::json!({"peer": id_for_log, "name": name, "reason": "unenrolled", "attestation": AttestationOutcome::not_required().to_json()}),
+            );
             let reason = if join.token.is_some() && !self.admission.tokens {
                 "error[E070]: not admitted — this job does not accept enrollment tokens, only the \
                  peers on its allow-list — ask the operator to add this agent's peer id to \
@@ -206,23 +251,52 @@ impl NetTransport {
                 "error[E070]: not admitted — this peer id is not on the job's allow-list and no \
                  enrollment token was presented — start the agent with --enroll TOKEN"
             };
-            let job = self.offer.job;
-            self.send_signed(
-                peer,
-                &ToAgent::Refused {
-                    job,
-                    reason: reason.into(),
-                },
-            );
-            // Let the refusal reach the peer before the connection closes.
-            let client = self.client.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                let _ = client.disconnect(peer).await;
-            });
+            self.refuse_join(peer, reason.into());
             return;
         }
-        tracing::info!(%peer, %name, "agent joined");
+        let attestation = match &self.gate {
+            None => AttestationOutcome::not_required(),
+            Some(gate) => {
+                let nonce = self.issued.get(&peer).copied().unwrap_or([0u8; 32]);
+                gate.check(
+                    &nonce,
+                    &peer,
+                    &key,
+                    join.evidence.as_deref(),
+                    std::time::SystemTime::now(),
+                )
+            }
+        };
+        if !attestation.admitted {
+            self.refuse(&peer, "attestation", &attestation.label);
+            self.record(
+                "admission.refused",
+                serde_json::json!({"peer": id_for_log, "name": name, "reason": "attestation", "attestation": attestation.to_json()}),
+            );
+            self.refuse_join(
+                peer,
+                format!(
+                    "error[E093]: not admitted — attestation failed: {} — run the agent in a TEE that meets the job's policy (or, for testing only, --insecure with a coordinator started with --allow-simulated)",
+                    attestation.label
+                ),
+            );
+            return;
+        }
+        let via = if self.admission.allowed.contains(&peer) {
+            "allow-list"
+        } else if join.token.is_some() {
+            "enrollment token"
+        } else {
+            "earlier admission"
+        };
+        self.record(
+            "admission.accepted",
+            serde_json::json!({"peer": id_for_log, "name": name, "via": via, "attestation": attestation.to_json()}),
+        );
+        if let Ok(mut a) = self.attested.lock() {
+            a.insert(id_for_log.clone(), attestation.to_json());
+        }
+        tracing::info!(%peer, %name, attestation = %attestation.label, "agent joined");
         let outbox = match self.members.remove(&peer) {
             Some(m) if !m.outbox.is_closed() => m.outbox,
             _ => self.outbox_for(peer),
@@ -255,7 +329,19 @@ impl NetTransport {
         Some(match event {
             Event::Connected { peer, .. } => {
                 self.connected.insert(peer);
-                let offer = ToAgent::Offer(self.offer.clone());
+                let mut offer = self.offer.clone();
+                if self.gate.is_some() {
+                    // A fresh nonce per connection: evidence from an earlier
+                    // connection cannot be replayed.
+                    let mut nonce = [0u8; 32];
+                    if getrandom::fill(&mut nonce).is_err() {
+                        tracing::error!("the OS RNG failed; not offering the job to {peer}");
+                        return Some(None);
+                    }
+                    self.issued.insert(peer, nonce);
+                    offer.attestation_nonce = Some(nonce);
+                }
+                let offer = ToAgent::Offer(offer);
                 // A peer that cannot take the offer will not join either.
                 self.send_signed(peer, &offer);
                 self.metrics.set_members(self.member_count());

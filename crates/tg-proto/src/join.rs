@@ -23,6 +23,30 @@ pub struct Offer {
     pub rounds: u32,
     /// Whether unknown agents must present an enrollment token.
     pub enrollment_required: bool,
+    /// Set when the job requires TEE attestation: a fresh nonce drawn for
+    /// this peer, to be bound into the evidence's report data.
+    pub attestation_nonce: Option<[u8; 32]>,
+    /// The shape local data must have; agents check it before training.
+    pub schema: Option<DataSchema>,
+}
+
+/// What a job's training data must look like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataSchema {
+    /// Features per example.
+    pub features: u32,
+    /// Number of classes: labels are integers in `0..classes`.
+    pub classes: u32,
+    /// Element type of the features.
+    pub dtype: Dtype,
+}
+
+/// Element type of features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Dtype {
+    /// 32-bit IEEE float, finite.
+    F32,
 }
 
 /// An agent's request to join a job.
@@ -34,4 +58,8 @@ pub struct JoinRequest {
     pub name: String,
     /// A one-time enrollment token, if the agent has one.
     pub token: Option<String>,
+    /// TEE evidence (a `tg_attest::Evidence`, encoded), when the offer asked
+    /// for attestation. Opaque here; the coordinator decodes it with a
+    /// size limit and verifies it.
+    pub evidence: Option<Vec<u8>>,
 }

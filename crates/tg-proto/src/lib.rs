@@ -11,7 +11,7 @@ mod bytes;
 mod join;
 pub mod signed;
 
-pub use join::{JoinRequest, Offer};
+pub use join::{DataSchema, Dtype, JoinRequest, Offer};
 pub use signed::{Binding, Bound, Header, NonceCounter, ReplayGuard};
 
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ use tg_types::spec::{LocalObjective, TrainConfig};
 use tg_types::{AgentId, JobId, Parameters};
 
 /// Protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Largest frame [`decode`] accepts (256 MiB). Larger models are streamed in
 /// chunks by the network transport.

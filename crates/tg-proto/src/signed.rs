@@ -240,6 +240,7 @@ mod tests {
             job: JobId::from_bytes([job; 16]),
             name: "robot-7".into(),
             token: Some("tok".into()),
+            evidence: None,
         })
     }
 

@@ -65,22 +65,36 @@ impl IdentityKey {
     }
 
     /// [`IdentityKey::save`] with explicit KDF costs.
-    pub fn save_with(&self, path: &Path, pass: &Passphrase, overwrite: bool, kdf: KdfParams) -> Result<()> {
+    pub fn save_with(
+        &self,
+        path: &Path,
+        pass: &Passphrase,
+        overwrite: bool,
+        kdf: KdfParams,
+    ) -> Result<()> {
         if path.exists() && !overwrite {
             return Err(TrustError::Exists(path.to_owned()));
         }
         let seed = Zeroizing::new(self.signing.to_bytes());
-        let body = sealed::seal(seed.as_ref(), &format!("ed25519:{}", self.public_hex()), pass, kdf)?;
+        let body = sealed::seal(
+            seed.as_ref(),
+            &format!("ed25519:{}", self.public_hex()),
+            pass,
+            kdf,
+        )?;
         write_private(path, body.as_bytes())
     }
 
     /// Loads a sealed key file, refusing one that others can read.
     pub fn load(path: &Path, pass: &Passphrase) -> Result<Self> {
         check_private(path)?;
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| TrustError::Io {
-            path: path.to_owned(),
-            source,
-        })?);
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|source| TrustError::Io {
+                    path: path.to_owned(),
+                    source,
+                })?,
+            );
         if text.starts_with(LEGACY_TAG) {
             return Err(TrustError::Unsealed(path.to_owned()));
         }
@@ -115,10 +129,13 @@ impl IdentityKey {
     /// Converts a legacy unencrypted key file into a sealed one, in place.
     pub fn seal_legacy(path: &Path, pass: &Passphrase) -> Result<Self> {
         check_private(path)?;
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| TrustError::Io {
-            path: path.to_owned(),
-            source,
-        })?);
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|source| TrustError::Io {
+                    path: path.to_owned(),
+                    source,
+                })?,
+            );
         let mut lines = text.lines();
         if lines.next() != Some(LEGACY_TAG) {
             return Err(TrustError::Malformed(path.to_owned()));
@@ -162,7 +179,11 @@ mod tests {
         Passphrase::new("test passphrase".into()).unwrap()
     }
 
-    const FAST: KdfParams = KdfParams { m_kib: 19 * 1024, t: 2, p: 1 };
+    const FAST: KdfParams = KdfParams {
+        m_kib: 19 * 1024,
+        t: 2,
+        p: 1,
+    };
 
     #[test]
     fn save_load_sign_verify() {
@@ -170,9 +191,15 @@ mod tests {
         let p = dir.path().join("id.key");
         let k = IdentityKey::generate().unwrap();
         k.save_with(&p, &pass(), false, FAST).unwrap();
-        assert!(matches!(k.save_with(&p, &pass(), false, FAST), Err(TrustError::Exists(_))));
+        assert!(matches!(
+            k.save_with(&p, &pass(), false, FAST),
+            Err(TrustError::Exists(_))
+        ));
         let text = std::fs::read_to_string(&p).unwrap();
-        assert!(!text.contains(&hex::encode(k.signing.to_bytes())), "secret on disk in the clear");
+        assert!(
+            !text.contains(&hex::encode(k.signing.to_bytes())),
+            "secret on disk in the clear"
+        );
         assert_eq!(IdentityKey::peek_public(&p).unwrap(), k.public_hex());
         let back = IdentityKey::load(&p, &pass()).unwrap();
         assert_eq!(back.public(), k.public());
@@ -180,7 +207,10 @@ mod tests {
         assert!(k.public().verify(b"hello", &sig).is_ok());
         assert!(!format!("{k:?}").contains(&hex::encode(k.signing.to_bytes())));
         let wrong = Passphrase::new("nope".into()).unwrap();
-        assert!(matches!(IdentityKey::load(&p, &wrong), Err(TrustError::WrongPassphrase)));
+        assert!(matches!(
+            IdentityKey::load(&p, &wrong),
+            Err(TrustError::WrongPassphrase)
+        ));
     }
 
     #[cfg(unix)]
@@ -189,8 +219,14 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("id.key");
-        IdentityKey::generate().unwrap().save_with(&p, &pass(), false, FAST).unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        IdentityKey::generate()
+            .unwrap()
+            .save_with(&p, &pass(), false, FAST)
+            .unwrap();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(matches!(
             IdentityKey::load(&p, &pass()),
@@ -198,10 +234,16 @@ mod tests {
         ));
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::write(&p, "garbage").unwrap();
-        assert!(matches!(IdentityKey::load(&p, &pass()), Err(TrustError::Malformed(_))));
+        assert!(matches!(
+            IdentityKey::load(&p, &pass()),
+            Err(TrustError::Malformed(_))
+        ));
         // A legacy plaintext key is refused, then sealed in place.
         std::fs::write(&p, format!("{LEGACY_TAG}\n{}\n", "11".repeat(32))).unwrap();
-        assert!(matches!(IdentityKey::load(&p, &pass()), Err(TrustError::Unsealed(_))));
+        assert!(matches!(
+            IdentityKey::load(&p, &pass()),
+            Err(TrustError::Unsealed(_))
+        ));
         let k = IdentityKey::seal_legacy(&p, &pass()).unwrap();
         assert_eq!(IdentityKey::load(&p, &pass()).unwrap().public(), k.public());
     }

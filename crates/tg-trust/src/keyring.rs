@@ -127,24 +127,36 @@ pub struct Keyring {
 impl Keyring {
     /// Opens (or creates, mode 0700) a keyring directory.
     pub fn open(dir: &Path) -> Result<Self> {
-        let io = |source| TrustError::Io { path: dir.to_owned(), source };
+        let io = |source| TrustError::Io {
+            path: dir.to_owned(),
+            source,
+        };
         if !dir.exists() {
             std::fs::create_dir_all(dir).map_err(io)?;
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io)?;
             }
         }
         let index = dir.join("keyring.json");
         let keys = if index.exists() {
-            let text = std::fs::read_to_string(&index).map_err(|source| TrustError::Io { path: index.clone(), source })?;
-            let file: KeyringFile = serde_json::from_str(&text).map_err(|e| TrustError::Keyring(format!("{}: {e}", index.display())))?;
+            let text = std::fs::read_to_string(&index).map_err(|source| TrustError::Io {
+                path: index.clone(),
+                source,
+            })?;
+            let file: KeyringFile = serde_json::from_str(&text)
+                .map_err(|e| TrustError::Keyring(format!("{}: {e}", index.display())))?;
             file.keys
         } else {
             Vec::new()
         };
-        Ok(Self { dir: dir.to_owned(), keys, kdf: KdfParams::default() })
+        Ok(Self {
+            dir: dir.to_owned(),
+            keys,
+            kdf: KdfParams::default(),
+        })
     }
 
     /// Uses other Argon2id costs for keys sealed from now on (tests use the
@@ -166,7 +178,9 @@ impl Keyring {
 
     /// The active key for `purpose`.
     pub fn active(&self, purpose: Purpose) -> Option<&KeyRecord> {
-        self.keys.iter().find(|k| k.purpose == purpose && k.status == KeyStatus::Active)
+        self.keys
+            .iter()
+            .find(|k| k.purpose == purpose && k.status == KeyStatus::Active)
     }
 
     /// Finds a key by id (or unique id prefix) or full public key.
@@ -179,18 +193,30 @@ impl Keyring {
         match hits.as_slice() {
             [one] => Ok(one),
             [] => Err(TrustError::Keyring(format!("no key with id '{id}'"))),
-            _ => Err(TrustError::Keyring(format!("'{id}' matches {} keys; give more digits", hits.len()))),
+            _ => Err(TrustError::Keyring(format!(
+                "'{id}' matches {} keys; give more digits",
+                hits.len()
+            ))),
         }
     }
 
     fn save(&self) -> Result<()> {
-        let file = KeyringFile { version: 1, keys: self.keys.clone() };
-        let text = serde_json::to_string_pretty(&file).map_err(|e| TrustError::Keyring(e.to_string()))?;
+        let file = KeyringFile {
+            version: 1,
+            keys: self.keys.clone(),
+        };
+        let text =
+            serde_json::to_string_pretty(&file).map_err(|e| TrustError::Keyring(e.to_string()))?;
         write_private(&self.dir.join("keyring.json"), text.as_bytes())
     }
 
     /// Generates the first key for `purpose`, sealed under `pass`.
-    pub fn generate(&mut self, purpose: Purpose, pass: &Passphrase, now: u64) -> Result<(KeyRecord, IdentityKey)> {
+    pub fn generate(
+        &mut self,
+        purpose: Purpose,
+        pass: &Passphrase,
+        now: u64,
+    ) -> Result<(KeyRecord, IdentityKey)> {
         if let Some(k) = self.active(purpose) {
             return Err(TrustError::Keyring(format!(
                 "an active {} key already exists ({}); use rotate to replace it",
@@ -201,7 +227,12 @@ impl Keyring {
         self.add_file_key(purpose, pass, now)
     }
 
-    fn add_file_key(&mut self, purpose: Purpose, pass: &Passphrase, now: u64) -> Result<(KeyRecord, IdentityKey)> {
+    fn add_file_key(
+        &mut self,
+        purpose: Purpose,
+        pass: &Passphrase,
+        now: u64,
+    ) -> Result<(KeyRecord, IdentityKey)> {
         let key = IdentityKey::generate()?;
         let id = key_id(key.public().as_bytes());
         let file = format!("{}-{id}.key", purpose.as_str());
@@ -223,7 +254,13 @@ impl Keyring {
     }
 
     /// Registers a key pair that lives on a PKCS#11 token.
-    pub fn add_external(&mut self, purpose: Purpose, public: [u8; 32], storage: Storage, now: u64) -> Result<KeyRecord> {
+    pub fn add_external(
+        &mut self,
+        purpose: Purpose,
+        public: [u8; 32],
+        storage: Storage,
+        now: u64,
+    ) -> Result<KeyRecord> {
         if let Some(k) = self.active(purpose) {
             return Err(TrustError::Keyring(format!(
                 "an active {} key already exists ({}); rotate or revoke it first",
@@ -250,9 +287,21 @@ impl Keyring {
     /// Replaces the active key for `purpose` with a new one. The old key
     /// is retired with `not_after = now` and kept for verification.
     /// Returns (old, new, new secret).
-    pub fn rotate(&mut self, purpose: Purpose, pass: &Passphrase, now: u64) -> Result<(KeyRecord, KeyRecord, IdentityKey)> {
-        let Some(pos) = self.keys.iter().position(|k| k.purpose == purpose && k.status == KeyStatus::Active) else {
-            return Err(TrustError::Keyring(format!("no active {} key to rotate; generate one first", purpose.as_str())));
+    pub fn rotate(
+        &mut self,
+        purpose: Purpose,
+        pass: &Passphrase,
+        now: u64,
+    ) -> Result<(KeyRecord, KeyRecord, IdentityKey)> {
+        let Some(pos) = self
+            .keys
+            .iter()
+            .position(|k| k.purpose == purpose && k.status == KeyStatus::Active)
+        else {
+            return Err(TrustError::Keyring(format!(
+                "no active {} key to rotate; generate one first",
+                purpose.as_str()
+            )));
         };
         // Prove the passphrase opens the current key before retiring it.
         if let Storage::File { file } = &self.keys[pos].storage {
@@ -273,7 +322,10 @@ impl Keyring {
             return Err(TrustError::Keyring(format!("no key with id '{id}'")));
         };
         if rec.status == KeyStatus::Revoked {
-            return Err(TrustError::Keyring(format!("key {} is already revoked", rec.id)));
+            return Err(TrustError::Keyring(format!(
+                "key {} is already revoked",
+                rec.id
+            )));
         }
         if rec.status == KeyStatus::Active {
             return Err(TrustError::Keyring(format!(
@@ -300,7 +352,8 @@ impl Keyring {
 
     /// Whether the active key for `purpose` is older than `max_age_secs`.
     pub fn rotation_due(&self, purpose: Purpose, max_age_secs: u64, now: u64) -> bool {
-        self.active(purpose).is_some_and(|k| now.saturating_sub(k.not_before) >= max_age_secs)
+        self.active(purpose)
+            .is_some_and(|k| now.saturating_sub(k.not_before) >= max_age_secs)
     }
 }
 
@@ -308,16 +361,25 @@ impl Keyring {
 mod tests {
     use super::*;
 
-    const FAST: KdfParams = KdfParams { m_kib: 19 * 1024, t: 2, p: 1 };
+    const FAST: KdfParams = KdfParams {
+        m_kib: 19 * 1024,
+        t: 2,
+        p: 1,
+    };
 
     #[test]
     fn lifecycle_generate_rotate_revoke() {
         let dir = tempfile::tempdir().unwrap();
         let pass = Passphrase::new("pw".into()).unwrap();
-        let mut ring = Keyring::open(&dir.path().join("keys")).unwrap().with_kdf(FAST);
+        let mut ring = Keyring::open(&dir.path().join("keys"))
+            .unwrap()
+            .with_kdf(FAST);
         let (first, _) = ring.generate(Purpose::Identity, &pass, 100).unwrap();
         assert!(ring.generate(Purpose::Identity, &pass, 101).is_err());
-        assert!(ring.revoke(&first.id, "x", 102).is_err(), "active key revoked");
+        assert!(
+            ring.revoke(&first.id, "x", 102).is_err(),
+            "active key revoked"
+        );
         assert!(!ring.rotation_due(Purpose::Identity, 1000, 500));
         assert!(ring.rotation_due(Purpose::Identity, 1000, 1100));
         let (old, new, secret) = ring.rotate(Purpose::Identity, &pass, 200).unwrap();
@@ -330,7 +392,11 @@ mod tests {
         assert!(old.valid_at(150) && !old.valid_at(250) && !old.valid_at(50));
         assert_eq!(ring2.active(Purpose::Identity).unwrap().id, new.id);
         assert_eq!(
-            ring2.load_active(Purpose::Identity, &pass).unwrap().unwrap().public_hex(),
+            ring2
+                .load_active(Purpose::Identity, &pass)
+                .unwrap()
+                .unwrap()
+                .public_hex(),
             new.public_key
         );
         let mut ring2 = ring2;

@@ -107,4 +107,3 @@ pub fn check_private(path: &Path) -> Result<()> {
     let _ = meta;
     Ok(())
 }
-

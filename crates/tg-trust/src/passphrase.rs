@@ -44,10 +44,13 @@ impl Passphrase {
     /// Reads the first line of a file that only its owner can read.
     pub fn from_file(path: &Path) -> Result<Self> {
         check_private(path)?;
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| TrustError::Io {
-            path: path.to_owned(),
-            source,
-        })?);
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|source| TrustError::Io {
+                    path: path.to_owned(),
+                    source,
+                })?,
+            );
         Self::new(text.lines().next().unwrap_or("").to_owned())
     }
 

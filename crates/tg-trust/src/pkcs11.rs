@@ -43,7 +43,8 @@ fn err(what: &str) -> impl Fn(cryptoki::error::Error) -> TrustError + '_ {
 }
 
 fn login(module: &Path, token: &str, pin: &str) -> Result<(Pkcs11, Session)> {
-    let ctx = Pkcs11::new(module).map_err(|e| TrustError::Pkcs11(format!("cannot load module {}: {e}", module.display())))?;
+    let ctx = Pkcs11::new(module)
+        .map_err(|e| TrustError::Pkcs11(format!("cannot load module {}: {e}", module.display())))?;
     ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
         .map_err(err("initialize"))?;
     let slots = ctx.get_slots_with_token().map_err(err("list slots"))?;
@@ -55,7 +56,12 @@ fn login(module: &Path, token: &str, pin: &str) -> Result<(Pkcs11, Session)> {
             break;
         }
     }
-    let slot = found.ok_or_else(|| TrustError::Pkcs11(format!("no token labelled '{token}' in {}", module.display())))?;
+    let slot = found.ok_or_else(|| {
+        TrustError::Pkcs11(format!(
+            "no token labelled '{token}' in {}",
+            module.display()
+        ))
+    })?;
     let session = ctx.open_rw_session(slot).map_err(err("open session"))?;
     session
         .login(UserType::User, Some(&AuthPin::new(pin.into())))
@@ -64,26 +70,37 @@ fn login(module: &Path, token: &str, pin: &str) -> Result<(Pkcs11, Session)> {
 }
 
 fn public_of(session: &Session, handle: ObjectHandle) -> Result<[u8; 32]> {
-    let attrs = session.get_attributes(handle, &[AttributeType::EcPoint]).map_err(err("read public key"))?;
+    let attrs = session
+        .get_attributes(handle, &[AttributeType::EcPoint])
+        .map_err(err("read public key"))?;
     for a in attrs {
         if let Attribute::EcPoint(p) = a {
             // DER OCTET STRING (04 20 ‖ key) or, on some tokens, the raw key.
             let raw = match p.as_slice() {
                 [0x04, 0x20, rest @ ..] if rest.len() == 32 => rest,
                 r if r.len() == 32 => r,
-                _ => return Err(TrustError::Pkcs11("the token's EC point is not an Ed25519 public key".into())),
+                _ => {
+                    return Err(TrustError::Pkcs11(
+                        "the token's EC point is not an Ed25519 public key".into(),
+                    ));
+                }
             };
             let mut out = [0u8; 32];
             out.copy_from_slice(raw);
             return Ok(out);
         }
     }
-    Err(TrustError::Pkcs11("the token did not return the public key".into()))
+    Err(TrustError::Pkcs11(
+        "the token did not return the public key".into(),
+    ))
 }
 
 fn find(session: &Session, class: ObjectClass, label: &str) -> Result<Option<ObjectHandle>> {
     let hits = session
-        .find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])
+        .find_objects(&[
+            Attribute::Class(class),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
         .map_err(err("find key"))?;
     Ok(hits.into_iter().next())
 }
@@ -94,7 +111,9 @@ impl Pkcs11Signer {
     pub fn generate(module: &Path, token: &str, pin: &str, label: &str) -> Result<Self> {
         let (ctx, session) = login(module, token, pin)?;
         if find(&session, ObjectClass::PRIVATE_KEY, label)?.is_some() {
-            return Err(TrustError::Pkcs11(format!("a key labelled '{label}' already exists on '{token}'")));
+            return Err(TrustError::Pkcs11(format!(
+                "a key labelled '{label}' already exists on '{token}'"
+            )));
         }
         let label_attr = Attribute::Label(label.as_bytes().to_vec());
         let public_t = [
@@ -114,20 +133,34 @@ impl Pkcs11Signer {
         ];
         let (pub_h, priv_h) = session
             .generate_key_pair(&Mechanism::EccEdwardsKeyPairGen, &public_t, &private_t)
-            .map_err(err("generate Ed25519 key pair (does the token support CKM_EC_EDWARDS_KEY_PAIR_GEN?)"))?;
+            .map_err(err(
+                "generate Ed25519 key pair (does the token support CKM_EC_EDWARDS_KEY_PAIR_GEN?)",
+            ))?;
         let public = public_of(&session, pub_h)?;
-        Ok(Self { session: Mutex::new(session), key: priv_h, public, _ctx: ctx })
+        Ok(Self {
+            session: Mutex::new(session),
+            key: priv_h,
+            public,
+            _ctx: ctx,
+        })
     }
 
     /// Opens the existing key pair labelled `label`.
     pub fn open(module: &Path, token: &str, pin: &str, label: &str) -> Result<Self> {
         let (ctx, session) = login(module, token, pin)?;
-        let key = find(&session, ObjectClass::PRIVATE_KEY, label)?
-            .ok_or_else(|| TrustError::Pkcs11(format!("no private key labelled '{label}' on '{token}'")))?;
-        let pub_h = find(&session, ObjectClass::PUBLIC_KEY, label)?
-            .ok_or_else(|| TrustError::Pkcs11(format!("no public key labelled '{label}' on '{token}'")))?;
+        let key = find(&session, ObjectClass::PRIVATE_KEY, label)?.ok_or_else(|| {
+            TrustError::Pkcs11(format!("no private key labelled '{label}' on '{token}'"))
+        })?;
+        let pub_h = find(&session, ObjectClass::PUBLIC_KEY, label)?.ok_or_else(|| {
+            TrustError::Pkcs11(format!("no public key labelled '{label}' on '{token}'"))
+        })?;
         let public = public_of(&session, pub_h)?;
-        Ok(Self { session: Mutex::new(session), key, public, _ctx: ctx })
+        Ok(Self {
+            session: Mutex::new(session),
+            key,
+            public,
+            _ctx: ctx,
+        })
     }
 }
 
@@ -137,12 +170,19 @@ impl NodeSigner for Pkcs11Signer {
     }
 
     fn sign_bytes(&self, msg: &[u8]) -> Result<[u8; 64]> {
-        let session = self.session.lock().map_err(|_| TrustError::Pkcs11("session lock poisoned".into()))?;
+        let session = self
+            .session
+            .lock()
+            .map_err(|_| TrustError::Pkcs11("session lock poisoned".into()))?;
         let sig = session
-            .sign(&Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)), self.key, msg)
+            .sign(
+                &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+                self.key,
+                msg,
+            )
             .map_err(err("sign"))?;
-        sig.as_slice()
-            .try_into()
-            .map_err(|_| TrustError::Pkcs11(format!("the token returned a {}-byte signature", sig.len())))
+        sig.as_slice().try_into().map_err(|_| {
+            TrustError::Pkcs11(format!("the token returned a {}-byte signature", sig.len()))
+        })
     }
 }

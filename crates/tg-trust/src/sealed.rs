@@ -33,14 +33,22 @@ pub struct KdfParams {
 
 impl Default for KdfParams {
     fn default() -> Self {
-        Self { m_kib: 64 * 1024, t: 3, p: 1 }
+        Self {
+            m_kib: 64 * 1024,
+            t: 3,
+            p: 1,
+        }
     }
 }
 
 impl KdfParams {
     /// The weakest parameters a file may carry; anything cheaper is refused
     /// on open, so a tampered file cannot make brute force cheap.
-    const FLOOR: KdfParams = KdfParams { m_kib: 19 * 1024, t: 2, p: 1 };
+    const FLOOR: KdfParams = KdfParams {
+        m_kib: 19 * 1024,
+        t: 2,
+        p: 1,
+    };
 
     fn derive(&self, pass: &Passphrase, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
         let params = Params::new(self.m_kib, self.t, self.p, Some(32))
@@ -64,7 +72,13 @@ pub fn seal(secret: &[u8], label: &str, pass: &Passphrase, kdf: KdfParams) -> Re
     let kek = kdf.derive(pass, &salt)?;
     let ct = XChaCha20Poly1305::new_from_slice(kek.as_ref())
         .map_err(|_| TrustError::Crypto("key length".into()))?
-        .encrypt(&XNonce::from(nonce), Payload { msg: secret, aad: header.as_bytes() })
+        .encrypt(
+            &XNonce::from(nonce),
+            Payload {
+                msg: secret,
+                aad: header.as_bytes(),
+            },
+        )
         .map_err(|_| TrustError::Crypto("encryption failed".into()))?;
     Ok(format!("{header}ciphertext={}\n", hex::encode(ct)))
 }
@@ -114,16 +128,31 @@ impl SealedFile {
             return Err(bad("unknown cipher"));
         }
         let mut nonce = [0u8; 24];
-        hex::decode_to_slice(field("nonce")?, &mut nonce).map_err(|_| bad("nonce must be 24 bytes of hex"))?;
-        let ciphertext = hex::decode(field("ciphertext")?).map_err(|_| bad("ciphertext is not hex"))?;
-        let kdf = parse_kdf(&kdf_line).ok_or_else(|| bad("kdf line must be 'argon2id-v19 m=… t=… p=…'"))?;
-        if kdf.m_kib < KdfParams::FLOOR.m_kib || kdf.t < KdfParams::FLOOR.t || kdf.p < 1 || kdf.m_kib > 4 * 1024 * 1024 {
-            return Err(bad("argon2 parameters are outside the accepted range (m ≥ 19 MiB, t ≥ 2, m ≤ 4 GiB)"));
+        hex::decode_to_slice(field("nonce")?, &mut nonce)
+            .map_err(|_| bad("nonce must be 24 bytes of hex"))?;
+        let ciphertext =
+            hex::decode(field("ciphertext")?).map_err(|_| bad("ciphertext is not hex"))?;
+        let kdf = parse_kdf(&kdf_line)
+            .ok_or_else(|| bad("kdf line must be 'argon2id-v19 m=… t=… p=…'"))?;
+        if kdf.m_kib < KdfParams::FLOOR.m_kib
+            || kdf.t < KdfParams::FLOOR.t
+            || kdf.p < 1
+            || kdf.m_kib > 4 * 1024 * 1024
+        {
+            return Err(bad(
+                "argon2 parameters are outside the accepted range (m ≥ 19 MiB, t ≥ 2, m ≤ 4 GiB)",
+            ));
         }
         if salt.len() < 16 {
             return Err(bad("salt shorter than 16 bytes"));
         }
-        Ok(Self { label, kdf, salt, nonce, ciphertext })
+        Ok(Self {
+            label,
+            kdf,
+            salt,
+            nonce,
+            ciphertext,
+        })
     }
 
     /// Decrypts with `pass`. A wrong passphrase and a modified file are the
@@ -133,7 +162,13 @@ impl SealedFile {
         let header = header(&self.label, self.kdf, &self.salt, &self.nonce);
         XChaCha20Poly1305::new_from_slice(kek.as_ref())
             .map_err(|_| TrustError::Crypto("key length".into()))?
-            .decrypt(&XNonce::from(self.nonce), Payload { msg: &self.ciphertext, aad: header.as_bytes() })
+            .decrypt(
+                &XNonce::from(self.nonce),
+                Payload {
+                    msg: &self.ciphertext,
+                    aad: header.as_bytes(),
+                },
+            )
             .map(Zeroizing::new)
             .map_err(|_| TrustError::WrongPassphrase)
     }
@@ -144,8 +179,19 @@ fn parse_kdf(line: &str) -> Option<KdfParams> {
     if parts.next()? != "argon2id-v19" {
         return None;
     }
-    let mut get = |k: &str| parts.next()?.strip_prefix(k)?.strip_prefix('=')?.parse::<u32>().ok();
-    Some(KdfParams { m_kib: get("m")?, t: get("t")?, p: get("p")? })
+    let mut get = |k: &str| {
+        parts
+            .next()?
+            .strip_prefix(k)?
+            .strip_prefix('=')?
+            .parse::<u32>()
+            .ok()
+    };
+    Some(KdfParams {
+        m_kib: get("m")?,
+        t: get("t")?,
+        p: get("p")?,
+    })
 }
 
 #[cfg(test)]
@@ -159,17 +205,35 @@ mod tests {
     #[test]
     fn round_trip_and_tamper_detection() {
         let kdf = KdfParams::FLOOR;
-        let text = seal(b"0123456789abcdef0123456789abcdef", "pub", &pass("correct horse"), kdf).unwrap();
+        let text = seal(
+            b"0123456789abcdef0123456789abcdef",
+            "pub",
+            &pass("correct horse"),
+            kdf,
+        )
+        .unwrap();
         let f = SealedFile::parse(&text).unwrap();
-        assert_eq!(&f.open(&pass("correct horse")).unwrap()[..], b"0123456789abcdef0123456789abcdef");
-        assert!(matches!(f.open(&pass("wrong")), Err(TrustError::WrongPassphrase)));
+        assert_eq!(
+            &f.open(&pass("correct horse")).unwrap()[..],
+            b"0123456789abcdef0123456789abcdef"
+        );
+        assert!(matches!(
+            f.open(&pass("wrong")),
+            Err(TrustError::WrongPassphrase)
+        ));
         // Changing the label (public key) breaks authentication.
         let swapped = text.replace("label=pub", "label=other");
         let f = SealedFile::parse(&swapped).unwrap();
-        assert!(matches!(f.open(&pass("correct horse")), Err(TrustError::WrongPassphrase)));
+        assert!(matches!(
+            f.open(&pass("correct horse")),
+            Err(TrustError::WrongPassphrase)
+        ));
         // Lowering the KDF cost below the floor is refused outright.
         let weak = text.replace("m=19456 t=2", "m=8 t=1");
-        assert!(matches!(SealedFile::parse(&weak), Err(TrustError::Sealed(_))));
+        assert!(matches!(
+            SealedFile::parse(&weak),
+            Err(TrustError::Sealed(_))
+        ));
         // Raising it changes the derived key: authentication fails.
         let other = text.replace("t=2", "t=3");
         let f = SealedFile::parse(&other).unwrap();
@@ -184,7 +248,12 @@ mod tests {
 
     #[test]
     fn garbage_is_a_clear_error() {
-        for t in ["", "tensorguard-sealed-secret-v1\n", "hello\nworld", "tensorguard-sealed-secret-v1\nlabel=x\nkdf=scrypt\n"] {
+        for t in [
+            "",
+            "tensorguard-sealed-secret-v1\n",
+            "hello\nworld",
+            "tensorguard-sealed-secret-v1\nlabel=x\nkdf=scrypt\n",
+        ] {
             assert!(SealedFile::parse(t).is_err(), "{t:?}");
         }
     }

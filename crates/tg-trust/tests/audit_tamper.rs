@@ -25,7 +25,11 @@ fn write_log(dir: &Path, n: u64) -> (PathBuf, Arc<IdentityKey>) {
 }
 
 fn lines(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p).unwrap().lines().map(str::to_owned).collect()
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn put(p: &Path, lines: &[String]) {
@@ -50,8 +54,17 @@ fn untouched_log_verifies() {
     let head = (r.last_seq.unwrap(), r.last_hash.clone().unwrap());
     let log = AuditLog::open(&p, Arc::new(IdentityKey::generate().unwrap()), 0);
     assert!(log.is_ok());
-    let opts = VerifyOptions { expect_head: Some(head), ..Default::default() };
-    assert!(verify_log(&p, &opts).unwrap().findings.iter().all(|f| f.kind != FindingKind::ExpectedHeadMissing));
+    let opts = VerifyOptions {
+        expect_head: Some(head),
+        ..Default::default()
+    };
+    assert!(
+        verify_log(&p, &opts)
+            .unwrap()
+            .findings
+            .iter()
+            .all(|f| f.kind != FindingKind::ExpectedHeadMissing)
+    );
 }
 
 #[test]
@@ -72,7 +85,10 @@ fn deleted_entry_is_detected() {
     l.remove(2);
     put(&p, &l);
     let k = kinds(&p);
-    assert!(k.contains(&FindingKind::Deleted) && k.contains(&FindingKind::ChainBroken), "{k:?}");
+    assert!(
+        k.contains(&FindingKind::Deleted) && k.contains(&FindingKind::ChainBroken),
+        "{k:?}"
+    );
 }
 
 #[test]
@@ -91,7 +107,14 @@ fn inserted_entry_is_detected() {
     let outsider = Arc::new(IdentityKey::generate().unwrap());
     let mut forged = AuditLog::open(&p2, outsider.clone(), 0).unwrap();
     forged.set_signer(outsider);
-    forged.append(kind::ADMISSION_ACCEPTED, Some("job-1"), serde_json::json!({"peer": "evil"}), 5_000).unwrap();
+    forged
+        .append(
+            kind::ADMISSION_ACCEPTED,
+            Some("job-1"),
+            serde_json::json!({"peer": "evil"}),
+            5_000,
+        )
+        .unwrap();
     assert!(kinds(&p2).contains(&FindingKind::UnauthorizedSigner));
 }
 
@@ -103,7 +126,10 @@ fn reordered_entries_are_detected() {
     l.swap(2, 3);
     put(&p, &l);
     let k = kinds(&p);
-    assert!(k.contains(&FindingKind::InsertedOrReordered) && k.contains(&FindingKind::ChainBroken), "{k:?}");
+    assert!(
+        k.contains(&FindingKind::InsertedOrReordered) && k.contains(&FindingKind::ChainBroken),
+        "{k:?}"
+    );
 }
 
 #[test]
@@ -139,13 +165,25 @@ fn rotation_hands_over_signing_and_old_key_is_refused_after() {
     )
     .unwrap();
     log.set_signer(new.clone());
-    log.append(kind::ROUND_COMMITTED, Some("job-1"), serde_json::json!({"round": 9}), 2_001).unwrap();
+    log.append(
+        kind::ROUND_COMMITTED,
+        Some("job-1"),
+        serde_json::json!({"round": 9}),
+        2_001,
+    )
+    .unwrap();
     let r = verify_log(&p, &VerifyOptions::default()).unwrap();
     assert!(r.ok, "{:?}", r.findings);
     assert_eq!(r.signers.len(), 2);
     // The retired key may no longer sign.
     log.set_signer(old);
-    log.append(kind::ROUND_COMMITTED, Some("job-1"), serde_json::json!({"round": 10}), 2_002).unwrap();
+    log.append(
+        kind::ROUND_COMMITTED,
+        Some("job-1"),
+        serde_json::json!({"round": 10}),
+        2_002,
+    )
+    .unwrap();
     assert!(kinds(&p).contains(&FindingKind::UnauthorizedSigner));
 }
 
@@ -156,7 +194,13 @@ fn rolled_back_log_misses_the_recorded_head() {
     let before = std::fs::read(&p).unwrap();
     let head_before = std::fs::read(head_path(&p)).unwrap();
     let log = AuditLog::open(&p, key, 0).unwrap();
-    log.append(kind::ROUND_COMMITTED, Some("job-1"), serde_json::json!({"round": 3}), 2_000).unwrap();
+    log.append(
+        kind::ROUND_COMMITTED,
+        Some("job-1"),
+        serde_json::json!({"round": 3}),
+        2_000,
+    )
+    .unwrap();
     // The auditor records this head (the compliance report prints it)…
     let r = verify_log(&p, &VerifyOptions::default()).unwrap();
     assert!(r.ok);
@@ -164,9 +208,19 @@ fn rolled_back_log_misses_the_recorded_head() {
     // …then both files are rolled back to an earlier, self-consistent state.
     std::fs::write(&p, &before).unwrap();
     std::fs::write(head_path(&p), &head_before).unwrap();
-    assert!(verify_log(&p, &VerifyOptions::default()).unwrap().ok, "rollback alone is invisible");
-    let opts = VerifyOptions { expect_head: Some(recorded), ..Default::default() };
+    assert!(
+        verify_log(&p, &VerifyOptions::default()).unwrap().ok,
+        "rollback alone is invisible"
+    );
+    let opts = VerifyOptions {
+        expect_head: Some(recorded),
+        ..Default::default()
+    };
     let r = verify_log(&p, &opts).unwrap();
     assert!(!r.ok);
-    assert!(r.findings.iter().any(|f| f.kind == FindingKind::ExpectedHeadMissing));
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.kind == FindingKind::ExpectedHeadMissing)
+    );
 }

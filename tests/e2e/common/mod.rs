@@ -13,6 +13,16 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tensorguard")
 }
 
+/// Passphrase that seals the test nodes' keys (each test has its own data dirs).
+pub const TEST_PASSPHRASE: &str = "e2e-test-passphrase";
+
+/// `tensorguard` with the test passphrase in its environment.
+pub fn tg_command() -> Command {
+    let mut c = Command::new(bin());
+    c.env("TENSORGUARD_KEY_PASSPHRASE", TEST_PASSPHRASE);
+    c
+}
+
 /// Secure-aggregation settings of a test job.
 #[derive(Clone, Copy)]
 pub struct Secure {
@@ -112,7 +122,7 @@ impl Fleet {
     pub fn tokens(&self, n: usize) -> Vec<String> {
         (0..n)
             .map(|_| {
-                let out = Command::new(bin())
+                let out = tg_command()
                     .arg("--data-dir")
                     .arg(self.coord_dir())
                     .args(["enroll", "create"])
@@ -138,7 +148,7 @@ impl Fleet {
                 .open(self.root.path().join(name))
                 .unwrap()
         };
-        let child = Command::new(bin())
+        let child = tg_command()
             .arg("--data-dir")
             .arg(self.coord_dir())
             .args(["--json", "-v", "coordinator", "start", "--job"])
@@ -173,7 +183,7 @@ impl Fleet {
                 .open(self.root.path().join(name))
                 .unwrap()
         };
-        let mut cmd = Command::new(bin());
+        let mut cmd = tg_command();
         cmd.arg("--data-dir")
             .arg(self.agent_dir(i))
             .args([

@@ -87,6 +87,9 @@ pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(),
             client.local_peer_id(),
             data.len()
         ));
+        if args.insecure {
+            out.note(&out.red("UNTRUSTED: --insecure — without a TEE this agent sends simulated attestation; no one can verify what code runs here"));
+        }
         let config = JoinConfig {
             coordinator: args.coordinator.clone(),
             discover: args.discover,
@@ -97,6 +100,7 @@ pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(),
             seed: args.seed,
             once: args.once,
             // Shard i shuffles as the in-process agent i does.
+            attest: attest_config(args)?,
             seed_name: args.shard.as_ref().and_then(|s| s.split_once('/')).and_then(|(i, _)| i.parse().ok()).map(|i: usize| tg_types::AgentId::numbered(i).as_str().to_owned()),
         };
         // Report readiness (joined) once, for operators and start-up timing.
@@ -119,6 +123,18 @@ pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(),
         });
         let runner = Runner::new(client, events, key.signing_key().clone(), data, config, status.clone(), metrics);
         runner.run().await.map_err(|e| match e {
+            tg_agent::AgentError::NoTee(why) => CliError::new(
+                Code::NoTee,
+                "this job requires a TEE and this machine has none",
+                why,
+                "run the agent inside an SEV-SNP or TDX VM or an SGX enclave (Gramine); for testing only, pass --insecure (the agent is then labelled UNTRUSTED, and only a coordinator started with --allow-simulated admits it)",
+            ),
+            tg_agent::AgentError::Schema(why) => CliError::new(
+                Code::SchemaMismatch,
+                "local data does not match the job's declared schema",
+                why,
+                "nothing was trained or sent; fix the local data or --dataset",
+            ),
             tg_agent::AgentError::Refused(reason) => CliError::new(
                 Code::NotAdmitted,
                 "the coordinator refused this agent",
@@ -139,4 +155,35 @@ pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(),
         ));
     }
     Ok(())
+}
+
+fn attest_config(args: &AgentStartArgs) -> Result<tg_agent::tee::AttestConfig, CliError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| {
+            CliError::new(
+                Code::EvidenceUnreadable,
+                format!("cannot read {}", p.display()),
+                e.to_string(),
+                "check the path",
+            )
+        })
+    };
+    let mut certs = Vec::new();
+    for p in &args.tee_cert {
+        let bytes = read(p)?;
+        certs.extend(tg_attest::snp_cert_bundle(&bytes).map_err(|r| {
+            CliError::new(
+                Code::EvidenceUnreadable,
+                format!("{}: {}", p.display(), r.detail),
+                "not a DER certificate or PEM bundle",
+                "pass the VCEK/VLEK from AMD's KDS",
+            )
+        })?);
+    }
+    Ok(tg_agent::tee::AttestConfig {
+        root: args.tee_root.clone(),
+        insecure: args.insecure,
+        certs,
+        collateral: args.tee_collateral.as_deref().map(read).transpose()?,
+    })
 }

@@ -74,6 +74,11 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
     let log = |name: &str| {
         std::fs::File::create(root.join(name)).map_err(|e| internal("cannot create a log", e))
     };
+    // The bench's nodes live in a temporary directory removed afterwards:
+    // their keys are sealed under a throwaway passphrase of their own.
+    let mut pass_bytes = [0u8; 16];
+    getrandom::fill(&mut pass_bytes).map_err(|e| internal("the OS RNG failed", e))?;
+    let pass = hex::encode(pass_bytes);
     let mut tokens = Vec::with_capacity(n);
     for _ in 0..n {
         let o = Command::new(&exe)
@@ -87,6 +92,7 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
     let mut procs = Kill(Vec::new());
     procs.0.push(
         Command::new(&exe)
+            .env(tg_trust::passphrase::PASSPHRASE_ENV, &pass)
             .arg("--data-dir")
             .arg(&coord_dir)
             .args(["--json", "coordinator", "start", "--job"])
@@ -113,6 +119,7 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
     let mut agent_pids = Vec::with_capacity(n);
     for (i, t) in tokens.iter().enumerate() {
         let c = Command::new(&exe)
+            .env(tg_trust::passphrase::PASSPHRASE_ENV, &pass)
             .arg("--data-dir")
             .arg(root.join(format!("agent-{i}")))
             .args([

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use tg_coordinator::admission::{AttestationGate, AuditSink};
 use tg_coordinator::net::{Admission, NetTransport};
 use tg_coordinator::{Coordinator, RunConfig, SecureSettings};
 use tg_model::net::ModelShape;
@@ -10,6 +11,7 @@ use tg_proto::Offer;
 use tg_store::Store;
 use tg_types::record::RoundStatus;
 
+use super::audit_sink::{self, NodeAudit};
 use super::jobfile::{self, JobFile};
 use crate::cli::CoordinatorStartArgs;
 use crate::errors::{from_inproc, from_model, from_store, CliError, Code};
@@ -19,6 +21,9 @@ use crate::output::Output;
 pub fn start(args: &CoordinatorStartArgs, data_dir: &Path, out: &Output) -> Result<(), CliError> {
     let job = jobfile::load(&args.job)?;
     let key = super::identity(data_dir, args.key_file.as_deref())?;
+    if args.allow_simulated {
+        out.note(&out.red("TESTING ONLY: --allow-simulated admits agents with simulated attestation; they are labelled UNTRUSTED in every record"));
+    }
     let rt = crate::errors::runtime()?;
     rt.block_on(run(job, args, key, data_dir, out))
 }
@@ -99,7 +104,25 @@ async fn run(
         privacy: spec.privacy,
         rounds: spec.rounds,
         enrollment_required: job.enrollment && job.allowed.is_empty(),
+        attestation_nonce: None,
+        schema: Some(tg_proto::DataSchema {
+            features: split.train.num_features() as u32,
+            classes: split.train.num_classes() as u32,
+            dtype: tg_proto::Dtype::F32,
+        }),
     };
+    let audit = open_audit(data_dir)?;
+    let prg = tg_secagg::crypto::Prg::for_this_cpu();
+    audit.record(
+        tg_trust::audit::kind::JOB_CREATED,
+        job.id,
+        audit_sink::job_created(
+            &spec,
+            job.attestation.as_ref(),
+            args.allow_simulated,
+            &format!("{prg:?}"),
+        ),
+    );
     let admission = Admission {
         allowed: job.allowed.clone(),
         tokens: job.enrollment,
@@ -112,7 +135,20 @@ async fn run(
         admission,
         admissions,
         metrics.clone(),
-    );
+    )
+    .with_audit(audit.clone());
+    if let Some(policy) = &job.attestation {
+        out.note(&format!(
+            "attestation required: {}",
+            serde_json::to_string(policy).unwrap_or_default()
+        ));
+        transport = transport.with_attestation(AttestationGate {
+            policy: policy.clone(),
+            anchors: tg_attest::TrustAnchors::default(),
+            allow_simulated: args.allow_simulated,
+        });
+    }
+    let attested = transport.attestations();
     let planned = spec.clients as usize;
     out.note(&format!(
         "waiting for {planned} agents (up to {:?})",
@@ -147,14 +183,23 @@ async fn run(
             threads: cores,
             weight_scale: (spec.privacy.is_none()).then_some(job.weight_scale),
             noise: None,
-            prg: tg_secagg::crypto::Prg::for_this_cpu(),
+            prg,
         }),
     };
     let coordinator = Coordinator::new(transport, strategy, evaluator, &mut store, config)
         .with_metrics(metrics.clone());
     let json = out.json;
+    let quorum = spec.min_clients;
+    let round_audit = audit.clone();
     let outcome = coordinator
         .run(initial, |r| {
+            let attested = attested.lock().map(|a| a.clone()).unwrap_or_default();
+            let kind = if r.status == RoundStatus::Committed {
+                tg_trust::audit::kind::ROUND_COMMITTED
+            } else {
+                tg_trust::audit::kind::ROUND_FAILED
+            };
+            round_audit.record(kind, job.id, audit_sink::round(r, quorum, &attested));
             let line = match r.status {
                 RoundStatus::Committed => format!(
                     "round {} committed · {} of {} agents · accuracy {:.4}",
@@ -190,6 +235,10 @@ async fn run(
         "epsilon": outcome.epsilon,
         "budget_exhausted": outcome.budget_exhausted,
     });
+    audit.record(tg_trust::audit::kind::JOB_FINISHED, job.id, summary.clone());
+    if audit.failed.load(std::sync::atomic::Ordering::Relaxed) {
+        out.note(&out.red("some audit records could not be written: see the errors above and run `tensorguard audit verify`"));
+    }
     let status = if outcome.budget_exhausted.is_some() {
         tg_types::record::JobStatus::BudgetExhausted
     } else if committed > 0 {
@@ -217,6 +266,14 @@ async fn run(
         ));
     }
     Ok(())
+}
+
+/// The node's audit log, signed by its audit signer.
+fn open_audit(data_dir: &Path) -> Result<std::sync::Arc<NodeAudit>, CliError> {
+    let pass = crate::keys::passphrase()?;
+    let ring = crate::keys::keyring(data_dir)?;
+    let log = crate::keys::open_audit(data_dir, &ring, &pass)?;
+    Ok(std::sync::Arc::new(NodeAudit::new(log)))
 }
 
 /// `tensorguard enroll create`: a one-time token for one agent.

@@ -36,6 +36,18 @@ struct Raw {
     admission: RawAdmission,
     #[serde(default)]
     privacy: Option<RawPrivacy>,
+    #[serde(default)]
+    attestation: Option<RawAttestation>,
+}
+
+/// `[attestation]`: whether agents must run in a TEE, and the policy their
+/// evidence must meet (`[attestation.policy]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAttestation {
+    required: bool,
+    #[serde(default)]
+    policy: Option<tg_attest::Policy>,
 }
 
 /// Sample-level DP (DP-SGD on every agent): the one DP mode whose
@@ -266,6 +278,8 @@ pub struct JobFile {
     pub allowed: HashSet<PeerId>,
     /// Whether enrollment tokens admit peers.
     pub enrollment: bool,
+    /// The TEE policy agents must meet, when the job requires one.
+    pub attestation: Option<tg_attest::Policy>,
 }
 
 fn secs(key: &str, v: f64) -> Result<Duration, CliError> {
@@ -406,5 +420,9 @@ pub fn load(path: &Path) -> Result<JobFile, CliError> {
         },
         allowed,
         enrollment: raw.admission.enrollment,
+        attestation: raw
+            .attestation
+            .filter(|a| a.required)
+            .map(|a| a.policy.unwrap_or_default()),
     })
 }

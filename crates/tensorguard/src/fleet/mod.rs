@@ -6,6 +6,7 @@
 //! the node's identity, start the network and print what happened.
 
 pub mod agent;
+mod audit_sink;
 pub mod bench;
 pub mod coordinator;
 pub mod daemon;

@@ -56,10 +56,18 @@ impl AuditLog {
     /// with a `log.opened` entry when it does not exist yet.
     pub fn open(path: &Path, signer: Arc<dyn NodeSigner>, now: u64) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| TrustError::Io { path: dir.to_owned(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| TrustError::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
         }
-        let log = Self { path: path.to_owned(), signer };
-        let empty = std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(true);
+        let log = Self {
+            path: path.to_owned(),
+            signer,
+        };
+        let empty = std::fs::metadata(path)
+            .map(|m| m.len() == 0)
+            .unwrap_or(true);
         if empty {
             log.append(
                 kind::LOG_OPENED,
@@ -89,7 +97,10 @@ impl AuditLog {
     /// Appends one entry: locks the file, reads the tail, writes the line,
     /// syncs it, then replaces the signed head.
     pub fn append(&self, kind: &str, job: Option<&str>, body: Value, time: u64) -> Result<Entry> {
-        let io = |source| TrustError::Io { path: self.path.clone(), source };
+        let io = |source| TrustError::Io {
+            path: self.path.clone(),
+            source,
+        };
         let mut opts = OpenOptions::new();
         opts.read(true).append(true).create(true);
         #[cfg(unix)]
@@ -102,14 +113,35 @@ impl AuditLog {
         };
         let signer = self.signer_hex();
         let hash = hex::encode(entry_hash(seq, time, kind, job, &signer, &body, &prev));
-        let sig = hex::encode(self.signer.sign_bytes(&hex::decode(&hash).unwrap_or_default())?);
-        let entry = Entry { seq, time, kind: kind.to_owned(), job: job.map(str::to_owned), signer: signer.clone(), body, prev, hash, sig };
+        let sig = hex::encode(
+            self.signer
+                .sign_bytes(&hex::decode(&hash).unwrap_or_default())?,
+        );
+        let entry = Entry {
+            seq,
+            time,
+            kind: kind.to_owned(),
+            job: job.map(str::to_owned),
+            signer: signer.clone(),
+            body,
+            prev,
+            hash,
+            sig,
+        };
         let mut line = serde_json::to_vec(&entry).map_err(|e| TrustError::Audit(e.to_string()))?;
         line.push(b'\n');
-        file.write_all(&line).and_then(|()| file.sync_data()).map_err(io)?;
+        file.write_all(&line)
+            .and_then(|()| file.sync_data())
+            .map_err(io)?;
         let head_sig = hex::encode(self.signer.sign_bytes(&Head::message(seq, &entry.hash))?);
-        let head = Head { seq, hash: entry.hash.clone(), signer, sig: head_sig };
-        let text = serde_json::to_vec_pretty(&head).map_err(|e| TrustError::Audit(e.to_string()))?;
+        let head = Head {
+            seq,
+            hash: entry.hash.clone(),
+            signer,
+            sig: head_sig,
+        };
+        let text =
+            serde_json::to_vec_pretty(&head).map_err(|e| TrustError::Audit(e.to_string()))?;
         write_private(&head_path(&self.path), &text)?;
         Ok(entry)
     }
@@ -119,7 +151,10 @@ impl AuditLog {
 /// A file that ends in a partial line is refused: nothing is appended after
 /// bytes we cannot account for.
 fn last_entry(file: &mut File, path: &Path) -> Result<Option<Entry>> {
-    let io = |source| TrustError::Io { path: path.to_owned(), source };
+    let io = |source| TrustError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let len = file.metadata().map_err(io)?.len();
     if len == 0 {
         return Ok(None);
@@ -129,7 +164,9 @@ fn last_entry(file: &mut File, path: &Path) -> Result<Option<Entry>> {
         let start = len.saturating_sub(window);
         file.seek(SeekFrom::Start(start)).map_err(io)?;
         let mut buf = Vec::new();
-        Read::take(&mut *file, len - start).read_to_end(&mut buf).map_err(io)?;
+        Read::take(&mut *file, len - start)
+            .read_to_end(&mut buf)
+            .map_err(io)?;
         if buf.last() != Some(&b'\n') {
             return Err(TrustError::Audit(format!(
                 "{} ends in a partial entry (a crash during a write?); run `tensorguard audit verify` and move the damaged tail aside before appending",
@@ -146,16 +183,23 @@ fn last_entry(file: &mut File, path: &Path) -> Result<Option<Entry>> {
 }
 
 fn parse_line(line: &[u8], path: &Path) -> Result<Entry> {
-    serde_json::from_slice(line).map_err(|e| TrustError::Audit(format!("{}: last entry unreadable: {e}", path.display())))
+    serde_json::from_slice(line)
+        .map_err(|e| TrustError::Audit(format!("{}: last entry unreadable: {e}", path.display())))
 }
 
 /// Reads every entry (for export and reports); fails on the first
 /// unreadable line. Use [`super::verify_log`] to check integrity.
 pub fn read_entries(path: &Path) -> Result<Vec<Entry>> {
-    let text = std::fs::read_to_string(path).map_err(|source| TrustError::Io { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| TrustError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| TrustError::Audit(format!("{}:{}: {e}", path.display(), i + 1))))
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .map_err(|e| TrustError::Audit(format!("{}:{}: {e}", path.display(), i + 1)))
+        })
         .collect()
 }

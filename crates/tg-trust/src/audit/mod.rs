@@ -82,7 +82,15 @@ pub struct Entry {
 }
 
 /// The hash of an entry's content fields.
-pub fn entry_hash(seq: u64, time: u64, kind: &str, job: Option<&str>, signer: &str, body: &Value, prev: &str) -> [u8; 32] {
+pub fn entry_hash(
+    seq: u64,
+    time: u64,
+    kind: &str,
+    job: Option<&str>,
+    signer: &str,
+    body: &Value,
+    prev: &str,
+) -> [u8; 32] {
     let content = serde_json::json!({
         "seq": seq, "time": time, "kind": kind, "job": job,
         "signer": signer, "body": body, "prev": prev,
@@ -139,7 +147,8 @@ mod tests {
 
     #[test]
     fn canonical_json_sorts_keys_at_every_level() {
-        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":[1,{"d":2,"c":3}],"x":"s"}}"#).unwrap();
+        let a: Value =
+            serde_json::from_str(r#"{"b":1,"a":{"y":[1,{"d":2,"c":3}],"x":"s"}}"#).unwrap();
         assert_eq!(
             String::from_utf8(canonical(&a)).unwrap(),
             r#"{"a":{"x":"s","y":[1,{"c":3,"d":2}]},"b":1}"#
@@ -148,10 +157,19 @@ mod tests {
 
     #[test]
     fn entry_hash_known_answer() {
-        let h = entry_hash(0, 1_700_000_000, "log.opened", None, "ab", &serde_json::json!({}), GENESIS_PREV);
+        let h = entry_hash(
+            0,
+            1_700_000_000,
+            "log.opened",
+            None,
+            "ab",
+            &serde_json::json!({}),
+            GENESIS_PREV,
+        );
         // Python: hashlib.sha256(b"tensorguard-audit-entry-v1\0" + b'{"body":{},"job":null,"kind":"log.opened","prev":"' + b"0"*64 + b'","seq":0,"signer":"ab","time":1700000000}').hexdigest()
         assert_eq!(hex::encode(h), EXPECTED_GENESIS_HASH);
     }
 
-    const EXPECTED_GENESIS_HASH: &str = "e89262e5bc36c6e56bcb79ec975a22096dc95a20be876689a58e0cfa1e201475";
+    const EXPECTED_GENESIS_HASH: &str =
+        "e89262e5bc36c6e56bcb79ec975a22096dc95a20be876689a58e0cfa1e201475";
 }
