@@ -72,7 +72,12 @@ fn main() -> ExitCode {
     match run(cli, &out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if out.json && e.code != errors::Code::Untrusted {
+            if out.json
+                && !matches!(
+                    e.code,
+                    errors::Code::Untrusted | errors::Code::AuditTampered
+                )
+            {
                 out.json_value(&e.to_json());
             }
             eprintln!("{}", out.red(&e.to_string()));

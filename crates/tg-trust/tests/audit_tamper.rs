@@ -224,3 +224,21 @@ fn rolled_back_log_misses_the_recorded_head() {
             .any(|f| f.kind == FindingKind::ExpectedHeadMissing)
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Any finite float in a body survives the write/parse round trip, so an
+    /// untouched log always verifies (serde_json's default float parser is
+    /// not exact; the crate enables `float_roundtrip`).
+    #[test]
+    fn floats_in_bodies_round_trip(x in proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL, y in 0.0f64..1.0) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Arc::new(IdentityKey::generate().unwrap());
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, key, 1).unwrap();
+        log.append(kind::ROUND_COMMITTED, Some("j"), serde_json::json!({"x": x, "acc": y, "eps": y * 3.7}), 2).unwrap();
+        let r = verify_log(&path, &VerifyOptions::default()).unwrap();
+        proptest::prop_assert!(r.ok, "{:?}", r.findings);
+    }
+}

@@ -43,6 +43,8 @@ pub struct JobOpts {
     pub port: u16,
     /// Sample-level DP: (noise multiplier, target ε).
     pub dp: Option<(f64, f64)>,
+    /// `[attestation] required = true` (default policy).
+    pub attestation: bool,
 }
 
 impl Default for JobOpts {
@@ -58,6 +60,7 @@ impl Default for JobOpts {
             local_epochs: 2,
             port: 0,
             dp: None,
+            attestation: false,
         }
     }
 }
@@ -75,6 +78,9 @@ impl JobOpts {
             s.push_str(&format!(
                 "\n[privacy]\nmode = \"local-sgd\"\ntarget_epsilon = {eps}\nnoise_multiplier = {sigma}\nsampling_rate = 0.1\nsteps_per_round = 10\n"
             ));
+        }
+        if self.attestation {
+            s.push_str("\n[attestation]\nrequired = true\n");
         }
         if let Some(sec) = self.secure {
             s.push_str(&format!(
@@ -94,6 +100,8 @@ pub struct Fleet {
     pub job: PathBuf,
     /// Extra arguments of `coordinator start`.
     pub coord_args: Vec<String>,
+    /// Extra arguments of every `agent start`.
+    pub agent_args: Vec<String>,
 }
 
 impl Fleet {
@@ -107,6 +115,7 @@ impl Fleet {
             agents: Vec::new(),
             job,
             coord_args: Vec::new(),
+            agent_args: Vec::new(),
         }
     }
 
@@ -208,6 +217,7 @@ impl Fleet {
         if let Some(t) = token {
             cmd.arg("--enroll").arg(t);
         }
+        cmd.args(&self.agent_args);
         let child = cmd.spawn().unwrap();
         if self.agents.len() <= i {
             self.agents.resize_with(i + 1, || None);

@@ -38,6 +38,7 @@ impl Sandbox {
             .env("XDG_CONFIG_HOME", self.path().join("config"))
             .env("XDG_DATA_HOME", self.path().join("xdg-data"))
             .env("NO_COLOR", "1")
+            .env("TENSORGUARD_KEY_PASSPHRASE", "cli-test-passphrase")
             .arg("--data-dir")
             .arg(data)
             .stdin(Stdio::null());
