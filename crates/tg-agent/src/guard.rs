@@ -7,6 +7,7 @@
 //! training or evaluation that would release something not covered by DP.
 
 use tg_privacy::{AccountantKind, Delta, Epsilon, GaussianSteps};
+use tg_proto::DeclineReason;
 use tg_types::privacy::DpSgdSpec;
 
 /// An agent-side (ε, δ) limit and the steps spent against it.
@@ -37,12 +38,15 @@ impl PrivacyGuard {
     }
 
     /// Charges one round of `dp` before it runs, or says why it may not run.
-    pub(crate) fn charge(&mut self, dp: Option<&DpSgdSpec>) -> Result<f64, String> {
+    pub(crate) fn charge(
+        &mut self,
+        dp: Option<&DpSgdSpec>,
+    ) -> Result<f64, (DeclineReason, String)> {
         let Some(dp) = dp else {
-            return Err(
-                "this agent's privacy policy allows training only with DP-SGD, and the request has none"
-                    .into(),
-            );
+            return Err((
+                DeclineReason::DpRequired,
+                "this agent's privacy policy allows training only with DP-SGD, and the request has none".into(),
+            ));
         };
         let step = GaussianSteps {
             sampling_rate: dp.sampling_rate,
@@ -54,11 +58,14 @@ impl PrivacyGuard {
             tg_privacy::accountant::epsilon(self.accountant, &self.spent, self.delta).epsilon;
         if after > self.limit.get() {
             self.spent.pop();
-            return Err(format!(
-                "this round would raise this agent's ε from {:.4} to {after:.4}, above its limit {} at δ = {}",
-                self.epsilon,
-                self.limit.get(),
-                self.delta.get()
+            return Err((
+                DeclineReason::PrivacyBudgetExhausted,
+                format!(
+                    "this round would raise this agent's ε from {:.4} to {after:.4}, above its limit {} at δ = {}",
+                    self.epsilon,
+                    self.limit.get(),
+                    self.delta.get()
+                ),
             ));
         }
         self.epsilon = after;

@@ -17,8 +17,8 @@ pub use guard::PrivacyGuard;
 use tg_model::net::ModelShape;
 use tg_model::{Dataset, LocalData, ModelError, evaluate, train_local};
 use tg_proto::{
-    EvaluateReply, EvaluateRequest, ProtoError, RoundRef, ToAgent, ToCoordinator, TrainReply,
-    TrainRequest,
+    DeclineReason, EvaluateReply, EvaluateRequest, ProtoError, RoundRef, ToAgent, ToCoordinator,
+    TrainReply, TrainRequest,
 };
 use tg_types::{AgentId, JobId, Parameters};
 
@@ -173,7 +173,9 @@ impl Agent {
         h
     }
 
-    fn declined(&self, at: RoundRef, reason: String) -> ToCoordinator {
+    /// Declines with a code; the detail stays in this agent's log.
+    fn declined(&self, at: RoundRef, reason: DeclineReason, detail: &str) -> ToCoordinator {
+        tracing::warn!(round = at.round, "declined: {reason}: {detail}");
         ToCoordinator::Declined {
             at,
             agent: self.id.clone(),
@@ -188,7 +190,7 @@ impl Agent {
             .as_mut()
             .map(|g| g.charge(req.config.dp_sgd.as_ref()))
         {
-            Some(Err(reason)) => return self.declined(req.at, reason),
+            Some(Err((code, detail))) => return self.declined(req.at, code, &detail),
             Some(Ok(e)) => Some(e),
             None => None,
         };
@@ -221,7 +223,7 @@ impl Agent {
                 control_delta: out.control_delta,
                 epsilon,
             }),
-            Err(e) => self.declined(req.at, format!("local training failed: {e}")),
+            Err(e) => self.declined(req.at, DeclineReason::TrainingFailed, &e.to_string()),
         }
     }
 
@@ -229,7 +231,8 @@ impl Agent {
         if self.guard.is_some() {
             return self.declined(
                 req.at,
-                "local evaluation metrics are not released: this agent's data is under DP".into(),
+                DeclineReason::MetricsWithheld,
+                "the agent's data is under DP",
             );
         }
         match evaluate(&self.shape, &req.model, &self.train) {
@@ -240,7 +243,7 @@ impl Agent {
                 loss: e.loss,
                 accuracy: e.accuracy,
             }),
-            Err(e) => self.declined(req.at, format!("local evaluation failed: {e}")),
+            Err(e) => self.declined(req.at, DeclineReason::EvaluationFailed, &e.to_string()),
         }
     }
 }
@@ -382,7 +385,7 @@ mod tests {
         }
         match ask(&mut agent, 3, Some(dp)) {
             ToCoordinator::Declined { reason, .. } => {
-                assert!(reason.contains("above its limit"), "{reason}")
+                assert_eq!(reason, DeclineReason::PrivacyBudgetExhausted)
             }
             other => panic!("{other:?}"),
         }

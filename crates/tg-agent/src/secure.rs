@@ -8,7 +8,9 @@
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use tg_proto::{RoundRef, SecAggToAgent, SecAggToCoordinator, SecureRound, ToCoordinator};
+use tg_proto::{
+    DeclineReason, RoundRef, SecAggToAgent, SecAggToCoordinator, SecureRound, ToCoordinator,
+};
 use tg_secagg::Client;
 use tg_secagg::messages::{ServerBody, Signed};
 use tg_types::Parameters;
@@ -42,7 +44,7 @@ impl Agent {
             Ok(msg) => self.secagg_reply(at, msg),
             Err(reason) => {
                 self.session = None;
-                self.declined(at, format!("secure aggregation: {reason}"))
+                self.declined(at, DeclineReason::SecAggFailed, &reason.to_string())
             }
         }
     }
@@ -108,10 +110,10 @@ impl Agent {
     /// Handles the next stage of the current secure round.
     pub(crate) fn on_secagg(&mut self, m: &SecAggToAgent) -> ToCoordinator {
         let Some(mut s) = self.session.take() else {
-            return self.declined(m.at, "secure aggregation: no round in progress".into());
+            return self.declined(m.at, DeclineReason::SecAggNoRound, "");
         };
         if s.at != m.at {
-            return self.declined(m.at, "secure aggregation: message for another round".into());
+            return self.declined(m.at, DeclineReason::SecAggWrongRound, "");
         }
         let done = matches!(m.body, ServerBody::SurvivorSignatures(_));
         let result = match &m.body {
@@ -128,7 +130,7 @@ impl Agent {
                 }
                 self.secagg_reply(m.at, msg)
             }
-            Err(e) => self.declined(m.at, format!("secure aggregation aborted: {e}")),
+            Err(e) => self.declined(m.at, DeclineReason::SecAggFailed, &e.to_string()),
         }
     }
 

@@ -130,3 +130,73 @@ pub fn check_schema(data: &Dataset, schema: &DataSchema) -> Result<(), AgentErro
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tg_proto::Dtype;
+
+    fn data(features: Vec<f32>, labels: Vec<u32>, n: usize) -> Dataset {
+        Dataset::new(features, labels, n, 10, None).unwrap()
+    }
+
+    #[test]
+    fn sentry_checks_features_labels_and_values() {
+        let schema = DataSchema {
+            features: 2,
+            classes: 3,
+            dtype: Dtype::F32,
+        };
+        assert!(check_schema(&data(vec![0.0, 1.0, 2.0, 3.0], vec![0, 2], 2), &schema).is_ok());
+        let e = check_schema(&data(vec![0.0, 1.0, 2.0], vec![0], 3), &schema)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("declares 2 features") && e.contains("has 3"),
+            "{e}"
+        );
+        let e = check_schema(&data(vec![0.0, 1.0], vec![7], 2), &schema)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("label 7 is outside"), "{e}");
+        let e = check_schema(&data(vec![0.0, f32::NAN], vec![1], 2), &schema)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a finite"), "{e}");
+    }
+
+    #[test]
+    fn no_tee_refuses_unless_insecure() {
+        let root = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_bytes(&[4; 32]);
+        let me = tg_net::peer_id_of(&key.verifying_key().to_bytes()).unwrap();
+        let mut cfg = AttestConfig {
+            root: root.path().to_owned(),
+            ..AttestConfig::default()
+        };
+        let e = evidence_for(&cfg, &key, &me, &[1; 32]).unwrap_err();
+        assert!(matches!(e, AgentError::NoTee(_)));
+        cfg.insecure = true;
+        let (bytes, label) = evidence_for(&cfg, &key, &me, &[1; 32]).unwrap();
+        assert!(label.starts_with("UNTRUSTED"));
+        let ev = Evidence::from_bytes(&bytes, 1 << 16).unwrap();
+        let expected = tg_attest::Expected {
+            report_data: Some(tg_attest::report_data(
+                &[1; 32],
+                &me.to_bytes(),
+                &key.verifying_key().to_bytes(),
+            )),
+            agent_key: Some(key.verifying_key().to_bytes()),
+        };
+        let v = tg_attest::appraise(
+            &ev,
+            &tg_attest::TrustAnchors::default(),
+            std::time::SystemTime::now(),
+            None,
+            &expected,
+        );
+        // Bound correctly, and still never trusted.
+        assert_eq!(v.reasons.len(), 1, "{v:?}");
+        assert_eq!(v.status, tg_attest::Status::Untrusted);
+    }
+}

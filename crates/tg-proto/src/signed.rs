@@ -324,7 +324,7 @@ mod tests {
                 round: 4,
             },
             agent: tg_types::AgentId::new("a").unwrap(),
-            reason: "busy".into(),
+            reason: crate::DeclineReason::TrainingFailed,
         };
         let b = declined.binding();
         assert_eq!((b.round, b.stage), (4, 8));
