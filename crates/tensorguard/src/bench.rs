@@ -10,7 +10,7 @@ use crate::errors::{from_privacy, CliError};
 use crate::output::Output;
 
 /// Median wall time in milliseconds of `repeat` runs, and the last result.
-fn time<T>(repeat: usize, mut f: impl FnMut() -> T) -> (f64, T) {
+pub fn time<T>(repeat: usize, mut f: impl FnMut() -> T) -> (f64, T) {
     let mut samples = Vec::with_capacity(repeat.max(1));
     let mut last = f();
     for _ in 0..repeat.max(1) {
@@ -25,6 +25,7 @@ fn time<T>(repeat: usize, mut f: impl FnMut() -> T) -> (f64, T) {
 pub fn run(cmd: BenchCommand, out: &Output) -> Result<(), CliError> {
     match cmd {
         BenchCommand::Fleet(a) => crate::fleet::bench::run(&a, out),
+        BenchCommand::Trust { vectors, repeat } => crate::bench_trust::run(&vectors, repeat, out),
         BenchCommand::Accountant { repeat } => {
             let p = |q: f64, s: f64| -> Result<_, CliError> {
                 Ok((

@@ -118,6 +118,16 @@ pub enum BenchCommand {
     /// A real fleet on this machine: a coordinator and N agent processes on
     /// 127.0.0.1 (start-to-ready, idle RSS, coordinator overhead per round).
     Fleet(FleetBenchArgs),
+    /// Trust primitives: attestation verification on the public vectors,
+    /// key unsealing, audit-log append and verify.
+    Trust {
+        /// The attestation vectors (../shared/attestation-vectors).
+        #[arg(long, value_name = "DIR", default_value = "../shared/attestation-vectors")]
+        vectors: PathBuf,
+        /// Repetitions (median reported).
+        #[arg(long, default_value_t = 21)]
+        repeat: usize,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@ mod attest;
 mod audit_cmd;
 mod bench;
 mod bench_secagg;
+mod bench_trust;
 mod cli;
 mod config;
 mod demo;
