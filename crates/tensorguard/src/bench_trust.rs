@@ -36,15 +36,29 @@ pub fn run(vectors: &Path, repeat: usize, out: &Output) -> Result<(), CliError> 
         report: read(vectors, "snp/virtee-report-milan.bin")?,
         certs: vec![read(vectors, "snp/virtee-vcek-milan.der")?],
     };
-    let sgx = Evidence::Sgx { quote: read(vectors, "dcap/sgx_quote")?, collateral: Some(read(vectors, "dcap/sgx_coll.json")?) };
-    let tdx = Evidence::Tdx { quote: read(vectors, "dcap/tdx_quote")?, collateral: Some(read(vectors, "dcap/tdx_coll.json")?) };
+    let sgx = Evidence::Sgx {
+        quote: read(vectors, "dcap/sgx_quote")?,
+        collateral: Some(read(vectors, "dcap/sgx_coll.json")?),
+    };
+    let tdx = Evidence::Tdx {
+        quote: read(vectors, "dcap/tdx_quote")?,
+        collateral: Some(read(vectors, "dcap/tdx_coll.json")?),
+    };
     // The vectors' verification times (README of the vectors; SNP: inside every certificate's window).
-    let cases = [("snp", &snp, 1_748_736_000u64), ("sgx", &sgx, 1_751_624_924), ("tdx", &tdx, 1_751_624_655)];
+    let cases = [
+        ("snp", &snp, 1_748_736_000u64),
+        ("sgx", &sgx, 1_751_624_924),
+        ("tdx", &tdx, 1_751_624_655),
+    ];
     let mut verify_ms = serde_json::Map::new();
     for (name, ev, t) in cases {
         let (ms, result) = time(repeat, || tg_attest::verify(ev, &anchors, at(t)));
         if let Err(r) = result {
-            return Err(invalid(format!("{name} vector did not verify: {r}"), "the vectors or the verifier are broken", "check --vectors"));
+            return Err(invalid(
+                format!("{name} vector did not verify: {r}"),
+                "the vectors or the verifier are broken",
+                "check --vectors",
+            ));
         }
         verify_ms.insert(name.into(), json!(ms));
     }
@@ -52,16 +66,24 @@ pub fn run(vectors: &Path, repeat: usize, out: &Output) -> Result<(), CliError> 
     let dir = tempfile_dir()?;
     let key_path = dir.join("k.key");
     let key = IdentityKey::generate().map_err(from_trust)?;
-    key.save_with(&key_path, &pass, true, KdfParams::default()).map_err(from_trust)?;
-    let (unseal_ms, _) = time(repeat.min(7), || IdentityKey::load(&key_path, &pass).is_ok());
+    key.save_with(&key_path, &pass, true, KdfParams::default())
+        .map_err(from_trust)?;
+    let (unseal_ms, _) = time(repeat.min(7), || {
+        IdentityKey::load(&key_path, &pass).is_ok()
+    });
 
     let log_path = dir.join("audit.jsonl");
     let log = AuditLog::open(&log_path, Arc::new(key), 0).map_err(from_trust)?;
     let n = 2_000u64;
     let t = Instant::now();
     for i in 0..n {
-        log.append(kind::ROUND_COMMITTED, Some("bench"), json!({"round": i, "epsilon": 0.01 * i as f64, "participants": 50}), i)
-            .map_err(from_trust)?;
+        log.append(
+            kind::ROUND_COMMITTED,
+            Some("bench"),
+            json!({"round": i, "epsilon": 0.01 * i as f64, "participants": 50}),
+            i,
+        )
+        .map_err(from_trust)?;
     }
     let append_per_s = n as f64 / t.elapsed().as_secs_f64();
     let t = Instant::now();
@@ -84,6 +106,13 @@ fn tempfile_dir() -> Result<std::path::PathBuf, CliError> {
     let mut b = [0u8; 8];
     crate::errors::os_random(&mut b)?;
     let d = std::env::temp_dir().join(format!("tensorguard-bench-trust-{}", hex::encode(b)));
-    std::fs::create_dir_all(&d).map_err(|e| CliError::new(Code::DataDirUnwritable, format!("cannot create {}", d.display()), e.to_string(), "set TMPDIR to a writable directory"))?;
+    std::fs::create_dir_all(&d).map_err(|e| {
+        CliError::new(
+            Code::DataDirUnwritable,
+            format!("cannot create {}", d.display()),
+            e.to_string(),
+            "set TMPDIR to a writable directory",
+        )
+    })?;
     Ok(d)
 }

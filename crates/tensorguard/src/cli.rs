@@ -122,7 +122,11 @@ pub enum BenchCommand {
     /// key unsealing, audit-log append and verify.
     Trust {
         /// The attestation vectors (../shared/attestation-vectors).
-        #[arg(long, value_name = "DIR", default_value = "../shared/attestation-vectors")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "../shared/attestation-vectors"
+        )]
         vectors: PathBuf,
         /// Repetitions (median reported).
         #[arg(long, default_value_t = 21)]

@@ -104,19 +104,36 @@ pub fn node_identity(data_dir: &Path, key_file: Option<&Path>) -> Result<Identit
     let (rec, key) = ring
         .generate(Purpose::Identity, &pass, now_secs())
         .map_err(from_trust)?;
-    record(
-        data_dir,
-        &ring,
-        &pass,
-        kind::KEY_GENERATED,
-        None,
-        key_body(&rec),
-    )?;
+    // The new key signs its own generation (it may be the node's first
+    // entry); no second unseal.
+    let signer = match ring.active(Purpose::Audit) {
+        Some(_) => audit_signer(&ring, &pass)?,
+        None => Arc::new(key.try_clone()),
+    };
+    AuditLog::open(&audit_log_path(data_dir), signer, now_secs())
+        .and_then(|log| log.append(kind::KEY_GENERATED, None, key_body(&rec), now_secs()))
+        .map_err(from_trust)?;
     Ok(key)
 }
 
 fn key_body(rec: &KeyRecord) -> serde_json::Value {
     json!({"id": rec.id, "purpose": rec.purpose, "public_key": rec.public_key, "storage": rec.storage, "not_before": rec.not_before})
+}
+
+/// Whoever signs the audit log now, reusing `identity` when it is the signer
+/// and already unsealed.
+pub fn audit_signer_with(
+    ring: &Keyring,
+    pass: &Passphrase,
+    identity: &IdentityKey,
+) -> Result<Arc<dyn NodeSigner>, CliError> {
+    // Without an audit key, the identity in use (the keyring's, or one from
+    // --key-file) signs.
+    if ring.active(Purpose::Audit).is_none() {
+        Ok(Arc::new(identity.try_clone()))
+    } else {
+        audit_signer(ring, pass)
+    }
 }
 
 /// Whoever signs the audit log now.

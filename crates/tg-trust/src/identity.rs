@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 use crate::passphrase::Passphrase;
 use crate::sealed::{self, KdfParams, SealedFile};
-use crate::{Result, TrustError, check_private};
+use crate::{Result, TrustError, read_private};
 
 /// First line of the unencrypted key files written before keys were
 /// sealed; loading one is refused with instructions.
@@ -34,6 +34,15 @@ impl IdentityKey {
         Ok(Self {
             signing: SigningKey::from_bytes(&seed),
         })
+    }
+
+    /// A second handle on the same secret (both zeroize on drop), for a
+    /// component that must own its signer — the audit log — when the key is
+    /// already unsealed: re-reading the file would cost another Argon2id run.
+    pub fn try_clone(&self) -> Self {
+        Self {
+            signing: self.signing.clone(),
+        }
     }
 
     /// The signing key itself, for protocol code that signs with this
@@ -87,14 +96,7 @@ impl IdentityKey {
 
     /// Loads a sealed key file, refusing one that others can read.
     pub fn load(path: &Path, pass: &Passphrase) -> Result<Self> {
-        check_private(path)?;
-        let text =
-            Zeroizing::new(
-                std::fs::read_to_string(path).map_err(|source| TrustError::Io {
-                    path: path.to_owned(),
-                    source,
-                })?,
-            );
+        let text = read_private(path)?;
         if text.starts_with(LEGACY_TAG) {
             return Err(TrustError::Unsealed(path.to_owned()));
         }
@@ -128,14 +130,7 @@ impl IdentityKey {
 
     /// Converts a legacy unencrypted key file into a sealed one, in place.
     pub fn seal_legacy(path: &Path, pass: &Passphrase) -> Result<Self> {
-        check_private(path)?;
-        let text =
-            Zeroizing::new(
-                std::fs::read_to_string(path).map_err(|source| TrustError::Io {
-                    path: path.to_owned(),
-                    source,
-                })?,
-            );
+        let text = read_private(path)?;
         let mut lines = text.lines();
         if lines.next() != Some(LEGACY_TAG) {
             return Err(TrustError::Malformed(path.to_owned()));

@@ -86,6 +86,17 @@ pub enum TrustError {
 /// Result alias for this crate.
 pub type Result<T, E = TrustError> = std::result::Result<T, E>;
 
+/// Reads a secret text file, refusing one that others can read.
+pub(crate) fn read_private(path: &Path) -> Result<zeroize::Zeroizing<String>> {
+    check_private(path)?;
+    std::fs::read_to_string(path)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|source| TrustError::Io {
+            path: path.to_owned(),
+            source,
+        })
+}
+
 /// Fails when `path` is readable or writable by group or others.
 pub fn check_private(path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path).map_err(|source| TrustError::Io {

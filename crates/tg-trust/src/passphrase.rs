@@ -10,7 +10,7 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use crate::{Result, TrustError, check_private};
+use crate::{Result, TrustError, read_private};
 
 /// Environment variable holding the passphrase itself.
 pub const PASSPHRASE_ENV: &str = "TENSORGUARD_KEY_PASSPHRASE";
@@ -43,14 +43,7 @@ impl Passphrase {
 
     /// Reads the first line of a file that only its owner can read.
     pub fn from_file(path: &Path) -> Result<Self> {
-        check_private(path)?;
-        let text =
-            Zeroizing::new(
-                std::fs::read_to_string(path).map_err(|source| TrustError::Io {
-                    path: path.to_owned(),
-                    source,
-                })?,
-            );
+        let text = read_private(path)?;
         Self::new(text.lines().next().unwrap_or("").to_owned())
     }
 

@@ -154,24 +154,29 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
             .and_then(|v| v["ready_ms"].as_f64())
     };
     let wait_all = Instant::now();
+    // Idle RSS: sampled as each agent reports ready (joined, waiting for
+    // round 1) — a plaintext job can finish moments after the last joins.
+    let mut rss_at_ready: Vec<Option<f64>> = vec![None; n];
     let mut ready: Vec<f64> = loop {
-        let r: Vec<f64> = (0..n).filter_map(ready_ms).collect();
-        if r.len() == n {
-            break r;
+        let r: Vec<Option<f64>> = (0..n).map(ready_ms).collect();
+        for (i, r) in r.iter().enumerate() {
+            if r.is_some() && rss_at_ready[i].is_none() {
+                rss_at_ready[i] = agent_pids
+                    .get(i)
+                    .and_then(|&p| rss_kib(p))
+                    .map(|k| k as f64 / 1024.0);
+            }
+        }
+        if r.iter().all(Option::is_some) {
+            break r.into_iter().flatten().collect();
         }
         if wait_all.elapsed() > Duration::from_secs(300) {
             return Err(internal("not every agent joined", root.display()));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     };
     let all_joined_s = wait_all.elapsed().as_secs_f64();
-    // Idle: every agent joined, waiting for round 1.
-    std::thread::sleep(Duration::from_millis(300));
-    let mut rss: Vec<f64> = agent_pids
-        .iter()
-        .filter_map(|&p| rss_kib(p))
-        .map(|k| k as f64 / 1024.0)
-        .collect();
+    let mut rss: Vec<f64> = rss_at_ready.into_iter().flatten().collect();
     let coordinator = procs
         .0
         .first_mut()

@@ -111,7 +111,7 @@ async fn run(
             dtype: tg_proto::Dtype::F32,
         }),
     };
-    let audit = open_audit(data_dir)?;
+    let audit = open_audit(data_dir, &key)?;
     let prg = tg_secagg::crypto::Prg::for_this_cpu();
     audit.record(
         tg_trust::audit::kind::JOB_CREATED,
@@ -269,10 +269,19 @@ async fn run(
 }
 
 /// The node's audit log, signed by its audit signer.
-fn open_audit(data_dir: &Path) -> Result<std::sync::Arc<NodeAudit>, CliError> {
+fn open_audit(
+    data_dir: &Path,
+    identity: &tg_trust::IdentityKey,
+) -> Result<std::sync::Arc<NodeAudit>, CliError> {
     let pass = crate::keys::passphrase()?;
     let ring = crate::keys::keyring(data_dir)?;
-    let log = crate::keys::open_audit(data_dir, &ring, &pass)?;
+    let signer = crate::keys::audit_signer_with(&ring, &pass, identity)?;
+    let log = tg_trust::audit::AuditLog::open(
+        &crate::keys::audit_log_path(data_dir),
+        signer,
+        crate::keys::now_secs(),
+    )
+    .map_err(crate::errors::from_trust)?;
     Ok(std::sync::Arc::new(NodeAudit::new(log)))
 }
 
