@@ -67,15 +67,7 @@ pub fn evidence_for(
             let label = format!("TEE: {}", ev.hardware());
             Ok((ev.to_bytes(), label))
         }
-        Err(CollectError::NoTee { root }) if cfg.insecure => {
-            let _ = root;
-            let measurement = detect::executable_measurement().unwrap_or([0u8; 32]);
-            let ev = Evidence::Simulated(tg_attest::SimulatedEvidence::sign(key, measurement, rd));
-            Ok((
-                ev.to_bytes(),
-                "UNTRUSTED: simulated attestation (--insecure, no TEE)".into(),
-            ))
-        }
+        Err(CollectError::NoTee { .. }) if cfg.insecure => simulated(key, rd, "no TEE"),
         Err(CollectError::NoTee { root }) => Err(AgentError::NoTee(format!(
             "none of {CONFIGFS}, {TDX}, {SEV}, {GRAMINE} exists under {root}",
             CONFIGFS = detect::CONFIGFS_TSM,
@@ -87,17 +79,27 @@ pub fn evidence_for(
             tracing::warn!(
                 "TEE present but unusable ({e}); sending simulated evidence because of --insecure"
             );
-            let measurement = detect::executable_measurement().unwrap_or([0u8; 32]);
-            let ev = Evidence::Simulated(tg_attest::SimulatedEvidence::sign(key, measurement, rd));
-            Ok((
-                ev.to_bytes(),
-                "UNTRUSTED: simulated attestation (--insecure, TEE unusable)".into(),
-            ))
+            simulated(key, rd, "TEE unusable")
         }
         Err(e) => Err(AgentError::NoTee(format!(
             "the TEE could not produce evidence: {e} (configfs-tsm needs Linux 6.7+ and write access)"
         ))),
     }
+}
+
+/// Simulated evidence: the agent's own key over the hash of its executable
+/// and the binding.
+fn simulated(key: &SigningKey, rd: [u8; 64], why: &str) -> Result<(Vec<u8>, String), AgentError> {
+    let measurement = detect::executable_measurement().map_err(|e| {
+        AgentError::NoTee(format!(
+            "cannot hash this agent's executable for its simulated measurement: {e}"
+        ))
+    })?;
+    let ev = Evidence::Simulated(tg_attest::SimulatedEvidence::sign(key, measurement, rd));
+    Ok((
+        ev.to_bytes(),
+        format!("UNTRUSTED: simulated attestation (--insecure, {why})"),
+    ))
 }
 
 /// Checks local data against the job's declared schema before training.

@@ -257,7 +257,13 @@ impl NetTransport {
         let attestation = match &self.gate {
             None => AttestationOutcome::not_required(),
             Some(gate) => {
-                let nonce = self.issued.get(&peer).copied().unwrap_or([0u8; 32]);
+                // A join without an offer on this connection has no nonce to
+                // bind: a fresh random one makes its evidence fail the binding.
+                let nonce = self.issued.get(&peer).copied().unwrap_or_else(|| {
+                    let mut n = [0u8; 32];
+                    let _ = getrandom::fill(&mut n);
+                    n
+                });
                 gate.check(
                     &nonce,
                     &peer,
@@ -349,6 +355,8 @@ impl NetTransport {
             }
             Event::Disconnected { peer } => {
                 self.connected.remove(&peer);
+                // The nonce was for that connection only.
+                self.issued.remove(&peer);
                 self.metrics.set_members(self.member_count());
                 self.members.get(&peer).map(|m| {
                     tracing::info!(%peer, name = %m.name, "agent disconnected");
