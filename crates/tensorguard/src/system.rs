@@ -82,6 +82,53 @@ struct Check {
     detail: String,
 }
 
+/// The keyring in the data dir: its active identity, sealed and private.
+fn keyring_check(data_dir: &Path) -> Check {
+    let dir = data_dir.join("keys");
+    if !dir.join("keyring.json").exists() {
+        return Check {
+            name: "keyring",
+            status: "warn",
+            detail: format!("no keyring in {} yet (created by `tensorguard keys generate` or the first coordinator/agent start)", dir.display()),
+        };
+    }
+    let ring = match tg_trust::Keyring::open(&dir) {
+        Ok(r) => r,
+        Err(e) => {
+            return Check {
+                name: "keyring",
+                status: "fail",
+                detail: from_trust(e).to_string(),
+            }
+        }
+    };
+    let Some(active) = ring.active(tg_trust::Purpose::Identity) else {
+        return Check {
+            name: "keyring",
+            status: "warn",
+            detail: "no active identity key: `tensorguard keys generate`".into(),
+        };
+    };
+    if let tg_trust::Storage::File { file } = &active.storage {
+        if let Err(e) = tg_trust::check_private(&dir.join(file)) {
+            return Check {
+                name: "keyring",
+                status: "fail",
+                detail: from_trust(e).to_string(),
+            };
+        }
+    }
+    Check {
+        name: "keyring",
+        status: "ok",
+        detail: format!(
+            "{} keys; active identity {} (sealed, mode 0600)",
+            ring.records().len(),
+            active.id
+        ),
+    }
+}
+
 pub fn doctor(loaded: &Loaded, data_dir: &Path, out: &Output) -> Result<(), CliError> {
     let mut checks = Vec::new();
     checks.push(
@@ -98,8 +145,17 @@ pub fn doctor(loaded: &Loaded, data_dir: &Path, out: &Output) -> Result<(), CliE
             },
         },
     );
-    let key = key_path(loaded);
+    let ring = keyring_check(data_dir);
+    // With a keyring and no key file named in the config, the keyring is the identity.
+    let keyring_is_identity = ring.status == "ok" && loaded.file.identity.key_file.is_none();
+    checks.push(ring);
+    let key = key_path(loaded).filter(|_| !keyring_is_identity);
     checks.push(match key.as_deref() {
+        None if keyring_is_identity => Check {
+            name: "identity key",
+            status: "ok",
+            detail: "the keyring's active identity key".into(),
+        },
         None => Check {
             name: "identity key",
             status: "warn",
