@@ -55,28 +55,21 @@ fn purpose(p: KeyPurposeArg) -> Purpose {
     }
 }
 
-fn pin() -> Result<String, CliError> {
+/// The token's user PIN: a secret like the key passphrase (zeroized, never
+/// from argv), read the same way.
+fn pin() -> Result<Passphrase, CliError> {
     if let Some(p) = std::env::var_os(PIN_FILE_ENV).filter(|v| !v.is_empty()) {
-        let path = PathBuf::from(p);
-        tg_trust::check_private(&path).map_err(from_trust)?;
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            CliError::new(
-                Code::Keyring,
-                format!("cannot read {}", path.display()),
-                e.to_string(),
-                "check the PIN file",
-            )
-        })?;
-        return Ok(text.lines().next().unwrap_or("").to_owned());
+        return Passphrase::from_file(Path::new(&p)).map_err(from_trust);
     }
-    std::env::var(PIN_ENV).ok().filter(|p| !p.is_empty()).ok_or_else(|| {
-        CliError::new(
+    match std::env::var(PIN_ENV) {
+        Ok(p) if !p.is_empty() => Passphrase::new(p).map_err(from_trust),
+        _ => Err(CliError::new(
             Code::Keyring,
             "no PKCS#11 PIN",
             "the token's user PIN is needed to use its key",
             format!("set {PIN_FILE_ENV} to a file (mode 0600) holding the PIN, or {PIN_ENV}; never pass it on the command line"),
-        )
-    })
+        )),
+    }
 }
 
 /// The node's network identity: `key_file` if given, else the keyring's
@@ -149,8 +142,9 @@ pub fn audit_signer(ring: &Keyring, pass: &Passphrase) -> Result<Arc<dyn NodeSig
                 token,
                 label,
             }) => {
-                let signer = tg_trust::pkcs11::Pkcs11Signer::open(&module, &token, &pin()?, &label)
-                    .map_err(from_trust)?;
+                let signer =
+                    tg_trust::pkcs11::Pkcs11Signer::open(&module, &token, pin()?.expose(), &label)
+                        .map_err(from_trust)?;
                 return Ok(Arc::new(signer));
             }
             Some(_) | None => {}
@@ -246,9 +240,13 @@ pub fn run(
                     }
                     let label =
                         pkcs11_label.unwrap_or_else(|| format!("tensorguard-{}", p.as_str()));
-                    let signer =
-                        tg_trust::pkcs11::Pkcs11Signer::generate(&module, &token, &pin()?, &label)
-                            .map_err(from_trust)?;
+                    let signer = tg_trust::pkcs11::Pkcs11Signer::generate(
+                        &module,
+                        &token,
+                        pin()?.expose(),
+                        &label,
+                    )
+                    .map_err(from_trust)?;
                     let storage = Storage::Pkcs11 {
                         module,
                         token,
