@@ -310,3 +310,37 @@ fn insecure_agents_are_simulated_untrusted_and_admitted_only_with_allow_simulate
     );
     assert!(html.starts_with("<!doctype html>"));
 }
+
+#[test]
+fn api_tokens_are_shown_once_stored_hashed_and_audited() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("node");
+    ok(&tg(&dir, &[], &["--json", "keys", "generate"]));
+    let created = ok(&tg(
+        &dir,
+        &[],
+        &[
+            "--json", "api", "token", "create", "--role", "viewer", "--label", "grafana",
+        ],
+    ));
+    let token = created["token"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(token.starts_with(&format!("tgapi_{id}_")));
+    // The database holds the digest, never the token.
+    let db = std::fs::read(dir.join("tensorguard.db")).unwrap_or_default();
+    let secret = token.rsplit('_').next().unwrap();
+    assert!(!String::from_utf8_lossy(&db).contains(secret));
+    let list = ok(&tg(&dir, &[], &["--json", "api", "token", "list"]));
+    assert_eq!(list["tokens"][0]["role"], "viewer");
+    assert!(
+        list.to_string().find(secret).is_none(),
+        "list never shows the secret"
+    );
+    ok(&tg(&dir, &[], &["api", "token", "revoke", &id]));
+    let again = tg(&dir, &[], &["api", "token", "revoke", &id]);
+    assert_eq!(again.status.code(), Some(2));
+    let export = tg(&dir, &[], &["audit", "export"]);
+    let text = String::from_utf8_lossy(&export.stdout);
+    assert!(text.contains("api.token_created") && text.contains("api.token_revoked"));
+    assert!(!text.contains(secret));
+}

@@ -13,8 +13,8 @@ pub use fleet::{
     AgentCommand, AgentStartArgs, CoordinatorCommand, CoordinatorStartArgs, EnrollCommand, UpArgs,
 };
 pub use trust::{
-    AttestCommand, AttestVerifyArgs, AuditCommand, EvidenceKind, ExportFormat, KeyPurposeArg,
-    KeysCommand,
+    ApiCommand, AttestCommand, AttestVerifyArgs, AuditCommand, EvidenceKind, ExportFormat,
+    KeyPurposeArg, KeysCommand, RoleArg, TokenCommand,
 };
 
 /// Private federated learning for fleets.
@@ -91,6 +91,9 @@ pub enum Command {
     /// Node keys: generate, list, rotate, export-public, revoke.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The REST API's bearer tokens.
+    #[command(subcommand)]
+    Api(ApiCommand),
     /// The tamper-evident audit log: verify, export, compliance report.
     #[command(subcommand)]
     Audit(AuditCommand),

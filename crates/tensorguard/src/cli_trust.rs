@@ -161,3 +161,42 @@ pub enum AuditCommand {
         log: Option<PathBuf>,
     },
 }
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    /// Read everything.
+    Viewer,
+    /// Also start and stop jobs and change settings.
+    Operator,
+    /// Also manage tokens and keys.
+    Admin,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiCommand {
+    /// Bearer tokens for the REST API and dashboard.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new token (shown once; only its SHA-256 is stored).
+    Create {
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Who or what holds it (shown in lists and the audit log).
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Lifetime, e.g. 90d; default: until revoked.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<std::time::Duration>,
+    },
+    /// Every token: id, role, label, created, expires, last used, revoked.
+    List,
+    /// Revoke a token by id.
+    Revoke {
+        /// The token's id (the 16 hex digits after `tgapi_`).
+        id: String,
+    },
+}

@@ -1,6 +1,7 @@
 //! The `tensorguard` command: CLI parsing and glue; all logic lives in the
 //! library crates.
 
+mod api_cmd;
 mod attest;
 mod audit_cmd;
 mod bench;
@@ -150,6 +151,7 @@ fn run(cli: Cli, out: &Output) -> Result<(), CliError> {
         Command::Status { watch } => fleet::daemon::status(watch, &data_dir, out),
         Command::Logs { follow } => fleet::daemon::logs(follow, &data_dir, out),
         Command::Keys(cmd) => keys::run(cmd, &data_dir, &loaded, out),
+        Command::Api(cmd) => api_cmd::run(cmd, &data_dir, out),
         Command::Audit(cmd) => audit_cmd::run(cmd, &data_dir, out),
         Command::Completion { .. }
         | Command::Privacy(_)

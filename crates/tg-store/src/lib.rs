@@ -8,6 +8,7 @@
 //! are named by their SHA-256, so re-writing one is idempotent and reading one
 //! verifies it.
 
+mod api_tokens;
 mod blobs;
 mod fleet;
 mod jobs;
@@ -16,6 +17,7 @@ mod process;
 mod rounds;
 mod schema;
 
+pub use api_tokens::{ApiRole, ApiToken, token_id as api_token_id};
 pub use blobs::BlobStore;
 pub use fleet::{AdmittedPeer, StageRow};
 pub use jobs::{JobRow, NewJob};

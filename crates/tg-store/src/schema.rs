@@ -96,6 +96,19 @@ CREATE TABLE admitted_peers (
     admitted_at_ms INTEGER NOT NULL
 );
 ",
+    // 4: API bearer tokens, stored as SHA-256 digests with a role.
+    "
+CREATE TABLE api_tokens (
+    id              TEXT PRIMARY KEY,
+    token_sha256    TEXT NOT NULL,
+    role            TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+    label           TEXT NOT NULL,
+    created_at_ms   INTEGER NOT NULL,
+    expires_at_ms   INTEGER,
+    revoked_at_ms   INTEGER,
+    last_used_at_ms INTEGER
+);
+",
 ];
 
 /// Sets durability pragmas and applies pending migrations.

@@ -56,6 +56,10 @@ pub mod kind {
     pub const JOB_FINISHED: &str = "job.finished";
     /// An operator logged in to the API.
     pub const API_LOGIN: &str = "api.login";
+    /// An API token was created.
+    pub const API_TOKEN_CREATED: &str = "api.token_created";
+    /// An API token was revoked.
+    pub const API_TOKEN_REVOKED: &str = "api.token_revoked";
 }
 
 /// One line of the log.
