@@ -155,6 +155,19 @@ fn served_after(reasons: &[&str], attack: impl FnOnce(&mut Fleet, &str)) {
             fleet.log("coordinator.err")
         );
     }
+    // The REST API on the same address: bearer tokens, roles.
+    assert_eq!(http_get(&api, "/api/v1/jobs", None).0, 401);
+    let out = tg_command()
+        .arg("--data-dir")
+        .arg(fleet.coord_dir())
+        .args(["--json", "api", "token", "create", "--role", "viewer"])
+        .output()
+        .unwrap();
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = created["token"].as_str().unwrap();
+    let (status, body) = http_get(&api, "/api/v1/jobs", Some(token));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"jobs\""), "{body}");
     let tokens = fleet.tokens(3);
     for (i, t) in tokens.iter().enumerate() {
         fleet.start_agent(i, 3, &addr, Some(t));

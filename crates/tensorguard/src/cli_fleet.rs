@@ -18,7 +18,8 @@ pub struct CoordinatorStartArgs {
     /// Listen address (repeatable); overrides the job file's [network] listen.
     #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<tg_net::Multiaddr>,
-    /// Serve /metrics on this address.
+    /// Serve /metrics and the REST API (/api/v1, bearer tokens) on this
+    /// address, e.g. 127.0.0.1:9100.
     #[arg(long, value_name = "IP:PORT")]
     pub api: Option<std::net::SocketAddr>,
     /// Identity key (default: identity.key in the data dir, created on first use).

@@ -9,6 +9,7 @@
 //! a round is never silently skipped.
 
 pub mod admission;
+pub mod api;
 pub mod net;
 mod round;
 mod secure_round;

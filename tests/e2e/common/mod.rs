@@ -384,6 +384,30 @@ pub fn scrape(addr: &str) -> String {
     body
 }
 
+/// `GET path` over HTTP/1.0 with an optional bearer token: (status, body).
+pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
 /// The value of a counter sample line starting with `prefix` (0 if absent).
 pub fn metric(text: &str, prefix: &str) -> f64 {
     text.lines()

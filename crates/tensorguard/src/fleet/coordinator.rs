@@ -94,7 +94,11 @@ async fn run(
 
     let metrics = tg_metrics::Metrics::new("coordinator");
     if let Some(addr) = args.api {
-        super::serve_metrics(addr, metrics.clone(), out).await?;
+        let api_store = Store::open(data_dir).map_err(|e| from_store(e, data_dir))?;
+        let api = tg_coordinator::api::router(tg_coordinator::api::ApiState {
+            store: std::sync::Arc::new(std::sync::Mutex::new(api_store)),
+        });
+        super::serve_metrics(addr, metrics.clone(), Some(api), out).await?;
     }
     let offer = Offer {
         job: job.id,

@@ -47,6 +47,7 @@ pub fn start_node(
 pub async fn serve_metrics(
     addr: std::net::SocketAddr,
     metrics: Arc<tg_metrics::Metrics>,
+    api: Option<axum::Router>,
     out: &Output,
 ) -> Result<(), CliError> {
     use axum::routing::get;
@@ -75,6 +76,15 @@ pub async fn serve_metrics(
             }
         }),
     );
+    let app = match api {
+        Some(api) => {
+            out.note(&format!(
+                "REST API on http://{bound}/api/v1 (bearer tokens: `tensorguard api token create`)"
+            ));
+            app.merge(api)
+        }
+        None => app,
+    };
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("metrics server stopped: {e}");

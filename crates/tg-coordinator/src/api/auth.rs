@@ -1,0 +1,54 @@
+//! Bearer-token authentication and role checks.
+
+use axum::http::{HeaderMap, StatusCode, header};
+use tg_store::{ApiRole, ApiToken};
+
+use super::{ApiError, ApiState, with_store};
+
+/// The token behind a request, if it has at least `min`. Every refusal is
+/// logged with the route and the reason (never the token).
+pub fn authorize(
+    state: &ApiState,
+    headers: &HeaderMap,
+    route: &str,
+    min: ApiRole,
+) -> Result<ApiToken, ApiError> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(token) = presented else {
+        tracing::warn!(route, "API request denied: no bearer token");
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "no bearer token: send `Authorization: Bearer <token>` (tokens come from `tensorguard api token create`)",
+        ));
+    };
+    let found = with_store(state, |s| {
+        s.authenticate_api_token(token).map_err(ApiError::internal)
+    })?;
+    let Some(tok) = found else {
+        tracing::warn!(
+            route,
+            "API request denied: unknown, revoked or expired token"
+        );
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "the token is unknown, revoked or expired",
+        ));
+    };
+    if tok.role < min {
+        tracing::warn!(route, token = %tok.id, role = tok.role.as_str(), needed = min.as_str(), "API request denied: role too low");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this route needs the {} role; token {} is {}",
+                min.as_str(),
+                tok.id,
+                tok.role.as_str()
+            ),
+        ));
+    }
+    Ok(tok)
+}
