@@ -31,6 +31,19 @@ fn not_found(e: StoreError) -> ApiError {
     }
 }
 
+/// The job named by `id` (or a unique prefix), and `query` on its full id.
+fn job_and<T>(
+    state: &ApiState,
+    id: &str,
+    query: impl FnOnce(&tg_store::Store, &str) -> tg_store::Result<T>,
+) -> Result<(tg_store::JobRow, T), ApiError> {
+    with_store(state, |s| {
+        let job = s.find_job(id).map_err(not_found)?;
+        let found = query(s, &job.id).map_err(ApiError::internal)?;
+        Ok((job, found))
+    })
+}
+
 async fn list(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers, "GET /api/v1/jobs", ApiRole::Viewer)?;
     let jobs = with_store(&state, |s| s.list_jobs().map_err(ApiError::internal))?;
@@ -58,11 +71,7 @@ async fn rounds(
         "GET /api/v1/jobs/{id}/rounds",
         ApiRole::Viewer,
     )?;
-    let (job, rounds) = with_store(&state, |s| {
-        let job = s.find_job(&id).map_err(not_found)?;
-        let rounds = s.rounds(&job.id).map_err(ApiError::internal)?;
-        Ok((job, rounds))
-    })?;
+    let (job, rounds) = job_and(&state, &id, |s, job| s.rounds(job))?;
     Ok(Json(json!({"job": job.id, "rounds": rounds})))
 }
 
@@ -78,11 +87,7 @@ async fn privacy(
         "GET /api/v1/jobs/{id}/privacy",
         ApiRole::Viewer,
     )?;
-    let (job, ledger) = with_store(&state, |s| {
-        let job = s.find_job(&id).map_err(not_found)?;
-        let ledger = s.ledger(&job.id).map_err(ApiError::internal)?;
-        Ok((job, ledger))
-    })?;
+    let (job, ledger) = job_and(&state, &id, |s, job| s.ledger(job))?;
     let target = job
         .spec
         .pointer("/privacy/target_epsilon")
