@@ -4,86 +4,16 @@
 //! is absent.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::*;
 
 use tg_attest::{
     Evidence, Expected, HardwareType, Policy, ReasonCode, SnpAnchors, Status, TrustAnchors,
     appraise, verify,
 };
-
-fn vectors() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/attestation-vectors");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIP: {} not found; these tests need the public attestation vectors beside the checkout",
-            p.display()
-        );
-        None
-    }
-}
-
-fn read(dir: &Path, f: &str) -> Vec<u8> {
-    std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"))
-}
-
-/// Seconds since the epoch for a UTC date-time "YYYY-MM-DDTHH:MM:SSZ".
-fn at(s: &str) -> SystemTime {
-    let n = |r: std::ops::Range<usize>| s[r].parse::<i64>().unwrap();
-    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19);
-    UNIX_EPOCH + Duration::from_secs(secs as u64)
-}
-
-/// A time inside every SNP certificate's validity window (the VLEK is
-/// valid 2024-12-10 .. 2025-12-10, the VCEKs 2023 .. 2030).
-const SNP_AT: &str = "2025-06-01T00:00:00Z";
-const SGX_AT: &str = "2025-07-04T10:28:44Z";
-const TDX_AT: &str = "2025-07-04T10:24:15Z";
-const TDX_OUTDATED_AT: &str = "2026-03-05T10:50:33Z";
-
-fn snp(dir: &Path, report: &str, certs: &[&str]) -> Evidence {
-    let mut ders = Vec::new();
-    for c in certs {
-        ders.extend(tg_attest::snp_cert_bundle(&read(dir, c)).unwrap());
-    }
-    Evidence::SevSnp {
-        report: read(dir, report),
-        certs: ders,
-    }
-}
-
-fn dcap(dir: &Path, kind: HardwareType, quote: &str, coll: &str) -> Evidence {
-    let (quote, collateral) = (read(dir, quote), Some(read(dir, coll)));
-    match kind {
-        HardwareType::Sgx => Evidence::Sgx { quote, collateral },
-        _ => Evidence::Tdx { quote, collateral },
-    }
-}
-
-fn snp_report_mut(ev: &mut Evidence) -> &mut Vec<u8> {
-    match ev {
-        Evidence::SevSnp { report, .. } => report,
-        _ => unreachable!(),
-    }
-}
-
-fn quote_mut(ev: &mut Evidence) -> &mut Vec<u8> {
-    match ev {
-        Evidence::Sgx { quote, .. } | Evidence::Tdx { quote, .. } => quote,
-        _ => unreachable!(),
-    }
-}
 
 #[test]
 fn every_vector_verifies_at_its_time() {
@@ -481,24 +411,4 @@ fn trust_anchors_are_parameters() {
 fn sev_genoa_ark() -> Vec<u8> {
     // The second built-in root is Genoa's.
     SnpAnchors::default().arks[1].clone()
-}
-
-proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
-
-    /// Any single-bit flip anywhere in a signed SNP report is refused.
-    #[test]
-    fn any_bit_flip_in_a_signed_snp_report_is_refused(byte in 0usize..0x2A0 + 96, bit in 0u8..8) {
-        let Some(v) = vectors() else { return Ok(()) };
-        let mut ev = snp(&v, "snp/virtee-report-milan.bin", &["snp/virtee-vcek-milan.der"]);
-        snp_report_mut(&mut ev)[byte] ^= 1 << bit;
-        let r = verify(&ev, &TrustAnchors::default(), at(SNP_AT));
-        proptest::prop_assert!(r.is_err());
-    }
-
-    /// Decoding arbitrary bytes as evidence never panics.
-    #[test]
-    fn evidence_decoder_is_total(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
-        let _ = Evidence::from_bytes(&bytes, 1 << 20);
-    }
 }
