@@ -10,7 +10,8 @@ mod fleet;
 #[path = "cli_trust.rs"]
 mod trust;
 pub use fleet::{
-    AgentCommand, AgentStartArgs, CoordinatorCommand, CoordinatorStartArgs, EnrollCommand, UpArgs,
+    AgentCommand, AgentStartArgs, CoordinatorCommand, CoordinatorStartArgs, EnrollCommand, TlsArgs,
+    UpArgs,
 };
 pub use trust::{
     ApiCommand, AttestCommand, AttestVerifyArgs, AuditCommand, EvidenceKind, ExportFormat,
@@ -91,6 +92,8 @@ pub enum Command {
     /// Node keys: generate, list, rotate, export-public, revoke.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print the REST API's OpenAPI 3.1 document (JSON).
+    Openapi,
     /// The REST API's bearer tokens.
     #[command(subcommand)]
     Api(ApiCommand),

@@ -12,9 +12,14 @@ pub enum CoordinatorCommand {
 
 #[derive(Debug, Args)]
 pub struct CoordinatorStartArgs {
-    /// Job file (see deploy/examples/digits-secure.toml).
+    /// Job file (see deploy/examples/digits-secure.toml). Optional with
+    /// --serve, where jobs also come through `POST /api/v1/jobs`.
     #[arg(long, value_name = "JOB.toml")]
-    pub job: PathBuf,
+    pub job: Option<PathBuf>,
+    /// Keep running after the job: take further jobs from the REST API
+    /// (needs --api), one at a time, until Ctrl-C.
+    #[arg(long)]
+    pub serve: bool,
     /// Listen address (repeatable); overrides the job file's [network] listen.
     #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<tg_net::Multiaddr>,
@@ -22,6 +27,9 @@ pub struct CoordinatorStartArgs {
     /// address, e.g. 127.0.0.1:9100.
     #[arg(long, value_name = "IP:PORT")]
     pub api: Option<std::net::SocketAddr>,
+    /// Serve the API over TLS: certificate chain and private key (PEM).
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Identity key (default: identity.key in the data dir, created on first use).
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
@@ -169,4 +177,15 @@ pub enum EnrollCommand {
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
     },
+}
+
+/// TLS for the API and dashboard (rustls). Both or neither.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TlsArgs {
+    /// Certificate chain (PEM), leaf first.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM; PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }

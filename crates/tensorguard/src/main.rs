@@ -152,6 +152,19 @@ fn run(cli: Cli, out: &Output) -> Result<(), CliError> {
         Command::Logs { follow } => fleet::daemon::logs(follow, &data_dir, out),
         Command::Keys(cmd) => keys::run(cmd, &data_dir, &loaded, out),
         Command::Api(cmd) => api_cmd::run(cmd, &data_dir, out),
+        Command::Openapi => {
+            let doc = tg_coordinator::api::openapi::document();
+            let text = doc.to_pretty_json().map_err(|e| {
+                crate::errors::CliError::new(
+                    crate::errors::Code::Internal,
+                    "cannot render the OpenAPI document",
+                    e.to_string(),
+                    "report this bug",
+                )
+            })?;
+            println!("{text}");
+            Ok(())
+        }
         Command::Audit(cmd) => audit_cmd::run(cmd, &data_dir, out),
         Command::Completion { .. }
         | Command::Privacy(_)

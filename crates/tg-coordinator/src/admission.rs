@@ -151,4 +151,7 @@ impl AttestationGate {
 pub trait AuditSink: Send + Sync {
     /// Records one event for `job`.
     fn record(&self, kind: &str, job: JobId, body: Value);
+    /// Records an operator's action (no job), reporting failure to the
+    /// caller: an action that cannot be audited must not take effect.
+    fn record_action(&self, kind: &str, job: Option<JobId>, body: Value) -> Result<(), String>;
 }

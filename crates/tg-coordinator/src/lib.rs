@@ -10,6 +10,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod fleet_view;
 pub mod net;
 mod round;
 mod secure_round;
@@ -168,6 +169,8 @@ pub struct RunOutcome {
     pub epsilon: Option<f64>,
     /// Why the job stopped before its last round to stay within budget.
     pub budget_exhausted: Option<String>,
+    /// An operator asked the job to stop; it stopped before round `n`.
+    pub stopped_before: Option<u32>,
 }
 
 /// Runs a job's rounds over a transport.
@@ -182,6 +185,24 @@ pub struct Coordinator<'s, T: Transport> {
     agent_epsilon: Option<f64>,
     metrics: Option<std::sync::Arc<tg_metrics::Metrics>>,
     last_transition: std::time::Instant,
+    stop: Option<StopSignal>,
+}
+
+/// Asks a running job to stop before its next round (a round in progress
+/// finishes and is recorded; nothing is cut mid-aggregation).
+#[derive(Clone, Debug, Default)]
+pub struct StopSignal(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl StopSignal {
+    /// Requests the stop.
+    pub fn stop(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether a stop was requested.
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 impl<'s, T: Transport> Coordinator<'s, T> {
@@ -204,7 +225,14 @@ impl<'s, T: Transport> Coordinator<'s, T> {
             agent_epsilon: None,
             metrics: None,
             last_transition: std::time::Instant::now(),
+            stop: None,
         }
+    }
+
+    /// Checks `stop` before every round.
+    pub fn with_stop(mut self, stop: StopSignal) -> Self {
+        self.stop = Some(stop);
+        self
     }
 
     /// Exports rounds, stage latencies, dropouts and ε to `metrics`.
@@ -228,7 +256,13 @@ impl<'s, T: Transport> Coordinator<'s, T> {
         let mut charged: u64 = resume.charged;
         let mut epsilon = self.config.privacy.map(|_| resume.epsilon);
         let mut budget_exhausted = None;
+        let mut stopped_before = None;
         for round in resume.next_round..=self.config.rounds {
+            if self.stop.as_ref().is_some_and(StopSignal::is_stopped) {
+                tracing::info!(round, "stop requested; not starting round {round}");
+                stopped_before = Some(round);
+                break;
+            }
             let epsilon_after = match self.config.privacy {
                 None => None,
                 Some(budget) => match self.charge(round, budget, &mut charged)? {
@@ -286,6 +320,7 @@ impl<'s, T: Transport> Coordinator<'s, T> {
                 (a, b) => a.or(b),
             },
             budget_exhausted,
+            stopped_before,
         })
     }
 

@@ -66,6 +66,8 @@ pub struct NetTransport {
     /// Attestation outcome of every admitted agent (agent id → record).
     attested: Arc<Mutex<BTreeMap<String, serde_json::Value>>>,
     audit: Option<Arc<dyn AuditSink>>,
+    /// Live per-agent view for operators.
+    fleet: crate::fleet_view::FleetView,
 }
 
 /// The gossipsub topic on which a job's rounds are announced.
@@ -109,6 +111,7 @@ impl NetTransport {
             issued: HashMap::new(),
             attested: Arc::default(),
             audit: None,
+            fleet: Default::default(),
         }
     }
 
@@ -121,6 +124,12 @@ impl NetTransport {
     /// Records admission decisions in `sink`.
     pub fn with_audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
         self.audit = Some(sink);
+        self
+    }
+
+    /// Reports agents into `fleet` (last seen, latency, bytes, attestation).
+    pub fn with_fleet_view(mut self, fleet: crate::fleet_view::FleetView) -> Self {
+        self.fleet = fleet;
         self
     }
 
@@ -233,6 +242,7 @@ impl NetTransport {
                 // The nonce was for that connection only.
                 self.issued.remove(&peer);
                 self.metrics.set_members(self.member_count());
+                self.fleet.disconnected(&peer.to_string());
                 self.members.get(&peer).map(|m| {
                     tracing::info!(%peer, name = %m.name, "agent disconnected");
                     TransportEvent::Disconnected(m.agent.clone())
@@ -301,6 +311,7 @@ impl NetTransport {
             return None;
         };
         let from = member.agent.clone();
+        self.fleet.heard(from.as_str(), frame.len());
         match tg_proto::encode(&message) {
             Ok(frame) => Some(TransportEvent::Frame { from, frame }),
             Err(_) => None,
@@ -341,6 +352,7 @@ impl Transport for NetTransport {
             .map_err(|e| e.to_string())?;
         self.in_flight
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.fleet.sent(to.as_str(), sealed.len());
         member.outbox.try_send(sealed).map_err(|_| {
             self.in_flight
                 .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);

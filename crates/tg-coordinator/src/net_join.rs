@@ -129,6 +129,9 @@ impl NetTransport {
             a.insert(id_for_log.clone(), attestation.to_json());
         }
         tracing::info!(%peer, %name, attestation = %attestation.label, "agent joined");
+        let required = self.gate.is_some().then(|| attestation.to_json());
+        self.fleet
+            .joined(&id_for_log, &name, &self.offer.job.to_string(), required);
         let outbox = match self.members.remove(&peer) {
             Some(m) if !m.outbox.is_closed() => m.outbox,
             _ => self.outbox_for(peer),

@@ -1,8 +1,6 @@
 //! The REST API over a real store: authentication, roles, errors, data.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::{Arc, Mutex};
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use tg_coordinator::api::{ApiState, auth::authorize, router};
@@ -45,13 +43,7 @@ fn state() -> (tempfile::TempDir, ApiState, String) {
     store
         .add_api_token(VIEWER, ApiRole::Viewer, "test", None)
         .unwrap();
-    (
-        dir,
-        ApiState {
-            store: Arc::new(Mutex::new(store)),
-        },
-        job.to_string(),
-    )
+    (dir, ApiState::new(store), job.to_string())
 }
 
 async fn get(state: &ApiState, uri: &str, token: Option<&str>) -> (StatusCode, serde_json::Value) {

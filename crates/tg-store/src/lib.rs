@@ -16,12 +16,15 @@ mod ledger;
 mod process;
 mod rounds;
 mod schema;
+mod settings;
 
 pub use api_tokens::{ApiRole, ApiToken, token_id as api_token_id};
 pub use blobs::BlobStore;
 pub use fleet::{AdmittedPeer, StageRow};
 pub use jobs::{JobRow, NewJob};
 pub use process::ProcessStamp;
+pub use rounds::ModelRow;
+pub use settings::SettingsSection;
 
 use std::path::{Path, PathBuf};
 

@@ -157,6 +157,29 @@ impl Store {
             .collect()
     }
 
+    /// Every model version a job committed, oldest first.
+    pub fn models(&self, job_id: &str) -> Result<Vec<ModelRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT sha256, job_id, round, bytes, created_at_ms FROM models
+             WHERE job_id = ?1 ORDER BY round",
+        )?;
+        stmt.query_map([job_id], model_row)?
+            .map(|r| r.map_err(StoreError::from))
+            .collect()
+    }
+
+    /// The model with this digest, if a job committed it.
+    pub fn model(&self, sha256: &str) -> Result<Option<ModelRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT sha256, job_id, round, bytes, created_at_ms FROM models WHERE sha256 = ?1",
+                [sha256],
+                model_row,
+            )
+            .optional()?)
+    }
+
     /// The latest committed model of a job, if any: `(round, sha256)`.
     pub fn latest_model(&self, job_id: &str) -> Result<Option<(u32, String)>> {
         Ok(self
@@ -174,4 +197,29 @@ impl Store {
 
 fn parse_agent(s: String) -> Result<tg_types::AgentId> {
     tg_types::AgentId::new(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// A committed model version.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ModelRow {
+    /// SHA-256 of its safetensors bytes (its blob name).
+    pub sha256: String,
+    /// The job that committed it.
+    pub job: String,
+    /// The round that committed it.
+    pub round: u32,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// When it was committed, Unix ms.
+    pub created_at_ms: i64,
+}
+
+fn model_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ModelRow> {
+    Ok(ModelRow {
+        sha256: r.get(0)?,
+        job: r.get(1)?,
+        round: r.get(2)?,
+        bytes: r.get::<_, i64>(3)? as u64,
+        created_at_ms: r.get(4)?,
+    })
 }

@@ -109,6 +109,15 @@ CREATE TABLE api_tokens (
     last_used_at_ms INTEGER
 );
 ",
+    // 5: operator settings, one validated JSON document per section.
+    "
+CREATE TABLE settings (
+    section       TEXT PRIMARY KEY,
+    value_json    TEXT NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    updated_by    TEXT NOT NULL
+);
+",
 ];
 
 /// Sets durability pragmas and applies pending migrations.

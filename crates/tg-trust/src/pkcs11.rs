@@ -69,6 +69,43 @@ fn login(module: &Path, token: &str, pin: &str) -> Result<(Pkcs11, Session)> {
     Ok((ctx, session))
 }
 
+/// Loads `module` and finds the token labelled `token`, without logging in
+/// (a connection test): returns the token's manufacturer and model.
+pub fn probe_token(module: &Path, token: &str) -> Result<String> {
+    let ctx = Pkcs11::new(module)
+        .map_err(|e| TrustError::Pkcs11(format!("cannot load module {}: {e}", module.display())))?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) => {}
+        // Already initialised by a signer in this process: fine for a probe.
+        Err(e) if e.to_string().contains("ALREADY_INITIALIZED") => {}
+        Err(e) => return Err(err("initialize")(e)),
+    }
+    let slots = ctx.get_slots_with_token().map_err(err("list slots"))?;
+    let mut labels = Vec::new();
+    for s in slots {
+        let info = ctx.get_token_info(s).map_err(err("token info"))?;
+        let label = info.label().trim_end().to_owned();
+        if label == token {
+            return Ok(format!(
+                "{} {} (serial {})",
+                info.manufacturer_id().trim_end(),
+                info.model().trim_end(),
+                info.serial_number().trim_end()
+            ));
+        }
+        labels.push(label);
+    }
+    Err(TrustError::Pkcs11(format!(
+        "no token labelled '{token}' in {} (tokens: {})",
+        module.display(),
+        if labels.is_empty() {
+            "none".into()
+        } else {
+            labels.join(", ")
+        }
+    )))
+}
+
 fn public_of(session: &Session, handle: ObjectHandle) -> Result<[u8; 32]> {
     let attrs = session
         .get_attributes(handle, &[AttributeType::EcPoint])

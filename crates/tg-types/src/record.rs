@@ -31,6 +31,8 @@ pub enum JobStatus {
     Interrupted,
     /// Stopped before a round that would have exceeded the privacy budget.
     BudgetExhausted,
+    /// Stopped by an operator (`POST /api/v1/jobs/{id}/stop`) between rounds.
+    Stopped,
 }
 
 macro_rules! text_enum {
@@ -60,6 +62,7 @@ text_enum!(JobStatus {
     Failed => "failed",
     Interrupted => "interrupted",
     BudgetExhausted => "budget_exhausted",
+    Stopped => "stopped",
 });
 
 /// What became of one selected agent in one round.

@@ -77,7 +77,7 @@ pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(),
         let (client, events) = super::start_node(&key, net)?;
         let metrics = tg_metrics::Metrics::new("agent");
         if let Some(addr) = args.metrics {
-            super::serve_metrics(addr, metrics.clone(), None, out).await?;
+            super::serve_metrics(addr, metrics.clone(), None, &Default::default(), out).await?;
         }
         if let Some(socket) = &args.control_socket {
             super::daemon::serve_control(socket, status.clone()).await?;

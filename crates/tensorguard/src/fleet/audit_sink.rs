@@ -32,18 +32,21 @@ impl NodeAudit {
 
 impl AuditSink for NodeAudit {
     fn record(&self, kind: &str, job: JobId, body: Value) {
-        let job = job.to_string();
-        let result = match self.log.lock() {
-            Ok(log) => log
-                .append(kind, Some(&job), body, now_secs())
-                .map(drop)
-                .map_err(|e| e.to_string()),
-            Err(_) => Err("audit log lock poisoned".into()),
-        };
-        if let Err(e) = result {
+        if let Err(e) = self.record_action(kind, Some(job), body) {
             // Never silently: the operator sees it now and the run's summary says so.
             tracing::error!("cannot write the audit log: {e}");
             self.failed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn record_action(&self, kind: &str, job: Option<JobId>, body: Value) -> Result<(), String> {
+        let job = job.map(|j| j.to_string());
+        match self.log.lock() {
+            Ok(log) => log
+                .append(kind, job.as_deref(), body, now_secs())
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Err(_) => Err("audit log lock poisoned".into()),
         }
     }
 }

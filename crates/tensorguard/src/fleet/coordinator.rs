@@ -13,27 +13,121 @@ use tg_types::record::RoundStatus;
 
 use super::audit_sink::{self, NodeAudit};
 use super::jobfile::{self, JobFile};
+use super::service::{self, CoordinatorOps, Queued};
 use crate::cli::CoordinatorStartArgs;
 use crate::errors::{from_inproc, from_model, from_store, CliError, Code};
 use crate::output::Output;
 
-/// Runs (or resumes) the job of a job file until it finishes.
+/// Runs (or resumes) the job of a job file until it finishes; with
+/// `--serve`, then keeps running jobs submitted through the REST API.
 pub fn start(args: &CoordinatorStartArgs, data_dir: &Path, out: &Output) -> Result<(), CliError> {
-    let job = jobfile::load(&args.job)?;
+    if args.serve && args.api.is_none() {
+        return Err(crate::errors::invalid(
+            "--serve without --api",
+            "a serving coordinator takes its jobs through the REST API",
+            "add --api 127.0.0.1:9100",
+        ));
+    }
+    let first = match &args.job {
+        Some(path) => Some(jobfile::load(path)?),
+        None if args.serve => None,
+        None => {
+            return Err(crate::errors::invalid(
+                "nothing to run",
+                "`coordinator start` runs the job of --job JOB.toml, or takes jobs from the REST API with --serve",
+                "add --job JOB.toml, or --serve --api 127.0.0.1:9100",
+            ))
+        }
+    };
     let key = super::identity(data_dir, args.key_file.as_deref())?;
     if args.allow_simulated {
         out.note(&out.red("TESTING ONLY: --allow-simulated admits agents with simulated attestation; they are labelled UNTRUSTED in every record"));
     }
     let rt = crate::errors::runtime()?;
-    rt.block_on(run(job, args, key, data_dir, out))
+    rt.block_on(serve(first, args, key, data_dir, out))
+}
+
+/// What every job of this process shares.
+struct Shared {
+    metrics: std::sync::Arc<tg_metrics::Metrics>,
+    audit: std::sync::Arc<NodeAudit>,
+    fleet: tg_coordinator::fleet_view::FleetView,
+}
+
+async fn serve(
+    first: Option<JobFile>,
+    args: &CoordinatorStartArgs,
+    key: tg_trust::IdentityKey,
+    data_dir: &Path,
+    out: &Output,
+) -> Result<(), CliError> {
+    let open = || Store::open(data_dir).map_err(|e| from_store(e, data_dir));
+    let shared = Shared {
+        metrics: tg_metrics::Metrics::new("coordinator"),
+        audit: open_audit(data_dir, &key)?,
+        fleet: Default::default(),
+    };
+    let (queue, mut jobs) = tokio::sync::mpsc::channel(service::QUEUE_CAPACITY);
+    let ops = std::sync::Arc::new(CoordinatorOps::new(
+        queue,
+        open()?,
+        data_dir,
+        shared.audit.clone(),
+    ));
+    if let Some(addr) = args.api {
+        let mut state = tg_coordinator::api::ApiState::new(open()?);
+        state.fleet = shared.fleet.clone();
+        state.ops = Some(ops.clone());
+        state.audit = Some(shared.audit.clone());
+        state.audit_log = Some(crate::keys::audit_log_path(data_dir));
+        let api = tg_coordinator::api::router(state);
+        super::serve_metrics(addr, shared.metrics.clone(), Some(api), &args.tls, out).await?;
+    }
+    if let Some(job) = first {
+        let id = job.id;
+        let stop = ops.track(id);
+        let result = run(job, args, &key, data_dir, out, &shared, stop).await;
+        ops.finished(id);
+        if !args.serve {
+            return result;
+        }
+        if let Err(e) = result {
+            out.note(&e.to_string());
+        }
+    }
+    out.note(
+        "serving: submit jobs with `POST /api/v1/jobs` (a job file as the body); Ctrl-C stops",
+    );
+    loop {
+        let next = tokio::select! {
+            q = jobs.recv() => q,
+            _ = tokio::signal::ctrl_c() => None,
+        };
+        let Some(Queued { job, stop }) = next else {
+            break;
+        };
+        let id = job.id;
+        if !ops.starting(id) {
+            out.note(&format!("job {id} was stopped while queued; not run"));
+            continue;
+        }
+        out.note(&format!("job {id} starting (submitted through the API)"));
+        if let Err(e) = run(job, args, &key, data_dir, out, &shared, stop).await {
+            out.note(&e.to_string());
+        }
+        ops.finished(id);
+    }
+    Ok(())
 }
 
 async fn run(
     job: JobFile,
     args: &CoordinatorStartArgs,
-    key: tg_trust::IdentityKey,
+    key: &tg_trust::IdentityKey,
     data_dir: &Path,
     out: &Output,
+    shared: &Shared,
+    stop: tg_coordinator::StopSignal,
 ) -> Result<(), CliError> {
     let spec = job.spec.clone();
     let mut store = Store::open(data_dir).map_err(|e| from_store(e, data_dir))?;
@@ -69,7 +163,7 @@ async fn run(
     net.mdns = job.mdns && !args.no_mdns;
     net.relays.clone_from(&job.relays);
     net.request_timeout = job.deadlines.stage.max(std::time::Duration::from_secs(10));
-    let (client, mut events) = super::start_node(&key, net)?;
+    let (client, mut events) = super::start_node(key, net)?;
     let me = client.local_peer_id();
 
     // Report where agents can reach us before serving anyone.
@@ -92,14 +186,7 @@ async fn run(
     }
     out.note(&format!("job {} · peer id {me}", job.id));
 
-    let metrics = tg_metrics::Metrics::new("coordinator");
-    if let Some(addr) = args.api {
-        let api_store = Store::open(data_dir).map_err(|e| from_store(e, data_dir))?;
-        let api = tg_coordinator::api::router(tg_coordinator::api::ApiState {
-            store: std::sync::Arc::new(std::sync::Mutex::new(api_store)),
-        });
-        super::serve_metrics(addr, metrics.clone(), Some(api), out).await?;
-    }
+    let metrics = shared.metrics.clone();
     let offer = Offer {
         job: job.id,
         model: spec.model,
@@ -115,7 +202,7 @@ async fn run(
             dtype: tg_proto::Dtype::F32,
         }),
     };
-    let audit = open_audit(data_dir, &key)?;
+    let audit = shared.audit.clone();
     let prg = tg_secagg::crypto::Prg::for_this_cpu();
     audit.record(
         tg_trust::audit::kind::JOB_CREATED,
@@ -140,7 +227,8 @@ async fn run(
         admissions,
         metrics.clone(),
     )
-    .with_audit(audit.clone());
+    .with_audit(audit.clone())
+    .with_fleet_view(shared.fleet.clone());
     if let Some(policy) = &job.attestation {
         out.note(&format!(
             "attestation required: {}",
@@ -191,7 +279,8 @@ async fn run(
         }),
     };
     let coordinator = Coordinator::new(transport, strategy, evaluator, &mut store, config)
-        .with_metrics(metrics.clone());
+        .with_metrics(metrics.clone())
+        .with_stop(stop);
     let json = out.json;
     let quorum = spec.min_clients;
     let round_audit = audit.clone();
@@ -243,7 +332,9 @@ async fn run(
     if audit.failed.load(std::sync::atomic::Ordering::Relaxed) {
         out.note(&out.red("some audit records could not be written: see the errors above and run `tensorguard audit verify`"));
     }
-    let status = if outcome.budget_exhausted.is_some() {
+    let status = if outcome.stopped_before.is_some() {
+        tg_types::record::JobStatus::Stopped
+    } else if outcome.budget_exhausted.is_some() {
         tg_types::record::JobStatus::BudgetExhausted
     } else if committed > 0 {
         tg_types::record::JobStatus::Completed

@@ -318,11 +318,23 @@ pub fn load(path: &Path) -> Result<JobFile, CliError> {
             "check the path (see deploy/examples/digits-secure.toml for an example)",
         )
     })?;
-    let text = String::from_utf8_lossy(&bytes);
-    let raw: Raw = toml::from_str(&text).map_err(|e| {
+    parse(&path.display().to_string(), &bytes)
+}
+
+/// Parses a job file's bytes; `origin` names it in errors.
+pub fn parse(origin: &str, bytes: &[u8]) -> Result<JobFile, CliError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
         CliError::new(
             Code::ConfigInvalid,
-            format!("job file {} is invalid", path.display()),
+            format!("job file {origin} is not UTF-8"),
+            e.to_string(),
+            "save it as UTF-8 text (TOML)",
+        )
+    })?;
+    let raw: Raw = toml::from_str(text).map_err(|e| {
+        CliError::new(
+            Code::ConfigInvalid,
+            format!("job file {origin} is invalid"),
             e.to_string().trim().replace('\n', " "),
             "fix the key named above (see deploy/examples/digits-secure.toml)",
         )
@@ -399,7 +411,7 @@ pub fn load(path: &Path) -> Result<JobFile, CliError> {
             use sha2::Digest;
             let d = sha2::Sha256::new()
                 .chain_update(b"tensorguard-job-file\0")
-                .chain_update(&bytes)
+                .chain_update(bytes)
                 .finalize();
             let mut b = [0u8; 16];
             b.copy_from_slice(&d[..16]);
@@ -425,4 +437,38 @@ pub fn load(path: &Path) -> Result<JobFile, CliError> {
             .filter(|a| a.required)
             .map(|a| a.policy.unwrap_or_default()),
     })
+}
+
+/// `text` with `defaults` filled in where the file leaves a key out (job
+/// defaults set through the API's settings). Returns the file's bytes as
+/// they will be run; a file that is not TOML is returned unchanged so that
+/// [`parse`] reports the error.
+pub fn with_defaults(text: &str, defaults: &tg_coordinator::api::JobDefaults) -> String {
+    let Ok(mut doc) = text.parse::<toml::Table>() else {
+        return text.to_owned();
+    };
+    let mut changed = false;
+    let mut fill = |table: &str, key: &str, value: Option<toml::Value>| {
+        let Some(value) = value else { return };
+        if let Some(toml::Value::Table(t)) = doc.get_mut(table) {
+            if !t.contains_key(key) {
+                t.insert(key.to_owned(), value);
+                changed = true;
+            }
+        }
+    };
+    let int = |v: Option<u32>| v.map(|v| toml::Value::Integer(i64::from(v)));
+    let float = |v: Option<f64>| v.map(toml::Value::Float);
+    fill("job", "rounds", int(defaults.rounds));
+    fill("job", "local_epochs", int(defaults.local_epochs));
+    fill("job", "batch_size", int(defaults.batch_size));
+    fill("job", "min_clients", int(defaults.min_clients));
+    fill("job", "lr", float(defaults.lr));
+    fill("privacy", "target_epsilon", float(defaults.target_epsilon));
+    fill("privacy", "delta", float(defaults.delta));
+    if changed {
+        toml::to_string(&doc).unwrap_or_else(|_| text.to_owned())
+    } else {
+        text.to_owned()
+    }
 }

@@ -11,6 +11,8 @@ pub mod bench;
 pub mod coordinator;
 pub mod daemon;
 pub mod jobfile;
+pub mod service;
+pub mod tls;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -48,8 +50,10 @@ pub async fn serve_metrics(
     addr: std::net::SocketAddr,
     metrics: Arc<tg_metrics::Metrics>,
     api: Option<axum::Router>,
+    tls: &crate::cli::TlsArgs,
     out: &Output,
 ) -> Result<(), CliError> {
+    let acceptor = tls::acceptor(tls)?;
     use axum::routing::get;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         CliError::new(
@@ -60,7 +64,8 @@ pub async fn serve_metrics(
         )
     })?;
     let bound = listener.local_addr().map_or(addr, |a| a);
-    out.note(&format!("metrics on http://{bound}/metrics"));
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    out.note(&format!("metrics on {scheme}://{bound}/metrics"));
     let app = axum::Router::new().route(
         "/metrics",
         get(move || {
@@ -79,16 +84,26 @@ pub async fn serve_metrics(
     let app = match api {
         Some(api) => {
             out.note(&format!(
-                "REST API on http://{bound}/api/v1 (bearer tokens: `tensorguard api token create`)"
+                "REST API on {scheme}://{bound}/api/v1 and dashboard on {scheme}://{bound}/ (bearer tokens: `tensorguard api token create`)"
             ));
+            if acceptor.is_none() && !bound.ip().is_loopback() {
+                out.note(&out.red(&format!("the API on {bound} is reachable from other hosts without TLS: bearer tokens cross the network in the clear; add --tls-cert and --tls-key")));
+            }
             app.merge(api)
         }
         None => app,
     };
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("metrics server stopped: {e}");
+    match acceptor {
+        Some(acceptor) => {
+            tokio::spawn(tls::serve(listener, acceptor, app));
         }
-    });
+        None => {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!("metrics server stopped: {e}");
+                }
+            });
+        }
+    }
     Ok(())
 }

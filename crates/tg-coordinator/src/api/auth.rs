@@ -3,7 +3,25 @@
 use axum::http::{HeaderMap, StatusCode, header};
 use tg_store::{ApiRole, ApiToken};
 
-use super::{ApiError, ApiState, with_store};
+use super::{ApiError, ApiState, ErrorBody, with_store};
+
+/// The refusals every authenticated route can answer with (for OpenAPI).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // only its OpenAPI description is used
+pub(crate) enum Denied {
+    /// No token, or an unknown, revoked or expired one.
+    #[response(
+        status = 401,
+        description = "No bearer token, or an unknown, revoked or expired one"
+    )]
+    Unauthorized(ErrorBody),
+    /// The token's role is too low for the route.
+    #[response(
+        status = 403,
+        description = "The token's role is too low for this route"
+    )]
+    Forbidden(ErrorBody),
+}
 
 /// The token behind a request, if it has at least `min`. Every refusal is
 /// logged with the route and the reason (never the token).

@@ -1,24 +1,28 @@
-//! Jobs, their rounds and their privacy ledger.
+//! Jobs: list, show, create from a job file, stop; their rounds (with stage
+//! timings and participants) and their privacy ledger.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tg_store::{ApiRole, StoreError};
 
-use super::auth::authorize;
-use super::{ApiError, ApiState, with_store};
+use super::auth::{Denied, authorize};
+use super::settings::job_defaults;
+use super::{ApiError, ApiState, ErrorBody, SubmittedJob, ops, with_store};
 
 pub(super) fn routes() -> axum::Router<ApiState> {
     axum::Router::new()
-        .route("/api/v1/jobs", get(list))
+        .route("/api/v1/jobs", get(list).post(create))
         .route("/api/v1/jobs/{id}", get(show))
+        .route("/api/v1/jobs/{id}/stop", post(stop))
         .route("/api/v1/jobs/{id}/rounds", get(rounds))
+        .route("/api/v1/jobs/{id}/rounds/{round}", get(round))
         .route("/api/v1/jobs/{id}/privacy", get(privacy))
 }
 
-fn not_found(e: StoreError) -> ApiError {
+pub(super) fn not_found(e: StoreError) -> ApiError {
     match e {
         StoreError::NotFound(what) => {
             ApiError::new(StatusCode::NOT_FOUND, format!("no job matches `{what}`"))
@@ -32,7 +36,7 @@ fn not_found(e: StoreError) -> ApiError {
 }
 
 /// The job named by `id` (or a unique prefix), and `query` on its full id.
-fn job_and<T>(
+pub(super) fn job_and<T>(
     state: &ApiState,
     id: &str,
     query: impl FnOnce(&tg_store::Store, &str) -> tg_store::Result<T>,
@@ -44,13 +48,51 @@ fn job_and<T>(
     })
 }
 
-async fn list(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+/// Every job this coordinator has run or is running, newest first.
+#[utoipa::path(get, operation_id = "list_jobs", path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])),
+    responses((status = 200, description = "`{\"jobs\": [job]}`", body = Value), Denied))]
+pub(super) async fn list(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers, "GET /api/v1/jobs", ApiRole::Viewer)?;
     let jobs = with_store(&state, |s| s.list_jobs().map_err(ApiError::internal))?;
     Ok(Json(json!({"jobs": jobs})))
 }
 
-async fn show(
+/// Queues a job from a job file (the TOML of `coordinator start --job`),
+/// with the stored job defaults for keys it leaves out.
+#[utoipa::path(post, operation_id = "create_job", path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])),
+    request_body(content = String, content_type = "application/toml", description = "A job file"),
+    responses(
+        (status = 202, description = "Queued", body = SubmittedJob),
+        (status = 400, description = "The job file is invalid; the message says where", body = ErrorBody),
+        (status = 503, description = "Read-only server or full queue", body = ErrorBody),
+        Denied))]
+pub(super) async fn create(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<(StatusCode, Json<SubmittedJob>), ApiError> {
+    let token = authorize(&state, &headers, "POST /api/v1/jobs", ApiRole::Operator)?;
+    let ops = ops(&state)?.clone();
+    if body.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "empty body: send a job file (TOML with a [job] table), e.g. `curl --data-binary @job.toml`",
+        ));
+    }
+    let defaults = with_store(&state, job_defaults)?;
+    let submitted = ops.submit_job(&body, &defaults)?;
+    tracing::info!(job = %submitted.job, token = %token.id, "job submitted through the API");
+    Ok((StatusCode::ACCEPTED, Json(submitted)))
+}
+
+/// One job.
+#[utoipa::path(get, operation_id = "show_job", path = "/api/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Job id or a unique prefix")),
+    responses((status = 200, description = "The job", body = Value),
+        (status = 404, description = "No such job", body = ErrorBody), Denied))]
+pub(super) async fn show(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -60,7 +102,41 @@ async fn show(
     Ok(Json(json!(job)))
 }
 
-async fn rounds(
+/// Asks a job to stop before its next round (the round in progress is
+/// finished and recorded).
+#[utoipa::path(post, operation_id = "stop_job", path = "/api/v1/jobs/{id}/stop", tag = "jobs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Job id or a unique prefix")),
+    responses((status = 202, description = "Stop requested", body = Value),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job is not running here", body = ErrorBody),
+        (status = 503, description = "Read-only server", body = ErrorBody), Denied))]
+pub(super) async fn stop(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let token = authorize(
+        &state,
+        &headers,
+        "POST /api/v1/jobs/{id}/stop",
+        ApiRole::Operator,
+    )?;
+    let ops = ops(&state)?.clone();
+    let job = with_store(&state, |s| s.find_job(&id).map_err(not_found))?;
+    ops.stop_job(&job.id)?;
+    tracing::info!(job = %job.id, token = %token.id, "stop requested through the API");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"job": job.id, "stop_requested": true})),
+    ))
+}
+
+/// Every round of a job.
+#[utoipa::path(get, operation_id = "list_rounds", path = "/api/v1/jobs/{id}/rounds", tag = "jobs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Job id or a unique prefix")),
+    responses((status = 200, description = "`{\"job\", \"rounds\": [round]}`", body = Value),
+        (status = 404, description = "No such job", body = ErrorBody), Denied))]
+pub(super) async fn rounds(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -75,8 +151,65 @@ async fn rounds(
     Ok(Json(json!({"job": job.id, "rounds": rounds})))
 }
 
-/// The ledger and what is left of the budget.
-async fn privacy(
+/// One round: its record, participants and per-stage timings.
+#[utoipa::path(get, operation_id = "show_round", path = "/api/v1/jobs/{id}/rounds/{round}", tag = "jobs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Job id or a unique prefix"),
+           ("round" = u32, Path, description = "Round number (from 1)")),
+    responses((status = 200, description = "`{\"job\", \"round\", \"record\", \"stages\": [{stage, at_ms, ms}]}`", body = Value),
+        (status = 400, description = "Not a round number", body = ErrorBody),
+        (status = 404, description = "No such job or round", body = ErrorBody), Denied))]
+pub(super) async fn round(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path((id, round)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(
+        &state,
+        &headers,
+        "GET /api/v1/jobs/{id}/rounds/{round}",
+        ApiRole::Viewer,
+    )?;
+    let n: u32 = round
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("`{round}` is not a round number (1, 2, …)")))?;
+    let (job, (records, stages)) = job_and(&state, &id, |s, job| {
+        let id: tg_types::JobId = job
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("job id {job}")))?;
+        Ok((s.rounds(job)?, s.stage_times(id, n)?))
+    })?;
+    let record = records.into_iter().find(|r| r.round == n);
+    if record.is_none() && stages.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("job {} has no round {n}", job.id),
+        ));
+    }
+    // Each stage lasts until the next one starts (the last until now or
+    // until the round's record).
+    let timed: Vec<Value> = stages
+        .iter()
+        .enumerate()
+        .map(|(i, (stage, at))| {
+            let ms = stages.get(i + 1).map(|(_, next)| next - at);
+            json!({"stage": stage, "at_ms": at, "ms": ms})
+        })
+        .collect();
+    Ok(Json(json!({
+        "job": job.id,
+        "round": n,
+        "in_progress": record.is_none(),
+        "record": record,
+        "stages": timed,
+    })))
+}
+
+/// The privacy ledger and what is left of the budget.
+#[utoipa::path(get, operation_id = "show_privacy", path = "/api/v1/jobs/{id}/privacy", tag = "privacy", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Job id or a unique prefix")),
+    responses((status = 200, description = "`{target_epsilon, epsilon_spent, epsilon_remaining, fraction_used, ledger}`", body = Value),
+        (status = 404, description = "No such job", body = ErrorBody), Denied))]
+pub(super) async fn privacy(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -96,6 +229,7 @@ async fn privacy(
     Ok(Json(json!({
         "job": job.id,
         "target_epsilon": target,
+        "delta": job.spec.pointer("/privacy/delta").and_then(Value::as_f64),
         "epsilon_spent": spent,
         "epsilon_remaining": target.zip(spent).map(|(t, s)| (t - s).max(0.0)),
         "fraction_used": target.zip(spent).map(|(t, s)| if t > 0.0 { s / t } else { 1.0 }),

@@ -54,6 +54,8 @@ pub mod kind {
     pub const ROUND_FAILED: &str = "round.failed";
     /// A job finished.
     pub const JOB_FINISHED: &str = "job.finished";
+    /// An operator asked a job to stop (REST API).
+    pub const JOB_STOP_REQUESTED: &str = "job.stop_requested";
     /// An operator logged in to the API.
     pub const API_LOGIN: &str = "api.login";
     /// An API token was created.

@@ -1,0 +1,80 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations
+//! (`tensorguard openapi` prints it; the server serves it at
+//! `/api/v1/openapi.json`).
+
+use axum::Json;
+use axum::routing::get;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{
+    ApiState, ErrorBody, ErrorDetail, JobDefaults, KeyProvider, ProviderCheck, SubmittedJob,
+    agents, audit, events, jobs, models, settings,
+};
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A token from `tensorguard api token create --role viewer|operator|admin`",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "TensorGuard coordinator API",
+        description = "Jobs, rounds, agents, privacy budgets, models, the audit log and settings of a TensorGuard coordinator. Every route but this document needs a bearer token; roles are ordered viewer < operator < admin.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        jobs::list, jobs::create, jobs::show, jobs::stop, jobs::rounds, jobs::round, jobs::privacy,
+        agents::list,
+        models::list, models::download,
+        audit::query, audit::export,
+        settings::show, settings::put_job_defaults, settings::put_key_provider, settings::test_key_provider,
+        events::events,
+        spec,
+    ),
+    components(schemas(ErrorBody, ErrorDetail, SubmittedJob, ProviderCheck, JobDefaults, KeyProvider)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "jobs", description = "Create, list, show and stop jobs; their rounds"),
+        (name = "privacy", description = "Privacy ledgers and remaining budgets"),
+        (name = "agents", description = "The fleet"),
+        (name = "models", description = "Committed model versions (safetensors)"),
+        (name = "audit", description = "The signed, hash-chained audit log"),
+        (name = "settings", description = "Job defaults and the key-management provider"),
+        (name = "events", description = "Live updates (Server-Sent Events)"),
+    ),
+)]
+struct ApiDoc;
+
+/// The API's OpenAPI 3.1 document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}
+
+pub(super) fn routes() -> axum::Router<ApiState> {
+    axum::Router::new().route("/api/v1/openapi.json", get(spec))
+}
+
+/// This document (no token needed: it holds no data).
+#[utoipa::path(get, operation_id = "openapi", path = "/api/v1/openapi.json", tag = "jobs",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
+async fn spec() -> Json<utoipa::openapi::OpenApi> {
+    Json(document())
+}
