@@ -14,6 +14,7 @@ use super::ApiState;
 
 const INDEX: &str = include_str!("assets/index.html");
 const SCRIPT: &str = include_str!("assets/app.js");
+const CHARTS: &str = include_str!("assets/charts.js");
 const STYLE: &str = include_str!("assets/app.css");
 
 /// Restrictive by default: our own origin only, no inline script.
@@ -23,6 +24,7 @@ pub(super) fn routes() -> axum::Router<ApiState> {
     axum::Router::new()
         .route("/", get(index))
         .route("/assets/app.js", get(script))
+        .route("/assets/charts.js", get(charts))
         .route("/assets/app.css", get(style))
 }
 
@@ -41,6 +43,13 @@ async fn script() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         SCRIPT,
+    )
+}
+
+async fn charts() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        CHARTS,
     )
 }
 
