@@ -154,7 +154,7 @@ fn run(cli: Cli, out: &Output) -> Result<(), CliError> {
         Command::Api(cmd) => api_cmd::run(cmd, &data_dir, out),
         Command::Openapi => {
             let doc = tg_coordinator::api::openapi::document();
-            let text = doc.to_pretty_json().map_err(|e| {
+            let text = serde_json::to_string_pretty(&doc).map_err(|e| {
                 crate::errors::CliError::new(
                     crate::errors::Code::Internal,
                     "cannot render the OpenAPI document",

@@ -62,6 +62,7 @@ impl NetTransport {
         };
         if !admitted {
             self.refuse(&peer, "unenrolled", "join refused: peer not admitted");
+            self.metrics.admission("refused", "unenrolled");
             self.record(
                 "admission.refused",
                 serde_json::json!({"peer": id_for_log, "name": name, "reason": "unenrolled", "attestation": AttestationOutcome::not_required().to_json()}),
@@ -101,6 +102,7 @@ impl NetTransport {
         };
         if !attestation.admitted {
             self.refuse(&peer, "attestation", &attestation.label);
+            self.metrics.admission("refused", "attestation");
             self.record(
                 "admission.refused",
                 serde_json::json!({"peer": id_for_log, "name": name, "reason": "attestation", "attestation": attestation.to_json()}),
@@ -121,6 +123,7 @@ impl NetTransport {
         } else {
             "earlier admission"
         };
+        self.metrics.admission("accepted", via);
         self.record(
             "admission.accepted",
             serde_json::json!({"peer": id_for_log, "name": name, "via": via, "attestation": attestation.to_json()}),

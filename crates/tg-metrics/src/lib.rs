@@ -45,6 +45,17 @@ pub struct NetSnapshot {
 
 type NetSource = Box<dyn Fn() -> NetSnapshot + Send + Sync>;
 
+/// Free and total bytes of the filesystem holding the data directory.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DiskSnapshot {
+    /// Bytes available to this process.
+    pub available: u64,
+    /// Size of the filesystem.
+    pub size: u64,
+}
+
+type DiskSource = Box<dyn Fn() -> Option<DiskSnapshot> + Send + Sync>;
+
 /// The metrics of one node.
 pub struct Metrics {
     registry: Registry,
@@ -58,7 +69,17 @@ pub struct Metrics {
     bytes_out: Counter,
     peers: Gauge,
     members: Gauge,
+    planned: Gauge,
+    epsilon_target: Gauge<f64, AtomicU64>,
+    job_running: Gauge,
+    last_round: Gauge,
+    admissions: Family<Labels, Counter>,
+    audit_failures: Counter,
+    api_denied: Family<Labels, Counter>,
+    disk_available: Gauge,
+    disk_size: Gauge,
     net: std::sync::Mutex<Option<NetSource>>,
+    disk: std::sync::Mutex<Option<DiskSource>>,
 }
 
 impl Metrics {
@@ -119,8 +140,72 @@ impl Metrics {
             "Agents admitted to the job and connected",
             members.clone(),
         );
+        let planned = Gauge::default();
+        registry.register(
+            "planned_agents",
+            "Agents the running job is planned for (0 when no job runs)",
+            planned.clone(),
+        );
+        let epsilon_target = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "epsilon_target",
+            "Privacy budget ε of the running job (0 without DP)",
+            epsilon_target.clone(),
+        );
+        let job_running = Gauge::default();
+        registry.register(
+            "job_running",
+            "1 while a job runs, else 0",
+            job_running.clone(),
+        );
+        let last_round = Gauge::default();
+        registry.register(
+            "last_round_timestamp_seconds",
+            "Unix time the last round finished",
+            last_round.clone(),
+        );
+        let admissions = Family::<Labels, Counter>::default();
+        registry.register(
+            "admissions",
+            "Join decisions, by outcome (accepted, refused) and reason",
+            admissions.clone(),
+        );
+        let audit_failures = Counter::default();
+        registry.register(
+            "audit_write_failures",
+            "Audit entries that could not be written",
+            audit_failures.clone(),
+        );
+        let api_denied = Family::<Labels, Counter>::default();
+        registry.register(
+            "api_denied_requests",
+            "REST API requests refused, by reason (unauthenticated, forbidden)",
+            api_denied.clone(),
+        );
+        let disk_available = Gauge::default();
+        registry.register(
+            "data_dir_available_bytes",
+            "Bytes available on the data directory's filesystem",
+            disk_available.clone(),
+        );
+        let disk_size = Gauge::default();
+        registry.register(
+            "data_dir_size_bytes",
+            "Size of the data directory's filesystem",
+            disk_size.clone(),
+        );
         Arc::new(Self {
             registry,
+            planned,
+            epsilon_target,
+            job_running,
+            last_round,
+            admissions,
+            audit_failures,
+            api_denied,
+            disk_available,
+            disk_size,
+            disk: std::sync::Mutex::new(None),
             rounds,
             stage_seconds,
             dropouts,
@@ -142,10 +227,55 @@ impl Metrics {
         }
     }
 
+    /// Exports the data directory's free space, read by `source` at each
+    /// scrape.
+    pub fn attach_disk(&self, source: impl Fn() -> Option<DiskSnapshot> + Send + Sync + 'static) {
+        if let Ok(mut d) = self.disk.lock() {
+            *d = Some(Box::new(source));
+        }
+    }
+
     /// A finished round.
     pub fn round_finished(&self, status: &str, dropouts: u64) {
         self.rounds.get_or_create(&label("status", status)).inc();
         self.dropouts.inc_by(dropouts);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_round.set(now as i64);
+    }
+
+    /// A job started (`planned` agents, ε budget if DP) or, with `None`, ended.
+    pub fn job(&self, running: Option<(usize, Option<f64>)>) {
+        let (planned, target) = running.unwrap_or((0, None));
+        self.job_running.set(i64::from(running.is_some()));
+        self.planned.set(planned as i64);
+        self.epsilon_target.set(target.unwrap_or(0.0));
+        if running.is_some() {
+            self.epsilon.set(0.0);
+        }
+    }
+
+    /// A join decision: `accepted`, or `refused` with its reason.
+    pub fn admission(&self, outcome: &str, reason: &str) {
+        self.admissions
+            .get_or_create(&vec![
+                ("outcome".to_owned(), outcome.to_owned()),
+                ("reason".to_owned(), reason.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// An audit entry could not be written.
+    pub fn audit_write_failed(&self) {
+        self.audit_failures.inc();
+    }
+
+    /// A refused API request (`unauthenticated` or `forbidden`).
+    pub fn api_denied(&self, reason: &str) {
+        self.api_denied
+            .get_or_create(&label("reason", reason))
+            .inc();
     }
 
     /// A stage transition, `seconds` after the previous one.
@@ -191,6 +321,17 @@ impl Metrics {
             ] {
                 set(&self.rejected.get_or_create(&label("reason", reason)), v);
             }
+        }
+        let disk = self
+            .disk
+            .lock()
+            .ok()
+            .and_then(|d| d.as_ref().and_then(|f| f()));
+        if let Some(d) = disk {
+            self.disk_available
+                .set(i64::try_from(d.available).unwrap_or(i64::MAX));
+            self.disk_size
+                .set(i64::try_from(d.size).unwrap_or(i64::MAX));
         }
         let mut out = String::new();
         // Writing to a String cannot fail.

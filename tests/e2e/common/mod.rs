@@ -386,6 +386,18 @@ pub fn scrape(addr: &str) -> String {
 
 /// `GET path` over HTTP/1.0 with an optional bearer token: (status, body).
 pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    http_request(addr, "GET", path, token, "")
+}
+
+/// `method path` with `body` over HTTP/1.0 and an optional bearer token:
+/// (status, body).
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     use std::io::Write;
     let Ok(mut s) = std::net::TcpStream::connect(addr) else {
         return (0, String::new());
@@ -393,7 +405,11 @@ pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n");
+    let _ = write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
     let status = text

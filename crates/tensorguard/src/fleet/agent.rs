@@ -76,6 +76,8 @@ pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(),
         net.channel_capacity = 64;
         let (client, events) = super::start_node(&key, net)?;
         let metrics = tg_metrics::Metrics::new("agent");
+        let disk_dir = data_dir.to_owned();
+        metrics.attach_disk(move || super::disk_space(&disk_dir));
         if let Some(addr) = args.metrics {
             super::serve_metrics(addr, metrics.clone(), None, &Default::default(), out).await?;
         }

@@ -17,14 +17,16 @@ use crate::keys::now_secs;
 /// The node's audit log behind the coordinator's [`AuditSink`].
 pub struct NodeAudit {
     log: Mutex<AuditLog>,
+    metrics: Option<std::sync::Arc<tg_metrics::Metrics>>,
     /// Set when a record could not be written; the run reports it.
     pub failed: AtomicBool,
 }
 
 impl NodeAudit {
-    pub fn new(log: AuditLog) -> Self {
+    pub fn new(log: AuditLog, metrics: Option<std::sync::Arc<tg_metrics::Metrics>>) -> Self {
         Self {
             log: Mutex::new(log),
+            metrics,
             failed: AtomicBool::new(false),
         }
     }
@@ -41,13 +43,17 @@ impl AuditSink for NodeAudit {
 
     fn record_action(&self, kind: &str, job: Option<JobId>, body: Value) -> Result<(), String> {
         let job = job.map(|j| j.to_string());
-        match self.log.lock() {
+        let result = match self.log.lock() {
             Ok(log) => log
                 .append(kind, job.as_deref(), body, now_secs())
                 .map(drop)
                 .map_err(|e| e.to_string()),
             Err(_) => Err("audit log lock poisoned".into()),
+        };
+        if let (Err(_), Some(m)) = (&result, &self.metrics) {
+            m.audit_write_failed();
         }
+        result
     }
 }
 

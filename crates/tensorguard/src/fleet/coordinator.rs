@@ -62,9 +62,12 @@ async fn serve(
     out: &Output,
 ) -> Result<(), CliError> {
     let open = || Store::open(data_dir).map_err(|e| from_store(e, data_dir));
+    let metrics = tg_metrics::Metrics::new("coordinator");
+    let disk_dir = data_dir.to_owned();
+    metrics.attach_disk(move || super::disk_space(&disk_dir));
     let shared = Shared {
-        metrics: tg_metrics::Metrics::new("coordinator"),
-        audit: open_audit(data_dir, &key)?,
+        audit: open_audit(data_dir, &key, metrics.clone())?,
+        metrics,
         fleet: Default::default(),
     };
     let (queue, mut jobs) = tokio::sync::mpsc::channel(service::QUEUE_CAPACITY);
@@ -80,6 +83,7 @@ async fn serve(
         state.ops = Some(ops.clone());
         state.audit = Some(shared.audit.clone());
         state.audit_log = Some(crate::keys::audit_log_path(data_dir));
+        state.metrics = Some(shared.metrics.clone());
         let api = tg_coordinator::api::router(state);
         super::serve_metrics(addr, shared.metrics.clone(), Some(api), &args.tls, out).await?;
     }
@@ -187,6 +191,18 @@ async fn run(
     out.note(&format!("job {} · peer id {me}", job.id));
 
     let metrics = shared.metrics.clone();
+    metrics.job(Some((
+        spec.clients as usize,
+        spec.privacy.map(|p| p.target_epsilon.get()),
+    )));
+    // Whatever happens below, the gauges say no job runs once we return.
+    struct Ended(std::sync::Arc<tg_metrics::Metrics>);
+    impl Drop for Ended {
+        fn drop(&mut self) {
+            self.0.job(None);
+        }
+    }
+    let _ended = Ended(metrics.clone());
     let offer = Offer {
         job: job.id,
         model: spec.model,
@@ -246,7 +262,23 @@ async fn run(
         "waiting for {planned} agents (up to {:?})",
         job.deadlines.join
     ));
-    let joined = transport.wait_for_agents(planned, job.deadlines.join).await;
+    let stop_poll = stop.clone();
+    let joined = tokio::select! {
+        n = transport.wait_for_agents(planned, job.deadlines.join) => n,
+        () = async move {
+            while !stop_poll.is_stopped() {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        } => {
+            audit.record(
+                tg_trust::audit::kind::JOB_FINISHED,
+                job.id,
+                serde_json::json!({"job": job.id.to_string(), "stopped": "before round 1, while waiting for agents"}),
+            );
+            out.note(&format!("job {} stopped by an operator while waiting for agents; no round ran", job.id));
+            return Ok(());
+        }
+    };
     if joined < spec.min_clients as usize {
         return Err(CliError::new(
             Code::QuorumTooLarge,
@@ -367,6 +399,7 @@ async fn run(
 fn open_audit(
     data_dir: &Path,
     identity: &tg_trust::IdentityKey,
+    metrics: std::sync::Arc<tg_metrics::Metrics>,
 ) -> Result<std::sync::Arc<NodeAudit>, CliError> {
     let pass = crate::keys::passphrase()?;
     let ring = crate::keys::keyring(data_dir)?;
@@ -377,7 +410,7 @@ fn open_audit(
         crate::keys::now_secs(),
     )
     .map_err(crate::errors::from_trust)?;
-    Ok(std::sync::Arc::new(NodeAudit::new(log)))
+    Ok(std::sync::Arc::new(NodeAudit::new(log, Some(metrics))))
 }
 
 /// `tensorguard enroll create`: a one-time token for one agent.

@@ -107,3 +107,12 @@ pub async fn serve_metrics(
     }
     Ok(())
 }
+
+/// Free and total bytes of the filesystem holding `dir` (for metrics).
+pub fn disk_space(dir: &Path) -> Option<tg_metrics::DiskSnapshot> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(tg_metrics::DiskSnapshot {
+        available: st.f_bavail.saturating_mul(st.f_frsize),
+        size: st.f_blocks.saturating_mul(st.f_frsize),
+    })
+}

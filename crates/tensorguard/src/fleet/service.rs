@@ -167,9 +167,18 @@ impl Operations for CoordinatorOps {
             .lock()
             .map_err(|_| OperationError::Unavailable("job table lock poisoned".into()))?;
         let Some((phase, stop)) = jobs.get(&id) else {
-            return Err(OperationError::Conflict(format!(
-                "job {id} is not queued or running on this coordinator"
-            )));
+            let known = self
+                .store
+                .lock()
+                .ok()
+                .and_then(|s| s.find_job(&id.to_string()).ok());
+            return Err(match known {
+                Some(row) => OperationError::Conflict(format!(
+                    "job {id} is {}, not queued or running on this coordinator",
+                    row.status.as_str()
+                )),
+                None => OperationError::NotFound(format!("no job {id}")),
+            });
         };
         let phase = if *phase == Phase::Running {
             "running"
@@ -231,7 +240,7 @@ pub fn probe(config: &KeyProvider, data_dir: &Path) -> ProviderCheck {
     }
     };
     match config {
-        KeyProvider::Local => match crate::keys::keyring(data_dir) {
+        KeyProvider::Local {} => match crate::keys::keyring(data_dir) {
             Ok(ring) => {
                 let n = ring.records().len();
                 check(

@@ -54,12 +54,21 @@ fn param<'a>(q: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
     q.get(key).map(String::as_str).filter(|v| !v.is_empty())
 }
 
-fn number(q: &HashMap<String, String>, key: &str, default: usize) -> Result<usize, ApiError> {
-    match param(q, key) {
-        None => Ok(default),
-        Some(v) => v.parse().map_err(|_| {
-            ApiError::bad_request(format!("`{key}={v}` is not a non-negative whole number"))
-        }),
+fn number(q: &HashMap<String, String>, key: &str, default: u32) -> Result<usize, ApiError> {
+    // Unlike the text filters, an empty number is an error, not "absent".
+    match q.get(key).map(String::as_str) {
+        None => Ok(default as usize),
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| i32::try_from(*n).is_ok())
+            .map(|n| n as usize)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "`{key}={v}` is not a whole number from 0 to {}",
+                    i32::MAX
+                ))
+            }),
     }
 }
 
@@ -69,8 +78,8 @@ fn number(q: &HashMap<String, String>, key: &str, default: usize) -> Result<usiz
         ("q" = Option<String>, Query, description = "Case-insensitive text to find anywhere in an entry"),
         ("kind" = Option<String>, Query, description = "Exact event kind, e.g. `round.committed`"),
         ("job" = Option<String>, Query, description = "Job id or prefix"),
-        ("limit" = Option<u32>, Query, description = "At most this many entries (default 100, max 1000)"),
-        ("offset" = Option<u32>, Query, description = "Skip this many matching entries")),
+        ("limit" = Option<u32>, Query, minimum = 0, maximum = 1000, description = "At most this many entries (default 100, max 1000)"),
+        ("offset" = Option<u32>, Query, minimum = 0, maximum = 2147483647, description = "Skip this many matching entries")),
     responses((status = 200, description = "`{\"total\", \"entries\": [entry]}`", body = Value),
         (status = 400, description = "A bad parameter", body = ErrorBody), Denied))]
 pub(super) async fn query(

@@ -38,6 +38,7 @@ pub fn authorize(
         .map(str::trim);
     let Some(token) = presented else {
         tracing::warn!(route, "API request denied: no bearer token");
+        count(state, "unauthenticated");
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "no bearer token: send `Authorization: Bearer <token>` (tokens come from `tensorguard api token create`)",
@@ -51,6 +52,7 @@ pub fn authorize(
             route,
             "API request denied: unknown, revoked or expired token"
         );
+        count(state, "unauthenticated");
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "the token is unknown, revoked or expired",
@@ -58,6 +60,7 @@ pub fn authorize(
     };
     if tok.role < min {
         tracing::warn!(route, token = %tok.id, role = tok.role.as_str(), needed = min.as_str(), "API request denied: role too low");
+        count(state, "forbidden");
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
@@ -69,4 +72,10 @@ pub fn authorize(
         ));
     }
     Ok(tok)
+}
+
+fn count(state: &ApiState, reason: &str) {
+    if let Some(m) = &state.metrics {
+        m.api_denied(reason);
+    }
 }

@@ -63,7 +63,7 @@ pub(super) async fn list(
 /// Queues a job from a job file (the TOML of `coordinator start --job`),
 /// with the stored job defaults for keys it leaves out.
 #[utoipa::path(post, operation_id = "create_job", path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])),
-    request_body(content = String, content_type = "application/toml", description = "A job file"),
+    request_body(content = String, content_type = "text/plain", description = "A job file (TOML, as for `coordinator start --job`)"),
     responses(
         (status = 202, description = "Queued", body = SubmittedJob),
         (status = 400, description = "The job file is invalid; the message says where", body = ErrorBody),
@@ -122,12 +122,17 @@ pub(super) async fn stop(
         ApiRole::Operator,
     )?;
     let ops = ops(&state)?.clone();
-    let job = with_store(&state, |s| s.find_job(&id).map_err(not_found))?;
-    ops.stop_job(&job.id)?;
-    tracing::info!(job = %job.id, token = %token.id, "stop requested through the API");
+    // A job that has not started yet is only in the queue, by its full id.
+    let job = match with_store(&state, |s| s.find_job(&id).map_err(not_found)) {
+        Ok(job) => job.id,
+        Err(e) if e.status == StatusCode::NOT_FOUND => id,
+        Err(e) => return Err(e),
+    };
+    ops.stop_job(&job)?;
+    tracing::info!(job = %job, token = %token.id, "stop requested through the API");
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"job": job.id, "stop_requested": true})),
+        Json(json!({"job": job, "stop_requested": true})),
     ))
 }
 

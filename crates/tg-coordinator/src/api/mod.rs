@@ -100,6 +100,8 @@ pub struct ApiState {
     pub audit: Option<Arc<dyn AuditSink>>,
     /// The audit log file, for query and export.
     pub audit_log: Option<PathBuf>,
+    /// Where refused requests are counted.
+    pub metrics: Option<Arc<tg_metrics::Metrics>>,
 }
 
 impl ApiState {
@@ -111,6 +113,7 @@ impl ApiState {
             ops: None,
             audit: None,
             audit_log: None,
+            metrics: None,
         }
     }
 }

@@ -41,7 +41,7 @@ pub(super) async fn list(
 
 /// A committed model as safetensors (load it with `safetensors.torch.load_file`).
 #[utoipa::path(get, operation_id = "download_model", path = "/api/v1/models/{sha256}", tag = "models", security(("bearer" = [])),
-    params(("sha256" = String, Path, description = "The model's SHA-256 (64 hex digits)")),
+    params(("sha256" = String, Path, pattern = "^[0-9a-fA-F]{64}$", description = "The model's SHA-256 (64 hex digits)")),
     responses((status = 200, description = "The safetensors file", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 400, description = "Not a SHA-256", body = ErrorBody),
         (status = 404, description = "No committed model has this digest", body = ErrorBody), Denied))]

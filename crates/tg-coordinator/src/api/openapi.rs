@@ -62,10 +62,39 @@ impl Modify for BearerAuth {
 struct ApiDoc;
 
 /// The API's OpenAPI 3.1 document.
-pub fn document() -> utoipa::openapi::OpenApi {
+pub fn document() -> serde_json::Value {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    doc
+    let mut value = serde_json::to_value(doc).unwrap_or_default();
+    // Request bodies are parsed with unknown keys refused; say so.
+    for name in ["JobDefaults", "KeyProvider"] {
+        if let Some(schema) = value.pointer_mut(&format!("/components/schemas/{name}")) {
+            closed(schema);
+        }
+    }
+    // A job file is required (utoipa leaves plain-text bodies optional).
+    if let Some(body) = value.pointer_mut("/paths/~1api~1v1~1jobs/post/requestBody") {
+        body["required"] = serde_json::Value::Bool(true);
+        if let Some(schema) = body.pointer_mut("/content/text~1plain/schema") {
+            schema["minLength"] = 1.into();
+        }
+    }
+    value
+}
+
+/// Marks every object schema in `schema` as accepting no other keys.
+fn closed(schema: &mut serde_json::Value) {
+    if let Some(obj) = schema.as_object_mut() {
+        if obj.contains_key("properties") {
+            obj.insert(
+                "additionalProperties".into(),
+                serde_json::Value::Bool(false),
+            );
+        }
+        if let Some(serde_json::Value::Array(variants)) = obj.get_mut("oneOf") {
+            variants.iter_mut().for_each(closed);
+        }
+    }
 }
 
 pub(super) fn routes() -> axum::Router<ApiState> {
@@ -75,6 +104,6 @@ pub(super) fn routes() -> axum::Router<ApiState> {
 /// This document (no token needed: it holds no data).
 #[utoipa::path(get, operation_id = "openapi", path = "/api/v1/openapi.json", tag = "jobs",
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
-async fn spec() -> Json<utoipa::openapi::OpenApi> {
+async fn spec() -> Json<serde_json::Value> {
     Json(document())
 }

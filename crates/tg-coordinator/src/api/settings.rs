@@ -35,26 +35,66 @@ pub(super) fn routes() -> axum::Router<ApiState> {
 #[serde(deny_unknown_fields)]
 pub struct JobDefaults {
     /// Rounds (1–10000).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole"
+    )]
+    #[schema(minimum = 1, maximum = 10000)]
     pub rounds: Option<u32>,
     /// Local epochs per round (1–1000).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole"
+    )]
+    #[schema(minimum = 1, maximum = 1000)]
     pub local_epochs: Option<u32>,
     /// Local batch size (1–65536).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole"
+    )]
+    #[schema(minimum = 1, maximum = 65536)]
     pub batch_size: Option<u32>,
     /// Local learning rate (0 < lr ≤ 10).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0.0, maximum = 10.0)]
     pub lr: Option<f64>,
     /// Quorum: fewest contributions for a round to commit (≥ 1).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole"
+    )]
+    #[schema(minimum = 1, maximum = 100000)]
     pub min_clients: Option<u32>,
     /// Privacy target ε for jobs with a `[privacy]` table (0 < ε ≤ 100).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0.0, maximum = 100.0)]
     pub target_epsilon: Option<f64>,
     /// Privacy δ for jobs with a `[privacy]` table (0 < δ < 1).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
     pub delta: Option<f64>,
+}
+
+/// A whole number, also when JSON spells it `7.0` (JSON Schema's integers
+/// include integral floats).
+fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let v: Option<f64> = Option::deserialize(d)?;
+    v.map(|x| {
+        if x.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&x) {
+            Ok(x as u32)
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "{x} is not a whole number from 0 to {}",
+                u32::MAX
+            )))
+        }
+    })
+    .transpose()
 }
 
 impl JobDefaults {
@@ -104,37 +144,79 @@ impl JobDefaults {
 #[serde(tag = "provider", rename_all = "lowercase", deny_unknown_fields)]
 pub enum KeyProvider {
     /// Sealed key files in the data directory (`tensorguard keys`).
-    Local,
+    Local {},
     /// A PKCS#11 token (HSM, SoftHSM2).
     Pkcs11 {
         /// Path of the PKCS#11 module (`.so`).
+        #[schema(
+            min_length = 1,
+            max_length = 512,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        )]
         module: String,
         /// Token label.
+        #[schema(
+            min_length = 1,
+            max_length = 512,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        )]
         token_label: String,
     },
     /// AWS KMS.
     Aws {
         /// Region, e.g. `eu-west-1`.
+        #[schema(pattern = r"^[a-z0-9-]{1,32}$")]
         region: String,
         /// Key id or ARN.
+        #[schema(
+            min_length = 1,
+            max_length = 512,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        )]
         key_id: String,
     },
     /// Azure Key Vault.
     Azure {
         /// Vault URL, `https://NAME.vault.azure.net`.
+        #[schema(max_length = 512, pattern = r"^https://[^\x00-\x1f\x7f-\x9f]*$")]
         vault_url: String,
         /// Key name.
+        #[schema(
+            min_length = 1,
+            max_length = 512,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        )]
         key_name: String,
     },
     /// Google Cloud KMS.
     Gcp {
         /// Project id.
+        #[schema(
+            min_length = 1,
+            max_length = 512,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        )]
         project: String,
         /// Location, e.g. `europe-west1`.
+        #[schema(
+            min_length = 1,
+            max_length = 512,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        )]
         location: String,
         /// Key ring.
+        #[schema(
+            min_length = 1,
+            max_length = 512,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        )]
         key_ring: String,
         /// Key name.
+        #[schema(
+            min_length = 1,
+            max_length = 512,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        )]
         key_name: String,
     },
 }
@@ -142,14 +224,14 @@ pub enum KeyProvider {
 impl KeyProvider {
     fn check(&self) -> Result<(), String> {
         let field = |name: &str, v: &str| {
-            if v.trim().is_empty() || v.len() > 512 || v.chars().any(char::is_control) {
+            if v.trim().is_empty() || v.chars().count() > 512 || v.chars().any(char::is_control) {
                 Err(format!("`{name}` must be 1–512 printable characters"))
             } else {
                 Ok(())
             }
         };
         match self {
-            KeyProvider::Local => Ok(()),
+            KeyProvider::Local {} => Ok(()),
             KeyProvider::Pkcs11 {
                 module,
                 token_label,
