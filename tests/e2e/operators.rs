@@ -374,3 +374,75 @@ fn the_dashboard_works_in_a_real_browser() {
         );
     }
 }
+
+/// A one-endpoint OTLP/HTTP sink: records each request's path and body.
+fn otlp_sink() -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    // Bounded: the exporter sends one batch per flush; a few are plenty.
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::sync_channel(64);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                if h.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = tx.try_send((path, body));
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn spans_are_exported_over_otlp_when_an_endpoint_is_set_and_services_say_when_not() {
+    let (sink, received) = otlp_sink();
+    let dir = tempfile::tempdir().unwrap();
+    let out = tg_command()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["demo", "--rounds", "2", "--clients", "3", "--no-baseline"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{sink}"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("traces: exported over OTLP/HTTP"),
+        "{stderr}"
+    );
+    let (path, body) = received
+        .recv_timeout(Duration::from_secs(30))
+        .expect("no OTLP request reached the collector");
+    assert_eq!(path, "/v1/traces");
+    let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        has(b"tensorguard-demo") && has(b"round"),
+        "{} bytes",
+        body.len()
+    );
+
+    // A service with no endpoint says so at start-up.
+    let s = serve(|_| {});
+    let log = std::fs::read_to_string(s.dir.path().join("coordinator.log")).unwrap();
+    assert!(
+        log.contains("traces: not exported (no OTLP endpoint"),
+        "{log}"
+    );
+}

@@ -20,6 +20,7 @@ mod privacy;
 mod report;
 mod runs;
 mod system;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -69,8 +70,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(cli.verbose);
+    let (service, long_running) = match &cli.command {
+        Command::Coordinator(_) => ("tensorguard-coordinator", true),
+        Command::Agent(_) | Command::Up(_) => ("tensorguard-agent", true),
+        Command::Demo(_) => ("tensorguard-demo", false),
+        _ => ("tensorguard", false),
+    };
+    let telemetry = telemetry::init(cli.verbose, service);
     let out = Output::new(cli.json);
+    // Services always say whether their spans leave the machine; other
+    // commands only when export is on.
+    if long_running || !telemetry.status.starts_with("traces: not exported") {
+        out.note(&telemetry.status);
+    }
     match run(cli, &out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -183,30 +195,4 @@ fn set_thread_policy() {
         // Edition 2021: `set_var` is safe; no other thread exists yet.
         std::env::set_var("RAYON_NUM_THREADS", "1");
     }
-}
-
-fn init_tracing(verbose: u8) {
-    let level = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TENSORGUARD_LOG")
-        // libp2p's own chatter (e.g. Kademlia finding no bootstrap peers in a
-        // star-shaped fleet) is not the operator's business below -vv.
-        .unwrap_or_else(|_| {
-            let quiet = if verbose < 2 {
-                ",libp2p_kad=error,libp2p_swarm=error"
-            } else {
-                ""
-            };
-            tracing_subscriber::EnvFilter::new(format!("{level}{quiet}"))
-        });
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
 }

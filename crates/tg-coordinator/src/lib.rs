@@ -28,6 +28,7 @@ use tg_types::privacy::{LedgerEntry, PrivacySpec};
 use tg_types::record::RoundRecord;
 use tg_types::spec::TrainConfig;
 use tg_types::{AgentId, JobId, Parameters};
+use tracing::Instrument;
 
 /// Errors that stop a job (a failed *round* is not an error: it is recorded).
 #[derive(Debug, thiserror::Error)]
@@ -273,10 +274,29 @@ impl<'s, T: Transport> Coordinator<'s, T> {
                     }
                 },
             };
+            // One span per round (exported over OTLP when configured).
+            let span = tracing::info_span!(
+                "round",
+                job = %self.config.job,
+                round,
+                secure = self.config.secure.is_some(),
+                status = tracing::field::Empty,
+                participants = tracing::field::Empty,
+            );
             let (mut record, next) = match self.config.secure.clone() {
-                Some(secure) => self.run_secure_round(round, &global, &secure).await?,
-                None => self.run_round(round, &global).await?,
+                Some(secure) => {
+                    self.run_secure_round(round, &global, &secure)
+                        .instrument(span.clone())
+                        .await?
+                }
+                None => {
+                    self.run_round(round, &global)
+                        .instrument(span.clone())
+                        .await?
+                }
             };
+            span.record("status", record.status.as_str());
+            span.record("participants", record.participants);
             if epsilon_after.is_some() {
                 record.epsilon = epsilon_after;
                 epsilon = epsilon_after;
