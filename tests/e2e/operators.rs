@@ -446,3 +446,88 @@ fn spans_are_exported_over_otlp_when_an_endpoint_is_set_and_services_say_when_no
         "{log}"
     );
 }
+
+#[test]
+fn the_api_is_served_over_tls_when_a_certificate_is_configured() {
+    let Some(openssl) = tool("openssl", "OPENSSL", None) else {
+        return;
+    };
+    let Some(curl) = tool("curl", "CURL", None) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new(openssl)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-days",
+            "1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let admin = token(dir.path(), "admin");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = std::fs::File::create(dir.path().join("coordinator.log")).unwrap();
+    let mut child = tg_command()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "coordinator",
+            "start",
+            "--serve",
+            "--api",
+            &addr,
+            "--tls-cert",
+        ])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let get = |path: &str, auth: bool| {
+        let mut c = Command::new(&curl);
+        c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&cert)
+            .arg(format!("https://{addr}{path}"));
+        if auth {
+            c.args(["-H", &format!("Authorization: Bearer {admin}")]);
+        }
+        String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned()
+    };
+    let up = wait_for(Duration::from_secs(60), || {
+        (get("/api/v1/openapi.json", false) == "200").then_some(())
+    });
+    let plain = http_get(&addr, "/api/v1/jobs", Some(&admin)).0;
+    let (jobs, anon) = (get("/api/v1/jobs", true), get("/api/v1/jobs", false));
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(dir.path().join("coordinator.log")).unwrap();
+    assert!(up.is_some(), "no TLS answer:\n{log}");
+    assert!(log.contains("https://"), "{log}");
+    assert_eq!(jobs, "200");
+    assert_eq!(anon, "401");
+    assert_ne!(plain, 200, "plain HTTP must not be served on a TLS port");
+}

@@ -23,9 +23,9 @@ pub struct CoordinatorStartArgs {
     /// Listen address (repeatable); overrides the job file's [network] listen.
     #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<tg_net::Multiaddr>,
-    /// Serve /metrics and the REST API (/api/v1, bearer tokens) on this
-    /// address, e.g. 127.0.0.1:9100.
-    #[arg(long, value_name = "IP:PORT")]
+    /// Serve the dashboard (/), the REST API (/api/v1, bearer tokens) and
+    /// /metrics on this address; `--api` alone means 127.0.0.1:9100.
+    #[arg(long, value_name = "IP:PORT", num_args = 0..=1, default_missing_value = "127.0.0.1:9100")]
     pub api: Option<std::net::SocketAddr>,
     /// Serve the API over TLS: certificate chain and private key (PEM).
     #[command(flatten)]

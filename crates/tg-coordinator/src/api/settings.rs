@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post, put};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tg_store::{ApiRole, Store};
 use utoipa::ToSchema;
@@ -98,6 +98,15 @@ fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error
 }
 
 impl JobDefaults {
+    /// Parses and checks a JSON document (unknown keys and out-of-range
+    /// values are errors that say which key).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        let d: Self =
+            serde_json::from_slice(bytes).map_err(|e| format!("invalid job defaults: {e}"))?;
+        d.check()?;
+        Ok(d)
+    }
+
     fn check(&self) -> Result<(), String> {
         let range = |name: &str, v: Option<f64>, lo: f64, hi: f64, lo_open: bool| match v {
             Some(x) if !(x.is_finite() && (if lo_open { x > lo } else { x >= lo }) && x <= hi) => {
@@ -222,6 +231,14 @@ pub enum KeyProvider {
 }
 
 impl KeyProvider {
+    /// Parses and checks a JSON document (`{"provider": "aws", …}`).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        let p: Self =
+            serde_json::from_slice(bytes).map_err(|e| format!("invalid key provider: {e}"))?;
+        p.check()?;
+        Ok(p)
+    }
+
     fn check(&self) -> Result<(), String> {
         let field = |name: &str, v: &str| {
             if v.trim().is_empty() || v.chars().count() > 512 || v.chars().any(char::is_control) {
@@ -295,10 +312,6 @@ pub(super) fn job_defaults(store: &Store) -> Result<JobDefaults, ApiError> {
     }
 }
 
-fn parse<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid {what}: {e}")))
-}
-
 fn section(store: &Store, name: &str, default: Value) -> Result<Value, ApiError> {
     Ok(match store.settings(name).map_err(ApiError::internal)? {
         Some(s) => {
@@ -368,8 +381,7 @@ pub(super) async fn put_job_defaults(
         "PUT /api/v1/settings/job_defaults",
         ApiRole::Operator,
     )?;
-    let defaults: JobDefaults = parse(&body, "job defaults")?;
-    defaults.check().map_err(ApiError::bad_request)?;
+    let defaults = JobDefaults::from_json(&body).map_err(ApiError::bad_request)?;
     let value = serde_json::to_value(&defaults).map_err(ApiError::internal)?;
     save(&state, JOB_DEFAULTS, value, &token.id)
 }
@@ -391,8 +403,7 @@ pub(super) async fn put_key_provider(
         "PUT /api/v1/settings/key_provider",
         ApiRole::Admin,
     )?;
-    let provider: KeyProvider = parse(&body, "key provider")?;
-    provider.check().map_err(ApiError::bad_request)?;
+    let provider = KeyProvider::from_json(&body).map_err(ApiError::bad_request)?;
     let value = serde_json::to_value(&provider).map_err(ApiError::internal)?;
     save(&state, KEY_PROVIDER, value, &token.id)
 }
@@ -414,8 +425,7 @@ pub(super) async fn test_key_provider(
         "POST /api/v1/settings/key_provider/test",
         ApiRole::Admin,
     )?;
-    let provider: KeyProvider = parse(&body, "key provider")?;
-    provider.check().map_err(ApiError::bad_request)?;
+    let provider = KeyProvider::from_json(&body).map_err(ApiError::bad_request)?;
     let ops = ops(&state)?.clone();
     // Probes block (sockets, PKCS#11 modules): off the async workers.
     let check = tokio::task::spawn_blocking(move || ops.test_key_provider(&provider))
