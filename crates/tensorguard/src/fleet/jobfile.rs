@@ -466,9 +466,14 @@ pub fn with_defaults(text: &str, defaults: &tg_coordinator::api::JobDefaults) ->
     fill("job", "lr", float(defaults.lr));
     fill("privacy", "target_epsilon", float(defaults.target_epsilon));
     fill("privacy", "delta", float(defaults.delta));
+    fill("secure_aggregation", "sparsity", float(defaults.sparsity));
     if changed {
         toml::to_string(&doc).unwrap_or_else(|_| text.to_owned())
     } else {
         text.to_owned()
     }
 }
+
+#[cfg(test)]
+#[path = "jobfile_tests.rs"]
+mod tests;

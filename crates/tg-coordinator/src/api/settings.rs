@@ -78,6 +78,11 @@ pub struct JobDefaults {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
     pub delta: Option<f64>,
+    /// Fraction of coordinates each agent sends, for jobs with a
+    /// `[secure_aggregation]` table (0 < f ≤ 1; shared random-k).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
+    pub sparsity: Option<f64>,
 }
 
 /// A whole number, also when JSON spells it `7.0` (JSON Schema's integers
@@ -141,6 +146,7 @@ impl JobDefaults {
             false,
         )?;
         range("target_epsilon", self.target_epsilon, 0.0, 100.0, true)?;
+        range("sparsity", self.sparsity, 0.0, 1.0, true)?;
         match self.delta {
             Some(d) if !(d > 0.0 && d < 1.0) => Err(format!("delta = {d} is outside (0, 1)")),
             _ => Ok(()),

@@ -1,0 +1,48 @@
+//! Job defaults from the API's settings fill only what a job file leaves out.
+
+use tg_coordinator::api::JobDefaults;
+
+use super::{parse, with_defaults};
+
+const FILE: &str = "[job]\ndataset = \"digits\"\nclients = 4\nlr = 0.2\n\n\
+                    [privacy]\nmode = \"local-sgd\"\nnoise_multiplier = 1.0\n\
+                    sampling_rate = 0.05\nsteps_per_round = 5\n";
+
+#[test]
+fn defaults_fill_absent_keys_and_never_override_the_file() {
+    let defaults = JobDefaults {
+        rounds: Some(9),
+        lr: Some(0.01),
+        target_epsilon: Some(3.5),
+        sparsity: Some(0.5),
+        ..JobDefaults::default()
+    };
+    let text = with_defaults(FILE, &defaults);
+    let job = parse("test", text.as_bytes()).expect("valid with defaults");
+    assert_eq!(job.spec.rounds, 9);
+    assert!(
+        (job.spec.train.learning_rate - 0.2).abs() < 1e-6,
+        "the file's lr wins"
+    );
+    let privacy = job.spec.privacy.expect("privacy");
+    assert!((privacy.target_epsilon.get() - 3.5).abs() < 1e-12);
+    // No [secure_aggregation] table: sparsity is not invented.
+    assert!(job.spec.secure_aggregation.is_none());
+}
+
+#[test]
+fn without_defaults_a_file_missing_a_required_key_is_refused() {
+    let err = parse(
+        "test",
+        with_defaults(FILE, &JobDefaults::default()).as_bytes(),
+    )
+    .err()
+    .expect("target_epsilon is required");
+    assert!(err.to_string().contains("target_epsilon"), "{err}");
+}
+
+#[test]
+fn text_that_is_not_toml_is_passed_through_for_parse_to_report() {
+    let junk = "not = [toml";
+    assert_eq!(with_defaults(junk, &JobDefaults::default()), junk);
+}
