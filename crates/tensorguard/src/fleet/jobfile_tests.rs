@@ -32,12 +32,10 @@ fn defaults_fill_absent_keys_and_never_override_the_file() {
 
 #[test]
 fn without_defaults_a_file_missing_a_required_key_is_refused() {
-    let err = parse(
-        "test",
-        with_defaults(FILE, &JobDefaults::default()).as_bytes(),
-    )
-    .err()
-    .expect("target_epsilon is required");
+    let text = with_defaults(FILE, &JobDefaults::default());
+    let Err(err) = parse("test", text.as_bytes()) else {
+        panic!("target_epsilon is required");
+    };
     assert!(err.to_string().contains("target_epsilon"), "{err}");
 }
 
