@@ -102,6 +102,12 @@ enrollment = true
     for (const c of children) c.kill("SIGKILL");
   });
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  // On failure: a screenshot and what the page and the API said.
+  t.after(async () => {
+    if (t.passed === false || process.exitCode) {
+      await page.screenshot({ path: path.join(artifacts, "99-failure.png"), fullPage: true }).catch(() => {});
+    }
+  });
   const consoleErrors = [];
   page.on("pageerror", (e) => consoleErrors.push(e.message));
   const shot = (name) => page.screenshot({ path: path.join(artifacts, `${name}.png`), fullPage: true });
@@ -184,7 +190,12 @@ enrollment = true
   await page.reload();
   await page.waitForSelector("#nav:not([hidden])");
   await open("settings");
-  await page.waitForFunction(() => document.querySelector("#defaults-form input[name=rounds]").value === "7");
+  await page.waitForFunction(() => document.querySelector("#defaults-form input[name=rounds]").value === "7", null, { timeout: 30000 })
+    .catch(async (e) => {
+      await shot("99-failure");
+      const api = await (await fetch(`${base}/api/v1/settings`, { headers: { Authorization: `Bearer ${admin}` } })).text();
+      throw new Error(`${e.message}\npage: ${await page.textContent("#page-settings")}\nerror banner: ${await page.textContent("#error")}\nAPI: ${api}`);
+    });
   assert.equal(await page.inputValue("#defaults-form input[name=target_epsilon]"), "2.5");
   assert.match(await page.textContent("#defaults-status"), /Last changed .* by token/);
   await shot("09-settings-persisted");

@@ -165,8 +165,12 @@ async function onEvent(kind, data) {
   if (kind === "round" || kind === "job") {
     if (!state.job || data.job === state.job || (data.id && data.id === state.job)) await refreshJobData();
   }
-  if (kind !== "hello") await renderPage();
+  // Pages with forms (settings) or a query the operator typed (audit) are
+  // never redrawn under the operator's hands.
+  if (kind !== "hello" && LIVE_PAGES.has(state.page)) await renderPage();
 }
+
+const LIVE_PAGES = new Set(["overview", "training", "compression", "privacy", "experts"]);
 
 // ---- pages ----
 async function renderPage() {
