@@ -1,114 +1,19 @@
 //! Operators' tools against a real coordinator: job submission through the
-//! REST API, schemathesis over the OpenAPI document, Prometheus scraping
-//! `/metrics` with the shipped alert rules, and the dashboard in a real
-//! browser. The external tools (schemathesis, prometheus/promtool, node +
-//! playwright-core + chromium) are installed by `.ci/run`; where one is
-//! missing the test says so and skips, unless
-//! TENSORGUARD_REQUIRE_OPERATOR_TOOLS=1 (set by `.ci/run`) makes it fail.
+//! REST API, schemathesis over the OpenAPI document, TLS, and the dashboard
+//! in a real browser (also over the demo's store). The external tools
+//! (schemathesis, node + playwright-core + chromium, openssl, curl) are
+//! installed by `.ci/run`; where one is missing the test says so and skips,
+//! unless TENSORGUARD_REQUIRE_OPERATOR_TOOLS=1 (set by `.ci/run`) makes it
+//! fail.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::served::{job_file, repo, serve, token, tool};
 use common::{free_port, http_get, http_request, tg_command, wait_for};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// `name`, found by `env` or on PATH or at `fallback`; None (after saying
-/// why) when absent and not required.
-fn tool(name: &str, env: &str, fallback: Option<PathBuf>) -> Option<PathBuf> {
-    let found = std::env::var_os(env)
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("PATH").and_then(|p| {
-                std::env::split_paths(&p)
-                    .map(|d| d.join(name))
-                    .find(|c| c.is_file())
-            })
-        })
-        .or(fallback.filter(|f| f.exists()));
-    if found.is_none() {
-        let msg =
-            format!("{name} not found (set {env}, or run .ci/run, which installs it): skipping");
-        assert!(
-            std::env::var("TENSORGUARD_REQUIRE_OPERATOR_TOOLS").as_deref() != Ok("1"),
-            "{msg}"
-        );
-        eprintln!("SKIP: {msg}");
-    }
-    found
-}
-
-/// A coordinator serving its API (no job yet) with an admin token.
-struct Served {
-    dir: tempfile::TempDir,
-    child: Child,
-    addr: String,
-    admin: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn token(dir: &Path, role: &str) -> String {
-    let out = tg_command()
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["api", "token", "create", "--role", role, "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["token"].as_str().unwrap().to_owned()
-}
-
-fn serve(before: impl FnOnce(&Path)) -> Served {
-    let dir = tempfile::tempdir().unwrap();
-    before(dir.path());
-    let admin = token(dir.path(), "admin");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let log = std::fs::File::create(dir.path().join("coordinator.log")).unwrap();
-    let child = tg_command()
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["coordinator", "start", "--serve", "--api", &addr])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    wait_for(Duration::from_secs(60), || {
-        (http_get(&addr, "/api/v1/openapi.json", None).0 == 200).then_some(())
-    })
-    .expect("the coordinator's API did not come up");
-    Served {
-        dir,
-        child,
-        addr,
-        admin,
-    }
-}
-
-fn job_file(port: u16) -> String {
-    format!(
-        "[job]\ndataset = \"digits\"\nclients = 2\nrounds = 3\nmin_clients = 2\n\n\
-         [network]\nlisten = [\"/ip4/127.0.0.1/tcp/{port}\"]\nmdns = false\n\n\
-         [deadlines]\njoin_secs = 120\n"
-    )
-}
 
 #[test]
 fn jobs_are_submitted_and_stopped_through_the_api_and_bad_job_files_are_400() {
@@ -257,78 +162,6 @@ fn schemathesis_finds_no_server_errors_and_no_schema_violations() {
 }
 
 #[test]
-fn prometheus_scrapes_the_coordinator_and_loads_the_alert_rules() {
-    let Some(promtool) = tool("promtool", "PROMTOOL", None) else {
-        return;
-    };
-    let Some(prometheus) = tool("prometheus", "PROMETHEUS", None) else {
-        return;
-    };
-    let rules = repo().join("deploy/prometheus/alerts.yml");
-    let out = Command::new(promtool)
-        .args(["check", "rules"])
-        .arg(&rules)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "promtool: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains("SUCCESS: 13 rules found"), "{text}");
-
-    let s = serve(|_| {});
-    let work = tempfile::tempdir().unwrap();
-    let config = work.path().join("prometheus.yml");
-    // The shipped scrape config, pointed at this coordinator and scraping fast.
-    let shipped = std::fs::read_to_string(repo().join("deploy/prometheus/prometheus.yml")).unwrap();
-    let ours = shipped
-        .replace("scrape_interval: 15s", "scrape_interval: 1s")
-        .replace("evaluation_interval: 15s", "evaluation_interval: 1s")
-        .replace("127.0.0.1:9100", &s.addr)
-        .replace("- alerts.yml", &format!("- {}", rules.display()));
-    std::fs::write(&config, ours).unwrap();
-    let web = format!("127.0.0.1:{}", free_port());
-    let mut prom = Command::new(prometheus)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            work.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address={web}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(work.path().join("prometheus.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let up = wait_for(Duration::from_secs(90), || {
-        let (status, body) = http_get(
-            &web,
-            "/api/v1/query?query=tensorguard_coordinator_data_dir_size_bytes",
-            None,
-        );
-        (status == 200 && body.contains("\"tensorguard_coordinator_data_dir_size_bytes\""))
-            .then_some(body)
-    });
-    let (_, targets) = http_get(&web, "/api/v1/targets", None);
-    let (_, loaded) = http_get(&web, "/api/v1/rules", None);
-    let _ = prom.kill();
-    let _ = prom.wait();
-    let log = std::fs::read_to_string(work.path().join("prometheus.log")).unwrap_or_default();
-    assert!(
-        up.is_some(),
-        "Prometheus did not scrape the coordinator:\n{targets}\n{log}"
-    );
-    assert!(targets.contains("\"health\":\"up\""), "{targets}");
-    assert_eq!(
-        loaded.matches("\"type\":\"alerting\"").count(),
-        13,
-        "{loaded}"
-    );
-    assert!(!loaded.contains("\"health\":\"err\""), "{loaded}");
-}
-
-#[test]
 fn the_dashboard_works_in_a_real_browser() {
     let Some(node) = tool("node", "NODE", None) else {
         return;
@@ -373,78 +206,6 @@ fn the_dashboard_works_in_a_real_browser() {
             "no screenshot {page}"
         );
     }
-}
-
-/// A one-endpoint OTLP/HTTP sink: records each request's path and body.
-fn otlp_sink() -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
-    // Bounded: the exporter sends one batch per flush; a few are plenty.
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (tx, rx) = std::sync::mpsc::sync_channel(64);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
-            let mut len = 0;
-            loop {
-                let mut h = String::new();
-                reader.read_line(&mut h).unwrap();
-                if h.trim().is_empty() {
-                    break;
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap();
-                }
-            }
-            let mut body = vec![0; len];
-            reader.read_exact(&mut body).unwrap();
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            let _ = tx.try_send((path, body));
-        }
-    });
-    (addr, rx)
-}
-
-#[test]
-fn spans_are_exported_over_otlp_when_an_endpoint_is_set_and_services_say_when_not() {
-    let (sink, received) = otlp_sink();
-    let dir = tempfile::tempdir().unwrap();
-    let out = tg_command()
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["demo", "--rounds", "2", "--clients", "3", "--no-baseline"])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{sink}"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("traces: exported over OTLP/HTTP"),
-        "{stderr}"
-    );
-    let (path, body) = received
-        .recv_timeout(Duration::from_secs(30))
-        .expect("no OTLP request reached the collector");
-    assert_eq!(path, "/v1/traces");
-    let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
-    assert!(
-        has(b"tensorguard-demo") && has(b"round"),
-        "{} bytes",
-        body.len()
-    );
-
-    // A service with no endpoint says so at start-up.
-    let s = serve(|_| {});
-    let log = std::fs::read_to_string(s.dir.path().join("coordinator.log")).unwrap();
-    assert!(
-        log.contains("traces: not exported (no OTLP endpoint"),
-        "{log}"
-    );
 }
 
 #[test]
@@ -530,4 +291,61 @@ fn the_api_is_served_over_tls_when_a_certificate_is_configured() {
     assert_eq!(jobs, "200");
     assert_eq!(anon, "401");
     assert_ne!(plain, 200, "plain HTTP must not be served on a TLS port");
+}
+
+#[test]
+fn the_demo_can_be_watched_in_the_dashboard_with_a_printed_viewer_token() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = tg_command()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "demo",
+            "--rounds",
+            "2",
+            "--clients",
+            "3",
+            "--no-baseline",
+            "--dashboard",
+            &addr,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut token = None;
+    let mut over = false;
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(i) = line.find("tgapi_") {
+            token = Some(line[i..].trim().to_owned());
+        }
+        if line.contains("the dashboard stays up") {
+            over = true;
+            break;
+        }
+    }
+    let token = token.expect("no viewer token printed");
+    assert!(over, "the demo did not finish");
+    let (status, jobs) = http_get(&addr, "/api/v1/jobs", Some(&token));
+    let (page, _) = http_get(&addr, "/", None);
+    // Read-only: a viewer cannot change anything, and nothing can be queued.
+    let (put, _) = http_request(
+        &addr,
+        "PUT",
+        "/api/v1/settings/job_defaults",
+        Some(&token),
+        "{}",
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{jobs}");
+    assert!(
+        jobs.contains("\"kind\":\"demo\"") && jobs.contains("completed"),
+        "{jobs}"
+    );
+    assert_eq!(page, 200);
+    assert_eq!(put, 403);
 }

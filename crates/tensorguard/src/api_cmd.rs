@@ -30,6 +30,27 @@ fn audit(data_dir: &Path, event: &str, body: serde_json::Value) -> Result<(), Cl
     crate::keys::record(data_dir, &ring, &pass, event, None, body)
 }
 
+/// A fresh token of `role` (from the OS CSPRNG), stored as its digest;
+/// the token itself is returned once.
+pub fn new_token(
+    store: &Store,
+    data_dir: &Path,
+    role: ApiRole,
+    label: &str,
+    ttl: Option<std::time::Duration>,
+) -> Result<(zeroize::Zeroizing<String>, tg_store::ApiToken), CliError> {
+    let mut id = [0u8; 8];
+    let mut secret = [0u8; 32];
+    crate::errors::os_random(&mut id)?;
+    crate::errors::os_random(&mut secret)?;
+    let token =
+        zeroize::Zeroizing::new(format!("tgapi_{}_{}", hex::encode(id), hex::encode(secret)));
+    let rec = store
+        .add_api_token(&token, role, label, ttl.map(|t| t.as_millis() as i64))
+        .map_err(|e| from_store(e, data_dir))?;
+    Ok((token, rec))
+}
+
 pub fn run(cmd: ApiCommand, data_dir: &Path, out: &Output) -> Result<(), CliError> {
     let store = Store::open(data_dir).map_err(|e| from_store(e, data_dir))?;
     match cmd {
@@ -38,18 +59,7 @@ pub fn run(cmd: ApiCommand, data_dir: &Path, out: &Output) -> Result<(), CliErro
             label,
             ttl,
         }) => {
-            let mut id = [0u8; 8];
-            let mut secret = [0u8; 32];
-            crate::errors::os_random(&mut id)?;
-            crate::errors::os_random(&mut secret)?;
-            let token = zeroize::Zeroizing::new(format!(
-                "tgapi_{}_{}",
-                hex::encode(id),
-                hex::encode(secret)
-            ));
-            let rec = store
-                .add_api_token(&token, role(r), &label, ttl.map(|t| t.as_millis() as i64))
-                .map_err(|e| from_store(e, data_dir))?;
+            let (token, rec) = new_token(&store, data_dir, role(r), &label, ttl)?;
             audit(
                 data_dir,
                 kind::API_TOKEN_CREATED,

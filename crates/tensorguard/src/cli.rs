@@ -305,6 +305,11 @@ pub struct DemoArgs {
     /// Skip training the centralized yardstick.
     #[arg(long)]
     pub no_baseline: bool,
+    /// Watch the demo in the web dashboard on this address (`--dashboard`
+    /// alone: 127.0.0.1:9100); prints a one-hour viewer token and keeps
+    /// serving after the demo until Ctrl-C.
+    #[arg(long, value_name = "IP:PORT", num_args = 0..=1, default_missing_value = "127.0.0.1:9100")]
+    pub dashboard: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub dp: DpArgs,
     #[command(flatten)]

@@ -10,6 +10,7 @@ mod bench_trust;
 mod cli;
 mod config;
 mod demo;
+mod demo_dashboard;
 mod dp;
 mod dp_distributed;
 mod errors;
@@ -133,9 +134,16 @@ fn run(cli: Cli, out: &Output) -> Result<(), CliError> {
         Command::Demo(args) => {
             let mut spec = config::resolve_demo(&args, &loaded.file.demo).map_err(|(_, e)| e)?;
             dp::shape_federation(&args, &mut spec)?;
+            let dashboard = args
+                .dashboard
+                .map(|addr| demo_dashboard::start(addr, &data_dir, out))
+                .transpose()?;
             let summary = demo::run(spec, &args, &data_dir, out)?;
             if out.json {
                 out.json_value(&summary);
+            }
+            if let Some(d) = dashboard {
+                d.serve_until_interrupted(out);
             }
             Ok(())
         }

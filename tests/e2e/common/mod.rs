@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use tg_types::Parameters;
 
+pub mod served;
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tensorguard")
 }
