@@ -409,3 +409,34 @@ async fn the_dashboard_and_the_spec_need_no_token() {
         assert_eq!(s, StatusCode::OK, "{path}");
     }
 }
+
+#[test]
+fn authorize_names_the_role_a_route_needs() {
+    let f = fixture();
+    let mut headers = axum::http::HeaderMap::new();
+    let viewer = format!("Bearer {}", token(ApiRole::Viewer));
+    headers.insert("authorization", viewer.parse().unwrap());
+    let authorize = tg_coordinator::api::auth::authorize;
+    assert!(authorize(&f.state, &headers, "test", ApiRole::Viewer).is_ok());
+    let e = authorize(&f.state, &headers, "test", ApiRole::Operator).unwrap_err();
+    assert_eq!(e.status, StatusCode::FORBIDDEN);
+    assert!(e.message.contains("operator"));
+    // A job id prefix finds the job; an unknown one is a 404.
+    let (s, _) = tokio_test_get(&f, &format!("/api/v1/jobs/{}/privacy", &f.job[..8]));
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = tokio_test_get(&f, "/api/v1/jobs/ffffffff");
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+fn tokio_test_get(f: &Fixture, path: &str) -> (StatusCode, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(call(
+        &f.state,
+        &Method::GET,
+        path,
+        Some(&token(ApiRole::Viewer)),
+        "",
+    ))
+}

@@ -66,7 +66,8 @@ pub struct SubmittedJob {
 /// What a key provider's connection test found.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ProviderCheck {
-    /// `ok`, `unreachable` or `misconfigured`.
+    /// `ok`, `reachable` (cloud: connected, credentials not checked),
+    /// `unreachable` or `misconfigured`.
     pub status: String,
     /// What was tried and what happened.
     pub detail: String,

@@ -417,7 +417,7 @@ pub(super) async fn put_key_provider(
 /// Tries to reach a key provider; reports honestly what happened.
 #[utoipa::path(post, operation_id = "test_key_provider", path = "/api/v1/settings/key_provider/test", tag = "settings", security(("bearer" = [])),
     request_body = KeyProvider,
-    responses((status = 200, description = "What the test found (`ok`, `unreachable`, `misconfigured`)", body = ProviderCheck),
+    responses((status = 200, description = "What the test found (`ok`, `reachable`, `unreachable`, `misconfigured`)", body = ProviderCheck),
         (status = 400, description = "Not a key provider configuration", body = ErrorBody),
         (status = 503, description = "Read-only server", body = ErrorBody), Denied))]
 pub(super) async fn test_key_provider(
