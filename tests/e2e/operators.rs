@@ -349,3 +349,63 @@ fn the_demo_can_be_watched_in_the_dashboard_with_a_printed_viewer_token() {
     assert_eq!(page, 200);
     assert_eq!(put, 403);
 }
+
+#[test]
+fn a_serving_coordinator_runs_submitted_jobs_one_after_another() {
+    let s = serve(|_| {});
+    let port = free_port();
+    for rounds in [1, 2] {
+        let job = format!(
+            "[job]\ndataset = \"digits\"\nclients = 1\nrounds = {rounds}\nmin_clients = 1\n\n\
+             [network]\nlisten = [\"/ip4/127.0.0.1/tcp/{port}\"]\nmdns = false\n"
+        );
+        let (status, text) = http_request(&s.addr, "POST", "/api/v1/jobs", Some(&s.admin), &job);
+        assert_eq!(status, 202, "{text}");
+        let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["job"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let addrs = s.dir.path().join("coordinator.addrs");
+        // Each job starts its own node on the same port once the last one is gone.
+        let addr = wait_for(Duration::from_secs(60), || {
+            let log = std::fs::read_to_string(s.dir.path().join("coordinator.log")).ok()?;
+            let text = std::fs::read_to_string(&addrs).ok()?;
+            log.contains(&format!("job {id} · peer id"))
+                .then(|| text.lines().next().map(str::to_owned))
+                .flatten()
+        })
+        .expect("the submitted job did not start");
+        let enroll = tg_command()
+            .arg("--data-dir")
+            .arg(s.dir.path())
+            .args(["enroll", "create", "--json"])
+            .output()
+            .unwrap();
+        let enroll: serde_json::Value = serde_json::from_slice(&enroll.stdout).unwrap();
+        let agent_dir = tempfile::tempdir().unwrap();
+        let agent = tg_command()
+            .arg("--data-dir")
+            .arg(agent_dir.path())
+            .args([
+                "agent",
+                "start",
+                "--once",
+                "--coordinator",
+                &addr,
+                "--enroll",
+            ])
+            .arg(enroll["token"].as_str().unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            agent.status.success(),
+            "{}",
+            String::from_utf8_lossy(&agent.stderr)
+        );
+        let done = wait_for(Duration::from_secs(60), || {
+            let (_, body) = http_get(&s.addr, &format!("/api/v1/jobs/{id}"), Some(&s.admin));
+            body.contains("\"status\":\"completed\"").then_some(body)
+        });
+        assert!(done.is_some_and(|b| b.contains(&format!("\"rounds_committed\":{rounds}"))));
+    }
+}
