@@ -25,6 +25,7 @@ pub fn time<T>(repeat: usize, mut f: impl FnMut() -> T) -> (f64, T) {
 pub fn run(cmd: BenchCommand, out: &Output) -> Result<(), CliError> {
     match cmd {
         BenchCommand::Fleet(a) => crate::fleet::bench::run(&a, out),
+        BenchCommand::Api { rounds, requests } => crate::bench_api::run(rounds, requests, out),
         BenchCommand::Trust { vectors, repeat } => crate::bench_trust::run(&vectors, repeat, out),
         BenchCommand::Accountant { repeat } => {
             let p = |q: f64, s: f64| -> Result<_, CliError> {

@@ -124,6 +124,16 @@ pub enum BenchCommand {
     /// A real fleet on this machine: a coordinator and N agent processes on
     /// 127.0.0.1 (start-to-ready, idle RSS, coordinator overhead per round).
     Fleet(FleetBenchArgs),
+    /// The operators' REST API: request latency over a store of `rounds`
+    /// rounds, and how soon a recorded round reaches the live event stream.
+    Api {
+        /// Rounds recorded in the benchmark's store.
+        #[arg(long, default_value_t = 200)]
+        rounds: u32,
+        /// Requests per route.
+        #[arg(long, default_value_t = 500)]
+        requests: usize,
+    },
     /// Trust primitives: attestation verification on the public vectors,
     /// key unsealing, audit-log append and verify.
     Trust {
