@@ -168,6 +168,23 @@ fn served_after(reasons: &[&str], attack: impl FnOnce(&mut Fleet, &str)) {
     let (status, body) = http_get(&api, "/api/v1/jobs", Some(token));
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"jobs\""), "{body}");
+    // Without --serve this process ends with its job: it queues nothing.
+    let out = tg_command()
+        .arg("--data-dir")
+        .arg(fleet.coord_dir())
+        .args(["--json", "api", "token", "create", "--role", "operator"])
+        .output()
+        .unwrap();
+    let operator: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (status, body) = common::http_request(
+        &api,
+        "POST",
+        "/api/v1/jobs",
+        operator["token"].as_str(),
+        &opts.toml(),
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("--serve"), "{body}");
     let tokens = fleet.tokens(3);
     for (i, t) in tokens.iter().enumerate() {
         fleet.start_agent(i, 3, &addr, Some(t));

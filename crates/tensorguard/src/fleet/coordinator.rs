@@ -76,6 +76,7 @@ async fn serve(
         open()?,
         data_dir,
         shared.audit.clone(),
+        args.serve,
     ));
     if let Some(addr) = args.api {
         let mut state = tg_coordinator::api::ApiState::new(open()?);

@@ -49,6 +49,9 @@ pub struct CoordinatorOps {
     store: Mutex<Store>,
     data_dir: PathBuf,
     audit: Arc<NodeAudit>,
+    /// False for `coordinator start --job` without `--serve`: that process
+    /// ends with its job, so a queued job would never run.
+    accepts_jobs: bool,
 }
 
 impl CoordinatorOps {
@@ -57,6 +60,7 @@ impl CoordinatorOps {
         store: Store,
         data_dir: &Path,
         audit: Arc<NodeAudit>,
+        accepts_jobs: bool,
     ) -> Self {
         Self {
             queue,
@@ -64,6 +68,7 @@ impl CoordinatorOps {
             store: Mutex::new(store),
             data_dir: data_dir.to_owned(),
             audit,
+            accepts_jobs,
         }
     }
 
@@ -152,6 +157,11 @@ impl Operations for CoordinatorOps {
         job_file: &str,
         defaults: &JobDefaults,
     ) -> Result<SubmittedJob, OperationError> {
+        if !self.accepts_jobs {
+            return Err(OperationError::Unavailable(
+                "this coordinator runs one job and exits (started without --serve); start it with `coordinator start --serve --api …` to take jobs from the API".into(),
+            ));
+        }
         let effective = jobfile::with_defaults(job_file, defaults);
         let job = jobfile::parse("(request body)", effective.as_bytes())
             .map_err(|e| OperationError::Invalid(e.to_string()))?;
