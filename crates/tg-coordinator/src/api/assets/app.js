@@ -5,7 +5,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { token: sessionStorage.getItem("tg-token"), job: null, jobs: [], rounds: [], agents: [], stage: null, models: [], page: "overview", live: null };
+const state = { token: sessionStorage.getItem("tg-token"), job: null, pinned: false, jobs: [], rounds: [], agents: [], stage: null, models: [], page: "overview", live: null };
 
 class ApiFailure extends Error {}
 
@@ -99,7 +99,10 @@ async function refreshJobs() {
     select.append(o);
   }
   const running = state.jobs.find((j) => j.status === "running");
-  state.job = keep && state.jobs.some((j) => j.id === keep) ? keep : (running || state.jobs[0] || {}).id || null;
+  // Follow the running job unless the operator picked one.
+  const kept = keep && state.jobs.some((j) => j.id === keep) && (state.pinned || !running);
+  state.job = kept ? keep : (running || state.jobs[0] || {}).id || null;
+  if (state.job !== keep) state.stage = null;
   if (state.job) select.value = state.job;
 }
 
@@ -367,6 +370,7 @@ document.addEventListener("DOMContentLoaded", () => {
   window.addEventListener("hashchange", () => show(location.hash.slice(1)));
   $("job-select").addEventListener("change", async (ev) => {
     state.job = ev.target.value;
+    state.pinned = true;
     state.stage = null;
     try { await refreshJobData(); await renderPage(); showError(null); } catch (e) { showError(e); }
   });
