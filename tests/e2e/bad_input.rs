@@ -157,32 +157,14 @@ fn served_after(reasons: &[&str], attack: impl FnOnce(&mut Fleet, &str)) {
     }
     // The REST API on the same address: bearer tokens, roles.
     assert_eq!(http_get(&api, "/api/v1/jobs", None).0, 401);
-    let out = tg_command()
-        .arg("--data-dir")
-        .arg(fleet.coord_dir())
-        .args(["--json", "api", "token", "create", "--role", "viewer"])
-        .output()
-        .unwrap();
-    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let token = created["token"].as_str().unwrap();
-    let (status, body) = http_get(&api, "/api/v1/jobs", Some(token));
+    let token = common::served::token(&fleet.coord_dir(), "viewer");
+    let (status, body) = http_get(&api, "/api/v1/jobs", Some(&token));
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"jobs\""), "{body}");
     // Without --serve this process ends with its job: it queues nothing.
-    let out = tg_command()
-        .arg("--data-dir")
-        .arg(fleet.coord_dir())
-        .args(["--json", "api", "token", "create", "--role", "operator"])
-        .output()
-        .unwrap();
-    let operator: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let (status, body) = common::http_request(
-        &api,
-        "POST",
-        "/api/v1/jobs",
-        operator["token"].as_str(),
-        &opts.toml(),
-    );
+    let operator = common::served::token(&fleet.coord_dir(), "operator");
+    let (status, body) =
+        common::http_request(&api, "POST", "/api/v1/jobs", Some(&operator), &opts.toml());
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("--serve"), "{body}");
     let tokens = fleet.tokens(3);

@@ -12,7 +12,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::served::{job_file, repo, serve, token, tool};
+use common::served::{enrollment, job_file, repo, serve, tg_ok, token, tool};
 use common::{free_port, http_get, http_request, tg_command, wait_for};
 
 #[test]
@@ -93,10 +93,9 @@ fn schemathesis_finds_no_server_errors_and_no_schema_violations() {
     };
     // A real job in the store, so the job routes answer with data.
     let s = serve(|dir| {
-        let out = tg_command()
-            .arg("--data-dir")
-            .arg(dir)
-            .args([
+        tg_ok(
+            dir,
+            &[
                 "demo",
                 "--rounds",
                 "2",
@@ -110,13 +109,7 @@ fn schemathesis_finds_no_server_errors_and_no_schema_violations() {
                 "--target-epsilon",
                 "8",
                 "--json",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+            ],
         );
     });
     let (_, jobs) = http_get(&s.addr, "/api/v1/jobs", Some(&s.admin));
@@ -375,13 +368,7 @@ fn a_serving_coordinator_runs_submitted_jobs_one_after_another() {
                 .flatten()
         })
         .expect("the submitted job did not start");
-        let enroll = tg_command()
-            .arg("--data-dir")
-            .arg(s.dir.path())
-            .args(["enroll", "create", "--json"])
-            .output()
-            .unwrap();
-        let enroll: serde_json::Value = serde_json::from_slice(&enroll.stdout).unwrap();
+        let enroll = enrollment(s.dir.path());
         let agent_dir = tempfile::tempdir().unwrap();
         let agent = tg_command()
             .arg("--data-dir")
@@ -394,7 +381,7 @@ fn a_serving_coordinator_runs_submitted_jobs_one_after_another() {
                 &addr,
                 "--enroll",
             ])
-            .arg(enroll["token"].as_str().unwrap())
+            .arg(&enroll)
             .output()
             .unwrap();
         assert!(

@@ -52,19 +52,33 @@ impl Drop for Served {
     }
 }
 
-pub fn token(dir: &Path, role: &str) -> String {
+/// Runs `tensorguard --data-dir DIR ARGS…`, which must succeed; its stdout.
+pub fn tg_ok(dir: &Path, args: &[&str]) -> Vec<u8> {
     let out = tg_command()
         .arg("--data-dir")
         .arg(dir)
-        .args(["api", "token", "create", "--role", role, "--json"])
+        .args(args)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "tensorguard {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    out.stdout
+}
+
+/// A new API token of `role` for the node in `dir`.
+pub fn token(dir: &Path, role: &str) -> String {
+    let out = tg_ok(dir, &["api", "token", "create", "--role", role, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    v["token"].as_str().unwrap().to_owned()
+}
+
+/// A one-time enrollment token from the coordinator in `dir`.
+pub fn enrollment(dir: &Path) -> String {
+    let out = tg_ok(dir, &["enroll", "create", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     v["token"].as_str().unwrap().to_owned()
 }
 
