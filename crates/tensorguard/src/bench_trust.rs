@@ -63,7 +63,19 @@ pub fn run(vectors: &Path, repeat: usize, out: &Output) -> Result<(), CliError> 
         verify_ms.insert(name.into(), json!(ms));
     }
     let pass = Passphrase::new("bench passphrase".into()).map_err(from_trust)?;
-    let dir = tempfile_dir()?;
+    // Removed when dropped, also when a step below fails.
+    let tmp = tempfile::Builder::new()
+        .prefix("tensorguard-bench-trust-")
+        .tempdir()
+        .map_err(|e| {
+            CliError::new(
+                Code::DataDirUnwritable,
+                "cannot create a temporary directory",
+                e.to_string(),
+                "set TMPDIR to a writable directory",
+            )
+        })?;
+    let dir = tmp.path();
     let key_path = dir.join("k.key");
     let key = IdentityKey::generate().map_err(from_trust)?;
     key.save_with(&key_path, &pass, true, KdfParams::default())
@@ -89,7 +101,6 @@ pub fn run(vectors: &Path, repeat: usize, out: &Output) -> Result<(), CliError> 
     let t = Instant::now();
     let report = verify_log(&log_path, &VerifyOptions::default()).map_err(from_trust)?;
     let verify_per_s = report.entries as f64 / t.elapsed().as_secs_f64();
-    let _ = std::fs::remove_dir_all(&dir);
     out.json_value(&json!({
         "attest_verify_ms": verify_ms,
         "argon2id_unseal_ms": unseal_ms,
@@ -100,19 +111,4 @@ pub fn run(vectors: &Path, repeat: usize, out: &Output) -> Result<(), CliError> 
         "repeat": repeat,
     }));
     Ok(())
-}
-
-fn tempfile_dir() -> Result<std::path::PathBuf, CliError> {
-    let mut b = [0u8; 8];
-    crate::errors::os_random(&mut b)?;
-    let d = std::env::temp_dir().join(format!("tensorguard-bench-trust-{}", hex::encode(b)));
-    std::fs::create_dir_all(&d).map_err(|e| {
-        CliError::new(
-            Code::DataDirUnwritable,
-            format!("cannot create {}", d.display()),
-            e.to_string(),
-            "set TMPDIR to a writable directory",
-        )
-    })?;
-    Ok(d)
 }
