@@ -10,7 +10,7 @@ use tg_secagg::crypto::Context;
 use tg_secagg::local::run_round;
 use tg_secagg::messages::Stage;
 use tg_secagg::packing::lane_mask;
-use tg_secagg::RoundConfig;
+use tg_secagg::{Floors, RoundConfig};
 
 use crate::cli::SecaggBenchArgs;
 use crate::errors::{invalid, CliError, Code};
@@ -50,14 +50,22 @@ pub fn run(a: &SecaggBenchArgs, out: &Output) -> Result<(), CliError> {
     let mut job = [0u8; 16];
     secret_rng.fill_bytes(&mut job);
     let cfg = RoundConfig::new(
-        Context { job, round: 1 },
+        Context::new(job, 1),
         keys.iter().map(SigningKey::verifying_key).collect(),
         a.dim,
         a.bits,
         0.05,
         a.dropout,
     )
+    .and_then(|c| c.with_threat(a.threat.into()))
     .map_err(secagg_error)?;
+    if cfg.threat != tg_secagg::Threat::Malicious {
+        out.note(&out.yellow(&format!("threat model: {}", cfg.threat.label())));
+    }
+    let floors = match cfg.threat {
+        tg_secagg::Threat::Malicious => Floors::default(),
+        _ => Floors::allowing_semi_honest(),
+    };
     let mask = lane_mask(a.bits);
     let inputs: Vec<Vec<u32>> = (0..a.clients)
         .map(|_| (0..a.dim).map(|_| data_rng.next_u32() & mask).collect())
@@ -89,12 +97,21 @@ pub fn run(a: &SecaggBenchArgs, out: &Output) -> Result<(), CliError> {
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-    let (sum, report) =
-        run_round(&cfg, &keys, inputs, &drops, &mut secret_rng, threads).map_err(secagg_error)?;
+    let (sum, report) = run_round(
+        &cfg,
+        &keys,
+        inputs,
+        &drops,
+        &floors,
+        &mut secret_rng,
+        threads,
+    )
+    .map_err(secagg_error)?;
     let correct = sum.sum == plain
         && sum.survivors == survivors.iter().map(|&i| i as u32).collect::<Vec<_>>();
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     let v = json!({
+        "threat": cfg.threat.label(),
         "clients": a.clients, "dim": a.dim, "dropout": a.dropout, "bits": a.bits,
         "degree": cfg.graph.degree, "threshold": cfg.graph.threshold, "threads": threads,
         "client_mask_ms": ms(report.client_mask), "client_total_ms": ms(report.client_total),

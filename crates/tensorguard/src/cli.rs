@@ -183,6 +183,28 @@ pub struct SecaggBenchArgs {
     /// Seed for the inputs and which clients drop (keys come from the OS).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// The server the thresholds are chosen against; semi-honest is the
+    /// lower-security setting, for comparison.
+    #[arg(long, value_enum, default_value_t = ThreatArg::Malicious)]
+    pub threat: ThreatArg,
+}
+
+/// The server secure aggregation defends against.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ThreatArg {
+    /// A coordinator that deviates from the protocol in any way (default).
+    Malicious,
+    /// LOWER SECURITY: a coordinator that follows the protocol.
+    SemiHonest,
+}
+
+impl From<ThreatArg> for tg_secagg::Threat {
+    fn from(t: ThreatArg) -> Self {
+        match t {
+            ThreatArg::Malicious => Self::Malicious,
+            ThreatArg::SemiHonest => Self::SemiHonest,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -79,6 +79,8 @@ pub struct Agent {
     identity: Option<ed25519_dalek::SigningKey>,
     /// The secure-aggregation round in progress.
     session: Option<secure::Session>,
+    /// The least this agent's owner accepts of a secure round (never the offer's).
+    floors: tg_secagg::Floors,
     /// What local shuffling is seeded with besides `seed` (default: the id).
     seed_name: String,
 }
@@ -99,6 +101,7 @@ impl Agent {
             guard: None,
             identity: None,
             session: None,
+            floors: tg_secagg::Floors::default(),
             seed_name: id.as_str().to_owned(),
             id,
         })
@@ -115,6 +118,13 @@ impl Agent {
     /// Gives the agent the identity key that signs its protocol messages.
     pub fn with_identity(mut self, key: ed25519_dalek::SigningKey) -> Self {
         self.identity = Some(key);
+        self
+    }
+
+    /// The data owner's floors for secure rounds: a round below them is
+    /// refused before anything is sent.
+    pub fn with_floors(mut self, floors: tg_secagg::Floors) -> Self {
+        self.floors = floors;
         self
     }
 

@@ -101,8 +101,8 @@ impl Agent {
             None => encoding.encode(&values, &mut rng, None),
         }
         .map_err(|e| e.to_string())?;
-        let (client, msg) =
-            Client::new(cfg, me, identity, lanes, &mut rng).map_err(|e| e.to_string())?;
+        let (client, msg) = Client::new(cfg, me, identity, lanes, &self.floors, &mut rng)
+            .map_err(|e| e.to_string())?;
         self.session = Some(Session { at, client, rng });
         Ok(msg)
     }

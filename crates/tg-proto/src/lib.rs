@@ -21,7 +21,7 @@ use tg_types::spec::{LocalObjective, TrainConfig};
 use tg_types::{AgentId, JobId, Parameters};
 
 /// Protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Largest frame [`decode`] accepts (256 MiB). Larger models are streamed in
 /// chunks by the network transport.
@@ -204,10 +204,14 @@ impl SecureRound {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let ctx = tg_secagg::crypto::Context {
-            job: *at.job.as_bytes(),
-            round: at.round,
-        };
+        let ctx = tg_secagg::crypto::Context::new(*at.job.as_bytes(), at.round);
+        // Everything else the round depends on (clipping, noise, encoding,
+        // sparsification, weighting) is bound into the configuration's digest,
+        // so two agents offered different parameters cannot complete a round.
+        let offer = postcard::to_allocvec(&(self, dim as u64)).map_err(|e| {
+            tg_secagg::SecAggError::Params(format!("cannot encode the round's parameters: {e}"))
+        })?;
+        let binding: [u8; 32] = tg_secagg::crypto::digest(b"tensorguard-secure-round", &offer);
         let cfg = tg_secagg::RoundConfig::new(
             ctx,
             identities,
@@ -217,7 +221,8 @@ impl SecureRound {
             self.dropout,
         )?
         .with_min_survivors(self.min_survivors.map_or(0, |m| m as usize))
-        .with_prg(self.prg);
+        .with_prg(self.prg)
+        .with_binding(binding);
         Ok((cfg, encoding))
     }
 

@@ -4,10 +4,17 @@
 //! returns the signed message for the next; calling one out of order is an
 //! error, never a panic. The client's secrets (the self-mask seed, both
 //! X25519 secrets, the input) live only here and are wiped on drop. The
-//! client enforces the rule that keeps inputs private even from a server
-//! that lies about dropouts: for each neighbour it reveals a share of the
-//! self-mask seed *or* of the mask key — never both — and only after every
-//! survivor it hears from has signed the same survivor set.
+//! client enforces the rules that keep inputs private from a server that
+//! deviates (Bell et al. 2020, malicious setting):
+//! - it masks only once it holds shares from at least `t` neighbours, and
+//!   with exactly those (E100);
+//! - it signs a survivor set only if the set is well formed and above the
+//!   floor, every surviving neighbour is one it masked with, and at least
+//!   `t` of those it masked with survive (E102–E105);
+//! - for each neighbour it reveals a share of the self-mask seed *or* of the
+//!   mask key — never both — and a self-mask share only with that survivor's
+//!   own signature on the same set (E106–E108), so no server can unmask a
+//!   survivor whose masking neighbours it declared dropped.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -17,20 +24,20 @@ use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::SecAggError;
-use crate::crypto::{Apply, KeyPair, Secret32, agree, apply_mask, derive, open, seal};
+use crate::crypto::{Apply, KeyPair, Secret32, agree, apply_mask, derive, open, seal, seal_key};
 use crate::messages::{
     AdvertiseKeys, ClientBody, ConsistencyCheck, MaskedInput, Sealed, ShareKeys, Signed, Stage,
     Unmask,
 };
 use crate::packing::{lane_mask, pack};
-use crate::round::RoundConfig;
+use crate::round::{Floors, RoundConfig};
 use crate::shamir::{self, Share};
+use crate::{Refusal, SecAggError};
 
-/// KDF purposes.
-pub(crate) const SEAL: &[u8] = b"share-seal";
-pub(crate) const MASK: &[u8] = b"pairwise-mask";
-pub(crate) const SELF_MASK: &[u8] = b"self-mask";
+/// KDF label of the pairwise mask seed (public: labels are not secrets).
+pub const MASK: &[u8] = b"pairwise-mask";
+/// KDF label of the self-mask seed.
+pub const SELF_MASK: &[u8] = b"self-mask";
 
 /// The plaintext of one sealed share pair.
 #[derive(Serialize, Deserialize, Zeroize)]
@@ -53,22 +60,34 @@ pub struct Client {
     next: Stage,
     /// Verified key advertisements of neighbours.
     advertised: BTreeMap<u32, AdvertiseKeys>,
-    /// Shares this client holds of each neighbour's secrets.
+    /// Shares this client holds of each neighbour's secrets: exactly the
+    /// neighbours it masked with.
     held: BTreeMap<u32, (Share, Share)>,
     survivors: Vec<u32>,
 }
 
+fn refused<T>(code: Refusal, detail: impl Into<String>) -> Result<T, SecAggError> {
+    Err(SecAggError::refused(code, detail))
+}
+
 impl Client {
     /// Starts a round with `input` (one u32 per lane, already encoded mod
-    /// 2^B); returns the client and its stage-1 message.
+    /// 2^B); returns the client and its stage-1 message. A round below the
+    /// data owner's `floors` is refused (E110) before anything is sent.
     pub fn new(
         cfg: Arc<RoundConfig>,
         me: u32,
         identity: SigningKey,
         input: Vec<u32>,
+        floors: &Floors,
         rng: &mut impl CryptoRng,
     ) -> Result<(Self, Signed), SecAggError> {
-        cfg.identity(me)?;
+        if cfg.identity(me)? != &identity.verifying_key() {
+            return Err(SecAggError::Params(format!(
+                "the round lists another identity for participant {me}"
+            )));
+        }
+        cfg.check_floors(floors)?;
         if input.len() != cfg.dim {
             return Err(SecAggError::Params(format!(
                 "input has {} lanes, the round expects {}",
@@ -109,10 +128,13 @@ impl Client {
 
     fn expect(&mut self, stage: Stage) -> Result<(), SecAggError> {
         if self.next != stage {
-            return Err(SecAggError::Protocol(format!(
-                "client {} expected input for {:?}, got {stage:?}",
-                self.me, self.next
-            )));
+            return refused(
+                Refusal::Malformed,
+                format!(
+                    "client {} expected input for {:?}, got {stage:?}",
+                    self.me, self.next
+                ),
+            );
         }
         Ok(())
     }
@@ -131,28 +153,34 @@ impl Client {
         self.expect(Stage::ShareKeys)?;
         for m in keys {
             if !self.cfg.are_neighbours(self.me, m.from) {
-                return Err(SecAggError::Protocol(format!(
-                    "server sent keys of client {}, not a neighbour of {}",
-                    m.from, self.me
-                )));
+                return refused(
+                    Refusal::Malformed,
+                    format!(
+                        "server sent keys of client {}, not a neighbour of {}",
+                        m.from, self.me
+                    ),
+                );
             }
             m.verify(&self.cfg.ctx, self.cfg.identity(m.from)?)?;
             let ClientBody::AdvertiseKeys(k) = &m.body else {
-                return Err(SecAggError::Protocol("expected key advertisements".into()));
+                return refused(Refusal::Malformed, "expected key advertisements");
             };
             if self.advertised.insert(m.from, k.clone()).is_some() {
-                return Err(SecAggError::Protocol(format!(
-                    "client {} advertised twice",
-                    m.from
-                )));
+                return refused(
+                    Refusal::Malformed,
+                    format!("client {} advertised twice", m.from),
+                );
             }
         }
         let t = self.cfg.graph.threshold;
         if self.advertised.len() < t {
-            return Err(SecAggError::Protocol(format!(
-                "only {} neighbours advertised keys, the threshold is {t}",
-                self.advertised.len()
-            )));
+            return refused(
+                Refusal::TooFewKeys,
+                format!(
+                    "{} neighbours' keys, the threshold is {t}",
+                    self.advertised.len()
+                ),
+            );
         }
         let holders: Vec<u32> = self.advertised.keys().copied().collect();
         let xs: Vec<u64> = holders.iter().map(|&h| RoundConfig::point(h)).collect();
@@ -171,17 +199,16 @@ impl Client {
                     .map_err(|e| SecAggError::Protocol(format!("encoding a share: {e}")))?,
             );
             pair.zeroize();
-            let key = agree(
+            let key = seal_key(
                 &self.share_keys.secret_bytes(),
                 &self.advertised[h].share_key,
                 &self.cfg.ctx,
-                SEAL,
                 self.me,
                 *h,
             )?;
             sealed.push(Sealed {
                 to: *h,
-                ciphertext: seal(&key, &plain)?,
+                ciphertext: seal(&key, &self.cfg.ctx, self.me, *h, &plain, rng)?,
             });
             plain.zeroize();
         }
@@ -189,52 +216,77 @@ impl Client {
         self.sign(ClientBody::ShareKeys(ShareKeys { sealed }))
     }
 
-    /// Stage 3: opens the shares addressed to this client and masks the input.
+    /// Stage 3: opens the shares addressed to this client and masks the
+    /// input with exactly the neighbours whose shares it now holds — at
+    /// least `t` of them, or it refuses (E100).
     pub fn on_shares(&mut self, sealed: &[(u32, Sealed)]) -> Result<Signed, SecAggError> {
         self.expect(Stage::MaskedInput)?;
         for (from, Sealed { to, ciphertext: ct }) in sealed {
             if *to != self.me {
-                return Err(SecAggError::Protocol(format!(
-                    "server forwarded a share for client {to} to {}",
-                    self.me
-                )));
+                return refused(
+                    Refusal::Malformed,
+                    format!("server forwarded a share for client {to} to {}", self.me),
+                );
             }
             let Some(keys) = self.advertised.get(from) else {
-                return Err(SecAggError::Protocol(format!(
-                    "shares from client {from}, which did not advertise to {}",
-                    self.me
-                )));
+                return refused(
+                    Refusal::Malformed,
+                    format!(
+                        "shares from client {from}, which did not advertise to {}",
+                        self.me
+                    ),
+                );
             };
-            let key = agree(
+            let key = seal_key(
                 &self.share_keys.secret_bytes(),
                 &keys.share_key,
                 &self.cfg.ctx,
-                SEAL,
                 *from,
                 self.me,
             )?;
-            let plain = open(&key, ct)?;
-            let pair: SharePair = postcard::from_bytes(&plain)
-                .map_err(|e| SecAggError::Protocol(format!("malformed share: {e}")))?;
+            let plain = open(&key, &self.cfg.ctx, *from, self.me, ct).map_err(|_| {
+                SecAggError::refused(
+                    Refusal::Malformed,
+                    format!("the share sealed by client {from} fails authentication"),
+                )
+            })?;
+            let pair: SharePair = postcard::from_bytes(&plain).map_err(|e| {
+                SecAggError::refused(Refusal::Malformed, format!("malformed share: {e}"))
+            })?;
             let point = RoundConfig::point(self.me);
             if pair.owner != *from
                 || pair.holder != self.me
                 || pair.self_seed.x != point
                 || pair.mask_key.x != point
             {
-                return Err(SecAggError::Protocol(format!(
-                    "share from client {from} is addressed to someone else"
-                )));
+                return refused(
+                    Refusal::Malformed,
+                    format!("share from client {from} is addressed to someone else"),
+                );
             }
             if self
                 .held
                 .insert(*from, (pair.self_seed.clone(), pair.mask_key.clone()))
                 .is_some()
             {
-                return Err(SecAggError::Protocol(format!(
-                    "two share sets from client {from}"
-                )));
+                return refused(
+                    Refusal::Malformed,
+                    format!("two share sets from client {from}"),
+                );
             }
+        }
+        let t = self.cfg.graph.threshold;
+        if self.held.len() < t {
+            // Masking with fewer would let the server strip the mask by
+            // declaring those few dropped: nothing is sent.
+            return refused(
+                Refusal::TooFewShares,
+                format!(
+                    "shares from {} neighbours reached client {}, the threshold is {t}",
+                    self.held.len(),
+                    self.me
+                ),
+            );
         }
         // y = x + PRG(b) + Σ_{j>me} PRG(s_mj) − Σ_{j<me} PRG(s_mj)  (mod 2^B)
         let mut y = std::mem::take(&mut *self.input);
@@ -264,27 +316,64 @@ impl Client {
         self.sign(ClientBody::MaskedInput(MaskedInput { packed }))
     }
 
-    /// Stage 4: signs the survivor set the server announced.
+    /// Stage 4: signs the survivor set the server announced, if it is
+    /// well formed (E102), above the floor (E103), lists no neighbour this
+    /// client did not mask with (E104) and keeps at least `t` of those it
+    /// did mask with (E105).
     pub fn on_survivors(&mut self, survivors: &[u32]) -> Result<Signed, SecAggError> {
         self.expect(Stage::ConsistencyCheck)?;
-        let set: BTreeSet<u32> = survivors.iter().copied().collect();
-        if set.len() != survivors.len() || !survivors.windows(2).all(|w| w[0] < w[1]) {
-            return Err(SecAggError::Protocol(
-                "survivor set is not sorted and unique".into(),
-            ));
+        let n = self.cfg.n() as u32;
+        if !survivors.windows(2).all(|w| w[0] < w[1]) {
+            return refused(Refusal::MalformedSurvivors, "not sorted and unique");
         }
-        if !set.contains(&self.me) {
-            return Err(SecAggError::Protocol(format!(
-                "client {} sent its input but is not in the survivor set",
-                self.me
-            )));
+        if let Some(bad) = survivors.iter().find(|&&s| s >= n) {
+            return refused(
+                Refusal::MalformedSurvivors,
+                format!("index {bad} in a round of {n}"),
+            );
+        }
+        if survivors.binary_search(&self.me).is_err() {
+            return refused(
+                Refusal::MalformedSurvivors,
+                format!("client {} sent its input but is not listed", self.me),
+            );
         }
         if survivors.len() < self.cfg.min_survivors {
-            return Err(SecAggError::Protocol(format!(
-                "{} survivors, below the {} this round needs (threshold, or the DP noise's minimum)",
-                survivors.len(),
-                self.cfg.min_survivors
-            )));
+            return refused(
+                Refusal::SurvivorsBelowFloor,
+                format!(
+                    "{} survivors, the round's floor is {}",
+                    survivors.len(),
+                    self.cfg.min_survivors
+                ),
+            );
+        }
+        let mut kept = 0;
+        for &s in survivors {
+            if !self.cfg.are_neighbours(self.me, s) {
+                continue;
+            }
+            if !self.held.contains_key(&s) {
+                return refused(
+                    Refusal::UnmaskedSurvivor,
+                    format!(
+                        "neighbour {s} survived, client {} holds no shares of it",
+                        self.me
+                    ),
+                );
+            }
+            kept += 1;
+        }
+        let t = self.cfg.graph.threshold;
+        if kept < t {
+            return refused(
+                Refusal::MaskingNeighboursDropped,
+                format!(
+                    "{kept} of the {} neighbours client {} masked with survive, the threshold is {t}",
+                    self.held.len(),
+                    self.me
+                ),
+            );
         }
         self.survivors = survivors.to_vec();
         self.next = Stage::Unmask;
@@ -293,8 +382,11 @@ impl Client {
         }))
     }
 
-    /// Stage 5: checks that the survivors signed the same set, then reveals,
-    /// per neighbour, a self-mask share (survived) or a mask-key share (dropped).
+    /// Stage 5: checks that surviving neighbours signed the same set — at
+    /// least `t` of them (E108), every survivor whose self-mask share this
+    /// client holds among them (E107), none with another set (E106) — then
+    /// reveals, per neighbour, a self-mask share (survived) or a mask-key
+    /// share (dropped).
     pub fn on_survivor_signatures(&mut self, signatures: &[Signed]) -> Result<Signed, SecAggError> {
         self.expect(Stage::Unmask)?;
         let mut signers = BTreeSet::new();
@@ -303,33 +395,47 @@ impl Client {
             match &m.body {
                 ClientBody::ConsistencyCheck(c) if c.survivors == self.survivors => {}
                 ClientBody::ConsistencyCheck(_) => {
-                    return Err(SecAggError::Protocol(format!(
-                        "client {} was told a different survivor set: the server is inconsistent",
-                        m.from
-                    )));
+                    return refused(
+                        Refusal::Equivocation,
+                        format!("client {} signed another survivor set", m.from),
+                    );
                 }
-                _ => {
-                    return Err(SecAggError::Protocol(
-                        "expected consistency signatures".into(),
-                    ));
-                }
+                _ => return refused(Refusal::Malformed, "expected consistency signatures"),
             }
             if self.survivors.binary_search(&m.from).is_err()
                 || !self.cfg.are_neighbours(self.me, m.from)
+                || !signers.insert(m.from)
             {
-                return Err(SecAggError::Protocol(format!(
-                    "consistency signature from {}, who is not a surviving neighbour",
-                    m.from
-                )));
+                return refused(
+                    Refusal::Malformed,
+                    format!(
+                        "consistency signature from {}, not a surviving neighbour (or twice)",
+                        m.from
+                    ),
+                );
             }
-            signers.insert(m.from);
         }
-        if signers.len() < self.cfg.graph.threshold {
-            return Err(SecAggError::Protocol(format!(
-                "{} surviving neighbours confirmed the set, below the threshold {}",
-                signers.len(),
-                self.cfg.graph.threshold
-            )));
+        let t = self.cfg.graph.threshold;
+        if signers.len() < t {
+            return refused(
+                Refusal::TooFewConfirmations,
+                format!(
+                    "{} surviving neighbours confirmed the set, the threshold is {t}",
+                    signers.len()
+                ),
+            );
+        }
+        if let Some(silent) = self
+            .held
+            .keys()
+            .find(|o| self.survivors.binary_search(o).is_ok() && !signers.contains(*o))
+        {
+            return refused(
+                Refusal::MissingConsent,
+                format!(
+                    "survivor {silent} did not sign the set its self-mask seed would be revealed for"
+                ),
+            );
         }
         let mut reveal = Unmask {
             self_mask_shares: Vec::new(),

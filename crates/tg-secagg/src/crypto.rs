@@ -8,7 +8,7 @@
 //! Google's fcp uses; shares are sealed with ChaCha20-Poly1305.
 
 use aes::Aes128;
-use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use ctr::Ctr128BE;
 use ctr::cipher::{KeyIvInit, StreamCipher};
@@ -25,24 +25,48 @@ const SALT: &[u8] = b"tensorguard-secagg-v1";
 /// Keystream bytes produced per PRG block (fits L1/L2 alongside the vector).
 const PRG_BLOCK: usize = 16 * 1024;
 
-/// What a derived key is for, and for which round: part of every KDF input.
+/// What a derived key is for, and for which round: part of every KDF input
+/// and every signature.
+///
+/// `config` is the digest of the round's whole configuration
+/// ([`crate::RoundConfig::digest`]): two clients given different
+/// configurations (participants, graph, threshold, bits, noise, encoding)
+/// derive different keys and sign different bytes, so an equivocating
+/// server is caught at the first signature check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Context {
     /// Job id.
     pub job: [u8; 16],
     /// Round number.
     pub round: u32,
+    /// Digest of the round's configuration (zero until a `RoundConfig` binds it).
+    pub config: [u8; 32],
 }
 
 impl Context {
+    /// The context of `round` of `job`, before a configuration is bound to it.
+    pub fn new(job: [u8; 16], round: u32) -> Self {
+        Self {
+            job,
+            round,
+            config: [0; 32],
+        }
+    }
+
     fn info(&self, purpose: &[u8], a: u32, b: u32) -> Vec<u8> {
-        let mut v = Vec::with_capacity(purpose.len() + 28);
+        let mut v = Vec::with_capacity(purpose.len() + 60);
         v.extend_from_slice(purpose);
         v.extend_from_slice(&self.job);
         v.extend_from_slice(&self.round.to_le_bytes());
+        v.extend_from_slice(&self.config);
         v.extend_from_slice(&a.to_le_bytes());
         v.extend_from_slice(&b.to_le_bytes());
         v
+    }
+
+    /// Bytes that bind a sealed message to this round and to its direction.
+    fn aad(&self, sender: u32, recipient: u32) -> Vec<u8> {
+        self.info(b"share-seal-aad", sender, recipient)
     }
 }
 
@@ -72,7 +96,8 @@ impl KeyPair {
 }
 
 /// HKDF-SHA256(salt, X25519(secret, their_public), info(purpose, lo, hi)).
-/// The pair (lo, hi) is ordered so both ends derive the same key.
+/// The pair (lo, hi) is ordered so both ends derive the same key: for the
+/// pairwise mask, which both ends must expand identically.
 pub fn agree(
     secret: &[u8; 32],
     their_public: &[u8; 32],
@@ -81,18 +106,53 @@ pub fn agree(
     a: u32,
     b: u32,
 ) -> Result<Secret32, SecAggError> {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    agree_info(secret, their_public, &ctx.info(purpose, lo, hi))
+}
+
+/// The key `sender` seals to `recipient` with: the ordered pair is in the
+/// HKDF info, so the i→j and j→i keys are independent (knowing one
+/// direction's plaintext says nothing about the other's).
+pub fn seal_key(
+    secret: &[u8; 32],
+    their_public: &[u8; 32],
+    ctx: &Context,
+    sender: u32,
+    recipient: u32,
+) -> Result<Secret32, SecAggError> {
+    agree_info(
+        secret,
+        their_public,
+        &ctx.info(b"share-seal-directed", sender, recipient),
+    )
+}
+
+fn agree_info(
+    secret: &[u8; 32],
+    their_public: &[u8; 32],
+    info: &[u8],
+) -> Result<Secret32, SecAggError> {
     let shared = StaticSecret::from(*secret).diffie_hellman(&PublicKey::from(*their_public));
     if !shared.was_contributory() {
         return Err(SecAggError::Crypto(
             "a peer's public key is a low-order point".into(),
         ));
     }
-    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
     let mut out = Zeroizing::new([0u8; 32]);
     Hkdf::<Sha256>::new(Some(SALT), shared.as_bytes())
-        .expand(&ctx.info(purpose, lo, hi), out.as_mut())
+        .expand(info, out.as_mut())
         .map_err(|e| SecAggError::Crypto(format!("HKDF: {e}")))?;
     Ok(out)
+}
+
+/// SHA-256 of `data` under a domain tag (for binding parameters into a round).
+pub fn digest(domain: &[u8], data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = Sha256::new();
+    h.update((domain.len() as u64).to_le_bytes());
+    h.update(domain);
+    h.update(data);
+    h.finalize().into()
 }
 
 /// Derives a key from a seed for one purpose (e.g. the self mask from b_i).
@@ -199,22 +259,70 @@ pub fn apply_mask(
     Ok(())
 }
 
-/// Seals `plaintext` under `key`; each key is used for exactly one message,
-/// so a fixed nonce is safe.
-pub fn seal(key: &[u8; 32], plaintext: &[u8]) -> Result<Vec<u8>, SecAggError> {
+/// Bytes of the per-message nonce that prefixes every sealed message.
+pub const NONCE_LEN: usize = 12;
+
+/// Seals `plaintext` from `sender` to `recipient` under `key` (from
+/// [`seal_key`]): a fresh random nonce prefixes the ciphertext, and the
+/// round's context with the direction is the associated data, so a
+/// ciphertext cannot be reflected back to its sender or moved to another
+/// pair, round or configuration.
+pub fn seal(
+    key: &[u8; 32],
+    ctx: &Context,
+    sender: u32,
+    recipient: u32,
+    plaintext: &[u8],
+    rng: &mut impl rand_core::CryptoRng,
+) -> Result<Vec<u8>, SecAggError> {
     let cipher = ChaCha20Poly1305::new_from_slice(key)
         .map_err(|e| SecAggError::Crypto(format!("AEAD key: {e}")))?;
-    cipher
-        .encrypt(&Nonce::from([0u8; 12]), plaintext)
-        .map_err(|_| SecAggError::Crypto("AEAD encryption failed".into()))
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill_bytes(&mut nonce);
+    let aad = ctx.aad(sender, recipient);
+    let body = cipher
+        .encrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: plaintext,
+                aad: &aad,
+            },
+        )
+        .map_err(|_| SecAggError::Crypto("AEAD encryption failed".into()))?;
+    let mut out = Vec::with_capacity(NONCE_LEN + body.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&body);
+    Ok(out)
 }
 
-/// Opens a sealed message; any tampering fails authentication.
-pub fn open(key: &[u8; 32], ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, SecAggError> {
+/// Opens a message `sender` sealed to `recipient`; any tampering, another
+/// direction, pair, round or configuration fails authentication.
+pub fn open(
+    key: &[u8; 32],
+    ctx: &Context,
+    sender: u32,
+    recipient: u32,
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, SecAggError> {
     let cipher = ChaCha20Poly1305::new_from_slice(key)
         .map_err(|e| SecAggError::Crypto(format!("AEAD key: {e}")))?;
+    if sealed.len() < NONCE_LEN {
+        return Err(SecAggError::Crypto(
+            "a sealed share is shorter than its nonce".into(),
+        ));
+    }
+    let (nonce, body) = sealed.split_at(NONCE_LEN);
+    let mut n = [0u8; NONCE_LEN];
+    n.copy_from_slice(nonce);
+    let aad = ctx.aad(sender, recipient);
     cipher
-        .decrypt(&Nonce::from([0u8; 12]), ciphertext)
+        .decrypt(
+            &Nonce::from(n),
+            Payload {
+                msg: body,
+                aad: &aad,
+            },
+        )
         .map(Zeroizing::new)
         .map_err(|_| SecAggError::Crypto("a sealed share failed authentication".into()))
 }
@@ -222,12 +330,10 @@ pub fn open(key: &[u8; 32], ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, Sec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand_core::SeedableRng;
 
     fn ctx() -> Context {
-        Context {
-            job: [1; 16],
-            round: 3,
-        }
+        Context::new([1; 16], 3)
     }
 
     #[test]
@@ -301,12 +407,50 @@ mod tests {
 
     #[test]
     fn sealed_shares_detect_tampering() {
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([5; 32]);
         let key = [9u8; 32];
-        let mut ct = seal(&key, b"share").unwrap();
-        assert_eq!(open(&key, &ct).unwrap().as_slice(), b"share");
-        ct[0] ^= 1;
-        assert!(open(&key, &ct).is_err());
-        assert!(open(&[8u8; 32], &seal(&key, b"x").unwrap()).is_err());
+        let c = ctx();
+        let mut ct = seal(&key, &c, 1, 2, b"share", &mut rng).unwrap();
+        assert_eq!(open(&key, &c, 1, 2, &ct).unwrap().as_slice(), b"share");
+        // Another direction, pair, round or configuration: refused.
+        assert!(open(&key, &c, 2, 1, &ct).is_err());
+        assert!(open(&key, &c, 1, 3, &ct).is_err());
+        assert!(open(&key, &Context::new([1; 16], 4), 1, 2, &ct).is_err());
+        let mut other = c;
+        other.config[0] = 1;
+        assert!(open(&key, &other, 1, 2, &ct).is_err());
+        ct[NONCE_LEN] ^= 1;
+        assert!(open(&key, &c, 1, 2, &ct).is_err());
+        assert!(open(&key, &c, 1, 2, &ct[..5]).is_err());
+        let other_key = seal(&key, &c, 1, 2, b"x", &mut rng).unwrap();
+        assert!(open(&[8u8; 32], &c, 1, 2, &other_key).is_err());
+    }
+
+    #[test]
+    fn the_two_directions_of_a_pair_never_share_key_or_nonce() {
+        // The reflection the review found: i→j and j→i under one key and
+        // nonce 0 share a keystream. Now each direction has its own key and
+        // each message its own nonce.
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([6; 32]);
+        let a = KeyPair::from_random([3; 32]);
+        let b = KeyPair::from_random([4; 32]);
+        let c = ctx();
+        let k_ab = seal_key(&a.secret_bytes(), &b.public, &c, 1, 2).unwrap();
+        let k_ab_at_b = seal_key(&b.secret_bytes(), &a.public, &c, 1, 2).unwrap();
+        let k_ba = seal_key(&b.secret_bytes(), &a.public, &c, 2, 1).unwrap();
+        assert_eq!(*k_ab, *k_ab_at_b, "the recipient derives the sender's key");
+        assert_ne!(*k_ab, *k_ba, "the two directions use different keys");
+        let m1 = seal(&k_ab, &c, 1, 2, &[0u8; 64], &mut rng).unwrap();
+        let m2 = seal(&k_ab, &c, 1, 2, &[0u8; 64], &mut rng).unwrap();
+        assert_ne!(m1[..NONCE_LEN], m2[..NONCE_LEN], "fresh nonce per message");
+        // XOR of the two directions' ciphertexts of equal plaintexts is not zero.
+        let r = seal(&k_ba, &c, 2, 1, &[0u8; 64], &mut rng).unwrap();
+        let same: usize = m1[NONCE_LEN..]
+            .iter()
+            .zip(&r[NONCE_LEN..])
+            .filter(|(x, y)| x == y)
+            .count();
+        assert!(same < 16, "no shared keystream ({same} equal bytes of 80)");
     }
 
     fn hex_bytes(s: &str) -> Vec<u8> {

@@ -16,6 +16,16 @@
 //!
 //! When no k < n − 1 works (small n), every client neighbours every other:
 //! classic SecAgg on the complete graph, with the threshold set the same way.
+//!
+//! Against a **malicious** server (the default, [`Threat::Malicious`]) one
+//! more bound holds: the server may show different clients different
+//! survivor sets, and each honest holder reveals, per owner, a share of the
+//! self-mask seed *or* of the mask key. To get both secrets of one client it
+//! needs `t` shares of each from two disjoint groups of honest neighbours,
+//! helped by the `c` corrupt ones: `2t ≤ k + c`. So t must exceed
+//! `(k + c) / 2`, with `c` the same 2⁻⁴¹/n bound on corrupt neighbours
+//! (Bell et al. 2020, §5). The semi-honest threshold (just above `c`) is a
+//! named, lower-security option.
 
 use crate::SecAggError;
 
@@ -25,6 +35,42 @@ const SECURITY_BITS: f64 = 40.0;
 const CORRECTNESS_BITS: f64 = 20.0;
 /// Guards rounding of rate × n in the insecure direction.
 const SMALL: f64 = 1e-14;
+
+/// Which server the thresholds are chosen against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Threat {
+    /// A server that deviates from the protocol in any way (drops, reorders,
+    /// withholds, equivocates): `2t > k + c`. The default.
+    #[default]
+    Malicious,
+    /// LOWER SECURITY: a server that follows the protocol but reads what it
+    /// sees. Thresholds only exceed the corrupt neighbours; a deviating server
+    /// can split honest clients' views and unmask an input.
+    SemiHonest,
+}
+
+impl Threat {
+    /// How the setting prints (the semi-honest one says it is weaker).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Malicious => "malicious",
+            Self::SemiHonest => "semi-honest (LOWER SECURITY: an honest-but-curious server only)",
+        }
+    }
+}
+
+impl std::str::FromStr for Threat {
+    type Err = SecAggError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "malicious" => Ok(Self::Malicious),
+            "semi-honest" => Ok(Self::SemiHonest),
+            other => Err(SecAggError::Params(format!(
+                "threat model '{other}': expected 'malicious' or 'semi-honest'"
+            ))),
+        }
+    }
+}
 
 /// The round's mask graph and Shamir threshold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,11 +85,18 @@ pub struct GraphParams {
 
 impl GraphParams {
     /// Parameters for `n` clients of which a fraction `corrupt` may collude
-    /// with the server and a fraction `dropout` may drop out.
-    pub fn find(n: usize, corrupt: f64, dropout: f64) -> Result<Self, SecAggError> {
-        if n < 2 {
+    /// with the server and a fraction `dropout` may drop out, against the
+    /// given server.
+    pub fn find(n: usize, corrupt: f64, dropout: f64, threat: Threat) -> Result<Self, SecAggError> {
+        let least = match threat {
+            Threat::Malicious => 3,
+            Threat::SemiHonest => 2,
+        };
+        if n < least {
             return Err(SecAggError::Params(format!(
-                "secure aggregation needs at least 2 clients, got {n}"
+                "secure aggregation against a {} server needs at least {least} clients, got {n} \
+                 (with two, each learns the other's input from the sum)",
+                threat.label()
             )));
         }
         if !(0.0..1.0).contains(&corrupt) || !(0.0..1.0).contains(&dropout) {
@@ -59,7 +112,7 @@ impl GraphParams {
         }
         let mut k = 2;
         while k < n - 1 {
-            if let Some(t) = threshold_for(n, k, corrupt, dropout) {
+            if let Some(t) = threshold_for(n, k, corrupt, dropout, threat) {
                 return Ok(Self {
                     n,
                     degree: k,
@@ -70,15 +123,25 @@ impl GraphParams {
         }
         // Complete graph: every other client is a neighbour.
         let k = n - 1;
-        let t = shamir_window(n, k, corrupt, dropout)
-            .map(|(t1, _)| t1 + 1)
-            .unwrap_or_else(|| k.div_ceil(2))
-            .clamp(1, k.max(1));
+        let t = match shamir_window(n, k, corrupt, dropout) {
+            Some((t1, _)) => least_threshold(k, t1, threat, true),
+            None => least_threshold(k, k.div_ceil(2), threat, true),
+        }
+        .clamp(1, k.max(1));
         Ok(Self {
             n,
             degree: k,
             threshold: t,
         })
+    }
+
+    /// Whether this threshold meets the malicious-server bound for `corrupt`
+    /// neighbours: no two disjoint groups of honest neighbours can each reach
+    /// `t` with the corrupt ones' help (`2t > k + corrupt`, plus the ring's
+    /// margin of two on a Harary graph).
+    pub fn resists_split_views(&self, corrupt_neighbours: usize) -> bool {
+        let margin = if self.degree + 1 >= self.n { 0 } else { 2 };
+        2 * self.threshold > self.degree + corrupt_neighbours + margin
     }
 
     /// The neighbours of client `i` (0-based positions in the round's
@@ -109,8 +172,27 @@ fn log_prob_disconnected(n: usize, k: usize, bad: usize) -> f64 {
         - libm::lgamma(bad - k + 1.0)
 }
 
+/// The least threshold above `c` corrupt neighbours (and, against a
+/// malicious server, above `(k + c) / 2`); at least 2, since one Shamir share
+/// of a degree-0 polynomial is the secret itself.
+///
+/// On the complete graph every client's neighbourhood is everyone else, and
+/// `2t > k + c` is exact. On a Harary ring two adjacent clients'
+/// neighbourhoods differ in two members, so a server unmasking a survivor `v`
+/// through its adjacent neighbour `a` (b_v from one group, a's mask key from
+/// another) gains up to two holders over the complete-graph count: the ring
+/// takes that margin, `2t > k + c + 2`.
+fn least_threshold(k: usize, c: usize, threat: Threat, complete: bool) -> usize {
+    let margin = if complete { 0 } else { 2 };
+    let t = match threat {
+        Threat::SemiHonest => c + 1,
+        Threat::Malicious => (c + 1).max((k + c + margin) / 2 + 1),
+    };
+    t.max(2)
+}
+
 /// The threshold for degree k, if k is secure and live.
-fn threshold_for(n: usize, k: usize, corrupt: f64, dropout: f64) -> Option<usize> {
+fn threshold_for(n: usize, k: usize, corrupt: f64, dropout: f64, threat: Threat) -> Option<usize> {
     let adversarial = ((corrupt + SMALL) * n as f64).floor() as usize;
     let dropped = ((dropout + SMALL) * n as f64).floor() as usize;
     let per_event = -(SECURITY_BITS + 1.0) * 2f64.ln();
@@ -118,8 +200,8 @@ fn threshold_for(n: usize, k: usize, corrupt: f64, dropout: f64) -> Option<usize
         return None;
     }
     let (t1, t2) = shamir_window(n, k, corrupt, dropout)?;
-    // Shamir needs t ≥ 2, and t must still be live (≤ t2).
-    let t = (t1 + 1).max(2);
+    // t must still be live (≤ t2).
+    let t = least_threshold(k, t1, threat, false);
     (t <= t2).then_some(t)
 }
 
@@ -192,14 +274,39 @@ mod tests {
             (10_000, 0.05, 0.05, (34, 20)),
             (10_000, 0.10, 0.10, (54, 31)),
         ] {
-            let p = GraphParams::find(n, c, d).unwrap();
+            let p = GraphParams::find(n, c, d, Threat::SemiHonest).unwrap();
             assert_eq!((p.degree, p.threshold), want, "n={n}, {c}+{d}");
         }
     }
 
     #[test]
+    fn malicious_thresholds_resist_split_views() {
+        for n in [3, 5, 10, 30, 100, 300, 1000, 10_000] {
+            for (c, d) in [
+                (0.0, 0.1),
+                (0.05, 0.05),
+                (0.05, 0.1),
+                (0.1, 0.1),
+                (0.2, 0.2),
+            ] {
+                let p = GraphParams::find(n, c, d, Threat::Malicious).unwrap();
+                let bound = shamir_window(n, p.degree, c, d).map_or(0, |w| w.0);
+                assert!(
+                    p.resists_split_views(bound),
+                    "n={n} c={c} d={d}: k={} t={} corrupt bound {bound}",
+                    p.degree,
+                    p.threshold
+                );
+                assert!(p.threshold >= 2 && p.threshold <= p.degree);
+                let semi = GraphParams::find(n, c, d, Threat::SemiHonest).unwrap();
+                assert!(p.threshold >= semi.threshold);
+            }
+        }
+    }
+
+    #[test]
     fn small_rounds_use_the_complete_graph() {
-        let p = GraphParams::find(5, 0.0, 0.2).unwrap();
+        let p = GraphParams::find(5, 0.0, 0.2, Threat::Malicious).unwrap();
         assert_eq!(p.degree, 4);
         assert!(p.threshold >= 1 && p.threshold <= 4);
         assert_eq!(p.neighbours(2), vec![0, 1, 3, 4]);
@@ -207,7 +314,7 @@ mod tests {
 
     #[test]
     fn harary_neighbourhoods_are_symmetric_and_k_regular() {
-        let p = GraphParams::find(300, 0.05, 0.1).unwrap();
+        let p = GraphParams::find(300, 0.05, 0.1, Threat::Malicious).unwrap();
         assert!(p.degree < 299 && p.degree.is_multiple_of(2));
         for i in 0..300 {
             let ns = p.neighbours(i);
@@ -220,8 +327,12 @@ mod tests {
 
     #[test]
     fn infeasible_requests_are_refused() {
-        assert!(GraphParams::find(1, 0.0, 0.0).is_err());
-        assert!(GraphParams::find(100, 0.5, 0.5).is_err());
-        assert!(GraphParams::find(100, -0.1, 0.0).is_err());
+        for threat in [Threat::Malicious, Threat::SemiHonest] {
+            assert!(GraphParams::find(1, 0.0, 0.0, threat).is_err());
+            assert!(GraphParams::find(100, 0.5, 0.5, threat).is_err());
+            assert!(GraphParams::find(100, -0.1, 0.0, threat).is_err());
+        }
+        // Two clients learn each other's input from the sum.
+        assert!(GraphParams::find(2, 0.0, 0.0, Threat::Malicious).is_err());
     }
 }

@@ -9,7 +9,7 @@ use ed25519_dalek::SigningKey;
 use rand_core::CryptoRng;
 
 use crate::messages::{ServerBody, Signed, Stage};
-use crate::{AggregateSum, Client, RoundConfig, SecAggError, Server};
+use crate::{AggregateSum, Client, Floors, RoundConfig, SecAggError, Server};
 
 /// What one round cost and carried.
 #[derive(Clone, Debug, Default)]
@@ -31,12 +31,13 @@ pub struct RoundReport {
 }
 
 /// Runs one round. `drop_before[i] = Some(stage)` makes client i vanish
-/// before sending its `stage` message.
+/// before sending its `stage` message; every client holds `floors`.
 pub fn run_round(
     cfg: &std::sync::Arc<RoundConfig>,
     keys: &[SigningKey],
     inputs: Vec<Vec<u32>>,
     drop_before: &[Option<Stage>],
+    floors: &Floors,
     rng: &mut impl CryptoRng,
     threads: usize,
 ) -> Result<(AggregateSum, RoundReport), SecAggError> {
@@ -60,7 +61,7 @@ pub fn run_round(
     let mut outbox = Vec::new();
     for (i, input) in inputs.into_iter().enumerate() {
         let t = Instant::now();
-        let (c, msg) = Client::new(cfg.clone(), i as u32, keys[i].clone(), input, rng)?;
+        let (c, msg) = Client::new(cfg.clone(), i as u32, keys[i].clone(), input, floors, rng)?;
         client_time[i] += t.elapsed();
         clients.push(Some(c));
         if alive(i, Stage::AdvertiseKeys) {

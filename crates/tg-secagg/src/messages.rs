@@ -2,10 +2,11 @@
 //!
 //! Design decision: every client message travels in a [`Signed`] envelope:
 //! an Ed25519 signature by the client's identity over a domain tag, the
-//! round's [`Context`], the stage, the sender and the body's canonical
-//! (postcard) bytes. A message from another job, round or stage, or with a
-//! different sender, fails verification — replays and cross-stage reuse are
-//! rejected by construction. Framing on the wire is the transport's job; this
+//! round's [`Context`] (job, round and the digest of the round's whole
+//! configuration), the stage, the sender and the body's canonical (postcard)
+//! bytes. A message from another job, round, stage or configuration, or with
+//! a different sender, fails verification — replays, cross-stage reuse and
+//! equivocated configurations are rejected by construction. Framing on the wire is the transport's job; this
 //! module only defines the bodies.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
@@ -176,6 +177,7 @@ fn signed_bytes(ctx: &Context, from: u32, body: &ClientBody) -> Result<Vec<u8>, 
     out.extend_from_slice(DOMAIN);
     out.extend_from_slice(&ctx.job);
     out.extend_from_slice(&ctx.round.to_le_bytes());
+    out.extend_from_slice(&ctx.config);
     out.push(body.stage() as u8);
     out.extend_from_slice(&from.to_le_bytes());
     // The body enters by its SHA-256 (SHA-NI where present): Ed25519 would
@@ -208,10 +210,13 @@ impl Signed {
         identity
             .verify(&bytes, &Signature::from_bytes(&self.signature))
             .map_err(|_| {
-                SecAggError::Rejected(format!(
-                    "message from client {} has a bad signature (forged, or from another job, round or stage)",
-                    self.from
-                ))
+                SecAggError::refused(
+                    crate::Refusal::BadSignature,
+                    format!(
+                        "message from client {} (forged, or from another job, round, stage or configuration)",
+                        self.from
+                    ),
+                )
             })
     }
 }

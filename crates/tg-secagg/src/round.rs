@@ -1,18 +1,36 @@
-//! What every party of one secure-aggregation round agrees on up front.
+//! What every party of one secure-aggregation round agrees on up front, and
+//! the floors below which an honest client will not take part.
+//!
+//! Design decision: the configuration is hashed into one digest that enters
+//! every key derivation and every signature (`Context::config`). A server
+//! that gives two clients two configurations (another participant list,
+//! threshold, bit width, noise or encoding) makes them derive different keys
+//! and sign different bytes, so the first signature one client checks from
+//! the other fails. The client's floors are its own (the data owner's), never
+//! taken from the server's offer.
 
 use std::sync::Arc;
 
 use ed25519_dalek::VerifyingKey;
+use sha2::{Digest, Sha256};
 
-use crate::SecAggError;
-use crate::crypto::Context;
-use crate::graph::GraphParams;
+use crate::crypto::{Context, Prg};
+use crate::graph::{GraphParams, Threat};
+use crate::{Refusal, SecAggError};
+
+/// The survivor floor's default fraction of the round's participants.
+///
+/// A floor that scales with n (not with t) keeps a server from unmasking the
+/// sum of a handful of survivors, and from differencing two such sums across
+/// rounds.
+pub const DEFAULT_SURVIVOR_FRACTION: f64 = 0.5;
 
 /// The public parameters of a round: who takes part (by identity), the mask
 /// graph and threshold, the vector length and the bit width B.
 #[derive(Clone, Debug)]
 pub struct RoundConfig {
-    /// Job and round, bound into every key and signature.
+    /// Job, round and this configuration's digest, bound into every key and
+    /// signature.
     pub ctx: Context,
     /// Mask graph and Shamir threshold.
     pub graph: GraphParams,
@@ -22,16 +40,30 @@ pub struct RoundConfig {
     pub bits: u32,
     /// Ed25519 identity of each participant, by round index.
     pub identities: Vec<VerifyingKey>,
-    /// Fewest survivors for which honest clients unmask (at least the
-    /// threshold; more when distributed DP noise must come from that many).
+    /// Fewest survivors for which honest clients unmask: the threshold, a
+    /// fraction of n ([`DEFAULT_SURVIVOR_FRACTION`]), and more when
+    /// distributed DP noise must come from that many.
     pub min_survivors: usize,
     /// Mask generator every party uses.
-    pub prg: crate::crypto::Prg,
+    pub prg: Prg,
+    /// The server the thresholds are chosen against.
+    pub threat: Threat,
+    /// Assumed fraction of participants colluding with the server.
+    pub corrupt: f64,
+    /// Assumed fraction of participants dropping out.
+    pub dropout: f64,
+    /// The survivor floor as a fraction of n.
+    pub survivor_fraction: f64,
+    /// Digest of whatever else the caller's round depends on (encoding,
+    /// noise, clipping, sparsification), bound in with the rest.
+    pub binding: [u8; 32],
+    /// An explicit survivor minimum (e.g. the DP noise's), if larger.
+    explicit_min: usize,
 }
 
 impl RoundConfig {
     /// A round over `identities` (index = position), sized for the assumed
-    /// corrupt and dropout fractions.
+    /// corrupt and dropout fractions against a malicious server.
     pub fn new(
         ctx: Context,
         identities: Vec<VerifyingKey>,
@@ -50,30 +82,104 @@ impl RoundConfig {
                 "vectors must have at least one lane".into(),
             ));
         }
-        let graph = GraphParams::find(identities.len(), corrupt, dropout)?;
-        Ok(Arc::new(Self {
-            ctx,
+        let threat = Threat::Malicious;
+        let graph = GraphParams::find(identities.len(), corrupt, dropout, threat)?;
+        let mut cfg = Self {
+            ctx: Context::new(ctx.job, ctx.round),
             graph,
             dim,
             bits,
             identities,
-            min_survivors: graph.threshold,
-            prg: crate::crypto::Prg::default(),
-        }))
+            min_survivors: 0,
+            prg: Prg::default(),
+            threat,
+            corrupt,
+            dropout,
+            survivor_fraction: DEFAULT_SURVIVOR_FRACTION,
+            binding: [0; 32],
+            explicit_min: 0,
+        };
+        cfg.rebind();
+        Ok(Arc::new(cfg))
+    }
+
+    /// Recomputes what derives from the fields: the survivor floor and the digest.
+    fn rebind(&mut self) {
+        let n = self.n();
+        let by_fraction = (self.survivor_fraction * n as f64 - 1e-9).ceil().max(0.0) as usize;
+        self.min_survivors = self.graph.threshold.max(by_fraction).max(self.explicit_min);
+        self.ctx.config = self.digest();
+    }
+
+    fn edit(self: Arc<Self>, f: impl FnOnce(&mut Self)) -> Arc<Self> {
+        let mut cfg = (*self).clone();
+        f(&mut cfg);
+        cfg.rebind();
+        Arc::new(cfg)
     }
 
     /// The same round with another mask generator.
-    pub fn with_prg(self: Arc<Self>, prg: crate::crypto::Prg) -> Arc<Self> {
-        let mut cfg = (*self).clone();
-        cfg.prg = prg;
-        Arc::new(cfg)
+    pub fn with_prg(self: Arc<Self>, prg: Prg) -> Arc<Self> {
+        self.edit(|c| c.prg = prg)
     }
 
     /// The same round, refusing to unmask with fewer than `min` survivors.
     pub fn with_min_survivors(self: Arc<Self>, min: usize) -> Arc<Self> {
-        let mut cfg = (*self).clone();
-        cfg.min_survivors = min.max(cfg.graph.threshold);
-        Arc::new(cfg)
+        self.edit(|c| c.explicit_min = min)
+    }
+
+    /// The same round with the survivor floor at `fraction` of n.
+    pub fn with_survivor_fraction(
+        self: Arc<Self>,
+        fraction: f64,
+    ) -> Result<Arc<Self>, SecAggError> {
+        if !(0.0..=1.0).contains(&fraction) {
+            return Err(SecAggError::Params(format!(
+                "survivor fraction {fraction} must be in [0, 1]"
+            )));
+        }
+        Ok(self.edit(|c| c.survivor_fraction = fraction))
+    }
+
+    /// The same round with (k, t) chosen against another server.
+    pub fn with_threat(self: Arc<Self>, threat: Threat) -> Result<Arc<Self>, SecAggError> {
+        let graph = GraphParams::find(self.n(), self.corrupt, self.dropout, threat)?;
+        Ok(self.edit(|c| {
+            c.threat = threat;
+            c.graph = graph;
+        }))
+    }
+
+    /// The same round, bound to the digest of the caller's other parameters.
+    pub fn with_binding(self: Arc<Self>, binding: [u8; 32]) -> Arc<Self> {
+        self.edit(|c| c.binding = binding)
+    }
+
+    /// SHA-256 of everything every party must agree on.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"tensorguard-secagg-config-v2");
+        h.update(self.ctx.job);
+        h.update(self.ctx.round.to_le_bytes());
+        for v in [
+            self.n(),
+            self.graph.degree,
+            self.graph.threshold,
+            self.dim,
+            self.min_survivors,
+        ] {
+            h.update((v as u64).to_le_bytes());
+        }
+        h.update(self.bits.to_le_bytes());
+        for id in &self.identities {
+            h.update(id.as_bytes());
+        }
+        h.update([self.prg as u8, self.threat as u8]);
+        for f in [self.corrupt, self.dropout, self.survivor_fraction] {
+            h.update(f.to_bits().to_le_bytes());
+        }
+        h.update(self.binding);
+        h.finalize().into()
     }
 
     /// Number of participants.
@@ -90,11 +196,105 @@ impl RoundConfig {
 
     /// Whether `a` and `b` share masks.
     pub fn are_neighbours(&self, a: u32, b: u32) -> bool {
-        a != b && self.graph.neighbours(a as usize).contains(&(b as usize))
+        a != b
+            && (a as usize) < self.n()
+            && (b as usize) < self.n()
+            && self.graph.neighbours(a as usize).contains(&(b as usize))
     }
 
     /// The Shamir evaluation point of holder `i`.
     pub fn point(i: u32) -> u64 {
         u64::from(i) + 1
+    }
+
+    /// Refuses (E110) a round below the client's `floors`.
+    pub fn check_floors(&self, floors: &Floors) -> Result<(), SecAggError> {
+        let below = |what: String| Err(SecAggError::refused(Refusal::BelowFloor, what));
+        if self.threat != Threat::Malicious && !floors.allow_semi_honest {
+            return below(format!(
+                "the round is {}, and this agent takes part only against a malicious server",
+                self.threat.label()
+            ));
+        }
+        if self.n() < floors.min_participants {
+            return below(format!(
+                "{} participants offered, this agent's floor is {}",
+                self.n(),
+                floors.min_participants
+            ));
+        }
+        let own_floor = (floors.min_survivor_fraction * self.n() as f64 - 1e-9)
+            .ceil()
+            .max(0.0) as usize;
+        if self.min_survivors < own_floor {
+            return below(format!(
+                "survivor floor {} offered, this agent's floor is {own_floor} ({} of {})",
+                self.min_survivors,
+                floors.min_survivor_fraction,
+                self.n()
+            ));
+        }
+        if self.corrupt < floors.assumed_corrupt {
+            return below(format!(
+                "the round assumes {} of participants corrupt, this agent assumes {}",
+                self.corrupt, floors.assumed_corrupt
+            ));
+        }
+        // The threshold is recomputed here from the round's own n and
+        // assumptions, never taken on trust.
+        let want = GraphParams::find(self.n(), self.corrupt, self.dropout, self.threat)?;
+        if self.graph != want {
+            return below(format!(
+                "graph (k = {}, t = {}) differs from the one the parameters give (k = {}, t = {})",
+                self.graph.degree, self.graph.threshold, want.degree, want.threshold
+            ));
+        }
+        if self.graph.threshold < floors.min_threshold {
+            return below(format!(
+                "threshold {} offered, this agent's floor is {}",
+                self.graph.threshold, floors.min_threshold
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The least a client accepts, set by the data owner (agent config), never
+/// by the server's offer.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Floors {
+    /// Fewest participants in a round (the sum of two is the other's input).
+    pub min_participants: usize,
+    /// Lowest Shamir threshold.
+    pub min_threshold: usize,
+    /// The round's survivor floor must be at least this fraction of n.
+    pub min_survivor_fraction: f64,
+    /// The round must assume at least this fraction of participants corrupt.
+    pub assumed_corrupt: f64,
+    /// Whether a round sized against a semi-honest server is acceptable.
+    pub allow_semi_honest: bool,
+}
+
+impl Default for Floors {
+    fn default() -> Self {
+        Self {
+            min_participants: 3,
+            min_threshold: 2,
+            min_survivor_fraction: DEFAULT_SURVIVOR_FRACTION,
+            assumed_corrupt: 0.0,
+            allow_semi_honest: false,
+        }
+    }
+}
+
+impl Floors {
+    /// The default floors, also accepting a semi-honest round (benchmarks
+    /// and tests of that named, lower-security setting).
+    pub fn allowing_semi_honest() -> Self {
+        Self {
+            allow_semi_honest: true,
+            ..Self::default()
+        }
     }
 }

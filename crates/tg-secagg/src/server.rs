@@ -231,6 +231,18 @@ impl Server {
             }
             Stage::ConsistencyCheck => {
                 self.below_threshold("confirmed the survivor set", self.consistency.len())?;
+                if let Some(silent) = self
+                    .survivors
+                    .iter()
+                    .find(|s| !self.consistency.contains_key(s))
+                {
+                    // Honest clients reveal a survivor's self-mask seed only
+                    // with its own signature on the set: fail closed now.
+                    return Err(SecAggError::Protocol(format!(
+                        "survivor {silent} sent its input but did not confirm the survivor set: \
+                         its self-mask cannot be removed; the round fails and reveals nothing"
+                    )));
+                }
                 self.stage = Stage::Unmask;
                 // Each client needs its neighbours' confirmations (SecAgg+: k, not n).
                 self.consistency

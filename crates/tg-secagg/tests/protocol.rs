@@ -12,7 +12,7 @@ use tg_secagg::crypto::Context;
 use tg_secagg::local::run_round;
 use tg_secagg::messages::{ClientBody, Stage};
 use tg_secagg::packing::lane_mask;
-use tg_secagg::{RoundConfig, SecAggError};
+use tg_secagg::{Floors, Refusal, RoundConfig, SecAggError};
 
 const STAGES: [Stage; 5] = [
     Stage::AdvertiseKeys,
@@ -36,10 +36,7 @@ fn setup(
             SigningKey::from_bytes(&b)
         })
         .collect();
-    let ctx = Context {
-        job: [7; 16],
-        round: 1,
-    };
+    let ctx = Context::new([7; 16], 1);
     let cfg = RoundConfig::new(
         ctx,
         keys.iter().map(SigningKey::verifying_key).collect(),
@@ -70,7 +67,16 @@ fn plaintext_sum(inputs: &[Vec<u32>], who: &[u32], bits: u32) -> Vec<u32> {
 fn honest_round_without_dropouts_sums_exactly() {
     let (cfg, keys, inputs) = setup(12, 100, 20, 1);
     let mut rng = ChaCha20Rng::seed_from_u64(2);
-    let (sum, report) = run_round(&cfg, &keys, inputs.clone(), &[None; 12], &mut rng, 2).unwrap();
+    let (sum, report) = run_round(
+        &cfg,
+        &keys,
+        inputs.clone(),
+        &[None; 12],
+        &Floors::default(),
+        &mut rng,
+        2,
+    )
+    .unwrap();
     assert_eq!(sum.survivors, (0..12).collect::<Vec<_>>());
     assert_eq!(sum.sum, plaintext_sum(&inputs, &sum.survivors, 20));
     assert!(report.upload_bytes_per_client > 250);
@@ -94,7 +100,7 @@ proptest! {
                 (r < drop_rate).then(|| STAGES[rng.next_u32() as usize % 5])
             })
             .collect();
-        match run_round(&cfg, &keys, inputs.clone(), &drops, &mut rng, 2) {
+        match run_round(&cfg, &keys, inputs.clone(), &drops, &Floors::default(), &mut rng, 2) {
             Ok((sum, _)) => {
                 // Survivors are exactly those who sent a masked input.
                 let expect: Vec<u32> = (0..n as u32)
@@ -103,8 +109,22 @@ proptest! {
                 prop_assert_eq!(&sum.survivors, &expect);
                 prop_assert_eq!(sum.sum, plaintext_sum(&inputs, &expect, bits));
             }
-            // Too many dropouts: the round fails cleanly, with no sum.
-            Err(SecAggError::Protocol(msg)) => prop_assert!(msg.contains("threshold"), "{}", msg),
+            // Too many dropouts, or a survivor that vanished before
+            // confirming the set: the round fails closed, with no sum.
+            Err(SecAggError::Protocol(msg)) => prop_assert!(
+                msg.contains("threshold") || msg.contains("did not confirm"),
+                "{}",
+                msg
+            ),
+            Err(e @ SecAggError::Refused { .. }) => prop_assert!(
+                matches!(
+                    e.refusal(),
+                    Some(Refusal::SurvivorsBelowFloor | Refusal::MaskingNeighboursDropped
+                        | Refusal::TooFewShares | Refusal::TooFewKeys | Refusal::TooFewConfirmations)
+                ),
+                "{}",
+                e
+            ),
             Err(e) => prop_assert!(false, "unexpected error {e}"),
         }
     }
@@ -118,7 +138,8 @@ fn no_transcript_holds_both_share_sets_for_one_client() {
     let mut drops = vec![None; n];
     drops[3] = Some(Stage::MaskedInput); // shared keys, then vanished
     drops[7] = Some(Stage::Unmask);
-    let (_, report) = run_round(&cfg, &keys, inputs, &drops, &mut rng, 1).unwrap();
+    let (_, report) =
+        run_round(&cfg, &keys, inputs, &drops, &Floors::default(), &mut rng, 1).unwrap();
     let (mut seeds, mut keys_revealed) = (BTreeSet::new(), BTreeSet::new());
     for m in &report.transcript {
         if let ClientBody::Unmask(u) = &m.body {
@@ -140,6 +161,15 @@ fn chacha20_masks_sum_exactly_too() {
     let mut rng = ChaCha20Rng::seed_from_u64(12);
     let mut drops = vec![None; 15];
     drops[4] = Some(Stage::MaskedInput);
-    let (sum, _) = run_round(&cfg, &keys, inputs.clone(), &drops, &mut rng, 2).unwrap();
+    let (sum, _) = run_round(
+        &cfg,
+        &keys,
+        inputs.clone(),
+        &drops,
+        &Floors::default(),
+        &mut rng,
+        2,
+    )
+    .unwrap();
     assert_eq!(sum.sum, plaintext_sum(&inputs, &sum.survivors, 24));
 }

@@ -11,13 +11,10 @@ use tg_secagg::crypto::Context;
 use tg_secagg::local::run_round;
 use tg_secagg::messages::{AdvertiseKeys, ClientBody, ServerBody, Signed, Stage};
 use tg_secagg::packing::unpack;
-use tg_secagg::{Client, RoundConfig, SecAggError, Server};
+use tg_secagg::{Client, Floors, Refusal, RoundConfig, SecAggError, Server};
 
 fn ctx(round: u32) -> Context {
-    Context {
-        job: [3; 16],
-        round,
-    }
+    Context::new([3; 16], round)
 }
 
 fn keys(n: usize, seed: u64) -> Vec<SigningKey> {
@@ -50,7 +47,16 @@ fn a_masked_vector_is_uniform_over_z_2_b() {
     let ks = keys(n, 1);
     let cfg = config(&ks, dim, bits);
     let mut rng = ChaCha20Rng::seed_from_u64(2);
-    let (_, report) = run_round(&cfg, &ks, vec![vec![0; dim]; n], &[None; 4], &mut rng, 1).unwrap();
+    let (_, report) = run_round(
+        &cfg,
+        &ks,
+        vec![vec![0; dim]; n],
+        &[None; 4],
+        &Floors::default(),
+        &mut rng,
+        1,
+    )
+    .unwrap();
     let masked = report
         .transcript
         .iter()
@@ -85,28 +91,40 @@ fn forged_and_replayed_messages_are_rejected() {
         )
         .unwrap()
     };
-    let rejected = |r: Result<(), SecAggError>| matches!(r, Err(SecAggError::Rejected(_)));
+    let rejected = |r: Result<(), SecAggError>| {
+        matches!(
+            r,
+            Err(SecAggError::Rejected(_))
+                | Err(SecAggError::Refused {
+                    code: Refusal::BadSignature,
+                    ..
+                })
+        )
+    };
     // Bad signature.
-    let mut forged = adv(&ctx(1), 0, &ks[0]);
+    let c1 = cfg.ctx;
+    let mut forged = adv(&c1, 0, &ks[0]);
     forged.signature[5] ^= 1;
     assert!(rejected(server.receive(forged)));
     // Signed by someone else than the claimed sender.
-    assert!(rejected(server.receive(adv(&ctx(1), 1, &ks[0]))));
-    // Replayed from another round, or another job.
+    assert!(rejected(server.receive(adv(&c1, 1, &ks[0]))));
+    // Replayed from another round, or another job, or signed for another
+    // configuration of this round.
     assert!(rejected(server.receive(adv(&ctx(2), 0, &ks[0]))));
-    let other_job = Context {
-        job: [4; 16],
-        round: 1,
-    };
-    assert!(rejected(server.receive(adv(&other_job, 0, &ks[0]))));
-    // Unknown sender.
-    assert!(server.receive(adv(&ctx(1), 9, &ks[0])).is_err());
-    // The genuine message is accepted once; a duplicate is refused.
-    assert!(server.receive(adv(&ctx(1), 0, &ks[0])).is_ok());
+    assert!(rejected(server.receive(adv(
+        &Context::new([4; 16], 1),
+        0,
+        &ks[0]
+    ))));
     assert!(rejected(server.receive(adv(&ctx(1), 0, &ks[0]))));
+    // Unknown sender.
+    assert!(server.receive(adv(&c1, 9, &ks[0])).is_err());
+    // The genuine message is accepted once; a duplicate is refused.
+    assert!(server.receive(adv(&c1, 0, &ks[0])).is_ok());
+    assert!(rejected(server.receive(adv(&c1, 0, &ks[0]))));
     // Wrong stage: a masked input while keys are being collected.
     let early = Signed::sign(
-        &ctx(1),
+        &c1,
         2,
         ClientBody::MaskedInput(tg_secagg::messages::MaskedInput {
             packed: vec![0; 16],
@@ -131,6 +149,7 @@ fn an_inconsistent_survivor_set_makes_honest_clients_abort() {
             i as u32,
             k.clone(),
             vec![i as u32; 4],
+            &Floors::default(),
             &mut rng,
         )
         .unwrap();
@@ -164,7 +183,7 @@ fn an_inconsistent_survivor_set_makes_honest_clients_abort() {
     let err = clients[0]
         .on_survivor_signatures(&[sig1, sig2, sig3])
         .unwrap_err();
-    assert!(err.to_string().contains("different survivor set"), "{err}");
+    assert_eq!(err.refusal(), Some(Refusal::Equivocation), "{err}");
 }
 
 #[test]
@@ -172,9 +191,27 @@ fn out_of_order_calls_are_errors_not_panics() {
     let ks = keys(3, 9);
     let cfg = config(&ks, 4, 8);
     let mut rng = ChaCha20Rng::seed_from_u64(1);
-    let (mut c, _) = Client::new(cfg.clone(), 0, ks[0].clone(), vec![0; 4], &mut rng).unwrap();
+    let (mut c, _) = Client::new(
+        cfg.clone(),
+        0,
+        ks[0].clone(),
+        vec![0; 4],
+        &Floors::default(),
+        &mut rng,
+    )
+    .unwrap();
     assert!(c.on_shares(&[]).is_err());
     assert!(c.on_survivors(&[0, 1, 2]).is_err());
-    assert!(Client::new(cfg.clone(), 0, ks[0].clone(), vec![0; 3], &mut rng).is_err());
+    assert!(
+        Client::new(
+            cfg.clone(),
+            0,
+            ks[0].clone(),
+            vec![0; 3],
+            &Floors::default(),
+            &mut rng
+        )
+        .is_err()
+    );
     assert!(Server::new(cfg).finish(1).is_err());
 }

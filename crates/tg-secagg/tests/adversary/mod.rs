@@ -1,0 +1,616 @@
+//! A malicious coordinator that speaks the real protocol, its Sybil clients,
+//! and the attacker's reconstruction: everything the red-team tests share.
+//!
+//! The coordinator here is not `tg_secagg::Server`: it is the attacker. It
+//! decides per client what to route (drop, withhold, reorder, duplicate,
+//! substitute, equivocate), runs Sybil participants with its own keys, and
+//! at the end tries to recover honest inputs from everything it holds, the
+//! way an attacker would: Shamir-combine every secret it has enough shares
+//! of (revealed, held by Sybils, or decrypted by reflecting share
+//! ciphertexts), then solve for inputs whose masks it can remove.
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tg_secagg::client::{MASK, SELF_MASK};
+use tg_secagg::crypto::{Apply, Context, KeyPair, agree, apply_mask, derive, open, seal, seal_key};
+use tg_secagg::messages::{
+    AdvertiseKeys, ClientBody, ConsistencyCheck, Sealed, ServerBody, ShareKeys, Signed,
+};
+use tg_secagg::packing::{lane_mask, unpack};
+use tg_secagg::shamir::{self, Share};
+use tg_secagg::{Client, Floors, Refusal, RoundConfig, SecAggError};
+
+/// Shares the attacker holds of one owner's secrets, by evaluation point:
+/// (self-mask seed shares, mask-key shares).
+pub type Holdings = (BTreeMap<u64, Share>, BTreeMap<u64, Share>);
+
+/// The plaintext layout of a sealed share pair (the protocol's, by structure).
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct SharePair {
+    pub owner: u32,
+    pub holder: u32,
+    pub self_seed: Share,
+    pub mask_key: Share,
+}
+
+pub fn signing_keys(n: usize, seed: u64) -> Vec<SigningKey> {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let mut b = [0u8; 32];
+            rng.fill_bytes(&mut b);
+            SigningKey::from_bytes(&b)
+        })
+        .collect()
+}
+
+pub fn config(
+    keys: &[SigningKey],
+    dim: usize,
+    bits: u32,
+    corrupt: f64,
+    dropout: f64,
+) -> Arc<RoundConfig> {
+    RoundConfig::new(
+        Context::new([0x5a; 16], 1),
+        keys.iter().map(SigningKey::verifying_key).collect(),
+        dim,
+        bits,
+        corrupt,
+        dropout,
+    )
+    .unwrap()
+}
+
+/// A participant the attacker controls: it follows the protocol's formats
+/// with its own keys, and keeps every share sent to it.
+pub struct Sybil {
+    pub me: u32,
+    identity: SigningKey,
+    share_keys: KeyPair,
+    pub mask_keys: KeyPair,
+    pub self_seed: [u8; 32],
+    /// Shares of others' secrets this Sybil was sent: owner → pair.
+    pub held: BTreeMap<u32, SharePair>,
+}
+
+impl Sybil {
+    fn new(me: u32, identity: SigningKey, rng: &mut ChaCha20Rng) -> Self {
+        let mut r = || {
+            let mut b = [0u8; 32];
+            rng.fill_bytes(&mut b);
+            b
+        };
+        Self {
+            me,
+            identity,
+            share_keys: KeyPair::from_random(r()),
+            mask_keys: KeyPair::from_random(r()),
+            self_seed: r(),
+            held: BTreeMap::new(),
+        }
+    }
+}
+
+/// What the attacker holds at the end, and what it did.
+pub struct Attack {
+    /// The configuration each client was given (the attacker may give different ones).
+    pub cfgs: Vec<Arc<RoundConfig>>,
+    /// The configuration the attacker reconstructs with.
+    pub cfg: Arc<RoundConfig>,
+    pub inputs: Vec<Vec<u32>>,
+    pub honest: Vec<Option<Client>>,
+    pub sybils: BTreeMap<u32, Sybil>,
+    /// Every message any client sent the attacker, in arrival order.
+    pub transcript: Vec<Signed>,
+    /// Who each client accepted shares from (= masked with, if it then sent a masked input).
+    pub delivered: BTreeMap<u32, BTreeSet<u32>>,
+    /// Honest clients that refused, with the code.
+    pub refusals: BTreeMap<u32, Refusal>,
+    pub rng: ChaCha20Rng,
+}
+
+impl Attack {
+    /// A round of `keys.len()` clients on `cfg`; `sybils` are the attacker's.
+    pub fn new(
+        cfg: Arc<RoundConfig>,
+        keys: &[SigningKey],
+        sybils: &[u32],
+        floors: &Floors,
+        seed: u64,
+    ) -> Self {
+        Self::with_configs(
+            vec![cfg.clone(); keys.len()],
+            cfg,
+            keys,
+            sybils,
+            floors,
+            seed,
+        )
+    }
+
+    /// As [`Attack::new`], with a (possibly different) configuration per client.
+    pub fn with_configs(
+        cfgs: Vec<Arc<RoundConfig>>,
+        cfg: Arc<RoundConfig>,
+        keys: &[SigningKey],
+        sybils: &[u32],
+        floors: &Floors,
+        seed: u64,
+    ) -> Self {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let mask = lane_mask(cfg.bits);
+        let n = keys.len();
+        let inputs: Vec<Vec<u32>> = (0..n)
+            .map(|_| (0..cfg.dim).map(|_| rng.next_u32() & mask).collect())
+            .collect();
+        let mut a = Self {
+            cfgs,
+            cfg,
+            inputs,
+            honest: Vec::new(),
+            sybils: BTreeMap::new(),
+            transcript: Vec::new(),
+            delivered: BTreeMap::new(),
+            refusals: BTreeMap::new(),
+            rng,
+        };
+        for (i, k) in keys.iter().enumerate() {
+            let i32 = i as u32;
+            if sybils.contains(&i32) {
+                let s = Sybil::new(i32, k.clone(), &mut a.rng);
+                let m = a.sybil_advertise(&s);
+                a.transcript.push(m);
+                a.sybils.insert(i32, s);
+                a.honest.push(None);
+                continue;
+            }
+            match Client::new(
+                a.cfgs[i].clone(),
+                i32,
+                k.clone(),
+                a.inputs[i].clone(),
+                floors,
+                &mut a.rng,
+            ) {
+                Ok((c, m)) => {
+                    a.transcript.push(m);
+                    a.honest.push(Some(c));
+                }
+                Err(e) => {
+                    a.note_refusal(i32, &e);
+                    a.honest.push(None);
+                }
+            }
+        }
+        a
+    }
+
+    fn sybil_advertise(&self, s: &Sybil) -> Signed {
+        Signed::sign(
+            &self.cfg.ctx,
+            s.me,
+            ClientBody::AdvertiseKeys(AdvertiseKeys {
+                share_key: s.share_keys.public,
+                mask_key: s.mask_keys.public,
+            }),
+            &s.identity,
+        )
+        .unwrap()
+    }
+
+    fn note_refusal(&mut self, i: u32, e: &SecAggError) {
+        let code = e
+            .refusal()
+            .unwrap_or_else(|| panic!("client {i} failed without a refusal code: {e}"));
+        self.refusals.insert(i, code);
+    }
+
+    pub fn n(&self) -> u32 {
+        self.cfg.n() as u32
+    }
+
+    pub fn is_honest(&self, i: u32) -> bool {
+        !self.sybils.contains_key(&i)
+    }
+
+    /// The last message of `stage` that `from` sent, if any.
+    pub fn sent(&self, from: u32, stage: tg_secagg::messages::Stage) -> Option<&Signed> {
+        self.transcript
+            .iter()
+            .rev()
+            .find(|m| m.from == from && m.body.stage() == stage)
+    }
+
+    fn advert(&self, of: u32) -> Option<AdvertiseKeys> {
+        match &self
+            .sent(of, tg_secagg::messages::Stage::AdvertiseKeys)?
+            .body
+        {
+            ClientBody::AdvertiseKeys(k) => Some(k.clone()),
+            _ => None,
+        }
+    }
+
+    /// Hands `body` to honest client `i`; its reply joins the transcript,
+    /// a refusal is recorded (and the client is gone).
+    pub fn deliver(&mut self, i: u32, body: ServerBody) -> Option<Signed> {
+        let mut client = self.honest[i as usize].take()?;
+        let accepted_from: Option<BTreeSet<u32>> = match &body {
+            ServerBody::SharesForYou(s) => Some(s.iter().map(|(f, _)| *f).collect()),
+            _ => None,
+        };
+        let r = match body {
+            ServerBody::NeighbourKeys(k) => client.on_neighbour_keys(&k, &mut self.rng),
+            ServerBody::SharesForYou(s) => client.on_shares(&s),
+            ServerBody::Survivors(s) => client.on_survivors(&s),
+            ServerBody::SurvivorSignatures(s) => client.on_survivor_signatures(&s),
+            other => panic!("unknown body {other:?}"),
+        };
+        match r {
+            Ok(m) => {
+                if let Some(from) = accepted_from {
+                    self.delivered.insert(i, from);
+                }
+                self.transcript.push(m.clone());
+                self.honest[i as usize] = Some(client);
+                Some(m)
+            }
+            Err(e) => {
+                self.note_refusal(i, &e);
+                None
+            }
+        }
+    }
+
+    /// Honest routing of stage-1 output: i's neighbours' advertisements.
+    pub fn neighbour_keys(&self, i: u32) -> Vec<Signed> {
+        (0..self.n())
+            .filter(|&j| self.cfg.are_neighbours(i, j))
+            .filter_map(|j| {
+                self.sent(j, tg_secagg::messages::Stage::AdvertiseKeys)
+                    .cloned()
+            })
+            .collect()
+    }
+
+    /// Every Sybil shares its secrets with its neighbours.
+    pub fn sybils_share(&mut self) {
+        let ids: Vec<u32> = self.sybils.keys().copied().collect();
+        for id in ids {
+            let holders: Vec<u32> = (0..self.n())
+                .filter(|&j| self.cfg.are_neighbours(id, j) && self.advert(j).is_some())
+                .collect();
+            let t = self.cfg.graph.threshold;
+            if holders.len() < t {
+                continue;
+            }
+            let xs: Vec<u64> = holders.iter().map(|&h| RoundConfig::point(h)).collect();
+            let s = &self.sybils[&id];
+            let seeds = shamir::split(&s.self_seed, t, &xs, &mut self.rng).unwrap();
+            let keys = shamir::split(&s.mask_keys.secret_bytes(), t, &xs, &mut self.rng).unwrap();
+            let mut sealed = Vec::new();
+            for ((h, a), b) in holders.iter().zip(seeds).zip(keys) {
+                let pair = SharePair {
+                    owner: id,
+                    holder: *h,
+                    self_seed: a,
+                    mask_key: b,
+                };
+                let plain = postcard::to_allocvec(&pair).unwrap();
+                let their = self.advert(*h).unwrap().share_key;
+                let key =
+                    seal_key(&s.share_keys.secret_bytes(), &their, &self.cfg.ctx, id, *h).unwrap();
+                sealed.push(Sealed {
+                    to: *h,
+                    ciphertext: seal(&key, &self.cfg.ctx, id, *h, &plain, &mut self.rng).unwrap(),
+                });
+            }
+            let m = Signed::sign(
+                &self.cfg.ctx,
+                id,
+                ClientBody::ShareKeys(ShareKeys { sealed }),
+                &s.identity,
+            )
+            .unwrap();
+            self.transcript.push(m);
+        }
+    }
+
+    /// Sealed shares addressed to `to`, from every sender in `from`.
+    pub fn shares_to(&self, to: u32, from: impl Fn(u32) -> bool) -> Vec<(u32, Sealed)> {
+        let mut out = Vec::new();
+        for m in &self.transcript {
+            if let ClientBody::ShareKeys(s) = &m.body {
+                if !from(m.from) {
+                    continue;
+                }
+                if let Some(p) = s.sealed.iter().find(|p| p.to == to) {
+                    out.push((m.from, p.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Sybils open every share addressed to them.
+    pub fn sybils_collect(&mut self) {
+        let ids: Vec<u32> = self.sybils.keys().copied().collect();
+        for id in ids {
+            for (from, p) in self.shares_to(id, |_| true) {
+                let Some(adv) = self.advert(from) else {
+                    continue;
+                };
+                let s = &self.sybils[&id];
+                let key = seal_key(
+                    &s.share_keys.secret_bytes(),
+                    &adv.share_key,
+                    &self.cfg.ctx,
+                    from,
+                    id,
+                )
+                .unwrap();
+                if let Ok(plain) = open(&key, &self.cfg.ctx, from, id, &p.ciphertext)
+                    && let Ok(pair) = postcard::from_bytes::<SharePair>(&plain)
+                {
+                    self.sybils.get_mut(&id).unwrap().held.insert(from, pair);
+                }
+            }
+        }
+    }
+
+    /// A Sybil's signature on a survivor set (Sybils sign whatever helps).
+    pub fn sybil_confirm(&self, id: u32, survivors: &[u32]) -> Signed {
+        Signed::sign(
+            &self.cfg.ctx,
+            id,
+            ClientBody::ConsistencyCheck(ConsistencyCheck {
+                survivors: survivors.to_vec(),
+            }),
+            &self.sybils[&id].identity,
+        )
+        .unwrap()
+    }
+
+    /// Consistency signatures on exactly `set`, from `i`'s neighbours.
+    pub fn confirmations_for(&self, i: u32, set: &[u32]) -> Vec<Signed> {
+        self.transcript
+            .iter()
+            .filter(|m| {
+                self.cfg.are_neighbours(i, m.from)
+                    && matches!(&m.body, ClientBody::ConsistencyCheck(c) if c.survivors == set)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Client `i` drops out (the network lost it; nothing more from it).
+    pub fn vanish(&mut self, i: u32) {
+        self.honest[i as usize] = None;
+    }
+
+    /// Honest clients still in the round.
+    pub fn live(&self) -> Vec<u32> {
+        (0..self.n())
+            .filter(|&i| self.honest[i as usize].is_some())
+            .collect()
+    }
+
+    /// Runs stages 2 and 3 honestly for every live client, Sybils sharing too.
+    pub fn honest_share_and_mask(&mut self) {
+        for i in self.live() {
+            let k = self.neighbour_keys(i);
+            self.deliver(i, ServerBody::NeighbourKeys(k));
+        }
+        self.sybils_share();
+        self.sybils_collect();
+        for i in self.live() {
+            let s = self.shares_to(i, |_| true);
+            self.deliver(i, ServerBody::SharesForYou(s));
+        }
+    }
+
+    // ----- the attacker's reconstruction -----
+
+    /// Every share the attacker holds of each owner's secrets: (self-seed
+    /// shares, mask-key shares), keyed by evaluation point. Sources: unmask
+    /// reveals, Sybils' holdings, and share ciphertexts decrypted by
+    /// reflection (the i→j ciphertext XOR the j→i one XOR a revealed share).
+    pub fn share_pool(&self) -> BTreeMap<u32, Holdings> {
+        let mut pool: BTreeMap<u32, Holdings> = BTreeMap::new();
+        for m in &self.transcript {
+            if let ClientBody::Unmask(u) = &m.body {
+                for (o, s) in &u.self_mask_shares {
+                    pool.entry(*o).or_default().0.insert(s.x, s.clone());
+                }
+                for (o, s) in &u.mask_key_shares {
+                    pool.entry(*o).or_default().1.insert(s.x, s.clone());
+                }
+            }
+        }
+        for s in self.sybils.values() {
+            for (o, p) in &s.held {
+                pool.entry(*o)
+                    .or_default()
+                    .0
+                    .insert(p.self_seed.x, p.self_seed.clone());
+                pool.entry(*o)
+                    .or_default()
+                    .1
+                    .insert(p.mask_key.x, p.mask_key.clone());
+            }
+        }
+        // Reflection: where d's mask-key share held by u was revealed, XOR it
+        // into the tails of the d→u and u→d ciphertexts.
+        let cts = self.ciphertexts();
+        let revealed: Vec<(u32, u32, Share)> = self
+            .transcript
+            .iter()
+            .filter_map(|m| match &m.body {
+                ClientBody::Unmask(u) => Some(
+                    u.mask_key_shares
+                        .iter()
+                        .map(|(o, s)| (*o, m.from, s.clone()))
+                        .collect::<Vec<_>>(),
+                ),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        for (d, u, known) in revealed {
+            let (Some(c_du), Some(c_ud)) = (cts.get(&(d, u)), cts.get(&(u, d))) else {
+                continue;
+            };
+            let tail = postcard::to_allocvec(&known).unwrap();
+            if let Some(guess) = reflect(c_du, c_ud, &tail)
+                && let Ok(share) = postcard::from_bytes::<Share>(&guess)
+                && share.x == RoundConfig::point(d)
+            {
+                // d's share of u's mask key, if the keystreams were shared.
+                pool.entry(u).or_default().1.insert(share.x, share);
+            }
+        }
+        pool
+    }
+
+    fn ciphertexts(&self) -> BTreeMap<(u32, u32), Vec<u8>> {
+        let mut out = BTreeMap::new();
+        for m in &self.transcript {
+            if let ClientBody::ShareKeys(s) = &m.body {
+                for p in &s.sealed {
+                    out.insert((m.from, p.to), p.ciphertext.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// The secrets the attacker can reconstruct: self-mask seeds (unverified:
+    /// they are checked by the input they unmask) and mask secret keys
+    /// (verified against the advertised public key).
+    pub fn secrets(&self) -> (BTreeMap<u32, [u8; 32]>, BTreeMap<u32, [u8; 32]>) {
+        let t = self.cfg.graph.threshold;
+        let (mut seeds, mut keys) = (BTreeMap::new(), BTreeMap::new());
+        for (o, (b, sk)) in self.share_pool() {
+            let bs: Vec<Share> = b.values().cloned().collect();
+            if let Ok(v) = shamir::combine(&bs, t) {
+                seeds.insert(o, v);
+            }
+            let ks: Vec<Share> = sk.values().cloned().collect();
+            if let Ok(v) = shamir::combine(&ks, t)
+                && let Some(adv) = self.advert(o)
+                && KeyPair::from_random(v).public == adv.mask_key
+            {
+                keys.insert(o, v);
+            }
+        }
+        for (id, s) in &self.sybils {
+            seeds.insert(*id, s.self_seed);
+            keys.insert(*id, *s.mask_keys.secret_bytes());
+        }
+        (seeds, keys)
+    }
+
+    /// The sums the attacker can unmask: sets of honest clients whose masked
+    /// inputs it holds and whose unknown pairwise masks cancel only among
+    /// themselves, each with a known self mask. An input is exposed alone
+    /// exactly when such a set has one member.
+    pub fn revealable_sets(&self) -> Vec<BTreeSet<u32>> {
+        let (seeds, keys) = self.secrets();
+        let masked: BTreeSet<u32> = self
+            .transcript
+            .iter()
+            .filter(|m| matches!(m.body, ClientBody::MaskedInput(_)) && self.is_honest(m.from))
+            .map(|m| m.from)
+            .collect();
+        let known = |a: u32, b: u32| keys.contains_key(&a) || keys.contains_key(&b);
+        let with = |i: u32| self.delivered.get(&i).cloned().unwrap_or_default();
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for &start in &masked {
+            if seen.contains(&start) {
+                continue;
+            }
+            let mut comp = BTreeSet::from([start]);
+            let mut stack = vec![start];
+            let mut valid = true;
+            while let Some(i) = stack.pop() {
+                valid &= seeds.contains_key(&i);
+                for j in with(i) {
+                    if known(i, j) {
+                        continue;
+                    }
+                    // An unknown mask cancels only against j's own input.
+                    if !masked.contains(&j) || !with(j).contains(&i) {
+                        valid = false;
+                        continue;
+                    }
+                    if comp.insert(j) {
+                        stack.push(j);
+                    }
+                }
+            }
+            seen.extend(comp.iter().copied());
+            if valid {
+                out.push(comp);
+            }
+        }
+        out
+    }
+
+    /// Tries to compute honest client `i`'s input from its masked vector,
+    /// exactly as the attacker would; `Some` only if it matches the truth.
+    pub fn reconstruct(&self, i: u32) -> Option<Vec<u32>> {
+        let (seeds, keys) = self.secrets();
+        let y = self.transcript.iter().find_map(|m| match &m.body {
+            ClientBody::MaskedInput(x) if m.from == i => Some(x.packed.clone()),
+            _ => None,
+        })?;
+        let ctx = self.cfg.ctx;
+        let mut v = unpack(&y, self.cfg.dim, self.cfg.bits).ok()?;
+        let own = derive(seeds.get(&i)?, &ctx, SELF_MASK, i).ok()?;
+        apply_mask(&own, &mut v, Apply::Subtract, self.cfg.prg).ok()?;
+        for j in self.delivered.get(&i).cloned().unwrap_or_default() {
+            let seed = if let Some(sk) = keys.get(&i) {
+                agree(sk, &self.advert(j)?.mask_key, &ctx, MASK, i, j).ok()?
+            } else {
+                agree(keys.get(&j)?, &self.advert(i)?.mask_key, &ctx, MASK, i, j).ok()?
+            };
+            let how = if i < j { Apply::Subtract } else { Apply::Add };
+            apply_mask(&seed, &mut v, how, self.cfg.prg).ok()?;
+        }
+        let m = lane_mask(self.cfg.bits);
+        v.iter_mut().for_each(|x| *x &= m);
+        (v == self.inputs[i as usize]).then_some(v)
+    }
+
+    /// Honest inputs the attacker recovered, alone.
+    pub fn exposed(&self) -> Vec<u32> {
+        (0..self.n())
+            .filter(|&i| self.is_honest(i) && self.reconstruct(i).is_some())
+            .collect()
+    }
+}
+
+/// `c_ud`'s tail decrypted with the keystream that `c_du` XOR `known_tail`
+/// implies, if both carry plaintexts of one length (the reflection attack
+/// on one key and one nonce for both directions).
+fn reflect(c_du: &[u8], c_ud: &[u8], known_tail: &[u8]) -> Option<Vec<u8>> {
+    const TAG: usize = 16;
+    if c_du.len() != c_ud.len() || c_du.len() < TAG + known_tail.len() {
+        return None;
+    }
+    let end = c_du.len() - TAG;
+    let start = end - known_tail.len();
+    Some(
+        (start..end)
+            .map(|p| c_du[p] ^ known_tail[p - start] ^ c_ud[p])
+            .collect(),
+    )
+}
