@@ -11,10 +11,14 @@
 //! - it signs a survivor set only if the set is well formed and above the
 //!   floor, every surviving neighbour is one it masked with, and at least
 //!   `t` of those it masked with survive (E102–E105);
+//! - its masked input carries a signed commitment to the neighbours it
+//!   masked with;
 //! - for each neighbour it reveals a share of the self-mask seed *or* of the
-//!   mask key — never both — and a self-mask share only with that survivor's
-//!   own signature on the same set (E106–E108), so no server can unmask a
-//!   survivor whose masking neighbours it declared dropped.
+//!   mask key — never both — after `t` surviving neighbours confirmed the
+//!   same set (E106, E108), and a self-mask share only if that survivor's
+//!   commitment shows the set leaves its mask standing (E104, E105, E107),
+//!   so no server can unmask a survivor by declaring its masking neighbours
+//!   dropped.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -26,8 +30,8 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::crypto::{Apply, KeyPair, Secret32, agree, apply_mask, derive, open, seal, seal_key};
 use crate::messages::{
-    AdvertiseKeys, ClientBody, ConsistencyCheck, MaskedInput, Sealed, ShareKeys, Signed, Stage,
-    Unmask,
+    AdvertiseKeys, ClientBody, ConsistencyCheck, MaskCommitment, MaskedInput, Sealed, ShareKeys,
+    Signed, Stage, Unmask,
 };
 use crate::packing::{lane_mask, pack};
 use crate::round::{Floors, RoundConfig};
@@ -68,6 +72,45 @@ pub struct Client {
 
 fn refused<T>(code: Refusal, detail: impl Into<String>) -> Result<T, SecAggError> {
     Err(SecAggError::refused(code, detail))
+}
+
+/// The dropout rule, for `owner` who masked with `masked_with`: the survivor
+/// set lists no neighbour of the owner that it did not mask with (E104), and
+/// keeps at least `t` of those it did (E105). Checked by the owner before it
+/// signs the set, and by each neighbour before it reveals a share of the
+/// owner's self-mask seed.
+fn strips_no_mask(
+    cfg: &RoundConfig,
+    owner: u32,
+    masked_with: &[u32],
+    survivors: &[u32],
+) -> Result<(), SecAggError> {
+    let mut kept = 0;
+    for &s in survivors {
+        if !cfg.are_neighbours(owner, s) {
+            continue;
+        }
+        if masked_with.binary_search(&s).is_err() {
+            return refused(
+                Refusal::UnmaskedSurvivor,
+                format!(
+                    "neighbour {s} of client {owner} survived, but {owner} did not mask with it"
+                ),
+            );
+        }
+        kept += 1;
+    }
+    let t = cfg.graph.threshold;
+    if kept < t {
+        return refused(
+            Refusal::MaskingNeighboursDropped,
+            format!(
+                "{kept} of the {} neighbours client {owner} masked with survive, the threshold is {t}",
+                masked_with.len()
+            ),
+        );
+    }
+    Ok(())
 }
 
 impl Client {
@@ -139,6 +182,17 @@ impl Client {
         Ok(())
     }
 
+    /// The identity of a message's claimed sender; an index outside the
+    /// round is the server's fault (E111).
+    fn sender(&self, from: u32) -> Result<&ed25519_dalek::VerifyingKey, SecAggError> {
+        self.cfg.identity(from).map_err(|_| {
+            SecAggError::refused(
+                Refusal::Malformed,
+                format!("no participant {from} in this round"),
+            )
+        })
+    }
+
     fn sign(&self, body: ClientBody) -> Result<Signed, SecAggError> {
         Signed::sign(&self.cfg.ctx, self.me, body, &self.identity)
     }
@@ -161,7 +215,7 @@ impl Client {
                     ),
                 );
             }
-            m.verify(&self.cfg.ctx, self.cfg.identity(m.from)?)?;
+            m.verify(&self.cfg.ctx, self.sender(m.from)?)?;
             let ClientBody::AdvertiseKeys(k) = &m.body else {
                 return refused(Refusal::Malformed, "expected key advertisements");
             };
@@ -313,7 +367,10 @@ impl Client {
         let packed = pack(&y, self.cfg.bits);
         y.zeroize();
         self.next = Stage::ConsistencyCheck;
-        self.sign(ClientBody::MaskedInput(MaskedInput { packed }))
+        let commitment = Box::new(self.sign(ClientBody::MaskCommitment(MaskCommitment {
+            masked_with: self.held.keys().copied().collect(),
+        }))?);
+        self.sign(ClientBody::MaskedInput(MaskedInput { packed, commitment }))
     }
 
     /// Stage 4: signs the survivor set the server announced, if it is
@@ -348,33 +405,8 @@ impl Client {
                 ),
             );
         }
-        let mut kept = 0;
-        for &s in survivors {
-            if !self.cfg.are_neighbours(self.me, s) {
-                continue;
-            }
-            if !self.held.contains_key(&s) {
-                return refused(
-                    Refusal::UnmaskedSurvivor,
-                    format!(
-                        "neighbour {s} survived, client {} holds no shares of it",
-                        self.me
-                    ),
-                );
-            }
-            kept += 1;
-        }
-        let t = self.cfg.graph.threshold;
-        if kept < t {
-            return refused(
-                Refusal::MaskingNeighboursDropped,
-                format!(
-                    "{kept} of the {} neighbours client {} masked with survive, the threshold is {t}",
-                    self.held.len(),
-                    self.me
-                ),
-            );
-        }
+        let masked_with: Vec<u32> = self.held.keys().copied().collect();
+        strips_no_mask(&self.cfg, self.me, &masked_with, survivors)?;
         self.survivors = survivors.to_vec();
         self.next = Stage::Unmask;
         self.sign(ClientBody::ConsistencyCheck(ConsistencyCheck {
@@ -383,33 +415,40 @@ impl Client {
     }
 
     /// Stage 5: checks that surviving neighbours signed the same set — at
-    /// least `t` of them (E108), every survivor whose self-mask share this
-    /// client holds among them (E107), none with another set (E106) — then
-    /// reveals, per neighbour, a self-mask share (survived) or a mask-key
-    /// share (dropped).
+    /// least `t` of them (E108), none another set (E106) — and that every
+    /// survivor whose self-mask share this client holds committed to masking
+    /// neighbours this set keeps (E104, E105, E107); then reveals, per
+    /// neighbour, a self-mask share (survived) or a mask-key share (dropped).
     pub fn on_survivor_signatures(&mut self, signatures: &[Signed]) -> Result<Signed, SecAggError> {
         self.expect(Stage::Unmask)?;
         let mut signers = BTreeSet::new();
+        let mut commitments: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         for m in signatures {
-            m.verify(&self.cfg.ctx, self.cfg.identity(m.from)?)?;
-            match &m.body {
-                ClientBody::ConsistencyCheck(c) if c.survivors == self.survivors => {}
+            m.verify(&self.cfg.ctx, self.sender(m.from)?)?;
+            let surviving_neighbour = self.survivors.binary_search(&m.from).is_ok()
+                && self.cfg.are_neighbours(self.me, m.from);
+            let fresh = match &m.body {
+                ClientBody::ConsistencyCheck(c) if c.survivors == self.survivors => {
+                    surviving_neighbour && signers.insert(m.from)
+                }
                 ClientBody::ConsistencyCheck(_) => {
                     return refused(
                         Refusal::Equivocation,
                         format!("client {} signed another survivor set", m.from),
                     );
                 }
-                _ => return refused(Refusal::Malformed, "expected consistency signatures"),
-            }
-            if self.survivors.binary_search(&m.from).is_err()
-                || !self.cfg.are_neighbours(self.me, m.from)
-                || !signers.insert(m.from)
-            {
+                ClientBody::MaskCommitment(c) => {
+                    surviving_neighbour
+                        && c.masked_with.windows(2).all(|w| w[0] < w[1])
+                        && commitments.insert(m.from, c.masked_with.clone()).is_none()
+                }
+                _ => false,
+            };
+            if !fresh {
                 return refused(
                     Refusal::Malformed,
                     format!(
-                        "consistency signature from {}, not a surviving neighbour (or twice)",
+                        "a stage-5 message from {}: not a surviving neighbour's, malformed, or twice",
                         m.from
                     ),
                 );
@@ -425,17 +464,19 @@ impl Client {
                 ),
             );
         }
-        if let Some(silent) = self
-            .held
-            .keys()
-            .find(|o| self.survivors.binary_search(o).is_ok() && !signers.contains(*o))
-        {
-            return refused(
-                Refusal::MissingConsent,
-                format!(
-                    "survivor {silent} did not sign the set its self-mask seed would be revealed for"
-                ),
-            );
+        for owner in self.held.keys() {
+            if self.survivors.binary_search(owner).is_err() {
+                continue;
+            }
+            let Some(masked_with) = commitments.get(owner) else {
+                return refused(
+                    Refusal::MissingCommitment,
+                    format!("no signed mask commitment of survivor {owner}"),
+                );
+            };
+            // The owner's seed is revealed only if this set leaves its mask
+            // standing, whatever set the owner itself was shown.
+            strips_no_mask(&self.cfg, *owner, masked_with, &self.survivors)?;
         }
         let mut reveal = Unmask {
             self_mask_shares: Vec::new(),

@@ -9,7 +9,8 @@
 //! The default threat is a **malicious** coordinator (Bell et al. 2020,
 //! §4–5): thresholds satisfy `2t > k + c`, a client masks only once it holds
 //! shares from at least `t` neighbours, a survivor's self-mask seed is
-//! revealed only with that survivor's own signature on the survivor set, and
+//! revealed only when its signed commitment to the neighbours it masked with
+//! shows the survivor set leaves that mask standing, and
 //! the digest of the whole round configuration is bound into every key and
 //! signature. When an honest client detects a deviation it refuses with a
 //! [`Refusal`] code; `tests/red_team.rs` runs each attack against it.
@@ -100,9 +101,10 @@ pub enum Refusal {
     MaskingNeighboursDropped,
     /// E106: a neighbour signed a different survivor set (split view).
     Equivocation,
-    /// E107: a survivor whose self-mask share this client holds did not sign
-    /// the survivor set: its seed is revealed only with its consent.
-    MissingConsent,
+    /// E107: a survivor whose self-mask share this client holds has no
+    /// signed commitment to the neighbours it masked with: its seed is
+    /// revealed only when the commitment shows its mask stays standing.
+    MissingCommitment,
     /// E108: fewer than `t` surviving neighbours confirmed the survivor set.
     TooFewConfirmations,
     /// E109: a message's signature does not verify for this round's
@@ -127,7 +129,7 @@ impl Refusal {
             Self::UnmaskedSurvivor => "E104",
             Self::MaskingNeighboursDropped => "E105",
             Self::Equivocation => "E106",
-            Self::MissingConsent => "E107",
+            Self::MissingCommitment => "E107",
             Self::TooFewConfirmations => "E108",
             Self::BadSignature => "E109",
             Self::BelowFloor => "E110",
@@ -145,7 +147,7 @@ impl Refusal {
             Self::UnmaskedSurvivor => "a survivor this client never masked with",
             Self::MaskingNeighboursDropped => "too many masking neighbours declared dropped",
             Self::Equivocation => "neighbours were shown different survivor sets",
-            Self::MissingConsent => "a survivor did not confirm the survivor set",
+            Self::MissingCommitment => "a survivor's signed mask commitment is missing",
             Self::TooFewConfirmations => "too few neighbours confirmed the survivor set",
             Self::BadSignature => "a signature does not verify for this round",
             Self::BelowFloor => "the round is below this agent's floors",
@@ -159,8 +161,12 @@ impl Refusal {
             Self::BelowFloor => {
                 "nothing was sent; the operator must offer a round that meets the floors in the agent's config"
             }
-            Self::TooFewKeys | Self::TooFewShares | Self::MaskingNeighboursDropped => {
-                "the round was refused before anything revealing was sent; if it recurs, treat the coordinator as deviating"
+            Self::TooFewKeys
+            | Self::TooFewShares
+            | Self::MaskingNeighboursDropped
+            | Self::TooFewConfirmations
+            | Self::SurvivorsBelowFloor => {
+                "nothing revealing was sent; too many participants dropped out, or the coordinator withheld their messages: if it recurs with few dropouts, treat the coordinator as deviating"
             }
             _ => {
                 "the round was refused, nothing revealing was sent; the coordinator deviated from the protocol (or the network corrupted it): keep the agent's log as evidence"

@@ -61,12 +61,26 @@ pub struct ShareKeys {
     pub sealed: Vec<Sealed>,
 }
 
-/// Stage 3: the masked input, B bits per lane, packed.
+/// Stage 3: the masked input, B bits per lane, packed, with the sender's
+/// signed commitment to the neighbours it masked with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaskedInput {
     /// `y mod 2^B`, bit-packed little-endian.
     #[serde(with = "bytes")]
     pub packed: Vec<u8>,
+    /// A [`MaskCommitment`], signed on its own so the server can forward it
+    /// to the sender's neighbours without the vector.
+    pub commitment: Box<Signed>,
+}
+
+/// The neighbours a client masked its input with. Its neighbours reveal
+/// shares of its self-mask seed only for a survivor set that keeps at least
+/// `t` of these and lists no other neighbour of it: a server cannot declare
+/// a survivor's masking neighbours dropped to strip its mask.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaskCommitment {
+    /// Sorted round indices of the neighbours masked with.
+    pub masked_with: Vec<u32>,
 }
 
 /// Stage 4: the sender's signature over the survivor set (the envelope's
@@ -101,6 +115,8 @@ pub enum ClientBody {
     ConsistencyCheck(ConsistencyCheck),
     /// Stage 5.
     Unmask(Unmask),
+    /// Inside stage 3's message: the neighbours masked with.
+    MaskCommitment(MaskCommitment),
 }
 
 impl ClientBody {
@@ -112,6 +128,7 @@ impl ClientBody {
             Self::MaskedInput(_) => Stage::MaskedInput,
             Self::ConsistencyCheck(_) => Stage::ConsistencyCheck,
             Self::Unmask(_) => Stage::Unmask,
+            Self::MaskCommitment(_) => Stage::MaskedInput,
         }
     }
 }
@@ -233,6 +250,7 @@ pub enum ServerBody {
     SharesForYou(Vec<(u32, Sealed)>),
     /// After stage 3: who sent a masked input.
     Survivors(Vec<u32>),
-    /// After stage 4: the consistency signatures of the survivors.
+    /// After stage 4: the consistency signatures of the client's surviving
+    /// neighbours, and the mask commitments of those that survived.
     SurvivorSignatures(Vec<Signed>),
 }

@@ -37,6 +37,8 @@ pub struct Server {
     advertised: BTreeMap<u32, Signed>,
     shares: BTreeMap<u32, ShareKeys>,
     masked: BTreeSet<u32>,
+    /// Each survivor's signed mask commitment, and the neighbours in it.
+    commitments: BTreeMap<u32, (Signed, Vec<u32>)>,
     sum: Vec<u32>,
     consistency: BTreeMap<u32, Signed>,
     unmask: BTreeMap<u32, Unmask>,
@@ -54,6 +56,7 @@ impl Server {
             advertised: BTreeMap::new(),
             shares: BTreeMap::new(),
             masked: BTreeSet::new(),
+            commitments: BTreeMap::new(),
             sum: vec![0; dim],
             consistency: BTreeMap::new(),
             unmask: BTreeMap::new(),
@@ -129,9 +132,31 @@ impl Server {
                 if self.masked.contains(&from) {
                     return Err(duplicate());
                 }
+                let c = &m.commitment;
+                c.verify(&self.cfg.ctx, self.cfg.identity(from)?)?;
+                let ClientBody::MaskCommitment(mc) = &c.body else {
+                    return Err(SecAggError::Rejected(format!(
+                        "client {from}'s masked input carries no mask commitment"
+                    )));
+                };
+                let held = |j: &u32| {
+                    self.shares
+                        .get(j)
+                        .is_some_and(|s| s.sealed.iter().any(|p| p.to == from))
+                };
+                if c.from != from
+                    || !mc.masked_with.windows(2).all(|w| w[0] < w[1])
+                    || !mc.masked_with.iter().all(held)
+                {
+                    return Err(SecAggError::Rejected(format!(
+                        "client {from}'s mask commitment names neighbours whose shares it was not sent"
+                    )));
+                }
                 // Added at once and not kept: no individual vector is stored.
                 add_packed(&mut self.sum, &m.packed, self.cfg.bits)?;
                 self.masked.insert(from);
+                self.commitments
+                    .insert(from, ((**c).clone(), mc.masked_with.clone()));
             }
             ClientBody::ConsistencyCheck(c) => {
                 if self.consistency.contains_key(&from) {
@@ -143,6 +168,11 @@ impl Server {
                     )));
                 }
                 self.consistency.insert(from, msg);
+            }
+            ClientBody::MaskCommitment(_) => {
+                return Err(SecAggError::Rejected(format!(
+                    "client {from} sent a mask commitment outside its masked input"
+                )));
             }
             ClientBody::Unmask(u) => {
                 if self.unmask.contains_key(&from) {
@@ -231,18 +261,6 @@ impl Server {
             }
             Stage::ConsistencyCheck => {
                 self.below_threshold("confirmed the survivor set", self.consistency.len())?;
-                if let Some(silent) = self
-                    .survivors
-                    .iter()
-                    .find(|s| !self.consistency.contains_key(s))
-                {
-                    // Honest clients reveal a survivor's self-mask seed only
-                    // with its own signature on the set: fail closed now.
-                    return Err(SecAggError::Protocol(format!(
-                        "survivor {silent} sent its input but did not confirm the survivor set: \
-                         its self-mask cannot be removed; the round fails and reveals nothing"
-                    )));
-                }
                 self.stage = Stage::Unmask;
                 // Each client needs its neighbours' confirmations (SecAgg+: k, not n).
                 self.consistency
@@ -253,6 +271,12 @@ impl Server {
                             .iter()
                             .filter(|(j, _)| self.cfg.are_neighbours(i, **j))
                             .map(|(_, m)| m.clone())
+                            .chain(
+                                self.commitments
+                                    .iter()
+                                    .filter(|(j, _)| self.cfg.are_neighbours(i, **j))
+                                    .map(|(_, (m, _))| m.clone()),
+                            )
                             .collect();
                         (i, ServerBody::SurvivorSignatures(sigs))
                     })
@@ -314,9 +338,9 @@ impl Server {
         for d in dropped {
             let secret = zeroize::Zeroizing::new(collect(d, |u| &u.mask_key_shares)?);
             for &j in &self.survivors {
-                // j masked with d iff they are neighbours and j received d's shares.
-                let received = self.shares[&d].sealed.iter().any(|p| p.to == j);
-                if !received || !self.cfg.are_neighbours(d, j) {
+                // j masked with d iff its commitment says so.
+                let masked_with = self.commitments.get(&j).map(|(_, w)| w.as_slice());
+                if masked_with.is_none_or(|w| w.binary_search(&d).is_err()) {
                     continue;
                 }
                 let ClientBody::AdvertiseKeys(k) = &self.advertised[&j].body else {

@@ -123,11 +123,21 @@ fn forged_and_replayed_messages_are_rejected() {
     assert!(server.receive(adv(&c1, 0, &ks[0])).is_ok());
     assert!(rejected(server.receive(adv(&c1, 0, &ks[0]))));
     // Wrong stage: a masked input while keys are being collected.
+    let commitment = Signed::sign(
+        &c1,
+        2,
+        ClientBody::MaskCommitment(tg_secagg::messages::MaskCommitment {
+            masked_with: vec![],
+        }),
+        &ks[2],
+    )
+    .unwrap();
     let early = Signed::sign(
         &c1,
         2,
         ClientBody::MaskedInput(tg_secagg::messages::MaskedInput {
             packed: vec![0; 16],
+            commitment: Box::new(commitment),
         }),
         &ks[2],
     )

@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use tg_secagg::client::{MASK, SELF_MASK};
 use tg_secagg::crypto::{Apply, Context, KeyPair, agree, apply_mask, derive, open, seal, seal_key};
 use tg_secagg::messages::{
-    AdvertiseKeys, ClientBody, ConsistencyCheck, Sealed, ServerBody, ShareKeys, Signed,
+    AdvertiseKeys, ClientBody, ConsistencyCheck, MaskCommitment, Sealed, ServerBody, ShareKeys,
+    Signed,
 };
 use tg_secagg::packing::{lane_mask, unpack};
 use tg_secagg::shamir::{self, Share};
@@ -376,6 +377,42 @@ impl Attack {
             &self.sybils[&id].identity,
         )
         .unwrap()
+    }
+
+    /// A Sybil's mask commitment: it claims whatever neighbours help.
+    pub fn sybil_commit(&self, id: u32, masked_with: Vec<u32>) -> Signed {
+        Signed::sign(
+            &self.cfg.ctx,
+            id,
+            ClientBody::MaskCommitment(MaskCommitment { masked_with }),
+            &self.sybils[&id].identity,
+        )
+        .unwrap()
+    }
+
+    /// What an honest server forwards to `i` at stage 5 for `set`: its
+    /// neighbours' signatures on exactly `set`, their mask commitments, and
+    /// whatever the Sybils among them sign (all their neighbours, `set`).
+    pub fn stage5_for(&self, i: u32, set: &[u32]) -> Vec<Signed> {
+        let mut out = self.confirmations_for(i, set);
+        for m in &self.transcript {
+            if let ClientBody::MaskedInput(x) = &m.body
+                && self.cfg.are_neighbours(i, m.from)
+                && set.contains(&m.from)
+            {
+                out.push((*x.commitment).clone());
+            }
+        }
+        for &s in self.sybils.keys() {
+            if self.cfg.are_neighbours(i, s) && set.contains(&s) {
+                out.push(self.sybil_confirm(s, set));
+                let all: Vec<u32> = (0..self.n())
+                    .filter(|&j| self.cfg.are_neighbours(s, j))
+                    .collect();
+                out.push(self.sybil_commit(s, all));
+            }
+        }
+        out
     }
 
     /// Consistency signatures on exactly `set`, from `i`'s neighbours.
