@@ -262,6 +262,10 @@ impl Runner {
         match message {
             ToAgent::Offer(offer) => self.on_offer(peer, offer).await?,
             ToAgent::Welcome { job } => {
+                // Our coordinator admitted us: its models may now arrive in chunks.
+                if let Err(e) = self.client.allow_transfers(peer, true).await {
+                    tracing::warn!("cannot accept chunked frames from the coordinator: {e}");
+                }
                 tracing::info!(%job, "joined");
                 self.status.update(|s| s.state = "joined".into());
             }

@@ -149,6 +149,10 @@ impl NetTransport {
             },
         );
         self.metrics.set_members(self.member_count());
+        // Admitted: from now on it may send frames larger than one chunk.
+        if let Err(e) = self.client.allow_transfers(peer, true).await {
+            tracing::warn!(%peer, "cannot allow chunked transfers: {e}");
+        }
         let job = self.offer.job;
         self.send_signed(peer, &ToAgent::Welcome { job });
     }

@@ -37,6 +37,10 @@ pub(crate) enum Command {
     Disconnect {
         peer: PeerId,
     },
+    AllowTransfers {
+        peer: PeerId,
+        allowed: bool,
+    },
     Listeners {
         reply: oneshot::Sender<Vec<Multiaddr>>,
     },
@@ -92,6 +96,16 @@ impl Client {
     pub async fn add_address(&self, peer: PeerId, addr: Multiaddr) -> Result<(), NetError> {
         self.commands
             .send(Command::AddAddress { peer, addr })
+            .await
+            .map_err(|_| NetError::Stopped)
+    }
+
+    /// Lets `peer` send chunked frames (larger than one chunk): call it once
+    /// the peer is admitted; until then (and after it disconnects) it may
+    /// send single frames only.
+    pub async fn allow_transfers(&self, peer: PeerId, allowed: bool) -> Result<(), NetError> {
+        self.commands
+            .send(Command::AllowTransfers { peer, allowed })
             .await
             .map_err(|_| NetError::Stopped)
     }

@@ -99,6 +99,7 @@ impl EventLoop {
                     .map_err(|e| NetError::Publish(e.to_string()));
                 let _ = reply.send(r);
             }
+            Command::AllowTransfers { peer, allowed } => self.reassembly.allow(peer, allowed),
             Command::Disconnect { peer } => {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
@@ -262,6 +263,13 @@ impl EventLoop {
                 Ok(Some(frame)) => frame,
                 Err(e) => {
                     let fault = match e {
+                        crate::transfer::ChunkError::OverBudget => return Reply::Busy,
+                        // Nothing is buffered; "busy" lets a peer whose
+                        // admission is still on its way in retry.
+                        crate::transfer::ChunkError::NotAdmitted => {
+                            self.stats.count_fault(WireFault::Unadmitted);
+                            return Reply::Busy;
+                        }
                         crate::transfer::ChunkError::TooLarge { .. } => WireFault::Oversized,
                         _ => WireFault::Malformed,
                     };

@@ -87,6 +87,8 @@ pub enum WireFault {
     Malformed,
     /// Any other I/O failure while reading.
     Io,
+    /// A chunked frame from a peer that has not been admitted.
+    Unadmitted,
 }
 
 impl WireFault {
@@ -110,6 +112,7 @@ impl WireFault {
             Self::Truncated => "truncated_frame",
             Self::Malformed => "malformed_frame",
             Self::Io => "io_error",
+            Self::Unadmitted => "unadmitted_transfer",
         }
     }
 }
@@ -151,7 +154,7 @@ impl NetStats {
         let c = match fault {
             WireFault::Oversized => &self.oversized,
             WireFault::Truncated => &self.truncated,
-            WireFault::Malformed | WireFault::Io => &self.malformed,
+            WireFault::Malformed | WireFault::Io | WireFault::Unadmitted => &self.malformed,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }

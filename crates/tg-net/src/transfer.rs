@@ -1,12 +1,20 @@
 //! Reassembly of frames sent as chunks.
 //!
-//! Design decision: memory is bounded by policy, not by trust. A receiver
-//! holds at most [`MAX_TRANSFERS_PER_PEER`] partial frames per peer, each no
-//! larger than the configured frame limit, and allocates a transfer's buffer
-//! only as its chunks arrive. A transfer whose chunks stop arriving is dropped
-//! after a timeout. Senders keep only a bounded window of chunks in flight.
+//! Design decision: memory is bounded by policy, not by trust.
+//! - Only peers the application has admitted ([`Reassembly::allow`]) may
+//!   send chunked (multi-chunk) frames at all; anyone else can send single
+//!   frames of at most one chunk, enough for a join request.
+//! - A transfer's announced size is capped at the frame limit, and its
+//!   chunks are stored sparsely as they arrive: a peer that announces a huge
+//!   frame and sends its last byte holds one byte, not the whole buffer.
+//! - Buffered bytes are bounded per peer and in total; past either bound
+//!   the chunk is answered "busy" and the sender backs off.
+//! - A peer holds at most [`MAX_TRANSFERS_PER_PEER`] partial frames, and a
+//!   transfer whose chunks stop arriving is dropped after a timeout.
+//!
+//! Senders keep only a bounded window of chunks in flight.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
@@ -29,14 +37,21 @@ pub fn chunks(frame: &[u8]) -> impl Iterator<Item = (u32, &[u8])> {
 
 struct Partial {
     total: u64,
-    buf: Vec<u8>,
-    seen: Vec<bool>,
-    remaining: usize,
+    /// Chunks received so far, by index (sparse).
+    parts: BTreeMap<u32, Vec<u8>>,
+    count: usize,
     touched: Instant,
+}
+
+impl Partial {
+    fn buffered(&self) -> usize {
+        self.parts.values().map(Vec::len).sum()
+    }
 }
 
 /// Why a chunk was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ChunkError {
     /// The frame would exceed the receiver's limit.
     TooLarge {
@@ -49,6 +64,11 @@ pub enum ChunkError {
     TooManyTransfers,
     /// The chunk does not fit the transfer (bad index, length or total).
     Inconsistent(&'static str),
+    /// The peer has not been admitted: it may not send chunked frames.
+    NotAdmitted,
+    /// Buffering the chunk would pass the per-peer or total bound; the
+    /// sender should retry later.
+    OverBudget,
 }
 
 impl std::fmt::Display for ChunkError {
@@ -62,6 +82,11 @@ impl std::fmt::Display for ChunkError {
                 "too many transfers open (limit {MAX_TRANSFERS_PER_PEER} per peer)"
             ),
             Self::Inconsistent(why) => write!(f, "malformed chunk: {why}"),
+            Self::NotAdmitted => write!(
+                f,
+                "chunked frames are accepted only from admitted peers (join first)"
+            ),
+            Self::OverBudget => write!(f, "reassembly memory is full; retry later"),
         }
     }
 }
@@ -69,18 +94,48 @@ impl std::fmt::Display for ChunkError {
 /// Partial frames being received, by (peer, transfer id).
 pub struct Reassembly {
     limit: u64,
+    per_peer: usize,
+    total_budget: usize,
     timeout: Duration,
+    allowed: HashSet<PeerId>,
     open: HashMap<(PeerId, u64), Partial>,
 }
 
 impl Reassembly {
-    /// Reassembly of frames up to `limit` bytes; transfers idle for
+    /// Reassembly of frames up to `limit` bytes, buffering at most two
+    /// frames' worth per peer and eight in total; transfers idle for
     /// `timeout` are dropped.
     pub fn new(limit: u64, timeout: Duration) -> Self {
+        let frame = usize::try_from(limit).unwrap_or(usize::MAX);
+        Self::with_budgets(
+            limit,
+            frame.saturating_mul(2),
+            frame.saturating_mul(8),
+            timeout,
+        )
+    }
+
+    /// As [`Reassembly::new`] with explicit bounds on buffered bytes per
+    /// peer and in total.
+    pub fn with_budgets(limit: u64, per_peer: usize, total: usize, timeout: Duration) -> Self {
         Self {
             limit,
+            per_peer,
+            total_budget: total,
             timeout,
+            allowed: HashSet::new(),
             open: HashMap::new(),
+        }
+    }
+
+    /// Lets `peer` send chunked frames (it has been admitted), or stops it
+    /// and drops what it had buffered.
+    pub fn allow(&mut self, peer: PeerId, allowed: bool) {
+        if allowed {
+            self.allowed.insert(peer);
+        } else {
+            self.allowed.remove(&peer);
+            self.open.retain(|(p, _), _| *p != peer);
         }
     }
 
@@ -93,6 +148,9 @@ impl Reassembly {
         index: u32,
         data: Vec<u8>,
     ) -> Result<Option<Vec<u8>>, ChunkError> {
+        if !self.allowed.contains(&peer) {
+            return Err(ChunkError::NotAdmitted);
+        }
         if total > self.limit {
             return Err(ChunkError::TooLarge {
                 total,
@@ -109,53 +167,60 @@ impl Reassembly {
             if per_peer >= MAX_TRANSFERS_PER_PEER {
                 return Err(ChunkError::TooManyTransfers);
             }
-            self.open.insert(
-                key,
-                Partial {
-                    total,
-                    buf: Vec::new(),
-                    seen: vec![false; count],
-                    remaining: count,
-                    touched: Instant::now(),
-                },
-            );
-        }
-        let Some(p) = self.open.get_mut(&key) else {
-            return Err(ChunkError::Inconsistent("transfer vanished"));
-        };
-        if p.total != total {
-            return Err(ChunkError::Inconsistent("total changed within a transfer"));
         }
         let i = index as usize;
         let start = i.saturating_mul(CHUNK_BYTES);
         let expected = (total as usize).saturating_sub(start).min(CHUNK_BYTES);
-        if i >= p.seen.len() || data.len() != expected {
+        if i >= count || data.len() != expected {
             self.open.remove(&key);
             return Err(ChunkError::Inconsistent(
                 "chunk index or length out of range",
             ));
         }
-        if p.seen[i] {
+        let peer_bytes: usize = self
+            .open
+            .iter()
+            .filter(|((p, _), _)| *p == peer)
+            .map(|(_, t)| t.buffered())
+            .sum();
+        let all_bytes: usize = self.open.values().map(Partial::buffered).sum();
+        if peer_bytes + data.len() > self.per_peer || all_bytes + data.len() > self.total_budget {
+            return Err(ChunkError::OverBudget);
+        }
+        let p = self.open.entry(key).or_insert_with(|| Partial {
+            total,
+            parts: BTreeMap::new(),
+            count,
+            touched: Instant::now(),
+        });
+        if p.total != total {
+            return Err(ChunkError::Inconsistent("total changed within a transfer"));
+        }
+        if p.parts.contains_key(&index) {
             return Err(ChunkError::Inconsistent("duplicate chunk"));
         }
-        // Grow the buffer only as far as data has arrived.
-        if p.buf.len() < start + expected {
-            p.buf.resize(start + expected, 0);
-        }
-        p.buf[start..start + expected].copy_from_slice(&data);
-        p.seen[i] = true;
-        p.remaining -= 1;
+        p.parts.insert(index, data);
         p.touched = Instant::now();
-        if p.remaining == 0 {
-            let done = self.open.remove(&key).map(|p| p.buf);
+        if p.parts.len() == p.count {
+            let done = self.open.remove(&key).map(|p| {
+                let mut frame = Vec::with_capacity(p.total as usize);
+                for part in p.parts.into_values() {
+                    frame.extend_from_slice(&part);
+                }
+                frame
+            });
             return Ok(done);
         }
         Ok(None)
     }
 
     /// Drops transfers idle for longer than the timeout and those of `gone`
-    /// peers; returns how many were dropped.
+    /// peers (which are no longer allowed to send chunks until admitted
+    /// again); returns how many transfers were dropped.
     pub fn expire(&mut self, gone: Option<&PeerId>) -> usize {
+        if let Some(p) = gone {
+            self.allowed.remove(p);
+        }
         let before = self.open.len();
         let timeout = self.timeout;
         self.open
@@ -164,9 +229,8 @@ impl Reassembly {
     }
 
     /// Bytes currently buffered.
-    #[cfg(test)]
     pub fn buffered(&self) -> usize {
-        self.open.values().map(|p| p.buf.len()).sum()
+        self.open.values().map(Partial::buffered).sum()
     }
 }
 
@@ -174,13 +238,19 @@ impl Reassembly {
 mod tests {
     use super::*;
 
+    fn admitted(r: &mut Reassembly) -> PeerId {
+        let peer = PeerId::random();
+        r.allow(peer, true);
+        peer
+    }
+
     #[test]
     fn reassembles_out_of_order() {
-        let peer = PeerId::random();
+        let mut r = Reassembly::new(1 << 30, Duration::from_secs(60));
+        let peer = admitted(&mut r);
         let frame: Vec<u8> = (0..(CHUNK_BYTES * 2 + 10)).map(|i| i as u8).collect();
         let parts: Vec<_> = chunks(&frame).collect();
         assert_eq!(parts.len(), 3);
-        let mut r = Reassembly::new(1 << 30, Duration::from_secs(60));
         let total = frame.len() as u64;
         assert_eq!(r.accept(peer, 1, total, 2, parts[2].1.to_vec()), Ok(None));
         assert_eq!(r.accept(peer, 1, total, 0, parts[0].1.to_vec()), Ok(None));
@@ -191,8 +261,8 @@ mod tests {
 
     #[test]
     fn enforces_limits() {
-        let peer = PeerId::random();
         let mut r = Reassembly::new(10 << 20, Duration::from_secs(60));
+        let peer = admitted(&mut r);
         assert!(matches!(
             r.accept(peer, 1, 11 << 20, 0, vec![0; CHUNK_BYTES]),
             Err(ChunkError::TooLarge { .. })
@@ -209,5 +279,67 @@ mod tests {
             Err(ChunkError::Inconsistent(_))
         ));
         assert_eq!(r.expire(Some(&peer)), MAX_TRANSFERS_PER_PEER - 1);
+    }
+
+    #[test]
+    fn an_unadmitted_peer_cannot_open_a_transfer() {
+        // The review's attack: before admission, announce a 4 GiB frame and
+        // send its last byte.
+        let mut r = Reassembly::new(u64::MAX, Duration::from_secs(60));
+        let stranger = PeerId::random();
+        let total = 4u64 << 30;
+        let last = (total.div_ceil(CHUNK_BYTES as u64) - 1) as u32;
+        let tail = (total - u64::from(last) * CHUNK_BYTES as u64) as usize;
+        assert_eq!(
+            r.accept(stranger, 1, total, last, vec![0; tail]),
+            Err(ChunkError::NotAdmitted)
+        );
+        assert_eq!(r.buffered(), 0);
+        // Revoked admission stops a peer again and frees what it held.
+        let peer = admitted(&mut r);
+        r.accept(peer, 1, 3 << 20, 0, vec![1; CHUNK_BYTES]).unwrap();
+        r.allow(peer, false);
+        assert_eq!(r.buffered(), 0);
+        assert_eq!(
+            r.accept(peer, 1, 3 << 20, 1, vec![1; CHUNK_BYTES]),
+            Err(ChunkError::NotAdmitted)
+        );
+    }
+
+    #[test]
+    fn a_huge_announced_frame_holds_only_what_arrived() {
+        // Even an admitted peer announcing the largest frame and sending its
+        // last 1-byte chunk makes the receiver hold one byte.
+        let limit = 256u64 << 20;
+        let mut r = Reassembly::new(limit, Duration::from_secs(60));
+        let peer = admitted(&mut r);
+        let total = limit - (CHUNK_BYTES as u64 - 1);
+        let last = (total.div_ceil(CHUNK_BYTES as u64) - 1) as u32;
+        assert_eq!(r.accept(peer, 1, total, last, vec![7]), Ok(None));
+        assert_eq!(r.buffered(), 1);
+    }
+
+    #[test]
+    fn buffered_bytes_are_bounded_per_peer_and_in_total() {
+        let chunk = CHUNK_BYTES;
+        let mut r =
+            Reassembly::with_budgets(64 << 20, 2 * chunk, 3 * chunk, Duration::from_secs(60));
+        let a = admitted(&mut r);
+        let b = admitted(&mut r);
+        let total = 10 * chunk as u64;
+        r.accept(a, 1, total, 0, vec![0; chunk]).unwrap();
+        r.accept(a, 1, total, 1, vec![0; chunk]).unwrap();
+        assert_eq!(
+            r.accept(a, 1, total, 2, vec![0; chunk]),
+            Err(ChunkError::OverBudget),
+            "per peer"
+        );
+        r.accept(b, 1, total, 0, vec![0; chunk]).unwrap();
+        assert_eq!(
+            r.accept(b, 1, total, 1, vec![0; chunk]),
+            Err(ChunkError::OverBudget),
+            "in total"
+        );
+        assert_eq!(r.buffered(), 3 * chunk);
     }
 }

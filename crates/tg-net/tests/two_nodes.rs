@@ -69,8 +69,38 @@ async fn frames_flow_both_ways_and_limits_hold() {
     .await;
     assert_eq!(got, b"hello");
 
-    // A 3.5 MiB frame, coordinator → agent, in chunks.
+    // A chunked frame from a peer not yet admitted: nothing is buffered,
+    // the sender is told to wait, the attempt is counted.
     let big: Vec<u8> = (0..(7 << 19)).map(|i: u32| (i % 251) as u8).collect();
+    let early = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        agent.send(coord_id, big.clone()),
+    )
+    .await;
+    assert!(early.is_err() || early.is_ok_and(|r| r.is_err()));
+    assert!(
+        coord
+            .stats()
+            .malformed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), async {
+            next_matching(&mut coord_events, |e| match e {
+                Event::Frame { .. } => Some(()),
+                _ => None,
+            })
+            .await
+        })
+        .await
+        .is_err(),
+        "no frame from an unadmitted peer's chunks"
+    );
+
+    // Once admitted, a 3.5 MiB frame, coordinator → agent, in chunks.
+    agent.allow_transfers(coord_id, true).await.unwrap();
+    coord.allow_transfers(agent_id, true).await.unwrap();
     coord.send(agent_id, big.clone()).await.unwrap();
     let got = next_matching(&mut agent_events, |e| match e {
         Event::Frame { frame, .. } => Some(frame),
@@ -111,6 +141,10 @@ async fn frames_flow_over_quic() {
         _ => None,
     })
     .await;
+    coord
+        .allow_transfers(agent.local_peer_id(), true)
+        .await
+        .unwrap();
     let big = vec![7u8; 3 << 20];
     agent
         .send(coord.local_peer_id(), big.clone())
