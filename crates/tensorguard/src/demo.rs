@@ -227,6 +227,18 @@ pub fn run(
         summary["delta"] = json!(p.delta.get());
         summary["accountant"] = json!(p.accountant.as_str());
         summary["privacy"] = serde_json::to_value(p).unwrap_or_default();
+        // Distributed DP: ε against the coordinator, which picks the sample
+        // (no amplification), next to ε against everyone else.
+        if let Some(r) = store
+            .ledger(&job.to_string())
+            .ok()
+            .and_then(|l| l.last().and_then(|e| e.release.clone()))
+        {
+            summary["epsilon_vs_coordinator"] = json!(r.epsilon_vs_coordinator);
+            summary["budget_stops_on"] = json!(
+                "epsilon (against parties other than the coordinator, with sampling amplification)"
+            );
+        }
     }
     store
         .finish_job(job, status, stop_reason.as_deref(), &summary)
@@ -250,6 +262,12 @@ pub fn run(
                 p.delta.get(),
                 p.accountant
             ));
+            if let Some(vs) = summary["epsilon_vs_coordinator"].as_f64() {
+                out.line(&format!(
+                    "  that ε is against everyone but the coordinator (sampling amplification); \
+                     against the coordinator, which picks the sample: ε = {vs:.4}"
+                ));
+            }
         }
         if let Some(reason) = &stop_reason {
             out.line(&format!("{} {reason}", out.red("stopped:")));
@@ -347,8 +365,8 @@ fn privacy_line(p: &PrivacySpec, clients: u32, calibrated: bool) -> String {
         ),
         DpMode::Distributed(d) => format!(
             "distributed DP under secure aggregation: Poisson sampling q = {} of {clients} clients, clip {}, \
-             Skellam noise of variance {:.1} in every unmasked sum (integer units, scale {:.1}), \
-             shared by each round's required survivors (≥ {}); honest clients refuse to unmask with fewer ({how})",
+             Skellam noise of variance ≥ {:.1} in every unmasked sum (integer units, scale {:.1}): \
+             each client adds its share for a floor of {} survivors, and honest clients refuse to unmask with fewer ({how})",
             d.client_sampling_rate.get(),
             d.clip.get(),
             d.central_variance,

@@ -2,12 +2,14 @@
 //! calibrated to the budget.
 //!
 //! The central noise of every unmasked sum is chosen so that it meets the
-//! target ε after every planned round, by the Skellam accountant. Each round
-//! splits it over the survivors that round requires (its sample less the
-//! assumed dropout, never below a floor), and honest clients refuse to unmask
-//! with fewer, so every released sum carries the accounted noise. The encoding's scale depends on the noise (room must
-//! be left for it in B bits), so calibration evaluates the whole chain —
-//! noise → scale → central variance → ε — and bisects on the noise.
+//! target ε after every planned round, by the Skellam accountant. Every
+//! round uses exactly the release the ledger charges: each client adds its
+//! share of that noise for a floor of survivors, on the calibrated (pinned)
+//! scale, and honest clients refuse to unmask with fewer survivors, so every
+//! released sum carries at least the accounted noise. The encoding's scale
+//! depends on the noise (room must be left for it in B bits), so calibration
+//! evaluates the whole chain — noise → scale → central variance → ε — and
+//! bisects on the noise.
 
 use tg_inproc::Prepared;
 use tg_privacy::{AccountantKind, ClipNorm, Delta, Epsilon, SamplingRate};

@@ -373,6 +373,12 @@ impl<'s, T: Transport> Coordinator<'s, T> {
                 epsilon_after: after,
                 delta: spec.delta,
                 accountant: spec.accountant,
+                release: match spec.mode {
+                    tg_types::privacy::DpMode::Distributed(d) => {
+                        Some(d.release(spec.delta, *charged + 1)?)
+                    }
+                    _ => None,
+                },
             },
         )?;
         *charged += 1;

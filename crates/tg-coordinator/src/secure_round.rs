@@ -58,7 +58,7 @@ impl<T: Transport> Coordinator<'_, T> {
         let n_sampled = plan.selected.len() as u32;
         let round_noise = match settings.noise {
             None => None,
-            Some(d) => match d.round_noise(n_sampled, settings.spec.dropout) {
+            Some(d) => match d.round_noise(n_sampled) {
                 Some(x) => Some(x),
                 None => {
                     record.reason = Some(format!(
@@ -86,6 +86,7 @@ impl<T: Transport> Coordinator<'_, T> {
             local_noise_variance: round_noise.map(|(_, v)| v),
             max_clients: settings.noise.map(|d| d.max_clients),
             min_survivors: round_noise.map(|(m, _)| m),
+            scale: settings.noise.map(|d| d.scale),
             prg: settings.prg,
         };
         let coordinates = secure.coordinates(global.num_values());

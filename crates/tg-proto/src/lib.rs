@@ -128,6 +128,9 @@ pub struct SecureRound {
     pub max_clients: Option<u32>,
     /// Honest agents refuse to unmask with fewer survivors than this.
     pub min_survivors: Option<u32>,
+    /// Distributed DP: the encoding scale the privacy ledger charged for,
+    /// pinned for every round of the job (None: the encoding's own).
+    pub scale: Option<f64>,
     /// The mask generator (AES-128-CTR, or ChaCha20 for fleets without AES hardware).
     pub prg: tg_secagg::crypto::Prg,
 }
@@ -185,7 +188,7 @@ impl SecureRound {
                 self.participants.len()
             )));
         }
-        let encoding = tg_secagg::encode::Encoding::new(
+        let mut encoding = tg_secagg::encode::Encoding::new(
             dim,
             self.bits,
             self.clip,
@@ -193,6 +196,9 @@ impl SecureRound {
             self.local_noise_variance.unwrap_or(0.0).sqrt(),
             self.rotation_seed,
         )?;
+        if let Some(scale) = self.scale {
+            encoding = encoding.with_scale(scale)?;
+        }
         let identities = self
             .participants
             .iter()

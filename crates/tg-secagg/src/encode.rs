@@ -85,6 +85,20 @@ impl Encoding {
         })
     }
 
+    /// The same encoding at a given (smaller or equal) scale: the scale a
+    /// privacy ledger charged for, pinned across rounds. A larger scale than
+    /// this encoding's room allows is refused (the sum could wrap).
+    pub fn with_scale(mut self, scale: f64) -> Result<Self, SecAggError> {
+        if !(scale > 0.0 && scale.is_finite() && scale <= self.scale * (1.0 + 1e-12)) {
+            return Err(SecAggError::Params(format!(
+                "scale {scale} does not fit this round's encoding (at most {})",
+                self.scale
+            )));
+        }
+        self.scale = scale;
+        Ok(self)
+    }
+
     fn signs(&self) -> Vec<f64> {
         let mut rng = ChaCha20Rng::from_seed(self.rotation_seed);
         let mut out = Vec::with_capacity(self.padded);

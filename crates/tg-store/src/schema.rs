@@ -118,6 +118,11 @@ CREATE TABLE settings (
     updated_by    TEXT NOT NULL
 );
 ",
+    // 6: each distributed-DP ledger row keeps the release it charged, so its
+    // ε can be recomputed from the row alone.
+    "
+ALTER TABLE privacy_ledger ADD COLUMN release_json TEXT;
+",
 ];
 
 /// Sets durability pragmas and applies pending migrations.

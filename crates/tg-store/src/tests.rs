@@ -156,6 +156,7 @@ fn ledger_is_append_only_and_joins_rounds() {
         epsilon_after: eps,
         delta: Delta::new(1e-5).unwrap(),
         accountant: AccountantKind::Pld,
+        release: None,
     };
     s.append_ledger(id, &entry(1, 0.5)).unwrap();
     s.append_ledger(id, &entry(2, 0.7)).unwrap();

@@ -65,15 +65,42 @@ pub struct DistributedDpSpec {
 }
 
 impl DistributedDpSpec {
-    /// For a round with `participants` sampled clients of whom a fraction
-    /// up to `dropout` may vanish: (survivors required, per-client variance)
-    /// so that any allowed survivor set carries the full central variance;
-    /// None if the sample is too small to reach the floor.
-    pub fn round_noise(&self, participants: u32, dropout: f64) -> Option<(u32, f64)> {
-        let needed = ((f64::from(participants) * (1.0 - dropout)).ceil() as u32)
-            .max(self.min_survivors)
-            .max(1);
-        (needed <= participants).then(|| (needed, self.central_variance / f64::from(needed)))
+    /// For a round with `participants` sampled clients: (survivor floor,
+    /// per-client variance). Every round uses exactly the release the ledger
+    /// charges — the per-client share of the central variance at the floor,
+    /// on the calibrated scale — and honest clients refuse to unmask with
+    /// fewer survivors, so every released sum carries at least the charged
+    /// noise (more when more survive). None if the sample cannot reach the floor.
+    pub fn round_noise(&self, participants: u32) -> Option<(u32, f64)> {
+        let floor = self.min_survivors.max(1);
+        (floor <= participants).then(|| (floor, self.per_client_variance()))
+    }
+
+    /// Each client's noise variance, in integer units.
+    pub fn per_client_variance(&self) -> f64 {
+        self.central_variance / f64::from(self.min_survivors.max(1))
+    }
+
+    /// The release one round makes, as the ledger records it.
+    pub fn release(
+        &self,
+        delta: Delta,
+        rounds: u64,
+    ) -> Result<SkellamRelease, tg_privacy::PrivacyError> {
+        let params = self.skellam()?;
+        let vs_coordinator =
+            tg_privacy::skellam_epsilon(&params, SamplingRate::new(1.0)?, rounds, delta).0;
+        Ok(SkellamRelease {
+            clip: self.clip.get(),
+            dimension: self.dimension,
+            scale: self.scale,
+            survivor_floor: self.min_survivors,
+            per_client_variance: self.per_client_variance(),
+            central_variance: self.central_variance,
+            variance_unscaled: self.central_variance / (self.scale * self.scale),
+            sampling_rate: self.client_sampling_rate.get(),
+            epsilon_vs_coordinator: vs_coordinator,
+        })
     }
 
     /// The Skellam release of one round: central variance
@@ -207,6 +234,51 @@ impl PrivacySpec {
     }
 }
 
+/// What one distributed-DP round released, recorded in its ledger row so
+/// that its ε can be recomputed from the row alone:
+/// `tensorguard privacy epsilon --accountant skellam --l2-sensitivity CLIP
+/// --dimension D --variance MU --scale S --rounding-beta 0 --sampling-rate Q
+/// --steps ROUNDS --delta δ` (see [`SkellamRelease::command`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SkellamRelease {
+    /// L2 clip of each client's vector (the L2 sensitivity, unscaled).
+    pub clip: f64,
+    /// Encoded length.
+    pub dimension: u64,
+    /// Integer units per unit of the update (pinned for the whole job).
+    pub scale: f64,
+    /// Fewest survivors any round unmasks with (honest clients refuse fewer).
+    pub survivor_floor: u32,
+    /// Noise variance each client adds, in integer units.
+    pub per_client_variance: f64,
+    /// The least noise variance in any released sum: floor × per-client, in integer units.
+    pub central_variance: f64,
+    /// The same, unscaled (`central_variance / scale²`): the accountant's μ.
+    pub variance_unscaled: f64,
+    /// Client sampling rate (amplification holds only against parties that
+    /// do not choose the sample).
+    pub sampling_rate: f64,
+    /// ε after this round against the coordinator, which picks the sample:
+    /// no amplification (sampling rate 1).
+    pub epsilon_vs_coordinator: f64,
+}
+
+impl SkellamRelease {
+    /// The CLI command that recomputes ε after `rounds` rounds from this
+    /// row (with `amplified`, the sampling rate; without, 1).
+    pub fn command(&self, rounds: u64, delta: f64, amplified: bool) -> String {
+        format!(
+            "tensorguard privacy epsilon --accountant skellam --l2-sensitivity {} --dimension {} \
+             --variance {} --scale {} --rounding-beta 0 --sampling-rate {} --steps {rounds} --delta {delta}",
+            self.clip,
+            self.dimension,
+            self.variance_unscaled,
+            self.scale,
+            if amplified { self.sampling_rate } else { 1.0 },
+        )
+    }
+}
+
 /// One round's entry in a job's privacy ledger, written before any noised
 /// result of that round can leave the node that noised it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -223,4 +295,8 @@ pub struct LedgerEntry {
     pub delta: Delta,
     /// Accountant that computed `epsilon_after`.
     pub accountant: AccountantKind,
+    /// Distributed DP: the release this round made, from which its ε (with
+    /// and without sampling amplification) is recomputed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<SkellamRelease>,
 }
