@@ -129,7 +129,7 @@ enrollment = true
 
   // Start the agents; the page must update on its own (no reload).
   enroll.forEach((tok, i) => start(`agent-${i}`, ["--data-dir", path.join(work, `agent-${i}`), "agent", "start", "--coordinator", addr,
-    "--once", "--partition", "iid", "--seed", "42", "--shard", `${i}/3`, "--name", `robot-${i}`, "--enroll", tok]));
+    "--once", "--allow-plaintext", "--partition", "iid", "--seed", "42", "--shard", `${i}/3`, "--name", `robot-${i}`, "--enroll", tok]));
   await page.waitForFunction(() => document.querySelectorAll("#timeline .round.committed").length >= 2, null, { timeout: 180000 });
   await page.waitForFunction(() => document.querySelectorAll("#fleet tbody tr").length === 3, null, { timeout: 60000 });
   const fleet = await page.$$eval("#fleet tbody tr", (rows) => rows.map((r) => r.textContent));

@@ -44,6 +44,7 @@ fn up_status_logs_down() {
             &token,
             "--shard",
             "0/2",
+            "--allow-plaintext",
         ],
     );
     assert!(

@@ -377,6 +377,7 @@ fn a_serving_coordinator_runs_submitted_jobs_one_after_another() {
                 "agent",
                 "start",
                 "--once",
+                "--allow-plaintext",
                 "--coordinator",
                 &addr,
                 "--enroll",

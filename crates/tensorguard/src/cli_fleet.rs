@@ -93,6 +93,15 @@ pub struct AgentStartArgs {
     /// simulated evidence and is labelled UNTRUSTED everywhere.
     #[arg(long)]
     pub insecure: bool,
+    /// The data owner's policy (TOML): secure-aggregation floors, whether
+    /// plaintext rounds may run, a per-round ε cap and the dataset's total
+    /// budget, kept across jobs in the data dir. See docs/THREAT_MODEL.md.
+    #[arg(long, value_name = "FILE", env = "TENSORGUARD_AGENT_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Let rounds without secure aggregation run (the coordinator then sees
+    /// this agent's update). Off by default.
+    #[arg(long)]
+    pub allow_plaintext: bool,
     /// Look for TEE interfaces under this root instead of / (containers, tests).
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub tee_root: PathBuf,
@@ -149,6 +158,13 @@ impl AgentStartArgs {
         }
         if self.insecure {
             v.push("--insecure".into());
+        }
+        if let Some(p) = &self.policy {
+            v.push("--policy".into());
+            v.push(p.clone().into_os_string());
+        }
+        if self.allow_plaintext {
+            v.push("--allow-plaintext".into());
         }
         if self.discover {
             v.push("--discover".into());

@@ -9,10 +9,12 @@
 
 mod guard;
 pub mod net;
+pub mod policy;
 mod secure;
 pub mod tee;
 
 pub use guard::PrivacyGuard;
+pub use policy::{Budget, OwnerLedger, OwnerPolicy};
 
 use tg_model::net::ModelShape;
 use tg_model::{Dataset, LocalData, ModelError, evaluate, train_local};
@@ -79,8 +81,10 @@ pub struct Agent {
     identity: Option<ed25519_dalek::SigningKey>,
     /// The secure-aggregation round in progress.
     session: Option<secure::Session>,
-    /// The least this agent's owner accepts of a secure round (never the offer's).
-    floors: tg_secagg::Floors,
+    /// The data owner's floors and budget (never the offer's).
+    policy: OwnerPolicy,
+    /// What this agent's data has spent, and the rounds it trained.
+    ledger: OwnerLedger,
     /// What local shuffling is seeded with besides `seed` (default: the id).
     seed_name: String,
 }
@@ -101,7 +105,8 @@ impl Agent {
             guard: None,
             identity: None,
             session: None,
-            floors: tg_secagg::Floors::default(),
+            policy: OwnerPolicy::permissive(),
+            ledger: OwnerLedger::in_memory(policy::fingerprint(data)),
             seed_name: id.as_str().to_owned(),
             id,
         })
@@ -121,11 +126,18 @@ impl Agent {
         self
     }
 
-    /// The data owner's floors for secure rounds: a round below them is
-    /// refused before anything is sent.
-    pub fn with_floors(mut self, floors: tg_secagg::Floors) -> Self {
-        self.floors = floors;
+    /// The data owner's policy and this dataset's ledger: every round is
+    /// judged and charged against them before training (an agent made with
+    /// [`Agent::new`] is permissive, for in-process simulations).
+    pub fn with_owner(mut self, policy: OwnerPolicy, ledger: OwnerLedger) -> Self {
+        self.policy = policy;
+        self.ledger = ledger;
         self
+    }
+
+    /// This dataset's ledger as it stands.
+    pub fn ledger(&self) -> &OwnerLedger {
+        &self.ledger
     }
 
     /// Protects this agent's data with its own privacy limit: training only
@@ -194,7 +206,13 @@ impl Agent {
     }
 
     fn train(&mut self, req: &TrainRequest) -> ToCoordinator {
-        // The charge is made before training: a crash mid-round over-counts, never under-counts.
+        // The owner's policy first: replays, plaintext, floors, the dataset's budget.
+        let pending =
+            match policy::judge_round(&self.policy, &self.ledger, req, req.global.num_values()) {
+                Ok(p) => p,
+                Err((code, detail)) => return self.declined(req.at, code, &detail),
+            };
+        // The charges are made before training: a crash mid-round over-counts, never under-counts.
         let epsilon = match self
             .guard
             .as_mut()
@@ -204,6 +222,9 @@ impl Agent {
             Some(Ok(e)) => Some(e),
             None => None,
         };
+        if let Err((code, detail)) = self.ledger.commit(pending) {
+            return self.declined(req.at, code, &detail);
+        }
         let seed = self.round_seed(req.at);
         match train_local(
             &self.shape,

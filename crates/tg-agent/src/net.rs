@@ -44,6 +44,11 @@ pub struct JoinConfig {
     pub seed_name: Option<String>,
     /// How to attest when a job requires a TEE.
     pub attest: crate::tee::AttestConfig,
+    /// The data owner's policy (floors, plaintext, budget).
+    pub policy: crate::OwnerPolicy,
+    /// Where this dataset's privacy ledger is kept across jobs and restarts
+    /// (None: in memory, for this process only).
+    pub ledger_dir: Option<std::path::PathBuf>,
 }
 
 /// What the agent is doing, for `tensorguard status`.
@@ -316,8 +321,25 @@ impl Runner {
             let shape = ModelShape::for_dataset(offer.model, offer.hidden as usize, &self.data)?;
             let id = AgentId::new(self.client.local_peer_id().to_string())
                 .map_err(|e| AgentError::Refused(e.to_string()))?;
+            let dataset = crate::policy::fingerprint(&self.data);
+            let ledger = match &self.config.ledger_dir {
+                Some(dir) => crate::OwnerLedger::open(dir, dataset).map_err(|e| {
+                    AgentError::Refused(format!("this agent's privacy ledger is unreadable: {e}"))
+                })?,
+                // In memory: carried from the previous job, so a new job id
+                // does not reset it.
+                None => self
+                    .session
+                    .as_ref()
+                    .and_then(|s| s.agent.as_ref())
+                    .map_or_else(
+                        || crate::OwnerLedger::in_memory(dataset),
+                        |a| a.ledger().clone(),
+                    ),
+            };
             let mut agent = Agent::new(id, shape, &self.data, self.config.seed)?
-                .with_identity(self.key.clone());
+                .with_identity(self.key.clone())
+                .with_owner(self.config.policy.clone(), ledger);
             if let Some(name) = &self.config.seed_name {
                 agent = agent.with_seed_name(name.clone());
             }

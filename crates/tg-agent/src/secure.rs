@@ -101,8 +101,15 @@ impl Agent {
             None => encoding.encode(&values, &mut rng, None),
         }
         .map_err(|e| e.to_string())?;
-        let (client, msg) = Client::new(cfg, me, identity, lanes, &self.floors, &mut rng)
-            .map_err(|e| e.to_string())?;
+        let (client, msg) = Client::new(
+            cfg,
+            me,
+            identity,
+            lanes,
+            &self.policy.secure_aggregation,
+            &mut rng,
+        )
+        .map_err(|e| e.to_string())?;
         self.session = Some(Session { at, client, rng });
         Ok(msg)
     }

@@ -22,6 +22,13 @@ pub enum DeclineReason {
     SecAggWrongRound,
     /// The agent's secure-aggregation state machine refused or aborted.
     SecAggFailed,
+    /// The round was already trained here (a replay): never trained twice.
+    RoundReplayed,
+    /// The round's update would leave the agent unmasked, and its owner
+    /// does not allow that.
+    PlaintextRefused,
+    /// The round is below a floor the agent's owner set (noise, ε per round).
+    OwnerFloor,
 }
 
 impl std::fmt::Display for DeclineReason {
@@ -44,6 +51,15 @@ impl std::fmt::Display for DeclineReason {
             DeclineReason::SecAggWrongRound => "secure aggregation: message for another round",
             DeclineReason::SecAggFailed => {
                 "secure aggregation aborted (details in the agent's log)"
+            }
+            DeclineReason::RoundReplayed => {
+                "this round was already trained by the agent: a round is never trained twice"
+            }
+            DeclineReason::PlaintextRefused => {
+                "the agent's owner does not allow updates to leave unmasked (no secure aggregation)"
+            }
+            DeclineReason::OwnerFloor => {
+                "the round is below a floor set by the agent's owner (details in the agent's log)"
             }
         })
     }

@@ -208,6 +208,8 @@ impl Fleet {
                 "iid",
                 "--seed",
                 "42",
+                // Plaintext jobs run here too; secure jobs are unaffected.
+                "--allow-plaintext",
             ])
             .arg("--shard")
             .arg(format!("{i}/{n}"))

@@ -56,6 +56,33 @@ pub fn local_data(args: &AgentStartArgs) -> Result<tg_model::Dataset, CliError> 
 }
 
 /// Runs the agent in the foreground until its job ends (`--once`) or it is stopped.
+/// The data owner's policy: the file's, then `--allow-plaintext`.
+fn owner_policy(args: &AgentStartArgs) -> Result<tg_agent::OwnerPolicy, CliError> {
+    let mut policy = match &args.policy {
+        None => tg_agent::OwnerPolicy::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    format!("--policy {}", path.display()),
+                    e.to_string(),
+                    "point --policy at a readable TOML file",
+                )
+            })?;
+            tg_agent::OwnerPolicy::from_toml(&text).map_err(|e| {
+                invalid(
+                    format!("--policy {}", path.display()),
+                    e,
+                    "keys: allow_plaintext, max_round_epsilon, [budget] epsilon/delta, \
+                     [secure_aggregation] min_participants/min_threshold/min_survivor_fraction/\
+                     assumed_corrupt/allow_semi_honest",
+                )
+            })?
+        }
+    };
+    policy.allow_plaintext |= args.allow_plaintext;
+    Ok(policy)
+}
+
 pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(), CliError> {
     if args.coordinator.is_none() && !args.discover {
         return Err(CliError::new(
@@ -103,6 +130,8 @@ pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(),
             once: args.once,
             // Shard i shuffles as the in-process agent i does.
             attest: attest_config(args)?,
+            policy: owner_policy(args)?,
+            ledger_dir: Some(data_dir.to_owned()),
             seed_name: args.shard.as_ref().and_then(|s| s.split_once('/')).and_then(|(i, _)| i.parse().ok()).map(|i: usize| tg_types::AgentId::numbered(i).as_str().to_owned()),
         };
         // Report readiness (joined) once, for operators and start-up timing.

@@ -133,6 +133,8 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
                 t,
             ])
             .args(["--shard", &format!("{i}/{n}"), "--partition", "iid"])
+            // The benchmark's own agents: plaintext jobs are allowed.
+            .arg("--allow-plaintext")
             .stdin(Stdio::null())
             .stdout(log(&format!("agent-{i}.out"))?)
             .stderr(log(&format!("agent-{i}.err"))?)

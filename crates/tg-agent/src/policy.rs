@@ -1,0 +1,336 @@
+//! The data owner's policy: floors and a privacy budget that the agent
+//! enforces on every round, whatever the coordinator's offer says.
+//!
+//! Design decision: everything here is set by the data owner (a policy file
+//! on the agent's machine) and persisted in the agent's own data directory,
+//! never taken from the coordinator. A round is judged before training:
+//! refused if it is a round this agent already trained, if its update would
+//! leave unmasked and the owner does not allow that, if secure aggregation
+//! is below the owner's floors, if its ε against the coordinator exceeds the
+//! per-round cap, or if it would take the dataset past its total budget. The
+//! charge is written durably before any training, so a crash over-counts,
+//! never under-counts, and a new job id cannot reset the budget: it is kept
+//! per dataset (by the SHA-256 of its contents), across jobs and restarts.
+//!
+//! ε is the agent's own, computed from what it does: DP-SGD steps (RDP of
+//! the subsampled Gaussian), or its Skellam share under secure aggregation
+//! counted over the honest survivors the round guarantees (the survivor
+//! floor less the corrupt participants the owner assumes), with no sampling
+//! amplification, since the coordinator picks the sample. A round that
+//! releases anything without DP noise to the coordinator (plaintext without
+//! DP-SGD, central DP, a secure sum without noise) has ε = ∞ for this
+//! dataset and is refused whenever a budget is set.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tg_privacy::{Delta, SamplingRate, SkellamParams};
+use tg_proto::{DeclineReason, TrainRequest};
+
+/// The owner's policy file (TOML; every key optional). The default allows
+/// no plaintext round, takes the default secure-aggregation floors, and sets
+/// no budget.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OwnerPolicy {
+    /// Whether a round whose update leaves this agent unmasked (no secure
+    /// aggregation) may ever run. Default: no.
+    pub allow_plaintext: bool,
+    /// Secure-aggregation floors: participants, threshold, survivor
+    /// fraction, assumed corruption, semi-honest rounds.
+    pub secure_aggregation: tg_secagg::Floors,
+    /// The most ε one round may spend against the coordinator.
+    pub max_round_epsilon: Option<f64>,
+    /// The total budget of this dataset, across jobs and restarts.
+    pub budget: Option<Budget>,
+}
+
+impl OwnerPolicy {
+    /// A policy that lets every round run (in-process simulations, where
+    /// every party is the same user).
+    pub fn permissive() -> Self {
+        Self {
+            allow_plaintext: true,
+            secure_aggregation: tg_secagg::Floors::allowing_semi_honest(),
+            ..Self::default()
+        }
+    }
+
+    /// Parses a policy file's text.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let p: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(b) = &p.budget {
+            if !(b.epsilon > 0.0 && b.epsilon.is_finite()) {
+                return Err(format!("budget.epsilon = {} must be positive", b.epsilon));
+            }
+            if !(b.delta > 0.0 && b.delta < 1.0) {
+                return Err(format!("budget.delta = {} must be in (0, 1)", b.delta));
+            }
+        }
+        if p.max_round_epsilon.is_some_and(|e| !(e > 0.0)) {
+            return Err("max_round_epsilon must be positive".into());
+        }
+        Ok(p)
+    }
+}
+
+/// A total (ε, δ) budget for one dataset.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// ε never to be exceeded.
+    pub epsilon: f64,
+    /// δ of that ε.
+    pub delta: f64,
+}
+
+/// RDP orders every mechanism is composed at.
+fn orders() -> Vec<u64> {
+    tg_privacy::skellam::skellam_orders()
+}
+
+/// What this agent has spent, per dataset, and which rounds it trained.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OwnerLedger {
+    /// SHA-256 of the dataset this ledger covers.
+    pub dataset: String,
+    /// Σ RDP at [`orders`] of every round charged.
+    pub rdp: Vec<f64>,
+    /// Whether a round without DP noise against the coordinator was run.
+    pub unbounded: bool,
+    /// `job/round` of every round trained: none is trained twice.
+    pub trained: BTreeSet<String>,
+    #[serde(skip)]
+    path: Option<PathBuf>,
+}
+
+impl OwnerLedger {
+    /// An in-memory ledger (simulations and tests).
+    pub fn in_memory(dataset: String) -> Self {
+        Self {
+            dataset,
+            rdp: vec![0.0; orders().len()],
+            ..Self::default()
+        }
+    }
+
+    /// The ledger of `dataset` in `dir` (created if absent).
+    pub fn open(dir: &Path, dataset: String) -> Result<Self, String> {
+        let path = dir.join(format!(
+            "privacy-ledger-{}.json",
+            &dataset[..16.min(dataset.len())]
+        ));
+        let mut ledger = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<Self>(&bytes)
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::in_memory(dataset.clone()),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        if ledger.dataset != dataset || ledger.rdp.len() != orders().len() {
+            return Err(format!(
+                "{}: the ledger belongs to another dataset or version",
+                path.display()
+            ));
+        }
+        ledger.path = Some(path);
+        Ok(ledger)
+    }
+
+    fn save(&self) -> Result<(), String> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, &bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// ε of this dataset so far at `delta` (∞ after a round without DP).
+    pub fn epsilon(&self, delta: Delta) -> f64 {
+        if self.unbounded {
+            return f64::INFINITY;
+        }
+        if self.rdp.iter().all(|r| *r == 0.0) {
+            return 0.0;
+        }
+        let o: Vec<f64> = orders().iter().map(|&a| a as f64).collect();
+        tg_privacy::rdp_to_epsilon(&o, &self.rdp, delta).0
+    }
+}
+
+/// The RDP curve of one round against the coordinator, or None when the
+/// round releases something without DP noise to it.
+fn round_rdp(
+    req: &TrainRequest,
+    params: usize,
+    floors: &tg_secagg::Floors,
+) -> Result<Option<Vec<f64>>, String> {
+    let mut rdp = vec![0.0; orders().len()];
+    let mut noised = false;
+    if let Some(dp) = &req.config.dp_sgd {
+        for (r, a) in rdp.iter_mut().zip(orders()) {
+            *r += dp.steps_per_round as f64
+                * tg_privacy::subsampled_gaussian_rdp(
+                    dp.sampling_rate,
+                    dp.noise_multiplier,
+                    a as f64,
+                );
+        }
+        noised = true;
+    }
+    if let Some(secure) = &req.secure
+        && let Some(v) = secure.local_noise_variance
+    {
+        let (cfg, enc) = secure
+            .build(req.at, secure.dim_for(params))
+            .map_err(|e| e.to_string())?;
+        let corrupt = (floors.assumed_corrupt.max(cfg.corrupt) * cfg.n() as f64).ceil() as usize;
+        let honest = cfg.min_survivors.saturating_sub(corrupt);
+        if honest == 0 {
+            return Ok(None);
+        }
+        let mu = honest as f64 * v / (enc.scale * enc.scale);
+        let p = SkellamParams::for_dimension(enc.clip, enc.padded as u64, mu, enc.scale)
+            .and_then(|p| p.with_rounding(enc.padded as u64, 0.0))
+            .map_err(|e| e.to_string())?;
+        let one = SamplingRate::new(1.0).map_err(|e| e.to_string())?;
+        for (r, a) in rdp.iter_mut().zip(orders()) {
+            *r += p.subsampled_rdp(one, a);
+        }
+        noised = true;
+    }
+    // Noise the coordinator adds itself (central DP) does not protect
+    // against the coordinator; neither does a noiseless secure sum.
+    Ok(noised.then_some(rdp))
+}
+
+/// A refusal: the code sent to the coordinator, the detail kept in the log.
+pub type Refusal = (DeclineReason, String);
+
+/// The ledger as it will stand once a judged round is charged.
+#[derive(Debug)]
+pub struct Pending(OwnerLedger);
+
+impl OwnerLedger {
+    /// Charges a judged round durably (before training).
+    pub fn commit(&mut self, pending: Pending) -> Result<(), Refusal> {
+        pending.0.save().map_err(|e| {
+            (
+                DeclineReason::OwnerFloor,
+                format!("cannot record the charge durably: {e}"),
+            )
+        })?;
+        *self = pending.0;
+        Ok(())
+    }
+}
+
+/// Judges one round before training: the ledger it would leave, or why it
+/// may not run. Nothing is charged until [`OwnerLedger::commit`].
+pub fn judge_round(
+    policy: &OwnerPolicy,
+    ledger: &OwnerLedger,
+    req: &TrainRequest,
+    params: usize,
+) -> Result<Pending, Refusal> {
+    let mut ledger = ledger.clone();
+    let key = format!("{}/{}", req.at.job, req.at.round);
+    if ledger.trained.contains(&key) {
+        return Err((
+            DeclineReason::RoundReplayed,
+            format!(
+                "round {} of job {} was already trained here: a round is never trained twice (its noise would average away)",
+                req.at.round, req.at.job
+            ),
+        ));
+    }
+    if req.secure.is_none() && !policy.allow_plaintext {
+        return Err((
+            DeclineReason::PlaintextRefused,
+            "the round has no secure aggregation and this agent's owner does not allow updates to leave unmasked (allow_plaintext = false)".into(),
+        ));
+    }
+    let rdp = round_rdp(req, params, &policy.secure_aggregation).map_err(|e| {
+        (
+            DeclineReason::OwnerFloor,
+            format!("cannot account the round: {e}"),
+        )
+    })?;
+    if let Some(b) = &policy.budget {
+        let delta = Delta::new(b.delta).map_err(|e| (DeclineReason::OwnerFloor, e.to_string()))?;
+        let Some(round) = &rdp else {
+            return Err((
+                DeclineReason::PrivacyBudgetExhausted,
+                "the round releases an update without DP noise against the coordinator (ε = ∞), and this dataset has a budget".into(),
+            ));
+        };
+        let o: Vec<f64> = orders().iter().map(|&a| a as f64).collect();
+        if let Some(cap) = policy.max_round_epsilon {
+            let e = tg_privacy::rdp_to_epsilon(&o, round, delta).0;
+            if e > cap {
+                return Err((
+                    DeclineReason::OwnerFloor,
+                    format!(
+                        "one round spends ε = {e:.4} against the coordinator, above this agent's cap {cap}"
+                    ),
+                ));
+            }
+        }
+        let after: Vec<f64> = ledger.rdp.iter().zip(round).map(|(a, b)| a + b).collect();
+        let eps = tg_privacy::rdp_to_epsilon(&o, &after, delta).0;
+        if ledger.unbounded || eps > b.epsilon {
+            return Err((
+                DeclineReason::PrivacyBudgetExhausted,
+                format!(
+                    "this round would take this dataset from ε = {:.4} to {eps:.4}, above the owner's budget {} at δ = {}",
+                    ledger.epsilon(delta),
+                    b.epsilon,
+                    b.delta
+                ),
+            ));
+        }
+        ledger.rdp = after;
+    } else if let (Some(cap), Some(round)) = (policy.max_round_epsilon, &rdp) {
+        let o: Vec<f64> = orders().iter().map(|&a| a as f64).collect();
+        let delta = Delta::new(1e-5).map_err(|e| (DeclineReason::OwnerFloor, e.to_string()))?;
+        let e = tg_privacy::rdp_to_epsilon(&o, round, delta).0;
+        if e > cap {
+            return Err((
+                DeclineReason::OwnerFloor,
+                format!(
+                    "one round spends ε = {e:.4} (δ = 1e-5) against the coordinator, above this agent's cap {cap}"
+                ),
+            ));
+        }
+    } else if policy.max_round_epsilon.is_some() && rdp.is_none() {
+        return Err((
+            DeclineReason::OwnerFloor,
+            "the round has no DP noise against the coordinator, and this agent caps ε per round"
+                .into(),
+        ));
+    }
+    if rdp.is_none() {
+        ledger.unbounded = true;
+    }
+    ledger.trained.insert(key);
+    Ok(Pending(ledger))
+}
+
+/// SHA-256 of a dataset's labels and features: the key of its budget.
+pub fn fingerprint(data: &tg_model::Dataset) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update((data.len() as u64).to_le_bytes());
+    for l in data.labels() {
+        h.update(l.to_le_bytes());
+    }
+    for f in data.features() {
+        h.update(f.to_le_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
