@@ -70,12 +70,14 @@ impl<T: Transport> Coordinator<'_, T> {
                 }
             },
         };
+        let mut participants: Vec<(AgentId, [u8; 32])> = plan
+            .selected
+            .iter()
+            .filter_map(|a| identity(settings, &self.transport, a).map(|k| (a.clone(), k)))
+            .collect();
+        SecureRound::seat(at, &mut participants);
         let secure = SecureRound {
-            participants: plan
-                .selected
-                .iter()
-                .filter_map(|a| identity(settings, &self.transport, a).map(|k| (a.clone(), k)))
-                .collect(),
+            participants,
             bits: settings.spec.bits,
             clip: settings.spec.clip,
             corrupt: settings.spec.corrupt,

@@ -7,8 +7,11 @@
 //! - A transfer's announced size is capped at the frame limit, and its
 //!   chunks are stored sparsely as they arrive: a peer that announces a huge
 //!   frame and sends its last byte holds one byte, not the whole buffer.
-//! - Buffered bytes are bounded per peer and in total; past either bound
-//!   the chunk is answered "busy" and the sender backs off.
+//! - Memory is reserved for a transfer's whole announced size when it
+//!   opens, within a budget per peer and in total that does not grow with
+//!   the frame limit; a transfer that does not fit is answered "busy" and
+//!   the sender backs off, so admitted transfers always complete (no
+//!   deadlock of half-filled buffers) and the bounds hold whatever peers do.
 //! - A peer holds at most [`MAX_TRANSFERS_PER_PEER`] partial frames, and a
 //!   transfer whose chunks stop arriving is dropped after a timeout.
 //!
@@ -27,6 +30,12 @@ pub const MAX_TRANSFERS_PER_PEER: usize = 4;
 /// Chunks of one frame a sender keeps in flight.
 pub const SEND_WINDOW: usize = 4;
 
+/// Most bytes one peer's open transfers may reserve.
+pub const PEER_BUDGET: usize = 512 << 20;
+
+/// Most bytes all open transfers may reserve together.
+pub const TOTAL_BUDGET: usize = 2 << 30;
+
 /// Splits a frame into chunk payloads (borrowed).
 pub fn chunks(frame: &[u8]) -> impl Iterator<Item = (u32, &[u8])> {
     frame
@@ -37,16 +46,12 @@ pub fn chunks(frame: &[u8]) -> impl Iterator<Item = (u32, &[u8])> {
 
 struct Partial {
     total: u64,
+    /// Bytes reserved for this transfer (its announced size).
+    reserved: usize,
     /// Chunks received so far, by index (sparse).
     parts: BTreeMap<u32, Vec<u8>>,
     count: usize,
     touched: Instant,
-}
-
-impl Partial {
-    fn buffered(&self) -> usize {
-        self.parts.values().map(Vec::len).sum()
-    }
 }
 
 /// Why a chunk was refused.
@@ -99,23 +104,20 @@ pub struct Reassembly {
     timeout: Duration,
     allowed: HashSet<PeerId>,
     open: HashMap<(PeerId, u64), Partial>,
+    reserved_by_peer: HashMap<PeerId, usize>,
+    reserved: usize,
+    buffered: usize,
 }
 
 impl Reassembly {
-    /// Reassembly of frames up to `limit` bytes, buffering at most two
-    /// frames' worth per peer and eight in total; transfers idle for
-    /// `timeout` are dropped.
+    /// Reassembly of frames up to `limit` bytes within the default budgets
+    /// ([`PEER_BUDGET`], [`TOTAL_BUDGET`]); transfers idle for `timeout` are
+    /// dropped.
     pub fn new(limit: u64, timeout: Duration) -> Self {
-        let frame = usize::try_from(limit).unwrap_or(usize::MAX);
-        Self::with_budgets(
-            limit,
-            frame.saturating_mul(2),
-            frame.saturating_mul(8),
-            timeout,
-        )
+        Self::with_budgets(limit, PEER_BUDGET, TOTAL_BUDGET, timeout)
     }
 
-    /// As [`Reassembly::new`] with explicit bounds on buffered bytes per
+    /// As [`Reassembly::new`] with explicit bounds on reserved bytes per
     /// peer and in total.
     pub fn with_budgets(limit: u64, per_peer: usize, total: usize, timeout: Duration) -> Self {
         Self {
@@ -125,7 +127,37 @@ impl Reassembly {
             timeout,
             allowed: HashSet::new(),
             open: HashMap::new(),
+            reserved_by_peer: HashMap::new(),
+            reserved: 0,
+            buffered: 0,
         }
+    }
+
+    /// Forgets one open transfer and returns its reservation.
+    fn close(&mut self, key: &(PeerId, u64)) -> Option<Partial> {
+        let p = self.open.remove(key)?;
+        self.reserved -= p.reserved;
+        self.buffered -= p.parts.values().map(Vec::len).sum::<usize>();
+        if let Some(r) = self.reserved_by_peer.get_mut(&key.0) {
+            *r -= p.reserved;
+            if *r == 0 {
+                self.reserved_by_peer.remove(&key.0);
+            }
+        }
+        Some(p)
+    }
+
+    fn close_where(&mut self, drop: impl Fn(&PeerId, &Partial) -> bool) -> usize {
+        let keys: Vec<(PeerId, u64)> = self
+            .open
+            .iter()
+            .filter(|((p, _), t)| drop(p, t))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &keys {
+            self.close(k);
+        }
+        keys.len()
     }
 
     /// Lets `peer` send chunked frames (it has been admitted), or stops it
@@ -135,7 +167,7 @@ impl Reassembly {
             self.allowed.insert(peer);
         } else {
             self.allowed.remove(&peer);
-            self.open.retain(|(p, _), _| *p != peer);
+            self.close_where(|p, _| *p == peer);
         }
     }
 
@@ -163,47 +195,58 @@ impl Reassembly {
             if total == 0 {
                 return Err(ChunkError::Inconsistent("empty transfer"));
             }
+            let size = usize::try_from(total).unwrap_or(usize::MAX);
+            if size > self.per_peer.min(self.total_budget) {
+                return Err(ChunkError::TooLarge {
+                    total,
+                    limit: self.per_peer.min(self.total_budget) as u64,
+                });
+            }
             let per_peer = self.open.keys().filter(|(p, _)| *p == peer).count();
             if per_peer >= MAX_TRANSFERS_PER_PEER {
                 return Err(ChunkError::TooManyTransfers);
             }
+            let mine = self.reserved_by_peer.get(&peer).copied().unwrap_or(0);
+            if mine + size > self.per_peer || self.reserved + size > self.total_budget {
+                return Err(ChunkError::OverBudget);
+            }
+            *self.reserved_by_peer.entry(peer).or_insert(0) += size;
+            self.reserved += size;
+            self.open.insert(
+                key,
+                Partial {
+                    total,
+                    reserved: size,
+                    parts: BTreeMap::new(),
+                    count,
+                    touched: Instant::now(),
+                },
+            );
         }
         let i = index as usize;
         let start = i.saturating_mul(CHUNK_BYTES);
         let expected = (total as usize).saturating_sub(start).min(CHUNK_BYTES);
-        if i >= count || data.len() != expected {
-            self.open.remove(&key);
+        let Some(p) = self.open.get_mut(&key) else {
+            return Err(ChunkError::Inconsistent("transfer vanished"));
+        };
+        if p.total != total {
+            return Err(ChunkError::Inconsistent("total changed within a transfer"));
+        }
+        if i >= p.count || data.len() != expected {
+            self.close(&key);
             return Err(ChunkError::Inconsistent(
                 "chunk index or length out of range",
             ));
         }
-        let peer_bytes: usize = self
-            .open
-            .iter()
-            .filter(|((p, _), _)| *p == peer)
-            .map(|(_, t)| t.buffered())
-            .sum();
-        let all_bytes: usize = self.open.values().map(Partial::buffered).sum();
-        if peer_bytes + data.len() > self.per_peer || all_bytes + data.len() > self.total_budget {
-            return Err(ChunkError::OverBudget);
-        }
-        let p = self.open.entry(key).or_insert_with(|| Partial {
-            total,
-            parts: BTreeMap::new(),
-            count,
-            touched: Instant::now(),
-        });
-        if p.total != total {
-            return Err(ChunkError::Inconsistent("total changed within a transfer"));
-        }
         if p.parts.contains_key(&index) {
             return Err(ChunkError::Inconsistent("duplicate chunk"));
         }
+        self.buffered += data.len();
         p.parts.insert(index, data);
         p.touched = Instant::now();
         if p.parts.len() == p.count {
-            let done = self.open.remove(&key).map(|p| {
-                let mut frame = Vec::with_capacity(p.total as usize);
+            let done = self.close(&key).map(|p| {
+                let mut frame = Vec::with_capacity(p.reserved);
                 for part in p.parts.into_values() {
                     frame.extend_from_slice(&part);
                 }
@@ -221,16 +264,18 @@ impl Reassembly {
         if let Some(p) = gone {
             self.allowed.remove(p);
         }
-        let before = self.open.len();
         let timeout = self.timeout;
-        self.open
-            .retain(|(p, _), t| Some(p) != gone && t.touched.elapsed() < timeout);
-        before - self.open.len()
+        self.close_where(|p, t| Some(p) == gone || t.touched.elapsed() >= timeout)
     }
 
     /// Bytes currently buffered.
     pub fn buffered(&self) -> usize {
-        self.open.values().map(Partial::buffered).sum()
+        self.buffered
+    }
+
+    /// Bytes currently reserved by open transfers.
+    pub fn reserved(&self) -> usize {
+        self.reserved
     }
 }
 
@@ -287,6 +332,7 @@ mod tests {
         // send its last byte.
         let mut r = Reassembly::new(u64::MAX, Duration::from_secs(60));
         let stranger = PeerId::random();
+        // (Even with no frame limit at all.)
         let total = 4u64 << 30;
         let last = (total.div_ceil(CHUNK_BYTES as u64) - 1) as u32;
         let tail = (total - u64::from(last) * CHUNK_BYTES as u64) as usize;
@@ -314,32 +360,48 @@ mod tests {
         let mut r = Reassembly::new(limit, Duration::from_secs(60));
         let peer = admitted(&mut r);
         let total = limit - (CHUNK_BYTES as u64 - 1);
+        // Reserved, not allocated.
         let last = (total.div_ceil(CHUNK_BYTES as u64) - 1) as u32;
         assert_eq!(r.accept(peer, 1, total, last, vec![7]), Ok(None));
         assert_eq!(r.buffered(), 1);
+        assert_eq!(r.reserved(), total as usize);
     }
 
     #[test]
-    fn buffered_bytes_are_bounded_per_peer_and_in_total() {
+    fn reservations_are_bounded_per_peer_and_in_total() {
         let chunk = CHUNK_BYTES;
         let mut r =
-            Reassembly::with_budgets(64 << 20, 2 * chunk, 3 * chunk, Duration::from_secs(60));
+            Reassembly::with_budgets(64 << 20, 4 * chunk, 6 * chunk, Duration::from_secs(60));
         let a = admitted(&mut r);
         let b = admitted(&mut r);
-        let total = 10 * chunk as u64;
-        r.accept(a, 1, total, 0, vec![0; chunk]).unwrap();
-        r.accept(a, 1, total, 1, vec![0; chunk]).unwrap();
+        let c = admitted(&mut r);
+        // A frame larger than a peer may ever reserve can never complete.
+        assert!(matches!(
+            r.accept(a, 9, 5 * chunk as u64, 0, vec![0; chunk]),
+            Err(ChunkError::TooLarge { .. })
+        ));
+        // a reserves 3 chunks' worth, then cannot open 2 more (per peer).
+        r.accept(a, 1, 3 * chunk as u64, 0, vec![0; chunk]).unwrap();
         assert_eq!(
-            r.accept(a, 1, total, 2, vec![0; chunk]),
-            Err(ChunkError::OverBudget),
-            "per peer"
+            r.accept(a, 2, 2 * chunk as u64, 0, vec![0; chunk]),
+            Err(ChunkError::OverBudget)
         );
-        r.accept(b, 1, total, 0, vec![0; chunk]).unwrap();
+        // b takes the rest of the total; c must wait.
+        r.accept(b, 1, 3 * chunk as u64, 0, vec![0; chunk]).unwrap();
         assert_eq!(
-            r.accept(b, 1, total, 1, vec![0; chunk]),
-            Err(ChunkError::OverBudget),
-            "in total"
+            r.accept(c, 1, chunk as u64 + 1, 0, vec![0; chunk]),
+            Err(ChunkError::OverBudget)
         );
-        assert_eq!(r.buffered(), 3 * chunk);
+        assert_eq!(r.reserved(), 6 * chunk);
+        // Admitted transfers complete, and their reservation is returned.
+        r.accept(a, 1, 3 * chunk as u64, 1, vec![0; chunk]).unwrap();
+        let done = r.accept(a, 1, 3 * chunk as u64, 2, vec![0; chunk]).unwrap();
+        assert_eq!(done.map(|f| f.len()), Some(3 * chunk));
+        assert_eq!(r.reserved(), 3 * chunk);
+        r.accept(c, 1, chunk as u64 + 1, 0, vec![0; chunk]).unwrap();
+        // A peer that leaves returns what it held.
+        r.expire(Some(&b));
+        assert_eq!(r.reserved(), chunk + 1);
+        assert_eq!(r.buffered(), chunk);
     }
 }

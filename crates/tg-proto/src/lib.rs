@@ -199,6 +199,9 @@ impl SecureRound {
         if let Some(scale) = self.scale {
             encoding = encoding.with_scale(scale)?;
         }
+        // Seats come from the identities, not from the coordinator.
+        let keys: Vec<[u8; 32]> = self.participants.iter().map(|(_, k)| *k).collect();
+        tg_secagg::round::check_canonical_order(at.job.as_bytes(), at.round, &keys)?;
         let identities = self
             .participants
             .iter()
@@ -230,6 +233,13 @@ impl SecureRound {
         .with_prg(self.prg)
         .with_binding(binding);
         Ok((cfg, encoding))
+    }
+
+    /// Lists `participants` in the round's canonical order (by
+    /// [`tg_secagg::round::position_key`]), as every agent checks.
+    pub fn seat(at: RoundRef, participants: &mut [(AgentId, [u8; 32])]) {
+        participants
+            .sort_by_key(|(_, k)| tg_secagg::round::position_key(at.job.as_bytes(), at.round, k));
     }
 
     /// The round index of `agent`, if it takes part.

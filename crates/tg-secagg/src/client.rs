@@ -219,6 +219,12 @@ impl Client {
             let ClientBody::AdvertiseKeys(k) = &m.body else {
                 return refused(Refusal::Malformed, "expected key advertisements");
             };
+            if !crate::crypto::is_contributory(&k.share_key)
+                || !crate::crypto::is_contributory(&k.mask_key)
+            {
+                // A neighbour with a low-order key is left out, not obeyed.
+                continue;
+            }
             if self.advertised.insert(m.from, k.clone()).is_some() {
                 return refused(
                     Refusal::Malformed,

@@ -155,6 +155,14 @@ pub fn digest(domain: &[u8], data: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Whether `public` is a usable X25519 key (not of low order, which would
+/// make every agreement with it a known value).
+pub fn is_contributory(public: &[u8; 32]) -> bool {
+    StaticSecret::from([0x42; 32])
+        .diffie_hellman(&PublicKey::from(*public))
+        .was_contributory()
+}
+
 /// Derives a key from a seed for one purpose (e.g. the self mask from b_i).
 pub fn derive(
     seed: &[u8; 32],

@@ -70,7 +70,9 @@ impl SecAggError {
         }
     }
 
-    pub(crate) fn refused(code: Refusal, detail: impl Into<String>) -> Self {
+    /// A refusal with `code` (for callers that enforce a rule of the round
+    /// outside the state machines, e.g. the participant order).
+    pub fn refused(code: Refusal, detail: impl Into<String>) -> Self {
         Self::Refused {
             code,
             detail: detail.into(),
@@ -116,6 +118,9 @@ pub enum Refusal {
     /// E111: the server sent a message that is not this stage's, not for
     /// this client, or twice.
     Malformed,
+    /// E112: the participants are not in the round's canonical order (or an
+    /// identity repeats): the coordinator tried to choose who neighbours whom.
+    NonCanonicalOrder,
 }
 
 impl Refusal {
@@ -134,6 +139,7 @@ impl Refusal {
             Self::BadSignature => "E109",
             Self::BelowFloor => "E110",
             Self::Malformed => "E111",
+            Self::NonCanonicalOrder => "E112",
         }
     }
 
@@ -152,6 +158,7 @@ impl Refusal {
             Self::BadSignature => "a signature does not verify for this round",
             Self::BelowFloor => "the round is below this agent's floors",
             Self::Malformed => "the coordinator sent a malformed protocol message",
+            Self::NonCanonicalOrder => "the participants are not in the round's canonical order",
         }
     }
 

@@ -21,9 +21,42 @@ use crate::{Refusal, SecAggError};
 /// The survivor floor's default fraction of the round's participants.
 ///
 /// A floor that scales with n (not with t) keeps a server from unmasking the
-/// sum of a handful of survivors, and from differencing two such sums across
-/// rounds.
+/// sum of a handful of survivors. It does not stop differencing sums across
+/// rounds; distributed DP noise does (docs/THREAT_MODEL.md).
 pub const DEFAULT_SURVIVOR_FRACTION: f64 = 0.5;
+
+/// Where `identity` sits in round `round` of `job`: participants are listed
+/// in increasing order of this key, so no coordinator chooses who
+/// neighbours whom (it cannot seat the identities it controls around a
+/// victim). Each round reshuffles the ring.
+pub fn position_key(job: &[u8; 16], round: u32, identity: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"tensorguard-secagg-position-v1");
+    h.update(job);
+    h.update(round.to_le_bytes());
+    h.update(identity);
+    h.finalize().into()
+}
+
+/// Refuses (E112) identities that are not in strictly increasing
+/// [`position_key`] order (a repeated identity is refused too).
+pub fn check_canonical_order(
+    job: &[u8; 16],
+    round: u32,
+    identities: &[[u8; 32]],
+) -> Result<(), SecAggError> {
+    let keys: Vec<[u8; 32]> = identities
+        .iter()
+        .map(|id| position_key(job, round, id))
+        .collect();
+    if let Some(i) = keys.windows(2).position(|w| w[0] >= w[1]) {
+        return Err(SecAggError::refused(
+            Refusal::NonCanonicalOrder,
+            format!("participants {i} and {} are out of order or repeat", i + 1),
+        ));
+    }
+    Ok(())
+}
 
 /// The public parameters of a round: who takes part (by identity), the mask
 /// graph and threshold, the vector length and the bit width B.
@@ -259,6 +292,9 @@ impl RoundConfig {
     }
 }
 
+/// The corruption a default agent assumes: rounds sized for less are refused.
+pub const DEFAULT_ASSUMED_CORRUPT: f64 = 0.05;
+
 /// The least a client accepts, set by the data owner (agent config), never
 /// by the server's offer.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -282,7 +318,7 @@ impl Default for Floors {
             min_participants: 3,
             min_threshold: 2,
             min_survivor_fraction: DEFAULT_SURVIVOR_FRACTION,
-            assumed_corrupt: 0.0,
+            assumed_corrupt: DEFAULT_ASSUMED_CORRUPT,
             allow_semi_honest: false,
         }
     }

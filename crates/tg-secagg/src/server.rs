@@ -105,9 +105,17 @@ impl Server {
         let duplicate =
             || SecAggError::Rejected(format!("second {:?} message from {from}", msg.body.stage()));
         match &msg.body {
-            ClientBody::AdvertiseKeys(_) => {
+            ClientBody::AdvertiseKeys(k) => {
                 if self.advertised.contains_key(&from) {
                     return Err(duplicate());
+                }
+                if !crate::crypto::is_contributory(&k.share_key)
+                    || !crate::crypto::is_contributory(&k.mask_key)
+                {
+                    // One low-order key would abort every neighbour's agreement.
+                    return Err(SecAggError::Rejected(format!(
+                        "client {from} advertised a low-order key"
+                    )));
                 }
                 self.advertised.insert(from, msg);
             }
@@ -179,14 +187,20 @@ impl Server {
                     return Err(duplicate());
                 }
                 let dropped_ok = |o: &u32| self.shares.contains_key(o) && !self.masked.contains(o);
+                // The revealer must have been sent the owner's shares.
+                let held = |o: &u32| {
+                    self.shares
+                        .get(o)
+                        .is_some_and(|s| s.sealed.iter().any(|p| p.to == from))
+                };
+                let mut owners = BTreeSet::new();
                 let valid = u.self_mask_shares.iter().all(|(o, s)| {
                     self.masked.contains(o)
-                        && self.cfg.are_neighbours(from, *o)
+                        && held(o)
+                        && owners.insert(*o)
                         && s.x == RoundConfig::point(from)
                 }) && u.mask_key_shares.iter().all(|(o, s)| {
-                    dropped_ok(o)
-                        && self.cfg.are_neighbours(from, *o)
-                        && s.x == RoundConfig::point(from)
+                    dropped_ok(o) && held(o) && owners.insert(*o) && s.x == RoundConfig::point(from)
                 });
                 if !valid {
                     return Err(SecAggError::Rejected(format!(

@@ -220,7 +220,7 @@ fn positive_control_more_sybils_than_assumed_expose_a_neighbour() {
     // Thresholds hold only up to the assumed corruption: with t Sybil
     // neighbours the attacker holds t shares of each secret.
     let keys = signing_keys(8, 12);
-    let cfg = config(&keys, 8, 16, 0.0, 0.1);
+    let cfg = config(&keys, 8, 16, 0.05, 0.1);
     let t = cfg.graph.threshold;
     let sybils: Vec<u32> = cfg
         .graph

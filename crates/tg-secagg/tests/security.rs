@@ -34,7 +34,7 @@ fn config(keys: &[SigningKey], dim: usize, bits: u32) -> Arc<RoundConfig> {
         keys.iter().map(SigningKey::verifying_key).collect(),
         dim,
         bits,
-        0.0,
+        0.05,
         0.2,
     )
     .unwrap()
@@ -117,6 +117,19 @@ fn forged_and_replayed_messages_are_rejected() {
         &ks[0]
     ))));
     assert!(rejected(server.receive(adv(&ctx(1), 0, &ks[0]))));
+    // A low-order key (every agreement with it is a known value, and it
+    // would abort each neighbour's agreement) is refused at stage 1.
+    let low = Signed::sign(
+        &c1,
+        3,
+        ClientBody::AdvertiseKeys(AdvertiseKeys {
+            share_key: [9; 32],
+            mask_key: [0; 32],
+        }),
+        &ks[3],
+    )
+    .unwrap();
+    assert!(rejected(server.receive(low)));
     // Unknown sender.
     assert!(server.receive(adv(&c1, 9, &ks[0])).is_err());
     // The genuine message is accepted once; a duplicate is refused.
