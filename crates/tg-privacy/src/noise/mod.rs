@@ -156,8 +156,19 @@ impl NoiseRng {
 
     /// Exact discrete Gaussian with variance parameter at least `sigma²`:
     /// σ² is rounded up to a multiple of 10⁻⁶ (σ² < 10⁶) or to an integer.
+    ///
+    /// σ so large that the exact acceptance test would overflow 128-bit
+    /// arithmetic (σ ≳ 3.6·10⁹; the sampler would otherwise reject forever)
+    /// is refused with an error.
     pub fn discrete_gaussian(&mut self, sigma: f64) -> Result<i64, PrivacyError> {
         let (num, den) = rational_sigma2(sigma)?;
+        if !exact_arithmetic_fits(num, den) {
+            return Err(PrivacyError::OutOfRange {
+                what: "discrete Gaussian σ (exact sampling overflows 128-bit arithmetic)",
+                value: sigma,
+                range: "(0, 3.6·10⁹)",
+            });
+        }
         Ok(self.discrete_gaussian_rational(num, den))
     }
 
@@ -175,6 +186,23 @@ impl NoiseRng {
         let g = GAUSSIAN_GRID as u128;
         Ok(self.discrete_gaussian_rational(g * g, 1) as f64 * (sigma / GAUSSIAN_GRID))
     }
+}
+
+/// Whether the acceptance test of `discrete_gaussian_rational` fits u128 for
+/// every candidate within 12σ (beyond, acceptance is below e⁻⁷² anyway).
+fn exact_arithmetic_fits(num: u128, den: u128) -> bool {
+    let sigma = (num as f64 / den as f64).sqrt();
+    let t = sigma.floor() as u128 + 1;
+    let far = (12.0 * sigma).ceil() as u128 + 1;
+    let d2 = (2 * num)
+        .checked_mul(den)
+        .and_then(|x| x.checked_mul(t))
+        .and_then(|x| x.checked_mul(t));
+    let diff = far
+        .checked_mul(t)
+        .and_then(|x| x.checked_mul(den))
+        .and_then(|x| x.checked_add(num));
+    d2.is_some() && diff.and_then(|d| d.checked_mul(d)).is_some()
 }
 
 /// σ² as a rational num/den, rounded up.
@@ -200,6 +228,15 @@ pub(crate) fn rational_sigma2(sigma: f64) -> Result<(u128, u128), PrivacyError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_sigma_is_an_error_not_an_endless_loop() {
+        let mut rng = NoiseRng::from_os().unwrap();
+        assert!(rng.discrete_gaussian(4e9).is_err());
+        assert!(rng.discrete_gaussian(1e11).is_err());
+        assert!(rng.discrete_gaussian(1e8).is_ok());
+        assert!(rng.discrete_gaussian(2.5).is_ok());
+    }
 
     /// Exact pmf of 𝒩_ℤ(0, σ²) on [−r, r] (normalised over a wide support).
     fn dg_pmf(sigma: f64, r: i64) -> Vec<f64> {
