@@ -25,6 +25,20 @@ pub const TCB_COMPONENTS: &[&str] = &[
     "tdx_module_major",
 ];
 
+/// Reported values (besides the launch measurement) a policy may pin, by
+/// the name the verifiers report them under: TDX `rtmr0`–`rtmr3`,
+/// `mr_config_id`, `mr_owner`; SEV-SNP `host_data`; SGX `mr_signer`.
+pub const PINNABLE: &[&str] = &[
+    "rtmr0",
+    "rtmr1",
+    "rtmr2",
+    "rtmr3",
+    "mr_config_id",
+    "mr_owner",
+    "host_data",
+    "mr_signer",
+];
+
 /// Intel TCB statuses accepted when a policy does not list its own.
 pub const DEFAULT_INTEL_STATUS: &[&str] = &["UpToDate"];
 
@@ -34,6 +48,9 @@ pub const DEFAULT_INTEL_STATUS: &[&str] = &["UpToDate"];
 pub struct Policy {
     hardware: Vec<HardwareType>,
     measurements: Vec<Vec<u8>>,
+    any_measurement: bool,
+    pinned: BTreeMap<String, Vec<Vec<u8>>>,
+    max_vmpl: Option<u32>,
     allow_debug: bool,
     min_tcb: BTreeMap<String, u64>,
     intel_tcb_status: Vec<String>,
@@ -46,9 +63,19 @@ pub struct RawPolicy {
     /// Allowed hardware (`snp`, `tdx`, `sgx`); empty allows all three.
     #[serde(default)]
     pub hardware: Vec<HardwareType>,
-    /// Allowed launch measurements (hex); empty allows any.
+    /// Allowed launch measurements (hex), or `"any"` to admit any code
+    /// explicitly (labelled in every output). A job that requires
+    /// attestation must say one or the other.
     #[serde(default)]
-    pub measurements: Vec<String>,
+    pub measurements: Measurements,
+    /// Further reported values that must match one of the listed hex
+    /// values (see [`PINNABLE`]), e.g. `rtmr1 = ["…"]`, `host_data = ["…"]`.
+    #[serde(default)]
+    pub pinned: BTreeMap<String, Vec<String>>,
+    /// SEV-SNP: the highest VMPL the report may come from (0 is the most
+    /// privileged level, where the guest's own firmware runs).
+    #[serde(default)]
+    pub max_vmpl: Option<u32>,
     /// Admit debuggable environments (default false).
     #[serde(default)]
     pub allow_debug: bool,
@@ -60,12 +87,57 @@ pub struct RawPolicy {
     pub intel_tcb_status: Option<Vec<String>>,
 }
 
+/// `measurements = ["hex", …]` or `measurements = "any"`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Measurements {
+    /// An allow-list (empty: nothing pinned).
+    List(Vec<String>),
+    /// A keyword; only `"any"` is accepted.
+    Keyword(String),
+}
+
+impl Default for Measurements {
+    fn default() -> Self {
+        Self::List(Vec::new())
+    }
+}
+
 impl TryFrom<RawPolicy> for Policy {
     type Error = String;
 
     fn try_from(raw: RawPolicy) -> Result<Self, String> {
+        let (list, any_measurement) = match &raw.measurements {
+            Measurements::List(l) => (l.clone(), false),
+            Measurements::Keyword(k) if k == "any" => (Vec::new(), true),
+            Measurements::Keyword(k) => {
+                return Err(format!(
+                    "measurements = \"{k}\": give a list of hex measurements, or \"any\""
+                ));
+            }
+        };
+        let mut pinned = BTreeMap::new();
+        for (name, values) in &raw.pinned {
+            if !PINNABLE.contains(&name.as_str()) {
+                return Err(format!(
+                    "cannot pin '{name}'; pinnable: {}",
+                    PINNABLE.join(", ")
+                ));
+            }
+            if values.is_empty() {
+                return Err(format!("pinned.{name} is empty: nothing could ever pass"));
+            }
+            let mut parsed = Vec::new();
+            for v in values {
+                parsed.push(
+                    hex::decode(v.trim())
+                        .map_err(|e| format!("pinned.{name} value '{v}' is not hex: {e}"))?,
+                );
+            }
+            pinned.insert(name.clone(), parsed);
+        }
         let mut measurements = Vec::new();
-        for m in &raw.measurements {
+        for m in &list {
             let bytes =
                 hex::decode(m.trim()).map_err(|e| format!("measurement '{m}' is not hex: {e}"))?;
             if !matches!(bytes.len(), 32 | 48) {
@@ -100,6 +172,9 @@ impl TryFrom<RawPolicy> for Policy {
         Ok(Self {
             hardware: raw.hardware,
             measurements,
+            any_measurement,
+            pinned,
+            max_vmpl: raw.max_vmpl,
             allow_debug: raw.allow_debug,
             min_tcb: raw.min_tcb,
             intel_tcb_status,
@@ -111,7 +186,17 @@ impl From<Policy> for RawPolicy {
     fn from(p: Policy) -> Self {
         RawPolicy {
             hardware: p.hardware,
-            measurements: p.measurements.iter().map(hex::encode).collect(),
+            measurements: if p.any_measurement {
+                Measurements::Keyword("any".into())
+            } else {
+                Measurements::List(p.measurements.iter().map(hex::encode).collect())
+            },
+            pinned: p
+                .pinned
+                .iter()
+                .map(|(k, v)| (k.clone(), v.iter().map(hex::encode).collect()))
+                .collect(),
+            max_vmpl: p.max_vmpl,
             allow_debug: p.allow_debug,
             min_tcb: p.min_tcb,
             intel_tcb_status: Some(p.intel_tcb_status),
@@ -126,6 +211,9 @@ impl Default for Policy {
         Self {
             hardware: Vec::new(),
             measurements: Vec::new(),
+            any_measurement: false,
+            pinned: BTreeMap::new(),
+            max_vmpl: None,
             allow_debug: false,
             min_tcb: BTreeMap::new(),
             intel_tcb_status: DEFAULT_INTEL_STATUS
@@ -157,6 +245,49 @@ impl Policy {
                     self.measurements.len()
                 ),
             ));
+        }
+        for (name, allowed) in &self.pinned {
+            let reported = claims
+                .extra
+                .iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| hex::decode(v).ok());
+            match reported {
+                Some(v) if allowed.contains(&v) => {}
+                Some(v) => out.push(Reason::new(
+                    ReasonCode::MeasurementNotAllowed,
+                    format!(
+                        "{name} {} is not one of the {} pinned",
+                        hex::encode(v),
+                        allowed.len()
+                    ),
+                )),
+                None => out.push(Reason::new(
+                    ReasonCode::MeasurementNotAllowed,
+                    format!(
+                        "{name} is pinned, and {} evidence does not report it",
+                        claims.hardware
+                    ),
+                )),
+            }
+        }
+        if let Some(max) = self.max_vmpl
+            && claims.hardware == HardwareType::SevSnp
+        {
+            let vmpl = claims
+                .extra
+                .iter()
+                .find(|(k, _)| k == "vmpl")
+                .and_then(|(_, v)| v.parse::<u32>().ok());
+            if vmpl.is_none_or(|v| v > max) {
+                out.push(Reason::new(
+                    ReasonCode::MeasurementNotAllowed,
+                    format!(
+                        "the report comes from VMPL {}, above the allowed {max}",
+                        vmpl.map_or("?".into(), |v| v.to_string())
+                    ),
+                ));
+            }
         }
         if claims.debug && !self.allow_debug {
             out.push(Reason::new(
@@ -196,6 +327,18 @@ impl Policy {
     /// Allowed measurements.
     pub fn measurements(&self) -> &[Vec<u8>] {
         &self.measurements
+    }
+
+    /// Whether the policy pins the code that runs (a launch measurement or
+    /// a pinned runtime/host value); a job requiring attestation must, or
+    /// must say `measurements = "any"`.
+    pub fn pins_code(&self) -> bool {
+        !self.measurements.is_empty() || !self.pinned.is_empty()
+    }
+
+    /// Whether the policy admits any code on purpose (`measurements = "any"`).
+    pub fn admits_any_code(&self) -> bool {
+        self.any_measurement && !self.pins_code()
     }
 }
 
@@ -253,6 +396,55 @@ mod tests {
                 .contains("never trusted")
         );
         assert!(parse(r#"{"bogus":1}"#).is_err());
+    }
+
+    #[test]
+    fn pins_runtime_values_and_vmpl() {
+        let mut c = claims();
+        c.extra = vec![
+            ("vmpl".into(), "2".into()),
+            ("host_data".into(), hex::encode([7u8; 32])),
+        ];
+        let p = parse(&format!(
+            r#"{{"measurements":"any","pinned":{{"host_data":["{}"]}},"max_vmpl":0}}"#,
+            hex::encode([7u8; 32])
+        ))
+        .unwrap();
+        assert!(p.pins_code() && !p.admits_any_code());
+        // VMPL 2 is above 0.
+        assert_eq!(p.evaluate(&c).len(), 1);
+        c.extra[0].1 = "0".into();
+        assert!(p.evaluate(&c).is_empty());
+        // Another host_data, and an RTMR an SNP report does not carry.
+        c.extra[1].1 = hex::encode([8u8; 32]);
+        assert_eq!(p.evaluate(&c).len(), 1);
+        let tdx = parse(&format!(
+            r#"{{"pinned":{{"rtmr1":["{}"]}}}}"#,
+            hex::encode([1u8; 48])
+        ))
+        .unwrap();
+        assert!(tdx.evaluate(&c)[0].detail.contains("does not report"));
+        assert!(
+            parse(r#"{"pinned":{"rtmr9":["00"]}}"#)
+                .unwrap_err()
+                .contains("cannot pin")
+        );
+        assert!(
+            parse(r#"{"pinned":{"rtmr0":[]}}"#)
+                .unwrap_err()
+                .contains("empty")
+        );
+        assert!(
+            parse(r#"{"measurements":"all"}"#)
+                .unwrap_err()
+                .contains("\"any\"")
+        );
+        let any = parse(r#"{"measurements":"any"}"#).unwrap();
+        assert!(any.admits_any_code() && !any.pins_code());
+        assert!(!Policy::default().pins_code() && !Policy::default().admits_any_code());
+        // Round trip keeps the keyword.
+        let back = serde_json::to_string(&any).unwrap();
+        assert!(back.contains("\"any\""), "{back}");
     }
 
     #[test]

@@ -124,12 +124,20 @@ impl AttestationGate {
         };
         let verdict =
             tg_attest::appraise(&evidence, &self.anchors, now, Some(&self.policy), &expected);
+        let any_code = if self.policy.admits_any_code() {
+            " — ANY CODE: the policy pins no measurement"
+        } else {
+            ""
+        };
         let (admitted, label) = if verdict.status == Status::Trusted {
-            (true, format!("TRUSTED ({})", verdict.hardware_type))
+            (
+                true,
+                format!("TRUSTED ({}){any_code}", verdict.hardware_type),
+            )
         } else if only_because_simulated(&verdict) && self.allow_simulated {
             (
                 true,
-                "SIMULATED — UNTRUSTED (admitted by --allow-simulated)".to_owned(),
+                format!("SIMULATED — UNTRUSTED (admitted by --allow-simulated){any_code}"),
             )
         } else if only_because_simulated(&verdict) {
             (false, "UNTRUSTED: simulated evidence (start the coordinator with --allow-simulated to admit it for testing)".to_owned())

@@ -124,8 +124,8 @@ impl GraphParams {
         // Complete graph: every other client is a neighbour.
         let k = n - 1;
         let t = match shamir_window(n, k, corrupt, dropout) {
-            Some((t1, _)) => least_threshold(k, t1, threat, true),
-            None => least_threshold(k, k.div_ceil(2), threat, true),
+            Some((t1, _)) => least_threshold(k, t1, threat),
+            None => least_threshold(k, k.div_ceil(2), threat),
         }
         .clamp(1, k.max(1));
         Ok(Self {
@@ -137,11 +137,9 @@ impl GraphParams {
 
     /// Whether this threshold meets the malicious-server bound for `corrupt`
     /// neighbours: no two disjoint groups of honest neighbours can each reach
-    /// `t` with the corrupt ones' help (`2t > k + corrupt`, plus the ring's
-    /// margin of two on a Harary graph).
+    /// `t` with the corrupt ones' help (`2t > k + corrupt`).
     pub fn resists_split_views(&self, corrupt_neighbours: usize) -> bool {
-        let margin = if self.degree + 1 >= self.n { 0 } else { 2 };
-        2 * self.threshold > self.degree + corrupt_neighbours + margin
+        2 * self.threshold > self.degree + corrupt_neighbours
     }
 
     /// The neighbours of client `i` (0-based positions in the round's
@@ -176,17 +174,17 @@ fn log_prob_disconnected(n: usize, k: usize, bad: usize) -> f64 {
 /// malicious server, above `(k + c) / 2`); at least 2, since one Shamir share
 /// of a degree-0 polynomial is the secret itself.
 ///
-/// On the complete graph every client's neighbourhood is everyone else, and
-/// `2t > k + c` is exact. On a Harary ring two adjacent clients'
-/// neighbourhoods differ in two members, so a server unmasking a survivor `v`
-/// through its adjacent neighbour `a` (b_v from one group, a's mask key from
-/// another) gains up to two holders over the complete-graph count: the ring
-/// takes that margin, `2t > k + c + 2`.
-fn least_threshold(k: usize, c: usize, threat: Threat, complete: bool) -> usize {
-    let margin = if complete { 0 } else { 2 };
+/// `2t > k + c` suffices on the ring too. To unmask a survivor v alone the
+/// server needs, for every honest neighbour g that revealed a share of v's
+/// self-mask seed, g's mask key (v's own is guarded by the same bound). g
+/// revealed only after `t` of its neighbours confirmed g's survivor set — at
+/// least `t − c` honest ones, who then see g surviving and reveal its seed,
+/// not its key — so at most `k − (t − c)` honest neighbours of g could reveal
+/// its key, and with the `c` corrupt ones that is below `t`.
+fn least_threshold(k: usize, c: usize, threat: Threat) -> usize {
     let t = match threat {
         Threat::SemiHonest => c + 1,
-        Threat::Malicious => (c + 1).max((k + c + margin) / 2 + 1),
+        Threat::Malicious => (c + 1).max((k + c) / 2 + 1),
     };
     t.max(2)
 }
@@ -201,7 +199,7 @@ fn threshold_for(n: usize, k: usize, corrupt: f64, dropout: f64, threat: Threat)
     }
     let (t1, t2) = shamir_window(n, k, corrupt, dropout)?;
     // t must still be live (≤ t2).
-    let t = least_threshold(k, t1, threat, false);
+    let t = least_threshold(k, t1, threat);
     (t <= t2).then_some(t)
 }
 

@@ -45,7 +45,7 @@ pub struct JobOpts {
     pub port: u16,
     /// Sample-level DP: (noise multiplier, target ε).
     pub dp: Option<(f64, f64)>,
-    /// `[attestation] required = true` (default policy).
+    /// `[attestation] required = true` (any measurement, explicitly).
     pub attestation: bool,
 }
 
@@ -82,7 +82,9 @@ impl JobOpts {
             ));
         }
         if self.attestation {
-            s.push_str("\n[attestation]\nrequired = true\n");
+            s.push_str(
+                "\n[attestation]\nrequired = true\n[attestation.policy]\nmeasurements = \"any\"\n",
+            );
         }
         if let Some(sec) = self.secure {
             s.push_str(&format!(

@@ -432,10 +432,22 @@ pub fn parse(origin: &str, bytes: &[u8]) -> Result<JobFile, CliError> {
         },
         allowed,
         enrollment: raw.admission.enrollment,
-        attestation: raw
-            .attestation
-            .filter(|a| a.required)
-            .map(|a| a.policy.unwrap_or_default()),
+        attestation: match raw.attestation.filter(|a| a.required) {
+            None => None,
+            Some(a) => {
+                let policy = a.policy.unwrap_or_default();
+                // A TEE running unknown code protects nothing: pin the code,
+                // or say plainly that any code is admitted.
+                if !policy.pins_code() && !policy.admits_any_code() {
+                    return Err(invalid(
+                        "attestation.policy.measurements",
+                        "the job requires attestation but pins no measurement: any genuine confidential VM, whatever code it runs, would be admitted as TRUSTED",
+                        "list the allowed launch measurements (and pin RTMRs or host_data as needed), or set measurements = \"any\" to admit any code explicitly (it is labelled ANY CODE)",
+                    ));
+                }
+                Some(policy)
+            }
+        },
     })
 }
 

@@ -44,3 +44,24 @@ fn text_that_is_not_toml_is_passed_through_for_parse_to_report() {
     let junk = "not = [toml";
     assert_eq!(with_defaults(junk, &JobDefaults::default()), junk);
 }
+
+#[test]
+fn attestation_must_pin_code_or_say_any() {
+    let base = "[job]\ndataset = \"digits\"\nclients = 4\n\n[attestation]\nrequired = true\n";
+    let Err(err) = parse("test", base.as_bytes()) else {
+        panic!("a TEE requirement that pins no code must be refused");
+    };
+    assert!(err.to_string().contains("measurements"), "{err}");
+    let any = format!("{base}[attestation.policy]\nmeasurements = \"any\"\n");
+    let job = parse("test", any.as_bytes()).expect("\"any\" is explicit");
+    assert!(job.attestation.expect("required").admits_any_code());
+    let pinned = format!(
+        "{base}[attestation.policy]\npinned = {{ rtmr1 = [\"{}\"] }}\n",
+        "ab".repeat(48)
+    );
+    let job = parse("test", pinned.as_bytes()).expect("a pinned RTMR pins the code");
+    assert!(job.attestation.expect("required").pins_code());
+    // Not required: nothing to pin.
+    let off = "[job]\ndataset = \"digits\"\nclients = 4\n\n[attestation]\nrequired = false\n";
+    assert!(parse("test", off.as_bytes()).is_ok());
+}
