@@ -397,3 +397,50 @@ fn a_serving_coordinator_runs_submitted_jobs_one_after_another() {
         assert!(done.is_some_and(|b| b.contains(&format!("\"rounds_committed\":{rounds}"))));
     }
 }
+
+#[test]
+fn plain_http_off_loopback_is_refused_and_metrics_can_require_a_token() {
+    // The API on an address other hosts reach, without TLS: refused.
+    let dir = tempfile::tempdir().unwrap();
+    let open = tg_command()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["coordinator", "start", "--serve", "--api"])
+        .arg(format!("0.0.0.0:{}", free_port()))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&open.stderr);
+    assert!(!open.status.success() && err.contains("E020"), "{err}");
+    assert!(err.contains("--insecure-http"), "{err}");
+
+    // /metrics behind a bearer token.
+    let secret = dir.path().join("metrics.token");
+    std::fs::write(&secret, "m3tr1cs-s3cr3t-t0k3n-0123456789\n").unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = std::fs::File::create(dir.path().join("coordinator.log")).unwrap();
+    let mut child = tg_command()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["coordinator", "start", "--serve", "--api", &addr])
+        .arg("--metrics-token-file")
+        .arg(&secret)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let up = wait_for(Duration::from_secs(60), || {
+        (http_get(&addr, "/api/v1/openapi.json", None).0 == 200).then_some(())
+    });
+    let without = http_get(&addr, "/metrics", None);
+    let wrong = http_get(&addr, "/metrics", Some("m3tr1cs-s3cr3t-t0k3n-0123456780"));
+    let with = http_get(&addr, "/metrics", Some("m3tr1cs-s3cr3t-t0k3n-0123456789"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(up.is_some(), "the coordinator did not come up");
+    assert_eq!(without.0, 401, "{}", without.1);
+    assert_eq!(wrong.0, 401);
+    assert_eq!(with.0, 200);
+    assert!(with.1.contains("# EOF"), "{}", with.1);
+}

@@ -204,4 +204,12 @@ pub struct TlsArgs {
     /// Private key (PEM; PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Serve the API over plain HTTP on an address other hosts can reach
+    /// (bearer tokens then cross the network in the clear). Refused without it.
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// Require this bearer token (the file's first line) on `/metrics`
+    /// (Prometheus: `authorization: { credentials_file: … }`).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_token_file: Option<PathBuf>,
 }

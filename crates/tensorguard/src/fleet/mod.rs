@@ -54,6 +54,18 @@ pub async fn serve_metrics(
     out: &Output,
 ) -> Result<(), CliError> {
     let acceptor = tls::acceptor(tls)?;
+    if api.is_some() && acceptor.is_none() && !addr.ip().is_loopback() && !tls.insecure_http {
+        return Err(CliError::new(
+            Code::InvalidValue,
+            format!("the API would be served over plain HTTP on {addr}"),
+            "other hosts can reach that address, and bearer tokens would cross the network in the clear",
+            "add --tls-cert and --tls-key, bind to 127.0.0.1, or (knowingly) pass --insecure-http",
+        ));
+    }
+    let metrics_token = match &tls.metrics_token_file {
+        None => None,
+        Some(path) => Some(read_token(path)?),
+    };
     use axum::routing::get;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         CliError::new(
@@ -68,9 +80,27 @@ pub async fn serve_metrics(
     out.note(&format!("metrics on {scheme}://{bound}/metrics"));
     let app = axum::Router::new().route(
         "/metrics",
-        get(move || {
+        get(move |headers: axum::http::HeaderMap| {
             let m = metrics.clone();
+            let want = metrics_token.clone();
             async move {
+                use axum::response::IntoResponse;
+                if let Some(want) = want {
+                    let given = headers
+                        .get(axum::http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .unwrap_or("");
+                    let ok: bool =
+                        subtle::ConstantTimeEq::ct_eq(given.as_bytes(), want.as_bytes()).into();
+                    if !ok {
+                        return (
+                            axum::http::StatusCode::UNAUTHORIZED,
+                            "error: /metrics requires the bearer token from --metrics-token-file\n",
+                        )
+                            .into_response();
+                    }
+                }
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
@@ -78,6 +108,7 @@ pub async fn serve_metrics(
                     )],
                     m.encode(),
                 )
+                    .into_response()
             }
         }),
     );
@@ -106,6 +137,26 @@ pub async fn serve_metrics(
         }
     }
     Ok(())
+}
+
+/// The metrics bearer token: the file's first line, at least 16 characters.
+fn read_token(path: &Path) -> Result<String, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        crate::errors::invalid(
+            format!("--metrics-token-file {}", path.display()),
+            e.to_string(),
+            "point it at a readable file holding the token",
+        )
+    })?;
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    if token.len() < 16 {
+        return Err(crate::errors::invalid(
+            format!("--metrics-token-file {}", path.display()),
+            "the token is shorter than 16 characters",
+            "write a long random token, e.g. `head -c 24 /dev/urandom | base64 > FILE`",
+        ));
+    }
+    Ok(token)
 }
 
 /// Free and total bytes of the filesystem holding `dir` (for metrics).
