@@ -23,6 +23,7 @@ pub mod local;
 pub mod messages;
 pub mod packing;
 pub mod round;
+mod rules;
 pub mod server;
 pub mod shamir;
 

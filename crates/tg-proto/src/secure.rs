@@ -1,0 +1,169 @@
+//! The public parameters of a secure-aggregation round, as the coordinator
+//! offers them and every agent rebuilds and checks them.
+//!
+//! Design decision: the offer is plain data; [`SecureRound::build`] is the
+//! one place where agents and coordinator turn it into the protocol's round
+//! configuration and encoding, binding the whole offer into the
+//! configuration's digest and checking the participants' seating, so the
+//! two sides cannot build different rounds from the same bytes.
+
+use serde::{Deserialize, Serialize};
+use tg_types::AgentId;
+
+use crate::RoundRef;
+
+/// The public parameters of a secure-aggregation round, sent with the
+/// training request so every participant builds the same round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SecureRound {
+    /// Participants in round order, with their Ed25519 identity keys.
+    pub participants: Vec<(AgentId, [u8; 32])>,
+    /// Bits per lane.
+    pub bits: u32,
+    /// L2 clipping norm of updates.
+    pub clip: f64,
+    /// Assumed fraction of clients colluding with the server.
+    pub corrupt: f64,
+    /// Assumed fraction of clients dropping out.
+    pub dropout: f64,
+    /// Public seed of the rotation.
+    pub rotation_seed: [u8; 32],
+    /// FedAvg weighting: each agent sends (w·update, w) with
+    /// w = examples / `weight_scale`, so the sum gives the example-weighted
+    /// mean. None: every agent weighs 1 (e.g. under DP-SGD, where the number
+    /// of examples is private).
+    pub weight_scale: Option<f64>,
+    /// Shared random-k sparsification: the fraction of coordinates every
+    /// agent sends this round (the same coordinates for all, drawn from
+    /// `rotation_seed`); None sends them all.
+    pub keep_fraction: Option<f64>,
+    /// Distributed DP: every agent adds Skellam noise of this variance (in
+    /// integer units) to each lane; None adds none.
+    pub local_noise_variance: Option<f64>,
+    /// The encoding is sized for this many clients (≥ the participants), so
+    /// its scale — and the DP accounting — do not change with the sample.
+    pub max_clients: Option<u32>,
+    /// Honest agents refuse to unmask with fewer survivors than this.
+    pub min_survivors: Option<u32>,
+    /// Distributed DP: the encoding scale the privacy ledger charged for,
+    /// pinned for every round of the job (None: the encoding's own).
+    pub scale: Option<f64>,
+    /// The mask generator (AES-128-CTR, or ChaCha20 for fleets without AES hardware).
+    pub prg: tg_secagg::crypto::Prg,
+}
+
+impl SecureRound {
+    /// The coordinates sent this round, ascending (all of them without
+    /// sparsification). Public: derived from the round's seed.
+    pub fn coordinates(&self, params: usize) -> Vec<usize> {
+        match self.keep_fraction {
+            Some(f) if f > 0.0 && f < 1.0 => {
+                let k = ((f * params as f64).ceil() as usize).clamp(1, params);
+                // Partial Fisher–Yates with a ChaCha20 stream domain-separated from the rotation.
+                let mut seed = self.rotation_seed;
+                seed[0] ^= 0x5a;
+                let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(seed);
+                let mut idx: Vec<usize> = (0..params).collect();
+                for i in 0..k {
+                    let j =
+                        i + (rand_core::RngCore::next_u64(&mut rng) % (params - i) as u64) as usize;
+                    idx.swap(i, j);
+                }
+                let mut chosen = idx[..k].to_vec();
+                chosen.sort_unstable();
+                chosen
+            }
+            _ => (0..params).collect(),
+        }
+    }
+
+    /// Lanes per encoded vector for a model of `params` values: the sent
+    /// coordinates of the weighted update, and the weight.
+    pub fn dim_for(&self, params: usize) -> usize {
+        self.coordinates(params).len() + 1
+    }
+
+    /// The protocol round and the update encoding every party derives from
+    /// these public parameters, for encoded vectors of `dim` values.
+    pub fn build(
+        &self,
+        at: RoundRef,
+        dim: usize,
+    ) -> Result<
+        (
+            std::sync::Arc<tg_secagg::RoundConfig>,
+            tg_secagg::encode::Encoding,
+        ),
+        tg_secagg::SecAggError,
+    > {
+        let max_clients = self
+            .max_clients
+            .map_or(self.participants.len(), |m| m as usize);
+        if max_clients < self.participants.len() {
+            return Err(tg_secagg::SecAggError::Params(format!(
+                "{} participants, but the encoding is sized for {max_clients}",
+                self.participants.len()
+            )));
+        }
+        let mut encoding = tg_secagg::encode::Encoding::new(
+            dim,
+            self.bits,
+            self.clip,
+            max_clients,
+            self.local_noise_variance.unwrap_or(0.0).sqrt(),
+            self.rotation_seed,
+        )?;
+        if let Some(scale) = self.scale {
+            encoding = encoding.with_scale(scale)?;
+        }
+        // Seats come from the identities, not from the coordinator.
+        let keys: Vec<[u8; 32]> = self.participants.iter().map(|(_, k)| *k).collect();
+        tg_secagg::round::check_canonical_order(at.job.as_bytes(), at.round, &keys)?;
+        let identities = self
+            .participants
+            .iter()
+            .map(|(agent, key)| {
+                ed25519_dalek::VerifyingKey::from_bytes(key).map_err(|_| {
+                    tg_secagg::SecAggError::Params(format!(
+                        "identity key of {agent} is not a valid Ed25519 point"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let ctx = tg_secagg::crypto::Context::new(*at.job.as_bytes(), at.round);
+        // Everything else the round depends on (clipping, noise, encoding,
+        // sparsification, weighting) is bound into the configuration's digest,
+        // so two agents offered different parameters cannot complete a round.
+        let offer = postcard::to_allocvec(&(self, dim as u64)).map_err(|e| {
+            tg_secagg::SecAggError::Params(format!("cannot encode the round's parameters: {e}"))
+        })?;
+        let binding: [u8; 32] = tg_secagg::crypto::digest(b"tensorguard-secure-round", &offer);
+        let cfg = tg_secagg::RoundConfig::new(
+            ctx,
+            identities,
+            encoding.padded,
+            self.bits,
+            self.corrupt,
+            self.dropout,
+        )?
+        .with_min_survivors(self.min_survivors.map_or(0, |m| m as usize))
+        .with_prg(self.prg)
+        .with_binding(binding);
+        Ok((cfg, encoding))
+    }
+
+    /// Lists `participants` in the round's canonical order (by
+    /// [`tg_secagg::round::position_key`]), as every agent checks.
+    pub fn seat(at: RoundRef, participants: &mut [(AgentId, [u8; 32])]) {
+        participants
+            .sort_by_key(|(_, k)| tg_secagg::round::position_key(at.job.as_bytes(), at.round, k));
+    }
+
+    /// The round index of `agent`, if it takes part.
+    pub fn index_of(&self, agent: &AgentId) -> Option<u32> {
+        self.participants
+            .iter()
+            .position(|(a, _)| a == agent)
+            .map(|i| i as u32)
+    }
+}
