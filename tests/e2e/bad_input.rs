@@ -91,6 +91,7 @@ impl Intruder {
             name: "intruder".into(),
             token,
             evidence: None,
+            certificate: None,
         })
     }
 

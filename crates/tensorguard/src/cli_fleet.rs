@@ -102,6 +102,10 @@ pub struct AgentStartArgs {
     /// this agent's update). Off by default.
     #[arg(long)]
     pub allow_plaintext: bool,
+    /// This agent's fleet certificate (`keys certify` on the fleet root's
+    /// machine), presented when it joins.
+    #[arg(long, value_name = "FILE")]
+    pub certificate: Option<PathBuf>,
     /// Look for TEE interfaces under this root instead of / (containers, tests).
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub tee_root: PathBuf,
@@ -165,6 +169,10 @@ impl AgentStartArgs {
         }
         if self.allow_plaintext {
             v.push("--allow-plaintext".into());
+        }
+        if let Some(c) = &self.certificate {
+            v.push("--certificate".into());
+            v.push(c.clone().into_os_string());
         }
         if self.discover {
             v.push("--discover".into());

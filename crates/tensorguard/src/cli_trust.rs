@@ -70,6 +70,30 @@ pub enum KeyPurposeArg {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
+    /// Create a fleet root key (sealed to FILE with the key passphrase; keep
+    /// it offline): it certifies agents' identities, so the coordinator cannot
+    /// add identities of its own. Prints its public key for agents to pin.
+    FleetRoot {
+        /// Where to write the sealed root key (refused if it exists).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Certify an agent's identity key with the fleet root; prints the
+    /// certificate (`tgcert1-…`) for the agent's `--certificate FILE`.
+    Certify {
+        /// The sealed fleet root key (from `keys fleet-root`).
+        #[arg(long, value_name = "FILE")]
+        root: PathBuf,
+        /// The agent's identity public key (64 hex digits; `keys export-public` on the agent).
+        #[arg(long, value_name = "HEX")]
+        identity: String,
+        /// Display name in the certificate.
+        #[arg(long)]
+        name: String,
+        /// Days of validity from now.
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+    },
     /// Create the first key for a purpose: sealed in the keyring, or on a
     /// PKCS#11 token (PIN from TENSORGUARD_PKCS11_PIN or _PIN_FILE).
     Generate {

@@ -403,6 +403,13 @@ pub fn run(
             print_record(&rec, out, "revoked");
             Ok(())
         }
+        KeysCommand::FleetRoot { out: file } => crate::fleet_cert::create_root(&file, out),
+        KeysCommand::Certify {
+            root,
+            identity,
+            name,
+            days,
+        } => crate::fleet_cert::certify(&root, &identity, &name, days, out),
         KeysCommand::Seal { file } => {
             let pass = passphrase()?;
             let key = IdentityKey::seal_legacy(&file, &pass).map_err(from_trust)?;

@@ -16,6 +16,7 @@ mod dp;
 mod dp_distributed;
 mod errors;
 mod fleet;
+mod fleet_cert;
 mod keys;
 mod output;
 mod privacy;

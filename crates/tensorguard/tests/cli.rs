@@ -372,3 +372,50 @@ fn tg_types_check(bytes: &[u8]) {
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     assert!(bytes.len() > 8 + n, "truncated model blob");
 }
+
+#[test]
+fn a_fleet_root_certifies_identities_that_agents_can_check() {
+    let sb = Sandbox::new();
+    let root_file = sb.path().join("fleet-root.key");
+    let root_arg = root_file.to_str().unwrap();
+    let v = sb.json(&["keys", "fleet-root", "--out", root_arg, "--json"]);
+    let root_hex = v["fleet_root"].as_str().unwrap().to_owned();
+    // Created once: a second run would orphan every certificate.
+    sb.fails_with(&["keys", "fleet-root", "--out", root_arg], "E040");
+    let identity = "ab".repeat(32);
+    let c = sb.json(&[
+        "keys",
+        "certify",
+        "--root",
+        root_arg,
+        "--identity",
+        &identity,
+        "--name",
+        "robot-7",
+        "--days",
+        "30",
+        "--json",
+    ]);
+    let cert = tg_proto::Certificate::from_text(c["certificate"].as_str().unwrap()).unwrap();
+    let mut root = [0u8; 32];
+    for (i, b) in root.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&root_hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    let now = cert.not_before + 60;
+    assert!(cert.verify(&root, &[0xab; 32], now).is_ok());
+    assert!(cert.verify(&root, &[0xac; 32], now).is_err());
+    assert_eq!(cert.not_after - cert.not_before, 30 * 86_400);
+    sb.fails_with(
+        &[
+            "keys",
+            "certify",
+            "--root",
+            root_arg,
+            "--identity",
+            "xyz",
+            "--name",
+            "r",
+        ],
+        "E020",
+    );
+}

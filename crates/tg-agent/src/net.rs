@@ -49,6 +49,8 @@ pub struct JoinConfig {
     /// Where this dataset's privacy ledger is kept across jobs and restarts
     /// (None: in memory, for this process only).
     pub ledger_dir: Option<std::path::PathBuf>,
+    /// This agent's fleet certificate, presented when it joins.
+    pub certificate: Option<tg_proto::Certificate>,
 }
 
 /// What the agent is doing, for `tensorguard status`.
@@ -371,6 +373,7 @@ impl Runner {
             name: self.config.name.clone(),
             token: self.config.token.clone(),
             evidence,
+            certificate: self.config.certificate.clone().map(Box::new),
         });
         self.reply(&join).await;
         Ok(())

@@ -44,6 +44,9 @@ pub struct OwnerPolicy {
     pub max_round_epsilon: Option<f64>,
     /// The total budget of this dataset, across jobs and restarts.
     pub budget: Option<Budget>,
+    /// The fleet root's public key (64 hex digits): every participant of a
+    /// secure round must carry a certificate from it, or the round is refused.
+    pub fleet_root: Option<String>,
 }
 
 impl OwnerPolicy {
@@ -55,6 +58,22 @@ impl OwnerPolicy {
             secure_aggregation: tg_secagg::Floors::allowing_semi_honest(),
             ..Self::default()
         }
+    }
+
+    /// The pinned fleet root, if any.
+    pub fn root(&self) -> Result<Option<[u8; 32]>, String> {
+        let Some(hex) = &self.fleet_root else {
+            return Ok(None);
+        };
+        let h = hex.trim();
+        if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("fleet_root = \"{h}\" is not 64 hex digits"));
+        }
+        let mut out = [0u8; 32];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+        }
+        Ok(Some(out))
     }
 
     /// Parses a policy file's text.
@@ -71,6 +90,7 @@ impl OwnerPolicy {
         if p.max_round_epsilon.is_some_and(|e| !(e > 0.0)) {
             return Err("max_round_epsilon must be positive".into());
         }
+        p.root()?;
         Ok(p)
     }
 }
@@ -248,6 +268,14 @@ pub fn judge_round(
                 req.at.round, req.at.job
             ),
         ));
+    }
+    if let (Some(secure), Some(root)) = (&req.secure, policy.root().ok().flatten()) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        secure
+            .check_certificates(&root, now)
+            .map_err(|e| (DeclineReason::UncertifiedParticipant, e))?;
     }
     if req.secure.is_none() && !policy.allow_plaintext {
         return Err((

@@ -209,3 +209,110 @@ fn policy_files_are_parsed_strictly() {
     assert!(OwnerPolicy::from_toml("[budget]\nepsilon = 1\ndelta = 2").is_err());
     assert_eq!(OwnerPolicy::from_toml("").unwrap(), OwnerPolicy::default());
 }
+
+#[test]
+fn a_round_with_an_uncertified_or_foreign_identity_is_refused() {
+    use ed25519_dalek::SigningKey;
+    use tg_agent::policy::judge_round;
+    use tg_proto::{Certificate, SecureRound};
+
+    let root = SigningKey::from_bytes(&[42; 32]);
+    let coordinators_own = SigningKey::from_bytes(&[43; 32]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let at = RoundRef {
+        job: JobId::from_bytes([5; 16]),
+        round: 1,
+    };
+    let members: Vec<(AgentId, [u8; 32])> = (0..6u8)
+        .map(|i| {
+            (
+                AgentId::numbered(usize::from(i)),
+                SigningKey::from_bytes(&[i + 1; 32])
+                    .verifying_key()
+                    .to_bytes(),
+            )
+        })
+        .collect();
+    let cert = |by: &SigningKey, key: [u8; 32], until: u64| {
+        Certificate::issue(by, key, "robot", now - 10, until)
+    };
+    let d = data();
+    let shape = ModelShape::for_dataset(ModelKind::Mlp, 8, &d).unwrap();
+    let request = |certificates: Vec<Certificate>| TrainRequest {
+        at,
+        global: tg_model::init_parameters(&shape, 0).unwrap(),
+        config: TrainConfig {
+            local_epochs: 1,
+            batch_size: 16,
+            learning_rate: 0.1,
+            optimizer: OptimizerSpec::Sgd,
+            dp_sgd: None,
+        },
+        objective: LocalObjective::Plain,
+        secure: Some(Box::new(SecureRound {
+            participants: members.clone(),
+            certificates,
+            bits: 20,
+            clip: 1.0,
+            corrupt: 0.05,
+            dropout: 0.1,
+            rotation_seed: [1; 32],
+            weight_scale: None,
+            keep_fraction: None,
+            local_noise_variance: None,
+            max_clients: None,
+            min_survivors: None,
+            scale: None,
+            prg: tg_secagg::crypto::Prg::default(),
+        })),
+    };
+    let policy = OwnerPolicy {
+        fleet_root: Some(
+            root.verifying_key()
+                .to_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        ),
+        ..OwnerPolicy::default()
+    };
+    let ledger = OwnerLedger::in_memory(tg_agent::policy::fingerprint(&d));
+    let params = tg_model::init_parameters(&shape, 0).unwrap().num_values();
+    let judge = |certs: Vec<Certificate>| {
+        judge_round(&policy, &ledger, &request(certs), params).map(|_| ())
+    };
+    let all: Vec<Certificate> = members
+        .iter()
+        .map(|(_, k)| cert(&root, *k, now + 3600))
+        .collect();
+    assert!(judge(all.clone()).is_ok());
+    // No certificates at all (a coordinator that drops them).
+    assert_eq!(
+        judge(Vec::new()).unwrap_err().0,
+        DeclineReason::UncertifiedParticipant
+    );
+    // A Sybil certified by the coordinator's own "root".
+    let mut sybil = all.clone();
+    sybil[3] = cert(&coordinators_own, members[3].1, now + 3600);
+    assert_eq!(
+        judge(sybil).unwrap_err().0,
+        DeclineReason::UncertifiedParticipant
+    );
+    // Another participant's certificate on a Sybil's seat.
+    let mut swapped = all.clone();
+    swapped.swap(1, 2);
+    assert_eq!(
+        judge(swapped).unwrap_err().0,
+        DeclineReason::UncertifiedParticipant
+    );
+    // An expired certificate.
+    let mut old = all;
+    old[0] = cert(&root, members[0].1, now - 1);
+    assert_eq!(
+        judge(old).unwrap_err().0,
+        DeclineReason::UncertifiedParticipant
+    );
+}

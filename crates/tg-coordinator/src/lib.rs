@@ -91,6 +91,11 @@ pub trait Transport: Send {
         let _ = agent;
         None
     }
+    /// The fleet certificate an agent presented when it joined, if any.
+    fn certificate(&self, agent: &AgentId) -> Option<tg_proto::Certificate> {
+        let _ = agent;
+        None
+    }
     /// Waits until frames already accepted by [`Transport::send`] have been
     /// delivered or have failed (the job's last messages before exit).
     fn flush(&mut self) -> impl Future<Output = ()> + Send {

@@ -32,6 +32,8 @@ use tg_metrics::Metrics;
 struct Member {
     agent: AgentId,
     key: [u8; 32],
+    /// The fleet certificate the agent presented (passed on to its peers).
+    certificate: Option<tg_proto::Certificate>,
     name: String,
     /// Frames queued for this agent, delivered in order by its own task, so
     /// one stalled agent never holds up a broadcast to the others.
@@ -333,6 +335,13 @@ impl Transport for NetTransport {
             .values()
             .find(|m| &m.agent == agent)
             .map(|m| m.key)
+    }
+
+    fn certificate(&self, agent: &AgentId) -> Option<tg_proto::Certificate> {
+        self.members
+            .values()
+            .find(|m| &m.agent == agent)
+            .and_then(|m| m.certificate.clone())
     }
 
     async fn send(&mut self, to: &AgentId, frame: Vec<u8>) -> Result<(), String> {

@@ -146,6 +146,7 @@ impl NetTransport {
                 key,
                 name,
                 outbox,
+                certificate: join.certificate.as_deref().cloned(),
             },
         );
         self.metrics.set_members(self.member_count());

@@ -70,14 +70,24 @@ impl<T: Transport> Coordinator<'_, T> {
                 }
             },
         };
-        let mut participants: Vec<(AgentId, [u8; 32])> = plan
+        let mut seated: Vec<(AgentId, [u8; 32], Option<tg_proto::Certificate>)> = plan
             .selected
             .iter()
-            .filter_map(|a| identity(settings, &self.transport, a).map(|k| (a.clone(), k)))
+            .filter_map(|a| {
+                identity(settings, &self.transport, a)
+                    .map(|k| (a.clone(), k, self.transport.certificate(a)))
+            })
             .collect();
-        SecureRound::seat(at, &mut participants);
+        SecureRound::seat(at, &mut seated);
+        // Certificates travel only when every participant has one.
+        let certificates: Vec<tg_proto::Certificate> = if seated.iter().all(|s| s.2.is_some()) {
+            seated.iter().filter_map(|s| s.2.clone()).collect()
+        } else {
+            Vec::new()
+        };
         let secure = SecureRound {
-            participants,
+            participants: seated.into_iter().map(|(a, k, _)| (a, k)).collect(),
+            certificates,
             bits: settings.spec.bits,
             clip: settings.spec.clip,
             corrupt: settings.spec.corrupt,

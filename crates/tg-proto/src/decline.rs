@@ -29,6 +29,9 @@ pub enum DeclineReason {
     PlaintextRefused,
     /// The round is below a floor the agent's owner set (noise, ε per round).
     OwnerFloor,
+    /// A participant's identity is not certified by the fleet root the
+    /// agent pins (a Sybil the coordinator added).
+    UncertifiedParticipant,
 }
 
 impl std::fmt::Display for DeclineReason {
@@ -57,6 +60,9 @@ impl std::fmt::Display for DeclineReason {
             }
             DeclineReason::PlaintextRefused => {
                 "the agent's owner does not allow updates to leave unmasked (no secure aggregation)"
+            }
+            DeclineReason::UncertifiedParticipant => {
+                "a participant's identity is not certified by the fleet root this agent pins"
             }
             DeclineReason::OwnerFloor => {
                 "the round is below a floor set by the agent's owner (details in the agent's log)"

@@ -62,4 +62,7 @@ pub struct JoinRequest {
     /// for attestation. Opaque here; the coordinator decodes it with a
     /// size limit and verifies it.
     pub evidence: Option<Vec<u8>>,
+    /// The agent's fleet certificate (its identity, signed by the fleet
+    /// root), when its operator issued one.
+    pub certificate: Option<Box<crate::Certificate>>,
 }

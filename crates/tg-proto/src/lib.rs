@@ -8,11 +8,13 @@
 //! [`decode`] refuses frames larger than [`MAX_FRAME_BYTES`] before parsing.
 
 mod bytes;
+mod certificate;
 mod decline;
 mod join;
 mod secure;
 pub mod signed;
 
+pub use certificate::{CertError, Certificate};
 pub use decline::DeclineReason;
 pub use join::{DataSchema, Dtype, JoinRequest, Offer};
 pub use secure::SecureRound;

@@ -18,6 +18,10 @@ use crate::RoundRef;
 pub struct SecureRound {
     /// Participants in round order, with their Ed25519 identity keys.
     pub participants: Vec<(AgentId, [u8; 32])>,
+    /// The participants' fleet certificates, in the same order, when every
+    /// participant has one (empty otherwise). Agents that pin a fleet root
+    /// refuse a round whose participants are not all certified by it.
+    pub certificates: Vec<crate::Certificate>,
     /// Bits per lane.
     pub bits: u32,
     /// L2 clipping norm of updates.
@@ -152,11 +156,33 @@ impl SecureRound {
         Ok((cfg, encoding))
     }
 
-    /// Lists `participants` in the round's canonical order (by
-    /// [`tg_secagg::round::position_key`]), as every agent checks.
-    pub fn seat(at: RoundRef, participants: &mut [(AgentId, [u8; 32])]) {
-        participants
-            .sort_by_key(|(_, k)| tg_secagg::round::position_key(at.job.as_bytes(), at.round, k));
+    /// Lists `participants` (with their certificates, if any) in the round's
+    /// canonical order (by [`tg_secagg::round::position_key`]), as every
+    /// agent checks.
+    pub fn seat(
+        at: RoundRef,
+        participants: &mut [(AgentId, [u8; 32], Option<crate::Certificate>)],
+    ) {
+        participants.sort_by_key(|(_, k, _)| {
+            tg_secagg::round::position_key(at.job.as_bytes(), at.round, k)
+        });
+    }
+
+    /// Checks that every participant is certified by the fleet `root` at
+    /// `now` (Unix seconds): the coordinator cannot add identities of its own.
+    pub fn check_certificates(&self, root: &[u8; 32], now: u64) -> Result<(), String> {
+        if self.certificates.len() != self.participants.len() {
+            return Err(format!(
+                "{} of {} participants carry a fleet certificate",
+                self.certificates.len(),
+                self.participants.len()
+            ));
+        }
+        for ((agent, key), cert) in self.participants.iter().zip(&self.certificates) {
+            cert.verify(root, key, now)
+                .map_err(|e| format!("participant {agent}: {e}"))?;
+        }
+        Ok(())
     }
 
     /// The round index of `agent`, if it takes part.

@@ -241,6 +241,7 @@ mod tests {
             name: "robot-7".into(),
             token: Some("tok".into()),
             evidence: None,
+            certificate: None,
         })
     }
 

@@ -19,21 +19,29 @@ fn round(participants: Vec<(AgentId, [u8; 32])>) -> SecureRound {
         local_noise_variance: None,
         max_clients: None,
         min_survivors: None,
+        certificates: Vec::new(),
         scale: None,
         prg: tg_secagg::crypto::Prg::default(),
     }
 }
 
-fn people(n: u8) -> Vec<(AgentId, [u8; 32])> {
+type Seat = (AgentId, [u8; 32], Option<tg_proto::Certificate>);
+
+fn people(n: u8) -> Vec<Seat> {
     (0..n)
         .map(|i| {
             let key = ed25519_dalek::SigningKey::from_bytes(&[i + 1; 32]);
             (
                 AgentId::numbered(usize::from(i)),
                 key.verifying_key().to_bytes(),
+                None,
             )
         })
         .collect()
+}
+
+fn keys(seats: &[Seat]) -> Vec<(AgentId, [u8; 32])> {
+    seats.iter().map(|(a, k, _)| (a.clone(), *k)).collect()
 }
 
 #[test]
@@ -44,17 +52,17 @@ fn only_the_canonical_seating_is_accepted() {
     };
     let mut seated = people(12);
     SecureRound::seat(at, &mut seated);
-    assert!(round(seated.clone()).build(at, 64).is_ok());
+    assert!(round(keys(&seated)).build(at, 64).is_ok());
     // The coordinator's own order (e.g. its Sybils next to a victim).
     let mut chosen = seated.clone();
     chosen.swap(2, 7);
-    let err = round(chosen).build(at, 64).unwrap_err();
+    let err = round(keys(&chosen)).build(at, 64).unwrap_err();
     assert_eq!(err.refusal(), Some(Refusal::NonCanonicalOrder), "{err}");
     // A repeated identity (one agent seated twice).
     let mut twice = seated.clone();
     twice[5].1 = twice[4].1;
     SecureRound::seat(at, &mut twice);
-    let err = round(twice).build(at, 64).unwrap_err();
+    let err = round(keys(&twice)).build(at, 64).unwrap_err();
     assert_eq!(err.refusal(), Some(Refusal::NonCanonicalOrder), "{err}");
     // The seating of one round is not the next round's.
     let next = RoundRef { round: 5, ..at };

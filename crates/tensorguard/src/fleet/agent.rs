@@ -56,6 +56,29 @@ pub fn local_data(args: &AgentStartArgs) -> Result<tg_model::Dataset, CliError> 
 }
 
 /// Runs the agent in the foreground until its job ends (`--once`) or it is stopped.
+/// The agent's fleet certificate, if given.
+fn certificate(args: &AgentStartArgs) -> Result<Option<tg_proto::Certificate>, CliError> {
+    let Some(path) = &args.certificate else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        invalid(
+            format!("--certificate {}", path.display()),
+            e.to_string(),
+            "point it at the file `keys certify` printed",
+        )
+    })?;
+    tg_proto::Certificate::from_text(&text)
+        .map(Some)
+        .map_err(|e| {
+            invalid(
+                format!("--certificate {}", path.display()),
+                e.to_string(),
+                "ask the fleet's operator for a new certificate (`tensorguard keys certify`)",
+            )
+        })
+}
+
 /// The data owner's policy: the file's, then `--allow-plaintext`.
 fn owner_policy(args: &AgentStartArgs) -> Result<tg_agent::OwnerPolicy, CliError> {
     let mut policy = match &args.policy {
@@ -132,6 +155,7 @@ pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(),
             attest: attest_config(args)?,
             policy: owner_policy(args)?,
             ledger_dir: Some(data_dir.to_owned()),
+            certificate: certificate(args)?,
             seed_name: args.shard.as_ref().and_then(|s| s.split_once('/')).and_then(|(i, _)| i.parse().ok()).map(|i: usize| tg_types::AgentId::numbered(i).as_str().to_owned()),
         };
         // Report readiness (joined) once, for operators and start-up timing.
