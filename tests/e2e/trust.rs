@@ -344,3 +344,92 @@ fn api_tokens_are_shown_once_stored_hashed_and_audited() {
     assert!(text.contains("api.token_created") && text.contains("api.token_revoked"));
     assert!(!text.contains(secret));
 }
+
+/// A fleet of 3 agents whose owners pin a fleet root; agent 2 is certified
+/// only when `certify_all`. Returns the round's record and the agents' logs.
+fn fleet_with_root(certify_all: bool) -> (tg_types::record::RoundRecord, String) {
+    let opts = JobOpts {
+        clients: 3,
+        min_clients: 3,
+        rounds: 1,
+        secure: Some(Secure { dropout: 0.1 }),
+        ..JobOpts::default()
+    };
+    let mut fleet = Fleet::new(&opts);
+    let ops = fleet.root.path().join("operator");
+    std::fs::create_dir_all(&ops).unwrap();
+    let root_file = ops.join("fleet-root.key");
+    let v = ok(&tg(
+        &ops,
+        &[],
+        &[
+            "keys",
+            "fleet-root",
+            "--out",
+            root_file.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    let root = v["fleet_root"].as_str().unwrap().to_owned();
+    let policy = ops.join("policy.toml");
+    std::fs::write(&policy, format!("fleet_root = \"{root}\"\n")).unwrap();
+    let addr = fleet.start_coordinator();
+    let tokens = fleet.tokens(3);
+    for (i, t) in tokens.iter().enumerate() {
+        let dir = fleet.agent_dir(i);
+        std::fs::create_dir_all(&dir).unwrap();
+        ok(&tg(&dir, &[], &["keys", "generate"]));
+        let key = ok(&tg(&dir, &[], &["keys", "export-public", "--json"]));
+        let hex = key["public_key"].as_str().unwrap().to_owned();
+        let mut args = vec!["--policy".to_owned(), policy.display().to_string()];
+        if certify_all || i < 2 {
+            let c = ok(&tg(
+                &ops,
+                &[],
+                &[
+                    "keys",
+                    "certify",
+                    "--root",
+                    root_file.to_str().unwrap(),
+                    "--identity",
+                    &hex,
+                    "--name",
+                    &format!("robot-{i}"),
+                    "--json",
+                ],
+            ));
+            let cert = dir.join("fleet.cert");
+            std::fs::write(&cert, c["certificate"].as_str().unwrap()).unwrap();
+            args.extend(["--certificate".to_owned(), cert.display().to_string()]);
+        }
+        fleet.agent_args = args;
+        fleet.start_agent(i, 3, &addr, Some(t));
+    }
+    let (_, summary) = fleet.wait_coordinator(Duration::from_secs(180));
+    let job = summary["job"].as_str().unwrap().to_owned();
+    let rounds = fleet.store().rounds(&job).unwrap();
+    let logs = (0..3)
+        .map(|i| fleet.log(&format!("agent-{i}.err")))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (rounds[0].clone(), logs)
+}
+
+#[test]
+fn agents_pinning_a_fleet_root_refuse_an_uncertified_participant() {
+    let (round, _) = fleet_with_root(true);
+    assert_eq!(
+        round.status,
+        tg_types::record::RoundStatus::Committed,
+        "{:?}",
+        round.reason
+    );
+    // One agent without a certificate: the coordinator cannot vouch for it,
+    // and every certified agent refuses the round before sending anything.
+    let (round, logs) = fleet_with_root(false);
+    assert_ne!(round.status, tg_types::record::RoundStatus::Committed);
+    assert!(
+        logs.contains("not certified") || logs.contains("fleet certificate"),
+        "{logs}"
+    );
+}
