@@ -77,6 +77,12 @@ pub struct StatusSnapshot {
     /// What this agent's attestation says: `not required`, `TEE: snp`, or
     /// `UNTRUSTED: simulated …` under --insecure.
     pub trust: String,
+    /// ε this agent's dataset has spent against the coordinator, by its own
+    /// ledger (at the owner's budget δ, else 10⁻⁵); `null` before any DP
+    /// round or once a round without DP noise ran (see `epsilon_unbounded`).
+    pub epsilon: Option<f64>,
+    /// Whether a round without DP noise against the coordinator ran (ε = ∞).
+    pub epsilon_unbounded: bool,
 }
 
 /// Shared, always-current status.
@@ -400,6 +406,17 @@ impl Runner {
         })
         .await
         .map_err(|e| AgentError::Refused(format!("the training task failed: {e}")))?;
+        let delta = self
+            .config
+            .policy
+            .budget
+            .and_then(|b| tg_privacy::Delta::new(b.delta).ok())
+            .or_else(|| tg_privacy::Delta::new(1e-5).ok());
+        let spent = delta.map(|d| agent.ledger().epsilon(d));
+        self.status.update(|s| {
+            s.epsilon = spent.filter(|e| e.is_finite() && *e > 0.0);
+            s.epsilon_unbounded = spent.is_some_and(f64::is_infinite);
+        });
         if let Some(s) = self.session.as_mut() {
             s.agent = Some(agent);
         }

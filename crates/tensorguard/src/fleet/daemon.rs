@@ -289,8 +289,16 @@ pub fn status(watch: bool, data_dir: &Path, out: &Output) -> Result<(), CliError
                     .map(|v| v.to_string().trim_matches('"').to_owned())
                     .unwrap_or_default()
             };
+            let epsilon = if s.get("epsilon_unbounded").and_then(|v| v.as_bool()) == Some(true) {
+                " · ε ∞ (a round without DP ran)".to_owned()
+            } else {
+                s.get("epsilon")
+                    .and_then(|v| v.as_f64())
+                    .map(|e| format!(" · ε {e:.4} (own ledger)"))
+                    .unwrap_or_default()
+            };
             out.line(&format!(
-                "agent {} · {} · job {} · round {} · answered {} · refused {} · up {}s · {} examples",
+                "agent {} · {} · job {} · round {} · answered {} · refused {} · up {}s · {} examples{epsilon}",
                 get("peer_id"), get("state"), get("job"), get("round"), get("answered"), get("refused"), get("uptime_s"), get("examples")
             ));
         }
