@@ -269,7 +269,8 @@ pub fn judge_round(
             ),
         ));
     }
-    if let (Some(secure), Some(root)) = (&req.secure, policy.root().ok().flatten()) {
+    let root = policy.root().map_err(|e| (DeclineReason::OwnerFloor, e))?;
+    if let (Some(secure), Some(root)) = (&req.secure, root) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -283,67 +284,52 @@ pub fn judge_round(
             "the round has no secure aggregation and this agent's owner does not allow updates to leave unmasked (allow_plaintext = false)".into(),
         ));
     }
-    let rdp = round_rdp(req, params, &policy.secure_aggregation).map_err(|e| {
-        (
-            DeclineReason::OwnerFloor,
-            format!("cannot account the round: {e}"),
-        )
-    })?;
-    if let Some(b) = &policy.budget {
-        let delta = Delta::new(b.delta).map_err(|e| (DeclineReason::OwnerFloor, e.to_string()))?;
-        let Some(round) = &rdp else {
+    let floor = |e: String| (DeclineReason::OwnerFloor, e);
+    let rdp = round_rdp(req, params, &policy.secure_aggregation)
+        .map_err(|e| floor(format!("cannot account the round: {e}")))?;
+    let delta =
+        Delta::new(policy.budget.map_or(1e-5, |b| b.delta)).map_err(|e| floor(e.to_string()))?;
+    let o: Vec<f64> = orders().iter().map(|&a| a as f64).collect();
+    match &rdp {
+        None if policy.budget.is_some() => {
             return Err((
                 DeclineReason::PrivacyBudgetExhausted,
                 "the round releases an update without DP noise against the coordinator (ε = ∞), and this dataset has a budget".into(),
             ));
-        };
-        let o: Vec<f64> = orders().iter().map(|&a| a as f64).collect();
-        if let Some(cap) = policy.max_round_epsilon {
-            let e = tg_privacy::rdp_to_epsilon(&o, round, delta).0;
-            if e > cap {
-                return Err((
-                    DeclineReason::OwnerFloor,
-                    format!(
-                        "one round spends ε = {e:.4} against the coordinator, above this agent's cap {cap}"
-                    ),
-                ));
+        }
+        None if policy.max_round_epsilon.is_some() => {
+            return Err(floor(
+                "the round has no DP noise against the coordinator, and this agent caps ε per round".into(),
+            ));
+        }
+        None => ledger.unbounded = true,
+        Some(round) => {
+            if let Some(cap) = policy.max_round_epsilon {
+                let e = tg_privacy::rdp_to_epsilon(&o, round, delta).0;
+                if e > cap {
+                    return Err(floor(format!(
+                        "one round spends ε = {e:.4} (δ = {}) against the coordinator, above this agent's cap {cap}",
+                        delta.get()
+                    )));
+                }
             }
+            let after: Vec<f64> = ledger.rdp.iter().zip(round).map(|(a, b)| a + b).collect();
+            if let Some(b) = &policy.budget {
+                let eps = tg_privacy::rdp_to_epsilon(&o, &after, delta).0;
+                if ledger.unbounded || eps > b.epsilon {
+                    return Err((
+                        DeclineReason::PrivacyBudgetExhausted,
+                        format!(
+                            "this round would take this dataset from ε = {:.4} to {eps:.4}, above the owner's budget {} at δ = {}",
+                            ledger.epsilon(delta),
+                            b.epsilon,
+                            b.delta
+                        ),
+                    ));
+                }
+            }
+            ledger.rdp = after;
         }
-        let after: Vec<f64> = ledger.rdp.iter().zip(round).map(|(a, b)| a + b).collect();
-        let eps = tg_privacy::rdp_to_epsilon(&o, &after, delta).0;
-        if ledger.unbounded || eps > b.epsilon {
-            return Err((
-                DeclineReason::PrivacyBudgetExhausted,
-                format!(
-                    "this round would take this dataset from ε = {:.4} to {eps:.4}, above the owner's budget {} at δ = {}",
-                    ledger.epsilon(delta),
-                    b.epsilon,
-                    b.delta
-                ),
-            ));
-        }
-        ledger.rdp = after;
-    } else if let (Some(cap), Some(round)) = (policy.max_round_epsilon, &rdp) {
-        let o: Vec<f64> = orders().iter().map(|&a| a as f64).collect();
-        let delta = Delta::new(1e-5).map_err(|e| (DeclineReason::OwnerFloor, e.to_string()))?;
-        let e = tg_privacy::rdp_to_epsilon(&o, round, delta).0;
-        if e > cap {
-            return Err((
-                DeclineReason::OwnerFloor,
-                format!(
-                    "one round spends ε = {e:.4} (δ = 1e-5) against the coordinator, above this agent's cap {cap}"
-                ),
-            ));
-        }
-    } else if policy.max_round_epsilon.is_some() && rdp.is_none() {
-        return Err((
-            DeclineReason::OwnerFloor,
-            "the round has no DP noise against the coordinator, and this agent caps ε per round"
-                .into(),
-        ));
-    }
-    if rdp.is_none() {
-        ledger.unbounded = true;
     }
     ledger.trained.insert(key);
     Ok(Pending(ledger))

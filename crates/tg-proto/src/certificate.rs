@@ -32,7 +32,7 @@ pub struct Certificate {
     /// The fleet root's public key.
     pub root: [u8; 32],
     /// Ed25519 signature by the root over the fields above.
-    #[serde(with = "sig")]
+    #[serde(with = "tg_secagg::messages::sig64")]
     pub signature: [u8; 64],
 }
 
@@ -62,20 +62,6 @@ pub enum CertError {
     /// The signature does not verify.
     #[error("the root's signature does not verify")]
     BadSignature,
-}
-
-mod sig {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
-        v.as_slice().serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
-        let v = Vec::<u8>::deserialize(d)?;
-        v.try_into()
-            .map_err(|_| serde::de::Error::custom("signature must be 64 bytes"))
-    }
 }
 
 impl Certificate {

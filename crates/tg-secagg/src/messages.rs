@@ -141,7 +141,7 @@ pub struct Signed {
     /// The message.
     pub body: ClientBody,
     /// Ed25519 signature (see the module docs for what it covers).
-    #[serde(with = "serde_sig")]
+    #[serde(with = "sig64")]
     pub signature: [u8; 64],
 }
 
@@ -175,13 +175,17 @@ mod bytes {
     }
 }
 
-mod serde_sig {
+/// Serde for a 64-byte Ed25519 signature (as a length-checked sequence), for
+/// `#[serde(with = "tg_secagg::messages::sig64")]` wherever one travels.
+pub mod sig64 {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+    /// Writes the signature.
     pub fn serialize<S: Serializer>(v: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
         v.as_slice().serialize(s)
     }
 
+    /// Reads a signature, refusing any other length.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
         let v = Vec::<u8>::deserialize(d)?;
         v.try_into()
