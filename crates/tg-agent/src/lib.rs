@@ -135,6 +135,38 @@ impl Agent {
         self
     }
 
+    /// What can be checked before anything is charged: the model's shape,
+    /// and for a secure round this agent's seat, key and floors.
+    fn precheck(&self, req: &TrainRequest) -> Result<(), String> {
+        let expected = tg_model::init_parameters(&self.shape, 0)
+            .map_err(|e| e.to_string())?
+            .num_values();
+        if req.global.num_values() != expected {
+            return Err(format!(
+                "the global model has {} values, this agent's model {expected}",
+                req.global.num_values()
+            ));
+        }
+        if let Some(secure) = &req.secure {
+            let me = secure
+                .index_of(&self.id)
+                .ok_or("this agent is not in the round's participant list")?;
+            let key = self
+                .identity
+                .as_ref()
+                .ok_or("this agent has no identity key to sign protocol messages")?;
+            if secure.participants[me as usize].1 != key.verifying_key().to_bytes() {
+                return Err("the round lists another identity key for this agent".into());
+            }
+            let (cfg, _) = secure
+                .build(req.at, secure.dim_for(expected))
+                .map_err(|e| e.to_string())?;
+            cfg.check_floors(&self.policy.secure_aggregation)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     /// This dataset's ledger as it stands.
     pub fn ledger(&self) -> &OwnerLedger {
         &self.ledger
@@ -206,7 +238,11 @@ impl Agent {
     }
 
     fn train(&mut self, req: &TrainRequest) -> ToCoordinator {
-        // The owner's policy first: replays, plaintext, floors, the dataset's budget.
+        // Deterministic checks first, so a malformed request costs no budget.
+        if let Err(detail) = self.precheck(req) {
+            return self.declined(req.at, DeclineReason::TrainingFailed, &detail);
+        }
+        // The owner's policy: replays, plaintext, floors, the dataset's budget.
         let pending =
             match policy::judge_round(&self.policy, &self.ledger, req, req.global.num_values()) {
                 Ok(p) => p,
@@ -237,7 +273,7 @@ impl Agent {
         ) {
             // Secure round: the update leaves only masked, inside the protocol.
             Ok(out) if let Some(secure) = &req.secure => {
-                self.start_secure(req.at, secure, &out.update)
+                self.start_secure(req.at, secure, &out.update, req.config.dp_sgd.is_some())
             }
             Ok(out) => ToCoordinator::Trained(TrainReply {
                 at: req.at,
@@ -259,7 +295,9 @@ impl Agent {
     }
 
     fn evaluate(&mut self, req: &EvaluateRequest) -> ToCoordinator {
-        if self.guard.is_some() {
+        // Metrics on local data, from a model the coordinator chose, leave
+        // without DP: only when the owner allows it.
+        if self.guard.is_some() || !self.policy.allow_evaluation {
             return self.declined(
                 req.at,
                 DeclineReason::MetricsWithheld,

@@ -275,7 +275,15 @@ impl Runner {
         match message {
             ToAgent::Offer(offer) => self.on_offer(peer, offer).await?,
             ToAgent::Welcome { job } => {
-                // Our coordinator admitted us: its models may now arrive in chunks.
+                // Our coordinator admitted us: its models may now arrive in
+                // chunks. Only the peer whose offer we answered counts.
+                if !self.is_current_coordinator(&peer) {
+                    self.refuse(
+                        "unknown_coordinator",
+                        "a welcome from a peer we did not join",
+                    );
+                    return Ok(false);
+                }
                 if let Err(e) = self.client.allow_transfers(peer, true).await {
                     tracing::warn!("cannot accept chunked frames from the coordinator: {e}");
                 }

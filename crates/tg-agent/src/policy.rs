@@ -37,6 +37,10 @@ pub struct OwnerPolicy {
     /// Whether a round whose update leaves this agent unmasked (no secure
     /// aggregation) may ever run. Default: no.
     pub allow_plaintext: bool,
+    /// Whether the coordinator may ask for evaluation metrics (loss,
+    /// accuracy, example count) on this agent's data, computed on a model it
+    /// chooses — they are released without DP. Default: no.
+    pub allow_evaluation: bool,
     /// Secure-aggregation floors: participants, threshold, survivor
     /// fraction, assumed corruption, semi-honest rounds.
     pub secure_aggregation: tg_secagg::Floors,
@@ -55,6 +59,7 @@ impl OwnerPolicy {
     pub fn permissive() -> Self {
         Self {
             allow_plaintext: true,
+            allow_evaluation: true,
             secure_aggregation: tg_secagg::Floors::allowing_semi_honest(),
             ..Self::default()
         }
@@ -111,7 +116,7 @@ fn orders() -> Vec<u64> {
 }
 
 /// What this agent has spent, per dataset, and which rounds it trained.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct OwnerLedger {
     /// SHA-256 of the dataset this ledger covers.
     pub dataset: String,
@@ -123,6 +128,10 @@ pub struct OwnerLedger {
     pub trained: BTreeSet<String>,
     #[serde(skip)]
     path: Option<PathBuf>,
+    /// An exclusive lock on the ledger, held while this process uses it, so
+    /// two agents on one data directory cannot each spend the budget.
+    #[serde(skip)]
+    lock: Option<std::sync::Arc<std::fs::File>>,
 }
 
 impl OwnerLedger {
@@ -141,6 +150,20 @@ impl OwnerLedger {
             "privacy-ledger-{}.json",
             &dataset[..16.min(dataset.len())]
         ));
+        let lock_path = path.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+        lock.try_lock().map_err(|_| {
+            format!(
+                "{}: another agent is using this dataset's privacy ledger (one agent per data directory)",
+                lock_path.display()
+            )
+        })?;
+        let lock = std::sync::Arc::new(lock);
         let mut ledger = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice::<Self>(&bytes)
                 .map_err(|e| format!("{}: {e}", path.display()))?,
@@ -154,6 +177,7 @@ impl OwnerLedger {
             ));
         }
         ledger.path = Some(path);
+        ledger.lock = Some(lock);
         Ok(ledger)
     }
 
@@ -167,7 +191,14 @@ impl OwnerLedger {
         std::fs::File::open(&tmp)
             .and_then(|f| f.sync_all())
             .map_err(|e| format!("{}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+        std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // The rename itself must survive a power loss.
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        Ok(())
     }
 
     /// ε of this dataset so far at `delta` (∞ after a round without DP).
@@ -189,6 +220,7 @@ fn round_rdp(
     req: &TrainRequest,
     params: usize,
     floors: &tg_secagg::Floors,
+    rooted: bool,
 ) -> Result<Option<Vec<f64>>, String> {
     let mut rdp = vec![0.0; orders().len()];
     let mut noised = false;
@@ -209,13 +241,20 @@ fn round_rdp(
         let (cfg, enc) = secure
             .build(req.at, secure.dim_for(params))
             .map_err(|e| e.to_string())?;
+        // Without a pinned fleet root every other participant may be the
+        // coordinator's own: only this agent's noise is sure to be there.
         let corrupt = (floors.assumed_corrupt.max(cfg.corrupt) * cfg.n() as f64).ceil() as usize;
-        let honest = cfg.min_survivors.saturating_sub(corrupt);
+        let honest = if rooted {
+            cfg.min_survivors.saturating_sub(corrupt).max(1)
+        } else {
+            1
+        };
         if honest == 0 {
             return Ok(None);
         }
         let mu = honest as f64 * v / (enc.scale * enc.scale);
-        let p = SkellamParams::for_dimension(enc.clip, enc.padded as u64, mu, enc.scale)
+        // Replacing one record can flip the clipped vector: Δ₂ = 2C.
+        let p = SkellamParams::for_dimension(2.0 * enc.clip, enc.padded as u64, mu, enc.scale)
             .and_then(|p| p.with_rounding(enc.padded as u64, 0.0))
             .map_err(|e| e.to_string())?;
         let one = SamplingRate::new(1.0).map_err(|e| e.to_string())?;
@@ -285,7 +324,7 @@ pub fn judge_round(
         ));
     }
     let floor = |e: String| (DeclineReason::OwnerFloor, e);
-    let rdp = round_rdp(req, params, &policy.secure_aggregation)
+    let rdp = round_rdp(req, params, &policy.secure_aggregation, root.is_some())
         .map_err(|e| floor(format!("cannot account the round: {e}")))?;
     let delta =
         Delta::new(policy.budget.map_or(1e-5, |b| b.delta)).map_err(|e| floor(e.to_string()))?;

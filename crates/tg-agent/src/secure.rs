@@ -39,8 +39,9 @@ impl Agent {
         at: RoundRef,
         secure: &SecureRound,
         update: &Parameters,
+        dp_sgd: bool,
     ) -> ToCoordinator {
-        match self.try_start_secure(at, secure, update) {
+        match self.try_start_secure(at, secure, update, dp_sgd) {
             Ok(msg) => self.secagg_reply(at, msg),
             Err(reason) => {
                 self.session = None;
@@ -54,6 +55,7 @@ impl Agent {
         at: RoundRef,
         secure: &SecureRound,
         update: &Parameters,
+        dp_sgd: bool,
     ) -> Result<Signed, String> {
         let identity = self
             .identity
@@ -65,26 +67,7 @@ impl Agent {
         if secure.participants[me as usize].1 != identity.verifying_key().to_bytes() {
             return Err("the round lists another identity key for this agent".into());
         }
-        let weight = match secure.weight_scale {
-            Some(scale) if scale > 0.0 && scale.is_finite() => {
-                (self.train.len() as f64 / scale) as f32
-            }
-            Some(scale) => return Err(format!("invalid weight scale {scale}")),
-            None => 1.0,
-        };
-        let all: Vec<f32> = update.values().collect();
-        let mut values: Vec<f32> = secure
-            .coordinates(all.len())
-            .into_iter()
-            .map(|i| all[i] * weight)
-            .collect();
-        // Under distributed DP the coordinator divides by the fixed qN, so the
-        // weight lane would only spend clipping budget: send 0 there.
-        values.push(if secure.local_noise_variance.is_some() {
-            0.0
-        } else {
-            weight
-        });
+        let values = values_to_encode(secure, update, self.train.len(), dp_sgd)?;
         let (cfg, encoding) = secure.build(at, values.len()).map_err(|e| e.to_string())?;
         let mut rng = os_rng()?;
         let lanes = match secure.local_noise_variance {
@@ -147,5 +130,78 @@ impl Agent {
             agent: self.id.clone(),
             msg,
         })
+    }
+}
+
+/// The vector an agent encodes: its (weighted) update on the round's
+/// coordinates, then the weight lane. Under any DP the dataset size is
+/// private, so the weight is 1 whatever the offer's weight scale (a scale
+/// would release the size without noise); under distributed DP the
+/// coordinator divides by the fixed qN, so the weight lane carries 0.
+pub(crate) fn values_to_encode(
+    secure: &SecureRound,
+    update: &Parameters,
+    examples: usize,
+    dp_sgd: bool,
+) -> Result<Vec<f32>, String> {
+    let private = dp_sgd || secure.local_noise_variance.is_some();
+    let weight = match secure.weight_scale {
+        _ if private => 1.0,
+        Some(scale) if scale > 0.0 && scale.is_finite() => (examples as f64 / scale) as f32,
+        Some(scale) => return Err(format!("invalid weight scale {scale}")),
+        None => 1.0,
+    };
+    let all: Vec<f32> = update.values().collect();
+    let mut values: Vec<f32> = secure
+        .coordinates(all.len())
+        .into_iter()
+        .map(|i| all[i] * weight)
+        .collect();
+    values.push(if secure.local_noise_variance.is_some() {
+        0.0
+    } else {
+        weight
+    });
+    Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn under_dp_the_dataset_size_never_enters_the_vector() {
+        // The review's attack: DP-SGD in a secure round with weight_scale 1
+        // would put the exact example count n in the weight lane, noiseless.
+        let mut secure = SecureRound {
+            participants: Vec::new(),
+            certificates: Vec::new(),
+            bits: 32,
+            clip: 1e5,
+            corrupt: 0.05,
+            dropout: 0.1,
+            rotation_seed: [0; 32],
+            weight_scale: Some(1.0),
+            keep_fraction: None,
+            local_noise_variance: None,
+            max_clients: None,
+            min_survivors: None,
+            scale: None,
+            prg: tg_secagg::crypto::Prg::default(),
+        };
+        let update = Parameters::new(vec![tg_types::params::NamedTensor {
+            name: "w".into(),
+            shape: vec![2],
+            data: vec![0.5, -0.25],
+        }])
+        .unwrap();
+        let n = 1234;
+        let plain = values_to_encode(&secure, &update, n, false).unwrap();
+        assert_eq!(plain, vec![0.5 * 1234.0, -0.25 * 1234.0, 1234.0]);
+        let dp = values_to_encode(&secure, &update, n, true).unwrap();
+        assert_eq!(dp, vec![0.5, -0.25, 1.0]);
+        secure.local_noise_variance = Some(4.0);
+        let distributed = values_to_encode(&secure, &update, n, false).unwrap();
+        assert_eq!(distributed, vec![0.5, -0.25, 0.0]);
     }
 }

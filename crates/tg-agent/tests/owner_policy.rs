@@ -182,6 +182,9 @@ fn a_fresh_job_id_does_not_reset_the_budget_nor_does_a_restart() {
     );
     let spent = a.ledger().epsilon(tg_privacy::Delta::new(1e-5).unwrap());
     assert!(spent > 0.0 && spent <= 4.0, "{spent}");
+    // A second agent on the same data directory cannot take the ledger.
+    assert!(OwnerLedger::open(dir.path(), fp.clone()).is_err());
+    drop(a);
     // The coordinator restarts the agent's job under a new id: the ledger
     // is the dataset's, read back from disk.
     let (mut b, shape) = agent(policy, OwnerLedger::open(dir.path(), fp).unwrap());
@@ -315,4 +318,67 @@ fn a_round_with_an_uncertified_or_foreign_identity_is_refused() {
         judge(old).unwrap_err().0,
         DeclineReason::UncertifiedParticipant
     );
+}
+
+#[test]
+fn evaluation_is_refused_by_default_and_a_malformed_round_costs_no_budget() {
+    use tg_proto::EvaluateRequest;
+    let d = data();
+    let (mut a, shape) = agent(
+        OwnerPolicy {
+            budget: Some(Budget {
+                epsilon: 50.0,
+                delta: 1e-5,
+            }),
+            ..plaintext_ok()
+        },
+        OwnerLedger::in_memory(tg_agent::policy::fingerprint(&d)),
+    );
+    // Metrics on local data from a model the coordinator crafted: withheld.
+    let eval = ToAgent::Evaluate(EvaluateRequest {
+        at: RoundRef {
+            job: JobId::from_bytes([1; 16]),
+            round: 1,
+        },
+        model: tg_model::init_parameters(&shape, 0).unwrap(),
+    });
+    let Handled::Reply(frame) = a.handle_frame(&tg_proto::encode(&eval).unwrap()).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        declined(&tg_proto::decode::<ToCoordinator>(&frame).unwrap()),
+        Some(DeclineReason::MetricsWithheld)
+    );
+    // A request with a model of the wrong shape is refused before any charge…
+    let bad = ToAgent::Train(TrainRequest {
+        at: RoundRef {
+            job: JobId::from_bytes([1; 16]),
+            round: 1,
+        },
+        global: tg_types::Parameters::default(),
+        config: TrainConfig {
+            local_epochs: 1,
+            batch_size: 16,
+            learning_rate: 0.1,
+            optimizer: OptimizerSpec::Sgd,
+            dp_sgd: Some(dp(2.0)),
+        },
+        objective: LocalObjective::Plain,
+        secure: None,
+    });
+    let Handled::Reply(frame) = a.handle_frame(&tg_proto::encode(&bad).unwrap()).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        declined(&tg_proto::decode::<ToCoordinator>(&frame).unwrap()),
+        Some(DeclineReason::TrainingFailed)
+    );
+    let delta = tg_privacy::Delta::new(1e-5).unwrap();
+    assert_eq!(a.ledger().epsilon(delta), 0.0);
+    // …and does not burn the round: the well-formed one still runs.
+    assert!(matches!(
+        ask(&mut a, &shape, 1, 1, Some(dp(2.0))),
+        ToCoordinator::Trained(_)
+    ));
+    assert!(a.ledger().epsilon(delta) > 0.0);
 }

@@ -329,11 +329,13 @@ impl Policy {
         &self.measurements
     }
 
-    /// Whether the policy pins the code that runs (a launch measurement or
-    /// a pinned runtime/host value); a job requiring attestation must, or
-    /// must say `measurements = "any"`.
+    /// Whether the policy pins the code that runs: a launch measurement
+    /// (SNP MEASUREMENT, TDX MRTD, SGX MRENCLAVE) or an SGX signer. Values
+    /// the host chooses at launch (`host_data`, `mr_config_id`, `mr_owner`)
+    /// and RTMRs alone (replayable by a malicious TDVF without MRTD) do not.
+    /// A job requiring attestation must pin the code or say `measurements = "any"`.
     pub fn pins_code(&self) -> bool {
-        !self.measurements.is_empty() || !self.pinned.is_empty()
+        !self.measurements.is_empty() || self.pinned.contains_key("mr_signer")
     }
 
     /// Whether the policy admits any code on purpose (`measurements = "any"`).
@@ -410,7 +412,9 @@ mod tests {
             hex::encode([7u8; 32])
         ))
         .unwrap();
-        assert!(p.pins_code() && !p.admits_any_code());
+        // host_data is the host's choice: it does not pin the code, so the
+        // policy still admits any code and says so.
+        assert!(!p.pins_code() && p.admits_any_code());
         // VMPL 2 is above 0.
         assert_eq!(p.evaluate(&c).len(), 1);
         c.extra[0].1 = "0".into();

@@ -146,7 +146,13 @@ impl NetTransport {
                 key,
                 name,
                 outbox,
-                certificate: join.certificate.as_deref().cloned(),
+                // Passed on to every peer in every round: only a certificate
+                // for this member's own key, with a short name.
+                certificate: join
+                    .certificate
+                    .as_deref()
+                    .filter(|c| c.identity == key && c.name.chars().count() <= 64)
+                    .cloned(),
             },
         );
         self.metrics.set_members(self.member_count());

@@ -55,11 +55,19 @@ fn attestation_must_pin_code_or_say_any() {
     let any = format!("{base}[attestation.policy]\nmeasurements = \"any\"\n");
     let job = parse("test", any.as_bytes()).expect("\"any\" is explicit");
     assert!(job.attestation.expect("required").admits_any_code());
-    let pinned = format!(
+    // An RTMR or host_data alone does not pin the code (the host or a
+    // malicious TDVF chooses them): refused without "any".
+    let rtmr_only = format!(
         "{base}[attestation.policy]\npinned = {{ rtmr1 = [\"{}\"] }}\n",
         "ab".repeat(48)
     );
-    let job = parse("test", pinned.as_bytes()).expect("a pinned RTMR pins the code");
+    assert!(parse("test", rtmr_only.as_bytes()).is_err());
+    let measured = format!(
+        "{base}[attestation.policy]\nmeasurements = [\"{}\"]\npinned = {{ rtmr1 = [\"{}\"] }}\n",
+        "cd".repeat(48),
+        "ab".repeat(48)
+    );
+    let job = parse("test", measured.as_bytes()).expect("MRTD plus an RTMR pins the code");
     assert!(job.attestation.expect("required").pins_code());
     // Not required: nothing to pin.
     let off = "[job]\ndataset = \"digits\"\nclients = 4\n\n[attestation]\nrequired = false\n";
