@@ -433,3 +433,93 @@ fn agents_pinning_a_fleet_root_refuse_an_uncertified_participant() {
         "{logs}"
     );
 }
+
+#[test]
+fn a_coordinator_with_a_fleet_root_admits_only_certified_agents() {
+    let opts = JobOpts {
+        clients: 3,
+        min_clients: 3,
+        rounds: 1,
+        secure: Some(Secure { dropout: 0.1 }),
+        ..JobOpts::default()
+    };
+    let mut fleet = Fleet::new(&opts);
+    let ops = fleet.root.path().join("operator");
+    std::fs::create_dir_all(&ops).unwrap();
+    let root_file = ops.join("fleet-root.key");
+    let v = ok(&tg(
+        &ops,
+        &[],
+        &[
+            "keys",
+            "fleet-root",
+            "--out",
+            root_file.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    let root = v["fleet_root"].as_str().unwrap().to_owned();
+    let job = std::fs::read_to_string(&fleet.job).unwrap().replace(
+        "[admission]\nenrollment = true\n",
+        &format!("[admission]\nenrollment = true\nfleet_root = \"{root}\"\n"),
+    );
+    std::fs::write(&fleet.job, job).unwrap();
+    let addr = fleet.start_coordinator();
+    let tokens = fleet.tokens(4);
+    // A fourth agent first, without a certificate: refused at join.
+    let stranger = fleet.agent_dir(3);
+    std::fs::create_dir_all(&stranger).unwrap();
+    let refused = tg(
+        &stranger,
+        &[],
+        &[
+            "agent",
+            "start",
+            "--once",
+            "--coordinator",
+            &addr,
+            "--enroll",
+            &tokens[2],
+            "--shard",
+            "2/3",
+        ],
+    );
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("E070"), "{err}");
+    assert!(err.contains("fleet"), "{err}");
+    for (i, token) in tokens.iter().enumerate().take(3) {
+        let dir = fleet.agent_dir(i);
+        std::fs::create_dir_all(&dir).unwrap();
+        ok(&tg(&dir, &[], &["keys", "generate"]));
+        let key = ok(&tg(&dir, &[], &["keys", "export-public", "--json"]));
+        let hex = key["public_key"].as_str().unwrap().to_owned();
+        let c = ok(&tg(
+            &ops,
+            &[],
+            &[
+                "keys",
+                "certify",
+                "--root",
+                root_file.to_str().unwrap(),
+                "--identity",
+                &hex,
+                "--name",
+                &format!("robot-{i}"),
+                "--json",
+            ],
+        ));
+        let cert = dir.join("fleet.cert");
+        std::fs::write(&cert, c["certificate"].as_str().unwrap()).unwrap();
+        fleet.agent_args = vec!["--certificate".to_owned(), cert.display().to_string()];
+        fleet.start_agent(i, 4, &addr, Some(token));
+    }
+    let (_, summary) = fleet.wait_coordinator(Duration::from_secs(180));
+    let job = summary["job"].as_str().unwrap().to_owned();
+    let rounds = fleet.store().rounds(&job).unwrap();
+    assert_eq!(
+        rounds[0].status,
+        tg_types::record::RoundStatus::Committed,
+        "{:?}",
+        rounds[0].reason
+    );
+}

@@ -27,6 +27,9 @@ pub struct Admission {
     pub allowed: HashSet<PeerId>,
     /// Whether one-time enrollment tokens (from `enroll create`) admit peers.
     pub tokens: bool,
+    /// The fleet root whose certificate every member must present (the
+    /// agents that pin it would refuse rounds with an uncertified member).
+    pub fleet_root: Option<[u8; 32]>,
 }
 
 /// Largest evidence accepted in a join (an SNP report with its VCEK is

@@ -38,6 +38,30 @@ impl NetTransport {
             .filter(|c| !c.is_control())
             .take(64)
             .collect();
+        if let Some(root) = &self.admission.fleet_root {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let verdict = match join.certificate.as_deref() {
+                None => Err("no fleet certificate".to_owned()),
+                Some(c) => c.verify(root, &key, now).map_err(|e| e.to_string()),
+            };
+            if let Err(why) = verdict {
+                self.refuse(&peer, "uncertified", &format!("join refused: {why}"));
+                self.metrics.admission("refused", "uncertified");
+                self.record(
+                    "admission.refused",
+                    serde_json::json!({"peer": peer.to_string(), "name": name, "reason": "uncertified", "detail": why}),
+                );
+                self.refuse_join(
+                    peer,
+                    format!(
+                        "error[E070]: not admitted — this job's fleet root does not certify this agent's identity ({why}) — ask the fleet's operator for a certificate (`tensorguard keys certify`) and pass it with --certificate"
+                    ),
+                );
+                return;
+            }
+        }
         let admitted = if self.admission.allowed.contains(&peer) {
             true
         } else {

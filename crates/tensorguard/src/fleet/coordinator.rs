@@ -234,6 +234,7 @@ async fn run(
     let admission = Admission {
         allowed: job.allowed.clone(),
         tokens: job.enrollment,
+        fleet_root: job.fleet_root,
     };
     let mut transport = NetTransport::new(
         client,

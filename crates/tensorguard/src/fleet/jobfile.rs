@@ -230,6 +230,9 @@ struct RawAdmission {
     allowed_peers: Vec<String>,
     #[serde(default = "yes")]
     enrollment: bool,
+    /// The fleet root (64 hex digits) whose certificate every member must present.
+    #[serde(default)]
+    fleet_root: Option<String>,
 }
 
 fn yes() -> bool {
@@ -242,6 +245,7 @@ impl Default for RawAdmission {
         Self {
             allowed_peers: Vec::new(),
             enrollment: true,
+            fleet_root: None,
         }
     }
 }
@@ -278,8 +282,29 @@ pub struct JobFile {
     pub allowed: HashSet<PeerId>,
     /// Whether enrollment tokens admit peers.
     pub enrollment: bool,
+    /// The fleet root every member must be certified by.
+    pub fleet_root: Option<[u8; 32]>,
     /// The TEE policy agents must meet, when the job requires one.
     pub attestation: Option<tg_attest::Policy>,
+}
+
+fn fleet_root(hex: &str) -> Result<[u8; 32], CliError> {
+    let h = hex.trim();
+    let bad = || {
+        invalid(
+            format!("admission.fleet_root = \"{h}\""),
+            "expected 64 hex digits (the public key `keys fleet-root` printed)",
+            "copy the fleet root's public key exactly",
+        )
+    };
+    if h.len() != 64 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
 }
 
 fn secs(key: &str, v: f64) -> Result<Duration, CliError> {
@@ -359,6 +384,13 @@ pub fn parse(origin: &str, bytes: &[u8]) -> Result<JobFile, CliError> {
                     "use e.g. sparsity = 0.5",
                 ));
             }
+            if spec.clients < 3 {
+                return Err(invalid(
+                    format!("job.clients = {} with [secure_aggregation]", spec.clients),
+                    "secure aggregation against a malicious coordinator needs at least 3 clients: with two, each learns the other's update from the sum",
+                    "use clients = 3 or more",
+                ));
+            }
             for (k, v) in [("corrupt", s.corrupt), ("dropout", s.dropout)] {
                 if !(0.0..1.0).contains(&v) {
                     return Err(invalid(
@@ -432,6 +464,10 @@ pub fn parse(origin: &str, bytes: &[u8]) -> Result<JobFile, CliError> {
         },
         allowed,
         enrollment: raw.admission.enrollment,
+        fleet_root: match &raw.admission.fleet_root {
+            None => None,
+            Some(h) => Some(fleet_root(h)?),
+        },
         attestation: match raw.attestation.filter(|a| a.required) {
             None => None,
             Some(a) => {

@@ -73,3 +73,14 @@ fn attestation_must_pin_code_or_say_any() {
     let off = "[job]\ndataset = \"digits\"\nclients = 4\n\n[attestation]\nrequired = false\n";
     assert!(parse("test", off.as_bytes()).is_ok());
 }
+
+#[test]
+fn secure_aggregation_with_two_clients_is_refused_at_parse() {
+    let two = "[job]\ndataset = \"digits\"\nclients = 2\n\n[secure_aggregation]\nbits = 20\n";
+    let Err(err) = parse("test", two.as_bytes()) else {
+        panic!("two clients learn each other's update from the sum");
+    };
+    assert!(err.to_string().contains("at least 3 clients"), "{err}");
+    let three = two.replace("clients = 2", "clients = 3");
+    assert!(parse("test", three.as_bytes()).is_ok());
+}
