@@ -14,22 +14,13 @@ use crate::output::Output;
 const LABEL: &str = "tensorguard fleet root";
 
 fn hex32(what: &str, text: &str) -> Result<[u8; 32], CliError> {
-    let t = text.trim();
-    let bad = || {
+    tg_proto::key_from_hex(text).ok_or_else(|| {
         invalid(
-            format!("{what} {t}"),
+            format!("{what} {}", text.trim()),
             "expected 64 hex digits (an Ed25519 public key)",
             "print it with `tensorguard keys export-public` on the agent",
         )
-    };
-    if t.len() != 64 {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    Ok(out)
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -67,18 +67,12 @@ impl OwnerPolicy {
 
     /// The pinned fleet root, if any.
     pub fn root(&self) -> Result<Option<[u8; 32]>, String> {
-        let Some(hex) = &self.fleet_root else {
-            return Ok(None);
-        };
-        let h = hex.trim();
-        if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!("fleet_root = \"{h}\" is not 64 hex digits"));
+        match &self.fleet_root {
+            None => Ok(None),
+            Some(h) => tg_proto::key_from_hex(h)
+                .map(Some)
+                .ok_or_else(|| format!("fleet_root = \"{}\" is not 64 hex digits", h.trim())),
         }
-        let mut out = [0u8; 32];
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
-        }
-        Ok(Some(out))
     }
 
     /// Parses a policy file's text.

@@ -64,6 +64,20 @@ pub enum CertError {
     BadSignature,
 }
 
+/// A 32-byte public key from its 64 hex digits (a fleet root, an identity),
+/// or None when the text is anything else.
+pub fn key_from_hex(text: &str) -> Option<[u8; 32]> {
+    let t = text.trim();
+    if t.len() != 64 || !t.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
 impl Certificate {
     fn signed_bytes(&self) -> Vec<u8> {
         let mut out = DOMAIN.to_vec();

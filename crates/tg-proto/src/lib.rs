@@ -14,7 +14,7 @@ mod join;
 mod secure;
 pub mod signed;
 
-pub use certificate::{CertError, Certificate};
+pub use certificate::{CertError, Certificate, key_from_hex};
 pub use decline::DeclineReason;
 pub use join::{DataSchema, Dtype, JoinRequest, Offer};
 pub use secure::SecureRound;

@@ -18,8 +18,11 @@ use tg_types::spec::{JobSpec, SecureAggSpec};
 use tg_types::JobId;
 
 use crate::cli::DemoArgs;
+#[path = "jobfile_raw.rs"]
+mod raw;
 use crate::config::{self, DemoSection};
 use crate::errors::{invalid, CliError, Code};
+use raw::{RawAdmission, RawDeadlines, RawNetwork, RawSecure};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,125 +134,6 @@ fn privacy_spec(p: &RawPrivacy) -> Result<tg_types::privacy::PrivacySpec, CliErr
     Ok(spec)
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSecure {
-    #[serde(default = "default_bits")]
-    bits: u32,
-    #[serde(default = "default_clip")]
-    clip: f64,
-    #[serde(default = "default_corrupt")]
-    corrupt: f64,
-    #[serde(default = "default_dropout")]
-    dropout: f64,
-    sparsity: Option<f64>,
-    /// Examples per unit of FedAvg weight.
-    #[serde(default = "default_weight_scale")]
-    weight_scale: f64,
-}
-
-fn default_bits() -> u32 {
-    20
-}
-fn default_clip() -> f64 {
-    10.0
-}
-fn default_corrupt() -> f64 {
-    0.05
-}
-fn default_dropout() -> f64 {
-    0.3
-}
-fn default_weight_scale() -> f64 {
-    100.0
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawNetwork {
-    #[serde(default = "default_listen")]
-    listen: Vec<String>,
-    #[serde(default)]
-    mdns: bool,
-    #[serde(default)]
-    relays: Vec<String>,
-}
-
-impl Default for RawNetwork {
-    fn default() -> Self {
-        Self {
-            listen: default_listen(),
-            mdns: false,
-            relays: Vec::new(),
-        }
-    }
-}
-
-fn default_listen() -> Vec<String> {
-    vec![
-        "/ip4/0.0.0.0/tcp/7700".into(),
-        "/ip4/0.0.0.0/udp/7700/quic-v1".into(),
-    ]
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDeadlines {
-    #[serde(default = "default_join")]
-    join_secs: f64,
-    #[serde(default = "default_train")]
-    train_secs: f64,
-    #[serde(default = "default_stage")]
-    stage_secs: f64,
-}
-
-impl Default for RawDeadlines {
-    fn default() -> Self {
-        Self {
-            join_secs: default_join(),
-            train_secs: default_train(),
-            stage_secs: default_stage(),
-        }
-    }
-}
-
-fn default_join() -> f64 {
-    300.0
-}
-fn default_train() -> f64 {
-    300.0
-}
-fn default_stage() -> f64 {
-    30.0
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAdmission {
-    #[serde(default)]
-    allowed_peers: Vec<String>,
-    #[serde(default = "yes")]
-    enrollment: bool,
-    /// The fleet root (64 hex digits) whose certificate every member must present.
-    #[serde(default)]
-    fleet_root: Option<String>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Default for RawAdmission {
-    fn default() -> Self {
-        // Without an [admission] table, enrollment tokens admit agents.
-        Self {
-            allowed_peers: Vec::new(),
-            enrollment: true,
-            fleet_root: None,
-        }
-    }
-}
-
 /// Per-stage deadlines of a job.
 #[derive(Clone, Copy, Debug)]
 pub struct Deadlines {
@@ -289,22 +173,13 @@ pub struct JobFile {
 }
 
 fn fleet_root(hex: &str) -> Result<[u8; 32], CliError> {
-    let h = hex.trim();
-    let bad = || {
+    tg_proto::key_from_hex(hex).ok_or_else(|| {
         invalid(
-            format!("admission.fleet_root = \"{h}\""),
+            format!("admission.fleet_root = \"{}\"", hex.trim()),
             "expected 64 hex digits (the public key `keys fleet-root` printed)",
             "copy the fleet root's public key exactly",
         )
-    };
-    if h.len() != 64 {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    Ok(out)
+    })
 }
 
 fn secs(key: &str, v: f64) -> Result<Duration, CliError> {
