@@ -433,6 +433,30 @@ pub struct DpArgs {
     /// Central DP: number of users sampling is over (one simulated client each; replaces --clients).
     #[arg(long, value_name = "N", env = "TENSORGUARD_POPULATION")]
     pub population: Option<u32>,
+    /// Distributed DP: the ε the budget stops on — against everyone but the
+    /// coordinator (sampling amplification), or against the coordinator,
+    /// which picks the sample (no amplification; more noise).
+    #[arg(long, value_enum, default_value = "others")]
+    pub budget_against: BudgetAgainstArg,
+}
+
+/// Whom a distributed-DP budget is spent against.
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum BudgetAgainstArg {
+    /// Everyone but the coordinator (amplified by sampling).
+    #[default]
+    Others,
+    /// The coordinator itself (no amplification).
+    Coordinator,
+}
+
+impl From<BudgetAgainstArg> for tg_types::privacy::BudgetAgainst {
+    fn from(b: BudgetAgainstArg) -> Self {
+        match b {
+            BudgetAgainstArg::Others => Self::Others,
+            BudgetAgainstArg::Coordinator => Self::Coordinator,
+        }
+    }
 }
 
 impl Default for DpArgs {
@@ -446,6 +470,7 @@ impl Default for DpArgs {
             noise_multiplier: "auto".into(),
             clip: None,
             population: None,
+            budget_against: BudgetAgainstArg::Others,
         }
     }
 }

@@ -235,9 +235,7 @@ pub fn run(
             .and_then(|l| l.last().and_then(|e| e.release.clone()))
         {
             summary["epsilon_vs_coordinator"] = json!(r.epsilon_vs_coordinator);
-            summary["budget_stops_on"] = json!(
-                "epsilon (against parties other than the coordinator, with sampling amplification)"
-            );
+            summary["budget_stops_on"] = json!(p.budget_against.describe());
         }
     }
     store
@@ -264,8 +262,8 @@ pub fn run(
             ));
             if let Some(vs) = summary["epsilon_vs_coordinator"].as_f64() {
                 out.line(&format!(
-                    "  that ε is against everyone but the coordinator (sampling amplification); \
-                     against the coordinator, which picks the sample: ε = {vs:.4}"
+                    "  the budget stops on {}; against the coordinator, which picks the sample: ε = {vs:.4}",
+                    p.budget_against.describe()
                 ));
             }
         }

@@ -126,6 +126,15 @@ pub fn privacy_spec(a: &DemoArgs, prepared: &Prepared) -> Result<Option<PrivacyS
     let sizes = prepared.client_sizes();
     let placeholder = NoiseMultiplier::new(1.0).map_err(from_privacy)?;
 
+    if matches!(dp.budget_against, cli::BudgetAgainstArg::Coordinator)
+        && !matches!(mode, DpModeArg::Distributed)
+    {
+        return Err(invalid(
+            "--budget-against coordinator without --dp distributed",
+            "central DP trusts the coordinator to add the noise (no protection against it), and DP-SGD agents sample their own examples (amplification already holds against it)",
+            "use --dp distributed, or leave --budget-against at its default",
+        ));
+    }
     let mode = match mode {
         DpModeArg::Distributed => {
             return crate::dp_distributed::spec(a, prepared, target_epsilon, delta).map(Some);
@@ -183,6 +192,7 @@ pub fn privacy_spec(a: &DemoArgs, prepared: &Prepared) -> Result<Option<PrivacyS
         target_epsilon,
         delta,
         accountant,
+        budget_against: Default::default(),
     };
     let rounds = u64::from(spec.rounds);
     let epsilon_at = |p: &PrivacySpec| -> Result<f64, CliError> {

@@ -104,6 +104,7 @@ pub fn spec(
             target_epsilon: target,
             delta,
             accountant: AccountantKind::Skellam,
+            budget_against: a.dp.budget_against.into(),
         })
     };
     let epsilon = |std: f64| -> Result<Option<f64>, CliError> {

@@ -257,3 +257,63 @@ fn every_distributed_dp_ledger_row_recomputes_from_its_release_and_covers_the_no
         "no round had more survivors than its floor"
     );
 }
+
+#[test]
+fn a_budget_against_the_coordinator_stops_on_the_unamplified_epsilon() {
+    let sb = Sandbox::new();
+    let run = |against: &str| {
+        sb.json(&[
+            "demo",
+            "--dp",
+            "distributed",
+            "--target-epsilon",
+            "8",
+            "--population",
+            "60",
+            "--fraction",
+            "0.5",
+            "--partition",
+            "iid",
+            "--rounds",
+            "3",
+            "--budget-against",
+            against,
+            "--no-baseline",
+            "--json",
+        ])
+    };
+    let others = run("others");
+    let coordinator = run("coordinator");
+    // The default stops on the amplified ε; against the coordinator it is
+    // larger than the target.
+    assert!(others["epsilon"].as_f64().unwrap() <= 8.0);
+    assert!(
+        others["epsilon_vs_coordinator"].as_f64().unwrap() > 8.0,
+        "{others}"
+    );
+    // Against the coordinator the unamplified ε is what stays in budget.
+    let vs = coordinator["epsilon_vs_coordinator"].as_f64().unwrap();
+    assert!(vs <= 8.0 + 1e-9 && vs > 7.9, "{coordinator}");
+    assert!(
+        coordinator["budget_stops_on"]
+            .as_str()
+            .unwrap()
+            .contains("against the coordinator"),
+        "{coordinator}"
+    );
+    // Not available where it means nothing.
+    sb.fails_with(
+        &[
+            "demo",
+            "--dp",
+            "central",
+            "--target-epsilon",
+            "3",
+            "--budget-against",
+            "coordinator",
+            "--rounds",
+            "2",
+        ],
+        "E020",
+    );
+}

@@ -286,6 +286,7 @@ async fn budget_stop_ends_at_the_last_round_that_fits() {
         target_epsilon: Epsilon::new(target).unwrap(),
         delta,
         accountant: AccountantKind::Rdp,
+        budget_against: Default::default(),
     });
     let script: Script = Box::new(|a, req| vec![reply(a, req, params(1.0))]);
     let (outcome, store, _d) = run_with(cfg, 2, script).await;

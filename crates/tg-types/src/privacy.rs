@@ -22,6 +22,38 @@ pub struct PrivacySpec {
     pub delta: Delta,
     /// Accountant that turns the ledger into ε.
     pub accountant: AccountantKind,
+    /// Which ε the budget stops on (distributed DP): against everyone but
+    /// the coordinator, with sampling amplification (the default), or
+    /// against the coordinator itself, which picks the sample (no
+    /// amplification).
+    #[serde(default)]
+    pub budget_against: BudgetAgainst,
+}
+
+/// The party a job's budget is spent against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum BudgetAgainst {
+    /// Everyone but the coordinator: Poisson sampling amplifies privacy.
+    #[default]
+    Others,
+    /// The coordinator, which chooses the sample: no amplification.
+    Coordinator,
+}
+
+impl BudgetAgainst {
+    /// How the choice prints.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Others => {
+                "epsilon (against parties other than the coordinator, with sampling amplification)"
+            }
+            Self::Coordinator => {
+                "epsilon (against the coordinator, which picks the sample: no amplification)"
+            }
+        }
+    }
 }
 
 /// The DP mechanism of a job.
@@ -180,13 +212,11 @@ impl PrivacySpec {
         }
         Ok(match self.mode {
             DpMode::Distributed(d) => {
-                tg_privacy::skellam_epsilon(
-                    &d.skellam()?,
-                    d.client_sampling_rate,
-                    rounds,
-                    self.delta,
-                )
-                .0
+                let q = match self.budget_against {
+                    BudgetAgainst::Coordinator => SamplingRate::new(1.0)?,
+                    BudgetAgainst::Others => d.client_sampling_rate,
+                };
+                tg_privacy::skellam_epsilon(&d.skellam()?, q, rounds, self.delta).0
             }
             _ => {
                 let step = self.per_round()?;

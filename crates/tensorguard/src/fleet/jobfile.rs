@@ -129,6 +129,9 @@ fn privacy_spec(p: &RawPrivacy) -> Result<tg_types::privacy::PrivacySpec, CliErr
         target_epsilon: Epsilon::new(p.target_epsilon).map_err(|e| param("target_epsilon", e))?,
         delta: Delta::new(p.delta).map_err(|e| param("delta", e))?,
         accountant,
+        // DP-SGD: each agent samples its own examples, so amplification
+        // holds against the coordinator too.
+        budget_against: Default::default(),
     };
     spec.per_round().map_err(|e| param("sampling_rate", e))?;
     Ok(spec)
