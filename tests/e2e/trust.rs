@@ -256,6 +256,9 @@ fn insecure_agents_are_simulated_untrusted_and_admitted_only_with_allow_simulate
     for a in &admitted {
         assert_eq!(a["body"]["attestation"]["simulated"], true);
         assert_eq!(a["body"]["attestation"]["status"], "UNTRUSTED");
+        // The job pins no measurement (measurements = "any"): said in the record.
+        let label = a["body"]["attestation"]["label"].as_str().unwrap();
+        assert!(label.contains("ANY CODE"), "{label}");
     }
     let committed: Vec<_> = entries
         .iter()

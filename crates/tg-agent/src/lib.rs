@@ -71,6 +71,8 @@ pub enum Response {
 pub struct Agent {
     id: AgentId,
     shape: ModelShape,
+    /// Values in this agent's model.
+    params: usize,
     train: LocalData,
     /// SCAFFOLD client control variate `c_i`, kept across rounds.
     control: Option<Parameters>,
@@ -97,8 +99,11 @@ impl Agent {
         data: &Dataset,
         seed: u64,
     ) -> Result<Self, AgentError> {
+        // The model's size, once: every request is checked against it.
+        let params = tg_model::init_parameters(&shape, 0)?.num_values();
         Ok(Self {
             shape,
+            params,
             train: LocalData::new(data)?,
             control: None,
             seed,
@@ -138,9 +143,7 @@ impl Agent {
     /// What can be checked before anything is charged: the model's shape,
     /// and for a secure round this agent's seat, key and floors.
     fn precheck(&self, req: &TrainRequest) -> Result<(), String> {
-        let expected = tg_model::init_parameters(&self.shape, 0)
-            .map_err(|e| e.to_string())?
-            .num_values();
+        let expected = self.params;
         if req.global.num_values() != expected {
             return Err(format!(
                 "the global model has {} values, this agent's model {expected}",
