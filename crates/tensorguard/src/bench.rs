@@ -58,5 +58,7 @@ pub fn run(cmd: BenchCommand, out: &Output) -> Result<(), CliError> {
             Ok(())
         }
         BenchCommand::Secagg(a) => crate::bench_secagg::run(&a, out),
+        BenchCommand::Aggregate(a) => crate::bench_aggregate::run(&a, out),
+        BenchCommand::AggregateFeed(a) => crate::bench_aggregate::feed(&a),
     }
 }

@@ -124,6 +124,12 @@ pub enum BenchCommand {
     },
     /// One secure-aggregation round, every party in this process (timings per party).
     Secagg(SecaggBenchArgs),
+    /// Coordinator memory while a round's plaintext FedAvg updates stream in
+    /// from agents (a child process writes their frames to a pipe).
+    Aggregate(crate::bench_aggregate::AggregateBenchArgs),
+    /// (internal) The agents' side of `bench aggregate`: update frames to stdout.
+    #[command(hide = true)]
+    AggregateFeed(crate::bench_aggregate::FeedArgs),
     /// A real fleet on this machine: a coordinator and N agent processes on
     /// 127.0.0.1 (start-to-ready, idle RSS, coordinator overhead per round).
     Fleet(FleetBenchArgs),

@@ -5,6 +5,7 @@ mod api_cmd;
 mod attest;
 mod audit_cmd;
 mod bench;
+mod bench_aggregate;
 mod bench_api;
 mod bench_secagg;
 mod bench_trust;

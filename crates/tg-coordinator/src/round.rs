@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tg_model::Evaluation;
 use tg_proto::{RoundRef, ToAgent, ToCoordinator, TrainRequest};
-use tg_strategy::{ClientUpdate, StrategyError};
+use tg_strategy::{Fold, StrategyError};
 use tg_types::record::{ParticipantOutcome, ParticipantRecord, RoundRecord, RoundStatus};
 use tg_types::{AgentId, Parameters};
 
@@ -16,7 +16,7 @@ use crate::{Coordinator, Result, Transport, TransportEvent};
 enum Slot {
     Pending,
     Done {
-        update: ClientUpdate,
+        num_examples: u64,
         loss: Option<f64>,
         bytes: u64,
         epsilon: Option<f64>,
@@ -98,7 +98,9 @@ impl<T: Transport> Coordinator<'_, T> {
 
         self.stage(round, "model_sent").await?;
 
-        // Collect until every selected agent answered or dropped, or the deadline.
+        // Collect until every selected agent answered or dropped, or the
+        // deadline, folding each update in as it arrives (O(model) memory).
+        let mut fold = Fold::new(self.strategy.fold_rule(), global);
         let deadline = tokio::time::sleep(self.config.round_deadline);
         tokio::pin!(deadline);
         while slots.values().any(|s| matches!(s, Slot::Pending)) {
@@ -112,7 +114,7 @@ impl<T: Transport> Coordinator<'_, T> {
                     }
                     Some(TransportEvent::Frame { from, frame }) => {
                         if let Some(slot @ Slot::Pending) = slots.get_mut(&from) {
-                            *slot = judge(at, &from, global, &frame);
+                            *slot = judge(at, &from, &frame, &mut fold);
                         }
                         // Frames from unselected agents or earlier rounds are ignored.
                     }
@@ -122,12 +124,11 @@ impl<T: Transport> Coordinator<'_, T> {
         }
 
         self.stage(round, "collected").await?;
-        let mut updates = Vec::new();
         let mut rejections = Vec::new();
         for (agent, slot) in slots {
             let (outcome, examples, loss, bytes) = match slot {
                 Slot::Done {
-                    update,
+                    num_examples,
                     loss,
                     bytes,
                     epsilon,
@@ -135,9 +136,7 @@ impl<T: Transport> Coordinator<'_, T> {
                     if let Some(e) = epsilon {
                         self.agent_epsilon = Some(self.agent_epsilon.map_or(e, |m| m.max(e)));
                     }
-                    let n = update.num_examples;
-                    updates.push(update);
-                    (ParticipantOutcome::Contributed, n, loss, bytes)
+                    (ParticipantOutcome::Contributed, num_examples, loss, bytes)
                 }
                 Slot::Pending | Slot::Dropped => (ParticipantOutcome::Dropped, 0, None, 0),
                 Slot::Rejected { reason, bytes } => {
@@ -154,13 +153,13 @@ impl<T: Transport> Coordinator<'_, T> {
                 upload_bytes: bytes,
             });
         }
-        record.participants = updates.len() as u32;
+        record.participants = fold.count() as u32;
 
         // Quorum.
-        if updates.len() < self.config.min_results {
+        if fold.count() < self.config.min_results {
             let mut reason = format!(
                 "below quorum: {} of {} selected agents returned usable updates, quorum is {}",
-                updates.len(),
+                fold.count(),
                 record.selected,
                 self.config.min_results
             );
@@ -171,7 +170,7 @@ impl<T: Transport> Coordinator<'_, T> {
             return self.finish(record, started, None).await;
         }
 
-        self.aggregate_and_commit(record, started, round, global, &updates)
+        self.aggregate_and_commit(record, started, round, global, fold)
             .await
     }
 
@@ -199,9 +198,9 @@ impl<T: Transport> Coordinator<'_, T> {
         started: Instant,
         round: u32,
         global: &Parameters,
-        updates: &[ClientUpdate],
+        fold: Fold,
     ) -> Result<(RoundRecord, Committed)> {
-        let candidate = self.strategy.aggregate_train(round, global, updates)?;
+        let candidate = self.strategy.apply(round, global, fold)?;
         if !candidate.all_finite() {
             record.reason = Some("evaluation gate: aggregated model has non-finite values".into());
             return self.finish(record, started, None).await;
@@ -241,41 +240,51 @@ impl<T: Transport> Coordinator<'_, T> {
     }
 }
 
-/// Decides what a reply frame from a pending agent is worth.
-fn judge(at: RoundRef, from: &AgentId, global: &Parameters, frame: &[u8]) -> Slot {
+/// Decides what a reply frame from a pending agent is worth, folding a
+/// usable update into the round's sum (and dropping it) on the spot.
+fn judge(at: RoundRef, from: &AgentId, frame: &[u8], fold: &mut Fold) -> Slot {
     let bytes = frame.len() as u64;
     let rejected = |reason: String| Slot::Rejected { reason, bytes };
-    match tg_proto::decode::<ToCoordinator>(frame) {
-        Err(e) => rejected(format!("undecodable reply: {e}")),
-        Ok(ToCoordinator::Trained(r)) => {
-            if r.at != at || &r.agent != from {
-                return rejected("reply is for another round or sender".into());
-            }
-            if let Err(e) = global.check_same_layout(&r.update) {
-                return rejected(format!("update layout: {e}"));
-            }
-            if !r.update.all_finite() || r.train_loss.is_some_and(|l| !l.is_finite()) {
-                return rejected("update has non-finite values".into());
-            }
-            if r.num_examples == 0 {
-                return rejected("update trained on zero examples".into());
-            }
-            if r.epsilon.is_some_and(|e| !(e >= 0.0)) {
-                return rejected("reported ε is not a non-negative number".into());
-            }
-            Slot::Done {
-                loss: r.train_loss,
-                bytes,
-                epsilon: r.epsilon,
-                update: ClientUpdate {
-                    agent: r.agent,
-                    update: r.update,
-                    num_examples: r.num_examples,
-                    control_delta: r.control_delta,
-                },
-            }
+    // A training reply is read in place and folded from the frame's bytes.
+    let r = match tg_proto::decode_trained(frame) {
+        Err(e) => return rejected(format!("undecodable reply: {e}")),
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return match tg_proto::decode::<ToCoordinator>(frame) {
+                Err(e) => rejected(format!("undecodable reply: {e}")),
+                Ok(ToCoordinator::Declined { reason, .. }) => {
+                    rejected(format!("declined: {reason}"))
+                }
+                Ok(_) => rejected("unexpected message kind during training".into()),
+            };
         }
-        Ok(ToCoordinator::Declined { reason, .. }) => rejected(format!("declined: {reason}")),
-        Ok(_) => rejected("unexpected message kind during training".into()),
+    };
+    if r.at != at || &r.agent != from {
+        return rejected("reply is for another round or sender".into());
+    }
+    if r.train_loss.is_some_and(|l| !l.is_finite()) {
+        return rejected("training loss is not finite".into());
+    }
+    if r.num_examples == 0 {
+        return rejected("update trained on zero examples".into());
+    }
+    if r.epsilon.is_some_and(|e| !(e >= 0.0)) {
+        return rejected("reported ε is not a non-negative number".into());
+    }
+    // Layout, finiteness and range are checked by the fold, which refuses an
+    // update whole.
+    if let Err(e) = fold.add_parts(
+        &r.agent,
+        r.num_examples,
+        &r.update,
+        r.control_delta.as_ref(),
+    ) {
+        return rejected(format!("not aggregable: {e}"));
+    }
+    Slot::Done {
+        num_examples: r.num_examples,
+        loss: r.train_loss,
+        bytes,
+        epsilon: r.epsilon,
     }
 }

@@ -295,7 +295,12 @@ impl<T: Transport> Coordinator<'_, T> {
             num_examples: 1,
             control_delta: None,
         };
-        self.aggregate_and_commit(record, started, round, global, &[as_one])
+        let mut fold = tg_strategy::Fold::new(self.strategy.fold_rule(), global);
+        if let Err(e) = fold.add(&as_one) {
+            record.reason = Some(format!("the unmasked sum is not aggregable: {e}"));
+            return self.finish(record, started, None).await;
+        }
+        self.aggregate_and_commit(record, started, round, global, fold)
             .await
     }
 }

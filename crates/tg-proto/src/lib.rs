@@ -13,19 +13,21 @@ mod decline;
 mod join;
 mod secure;
 pub mod signed;
+mod view;
 
 pub use certificate::{CertError, Certificate, key_from_hex};
 pub use decline::DeclineReason;
 pub use join::{DataSchema, Dtype, JoinRequest, Offer};
 pub use secure::SecureRound;
 pub use signed::{Binding, Bound, Header, NonceCounter, ReplayGuard};
+pub use view::{TrainReplyView, decode_trained};
 
 use serde::{Deserialize, Serialize};
 use tg_types::spec::{LocalObjective, TrainConfig};
 use tg_types::{AgentId, JobId, Parameters};
 
 /// Protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Largest frame [`decode`] accepts (256 MiB). Larger models are streamed in
 /// chunks by the network transport.
@@ -257,11 +259,50 @@ pub fn decode<T: Serialize + for<'de> Deserialize<'de>>(frame: &[u8]) -> Result<
             rest.len()
         )));
     }
-    // postcard accepts over-long varints; insist on the one canonical form.
-    if encode(&body)? != frame {
+    // postcard accepts over-long varints; insist on the one canonical form,
+    // comparing as the message re-serializes rather than building a copy.
+    if !is_canonical(&body, frame)? {
         return Err(ProtoError::NonCanonical);
     }
     Ok(body)
+}
+
+/// Whether `frame` is exactly the encoding of `body` (no allocation).
+fn is_canonical<T: Serialize>(body: &T, frame: &[u8]) -> Result<bool, ProtoError> {
+    /// A postcard output that compares against expected bytes instead of storing.
+    struct Compare<'a> {
+        expected: &'a [u8],
+        at: usize,
+        equal: bool,
+    }
+    impl postcard::ser_flavors::Flavor for Compare<'_> {
+        type Output = bool;
+        fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+            let end = self.at + data.len();
+            self.equal &= self.expected.get(self.at..end) == Some(data);
+            self.at = end;
+            Ok(())
+        }
+        fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+            self.try_extend(&[data])
+        }
+        fn finalize(self) -> postcard::Result<bool> {
+            Ok(self.equal && self.at == self.expected.len())
+        }
+    }
+    let envelope = Envelope {
+        version: PROTOCOL_VERSION,
+        body,
+    };
+    postcard::serialize_with_flavor(
+        &envelope,
+        Compare {
+            expected: frame,
+            at: 0,
+            equal: true,
+        },
+    )
+    .map_err(|e| ProtoError::Encode(e.to_string()))
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use tg_privacy::{LatticeGaussian, NoiseRng};
 use tg_types::privacy::{CentralDpSpec, ClipSpec};
 use tg_types::{AgentId, Parameters};
 
-use crate::{ClientUpdate, Result, Strategy, StrategyError, TrainPlan};
+use crate::{ClientUpdate, Fold, FoldRule, Result, Strategy, StrategyError, TrainPlan, Weighting};
 
 /// DP-FedAvg around a server optimizer.
 pub struct CentralDp {
@@ -131,37 +131,32 @@ impl Strategy for CentralDp {
         )
     }
 
-    fn aggregate_train(
-        &mut self,
-        round: u32,
-        global: &Parameters,
-        results: &[ClientUpdate],
-    ) -> Result<Parameters> {
-        let first = results.first().ok_or(StrategyError::NoResults)?;
-        let c = self.clip_norm;
-        let mut sum = vec![0.0f64; global.num_values()];
-        let mut unclipped = 0usize;
-        for r in results {
-            global.check_same_layout(&r.update)?;
-            let norm = r.update.l2_norm();
-            if norm <= c {
-                unclipped += 1;
-            }
-            let factor = if norm > c { c / norm } else { 1.0 };
-            for (s, v) in sum.iter_mut().zip(r.update.values()) {
-                *s += factor * f64::from(v);
-            }
+    fn fold_rule(&self) -> FoldRule {
+        FoldRule {
+            weighting: Weighting::Uniform,
+            clip: Some(self.clip_norm),
+            control: false,
         }
+    }
+
+    fn apply(&mut self, round: u32, global: &Parameters, fold: Fold) -> Result<Parameters> {
+        let first = fold
+            .agents()
+            .next()
+            .cloned()
+            .ok_or(StrategyError::NoResults)?;
+        let c = self.clip_norm;
+        let unclipped = fold.unclipped();
+        let mut sum = fold.sum_f64();
         let lattice = LatticeGaussian::calibrated(self.update_noise_multiplier, c, sum.len())
             .map_err(Self::noise_err)?;
         self.noise
             .add_lattice_gaussian(&mut sum, &lattice)
             .map_err(Self::noise_err)?;
         let denominator = self.expected_clients();
-        let mut mean = global.zeros_like();
-        for (m, s) in mean.values_mut().zip(&sum) {
-            *m = (s / denominator) as f32;
-        }
+        let lanes: Vec<f64> = sum.iter().map(|s| s / denominator).collect();
+        drop(sum);
+        let mean = fold.params_from(&lanes)?;
 
         if let ClipSpec::Adaptive {
             target_quantile,
@@ -183,7 +178,7 @@ impl Strategy for CentralDp {
         }
 
         let as_one = ClientUpdate {
-            agent: first.agent.clone(),
+            agent: first,
             update: mean,
             num_examples: 1,
             control_delta: None,

@@ -4,9 +4,7 @@ use rand::RngCore;
 use tg_types::spec::{LocalObjective, StrategyConfig};
 use tg_types::{AgentId, Parameters};
 
-use crate::{
-    ClientUpdate, Result, Sampler, Strategy, StrategyError, TrainPlan, weighted_mean_update,
-};
+use crate::{Fold, Result, Sampler, Strategy, StrategyError, TrainPlan};
 
 /// Server-side Adam on the averaged update Δ (the negative pseudo-gradient):
 /// `m ← β₁m + (1−β₁)Δ`, `v ← β₂v + (1−β₂)Δ²`, `x ← x + η·m/(√v + τ)`.
@@ -61,13 +59,8 @@ impl Strategy for FedAdam {
         })
     }
 
-    fn aggregate_train(
-        &mut self,
-        _round: u32,
-        global: &Parameters,
-        results: &[ClientUpdate],
-    ) -> Result<Parameters> {
-        let delta = weighted_mean_update(results)?;
+    fn apply(&mut self, _round: u32, global: &Parameters, fold: Fold) -> Result<Parameters> {
+        let delta = fold.mean()?;
         let (b1, b2) = (self.beta1, self.beta2);
         let m = self.m.get_or_insert_with(|| delta.zeros_like());
         m.zip_apply(&delta, |m, d| *m = b1 * *m + (1.0 - b1) * d)?;

@@ -4,7 +4,7 @@ use rand::RngCore;
 use tg_types::spec::LocalObjective;
 use tg_types::{AgentId, Parameters};
 
-use crate::{ClientUpdate, Result, Sampler, Strategy, TrainPlan, weighted_mean_update};
+use crate::{Fold, Result, Sampler, Strategy, TrainPlan};
 
 /// Sample-weighted averaging (McMahan et al. 2017); with a proximal μ it is
 /// FedProx (Li et al. 2020), which differs only in the local objective.
@@ -57,15 +57,9 @@ impl Strategy for FedAvg {
         })
     }
 
-    fn aggregate_train(
-        &mut self,
-        _round: u32,
-        global: &Parameters,
-        results: &[ClientUpdate],
-    ) -> Result<Parameters> {
-        let avg = weighted_mean_update(results)?;
+    fn apply(&mut self, _round: u32, global: &Parameters, fold: Fold) -> Result<Parameters> {
         let mut next = global.clone();
-        next.add_scaled(&avg, self.server_lr)?;
+        fold.add_mean_to(&mut next, self.server_lr)?;
         Ok(next)
     }
 }
@@ -73,6 +67,7 @@ impl Strategy for FedAvg {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ClientUpdate;
     use tg_types::NamedTensor;
 
     #[test]
@@ -86,16 +81,16 @@ mod tests {
             .unwrap()
         };
         let mut s = FedAvg::new(Sampler::new(1.0, 1).unwrap(), 1.0);
-        let r = |v, n| ClientUpdate {
-            agent: AgentId::numbered(0),
+        let r = |v, n: u64| ClientUpdate {
+            agent: AgentId::numbered(n as usize),
             update: p(v),
             num_examples: n,
             control_delta: None,
         };
         let next = s
-            .aggregate_train(1, &p(10.0), &[r(1.0, 1), r(-1.0, 1)])
+            .aggregate_train(1, &p(10.0), &[r(1.0, 1), r(-1.0, 2)])
             .unwrap();
-        assert_eq!(next, p(10.0));
+        assert_eq!(next, p(10.0 - 1.0 / 3.0));
         let next = s
             .aggregate_train(1, &p(10.0), &[r(2.0, 3), r(-2.0, 1)])
             .unwrap();

@@ -3,23 +3,25 @@
 //! Design decision: a [`Strategy`] is short-lived *policy* in the spirit of
 //! Flower's: it decides who trains and with which local objective
 //! ([`Strategy::configure_train`]) and how results become the next global model
-//! ([`Strategy::aggregate_train`]). The coordinator owns the *mechanism*
-//! (messaging, deadlines, quorum, storage). Strategies see only model
-//! *updates* (`local − global`), never data, so the same code later aggregates
-//! the sum that secure aggregation reveals.
+//! ([`Strategy::fold_rule`], [`Strategy::apply`]). The coordinator owns the
+//! *mechanism* (messaging, deadlines, quorum, storage). Strategies see only
+//! model *updates* (`local − global`), never data, so the same code later
+//! aggregates the sum that secure aggregation reveals. Updates stream: each is
+//! folded into an exact [`Fold`] as it arrives, so memory is O(model), not
+//! O(clients × model), and the result is the same in any arrival order.
 
-mod aggregate;
 mod central_dp;
 mod fedadam;
 mod fedavg;
+mod fold;
 mod poisson;
 mod sampling;
 mod scaffold;
 
-pub use aggregate::{mean_update, weighted_mean_update};
 pub use central_dp::CentralDp;
 pub use fedadam::FedAdam;
 pub use fedavg::FedAvg;
+pub use fold::{Fold, FoldRule, Weighting};
 pub use poisson::PoissonSampled;
 pub use sampling::Sampler;
 pub use scaffold::Scaffold;
@@ -112,13 +114,28 @@ pub trait Strategy: Send {
         rng: &mut dyn RngCore,
     ) -> Result<TrainPlan>;
 
-    /// Combines results into the next global model.
+    /// How each update is folded into the round's sum as it arrives
+    /// (example-weighted and unclipped unless the strategy says otherwise).
+    fn fold_rule(&self) -> FoldRule {
+        FoldRule::examples()
+    }
+
+    /// Turns the round's folded updates into the next global model.
+    fn apply(&mut self, round: u32, global: &Parameters, fold: Fold) -> Result<Parameters>;
+
+    /// Folds `results` (in any order: the sum is exact) and applies them.
     fn aggregate_train(
         &mut self,
         round: u32,
         global: &Parameters,
         results: &[ClientUpdate],
-    ) -> Result<Parameters>;
+    ) -> Result<Parameters> {
+        let mut fold = Fold::new(self.fold_rule(), global);
+        for r in results {
+            fold.add(r)?;
+        }
+        self.apply(round, global, fold)
+    }
 
     /// Chooses agents for federated evaluation (none by default: the
     /// coordinator evaluates centrally when it holds a test set).

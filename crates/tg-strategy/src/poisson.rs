@@ -10,7 +10,7 @@ use rand::RngCore;
 use tg_privacy::{NoiseRng, SamplingRate};
 use tg_types::{AgentId, Parameters};
 
-use crate::{ClientUpdate, Result, Strategy, StrategyError, TrainPlan};
+use crate::{Fold, FoldRule, Result, Strategy, StrategyError, TrainPlan};
 
 /// Each available client with probability `q` (drawn from `noise`), then
 /// `inner`'s local objective for them.
@@ -78,12 +78,11 @@ impl Strategy for PoissonSampled {
         )
     }
 
-    fn aggregate_train(
-        &mut self,
-        round: u32,
-        global: &Parameters,
-        results: &[ClientUpdate],
-    ) -> Result<Parameters> {
-        self.inner.aggregate_train(round, global, results)
+    fn fold_rule(&self) -> FoldRule {
+        self.inner.fold_rule()
+    }
+
+    fn apply(&mut self, round: u32, global: &Parameters, fold: Fold) -> Result<Parameters> {
+        self.inner.apply(round, global, fold)
     }
 }

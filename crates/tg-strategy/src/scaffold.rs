@@ -4,7 +4,7 @@ use rand::RngCore;
 use tg_types::spec::LocalObjective;
 use tg_types::{AgentId, Parameters};
 
-use crate::{ClientUpdate, Result, Sampler, Strategy, StrategyError, TrainPlan, mean_update};
+use crate::{Fold, FoldRule, Result, Sampler, Strategy, TrainPlan, Weighting};
 
 /// Keeps the server control variate `c`; clients keep their own `c_i` and
 /// correct each local gradient by `c − c_i`. Server update:
@@ -58,24 +58,19 @@ impl Strategy for Scaffold {
         })
     }
 
-    fn aggregate_train(
-        &mut self,
-        _round: u32,
-        global: &Parameters,
-        results: &[ClientUpdate],
-    ) -> Result<Parameters> {
-        let avg = mean_update(results)?;
+    fn fold_rule(&self) -> FoldRule {
+        FoldRule {
+            weighting: Weighting::Uniform,
+            clip: None,
+            control: true,
+        }
+    }
+
+    fn apply(&mut self, _round: u32, global: &Parameters, fold: Fold) -> Result<Parameters> {
+        let avg = fold.mean()?;
         let control = self.control.get_or_insert_with(|| global.zeros_like());
-        let scale = 1.0 / self.population as f32;
-        for r in results {
-            let dc = r
-                .control_delta
-                .as_ref()
-                .ok_or_else(|| StrategyError::MissingField {
-                    agent: r.agent.clone(),
-                    what: "SCAFFOLD control delta",
-                })?;
-            control.add_scaled(dc, scale)?;
+        if let Some(step) = fold.control_scaled(self.population as f64)? {
+            control.add_scaled(&step, 1.0)?;
         }
         let mut next = global.clone();
         next.add_scaled(&avg, self.server_lr)?;

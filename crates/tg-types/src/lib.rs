@@ -12,6 +12,7 @@ pub mod params;
 pub mod privacy;
 pub mod record;
 pub mod spec;
+pub mod view;
 
 pub use ids::{AgentId, JobId};
 pub use params::{NamedTensor, Parameters, ParamsError};

@@ -18,7 +18,10 @@ pub struct NamedTensor {
     pub name: String,
     /// Dimensions; the product equals `data.len()`.
     pub shape: Vec<usize>,
-    /// Values, row-major.
+    /// Values, row-major. On the wire one length-prefixed blob of
+    /// little-endian `f32` (decoded with one exact allocation, or not at all
+    /// through [`crate::view::TensorView`]).
+    #[serde(with = "crate::view::f32_le")]
     pub data: Vec<f32>,
 }
 
