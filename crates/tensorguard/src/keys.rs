@@ -36,8 +36,59 @@ pub fn rfc3339(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
+/// The key passphrase: from the environment (a file, or the variable), else
+/// asked for on the terminal without echo, else E043 naming both ways.
 pub fn passphrase() -> Result<Passphrase, CliError> {
-    Passphrase::require().map_err(from_trust)
+    ask_passphrase(false)
+}
+
+/// A passphrase for a new key: as [`passphrase`], but on a terminal it is
+/// asked for twice (as `ssh-keygen` does) and must match.
+pub fn new_passphrase() -> Result<Passphrase, CliError> {
+    ask_passphrase(true)
+}
+
+fn ask_passphrase(confirm: bool) -> Result<Passphrase, CliError> {
+    use std::io::IsTerminal;
+    if let Some(p) = Passphrase::from_env().map_err(from_trust)? {
+        return Ok(p);
+    }
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Passphrase::require().map_err(from_trust);
+    }
+    let prompt = |text: &str| {
+        rpassword::prompt_password(text)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|e| {
+                CliError::new(
+                    Code::NoPassphrase,
+                    "cannot read the passphrase from the terminal",
+                    e.to_string(),
+                    format!(
+                        "set {} to a file (mode 0600) holding it",
+                        tg_trust::passphrase::PASSPHRASE_FILE_ENV
+                    ),
+                )
+            })
+    };
+    let first = prompt(if confirm {
+        "New key passphrase (not echoed): "
+    } else {
+        "Key passphrase (not echoed): "
+    })?;
+    if confirm {
+        let second = prompt("Repeat the passphrase: ")?;
+        let same: bool = subtle::ConstantTimeEq::ct_eq(first.as_bytes(), second.as_bytes()).into();
+        if !same {
+            return Err(CliError::new(
+                Code::NoPassphrase,
+                "the two passphrases differ",
+                "a new key's passphrase is typed twice so a typo cannot lock the key away",
+                "run the command again and type the same passphrase twice",
+            ));
+        }
+    }
+    Passphrase::new(first.to_string()).map_err(from_trust)
 }
 
 pub fn keyring(data_dir: &Path) -> Result<Keyring, CliError> {

@@ -288,7 +288,7 @@ pub fn init(dir: Option<&Path>, force: bool, out: &Output) -> Result<(), CliErro
             return Err(from_trust(tg_trust::TrustError::Exists(p.clone())));
         }
     }
-    let pass = crate::keys::passphrase()?;
+    let pass = crate::keys::new_passphrase()?;
     let key = IdentityKey::generate().map_err(from_trust)?;
     key.save(&key_path, &pass, force).map_err(from_trust)?;
     let text = starter_config(&key_path);

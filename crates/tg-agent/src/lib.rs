@@ -1,7 +1,8 @@
 //! The agent: what runs on each data owner's machine.
 //!
 //! Design decision: an [`Agent`] is a synchronous handler from a request frame
-//! to a reply frame — `(bytes) -> Option<bytes>`, like Flower's client app. It
+//! to a reply frame — [`Agent::handle_frame`]`(&[u8]) -> Result<Handled, _>`
+//! (a reply frame, or the job's end), like Flower's client app. It
 //! owns the local data and per-client state (SCAFFOLD's control variate) and
 //! knows nothing about transports or async runtimes; the in-process federation
 //! and the network daemon both drive the same handler. Raw data never leaves

@@ -2,9 +2,11 @@
 //! training → upload → aggregate → evaluation gate → commit.
 //!
 //! Design decision: the coordinator is written against a small [`Transport`]
-//! trait that moves opaque frames and reports disconnects. The in-process
-//! federation implements it with bounded channels; the network layer will
-//! implement it over libp2p, so the round logic is written and tested once.
+//! trait that moves frames and reports disconnects. The in-process federation
+//! implements it with bounded channels and [`net::NetTransport`] over libp2p,
+//! so the round logic is written and tested once. Training replies are
+//! folded into the strategy's exact accumulator as they arrive, straight
+//! from the frame's bytes, so a round's memory is O(model).
 //! Every round ends in the store as `committed` or `failed` with a reason —
 //! a round is never silently skipped.
 
