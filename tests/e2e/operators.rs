@@ -32,6 +32,11 @@ fn jobs_are_submitted_and_stopped_through_the_api_and_bad_job_files_are_400() {
             "[job]\ndataset = \"digits\"\n[network]\nlisten = [\"not-a-multiaddr\"]\n",
             "listen",
         ),
+        // A combination the demo refuses, refused with the demo's words and code.
+        (
+            "[job]\nstrategy = \"scaffold\"\nclients = 4\n[secure_aggregation]\n",
+            "E020]: job file",
+        ),
     ] {
         let (status, text) = post(Some(&operator), body);
         assert_eq!(status, 400, "{body}: {text}");

@@ -57,19 +57,17 @@ fn ask_passphrase(confirm: bool) -> Result<Passphrase, CliError> {
         return Passphrase::require().map_err(from_trust);
     }
     let prompt = |text: &str| {
-        rpassword::prompt_password(text)
-            .map(zeroize::Zeroizing::new)
-            .map_err(|e| {
-                CliError::new(
-                    Code::NoPassphrase,
-                    "cannot read the passphrase from the terminal",
-                    e.to_string(),
-                    format!(
-                        "set {} to a file (mode 0600) holding it",
-                        tg_trust::passphrase::PASSPHRASE_FILE_ENV
-                    ),
-                )
-            })
+        crate::tty::read_secret(text).map_err(|e| {
+            CliError::new(
+                Code::NoPassphrase,
+                "cannot read the passphrase from the terminal",
+                e.to_string(),
+                format!(
+                    "set {} to a file (mode 0600) holding it",
+                    tg_trust::passphrase::PASSPHRASE_FILE_ENV
+                ),
+            )
+        })
     };
     let first = prompt(if confirm {
         "New key passphrase (not echoed): "

@@ -25,6 +25,7 @@ mod report;
 mod runs;
 mod system;
 mod telemetry;
+mod tty;
 
 use std::process::ExitCode;
 

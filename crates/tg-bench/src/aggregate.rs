@@ -165,7 +165,7 @@ pub fn aggregate(args: AggregateArgs, input: &mut impl Read) -> Result<Aggregate
     let idle = memory::rss().map_or(0, |r| r.now);
     let started = Instant::now();
     let mut wire = 0u64;
-    let mut fold = Fold::new(strategy.fold_rule(), &global);
+    let mut fold = Fold::new(strategy.fold_rule(), &global, args.clients);
     let mut kept: Vec<ClientUpdate> = Vec::new();
     for _ in 0..args.clients {
         let mut len = [0u8; 8];

@@ -100,7 +100,7 @@ impl<T: Transport> Coordinator<'_, T> {
 
         // Collect until every selected agent answered or dropped, or the
         // deadline, folding each update in as it arrives (O(model) memory).
-        let mut fold = Fold::new(self.strategy.fold_rule(), global);
+        let mut fold = Fold::new(self.strategy.fold_rule(), global, plan.selected.len());
         let deadline = tokio::time::sleep(self.config.round_deadline);
         tokio::pin!(deadline);
         while slots.values().any(|s| matches!(s, Slot::Pending)) {

@@ -295,7 +295,7 @@ impl<T: Transport> Coordinator<'_, T> {
             num_examples: 1,
             control_delta: None,
         };
-        let mut fold = tg_strategy::Fold::new(self.strategy.fold_rule(), global);
+        let mut fold = tg_strategy::Fold::new(self.strategy.fold_rule(), global, 1);
         if let Err(e) = fold.add(&as_one) {
             record.reason = Some(format!("the unmasked sum is not aggregable: {e}"));
             return self.finish(record, started, None).await;

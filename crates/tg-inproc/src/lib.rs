@@ -313,53 +313,21 @@ fn identity_from_os() -> Result<ed25519_dalek::SigningKey> {
 }
 
 fn check_spec(spec: &JobSpec) -> Result<()> {
-    let bad = |m: String| Err(InprocError::Config(m));
-    if spec.clients == 0 {
-        return bad("a federation needs at least 1 client".into());
-    }
-    if spec.min_clients == 0 || spec.min_clients > spec.clients {
-        return bad(format!(
-            "quorum {} must be between 1 and the {} clients",
-            spec.min_clients, spec.clients
-        ));
-    }
-    if spec.rounds == 0 {
-        return bad("rounds must be at least 1".into());
-    }
+    spec.check().map_err(|e| InprocError::Config(e.0))?;
+    // In process, the DP population is the simulated clients.
     let population = match spec.privacy.map(|p| p.mode) {
         Some(DpMode::Central(c)) => Some(c.population),
         Some(DpMode::Distributed(d)) => Some(d.population),
         _ => None,
     };
-    if matches!(spec.privacy.map(|p| p.mode), Some(DpMode::Distributed(_)))
-        && spec.secure_aggregation.is_none()
-    {
-        return bad(
-            "distributed DP needs secure aggregation: the noise is in the masked sum".into(),
-        );
-    }
     if let Some(population) = population
         && population != spec.clients
     {
-        return bad(format!(
+        return Err(InprocError::Config(format!(
             "DP samples from a population of {} but the federation has {} clients; \
              in-process, the population is the clients",
             population, spec.clients
-        ));
-    }
-    if spec.secure_aggregation.is_some() {
-        if spec.strategy.kind == tg_types::spec::StrategyKind::Scaffold {
-            return bad("SCAFFOLD needs each client's control variate, which secure aggregation hides; use fedavg, fedprox or fedadam".into());
-        }
-        if matches!(spec.privacy.map(|p| p.mode), Some(DpMode::Central(_))) {
-            return bad("central DP adds noise to individual updates at the coordinator, which secure aggregation never reveals; use --dp local-sgd with --secure-aggregation".into());
-        }
-    }
-    if !(0.0..1.0).contains(&spec.dropout) {
-        return bad(format!(
-            "dropout probability must be in [0, 1), got {}",
-            spec.dropout
-        ));
+        )));
     }
     Ok(())
 }

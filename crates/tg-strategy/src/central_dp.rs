@@ -158,6 +158,16 @@ impl Strategy for CentralDp {
         drop(sum);
         let mean = fold.params_from(&lanes)?;
 
+        let as_one = ClientUpdate {
+            agent: first,
+            update: mean,
+            num_examples: 1,
+            control_delta: None,
+        };
+        // The model first: a failure leaves the clip untouched.
+        let next = self
+            .inner
+            .aggregate_train(round, global, std::slice::from_ref(&as_one))?;
         if let ClipSpec::Adaptive {
             target_quantile,
             learning_rate,
@@ -177,14 +187,7 @@ impl Strategy for CentralDp {
             self.clip_norm = c * (-learning_rate * (noised - target_quantile.get())).exp();
         }
 
-        let as_one = ClientUpdate {
-            agent: first,
-            update: mean,
-            num_examples: 1,
-            control_delta: None,
-        };
-        self.inner
-            .aggregate_train(round, global, std::slice::from_ref(&as_one))
+        Ok(next)
     }
 }
 

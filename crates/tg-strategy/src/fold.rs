@@ -8,9 +8,15 @@
 //! network fold the same updates to the same model. Memory is one `i64` per
 //! parameter (plus one more for SCAFFOLD's control variates), whatever the
 //! number of clients. The grid, 2⁻³² ≈ 2.3·10⁻¹⁰, is finer than an `f32`'s
-//! resolution for any value above 2⁻⁹; a lane's weighted sum must stay below
-//! 2³¹ in magnitude, and an update that would push it past is refused whole
-//! (the lanes it touched are rolled back exactly), never wrapped.
+//! resolution for any value above 2⁻⁹.
+//!
+//! A fold is sized for the round: it takes at most `capacity` updates (the
+//! agents selected), and each weighted term must stay below `i64::MAX /
+//! capacity` — so the sum can never overflow, and an update is refused only
+//! for its *own* magnitude, never for room that earlier updates used up (one
+//! agent cannot crowd the others out). A refused update leaves nothing behind:
+//! every check that can fail runs before the sum is touched, except the
+//! per-lane bound, whose partial work is undone exactly.
 
 use std::collections::BTreeSet;
 
@@ -21,6 +27,11 @@ use crate::{ClientUpdate, Result, StrategyError};
 
 /// Fixed-point scale: one unit is 2⁻³².
 const SCALE: f64 = 4_294_967_296.0;
+
+/// The largest weighted term (in units) a fold of `capacity` updates accepts.
+fn term_limit(capacity: usize) -> i64 {
+    i64::MAX / i64::try_from(capacity.max(1)).unwrap_or(i64::MAX)
+}
 
 /// How each update is weighted in the sum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +69,8 @@ impl FoldRule {
 #[derive(Debug)]
 pub struct Fold {
     rule: FoldRule,
+    capacity: usize,
+    limit: i64,
     layout: Vec<(String, Vec<usize>)>,
     sum: Vec<i64>,
     control: Option<Vec<i64>>,
@@ -67,11 +80,13 @@ pub struct Fold {
 }
 
 impl Fold {
-    /// An empty sum over updates laid out like `global`.
-    pub fn new(rule: FoldRule, global: &Parameters) -> Self {
+    /// An empty sum over at most `capacity` updates laid out like `global`.
+    pub fn new(rule: FoldRule, global: &Parameters, capacity: usize) -> Self {
         let n = global.num_values();
         Self {
             rule,
+            capacity,
+            limit: term_limit(capacity),
             layout: global
                 .tensors()
                 .iter()
@@ -129,10 +144,17 @@ impl Fold {
         update: &U,
         control_delta: Option<&U>,
     ) -> Result<()> {
+        // Every check that can fail without touching the sum comes first.
         self.check_layout(update)?;
         if self.agents.contains(agent) {
             return Err(StrategyError::Config(format!(
                 "{agent} contributed twice to one round"
+            )));
+        }
+        if self.agents.len() >= self.capacity {
+            return Err(StrategyError::Config(format!(
+                "update from {agent} is one more than the {} this round selected",
+                self.capacity
             )));
         }
         if !update.all_finite() {
@@ -145,12 +167,16 @@ impl Fold {
             Weighting::Uniform => 1,
         };
         let w = i64::try_from(weight).map_err(|_| out_of_range(agent))?;
-        let factor = match self.rule.clip {
+        let new_weight = self
+            .weight
+            .checked_add(weight)
+            .ok_or_else(|| out_of_range(agent))?;
+        let (factor, clipping) = match self.rule.clip {
             Some(c) => {
                 let norm = update.l2_norm();
-                if norm <= c { 1.0 } else { c / norm }
+                (if norm <= c { 1.0 } else { c / norm }, true)
             }
-            None => 1.0,
+            None => (1.0, false),
         };
         let control = match (self.control.is_some(), control_delta) {
             (false, _) => None,
@@ -170,18 +196,27 @@ impl Fold {
                 });
             }
         };
-        add_lanes(&mut self.sum, update, factor, w).map_err(|()| out_of_range(agent))?;
-        if let (Some(acc), Some(dc)) = (self.control.as_mut(), control)
-            && add_lanes(acc, dc, 1.0, 1).is_err()
-        {
-            // Roll the update's lanes back; integer arithmetic undoes exactly.
-            let _ = add_lanes(&mut self.sum, update, factor, -w);
-            return Err(out_of_range(agent));
+        let update_term = Term {
+            factor,
+            truncate: clipping,
+            weight: w,
+            limit: self.limit,
+        };
+        add_lanes(&mut self.sum, update, update_term).map_err(|()| out_of_range(agent))?;
+        if let (Some(acc), Some(dc)) = (self.control.as_mut(), control) {
+            let control_term = Term {
+                factor: 1.0,
+                truncate: false,
+                weight: 1,
+                limit: self.limit,
+            };
+            if add_lanes(acc, dc, control_term).is_err() {
+                let all = self.sum.len();
+                undo_lanes(&mut self.sum, update, update_term, all);
+                return Err(out_of_range(agent));
+            }
         }
-        self.weight = self
-            .weight
-            .checked_add(weight)
-            .ok_or_else(|| out_of_range(agent))?;
+        self.weight = new_weight;
         if factor >= 1.0 {
             self.unclipped += 1;
         }
@@ -266,6 +301,7 @@ impl Fold {
 
     fn check_layout(&self, p: &impl Lanes) -> Result<()> {
         let same = p.layout().count() == self.layout.len()
+            && p.num_lanes() == self.sum.len()
             && p.layout()
                 .zip(&self.layout)
                 .all(|((n, s), (name, shape))| n == name && s == shape.as_slice());
@@ -282,43 +318,81 @@ impl Fold {
 
 fn out_of_range(agent: &AgentId) -> StrategyError {
     StrategyError::Config(format!(
-        "update from {agent} is outside the aggregator's exact range (a weighted lane sum \
-         reached 2^31): it was refused whole; clip updates or check the client for divergence"
+        "update from {agent} is outside the aggregator's exact range (a weighted value reached \
+         2^31 / the round's size): it was refused whole; clip updates or check the client for divergence"
     ))
 }
 
-/// `acc[j] += w · round(factor · v[j] · 2³²)` for every lane, or, on overflow,
-/// the lanes already changed restored and `Err`.
-fn add_lanes(
-    acc: &mut [i64],
-    values: &impl Lanes,
+/// How one update's values become integer terms.
+#[derive(Clone, Copy)]
+struct Term {
     factor: f64,
-    w: i64,
-) -> std::result::Result<(), ()> {
-    let term = |v: f32| -> Option<i64> {
-        let q = (f64::from(v) * factor * SCALE).round();
-        // ±2⁶² bounds every term; larger would not fit after weighting.
-        if q.abs() >= 4.611_686_018_427_388e18 {
+    /// Round toward zero (clipped updates: the norm bound must survive).
+    truncate: bool,
+    weight: i64,
+    limit: i64,
+}
+
+impl Term {
+    /// `weight · q(factor · v)`, or `None` past the limit. `q` rounds half
+    /// away from zero (as `f64::round`), or toward zero when truncating, with
+    /// the SSE2 conversion rather than a libm call.
+    #[inline(always)]
+    fn of(self, v: f32) -> Option<i64> {
+        let x = f64::from(v) * self.factor * SCALE;
+        // |x| < 2⁶² (NaN fails too); the product then fits or is refused.
+        if !(x.abs() < 4.611_686_018_427_388e18) {
             return None;
         }
-        (q as i64).checked_mul(w)
-    };
-    for (j, v) in values.lanes().enumerate() {
-        let next = term(v).and_then(|t| acc[j].checked_add(t));
-        match next {
-            Some(s) => acc[j] = s,
+        let t = x as i64; // toward zero; exact for integral x below 2⁶²
+        let q = if self.truncate {
+            t
+        } else {
+            let frac = x - t as f64;
+            if frac >= 0.5 {
+                t + 1
+            } else if frac <= -0.5 {
+                t - 1
+            } else {
+                t
+            }
+        };
+        q.checked_mul(self.weight)
+            .filter(|p| p.unsigned_abs() <= self.limit.unsigned_abs())
+    }
+}
+
+/// `acc[j] += term(v[j])` for every lane, or, at the first term past the
+/// limit, the lanes already changed restored and `Err`. No addition can
+/// overflow: at most `capacity` terms, each within `i64::MAX / capacity`.
+fn add_lanes(acc: &mut [i64], values: &impl Lanes, term: Term) -> std::result::Result<(), ()> {
+    let mut failed_at = None;
+    for (j, (a, v)) in acc.iter_mut().zip(values.lanes()).enumerate() {
+        match term.of(v) {
+            Some(t) => *a += t,
             None => {
-                for (a, v) in acc[..j].iter_mut().zip(values.lanes()) {
-                    // Every term below j was computed and added without overflow.
-                    if let Some(t) = term(v) {
-                        *a -= t;
-                    }
-                }
-                return Err(());
+                failed_at = Some(j);
+                break;
             }
         }
     }
-    Ok(())
+    match failed_at {
+        None => Ok(()),
+        Some(j) => {
+            undo_lanes(acc, values, term, j);
+            Err(())
+        }
+    }
+}
+
+/// Subtracts the terms of lanes `..upto` again (each was added, so each is
+/// within the limit and the subtraction is exact).
+fn undo_lanes(acc: &mut [i64], values: &impl Lanes, term: Term, upto: usize) {
+    for (a, v) in acc[..upto].iter_mut().zip(values.lanes()) {
+        if let Some(t) = term.of(v) {
+            *a -= t;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -361,8 +435,8 @@ mod tests {
                 order.swap(i, (s >> 33) as usize % (i + 1));
             }
             let g = p(vec![0.0; 8]);
-            let mut a = Fold::new(FoldRule::examples(), &g);
-            let mut b = Fold::new(FoldRule::examples(), &g);
+            let mut a = Fold::new(FoldRule::examples(), &g, ups.len());
+            let mut b = Fold::new(FoldRule::examples(), &g, ups.len());
             for u in &ups { a.add(u).unwrap(); }
             for &i in &order { b.add(&ups[i]).unwrap(); }
             prop_assert_eq!(a.mean().unwrap(), b.mean().unwrap());
@@ -377,10 +451,26 @@ mod tests {
         }
     }
 
+    proptest! {
+        #[test]
+        fn quantising_rounds_as_f64_round_and_truncates_toward_zero(
+            v in any::<f32>(), factor in 0.0f64..=1.0,
+        ) {
+            let x = f64::from(v) * factor * SCALE;
+            let t = |truncate| Term { factor, truncate, weight: 1, limit: i64::MAX }.of(v);
+            if x.is_finite() && x.abs() < 4.6e18 {
+                prop_assert_eq!(t(false), Some(x.round() as i64));
+                prop_assert_eq!(t(true), Some(x.trunc() as i64));
+            } else {
+                prop_assert_eq!(t(false), None);
+            }
+        }
+    }
+
     #[test]
     fn an_overflowing_update_is_refused_whole() {
         let g = p(vec![0.0; 3]);
-        let mut f = Fold::new(FoldRule::examples(), &g);
+        let mut f = Fold::new(FoldRule::examples(), &g, 4);
         f.add(&upd(0, vec![1.0, 2.0, 3.0], 1)).unwrap();
         let before = f.sum.clone();
         let e = f.add(&upd(1, vec![1.0, 1.0, 3.0e9], 1_000)).unwrap_err();
@@ -393,7 +483,7 @@ mod tests {
     #[test]
     fn duplicates_bad_layouts_and_missing_controls_are_refused() {
         let g = p(vec![0.0; 2]);
-        let mut f = Fold::new(FoldRule::examples(), &g);
+        let mut f = Fold::new(FoldRule::examples(), &g, 4);
         f.add(&upd(0, vec![1.0, 2.0], 1)).unwrap();
         assert!(f.add(&upd(0, vec![1.0, 2.0], 1)).is_err());
         assert!(f.add(&upd(1, vec![1.0], 1)).is_err());
@@ -403,12 +493,84 @@ mod tests {
             clip: None,
             control: true,
         };
-        let mut s = Fold::new(rule, &g);
+        let mut s = Fold::new(rule, &g, 4);
         assert!(matches!(
             s.add(&upd(0, vec![1.0, 2.0], 1)),
             Err(StrategyError::MissingField { .. })
         ));
         assert_eq!(s.count(), 0);
+    }
+
+    #[test]
+    fn one_agent_cannot_crowd_the_others_out_of_the_range() {
+        // Red team: the first reply, with a huge example count, used to fill
+        // every lane to i64::MAX so that each honest update overflowed.
+        let g = p(vec![0.0; 3]);
+        let mut f = Fold::new(FoldRule::examples(), &g, 3);
+        let tiny = 2f32.powi(-32);
+        let e = f
+            .add(&upd(9, vec![tiny, -tiny, tiny], i64::MAX as u64))
+            .unwrap_err();
+        assert!(e.to_string().contains("exact range"), "{e}");
+        // At the limit itself it is accepted, and still crowds nobody out.
+        let at_limit = term_limit(3) as u64;
+        f.add(&upd(8, vec![tiny, tiny, tiny], at_limit)).unwrap();
+        f.add(&upd(0, vec![1.0, 1.0, 1.0], 1)).unwrap();
+        assert_eq!(f.count(), 2);
+        // A fourth update is more than the round selected.
+        f.add(&upd(1, vec![1.0, 1.0, 1.0], 1)).unwrap();
+        assert!(f.add(&upd(2, vec![1.0, 1.0, 1.0], 1)).is_err());
+    }
+
+    #[test]
+    fn a_weight_overflow_leaves_nothing_behind() {
+        let g = p(vec![0.0; 2]);
+        let mut f = Fold::new(FoldRule::examples(), &g, 3);
+        f.add(&upd(0, vec![0.0, 0.0], i64::MAX as u64)).unwrap();
+        f.add(&upd(1, vec![0.0, 0.0], i64::MAX as u64)).unwrap();
+        let before = f.sum.clone();
+        assert!(f.add(&upd(2, vec![5.0, -5.0], 2)).is_err());
+        assert_eq!(f.sum, before);
+        assert_eq!(f.count(), 2);
+    }
+
+    #[test]
+    fn more_values_than_the_shape_says_is_refused_not_a_panic() {
+        // Parameters decoded without `Parameters::new` can carry extra values.
+        let view = tg_types::view::ParametersView {
+            tensors: vec![tg_types::view::TensorView {
+                name: "w".into(),
+                shape: vec![2],
+                data: &[0; 12],
+            }],
+        };
+        let bytes = postcard::to_stdvec(&view).unwrap();
+        let ragged: Parameters = postcard::from_bytes(&bytes).unwrap();
+        let g = p(vec![0.0; 2]);
+        let mut f = Fold::new(FoldRule::examples(), &g, 2);
+        let u = ClientUpdate {
+            agent: AgentId::numbered(0),
+            update: ragged,
+            num_examples: 1,
+            control_delta: None,
+        };
+        assert!(f.add(&u).is_err());
+        assert!(f.add(&upd(1, vec![1.0, 1.0], 1)).is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn a_clipped_update_stays_within_the_clip_after_quantising(
+            vals in proptest::collection::vec(-1.0e3f32..1.0e3, 1..64),
+            c in 1e-6f64..10.0,
+        ) {
+            let g = p(vec![0.0; vals.len()]);
+            let rule = FoldRule { weighting: Weighting::Uniform, clip: Some(c), control: false };
+            let mut f = Fold::new(rule, &g, 1);
+            f.add(&upd(0, vals, 1)).unwrap();
+            let norm = f.sum_f64().iter().map(|x| x * x).sum::<f64>().sqrt();
+            prop_assert!(norm <= c * (1.0 + 1e-12), "{norm} > {c}");
+        }
     }
 
     #[test]
@@ -419,7 +581,7 @@ mod tests {
             clip: Some(1.0),
             control: false,
         };
-        let mut f = Fold::new(rule, &g);
+        let mut f = Fold::new(rule, &g, 4);
         f.add(&upd(0, vec![3.0, 4.0], 7)).unwrap();
         f.add(&upd(1, vec![0.1, 0.0], 9)).unwrap();
         assert_eq!(f.unclipped(), 1);

@@ -130,7 +130,7 @@ pub trait Strategy: Send {
         global: &Parameters,
         results: &[ClientUpdate],
     ) -> Result<Parameters> {
-        let mut fold = Fold::new(self.fold_rule(), global);
+        let mut fold = Fold::new(self.fold_rule(), global, results.len());
         for r in results {
             fold.add(r)?;
         }

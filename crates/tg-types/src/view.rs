@@ -128,6 +128,8 @@ pub trait Lanes {
     fn layout(&self) -> impl Iterator<Item = (&str, &[usize])> + '_;
     /// Every value in layout order.
     fn lanes(&self) -> impl Iterator<Item = f32> + '_;
+    /// How many values [`Lanes::lanes`] yields.
+    fn num_lanes(&self) -> usize;
     /// Euclidean norm, accumulated in f64 in layout order.
     fn l2_norm(&self) -> f64 {
         self.lanes()
@@ -150,6 +152,9 @@ impl Lanes for Parameters {
     fn lanes(&self) -> impl Iterator<Item = f32> + '_ {
         self.values()
     }
+    fn num_lanes(&self) -> usize {
+        self.num_values()
+    }
 }
 
 impl Lanes for ParametersView<'_> {
@@ -158,6 +163,10 @@ impl Lanes for ParametersView<'_> {
             .iter()
             .map(|t| (t.name.as_str(), t.shape.as_slice()))
     }
+    fn num_lanes(&self) -> usize {
+        self.tensors.iter().map(|t| t.data.len() / 4).sum()
+    }
+    #[inline]
     fn lanes(&self) -> impl Iterator<Item = f32> + '_ {
         self.tensors.iter().flat_map(|t| {
             t.data

@@ -262,13 +262,6 @@ pub fn parse(origin: &str, bytes: &[u8]) -> Result<JobFile, CliError> {
                     "use e.g. sparsity = 0.5",
                 ));
             }
-            if spec.clients < 3 {
-                return Err(invalid(
-                    format!("job.clients = {} with [secure_aggregation]", spec.clients),
-                    "secure aggregation against a malicious coordinator needs at least 3 clients: with two, each learns the other's update from the sum",
-                    "use clients = 3 or more",
-                ));
-            }
             for (k, v) in [("corrupt", s.corrupt), ("dropout", s.dropout)] {
                 if !(0.0..1.0).contains(&v) {
                     return Err(invalid(
@@ -295,6 +288,14 @@ pub fn parse(origin: &str, bytes: &[u8]) -> Result<JobFile, CliError> {
             s.weight_scale
         }
     };
+    // The rules every job obeys, as the demo applies them (same E020).
+    spec.check().map_err(|e| {
+        invalid(
+            format!("job file {origin}"),
+            e.0,
+            "the job's settings are inconsistent: change the ones named above",
+        )
+    })?;
     let allowed = raw
         .admission
         .allowed_peers

@@ -84,3 +84,23 @@ fn secure_aggregation_with_two_clients_is_refused_at_parse() {
     let three = two.replace("clients = 2", "clients = 3");
     assert!(parse("test", three.as_bytes()).is_ok());
 }
+
+#[test]
+fn combinations_the_demo_refuses_are_refused_at_parse_time_with_its_words() {
+    for (file, words) in [
+        (
+            "[job]\nstrategy = \"scaffold\"\nclients = 4\n[secure_aggregation]\n",
+            "SCAFFOLD needs each client's control variate",
+        ),
+        (
+            "[job]\nclients = 2\n[secure_aggregation]\n",
+            "at least 3 clients",
+        ),
+    ] {
+        let Err(e) = parse("t", file.as_bytes()) else {
+            panic!("accepted: {file}");
+        };
+        assert_eq!(e.code.as_str(), "E020", "{file}");
+        assert!(e.why.contains(words), "{file}: {}", e.why);
+    }
+}
