@@ -248,6 +248,10 @@ pub struct DemoArgs {
     /// Local optimizer: sgd | adamw.
     #[arg(long, env = "TENSORGUARD_OPTIMIZER")]
     pub optimizer: Option<String>,
+    /// How agents send plaintext updates: none | q8 (8-bit, ~4x smaller) |
+    /// topk:F (the largest fraction F, the rest carried to the next round).
+    #[arg(long, env = "TENSORGUARD_COMPRESS", value_name = "FORM")]
+    pub compress: Option<String>,
     /// Fraction of clients sampled per round, in (0, 1].
     #[arg(long, env = "TENSORGUARD_FRACTION")]
     pub fraction: Option<f64>,

@@ -53,6 +53,7 @@ pub struct DemoSection {
     pub batch_size: Option<u32>,
     pub lr: Option<f64>,
     pub optimizer: Option<String>,
+    pub compress: Option<String>,
     pub fraction: Option<f64>,
     pub min_clients: Option<u32>,
     pub dropout: Option<f64>,
@@ -81,6 +82,7 @@ pub mod defaults {
     pub const BATCH_SIZE: u32 = 16;
     pub const LR: f64 = 0.1;
     pub const OPTIMIZER: &str = "sgd";
+    pub const COMPRESS: &str = "none";
     pub const FRACTION: f64 = 1.0;
     pub const DROPOUT: f64 = 0.0;
     pub const SEED: u64 = 42;
@@ -241,6 +243,7 @@ pub fn resolve_demo(a: &DemoArgs, f: &DemoSection) -> Result<JobSpec, (&'static 
     let partition: PartitionSpec = parse("partition", &pick!(partition, d::PARTITION))?;
     let dataset: DatasetSpec = parse("dataset", &pick!(dataset, d::DATASET))?;
     let model: ModelKind = parse("model", &pick!(model, d::MODEL))?;
+    let compress: tg_types::spec::Compression = parse("compress", &pick!(compress, d::COMPRESS))?;
     let local_epochs: u32 = pick!(local_epochs, d::LOCAL_EPOCHS);
     let batch_size: u32 = pick!(batch_size, d::BATCH_SIZE);
     if local_epochs == 0 || batch_size == 0 {
@@ -375,6 +378,7 @@ pub fn resolve_demo(a: &DemoArgs, f: &DemoSection) -> Result<JobSpec, (&'static 
             learning_rate: lr,
             optimizer,
             dp_sgd: None,
+            compress,
         },
         rounds,
         clients,

@@ -383,6 +383,56 @@ fn init_asks_for_the_passphrase_twice_on_a_terminal_and_never_echoes_it() {
 }
 
 #[test]
+fn compressed_uploads_are_smaller_and_still_train() {
+    let sb = Sandbox::new();
+    let run = |form: &str| {
+        let d = sb.json(&[
+            "demo",
+            "--rounds",
+            "12",
+            "--compress",
+            form,
+            "--seed",
+            "5",
+            "--json",
+        ]);
+        let up: u64 = d["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["upload_bytes"].as_u64().unwrap())
+            .sum();
+        (
+            d["final_accuracy"].as_f64().unwrap(),
+            up,
+            d["rounds_committed"].as_u64(),
+        )
+    };
+    let (dense_acc, dense_up, _) = run("none");
+    let (q8_acc, q8_up, q8_rounds) = run("q8");
+    let (topk_acc, topk_up, topk_rounds) = run("topk:0.01");
+    assert_eq!((q8_rounds, topk_rounds), (Some(12), Some(12)));
+    let (q8_ratio, topk_ratio) = (
+        dense_up as f64 / q8_up as f64,
+        dense_up as f64 / topk_up as f64,
+    );
+    assert!((3.5..4.1).contains(&q8_ratio), "q8 {q8_ratio}");
+    assert!(topk_ratio >= 50.0, "top-k {topk_ratio}");
+    // Short runs: the full comparison over 3 seeds is in BENCHMARKS.md.
+    assert!(
+        q8_acc > dense_acc - 0.03 && topk_acc > 0.8,
+        "{dense_acc} {q8_acc} {topk_acc}"
+    );
+    // Compression is for plaintext rounds; secure aggregation has its own.
+    let e = sb.fails_with(
+        &["demo", "--secure-aggregation", "--compress", "q8"],
+        "E020",
+    );
+    assert!(e.contains("plaintext"), "{e}");
+    sb.fails_with(&["demo", "--compress", "topk:2"], "E020");
+}
+
+#[test]
 fn info_and_completion_work() {
     let sb = Sandbox::new();
     let info = sb.json(&["info", "--json"]);

@@ -90,6 +90,8 @@ pub struct Agent {
     ledger: OwnerLedger,
     /// What local shuffling is seeded with besides `seed` (default: the id).
     seed_name: String,
+    /// Compression state (top-k's carried residual), kept across rounds.
+    compressor: tg_compress::Compressor,
 }
 
 impl Agent {
@@ -114,6 +116,7 @@ impl Agent {
             policy: OwnerPolicy::permissive(),
             ledger: OwnerLedger::in_memory(policy::fingerprint(data)),
             seed_name: id.as_str().to_owned(),
+            compressor: tg_compress::Compressor::default(),
             id,
         })
     }
@@ -279,21 +282,29 @@ impl Agent {
             Ok(out) if let Some(secure) = &req.secure => {
                 self.start_secure(req.at, secure, &out.update, req.config.dp_sgd.is_some())
             }
-            Ok(out) => ToCoordinator::Trained(TrainReply {
-                at: req.at,
-                agent: self.id.clone(),
-                update: out.update,
-                // Under DP-SGD the dataset size is private: uniform weight.
-                num_examples: if req.config.dp_sgd.is_some() {
-                    1
-                } else {
-                    self.train.len() as u64
-                },
-                train_loss: out.train_loss,
-                steps: out.steps,
-                control_delta: out.control_delta,
-                epsilon,
-            }),
+            Ok(out) => {
+                let compressed = self.compressor.encode(&out.update, req.config.compress);
+                ToCoordinator::Trained(TrainReply {
+                    at: req.at,
+                    agent: self.id.clone(),
+                    update: if compressed.is_some() {
+                        Parameters::default()
+                    } else {
+                        out.update
+                    },
+                    compressed,
+                    // Under DP-SGD the dataset size is private: uniform weight.
+                    num_examples: if req.config.dp_sgd.is_some() {
+                        1
+                    } else {
+                        self.train.len() as u64
+                    },
+                    train_loss: out.train_loss,
+                    steps: out.steps,
+                    control_delta: out.control_delta,
+                    epsilon,
+                })
+            }
             Err(e) => self.declined(req.at, DeclineReason::TrainingFailed, &e.to_string()),
         }
     }
@@ -343,6 +354,7 @@ mod tests {
             learning_rate: 0.1,
             optimizer: OptimizerSpec::Sgd,
             dp_sgd: None,
+            compress: Default::default(),
         };
         let global = tg_model::init_parameters(&shape, 0).unwrap();
         let req = ToAgent::Train(TrainRequest {
@@ -429,6 +441,7 @@ mod tests {
                     learning_rate: 0.1,
                     optimizer: OptimizerSpec::Sgd,
                     dp_sgd,
+                    compress: Default::default(),
                 },
                 objective: LocalObjective::Plain,
                 secure: None,

@@ -67,6 +67,7 @@ fn no_outbound_frame_carries_dataset_bytes() {
         learning_rate: 0.1,
         optimizer: OptimizerSpec::Sgd,
         dp_sgd: None,
+        compress: Default::default(),
     };
     let global = tg_model::init_parameters(&shape, 1).unwrap();
     let mut frames = Vec::new();

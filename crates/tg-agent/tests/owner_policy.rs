@@ -55,6 +55,7 @@ fn ask(
             learning_rate: 0.1,
             optimizer: OptimizerSpec::Sgd,
             dp_sgd,
+            compress: Default::default(),
         },
         objective: LocalObjective::Plain,
         secure: None,
@@ -253,6 +254,7 @@ fn a_round_with_an_uncertified_or_foreign_identity_is_refused() {
             learning_rate: 0.1,
             optimizer: OptimizerSpec::Sgd,
             dp_sgd: None,
+            compress: Default::default(),
         },
         objective: LocalObjective::Plain,
         secure: Some(Box::new(SecureRound {
@@ -362,6 +364,7 @@ fn evaluation_is_refused_by_default_and_a_malformed_round_costs_no_budget() {
             learning_rate: 0.1,
             optimizer: OptimizerSpec::Sgd,
             dp_sgd: Some(dp(2.0)),
+            compress: Default::default(),
         },
         objective: LocalObjective::Plain,
         secure: None,

@@ -142,6 +142,7 @@ pub fn feed(clients: usize, dim: usize, seed: u64, out: &mut impl Write) -> Resu
             steps: 1,
             control_delta: None,
             epsilon: None,
+            compressed: None,
         }))?;
         out.write_all(&(frame.len() as u64).to_le_bytes())?;
         out.write_all(&frame)?;

@@ -273,12 +273,21 @@ fn judge(at: RoundRef, from: &AgentId, frame: &[u8], fold: &mut Fold) -> Slot {
     }
     // Layout, finiteness and range are checked by the fold, which refuses an
     // update whole.
-    if let Err(e) = fold.add_parts(
-        &r.agent,
-        r.num_examples,
-        &r.update,
-        r.control_delta.as_ref(),
-    ) {
+    let folded = match &r.compressed {
+        // Compressed: folded lane by lane from the frame, never expanded.
+        Some(c) => {
+            let layout = fold.layout().to_vec();
+            let shaped = tg_compress::Shaped::new(c, &layout);
+            fold.add_parts(&r.agent, r.num_examples, &shaped, r.control_delta.as_ref())
+        }
+        None => fold.add_parts(
+            &r.agent,
+            r.num_examples,
+            &r.update,
+            r.control_delta.as_ref(),
+        ),
+    };
+    if let Err(e) = folded {
         return rejected(format!("not aggregable: {e}"));
     }
     Slot::Done {

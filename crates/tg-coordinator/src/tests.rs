@@ -75,6 +75,7 @@ fn reply(agent: &AgentId, req: &TrainRequest, update: Parameters) -> TransportEv
         steps: 1,
         control_delta: None,
         epsilon: None,
+        compressed: None,
     });
     TransportEvent::Frame {
         from: agent.clone(),
@@ -97,6 +98,7 @@ fn config(rounds: u32, quorum: usize) -> RunConfig {
             learning_rate: 0.1,
             optimizer: OptimizerSpec::Sgd,
             dp_sgd: None,
+            compress: Default::default(),
         },
         seed: 0,
         privacy: None,

@@ -377,6 +377,7 @@ mod tests {
                 learning_rate: 0.1,
                 optimizer: OptimizerSpec::Sgd,
                 dp_sgd: None,
+                compress: Default::default(),
             },
             rounds: 3,
             clients: 5,

@@ -338,6 +338,7 @@ mod tests {
             learning_rate: 0.1,
             optimizer: OptimizerSpec::Sgd,
             dp_sgd: None,
+            compress: Default::default(),
         }
     }
 

@@ -142,6 +142,9 @@ pub struct TrainReply {
     pub control_delta: Option<Parameters>,
     /// ε the agent's own data has spent, by its own accounting (DP-SGD).
     pub epsilon: Option<f64>,
+    /// The update compressed as the round's `TrainConfig::compress` asked;
+    /// `update` is then empty.
+    pub compressed: Option<tg_compress::Compressed>,
 }
 
 /// Request for an agent to evaluate a model on its local data.
@@ -330,6 +333,7 @@ mod tests {
                 learning_rate: 0.1,
                 optimizer: OptimizerSpec::AdamW { weight_decay: 0.01 },
                 dp_sgd: None,
+                compress: Default::default(),
             },
             objective: LocalObjective::Proximal { mu: 0.01 },
             secure: None,

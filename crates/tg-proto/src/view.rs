@@ -34,6 +34,9 @@ pub struct TrainReplyView<'a> {
     pub control_delta: Option<ParametersView<'a>>,
     /// ε the agent reports having spent.
     pub epsilon: Option<f64>,
+    /// The update, compressed (then `update` is empty).
+    #[serde(borrow)]
+    pub compressed: Option<tg_compress::CompressedView<'a>>,
 }
 
 /// `ToCoordinator`'s variant index of `Trained` on the wire.
@@ -78,6 +81,14 @@ pub fn decode_trained(frame: &[u8]) -> Result<Option<TrainReplyView<'_>>, ProtoE
         p.check_shapes()
             .map_err(|e| ProtoError::Malformed(e.to_string()))?;
     }
+    if let Some(c) = &reply.compressed {
+        if !reply.update.tensors.is_empty() {
+            return Err(ProtoError::Malformed(
+                "a reply carries both a dense and a compressed update".into(),
+            ));
+        }
+        c.check().map_err(ProtoError::Malformed)?;
+    }
     Ok(Some(reply))
 }
 
@@ -115,6 +126,7 @@ mod tests {
                 steps: 2,
                 control_delta: control.then(|| params(vals.clone())),
                 epsilon: None,
+                compressed: None,
             };
             let frame = encode(&ToCoordinator::Trained(reply.clone())).unwrap();
             let view = decode_trained(&frame).unwrap().unwrap();
@@ -167,6 +179,7 @@ mod tests {
             steps: 1,
             control_delta: None,
             epsilon: None,
+            compressed: None,
         };
         #[derive(Serialize)]
         enum AsSent<'r, 'a> {

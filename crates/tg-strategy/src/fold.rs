@@ -100,6 +100,11 @@ impl Fold {
         }
     }
 
+    /// (name, shape) of each tensor: the round's layout.
+    pub fn layout(&self) -> &[(String, Vec<usize>)] {
+        &self.layout
+    }
+
     /// The rule this fold applies.
     pub fn rule(&self) -> FoldRule {
         self.rule
@@ -137,12 +142,12 @@ impl Fold {
 
     /// Folds one update given by parts — e.g. read straight from a received
     /// frame's bytes, never copied. On error nothing of it remains in the sum.
-    pub fn add_parts<U: Lanes>(
+    pub fn add_parts<U: Lanes, C: Lanes>(
         &mut self,
         agent: &AgentId,
         num_examples: u64,
         update: &U,
-        control_delta: Option<&U>,
+        control_delta: Option<&C>,
     ) -> Result<()> {
         // Every check that can fail without touching the sum comes first.
         self.check_layout(update)?;

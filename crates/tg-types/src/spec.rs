@@ -219,6 +219,52 @@ pub enum OptimizerSpec {
     },
 }
 
+/// How a plaintext round's updates travel to the coordinator (secure rounds
+/// have their own encoding).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+#[non_exhaustive]
+pub enum Compression {
+    /// Dense `f32`.
+    #[default]
+    None,
+    /// The largest fraction of coordinates by magnitude, with error feedback
+    /// (what is not sent is carried into the agent's next round).
+    TopK(f64),
+    /// 8-bit codes with one `f32` scale per block of values.
+    Q8,
+}
+
+const COMPRESSION_FORMS: &str = "`none`, `q8`, or `topk:F` with 0 < F ≤ 1";
+
+impl FromStr for Compression {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || spec_err("compression", s, COMPRESSION_FORMS);
+        match s.split_once(':') {
+            None if s == "none" => Ok(Self::None),
+            None if s == "q8" => Ok(Self::Q8),
+            Some(("topk", f)) => match f.parse::<f64>() {
+                Ok(f) if f > 0.0 && f <= 1.0 => Ok(Self::TopK(f)),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::None => f.write_str("none"),
+            Self::TopK(x) => write!(f, "topk:{x}"),
+            Self::Q8 => f.write_str("q8"),
+        }
+    }
+}
+
+string_serde!(Compression);
+
 /// Local training hyper-parameters sent with every round.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -233,6 +279,9 @@ pub struct TrainConfig {
     /// Sample-level DP-SGD; when set, `local_epochs` and `batch_size` give
     /// way to its steps and expected batch.
     pub dp_sgd: Option<crate::privacy::DpSgdSpec>,
+    /// How the update is sent (plaintext rounds).
+    #[serde(default)]
+    pub compress: Compression,
 }
 
 /// What the local objective adds to plain empirical risk, set by the strategy.
@@ -368,6 +417,12 @@ impl JobSpec {
             }
             if self.strategy.kind == StrategyKind::Scaffold {
                 return bad("SCAFFOLD needs each client's control variate, which secure aggregation hides; use fedavg, fedprox or fedadam".into());
+            }
+            if self.train.compress != Compression::None {
+                return bad(format!(
+                    "compression {} applies to plaintext rounds; secure aggregation has its own encoding (use its sparsity)",
+                    self.train.compress
+                ));
             }
             if matches!(mode, Some(DpMode::Central(_))) {
                 return bad("central DP adds noise to individual updates at the coordinator, which secure aggregation never reveals; use local-sgd (DP-SGD) or distributed DP with secure aggregation".into());

@@ -76,19 +76,58 @@ pub struct TensorView<'a> {
     /// Dimensions.
     pub shape: Vec<usize>,
     /// Values: little-endian `f32`, row-major.
-    #[serde(with = "serde_bytes_borrowed")]
+    #[serde(with = "bytes_borrowed")]
     pub data: &'a [u8],
 }
 
-mod serde_bytes_borrowed {
+/// serde for `&[u8]` as one byte blob, borrowed from the input.
+pub mod bytes_borrowed {
     use serde::{Deserializer, Serializer};
 
+    /// Writes the bytes as one byte string.
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(v)
     }
 
+    /// Borrows a byte string from the input.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<&'de [u8], D::Error> {
         <&'de [u8] as serde::Deserialize>::deserialize(d)
+    }
+}
+
+/// serde for `Vec<u8>` as one byte blob (postcard would otherwise write it
+/// element by element).
+pub mod bytes_owned {
+    use serde::{Deserializer, Serializer};
+
+    /// Writes the bytes as one byte string.
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    /// Reads a byte string (one allocation).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(b) = seq.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_bytes(V)
     }
 }
 
