@@ -170,6 +170,11 @@ pub struct FleetBenchArgs {
     /// Run the rounds under secure aggregation.
     #[arg(long)]
     pub secure_aggregation: bool,
+    /// Run this job file instead (its `[job] clients` agents, on loopback;
+    /// each agent holds shard i/N of the job's dataset, split as the job's
+    /// partition and seed say, as `demo --job` splits it).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["agents", "rounds", "secure_aggregation"])]
+    pub job: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -276,6 +281,15 @@ pub struct DemoArgs {
     /// Skip training the centralized yardstick.
     #[arg(long)]
     pub no_baseline: bool,
+    /// Run this job file in process (the file a fleet's coordinator runs:
+    /// `[job]`, `[privacy]`, `[secure_aggregation]`); job flags are then
+    /// refused, the file is the whole job.
+    #[arg(long, value_name = "FILE", conflicts_with_all = [
+        "clients", "rounds", "strategy", "partition", "dataset", "model", "local_epochs",
+        "batch_size", "lr", "optimizer", "compress", "fraction", "min_clients", "dropout",
+        "seed", "hidden", "mu", "server_lr", "dp", "secure_aggregation",
+    ])]
+    pub job: Option<PathBuf>,
     /// Watch the demo in the web dashboard on this address (`--dashboard`
     /// alone: 127.0.0.1:9100); prints a one-hour viewer token and keeps
     /// serving after the demo until Ctrl-C.

@@ -212,6 +212,7 @@ pub fn run(
         "rounds_committed": committed,
         "rounds_failed": outcome.history.len() - committed,
         "rounds_to_90": rounds_to_90,
+        "final_model_sha256": outcome.history.iter().rev().find_map(|r| r.model_sha256.clone()),
         "final_accuracy": final_eval.map(|e| e.accuracy),
         "final_loss": final_eval.map(|e| e.loss),
         "centralized_accuracy": centralized.map(|e| e.accuracy),
@@ -397,4 +398,19 @@ fn assumed_dropout(p: f64, clients: u32) -> f64 {
     let total = 1.0 - (1.0 - p) * (1.0 - p / 10.0).powi(4);
     let n = f64::from(clients.max(1));
     (total + 2.0 * (total * (1.0 - total) / n).sqrt()).clamp(0.1, 0.85)
+}
+
+/// The job a `--job FILE` describes, to run in process: the same parser
+/// (and the same refusals) as `coordinator start --job` and the API.
+pub fn job_spec(path: &std::path::Path) -> Result<JobSpec, CliError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        CliError::new(
+            crate::errors::Code::ConfigInvalid,
+            format!("cannot read job file {}", path.display()),
+            e.to_string(),
+            "check the path (examples: deploy/examples/*.toml)",
+        )
+    })?;
+    let job = crate::fleet::jobfile::parse(&path.display().to_string(), &bytes)?;
+    Ok(job.spec)
 }

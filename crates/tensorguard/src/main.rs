@@ -136,8 +136,15 @@ fn run(cli: Cli, out: &Output) -> Result<(), CliError> {
     let data_dir = config::data_dir(cli.data_dir.as_deref(), &loaded.file)?;
     match cli.command {
         Command::Demo(args) => {
-            let mut spec = config::resolve_demo(&args, &loaded.file.demo).map_err(|(_, e)| e)?;
-            dp::shape_federation(&args, &mut spec)?;
+            let spec = match &args.job {
+                Some(path) => demo::job_spec(path)?,
+                None => {
+                    let mut spec =
+                        config::resolve_demo(&args, &loaded.file.demo).map_err(|(_, e)| e)?;
+                    dp::shape_federation(&args, &mut spec)?;
+                    spec
+                }
+            };
             let dashboard = args
                 .dashboard
                 .map(|addr| demo_dashboard::start(addr, &data_dir, out))

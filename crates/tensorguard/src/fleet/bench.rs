@@ -58,16 +58,22 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
     let exe = std::env::current_exe().map_err(|e| internal("cannot find this program", e))?;
     let root = std::env::temp_dir().join(format!("tensorguard-bench-fleet-{}", std::process::id()));
     std::fs::create_dir_all(&root).map_err(|e| internal("cannot create a work dir", e))?;
-    let n = a.agents;
-    let mut job = format!(
-        "[job]\ndataset = \"digits\"\npartition = \"iid\"\nclients = {n}\nrounds = {}\nmin_clients = {}\nlocal_epochs = 1\nseed = 42\n\n\
-         [network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n\n[deadlines]\njoin_secs = 300\ntrain_secs = 300\nstage_secs = 60\n",
-        a.rounds,
-        n.div_ceil(2)
-    );
-    if a.secure_aggregation {
-        job.push_str("\n[secure_aggregation]\nbits = 20\nclip = 10.0\ndropout = 0.3\n");
-    }
+    let (job, n, partition, seed, secure) = match &a.job {
+        Some(path) => loopback_job(path)?,
+        None => {
+            let n = a.agents;
+            let mut job = format!(
+                "[job]\ndataset = \"digits\"\npartition = \"iid\"\nclients = {n}\nrounds = {}\nmin_clients = {}\nlocal_epochs = 1\nseed = 42\n\n\
+                 [network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n\n[deadlines]\njoin_secs = 300\ntrain_secs = 300\nstage_secs = 60\n",
+                a.rounds,
+                n.div_ceil(2)
+            );
+            if a.secure_aggregation {
+                job.push_str("\n[secure_aggregation]\nbits = 20\nclip = 10.0\ndropout = 0.3\n");
+            }
+            (job, n, "iid".to_owned(), 42, a.secure_aggregation)
+        }
+    };
     let job_path = root.join("job.toml");
     std::fs::write(&job_path, job).map_err(|e| internal("cannot write the job file", e))?;
     let coord_dir = root.join("coordinator");
@@ -132,7 +138,8 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
                 "--enroll",
                 t,
             ])
-            .args(["--shard", &format!("{i}/{n}"), "--partition", "iid"])
+            .args(["--shard", &format!("{i}/{n}"), "--partition", &partition])
+            .args(["--seed", &seed.to_string()])
             // The benchmark's own agents: plaintext jobs are allowed.
             .arg("--allow-plaintext")
             .stdin(Stdio::null())
@@ -204,7 +211,9 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
     let json = serde_json::json!({
         "bench": "fleet",
         "agents": n,
-        "secure_aggregation": a.secure_aggregation,
+        "secure_aggregation": secure,
+        "job_file": a.job,
+        "final_model_sha256": final_model_sha256(&coord_dir)?,
         "machine": {"cpus": std::thread::available_parallelism().map_or(1, usize::from)},
         "agent_start_to_ready_ms": {"median": median(&mut ready), "max": ready.iter().copied().fold(0.0, f64::max)},
         "all_agents_joined_s": all_joined_s,
@@ -215,6 +224,63 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
     });
     out.json_value(&json);
     Ok(())
+}
+
+/// A job file made to run on this machine: the file's job, listening on
+/// loopback with generous deadlines unless it sets its own. Returns (file
+/// text, agents, partition, seed, secure).
+fn loopback_job(path: &Path) -> Result<(String, usize, String, u64, bool), CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::new(
+            Code::ConfigInvalid,
+            format!("cannot read job file {}", path.display()),
+            e.to_string(),
+            "check the path (examples: deploy/examples/*.toml)",
+        )
+    })?;
+    // The same parser and refusals as everywhere else.
+    let job = crate::fleet::jobfile::parse(&path.display().to_string(), text.as_bytes())?;
+    let mut doc: toml::Table = text
+        .parse()
+        .map_err(|e| internal("the job file is not TOML", e))?;
+    let mut network = toml::Table::new();
+    network.insert(
+        "listen".into(),
+        toml::Value::Array(vec!["/ip4/127.0.0.1/tcp/0".into()]),
+    );
+    doc.insert("network".into(), toml::Value::Table(network));
+    if !doc.contains_key("deadlines") {
+        let mut d = toml::Table::new();
+        for (k, v) in [("join_secs", 300), ("train_secs", 300), ("stage_secs", 60)] {
+            d.insert(k.into(), toml::Value::Integer(v));
+        }
+        doc.insert("deadlines".into(), toml::Value::Table(d));
+    }
+    let text = toml::to_string(&doc).map_err(|e| internal("cannot write the job file", e))?;
+    Ok((
+        text,
+        job.spec.clients as usize,
+        job.spec.partition.to_string(),
+        job.spec.seed,
+        job.spec.secure_aggregation.is_some(),
+    ))
+}
+
+/// The model the job ended on (its last committed round's).
+fn final_model_sha256(dir: &Path) -> Result<Option<String>, CliError> {
+    let store = tg_store::Store::open_existing(dir)
+        .map_err(|e| internal("cannot open the coordinator's store", e))?;
+    let jobs = store
+        .list_jobs()
+        .map_err(|e| internal("cannot list jobs", e))?;
+    let job = jobs
+        .first()
+        .map(|j| j.id.clone())
+        .ok_or_else(|| internal("no job recorded", dir.display()))?;
+    let rounds = store
+        .rounds(&job)
+        .map_err(|e| internal("cannot read rounds", e))?;
+    Ok(rounds.iter().rev().find_map(|r| r.model_sha256.clone()))
 }
 
 /// Per round: wall time, the training stage, and the rest (the coordinator's overhead).

@@ -1,0 +1,66 @@
+//! One engine: the same job file, run in process (`demo --job`) and by a
+//! coordinator with agent processes on loopback (`bench fleet --job`), ends
+//! on the same model, bit for bit. The exact, order-independent fold is what
+//! lets a real network's arrival order not matter.
+
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+
+fn example(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy/examples")
+        .join(name)
+}
+
+fn same_model_in_process_and_on_a_fleet(file: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let job = example(file);
+    let job = job.to_str().unwrap();
+    let demo = ok(&tg(
+        &dir.path().join("demo"),
+        &[],
+        &["--json", "demo", "--job", job, "--no-baseline"],
+    ));
+    let fleet = ok(&tg(
+        &dir.path().join("fleet"),
+        &[],
+        &["--json", "bench", "fleet", "--job", job],
+    ));
+    let (a, b) = (&demo["final_model_sha256"], &fleet["final_model_sha256"]);
+    assert!(a.is_string(), "{demo}");
+    assert_eq!(a, b, "{file}: demo {demo}\nfleet {fleet}");
+    assert_eq!(demo["rounds_committed"], demo["rounds"], "{demo}");
+}
+
+#[test]
+fn fedavg_ends_on_the_same_model_in_process_and_on_a_fleet() {
+    same_model_in_process_and_on_a_fleet("fedavg.toml");
+}
+
+#[test]
+fn scaffold_ends_on_the_same_model_in_process_and_on_a_fleet() {
+    same_model_in_process_and_on_a_fleet("scaffold.toml");
+}
+
+#[test]
+fn a_job_file_and_job_flags_together_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = tg(
+        dir.path(),
+        &[],
+        &[
+            "demo",
+            "--job",
+            example("fedavg.toml").to_str().unwrap(),
+            "--rounds",
+            "3",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("E002"));
+}
