@@ -8,6 +8,7 @@
 //! valid, so no code downstream re-checks strings.
 
 pub mod ids;
+pub mod job_rules;
 pub mod params;
 pub mod privacy;
 pub mod record;

@@ -266,8 +266,8 @@ fn loopback_job(path: &Path) -> Result<(String, usize, String, u64, bool), CliEr
     ))
 }
 
-/// The model the job ended on (its last committed round's).
-fn final_model_sha256(dir: &Path) -> Result<Option<String>, CliError> {
+/// The coordinator's store and the (one) job it ran.
+fn bench_job(dir: &Path) -> Result<(tg_store::Store, String), CliError> {
     let store = tg_store::Store::open_existing(dir)
         .map_err(|e| internal("cannot open the coordinator's store", e))?;
     let jobs = store
@@ -277,6 +277,12 @@ fn final_model_sha256(dir: &Path) -> Result<Option<String>, CliError> {
         .first()
         .map(|j| j.id.clone())
         .ok_or_else(|| internal("no job recorded", dir.display()))?;
+    Ok((store, job))
+}
+
+/// The model the job ended on (its last committed round's).
+fn final_model_sha256(dir: &Path) -> Result<Option<String>, CliError> {
+    let (store, job) = bench_job(dir)?;
     let rounds = store
         .rounds(&job)
         .map_err(|e| internal("cannot read rounds", e))?;
@@ -285,15 +291,10 @@ fn final_model_sha256(dir: &Path) -> Result<Option<String>, CliError> {
 
 /// Per round: wall time, the training stage, and the rest (the coordinator's overhead).
 fn round_overheads(dir: &Path) -> Result<Vec<serde_json::Value>, CliError> {
-    let store = tg_store::Store::open_existing(dir)
-        .map_err(|e| internal("cannot open the coordinator's store", e))?;
-    let jobs = store
-        .list_jobs()
-        .map_err(|e| internal("cannot list jobs", e))?;
-    let job: tg_types::JobId = jobs
-        .first()
-        .and_then(|j| j.id.parse().ok())
-        .ok_or_else(|| internal("no job recorded", dir.display()))?;
+    let (store, job) = bench_job(dir)?;
+    let job: tg_types::JobId = job
+        .parse()
+        .map_err(|e| internal("the recorded job id is not valid", e))?;
     let mut rounds = Vec::new();
     for r in 1.. {
         let stages = store

@@ -1,0 +1,70 @@
+//! The rules every job obeys, however it was written: demo flags, a job
+//! file or the API's `POST /jobs` all reach [`JobSpec::check`], so one
+//! combination is refused in the same words everywhere (E020).
+
+use crate::spec::{Compression, JobSpec, StrategyKind};
+
+/// Settings of one job that contradict each other.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecConflict(pub String);
+
+impl JobSpec {
+    /// The rules every job obeys, however it was written (demo flags, a job
+    /// file, the API): a job that breaks one is refused before it starts,
+    /// never at round 1.
+    pub fn check(&self) -> Result<(), SpecConflict> {
+        use crate::privacy::DpMode;
+        let bad = |m: String| Err(SpecConflict(m));
+        if self.clients == 0 {
+            return bad("a federation needs at least 1 client".into());
+        }
+        if self.min_clients == 0 || self.min_clients > self.clients {
+            return bad(format!(
+                "quorum {} must be between 1 and the {} clients",
+                self.min_clients, self.clients
+            ));
+        }
+        if self.rounds == 0 {
+            return bad("rounds must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!(
+                "dropout probability must be in [0, 1), got {}",
+                self.dropout
+            ));
+        }
+        let mode = self.privacy.map(|p| p.mode);
+        if matches!(mode, Some(DpMode::Distributed(_))) && self.secure_aggregation.is_none() {
+            return bad(
+                "distributed DP needs secure aggregation: the noise is in the masked sum".into(),
+            );
+        }
+        if self.secure_aggregation.is_some() {
+            if self.clients < 3 {
+                return bad(format!(
+                    "secure aggregation against a malicious coordinator needs at least 3 clients, \
+                     got {}: with two, each learns the other's update from the sum",
+                    self.clients
+                ));
+            }
+            if self.strategy.kind == StrategyKind::Scaffold {
+                return bad("SCAFFOLD needs each client's control variate, which secure aggregation hides; use fedavg, fedprox or fedadam".into());
+            }
+            if self.train.compress != Compression::None {
+                return bad(format!(
+                    "compression {} applies to plaintext rounds; secure aggregation has its own encoding (use its sparsity)",
+                    self.train.compress
+                ));
+            }
+            if matches!(mode, Some(DpMode::Central(_))) {
+                return bad("central DP adds noise to individual updates at the coordinator, which secure aggregation never reveals; use local-sgd (DP-SGD) or distributed DP with secure aggregation".into());
+            }
+        }
+        if self.strategy.kind == StrategyKind::Scaffold && matches!(mode, Some(DpMode::Central(_)))
+        {
+            return bad("SCAFFOLD cannot run under central DP: its control variates are per-client and un-noised; use fedavg, fedprox or fedadam".into());
+        }
+        Ok(())
+    }
+}
