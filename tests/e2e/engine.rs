@@ -1,7 +1,8 @@
 //! One engine: the same job file, run in process (`demo --job`) and by a
 //! coordinator with agent processes on loopback (`bench fleet --job`), ends
 //! on the same model, bit for bit. The exact, order-independent fold is what
-//! lets a real network's arrival order not matter.
+//! lets a real network's arrival order not matter; under secure aggregation
+//! the masks cancel exactly and the encoding's dither is seeded.
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
 
@@ -45,6 +46,11 @@ fn fedavg_ends_on_the_same_model_in_process_and_on_a_fleet() {
 #[test]
 fn scaffold_ends_on_the_same_model_in_process_and_on_a_fleet() {
     same_model_in_process_and_on_a_fleet("scaffold.toml");
+}
+
+#[test]
+fn secure_aggregation_ends_on_the_same_model_in_process_and_on_a_fleet() {
+    same_model_in_process_and_on_a_fleet("fedavg-secure.toml");
 }
 
 #[test]

@@ -82,6 +82,7 @@ pub fn run(
                 corrupt: 0.05,
                 dropout: assumed_dropout(spec.dropout, spec.clients),
                 keep_fraction: a.sparsity,
+                weight_scale: None,
             })
             .map_err(|e| from_inproc(e, data_dir))?;
     }

@@ -226,7 +226,7 @@ impl Agent {
         Ok(Response::Reply(reply))
     }
 
-    fn round_seed(&self, at: RoundRef) -> u64 {
+    pub(crate) fn round_seed(&self, at: RoundRef) -> u64 {
         let mut h = self.seed ^ 0x51a7_e5ee_d000_0000;
         for b in self.seed_name.bytes().chain(at.round.to_le_bytes()) {
             h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);

@@ -69,7 +69,12 @@ impl Agent {
         }
         let values = values_to_encode(secure, update, self.train.len(), dp_sgd)?;
         let (cfg, encoding) = secure.build(at, values.len()).map_err(|e| e.to_string())?;
+        // Keys and nonces come from the OS. The encoding's stochastic rounding
+        // is dither, not a secret (the masks hide the input; distributed DP's
+        // noise below stays OS-drawn): seeding it as local training is seeded
+        // makes a secure round reproducible, in process or on a fleet.
         let mut rng = os_rng()?;
+        let mut dither = ChaCha20Rng::seed_from_u64(self.round_seed(at) ^ 0xd17e_5eed_0000_0000);
         let lanes = match secure.local_noise_variance {
             // Distributed DP: this agent's Skellam share, exact integers from the OS CSPRNG.
             Some(variance) => {
@@ -79,9 +84,9 @@ impl Agent {
                         .skellam(variance)
                         .map_err(|e| tg_secagg::SecAggError::Params(e.to_string()))
                 };
-                encoding.encode(&values, &mut rng, Some(&mut share))
+                encoding.encode(&values, &mut dither, Some(&mut share))
             }
-            None => encoding.encode(&values, &mut rng, None),
+            None => encoding.encode(&values, &mut dither, None),
         }
         .map_err(|e| e.to_string())?;
         let (client, msg) = Client::new(

@@ -262,9 +262,12 @@ impl Prepared {
                     _ => None,
                 },
                 // FedAvg weights by examples unless DP keeps the counts private.
+                // The job's declared scale when it has one (as a fleet uses).
                 weight_scale: (spec.train.dp_sgd.is_none() && spec.privacy.is_none()).then(|| {
-                    let total: usize = self.parts.iter().map(Vec::len).sum();
-                    (total as f64 / self.parts.len().max(1) as f64).max(1.0)
+                    s.weight_scale.unwrap_or_else(|| {
+                        let total: usize = self.parts.iter().map(Vec::len).sum();
+                        (total as f64 / self.parts.len().max(1) as f64).max(1.0)
+                    })
                 }),
             }),
         };

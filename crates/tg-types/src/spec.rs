@@ -384,6 +384,11 @@ pub struct SecureAggSpec {
     pub dropout: f64,
     /// Shared random-k sparsification: fraction of coordinates sent per round.
     pub keep_fraction: Option<f64>,
+    /// Examples per unit of FedAvg weight inside the masked sum, as the job
+    /// declares it (the coordinator cannot count agents' data); `None`: the
+    /// in-process demo, which holds every shard, uses the mean shard size.
+    #[serde(default)]
+    pub weight_scale: Option<f64>,
 }
 
 #[cfg(test)]

@@ -284,6 +284,7 @@ pub fn parse(origin: &str, bytes: &[u8]) -> Result<JobFile, CliError> {
                 corrupt: s.corrupt,
                 dropout: s.dropout,
                 keep_fraction: s.sparsity,
+                weight_scale: Some(s.weight_scale),
             });
             s.weight_scale
         }
