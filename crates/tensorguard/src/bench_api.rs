@@ -101,7 +101,10 @@ pub fn run(rounds: u32, requests: usize, out: &Output) -> Result<(), CliError> {
         .map_err(|e| failed("bind", e))?
         .to_string();
     let app = tg_coordinator::api::router(state);
-    rt.spawn(async move { axum::serve(listener, app).await });
+    {
+        let _in_runtime = rt.enter();
+        tg_coordinator::http::spawn(listener, app, None);
+    }
 
     let measure = |path: &str| -> Result<serde_json::Value, CliError> {
         let mut ms = Vec::with_capacity(requests);

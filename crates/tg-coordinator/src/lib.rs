@@ -13,6 +13,7 @@
 pub mod admission;
 pub mod api;
 pub mod fleet_view;
+pub mod http;
 pub mod net;
 mod round;
 mod secure_round;

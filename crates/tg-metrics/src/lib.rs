@@ -5,8 +5,8 @@
 //! agent export the same families under their own prefix. Metric handles are
 //! cheap clones of shared atomics, so round loops and transports update them
 //! without locks; the network layer's own counters are read in at scrape
-//! time (through [`NetSnapshot`]) rather than counted twice. Serving HTTP is
-//! the binary's job.
+//! time (through [`NetSnapshot`]) rather than counted twice. Serving them
+//! over HTTP is `tg_coordinator::http`'s job.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

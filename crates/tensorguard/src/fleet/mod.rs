@@ -12,7 +12,6 @@ pub mod coordinator;
 pub mod daemon;
 pub mod jobfile;
 pub mod service;
-pub mod tls;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -45,15 +44,17 @@ pub fn start_node(
     Ok((client, events))
 }
 
-/// Serves `GET /metrics` on `addr` in the background.
+/// Serves `GET /metrics` (and the API and dashboard, when given) on `addr`
+/// in the background: the flags' meaning and refusals here, the serving in
+/// `tg_coordinator::http`.
 pub async fn serve_metrics(
     addr: std::net::SocketAddr,
     metrics: Arc<tg_metrics::Metrics>,
-    api: Option<axum::Router>,
+    api: Option<tg_coordinator::http::Router>,
     tls: &crate::cli::TlsArgs,
     out: &Output,
 ) -> Result<(), CliError> {
-    let acceptor = tls::acceptor(tls)?;
+    let acceptor = tls_acceptor(tls)?;
     if api.is_some() && acceptor.is_none() && !addr.ip().is_loopback() && !tls.insecure_http {
         return Err(CliError::new(
             Code::InvalidValue,
@@ -66,8 +67,7 @@ pub async fn serve_metrics(
         None => None,
         Some(path) => Some(read_token(path)?),
     };
-    use axum::routing::get;
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+    let listener = tg_coordinator::http::bind(addr).await.map_err(|e| {
         CliError::new(
             Code::Network,
             format!("cannot serve metrics on {addr}"),
@@ -78,40 +78,7 @@ pub async fn serve_metrics(
     let bound = listener.local_addr().map_or(addr, |a| a);
     let scheme = if acceptor.is_some() { "https" } else { "http" };
     out.note(&format!("metrics on {scheme}://{bound}/metrics"));
-    let app = axum::Router::new().route(
-        "/metrics",
-        get(move |headers: axum::http::HeaderMap| {
-            let m = metrics.clone();
-            let want = metrics_token.clone();
-            async move {
-                use axum::response::IntoResponse;
-                if let Some(want) = want {
-                    let given = headers
-                        .get(axum::http::header::AUTHORIZATION)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.strip_prefix("Bearer "))
-                        .unwrap_or("");
-                    let ok: bool =
-                        subtle::ConstantTimeEq::ct_eq(given.as_bytes(), want.as_bytes()).into();
-                    if !ok {
-                        return (
-                            axum::http::StatusCode::UNAUTHORIZED,
-                            "error: /metrics requires the bearer token from --metrics-token-file\n",
-                        )
-                            .into_response();
-                    }
-                }
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    m.encode(),
-                )
-                    .into_response()
-            }
-        }),
-    );
+    let app = tg_coordinator::http::metrics_router(metrics, metrics_token);
     let app = match api {
         Some(api) => {
             out.note(&format!(
@@ -124,19 +91,29 @@ pub async fn serve_metrics(
         }
         None => app,
     };
-    match acceptor {
-        Some(acceptor) => {
-            tokio::spawn(tls::serve(listener, acceptor, app));
-        }
-        None => {
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!("metrics server stopped: {e}");
-                }
-            });
-        }
-    }
+    tg_coordinator::http::spawn(listener, app, acceptor);
     Ok(())
+}
+
+/// The TLS acceptor `--tls-cert/--tls-key` describe, or None without them.
+/// Plain HTTP stays the default only because the default bind address is
+/// 127.0.0.1.
+fn tls_acceptor(
+    args: &crate::cli::TlsArgs,
+) -> Result<Option<tg_coordinator::http::TlsAcceptor>, CliError> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    tg_coordinator::http::tls_acceptor(cert, key)
+        .map(Some)
+        .map_err(|e| {
+            CliError::new(
+                Code::ConfigInvalid,
+                "cannot serve TLS with the given files",
+                e.to_string(),
+                "give a PEM certificate chain (--tls-cert) and its PEM private key (--tls-key)",
+            )
+        })
 }
 
 /// The metrics bearer token: the file's first line, at least 16 characters.
