@@ -105,10 +105,10 @@ impl Intruder {
                     let Some(Event::Frame { frame, .. }) = events.recv().await else {
                         continue;
                     };
-                    if let Ok((_, m)) = signed::open::<ToAgent>(&frame, &coord_key) {
-                        if matches!(m, ToAgent::Welcome { .. } | ToAgent::Refused { .. }) {
-                            return m;
-                        }
+                    if let Ok((_, m)) = signed::open::<ToAgent>(&frame, &coord_key)
+                        && matches!(m, ToAgent::Welcome { .. } | ToAgent::Refused { .. })
+                    {
+                        return m;
                     }
                 }
             })

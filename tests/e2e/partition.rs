@@ -27,9 +27,11 @@ fn an_agent_cut_off_for_twenty_seconds_drops_out_and_comes_back() {
     let addr = fleet.start_coordinator();
     fleet.start_agents(5, &addr);
     let dir = fleet.coord_dir();
-    assert!(wait_for(Duration::from_secs(60), || stage_of(&dir, 1)
-        .filter(|s| s == "committed"))
-    .is_some());
+    assert!(
+        wait_for(Duration::from_secs(60), || stage_of(&dir, 1)
+            .filter(|s| s == "committed"))
+        .is_some()
+    );
     let peer = fleet
         .log("agent-0.err")
         .lines()

@@ -113,9 +113,11 @@ fn run(seed: usize) {
     let ledger = store.ledger(&job).unwrap();
     let charged: Vec<u32> = ledger.iter().map(|e| e.round).collect();
     assert_eq!(charged, [1, 2, 3], "each round charged exactly once");
-    assert!(ledger
-        .windows(2)
-        .all(|w| w[1].epsilon_after > w[0].epsilon_after));
+    assert!(
+        ledger
+            .windows(2)
+            .all(|w| w[1].epsilon_after > w[0].epsilon_after)
+    );
     let eps = summary["epsilon"].as_f64().unwrap();
     assert!(
         eps >= ledger[2].epsilon_after - 1e-12,

@@ -265,10 +265,12 @@ fn insecure_agents_are_simulated_untrusted_and_admitted_only_with_allow_simulate
         .filter(|e| e["kind"] == "round.committed")
         .collect();
     assert_eq!(committed.len(), 2);
-    assert!(committed[0]["body"]["agents"][0]["attestation"]
-        .as_str()
-        .unwrap()
-        .contains("UNTRUSTED"));
+    assert!(
+        committed[0]["body"]["agents"][0]["attestation"]
+            .as_str()
+            .unwrap()
+            .contains("UNTRUSTED")
+    );
     assert!(committed[0]["body"]["model_sha256"].is_string());
 
     // The compliance report has every section, in Markdown and HTML.

@@ -7,7 +7,7 @@ use tg_store::{ApiRole, Store};
 use tg_trust::audit::kind;
 
 use crate::cli::{ApiCommand, RoleArg, TokenCommand};
-use crate::errors::{from_store, CliError, Code};
+use crate::errors::{CliError, Code, from_store};
 use crate::keys::rfc3339;
 use crate::output::Output;
 

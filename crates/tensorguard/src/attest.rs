@@ -7,7 +7,7 @@ use serde_json::json;
 use tg_attest::{Evidence, Expected, Policy, SnpAnchors, Status, TrustAnchors, Verdict};
 
 use crate::cli::{AttestCommand, AttestVerifyArgs, EvidenceKind};
-use crate::errors::{invalid, CliError, Code};
+use crate::errors::{CliError, Code, invalid};
 use crate::output::Output;
 
 pub fn run(cmd: AttestCommand, out: &Output) -> Result<(), CliError> {

@@ -4,10 +4,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use tg_trust::audit::{read_entries, verify_log, VerifyOptions, VerifyReport};
+use tg_trust::audit::{VerifyOptions, VerifyReport, read_entries, verify_log};
 
 use crate::cli::{AuditCommand, ExportFormat};
-use crate::errors::{from_trust, invalid, CliError, Code};
+use crate::errors::{CliError, Code, from_trust, invalid};
 use crate::keys::{audit_log_path, keyring};
 use crate::output::Output;
 
@@ -27,7 +27,15 @@ pub fn run(cmd: AuditCommand, data_dir: &Path, out: &Output) -> Result<(), CliEr
                 Err(CliError::new(
                     Code::AuditTampered,
                     format!("the audit log {} failed verification", path.display()),
-                    format!("{} finding(s), first: {}", report.findings.len(), report.findings.first().map(|f| f.detail.as_str()).unwrap_or("")),
+                    format!(
+                        "{} finding(s), first: {}",
+                        report.findings.len(),
+                        report
+                            .findings
+                            .first()
+                            .map(|f| f.detail.as_str())
+                            .unwrap_or("")
+                    ),
                     "treat the log as tampered with: preserve it and its .head file, compare with backups and the last head an auditor recorded",
                 ))
             }

@@ -6,7 +6,7 @@ use serde_json::json;
 use tg_privacy::{Delta, NoiseMultiplier, RdpAccountant, SamplingRate};
 
 use crate::cli::BenchCommand;
-use crate::errors::{from_privacy, CliError};
+use crate::errors::{CliError, from_privacy};
 use crate::output::Output;
 
 /// Median wall time in milliseconds of `repeat` runs, and the last result.

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use clap::Args;
 use tg_bench::aggregate::{AggregateArgs, Mode};
 
-use crate::errors::{invalid, CliError, Code};
+use crate::errors::{CliError, Code, invalid};
 use crate::output::Output;
 
 #[derive(Debug, Args)]

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tg_store::{ApiRole, NewJob, Store};
-use tg_types::record::{RoundRecord, RoundStatus};
 use tg_types::JobId;
+use tg_types::record::{RoundRecord, RoundStatus};
 
-use crate::errors::{from_store, CliError, Code};
+use crate::errors::{CliError, Code, from_store};
 use crate::output::Output;
 
 fn failed(what: &str, e: impl std::fmt::Display) -> CliError {

@@ -13,7 +13,7 @@ use tg_secagg::packing::lane_mask;
 use tg_secagg::{Floors, RoundConfig};
 
 use crate::cli::SecaggBenchArgs;
-use crate::errors::{invalid, CliError, Code};
+use crate::errors::{CliError, Code, invalid};
 use crate::output::Output;
 
 fn os_rng() -> Result<ChaCha20Rng, CliError> {

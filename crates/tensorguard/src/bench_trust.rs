@@ -7,12 +7,12 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use serde_json::json;
 use tg_attest::{Evidence, TrustAnchors};
-use tg_trust::audit::{kind, verify_log, AuditLog, VerifyOptions};
+use tg_trust::audit::{AuditLog, VerifyOptions, kind, verify_log};
 use tg_trust::sealed::KdfParams;
 use tg_trust::{IdentityKey, Passphrase};
 
 use crate::bench::time;
-use crate::errors::{from_trust, invalid, CliError, Code};
+use crate::errors::{CliError, Code, from_trust, invalid};
 use crate::output::Output;
 
 fn read(dir: &Path, f: &str) -> Result<Vec<u8>, CliError> {

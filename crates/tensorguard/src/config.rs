@@ -13,7 +13,7 @@ use tg_types::spec::{
 };
 
 use crate::cli::DemoArgs;
-use crate::errors::{invalid, CliError, Code};
+use crate::errors::{CliError, Code, invalid};
 
 /// The config file's schema. Unknown keys are errors.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -278,7 +278,7 @@ pub fn resolve_demo(a: &DemoArgs, f: &DemoSection) -> Result<JobSpec, (&'static 
                     "unknown optimizer",
                     "use sgd or adamw",
                 ),
-            ))
+            ));
         }
     };
     let fraction: f64 = pick!(fraction, d::FRACTION);

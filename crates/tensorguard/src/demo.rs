@@ -7,13 +7,13 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use tg_inproc::Prepared;
 use tg_store::Store;
+use tg_types::JobId;
 use tg_types::privacy::{ClipSpec, DpMode, PrivacySpec};
 use tg_types::record::{JobStatus, RoundRecord, RoundStatus};
 use tg_types::spec::JobSpec;
-use tg_types::JobId;
 
 use crate::cli::DemoArgs;
-use crate::errors::{from_inproc, from_store, CliError};
+use crate::errors::{CliError, from_inproc, from_store};
 use crate::output::Output;
 
 /// In process no agent hangs on a network, so a generous deadline only guards
@@ -305,17 +305,17 @@ fn round_line(out: &Output, r: &RoundRecord, rounds: u32) -> String {
     match r.status {
         RoundStatus::Committed => {
             format!(
-            "round {:>w$}/{rounds}  acc {}  loss {:.4}  {:>2}/{} clients  {:>8} up  {:>6} ms  {}",
-            r.round,
-            out.bold(&format!("{:.3}", r.accuracy.unwrap_or(f64::NAN))),
-            r.loss.unwrap_or(f64::NAN),
-            r.participants,
-            r.selected,
-            human_bytes(r.upload_bytes),
-            r.duration_ms,
-            out.green("committed"),
-            w = width,
-        ) + &r.epsilon.map(|e| format!("  ε {e:.3}")).unwrap_or_default()
+                "round {:>w$}/{rounds}  acc {}  loss {:.4}  {:>2}/{} clients  {:>8} up  {:>6} ms  {}",
+                r.round,
+                out.bold(&format!("{:.3}", r.accuracy.unwrap_or(f64::NAN))),
+                r.loss.unwrap_or(f64::NAN),
+                r.participants,
+                r.selected,
+                human_bytes(r.upload_bytes),
+                r.duration_ms,
+                out.green("committed"),
+                w = width,
+            ) + &r.epsilon.map(|e| format!("  ε {e:.3}")).unwrap_or_default()
         }
         _ => format!(
             "round {:>w$}/{rounds}  {}  {}",
@@ -354,7 +354,11 @@ fn privacy_line(p: &PrivacySpec, clients: u32, calibrated: bool) -> String {
             c.client_sampling_rate.get(),
             match c.clip {
                 ClipSpec::Fixed { norm } => format!("update clip C = {}", norm.get()),
-                ClipSpec::Adaptive { initial, target_quantile, .. } => format!(
+                ClipSpec::Adaptive {
+                    initial,
+                    target_quantile,
+                    ..
+                } => format!(
                     "adaptive clip from C = {} toward the {} quantile",
                     initial.get(),
                     target_quantile.get()

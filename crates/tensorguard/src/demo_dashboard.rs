@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tg_store::{ApiRole, Store};
 
-use crate::errors::{from_store, CliError, Code};
+use crate::errors::{CliError, Code, from_store};
 use crate::output::Output;
 
 /// Keeps the dashboard's server running while it lives.

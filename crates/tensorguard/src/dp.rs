@@ -7,14 +7,14 @@
 
 use tg_inproc::Prepared;
 use tg_privacy::{
-    calibrate_noise, AccountantKind, ClipNorm, Delta, Epsilon, NoiseMultiplier, Quantile,
-    SamplingRate,
+    AccountantKind, ClipNorm, Delta, Epsilon, NoiseMultiplier, Quantile, SamplingRate,
+    calibrate_noise,
 };
 use tg_types::privacy::{CentralDpSpec, ClipSpec, DpMode, DpSgdSpec, PrivacySpec};
 use tg_types::spec::{JobSpec, ModelKind, StrategyKind};
 
 use crate::cli::{self, DemoArgs, DpModeArg};
-use crate::errors::{from_privacy, invalid, CliError};
+use crate::errors::{CliError, from_privacy, invalid};
 
 /// Andrew et al. (2021): initial C, target quantile γ, step η, and σ_b = m/20.
 const ADAPTIVE_INITIAL_CLIP: f64 = 0.1;
@@ -169,7 +169,7 @@ pub fn privacy_spec(a: &DemoArgs, prepared: &Prepared) -> Result<Option<PrivacyS
                         "--clip adaptive with --dp local-sgd",
                         "adaptive clipping is implemented for client updates (central DP)",
                         "give a per-example norm, e.g. --clip 1.0",
-                    ))
+                    ));
                 }
                 Some(c) => clip_norm(c)?,
             };

@@ -16,7 +16,7 @@ use tg_privacy::{AccountantKind, ClipNorm, Delta, Epsilon, SamplingRate};
 use tg_types::privacy::{DistributedDpSpec, DpMode, PrivacySpec};
 
 use crate::cli::DemoArgs;
-use crate::errors::{from_privacy, invalid, CliError, Code};
+use crate::errors::{CliError, Code, from_privacy, invalid};
 
 /// Default L2 clip of each client's vector under distributed DP.
 const DEFAULT_CLIP: f64 = 1.0;
@@ -38,7 +38,7 @@ pub fn spec(
                 "--clip adaptive with --dp distributed",
                 "adaptive clipping needs a noised count the clients do not release here",
                 "give a fixed clip, e.g. --clip 1.0",
-            ))
+            ));
         }
         Some(c) => c.parse::<f64>().map_err(|_| {
             invalid(
@@ -150,8 +150,13 @@ pub fn spec(
     if best > target.get() {
         return Err(CliError::new(
             Code::PrivacyUnreachable,
-            format!("distributed DP cannot reach ε = {} in {bits}-bit lanes", target.get()),
-            format!("the most noise {bits} bits can hold for {max_clients} clients still spends ε = {best:.4}"),
+            format!(
+                "distributed DP cannot reach ε = {} in {bits}-bit lanes",
+                target.get()
+            ),
+            format!(
+                "the most noise {bits} bits can hold for {max_clients} clients still spends ε = {best:.4}"
+            ),
             "use more --bits, a larger --population or --fraction, fewer --rounds, or a larger target ε",
         ));
     }

@@ -191,7 +191,11 @@ pub fn from_model(e: ModelError) -> CliError {
         ),
         ModelError::Malformed { path, line, reason } => CliError::new(
             Code::DatasetMalformed,
-            if line > 0 { format!("{}:{line}: {reason}", path.display()) } else { format!("{}: {reason}", path.display()) },
+            if line > 0 {
+                format!("{}:{line}: {reason}", path.display())
+            } else {
+                format!("{}: {reason}", path.display())
+            },
             "the file does not match the expected format",
             "CSV: first column an integer label 0..K, then numeric features, one row per example; MNIST: the four IDX files (train-/t10k- images and labels), uncompressed",
         ),
@@ -207,7 +211,12 @@ pub fn from_model(e: ModelError) -> CliError {
             "the data and the requested model or split do not fit together",
             "choose another --model, fewer --clients, or another --partition",
         ),
-        other => CliError::new(Code::Internal, other.to_string(), "model computation failed", "re-run with -vv and report the output"),
+        other => CliError::new(
+            Code::Internal,
+            other.to_string(),
+            "model computation failed",
+            "re-run with -vv and report the output",
+        ),
     }
 }
 
@@ -217,7 +226,10 @@ pub fn from_store(e: StoreError, dir: &Path) -> CliError {
             Code::DataDirUnwritable,
             format!("cannot write to the data directory {}", path.display()),
             source.to_string(),
-            format!("choose a writable directory with --data-dir (or TENSORGUARD_DATA_DIR), or fix the permissions of {}", dir.display()),
+            format!(
+                "choose a writable directory with --data-dir (or TENSORGUARD_DATA_DIR), or fix the permissions of {}",
+                dir.display()
+            ),
         ),
         StoreError::NotFound(what) => CliError::new(
             Code::RunNotFound,
@@ -276,9 +288,17 @@ pub fn from_trust(e: TrustError) -> CliError {
             Code::KeyInvalid,
             format!("{} is an unencrypted key file", p.display()),
             "keys must be encrypted at rest",
-            format!("encrypt it in place with `tensorguard keys seal {}`", p.display()),
+            format!(
+                "encrypt it in place with `tensorguard keys seal {}`",
+                p.display()
+            ),
         ),
-        TrustError::Keyring(m) => CliError::new(Code::Keyring, m, "the keyring refused the operation", "see `tensorguard keys list`"),
+        TrustError::Keyring(m) => CliError::new(
+            Code::Keyring,
+            m,
+            "the keyring refused the operation",
+            "see `tensorguard keys list`",
+        ),
         TrustError::Pkcs11(m) => CliError::new(
             Code::Keyring,
             m,
@@ -291,7 +311,12 @@ pub fn from_trust(e: TrustError) -> CliError {
             "the audit log cannot be used as is",
             "run `tensorguard audit verify` to see its state",
         ),
-        other => CliError::new(Code::Internal, other.to_string(), "key handling failed", "check the file system and retry"),
+        other => CliError::new(
+            Code::Internal,
+            other.to_string(),
+            "key handling failed",
+            "check the file system and retry",
+        ),
     }
 }
 
@@ -325,19 +350,32 @@ pub fn from_privacy(e: tg_privacy::PrivacyError) -> CliError {
             format!("{what} = {value} is outside {range}"),
             "the accountant is only defined on that range",
             match what {
-                "sampling rate q" => "use the fraction of the population sampled per step, e.g. --sampling-rate 0.01 (1.0 means everyone every step)",
-                "noise multiplier σ" => "use a positive noise multiplier, e.g. --noise-multiplier 1.1",
+                "sampling rate q" => {
+                    "use the fraction of the population sampled per step, e.g. --sampling-rate 0.01 (1.0 means everyone every step)"
+                }
+                "noise multiplier σ" => {
+                    "use a positive noise multiplier, e.g. --noise-multiplier 1.1"
+                }
                 "δ" => "use a δ well below 1/population, e.g. --delta 1e-5",
                 _ => "use a value in the stated range",
             },
         ),
-        tg_privacy::PrivacyError::Unreachable { target_epsilon, max_sigma, best_epsilon } => CliError::new(
+        tg_privacy::PrivacyError::Unreachable {
+            target_epsilon,
+            max_sigma,
+            best_epsilon,
+        } => CliError::new(
             Code::PrivacyUnreachable,
             format!("no noise multiplier up to {max_sigma} reaches ε = {target_epsilon}"),
             format!("even σ = {max_sigma} spends ε = {best_epsilon:.4}"),
             "raise the target ε or δ, lower the sampling rate, or take fewer steps",
         ),
-        other => CliError::new(Code::Internal, other.to_string(), "privacy computation failed", "re-run with -vv and report the output"),
+        other => CliError::new(
+            Code::Internal,
+            other.to_string(),
+            "privacy computation failed",
+            "re-run with -vv and report the output",
+        ),
     }
 }
 

@@ -7,7 +7,7 @@ use ed25519_dalek::SigningKey;
 use serde_json::json;
 use tg_proto::Certificate;
 
-use crate::errors::{from_trust, invalid, CliError, Code};
+use crate::errors::{CliError, Code, from_trust, invalid};
 use crate::keys::passphrase;
 use crate::output::Output;
 

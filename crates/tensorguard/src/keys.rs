@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
-use tg_trust::audit::{kind, AuditLog};
+use tg_trust::audit::{AuditLog, kind};
 use tg_trust::{
     IdentityKey, KeyRecord, KeyStatus, Keyring, NodeSigner, Passphrase, Purpose, Storage,
 };
 
 use crate::cli::{KeyPurposeArg, KeysCommand};
 use crate::config::Loaded;
-use crate::errors::{from_trust, invalid, CliError, Code};
+use crate::errors::{CliError, Code, from_trust, invalid};
 use crate::output::Output;
 
 /// Environment variable holding a PKCS#11 user PIN.
@@ -116,7 +116,9 @@ fn pin() -> Result<Passphrase, CliError> {
             Code::Keyring,
             "no PKCS#11 PIN",
             "the token's user PIN is needed to use its key",
-            format!("set {PIN_FILE_ENV} to a file (mode 0600) holding the PIN, or {PIN_ENV}; never pass it on the command line"),
+            format!(
+                "set {PIN_FILE_ENV} to a file (mode 0600) holding the PIN, or {PIN_ENV}; never pass it on the command line"
+            ),
         )),
     }
 }

@@ -207,11 +207,23 @@ fn run(cli: Cli, out: &Output) -> Result<(), CliError> {
 /// One compute thread per training job: candle otherwise starts a thread pool
 /// per matrix multiply sized to all cores, and in-process agents training in
 /// parallel oversubscribe the machine (≈3× slower on 2 cores, ANCHORS.md).
-/// Parallelism comes from running one agent per core instead. Set before any
-/// thread exists; a user's own RAYON_NUM_THREADS is respected.
+/// Parallelism comes from running one agent per core instead. candle reads
+/// RAYON_NUM_THREADS at every multiply; setting it in this process would need
+/// `unsafe` (edition 2024), which this crate forbids, so the process replaces
+/// itself once (exec, same pid, same arguments) with the variable set. A
+/// user's own RAYON_NUM_THREADS is respected; if exec fails, training runs
+/// with candle's default threads.
 fn set_thread_policy() {
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        // Edition 2021: `set_var` is safe; no other thread exists yet.
-        std::env::set_var("RAYON_NUM_THREADS", "1");
+    if std::env::var_os("RAYON_NUM_THREADS").is_some() {
+        return;
+    }
+    #[cfg(unix)]
+    if let Ok(exe) = std::env::current_exe() {
+        use std::os::unix::process::CommandExt;
+        let failed = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env("RAYON_NUM_THREADS", "1")
+            .exec();
+        eprintln!("note: could not pin training to one thread per job ({failed}); continuing");
     }
 }

@@ -2,12 +2,12 @@
 
 use serde_json::json;
 use tg_privacy::{
-    calibrate_noise, skellam_epsilon, Delta, Epsilon, NoiseMultiplier, RdpAccountant, SamplingRate,
-    SkellamParams,
+    Delta, Epsilon, NoiseMultiplier, RdpAccountant, SamplingRate, SkellamParams, calibrate_noise,
+    skellam_epsilon,
 };
 
 use crate::cli::{AccountantKind, PlanArgs, PrivacyCommand, SkellamArgs};
-use crate::errors::{from_privacy, invalid, CliError};
+use crate::errors::{CliError, from_privacy, invalid};
 use crate::output::Output;
 
 struct Plan {

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tg_trust::audit::{kind, Entry, VerifyReport};
 use tg_trust::KeyRecord;
+use tg_trust::audit::{Entry, VerifyReport, kind};
 
 use crate::errors::{CliError, Code};
 use crate::keys::rfc3339;

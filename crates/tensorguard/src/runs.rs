@@ -7,7 +7,7 @@ use tg_store::{JobRow, Store};
 use tg_types::record::RoundStatus;
 
 use crate::demo::human_bytes;
-use crate::errors::{from_store, CliError};
+use crate::errors::{CliError, from_store};
 use crate::output::Output;
 
 fn open(dir: &Path) -> Result<Store, CliError> {
@@ -114,16 +114,16 @@ pub fn show(dir: &Path, id: &str, out: &Output) -> Result<(), CliError> {
             ledger.len()
         ));
     }
-    if let Some(s) = &job.summary {
-        if let Some(a) = s.get("final_accuracy").and_then(|v| v.as_f64()) {
-            let c = s.get("centralized_accuracy").and_then(|v| v.as_f64());
-            out.line(&format!(
-                "  accuracy  {:.3} final{}",
-                a,
-                c.map(|c| format!(", {c:.3} centralized yardstick"))
-                    .unwrap_or_default()
-            ));
-        }
+    if let Some(s) = &job.summary
+        && let Some(a) = s.get("final_accuracy").and_then(|v| v.as_f64())
+    {
+        let c = s.get("centralized_accuracy").and_then(|v| v.as_f64());
+        out.line(&format!(
+            "  accuracy  {:.3} final{}",
+            a,
+            c.map(|c| format!(", {c:.3} centralized yardstick"))
+                .unwrap_or_default()
+        ));
     }
     out.line(&out.bold(&format!(
         "{:>5}  {:<10}{:>7}{:>9}{:>9}{:>10}{:>9}  {}",

@@ -7,7 +7,7 @@ use serde_json::json;
 use tg_trust::IdentityKey;
 
 use crate::config::{self, FileConfig, Loaded};
-use crate::errors::{from_trust, CliError, Code};
+use crate::errors::{CliError, Code, from_trust};
 use crate::output::Output;
 
 /// Default ports the network federation will use (checked by `doctor`).
@@ -89,7 +89,10 @@ fn keyring_check(data_dir: &Path) -> Check {
         return Check {
             name: "keyring",
             status: "warn",
-            detail: format!("no keyring in {} yet (created by `tensorguard keys generate` or the first coordinator/agent start)", dir.display()),
+            detail: format!(
+                "no keyring in {} yet (created by `tensorguard keys generate` or the first coordinator/agent start)",
+                dir.display()
+            ),
         };
     }
     let ring = match tg_trust::Keyring::open(&dir) {
@@ -99,7 +102,7 @@ fn keyring_check(data_dir: &Path) -> Check {
                 name: "keyring",
                 status: "fail",
                 detail: from_trust(e).to_string(),
-            }
+            };
         }
     };
     let Some(active) = ring.active(tg_trust::Purpose::Identity) else {
@@ -109,14 +112,14 @@ fn keyring_check(data_dir: &Path) -> Check {
             detail: "no active identity key: `tensorguard keys generate`".into(),
         };
     };
-    if let tg_trust::Storage::File { file } = &active.storage {
-        if let Err(e) = tg_trust::check_private(&dir.join(file)) {
-            return Check {
-                name: "keyring",
-                status: "fail",
-                detail: from_trust(e).to_string(),
-            };
-        }
+    if let tg_trust::Storage::File { file } = &active.storage
+        && let Err(e) = tg_trust::check_private(&dir.join(file))
+    {
+        return Check {
+            name: "keyring",
+            status: "fail",
+            detail: from_trust(e).to_string(),
+        };
     }
     Check {
         name: "keyring",
@@ -320,7 +323,16 @@ fn starter_config(key: &Path) -> String {
          [identity]\nkey_file = {key:?}\n\n\
          [demo]\n# clients = {}\n# rounds = {}\n# strategy = \"{}\"\n# partition = \"{}\"\n# dataset = \"{}\"\n# model = \"{}\"\n\
          # local_epochs = {}\n# batch_size = {}\n# lr = {}\n# seed = {}\n",
-        d::CLIENTS, d::ROUNDS, d::STRATEGY, d::PARTITION, d::DATASET, d::MODEL, d::LOCAL_EPOCHS, d::BATCH_SIZE, d::LR, d::SEED
+        d::CLIENTS,
+        d::ROUNDS,
+        d::STRATEGY,
+        d::PARTITION,
+        d::DATASET,
+        d::MODEL,
+        d::LOCAL_EPOCHS,
+        d::BATCH_SIZE,
+        d::LR,
+        d::SEED
     )
 }
 

@@ -9,9 +9,9 @@
 //! our own crates). Services (coordinator, agent) say at start-up whether
 //! spans are exported, so missing traces are never a silent surprise.
 
+use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::Layer;
 
 /// Keeps the exporter alive; flushes pending spans when dropped.
 pub struct Telemetry {
@@ -101,7 +101,9 @@ pub fn init(verbose: u8, service: &str) -> Telemetry {
                 let _ = tracing_subscriber::registry().with(fmt).try_init();
                 Telemetry {
                     provider: None,
-                    status: format!("traces: NOT exported — the OTLP exporter for {endpoint} could not be built: {e}"),
+                    status: format!(
+                        "traces: NOT exported — the OTLP exporter for {endpoint} could not be built: {e}"
+                    ),
                 }
             }
         }

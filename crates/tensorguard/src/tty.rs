@@ -4,7 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 
-use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
+use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
 use zeroize::Zeroizing;
 
 /// Prompts on `/dev/tty` and reads one line without echo; the terminal's

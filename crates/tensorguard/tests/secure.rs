@@ -128,9 +128,11 @@ fn distributed_dp_spends_exactly_its_budget_under_secure_aggregation() {
     assert!(v["secure_aggregation"].is_object());
     let history = v["history"].as_array().unwrap();
     assert_eq!(history.len(), 3);
-    assert!(history
-        .iter()
-        .all(|r| r["epsilon"].as_f64().unwrap() <= 4.0));
+    assert!(
+        history
+            .iter()
+            .all(|r| r["epsilon"].as_f64().unwrap() <= 4.0)
+    );
     // Adaptive clipping and too few bits are refused up front.
     sb.fails_with(
         &[

@@ -74,7 +74,14 @@ impl JobOpts {
              [network]\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nmdns = false\n\n\
              [deadlines]\njoin_secs = 120\ntrain_secs = {}\nstage_secs = {}\n\n\
              [admission]\nenrollment = true\n",
-            self.clients, self.rounds, self.min_clients, self.hidden, self.local_epochs, self.port, self.train_secs, self.stage_secs
+            self.clients,
+            self.rounds,
+            self.min_clients,
+            self.hidden,
+            self.local_epochs,
+            self.port,
+            self.train_secs,
+            self.stage_secs
         );
         if let Some((sigma, eps)) = self.dp {
             s.push_str(&format!(

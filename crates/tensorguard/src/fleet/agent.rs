@@ -9,7 +9,7 @@ use tg_model::partition::partition;
 use tg_types::spec::{DatasetSpec, PartitionSpec};
 
 use crate::cli::AgentStartArgs;
-use crate::errors::{from_model, invalid, CliError, Code};
+use crate::errors::{CliError, Code, from_model, invalid};
 use crate::output::Output;
 
 /// The local training data: a dataset, or one shard of it (`--shard I/N`,

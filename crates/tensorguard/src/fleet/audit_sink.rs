@@ -2,15 +2,15 @@
 //! privacy parameters, every admission decision, every round, the end.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tg_coordinator::admission::AuditSink;
 use tg_trust::audit::AuditLog;
+use tg_types::JobId;
 use tg_types::record::RoundRecord;
 use tg_types::spec::JobSpec;
-use tg_types::JobId;
 
 use crate::keys::now_secs;
 
@@ -68,11 +68,26 @@ pub fn job_created(
     let mut put = |k: &str, v: Value| {
         enc.insert(k.into(), v);
     };
-    put("transport", json!("libp2p: Noise XX (X25519, ChaCha20-Poly1305, SHA-256) with Yamux over TCP; QUIC v1 (TLS 1.3)"));
-    put("frame_signatures", json!("Ed25519 over a domain tag, (job, round, stage, nonce, sender) and the canonical payload; nonces strictly increase"));
+    put(
+        "transport",
+        json!(
+            "libp2p: Noise XX (X25519, ChaCha20-Poly1305, SHA-256) with Yamux over TCP; QUIC v1 (TLS 1.3)"
+        ),
+    );
+    put(
+        "frame_signatures",
+        json!(
+            "Ed25519 over a domain tag, (job, round, stage, nonce, sender) and the canonical payload; nonces strictly increase"
+        ),
+    );
     match &spec.secure_aggregation {
         Some(s) => {
-            put("secure_aggregation", json!("SecAgg+: pairwise masks over Z_2^B, X25519 key agreement with HKDF-SHA-256, Shamir recovery of dropouts, shares sealed with ChaCha20-Poly1305"));
+            put(
+                "secure_aggregation",
+                json!(
+                    "SecAgg+: pairwise masks over Z_2^B, X25519 key agreement with HKDF-SHA-256, Shamir recovery of dropouts, shares sealed with ChaCha20-Poly1305"
+                ),
+            );
             put("secagg_bits", json!(s.bits));
             put("secagg_mask_prg", json!(prg));
             put("secagg_clip_l2", json!(s.clip));

@@ -15,7 +15,7 @@ use super::audit_sink::{self, NodeAudit};
 use super::jobfile::{self, JobFile};
 use super::service::{self, CoordinatorOps, Queued};
 use crate::cli::CoordinatorStartArgs;
-use crate::errors::{from_inproc, from_model, from_store, CliError, Code};
+use crate::errors::{CliError, Code, from_inproc, from_model, from_store};
 use crate::output::Output;
 
 /// Runs (or resumes) the job of a job file until it finishes; with
@@ -36,7 +36,7 @@ pub fn start(args: &CoordinatorStartArgs, data_dir: &Path, out: &Output) -> Resu
                 "nothing to run",
                 "`coordinator start` runs the job of --job JOB.toml, or takes jobs from the REST API with --serve",
                 "add --job JOB.toml, or --serve --api 127.0.0.1:9100",
-            ))
+            ));
         }
     };
     let key = super::identity(data_dir, args.key_file.as_deref())?;
@@ -284,7 +284,10 @@ async fn run(
     if joined < spec.min_clients as usize {
         return Err(CliError::new(
             Code::QuorumTooLarge,
-            format!("only {joined} of {planned} agents joined within {:?}", job.deadlines.join),
+            format!(
+                "only {joined} of {planned} agents joined within {:?}",
+                job.deadlines.join
+            ),
             format!("the job's quorum is {}", spec.min_clients),
             "start more agents (`tensorguard agent start --coordinator ADDR`), or raise deadlines.join_secs",
         ));

@@ -14,14 +14,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tg_net::{Multiaddr, PeerId};
-use tg_types::spec::{JobSpec, SecureAggSpec};
 use tg_types::JobId;
+use tg_types::spec::{JobSpec, SecureAggSpec};
 
 use crate::cli::DemoArgs;
 #[path = "jobfile_raw.rs"]
 mod raw;
 use crate::config::{self, DemoSection};
-use crate::errors::{invalid, CliError, Code};
+use crate::errors::{CliError, Code, invalid};
 use raw::{RawAdmission, RawDeadlines, RawNetwork, RawSecure};
 
 #[derive(Debug, Deserialize)]
@@ -378,11 +378,11 @@ pub fn with_defaults(text: &str, defaults: &tg_coordinator::api::JobDefaults) ->
     let mut changed = false;
     let mut fill = |table: &str, key: &str, value: Option<toml::Value>| {
         let Some(value) = value else { return };
-        if let Some(toml::Value::Table(t)) = doc.get_mut(table) {
-            if !t.contains_key(key) {
-                t.insert(key.to_owned(), value);
-                changed = true;
-            }
+        if let Some(toml::Value::Table(t)) = doc.get_mut(table)
+            && !t.contains_key(key)
+        {
+            t.insert(key.to_owned(), value);
+            changed = true;
         }
     };
     let int = |v: Option<u32>| v.map(|v| toml::Value::Integer(i64::from(v)));

@@ -14,14 +14,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tg_coordinator::StopSignal;
 use tg_coordinator::admission::AuditSink;
 use tg_coordinator::api::{
     JobDefaults, KeyProvider, OperationError, Operations, ProviderCheck, SubmittedJob,
 };
-use tg_coordinator::StopSignal;
 use tg_store::Store;
-use tg_types::record::JobStatus;
 use tg_types::JobId;
+use tg_types::record::JobStatus;
 use tokio::sync::mpsc;
 
 use super::audit_sink::NodeAudit;
@@ -240,14 +240,14 @@ fn reach(host: &str) -> Result<String, String> {
 
 /// What a connection test finds, stated plainly.
 pub fn probe(config: &KeyProvider, data_dir: &Path) -> ProviderCheck {
-    let cloud = |host: String, name: &str| {
-        match reach(&host) {
+    let cloud = |host: String, name: &str| match reach(&host) {
         Ok(detail) => check(
             "reachable",
-            format!("{detail}. Credentials were not checked and no key was used: TensorGuard stores this {name} configuration but does not sign with cloud KMS keys yet; signing keys stay in the local keystore or PKCS#11."),
+            format!(
+                "{detail}. Credentials were not checked and no key was used: TensorGuard stores this {name} configuration but does not sign with cloud KMS keys yet; signing keys stay in the local keystore or PKCS#11."
+            ),
         ),
         Err(detail) => check("unreachable", detail),
-    }
     };
     match config {
         KeyProvider::Local {} => match crate::keys::keyring(data_dir) {
@@ -277,7 +277,9 @@ pub fn probe(config: &KeyProvider, data_dir: &Path) -> ProviderCheck {
             match tg_trust::pkcs11::probe_token(path, token_label) {
                 Ok(token) => check(
                     "ok",
-                    format!("module loaded; token '{token_label}' found: {token} (not logged in: no PIN was used)"),
+                    format!(
+                        "module loaded; token '{token_label}' found: {token} (not logged in: no PIN was used)"
+                    ),
                 ),
                 Err(e) => check("unreachable", e.to_string()),
             }
