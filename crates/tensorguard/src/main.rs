@@ -217,6 +217,14 @@ fn set_thread_policy() {
     if std::env::var_os("RAYON_NUM_THREADS").is_some() {
         return;
     }
+    // Never re-exec a setuid/setgid run: current_exe may then not be what
+    // the privileged loader started.
+    #[cfg(unix)]
+    if rustix::process::getuid() != rustix::process::geteuid()
+        || rustix::process::getgid() != rustix::process::getegid()
+    {
+        return;
+    }
     #[cfg(unix)]
     if let Ok(exe) = std::env::current_exe() {
         use std::os::unix::process::CommandExt;

@@ -247,9 +247,10 @@ fn round_rdp(
             return Ok(None);
         }
         let mu = honest as f64 * v / (enc.scale * enc.scale);
-        // Replacing one record can flip the clipped vector: Δ₂ = 2C.
+        // Replacing one record can flip the clipped vector (Δ₂ = 2C), and
+        // both vectors are rounded: 2Cs + 2√d in the integer domain.
         let p = SkellamParams::for_dimension(2.0 * enc.clip, enc.padded as u64, mu, enc.scale)
-            .and_then(|p| p.with_rounding(enc.padded as u64, 0.0))
+            .and_then(|p| p.with_rounding_replace_one(enc.padded as u64))
             .map_err(|e| e.to_string())?;
         let one = SamplingRate::new(1.0).map_err(|e| e.to_string())?;
         for (r, a) in rdp.iter_mut().zip(orders()) {

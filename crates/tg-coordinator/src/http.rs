@@ -5,8 +5,10 @@
 //! hyper and tokio-rustls are its dependencies alone, a rule `deny.toml`
 //! enforces); the binary decides *whether* and *where* to serve — flags,
 //! refusals, messages — and calls these. Certificates are read once at start,
-//! so a bad file is an error before anything listens. A TLS handshake that
-//! does not finish in 10 s is dropped.
+//! so a bad file is an error before anything listens. Plain HTTP and TLS
+//! share one accept loop: at most 256 connections at once, and a TLS
+//! handshake or a request's headers that take over 10 s close the connection
+//! (slow-header clients cannot hold the server).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -114,53 +116,100 @@ pub fn metrics_router(metrics: Arc<tg_metrics::Metrics>, token: Option<String>) 
     )
 }
 
+/// Connections served at once; more wait in the kernel's accept queue.
+const MAX_CONNECTIONS: usize = 256;
+/// A request's headers must arrive within this (slow-header clients are
+/// dropped), as must a TLS handshake.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves `app` on `listener` in the background, over TLS when an acceptor
-/// is given, until the process ends.
+/// is given, until the process ends: at most [`MAX_CONNECTIONS`] at once,
+/// each dropped if a handshake or a request's headers take over 10 s.
 pub fn spawn(listener: tokio::net::TcpListener, app: Router, tls: Option<TlsAcceptor>) {
-    match tls {
-        Some(acceptor) => {
-            tokio::spawn(serve_tls(listener, acceptor, app));
-        }
-        None => {
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!("HTTP server stopped: {e}");
-                }
-            });
-        }
-    }
+    tokio::spawn(serve(listener, app, tls, HEADER_TIMEOUT));
 }
 
-async fn serve_tls(listener: tokio::net::TcpListener, acceptor: TlsAcceptor, app: Router) {
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    header_timeout: Duration,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (tcp, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                tracing::warn!("TLS listener: accept failed: {e}");
+                tracing::warn!("HTTP listener: accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let acceptor = acceptor.clone();
         let app = app.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, "TLS handshake failed: {e}");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let io = hyper_util::rt::TokioIo::new(tls);
+            let _slot = permit;
             let service = hyper_util::service::TowerToHyperService::new(app);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await
-            {
-                tracing::debug!(%peer, "TLS connection ended: {e}");
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let served = match tls {
+                None => {
+                    http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                        .await
+                }
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, "TLS handshake failed: {e}");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                    http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await
+                }
+            };
+            if let Err(e) = served {
+                tracing::debug!(%peer, "HTTP connection ended: {e}");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_headers_is_dropped() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route("/", get(|| async { "ok" }));
+        tokio::spawn(serve(listener, app, None, Duration::from_millis(200)));
+        // A complete request is served.
+        let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
+        ok.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        ok.read_to_string(&mut reply).await.unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        // Half a request line, then silence: the server closes the connection.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nHost:").await.unwrap();
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(30), slow.read_to_end(&mut rest)).await;
+        assert!(
+            closed.is_ok(),
+            "the slow client was still connected after 30 s"
+        );
     }
 }

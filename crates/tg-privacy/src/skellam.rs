@@ -105,6 +105,23 @@ impl SkellamParams {
         Self::new(l1 / s, rounded / s, self.variance, s)
     }
 
+    /// The same release when a neighbouring input *replaces* one record
+    /// (`self` built with Δ₂ = 2C): both vectors are rounded, so the
+    /// rounding error enters twice — Δ₂ grows to 2Cs + 2√d in the integer
+    /// domain (β = 0: the worst case, not a high-probability bound).
+    pub fn with_rounding_replace_one(self, dimension: u64) -> Result<Self, PrivacyError> {
+        let d = dimension as f64;
+        let s = self.scale;
+        let rounded = self.l2_sensitivity * s + 2.0 * d.sqrt();
+        let l1 = rounded * d.sqrt().min(rounded);
+        Self::new(l1 / s, rounded / s, self.variance, s)
+    }
+
+    /// The L2 sensitivity (unscaled domain).
+    pub fn l2_sensitivity(&self) -> f64 {
+        self.l2_sensitivity
+    }
+
     /// RDP ε(α) of one unsampled release, integer α ≥ 2.
     pub fn rdp(&self, alpha: u64) -> f64 {
         let a = alpha as f64;
@@ -181,6 +198,27 @@ mod tests {
 
     fn q(v: f64) -> SamplingRate {
         SamplingRate::new(v).unwrap()
+    }
+
+    #[test]
+    fn replacing_a_record_counts_the_rounding_of_both_vectors() {
+        for (c, d, s) in [(1.0, 100u64, 50.0), (0.5, 1_000_000, 3.0), (10.0, 7, 1e4)] {
+            let add = SkellamParams::for_dimension(c, d, 5.0, s)
+                .unwrap()
+                .with_rounding(d, 0.0)
+                .unwrap();
+            let replace = SkellamParams::for_dimension(2.0 * c, d, 5.0, s)
+                .unwrap()
+                .with_rounding_replace_one(d)
+                .unwrap();
+            // ‖x̃ − x̃'‖ ≤ 2(Cs + √d): twice one rounded vector's bound.
+            let want = 2.0 * add.l2_sensitivity();
+            assert!(
+                (replace.l2_sensitivity() - want).abs() <= 1e-9 * want,
+                "{c} {d} {s}"
+            );
+            assert!(replace.rdp(4) > add.rdp(4));
+        }
     }
 
     #[test]
