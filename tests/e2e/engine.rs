@@ -54,6 +54,33 @@ fn secure_aggregation_ends_on_the_same_model_in_process_and_on_a_fleet() {
 }
 
 #[test]
+fn central_dp_spends_the_same_epsilon_in_process_and_on_a_fleet() {
+    // The coordinator's noise comes from the OS, so the models differ; the
+    // plan — and so the privacy spent — is the same.
+    let dir = tempfile::tempdir().unwrap();
+    let job = example("central-dp.toml");
+    let job = job.to_str().unwrap();
+    let demo = ok(&tg(
+        &dir.path().join("demo"),
+        &[],
+        &["--json", "demo", "--job", job, "--no-baseline"],
+    ));
+    let fleet = ok(&tg(
+        &dir.path().join("fleet"),
+        &[],
+        &["--json", "bench", "fleet", "--job", job],
+    ));
+    let eps = demo["epsilon"].as_f64().unwrap();
+    assert!(eps > 0.0 && eps < 20.0, "{demo}");
+    assert_eq!(
+        demo["epsilon"], fleet["epsilon"],
+        "demo {demo}\nfleet {fleet}"
+    );
+    assert_eq!(demo["rounds_committed"], demo["rounds"], "{demo}");
+    assert!(fleet["final_model_sha256"].is_string(), "{fleet}");
+}
+
+#[test]
 fn a_job_file_and_job_flags_together_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let o = tg(

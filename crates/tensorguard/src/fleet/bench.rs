@@ -214,6 +214,8 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
         "secure_aggregation": secure,
         "job_file": a.job,
         "final_model_sha256": final_model_sha256(&coord_dir)?,
+        "epsilon": coordinator_summary(&root)["epsilon"],
+        "final_accuracy": coordinator_summary(&root)["accuracy"],
         "machine": {"cpus": std::thread::available_parallelism().map_or(1, usize::from)},
         "agent_start_to_ready_ms": {"median": median(&mut ready), "max": ready.iter().copied().fold(0.0, f64::max)},
         "all_agents_joined_s": all_joined_s,
@@ -278,6 +280,14 @@ fn bench_job(dir: &Path) -> Result<(tg_store::Store, String), CliError> {
         .map(|j| j.id.clone())
         .ok_or_else(|| internal("no job recorded", dir.display()))?;
     Ok((store, job))
+}
+
+/// The coordinator's closing summary (its JSON stdout), or Null.
+fn coordinator_summary(root: &Path) -> serde_json::Value {
+    std::fs::read(root.join("coordinator.out"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null)
 }
 
 /// The model the job ended on (its last committed round's).

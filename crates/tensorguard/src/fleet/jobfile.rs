@@ -53,8 +53,11 @@ struct RawAttestation {
     policy: Option<tg_attest::Policy>,
 }
 
-/// Sample-level DP (DP-SGD on every agent): the one DP mode whose
-/// parameters do not depend on data the coordinator cannot see.
+/// `[privacy]`: sample-level DP (DP-SGD on every agent: `sampling_rate`,
+/// `steps_per_round`, `max_grad_norm`) or user-level DP-FedAvg at the
+/// coordinator (`central`: `clip`, `population`; clients are sampled at the
+/// job's `fraction`). The noise multiplier is explicit; the ledger stops the
+/// job before `target_epsilon` would be crossed.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPrivacy {
@@ -67,8 +70,10 @@ struct RawPrivacy {
     noise_multiplier: f64,
     #[serde(default = "default_max_grad_norm")]
     max_grad_norm: f64,
-    sampling_rate: f64,
-    steps_per_round: u32,
+    sampling_rate: Option<f64>,
+    steps_per_round: Option<u32>,
+    clip: Option<f64>,
+    population: Option<u32>,
 }
 
 fn default_delta() -> f64 {
@@ -81,9 +86,9 @@ fn default_max_grad_norm() -> f64 {
     1.0
 }
 
-fn privacy_spec(p: &RawPrivacy) -> Result<tg_types::privacy::PrivacySpec, CliError> {
+fn privacy_spec(p: &RawPrivacy, job: &JobSpec) -> Result<tg_types::privacy::PrivacySpec, CliError> {
     use tg_privacy::{AccountantKind, ClipNorm, Delta, Epsilon, NoiseMultiplier, SamplingRate};
-    use tg_types::privacy::{DpMode, DpSgdSpec, PrivacySpec};
+    use tg_types::privacy::{CentralDpSpec, ClipSpec, DpMode, DpSgdSpec, PrivacySpec};
     let param = |key: &str, e: tg_privacy::PrivacyError| {
         CliError::new(
             Code::PrivacyParam,
@@ -92,45 +97,98 @@ fn privacy_spec(p: &RawPrivacy) -> Result<tg_types::privacy::PrivacySpec, CliErr
             "see docs/PRIVACY.md for each parameter's domain",
         )
     };
-    if p.mode != "local-sgd" {
-        return Err(invalid(
-            format!("privacy.mode = \"{}\"", p.mode),
-            "a fleet job supports sample-level DP (each agent runs DP-SGD on its own data)",
-            "use mode = \"local-sgd\"; central and distributed DP run in `tensorguard demo`",
-        ));
-    }
-    if p.steps_per_round == 0 {
-        return Err(invalid(
-            "privacy.steps_per_round = 0",
-            "a round must take at least one step",
-            "use e.g. steps_per_round = 20",
-        ));
-    }
+    let needs = |key: &str, mode: &str, example: &str| {
+        invalid(
+            format!("privacy.mode = \"{mode}\" without privacy.{key}"),
+            format!("{mode} DP needs {key}"),
+            format!("add e.g. {key} = {example}"),
+        )
+    };
+    let not_for = |key: &str, mode: &str, instead: &str| {
+        invalid(
+            format!("privacy.{key} with mode = \"{mode}\""),
+            format!("{key} has no meaning for {mode} DP"),
+            instead.to_owned(),
+        )
+    };
+    let noise_multiplier =
+        NoiseMultiplier::new(p.noise_multiplier).map_err(|e| param("noise_multiplier", e))?;
+    let mode = match p.mode.as_str() {
+        "local-sgd" => {
+            if p.clip.is_some() || p.population.is_some() {
+                return Err(not_for(
+                    "clip/population",
+                    "local-sgd",
+                    "DP-SGD clips each example to max_grad_norm; remove clip and population",
+                ));
+            }
+            let sampling_rate = p
+                .sampling_rate
+                .ok_or_else(|| needs("sampling_rate", "local-sgd", "0.05"))?;
+            let steps_per_round = p
+                .steps_per_round
+                .ok_or_else(|| needs("steps_per_round", "local-sgd", "20"))?;
+            if steps_per_round == 0 {
+                return Err(invalid(
+                    "privacy.steps_per_round = 0",
+                    "a round must take at least one step",
+                    "use e.g. steps_per_round = 20",
+                ));
+            }
+            DpMode::LocalSgd(DpSgdSpec {
+                noise_multiplier,
+                max_grad_norm: ClipNorm::new(p.max_grad_norm)
+                    .map_err(|e| param("max_grad_norm", e))?,
+                sampling_rate: SamplingRate::new(sampling_rate)
+                    .map_err(|e| param("sampling_rate", e))?,
+                steps_per_round,
+            })
+        }
+        "central" => {
+            if p.sampling_rate.is_some() || p.steps_per_round.is_some() {
+                return Err(not_for(
+                    "sampling_rate/steps_per_round",
+                    "central",
+                    "central DP samples clients at the job's fraction; remove them",
+                ));
+            }
+            let clip = p.clip.ok_or_else(|| needs("clip", "central", "1.0"))?;
+            DpMode::Central(CentralDpSpec {
+                noise_multiplier,
+                clip: ClipSpec::Fixed {
+                    norm: ClipNorm::new(clip).map_err(|e| param("clip", e))?,
+                },
+                client_sampling_rate: SamplingRate::new(job.fraction)
+                    .map_err(|e| param("fraction", e))?,
+                population: p.population.unwrap_or(job.clients),
+            })
+        }
+        other => {
+            return Err(invalid(
+                format!("privacy.mode = \"{other}\""),
+                "a job file supports sample-level DP (local-sgd) and DP-FedAvg at the coordinator (central)",
+                "use mode = \"local-sgd\" or \"central\"; distributed DP runs in `tensorguard demo --dp distributed` for now",
+            ));
+        }
+    };
     let accountant = match p.accountant.as_str() {
         "rdp" => AccountantKind::Rdp,
         "pld" => AccountantKind::Pld,
         other => {
             return Err(invalid(
                 format!("privacy.accountant = \"{other}\""),
-                "DP-SGD is accounted by RDP or PLD",
+                "DP-SGD and DP-FedAvg are accounted by RDP or PLD",
                 "use \"pld\" (tightest) or \"rdp\"",
             ));
         }
     };
     let spec = PrivacySpec {
-        mode: DpMode::LocalSgd(DpSgdSpec {
-            noise_multiplier: NoiseMultiplier::new(p.noise_multiplier)
-                .map_err(|e| param("noise_multiplier", e))?,
-            max_grad_norm: ClipNorm::new(p.max_grad_norm).map_err(|e| param("max_grad_norm", e))?,
-            sampling_rate: SamplingRate::new(p.sampling_rate)
-                .map_err(|e| param("sampling_rate", e))?,
-            steps_per_round: p.steps_per_round,
-        }),
+        mode,
         target_epsilon: Epsilon::new(p.target_epsilon).map_err(|e| param("target_epsilon", e))?,
         delta: Delta::new(p.delta).map_err(|e| param("delta", e))?,
         accountant,
-        // DP-SGD: each agent samples its own examples, so amplification
-        // holds against the coordinator too.
+        // DP-SGD: each agent samples its own examples, so amplification holds
+        // against the coordinator too; central DP trusts the coordinator.
         budget_against: Default::default(),
     };
     spec.per_round().map_err(|e| param("sampling_rate", e))?;
@@ -245,7 +303,7 @@ pub fn parse(origin: &str, bytes: &[u8]) -> Result<JobFile, CliError> {
     let mut spec = config::resolve_demo(&DemoArgs::default(), &raw.job).map_err(|(_, e)| e)?;
     spec.dropout = 0.0; // fault injection is a demo feature; a fleet has real faults
     if let Some(p) = &raw.privacy {
-        let privacy = privacy_spec(p)?;
+        let privacy = privacy_spec(p, &spec)?;
         spec.train.dp_sgd = match privacy.mode {
             tg_types::privacy::DpMode::LocalSgd(s) => Some(s),
             _ => None,

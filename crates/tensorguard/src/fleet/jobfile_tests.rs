@@ -104,3 +104,45 @@ fn combinations_the_demo_refuses_are_refused_at_parse_time_with_its_words() {
         assert!(e.why.contains(words), "{file}: {}", e.why);
     }
 }
+
+#[test]
+fn central_dp_job_files_need_a_clip_and_refuse_dp_sgd_keys() {
+    let head =
+        "[job]\ndataset = \"digits\"\nclients = 6\nfraction = 0.5\nmin_clients = 1\n\n[privacy]\n";
+    let ok = format!(
+        "{head}mode = \"central\"\ntarget_epsilon = 8.0\nnoise_multiplier = 1.0\nclip = 0.5\n"
+    );
+    let job = parse("t", ok.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let Some(tg_types::privacy::DpMode::Central(c)) = job.spec.privacy.map(|p| p.mode) else {
+        panic!("not central DP");
+    };
+    assert_eq!(c.population, 6);
+    assert!((c.client_sampling_rate.get() - 0.5).abs() < 1e-12);
+    assert!(job.spec.train.dp_sgd.is_none());
+    for (body, words) in [
+        (
+            "mode = \"central\"\ntarget_epsilon = 8.0\nnoise_multiplier = 1.0\n",
+            "needs clip",
+        ),
+        (
+            "mode = \"central\"\ntarget_epsilon = 8.0\nnoise_multiplier = 1.0\nclip = 1.0\nsampling_rate = 0.1\n",
+            "no meaning",
+        ),
+        (
+            "mode = \"local-sgd\"\ntarget_epsilon = 8.0\nnoise_multiplier = 1.0\nsteps_per_round = 5\n",
+            "needs sampling_rate",
+        ),
+        (
+            "mode = \"distributed\"\ntarget_epsilon = 8.0\nnoise_multiplier = 1.0\n",
+            "local-sgd",
+        ),
+    ] {
+        let Err(e) = parse("t", format!("{head}{body}").as_bytes()) else {
+            panic!("accepted: {body}");
+        };
+        assert!(
+            e.why.contains(words) || e.fix.contains(words),
+            "{body}: {e}"
+        );
+    }
+}
