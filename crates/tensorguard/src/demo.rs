@@ -189,10 +189,9 @@ pub fn run(
         .iter()
         .find(|r| r.accuracy.is_some_and(|a| a >= 0.9))
         .map(|r| r.round);
-    let (status, stop_reason) = match &outcome.budget_exhausted {
-        Some(reason) => (JobStatus::BudgetExhausted, Some(reason.clone())),
-        None => (JobStatus::Completed, None),
-    };
+    // One status rule for every runner (a job with no committed round failed).
+    let status = outcome.status();
+    let stop_reason = outcome.budget_exhausted.clone();
     let mut summary = json!({
         "run_id": job.to_string(),
         "status": status.as_str(),

@@ -292,6 +292,29 @@ fn init_writes_a_private_key_and_refuses_to_overwrite() {
 }
 
 #[test]
+fn a_demo_with_no_committed_round_is_failed_as_a_fleet_job_would_be() {
+    // One status rule for every runner (the fleet's coordinator uses it too).
+    let sb = Sandbox::new();
+    let d = sb.json(&[
+        "demo",
+        "--clients",
+        "4",
+        "--min-clients",
+        "4",
+        "--dropout",
+        "0.9",
+        "--rounds",
+        "2",
+        "--seed",
+        "1",
+        "--no-baseline",
+        "--json",
+    ]);
+    assert_eq!(d["rounds_committed"], 0, "{d}");
+    assert_eq!(d["status"], "failed", "{d}");
+}
+
+#[test]
 fn compressed_uploads_are_smaller_and_still_train() {
     let sb = Sandbox::new();
     let run = |form: &str| {

@@ -9,6 +9,7 @@
 
 pub mod aggregate;
 pub mod memory;
+pub mod secagg;
 
 /// Errors from a benchmark run.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,9 @@ pub enum BenchError {
     /// The strategy refused the updates.
     #[error("aggregation: {0}")]
     Strategy(#[from] tg_strategy::StrategyError),
+    /// A round's result was wrong (a bug, not bad input).
+    #[error("{0}")]
+    Wrong(String),
     /// Parameters could not be built.
     #[error("parameters: {0}")]
     Params(#[from] tg_types::ParamsError),

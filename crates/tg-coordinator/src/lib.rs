@@ -182,6 +182,28 @@ pub struct RunOutcome {
     pub stopped_before: Option<u32>,
 }
 
+impl RunOutcome {
+    /// The one rule for how a job that ran ended, for every runner: stopped
+    /// by an operator, stopped by its budget, completed if any round
+    /// committed, and failed if none did.
+    pub fn status(&self) -> tg_types::record::JobStatus {
+        use tg_types::record::{JobStatus, RoundStatus};
+        if self.stopped_before.is_some() {
+            JobStatus::Stopped
+        } else if self.budget_exhausted.is_some() {
+            JobStatus::BudgetExhausted
+        } else if self
+            .history
+            .iter()
+            .any(|r| r.status == RoundStatus::Committed)
+        {
+            JobStatus::Completed
+        } else {
+            JobStatus::Failed
+        }
+    }
+}
+
 /// Runs a job's rounds over a transport.
 pub struct Coordinator<'s, T: Transport> {
     transport: T,

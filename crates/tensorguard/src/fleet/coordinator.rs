@@ -369,15 +369,7 @@ async fn run(
     if audit.failed.load(std::sync::atomic::Ordering::Relaxed) {
         out.note(&out.red("some audit records could not be written: see the errors above and run `tensorguard audit verify`"));
     }
-    let status = if outcome.stopped_before.is_some() {
-        tg_types::record::JobStatus::Stopped
-    } else if outcome.budget_exhausted.is_some() {
-        tg_types::record::JobStatus::BudgetExhausted
-    } else if committed > 0 {
-        tg_types::record::JobStatus::Completed
-    } else {
-        tg_types::record::JobStatus::Failed
-    };
+    let status = outcome.status();
     store
         .finish_job(
             job.id,
