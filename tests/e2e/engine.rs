@@ -18,7 +18,8 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn same_model_in_process_and_on_a_fleet(file: &str) {
+/// The job file run in process and on a loopback fleet: (demo, fleet) JSON.
+fn both_runners(file: &str) -> (serde_json::Value, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let job = example(file);
     let job = job.to_str().unwrap();
@@ -32,6 +33,11 @@ fn same_model_in_process_and_on_a_fleet(file: &str) {
         &[],
         &["--json", "bench", "fleet", "--job", job],
     ));
+    (demo, fleet)
+}
+
+fn same_model_in_process_and_on_a_fleet(file: &str) {
+    let (demo, fleet) = both_runners(file);
     let (a, b) = (&demo["final_model_sha256"], &fleet["final_model_sha256"]);
     assert!(a.is_string(), "{demo}");
     assert_eq!(a, b, "{file}: demo {demo}\nfleet {fleet}");
@@ -57,19 +63,7 @@ fn secure_aggregation_ends_on_the_same_model_in_process_and_on_a_fleet() {
 fn central_dp_spends_the_same_epsilon_in_process_and_on_a_fleet() {
     // The coordinator's noise comes from the OS, so the models differ; the
     // plan — and so the privacy spent — is the same.
-    let dir = tempfile::tempdir().unwrap();
-    let job = example("central-dp.toml");
-    let job = job.to_str().unwrap();
-    let demo = ok(&tg(
-        &dir.path().join("demo"),
-        &[],
-        &["--json", "demo", "--job", job, "--no-baseline"],
-    ));
-    let fleet = ok(&tg(
-        &dir.path().join("fleet"),
-        &[],
-        &["--json", "bench", "fleet", "--job", job],
-    ));
+    let (demo, fleet) = both_runners("central-dp.toml");
     let eps = demo["epsilon"].as_f64().unwrap();
     assert!(eps > 0.0 && eps < 20.0, "{demo}");
     assert_eq!(

@@ -15,8 +15,11 @@ pub mod api;
 pub mod fleet_view;
 pub mod http;
 pub mod net;
+mod outcome;
 mod round;
 mod secure_round;
+
+pub use outcome::RunOutcome;
 
 use std::future::Future;
 use std::time::Duration;
@@ -161,47 +164,6 @@ pub struct SecureSettings {
     pub noise: Option<tg_types::privacy::DistributedDpSpec>,
     /// Mask generator for the fleet.
     pub prg: tg_secagg::crypto::Prg,
-}
-
-/// The result of a job run.
-#[derive(Clone, Debug)]
-pub struct RunOutcome {
-    /// Final global model.
-    pub model: Parameters,
-    /// Every round, in order.
-    pub history: Vec<RoundRecord>,
-    /// Evaluation of the final model (None if no round committed and the
-    /// initial model could not be evaluated).
-    pub final_evaluation: Option<Evaluation>,
-    /// ε spent by the job: the larger of its ledger's and the largest any
-    /// agent reported for its own data (DP jobs only).
-    pub epsilon: Option<f64>,
-    /// Why the job stopped before its last round to stay within budget.
-    pub budget_exhausted: Option<String>,
-    /// An operator asked the job to stop; it stopped before round `n`.
-    pub stopped_before: Option<u32>,
-}
-
-impl RunOutcome {
-    /// The one rule for how a job that ran ended, for every runner: stopped
-    /// by an operator, stopped by its budget, completed if any round
-    /// committed, and failed if none did.
-    pub fn status(&self) -> tg_types::record::JobStatus {
-        use tg_types::record::{JobStatus, RoundStatus};
-        if self.stopped_before.is_some() {
-            JobStatus::Stopped
-        } else if self.budget_exhausted.is_some() {
-            JobStatus::BudgetExhausted
-        } else if self
-            .history
-            .iter()
-            .any(|r| r.status == RoundStatus::Committed)
-        {
-            JobStatus::Completed
-        } else {
-            JobStatus::Failed
-        }
-    }
 }
 
 /// Runs a job's rounds over a transport.

@@ -272,21 +272,20 @@ impl Fold {
 
     /// Parameters of this layout from f64 lanes.
     pub fn params_from(&self, lanes: &[f64]) -> Result<Parameters> {
-        let mut tensors = Vec::with_capacity(self.layout.len());
-        let mut at = 0;
-        for (name, shape) in &self.layout {
-            let len: usize = shape.iter().product();
-            tensors.push(NamedTensor {
-                name: name.clone(),
-                shape: shape.clone(),
-                data: lanes[at..at + len].iter().map(|&v| v as f32).collect(),
-            });
-            at += len;
-        }
-        Ok(Parameters::new(tensors)?)
+        self.laid_out(|at, len| lanes[at..at + len].iter().map(|&v| v as f32).collect())
     }
 
     fn to_params(&self, lanes: &[i64], divisor: f64) -> Result<Parameters> {
+        self.laid_out(|at, len| {
+            lanes[at..at + len]
+                .iter()
+                .map(|&s| (s as f64 / SCALE / divisor) as f32)
+                .collect()
+        })
+    }
+
+    /// Parameters of this layout, each tensor's values from `values(at, len)`.
+    fn laid_out(&self, values: impl Fn(usize, usize) -> Vec<f32>) -> Result<Parameters> {
         let mut tensors = Vec::with_capacity(self.layout.len());
         let mut at = 0;
         for (name, shape) in &self.layout {
@@ -294,10 +293,7 @@ impl Fold {
             tensors.push(NamedTensor {
                 name: name.clone(),
                 shape: shape.clone(),
-                data: lanes[at..at + len]
-                    .iter()
-                    .map(|&s| (s as f64 / SCALE / divisor) as f32)
-                    .collect(),
+                data: values(at, len),
             });
             at += len;
         }
