@@ -7,9 +7,11 @@
 //! (Flower, Opacus, dp-accounting) run from `scripts/` in the same session and
 //! are compared in docs/BENCHMARKS.md.
 
+pub mod accountant;
 pub mod aggregate;
 pub mod memory;
 pub mod secagg;
+pub mod trust;
 
 /// Errors from a benchmark run.
 #[derive(Debug, thiserror::Error)]
@@ -37,3 +39,17 @@ pub enum BenchError {
 
 /// Result alias for this crate.
 pub type Result<T, E = BenchError> = std::result::Result<T, E>;
+
+/// Median wall time in milliseconds of `repeat` runs (at least one), and
+/// the last run's result.
+pub fn median_ms<T>(repeat: usize, mut f: impl FnMut() -> T) -> (f64, T) {
+    let mut samples = Vec::with_capacity(repeat.max(1));
+    let mut last = f();
+    for _ in 0..repeat.max(1) {
+        let t = std::time::Instant::now();
+        last = f();
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    samples.sort_by(f64::total_cmp);
+    (samples[samples.len() / 2], last)
+}
