@@ -142,7 +142,25 @@ fn verify(a: &AttestVerifyArgs, out: &Output) -> Result<(), CliError> {
         agent_key: None,
     };
     let verdict = tg_attest::appraise(&ev, &anchors(a)?, at, policy.as_ref(), &expected);
-    print_verdict(&verdict, at, out);
+    // What a TRUSTED verdict does not say, said in every output.
+    let code = match &policy {
+        None => Some("NO POLICY: the hardware is genuine; what code it runs was not checked"),
+        Some(p) if !p.pins_code() => {
+            Some("ANY CODE: the policy pins no measurement; any code in a genuine TEE passes")
+        }
+        Some(_) => None,
+    };
+    if out.json {
+        let mut v = verdict_json(&verdict, at);
+        v["code_pinned"] = json!(code.is_none());
+        v["code_label"] = json!(code);
+        out.json_value(&v);
+    } else {
+        print_verdict(&verdict, at, out);
+        if let Some(label) = code {
+            out.line(&out.yellow(&format!("  {label}")));
+        }
+    }
     if verdict.status == Status::Trusted {
         Ok(())
     } else {
