@@ -7,7 +7,6 @@
 //! in process are the sizes a network would carry. Decoding is bounded:
 //! [`decode`] refuses frames larger than [`MAX_FRAME_BYTES`] before parsing.
 
-mod bytes;
 mod certificate;
 mod decline;
 mod join;

@@ -48,9 +48,9 @@ pub struct Header {
 #[derive(Serialize, Deserialize)]
 struct Wire {
     header: Header,
-    #[serde(with = "crate::bytes")]
+    #[serde(with = "tg_types::view::bytes_owned")]
     payload: Vec<u8>,
-    #[serde(with = "crate::bytes")]
+    #[serde(with = "tg_types::view::bytes_owned")]
     signature: Vec<u8>,
 }
 
