@@ -75,6 +75,21 @@ fn central_dp_spends_the_same_epsilon_in_process_and_on_a_fleet() {
 }
 
 #[test]
+fn distributed_dp_runs_on_a_fleet_from_the_same_plan() {
+    // The agents' Skellam shares come from their OS, so the models differ;
+    // the plan (noise, encoding, survivor floor) and the ε spent are the same.
+    let (demo, fleet) = both_runners("distributed-dp.toml");
+    let eps = demo["epsilon"].as_f64().unwrap();
+    assert!(eps > 0.0 && eps <= 20.0, "{demo}");
+    assert_eq!(
+        demo["epsilon"], fleet["epsilon"],
+        "demo {demo}\nfleet {fleet}"
+    );
+    assert_eq!(demo["rounds_committed"], demo["rounds"], "{demo}");
+    assert_eq!(fleet["secure_aggregation"], true, "{fleet}");
+}
+
+#[test]
 fn a_job_file_and_job_flags_together_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let o = tg(

@@ -10,7 +10,6 @@ use tg_store::Store;
 use tg_types::JobId;
 use tg_types::privacy::{ClipSpec, DpMode, PrivacySpec};
 use tg_types::record::{JobStatus, RoundRecord, RoundStatus};
-use tg_types::spec::JobSpec;
 
 use crate::cli::DemoArgs;
 use crate::errors::{CliError, from_inproc, from_store};
@@ -21,7 +20,7 @@ use crate::output::Output;
 const ROUND_DEADLINE: Duration = Duration::from_secs(600);
 
 pub fn run(
-    spec: JobSpec,
+    job_plan: &tg_job::Job,
     args: &DemoArgs,
     data_dir: &std::path::Path,
     out: &Output,
@@ -29,68 +28,19 @@ pub fn run(
     let started = Instant::now();
     let baseline = !args.no_baseline;
     let mut store = Store::open(data_dir).map_err(|e| from_store(e, data_dir))?;
-    let mut prepared = Prepared::new(spec).map_err(|e| from_inproc(e, data_dir))?;
-    let privacy = crate::dp::privacy_spec(args, &prepared)?;
-    let distributed = matches!(
-        privacy.map(|p| p.mode),
-        Some(tg_types::privacy::DpMode::Distributed(_))
-    );
-    if args.secure.sparsity.is_some() && !args.secure.secure_aggregation && !distributed {
-        return Err(crate::errors::invalid(
-            "--sparsity without --secure-aggregation",
-            "shared random-k sparsification is the compression of a secure upload",
-            "add --secure-aggregation",
-        ));
-    }
-    if let Some(f) = args.secure.sparsity.filter(|f| !(*f > 0.0 && *f <= 1.0)) {
-        return Err(crate::errors::invalid(
-            format!("--sparsity {f}"),
-            "the fraction of coordinates sent must be in (0, 1]",
-            "use e.g. --sparsity 0.5",
-        ));
-    }
-    if args.secure.secure_aggregation || distributed {
-        let a = &args.secure;
-        let spec = prepared.spec();
-        // Refuse up front what could never encode: the bits must hold the sum of every client.
-        let clip = match privacy.map(|p| p.mode) {
-            Some(tg_types::privacy::DpMode::Distributed(d)) => d.clip.get(),
-            _ => a.secagg_clip,
-        };
-        tg_secagg::encode::Encoding::new(
-            prepared.num_parameters(),
-            a.bits,
-            clip,
-            spec.clients as usize,
-            0.0,
-            [0; 32],
-        )
-        .map_err(|e| {
-            crate::errors::invalid(
-                format!(
-                    "--secure-aggregation --bits {} --secagg-clip {}",
-                    a.bits, a.secagg_clip
-                ),
-                e.to_string(),
-                "use more --bits (up to 32), or a positive --secagg-clip",
-            )
-        })?;
-        prepared
-            .set_secure_aggregation(tg_types::spec::SecureAggSpec {
-                bits: a.bits,
-                clip,
-                corrupt: 0.05,
-                dropout: assumed_dropout(spec.dropout, spec.clients),
-                keep_fraction: a.sparsity,
-                weight_scale: None,
-            })
-            .map_err(|e| from_inproc(e, data_dir))?;
-    }
-    if let Some(privacy) = privacy {
-        prepared
-            .set_privacy(privacy)
-            .map_err(|e| from_inproc(e, data_dir))?;
-    }
+    let mut prepared =
+        Prepared::new(job_plan.spec().clone()).map_err(|e| from_inproc(e, data_dir))?;
+    // The job's numbers (the noise, the encoding) come from the plan, as on a fleet.
+    let plan = job_plan
+        .plan(&tg_job::Facts {
+            num_parameters: prepared.num_parameters(),
+            train_examples: prepared.sizes().0,
+            client_sizes: Some(prepared.client_sizes()),
+        })
+        .map_err(crate::job::error)?;
+    prepared
+        .set_plan(plan.spec)
+        .map_err(|e| from_inproc(e, data_dir))?;
     let spec = prepared.spec().clone();
     let job = new_job_id()?;
     let (n_train, n_test) = prepared.sizes();
@@ -110,11 +60,7 @@ pub fn run(
             prepared.num_parameters(),
         ));
         if let Some(p) = &spec.privacy {
-            out.line(&privacy_line(
-                p,
-                spec.clients,
-                args.dp.noise_multiplier == "auto",
-            ));
+            out.line(&privacy_line(p, spec.clients, plan.calibrated));
         }
         if spec.dropout > 0.0 {
             out.line(&format!(
@@ -391,30 +337,4 @@ fn privacy_line(p: &PrivacySpec, clients: u32, calibrated: bool) -> String {
         p.delta.get(),
         p.accountant
     )
-}
-
-/// The dropout fraction the mask graph is sized for. Fault injection drops
-/// a client at training with probability p and at each of the 4 later
-/// stages with p/10; the graph must survive the *realised* fraction, which
-/// for few clients strays far from its mean, so two binomial standard
-/// deviations are added (at least 10 %, at most 85 %).
-fn assumed_dropout(p: f64, clients: u32) -> f64 {
-    let total = 1.0 - (1.0 - p) * (1.0 - p / 10.0).powi(4);
-    let n = f64::from(clients.max(1));
-    (total + 2.0 * (total * (1.0 - total) / n).sqrt()).clamp(0.1, 0.85)
-}
-
-/// The job a `--job FILE` describes, to run in process: the same parser
-/// (and the same refusals) as `coordinator start --job` and the API.
-pub fn job_spec(path: &std::path::Path) -> Result<JobSpec, CliError> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        CliError::new(
-            crate::errors::Code::ConfigInvalid,
-            format!("cannot read job file {}", path.display()),
-            e.to_string(),
-            "check the path (examples: deploy/examples/*.toml)",
-        )
-    })?;
-    let job = crate::fleet::jobfile::parse(&path.display().to_string(), &bytes)?;
-    Ok(job.spec)
 }

@@ -13,11 +13,10 @@ mod cli;
 mod config;
 mod demo;
 mod demo_dashboard;
-mod dp;
-mod dp_distributed;
 mod errors;
 mod fleet;
 mod fleet_cert;
+mod job;
 mod keys;
 mod output;
 mod privacy;
@@ -136,20 +135,15 @@ fn run(cli: Cli, out: &Output) -> Result<(), CliError> {
     let data_dir = config::data_dir(cli.data_dir.as_deref(), &loaded.file)?;
     match cli.command {
         Command::Demo(args) => {
-            let spec = match &args.job {
-                Some(path) => demo::job_spec(path)?,
-                None => {
-                    let mut spec =
-                        config::resolve_demo(&args, &loaded.file.demo).map_err(|(_, e)| e)?;
-                    dp::shape_federation(&args, &mut spec)?;
-                    spec
-                }
+            let job = match &args.job {
+                Some(path) => job::from_file(path)?.job,
+                None => job::from_flags(&args, &loaded.file.demo)?,
             };
             let dashboard = args
                 .dashboard
                 .map(|addr| demo_dashboard::start(addr, &data_dir, out))
                 .transpose()?;
-            let summary = demo::run(spec, &args, &data_dir, out)?;
+            let summary = demo::run(&job, &args, &data_dir, out)?;
             if out.json {
                 out.json_value(&summary);
             }

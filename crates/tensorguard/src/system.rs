@@ -350,8 +350,10 @@ pub fn config_validate(file: Option<&Path>, loaded: &Loaded, out: &Output) -> Re
 }
 
 pub fn config_show(loaded: &Loaded, data_dir: &Path, out: &Output) -> Result<(), CliError> {
-    let spec = config::resolve_demo(&crate::cli::DemoArgs::default(), &loaded.file.demo)
-        .map_err(|(_, e)| e)?;
+    let spec = tg_job::Job::resolve(&loaded.file.demo, None, None, tg_job::Runner::Simulation)
+        .map_err(crate::job::error)?
+        .spec()
+        .clone();
     let effective = json!({
         "config_file": loaded.path,
         "data_dir": data_dir,

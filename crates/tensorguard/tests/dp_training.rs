@@ -241,7 +241,8 @@ fn bad_dp_flags_get_coded_errors() {
                 "--clip",
                 "0",
             ],
-            "E020",
+            // A privacy parameter outside its domain, as in a job file.
+            "E060",
         ),
         (
             &[

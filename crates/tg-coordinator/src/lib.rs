@@ -16,6 +16,7 @@ pub mod fleet_view;
 pub mod http;
 pub mod net;
 mod outcome;
+pub mod plan;
 mod round;
 mod secure_round;
 

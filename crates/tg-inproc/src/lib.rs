@@ -22,19 +22,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tg_agent::{Agent, PrivacyGuard};
-use tg_coordinator::{
-    Coordinator, CoordinatorError, Evaluator, RunConfig, RunOutcome, SecureSettings,
-};
+use tg_coordinator::plan::{HeldOut, Stages};
+use tg_coordinator::{Coordinator, CoordinatorError, RunConfig, RunOutcome};
 use tg_model::net::ModelShape;
 use tg_model::partition::partition;
 use tg_model::{
     DatasetSplit, Evaluation, LocalData, ModelError, evaluate, init_parameters, load_dataset,
     train_local,
 };
-use tg_privacy::NoiseRng;
 use tg_store::Store;
-use tg_strategy::{Sampler, StrategyError};
-use tg_types::privacy::{DpMode, PrivacySpec};
+use tg_strategy::StrategyError;
+use tg_types::privacy::DpMode;
 use tg_types::record::RoundRecord;
 use tg_types::spec::{JobSpec, LocalObjective};
 use tg_types::{AgentId, JobId, Parameters};
@@ -115,24 +113,21 @@ impl Prepared {
         self.parts.iter().map(Vec::len).collect()
     }
 
-    /// Makes this a DP job: records the budget in the spec and, for local
-    /// DP-SGD, switches every client's training to it.
-    pub fn set_privacy(&mut self, privacy: PrivacySpec) -> Result<()> {
-        let mut spec = self.spec.clone();
-        spec.privacy = Some(privacy);
-        spec.train.dp_sgd = match privacy.mode {
-            DpMode::LocalSgd(s) => Some(s),
-            _ => None,
-        };
-        check_spec(&spec)?;
-        self.spec = spec;
-        Ok(())
-    }
-
-    /// Makes updates reach the coordinator only as a secure sum.
-    pub fn set_secure_aggregation(&mut self, secure: tg_types::spec::SecureAggSpec) -> Result<()> {
-        let mut spec = self.spec.clone();
-        spec.secure_aggregation = Some(secure);
+    /// Runs the job as planned (`tg_job::Job::plan`): its privacy
+    /// calibrated and its secure aggregation sized. What to train and on
+    /// which data stay those the federation was prepared for.
+    pub fn set_plan(&mut self, spec: JobSpec) -> Result<()> {
+        let same_data = spec.dataset == self.spec.dataset
+            && spec.partition == self.spec.partition
+            && spec.clients == self.spec.clients
+            && spec.seed == self.spec.seed
+            && spec.model == self.spec.model
+            && spec.hidden == self.spec.hidden;
+        if !same_data {
+            return Err(InprocError::Config(
+                "the plan changes the data or the model the federation was prepared for".into(),
+            ));
+        }
         check_spec(&spec)?;
         self.spec = spec;
         Ok(())
@@ -185,12 +180,8 @@ impl Prepared {
         on_round: impl FnMut(&RoundRecord) + Send,
     ) -> Result<RunOutcome> {
         let spec = &self.spec;
-        let strategy = build_strategy(spec)?;
-        let privacy = spec.privacy;
-        let evaluator = Box::new(HeldOut {
-            shape: self.shape,
-            test: LocalData::new(&self.split.test)?,
-        });
+        let strategy = tg_coordinator::plan::build_strategy(spec)?;
+        let evaluator = Box::new(HeldOut::new(self.shape, &self.split.test)?);
 
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let mut identities = std::collections::BTreeMap::new();
@@ -239,38 +230,18 @@ impl Prepared {
         }
         drop(events_tx);
 
-        let config = RunConfig {
+        let config = RunConfig::for_job(
             job,
-            kind: "demo".into(),
-            spec_json: serde_json::to_value(spec)
-                .map_err(|e| InprocError::Config(e.to_string()))?,
-            rounds: spec.rounds,
-            min_results: spec.min_clients as usize,
-            round_deadline,
-            stage_deadline: round_deadline,
-            train: spec.train,
-            seed: spec.seed,
-            privacy,
-            secure: spec.secure_aggregation.map(|s| SecureSettings {
-                spec: s,
-                identities,
-                threads: cores,
-                // In process every agent shares this CPU.
-                prg: tg_secagg::crypto::Prg::for_this_cpu(),
-                noise: match spec.privacy.map(|p| p.mode) {
-                    Some(DpMode::Distributed(d)) => Some(d),
-                    _ => None,
-                },
-                // FedAvg weights by examples unless DP keeps the counts private.
-                // The job's declared scale when it has one (as a fleet uses).
-                weight_scale: (spec.train.dp_sgd.is_none() && spec.privacy.is_none()).then(|| {
-                    s.weight_scale.unwrap_or_else(|| {
-                        let total: usize = self.parts.iter().map(Vec::len).sum();
-                        (total as f64 / self.parts.len().max(1) as f64).max(1.0)
-                    })
-                }),
-            }),
-        };
+            "demo",
+            spec,
+            Stages {
+                train: round_deadline,
+                stage: round_deadline,
+            },
+            identities,
+            // In process every agent shares this CPU.
+            tg_secagg::crypto::Prg::for_this_cpu(),
+        );
         let transport = ChannelTransport::new(inboxes, events_rx);
         let coordinator = Coordinator::new(transport, strategy, evaluator, store, config);
         let outcome = coordinator.run(self.initial.clone(), on_round).await;
@@ -279,33 +250,6 @@ impl Prepared {
         }
         Ok(outcome?)
     }
-}
-
-/// The server strategy of a job: its aggregation rule, client sampling and,
-/// for central DP, the noise; shared by the in-process and network runs.
-pub fn build_strategy(spec: &JobSpec) -> Result<Box<dyn tg_strategy::Strategy>> {
-    Ok(match spec.privacy.map(|p| p.mode) {
-        Some(DpMode::Distributed(d)) => {
-            // Poisson sampling from the CSPRNG at rate q, no server-side noise:
-            // a CentralDp wrapper would add it; here the clients do.
-            let noise = NoiseRng::from_os().map_err(|e| InprocError::Config(e.to_string()))?;
-            let inner =
-                tg_strategy::build(&spec.strategy, Sampler::new(1.0, 1)?, spec.clients as usize)?;
-            Box::new(tg_strategy::PoissonSampled::new(
-                inner,
-                d.client_sampling_rate,
-                noise,
-            ))
-        }
-        Some(DpMode::Central(central)) => {
-            let noise = NoiseRng::from_os().map_err(|e| InprocError::Config(e.to_string()))?;
-            tg_strategy::build_central_dp(&spec.strategy, central, noise)?
-        }
-        _ => {
-            let sampler = Sampler::new(spec.fraction, spec.min_clients as usize)?;
-            tg_strategy::build(&spec.strategy, sampler, spec.clients as usize)?
-        }
-    })
 }
 
 fn identity_from_os() -> Result<ed25519_dalek::SigningKey> {
@@ -333,29 +277,6 @@ fn check_spec(spec: &JobSpec) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Server-side evaluation on the held-out split.
-/// Evaluation of candidate models on held-out data (the evaluation gate).
-pub struct HeldOut {
-    shape: ModelShape,
-    test: LocalData,
-}
-
-impl HeldOut {
-    /// Evaluates models of `shape` on `test`.
-    pub fn new(shape: ModelShape, test: &tg_model::Dataset) -> Result<Self> {
-        Ok(Self {
-            shape,
-            test: LocalData::new(test)?,
-        })
-    }
-}
-
-impl Evaluator for HeldOut {
-    fn evaluate(&mut self, params: &Parameters) -> Result<Evaluation, ModelError> {
-        evaluate(&self.shape, params, &self.test)
-    }
 }
 
 #[cfg(test)]

@@ -261,10 +261,10 @@ fn loopback_job(path: &Path) -> Result<(String, usize, String, u64, bool), CliEr
     let text = toml::to_string(&doc).map_err(|e| internal("cannot write the job file", e))?;
     Ok((
         text,
-        job.spec.clients as usize,
-        job.spec.partition.to_string(),
-        job.spec.seed,
-        job.spec.secure_aggregation.is_some(),
+        job.job.spec().clients as usize,
+        job.job.spec().partition.to_string(),
+        job.job.spec().seed,
+        job.job.is_secure(),
     ))
 }
 

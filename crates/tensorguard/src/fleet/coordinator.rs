@@ -4,7 +4,7 @@ use std::path::Path;
 
 use tg_coordinator::admission::{AttestationGate, AuditSink};
 use tg_coordinator::net::{Admission, NetTransport};
-use tg_coordinator::{Coordinator, RunConfig, SecureSettings};
+use tg_coordinator::{Coordinator, RunConfig};
 use tg_model::net::ModelShape;
 use tg_model::{init_parameters, load_dataset};
 use tg_proto::Offer;
@@ -15,7 +15,7 @@ use super::audit_sink::{self, NodeAudit};
 use super::jobfile::{self, JobFile};
 use super::service::{self, CoordinatorOps, Queued};
 use crate::cli::CoordinatorStartArgs;
-use crate::errors::{CliError, Code, from_inproc, from_model, from_store};
+use crate::errors::{CliError, Code, from_model, from_store};
 use crate::output::Output;
 
 /// Runs (or resumes) the job of a job file until it finishes; with
@@ -134,7 +134,6 @@ async fn run(
     shared: &Shared,
     stop: tg_coordinator::StopSignal,
 ) -> Result<(), CliError> {
-    let spec = job.spec.clone();
     let mut store = Store::open(data_dir).map_err(|e| from_store(e, data_dir))?;
     let finished = store
         .find_job(&job.id.to_string())
@@ -151,14 +150,31 @@ async fn run(
     let admissions = Store::open(data_dir).map_err(|e| from_store(e, data_dir))?;
 
     // The coordinator's own data: the held-out split that gates every round.
-    let split = load_dataset(&spec.dataset).map_err(from_model)?;
+    let what = job.job.spec();
+    let split = load_dataset(&what.dataset).map_err(from_model)?;
     let shape =
-        ModelShape::for_dataset(spec.model, spec.hidden, &split.train).map_err(from_model)?;
-    let initial = init_parameters(&shape, spec.seed).map_err(from_model)?;
-    let strategy = tg_inproc::build_strategy(&spec).map_err(|e| from_inproc(e, data_dir))?;
-    let evaluator = Box::new(
-        tg_inproc::HeldOut::new(shape, &split.test).map_err(|e| from_inproc(e, data_dir))?,
-    );
+        ModelShape::for_dataset(what.model, what.hidden, &split.train).map_err(from_model)?;
+    let initial = init_parameters(&shape, job.job.spec().seed).map_err(from_model)?;
+    // The job's numbers (noise, encoding, weights) from the plan, as in the demo.
+    let spec = job
+        .job
+        .plan(&tg_job::Facts {
+            num_parameters: initial.num_values(),
+            train_examples: split.train.len(),
+            client_sizes: None,
+        })
+        .map_err(crate::job::error)?
+        .spec;
+    let strategy = tg_coordinator::plan::build_strategy(&spec).map_err(|e| {
+        CliError::new(
+            Code::Internal,
+            "cannot build the job's strategy",
+            e.to_string(),
+            "check the job file's strategy settings",
+        )
+    })?;
+    let evaluator =
+        Box::new(tg_coordinator::plan::HeldOut::new(shape, &split.test).map_err(from_model)?);
 
     let mut listen = job.listen.clone();
     if !args.listen.is_empty() {
@@ -294,27 +310,17 @@ async fn run(
     }
     out.note(&format!("{joined} agents joined; starting"));
 
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let config = RunConfig {
-        job: job.id,
-        kind: "fleet".into(),
-        spec_json: serde_json::to_value(&spec).unwrap_or_default(),
-        rounds: spec.rounds,
-        min_results: spec.min_clients as usize,
-        round_deadline: job.deadlines.train,
-        stage_deadline: job.deadlines.stage,
-        train: spec.train,
-        seed: spec.seed,
-        privacy: spec.privacy,
-        secure: spec.secure_aggregation.map(|s| SecureSettings {
-            spec: s,
-            identities: Default::default(),
-            threads: cores,
-            weight_scale: (spec.privacy.is_none()).then_some(job.weight_scale),
-            noise: None,
-            prg,
-        }),
-    };
+    let config = RunConfig::for_job(
+        job.id,
+        "fleet",
+        &spec,
+        tg_coordinator::plan::Stages {
+            train: job.deadlines.train,
+            stage: job.deadlines.stage,
+        },
+        Default::default(),
+        prg,
+    );
     let coordinator = Coordinator::new(transport, strategy, evaluator, &mut store, config)
         .with_metrics(metrics.clone())
         .with_stop(stop);

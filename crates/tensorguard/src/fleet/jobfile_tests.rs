@@ -2,7 +2,18 @@
 
 use tg_coordinator::api::JobDefaults;
 
-use super::{parse, with_defaults};
+use super::{JobFile, parse, with_defaults};
+
+/// The job as a fleet's coordinator plans it on the digits data.
+fn planned(job: &JobFile) -> Result<tg_types::spec::JobSpec, tg_job::JobError> {
+    job.job
+        .plan(&tg_job::Facts {
+            num_parameters: 4810,
+            train_examples: 1437,
+            client_sizes: None,
+        })
+        .map(|p| p.spec)
+}
 
 const FILE: &str = "[job]\ndataset = \"digits\"\nclients = 4\nlr = 0.2\n\n\
                     [privacy]\nmode = \"local-sgd\"\nnoise_multiplier = 1.0\n\
@@ -19,15 +30,16 @@ fn defaults_fill_absent_keys_and_never_override_the_file() {
     };
     let text = with_defaults(FILE, &defaults);
     let job = parse("test", text.as_bytes()).expect("valid with defaults");
-    assert_eq!(job.spec.rounds, 9);
+    let spec = planned(&job).expect("plans");
+    assert_eq!(spec.rounds, 9);
     assert!(
-        (job.spec.train.learning_rate - 0.2).abs() < 1e-6,
+        (spec.train.learning_rate - 0.2).abs() < 1e-6,
         "the file's lr wins"
     );
-    let privacy = job.spec.privacy.expect("privacy");
+    let privacy = spec.privacy.expect("privacy");
     assert!((privacy.target_epsilon.get() - 3.5).abs() < 1e-12);
     // No [secure_aggregation] table: sparsity is not invented.
-    assert!(job.spec.secure_aggregation.is_none());
+    assert!(spec.secure_aggregation.is_none());
 }
 
 #[test]
@@ -106,36 +118,35 @@ fn combinations_the_demo_refuses_are_refused_at_parse_time_with_its_words() {
 }
 
 #[test]
-fn central_dp_job_files_need_a_clip_and_refuse_dp_sgd_keys() {
+fn dp_job_files_resolve_as_the_demo_does_and_refuse_foreign_keys() {
     let head =
         "[job]\ndataset = \"digits\"\nclients = 6\nfraction = 0.5\nmin_clients = 1\n\n[privacy]\n";
     let ok = format!(
         "{head}mode = \"central\"\ntarget_epsilon = 8.0\nnoise_multiplier = 1.0\nclip = 0.5\n"
     );
     let job = parse("t", ok.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
-    let Some(tg_types::privacy::DpMode::Central(c)) = job.spec.privacy.map(|p| p.mode) else {
+    let spec = planned(&job).unwrap_or_else(|e| panic!("{e}"));
+    let Some(tg_types::privacy::DpMode::Central(c)) = spec.privacy.map(|p| p.mode) else {
         panic!("not central DP");
     };
     assert_eq!(c.population, 6);
     assert!((c.client_sampling_rate.get() - 0.5).abs() < 1e-12);
-    assert!(job.spec.train.dp_sgd.is_none());
+    assert!(spec.train.dp_sgd.is_none());
+    // Distributed DP on a fleet: SecAgg+ implied, noise calibrated.
+    let distributed = format!("{head}mode = \"distributed\"\ntarget_epsilon = 8.0\n");
+    let job = parse("t", distributed.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let spec = planned(&job).unwrap_or_else(|e| panic!("{e}"));
+    assert!(spec.secure_aggregation.is_some());
     for (body, words) in [
-        (
-            "mode = \"central\"\ntarget_epsilon = 8.0\nnoise_multiplier = 1.0\n",
-            "needs clip",
-        ),
         (
             "mode = \"central\"\ntarget_epsilon = 8.0\nnoise_multiplier = 1.0\nclip = 1.0\nsampling_rate = 0.1\n",
             "no meaning",
         ),
         (
-            "mode = \"local-sgd\"\ntarget_epsilon = 8.0\nnoise_multiplier = 1.0\nsteps_per_round = 5\n",
-            "needs sampling_rate",
-        ),
-        (
             "mode = \"distributed\"\ntarget_epsilon = 8.0\nnoise_multiplier = 1.0\n",
-            "local-sgd",
+            "calibrates",
         ),
+        ("mode = \"central\"\nnoise_multiplier = 1.0\n", "budget"),
     ] {
         let Err(e) = parse("t", format!("{head}{body}").as_bytes()) else {
             panic!("accepted: {body}");
@@ -145,4 +156,9 @@ fn central_dp_job_files_need_a_clip_and_refuse_dp_sgd_keys() {
             "{body}: {e}"
         );
     }
+    // DP-SGD's rate cannot be derived without the agents' data.
+    let sgd = format!("{head}mode = \"local-sgd\"\ntarget_epsilon = 8.0\nsteps_per_round = 5\n");
+    let job = parse("t", sgd.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let e = planned(&job).expect_err("no rate");
+    assert_eq!(e.key(), Some("privacy.sampling_rate"));
 }

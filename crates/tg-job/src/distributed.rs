@@ -1,4 +1,4 @@
-//! `demo --dp distributed`: Skellam noise shares under secure aggregation,
+//! Distributed DP: Skellam noise shares under secure aggregation,
 //! calibrated to the budget.
 //!
 //! The central noise of every unmasked sum is chosen so that it meets the
@@ -11,79 +11,71 @@
 //! evaluates the whole chain — noise → scale → central variance → ε — and
 //! bisects on the noise.
 
-use tg_inproc::Prepared;
 use tg_privacy::{AccountantKind, ClipNorm, Delta, Epsilon, SamplingRate};
-use tg_types::privacy::{DistributedDpSpec, DpMode, PrivacySpec};
+use tg_types::privacy::{BudgetAgainst, DistributedDpSpec, DpMode, PrivacySpec};
+use tg_types::spec::JobSpec;
 
-use crate::cli::DemoArgs;
-use crate::errors::{CliError, Code, from_privacy, invalid};
+use crate::{Facts, JobError, Result, from_privacy, invalid, problem};
 
-/// Default L2 clip of each client's vector under distributed DP.
-const DEFAULT_CLIP: f64 = 1.0;
 /// Default fraction of the expected sample that must survive.
 const DEFAULT_SURVIVING_FRACTION: f64 = 0.8;
 
-/// The privacy spec of a distributed-DP demo.
-pub fn spec(
-    a: &DemoArgs,
-    prepared: &Prepared,
-    target: Epsilon,
-    delta: Delta,
-) -> Result<PrivacySpec, CliError> {
-    let job = prepared.spec();
-    let clip = match a.dp.clip.as_deref() {
-        None => DEFAULT_CLIP,
-        Some("adaptive") => {
-            return Err(invalid(
-                "--clip adaptive with --dp distributed",
-                "adaptive clipping needs a noised count the clients do not release here",
-                "give a fixed clip, e.g. --clip 1.0",
-            ));
-        }
-        Some(c) => c.parse::<f64>().map_err(|_| {
+pub(crate) struct Inputs<'a> {
+    pub(crate) spec: &'a JobSpec,
+    pub(crate) facts: &'a Facts,
+    pub(crate) clip: ClipNorm,
+    pub(crate) q: SamplingRate,
+    pub(crate) population: u32,
+    /// The survivor floor as written (the job's `min_clients`).
+    pub(crate) min_survivors: Option<u32>,
+    pub(crate) target: Epsilon,
+    pub(crate) delta: Delta,
+    pub(crate) budget_against: BudgetAgainst,
+}
+
+/// The calibrated spec: the least noise whose ε after every round meets
+/// the target.
+pub(crate) fn calibrate(i: &Inputs<'_>) -> Result<PrivacySpec> {
+    let (bits, sparsity) = i
+        .spec
+        .secure_aggregation
+        .map(|s| (s.bits, s.keep_fraction))
+        .ok_or_else(|| {
             invalid(
-                format!("--clip {c}"),
-                "it is not a number",
-                "use e.g. --clip 1.0",
+                "distributed DP without secure aggregation",
+                "the noise is in the masked sum",
+                "add a [secure_aggregation] table (--secure-aggregation)",
             )
-        })?,
-    };
-    let clip = ClipNorm::new(clip).map_err(|_| {
-        invalid(
-            format!("--clip {clip}"),
-            "a clipping norm must be positive and finite",
-            "use e.g. --clip 1.0",
-        )
-    })?;
-    let q = SamplingRate::new(job.fraction).map_err(from_privacy)?;
-    let n = f64::from(job.clients);
+        })?;
+    let q = i.q;
+    let n = f64::from(i.population);
     let expected = q.get() * n;
     // Sized for the sample with overwhelming probability (6 sd of the binomial).
-    let max_clients =
-        ((expected + 6.0 * (expected * (1.0 - q.get())).sqrt()).ceil() as u32 + 1).min(job.clients);
-    let min_survivors = a
-        .min_clients
+    let max_clients = ((expected + 6.0 * (expected * (1.0 - q.get())).sqrt()).ceil() as u32 + 1)
+        .min(i.population);
+    let min_survivors = i
+        .min_survivors
         .unwrap_or(((DEFAULT_SURVIVING_FRACTION * expected).floor() as u32).max(1));
     if min_survivors > max_clients {
         return Err(invalid(
-            format!("--min-clients {min_survivors} with --dp distributed"),
+            format!("min_clients = {min_survivors} with distributed DP"),
             format!("at most {max_clients} clients are expected in a round"),
-            "lower --min-clients, or raise --fraction or --population",
-        ));
+            "lower min_clients, or raise the fraction or the population",
+        )
+        .at("min_clients"));
     }
-    let params = prepared.num_parameters();
-    let sent = a.secure.sparsity.map_or(params, |f| {
+    let params = i.facts.num_parameters.max(1);
+    let sent = sparsity.map_or(params, |f| {
         ((f * params as f64).ceil() as usize).clamp(1, params)
     });
     let dim = sent + 1; // the weight lane
-    let bits = a.secure.bits;
-    let rounds = u64::from(job.rounds);
+    let rounds = u64::from(i.spec.rounds);
 
     let build = |std: f64| -> Option<PrivacySpec> {
         let enc = tg_secagg::encode::Encoding::new(
             dim,
             bits,
-            clip.get(),
+            i.clip.get(),
             max_clients as usize,
             std,
             [0; 32],
@@ -91,9 +83,9 @@ pub fn spec(
         .ok()?;
         Some(PrivacySpec {
             mode: DpMode::Distributed(DistributedDpSpec {
-                clip,
+                clip: i.clip,
                 client_sampling_rate: q,
-                population: job.clients,
+                population: i.population,
                 min_survivors,
                 // The encoding was sized for `std` per client at the floor.
                 central_variance: std * std * f64::from(min_survivors),
@@ -101,15 +93,18 @@ pub fn spec(
                 dimension: enc.padded as u64,
                 max_clients,
             }),
-            target_epsilon: target,
-            delta,
+            target_epsilon: i.target,
+            delta: i.delta,
             accountant: AccountantKind::Skellam,
-            budget_against: a.dp.budget_against.into(),
+            budget_against: i.budget_against,
         })
     };
-    let epsilon = |std: f64| -> Result<Option<f64>, CliError> {
+    let epsilon = |std: f64| -> Result<Option<f64>> {
         match build(std) {
-            Some(p) => p.epsilon_after(rounds).map(Some).map_err(from_privacy),
+            Some(p) => p
+                .epsilon_after(rounds)
+                .map(Some)
+                .map_err(|e| from_privacy("privacy", e)),
             None => Ok(None),
         }
     };
@@ -132,8 +127,7 @@ pub fn spec(
     // scale, and a rounding error (√D/s) that eventually dominates the
     // sensitivity. Find the least-ε noise (golden section on log σ; the
     // curve is unimodal), then bisect on its decreasing side.
-    let eps_or_inf =
-        |std: f64| -> Result<f64, CliError> { Ok(epsilon(std)?.unwrap_or(f64::INFINITY)) };
+    let eps_or_inf = |std: f64| -> Result<f64> { Ok(epsilon(std)?.unwrap_or(f64::INFINITY)) };
     let (mut a_lo, mut a_hi) = (1e-3f64.ln(), top.ln());
     let g = 0.5 * (5f64.sqrt() - 1.0);
     for _ in 0..80 {
@@ -147,24 +141,24 @@ pub fn spec(
     }
     let mut hi = (0.5 * (a_lo + a_hi)).exp();
     let best = eps_or_inf(hi)?;
-    if best > target.get() {
-        return Err(CliError::new(
-            Code::PrivacyUnreachable,
+    if best > i.target.get() {
+        return Err(JobError::PrivacyUnreachable(problem(
             format!(
                 "distributed DP cannot reach ε = {} in {bits}-bit lanes",
-                target.get()
+                i.target.get()
             ),
             format!(
                 "the most noise {bits} bits can hold for {max_clients} clients still spends ε = {best:.4}"
             ),
-            "use more --bits, a larger --population or --fraction, fewer --rounds, or a larger target ε",
-        ));
+            "use more bits, a larger population or fraction, fewer rounds, or a larger target ε",
+        ))
+        .at("privacy.target_epsilon"));
     }
     let mut lo = 1e-6;
     for _ in 0..100 {
         let mid = (lo * hi).sqrt();
         match epsilon(mid)? {
-            Some(e) if e <= target.get() => hi = mid,
+            Some(e) if e <= i.target.get() => hi = mid,
             _ => lo = mid,
         }
         if hi / lo < 1.0 + 1e-9 {
@@ -172,11 +166,10 @@ pub fn spec(
         }
     }
     build(hi).ok_or_else(|| {
-        CliError::new(
-            Code::Internal,
+        invalid(
             "distributed DP calibration lost its bracket",
             "the encoding refused a noise level it accepted before",
-            "report this with the command line",
+            "report this with the job description",
         )
     })
 }

@@ -1,0 +1,157 @@
+//! The demo's flags as job sections (tg-job resolves them, as it resolves a
+//! job file), and job errors as coded CLI errors.
+
+use tg_job::{Job, JobError, JobSection, PrivacySection, Runner, SecureSection};
+
+use crate::cli::{self, DemoArgs, DpModeArg};
+use crate::errors::{CliError, Code, invalid};
+
+/// A job error with its CLI code.
+pub fn error(e: JobError) -> CliError {
+    let code = match &e {
+        JobError::Quorum(_) => Code::QuorumTooLarge,
+        JobError::PrivacyParam(_) => Code::PrivacyParam,
+        JobError::PrivacyUnreachable(_) => Code::PrivacyUnreachable,
+        JobError::Syntax(_) => Code::ConfigInvalid,
+        JobError::UnknownKey(_) => Code::ConfigUnknownKey,
+        _ => Code::InvalidValue,
+    };
+    let p = e.problem();
+    CliError::new(code, p.what.clone(), p.why.clone(), p.fix.clone())
+}
+
+/// The `[job]` keys the flags set.
+fn flags(a: &DemoArgs) -> JobSection {
+    JobSection {
+        clients: a.clients,
+        rounds: a.rounds,
+        strategy: a.strategy.clone(),
+        partition: a.partition.clone(),
+        dataset: a.dataset.clone(),
+        model: a.model.clone(),
+        local_epochs: a.local_epochs,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        optimizer: a.optimizer.clone(),
+        compress: a.compress.clone(),
+        fraction: a.fraction,
+        min_clients: a.min_clients,
+        dropout: a.dropout,
+        seed: a.seed,
+        hidden: a.hidden,
+        mu: a.mu,
+        server_lr: a.server_lr,
+    }
+}
+
+fn setting(s: &str) -> tg_job::Setting {
+    match s.parse::<f64>() {
+        Ok(v) => tg_job::Setting::Number(v),
+        Err(_) => tg_job::Setting::Word(s.to_owned()),
+    }
+}
+
+fn accountant_name(a: cli::AccountantKind) -> &'static str {
+    match a {
+        cli::AccountantKind::Rdp => "rdp",
+        cli::AccountantKind::Pld => "pld",
+        cli::AccountantKind::Skellam => "skellam",
+    }
+}
+
+/// The `[privacy]` keys the `--dp …` flags set.
+fn privacy(a: &DemoArgs) -> Result<Option<PrivacySection>, CliError> {
+    let dp = &a.dp;
+    let Some(mode) = dp.dp else {
+        for (given, flag) in [
+            (dp.target_epsilon.is_some(), "--target-epsilon"),
+            (dp.population.is_some(), "--population"),
+            (dp.clip.is_some(), "--clip"),
+            (dp.noise_multiplier != "auto", "--noise-multiplier"),
+        ] {
+            if given {
+                return Err(invalid(
+                    format!("{flag} without --dp"),
+                    "it only has a meaning for a differentially private run",
+                    format!("add --dp central or --dp local-sgd, or drop {flag}"),
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let (name, accountant) = match (mode, dp.accountant) {
+        (DpModeArg::Distributed, cli::AccountantKind::Skellam) => ("distributed", Some("skellam")),
+        // The flag's default names a Gaussian accountant; Skellam is implied.
+        (DpModeArg::Distributed, _) => ("distributed", None),
+        (DpModeArg::Central, a) => ("central", Some(accountant_name(a))),
+        (DpModeArg::LocalSgd, a) => ("local-sgd", Some(accountant_name(a))),
+    };
+    Ok(Some(PrivacySection {
+        mode: Some(name.into()),
+        target_epsilon: dp.target_epsilon,
+        delta: Some(dp.delta),
+        accountant: accountant.map(str::to_owned),
+        noise_multiplier: Some(setting(&dp.noise_multiplier)),
+        clip: dp.clip.as_deref().map(setting),
+        population: dp.population,
+        budget_against: Some(
+            match dp.budget_against {
+                cli::BudgetAgainstArg::Others => "others",
+                cli::BudgetAgainstArg::Coordinator => "coordinator",
+            }
+            .into(),
+        ),
+        ..Default::default()
+    }))
+}
+
+/// The `[secure_aggregation]` keys the flags set.
+fn secure(a: &DemoArgs) -> Result<Option<SecureSection>, CliError> {
+    let s = &a.secure;
+    let distributed = matches!(a.dp.dp, Some(DpModeArg::Distributed));
+    if !s.secure_aggregation && !distributed {
+        if s.sparsity.is_some() {
+            return Err(invalid(
+                "--sparsity without --secure-aggregation",
+                "shared random-k sparsification is the compression of a secure upload",
+                "add --secure-aggregation",
+            ));
+        }
+        return Ok(None);
+    }
+    Ok(Some(SecureSection {
+        bits: Some(s.bits),
+        // Under distributed DP the clip is the privacy's (--clip).
+        clip: (!distributed).then_some(s.secagg_clip),
+        sparsity: s.sparsity,
+        ..Default::default()
+    }))
+}
+
+/// The demo's job: flags over the config file's `[demo]` table over the
+/// defaults, with the DP and secure-aggregation flags.
+pub fn from_flags(a: &DemoArgs, file: &JobSection) -> Result<Job, CliError> {
+    let privacy = privacy(a)?;
+    let secure = secure(a)?;
+    Job::resolve(
+        &flags(a).over(file),
+        privacy.as_ref(),
+        secure.as_ref(),
+        Runner::Simulation,
+    )
+    .map_err(error)
+}
+
+/// The job a job file describes: the same parser (and the same refusals)
+/// as `coordinator start --job` and the API.
+pub fn from_file(path: &std::path::Path) -> Result<tg_job::JobFile, CliError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        CliError::new(
+            Code::ConfigInvalid,
+            format!("cannot read job file {}", path.display()),
+            e.to_string(),
+            "check the path (examples: deploy/examples/*.toml)",
+        )
+    })?;
+    tg_job::parse_file(&path.display().to_string(), &bytes).map_err(error)
+}

@@ -1,0 +1,283 @@
+//! The `[job]` section: what to train, on what, how many clients and
+//! rounds. The same keys are the demo's flags (`lr` is `--lr`, `min_clients`
+//! is `--min-clients`) and the config file's `[demo]` table.
+
+use serde::{Deserialize, Serialize};
+use tg_types::spec::{
+    Compression, DatasetSpec, JobSpec, ModelKind, OptimizerSpec, PartitionSpec, StrategyConfig,
+    StrategyKind, TrainConfig,
+};
+
+use crate::{JobError, Result, invalid, problem};
+
+/// What to train: every key optional, the defaults fill the rest.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSection {
+    /// Clients the job is planned for.
+    pub clients: Option<u32>,
+    /// Rounds to run.
+    pub rounds: Option<u32>,
+    /// Aggregation strategy (`fedavg`, `fedprox`, `scaffold`, `fedadam`).
+    pub strategy: Option<String>,
+    /// How a simulation splits the data (`iid`, `dirichlet:ALPHA`, …).
+    pub partition: Option<String>,
+    /// Dataset (`digits`, `mnist:DIR`, `csv:FILE`).
+    pub dataset: Option<String>,
+    /// Model (`mlp`, `logreg`).
+    pub model: Option<String>,
+    /// Local epochs per round.
+    pub local_epochs: Option<u32>,
+    /// Local batch size.
+    pub batch_size: Option<u32>,
+    /// Local learning rate.
+    pub lr: Option<f64>,
+    /// Local optimizer (`sgd`, `adamw`).
+    pub optimizer: Option<String>,
+    /// Upload compression of plaintext rounds (`none`, `q8`, `topk:F`).
+    pub compress: Option<String>,
+    /// Fraction of clients sampled per round.
+    pub fraction: Option<f64>,
+    /// Updates a round needs to commit.
+    pub min_clients: Option<u32>,
+    /// Simulation only: probability that a selected client drops out.
+    pub dropout: Option<f64>,
+    /// Seed of the initial model, the partition and fault injection.
+    pub seed: Option<u64>,
+    /// Hidden units of the MLP.
+    pub hidden: Option<usize>,
+    /// FedProx's proximal μ.
+    pub mu: Option<f32>,
+    /// The server learning rate (FedAdam, FedAvg with momentum).
+    pub server_lr: Option<f32>,
+}
+
+impl JobSection {
+    /// `self` where it has a value, else `under` (flags over a file).
+    #[must_use]
+    pub fn over(&self, under: &JobSection) -> JobSection {
+        macro_rules! pick {
+            ($($f:ident),*) => { JobSection { $($f: self.$f.clone().or_else(|| under.$f.clone())),* } };
+        }
+        pick!(
+            clients,
+            rounds,
+            strategy,
+            partition,
+            dataset,
+            model,
+            local_epochs,
+            batch_size,
+            lr,
+            optimizer,
+            compress,
+            fraction,
+            min_clients,
+            dropout,
+            seed,
+            hidden,
+            mu,
+            server_lr
+        )
+    }
+}
+
+/// The defaults: chosen to converge on non-IID digits in well under a
+/// minute on 2 cores.
+pub mod defaults {
+    /// Clients.
+    pub const CLIENTS: u32 = 10;
+    /// Rounds.
+    pub const ROUNDS: u32 = 50;
+    /// Strategy.
+    pub const STRATEGY: &str = "fedavg";
+    /// Partition.
+    pub const PARTITION: &str = "dirichlet:0.5";
+    /// Dataset.
+    pub const DATASET: &str = "digits";
+    /// Model.
+    pub const MODEL: &str = "mlp";
+    /// Local epochs.
+    pub const LOCAL_EPOCHS: u32 = 2;
+    /// Batch size.
+    pub const BATCH_SIZE: u32 = 16;
+    /// Learning rate.
+    pub const LR: f64 = 0.1;
+    /// Optimizer.
+    pub const OPTIMIZER: &str = "sgd";
+    /// Compression.
+    pub const COMPRESS: &str = "none";
+    /// Sampling fraction.
+    pub const FRACTION: f64 = 1.0;
+    /// Fault injection.
+    pub const DROPOUT: f64 = 0.0;
+    /// Seed.
+    pub const SEED: u64 = 42;
+    /// Hidden units.
+    pub const HIDDEN: usize = 64;
+}
+
+fn bad(key: &str, value: impl std::fmt::Display, why: &str, fix: &str) -> JobError {
+    invalid(format!("{key} = {value}"), why, fix).at(key)
+}
+
+fn parsed<T: std::str::FromStr<Err = tg_types::spec::SpecError>>(
+    key: &'static str,
+    s: &str,
+) -> Result<T> {
+    s.parse::<T>().map_err(|e| {
+        invalid(
+            e.to_string(),
+            format!("{key} takes one of the listed forms"),
+            format!("use {}", e.expected),
+        )
+        .at(key)
+    })
+}
+
+/// The job's spec from `s` over the defaults; no privacy or secure
+/// aggregation yet. An error names its key.
+pub(crate) fn resolve(s: &JobSection) -> Result<JobSpec> {
+    use defaults as d;
+    macro_rules! pick {
+        ($field:ident, $default:expr) => {
+            s.$field.clone().unwrap_or_else(|| $default.into())
+        };
+    }
+    let clients: u32 = pick!(clients, d::CLIENTS);
+    if clients == 0 {
+        return Err(bad(
+            "clients",
+            0,
+            "a federation needs at least one client",
+            "use 1 or more (default 10)",
+        ));
+    }
+    let rounds: u32 = pick!(rounds, d::ROUNDS);
+    if rounds == 0 {
+        return Err(bad(
+            "rounds",
+            0,
+            "at least one round is needed to train",
+            "use 1 or more",
+        ));
+    }
+    let strategy: StrategyKind = parsed("strategy", &pick!(strategy, d::STRATEGY))?;
+    let partition: PartitionSpec = parsed("partition", &pick!(partition, d::PARTITION))?;
+    let dataset: DatasetSpec = parsed("dataset", &pick!(dataset, d::DATASET))?;
+    let model: ModelKind = parsed("model", &pick!(model, d::MODEL))?;
+    let compress: Compression = parsed("compress", &pick!(compress, d::COMPRESS))?;
+    let local_epochs: u32 = pick!(local_epochs, d::LOCAL_EPOCHS);
+    let batch_size: u32 = pick!(batch_size, d::BATCH_SIZE);
+    for (key, v) in [("local_epochs", local_epochs), ("batch_size", batch_size)] {
+        if v == 0 {
+            return Err(bad(key, 0, "no training would happen", "use 1 or more"));
+        }
+    }
+    let lr: f64 = pick!(lr, d::LR);
+    if !(lr > 0.0 && lr.is_finite()) {
+        return Err(bad(
+            "lr",
+            lr,
+            "the learning rate must be a positive number",
+            "try 0.1 (SGD) or 0.001 (AdamW)",
+        ));
+    }
+    let optimizer = match pick!(optimizer, d::OPTIMIZER).as_str() {
+        "sgd" => OptimizerSpec::Sgd,
+        "adamw" => OptimizerSpec::AdamW { weight_decay: 1e-4 },
+        other => {
+            return Err(bad(
+                "optimizer",
+                other,
+                "unknown optimizer",
+                "use sgd or adamw",
+            ));
+        }
+    };
+    let fraction: f64 = pick!(fraction, d::FRACTION);
+    if !(fraction > 0.0 && fraction <= 1.0) {
+        return Err(bad(
+            "fraction",
+            fraction,
+            "the sampling fraction must be in (0, 1]",
+            "use e.g. 0.5",
+        ));
+    }
+    let min_clients: u32 = s.min_clients.unwrap_or_else(|| clients.div_ceil(2).max(1));
+    if min_clients == 0 {
+        return Err(bad(
+            "min_clients",
+            0,
+            "a round with no updates cannot produce a model",
+            "use 1 or more",
+        ));
+    }
+    if min_clients > clients {
+        return Err(JobError::Quorum(problem(
+            format!("quorum min_clients = {min_clients} is larger than clients = {clients}"),
+            "no round could ever commit",
+            format!("use min_clients {clients} or less, or more clients"),
+        ))
+        .at("min_clients"));
+    }
+    let dropout: f64 = pick!(dropout, d::DROPOUT);
+    if !(0.0..1.0).contains(&dropout) {
+        return Err(bad(
+            "dropout",
+            dropout,
+            "the dropout probability must be in [0, 1)",
+            "use e.g. 0.3",
+        ));
+    }
+    let hidden: usize = pick!(hidden, d::HIDDEN);
+    if hidden == 0 {
+        return Err(bad(
+            "hidden",
+            0,
+            "the hidden layer needs at least one unit",
+            "use e.g. 64",
+        ));
+    }
+    let mut sc = StrategyConfig::defaults_for(strategy);
+    if let Some(mu) = s.mu {
+        if !(mu >= 0.0 && mu.is_finite()) {
+            return Err(bad("mu", mu, "FedProx μ must be ≥ 0", "use e.g. 0.01"));
+        }
+        sc.proximal_mu = mu;
+    }
+    if let Some(slr) = s.server_lr {
+        if !(slr > 0.0 && slr.is_finite()) {
+            return Err(bad(
+                "server_lr",
+                slr,
+                "the server learning rate must be positive",
+                "use 1.0 for FedAvg, 0.01 for FedAdam",
+            ));
+        }
+        sc.server_lr = slr;
+    }
+    Ok(JobSpec {
+        dataset,
+        partition,
+        model,
+        hidden,
+        strategy: sc,
+        train: TrainConfig {
+            local_epochs,
+            batch_size,
+            learning_rate: lr,
+            optimizer,
+            dp_sgd: None,
+            compress,
+        },
+        rounds,
+        clients,
+        fraction,
+        min_clients,
+        dropout,
+        seed: pick!(seed, d::SEED),
+        privacy: None,
+        secure_aggregation: None,
+    })
+}

@@ -1,0 +1,182 @@
+//! One resolver, every way of writing a job.
+
+use tg_types::privacy::DpMode;
+
+use super::*;
+
+fn facts(clients: usize) -> Facts {
+    Facts {
+        num_parameters: 4810,
+        train_examples: 1437,
+        client_sizes: Some(vec![1437 / clients; clients]),
+    }
+}
+
+fn privacy(mode: &str, eps: f64) -> PrivacySection {
+    PrivacySection {
+        mode: Some(mode.into()),
+        target_epsilon: Some(eps),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn flags_over_file_over_defaults() {
+    let file = JobSection {
+        clients: Some(7),
+        rounds: Some(3),
+        ..Default::default()
+    };
+    let flags = JobSection {
+        rounds: Some(9),
+        ..Default::default()
+    };
+    let job = Job::resolve(&flags.over(&file), None, None, Runner::Simulation).unwrap();
+    let s = job.spec();
+    assert_eq!((s.clients, s.rounds, s.min_clients), (7, 9, 4));
+    assert_eq!(s.train.local_epochs, defaults::LOCAL_EPOCHS);
+}
+
+#[test]
+fn a_bad_value_names_its_key_and_family() {
+    let s = JobSection {
+        clients: Some(3),
+        min_clients: Some(5),
+        ..Default::default()
+    };
+    let e = Job::resolve(&s, None, None, Runner::Fleet).unwrap_err();
+    assert!(matches!(e, JobError::Quorum(_)), "{e:?}");
+    assert_eq!(e.key(), Some("min_clients"));
+    let s = JobSection {
+        partition: Some("dirichlet:-1".into()),
+        ..Default::default()
+    };
+    let e = Job::resolve(&s, None, None, Runner::Fleet).unwrap_err();
+    assert_eq!(e.key(), Some("partition"));
+}
+
+#[test]
+fn scaffold_with_secure_aggregation_is_refused_before_any_data() {
+    let s = JobSection {
+        strategy: Some("scaffold".into()),
+        ..Default::default()
+    };
+    let e = Job::resolve(&s, None, Some(&SecureSection::default()), Runner::Fleet).unwrap_err();
+    assert!(matches!(e, JobError::Invalid(_)));
+    assert!(e.to_string().contains("SCAFFOLD"), "{e}");
+    let e = Job::resolve(&s, Some(&privacy("central", 4.0)), None, Runner::Fleet).unwrap_err();
+    assert!(e.to_string().contains("SCAFFOLD"), "{e}");
+}
+
+#[test]
+fn user_level_dp_samples_a_population() {
+    let p = PrivacySection {
+        population: Some(40),
+        ..privacy("central", 8.0)
+    };
+    let job = Job::resolve(&JobSection::default(), Some(&p), None, Runner::Simulation).unwrap();
+    assert_eq!((job.spec().clients, job.spec().min_clients), (40, 1));
+    // A fleet plans its clients; the population may be larger, never smaller.
+    let s = JobSection {
+        clients: Some(50),
+        ..Default::default()
+    };
+    assert!(Job::resolve(&s, Some(&p), None, Runner::Fleet).is_err());
+}
+
+#[test]
+fn auto_noise_meets_the_budget_and_a_given_sigma_is_kept() {
+    let s = JobSection {
+        rounds: Some(5),
+        fraction: Some(0.5),
+        ..Default::default()
+    };
+    let p = PrivacySection {
+        clip: Some(privacy::Setting::Number(1.0)),
+        ..privacy("central", 4.0)
+    };
+    let job = Job::resolve(&s, Some(&p), None, Runner::Fleet).unwrap();
+    let plan = job.plan(&facts(10)).unwrap();
+    let spent = plan.spec.privacy.unwrap().epsilon_after(5).unwrap();
+    assert!(plan.calibrated && spent <= 4.0 && spent > 3.9, "{spent}");
+    let p = PrivacySection {
+        noise_multiplier: Some(privacy::Setting::Number(2.0)),
+        ..p
+    };
+    let plan = Job::resolve(&s, Some(&p), None, Runner::Fleet)
+        .unwrap()
+        .plan(&facts(10))
+        .unwrap();
+    let Some(DpMode::Central(c)) = plan.spec.privacy.map(|p| p.mode) else {
+        panic!("central");
+    };
+    assert_eq!((c.noise_multiplier.get(), plan.calibrated), (2.0, false));
+}
+
+#[test]
+fn dp_sgd_rate_comes_from_the_data_or_must_be_given() {
+    let s = JobSection::default();
+    let p = privacy("local-sgd", 8.0);
+    let sim = Job::resolve(&s, Some(&p), None, Runner::Simulation).unwrap();
+    let plan = sim.plan(&facts(10)).unwrap();
+    let Some(d) = plan.spec.train.dp_sgd else {
+        panic!("DP-SGD on every client");
+    };
+    assert!((d.sampling_rate.get() - 16.0 / 143.0).abs() < 1e-9);
+    let fleet = Job::resolve(&s, Some(&p), None, Runner::Fleet).unwrap();
+    let no_sizes = Facts {
+        client_sizes: None,
+        ..facts(10)
+    };
+    let e = fleet.plan(&no_sizes).unwrap_err();
+    assert_eq!(e.key(), Some("privacy.sampling_rate"));
+}
+
+#[test]
+fn distributed_dp_implies_secure_aggregation_and_meets_the_budget() {
+    let s = JobSection {
+        clients: Some(20),
+        rounds: Some(3),
+        ..Default::default()
+    };
+    let job = Job::resolve(&s, Some(&privacy("distributed", 6.0)), None, Runner::Fleet).unwrap();
+    let plan = job.plan(&facts(20)).unwrap();
+    let secure = plan.spec.secure_aggregation.expect("implied");
+    let privacy = plan.spec.privacy.unwrap();
+    let Some(d) = (match privacy.mode {
+        DpMode::Distributed(d) => Some(d),
+        _ => None,
+    }) else {
+        panic!("distributed")
+    };
+    assert_eq!(secure.clip, d.clip.get());
+    let spent = privacy.epsilon_after(3).unwrap();
+    assert!(spent <= 6.0, "{spent}");
+}
+
+#[test]
+fn unknown_keys_and_bad_tables_in_a_file_are_refused_by_family() {
+    let e = parse_file("t", b"[job]\nclinets = 3\n").unwrap_err();
+    assert!(matches!(e, JobError::UnknownKey(_)), "{e:?}");
+    let e = parse_file("t", b"[job\n").unwrap_err();
+    assert!(matches!(e, JobError::Syntax(_)), "{e:?}");
+    let e = parse_file(
+        "t",
+        b"[job]\nclients = 4\n[admission]\nfleet_root = \"abc\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(e.key(), Some("admission.fleet_root"));
+    let f = parse_file("t", b"[job]\nclients = 4\n").unwrap();
+    assert_eq!(f.id, parse_file("t", b"[job]\nclients = 4\n").unwrap().id);
+    assert_eq!(f.job.spec().dropout, 0.0);
+}
+
+#[test]
+fn attestation_must_pin_code_or_say_any() {
+    let base = "[job]\ndataset = \"digits\"\nclients = 4\n\n[attestation]\nrequired = true\n";
+    let e = parse_file("t", base.as_bytes()).unwrap_err();
+    assert!(e.to_string().contains("measurements"), "{e}");
+    let any = format!("{base}[attestation.policy]\nmeasurements = \"any\"\n");
+    let f = parse_file("t", any.as_bytes()).expect("\"any\" is explicit");
+    assert!(f.attestation.expect("required").admits_any_code());
+}
