@@ -38,6 +38,10 @@ fn both_runners(file: &str) -> (serde_json::Value, serde_json::Value) {
 
 fn same_model_in_process_and_on_a_fleet(file: &str) {
     let (demo, fleet) = both_runners(file);
+    same_model(&demo, &fleet, file);
+}
+
+fn same_model(demo: &serde_json::Value, fleet: &serde_json::Value, file: &str) {
     let (a, b) = (&demo["final_model_sha256"], &fleet["final_model_sha256"]);
     assert!(a.is_string(), "{demo}");
     assert_eq!(a, b, "{file}: demo {demo}\nfleet {fleet}");
@@ -72,6 +76,36 @@ fn central_dp_spends_the_same_epsilon_in_process_and_on_a_fleet() {
     );
     assert_eq!(demo["rounds_committed"], demo["rounds"], "{demo}");
     assert!(fleet["final_model_sha256"].is_string(), "{fleet}");
+}
+
+#[test]
+fn central_dp_with_simulated_noise_ends_on_the_same_model_and_says_so() {
+    let (demo, fleet) = both_runners("central-dp-simulated.toml");
+    same_model(&demo, &fleet, "central-dp-simulated.toml");
+    assert_eq!(demo["epsilon"], fleet["epsilon"], "{demo}\n{fleet}");
+    for out in [&demo, &fleet] {
+        let label = out["simulation"].as_str().unwrap_or_default();
+        assert!(label.contains("NOT private"), "unlabelled: {out}");
+    }
+}
+
+#[test]
+fn a_coordinator_refuses_simulated_noise_unless_allowed() {
+    // Production policy: a job whose noise anyone could remove never runs
+    // on a coordinator that was not started for testing.
+    let dir = tempfile::tempdir().unwrap();
+    let job = example("central-dp-simulated.toml");
+    let o = tg(
+        dir.path(),
+        &[],
+        &["coordinator", "start", "--job", job.to_str().unwrap()],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("E020") && err.contains("--allow-simulated"),
+        "{err}"
+    );
 }
 
 #[test]

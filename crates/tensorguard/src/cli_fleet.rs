@@ -37,7 +37,9 @@ pub struct CoordinatorStartArgs {
     #[arg(long)]
     pub no_mdns: bool,
     /// TESTING ONLY: admit agents with simulated attestation (labelled
-    /// UNTRUSTED in every output and in the audit log).
+    /// UNTRUSTED), and run jobs whose DP noise is simulated from a public
+    /// seed (labelled SIMULATION, not private); in every output and in the
+    /// audit log.
     #[arg(long)]
     pub allow_simulated: bool,
 }

@@ -39,8 +39,12 @@ pub fn run(
         })
         .map_err(crate::job::error)?;
     prepared
-        .set_plan(plan.spec)
+        .set_plan(&plan)
         .map_err(|e| from_inproc(e, data_dir))?;
+    let simulation = plan.simulation_label();
+    if let Some(label) = &simulation {
+        out.note(&out.red(label));
+    }
     let spec = prepared.spec().clone();
     let job = new_job_id()?;
     let (n_train, n_test) = prepared.sizes();
@@ -140,6 +144,7 @@ pub fn run(
     let stop_reason = outcome.budget_exhausted.clone();
     let mut summary = json!({
         "run_id": job.to_string(),
+        "simulation": simulation,
         "status": status.as_str(),
         "reason": stop_reason,
         "strategy": spec.strategy.kind.to_string(),

@@ -15,9 +15,30 @@ use tg_types::{AgentId, JobId, Parameters};
 
 use crate::{Evaluator, Result, RunConfig, SecureSettings};
 
+/// Where a job's server-side randomness (DP noise, Poisson client
+/// sampling) comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NoiseSource {
+    /// The operating system's CSPRNG: the only private choice.
+    Os,
+    /// SIMULATION: a public seed, so that runs reproduce. Not private;
+    /// runners label it and production policy refuses it.
+    Simulated(u64),
+}
+
+impl NoiseSource {
+    fn rng(self) -> Result<NoiseRng> {
+        Ok(match self {
+            NoiseSource::Os => NoiseRng::from_os()?,
+            NoiseSource::Simulated(seed) => NoiseRng::simulated(seed),
+        })
+    }
+}
+
 /// The server strategy of a job: its aggregation rule, client sampling and,
 /// for central DP, the noise.
-pub fn build_strategy(spec: &JobSpec) -> Result<Box<dyn Strategy>> {
+pub fn build_strategy(spec: &JobSpec, noise: NoiseSource) -> Result<Box<dyn Strategy>> {
     Ok(match spec.privacy.map(|p| p.mode) {
         Some(DpMode::Distributed(d)) => {
             // Poisson sampling from the CSPRNG at rate q, no server-side
@@ -27,11 +48,11 @@ pub fn build_strategy(spec: &JobSpec) -> Result<Box<dyn Strategy>> {
             Box::new(tg_strategy::PoissonSampled::new(
                 inner,
                 d.client_sampling_rate,
-                NoiseRng::from_os()?,
+                noise.rng()?,
             ))
         }
         Some(DpMode::Central(central)) => {
-            tg_strategy::build_central_dp(&spec.strategy, central, NoiseRng::from_os()?)?
+            tg_strategy::build_central_dp(&spec.strategy, central, noise.rng()?)?
         }
         _ => {
             let sampler = Sampler::new(spec.fraction, spec.min_clients as usize)?;

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tg_agent::{Agent, PrivacyGuard};
-use tg_coordinator::plan::{HeldOut, Stages};
+use tg_coordinator::plan::{HeldOut, NoiseSource, Stages};
 use tg_coordinator::{Coordinator, CoordinatorError, RunConfig, RunOutcome};
 use tg_model::net::ModelShape;
 use tg_model::partition::partition;
@@ -74,6 +74,7 @@ pub struct Prepared {
     parts: Vec<Vec<usize>>,
     shape: ModelShape,
     initial: Parameters,
+    noise: NoiseSource,
 }
 
 impl Prepared {
@@ -100,6 +101,7 @@ impl Prepared {
             parts,
             shape,
             initial,
+            noise: NoiseSource::Os,
         })
     }
 
@@ -116,7 +118,8 @@ impl Prepared {
     /// Runs the job as planned (`tg_job::Job::plan`): its privacy
     /// calibrated and its secure aggregation sized. What to train and on
     /// which data stay those the federation was prepared for.
-    pub fn set_plan(&mut self, spec: JobSpec) -> Result<()> {
+    pub fn set_plan(&mut self, plan: &tg_job::JobPlan) -> Result<()> {
+        let spec = plan.spec.clone();
         let same_data = spec.dataset == self.spec.dataset
             && spec.partition == self.spec.partition
             && spec.clients == self.spec.clients
@@ -130,6 +133,10 @@ impl Prepared {
         }
         check_spec(&spec)?;
         self.spec = spec;
+        self.noise = match plan.simulated_noise_seed {
+            Some(seed) => NoiseSource::Simulated(seed),
+            None => NoiseSource::Os,
+        };
         Ok(())
     }
 
@@ -180,7 +187,7 @@ impl Prepared {
         on_round: impl FnMut(&RoundRecord) + Send,
     ) -> Result<RunOutcome> {
         let spec = &self.spec;
-        let strategy = tg_coordinator::plan::build_strategy(spec)?;
+        let strategy = tg_coordinator::plan::build_strategy(spec, self.noise)?;
         let evaluator = Box::new(HeldOut::new(self.shape, &self.split.test)?);
 
         let cores = std::thread::available_parallelism().map_or(1, usize::from);

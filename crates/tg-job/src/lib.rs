@@ -222,6 +222,24 @@ pub struct JobPlan {
     pub spec: JobSpec,
     /// Whether σ was calibrated to the budget (rather than given).
     pub calibrated: bool,
+    /// SIMULATION: the public seed of the coordinator's DP noise, when the
+    /// job asked for a reproducible, not private, run.
+    pub simulated_noise_seed: Option<u64>,
+}
+
+impl JobPlan {
+    /// The label every output of a simulated-noise run carries.
+    pub fn simulation_label(&self) -> Option<String> {
+        self.simulated_noise_seed.map(simulation_label)
+    }
+}
+
+/// The label of a run whose DP noise comes from a public seed.
+pub fn simulation_label(seed: u64) -> String {
+    format!(
+        "SIMULATION: the DP noise is drawn from the public seed {seed} (privacy.simulated_noise_seed); \
+         anyone who knows it can remove the noise, so this run is NOT private — its ε is what a real run would spend"
+    )
 }
 
 impl Job {
@@ -283,6 +301,14 @@ impl Job {
         self.secure.is_some()
     }
 
+    /// SIMULATION: the public seed of the coordinator's noise, when the job
+    /// asks for one (see [`PrivacySection::simulated_noise_seed`]).
+    pub fn simulated_noise_seed(&self) -> Option<u64> {
+        self.privacy
+            .as_ref()
+            .and_then(privacy::Choice::simulated_noise_seed)
+    }
+
     /// Whether the job is differentially private.
     pub fn is_private(&self) -> bool {
         self.privacy.is_some()
@@ -332,7 +358,11 @@ impl Job {
                 "change one of the settings named above",
             )
         })?;
-        Ok(JobPlan { spec, calibrated })
+        Ok(JobPlan {
+            spec,
+            calibrated,
+            simulated_noise_seed: self.simulated_noise_seed(),
+        })
     }
 }
 

@@ -71,6 +71,12 @@ pub struct PrivacySection {
     /// `distributed`: whom the budget stops on, `others` (default:
     /// amplified by sampling) or `coordinator` (no amplification).
     pub budget_against: Option<String>,
+    /// SIMULATION ONLY (`central`): draw the coordinator's noise and client
+    /// sample from this public seed, so that a run reproduces bit for bit.
+    /// Anyone who knows the seed can remove the noise: the run is not
+    /// private, is labelled so in every output, and a coordinator refuses
+    /// it unless started with `--allow-simulated`.
+    pub simulated_noise_seed: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -99,6 +105,8 @@ pub(crate) struct Choice {
     min_clients: Option<u32>,
     /// The users sampling is over, when given.
     population: Option<u32>,
+    /// SIMULATION: the public seed of the coordinator's noise.
+    simulated_noise_seed: Option<u64>,
 }
 
 fn key(k: &str) -> String {
@@ -221,6 +229,14 @@ impl Choice {
                 .at(&key("budget_against")));
             }
         };
+        if p.simulated_noise_seed.is_some() && mode != Mode::Central {
+            return Err(invalid(
+                format!("privacy.simulated_noise_seed with mode = \"{name}\""),
+                "only the coordinator's noise (central DP) can be simulated from a seed; the agents' noise always comes from their OS",
+                "remove simulated_noise_seed, or use mode = \"central\"",
+            )
+            .at(&key("simulated_noise_seed")));
+        }
         let number = |k: &str, v: f64| ClipNorm::new(v).map_err(|e| from_privacy(&key(k), e));
         let clip = match (mode, &p.clip, p.max_grad_norm) {
             (_, Some(_), Some(_)) => {
@@ -355,7 +371,12 @@ impl Choice {
             budget_against,
             min_clients: job.min_clients,
             population: p.population,
+            simulated_noise_seed: p.simulated_noise_seed,
         })
+    }
+
+    pub(crate) fn simulated_noise_seed(&self) -> Option<u64> {
+        self.simulated_noise_seed
     }
 
     pub(crate) fn is_distributed(&self) -> bool {

@@ -92,7 +92,7 @@ fn auto_noise_meets_the_budget_and_a_given_sigma_is_kept() {
         ..Default::default()
     };
     let p = PrivacySection {
-        clip: Some(privacy::Setting::Number(1.0)),
+        clip: Some(Setting::Number(1.0)),
         ..privacy("central", 4.0)
     };
     let job = Job::resolve(&s, Some(&p), None, Runner::Fleet).unwrap();
@@ -100,7 +100,7 @@ fn auto_noise_meets_the_budget_and_a_given_sigma_is_kept() {
     let spent = plan.spec.privacy.unwrap().epsilon_after(5).unwrap();
     assert!(plan.calibrated && spent <= 4.0 && spent > 3.9, "{spent}");
     let p = PrivacySection {
-        noise_multiplier: Some(privacy::Setting::Number(2.0)),
+        noise_multiplier: Some(Setting::Number(2.0)),
         ..p
     };
     let plan = Job::resolve(&s, Some(&p), None, Runner::Fleet)
@@ -179,4 +179,38 @@ fn attestation_must_pin_code_or_say_any() {
     let any = format!("{base}[attestation.policy]\nmeasurements = \"any\"\n");
     let f = parse_file("t", any.as_bytes()).expect("\"any\" is explicit");
     assert!(f.attestation.expect("required").admits_any_code());
+}
+
+#[test]
+fn simulated_noise_is_only_for_the_coordinators_noise_and_is_carried_to_the_plan() {
+    let p = PrivacySection {
+        simulated_noise_seed: Some(7),
+        clip: Some(Setting::Number(1.0)),
+        ..privacy("central", 8.0)
+    };
+    let job = Job::resolve(&JobSection::default(), Some(&p), None, Runner::Fleet).unwrap();
+    let plan = job.plan(&facts(10)).unwrap();
+    assert_eq!(plan.simulated_noise_seed, Some(7));
+    assert!(plan.simulation_label().unwrap().contains("NOT private"));
+    for mode in ["local-sgd", "distributed"] {
+        let p = PrivacySection {
+            simulated_noise_seed: Some(7),
+            ..privacy(mode, 8.0)
+        };
+        let e = Job::resolve(&JobSection::default(), Some(&p), None, Runner::Fleet).unwrap_err();
+        assert_eq!(e.key(), Some("privacy.simulated_noise_seed"), "{mode}");
+    }
+    let real = Job::resolve(
+        &JobSection::default(),
+        Some(&PrivacySection {
+            clip: Some(Setting::Number(1.0)),
+            ..privacy("central", 8.0)
+        }),
+        None,
+        Runner::Fleet,
+    )
+    .unwrap()
+    .plan(&facts(10))
+    .unwrap();
+    assert!(real.simulated_noise_seed.is_none() && real.simulation_label().is_none());
 }

@@ -74,6 +74,12 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
             (job, n, "iid".to_owned(), 42, a.secure_aggregation)
         }
     };
+    // A job whose DP noise is simulated from a seed runs only when allowed,
+    // and its report says so.
+    let simulated = crate::fleet::jobfile::parse("(bench job)", job.as_bytes())?
+        .job
+        .simulated_noise_seed()
+        .is_some();
     let job_path = root.join("job.toml");
     std::fs::write(&job_path, job).map_err(|e| internal("cannot write the job file", e))?;
     let coord_dir = root.join("coordinator");
@@ -101,7 +107,9 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
             .env(tg_trust::passphrase::PASSPHRASE_ENV, &pass)
             .arg("--data-dir")
             .arg(&coord_dir)
-            .args(["--json", "coordinator", "start", "--job"])
+            .args(["--json", "coordinator", "start"])
+            .args(simulated.then_some("--allow-simulated"))
+            .arg("--job")
             .arg(&job_path)
             .stdout(log("coordinator.out")?)
             .stderr(log("coordinator.err")?)
@@ -215,6 +223,7 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
         "job_file": a.job,
         "final_model_sha256": final_model_sha256(&coord_dir)?,
         "epsilon": coordinator_summary(&root)["epsilon"],
+        "simulation": coordinator_summary(&root)["simulation"],
         "final_accuracy": coordinator_summary(&root)["accuracy"],
         "machine": {"cpus": std::thread::available_parallelism().map_or(1, usize::from)},
         "agent_start_to_ready_ms": {"median": median(&mut ready), "max": ready.iter().copied().fold(0.0, f64::max)},

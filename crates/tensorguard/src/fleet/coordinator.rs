@@ -148,6 +148,20 @@ async fn run(
         ));
     }
     let admissions = Store::open(data_dir).map_err(|e| from_store(e, data_dir))?;
+    // A simulated (seeded) noise source is for testing: refused unless the
+    // operator says so, and labelled in every output and the audit log.
+    let simulation = job.job.simulated_noise_seed().map(tg_job::simulation_label);
+    if let Some(label) = &simulation {
+        if !args.allow_simulated {
+            return Err(CliError::new(
+                Code::InvalidValue,
+                format!("job {} sets privacy.simulated_noise_seed", job.id),
+                "its DP noise would come from a public seed, which anyone can remove: the job would not be private",
+                "remove simulated_noise_seed for a real job; to test reproducibility, start the coordinator with --allow-simulated",
+            ));
+        }
+        out.note(&out.red(label));
+    }
 
     // The coordinator's own data: the held-out split that gates every round.
     let what = job.job.spec();
@@ -165,7 +179,11 @@ async fn run(
         })
         .map_err(crate::job::error)?
         .spec;
-    let strategy = tg_coordinator::plan::build_strategy(&spec).map_err(|e| {
+    let noise = match job.job.simulated_noise_seed() {
+        Some(seed) => tg_coordinator::plan::NoiseSource::Simulated(seed),
+        None => tg_coordinator::plan::NoiseSource::Os,
+    };
+    let strategy = tg_coordinator::plan::build_strategy(&spec, noise).map_err(|e| {
         CliError::new(
             Code::Internal,
             "cannot build the job's strategy",
@@ -237,16 +255,14 @@ async fn run(
     };
     let audit = shared.audit.clone();
     let prg = tg_secagg::crypto::Prg::for_this_cpu();
-    audit.record(
-        tg_trust::audit::kind::JOB_CREATED,
-        job.id,
-        audit_sink::job_created(
-            &spec,
-            job.attestation.as_ref(),
-            args.allow_simulated,
-            &format!("{prg:?}"),
-        ),
+    let mut created = audit_sink::job_created(
+        &spec,
+        job.attestation.as_ref(),
+        args.allow_simulated,
+        &format!("{prg:?}"),
     );
+    created["simulation"] = serde_json::json!(simulation);
+    audit.record(tg_trust::audit::kind::JOB_CREATED, job.id, created);
     let admission = Admission {
         allowed: job.allowed.clone(),
         tokens: job.enrollment,
@@ -370,6 +386,7 @@ async fn run(
         "model_sha256": rounds.iter().rev().find_map(|r| r.model_sha256.clone()),
         "epsilon": outcome.epsilon,
         "budget_exhausted": outcome.budget_exhausted,
+        "simulation": simulation,
     });
     audit.record(tg_trust::audit::kind::JOB_FINISHED, job.id, summary.clone());
     if audit.failed.load(std::sync::atomic::Ordering::Relaxed) {

@@ -43,6 +43,17 @@ impl NoiseRng {
         Ok(Self(ChaCha20Rng::from_seed(seed)))
     }
 
+    /// SIMULATION: noise drawn from a public seed, so that a simulated run
+    /// reproduces bit for bit. Anyone who knows the seed can subtract the
+    /// noise: it protects nothing. Only runs labelled simulated, which
+    /// production policy refuses, may use it.
+    pub fn simulated(seed: u64) -> Self {
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&seed.to_le_bytes());
+        key[8..].copy_from_slice(b"tensorguard simulation\0\0");
+        Self(ChaCha20Rng::from_seed(key))
+    }
+
     /// A fixed seed, for reproducible tests and benchmarks only: noise from a
     /// known seed protects nothing.
     #[doc(hidden)]
