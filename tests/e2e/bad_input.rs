@@ -175,7 +175,7 @@ fn served_after(reasons: &[&str], attack: impl FnOnce(&mut Fleet, &str)) {
     let (status, summary) = fleet.wait_coordinator(Duration::from_secs(180));
     assert!(status.success(), "{}", fleet.log("coordinator.err"));
     assert_eq!(
-        summary["committed"], 2,
+        summary["rounds_committed"], 2,
         "the coordinator kept serving: {summary}"
     );
 }

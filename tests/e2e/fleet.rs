@@ -17,7 +17,7 @@ fn ten_agents_five_secure_rounds_match_the_in_process_engine() {
     fleet.start_agents(10, &addr);
     let (status, summary) = fleet.wait_coordinator(Duration::from_secs(600));
     assert!(status.success(), "{}", fleet.log("coordinator.err"));
-    assert_eq!(summary["committed"], 5, "{summary}");
+    assert_eq!(summary["rounds_committed"], 5, "{summary}");
     let job = summary["job"].as_str().unwrap().to_owned();
     // Every agent saw the job through and exited cleanly.
     fleet.agents_exit_cleanly(10);
@@ -60,7 +60,7 @@ fn ten_agents_five_secure_rounds_match_the_in_process_engine() {
     let scale = local.values().map(|v| v.abs()).fold(0.0f32, f32::max);
     eprintln!("max |networked − in-process| = {diff:e} (largest weight {scale})");
     assert!(diff < 1e-3 * scale.max(1.0), "models differ by {diff}");
-    let acc = summary["accuracy"].as_f64().unwrap();
+    let acc = summary["final_accuracy"].as_f64().unwrap();
     let acc_local = demo["final_accuracy"]
         .as_f64()
         .or(demo["accuracy"].as_f64())

@@ -222,7 +222,7 @@ fn insecure_agents_are_simulated_untrusted_and_admitted_only_with_allow_simulate
     fleet.start_agents(2, &addr);
     let (status, summary) = fleet.wait_coordinator(Duration::from_secs(300));
     assert!(status.success(), "{}", fleet.log("coordinator.err"));
-    assert_eq!(summary["committed"], 2, "{summary}");
+    assert_eq!(summary["rounds_committed"], 2, "{summary}");
     fleet.agents_exit_cleanly(2);
     let job = summary["job"].as_str().unwrap().to_owned();
     assert!(

@@ -94,8 +94,8 @@ pub fn run(
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    let outcome = match outcome {
-        Ok(o) => o,
+    let finished = match outcome {
+        Ok(f) => f,
         Err(e) => {
             let err = from_inproc(e, data_dir);
             let _ = store.finish_job(job, JobStatus::Failed, Some(&err.to_string()), &json!({}));
@@ -116,6 +116,7 @@ pub fn run(
         None
     };
 
+    let outcome = &finished.outcome;
     let history: Vec<_> = outcome
         .history
         .iter()
@@ -128,44 +129,30 @@ pub fn run(
             })
         })
         .collect();
-    let committed = outcome
-        .history
-        .iter()
-        .filter(|r| r.status == RoundStatus::Committed)
-        .count();
+    let committed = finished.summary.rounds_committed;
     let final_eval = outcome.final_evaluation;
     let rounds_to_90 = outcome
         .history
         .iter()
         .find(|r| r.accuracy.is_some_and(|a| a >= 0.9))
         .map(|r| r.round);
-    // One status rule for every runner (a job with no committed round failed).
-    let status = outcome.status();
     let stop_reason = outcome.budget_exhausted.clone();
-    let mut summary = json!({
+    // The demo's own keys, after the summary every runner records.
+    let mut extra = json!({
         "run_id": job.to_string(),
-        "simulation": simulation,
-        "status": status.as_str(),
-        "reason": stop_reason,
         "strategy": spec.strategy.kind.to_string(),
         "dataset": spec.dataset.to_string(),
         "partition": spec.partition.to_string(),
         "model": spec.model.to_string(),
         "num_parameters": prepared.num_parameters(),
         "clients": spec.clients,
-        "rounds": spec.rounds,
         "min_clients": spec.min_clients,
         "fraction": spec.fraction,
         "dropout_injection": spec.dropout,
         "seed": spec.seed,
         "local_epochs": spec.train.local_epochs,
         "secure_aggregation": spec.secure_aggregation,
-        "rounds_committed": committed,
-        "rounds_failed": outcome.history.len() - committed,
         "rounds_to_90": rounds_to_90,
-        "final_model_sha256": outcome.history.iter().rev().find_map(|r| r.model_sha256.clone()),
-        "final_accuracy": final_eval.map(|e| e.accuracy),
-        "final_loss": final_eval.map(|e| e.loss),
         "centralized_accuracy": centralized.map(|e| e.accuracy),
         "centralized_loss": centralized.map(|e| e.loss),
         "history": history,
@@ -173,26 +160,18 @@ pub fn run(
         "elapsed_s": started.elapsed().as_secs_f64(),
     });
     if let Some(p) = &spec.privacy {
-        summary["dp"] = json!(p.mode_name());
-        summary["epsilon"] = json!(outcome.epsilon.unwrap_or(0.0));
-        summary["target_epsilon"] = json!(p.target_epsilon.get());
-        summary["delta"] = json!(p.delta.get());
-        summary["accountant"] = json!(p.accountant.as_str());
-        summary["privacy"] = serde_json::to_value(p).unwrap_or_default();
-        // Distributed DP: ε against the coordinator, which picks the sample
-        // (no amplification), next to ε against everyone else.
-        if let Some(r) = store
-            .ledger(&job.to_string())
-            .ok()
-            .and_then(|l| l.last().and_then(|e| e.release.clone()))
-        {
-            summary["epsilon_vs_coordinator"] = json!(r.epsilon_vs_coordinator);
-            summary["budget_stops_on"] = json!(p.budget_against.describe());
+        extra["dp"] = json!(p.mode_name());
+        extra["target_epsilon"] = json!(p.target_epsilon.get());
+        extra["delta"] = json!(p.delta.get());
+        extra["accountant"] = json!(p.accountant.as_str());
+        extra["privacy"] = serde_json::to_value(p).unwrap_or_default();
+        if finished.summary.epsilon_vs_coordinator.is_some() {
+            extra["budget_stops_on"] = json!(p.budget_against.describe());
         }
     }
-    store
-        .finish_job(job, status, stop_reason.as_deref(), &summary)
-        .map_err(|e| from_store(e, data_dir))?;
+    let summary = finished
+        .record(&store, Some(extra))
+        .map_err(|e| from_inproc(e.into(), data_dir))?;
 
     if !out.json {
         let pct = |v: Option<f64>| v.map_or("n/a".to_owned(), |a| format!("{:.1}%", a * 100.0));

@@ -18,6 +18,7 @@ pub mod net;
 mod outcome;
 pub mod plan;
 mod round;
+pub mod runner;
 mod secure_round;
 
 pub use outcome::RunOutcome;

@@ -22,8 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tg_agent::{Agent, PrivacyGuard};
-use tg_coordinator::plan::{HeldOut, NoiseSource, Stages};
-use tg_coordinator::{Coordinator, CoordinatorError, RunConfig, RunOutcome};
+use tg_coordinator::CoordinatorError;
+use tg_coordinator::plan::{HeldOut, Stages};
+use tg_coordinator::runner::{Finished, JobRun};
 use tg_model::net::ModelShape;
 use tg_model::partition::partition;
 use tg_model::{
@@ -74,7 +75,8 @@ pub struct Prepared {
     parts: Vec<Vec<usize>>,
     shape: ModelShape,
     initial: Parameters,
-    noise: NoiseSource,
+    /// The job as planned: the spec until [`Prepared::set_plan`].
+    plan: tg_job::JobPlan,
 }
 
 impl Prepared {
@@ -96,12 +98,16 @@ impl Prepared {
         let shape = ModelShape::for_dataset(spec.model, spec.hidden, &split.train)?;
         let initial = init_parameters(&shape, spec.seed)?;
         Ok(Self {
-            spec,
             split,
             parts,
             shape,
             initial,
-            noise: NoiseSource::Os,
+            plan: tg_job::JobPlan {
+                spec: spec.clone(),
+                calibrated: false,
+                simulated_noise_seed: None,
+            },
+            spec,
         })
     }
 
@@ -133,10 +139,7 @@ impl Prepared {
         }
         check_spec(&spec)?;
         self.spec = spec;
-        self.noise = match plan.simulated_noise_seed {
-            Some(seed) => NoiseSource::Simulated(seed),
-            None => NoiseSource::Os,
-        };
+        self.plan = plan.clone();
         Ok(())
     }
 
@@ -185,9 +188,8 @@ impl Prepared {
         store: &mut Store,
         round_deadline: Duration,
         on_round: impl FnMut(&RoundRecord) + Send,
-    ) -> Result<RunOutcome> {
+    ) -> Result<Finished> {
         let spec = &self.spec;
-        let strategy = tg_coordinator::plan::build_strategy(spec, self.noise)?;
         let evaluator = Box::new(HeldOut::new(self.shape, &self.split.test)?);
 
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -237,25 +239,28 @@ impl Prepared {
         }
         drop(events_tx);
 
-        let config = RunConfig::for_job(
-            job,
-            "demo",
-            spec,
-            Stages {
+        let transport = ChannelTransport::new(inboxes, events_rx);
+        let run = JobRun {
+            id: job,
+            kind: "demo",
+            plan: &self.plan,
+            stages: Stages {
                 train: round_deadline,
                 stage: round_deadline,
             },
             identities,
             // In process every agent shares this CPU.
-            tg_secagg::crypto::Prg::for_this_cpu(),
-        );
-        let transport = ChannelTransport::new(inboxes, events_rx);
-        let coordinator = Coordinator::new(transport, strategy, evaluator, store, config);
-        let outcome = coordinator.run(self.initial.clone(), on_round).await;
+            prg: tg_secagg::crypto::Prg::for_this_cpu(),
+            metrics: None,
+            stop: None,
+        };
+        let finished = run
+            .run(transport, evaluator, store, self.initial.clone(), on_round)
+            .await;
         for t in tasks {
             let _ = t.await;
         }
-        Ok(outcome?)
+        Ok(finished?)
     }
 }
 
@@ -289,6 +294,7 @@ fn check_spec(spec: &JobSpec) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tg_coordinator::RunOutcome;
     use tg_types::record::RoundStatus;
     use tg_types::spec::{
         DatasetSpec, ModelKind, OptimizerSpec, PartitionSpec, StrategyConfig, StrategyKind,
@@ -337,6 +343,7 @@ mod tests {
             |_| {},
         ))
         .unwrap()
+        .outcome
     }
 
     #[test]

@@ -224,7 +224,7 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
         "final_model_sha256": final_model_sha256(&coord_dir)?,
         "epsilon": coordinator_summary(&root)["epsilon"],
         "simulation": coordinator_summary(&root)["simulation"],
-        "final_accuracy": coordinator_summary(&root)["accuracy"],
+        "final_accuracy": coordinator_summary(&root)["final_accuracy"],
         "machine": {"cpus": std::thread::available_parallelism().map_or(1, usize::from)},
         "agent_start_to_ready_ms": {"median": median(&mut ready), "max": ready.iter().copied().fold(0.0, f64::max)},
         "all_agents_joined_s": all_joined_s,

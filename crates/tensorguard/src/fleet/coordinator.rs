@@ -4,7 +4,7 @@ use std::path::Path;
 
 use tg_coordinator::admission::{AttestationGate, AuditSink};
 use tg_coordinator::net::{Admission, NetTransport};
-use tg_coordinator::{Coordinator, RunConfig};
+use tg_coordinator::runner::JobRun;
 use tg_model::net::ModelShape;
 use tg_model::{init_parameters, load_dataset};
 use tg_proto::Offer;
@@ -170,27 +170,15 @@ async fn run(
         ModelShape::for_dataset(what.model, what.hidden, &split.train).map_err(from_model)?;
     let initial = init_parameters(&shape, job.job.spec().seed).map_err(from_model)?;
     // The job's numbers (noise, encoding, weights) from the plan, as in the demo.
-    let spec = job
+    let plan = job
         .job
         .plan(&tg_job::Facts {
             num_parameters: initial.num_values(),
             train_examples: split.train.len(),
             client_sizes: None,
         })
-        .map_err(crate::job::error)?
-        .spec;
-    let noise = match job.job.simulated_noise_seed() {
-        Some(seed) => tg_coordinator::plan::NoiseSource::Simulated(seed),
-        None => tg_coordinator::plan::NoiseSource::Os,
-    };
-    let strategy = tg_coordinator::plan::build_strategy(&spec, noise).map_err(|e| {
-        CliError::new(
-            Code::Internal,
-            "cannot build the job's strategy",
-            e.to_string(),
-            "check the job file's strategy settings",
-        )
-    })?;
+        .map_err(crate::job::error)?;
+    let spec = plan.spec.clone();
     let evaluator =
         Box::new(tg_coordinator::plan::HeldOut::new(shape, &split.test).map_err(from_model)?);
 
@@ -326,25 +314,24 @@ async fn run(
     }
     out.note(&format!("{joined} agents joined; starting"));
 
-    let config = RunConfig::for_job(
-        job.id,
-        "fleet",
-        &spec,
-        tg_coordinator::plan::Stages {
+    let run = JobRun {
+        id: job.id,
+        kind: "fleet",
+        plan: &plan,
+        stages: tg_coordinator::plan::Stages {
             train: job.deadlines.train,
             stage: job.deadlines.stage,
         },
-        Default::default(),
+        identities: Default::default(),
         prg,
-    );
-    let coordinator = Coordinator::new(transport, strategy, evaluator, &mut store, config)
-        .with_metrics(metrics.clone())
-        .with_stop(stop);
+        metrics: Some(metrics.clone()),
+        stop: Some(stop),
+    };
     let json = out.json;
     let quorum = spec.min_clients;
     let round_audit = audit.clone();
-    let outcome = coordinator
-        .run(initial, |r| {
+    let finished = run
+        .run(transport, evaluator, &mut store, initial, |r| {
             let attested = attested.lock().map(|a| a.clone()).unwrap_or_default();
             let kind = if r.status == RoundStatus::Committed {
                 tg_trust::audit::kind::ROUND_COMMITTED
@@ -370,46 +357,30 @@ async fn run(
         })
         .await
         .map_err(|e| CliError::new(Code::Internal, "the coordinator stopped", e.to_string(), "see the log; restarting resumes the job"))?;
-    let rounds = store
-        .rounds(&job.id.to_string())
-        .map_err(|e| from_store(e, data_dir))?;
-    let committed = rounds
-        .iter()
-        .filter(|r| r.status == RoundStatus::Committed)
-        .count();
-    let summary = serde_json::json!({
-        "job": job.id.to_string(),
-        "rounds": rounds.len(),
-        "committed": committed,
-        "accuracy": outcome.final_evaluation.map(|e| e.accuracy),
-        "loss": outcome.final_evaluation.map(|e| e.loss),
-        "model_sha256": rounds.iter().rev().find_map(|r| r.model_sha256.clone()),
-        "epsilon": outcome.epsilon,
-        "budget_exhausted": outcome.budget_exhausted,
-        "simulation": simulation,
-    });
+    let summary = finished.to_json(None);
     audit.record(tg_trust::audit::kind::JOB_FINISHED, job.id, summary.clone());
     if audit.failed.load(std::sync::atomic::Ordering::Relaxed) {
         out.note(&out.red("some audit records could not be written: see the errors above and run `tensorguard audit verify`"));
     }
-    let status = outcome.status();
-    store
-        .finish_job(
-            job.id,
-            status,
-            outcome.budget_exhausted.as_deref(),
-            &summary,
+    finished.record(&store, None).map_err(|e| {
+        CliError::new(
+            Code::Store,
+            "cannot record the job's end",
+            e.to_string(),
+            "check disk space and permissions; restarting resumes the job",
         )
-        .map_err(|e| from_store(e, data_dir))?;
+    })?;
     if json {
         out.json_value(&summary);
     } else {
+        let s = &finished.summary;
         out.line(&format!(
-            "job {} {}: {committed} of {} rounds committed, accuracy {:.4}",
+            "job {} {}: {} of {} rounds committed, accuracy {:.4}",
             job.id,
-            status.as_str(),
-            rounds.len(),
-            outcome.final_evaluation.map_or(f64::NAN, |e| e.accuracy)
+            s.status,
+            s.rounds_committed,
+            s.rounds,
+            s.final_accuracy.unwrap_or(f64::NAN)
         ));
     }
     Ok(())

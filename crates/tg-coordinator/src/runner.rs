@@ -1,0 +1,196 @@
+//! One job run, whoever hosts it. The in-process simulation (`demo`) and a
+//! fleet coordinator (`coordinator start`, jobs from the API) each hand a
+//! [`JobRun`] their transport, the planned job and the coordinator's
+//! held-out data; the run builds the strategy and configuration from the
+//! plan, runs the rounds, and sums the job up in one schema
+//! ([`JobSummary`]) with one status rule ([`RunOutcome::status`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tg_store::Store;
+use tg_types::record::{JobStatus, RoundRecord, RoundStatus};
+use tg_types::{AgentId, JobId, Parameters};
+
+use crate::plan::{NoiseSource, Stages, build_strategy};
+use crate::{Coordinator, Evaluator, Result, RunConfig, RunOutcome, StopSignal, Transport};
+
+/// A planned job, ready to run over a transport.
+pub struct JobRun<'a> {
+    /// The job's id.
+    pub id: JobId,
+    /// Which runner hosts it, as recorded in the store (`demo`, `fleet`).
+    pub kind: &'a str,
+    /// The job, resolved and calibrated (`tg_job::Job::plan`).
+    pub plan: &'a tg_job::JobPlan,
+    /// Stage deadlines.
+    pub stages: Stages,
+    /// Agents' identity keys, when the runner knows them before round 1
+    /// (simulated agents); a fleet learns them at admission.
+    pub identities: BTreeMap<AgentId, [u8; 32]>,
+    /// The mask generator secure rounds use.
+    pub prg: tg_secagg::crypto::Prg,
+    /// Where to export rounds, stage latencies and ε.
+    pub metrics: Option<Arc<tg_metrics::Metrics>>,
+    /// An operator's stop request.
+    pub stop: Option<StopSignal>,
+}
+
+/// How a job ended, in the one schema every runner records (the store's
+/// job summary, the `job.finished` audit record, `--json` output).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JobSummary {
+    /// Job id.
+    pub job: String,
+    /// The runner that ran it (`demo`, `fleet`).
+    pub kind: String,
+    /// The one status rule's verdict.
+    pub status: &'static str,
+    /// Why the job stopped early, if it did.
+    pub reason: Option<String>,
+    /// Rounds planned.
+    pub rounds: u32,
+    /// Rounds committed.
+    pub rounds_committed: usize,
+    /// Rounds recorded as failed.
+    pub rounds_failed: usize,
+    /// Held-out accuracy of the final model.
+    pub final_accuracy: Option<f64>,
+    /// Held-out loss of the final model.
+    pub final_loss: Option<f64>,
+    /// SHA-256 of the final model's safetensors bytes.
+    pub final_model_sha256: Option<String>,
+    /// ε spent (DP jobs).
+    pub epsilon: Option<f64>,
+    /// Distributed DP: ε against the coordinator, which picks the sample.
+    pub epsilon_vs_coordinator: Option<f64>,
+    /// Why the budget stopped the job, if it did.
+    pub budget_exhausted: Option<String>,
+    /// The label of a simulated run (noise from a public seed), if it is one.
+    pub simulation: Option<String>,
+}
+
+/// A run that ended: its outcome and its summary.
+pub struct Finished {
+    /// The job.
+    pub id: JobId,
+    /// Rounds, final model and evaluation, ε.
+    pub outcome: RunOutcome,
+    /// The summary every runner records.
+    pub summary: JobSummary,
+}
+
+impl JobRun<'_> {
+    /// Runs (or resumes) the job from `initial`, recording every round in
+    /// `store`; `on_round` sees each round as it is recorded.
+    pub async fn run<T: Transport>(
+        self,
+        transport: T,
+        evaluator: Box<dyn Evaluator>,
+        store: &mut Store,
+        initial: Parameters,
+        on_round: impl FnMut(&RoundRecord) + Send,
+    ) -> Result<Finished> {
+        let plan = self.plan;
+        let noise = match plan.simulated_noise_seed {
+            Some(seed) => NoiseSource::Simulated(seed),
+            None => NoiseSource::Os,
+        };
+        let strategy = build_strategy(&plan.spec, noise)?;
+        let config = RunConfig::for_job(
+            self.id,
+            self.kind,
+            &plan.spec,
+            self.stages,
+            self.identities,
+            self.prg,
+        );
+        let mut coordinator = Coordinator::new(transport, strategy, evaluator, store, config);
+        if let Some(m) = self.metrics {
+            coordinator = coordinator.with_metrics(m);
+        }
+        if let Some(s) = self.stop {
+            coordinator = coordinator.with_stop(s);
+        }
+        let outcome = coordinator.run(initial, on_round).await?;
+        let id = self.id.to_string();
+        // Distributed DP: the last ledger row's ε without amplification.
+        let epsilon_vs_coordinator = store
+            .ledger(&id)
+            .ok()
+            .and_then(|l| l.last().and_then(|e| e.release.clone()))
+            .map(|r| r.epsilon_vs_coordinator);
+        let committed = outcome
+            .history
+            .iter()
+            .filter(|r| r.status == RoundStatus::Committed)
+            .count();
+        let status = outcome.status();
+        let summary = JobSummary {
+            job: id,
+            kind: self.kind.to_owned(),
+            status: status.as_str(),
+            reason: outcome.budget_exhausted.clone().or_else(|| {
+                outcome
+                    .stopped_before
+                    .map(|n| format!("stopped by an operator before round {n}"))
+            }),
+            rounds: plan.spec.rounds,
+            rounds_committed: committed,
+            rounds_failed: outcome.history.len() - committed,
+            final_accuracy: outcome.final_evaluation.map(|e| e.accuracy),
+            final_loss: outcome.final_evaluation.map(|e| e.loss),
+            final_model_sha256: outcome
+                .history
+                .iter()
+                .rev()
+                .find_map(|r| r.model_sha256.clone()),
+            epsilon: outcome.epsilon,
+            epsilon_vs_coordinator,
+            budget_exhausted: outcome.budget_exhausted.clone(),
+            simulation: plan.simulation_label(),
+        };
+        Ok(Finished {
+            id: self.id,
+            outcome,
+            summary,
+        })
+    }
+}
+
+impl Finished {
+    /// The job's status.
+    pub fn status(&self) -> JobStatus {
+        self.outcome.status()
+    }
+
+    /// The summary as JSON, with the runner's own keys (`extra`, an
+    /// object) added after the common ones.
+    pub fn to_json(&self, extra: Option<serde_json::Value>) -> serde_json::Value {
+        let mut v = serde_json::to_value(&self.summary).unwrap_or(serde_json::Value::Null);
+        if let (Some(o), Some(serde_json::Value::Object(x))) = (v.as_object_mut(), extra) {
+            for (k, val) in x {
+                o.entry(k).or_insert(val);
+            }
+        }
+        v
+    }
+
+    /// Records the job's end in `store` with its summary (and `extra`
+    /// keys); returns the JSON recorded.
+    pub fn record(
+        &self,
+        store: &Store,
+        extra: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let json = self.to_json(extra);
+        store.finish_job(
+            self.id,
+            self.status(),
+            self.summary.reason.as_deref(),
+            &json,
+        )?;
+        Ok(json)
+    }
+}
