@@ -43,6 +43,7 @@ fn round(n: u32) -> RoundRecord {
         model_sha256: None,
         participants_detail: Vec::new(),
         epsilon: None,
+        federated: None,
     }
 }
 

@@ -278,6 +278,10 @@ pub struct DemoArgs {
     /// Server learning rate (FedAdam η; global step for the others).
     #[arg(long, env = "TENSORGUARD_SERVER_LR")]
     pub server_lr: Option<f32>,
+    /// Federated evaluation: every K rounds (and after the last), clients
+    /// evaluate the new model on their own data (off by default; not with DP).
+    #[arg(long, value_name = "K", env = "TENSORGUARD_EVALUATE_EVERY")]
+    pub evaluate_every: Option<u32>,
     /// Skip training the centralized yardstick.
     #[arg(long)]
     pub no_baseline: bool,

@@ -126,6 +126,7 @@ pub fn run(
                 "selected": r.selected, "participants": r.participants, "upload_bytes": r.upload_bytes,
                 "download_bytes": r.download_bytes, "duration_ms": r.duration_ms, "reason": r.reason,
                 "model_sha256": r.model_sha256, "epsilon": r.epsilon,
+                "federated": r.federated,
             })
         })
         .collect();
@@ -245,6 +246,14 @@ fn round_line(out: &Output, r: &RoundRecord, rounds: u32) -> String {
                 out.green("committed"),
                 w = width,
             ) + &r.epsilon.map(|e| format!("  ε {e:.3}")).unwrap_or_default()
+                + &r.federated
+                    .map(|f| {
+                        format!(
+                            "  federated acc {:.3} ({}/{} clients)",
+                            f.accuracy, f.answered, f.asked
+                        )
+                    })
+                    .unwrap_or_default()
         }
         _ => format!(
             "round {:>w$}/{rounds}  {}  {}",

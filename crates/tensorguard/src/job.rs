@@ -41,6 +41,7 @@ fn flags(a: &DemoArgs) -> JobSection {
         hidden: a.hidden,
         mu: a.mu,
         server_lr: a.server_lr,
+        evaluate_every: a.evaluate_every,
     }
 }
 

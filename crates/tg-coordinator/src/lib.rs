@@ -12,6 +12,7 @@
 
 pub mod admission;
 pub mod api;
+mod federated;
 pub mod fleet_view;
 pub mod http;
 pub mod net;
@@ -149,6 +150,8 @@ pub struct RunConfig {
     pub privacy: Option<PrivacySpec>,
     /// Secure aggregation, if updates may reach the coordinator only as a sum.
     pub secure: Option<SecureSettings>,
+    /// Federated evaluation every this many rounds (and after the last); 0 = never.
+    pub evaluate_every: u32,
 }
 
 /// Secure aggregation as the coordinator runs it.
@@ -298,6 +301,10 @@ impl<'s, T: Transport> Coordinator<'s, T> {
             if let Some((params, eval)) = next {
                 global = params;
                 last_eval = Some(eval);
+                let every = self.config.evaluate_every;
+                if every > 0 && (round % every == 0 || round == self.config.rounds) {
+                    record.federated = self.evaluate_federated(round, &global).await?;
+                }
             }
             if let Some(m) = &self.metrics {
                 let dropped = record

@@ -94,6 +94,7 @@ impl RunConfig {
             train: spec.train,
             seed: spec.seed,
             privacy: spec.privacy,
+            evaluate_every: spec.evaluate_every,
             secure: spec.secure_aggregation.map(|s| SecureSettings {
                 spec: s,
                 identities,

@@ -46,6 +46,7 @@ pub(crate) fn new_record(round: u32) -> RoundRecord {
         model_sha256: None,
         participants_detail: Vec::new(),
         epsilon: None,
+        federated: None,
     }
 }
 

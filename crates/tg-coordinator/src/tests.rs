@@ -15,11 +15,14 @@ use tg_types::{AgentId, JobId, NamedTensor, Parameters};
 use crate::{Coordinator, Evaluator, RunConfig, Transport, TransportEvent};
 
 type Script = Box<dyn FnMut(&AgentId, &TrainRequest) -> Vec<TransportEvent> + Send>;
+type EvalScript =
+    Box<dyn FnMut(&AgentId, &tg_proto::EvaluateRequest) -> Vec<TransportEvent> + Send>;
 
 struct ScriptedTransport {
     agents: Vec<AgentId>,
     queue: VecDeque<TransportEvent>,
     script: Script,
+    evaluate: Option<EvalScript>,
 }
 
 impl Transport for ScriptedTransport {
@@ -28,9 +31,18 @@ impl Transport for ScriptedTransport {
     }
 
     async fn send(&mut self, to: &AgentId, frame: Vec<u8>) -> Result<(), String> {
-        if let Ok(ToAgent::Train(req)) = tg_proto::decode::<ToAgent>(&frame) {
-            let events = (self.script)(to, &req);
-            self.queue.extend(events);
+        match tg_proto::decode::<ToAgent>(&frame) {
+            Ok(ToAgent::Train(req)) => {
+                let events = (self.script)(to, &req);
+                self.queue.extend(events);
+            }
+            Ok(ToAgent::Evaluate(req)) => {
+                if let Some(script) = &mut self.evaluate {
+                    let events = script(to, &req);
+                    self.queue.extend(events);
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -103,6 +115,7 @@ fn config(rounds: u32, quorum: usize) -> RunConfig {
         seed: 0,
         privacy: None,
         secure: None,
+        evaluate_every: 0,
     }
 }
 
@@ -127,6 +140,7 @@ async fn run_with(
         agents: (0..n_agents).map(AgentId::numbered).collect(),
         queue: VecDeque::new(),
         script,
+        evaluate: None,
     };
     let strategy = Box::new(FedAvg::new(Sampler::new(1.0, quorum).unwrap(), 1.0));
     let outcome = Coordinator::new(
@@ -308,4 +322,100 @@ async fn budget_stop_ends_at_the_last_round_that_fits() {
     assert_eq!(outcome.epsilon, Some(ledger[2].epsilon_after));
     let rounds = store.rounds(&job).unwrap();
     assert_eq!(rounds[2].epsilon, Some(ledger[2].epsilon_after));
+}
+
+fn evaluated(
+    agent: &AgentId,
+    at: tg_proto::RoundRef,
+    n: u64,
+    loss: f64,
+    acc: f64,
+) -> TransportEvent {
+    TransportEvent::Frame {
+        from: agent.clone(),
+        frame: tg_proto::encode(&ToCoordinator::Evaluated(tg_proto::EvaluateReply {
+            at,
+            agent: agent.clone(),
+            num_examples: n,
+            loss,
+            accuracy: acc,
+        }))
+        .unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn federated_evaluation_combines_only_well_formed_answers_to_this_request() {
+    let mut config = config(2, 1);
+    config.evaluate_every = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let agents: Vec<AgentId> = (0..6).map(AgentId::numbered).collect();
+    let liar = agents.clone();
+    let transport = ScriptedTransport {
+        agents: agents.clone(),
+        queue: VecDeque::new(),
+        script: Box::new(|a, req| vec![reply(a, req, params(1.0))]),
+        evaluate: Some(Box::new(move |a, req| {
+            let at = req.at;
+            let other = tg_proto::RoundRef {
+                round: at.round + 1,
+                ..at
+            };
+            match liar.iter().position(|x| x == a) {
+                // Honest, then a second answer that must not count twice.
+                Some(0) => vec![
+                    evaluated(a, at, 10, 0.5, 0.8),
+                    evaluated(a, at, 10, 0.0, 0.0),
+                ],
+                // Out of range, not finite, no examples.
+                Some(1) => vec![evaluated(a, at, 10, 0.5, 2.0)],
+                Some(2) => vec![evaluated(a, at, 10, f64::NAN, 0.5)],
+                Some(3) => vec![evaluated(a, at, 0, 0.5, 0.5)],
+                // Another round's answer, then silence: the deadline ends it.
+                Some(4) => vec![evaluated(a, other, 10, 0.5, 0.5)],
+                // Speaks for someone else.
+                _ => vec![evaluated(&liar[0], at, u64::MAX, 9.0, 0.0)],
+            }
+        })),
+    };
+    let strategy = Box::new(FedAvg::new(Sampler::new(1.0, 1).unwrap(), 1.0));
+    let outcome = Coordinator::new(
+        transport,
+        strategy,
+        Box::new(MeanEvaluator),
+        &mut store,
+        config,
+    )
+    .run(params(0.0), |_| {})
+    .await
+    .unwrap();
+    assert!(
+        outcome.history[0].federated.is_none(),
+        "not scheduled in round 1"
+    );
+    let f = outcome.history[1].federated.expect("round 2 is scheduled");
+    assert_eq!((f.asked, f.answered, f.num_examples), (6, 1, 10));
+    assert_eq!((f.loss, f.accuracy), (0.5, 0.8));
+    // Recorded with the round.
+    let rounds = store
+        .rounds(&JobId::from_bytes([9; 16]).to_string())
+        .unwrap();
+    assert_eq!(rounds[1].federated, Some(f));
+    // The model is the held-out gate's, untouched by any answer.
+    assert_eq!(outcome.model, params(2.0));
+}
+
+#[test]
+fn self_reported_counts_cannot_overflow_the_combination() {
+    use tg_strategy::{ClientEvaluation, Strategy};
+    let mut s = FedAvg::new(Sampler::new(1.0, 1).unwrap(), 1.0);
+    let big = ClientEvaluation {
+        num_examples: u64::MAX,
+        loss: 1.0,
+        accuracy: 1.0,
+    };
+    let c = s.aggregate_evaluate(&[big, big]).unwrap();
+    assert_eq!(c.num_examples, u64::MAX);
+    assert!((c.accuracy - 1.0).abs() < 1e-12);
 }

@@ -324,6 +324,7 @@ mod tests {
             seed,
             privacy: None,
             secure_aggregation: None,
+            evaluate_every: 0,
         }
     }
 

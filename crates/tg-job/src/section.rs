@@ -50,6 +50,9 @@ pub struct JobSection {
     pub mu: Option<f32>,
     /// The server learning rate (FedAdam, FedAvg with momentum).
     pub server_lr: Option<f32>,
+    /// Federated evaluation every this many rounds (and after the last);
+    /// 0 (the default) = only the coordinator's held-out evaluation.
+    pub evaluate_every: Option<u32>,
 }
 
 impl JobSection {
@@ -77,7 +80,8 @@ impl JobSection {
             seed,
             hidden,
             mu,
-            server_lr
+            server_lr,
+            evaluate_every
         )
     }
 }
@@ -279,5 +283,6 @@ pub(crate) fn resolve(s: &JobSection) -> Result<JobSpec> {
         seed: pick!(seed, d::SEED),
         privacy: None,
         secure_aggregation: None,
+        evaluate_every: s.evaluate_every.unwrap_or(0),
     })
 }

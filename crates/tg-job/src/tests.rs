@@ -214,3 +214,15 @@ fn simulated_noise_is_only_for_the_coordinators_noise_and_is_carried_to_the_plan
     .unwrap();
     assert!(real.simulated_noise_seed.is_none() && real.simulation_label().is_none());
 }
+
+#[test]
+fn federated_evaluation_is_refused_with_dp() {
+    let s = JobSection {
+        evaluate_every: Some(2),
+        ..Default::default()
+    };
+    let job = Job::resolve(&s, None, None, Runner::Fleet).unwrap();
+    assert_eq!(job.spec().evaluate_every, 2);
+    let e = Job::resolve(&s, Some(&privacy("local-sgd", 8.0)), None, Runner::Fleet).unwrap_err();
+    assert!(e.to_string().contains("federated evaluation"), "{e}");
+}

@@ -2,7 +2,9 @@
 
 use rusqlite::{OptionalExtension, params};
 use tg_types::JobId;
-use tg_types::record::{ParticipantOutcome, ParticipantRecord, RoundRecord, RoundStatus};
+use tg_types::record::{
+    FederatedEvaluation, ParticipantOutcome, ParticipantRecord, RoundRecord, RoundStatus,
+};
 
 use crate::{Result, Store, StoreError, now_ms};
 
@@ -66,13 +68,34 @@ impl Store {
         Ok(())
     }
 
+    /// Adds the federated evaluation of a recorded round.
+    pub fn set_round_federated(
+        &self,
+        job: JobId,
+        round: u32,
+        evaluation: &FederatedEvaluation,
+    ) -> Result<()> {
+        let json = serde_json::to_string(evaluation)
+            .map_err(|e| StoreError::Corrupt(format!("federated evaluation: {e}")))?;
+        let n = self.conn.execute(
+            "UPDATE rounds SET federated_json = ?3 WHERE job_id = ?1 AND round = ?2",
+            params![job.to_string(), round, json],
+        )?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound(format!("round {round} of job {job}")))
+        }
+    }
+
     /// Every recorded round of a job, in order, with participants.
     pub fn rounds(&self, job_id: &str) -> Result<Vec<RoundRecord>> {
         let mut stmt = self.conn.prepare(
             "SELECT round, status, accuracy, loss, selected, participants, upload_bytes, download_bytes,
                     duration_ms, reason, model_sha256,
                     (SELECT epsilon_after FROM privacy_ledger l
-                     WHERE l.job_id = rounds.job_id AND l.round = rounds.round)
+                     WHERE l.job_id = rounds.job_id AND l.round = rounds.round),
+                    federated_json
              FROM rounds WHERE job_id = ?1 ORDER BY round",
         )?;
         let raw = stmt
@@ -90,6 +113,7 @@ impl Store {
                     r.get(9)?,
                     r.get(10)?,
                     r.get::<_, Option<f64>>(11)?,
+                    r.get::<_, Option<String>>(12)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -112,6 +136,7 @@ impl Store {
                     reason,
                     sha,
                     epsilon,
+                    federated,
                 )| {
                     let detail = pstmt
                         .query_map(params![job_id, round], |r| {
@@ -151,6 +176,13 @@ impl Store {
                         model_sha256: sha,
                         participants_detail: detail,
                         epsilon,
+                        federated: federated
+                            .map(|j| {
+                                serde_json::from_str(&j).map_err(|e| {
+                                    StoreError::Corrupt(format!("federated evaluation: {e}"))
+                                })
+                            })
+                            .transpose()?,
                     })
                 },
             )

@@ -123,6 +123,11 @@ CREATE TABLE settings (
     "
 ALTER TABLE privacy_ledger ADD COLUMN release_json TEXT;
 ",
+    // 7: the federated evaluation of a committed round (JSON), when the job
+    // schedules one.
+    "
+ALTER TABLE rounds ADD COLUMN federated_json TEXT;
+",
 ];
 
 /// Sets durability pragmas and applies pending migrations.

@@ -26,6 +26,7 @@ fn round(n: u32, status: RoundStatus) -> RoundRecord {
             upload_bytes: 50,
         }],
         epsilon: None,
+        federated: None,
     }
 }
 

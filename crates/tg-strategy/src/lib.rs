@@ -137,15 +137,19 @@ pub trait Strategy: Send {
         self.apply(round, global, fold)
     }
 
-    /// Chooses agents for federated evaluation (none by default: the
-    /// coordinator evaluates centrally when it holds a test set).
-    fn configure_evaluate(&mut self, _round: u32, _available: &[AgentId]) -> Vec<AgentId> {
-        Vec::new()
+    /// Chooses agents for a federated evaluation the job scheduled (every
+    /// available agent by default, in a canonical order).
+    fn configure_evaluate(&mut self, _round: u32, available: &[AgentId]) -> Vec<AgentId> {
+        let mut all = available.to_vec();
+        all.sort();
+        all.dedup();
+        all
     }
 
     /// Combines federated evaluations: example-weighted means of loss and accuracy.
     fn aggregate_evaluate(&mut self, results: &[ClientEvaluation]) -> Option<ClientEvaluation> {
-        let n: u64 = results.iter().map(|r| r.num_examples).sum();
+        // Counts are self-reported: summed without overflow, whatever they claim.
+        let n: u128 = results.iter().map(|r| u128::from(r.num_examples)).sum();
         (n > 0).then(|| {
             let w = |f: fn(&ClientEvaluation) -> f64| {
                 results
@@ -155,7 +159,7 @@ pub trait Strategy: Send {
                     / n as f64
             };
             ClientEvaluation {
-                num_examples: n,
+                num_examples: u64::try_from(n).unwrap_or(u64::MAX),
                 loss: w(|r| r.loss),
                 accuracy: w(|r| r.accuracy),
             }

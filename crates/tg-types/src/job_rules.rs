@@ -61,6 +61,9 @@ impl JobSpec {
                 return bad("central DP adds noise to individual updates at the coordinator, which secure aggregation never reveals; use local-sgd (DP-SGD) or distributed DP with secure aggregation".into());
             }
         }
+        if self.evaluate_every > 0 && mode.is_some() {
+            return bad("federated evaluation releases each agent's loss and accuracy on its own data without noise, which a DP job's budget does not cover (its agents decline it); evaluate on the coordinator's held-out set instead (evaluate_every = 0)".into());
+        }
         if self.strategy.kind == StrategyKind::Scaffold && matches!(mode, Some(DpMode::Central(_)))
         {
             return bad("SCAFFOLD cannot run under central DP: its control variates are per-client and un-noised; use fedavg, fedprox or fedadam".into());

@@ -129,4 +129,25 @@ pub struct RoundRecord {
     /// ε of the job after this round (DP jobs; from the privacy ledger).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epsilon: Option<f64>,
+    /// Federated evaluation of the committed model on the agents' own data
+    /// (rounds the job's `evaluate_every` schedules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federated: Option<FederatedEvaluation>,
+}
+
+/// The committed model evaluated by agents on their own data, combined by
+/// the strategy (example-weighted means). Informational: the evaluation
+/// gate is the coordinator's held-out set, which no agent can influence.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FederatedEvaluation {
+    /// Agents asked.
+    pub asked: u32,
+    /// Agents whose evaluation was combined.
+    pub answered: u32,
+    /// Examples they evaluated.
+    pub num_examples: u64,
+    /// Mean loss.
+    pub loss: f64,
+    /// Accuracy in [0, 1].
+    pub accuracy: f64,
 }

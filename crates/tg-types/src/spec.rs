@@ -369,6 +369,10 @@ pub struct JobSpec {
     pub privacy: Option<crate::privacy::PrivacySpec>,
     /// Secure aggregation, if updates must reach the coordinator only as a sum.
     pub secure_aggregation: Option<SecureAggSpec>,
+    /// Federated evaluation: every this many rounds (and after the last),
+    /// agents evaluate the committed model on their own data; 0 = never.
+    #[serde(default)]
+    pub evaluate_every: u32,
 }
 
 /// Secure aggregation settings of a job.

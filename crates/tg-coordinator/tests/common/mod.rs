@@ -120,6 +120,7 @@ pub fn fixture() -> Fixture {
         model_sha256: None,
         participants_detail: vec![],
         epsilon: None,
+        federated: None,
     };
     let model = b"safetensors bytes of round 1".to_vec();
     store.record_round(job, &mut r, Some(&model)).unwrap();
