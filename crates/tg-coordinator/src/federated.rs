@@ -16,7 +16,7 @@ use tg_strategy::ClientEvaluation;
 use tg_types::Parameters;
 use tg_types::record::FederatedEvaluation;
 
-use crate::{Coordinator, Result, Transport, TransportEvent};
+use crate::{Coordinator, Incoming, Outgoing, Result, Transport, TransportEvent};
 
 impl<T: Transport> Coordinator<'_, T> {
     /// Asks the strategy's choice of agents to evaluate `global`, waits for
@@ -36,13 +36,13 @@ impl<T: Transport> Coordinator<'_, T> {
         if chosen.is_empty() {
             return Ok(None);
         }
-        let frame = tg_proto::encode(&ToAgent::Evaluate(EvaluateRequest {
+        let message = Outgoing::encode(&ToAgent::Evaluate(EvaluateRequest {
             at,
             model: global.clone(),
         }))?;
         let mut pending = BTreeSet::new();
         for agent in &chosen {
-            if self.transport.send(agent, frame.clone()).await.is_ok() {
+            if self.transport.send(agent, &message).await.is_ok() {
                 pending.insert(agent.clone());
             }
         }
@@ -56,14 +56,14 @@ impl<T: Transport> Coordinator<'_, T> {
                     Some(TransportEvent::Disconnected(agent)) => {
                         pending.remove(&agent);
                     }
-                    Some(TransportEvent::Frame { from, frame }) => {
+                    Some(TransportEvent::Received { from, message, .. }) => {
                         if !pending.contains(&from) {
                             continue; // not asked, or already answered
                         }
                         // Only an answer to this request settles the agent; a
                         // late training reply does not.
-                        match tg_proto::decode::<ToCoordinator>(&frame) {
-                            Ok(ToCoordinator::Evaluated(r)) if r.at == at && r.agent == from => {
+                        match message {
+                            Incoming::Message(ToCoordinator::Evaluated(r)) if r.at == at && r.agent == from => {
                                 pending.remove(&from);
                                 if r.num_examples > 0
                                     && r.loss.is_finite()
@@ -79,7 +79,7 @@ impl<T: Transport> Coordinator<'_, T> {
                                     tracing::info!(round, agent = %from, "federated evaluation left out: out of range");
                                 }
                             }
-                            Ok(ToCoordinator::Declined { at: a, agent, reason }) if a == at && agent == from => {
+                            Incoming::Message(ToCoordinator::Declined { at: a, agent, reason }) if a == at && agent == from => {
                                 pending.remove(&from);
                                 tracing::info!(round, agent = %from, "federated evaluation declined: {reason}");
                             }

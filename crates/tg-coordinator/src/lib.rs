@@ -21,10 +21,11 @@ pub mod plan;
 mod round;
 pub mod runner;
 mod secure_round;
+mod transport;
 
 pub use outcome::RunOutcome;
+pub use transport::{Frame, Incoming, Outgoing, Transport, TransportEvent};
 
-use std::future::Future;
 use std::time::Duration;
 
 use rand::SeedableRng;
@@ -68,55 +69,6 @@ pub enum CoordinatorError {
 
 /// Result alias for this crate.
 pub type Result<T, E = CoordinatorError> = std::result::Result<T, E>;
-
-/// Something that happened on the transport.
-#[derive(Debug)]
-pub enum TransportEvent {
-    /// A frame arrived from an agent.
-    Frame {
-        /// Sender as authenticated by the transport.
-        from: AgentId,
-        /// Encoded [`tg_proto::ToCoordinator`].
-        frame: Vec<u8>,
-    },
-    /// An agent's connection closed (it counts as a dropout for its round).
-    Disconnected(AgentId),
-}
-
-/// How the coordinator reaches agents.
-pub trait Transport: Send {
-    /// Agents currently reachable.
-    fn connected(&self) -> Vec<AgentId>;
-    /// Sends a frame; an error means the agent is unreachable.
-    fn send(
-        &mut self,
-        to: &AgentId,
-        frame: Vec<u8>,
-    ) -> impl Future<Output = Result<(), String>> + Send;
-    /// The next event, or `None` when the transport is closed for good.
-    fn next_event(&mut self) -> impl Future<Output = Option<TransportEvent>> + Send;
-    /// The Ed25519 identity of an agent, if the transport authenticated one.
-    fn identity(&self, agent: &AgentId) -> Option<[u8; 32]> {
-        let _ = agent;
-        None
-    }
-    /// The fleet certificate an agent presented when it joined, if any.
-    fn certificate(&self, agent: &AgentId) -> Option<tg_proto::Certificate> {
-        let _ = agent;
-        None
-    }
-    /// Waits until frames already accepted by [`Transport::send`] have been
-    /// delivered or have failed (the job's last messages before exit).
-    fn flush(&mut self) -> impl Future<Output = ()> + Send {
-        async {}
-    }
-    /// Tells the fleet that `round` reached `stage` (after the store has
-    /// recorded it). Informational; the default does nothing.
-    fn announce(&mut self, round: u32, stage: &str) -> impl Future<Output = ()> + Send {
-        let _ = (round, stage);
-        async {}
-    }
-}
 
 /// Server-side evaluation of a candidate model (the evaluation gate's input).
 pub trait Evaluator: Send {
@@ -320,12 +272,12 @@ impl<'s, T: Transport> Coordinator<'s, T> {
             on_round(&record);
             history.push(record);
         }
-        let done = tg_proto::encode(&ToAgent::Finished {
+        let done = Outgoing::encode(&ToAgent::Finished {
             job: self.config.job,
         })?;
         for agent in self.transport.connected() {
             // Best effort: an agent that is gone needs no goodbye.
-            let _ = self.transport.send(&agent, done.clone()).await;
+            let _ = self.transport.send(&agent, &done).await;
         }
         self.transport.flush().await;
         let final_evaluation = match last_eval {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use tg_net::{Event, PeerId};
-use tg_proto::signed::{self, Bound};
+use tg_proto::signed;
 use tg_proto::{NonceCounter, Offer, ReplayGuard, ToAgent, ToCoordinator};
 use tg_store::Store;
 use tg_types::{AgentId, JobId};
@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 pub use crate::admission::Admission;
 use crate::admission::{AttestationGate, AuditSink};
-use crate::{Transport, TransportEvent};
+use crate::{Frame, Incoming, Outgoing, Transport, TransportEvent};
 
 // Admission of a join (identity, then attestation) — a child module so it
 // sees the transport's private state.
@@ -273,7 +273,9 @@ impl NetTransport {
             );
             return None;
         };
-        let (header, message) = match signed::open::<ToCoordinator>(&frame, &key) {
+        let bytes = frame.len() as u64;
+        // Verified and decoded once; a training reply stays in `frame`.
+        let (header, opened) = match signed::open_from_agent(&frame, &key) {
             Ok(x) => x,
             Err(tg_proto::ProtoError::BadSignature | tg_proto::ProtoError::WrongSender) => {
                 self.refuse(&peer, "bad_signature", "frame signature does not verify");
@@ -300,7 +302,11 @@ impl NetTransport {
             self.refuse(&peer, "replay", &e.to_string());
             return None;
         }
-        if let ToCoordinator::Join(join) = message {
+        let (message, range) = match opened {
+            signed::FromAgent::Trained(range) => (None, range),
+            signed::FromAgent::Message(m) => (Some(m), 0..0),
+        };
+        if let Some(ToCoordinator::Join(join)) = message {
             self.on_join(peer, key, join).await;
             return None;
         }
@@ -314,10 +320,15 @@ impl NetTransport {
         };
         let from = member.agent.clone();
         self.fleet.heard(from.as_str(), frame.len());
-        match tg_proto::encode(&message) {
-            Ok(frame) => Some(TransportEvent::Frame { from, frame }),
-            Err(_) => None,
-        }
+        let message = match message {
+            Some(m) => Incoming::Message(m),
+            None => Incoming::Trained(Frame::within(frame, range)?),
+        };
+        Some(TransportEvent::Received {
+            from,
+            message,
+            bytes,
+        })
     }
 }
 
@@ -344,7 +355,7 @@ impl Transport for NetTransport {
             .and_then(|m| m.certificate.clone())
     }
 
-    async fn send(&mut self, to: &AgentId, frame: Vec<u8>) -> Result<(), String> {
+    async fn send(&mut self, to: &AgentId, message: &Outgoing) -> Result<(), String> {
         let peer: PeerId = to
             .as_str()
             .parse()
@@ -356,9 +367,13 @@ impl Transport for NetTransport {
         if !self.connected.contains(&peer) {
             return Err(format!("{to} is not connected"));
         }
-        let message: ToAgent = tg_proto::decode(&frame).map_err(|e| e.to_string())?;
-        let sealed = signed::seal_payload(&self.key, self.nonces.next(), message.binding(), frame)
-            .map_err(|e| e.to_string())?;
+        let sealed = signed::seal_payload(
+            &self.key,
+            self.nonces.next(),
+            message.binding(),
+            message.bytes().to_vec(),
+        )
+        .map_err(|e| e.to_string())?;
         self.in_flight
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.fleet.sent(to.as_str(), sealed.len());

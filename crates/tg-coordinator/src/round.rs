@@ -10,7 +10,7 @@ use tg_strategy::{Fold, StrategyError};
 use tg_types::record::{ParticipantOutcome, ParticipantRecord, RoundRecord, RoundStatus};
 use tg_types::{AgentId, Parameters};
 
-use crate::{Coordinator, Result, Transport, TransportEvent};
+use crate::{Coordinator, Incoming, Outgoing, Result, Transport, TransportEvent};
 
 /// A selected agent's state within the round.
 enum Slot {
@@ -76,7 +76,7 @@ impl<T: Transport> Coordinator<'_, T> {
         self.stage(round, "selected").await?;
 
         // Broadcast.
-        let frame = tg_proto::encode(&ToAgent::Train(TrainRequest {
+        let message = Outgoing::encode(&ToAgent::Train(TrainRequest {
             at,
             global: global.clone(),
             config: self.config.train,
@@ -85,8 +85,8 @@ impl<T: Transport> Coordinator<'_, T> {
         }))?;
         let mut slots: BTreeMap<AgentId, Slot> = BTreeMap::new();
         for agent in &plan.selected {
-            let sent = self.transport.send(agent, frame.clone()).await;
-            record.download_bytes += frame.len() as u64;
+            let sent = self.transport.send(agent, &message).await;
+            record.download_bytes += message.len();
             slots.insert(
                 agent.clone(),
                 if sent.is_ok() {
@@ -113,9 +113,9 @@ impl<T: Transport> Coordinator<'_, T> {
                             *slot = Slot::Dropped;
                         }
                     }
-                    Some(TransportEvent::Frame { from, frame }) => {
+                    Some(TransportEvent::Received { from, message, bytes }) => {
                         if let Some(slot @ Slot::Pending) = slots.get_mut(&from) {
-                            *slot = judge(at, &from, &frame, &mut fold);
+                            *slot = judge(at, &from, &message, bytes, &mut fold);
                         }
                         // Frames from unselected agents or earlier rounds are ignored.
                     }
@@ -241,24 +241,24 @@ impl<T: Transport> Coordinator<'_, T> {
     }
 }
 
-/// Decides what a reply frame from a pending agent is worth, folding a
-/// usable update into the round's sum (and dropping it) on the spot.
-fn judge(at: RoundRef, from: &AgentId, frame: &[u8], fold: &mut Fold) -> Slot {
-    let bytes = frame.len() as u64;
+/// Decides what a reply from a pending agent is worth, folding a usable
+/// update into the round's sum (and dropping it) on the spot.
+fn judge(at: RoundRef, from: &AgentId, message: &Incoming, bytes: u64, fold: &mut Fold) -> Slot {
     let rejected = |reason: String| Slot::Rejected { reason, bytes };
     // A training reply is read in place and folded from the frame's bytes.
-    let r = match tg_proto::decode_trained(frame) {
-        Err(e) => return rejected(format!("undecodable reply: {e}")),
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            return match tg_proto::decode::<ToCoordinator>(frame) {
-                Err(e) => rejected(format!("undecodable reply: {e}")),
-                Ok(ToCoordinator::Declined { reason, .. }) => {
-                    rejected(format!("declined: {reason}"))
-                }
-                Ok(_) => rejected("unexpected message kind during training".into()),
-            };
+    let r = match message {
+        Incoming::Trained(frame) => match tg_proto::decode_trained(frame) {
+            Err(e) => return rejected(format!("undecodable reply: {e}")),
+            Ok(Some(r)) => r,
+            Ok(None) => return rejected("unexpected message kind during training".into()),
+        },
+        Incoming::Message(ToCoordinator::Declined { reason, .. }) => {
+            return rejected(format!("declined: {reason}"));
         }
+        Incoming::Message(_) => {
+            return rejected("unexpected message kind during training".into());
+        }
+        Incoming::Undecodable(e) => return rejected(format!("undecodable reply: {e}")),
     };
     if r.at != at || &r.agent != from {
         return rejected("reply is for another round or sender".into());

@@ -19,7 +19,10 @@ use tg_types::record::{ParticipantOutcome, ParticipantRecord, RoundRecord};
 use tg_types::{AgentId, Parameters};
 
 use crate::round::{Committed, new_record};
-use crate::{Coordinator, CoordinatorError, Result, SecureSettings, Transport, TransportEvent};
+use crate::{
+    Coordinator, CoordinatorError, Incoming, Outgoing, Result, SecureSettings, Transport,
+    TransportEvent,
+};
 
 impl<T: Transport> Coordinator<'_, T> {
     pub(crate) async fn run_secure_round(
@@ -118,7 +121,7 @@ impl<T: Transport> Coordinator<'_, T> {
             .collect();
         let mut server = Server::new(cfg);
 
-        let frame = tg_proto::encode(&ToAgent::Train(TrainRequest {
+        let message = Outgoing::encode(&ToAgent::Train(TrainRequest {
             at,
             global: global.clone(),
             config: self.config.train,
@@ -128,8 +131,8 @@ impl<T: Transport> Coordinator<'_, T> {
         let mut gone: BTreeSet<u32> = BTreeSet::new();
         let mut upload: BTreeMap<u32, u64> = BTreeMap::new();
         for (agent, &i) in &index {
-            record.download_bytes += frame.len() as u64;
-            if self.transport.send(agent, frame.clone()).await.is_err() {
+            record.download_bytes += message.len();
+            if self.transport.send(agent, &message).await.is_err() {
                 gone.insert(i);
             }
         }
@@ -162,11 +165,11 @@ impl<T: Transport> Coordinator<'_, T> {
                         Some(TransportEvent::Disconnected(agent)) => {
                             if let Some(&i) = index.get(&agent) { gone.insert(i); }
                         }
-                        Some(TransportEvent::Frame { from, frame }) => {
+                        Some(TransportEvent::Received { from, message, bytes }) => {
                             let Some(&i) = index.get(&from) else { continue };
-                            *upload.entry(i).or_default() += frame.len() as u64;
-                            match tg_proto::decode::<ToCoordinator>(&frame) {
-                                Ok(ToCoordinator::SecAgg(m)) if m.at == at && m.agent == from && m.msg.from == i => {
+                            *upload.entry(i).or_default() += bytes;
+                            match message {
+                                Incoming::Message(ToCoordinator::SecAgg(m)) if m.at == at && m.agent == from && m.msg.from == i => {
                                     if m.msg.body.stage() != stage {
                                         rejections.push(format!("{from}: message for another stage"));
                                         continue;
@@ -176,17 +179,17 @@ impl<T: Transport> Coordinator<'_, T> {
                                         Err(e) => { rejections.push(format!("{from}: {e}")); gone.insert(i); }
                                     }
                                 }
-                                Ok(ToCoordinator::Declined { reason, .. }) => {
+                                Incoming::Message(ToCoordinator::Declined { reason, .. }) => {
                                     rejections.push(format!("{from}: declined: {reason}"));
                                     gone.insert(i);
                                 }
-                                Ok(ToCoordinator::Trained(_)) => {
+                                Incoming::Trained(_) | Incoming::Message(ToCoordinator::Trained(_)) => {
                                     // A plaintext update has no place in a secure round.
                                     rejections.push(format!("{from}: sent a plaintext update in a secure round"));
                                     gone.insert(i);
                                 }
-                                Ok(_) => rejections.push(format!("{from}: message for another round or sender")),
-                                Err(e) => rejections.push(format!("{from}: undecodable: {e}")),
+                                Incoming::Message(_) => rejections.push(format!("{from}: message for another round or sender")),
+                                Incoming::Undecodable(e) => rejections.push(format!("{from}: undecodable: {e}")),
                             }
                         }
                     },
@@ -208,9 +211,10 @@ impl<T: Transport> Coordinator<'_, T> {
                         let Some((agent, _)) = secure.participants.get(i as usize) else {
                             continue;
                         };
-                        let frame = tg_proto::encode(&ToAgent::SecAgg(SecAggToAgent { at, body }))?;
-                        record.download_bytes += frame.len() as u64;
-                        if self.transport.send(agent, frame).await.is_err() {
+                        let message =
+                            Outgoing::encode(&ToAgent::SecAgg(SecAggToAgent { at, body }))?;
+                        record.download_bytes += message.len();
+                        if self.transport.send(agent, &message).await.is_err() {
                             gone.insert(i);
                         }
                     }

@@ -30,8 +30,8 @@ impl Transport for ScriptedTransport {
         self.agents.clone()
     }
 
-    async fn send(&mut self, to: &AgentId, frame: Vec<u8>) -> Result<(), String> {
-        match tg_proto::decode::<ToAgent>(&frame) {
+    async fn send(&mut self, to: &AgentId, message: &crate::Outgoing) -> Result<(), String> {
+        match tg_proto::decode::<ToAgent>(message.bytes()) {
             Ok(ToAgent::Train(req)) => {
                 let events = (self.script)(to, &req);
                 self.queue.extend(events);
@@ -89,9 +89,15 @@ fn reply(agent: &AgentId, req: &TrainRequest, update: Parameters) -> TransportEv
         epsilon: None,
         compressed: None,
     });
-    TransportEvent::Frame {
+    received(agent, tg_proto::encode(&msg).unwrap())
+}
+
+/// An agent's reply as a transport delivers it.
+fn received(agent: &AgentId, frame: Vec<u8>) -> TransportEvent {
+    TransportEvent::Received {
         from: agent.clone(),
-        frame: tg_proto::encode(&msg).unwrap(),
+        bytes: frame.len() as u64,
+        message: crate::Incoming::from_frame(crate::Frame::whole(frame)),
     }
 }
 
@@ -185,10 +191,7 @@ async fn bad_replies_are_rejected_and_stragglers_dropped() {
         match a.as_str() {
             "agent-000" => vec![reply(a, req, params(1.0))],
             "agent-001" => vec![reply(a, &stale, params(1.0))], // wrong round
-            "agent-002" => vec![TransportEvent::Frame {
-                from: a.clone(),
-                frame: vec![1, 2, 3],
-            }],
+            "agent-002" => vec![received(a, vec![1, 2, 3])],
             "agent-003" => {
                 let wrong = Parameters::new(vec![NamedTensor {
                     name: "x".into(),
@@ -331,9 +334,9 @@ fn evaluated(
     loss: f64,
     acc: f64,
 ) -> TransportEvent {
-    TransportEvent::Frame {
-        from: agent.clone(),
-        frame: tg_proto::encode(&ToCoordinator::Evaluated(tg_proto::EvaluateReply {
+    received(
+        agent,
+        tg_proto::encode(&ToCoordinator::Evaluated(tg_proto::EvaluateReply {
             at,
             agent: agent.clone(),
             num_examples: n,
@@ -341,7 +344,7 @@ fn evaluated(
             accuracy: acc,
         }))
         .unwrap(),
-    }
+    )
 }
 
 #[tokio::test]

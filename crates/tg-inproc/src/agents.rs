@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tg_agent::{Agent, Handled};
-use tg_coordinator::TransportEvent;
+use tg_coordinator::{Frame, Incoming, TransportEvent};
 use tg_proto::ToAgent;
 use tg_secagg::messages::ServerBody;
 use tokio::sync::{Semaphore, mpsc};
@@ -82,9 +82,10 @@ pub(crate) async fn agent_task(
         let Ok((a, result)) = joined else { return };
         agent = Some(a);
         let event = match result {
-            Ok(Handled::Reply(bytes)) => TransportEvent::Frame {
+            Ok(Handled::Reply(frame)) => TransportEvent::Received {
                 from: id.clone(),
-                frame: bytes,
+                bytes: frame.len() as u64,
+                message: Incoming::from_frame(Frame::whole(frame)),
             },
             Ok(Handled::Finished(_)) => return,
             Err(e) => {

@@ -1,6 +1,6 @@
 //! The in-process transport: one bounded inbox per agent, one shared event queue.
 
-use tg_coordinator::{Transport, TransportEvent};
+use tg_coordinator::{Outgoing, Transport, TransportEvent};
 use tg_types::AgentId;
 use tokio::sync::mpsc;
 
@@ -29,14 +29,16 @@ impl Transport for ChannelTransport {
             .collect()
     }
 
-    async fn send(&mut self, to: &AgentId, frame: Vec<u8>) -> Result<(), String> {
+    async fn send(&mut self, to: &AgentId, message: &Outgoing) -> Result<(), String> {
         let tx = self
             .inboxes
             .iter()
             .find(|(id, _)| id == to)
             .map(|(_, tx)| tx.clone())
             .ok_or_else(|| format!("{to} is not connected"))?;
-        tx.send(frame).await.map_err(|_| format!("{to} has gone"))
+        tx.send(message.bytes().to_vec())
+            .await
+            .map_err(|_| format!("{to} has gone"))
     }
 
     async fn next_event(&mut self) -> Option<TransportEvent> {

@@ -19,14 +19,14 @@ pub use decline::DeclineReason;
 pub use join::{DataSchema, Dtype, JoinRequest, Offer};
 pub use secure::SecureRound;
 pub use signed::{Binding, Bound, Header, NonceCounter, ReplayGuard};
-pub use view::{TrainReplyView, decode_trained};
+pub use view::{TrainReplyView, decode_trained, trained_at};
 
 use serde::{Deserialize, Serialize};
 use tg_types::spec::{LocalObjective, TrainConfig};
 use tg_types::{AgentId, JobId, Parameters};
 
 /// Protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// Largest frame [`decode`] accepts (256 MiB). Larger models are streamed in
 /// chunks by the network transport.

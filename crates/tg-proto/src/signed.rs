@@ -2,8 +2,10 @@
 //! sender's Ed25519 identity and bound to (job, round, stage, nonce).
 //!
 //! Design decision: the signature covers a domain tag, the binding header,
-//! the sender's key and the exact payload bytes (which [`crate::decode`]
-//! insists are canonical). After verifying, the receiver decodes the payload
+//! the sender's key and the SHA-512 digest of the exact payload bytes (which
+//! [`crate::decode`] insists are canonical). Signing the digest lets a
+//! receiver verify a large frame without building a second copy of it, and
+//! [`open_payload`] hands back the payload as a slice of the frame. After verifying, the receiver decodes the payload
 //! and checks that the message *is* what the header says — same job, same
 //! round, same stage — so a valid message cannot be relabelled. Nonces are
 //! strictly increasing per sender (a counter started at the sender's clock in
@@ -21,7 +23,7 @@ use tg_types::JobId;
 use crate::{ProtoError, ToAgent, ToCoordinator};
 
 /// Domain separation tag of frame signatures.
-const DOMAIN: &[u8] = b"tensorguard/signed-frame/v3\0";
+const DOMAIN: &[u8] = b"tensorguard/signed-frame/v4\0";
 
 /// What a signed frame is bound to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -45,13 +47,34 @@ pub struct Header {
     pub sender: [u8; 32],
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct Wire {
     header: Header,
     #[serde(with = "tg_types::view::bytes_owned")]
     payload: Vec<u8>,
     #[serde(with = "tg_types::view::bytes_owned")]
     signature: Vec<u8>,
+}
+
+/// [`Wire`] as read: the payload and signature stay in the frame.
+#[derive(Serialize, Deserialize)]
+struct WireRef<'a> {
+    header: Header,
+    #[serde(borrow, with = "tg_types::view::bytes_borrowed")]
+    payload: &'a [u8],
+    #[serde(borrow, with = "tg_types::view::bytes_borrowed")]
+    signature: &'a [u8],
+}
+
+impl Binding {
+    /// The binding of a training reply for `at`.
+    pub fn trained(at: crate::RoundRef) -> Self {
+        Self {
+            job: at.job,
+            round: at.round,
+            stage: 5,
+        }
+    }
 }
 
 /// Messages that know their binding.
@@ -100,7 +123,7 @@ impl Bound for ToCoordinator {
     fn binding(&self) -> Binding {
         let (job, round, stage) = match self {
             Self::Join(j) => (j.job, 0, 10),
-            Self::Trained(r) => (r.at.job, r.at.round, 5),
+            Self::Trained(r) => return Binding::trained(r.at),
             Self::Evaluated(r) => (r.at.job, r.at.round, 7),
             Self::Declined { at, .. } => (at.job, at.round, 8),
             Self::SecAgg(m) => (
@@ -165,13 +188,59 @@ pub fn seal_payload(
     })
 }
 
+/// What a signature covers: the domain tag, the header, and the payload's
+/// SHA-512 digest (so no copy of a large payload is built to verify it).
 fn signed_bytes(header: &Header, payload: &[u8]) -> Result<Vec<u8>, ProtoError> {
+    use sha2::Digest;
     let head = postcard::to_stdvec(header).map_err(|e| ProtoError::Encode(e.to_string()))?;
-    let mut m = Vec::with_capacity(DOMAIN.len() + head.len() + payload.len());
+    let mut m = Vec::with_capacity(DOMAIN.len() + head.len() + 64);
     m.extend_from_slice(DOMAIN);
     m.extend_from_slice(&head);
-    m.extend_from_slice(payload);
+    m.extend_from_slice(&sha2::Sha512::digest(payload));
     Ok(m)
+}
+
+/// Verifies a signed frame from `expected_sender` and returns its header
+/// and its payload, a slice of `frame` (not yet decoded: decode it with
+/// [`crate::decode`], or read a training reply in place with
+/// [`crate::decode_trained`], and check it against the header's binding).
+pub fn open_payload<'a>(
+    frame: &'a [u8],
+    expected_sender: &[u8; 32],
+) -> Result<(Header, &'a [u8]), ProtoError> {
+    if frame.len() > crate::MAX_FRAME_BYTES {
+        return Err(ProtoError::FrameTooLarge(frame.len()));
+    }
+    let malformed = |e: postcard::Error| ProtoError::Malformed(e.to_string());
+    let (version, rest): (u16, &[u8]) = postcard::take_from_bytes(frame).map_err(malformed)?;
+    if version != crate::PROTOCOL_VERSION {
+        return Err(ProtoError::Version { got: version });
+    }
+    let (wire, rest): (WireRef<'a>, &[u8]) = postcard::take_from_bytes(rest).map_err(malformed)?;
+    if !rest.is_empty() {
+        return Err(ProtoError::Malformed(format!(
+            "{} trailing bytes after the frame",
+            rest.len()
+        )));
+    }
+    if !crate::is_canonical(&wire, frame)? {
+        return Err(ProtoError::NonCanonical);
+    }
+    if wire.header.sender != *expected_sender {
+        return Err(ProtoError::WrongSender);
+    }
+    let key =
+        VerifyingKey::from_bytes(&wire.header.sender).map_err(|_| ProtoError::BadSignature)?;
+    let signature: [u8; 64] = wire
+        .signature
+        .try_into()
+        .map_err(|_| ProtoError::BadSignature)?;
+    key.verify_strict(
+        &signed_bytes(&wire.header, wire.payload)?,
+        &ed25519_dalek::Signature::from_bytes(&signature),
+    )
+    .map_err(|_| ProtoError::BadSignature)?;
+    Ok((wire.header, wire.payload))
 }
 
 /// Verifies a signed frame from `expected_sender` and decodes its message,
@@ -180,27 +249,45 @@ pub fn open<T: Bound + Serialize + for<'de> Deserialize<'de>>(
     frame: &[u8],
     expected_sender: &[u8; 32],
 ) -> Result<(Header, T), ProtoError> {
-    let wire: Wire = crate::decode(frame)?;
-    if wire.header.sender != *expected_sender {
-        return Err(ProtoError::WrongSender);
-    }
-    let key =
-        VerifyingKey::from_bytes(&wire.header.sender).map_err(|_| ProtoError::BadSignature)?;
-    let signature: [u8; 64] = wire
-        .signature
-        .as_slice()
-        .try_into()
-        .map_err(|_| ProtoError::BadSignature)?;
-    key.verify_strict(
-        &signed_bytes(&wire.header, &wire.payload)?,
-        &ed25519_dalek::Signature::from_bytes(&signature),
-    )
-    .map_err(|_| ProtoError::BadSignature)?;
-    let message: T = crate::decode(&wire.payload)?;
-    if message.binding() != wire.header.binding {
+    let (header, payload) = open_payload(frame, expected_sender)?;
+    let message: T = crate::decode(payload)?;
+    if message.binding() != header.binding {
         return Err(ProtoError::BindingMismatch);
     }
-    Ok((wire.header, message))
+    Ok((header, message))
+}
+
+/// A verified frame from an agent, decoded once.
+#[derive(Debug)]
+pub enum FromAgent {
+    /// A training reply: its payload is `frame[range]`, left for the
+    /// receiver to read in place ([`crate::decode_trained`] applies every
+    /// check on it); its round already matches the signed header.
+    Trained(std::ops::Range<usize>),
+    /// Any other message, decoded and matched against the signed header.
+    Message(ToCoordinator),
+}
+
+/// Verifies a frame from `expected_sender` and decodes it once: a training
+/// reply stays in the frame (only its round is read, to match the signed
+/// header), anything else is decoded.
+pub fn open_from_agent(
+    frame: &[u8],
+    expected_sender: &[u8; 32],
+) -> Result<(Header, FromAgent), ProtoError> {
+    let (header, payload) = open_payload(frame, expected_sender)?;
+    if let Some(at) = crate::trained_at(payload) {
+        if Binding::trained(at) != header.binding {
+            return Err(ProtoError::BindingMismatch);
+        }
+        let start = payload.as_ptr() as usize - frame.as_ptr() as usize;
+        return Ok((header, FromAgent::Trained(start..start + payload.len())));
+    }
+    let message: ToCoordinator = crate::decode(payload)?;
+    if message.binding() != header.binding {
+        return Err(ProtoError::BindingMismatch);
+    }
+    Ok((header, FromAgent::Message(message)))
 }
 
 /// Refuses nonces that are not newer than the last one seen per sender.
@@ -264,7 +351,8 @@ mod tests {
         expected.extend([1u8; 16]);
         expected.extend([3, 18, 0xac, 0x02]);
         expected.extend([2u8; 32]);
-        expected.extend(b"xy");
+        use sha2::Digest;
+        expected.extend(sha2::Sha512::digest(b"xy"));
         assert_eq!(bytes, expected);
     }
 
@@ -332,7 +420,74 @@ mod tests {
         assert_ne!(join(5).binding(), b);
     }
 
+    fn trained(round: u32) -> ToCoordinator {
+        ToCoordinator::Trained(crate::TrainReply {
+            at: RoundRef {
+                job: JobId::from_bytes([5; 16]),
+                round,
+            },
+            agent: tg_types::AgentId::new("a").unwrap(),
+            update: tg_types::Parameters::new(vec![tg_types::NamedTensor {
+                name: "w".into(),
+                shape: vec![3],
+                data: vec![1.0, 2.0, 3.0],
+            }])
+            .unwrap(),
+            num_examples: 4,
+            train_loss: None,
+            steps: 1,
+            control_delta: None,
+            epsilon: None,
+            compressed: None,
+        })
+    }
+
+    #[test]
+    fn a_training_reply_stays_in_its_frame_and_cannot_be_relabelled() {
+        let k = key(1);
+        let pk = k.verifying_key().to_bytes();
+        let frame = seal(&k, 7, &trained(4)).unwrap();
+        let (header, opened) = open_from_agent(&frame, &pk).unwrap();
+        assert_eq!(header.binding.round, 4);
+        let FromAgent::Trained(range) = opened else {
+            panic!("a training reply is left in place");
+        };
+        // The payload is the exact message, read in place.
+        let view = crate::decode_trained(&frame[range]).unwrap().unwrap();
+        assert_eq!(view.num_examples, 4);
+        // Signed for round 3, carrying round 4's reply: refused.
+        let payload = crate::encode(&trained(4)).unwrap();
+        let lie = Binding::trained(RoundRef {
+            job: JobId::from_bytes([5; 16]),
+            round: 3,
+        });
+        let relabelled = seal_payload(&k, 8, lie, payload.clone()).unwrap();
+        assert!(matches!(
+            open_from_agent(&relabelled, &pk),
+            Err(ProtoError::BindingMismatch)
+        ));
+        // Signed as a decline (another stage) for the same round: refused.
+        let as_decline = Binding {
+            stage: 8,
+            ..Binding::trained(RoundRef {
+                job: JobId::from_bytes([5; 16]),
+                round: 4,
+            })
+        };
+        let relabelled = seal_payload(&k, 9, as_decline, payload).unwrap();
+        assert!(open_from_agent(&relabelled, &pk).is_err());
+        // Other messages are decoded and matched as before.
+        let (_, opened) = open_from_agent(&seal(&k, 10, &join(5)).unwrap(), &pk).unwrap();
+        assert!(matches!(opened, FromAgent::Message(ToCoordinator::Join(_))));
+    }
+
     proptest! {
+        #[test]
+        fn open_from_agent_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = open_from_agent(&bytes, &[0; 32]);
+            let _ = crate::trained_at(&bytes);
+        }
+
         #[test]
         fn open_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = open::<ToCoordinator>(&bytes, &[0; 32]);

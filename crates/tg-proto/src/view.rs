@@ -92,6 +92,23 @@ pub fn decode_trained(frame: &[u8]) -> Result<Option<TrainReplyView<'_>>, ProtoE
     Ok(Some(reply))
 }
 
+/// The round a payload says it is a training reply for, read from its
+/// first bytes only (`None` for any other message, or bytes too short to
+/// say). For checking a signed header's binding before the reply is read in
+/// full by [`decode_trained`], which applies every other check.
+pub fn trained_at(payload: &[u8]) -> Option<RoundRef> {
+    let (version, rest): (u16, &[u8]) = postcard::take_from_bytes(payload).ok()?;
+    if version != PROTOCOL_VERSION {
+        return None;
+    }
+    let (variant, rest): (u32, &[u8]) = postcard::take_from_bytes(rest).ok()?;
+    if variant != TRAINED {
+        return None;
+    }
+    let (at, _): (RoundRef, &[u8]) = postcard::take_from_bytes(rest).ok()?;
+    Some(at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,162 @@
+//! The typed transport between the round logic and the agents.
+//!
+//! Design decision: a transport hands the round logic each message decoded
+//! exactly once. Small messages (declines, evaluations, SecAgg+ stages)
+//! arrive decoded ([`Incoming::Message`]). A training reply, the one message
+//! as large as the model, arrives as its verified payload still in the
+//! buffer it was received in ([`Incoming::Trained`]), and the round folds
+//! it from there in place (`tg_proto::decode_trained`): no copy and no
+//! decoded update is ever built. Outgoing messages are encoded once
+//! ([`Outgoing`]) with their binding, so a transport that signs them need
+//! not decode them again.
+
+use std::future::Future;
+use std::ops::{Deref, Range};
+
+use tg_proto::{Binding, Bound, ProtoError, ToAgent, ToCoordinator};
+use tg_types::AgentId;
+
+/// A received message's encoded bytes, kept in the buffer they arrived in
+/// (a signed frame's payload is a slice of the frame).
+#[derive(Debug)]
+pub struct Frame {
+    buf: Vec<u8>,
+    range: Range<usize>,
+}
+
+impl Frame {
+    /// The whole buffer is the message.
+    pub fn whole(buf: Vec<u8>) -> Self {
+        let range = 0..buf.len();
+        Self { buf, range }
+    }
+
+    /// The message is `buf[range]`; None if the range is outside `buf`.
+    pub fn within(buf: Vec<u8>, range: Range<usize>) -> Option<Self> {
+        (range.start <= range.end && range.end <= buf.len()).then_some(Self { buf, range })
+    }
+}
+
+impl Deref for Frame {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
+    }
+}
+
+/// A message from an agent, decoded once.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A training reply, to be read in place and folded.
+    Trained(Frame),
+    /// Any other message.
+    Message(ToCoordinator),
+    /// Bytes that are not a message (the round records why it refused them).
+    Undecodable(String),
+}
+
+impl Incoming {
+    /// Classifies an encoded `ToCoordinator`: a training reply stays in its
+    /// frame (its full checks run when the round reads it); anything else
+    /// is decoded now.
+    pub fn from_frame(frame: Frame) -> Self {
+        if tg_proto::trained_at(&frame).is_some() {
+            return Incoming::Trained(frame);
+        }
+        match tg_proto::decode::<ToCoordinator>(&frame) {
+            Ok(m) => Incoming::Message(m),
+            Err(e) => Incoming::Undecodable(e.to_string()),
+        }
+    }
+}
+
+/// Something that happened on the transport.
+// Each event is moved once, from the transport to the round; boxing the
+// large variant would cost an allocation per message for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum TransportEvent {
+    /// A message arrived from an agent.
+    Received {
+        /// Sender as authenticated by the transport.
+        from: AgentId,
+        /// The message.
+        message: Incoming,
+        /// Bytes it took on the wire.
+        bytes: u64,
+    },
+    /// An agent's connection closed (it counts as a dropout for its round).
+    Disconnected(AgentId),
+}
+
+/// A message to agents, encoded once, with its binding.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    bytes: Vec<u8>,
+    binding: Binding,
+}
+
+impl Outgoing {
+    /// Encodes `message`.
+    pub fn encode(message: &ToAgent) -> Result<Self, ProtoError> {
+        Ok(Self {
+            bytes: tg_proto::encode(message)?,
+            binding: message.binding(),
+        })
+    }
+
+    /// The encoded message.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Its (job, round, stage).
+    pub fn binding(&self) -> Binding {
+        self.binding
+    }
+
+    /// Its encoded length.
+    pub fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    /// Whether it is empty (never, for an encoded message).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+/// How the coordinator reaches agents.
+pub trait Transport: Send {
+    /// Agents currently reachable.
+    fn connected(&self) -> Vec<AgentId>;
+    /// Sends a message; an error means the agent is unreachable.
+    fn send(
+        &mut self,
+        to: &AgentId,
+        message: &Outgoing,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// The next event, or `None` when the transport is closed for good.
+    fn next_event(&mut self) -> impl Future<Output = Option<TransportEvent>> + Send;
+    /// The Ed25519 identity of an agent, if the transport authenticated one.
+    fn identity(&self, agent: &AgentId) -> Option<[u8; 32]> {
+        let _ = agent;
+        None
+    }
+    /// The fleet certificate an agent presented when it joined, if any.
+    fn certificate(&self, agent: &AgentId) -> Option<tg_proto::Certificate> {
+        let _ = agent;
+        None
+    }
+    /// Waits until messages already accepted by [`Transport::send`] have
+    /// been delivered or have failed (the job's last messages before exit).
+    fn flush(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+    /// Tells the fleet that `round` reached `stage` (after the store has
+    /// recorded it). Informational; the default does nothing.
+    fn announce(&mut self, round: u32, stage: &str) -> impl Future<Output = ()> + Send {
+        let _ = (round, stage);
+        async {}
+    }
+}
