@@ -1,12 +1,15 @@
 //! `bench aggregate`: coordinator memory while a round's updates stream in.
 //!
-//! The agents' side ([`feed`]) writes each update as the frame an agent sends
-//! (`ToCoordinator::Trained`, postcard, length-prefixed) to a byte stream —
-//! in `tensorguard bench aggregate` a pipe from a child process, so the
-//! agents' memory is not the coordinator's. The coordinator's side
-//! ([`aggregate`]) reads one frame at a time, decodes it and folds it into the
-//! strategy's [`Fold`] (streaming), or, for comparison, keeps every decoded
-//! update and aggregates at the end (the batch path this replaced).
+//! The agents' side ([`feed`]) writes each update as the signed frame an
+//! agent sends (`ToCoordinator::Trained`, sealed with the agent's Ed25519
+//! key, length-prefixed) to a byte stream — in `tensorguard bench aggregate`
+//! a pipe from a child process, so the agents' memory is not the
+//! coordinator's. The coordinator's side ([`aggregate`]) reads one frame at
+//! a time and does what the network coordinator does with it: verifies the
+//! signature and binding (`tg_proto::signed::open_from_agent`) and folds
+//! the payload in place into the strategy's [`Fold`] (streaming), or, for
+//! comparison, decodes and keeps every update and aggregates at the end
+//! (the batch path this replaced).
 
 use std::io::{Read, Write};
 use std::time::Instant;
@@ -124,6 +127,19 @@ fn round_ref() -> RoundRef {
     }
 }
 
+/// Agent `i`'s identity key (deterministic, so both sides of the pipe
+/// derive it; the coordinator learns real agents' keys at admission).
+fn agent_key(seed: u64, i: usize) -> ed25519_dalek::SigningKey {
+    let d = Sha256::new()
+        .chain_update(b"tensorguard bench agent key\0")
+        .chain_update(seed.to_le_bytes())
+        .chain_update((i as u64).to_le_bytes())
+        .finalize();
+    let mut b = [0u8; 32];
+    b.copy_from_slice(&d);
+    ed25519_dalek::SigningKey::from_bytes(&b)
+}
+
 fn not_trained() -> BenchError {
     BenchError::Args("the stream carried a frame that is not a training reply".into())
 }
@@ -133,7 +149,7 @@ fn not_trained() -> BenchError {
 pub fn feed(clients: usize, dim: usize, seed: u64, out: &mut impl Write) -> Result<()> {
     for i in 0..clients {
         let (update, num_examples) = synthetic(seed, i, dim)?;
-        let frame = tg_proto::encode(&ToCoordinator::Trained(TrainReply {
+        let message = ToCoordinator::Trained(TrainReply {
             at: round_ref(),
             agent: AgentId::numbered(i),
             update,
@@ -143,7 +159,8 @@ pub fn feed(clients: usize, dim: usize, seed: u64, out: &mut impl Write) -> Resu
             control_delta: None,
             epsilon: None,
             compressed: None,
-        }))?;
+        });
+        let frame = tg_proto::signed::seal(&agent_key(seed, i), 1, &message)?;
         out.write_all(&(frame.len() as u64).to_le_bytes())?;
         out.write_all(&frame)?;
     }
@@ -168,7 +185,8 @@ pub fn aggregate(args: AggregateArgs, input: &mut impl Read) -> Result<Aggregate
     let mut wire = 0u64;
     let mut fold = Fold::new(strategy.fold_rule(), &global, args.clients);
     let mut kept: Vec<ClientUpdate> = Vec::new();
-    for _ in 0..args.clients {
+    for i in 0..args.clients {
+        let key = agent_key(args.seed, i).verifying_key().to_bytes();
         let mut len = [0u8; 8];
         input.read_exact(&mut len)?;
         let len = u64::from_le_bytes(len);
@@ -182,9 +200,14 @@ pub fn aggregate(args: AggregateArgs, input: &mut impl Read) -> Result<Aggregate
         input.read_exact(&mut frame)?;
         wire += len + 8;
         match args.mode {
-            // The coordinator's path: fold straight from the frame's bytes.
+            // The coordinator's path: verify, then fold straight from the
+            // frame's bytes.
             Mode::Streaming => {
-                let r = tg_proto::decode_trained(&frame)?.ok_or_else(not_trained)?;
+                let range = match tg_proto::signed::open_from_agent(&frame, &key)?.1 {
+                    tg_proto::signed::FromAgent::Trained(range) => range,
+                    tg_proto::signed::FromAgent::Message(_) => return Err(not_trained()),
+                };
+                let r = tg_proto::decode_trained(&frame[range])?.ok_or_else(not_trained)?;
                 fold.add_parts(
                     &r.agent,
                     r.num_examples,
@@ -193,7 +216,7 @@ pub fn aggregate(args: AggregateArgs, input: &mut impl Read) -> Result<Aggregate
                 )?;
             }
             // The path this replaced: decode, keep, aggregate at the end.
-            Mode::Batch => match tg_proto::decode::<ToCoordinator>(&frame)? {
+            Mode::Batch => match tg_proto::signed::open::<ToCoordinator>(&frame, &key)?.1 {
                 ToCoordinator::Trained(r) => kept.push(ClientUpdate {
                     agent: r.agent,
                     update: r.update,
