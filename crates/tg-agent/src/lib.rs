@@ -92,6 +92,11 @@ pub struct Agent {
     seed_name: String,
     /// Compression state (top-k's carried residual), kept across rounds.
     compressor: tg_compress::Compressor,
+    /// The job is differentially private: no un-noised metrics leave.
+    private_job: bool,
+    /// The last round this agent evaluated a model for (at most one
+    /// evaluation per round, in increasing order).
+    last_evaluated: u32,
 }
 
 impl Agent {
@@ -117,6 +122,8 @@ impl Agent {
             ledger: OwnerLedger::in_memory(policy::fingerprint(data)),
             seed_name: id.as_str().to_owned(),
             compressor: tg_compress::Compressor::default(),
+            private_job: false,
+            last_evaluated: 0,
             id,
         })
     }
@@ -141,6 +148,14 @@ impl Agent {
     pub fn with_owner(mut self, policy: OwnerPolicy, ledger: OwnerLedger) -> Self {
         self.policy = policy;
         self.ledger = ledger;
+        self
+    }
+
+    /// Marks the job as differentially private (its offer names a DP mode):
+    /// the agent then withholds evaluation metrics, whatever the owner's
+    /// `allow_evaluation` says, since they would leave without noise.
+    pub fn with_private_job(mut self, private: bool) -> Self {
+        self.private_job = private;
         self
     }
 
@@ -311,14 +326,28 @@ impl Agent {
 
     fn evaluate(&mut self, req: &EvaluateRequest) -> ToCoordinator {
         // Metrics on local data, from a model the coordinator chose, leave
-        // without DP: only when the owner allows it.
-        if self.guard.is_some() || !self.policy.allow_evaluation {
+        // without DP: only when the owner allows it, never for a DP job or
+        // a dataset under a budget (a malicious coordinator could otherwise
+        // probe the data through them), and at most once per round.
+        let under_dp = self.guard.is_some()
+            || self.private_job
+            || self.policy.budget.is_some()
+            || self.policy.max_round_epsilon.is_some();
+        if under_dp || !self.policy.allow_evaluation {
             return self.declined(
                 req.at,
                 DeclineReason::MetricsWithheld,
-                "the agent's data is under DP",
+                "the agent's data is under DP, or its owner withholds metrics",
             );
         }
+        if req.at.round <= self.last_evaluated {
+            return self.declined(
+                req.at,
+                DeclineReason::MetricsWithheld,
+                "this agent already evaluated a model for this round or a later one",
+            );
+        }
+        self.last_evaluated = req.at.round;
         match evaluate(&self.shape, &req.model, &self.train) {
             Ok(e) => ToCoordinator::Evaluated(EvaluateReply {
                 at: req.at,

@@ -355,7 +355,8 @@ impl Runner {
             };
             let mut agent = Agent::new(id, shape, &self.data, self.config.seed)?
                 .with_identity(self.key.clone())
-                .with_owner(self.config.policy.clone(), ledger);
+                .with_owner(self.config.policy.clone(), ledger)
+                .with_private_job(offer.privacy.is_some());
             if let Some(name) = &self.config.seed_name {
                 agent = agent.with_seed_name(name.clone());
             }

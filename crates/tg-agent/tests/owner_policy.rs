@@ -385,3 +385,61 @@ fn evaluation_is_refused_by_default_and_a_malformed_round_costs_no_budget() {
     ));
     assert!(a.ledger().epsilon(delta) > 0.0);
 }
+
+#[test]
+fn a_malicious_coordinator_gets_no_metrics_from_a_dp_job_and_one_evaluation_per_round() {
+    use tg_proto::EvaluateRequest;
+    let d = data();
+    let ask_eval = |a: &mut Agent, shape: &ModelShape, round: u32| {
+        let eval = ToAgent::Evaluate(EvaluateRequest {
+            at: RoundRef {
+                job: JobId::from_bytes([1; 16]),
+                round,
+            },
+            model: tg_model::init_parameters(shape, u64::from(round)).unwrap(),
+        });
+        let Handled::Reply(frame) = a.handle_frame(&tg_proto::encode(&eval).unwrap()).unwrap()
+        else {
+            panic!()
+        };
+        declined(&tg_proto::decode::<ToCoordinator>(&frame).unwrap())
+    };
+    let allow = OwnerPolicy {
+        allow_evaluation: true,
+        ..plaintext_ok()
+    };
+    let ledger = || OwnerLedger::in_memory(tg_agent::policy::fingerprint(&d));
+    // The owner allows metrics, but the job is private (distributed or
+    // central DP: no DP-SGD guard on the agent): withheld, every time.
+    let (a, shape) = agent(allow.clone(), ledger());
+    let mut a = a.with_private_job(true);
+    for round in 1..=3 {
+        assert_eq!(
+            ask_eval(&mut a, &shape, round),
+            Some(DeclineReason::MetricsWithheld)
+        );
+    }
+    // A dataset under a per-round cap: withheld too.
+    let capped = OwnerPolicy {
+        max_round_epsilon: Some(1.0),
+        ..allow.clone()
+    };
+    let (mut a, shape) = agent(capped, ledger());
+    assert_eq!(
+        ask_eval(&mut a, &shape, 1),
+        Some(DeclineReason::MetricsWithheld)
+    );
+    // A plaintext job the owner allows: one answer per round, in order;
+    // asking again for the same or an earlier round gets nothing new.
+    let (mut a, shape) = agent(allow, ledger());
+    assert_eq!(ask_eval(&mut a, &shape, 2), None);
+    assert_eq!(
+        ask_eval(&mut a, &shape, 2),
+        Some(DeclineReason::MetricsWithheld)
+    );
+    assert_eq!(
+        ask_eval(&mut a, &shape, 1),
+        Some(DeclineReason::MetricsWithheld)
+    );
+    assert_eq!(ask_eval(&mut a, &shape, 3), None);
+}

@@ -91,7 +91,11 @@ impl<T: Transport> Coordinator<'_, T> {
             }
         }
         let answered = results.len() as u32;
-        let Some(c) = self.strategy.aggregate_evaluate(&results) else {
+        let Some(c) = self
+            .strategy
+            .aggregate_evaluate(&results)
+            .filter(|c| c.loss.is_finite() && c.accuracy.is_finite())
+        else {
             return Ok(None);
         };
         let evaluation = FederatedEvaluation {

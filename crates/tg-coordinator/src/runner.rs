@@ -93,7 +93,7 @@ impl JobRun<'_> {
         on_round: impl FnMut(&RoundRecord) + Send,
     ) -> Result<Finished> {
         let plan = self.plan;
-        let noise = match plan.simulated_noise_seed {
+        let noise = match plan.spec.simulated_noise_seed {
             Some(seed) => NoiseSource::Simulated(seed),
             None => NoiseSource::Os,
         };

@@ -421,4 +421,17 @@ fn self_reported_counts_cannot_overflow_the_combination() {
     let c = s.aggregate_evaluate(&[big, big]).unwrap();
     assert_eq!(c.num_examples, u64::MAX);
     assert!((c.accuracy - 1.0).abs() < 1e-12);
+    // Losses near f64::MAX: a product would overflow; the mean is either
+    // finite or no mean at all, never infinity in the record.
+    let huge = ClientEvaluation {
+        num_examples: 2,
+        loss: f64::MAX,
+        accuracy: 0.5,
+    };
+    for n in 1..=5 {
+        let answers = vec![huge; n];
+        if let Some(c) = s.aggregate_evaluate(&answers) {
+            assert!(c.loss.is_finite() && c.accuracy.is_finite(), "{n}: {c:?}");
+        }
+    }
 }

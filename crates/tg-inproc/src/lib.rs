@@ -205,7 +205,8 @@ impl Prepared {
                 self.shape,
                 &self.split.train.subset(idx),
                 spec.seed,
-            )?;
+            )?
+            .with_private_job(spec.privacy.is_some());
             if spec.secure_aggregation.is_some() {
                 // Each simulated agent gets its own identity, as enrollment would give it.
                 let key = identity_from_os()?;
@@ -325,6 +326,7 @@ mod tests {
             privacy: None,
             secure_aggregation: None,
             evaluate_every: 0,
+            simulated_noise_seed: None,
         }
     }
 

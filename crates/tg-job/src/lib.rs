@@ -351,6 +351,7 @@ impl Job {
             }
             spec.privacy = Some(privacy);
         }
+        spec.simulated_noise_seed = self.simulated_noise_seed();
         spec.check().map_err(|e| {
             invalid(
                 "these job settings contradict each other",

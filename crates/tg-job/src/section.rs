@@ -284,5 +284,6 @@ pub(crate) fn resolve(s: &JobSection) -> Result<JobSpec> {
         privacy: None,
         secure_aggregation: None,
         evaluate_every: s.evaluate_every.unwrap_or(0),
+        simulated_noise_seed: None,
     })
 }

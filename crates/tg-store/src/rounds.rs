@@ -75,6 +75,12 @@ impl Store {
         round: u32,
         evaluation: &FederatedEvaluation,
     ) -> Result<()> {
+        // JSON has no infinity: a non-finite value would come back unreadable.
+        if !(evaluation.loss.is_finite() && evaluation.accuracy.is_finite()) {
+            return Err(StoreError::Corrupt(
+                "refusing to record a non-finite federated evaluation".into(),
+            ));
+        }
         let json = serde_json::to_string(evaluation)
             .map_err(|e| StoreError::Corrupt(format!("federated evaluation: {e}")))?;
         let n = self.conn.execute(
@@ -176,13 +182,9 @@ impl Store {
                         model_sha256: sha,
                         participants_detail: detail,
                         epsilon,
-                        federated: federated
-                            .map(|j| {
-                                serde_json::from_str(&j).map_err(|e| {
-                                    StoreError::Corrupt(format!("federated evaluation: {e}"))
-                                })
-                            })
-                            .transpose()?,
+                        // Informational: an unreadable value is left out
+                        // rather than making the job's rounds unreadable.
+                        federated: federated.and_then(|j| serde_json::from_str(&j).ok()),
                     })
                 },
             )

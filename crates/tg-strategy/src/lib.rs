@@ -148,21 +148,25 @@ pub trait Strategy: Send {
 
     /// Combines federated evaluations: example-weighted means of loss and accuracy.
     fn aggregate_evaluate(&mut self, results: &[ClientEvaluation]) -> Option<ClientEvaluation> {
-        // Counts are self-reported: summed without overflow, whatever they claim.
+        // Counts are self-reported: summed without overflow, whatever they
+        // claim, and each answer weighs its share (≤ 1) of the total, so a
+        // huge count or loss cannot overflow a product; a mean that is still
+        // not finite (losses near f64::MAX) is no mean at all.
         let n: u128 = results.iter().map(|r| u128::from(r.num_examples)).sum();
-        (n > 0).then(|| {
-            let w = |f: fn(&ClientEvaluation) -> f64| {
-                results
-                    .iter()
-                    .map(|r| f(r) * r.num_examples as f64)
-                    .sum::<f64>()
-                    / n as f64
-            };
-            ClientEvaluation {
-                num_examples: u64::try_from(n).unwrap_or(u64::MAX),
-                loss: w(|r| r.loss),
-                accuracy: w(|r| r.accuracy),
-            }
+        if n == 0 {
+            return None;
+        }
+        let w = |f: fn(&ClientEvaluation) -> f64| {
+            results
+                .iter()
+                .map(|r| f(r) * (r.num_examples as f64 / n as f64))
+                .sum::<f64>()
+        };
+        let (loss, accuracy) = (w(|r| r.loss), w(|r| r.accuracy));
+        (loss.is_finite() && accuracy.is_finite()).then(|| ClientEvaluation {
+            num_examples: u64::try_from(n).unwrap_or(u64::MAX),
+            loss,
+            accuracy,
         })
     }
 }

@@ -373,6 +373,11 @@ pub struct JobSpec {
     /// agents evaluate the committed model on their own data; 0 = never.
     #[serde(default)]
     pub evaluate_every: u32,
+    /// SIMULATION ONLY: the public seed the coordinator's DP noise is drawn
+    /// from, so that a run reproduces. Such a run is not private; it is
+    /// recorded here so that every view of the job can say so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulated_noise_seed: Option<u64>,
 }
 
 /// Secure aggregation settings of a job.

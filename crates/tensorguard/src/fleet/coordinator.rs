@@ -77,6 +77,7 @@ async fn serve(
         data_dir,
         shared.audit.clone(),
         args.serve,
+        args.allow_simulated,
     ));
     if let Some(addr) = args.api {
         let mut state = tg_coordinator::api::ApiState::new(open()?);

@@ -52,6 +52,8 @@ pub struct CoordinatorOps {
     /// False for `coordinator start --job` without `--serve`: that process
     /// ends with its job, so a queued job would never run.
     accepts_jobs: bool,
+    /// `--allow-simulated`: test jobs (simulated noise) may be queued.
+    allow_simulated: bool,
 }
 
 impl CoordinatorOps {
@@ -61,6 +63,7 @@ impl CoordinatorOps {
         data_dir: &Path,
         audit: Arc<NodeAudit>,
         accepts_jobs: bool,
+        allow_simulated: bool,
     ) -> Self {
         Self {
             queue,
@@ -69,6 +72,7 @@ impl CoordinatorOps {
             data_dir: data_dir.to_owned(),
             audit,
             accepts_jobs,
+            allow_simulated,
         }
     }
 
@@ -165,6 +169,11 @@ impl Operations for CoordinatorOps {
         let effective = jobfile::with_defaults(job_file, defaults);
         let job = jobfile::parse("(request body)", effective.as_bytes())
             .map_err(|e| OperationError::Invalid(e.to_string()))?;
+        if job.job.simulated_noise_seed().is_some() && !self.allow_simulated {
+            return Err(OperationError::Invalid(
+                "error[E020]: the job sets privacy.simulated_noise_seed — its DP noise would come from a public seed, which anyone can remove — remove it; only a coordinator started with --allow-simulated runs such a test job".into(),
+            ));
+        }
         self.enqueue(job)
     }
 

@@ -236,6 +236,12 @@ pub(super) async fn privacy(
         "target_epsilon": target,
         "delta": job.spec.pointer("/privacy/delta").and_then(Value::as_f64),
         "epsilon_spent": spent,
+        // A run whose noise came from a public seed says so wherever ε does.
+        "simulation": job
+            .spec
+            .pointer("/simulated_noise_seed")
+            .and_then(Value::as_u64)
+            .map(tg_job::simulation_label),
         "epsilon_remaining": target.zip(spent).map(|(t, s)| (t - s).max(0.0)),
         "fraction_used": target.zip(spent).map(|(t, s)| if t > 0.0 { s / t } else { 1.0 }),
         "ledger": ledger,
