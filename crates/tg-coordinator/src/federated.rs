@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use tg_proto::{EvaluateRequest, RoundRef, ToAgent, ToCoordinator};
 use tg_strategy::ClientEvaluation;
 use tg_types::Parameters;
-use tg_types::record::FederatedEvaluation;
+use tg_types::record::{FederatedEvaluation, RoundStage};
 
 use crate::{Coordinator, Incoming, Outgoing, Result, Transport, TransportEvent};
 
@@ -107,7 +107,7 @@ impl<T: Transport> Coordinator<'_, T> {
         };
         self.store
             .set_round_federated(self.config.job, round, &evaluation)?;
-        self.stage(round, "evaluated").await?;
+        self.stage(round, RoundStage::Evaluated).await?;
         Ok(Some(evaluation))
     }
 }

@@ -35,7 +35,7 @@ use tg_proto::ToAgent;
 use tg_store::{NewJob, Store, StoreError};
 use tg_strategy::{Strategy, StrategyError};
 use tg_types::privacy::{LedgerEntry, PrivacySpec};
-use tg_types::record::RoundRecord;
+use tg_types::record::{RoundRecord, RoundStage};
 use tg_types::spec::TrainConfig;
 use tg_types::{AgentId, JobId, Parameters};
 use tracing::Instrument;
@@ -354,11 +354,15 @@ struct ResumePoint {
 
 impl<T: Transport> Coordinator<'_, T> {
     /// Records a stage transition durably, then tells the fleet.
-    pub(crate) async fn stage(&mut self, round: u32, stage: &str) -> Result<()> {
+    pub(crate) async fn stage(&mut self, round: u32, stage: RoundStage) -> Result<()> {
         self.store
             .record_stage(self.config.job, round, stage, None)?;
         if let Some(m) = &self.metrics {
-            m.stage(round, stage, self.last_transition.elapsed().as_secs_f64());
+            m.stage(
+                round,
+                stage.as_str(),
+                self.last_transition.elapsed().as_secs_f64(),
+            );
         }
         self.last_transition = std::time::Instant::now();
         self.transport.announce(round, stage).await;
@@ -412,7 +416,8 @@ impl<T: Transport> Coordinator<'_, T> {
         };
         let mut next_round = recorded + 1;
         if let Some(round) = interrupted {
-            let stage = in_flight.map_or_else(|| "before selection".to_owned(), |s| s.stage);
+            let stage =
+                in_flight.map_or_else(|| "before selection".to_owned(), |s| s.stage.to_string());
             let mut record = round::new_record(round);
             record.reason = Some(format!(
                 "interrupted: the coordinator stopped during this round (last stage: {stage}); \
@@ -424,7 +429,7 @@ impl<T: Transport> Coordinator<'_, T> {
                 .map(|e| e.epsilon_after);
             self.store.record_round(job, &mut record, None)?;
             self.store
-                .record_stage(job, round, "failed", Some("interrupted"))?;
+                .record_stage(job, round, RoundStage::Failed, Some("interrupted"))?;
             next_round = round + 1;
         }
         let model = match self.store.latest_model(&id)? {

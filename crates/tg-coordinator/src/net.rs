@@ -403,7 +403,7 @@ impl Transport for NetTransport {
         }
     }
 
-    async fn announce(&mut self, round: u32, stage: &str) {
+    async fn announce(&mut self, round: u32, stage: tg_types::record::RoundStage) {
         let note = format!(
             "{{\"job\":\"{}\",\"round\":{round},\"stage\":\"{stage}\"}}",
             self.offer.job

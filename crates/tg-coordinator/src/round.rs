@@ -7,7 +7,9 @@ use std::time::Instant;
 use tg_model::Evaluation;
 use tg_proto::{RoundRef, ToAgent, ToCoordinator, TrainRequest};
 use tg_strategy::{Fold, StrategyError};
-use tg_types::record::{ParticipantOutcome, ParticipantRecord, RoundRecord, RoundStatus};
+use tg_types::record::{
+    ParticipantOutcome, ParticipantRecord, RoundRecord, RoundStage, RoundStatus,
+};
 use tg_types::{AgentId, Parameters};
 
 use crate::{Coordinator, Incoming, Outgoing, Result, Transport, TransportEvent};
@@ -73,7 +75,7 @@ impl<T: Transport> Coordinator<'_, T> {
             }
         };
         record.selected = plan.selected.len() as u32;
-        self.stage(round, "selected").await?;
+        self.stage(round, RoundStage::Selected).await?;
 
         // Broadcast.
         let message = Outgoing::encode(&ToAgent::Train(TrainRequest {
@@ -97,7 +99,7 @@ impl<T: Transport> Coordinator<'_, T> {
             );
         }
 
-        self.stage(round, "model_sent").await?;
+        self.stage(round, RoundStage::ModelSent).await?;
 
         // Collect until every selected agent answered or dropped, or the
         // deadline, folding each update in as it arrives (O(model) memory).
@@ -124,7 +126,7 @@ impl<T: Transport> Coordinator<'_, T> {
             }
         }
 
-        self.stage(round, "collected").await?;
+        self.stage(round, RoundStage::Collected).await?;
         let mut rejections = Vec::new();
         for (agent, slot) in slots {
             let (outcome, examples, loss, bytes) = match slot {
@@ -232,9 +234,9 @@ impl<T: Transport> Coordinator<'_, T> {
         self.store
             .record_round(self.config.job, &mut record, bytes.as_deref())?;
         let stage = if committed.is_some() {
-            "committed"
+            RoundStage::Committed
         } else {
-            "failed"
+            RoundStage::Failed
         };
         self.stage(record.round, stage).await?;
         Ok((record, committed))

@@ -15,7 +15,7 @@ use tg_proto::{RoundRef, SecAggToAgent, SecureRound, ToAgent, ToCoordinator, Tra
 use tg_secagg::Server;
 use tg_secagg::messages::Stage;
 use tg_strategy::ClientUpdate;
-use tg_types::record::{ParticipantOutcome, ParticipantRecord, RoundRecord};
+use tg_types::record::{ParticipantOutcome, ParticipantRecord, RoundRecord, RoundStage};
 use tg_types::{AgentId, Parameters};
 
 use crate::round::{Committed, new_record};
@@ -53,7 +53,7 @@ impl<T: Transport> Coordinator<'_, T> {
             }
         };
         record.selected = plan.selected.len() as u32;
-        self.stage(round, "selected").await?;
+        self.stage(round, RoundStage::Selected).await?;
         let mut rotation_seed = [0u8; 32];
         self.rng.fill_bytes(&mut rotation_seed);
         // Distributed DP: split the central noise over this round's survivor minimum.
@@ -137,7 +137,7 @@ impl<T: Transport> Coordinator<'_, T> {
             }
         }
 
-        self.stage(round, "model_sent").await?;
+        self.stage(round, RoundStage::ModelSent).await?;
         let mut rejections: Vec<String> = Vec::new();
         let mut first_stage = true;
         let outcome = loop {
@@ -196,12 +196,11 @@ impl<T: Transport> Coordinator<'_, T> {
                     () = &mut deadline => { timed_out = true; }
                 }
             }
-            self.stage(round, &format!("{}_collected", stage_name(stage)))
-                .await?;
+            self.stage(round, collected(stage)).await?;
             if stage == Stage::Unmask {
                 let sum = server.finish(settings.threads);
                 if sum.is_ok() {
-                    self.stage(round, "unmasked").await?;
+                    self.stage(round, RoundStage::Unmasked).await?;
                 }
                 break sum;
             }
@@ -309,13 +308,14 @@ impl<T: Transport> Coordinator<'_, T> {
     }
 }
 
-fn stage_name(stage: Stage) -> &'static str {
+/// The round stage a SecAgg+ stage reaches once collected.
+fn collected(stage: Stage) -> RoundStage {
     match stage {
-        Stage::AdvertiseKeys => "advertise_keys",
-        Stage::ShareKeys => "share_keys",
-        Stage::MaskedInput => "masked_input",
-        Stage::ConsistencyCheck => "consistency_check",
-        Stage::Unmask => "unmask",
+        Stage::AdvertiseKeys => RoundStage::AdvertiseKeysCollected,
+        Stage::ShareKeys => RoundStage::ShareKeysCollected,
+        Stage::MaskedInput => RoundStage::MaskedInputCollected,
+        Stage::ConsistencyCheck => RoundStage::ConsistencyCheckCollected,
+        Stage::Unmask => RoundStage::UnmaskCollected,
     }
 }
 

@@ -155,7 +155,11 @@ pub trait Transport: Send {
     }
     /// Tells the fleet that `round` reached `stage` (after the store has
     /// recorded it). Informational; the default does nothing.
-    fn announce(&mut self, round: u32, stage: &str) -> impl Future<Output = ()> + Send {
+    fn announce(
+        &mut self,
+        round: u32,
+        stage: tg_types::record::RoundStage,
+    ) -> impl Future<Output = ()> + Send {
         let _ = (round, stage);
         async {}
     }

@@ -350,7 +350,7 @@ async fn round_detail_has_stage_timings_and_the_model_downloads() {
     )
     .await;
     let body: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(body["stages"][0]["stage"], "broadcast");
+    assert_eq!(body["stages"][0]["stage"], "selected");
     assert!(body["stages"][0]["ms"].as_i64().unwrap() >= 0);
     assert_eq!(body["record"]["participants"], 3);
     let (s, bytes) = call(

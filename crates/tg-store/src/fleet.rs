@@ -9,6 +9,7 @@
 
 use rusqlite::{OptionalExtension, params};
 use tg_types::JobId;
+use tg_types::record::RoundStage;
 
 use crate::blobs::sha256_hex;
 use crate::{Result, Store, now_ms};
@@ -18,8 +19,8 @@ use crate::{Result, Store, now_ms};
 pub struct StageRow {
     /// Round.
     pub round: u32,
-    /// Stage name.
-    pub stage: String,
+    /// Stage.
+    pub stage: RoundStage,
 }
 
 /// An admitted peer.
@@ -33,57 +34,67 @@ pub struct AdmittedPeer {
     pub via: String,
 }
 
+fn parse_stage(s: &str) -> Result<RoundStage> {
+    s.parse().map_err(crate::StoreError::Corrupt)
+}
+
 impl Store {
     /// Records, durably, that `round` of `job` reached `stage`.
     pub fn record_stage(
         &self,
         job: JobId,
         round: u32,
-        stage: &str,
+        stage: RoundStage,
         detail: Option<&str>,
     ) -> Result<()> {
         self.conn.execute(
             "INSERT INTO round_stages(job_id, round, stage, detail, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![job.to_string(), round, stage, detail, now_ms()],
+            params![job.to_string(), round, stage.as_str(), detail, now_ms()],
         )?;
         Ok(())
     }
 
     /// The most recent stage recorded for `job`.
     pub fn last_stage(&self, job: JobId) -> Result<Option<StageRow>> {
-        Ok(self
+        let row: Option<(u32, String)> = self
             .conn
             .query_row(
                 "SELECT round, stage FROM round_stages WHERE job_id = ?1 ORDER BY rowid DESC LIMIT 1",
                 params![job.to_string()],
-                |r| {
-                    Ok(StageRow {
-                        round: r.get(0)?,
-                        stage: r.get(1)?,
-                    })
-                },
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .optional()?)
+            .optional()?;
+        row.map(|(round, stage)| {
+            Ok(StageRow {
+                round,
+                stage: parse_stage(&stage)?,
+            })
+        })
+        .transpose()
     }
 
     /// Every stage recorded for one round, in order.
-    pub fn stages(&self, job: JobId, round: u32) -> Result<Vec<String>> {
+    pub fn stages(&self, job: JobId, round: u32) -> Result<Vec<RoundStage>> {
         let mut stmt = self.conn.prepare(
             "SELECT stage FROM round_stages WHERE job_id = ?1 AND round = ?2 ORDER BY rowid",
         )?;
-        let rows = stmt.query_map(params![job.to_string(), round], |r| r.get(0))?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+        let rows = stmt.query_map(params![job.to_string(), round], |r| r.get::<_, String>(0))?;
+        rows.map(|s| parse_stage(&s?)).collect::<Result<Vec<_>>>()
     }
 
     /// Every stage of one round with its time (Unix ms), in order.
-    pub fn stage_times(&self, job: JobId, round: u32) -> Result<Vec<(String, i64)>> {
+    pub fn stage_times(&self, job: JobId, round: u32) -> Result<Vec<(RoundStage, i64)>> {
         let mut stmt = self.conn.prepare(
             "SELECT stage, at_ms FROM round_stages WHERE job_id = ?1 AND round = ?2 ORDER BY rowid",
         )?;
         let rows = stmt.query_map(params![job.to_string(), round], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
         })?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+        rows.map(|row| {
+            let (stage, at) = row?;
+            Ok((parse_stage(&stage)?, at))
+        })
+        .collect()
     }
 
     /// Stores a new one-time enrollment token (only its digest is kept).
@@ -144,6 +155,7 @@ impl Store {
 mod tests {
     use crate::{NewJob, Store};
     use tg_types::JobId;
+    use tg_types::record::RoundStage;
 
     #[test]
     fn a_token_admits_exactly_one_peer_once() {
@@ -177,10 +189,19 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s.last_stage(job).unwrap(), None);
-        s.record_stage(job, 1, "selected", None).unwrap();
-        s.record_stage(job, 1, "committed", Some("v1")).unwrap();
-        s.record_stage(job, 2, "selected", None).unwrap();
+        s.record_stage(job, 1, RoundStage::Selected, None).unwrap();
+        s.record_stage(job, 1, RoundStage::Committed, Some("v1"))
+            .unwrap();
+        s.record_stage(job, 2, RoundStage::Selected, None).unwrap();
         assert_eq!(s.last_stage(job).unwrap().unwrap().round, 2);
-        assert_eq!(s.stages(job, 1).unwrap(), ["selected", "committed"]);
+        assert_eq!(
+            s.stages(job, 1).unwrap(),
+            [RoundStage::Selected, RoundStage::Committed]
+        );
+        // Each stage's name round-trips.
+        for st in RoundStage::ALL {
+            assert_eq!(st.as_str().parse::<RoundStage>(), Ok(st));
+        }
+        assert!("broadcast".parse::<RoundStage>().is_err());
     }
 }

@@ -16,6 +16,90 @@ pub enum RoundStatus {
     Failed,
 }
 
+/// Where a round is: each transition is recorded durably before the
+/// coordinator acts on it, announced to the fleet, and shown live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RoundStage {
+    /// Participants chosen.
+    Selected,
+    /// The global model sent to them.
+    ModelSent,
+    /// Plaintext round: updates collected (folded as they arrived).
+    Collected,
+    /// SecAgg+ stage 1 collected: public keys.
+    AdvertiseKeysCollected,
+    /// SecAgg+ stage 2 collected: encrypted shares.
+    ShareKeysCollected,
+    /// SecAgg+ stage 3 collected: masked inputs.
+    MaskedInputCollected,
+    /// SecAgg+ stage 4 collected: consistency signatures.
+    ConsistencyCheckCollected,
+    /// SecAgg+ stage 5 collected: unmasking shares.
+    UnmaskCollected,
+    /// The sum unmasked.
+    Unmasked,
+    /// The round committed its model.
+    Committed,
+    /// The round failed (or was interrupted).
+    Failed,
+    /// Federated evaluation of the committed model finished.
+    Evaluated,
+}
+
+impl RoundStage {
+    /// Every stage, in the order a round can reach them.
+    pub const ALL: [RoundStage; 12] = [
+        Self::Selected,
+        Self::ModelSent,
+        Self::Collected,
+        Self::AdvertiseKeysCollected,
+        Self::ShareKeysCollected,
+        Self::MaskedInputCollected,
+        Self::ConsistencyCheckCollected,
+        Self::UnmaskCollected,
+        Self::Unmasked,
+        Self::Committed,
+        Self::Failed,
+        Self::Evaluated,
+    ];
+
+    /// The stage's name in records, events and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Selected => "selected",
+            Self::ModelSent => "model_sent",
+            Self::Collected => "collected",
+            Self::AdvertiseKeysCollected => "advertise_keys_collected",
+            Self::ShareKeysCollected => "share_keys_collected",
+            Self::MaskedInputCollected => "masked_input_collected",
+            Self::ConsistencyCheckCollected => "consistency_check_collected",
+            Self::UnmaskCollected => "unmask_collected",
+            Self::Unmasked => "unmasked",
+            Self::Committed => "committed",
+            Self::Failed => "failed",
+            Self::Evaluated => "evaluated",
+        }
+    }
+}
+
+impl std::fmt::Display for RoundStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RoundStage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown round stage `{s}`"))
+    }
+}
+
 /// Lifecycle state of a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

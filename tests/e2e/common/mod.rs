@@ -377,7 +377,12 @@ pub fn stages_of(dir: &Path, round: u32) -> Vec<String> {
     else {
         return Vec::new();
     };
-    store.stages(job, round).unwrap_or_default()
+    store
+        .stages(job, round)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// The last stage the coordinator recorded for round `round`, if any.

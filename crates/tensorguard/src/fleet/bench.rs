@@ -322,14 +322,15 @@ fn round_overheads(dir: &Path) -> Result<Vec<serde_json::Value>, CliError> {
         if stages.is_empty() {
             break;
         }
-        let at = |name: &str| stages.iter().find(|(s, _)| s == name).map(|(_, t)| *t);
+        use tg_types::record::RoundStage;
+        let at = |stage: RoundStage| stages.iter().find(|(s, _)| *s == stage).map(|(_, t)| *t);
         let (Some(first), Some(last)) = (stages.first().map(|s| s.1), stages.last().map(|s| s.1))
         else {
             break;
         };
         // Training: from the model broadcast to the first upload stage.
-        let train_end = at("advertise_keys_collected").or(at("collected"));
-        let training = match (at("model_sent"), train_end) {
+        let train_end = at(RoundStage::AdvertiseKeysCollected).or(at(RoundStage::Collected));
+        let training = match (at(RoundStage::ModelSent), train_end) {
             (Some(a), Some(b)) => b - a,
             _ => 0,
         };

@@ -62,7 +62,7 @@ fn changes(state: &ApiState, seen: &mut Seen) -> Vec<Event> {
                 Ok(id) if job.status == tg_types::record::JobStatus::Running => s
                     .last_stage(id)
                     .map_err(ApiError::internal)?
-                    .map(|r| (r.round, r.stage)),
+                    .map(|r| (r.round, r.stage.to_string())),
                 _ => before.as_ref().and_then(|b| b.2.clone()),
             };
             let new_rounds = match &before {

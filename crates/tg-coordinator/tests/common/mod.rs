@@ -104,8 +104,12 @@ pub fn fixture() -> Fixture {
             spec: &spec,
         })
         .unwrap();
-    store.record_stage(job, 1, "broadcast", None).unwrap();
-    store.record_stage(job, 1, "aggregate", None).unwrap();
+    store
+        .record_stage(job, 1, tg_types::record::RoundStage::Selected, None)
+        .unwrap();
+    store
+        .record_stage(job, 1, tg_types::record::RoundStage::ModelSent, None)
+        .unwrap();
     let mut r = RoundRecord {
         round: 1,
         status: RoundStatus::Committed,
