@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use tg_trust::KeyRecord;
-use tg_trust::audit::{Entry, VerifyReport, kind};
+use tg_trust::audit::event::{JobCreated, RoundAudit};
+use tg_trust::audit::{AuditEvent, Entry, VerifyReport};
 
 use crate::errors::{CliError, Code};
 use crate::keys::rfc3339;
@@ -165,39 +166,60 @@ pub fn build(
         rows: key_events,
     });
 
-    let created = mine.iter().find(|e| e.kind == kind::JOB_CREATED);
+    // The job's records, read into the types they were written with; a
+    // record of a known kind that does not fit is reported, not skipped.
+    let mut created: Option<JobCreated> = None;
+    let mut rounds: Vec<RoundAudit> = Vec::new();
+    let mut unreadable: Vec<Vec<String>> = Vec::new();
+    for e in &mine {
+        match AuditEvent::read(e) {
+            Some(Ok(AuditEvent::JobCreated(c))) => {
+                created.get_or_insert(*c);
+            }
+            Some(Ok(AuditEvent::Round(r))) => rounds.push(r),
+            Some(Ok(_)) | None => {}
+            Some(Err(why)) => unreadable.push(vec![e.seq.to_string(), e.kind.clone(), why]),
+        }
+    }
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "—".into());
+    let num = |v: Option<f64>| v.map_or_else(|| "—".into(), |x| x.to_string());
     b.push(Block::Heading(SECTIONS[2].into()));
-    match created {
-        Some(e) => {
-            let rows = e
-                .body
-                .get("encryption")
-                .and_then(Value::as_object)
+    match &created {
+        Some(c) => {
+            let rows = serde_json::to_value(&c.encryption)
+                .ok()
+                .and_then(|v| v.as_object().cloned())
                 .map(|m| m.iter().map(|(k, v)| vec![k.clone(), s(Some(v))]).collect())
                 .unwrap_or_default();
             b.push(Block::Table {
                 head: vec!["parameter".into(), "value".into()],
                 rows,
             });
+            if let Some(label) = &c.simulation {
+                b.push(Block::Para(label.clone()));
+            }
         }
         None => b.push(Block::Para(
-            "No job.created entry for this job in the log.".into(),
+            "No readable job.created entry for this job in the log.".into(),
         )),
     }
+    if !unreadable.is_empty() {
+        b.push(Block::Para(
+            "Entries of this job whose body does not match its kind (written by another version, or altered before signing):".into(),
+        ));
+        b.push(Block::Table {
+            head: ["seq", "kind", "why"].map(String::from).to_vec(),
+            rows: unreadable,
+        });
+    }
 
-    let rounds: Vec<&&Entry> = mine
-        .iter()
-        .filter(|e| e.kind == kind::ROUND_COMMITTED || e.kind == kind::ROUND_FAILED)
-        .collect();
     b.push(Block::Heading(SECTIONS[3].into()));
-    let target = created
-        .and_then(|e| e.body.pointer("/privacy/target_epsilon"))
-        .cloned();
+    let privacy = created.as_ref().and_then(|c| c.privacy.as_ref());
     b.push(Block::Para(format!(
         "Target ε {} at δ {}; accountant {}.",
-        s(target.as_ref()),
-        s(created.and_then(|e| e.body.pointer("/privacy/delta"))),
-        s(created.and_then(|e| e.body.pointer("/privacy/accountant")))
+        num(privacy.map(|p| p.target_epsilon)),
+        num(privacy.map(|p| p.delta)),
+        s(privacy.map(|p| &p.accountant))
     )));
     b.push(Block::Table {
         head: ["round", "status", "ε after round", "model SHA-256"]
@@ -205,12 +227,12 @@ pub fn build(
             .to_vec(),
         rows: rounds
             .iter()
-            .map(|e| {
+            .map(|r| {
                 vec![
-                    s(e.body.get("round")),
-                    s(e.body.get("status")),
-                    s(e.body.get("epsilon")),
-                    s(e.body.get("model_sha256")),
+                    r.round.to_string(),
+                    r.status.as_str().into(),
+                    num(r.epsilon),
+                    opt(r.model_sha256.clone()),
                 ]
             })
             .collect(),
@@ -223,13 +245,13 @@ pub fn build(
             .to_vec(),
         rows: rounds
             .iter()
-            .map(|e| {
+            .map(|r| {
                 vec![
-                    s(e.body.get("round")),
-                    s(e.body.get("selected")),
-                    s(e.body.get("participants")),
-                    s(e.body.get("quorum")),
-                    s(e.body.get("reason")),
+                    r.round.to_string(),
+                    r.selected.to_string(),
+                    r.participants.to_string(),
+                    r.quorum.to_string(),
+                    opt(r.reason.clone()),
                 ]
             })
             .collect(),
@@ -238,7 +260,7 @@ pub fn build(
     b.push(Block::Heading(SECTIONS[5].into()));
     b.push(Block::Para(format!(
         "Policy: {}.",
-        s(created.and_then(|e| e.body.get("attestation")))
+        s(created.as_ref().map(|c| &c.attestation))
     )));
     b.push(Block::Table {
         head: [

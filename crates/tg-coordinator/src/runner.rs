@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
 use tg_store::Store;
 use tg_types::record::{JobStatus, RoundRecord, RoundStatus};
 use tg_types::{AgentId, JobId, Parameters};
@@ -37,39 +36,7 @@ pub struct JobRun<'a> {
     pub stop: Option<StopSignal>,
 }
 
-/// How a job ended, in the one schema every runner records (the store's
-/// job summary, the `job.finished` audit record, `--json` output).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct JobSummary {
-    /// Job id.
-    pub job: String,
-    /// The runner that ran it (`demo`, `fleet`).
-    pub kind: String,
-    /// The one status rule's verdict.
-    pub status: &'static str,
-    /// Why the job stopped early, if it did.
-    pub reason: Option<String>,
-    /// Rounds planned.
-    pub rounds: u32,
-    /// Rounds committed.
-    pub rounds_committed: usize,
-    /// Rounds recorded as failed.
-    pub rounds_failed: usize,
-    /// Held-out accuracy of the final model.
-    pub final_accuracy: Option<f64>,
-    /// Held-out loss of the final model.
-    pub final_loss: Option<f64>,
-    /// SHA-256 of the final model's safetensors bytes.
-    pub final_model_sha256: Option<String>,
-    /// ε spent (DP jobs).
-    pub epsilon: Option<f64>,
-    /// Distributed DP: ε against the coordinator, which picks the sample.
-    pub epsilon_vs_coordinator: Option<f64>,
-    /// Why the budget stopped the job, if it did.
-    pub budget_exhausted: Option<String>,
-    /// The label of a simulated run (noise from a public seed), if it is one.
-    pub simulation: Option<String>,
-}
+pub use tg_types::record::JobSummary;
 
 /// A run that ended: its outcome and its summary.
 pub struct Finished {
@@ -130,7 +97,7 @@ impl JobRun<'_> {
         let summary = JobSummary {
             job: id,
             kind: self.kind.to_owned(),
-            status: status.as_str(),
+            status,
             reason: outcome.budget_exhausted.clone().or_else(|| {
                 outcome
                     .stopped_before

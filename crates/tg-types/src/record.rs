@@ -235,3 +235,38 @@ pub struct FederatedEvaluation {
     /// Accuracy in [0, 1].
     pub accuracy: f64,
 }
+
+/// How a job ended, in the one schema every runner records (the store's
+/// job summary, the `job.finished` audit record, `--json` output).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobSummary {
+    /// Job id.
+    pub job: String,
+    /// The runner that ran it (`demo`, `fleet`).
+    pub kind: String,
+    /// The one status rule's verdict.
+    pub status: JobStatus,
+    /// Why the job stopped early, if it did.
+    pub reason: Option<String>,
+    /// Rounds planned.
+    pub rounds: u32,
+    /// Rounds committed.
+    pub rounds_committed: usize,
+    /// Rounds recorded as failed.
+    pub rounds_failed: usize,
+    /// Held-out accuracy of the final model.
+    pub final_accuracy: Option<f64>,
+    /// Held-out loss of the final model.
+    pub final_loss: Option<f64>,
+    /// SHA-256 of the final model's safetensors bytes.
+    pub final_model_sha256: Option<String>,
+    /// ε spent (DP jobs).
+    pub epsilon: Option<f64>,
+    /// Distributed DP: ε against the coordinator, which picks the sample.
+    pub epsilon_vs_coordinator: Option<f64>,
+    /// Why the budget stopped the job, if it did.
+    pub budget_exhausted: Option<String>,
+    /// The label of a simulated run (noise from a public seed), if it is one.
+    #[serde(default)]
+    pub simulation: Option<String>,
+}

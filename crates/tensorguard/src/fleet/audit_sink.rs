@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Value, json};
 use tg_coordinator::admission::AuditSink;
+use tg_trust::audit::AuditEvent;
 use tg_trust::audit::AuditLog;
+use tg_trust::audit::event::{AgentAudit, Encryption, JobCreated, PrivacyParameters, RoundAudit};
 use tg_types::JobId;
 use tg_types::record::RoundRecord;
 use tg_types::spec::JobSpec;
@@ -63,100 +65,78 @@ pub fn job_created(
     policy: Option<&tg_attest::Policy>,
     allow_simulated: bool,
     prg: &str,
-) -> Value {
-    let mut enc = serde_json::Map::new();
-    let mut put = |k: &str, v: Value| {
-        enc.insert(k.into(), v);
-    };
-    put(
-        "transport",
-        json!(
-            "libp2p: Noise XX (X25519, ChaCha20-Poly1305, SHA-256) with Yamux over TCP; QUIC v1 (TLS 1.3)"
-        ),
-    );
-    put(
-        "frame_signatures",
-        json!(
-            "Ed25519 over a domain tag, (job, round, stage, nonce, sender) and the canonical payload; nonces strictly increase"
-        ),
-    );
-    match &spec.secure_aggregation {
-        Some(s) => {
-            put(
-                "secure_aggregation",
-                json!(
-                    "SecAgg+: pairwise masks over Z_2^B, X25519 key agreement with HKDF-SHA-256, Shamir recovery of dropouts, shares sealed with ChaCha20-Poly1305"
-                ),
-            );
-            put("secagg_bits", json!(s.bits));
-            put("secagg_mask_prg", json!(prg));
-            put("secagg_clip_l2", json!(s.clip));
-            put("secagg_assumed_corrupt_fraction", json!(s.corrupt));
-            put("secagg_assumed_dropout_fraction", json!(s.dropout));
-            put("secagg_sparsity", json!(s.keep_fraction));
-        }
-        None => put(
-            "secure_aggregation",
-            json!("off: the coordinator sees each update"),
-        ),
-    }
-    put(
-        "keys_at_rest",
-        json!("Argon2id (64 MiB, 3 passes) + XChaCha20-Poly1305; key files mode 0600"),
-    );
-    put(
-        "audit_log",
-        json!("SHA-256 hash chain, Ed25519 signatures, signed head"),
-    );
-    put(
-        "models",
-        json!("safetensors; SHA-256 of every committed model recorded per round"),
-    );
-    json!({
-        "rounds": spec.rounds,
-        "clients": spec.clients,
-        "quorum": spec.min_clients,
-        "strategy": spec.strategy,
-        "model": spec.model,
-        "dataset": spec.dataset,
-        "encryption": enc,
-        "privacy": spec.privacy.map(|p| json!({
-            "target_epsilon": p.target_epsilon.get(),
-            "delta": p.delta,
-            "accountant": p.accountant,
-            "mode": p.mode,
-        })),
-        "attestation": match policy {
+    simulation: Option<String>,
+) -> JobCreated {
+    let secure = spec.secure_aggregation;
+    JobCreated {
+        rounds: spec.rounds,
+        clients: spec.clients,
+        quorum: spec.min_clients,
+        strategy: spec.strategy,
+        model: spec.model,
+        dataset: spec.dataset.clone(),
+        encryption: Encryption {
+            transport: "libp2p: Noise XX (X25519, ChaCha20-Poly1305, SHA-256) with Yamux over TCP; QUIC v1 (TLS 1.3)".into(),
+            frame_signatures: "Ed25519 over a domain tag, (job, round, stage, nonce, sender) and the SHA-512 digest of the canonical payload; nonces strictly increase".into(),
+            secure_aggregation: match secure {
+                Some(_) => "SecAgg+: pairwise masks over Z_2^B, X25519 key agreement with HKDF-SHA-256, Shamir recovery of dropouts, shares sealed with ChaCha20-Poly1305".into(),
+                None => "off: the coordinator sees each update".into(),
+            },
+            secagg_bits: secure.map(|s| s.bits),
+            secagg_mask_prg: secure.map(|_| prg.to_owned()),
+            secagg_clip_l2: secure.map(|s| s.clip),
+            secagg_assumed_corrupt_fraction: secure.map(|s| s.corrupt),
+            secagg_assumed_dropout_fraction: secure.map(|s| s.dropout),
+            secagg_sparsity: secure.and_then(|s| s.keep_fraction),
+            keys_at_rest: "Argon2id (64 MiB, 3 passes) + XChaCha20-Poly1305; key files mode 0600".into(),
+            audit_log: "SHA-256 hash chain, Ed25519 signatures, signed head".into(),
+            models: "safetensors; SHA-256 of every committed model recorded per round".into(),
+        },
+        privacy: spec.privacy.map(|p| PrivacyParameters {
+            target_epsilon: p.target_epsilon.get(),
+            delta: p.delta.get(),
+            accountant: json!(p.accountant),
+            mode: json!(p.mode),
+        }),
+        attestation: match policy {
             None => json!("not required"),
             Some(p) => json!({"required": true, "policy": p, "allow_simulated": allow_simulated}),
         },
-    })
+        simulation,
+    }
 }
 
 /// One round, with each participant's attestation outcome.
-pub fn round(r: &RoundRecord, quorum: u32, attested: &BTreeMap<String, Value>) -> Value {
-    let agents: Vec<Value> = r
-        .participants_detail
-        .iter()
-        .map(|p| {
-            json!({
-                "agent": p.agent,
-                "outcome": p.outcome,
-                "attestation": attested.get(p.agent.as_str()).and_then(|a| a.get("label")).cloned(),
-                "measurement": attested.get(p.agent.as_str()).and_then(|a| a.get("measurement")).cloned(),
+pub fn round(r: &RoundRecord, quorum: u32, attested: &BTreeMap<String, Value>) -> RoundAudit {
+    RoundAudit {
+        round: r.round,
+        status: r.status,
+        selected: r.selected,
+        participants: r.participants,
+        quorum,
+        epsilon: r.epsilon,
+        model_sha256: r.model_sha256.clone(),
+        accuracy: r.accuracy,
+        reason: r.reason.clone(),
+        agents: r
+            .participants_detail
+            .iter()
+            .map(|p| {
+                let a = attested.get(p.agent.as_str());
+                AgentAudit {
+                    agent: p.agent.to_string(),
+                    outcome: p.outcome,
+                    attestation: a.and_then(|a| a.get("label")).cloned(),
+                    measurement: a.and_then(|a| a.get("measurement")).cloned(),
+                }
             })
-        })
-        .collect();
-    json!({
-        "round": r.round,
-        "status": r.status.as_str(),
-        "selected": r.selected,
-        "participants": r.participants,
-        "quorum": quorum,
-        "epsilon": r.epsilon,
-        "model_sha256": r.model_sha256,
-        "accuracy": r.accuracy,
-        "reason": r.reason,
-        "agents": agents,
-    })
+            .collect(),
+    }
+}
+
+impl NodeAudit {
+    /// Records a typed job event.
+    pub fn event(&self, job: JobId, event: &AuditEvent) {
+        self.record(event.kind(), job, event.body());
+    }
 }

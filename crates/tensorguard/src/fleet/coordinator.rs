@@ -2,13 +2,14 @@
 
 use std::path::Path;
 
-use tg_coordinator::admission::{AttestationGate, AuditSink};
+use tg_coordinator::admission::AttestationGate;
 use tg_coordinator::net::{Admission, NetTransport};
-use tg_coordinator::runner::JobRun;
+use tg_coordinator::runner::{JobRun, JobSummary};
 use tg_model::net::ModelShape;
 use tg_model::{init_parameters, load_dataset};
 use tg_proto::Offer;
 use tg_store::Store;
+use tg_trust::audit::AuditEvent;
 use tg_types::record::RoundStatus;
 
 use super::audit_sink::{self, NodeAudit};
@@ -244,14 +245,14 @@ async fn run(
     };
     let audit = shared.audit.clone();
     let prg = tg_secagg::crypto::Prg::for_this_cpu();
-    let mut created = audit_sink::job_created(
+    let created = audit_sink::job_created(
         &spec,
         job.attestation.as_ref(),
         args.allow_simulated,
         &format!("{prg:?}"),
+        simulation.clone(),
     );
-    created["simulation"] = serde_json::json!(simulation);
-    audit.record(tg_trust::audit::kind::JOB_CREATED, job.id, created);
+    audit.event(job.id, &AuditEvent::JobCreated(Box::new(created)));
     let admission = Admission {
         allowed: job.allowed.clone(),
         tokens: job.enrollment,
@@ -293,11 +294,23 @@ async fn run(
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
         } => {
-            audit.record(
-                tg_trust::audit::kind::JOB_FINISHED,
-                job.id,
-                serde_json::json!({"job": job.id.to_string(), "stopped": "before round 1, while waiting for agents"}),
-            );
+            let stopped = JobSummary {
+                job: job.id.to_string(),
+                kind: "fleet".into(),
+                status: tg_types::record::JobStatus::Stopped,
+                reason: Some("stopped by an operator before round 1, while waiting for agents".into()),
+                rounds: spec.rounds,
+                rounds_committed: 0,
+                rounds_failed: 0,
+                final_accuracy: None,
+                final_loss: None,
+                final_model_sha256: None,
+                epsilon: None,
+                epsilon_vs_coordinator: None,
+                budget_exhausted: None,
+                simulation: simulation.clone(),
+            };
+            audit.event(job.id, &AuditEvent::JobFinished(Box::new(stopped)));
             out.note(&format!("job {} stopped by an operator while waiting for agents; no round ran", job.id));
             return Ok(());
         }
@@ -334,12 +347,10 @@ async fn run(
     let finished = run
         .run(transport, evaluator, &mut store, initial, |r| {
             let attested = attested.lock().map(|a| a.clone()).unwrap_or_default();
-            let kind = if r.status == RoundStatus::Committed {
-                tg_trust::audit::kind::ROUND_COMMITTED
-            } else {
-                tg_trust::audit::kind::ROUND_FAILED
-            };
-            round_audit.record(kind, job.id, audit_sink::round(r, quorum, &attested));
+            round_audit.event(
+                job.id,
+                &AuditEvent::Round(audit_sink::round(r, quorum, &attested)),
+            );
             let line = match r.status {
                 RoundStatus::Committed => format!(
                     "round {} committed · {} of {} agents · accuracy {:.4}",
@@ -359,7 +370,10 @@ async fn run(
         .await
         .map_err(|e| CliError::new(Code::Internal, "the coordinator stopped", e.to_string(), "see the log; restarting resumes the job"))?;
     let summary = finished.to_json(None);
-    audit.record(tg_trust::audit::kind::JOB_FINISHED, job.id, summary.clone());
+    audit.event(
+        job.id,
+        &AuditEvent::JobFinished(Box::new(finished.summary.clone())),
+    );
     if audit.failed.load(std::sync::atomic::Ordering::Relaxed) {
         out.note(&out.red("some audit records could not be written: see the errors above and run `tensorguard audit verify`"));
     }
@@ -378,7 +392,7 @@ async fn run(
         out.line(&format!(
             "job {} {}: {} of {} rounds committed, accuracy {:.4}",
             job.id,
-            s.status,
+            s.status.as_str(),
             s.rounds_committed,
             s.rounds,
             s.final_accuracy.unwrap_or(f64::NAN)

@@ -15,6 +15,7 @@
 //! prints (the compliance report carries it) and check later logs extend it
 //! (`--expect-head`).
 
+pub mod event;
 mod log;
 mod verify;
 
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+pub use event::AuditEvent;
 pub use log::{AuditLog, Head, head_path, read_entries};
 pub use verify::{Finding, FindingKind, VerifyOptions, VerifyReport, verify_log};
 
