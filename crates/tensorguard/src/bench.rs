@@ -1,6 +1,5 @@
 //! `tensorguard bench …`: each benchmark's flags in, its JSON out; the
-//! measuring is in tg-bench (and, for the fleet and the API, beside the
-//! processes and servers they start).
+//! measuring is in tg-bench (the API's still beside the server it starts).
 
 use crate::cli::BenchCommand;
 use crate::errors::{CliError, invalid};
@@ -8,7 +7,38 @@ use crate::output::Output;
 
 pub fn run(cmd: BenchCommand, out: &Output) -> Result<(), CliError> {
     match cmd {
-        BenchCommand::Fleet(a) => crate::fleet::bench::run(&a, out),
+        BenchCommand::Fleet(a) => {
+            let exe = std::env::current_exe().map_err(|e| {
+                CliError::new(
+                    crate::errors::Code::Internal,
+                    "cannot find this program",
+                    e.to_string(),
+                    "run it by its path",
+                )
+            })?;
+            let report = tg_bench::fleet::run(&tg_bench::fleet::FleetArgs {
+                exe,
+                agents: a.agents,
+                rounds: a.rounds,
+                secure_aggregation: a.secure_aggregation,
+                job: a.job.clone(),
+            })
+            .map_err(|e| match e {
+                tg_bench::BenchError::Args(m) => invalid(
+                    "bench fleet cannot run this job",
+                    m,
+                    "check the job file (examples: deploy/examples/*.toml)",
+                ),
+                other => CliError::new(
+                    crate::errors::Code::Internal,
+                    "the fleet benchmark failed",
+                    other.to_string(),
+                    "see the logs in the work directory it names",
+                ),
+            })?;
+            out.json_value(&report);
+            Ok(())
+        }
         BenchCommand::Api { rounds, requests } => crate::bench_api::run(rounds, requests, out),
         BenchCommand::Trust { vectors, repeat } => crate::bench_trust::run(&vectors, repeat, out),
         BenchCommand::Accountant { repeat } => {

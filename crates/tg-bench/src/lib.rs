@@ -9,6 +9,7 @@
 
 pub mod accountant;
 pub mod aggregate;
+pub mod fleet;
 pub mod memory;
 pub mod secagg;
 pub mod trust;
@@ -35,6 +36,9 @@ pub enum BenchError {
     /// Parameters could not be built.
     #[error("parameters: {0}")]
     Params(#[from] tg_types::ParamsError),
+    /// A process of the measured fleet failed (its logs are in the work dir).
+    #[error("fleet: {0}")]
+    Fleet(String),
 }
 
 /// Result alias for this crate.

@@ -7,7 +7,6 @@
 
 pub mod agent;
 mod audit_sink;
-pub mod bench;
 pub mod coordinator;
 pub mod daemon;
 pub mod jobfile;

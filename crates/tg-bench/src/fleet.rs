@@ -1,5 +1,6 @@
-//! `tensorguard bench fleet`: a coordinator and N agent processes of this
-//! binary on 127.0.0.1, measured from outside — what an operator would see.
+//! `tensorguard bench fleet`: a coordinator and N agent processes of the
+//! `tensorguard` binary on 127.0.0.1, measured from outside — what an
+//! operator would see.
 //!
 //! Reported: agent start-to-ready (process spawn until the coordinator's
 //! welcome, as each agent reports it), idle agent RSS (VmRSS of every agent
@@ -8,21 +9,29 @@
 //! train, from the stage transitions the coordinator records.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cli::FleetBenchArgs;
-use crate::errors::{CliError, Code};
-use crate::output::Output;
+use crate::{BenchError, Result};
 
-fn internal(what: &str, e: impl std::fmt::Display) -> CliError {
-    CliError::new(
-        Code::Internal,
-        what.to_owned(),
-        e.to_string(),
-        "see the logs in the printed directory",
-    )
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct FleetArgs {
+    /// The `tensorguard` binary whose processes are measured.
+    pub exe: PathBuf,
+    /// Agents (without a job file).
+    pub agents: usize,
+    /// Rounds (without a job file).
+    pub rounds: u32,
+    /// Secure aggregation (without a job file).
+    pub secure_aggregation: bool,
+    /// A job file to run instead, on loopback.
+    pub job: Option<PathBuf>,
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> BenchError {
+    BenchError::Fleet(format!("{what}: {e}"))
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -53,9 +62,9 @@ impl Drop for Kill {
     }
 }
 
-/// Runs the benchmark and prints JSON.
-pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
-    let exe = std::env::current_exe().map_err(|e| internal("cannot find this program", e))?;
+/// Runs the benchmark and returns its report.
+pub fn run(a: &FleetArgs) -> Result<serde_json::Value> {
+    let exe = &a.exe;
     let root = std::env::temp_dir().join(format!("tensorguard-bench-fleet-{}", std::process::id()));
     std::fs::create_dir_all(&root).map_err(|e| internal("cannot create a work dir", e))?;
     let (job, n, partition, seed, secure) = match &a.job {
@@ -76,7 +85,8 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
     };
     // A job whose DP noise is simulated from a seed runs only when allowed,
     // and its report says so.
-    let simulated = crate::fleet::jobfile::parse("(bench job)", job.as_bytes())?
+    let simulated = tg_job::parse_file("(bench job)", job.as_bytes())
+        .map_err(|e| BenchError::Args(e.to_string()))?
         .job
         .simulated_noise_seed()
         .is_some();
@@ -93,7 +103,7 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
     let pass = hex::encode(pass_bytes);
     let mut tokens = Vec::with_capacity(n);
     for _ in 0..n {
-        let o = Command::new(&exe)
+        let o = Command::new(exe)
             .arg("--data-dir")
             .arg(&coord_dir)
             .args(["enroll", "create"])
@@ -103,7 +113,7 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
     }
     let mut procs = Kill(Vec::new());
     procs.0.push(
-        Command::new(&exe)
+        Command::new(exe)
             .env(tg_trust::passphrase::PASSPHRASE_ENV, &pass)
             .arg("--data-dir")
             .arg(&coord_dir)
@@ -132,7 +142,7 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
     };
     let mut agent_pids = Vec::with_capacity(n);
     for (i, t) in tokens.iter().enumerate() {
-        let c = Command::new(&exe)
+        let c = Command::new(exe)
             .env(tg_trust::passphrase::PASSPHRASE_ENV, &pass)
             .arg("--data-dir")
             .arg(root.join(format!("agent-{i}")))
@@ -233,24 +243,22 @@ pub fn run(a: &FleetBenchArgs, out: &Output) -> Result<(), CliError> {
         "rounds": rounds,
         "work_dir": root,
     });
-    out.json_value(&json);
-    Ok(())
+    Ok(json)
 }
 
 /// A job file made to run on this machine: the file's job, listening on
 /// loopback with generous deadlines unless it sets its own. Returns (file
 /// text, agents, partition, seed, secure).
-fn loopback_job(path: &Path) -> Result<(String, usize, String, u64, bool), CliError> {
+fn loopback_job(path: &Path) -> Result<(String, usize, String, u64, bool)> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        CliError::new(
-            Code::ConfigInvalid,
-            format!("cannot read job file {}", path.display()),
-            e.to_string(),
-            "check the path (examples: deploy/examples/*.toml)",
-        )
+        BenchError::Args(format!(
+            "cannot read job file {}: {e} (examples: deploy/examples/*.toml)",
+            path.display()
+        ))
     })?;
     // The same parser and refusals as everywhere else.
-    let job = crate::fleet::jobfile::parse(&path.display().to_string(), text.as_bytes())?;
+    let job = tg_job::parse_file(&path.display().to_string(), text.as_bytes())
+        .map_err(|e| BenchError::Args(e.to_string()))?;
     let mut doc: toml::Table = text
         .parse()
         .map_err(|e| internal("the job file is not TOML", e))?;
@@ -278,7 +286,7 @@ fn loopback_job(path: &Path) -> Result<(String, usize, String, u64, bool), CliEr
 }
 
 /// The coordinator's store and the (one) job it ran.
-fn bench_job(dir: &Path) -> Result<(tg_store::Store, String), CliError> {
+fn bench_job(dir: &Path) -> Result<(tg_store::Store, String)> {
     let store = tg_store::Store::open_existing(dir)
         .map_err(|e| internal("cannot open the coordinator's store", e))?;
     let jobs = store
@@ -300,7 +308,7 @@ fn coordinator_summary(root: &Path) -> serde_json::Value {
 }
 
 /// The model the job ended on (its last committed round's).
-fn final_model_sha256(dir: &Path) -> Result<Option<String>, CliError> {
+fn final_model_sha256(dir: &Path) -> Result<Option<String>> {
     let (store, job) = bench_job(dir)?;
     let rounds = store
         .rounds(&job)
@@ -309,7 +317,7 @@ fn final_model_sha256(dir: &Path) -> Result<Option<String>, CliError> {
 }
 
 /// Per round: wall time, the training stage, and the rest (the coordinator's overhead).
-fn round_overheads(dir: &Path) -> Result<Vec<serde_json::Value>, CliError> {
+fn round_overheads(dir: &Path) -> Result<Vec<serde_json::Value>> {
     let (store, job) = bench_job(dir)?;
     let job: tg_types::JobId = job
         .parse()
