@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use tg_trust::audit::{VerifyOptions, VerifyReport, read_entries, verify_log};
+use tg_trust::audit::{VerifyOptions, VerifyReport, read_entries, report, verify_log};
 
 use crate::cli::{AuditCommand, ExportFormat};
 use crate::errors::{CliError, Code, from_trust, invalid};
@@ -65,9 +65,17 @@ pub fn run(cmd: AuditCommand, data_dir: &Path, out: &Output) -> Result<(), CliEr
             let verified = verify(&path, data_dir, None, true)?;
             let entries = read_entries(&path).map_err(from_trust)?;
             let ring = keyring(data_dir)?;
-            let report = crate::report::build(&job, &entries, &verified, ring.records(), &path)?;
+            let report = report::build(
+                &job,
+                &entries,
+                &verified,
+                ring.records(),
+                &path,
+                crate::keys::now_secs(),
+            )
+            .map_err(report_error)?;
             let dir = dir.unwrap_or_else(|| data_dir.join("reports"));
-            let written = crate::report::write(&report, &dir)?;
+            let written = report::write(&report, &dir).map_err(report_error)?;
             if out.json {
                 out.json_value(&json!({"job": report.job, "markdown": written.0, "html": written.1, "log_verified": verified.ok}));
             } else {
@@ -167,5 +175,34 @@ fn print(r: &VerifyReport, path: &Path, out: &Output) {
         out.line(&format!(
             "head {seq}:{hash}  (record it; check later logs with --expect-head)"
         ));
+    }
+}
+
+fn report_error(e: report::ReportError) -> CliError {
+    match e {
+        report::ReportError::NoSuchJob(prefix) => CliError::new(
+            Code::RunNotFound,
+            format!("no job `{prefix}` in the audit log"),
+            "the log has no entry for such a job",
+            "list jobs with `tensorguard audit export | grep job.created`",
+        ),
+        report::ReportError::Ambiguous { prefix, count } => CliError::new(
+            Code::RunNotFound,
+            format!("`{prefix}` matches {count} jobs"),
+            "the id prefix is not unique",
+            "give more of the job id",
+        ),
+        report::ReportError::Write { path, source } => CliError::new(
+            Code::DataDirUnwritable,
+            format!("cannot write {}", path.display()),
+            source.to_string(),
+            "choose a writable --out directory",
+        ),
+        other => CliError::new(
+            Code::Internal,
+            other.to_string(),
+            "the report could not be made",
+            "report this with the command line",
+        ),
     }
 }

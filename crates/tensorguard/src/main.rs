@@ -20,7 +20,6 @@ mod job;
 mod keys;
 mod output;
 mod privacy;
-mod report;
 mod runs;
 mod system;
 mod telemetry;

@@ -17,6 +17,7 @@
 
 pub mod event;
 mod log;
+pub mod report;
 mod verify;
 
 use serde::{Deserialize, Serialize};

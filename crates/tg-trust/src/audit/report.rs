@@ -3,17 +3,46 @@
 //! traced to a signed entry.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::Value;
-use tg_trust::KeyRecord;
-use tg_trust::audit::event::{JobCreated, RoundAudit};
-use tg_trust::audit::{AuditEvent, Entry, VerifyReport};
 
-use crate::errors::{CliError, Code};
-use crate::keys::rfc3339;
+use super::event::{JobCreated, RoundAudit};
+use super::{AuditEvent, Entry, VerifyReport};
+use crate::KeyRecord;
+
+/// Why a report could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReportError {
+    /// No entry of the log belongs to a job with this id prefix.
+    #[error("no job `{0}` in the audit log")]
+    NoSuchJob(String),
+    /// The prefix names more than one job.
+    #[error("`{prefix}` matches {count} jobs")]
+    Ambiguous {
+        /// The prefix given.
+        prefix: String,
+        /// Jobs it matches.
+        count: usize,
+    },
+    /// A report file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
 
 /// A report: a job id and blocks of text and tables.
 pub struct Report {
+    /// The job it is about.
     pub job: String,
     blocks: Vec<Block>,
 }
@@ -45,7 +74,7 @@ fn s(v: Option<&Value>) -> String {
     }
 }
 
-fn resolve_job(prefix: &str, entries: &[Entry]) -> Result<String, CliError> {
+fn resolve_job(prefix: &str, entries: &[Entry]) -> Result<String, ReportError> {
     let mut ids: Vec<&str> = entries
         .iter()
         .filter_map(|e| e.job.as_deref())
@@ -55,28 +84,25 @@ fn resolve_job(prefix: &str, entries: &[Entry]) -> Result<String, CliError> {
     ids.dedup();
     match ids.as_slice() {
         [one] => Ok((*one).to_owned()),
-        [] => Err(CliError::new(
-            Code::RunNotFound,
-            format!("no job `{prefix}` in the audit log"),
-            "the log has no entry for such a job",
-            "list jobs with `tensorguard audit export | grep job.created`",
-        )),
-        _ => Err(CliError::new(
-            Code::RunNotFound,
-            format!("`{prefix}` matches {} jobs", ids.len()),
-            "the id prefix is not unique",
-            "give more of the job id",
-        )),
+        [] => Err(ReportError::NoSuchJob(prefix.to_owned())),
+        _ => Err(ReportError::Ambiguous {
+            prefix: prefix.to_owned(),
+            count: ids.len(),
+        }),
     }
 }
 
+/// The compliance report of the job whose id starts with `prefix`, from the
+/// log's `entries`, its verification, and the keyring's public history;
+/// `now` (Unix seconds) is when it is generated.
 pub fn build(
     prefix: &str,
     entries: &[Entry],
     verified: &VerifyReport,
     keys: &[KeyRecord],
     log: &Path,
-) -> Result<Report, CliError> {
+    now: u64,
+) -> Result<Report, ReportError> {
     let job = resolve_job(prefix, entries)?;
     let mine: Vec<&Entry> = entries
         .iter()
@@ -85,7 +111,7 @@ pub fn build(
     let mut b = Vec::new();
     b.push(Block::Para(format!(
         "Job `{job}`. Generated {} from `{}`.",
-        rfc3339(crate::keys::now_secs()),
+        rfc3339(now),
         log.display()
     )));
 
@@ -363,14 +389,10 @@ fn html(r: &Report) -> String {
 }
 
 /// Writes `report-<job>.md` and `.html` into `dir`.
-pub fn write(r: &Report, dir: &Path) -> Result<(PathBuf, PathBuf), CliError> {
-    let io = |p: &Path, e: std::io::Error| {
-        CliError::new(
-            Code::DataDirUnwritable,
-            format!("cannot write {}", p.display()),
-            e.to_string(),
-            "choose a writable --out directory",
-        )
+pub fn write(r: &Report, dir: &Path) -> Result<(PathBuf, PathBuf), ReportError> {
+    let io = |p: &Path, e: std::io::Error| ReportError::Write {
+        path: p.to_owned(),
+        source: e,
     };
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let short = &r.job[..r.job.len().min(12)];
