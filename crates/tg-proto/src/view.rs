@@ -213,4 +213,69 @@ mod tests {
         padded.push(0);
         assert!(decode_trained(&padded).is_err());
     }
+
+    #[test]
+    fn a_frame_of_empty_tensors_is_refused_as_it_is_counted() {
+        use tg_types::view::{MAX_RANK, MAX_TENSORS, ParametersView, TensorView};
+        // An admitted agent (or, towards agents, a coordinator) sends a
+        // parameter set of more empty tensors than any model has: each is a
+        // few bytes on the wire and would be dozens in memory.
+        let many = ParametersView {
+            tensors: (0..=MAX_TENSORS)
+                .map(|_| TensorView {
+                    name: String::new(),
+                    shape: Vec::new(),
+                    data: &[],
+                })
+                .collect(),
+        };
+        let reply = TrainReplyView {
+            at: RoundRef {
+                job: JobId::from_bytes([1; 16]),
+                round: 1,
+            },
+            agent: tg_types::AgentId::new("a").unwrap(),
+            update: many,
+            num_examples: 1,
+            train_loss: None,
+            steps: 1,
+            control_delta: None,
+            epsilon: None,
+            compressed: None,
+        };
+        #[derive(serde::Serialize)]
+        enum AsSent<'r, 'a> {
+            #[allow(dead_code)]
+            Join(()),
+            Trained(&'r TrainReplyView<'a>),
+        }
+        let frame = encode(&AsSent::Trained(&reply)).unwrap();
+        // (postcard reports any refusal by a decoder as a serde error.)
+        assert!(matches!(
+            decode_trained(&frame),
+            Err(ProtoError::Malformed(_))
+        ));
+        // The full decoder refuses it the same way.
+        assert!(decode::<ToCoordinator>(&frame).is_err());
+        // A shape of more dimensions than any tensor has: refused.
+        let mut deep = reply.clone();
+        deep.update = ParametersView {
+            tensors: vec![TensorView {
+                name: "w".into(),
+                shape: vec![1; MAX_RANK + 1],
+                data: &[0, 0, 0, 0],
+            }],
+        };
+        let frame = encode(&AsSent::Trained(&deep)).unwrap();
+        assert!(decode_trained(&frame).is_err());
+        // Constructing such a set is refused where its owner can be told.
+        let tensors = (0..=MAX_TENSORS)
+            .map(|i| NamedTensor {
+                name: format!("t{i}"),
+                shape: vec![0],
+                data: vec![],
+            })
+            .collect();
+        assert!(Parameters::new(tensors).is_err());
+    }
 }

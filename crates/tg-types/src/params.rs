@@ -17,6 +17,7 @@ pub struct NamedTensor {
     /// Name such as `fc1.weight`.
     pub name: String,
     /// Dimensions; the product equals `data.len()`.
+    #[serde(deserialize_with = "crate::view::bounded::shape")]
     pub shape: Vec<usize>,
     /// Values, row-major. On the wire one length-prefixed blob of
     /// little-endian `f32` (decoded with one exact allocation, or not at all
@@ -29,6 +30,7 @@ pub struct NamedTensor {
 /// sorted by tensor name.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Parameters {
+    #[serde(deserialize_with = "crate::view::bounded::tensors")]
     tensors: Vec<NamedTensor>,
 }
 
@@ -70,6 +72,26 @@ pub enum ParamsError {
 impl Parameters {
     /// Builds a parameter set, checking shapes and sorting by name.
     pub fn new(mut tensors: Vec<NamedTensor>) -> Result<Self, ParamsError> {
+        // What the wire carries (see `view::MAX_TENSORS`): a set peers would
+        // refuse is refused here, where its owner can be told.
+        if tensors.len() > crate::view::MAX_TENSORS {
+            return Err(ParamsError::LayoutMismatch(format!(
+                "{} tensors, more than the {} a parameter set may hold",
+                tensors.len(),
+                crate::view::MAX_TENSORS
+            )));
+        }
+        if let Some(t) = tensors
+            .iter()
+            .find(|t| t.shape.len() > crate::view::MAX_RANK)
+        {
+            return Err(ParamsError::LayoutMismatch(format!(
+                "tensor `{}` has {} dimensions, more than {}",
+                t.name,
+                t.shape.len(),
+                crate::view::MAX_RANK
+            )));
+        }
         for t in &tensors {
             let expected: usize = t.shape.iter().product();
             if expected != t.data.len() {

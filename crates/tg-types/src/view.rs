@@ -68,12 +68,83 @@ fn floats(bytes: &[u8]) -> Result<Vec<f32>, String> {
         .collect())
 }
 
+/// Most tensors a parameter set may hold on the wire. Decoding refuses more
+/// as it counts them, so a frame of empty tensors cannot make the receiver
+/// allocate many times the frame's size (a tensor's header is a few bytes
+/// on the wire and a few dozen in memory).
+pub const MAX_TENSORS: usize = 16_384;
+/// Most dimensions a tensor may have on the wire.
+pub const MAX_RANK: usize = 16;
+
+/// Sequence decoders that refuse more elements than a bound, counting as
+/// they go (before growing for them).
+pub mod bounded {
+    use std::marker::PhantomData;
+
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::{Deserialize, Deserializer};
+
+    use super::{MAX_RANK, MAX_TENSORS};
+
+    /// A parameter set's tensors: at most [`MAX_TENSORS`].
+    pub fn tensors<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        seq(d, MAX_TENSORS, "tensors")
+    }
+
+    /// A tensor's shape: at most [`MAX_RANK`] dimensions.
+    pub fn shape<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<usize>, D::Error> {
+        seq(d, MAX_RANK, "dimensions")
+    }
+
+    fn seq<'de, D, T>(d: D, max: usize, what: &'static str) -> Result<Vec<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        struct V<T> {
+            max: usize,
+            what: &'static str,
+            item: PhantomData<T>,
+        }
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Vec<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "at most {} {}", self.max, self.what)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+                let too_many = || A::Error::custom(format!("more than {} {}", self.max, self.what));
+                if seq.size_hint().is_some_and(|n| n > self.max) {
+                    return Err(too_many());
+                }
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max));
+                while let Some(x) = seq.next_element()? {
+                    if out.len() == self.max {
+                        return Err(too_many());
+                    }
+                    out.push(x);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(V {
+            max,
+            what,
+            item: PhantomData,
+        })
+    }
+}
+
 /// One tensor borrowed from a frame.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TensorView<'a> {
     /// Name.
     pub name: String,
     /// Dimensions.
+    #[serde(deserialize_with = "bounded::shape")]
     pub shape: Vec<usize>,
     /// Values: little-endian `f32`, row-major.
     #[serde(with = "bytes_borrowed")]
@@ -138,7 +209,7 @@ pub mod bytes_owned {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ParametersView<'a> {
     /// Tensors, in the order they were sent.
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "bounded::tensors")]
     pub tensors: Vec<TensorView<'a>>,
 }
 
