@@ -51,7 +51,19 @@ pub struct OwnerPolicy {
     /// The fleet root's public key (64 hex digits): every participant of a
     /// secure round must carry a certificate from it, or the round is refused.
     pub fleet_root: Option<String>,
+    /// The most local epochs one round may ask of this machine (default
+    /// [`DEFAULT_MAX_LOCAL_EPOCHS`]): the coordinator sets the work, the
+    /// owner bounds it.
+    pub max_local_epochs: Option<u32>,
+    /// The most DP-SGD steps one round may ask (default
+    /// [`DEFAULT_MAX_DP_STEPS`]).
+    pub max_dp_steps: Option<u32>,
 }
+
+/// Local epochs a round may ask of an agent whose owner set no limit.
+pub const DEFAULT_MAX_LOCAL_EPOCHS: u32 = 100;
+/// DP-SGD steps a round may ask of an agent whose owner set no limit.
+pub const DEFAULT_MAX_DP_STEPS: u32 = 100_000;
 
 impl OwnerPolicy {
     /// A policy that lets every round run (in-process simulations, where
@@ -61,6 +73,8 @@ impl OwnerPolicy {
             allow_plaintext: true,
             allow_evaluation: true,
             secure_aggregation: tg_secagg::Floors::allowing_semi_honest(),
+            max_local_epochs: Some(u32::MAX),
+            max_dp_steps: Some(u32::MAX),
             ..Self::default()
         }
     }
@@ -88,6 +102,9 @@ impl OwnerPolicy {
         }
         if p.max_round_epsilon.is_some_and(|e| !(e > 0.0)) {
             return Err("max_round_epsilon must be positive".into());
+        }
+        if p.max_local_epochs == Some(0) || p.max_dp_steps == Some(0) {
+            return Err("max_local_epochs and max_dp_steps must be at least 1".into());
         }
         p.root()?;
         Ok(p)
@@ -311,6 +328,30 @@ pub fn judge_round(
         secure
             .check_certificates(&root, now)
             .map_err(|e| (DeclineReason::UncertifiedParticipant, e))?;
+    }
+    // The work a round asks of this machine, within the owner's limits (a
+    // coordinator could otherwise ask for a billion epochs).
+    let max_epochs = policy.max_local_epochs.unwrap_or(DEFAULT_MAX_LOCAL_EPOCHS);
+    if req.config.local_epochs > max_epochs {
+        return Err((
+            DeclineReason::OwnerFloor,
+            format!(
+                "the round asks for {} local epochs; this agent's owner allows at most {max_epochs} (max_local_epochs)",
+                req.config.local_epochs
+            ),
+        ));
+    }
+    let max_steps = policy.max_dp_steps.unwrap_or(DEFAULT_MAX_DP_STEPS);
+    if let Some(dp) = &req.config.dp_sgd
+        && dp.steps_per_round > max_steps
+    {
+        return Err((
+            DeclineReason::OwnerFloor,
+            format!(
+                "the round asks for {} DP-SGD steps; this agent's owner allows at most {max_steps} (max_dp_steps)",
+                dp.steps_per_round
+            ),
+        ));
     }
     if req.secure.is_none() && !policy.allow_plaintext {
         return Err((

@@ -443,3 +443,63 @@ fn a_malicious_coordinator_gets_no_metrics_from_a_dp_job_and_one_evaluation_per_
     );
     assert_eq!(ask_eval(&mut a, &shape, 3), None);
 }
+
+#[test]
+fn a_coordinator_cannot_ask_for_more_work_than_the_owner_allows() {
+    let d = data();
+    let ledger = || OwnerLedger::in_memory(tg_agent::policy::fingerprint(&d));
+    let train = |a: &mut Agent, shape: &ModelShape, round: u32, epochs: u32, dp_sgd| {
+        let req = ToAgent::Train(TrainRequest {
+            at: RoundRef {
+                job: JobId::from_bytes([9; 16]),
+                round,
+            },
+            global: tg_model::init_parameters(shape, 0).unwrap(),
+            config: TrainConfig {
+                local_epochs: epochs,
+                batch_size: 16,
+                learning_rate: 0.1,
+                optimizer: OptimizerSpec::Sgd,
+                dp_sgd,
+                compress: Default::default(),
+            },
+            objective: LocalObjective::Plain,
+            secure: None,
+        });
+        let Handled::Reply(frame) = a.handle_frame(&tg_proto::encode(&req).unwrap()).unwrap()
+        else {
+            panic!()
+        };
+        declined(&tg_proto::decode::<ToCoordinator>(&frame).unwrap())
+    };
+    // The default limits: a billion epochs, or steps, are refused before
+    // any work or any charge.
+    let (mut a, shape) = agent(plaintext_ok(), ledger());
+    assert_eq!(
+        train(&mut a, &shape, 1, 1_000_000_000, None),
+        Some(DeclineReason::OwnerFloor)
+    );
+    let mut steps = dp(2.0);
+    steps.steps_per_round = u32::MAX;
+    assert_eq!(
+        train(&mut a, &shape, 2, 1, Some(steps)),
+        Some(DeclineReason::OwnerFloor)
+    );
+    let delta = tg_privacy::Delta::new(1e-5).unwrap();
+    assert_eq!(a.ledger().epsilon(delta), 0.0, "nothing was charged");
+    // An owner's own limit.
+    let (mut a, shape) = agent(
+        OwnerPolicy {
+            max_local_epochs: Some(2),
+            ..plaintext_ok()
+        },
+        ledger(),
+    );
+    assert_eq!(
+        train(&mut a, &shape, 1, 3, None),
+        Some(DeclineReason::OwnerFloor)
+    );
+    assert_eq!(train(&mut a, &shape, 2, 2, None), None);
+    // Policy files refuse a zero limit.
+    assert!(OwnerPolicy::from_toml("max_local_epochs = 0").is_err());
+}
