@@ -337,7 +337,7 @@ impl Runner {
             let shape = ModelShape::for_dataset(offer.model, offer.hidden as usize, &self.data)?;
             let id = AgentId::new(self.client.local_peer_id().to_string())
                 .map_err(|e| AgentError::Refused(e.to_string()))?;
-            let dataset = crate::policy::fingerprint(&self.data);
+            let dataset = self.config.policy.ledger_key(&self.data);
             let ledger = match &self.config.ledger_dir {
                 Some(dir) => crate::OwnerLedger::open(dir, dataset).map_err(|e| {
                     AgentError::Refused(format!("this agent's privacy ledger is unreadable: {e}"))

@@ -58,6 +58,35 @@ pub struct OwnerPolicy {
     /// The most DP-SGD steps one round may ask (default
     /// [`DEFAULT_MAX_DP_STEPS`]).
     pub max_dp_steps: Option<u32>,
+    /// What one budget covers: everything this agent serves (`agent`, the
+    /// default: adding a record or another shard never starts a fresh
+    /// budget), or each exact dataset content (`dataset`).
+    pub budget_scope: BudgetScope,
+}
+
+/// What one privacy budget covers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum BudgetScope {
+    /// Every dataset this agent (data directory) serves shares one ledger.
+    #[default]
+    Agent,
+    /// Each exact dataset content has its own ledger.
+    Dataset,
+}
+
+/// The ledger key of an agent-scoped budget.
+pub const AGENT_LEDGER: &str = "agent";
+
+impl OwnerPolicy {
+    /// The key of the ledger that charges rounds on `data`.
+    pub fn ledger_key(&self, data: &tg_model::Dataset) -> String {
+        match self.budget_scope {
+            BudgetScope::Agent => AGENT_LEDGER.to_owned(),
+            BudgetScope::Dataset => fingerprint(data),
+        }
+    }
 }
 
 /// Local epochs a round may ask of an agent whose owner set no limit.
@@ -178,6 +207,12 @@ impl OwnerLedger {
         let mut ledger = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice::<Self>(&bytes)
                 .map_err(|e| format!("{}: {e}", path.display()))?,
+            // A new agent-wide ledger starts from everything the per-dataset
+            // ledgers of this directory spent: a change of scope never
+            // resets a budget.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && dataset == AGENT_LEDGER => {
+                Self::merged_from(dir, &path)?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::in_memory(dataset.clone()),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
@@ -190,6 +225,43 @@ impl OwnerLedger {
         ledger.path = Some(path);
         ledger.lock = Some(lock);
         Ok(ledger)
+    }
+
+    /// An agent-wide ledger composed of every other ledger in `dir`
+    /// (their RDP added, their trained rounds united): conservative, since
+    /// composition over-counts disjoint data but never under-counts.
+    fn merged_from(dir: &Path, own: &Path) -> Result<Self, String> {
+        let mut merged = Self::in_memory(AGENT_LEDGER.to_owned());
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(merged),
+            Err(e) => return Err(format!("{}: {e}", dir.display())),
+        };
+        for entry in entries {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if path == own || !name.starts_with("privacy-ledger-") || !name.ends_with(".json") {
+                continue;
+            }
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let old: Self =
+                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            if old.rdp.len() != merged.rdp.len() {
+                return Err(format!(
+                    "{}: a ledger of another version; move it aside only if its data will never be served again",
+                    path.display()
+                ));
+            }
+            for (m, o) in merged.rdp.iter_mut().zip(&old.rdp) {
+                *m += o;
+            }
+            merged.unbounded |= old.unbounded;
+            merged.trained.extend(old.trained);
+        }
+        Ok(merged)
     }
 
     fn save(&self) -> Result<(), String> {

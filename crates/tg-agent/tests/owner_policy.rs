@@ -503,3 +503,52 @@ fn a_coordinator_cannot_ask_for_more_work_than_the_owner_allows() {
     // Policy files refuse a zero limit.
     assert!(OwnerPolicy::from_toml("max_local_epochs = 0").is_err());
 }
+
+#[test]
+fn one_more_record_or_another_shard_does_not_start_a_fresh_budget() {
+    use tg_agent::policy::BudgetScope;
+    let d = data();
+    let more = tg_model::dataset::digits()
+        .unwrap()
+        .subset(&(0..65).collect::<Vec<_>>());
+    let dir = tempfile::tempdir().unwrap();
+    let policy = OwnerPolicy {
+        budget: Some(Budget {
+            epsilon: 50.0,
+            delta: 1e-5,
+        }),
+        ..plaintext_ok()
+    };
+    // The default scope: the agent's whole data directory, whatever it serves.
+    assert_eq!(policy.ledger_key(&d), policy.ledger_key(&more));
+    let exact = OwnerPolicy {
+        budget_scope: BudgetScope::Dataset,
+        ..policy.clone()
+    };
+    assert_ne!(exact.ledger_key(&d), exact.ledger_key(&more));
+    // Spend under the exact-content scope (as earlier versions did)…
+    let delta = tg_privacy::Delta::new(1e-5).unwrap();
+    let spent = {
+        let (mut a, shape) = agent(
+            exact.clone(),
+            OwnerLedger::open(dir.path(), exact.ledger_key(&d)).unwrap(),
+        );
+        assert!(matches!(
+            ask(&mut a, &shape, 1, 1, Some(dp(2.0))),
+            ToCoordinator::Trained(_)
+        ));
+        a.ledger().epsilon(delta)
+    };
+    assert!(spent > 0.0);
+    // …then the agent-wide ledger starts from it, round and all: moving to
+    // the default scope never resets a budget or lets a round run twice.
+    let (mut a, shape) = agent(
+        policy.clone(),
+        OwnerLedger::open(dir.path(), policy.ledger_key(&more)).unwrap(),
+    );
+    assert!((a.ledger().epsilon(delta) - spent).abs() < 1e-9);
+    assert_eq!(
+        declined(&ask(&mut a, &shape, 1, 1, Some(dp(2.0)))),
+        Some(DeclineReason::RoundReplayed)
+    );
+}
