@@ -14,10 +14,6 @@
 //!   deadlock of half-filled buffers) and the bounds hold whatever peers do.
 //! - A peer holds at most [`MAX_TRANSFERS_PER_PEER`] partial frames, and a
 //!   transfer whose chunks stop arriving is dropped after a timeout.
-//! - A transfer must also keep up a minimum average rate ([`MIN_RATE`])
-//!   once its first timeout has passed, so an admitted peer cannot hold a
-//!   reservation indefinitely by trickling one chunk per timeout and starve
-//!   everyone else's uploads.
 //!
 //! Senders keep only a bounded window of chunks in flight.
 
@@ -40,11 +36,6 @@ pub const PEER_BUDGET: usize = 512 << 20;
 /// Most bytes all open transfers may reserve together.
 pub const TOTAL_BUDGET: usize = 2 << 30;
 
-/// The slowest average rate (bytes per second since it opened) a transfer
-/// may keep once the idle timeout has passed since it opened: 64 KiB/s
-/// (512 kbit/s). Slower uploads are dropped and their reservation returned.
-pub const MIN_RATE: u64 = 64 * 1024;
-
 /// Splits a frame into chunk payloads (borrowed).
 pub fn chunks(frame: &[u8]) -> impl Iterator<Item = (u32, &[u8])> {
     frame
@@ -61,9 +52,6 @@ struct Partial {
     parts: BTreeMap<u32, Vec<u8>>,
     count: usize,
     touched: Instant,
-    /// When the transfer opened, and the bytes it has delivered since.
-    opened: Instant,
-    received: u64,
 }
 
 /// Why a chunk was refused.
@@ -232,8 +220,6 @@ impl Reassembly {
                     parts: BTreeMap::new(),
                     count,
                     touched: Instant::now(),
-                    opened: Instant::now(),
-                    received: 0,
                 },
             );
         }
@@ -256,7 +242,6 @@ impl Reassembly {
             return Err(ChunkError::Inconsistent("duplicate chunk"));
         }
         self.buffered += data.len();
-        p.received += data.len() as u64;
         p.parts.insert(index, data);
         p.touched = Instant::now();
         if p.parts.len() == p.count {
@@ -276,23 +261,11 @@ impl Reassembly {
     /// peers (which are no longer allowed to send chunks until admitted
     /// again); returns how many transfers were dropped.
     pub fn expire(&mut self, gone: Option<&PeerId>) -> usize {
-        self.expire_at(Instant::now(), gone)
-    }
-
-    /// [`Reassembly::expire`] as of `now`: also drops transfers slower on
-    /// average than [`MIN_RATE`] once `timeout` has passed since they opened.
-    pub fn expire_at(&mut self, now: Instant, gone: Option<&PeerId>) -> usize {
         if let Some(p) = gone {
             self.allowed.remove(p);
         }
         let timeout = self.timeout;
-        self.close_where(|p, t| {
-            let idle = now.saturating_duration_since(t.touched);
-            let age = now.saturating_duration_since(t.opened);
-            let too_slow =
-                age > timeout && (t.received as f64) < MIN_RATE as f64 * age.as_secs_f64();
-            Some(p) == gone || idle >= timeout || too_slow
-        })
+        self.close_where(|p, t| Some(p) == gone || t.touched.elapsed() >= timeout)
     }
 
     /// Bytes currently buffered.
@@ -430,39 +403,5 @@ mod tests {
         r.expire(Some(&b));
         assert_eq!(r.reserved(), chunk + 1);
         assert_eq!(r.buffered(), chunk);
-    }
-
-    #[test]
-    fn a_trickling_peer_cannot_hold_its_reservation() {
-        let chunk = CHUNK_BYTES;
-        let timeout = Duration::from_secs(20);
-        let mut r = Reassembly::with_budgets(64 << 20, 8 * chunk, 8 * chunk, timeout);
-        let sybil = admitted(&mut r);
-        let honest = admitted(&mut r);
-        // The Sybil reserves the whole budget and sends one chunk per
-        // timeout, just in time never to be idle.
-        let total = 8 * chunk as u64;
-        r.accept(sybil, 1, total, 0, vec![0; chunk]).unwrap();
-        assert_eq!(
-            r.accept(honest, 1, chunk as u64, 0, vec![0; chunk]),
-            Err(ChunkError::OverBudget)
-        );
-        let t0 = Instant::now();
-        // Within its first timeout it is not judged on rate.
-        assert_eq!(r.expire_at(t0 + timeout / 2, None), 0);
-        // Past it, 1 MiB per ~20 s is far below the minimum rate: dropped,
-        // and the honest upload fits.
-        r.accept(sybil, 1, total, 1, vec![0; chunk]).unwrap();
-        assert_eq!(r.expire_at(t0 + timeout + Duration::from_secs(1), None), 1);
-        assert_eq!(r.reserved(), 0);
-        assert!(r.accept(honest, 1, chunk as u64, 0, vec![0; chunk]).is_ok());
-        // An upload at a working rate is kept: 8 MiB within 2 s.
-        let fast = admitted(&mut r);
-        let t1 = Instant::now();
-        r.accept(fast, 2, 4 * chunk as u64, 0, vec![0; chunk])
-            .unwrap();
-        r.accept(fast, 2, 4 * chunk as u64, 1, vec![0; chunk])
-            .unwrap();
-        assert_eq!(r.expire_at(t1 + Duration::from_secs(2), None), 0);
     }
 }
