@@ -414,6 +414,20 @@ pub fn judge_round(
         ));
     }
     let max_steps = policy.max_dp_steps.unwrap_or(DEFAULT_MAX_DP_STEPS);
+    // DP-SGD's work is steps × (rate × examples): in epochs, steps × rate.
+    if let Some(dp) = &req.config.dp_sgd
+        && f64::from(dp.steps_per_round) * dp.sampling_rate.get() > f64::from(max_epochs)
+    {
+        return Err((
+            DeclineReason::OwnerFloor,
+            format!(
+                "the round asks for {} DP-SGD steps at sampling rate {}, {:.0} epochs of work; this agent's owner allows at most {max_epochs} (max_local_epochs)",
+                dp.steps_per_round,
+                dp.sampling_rate.get(),
+                f64::from(dp.steps_per_round) * dp.sampling_rate.get()
+            ),
+        ));
+    }
     if let Some(dp) = &req.config.dp_sgd
         && dp.steps_per_round > max_steps
     {

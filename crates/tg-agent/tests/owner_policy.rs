@@ -485,6 +485,15 @@ fn a_coordinator_cannot_ask_for_more_work_than_the_owner_allows() {
         train(&mut a, &shape, 2, 1, Some(steps)),
         Some(DeclineReason::OwnerFloor)
     );
+    // Steps within the step cap, but each over every example: 100,000
+    // steps at rate 1 is 100,000 epochs of work.
+    let mut whole = dp(2.0);
+    whole.sampling_rate = SamplingRate::new(1.0).unwrap();
+    whole.steps_per_round = 100_000;
+    assert_eq!(
+        train(&mut a, &shape, 3, 1, Some(whole)),
+        Some(DeclineReason::OwnerFloor)
+    );
     let delta = tg_privacy::Delta::new(1e-5).unwrap();
     assert_eq!(a.ledger().epsilon(delta), 0.0, "nothing was charged");
     // An owner's own limit.

@@ -275,12 +275,30 @@ impl NetTransport {
         };
         let bytes = frame.len() as u64;
         // Verified and decoded once; a training reply stays in `frame`.
-        let (header, opened) = match signed::open_from_agent(&frame, &key) {
+        // Verified first (the payload stays in `frame`), then, before
+        // anything is decoded: a peer that has not joined may send a join
+        // and nothing else.
+        let (header, payload) = match signed::open_payload(&frame, &key) {
             Ok(x) => x,
             Err(tg_proto::ProtoError::BadSignature | tg_proto::ProtoError::WrongSender) => {
                 self.refuse(&peer, "bad_signature", "frame signature does not verify");
                 return None;
             }
+            Err(e) => {
+                self.refuse(&peer, "undecodable", &e.to_string());
+                return None;
+            }
+        };
+        if !self.members.contains_key(&peer) && !signed::is_join(payload) {
+            self.refuse(
+                &peer,
+                "unenrolled",
+                "message from a peer that has not joined",
+            );
+            return None;
+        }
+        let opened = match signed::read_from_agent(&frame, &header, payload) {
+            Ok(x) => x,
             Err(tg_proto::ProtoError::BindingMismatch) => {
                 self.refuse(
                     &peer,

@@ -276,18 +276,45 @@ pub fn open_from_agent(
     expected_sender: &[u8; 32],
 ) -> Result<(Header, FromAgent), ProtoError> {
     let (header, payload) = open_payload(frame, expected_sender)?;
+    let opened = read_from_agent(frame, &header, payload)?;
+    Ok((header, opened))
+}
+
+/// The second half of [`open_from_agent`], for a receiver that checks who
+/// may send what (a peer that has not joined may send only a join) before
+/// decoding: `payload` is the verified payload [`open_payload`] returned
+/// for `frame` and `header`.
+pub fn read_from_agent(
+    frame: &[u8],
+    header: &Header,
+    payload: &[u8],
+) -> Result<FromAgent, ProtoError> {
     if let Some(at) = crate::trained_at(payload) {
         if Binding::trained(at) != header.binding {
             return Err(ProtoError::BindingMismatch);
         }
-        let start = payload.as_ptr() as usize - frame.as_ptr() as usize;
-        return Ok((header, FromAgent::Trained(start..start + payload.len())));
+        let start = (payload.as_ptr() as usize)
+            .checked_sub(frame.as_ptr() as usize)
+            .filter(|s| s + payload.len() <= frame.len())
+            .ok_or_else(|| ProtoError::Malformed("the payload is not part of the frame".into()))?;
+        return Ok(FromAgent::Trained(start..start + payload.len()));
     }
     let message: ToCoordinator = crate::decode(payload)?;
     if message.binding() != header.binding {
         return Err(ProtoError::BindingMismatch);
     }
-    Ok((header, FromAgent::Message(message)))
+    Ok(FromAgent::Message(message))
+}
+
+/// Whether a payload is a join request, read from its first bytes only:
+/// what a receiver may accept from a peer that has not joined, before
+/// decoding anything else it sent.
+pub fn is_join(payload: &[u8]) -> bool {
+    let Ok((version, rest)) = postcard::take_from_bytes::<u16>(payload) else {
+        return false;
+    };
+    version == crate::PROTOCOL_VERSION
+        && postcard::take_from_bytes::<u32>(rest).is_ok_and(|(variant, _)| variant == 0)
 }
 
 /// Refuses nonces that are not newer than the last one seen per sender.
@@ -479,6 +506,23 @@ mod tests {
         // Other messages are decoded and matched as before.
         let (_, opened) = open_from_agent(&seal(&k, 10, &join(5)).unwrap(), &pk).unwrap();
         assert!(matches!(opened, FromAgent::Message(ToCoordinator::Join(_))));
+    }
+
+    #[test]
+    fn only_a_join_is_read_from_a_stranger() {
+        assert!(is_join(&crate::encode(&join(5)).unwrap()));
+        assert!(!is_join(&crate::encode(&trained(1)).unwrap()));
+        let decline = ToCoordinator::Declined {
+            at: RoundRef {
+                job: JobId::from_bytes([5; 16]),
+                round: 1,
+            },
+            agent: tg_types::AgentId::new("a").unwrap(),
+            reason: crate::DeclineReason::TrainingFailed,
+        };
+        assert!(!is_join(&crate::encode(&decline).unwrap()));
+        assert!(!is_join(&[]));
+        assert!(!is_join(&[0xff]));
     }
 
     proptest! {

@@ -31,7 +31,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::crypto::{Apply, KeyPair, Secret32, agree, apply_mask, derive, open, seal, seal_key};
 use crate::messages::{
     AdvertiseKeys, ClientBody, ConsistencyCheck, MaskCommitment, MaskedInput, Sealed, ShareKeys,
-    Signed, Stage, Unmask,
+    Signed, SignedCommitment, Stage, Unmask,
 };
 use crate::packing::{lane_mask, pack};
 use crate::round::{Floors, RoundConfig};
@@ -331,9 +331,13 @@ impl Client {
         let packed = pack(&y, self.cfg.bits);
         y.zeroize();
         self.next = Stage::ConsistencyCheck;
-        let commitment = Box::new(self.sign(ClientBody::MaskCommitment(MaskCommitment {
-            masked_with: self.held.keys().copied().collect(),
-        }))?);
+        let commitment = SignedCommitment::from_signed(self.sign(ClientBody::MaskCommitment(
+            MaskCommitment {
+                masked_with: self.held.keys().copied().collect(),
+            },
+        ))?)
+        .map(Box::new)
+        .ok_or_else(|| SecAggError::Rejected("a commitment signed as another body".into()))?;
         self.sign(ClientBody::MaskedInput(MaskedInput { packed, commitment }))
     }
 

@@ -69,8 +69,47 @@ pub struct MaskedInput {
     #[serde(with = "bytes")]
     pub packed: Vec<u8>,
     /// A [`MaskCommitment`], signed on its own so the server can forward it
-    /// to the sender's neighbours without the vector.
-    pub commitment: Box<Signed>,
+    /// to the sender's neighbours without the vector. Its own type, which
+    /// cannot hold another message: a body nested in itself would let any
+    /// peer overflow the decoder's stack with a small frame.
+    pub commitment: Box<SignedCommitment>,
+}
+
+/// A [`MaskCommitment`] with its sender's signature: exactly the
+/// [`Signed`] message `ClientBody::MaskCommitment(commitment)` (the same
+/// signature covers it), in a type that cannot nest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedCommitment {
+    /// Sender's index in the round.
+    pub from: u32,
+    /// The neighbours masked with.
+    pub commitment: MaskCommitment,
+    /// Ed25519 signature of the equivalent [`Signed`] message.
+    #[serde(with = "sig64")]
+    pub signature: [u8; 64],
+}
+
+impl SignedCommitment {
+    /// From a signed `ClientBody::MaskCommitment`; None for any other body.
+    pub fn from_signed(s: Signed) -> Option<Self> {
+        match s.body {
+            ClientBody::MaskCommitment(commitment) => Some(Self {
+                from: s.from,
+                commitment,
+                signature: s.signature,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The signed message it stands for (to verify or forward).
+    pub fn to_signed(&self) -> Signed {
+        Signed {
+            from: self.from,
+            body: ClientBody::MaskCommitment(self.commitment.clone()),
+            signature: self.signature,
+        }
+    }
 }
 
 /// The neighbours a client masked its input with. Its neighbours reveal
@@ -257,4 +296,23 @@ pub enum ServerBody {
     /// After stage 4: the consistency signatures of the client's surviving
     /// neighbours, and the mask commitments of those that survived.
     SurvivorSignatures(Vec<Signed>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_cannot_nest_in_itself_so_small_frames_cannot_overflow_the_stack() {
+        // The bytes a masked input nested in its own commitment, 300,000
+        // deep, would take (from, MaskedInput, empty packed, …): before the
+        // commitment had its own type, decoding this recursed once per level
+        // and aborted the process. Now it is a short, bounded read.
+        let nested: Vec<u8> = std::iter::repeat_n([0u8, 2, 0], 300_000)
+            .flatten()
+            .collect();
+        let _ = postcard::from_bytes::<Signed>(&nested);
+        let _ = postcard::from_bytes::<ClientBody>(&nested[1..]);
+        let _ = postcard::from_bytes::<ServerBody>(&nested);
+    }
 }

@@ -140,13 +140,9 @@ impl Server {
                 if self.masked.contains(&from) {
                     return Err(duplicate());
                 }
-                let c = &m.commitment;
+                let c = m.commitment.to_signed();
                 c.verify(&self.cfg.ctx, self.cfg.identity(from)?)?;
-                let ClientBody::MaskCommitment(mc) = &c.body else {
-                    return Err(SecAggError::Rejected(format!(
-                        "client {from}'s masked input carries no mask commitment"
-                    )));
-                };
+                let mc = &m.commitment.commitment;
                 let held = |j: &u32| {
                     self.shares
                         .get(j)
@@ -163,8 +159,8 @@ impl Server {
                 // Added at once and not kept: no individual vector is stored.
                 add_packed(&mut self.sum, &m.packed, self.cfg.bits)?;
                 self.masked.insert(from);
-                self.commitments
-                    .insert(from, ((**c).clone(), mc.masked_with.clone()));
+                let masked_with = mc.masked_with.clone();
+                self.commitments.insert(from, (c, masked_with));
             }
             ClientBody::ConsistencyCheck(c) => {
                 if self.consistency.contains_key(&from) {

@@ -150,7 +150,9 @@ fn forged_and_replayed_messages_are_rejected() {
         2,
         ClientBody::MaskedInput(tg_secagg::messages::MaskedInput {
             packed: vec![0; 16],
-            commitment: Box::new(commitment),
+            commitment: Box::new(
+                tg_secagg::messages::SignedCommitment::from_signed(commitment).unwrap(),
+            ),
         }),
         &ks[2],
     )

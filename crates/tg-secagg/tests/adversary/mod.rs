@@ -399,7 +399,7 @@ impl Attack {
                 && self.cfg.are_neighbours(i, m.from)
                 && set.contains(&m.from)
             {
-                out.push((*x.commitment).clone());
+                out.push(x.commitment.to_signed());
             }
         }
         for &s in self.sybils.keys() {
