@@ -12,6 +12,7 @@
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tg_types::view::bounded::per_participant;
 
 use crate::SecAggError;
 use crate::crypto::Context;
@@ -58,6 +59,7 @@ pub struct Sealed {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareKeys {
     /// One sealed pair per recipient.
+    #[serde(deserialize_with = "per_participant")]
     pub sealed: Vec<Sealed>,
 }
 
@@ -119,6 +121,7 @@ impl SignedCommitment {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaskCommitment {
     /// Sorted round indices of the neighbours masked with.
+    #[serde(deserialize_with = "per_participant")]
     pub masked_with: Vec<u32>,
 }
 
@@ -127,6 +130,7 @@ pub struct MaskCommitment {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsistencyCheck {
     /// The survivor set the server sent, sorted.
+    #[serde(deserialize_with = "per_participant")]
     pub survivors: Vec<u32>,
 }
 
@@ -135,8 +139,10 @@ pub struct ConsistencyCheck {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unmask {
     /// `(owner, share of owner's self-mask seed)` for owners in the survivor set.
+    #[serde(deserialize_with = "per_participant")]
     pub self_mask_shares: Vec<(u32, Share)>,
     /// `(owner, share of owner's mask secret key)` for owners that dropped.
+    #[serde(deserialize_with = "per_participant")]
     pub mask_key_shares: Vec<(u32, Share)>,
 }
 
@@ -287,15 +293,15 @@ impl Signed {
 pub enum ServerBody {
     /// After stage 1: the signed key advertisements of the client's
     /// neighbours that advertised.
-    NeighbourKeys(Vec<Signed>),
+    NeighbourKeys(#[serde(deserialize_with = "per_participant")] Vec<Signed>),
     /// After stage 2: the sealed share pairs addressed to this client, as
     /// `(sender, pair)` (the pair's `to` is this client).
-    SharesForYou(Vec<(u32, Sealed)>),
+    SharesForYou(#[serde(deserialize_with = "per_participant")] Vec<(u32, Sealed)>),
     /// After stage 3: who sent a masked input.
-    Survivors(Vec<u32>),
+    Survivors(#[serde(deserialize_with = "per_participant")] Vec<u32>),
     /// After stage 4: the consistency signatures of the client's surviving
     /// neighbours, and the mask commitments of those that survived.
-    SurvivorSignatures(Vec<Signed>),
+    SurvivorSignatures(#[serde(deserialize_with = "per_participant")] Vec<Signed>),
 }
 
 #[cfg(test)]
@@ -314,5 +320,17 @@ mod tests {
         let _ = postcard::from_bytes::<Signed>(&nested);
         let _ = postcard::from_bytes::<ClientBody>(&nested[1..]);
         let _ = postcard::from_bytes::<ServerBody>(&nested);
+    }
+
+    #[test]
+    fn per_participant_lists_are_refused_past_any_rounds_size() {
+        use tg_types::view::MAX_PER_PARTICIPANT;
+        // 2 wire bytes per entry, ~16× that in memory: counted, then refused.
+        let survivors = ServerBody::Survivors((0..=MAX_PER_PARTICIPANT as u32).collect());
+        let bytes = postcard::to_stdvec(&survivors).unwrap();
+        assert!(postcard::from_bytes::<ServerBody>(&bytes).is_err());
+        let fits = ServerBody::Survivors((0..MAX_PER_PARTICIPANT as u32).collect());
+        let bytes = postcard::to_stdvec(&fits).unwrap();
+        assert_eq!(postcard::from_bytes::<ServerBody>(&bytes).unwrap(), fits);
     }
 }

@@ -75,6 +75,10 @@ fn floats(bytes: &[u8]) -> Result<Vec<f32>, String> {
 pub const MAX_TENSORS: usize = 16_384;
 /// Most dimensions a tensor may have on the wire.
 pub const MAX_RANK: usize = 16;
+/// Most entries a per-participant list may have on the wire (shares,
+/// sealed pairs, survivor sets, signed messages of a round): more than any
+/// round has participants.
+pub const MAX_PER_PARTICIPANT: usize = 65_536;
 
 /// Sequence decoders that refuse more elements than a bound, counting as
 /// they go (before growing for them).
@@ -84,7 +88,7 @@ pub mod bounded {
     use serde::de::{Error, SeqAccess, Visitor};
     use serde::{Deserialize, Deserializer};
 
-    use super::{MAX_RANK, MAX_TENSORS};
+    use super::{MAX_PER_PARTICIPANT, MAX_RANK, MAX_TENSORS};
 
     /// A parameter set's tensors: at most [`MAX_TENSORS`].
     pub fn tensors<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
@@ -93,6 +97,16 @@ pub mod bounded {
         T: Deserialize<'de>,
     {
         seq(d, MAX_TENSORS, "tensors")
+    }
+
+    /// A list with at most one entry per round participant: at most
+    /// [`MAX_PER_PARTICIPANT`].
+    pub fn per_participant<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        seq(d, MAX_PER_PARTICIPANT, "entries")
     }
 
     /// A tensor's shape: at most [`MAX_RANK`] dimensions.
