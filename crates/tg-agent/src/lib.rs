@@ -74,6 +74,9 @@ pub struct Agent {
     shape: ModelShape,
     /// Values in this agent's model.
     params: usize,
+    /// Its tensors' names and shapes: every model a request carries must
+    /// have exactly this layout.
+    layout: Vec<(String, Vec<usize>)>,
     train: LocalData,
     /// SCAFFOLD client control variate `c_i`, kept across rounds.
     control: Option<Parameters>,
@@ -107,11 +110,19 @@ impl Agent {
         data: &Dataset,
         seed: u64,
     ) -> Result<Self, AgentError> {
-        // The model's size, once: every request is checked against it.
-        let params = tg_model::init_parameters(&shape, 0)?.num_values();
+        // The model's size and layout, once: every request is checked
+        // against them.
+        let model = tg_model::init_parameters(&shape, 0)?;
+        let params = model.num_values();
+        let layout = model
+            .tensors()
+            .iter()
+            .map(|t| (t.name.clone(), t.shape.clone()))
+            .collect();
         Ok(Self {
             shape,
             params,
+            layout,
             train: LocalData::new(data)?,
             control: None,
             seed,
@@ -167,6 +178,35 @@ impl Agent {
             return Err(format!(
                 "the global model has {} values, this agent's model {expected}",
                 req.global.num_values()
+            ));
+        }
+        // Everything training itself would refuse, refused here, before the
+        // round is charged to the ledger.
+        let same_layout = |p: &Parameters| {
+            p.tensors().len() == self.layout.len()
+                && p.tensors()
+                    .iter()
+                    .zip(&self.layout)
+                    .all(|(t, (name, shape))| &t.name == name && &t.shape == shape)
+        };
+        if !same_layout(&req.global) {
+            return Err("the global model's tensors differ from this agent's model".into());
+        }
+        if let tg_types::spec::LocalObjective::Scaffold { server_control } = &req.objective
+            && !same_layout(server_control)
+        {
+            return Err(
+                "the SCAFFOLD server control's tensors differ from this agent's model".into(),
+            );
+        }
+        let c = &req.config;
+        if c.local_epochs == 0 || c.batch_size == 0 {
+            return Err("local epochs and batch size must be at least 1".into());
+        }
+        if !(c.learning_rate > 0.0 && c.learning_rate.is_finite()) {
+            return Err(format!(
+                "the learning rate {} is not a positive number",
+                c.learning_rate
             ));
         }
         if let Some(secure) = &req.secure {

@@ -561,3 +561,81 @@ fn one_more_record_or_another_shard_does_not_start_a_fresh_budget() {
         Some(DeclineReason::RoundReplayed)
     );
 }
+
+#[test]
+fn a_request_training_would_refuse_is_refused_before_it_is_charged() {
+    let d = data();
+    let policy = OwnerPolicy {
+        budget: Some(Budget {
+            epsilon: 50.0,
+            delta: 1e-5,
+        }),
+        ..plaintext_ok()
+    };
+    let (mut a, shape) = agent(
+        policy,
+        OwnerLedger::in_memory(tg_agent::policy::fingerprint(&d)),
+    );
+    let good = tg_model::init_parameters(&shape, 0).unwrap();
+    // The same number of values under other names.
+    let renamed = tg_types::Parameters::new(
+        good.tensors()
+            .iter()
+            .map(|t| tg_types::NamedTensor {
+                name: format!("x.{}", t.name),
+                ..t.clone()
+            })
+            .collect(),
+    )
+    .unwrap();
+    let config = |lr: f64, batch: u32| TrainConfig {
+        local_epochs: 1,
+        batch_size: batch,
+        learning_rate: lr,
+        optimizer: OptimizerSpec::Sgd,
+        dp_sgd: Some(dp(2.0)),
+        compress: Default::default(),
+    };
+    let cases = [
+        (renamed.clone(), config(0.1, 16), LocalObjective::Plain),
+        (good.clone(), config(0.1, 0), LocalObjective::Plain),
+        (good.clone(), config(-1.0, 16), LocalObjective::Plain),
+        (good.clone(), config(f64::NAN, 16), LocalObjective::Plain),
+        (
+            good.clone(),
+            config(0.1, 16),
+            LocalObjective::Scaffold {
+                server_control: renamed,
+            },
+        ),
+    ];
+    for (round, (global, config, objective)) in (1..).zip(cases) {
+        let req = ToAgent::Train(TrainRequest {
+            at: RoundRef {
+                job: JobId::from_bytes([3; 16]),
+                round,
+            },
+            global,
+            config,
+            objective,
+            secure: None,
+        });
+        let Handled::Reply(frame) = a.handle_frame(&tg_proto::encode(&req).unwrap()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            declined(&tg_proto::decode::<ToCoordinator>(&frame).unwrap()),
+            Some(DeclineReason::TrainingFailed),
+            "round {round}"
+        );
+    }
+    let delta = tg_privacy::Delta::new(1e-5).unwrap();
+    assert_eq!(a.ledger().epsilon(delta), 0.0, "nothing was charged");
+    // And none of those rounds counts as trained: a well-formed request
+    // for round 1 still runs.
+    assert!(matches!(
+        ask(&mut a, &shape, 3, 1, Some(dp(2.0))),
+        ToCoordinator::Trained(_)
+    ));
+}
