@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::event::{JobCreated, RoundAudit};
 use super::{AuditEvent, Entry, VerifyReport};
 use crate::KeyRecord;
+use tg_types::record::JobSummary;
 
 /// Why a report could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -195,15 +196,29 @@ pub fn build(
     // The job's records, read into the types they were written with; a
     // record of a known kind that does not fit is reported, not skipped.
     let mut created: Option<JobCreated> = None;
+    let mut restarts: Vec<(u64, JobCreated)> = Vec::new();
     let mut rounds: Vec<RoundAudit> = Vec::new();
+    let mut finished: Vec<(u64, JobSummary)> = Vec::new();
     let mut unreadable: Vec<Vec<String>> = Vec::new();
+    let mut stops: Vec<u64> = Vec::new();
     for e in &mine {
         match AuditEvent::read(e) {
-            Some(Ok(AuditEvent::JobCreated(c))) => {
-                created.get_or_insert(*c);
-            }
+            // The first is the job's; each later one is a resume, whose
+            // settings may differ (shown below, never folded away).
+            Some(Ok(AuditEvent::JobCreated(c))) if created.is_none() => created = Some(*c),
+            Some(Ok(AuditEvent::JobCreated(c))) => restarts.push((e.seq, *c)),
             Some(Ok(AuditEvent::Round(r))) => rounds.push(r),
-            Some(Ok(_)) | None => {}
+            Some(Ok(AuditEvent::JobFinished(f))) => finished.push((e.seq, *f)),
+            None if e.kind == super::kind::JOB_STOP_REQUESTED => stops.push(e.seq),
+            // A job entry of a kind this report does not know: listed.
+            None if !e.kind.starts_with("admission.") && !e.kind.starts_with("key.") => {
+                unreadable.push(vec![
+                    e.seq.to_string(),
+                    e.kind.clone(),
+                    "a kind this report does not read".into(),
+                ]);
+            }
+            None => {}
             Some(Err(why)) => unreadable.push(vec![e.seq.to_string(), e.kind.clone(), why]),
         }
     }
@@ -228,6 +243,17 @@ pub fn build(
         None => b.push(Block::Para(
             "No readable job.created entry for this job in the log.".into(),
         )),
+    }
+    for (seq, c) in &restarts {
+        let same = created.as_ref().is_some_and(|first| first == c);
+        b.push(Block::Para(if same {
+            format!("Resumed (entry {seq}) with the same settings.")
+        } else {
+            format!(
+                "Resumed (entry {seq}) with DIFFERENT settings: {}",
+                serde_json::to_string(c).unwrap_or_default()
+            )
+        }));
     }
     if !unreadable.is_empty() {
         b.push(Block::Para(
@@ -263,6 +289,54 @@ pub fn build(
             })
             .collect(),
     });
+
+    // Every round number once, from 1: a gap or a repeat is shown, since a
+    // log that verifies can still lack a record its writer failed to write.
+    let mut numbers: Vec<u32> = rounds.iter().map(|r| r.round).collect();
+    numbers.sort_unstable();
+    let repeated: Vec<u32> = numbers
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
+    let last = numbers.last().copied().unwrap_or(0);
+    let missing: Vec<u32> = (1..=last)
+        .filter(|n| numbers.binary_search(n).is_err())
+        .collect();
+    if !missing.is_empty() || !repeated.is_empty() {
+        b.push(Block::Para(format!(
+            "ROUND RECORDS INCOMPLETE: missing rounds {missing:?}, repeated rounds {repeated:?}."
+        )));
+    }
+    for (seq, f) in &finished {
+        b.push(Block::Para(format!(
+            "Job ended (entry {seq}): {} — {} of {} planned rounds committed, {} failed; ε spent {}{}; final model {}.",
+            f.status.as_str(),
+            f.rounds_committed,
+            f.rounds,
+            f.rounds_failed,
+            num(f.epsilon),
+            f.epsilon_vs_coordinator
+                .map(|e| format!(" (against the coordinator: {e})"))
+                .unwrap_or_default(),
+            opt(f.final_model_sha256.clone()),
+        )));
+        if f.rounds_committed + f.rounds_failed != rounds.len() {
+            b.push(Block::Para(format!(
+                "The job's end counts {} rounds; the log records {}.",
+                f.rounds_committed + f.rounds_failed,
+                rounds.len()
+            )));
+        }
+    }
+    for seq in &stops {
+        b.push(Block::Para(format!(
+            "An operator asked the job to stop (entry {seq})."
+        )));
+    }
+    if finished.is_empty() {
+        b.push(Block::Para("No job.finished entry: the job had not ended when this log was read (or its end was not recorded).".into()));
+    }
 
     b.push(Block::Heading(SECTIONS[4].into()));
     b.push(Block::Table {
@@ -401,4 +475,121 @@ pub fn write(r: &Report, dir: &Path) -> Result<(PathBuf, PathBuf), ReportError> 
     std::fs::write(&md, markdown(r)).map_err(|e| io(&md, e))?;
     std::fs::write(&ht, html(r)).map_err(|e| io(&ht, e))?;
     Ok((md, ht))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::event::{AgentAudit, Encryption};
+    use serde_json::json;
+    use tg_types::record::{JobStatus, RoundStatus};
+
+    fn entry(seq: u64, kind: &str, body: Value) -> Entry {
+        Entry {
+            seq,
+            time: 0,
+            kind: kind.into(),
+            job: Some("job-1".into()),
+            signer: String::new(),
+            body,
+            prev: String::new(),
+            hash: String::new(),
+            sig: String::new(),
+        }
+    }
+
+    fn created(rounds: u32) -> AuditEvent {
+        let text = String::from("x");
+        AuditEvent::JobCreated(Box::new(JobCreated {
+            rounds,
+            clients: 3,
+            quorum: 2,
+            strategy: tg_types::spec::StrategyConfig::defaults_for(
+                tg_types::spec::StrategyKind::FedAvg,
+            ),
+            model: tg_types::spec::ModelKind::Mlp,
+            dataset: tg_types::spec::DatasetSpec::Digits,
+            encryption: Encryption {
+                transport: text.clone(),
+                frame_signatures: text.clone(),
+                secure_aggregation: text.clone(),
+                secagg_bits: None,
+                secagg_mask_prg: None,
+                secagg_clip_l2: None,
+                secagg_assumed_corrupt_fraction: None,
+                secagg_assumed_dropout_fraction: None,
+                secagg_sparsity: None,
+                keys_at_rest: text.clone(),
+                audit_log: text.clone(),
+                models: text,
+            },
+            privacy: None,
+            attestation: json!("not required"),
+            simulation: None,
+        }))
+    }
+
+    fn round(n: u32) -> AuditEvent {
+        AuditEvent::Round(RoundAudit {
+            round: n,
+            status: RoundStatus::Committed,
+            selected: 3,
+            participants: 3,
+            quorum: 2,
+            epsilon: None,
+            model_sha256: Some("ab".into()),
+            accuracy: Some(0.5),
+            reason: None,
+            agents: vec![AgentAudit {
+                agent: "a".into(),
+                outcome: tg_types::record::ParticipantOutcome::Contributed,
+                attestation: None,
+                measurement: None,
+            }],
+        })
+    }
+
+    #[test]
+    fn a_verified_log_cannot_hide_a_resume_a_missing_round_or_the_jobs_end() {
+        let finished = AuditEvent::JobFinished(Box::new(JobSummary {
+            job: "job-1".into(),
+            kind: "fleet".into(),
+            status: JobStatus::Completed,
+            reason: None,
+            rounds: 3,
+            rounds_committed: 3,
+            rounds_failed: 0,
+            final_accuracy: Some(0.5),
+            final_loss: None,
+            final_model_sha256: Some("ab".into()),
+            epsilon: None,
+            epsilon_vs_coordinator: None,
+            budget_exhausted: None,
+            simulation: None,
+        }));
+        let events = [created(3), round(1), created(9), round(3), finished];
+        let entries: Vec<Entry> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| entry(i as u64, e.kind(), e.body()))
+            .chain([entry(9, "job.mystery", json!({}))])
+            .collect();
+        let verified = VerifyReport {
+            ok: true,
+            entries: entries.len() as u64,
+            last_hash: None,
+            last_seq: None,
+            signers: Vec::new(),
+            findings: Vec::new(),
+        };
+        let r = build("job", &entries, &verified, &[], Path::new("audit.log"), 0).unwrap();
+        let md = markdown(&r);
+        assert!(md.contains("DIFFERENT settings"), "{md}");
+        assert!(md.contains("missing rounds [2]"), "{md}");
+        assert!(
+            md.contains("The job's end counts 3 rounds; the log records 2"),
+            "{md}"
+        );
+        assert!(md.contains("job.mystery"), "{md}");
+    }
 }
