@@ -65,8 +65,13 @@ impl Drop for Kill {
 /// Runs the benchmark and returns its report.
 pub fn run(a: &FleetArgs) -> Result<serde_json::Value> {
     let exe = &a.exe;
-    let root = std::env::temp_dir().join(format!("tensorguard-bench-fleet-{}", std::process::id()));
-    std::fs::create_dir_all(&root).map_err(|e| internal("cannot create a work dir", e))?;
+    // A fresh directory every run (kept: the report names it for the logs);
+    // one named by the process id could be a stale run's, keys and all.
+    let root = tempfile::Builder::new()
+        .prefix("tensorguard-bench-fleet-")
+        .tempdir()
+        .map_err(|e| internal("cannot create a work dir", e))?
+        .keep();
     let (job, n, partition, seed, secure) = match &a.job {
         Some(path) => loopback_job(path)?,
         None => {

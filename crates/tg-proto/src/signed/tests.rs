@@ -1,0 +1,198 @@
+//! Signed frames against forgery, relabelling and replay.
+use super::*;
+use crate::{JoinRequest, RoundRef};
+use proptest::prelude::*;
+
+fn key(b: u8) -> SigningKey {
+    SigningKey::from_bytes(&[b; 32])
+}
+
+fn join(job: u8) -> ToCoordinator {
+    ToCoordinator::Join(JoinRequest {
+        job: JobId::from_bytes([job; 16]),
+        name: "robot-7".into(),
+        token: Some("tok".into()),
+        evidence: None,
+        certificate: None,
+    })
+}
+
+#[test]
+fn known_answer_header_bytes() {
+    // The signed bytes are the domain tag, the postcard header and the
+    // payload: pin the header's encoding so a serde change cannot
+    // silently change what signatures cover.
+    let h = Header {
+        binding: Binding {
+            job: JobId::from_bytes([1; 16]),
+            round: 3,
+            stage: 18,
+        },
+        nonce: 300,
+        sender: [2; 32],
+    };
+    let bytes = signed_bytes(&h, b"xy").unwrap();
+    let mut expected = DOMAIN.to_vec();
+    expected.extend([1u8; 16]);
+    expected.extend([3, 18, 0xac, 0x02]);
+    expected.extend([2u8; 32]);
+    use sha2::Digest;
+    expected.extend(sha2::Sha512::digest(b"xy"));
+    assert_eq!(bytes, expected);
+}
+
+#[test]
+fn round_trip_and_replay() {
+    let k = key(1);
+    let pk = k.verifying_key().to_bytes();
+    let nonces = NonceCounter::from_clock();
+    let frame = seal(&k, nonces.next(), &join(5)).unwrap();
+    let (header, msg): (Header, ToCoordinator) = open(&frame, &pk).unwrap();
+    assert_eq!(msg, join(5));
+    assert_eq!(header.binding.job, JobId::from_bytes([5; 16]));
+    let mut guard = ReplayGuard::default();
+    guard.check(&header).unwrap();
+    assert!(matches!(
+        guard.check(&header),
+        Err(ProtoError::Replay { .. })
+    ));
+    let (newer, _): (Header, ToCoordinator) =
+        open(&seal(&k, nonces.next(), &join(5)).unwrap(), &pk).unwrap();
+    guard.check(&newer).unwrap();
+}
+
+#[test]
+fn refuses_forgery_other_senders_and_relabelling() {
+    let k = key(1);
+    let pk = k.verifying_key().to_bytes();
+    let mut frame = seal(&k, 9, &join(5)).unwrap();
+    // Another identity's frame is refused even though it verifies.
+    let other = seal(&key(2), 9, &join(5)).unwrap();
+    assert!(matches!(
+        open::<ToCoordinator>(&other, &pk),
+        Err(ProtoError::WrongSender)
+    ));
+    // A flipped payload byte breaks the signature.
+    let n = frame.len();
+    frame[n - 70] ^= 1;
+    assert!(open::<ToCoordinator>(&frame, &pk).is_err());
+    // A correctly signed header that lies about its message.
+    let payload = crate::encode(&join(5)).unwrap();
+    let lie = Binding {
+        job: JobId::from_bytes([6; 16]),
+        round: 0,
+        stage: 10,
+    };
+    let relabelled = seal_payload(&k, 10, lie, payload).unwrap();
+    assert!(matches!(
+        open::<ToCoordinator>(&relabelled, &pk),
+        Err(ProtoError::BindingMismatch)
+    ));
+}
+
+#[test]
+fn rounds_and_stages_are_bound() {
+    let declined = ToCoordinator::Declined {
+        at: RoundRef {
+            job: JobId::from_bytes([5; 16]),
+            round: 4,
+        },
+        agent: tg_types::AgentId::new("a").unwrap(),
+        reason: crate::DeclineReason::TrainingFailed,
+    };
+    let b = declined.binding();
+    assert_eq!((b.round, b.stage), (4, 8));
+    assert_ne!(join(5).binding(), b);
+}
+
+fn trained(round: u32) -> ToCoordinator {
+    ToCoordinator::Trained(crate::TrainReply {
+        at: RoundRef {
+            job: JobId::from_bytes([5; 16]),
+            round,
+        },
+        agent: tg_types::AgentId::new("a").unwrap(),
+        update: tg_types::Parameters::new(vec![tg_types::NamedTensor {
+            name: "w".into(),
+            shape: vec![3],
+            data: vec![1.0, 2.0, 3.0],
+        }])
+        .unwrap(),
+        num_examples: 4,
+        train_loss: None,
+        steps: 1,
+        control_delta: None,
+        epsilon: None,
+        compressed: None,
+    })
+}
+
+#[test]
+fn a_training_reply_stays_in_its_frame_and_cannot_be_relabelled() {
+    let k = key(1);
+    let pk = k.verifying_key().to_bytes();
+    let frame = seal(&k, 7, &trained(4)).unwrap();
+    let (header, opened) = open_from_agent(&frame, &pk).unwrap();
+    assert_eq!(header.binding.round, 4);
+    let FromAgent::Trained(range) = opened else {
+        panic!("a training reply is left in place");
+    };
+    // The payload is the exact message, read in place.
+    let view = crate::decode_trained(&frame[range]).unwrap().unwrap();
+    assert_eq!(view.num_examples, 4);
+    // Signed for round 3, carrying round 4's reply: refused.
+    let payload = crate::encode(&trained(4)).unwrap();
+    let lie = Binding::trained(RoundRef {
+        job: JobId::from_bytes([5; 16]),
+        round: 3,
+    });
+    let relabelled = seal_payload(&k, 8, lie, payload.clone()).unwrap();
+    assert!(matches!(
+        open_from_agent(&relabelled, &pk),
+        Err(ProtoError::BindingMismatch)
+    ));
+    // Signed as a decline (another stage) for the same round: refused.
+    let as_decline = Binding {
+        stage: 8,
+        ..Binding::trained(RoundRef {
+            job: JobId::from_bytes([5; 16]),
+            round: 4,
+        })
+    };
+    let relabelled = seal_payload(&k, 9, as_decline, payload).unwrap();
+    assert!(open_from_agent(&relabelled, &pk).is_err());
+    // Other messages are decoded and matched as before.
+    let (_, opened) = open_from_agent(&seal(&k, 10, &join(5)).unwrap(), &pk).unwrap();
+    assert!(matches!(opened, FromAgent::Message(ToCoordinator::Join(_))));
+}
+
+#[test]
+fn only_a_join_is_read_from_a_stranger() {
+    assert!(is_join(&crate::encode(&join(5)).unwrap()));
+    assert!(!is_join(&crate::encode(&trained(1)).unwrap()));
+    let decline = ToCoordinator::Declined {
+        at: RoundRef {
+            job: JobId::from_bytes([5; 16]),
+            round: 1,
+        },
+        agent: tg_types::AgentId::new("a").unwrap(),
+        reason: crate::DeclineReason::TrainingFailed,
+    };
+    assert!(!is_join(&crate::encode(&decline).unwrap()));
+    assert!(!is_join(&[]));
+    assert!(!is_join(&[0xff]));
+}
+
+proptest! {
+    #[test]
+    fn open_from_agent_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = open_from_agent(&bytes, &[0; 32]);
+        let _ = crate::trained_at(&bytes);
+    }
+
+    #[test]
+    fn open_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = open::<ToCoordinator>(&bytes, &[0; 32]);
+        let _ = open::<ToAgent>(&bytes, &[0; 32]);
+    }
+}
