@@ -29,7 +29,7 @@ const MAX_REPLY_BYTES: usize = 4096;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Wire {
     /// A whole application frame (at most [`CHUNK_BYTES`]).
-    Frame(#[serde(with = "serde_bytes_compat")] Vec<u8>),
+    Frame(#[serde(with = "tg_types::view::bytes_owned")] Vec<u8>),
     /// One piece of a larger frame.
     Chunk {
         /// Sender-chosen id of the transfer, unique per sender and connection lifetime.
@@ -39,7 +39,7 @@ pub enum Wire {
         /// Index of this chunk; its bytes start at `index * CHUNK_BYTES`.
         index: u32,
         /// The chunk's bytes.
-        #[serde(with = "serde_bytes_compat")]
+        #[serde(with = "tg_types::view::bytes_owned")]
         data: Vec<u8>,
     },
 }
@@ -53,33 +53,6 @@ pub enum Reply {
     Busy,
     /// Refused, with the reason (e.g. a transfer over the size limit).
     Rejected(String),
-}
-
-/// Postcard encodes `Vec<u8>` element-wise already as varint-length + bytes;
-/// this module just keeps that explicit and in one place.
-mod serde_bytes_compat {
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(v)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Vec<u8>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                Ok(v.to_vec())
-            }
-            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-                Ok(v)
-            }
-        }
-        d.deserialize_byte_buf(V)
-    }
 }
 
 /// Decodes one request as the frame protocol reads it from a stream: the

@@ -270,3 +270,33 @@ pub struct JobSummary {
     #[serde(default)]
     pub simulation: Option<String>,
 }
+
+impl JobSummary {
+    /// A job that ended before its first round (stopped while waiting for
+    /// agents, say): nothing committed, nothing spent.
+    pub fn before_first_round(
+        job: String,
+        kind: String,
+        status: JobStatus,
+        reason: String,
+        rounds: u32,
+        simulation: Option<String>,
+    ) -> Self {
+        Self {
+            job,
+            kind,
+            status,
+            reason: Some(reason),
+            rounds,
+            rounds_committed: 0,
+            rounds_failed: 0,
+            final_accuracy: None,
+            final_loss: None,
+            final_model_sha256: None,
+            epsilon: None,
+            epsilon_vs_coordinator: None,
+            budget_exhausted: None,
+            simulation,
+        }
+    }
+}

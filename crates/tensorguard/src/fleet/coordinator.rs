@@ -294,22 +294,14 @@ async fn run(
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
         } => {
-            let stopped = JobSummary {
-                job: job.id.to_string(),
-                kind: "fleet".into(),
-                status: tg_types::record::JobStatus::Stopped,
-                reason: Some("stopped by an operator before round 1, while waiting for agents".into()),
-                rounds: spec.rounds,
-                rounds_committed: 0,
-                rounds_failed: 0,
-                final_accuracy: None,
-                final_loss: None,
-                final_model_sha256: None,
-                epsilon: None,
-                epsilon_vs_coordinator: None,
-                budget_exhausted: None,
-                simulation: simulation.clone(),
-            };
+            let stopped = JobSummary::before_first_round(
+                job.id.to_string(),
+                "fleet".into(),
+                tg_types::record::JobStatus::Stopped,
+                "stopped by an operator before round 1, while waiting for agents".into(),
+                spec.rounds,
+                simulation.clone(),
+            );
             audit.event(job.id, &AuditEvent::JobFinished(Box::new(stopped)));
             out.note(&format!("job {} stopped by an operator while waiting for agents; no round ran", job.id));
             return Ok(());

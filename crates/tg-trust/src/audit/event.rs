@@ -229,22 +229,14 @@ mod tests {
                 .unwrap();
             assert_eq!(back, e);
         }
-        let finished = AuditEvent::JobFinished(Box::new(JobSummary {
-            job: "j".into(),
-            kind: "fleet".into(),
-            status: JobStatus::Stopped,
-            reason: Some("stopped".into()),
-            rounds: 3,
-            rounds_committed: 0,
-            rounds_failed: 0,
-            final_accuracy: None,
-            final_loss: None,
-            final_model_sha256: None,
-            epsilon: None,
-            epsilon_vs_coordinator: None,
-            budget_exhausted: None,
-            simulation: None,
-        }));
+        let finished = AuditEvent::JobFinished(Box::new(JobSummary::before_first_round(
+            "j".into(),
+            "fleet".into(),
+            JobStatus::Stopped,
+            "stopped".into(),
+            3,
+            None,
+        )));
         let back = AuditEvent::read(&entry(kind::JOB_FINISHED, finished.body()));
         assert_eq!(back, Some(Ok(finished)));
     }
