@@ -4,7 +4,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use tg_trust::audit::{VerifyOptions, VerifyReport, read_entries, report, verify_log};
+use tg_trust::audit::{
+    VerifyOptions, VerifyReport, parse_entries, read_entries, report, verify_log, verify_text,
+};
 
 use crate::cli::{AuditCommand, ExportFormat};
 use crate::errors::{CliError, Code, from_trust, invalid};
@@ -19,7 +21,7 @@ pub fn run(cmd: AuditCommand, data_dir: &Path, out: &Output) -> Result<(), CliEr
             no_keyring,
         } => {
             let path = log.unwrap_or_else(|| audit_log_path(data_dir));
-            let report = verify(&path, data_dir, expect_head.as_deref(), !no_keyring)?;
+            let report = verify(&path, data_dir, expect_head.as_deref(), !no_keyring, None)?;
             print(&report, &path, out);
             if report.ok {
                 Ok(())
@@ -62,8 +64,20 @@ pub fn run(cmd: AuditCommand, data_dir: &Path, out: &Output) -> Result<(), CliEr
         }
         AuditCommand::Report { job, out: dir, log } => {
             let path = log.unwrap_or_else(|| audit_log_path(data_dir));
-            let verified = verify(&path, data_dir, None, true)?;
-            let entries = read_entries(&path).map_err(from_trust)?;
+            // Read once: the report shows exactly the entries that were verified.
+            if !path.exists() {
+                verify(&path, data_dir, None, true, None)?;
+            }
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                CliError::new(
+                    Code::AuditLog,
+                    format!("cannot read {}", path.display()),
+                    e.to_string(),
+                    "check the file's permissions",
+                )
+            })?;
+            let verified = verify(&path, data_dir, None, true, Some(&text))?;
+            let entries = parse_entries(&path, &text).map_err(from_trust)?;
             let ring = keyring(data_dir)?;
             let report = report::build(
                 &job,
@@ -94,11 +108,13 @@ pub fn run(cmd: AuditCommand, data_dir: &Path, out: &Output) -> Result<(), CliEr
     }
 }
 
+/// Verifies the log at `path` (its `text`, when the caller already read it).
 fn verify(
     path: &Path,
     data_dir: &Path,
     expect_head: Option<&str>,
     use_keyring: bool,
+    text: Option<&str>,
 ) -> Result<VerifyReport, CliError> {
     if !path.exists() {
         return Err(CliError::new(
@@ -127,13 +143,14 @@ fn verify(
     } else {
         None
     };
-    verify_log(
-        path,
-        &VerifyOptions {
-            keyring,
-            expect_head,
-        },
-    )
+    let opts = VerifyOptions {
+        keyring,
+        expect_head,
+    };
+    match text {
+        Some(text) => verify_text(path, text, &opts),
+        None => verify_log(path, &opts),
+    }
     .map_err(from_trust)
 }
 

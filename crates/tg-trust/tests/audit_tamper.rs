@@ -242,3 +242,30 @@ proptest::proptest! {
         proptest::prop_assert!(r.ok, "{:?}", r.findings);
     }
 }
+
+#[test]
+fn what_is_verified_is_the_text_that_is_read_once() {
+    // `audit report` reads the log once and verifies that text: a copy
+    // altered after the read (or a file swapped before a second read) is not
+    // what the report shows as verified.
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = write_log(dir.path(), 3);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let opts = VerifyOptions::default();
+    assert!(
+        tg_trust::audit::verify_text(&path, &text, &opts)
+            .unwrap()
+            .ok
+    );
+    let altered = text.replace("\"epsilon_spent\":0.1", "\"epsilon_spent\":0.0");
+    assert_ne!(altered, text);
+    assert!(
+        !tg_trust::audit::verify_text(&path, &altered, &opts)
+            .unwrap()
+            .ok
+    );
+    assert_eq!(
+        tg_trust::audit::parse_entries(&path, &text).unwrap().len(),
+        3 + 1, // the log's opening entry
+    );
+}

@@ -194,6 +194,11 @@ pub fn read_entries(path: &Path) -> Result<Vec<Entry>> {
         path: path.to_owned(),
         source,
     })?;
+    parse_entries(path, &text)
+}
+
+/// The entries of a log's `text` (read from `path`, named in errors).
+pub fn parse_entries(path: &Path, text: &str) -> Result<Vec<Entry>> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())

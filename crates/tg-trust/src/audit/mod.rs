@@ -25,8 +25,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 pub use event::AuditEvent;
-pub use log::{AuditLog, Head, head_path, read_entries};
-pub use verify::{Finding, FindingKind, VerifyOptions, VerifyReport, verify_log};
+pub use log::{AuditLog, Head, head_path, parse_entries, read_entries};
+pub use verify::{Finding, FindingKind, VerifyOptions, VerifyReport, verify_log, verify_text};
 
 /// Domain tag of entry hashes.
 const ENTRY_DOMAIN: &[u8] = b"tensorguard-audit-entry-v1\0";

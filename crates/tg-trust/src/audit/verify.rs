@@ -105,6 +105,13 @@ pub fn verify_log(path: &Path, opts: &VerifyOptions) -> Result<VerifyReport> {
         path: path.to_owned(),
         source,
     })?;
+    verify_text(path, &text, opts)
+}
+
+/// [`verify_log`] of the log's `text` as already read from `path` (whose
+/// signed head beside it is read now): a caller that also uses the entries
+/// reads the file once, so what it shows is what was verified.
+pub fn verify_text(path: &Path, text: &str, opts: &VerifyOptions) -> Result<VerifyReport> {
     let mut findings = Vec::new();
     let mut push = |line: usize, seq: Option<u64>, kind: FindingKind, detail: String| {
         findings.push(Finding {
