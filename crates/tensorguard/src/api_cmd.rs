@@ -39,16 +39,15 @@ pub fn new_token(
     label: &str,
     ttl: Option<std::time::Duration>,
 ) -> Result<(zeroize::Zeroizing<String>, tg_store::ApiToken), CliError> {
-    let mut id = [0u8; 8];
-    let mut secret = [0u8; 32];
-    crate::errors::os_random(&mut id)?;
-    crate::errors::os_random(&mut secret)?;
-    let token =
-        zeroize::Zeroizing::new(format!("tgapi_{}_{}", hex::encode(id), hex::encode(secret)));
-    let rec = store
-        .add_api_token(&token, role, label, ttl.map(|t| t.as_millis() as i64))
-        .map_err(|e| from_store(e, data_dir))?;
-    Ok((token, rec))
+    tg_coordinator::api::auth::issue_token(store, role, label, ttl).map_err(|e| match e {
+        tg_coordinator::api::auth::IssueError::Store(e) => from_store(e, data_dir),
+        other => CliError::new(
+            crate::errors::Code::Internal,
+            "cannot issue an API token",
+            other.to_string(),
+            "check /dev/urandom",
+        ),
+    })
 }
 
 pub fn run(cmd: ApiCommand, data_dir: &Path, out: &Output) -> Result<(), CliError> {

@@ -27,6 +27,26 @@ impl Agent {
                     .zip(&self.layout)
                     .all(|(t, (name, shape))| &t.name == name && &t.shape == shape)
         };
+        // Each tensor's values must fill its shape exactly (a wire model is
+        // not built through `Parameters::new`, which checks this).
+        let whole = |p: &Parameters| {
+            p.tensors().iter().all(|t| {
+                t.shape
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))
+                    .is_some_and(|n| n == t.data.len())
+            })
+        };
+        if !whole(&req.global) {
+            return Err("a tensor of the global model does not hold its shape's values".into());
+        }
+        if let tg_types::spec::LocalObjective::Scaffold { server_control } = &req.objective
+            && !whole(server_control)
+        {
+            return Err(
+                "a tensor of the SCAFFOLD server control does not hold its shape's values".into(),
+            );
+        }
         if !same_layout(&req.global) {
             return Err("the global model's tensors differ from this agent's model".into());
         }

@@ -181,6 +181,17 @@ fn one_more_record_or_another_shard_does_not_start_a_fresh_budget() {
         declined(&ask(&mut a, &shape, 1, 1, Some(dp(2.0)))),
         Some(DeclineReason::RoundReplayed)
     );
+    // Once the agent-wide ledger has spent, going back to per-dataset
+    // ledgers (which would not see it) is refused, and one lock covers the
+    // directory whatever the scope.
+    assert!(matches!(
+        ask(&mut a, &shape, 1, 2, Some(dp(2.0))),
+        ToCoordinator::Trained(_)
+    ));
+    assert!(OwnerLedger::open(dir.path(), exact.ledger_key(&d)).is_err());
+    drop(a);
+    let err = OwnerLedger::open(dir.path(), exact.ledger_key(&d)).unwrap_err();
+    assert!(err.contains("agent-wide"), "{err}");
 }
 
 #[test]
@@ -217,7 +228,17 @@ fn a_request_training_would_refuse_is_refused_before_it_is_charged() {
         dp_sgd: Some(dp(2.0)),
         compress: Default::default(),
     };
+    // The right layout and value count, but one tensor holds a value of its
+    // neighbour's.
+    let mut uneven = good.clone();
+    {
+        let mut t: Vec<tg_types::NamedTensor> = uneven.tensors().to_vec();
+        let moved = t[0].data.pop().unwrap();
+        t[1].data.push(moved);
+        uneven = serde_json::from_value(serde_json::json!({ "tensors": t })).unwrap();
+    }
     let cases = [
+        (uneven, config(0.1, 16), LocalObjective::Plain),
         (renamed.clone(), config(0.1, 16), LocalObjective::Plain),
         (good.clone(), config(0.1, 0), LocalObjective::Plain),
         (good.clone(), config(-1.0, 16), LocalObjective::Plain),

@@ -100,6 +100,16 @@ impl SecureRound {
         ),
         tg_secagg::SecAggError,
     > {
+        // Every per-participant list of the protocol is capped at decode:
+        // a round that could not carry its own survivor set is refused now,
+        // before anyone is charged for it.
+        if self.participants.len() > tg_types::view::MAX_PER_PARTICIPANT {
+            return Err(tg_secagg::SecAggError::Rejected(format!(
+                "{} participants, more than the {} a round may have",
+                self.participants.len(),
+                tg_types::view::MAX_PER_PARTICIPANT
+            )));
+        }
         let max_clients = self
             .max_clients
             .map_or(self.participants.len(), |m| m as usize);

@@ -49,9 +49,25 @@ pub struct AdvertiseKeys {
 pub struct Sealed {
     /// Recipient.
     pub to: u32,
-    /// ChaCha20-Poly1305 ciphertext.
-    #[serde(with = "bytes")]
+    /// ChaCha20-Poly1305 ciphertext: nonce, body and tag, so never shorter
+    /// than [`MIN_SEALED`] bytes — refused while decoded if it is, which
+    /// keeps a list of sealed pairs from costing many times its wire size.
+    #[serde(serialize_with = "bytes::serialize", deserialize_with = "sealed_bytes")]
     pub ciphertext: Vec<u8>,
+}
+
+/// The shortest sealed message: its nonce and its authentication tag.
+pub const MIN_SEALED: usize = crate::crypto::NONCE_LEN + 16;
+
+fn sealed_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    let v = bytes::deserialize(d)?;
+    if v.len() < MIN_SEALED {
+        return Err(serde::de::Error::custom(format!(
+            "a sealed share of {} bytes, shorter than its nonce and tag",
+            v.len()
+        )));
+    }
+    Ok(v)
 }
 
 /// Stage 2: shares of the sender's self-mask seed and mask secret key,
@@ -332,5 +348,25 @@ mod tests {
         let fits = ServerBody::Survivors((0..MAX_PER_PARTICIPANT as u32).collect());
         let bytes = postcard::to_stdvec(&fits).unwrap();
         assert_eq!(postcard::from_bytes::<ServerBody>(&bytes).unwrap(), fits);
+    }
+
+    #[test]
+    fn a_sealed_share_shorter_than_its_nonce_and_tag_is_refused_while_decoded() {
+        let short = ShareKeys {
+            sealed: vec![Sealed {
+                to: 0,
+                ciphertext: vec![0; MIN_SEALED - 1],
+            }],
+        };
+        let bytes = postcard::to_stdvec(&short).unwrap();
+        assert!(postcard::from_bytes::<ShareKeys>(&bytes).is_err());
+        let fits = ShareKeys {
+            sealed: vec![Sealed {
+                to: 0,
+                ciphertext: vec![0; MIN_SEALED],
+            }],
+        };
+        let bytes = postcard::to_stdvec(&fits).unwrap();
+        assert_eq!(postcard::from_bytes::<ShareKeys>(&bytes).unwrap(), fits);
     }
 }

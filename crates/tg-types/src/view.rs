@@ -134,7 +134,11 @@ pub mod bounded {
                 if seq.size_hint().is_some_and(|n| n > self.max) {
                     return Err(too_many());
                 }
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max));
+                // The claimed length is the sender's word: reserve at most
+                // 1 MiB for it up front, and grow only as elements arrive.
+                let cap = (1 << 20) / std::mem::size_of::<T>().max(1);
+                let mut out =
+                    Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max).min(cap));
                 while let Some(x) = seq.next_element()? {
                     if out.len() == self.max {
                         return Err(too_many());

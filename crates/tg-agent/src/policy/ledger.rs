@@ -44,7 +44,10 @@ impl OwnerLedger {
             "privacy-ledger-{}.json",
             &dataset[..16.min(dataset.len())]
         ));
-        let lock_path = path.with_extension("lock");
+        // One lock for the directory, whatever the scope: two agents on one
+        // data directory can never each spend its budget, and the merge
+        // below reads the other ledgers under it.
+        let lock_path = dir.join("privacy-ledger.lock");
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -58,6 +61,18 @@ impl OwnerLedger {
             )
         })?;
         let lock = std::sync::Arc::new(lock);
+        // Once a directory's budget is agent-wide it stays so: a per-dataset
+        // ledger opened after it would not see what the agent-wide one spent.
+        if dataset != AGENT_LEDGER
+            && dir
+                .join(format!("privacy-ledger-{AGENT_LEDGER}.json"))
+                .exists()
+        {
+            return Err(format!(
+                "{}: this directory's budget is agent-wide (privacy-ledger-{AGENT_LEDGER}.json exists); remove budget_scope = \"dataset\" from the policy",
+                dir.display()
+            ));
+        }
         let mut ledger = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice::<Self>(&bytes)
                 .map_err(|e| format!("{}: {e}", path.display()))?,

@@ -5,6 +5,40 @@ use tg_store::{ApiRole, ApiToken};
 
 use super::{ApiError, ApiState, ErrorBody, with_store};
 
+/// Why a token could not be issued.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IssueError {
+    /// The OS random number generator failed.
+    #[error("the OS random number generator failed: {0}")]
+    Rng(String),
+    /// The store refused the token.
+    #[error(transparent)]
+    Store(#[from] tg_store::StoreError),
+}
+
+/// A fresh API token of `role`, valid for `ttl` (forever without one): 64
+/// bits of id and 256 of secret from the OS CSPRNG, stored as its digest.
+/// The token itself is returned once and never stored.
+pub fn issue_token(
+    store: &tg_store::Store,
+    role: ApiRole,
+    label: &str,
+    ttl: Option<std::time::Duration>,
+) -> Result<(zeroize::Zeroizing<String>, ApiToken), IssueError> {
+    let mut id = [0u8; 8];
+    let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(&mut id).map_err(|e| IssueError::Rng(e.to_string()))?;
+    getrandom::fill(secret.as_mut()).map_err(|e| IssueError::Rng(e.to_string()))?;
+    let token = zeroize::Zeroizing::new(format!(
+        "tgapi_{}_{}",
+        hex::encode(id),
+        hex::encode(secret.as_ref())
+    ));
+    let rec = store.add_api_token(&token, role, label, ttl.map(|t| t.as_millis() as i64))?;
+    Ok((token, rec))
+}
+
 /// The refusals every authenticated route can answer with (for OpenAPI).
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)] // only its OpenAPI description is used
