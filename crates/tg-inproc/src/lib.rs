@@ -105,7 +105,6 @@ impl Prepared {
             plan: tg_job::JobPlan {
                 spec: spec.clone(),
                 calibrated: false,
-                simulated_noise_seed: None,
             },
             spec,
         })

@@ -222,15 +222,12 @@ pub struct JobPlan {
     pub spec: JobSpec,
     /// Whether σ was calibrated to the budget (rather than given).
     pub calibrated: bool,
-    /// SIMULATION: the public seed of the coordinator's DP noise, when the
-    /// job asked for a reproducible, not private, run.
-    pub simulated_noise_seed: Option<u64>,
 }
 
 impl JobPlan {
     /// The label every output of a simulated-noise run carries.
     pub fn simulation_label(&self) -> Option<String> {
-        self.simulated_noise_seed.map(simulation_label)
+        self.spec.simulated_noise_seed.map(simulation_label)
     }
 }
 
@@ -359,11 +356,7 @@ impl Job {
                 "change one of the settings named above",
             )
         })?;
-        Ok(JobPlan {
-            spec,
-            calibrated,
-            simulated_noise_seed: self.simulated_noise_seed(),
-        })
+        Ok(JobPlan { spec, calibrated })
     }
 }
 

@@ -190,7 +190,7 @@ fn simulated_noise_is_only_for_the_coordinators_noise_and_is_carried_to_the_plan
     };
     let job = Job::resolve(&JobSection::default(), Some(&p), None, Runner::Fleet).unwrap();
     let plan = job.plan(&facts(10)).unwrap();
-    assert_eq!(plan.simulated_noise_seed, Some(7));
+    assert_eq!(plan.spec.simulated_noise_seed, Some(7));
     assert!(plan.simulation_label().unwrap().contains("NOT private"));
     for mode in ["local-sgd", "distributed"] {
         let p = PrivacySection {
@@ -212,7 +212,7 @@ fn simulated_noise_is_only_for_the_coordinators_noise_and_is_carried_to_the_plan
     .unwrap()
     .plan(&facts(10))
     .unwrap();
-    assert!(real.simulated_noise_seed.is_none() && real.simulation_label().is_none());
+    assert!(real.spec.simulated_noise_seed.is_none() && real.simulation_label().is_none());
 }
 
 #[test]
