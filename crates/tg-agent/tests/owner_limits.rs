@@ -281,3 +281,71 @@ fn a_request_training_would_refuse_is_refused_before_it_is_charged() {
         ToCoordinator::Trained(_)
     ));
 }
+
+#[test]
+fn planted_ledger_files_are_refused_not_trusted() {
+    use tg_agent::policy::AGENT_LEDGER;
+    let d = data();
+    let policy = OwnerPolicy {
+        budget: Some(Budget {
+            epsilon: 50.0,
+            delta: 1e-5,
+        }),
+        ..plaintext_ok()
+    };
+    let key = policy.ledger_key(&d);
+    let name = format!("privacy-ledger-{AGENT_LEDGER}.json");
+    let delta = tg_privacy::Delta::new(1e-5).unwrap();
+    // Spend once so there is a real ledger to tamper with.
+    let dir = tempfile::tempdir().unwrap();
+    let real = {
+        let (mut a, shape) = agent(
+            policy.clone(),
+            OwnerLedger::open(dir.path(), key.clone()).unwrap(),
+        );
+        assert!(matches!(
+            ask(&mut a, &shape, 1, 1, Some(dp(2.0))),
+            ToCoordinator::Trained(_)
+        ));
+        std::fs::read_to_string(dir.path().join(&name)).unwrap()
+    };
+    // A negative RDP value would hand spent budget back.
+    let json: serde_json::Value = serde_json::from_str(&real).unwrap();
+    let mut negative = json.clone();
+    for r in negative["rdp"].as_array_mut().unwrap() {
+        *r = serde_json::json!(-1000.0);
+    }
+    std::fs::write(dir.path().join(&name), negative.to_string()).unwrap();
+    let err = OwnerLedger::open(dir.path(), key.clone()).unwrap_err();
+    assert!(err.contains("altered"), "{err}");
+    // A link to another file (here one that says nothing was spent), and a
+    // device, are refused rather than followed or read forever.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let fresh = elsewhere.path().join("fresh.json");
+    let mut zero = json.clone();
+    for r in zero["rdp"].as_array_mut().unwrap() {
+        *r = serde_json::json!(0.0);
+    }
+    zero["trained"] = serde_json::json!([]);
+    std::fs::write(&fresh, zero.to_string()).unwrap();
+    for target in [fresh.as_path(), std::path::Path::new("/dev/zero")] {
+        std::fs::remove_file(dir.path().join(&name)).unwrap();
+        std::os::unix::fs::symlink(target, dir.path().join(&name)).unwrap();
+        let err = OwnerLedger::open(dir.path(), key.clone()).unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+    // The real ledger back: it opens, with what was spent.
+    std::fs::remove_file(dir.path().join(&name)).unwrap();
+    std::fs::write(dir.path().join(&name), &real).unwrap();
+    let (mut a, shape) = agent(policy, OwnerLedger::open(dir.path(), key).unwrap());
+    assert!(a.ledger().epsilon(delta) > 0.0);
+    // A link planted at the temporary name is not written through.
+    let victim = elsewhere.path().join("victim");
+    std::fs::write(&victim, "keep").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.path().join(format!("{name}.tmp"))).unwrap();
+    assert!(matches!(
+        ask(&mut a, &shape, 1, 2, Some(dp(2.0))),
+        ToCoordinator::Trained(_)
+    ));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+}

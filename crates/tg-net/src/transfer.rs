@@ -1,17 +1,21 @@
 //! Reassembly of frames sent as chunks.
 //!
-//! Design decision: memory is bounded by policy, not by trust.
+//! Design decision: memory is bounded by policy, not by trust, and holding
+//! it costs the bytes held.
 //! - Only peers the application has admitted ([`Reassembly::allow`]) may
 //!   send chunked (multi-chunk) frames at all; anyone else can send single
 //!   frames of at most one chunk, enough for a join request.
 //! - A transfer's announced size is capped at the frame limit, and its
 //!   chunks are stored sparsely as they arrive: a peer that announces a huge
 //!   frame and sends its last byte holds one byte, not the whole buffer.
-//! - Memory is reserved for a transfer's whole announced size when it
-//!   opens, within a budget per peer and in total that does not grow with
-//!   the frame limit; a transfer that does not fit is answered "busy" and
-//!   the sender backs off, so admitted transfers always complete (no
-//!   deadlock of half-filled buffers) and the bounds hold whatever peers do.
+//! - Per peer, a transfer *promises* its whole announced size when it opens,
+//!   within [`PEER_BUDGET`]; a peer that over-announces blocks only itself.
+//! - In total, only bytes that have arrived count, within [`TOTAL_BUDGET`].
+//!   So what one peer keeps from the others it must really have sent (an
+//!   announced size alone holds nothing). All transfers but the oldest stop
+//!   (answered "busy") at the budget minus one largest frame; the oldest may
+//!   use that headroom, so it always completes and then the next oldest
+//!   does: transfers cannot deadlock half-filled, whatever peers do.
 //! - A peer holds at most [`MAX_TRANSFERS_PER_PEER`] partial frames, and a
 //!   transfer whose chunks stop arriving is dropped after a timeout.
 //!
@@ -30,10 +34,10 @@ pub const MAX_TRANSFERS_PER_PEER: usize = 4;
 /// Chunks of one frame a sender keeps in flight.
 pub const SEND_WINDOW: usize = 4;
 
-/// Most bytes one peer's open transfers may reserve.
+/// Most bytes one peer's open transfers may announce together.
 pub const PEER_BUDGET: usize = 512 << 20;
 
-/// Most bytes all open transfers may reserve together.
+/// Most bytes all open transfers may hold together.
 pub const TOTAL_BUDGET: usize = 2 << 30;
 
 /// Splits a frame into chunk payloads (borrowed).
@@ -46,8 +50,11 @@ pub fn chunks(frame: &[u8]) -> impl Iterator<Item = (u32, &[u8])> {
 
 struct Partial {
     total: u64,
-    /// Bytes reserved for this transfer (its announced size).
+    /// Bytes promised to this transfer within its peer's budget (its
+    /// announced size).
     reserved: usize,
+    /// Order of opening: the least open one is the oldest.
+    opened: u64,
     /// Chunks received so far, by index (sparse).
     parts: BTreeMap<u32, Vec<u8>>,
     count: usize,
@@ -107,6 +114,7 @@ pub struct Reassembly {
     reserved_by_peer: HashMap<PeerId, usize>,
     reserved: usize,
     buffered: usize,
+    opened: u64,
 }
 
 impl Reassembly {
@@ -117,8 +125,8 @@ impl Reassembly {
         Self::with_budgets(limit, PEER_BUDGET, TOTAL_BUDGET, timeout)
     }
 
-    /// As [`Reassembly::new`] with explicit bounds on reserved bytes per
-    /// peer and in total.
+    /// As [`Reassembly::new`] with explicit bounds on announced bytes per
+    /// peer and on held bytes in total.
     pub fn with_budgets(limit: u64, per_peer: usize, total: usize, timeout: Duration) -> Self {
         Self {
             limit,
@@ -130,7 +138,16 @@ impl Reassembly {
             reserved_by_peer: HashMap::new(),
             reserved: 0,
             buffered: 0,
+            opened: 0,
         }
+    }
+
+    /// The largest frame that can ever complete here.
+    fn largest(&self) -> usize {
+        usize::try_from(self.limit)
+            .unwrap_or(usize::MAX)
+            .min(self.per_peer)
+            .min(self.total_budget)
     }
 
     /// Forgets one open transfer and returns its reservation.
@@ -196,10 +213,10 @@ impl Reassembly {
                 return Err(ChunkError::Inconsistent("empty transfer"));
             }
             let size = usize::try_from(total).unwrap_or(usize::MAX);
-            if size > self.per_peer.min(self.total_budget) {
+            if size > self.largest() {
                 return Err(ChunkError::TooLarge {
                     total,
-                    limit: self.per_peer.min(self.total_budget) as u64,
+                    limit: self.largest() as u64,
                 });
             }
             let per_peer = self.open.keys().filter(|(p, _)| *p == peer).count();
@@ -207,16 +224,18 @@ impl Reassembly {
                 return Err(ChunkError::TooManyTransfers);
             }
             let mine = self.reserved_by_peer.get(&peer).copied().unwrap_or(0);
-            if mine + size > self.per_peer || self.reserved + size > self.total_budget {
+            if mine + size > self.per_peer {
                 return Err(ChunkError::OverBudget);
             }
             *self.reserved_by_peer.entry(peer).or_insert(0) += size;
             self.reserved += size;
+            self.opened += 1;
             self.open.insert(
                 key,
                 Partial {
                     total,
                     reserved: size,
+                    opened: self.opened,
                     parts: BTreeMap::new(),
                     count,
                     touched: Instant::now(),
@@ -241,6 +260,25 @@ impl Reassembly {
         if p.parts.contains_key(&index) {
             return Err(ChunkError::Inconsistent("duplicate chunk"));
         }
+        // Held bytes: the oldest transfer may use the last largest frame's
+        // worth of the total, so it can always finish; the others stop short.
+        let (opened, empty) = (p.opened, p.parts.is_empty());
+        let oldest = self.open.values().all(|q| q.opened >= opened);
+        let cap = if oldest {
+            self.total_budget
+        } else {
+            self.total_budget - self.largest()
+        };
+        if self.buffered + data.len() > cap {
+            if empty {
+                // Nothing arrived: the transfer is not kept open for nothing.
+                self.close(&key);
+            }
+            return Err(ChunkError::OverBudget);
+        }
+        let Some(p) = self.open.get_mut(&key) else {
+            return Err(ChunkError::Inconsistent("transfer vanished"));
+        };
         self.buffered += data.len();
         p.parts.insert(index, data);
         p.touched = Instant::now();
@@ -273,7 +311,7 @@ impl Reassembly {
         self.buffered
     }
 
-    /// Bytes currently reserved by open transfers.
+    /// Bytes open transfers have announced (each within its peer's budget).
     pub fn reserved(&self) -> usize {
         self.reserved
     }
@@ -367,41 +405,95 @@ mod tests {
         assert_eq!(r.reserved(), total as usize);
     }
 
+    /// Budgets in chunks: 3 announced per peer (the largest frame), 8 held
+    /// in total, so 5 for all transfers but the oldest.
+    fn small() -> Reassembly {
+        Reassembly::with_budgets(
+            64 << 20,
+            3 * CHUNK_BYTES,
+            8 * CHUNK_BYTES,
+            Duration::from_secs(60),
+        )
+    }
+
     #[test]
-    fn reservations_are_bounded_per_peer_and_in_total() {
+    fn a_peer_that_over_announces_blocks_only_itself() {
         let chunk = CHUNK_BYTES;
-        let mut r =
-            Reassembly::with_budgets(64 << 20, 4 * chunk, 6 * chunk, Duration::from_secs(60));
-        let a = admitted(&mut r);
-        let b = admitted(&mut r);
-        let c = admitted(&mut r);
-        // A frame larger than a peer may ever reserve can never complete.
+        let mut r = small();
+        let (a, b) = (admitted(&mut r), admitted(&mut r));
+        // A frame larger than a peer may ever announce can never complete.
         assert!(matches!(
-            r.accept(a, 9, 5 * chunk as u64, 0, vec![0; chunk]),
+            r.accept(a, 9, 4 * chunk as u64, 0, vec![0; chunk]),
             Err(ChunkError::TooLarge { .. })
         ));
-        // a reserves 3 chunks' worth, then cannot open 2 more (per peer).
-        r.accept(a, 1, 3 * chunk as u64, 0, vec![0; chunk]).unwrap();
+        r.accept(a, 1, 2 * chunk as u64, 0, vec![0; chunk]).unwrap();
         assert_eq!(
             r.accept(a, 2, 2 * chunk as u64, 0, vec![0; chunk]),
             Err(ChunkError::OverBudget)
         );
-        // b takes the rest of the total; c must wait.
         r.accept(b, 1, 3 * chunk as u64, 0, vec![0; chunk]).unwrap();
-        assert_eq!(
-            r.accept(c, 1, chunk as u64 + 1, 0, vec![0; chunk]),
-            Err(ChunkError::OverBudget)
-        );
-        assert_eq!(r.reserved(), 6 * chunk);
-        // Admitted transfers complete, and their reservation is returned.
-        r.accept(a, 1, 3 * chunk as u64, 1, vec![0; chunk]).unwrap();
-        let done = r.accept(a, 1, 3 * chunk as u64, 2, vec![0; chunk]).unwrap();
-        assert_eq!(done.map(|f| f.len()), Some(3 * chunk));
-        assert_eq!(r.reserved(), 3 * chunk);
-        r.accept(c, 1, chunk as u64 + 1, 0, vec![0; chunk]).unwrap();
+        assert_eq!(r.reserved(), 5 * chunk);
         // A peer that leaves returns what it held.
         r.expire(Some(&b));
-        assert_eq!(r.reserved(), chunk + 1);
-        assert_eq!(r.buffered(), chunk);
+        assert_eq!((r.reserved(), r.buffered()), (2 * chunk, chunk));
+    }
+
+    #[test]
+    fn announced_sizes_hold_nothing_from_other_peers() {
+        // The review's attack on the old whole-size reservation: admitted
+        // Sybils announce the largest frame and send only its 1-byte last
+        // chunk, and used to fill the total so honest uploads got "busy".
+        let chunk = CHUNK_BYTES;
+        let mut r = small();
+        let total = 2 * chunk as u64 + 1;
+        for _ in 0..6 {
+            let sybil = admitted(&mut r);
+            assert_eq!(r.accept(sybil, 1, total, 2, vec![7]), Ok(None));
+        }
+        assert_eq!(r.buffered(), 6);
+        let honest = admitted(&mut r);
+        let frame: Vec<u8> = (0..3 * chunk).map(|i| i as u8).collect();
+        let mut done = None;
+        for (i, part) in chunks(&frame) {
+            done = r
+                .accept(honest, 5, frame.len() as u64, i, part.to_vec())
+                .unwrap();
+        }
+        assert_eq!(done.as_deref(), Some(&frame[..]));
+    }
+
+    #[test]
+    fn held_bytes_are_bounded_and_the_oldest_transfer_always_completes() {
+        let chunk = CHUNK_BYTES;
+        let mut r = small();
+        let total = 3 * chunk as u64;
+        let peers: Vec<PeerId> = (0..6).map(|_| admitted(&mut r)).collect();
+        // Five transfers each send a first chunk: the shared part is full.
+        for p in &peers[..5] {
+            r.accept(*p, 1, total, 0, vec![0; chunk]).unwrap();
+        }
+        assert_eq!(r.buffered(), 5 * chunk);
+        // Neither a younger transfer's next chunk nor a new transfer fits,
+        // and the refused newcomer is not kept open.
+        assert_eq!(
+            r.accept(peers[1], 1, total, 1, vec![0; chunk]),
+            Err(ChunkError::OverBudget)
+        );
+        let before = r.reserved();
+        assert_eq!(
+            r.accept(peers[5], 1, total, 0, vec![0; chunk]),
+            Err(ChunkError::OverBudget)
+        );
+        assert_eq!(r.reserved(), before);
+        // Each oldest transfer in turn finishes within the headroom; the
+        // held total never passes the budget.
+        for p in &peers[..5] {
+            r.accept(*p, 1, total, 1, vec![0; chunk]).unwrap();
+            assert!(r.buffered() <= 8 * chunk);
+            let done = r.accept(*p, 1, total, 2, vec![0; chunk]).unwrap();
+            assert_eq!(done.map(|f| f.len()), Some(3 * chunk));
+        }
+        assert_eq!((r.buffered(), r.reserved()), (0, 0));
+        r.accept(peers[5], 1, total, 0, vec![0; chunk]).unwrap();
     }
 }

@@ -30,8 +30,8 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::crypto::{Apply, KeyPair, Secret32, agree, apply_mask, derive, open, seal, seal_key};
 use crate::messages::{
-    AdvertiseKeys, ClientBody, ConsistencyCheck, MaskCommitment, MaskedInput, Sealed, ShareKeys,
-    Signed, SignedCommitment, Stage, Unmask,
+    AdvertiseKeys, ClientBody, Confirmations, ConsistencyCheck, MaskCommitment, MaskedInput,
+    Sealed, ShareKeys, Signed, SignedCommitment, SignedKeys, Stage, Unmask,
 };
 use crate::packing::{lane_mask, pack};
 use crate::round::{Floors, RoundConfig};
@@ -159,7 +159,7 @@ impl Client {
     /// client's secrets t-of-k among them, sealed to each.
     pub fn on_neighbour_keys(
         &mut self,
-        keys: &[Signed],
+        keys: &[SignedKeys],
         rng: &mut impl CryptoRng,
     ) -> Result<Signed, SecAggError> {
         self.expect(Stage::ShareKeys)?;
@@ -173,10 +173,8 @@ impl Client {
                     ),
                 );
             }
-            m.verify(&self.cfg.ctx, self.sender(m.from)?)?;
-            let ClientBody::AdvertiseKeys(k) = &m.body else {
-                return refused(Refusal::Malformed, "expected key advertisements");
-            };
+            m.to_signed().verify(&self.cfg.ctx, self.sender(m.from)?)?;
+            let k = &m.keys;
             if !crate::crypto::is_contributory(&k.share_key)
                 || !crate::crypto::is_contributory(&k.mask_key)
             {
@@ -387,39 +385,52 @@ impl Client {
     /// survivor whose self-mask share this client holds committed to masking
     /// neighbours this set keeps (E104, E105, E107); then reveals, per
     /// neighbour, a self-mask share (survived) or a mask-key share (dropped).
-    pub fn on_survivor_signatures(&mut self, signatures: &[Signed]) -> Result<Signed, SecAggError> {
+    pub fn on_survivor_signatures(
+        &mut self,
+        forwarded: &Confirmations,
+    ) -> Result<Signed, SecAggError> {
         self.expect(Stage::Unmask)?;
+        let surviving_neighbour = |from: u32| {
+            self.survivors.binary_search(&from).is_ok() && self.cfg.are_neighbours(self.me, from)
+        };
+        let twice = |from: u32| {
+            refused(
+                Refusal::Malformed,
+                format!(
+                    "a stage-5 message from {from}: not a surviving neighbour's, malformed, or twice"
+                ),
+            )
+        };
         let mut signers = BTreeSet::new();
-        let mut commitments: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-        for m in signatures {
-            m.verify(&self.cfg.ctx, self.sender(m.from)?)?;
-            let surviving_neighbour = self.survivors.binary_search(&m.from).is_ok()
-                && self.cfg.are_neighbours(self.me, m.from);
-            let fresh = match &m.body {
-                ClientBody::ConsistencyCheck(c) if c.survivors == self.survivors => {
-                    surviving_neighbour && signers.insert(m.from)
-                }
-                ClientBody::ConsistencyCheck(_) => {
-                    return refused(
-                        Refusal::Equivocation,
-                        format!("client {} signed another survivor set", m.from),
-                    );
-                }
-                ClientBody::MaskCommitment(c) => {
-                    surviving_neighbour
-                        && c.masked_with.windows(2).all(|w| w[0] < w[1])
-                        && commitments.insert(m.from, c.masked_with.clone()).is_none()
-                }
-                _ => false,
-            };
-            if !fresh {
+        for c in &forwarded.signatures {
+            let identity = self.sender(c.from)?;
+            if !(surviving_neighbour(c.from) && signers.insert(c.from)) {
+                return twice(c.from);
+            }
+            // Checked against the set this client was told: a neighbour
+            // shown another set signed another message.
+            if c.to_signed(&self.survivors)
+                .verify(&self.cfg.ctx, identity)
+                .is_err()
+            {
                 return refused(
-                    Refusal::Malformed,
+                    Refusal::Equivocation,
                     format!(
-                        "a stage-5 message from {}: not a surviving neighbour's, malformed, or twice",
-                        m.from
+                        "client {}'s confirmation is not of this survivor set (it was shown another, or the signature is forged)",
+                        c.from
                     ),
                 );
+            }
+        }
+        let mut commitments: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for c in &forwarded.commitments {
+            c.to_signed().verify(&self.cfg.ctx, self.sender(c.from)?)?;
+            let masked_with = &c.commitment.masked_with;
+            if !(surviving_neighbour(c.from)
+                && masked_with.windows(2).all(|w| w[0] < w[1])
+                && commitments.insert(c.from, masked_with.clone()).is_none())
+            {
+                return twice(c.from);
             }
         }
         let t = self.cfg.graph.threshold;

@@ -16,7 +16,10 @@ use std::sync::Arc;
 use crate::SecAggError;
 use crate::client::{MASK, SELF_MASK};
 use crate::crypto::{Apply, agree, apply_mask, derive};
-use crate::messages::{ClientBody, ServerBody, ShareKeys, Signed, Stage, Unmask};
+use crate::messages::{
+    ClientBody, Confirmation, Confirmations, ServerBody, ShareKeys, Signed, SignedCommitment,
+    SignedKeys, Stage, Unmask,
+};
 use crate::packing::{add_packed, lane_mask};
 use crate::round::RoundConfig;
 use crate::shamir::{self, Share};
@@ -38,7 +41,7 @@ pub struct Server {
     shares: BTreeMap<u32, ShareKeys>,
     masked: BTreeSet<u32>,
     /// Each survivor's signed mask commitment, and the neighbours in it.
-    commitments: BTreeMap<u32, (Signed, Vec<u32>)>,
+    commitments: BTreeMap<u32, SignedCommitment>,
     sum: Vec<u32>,
     consistency: BTreeMap<u32, Signed>,
     unmask: BTreeMap<u32, Unmask>,
@@ -159,8 +162,7 @@ impl Server {
                 // Added at once and not kept: no individual vector is stored.
                 add_packed(&mut self.sum, &m.packed, self.cfg.bits)?;
                 self.masked.insert(from);
-                let masked_with = mc.masked_with.clone();
-                self.commitments.insert(from, (c, masked_with));
+                self.commitments.insert(from, (*m.commitment).clone());
             }
             ClientBody::ConsistencyCheck(c) => {
                 if self.consistency.contains_key(&from) {
@@ -235,6 +237,7 @@ impl Server {
                             .neighbours(i as usize)
                             .into_iter()
                             .filter_map(|j| self.advertised.get(&(j as u32)).cloned())
+                            .filter_map(SignedKeys::from_signed)
                             .collect();
                         (i, ServerBody::NeighbourKeys(keys))
                     })
@@ -276,19 +279,25 @@ impl Server {
                 self.consistency
                     .keys()
                     .map(|&i| {
-                        let sigs = self
+                        let signatures = self
                             .consistency
                             .iter()
                             .filter(|(j, _)| self.cfg.are_neighbours(i, **j))
-                            .map(|(_, m)| m.clone())
-                            .chain(
-                                self.commitments
-                                    .iter()
-                                    .filter(|(j, _)| self.cfg.are_neighbours(i, **j))
-                                    .map(|(_, (m, _))| m.clone()),
-                            )
+                            .filter_map(|(_, m)| Confirmation::from_signed(m.clone()))
                             .collect();
-                        (i, ServerBody::SurvivorSignatures(sigs))
+                        let commitments = self
+                            .commitments
+                            .iter()
+                            .filter(|(j, _)| self.cfg.are_neighbours(i, **j))
+                            .map(|(_, c)| c.clone())
+                            .collect();
+                        (
+                            i,
+                            ServerBody::SurvivorSignatures(Confirmations {
+                                signatures,
+                                commitments,
+                            }),
+                        )
                     })
                     .collect()
             }
@@ -349,7 +358,10 @@ impl Server {
             let secret = zeroize::Zeroizing::new(collect(d, |u| &u.mask_key_shares)?);
             for &j in &self.survivors {
                 // j masked with d iff its commitment says so.
-                let masked_with = self.commitments.get(&j).map(|(_, w)| w.as_slice());
+                let masked_with = self
+                    .commitments
+                    .get(&j)
+                    .map(|c| c.commitment.masked_with.as_slice());
                 if masked_with.is_none_or(|w| w.binary_search(&d).is_err()) {
                     continue;
                 }

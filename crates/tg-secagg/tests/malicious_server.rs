@@ -127,7 +127,7 @@ fn run(seed: u64, n: usize, corrupt: f64, dropout: f64) -> Attack {
         }
         let mut k = a.neighbour_keys(i);
         tamper(&mut k, &adverts, keys_honesty, &mut rng);
-        a.deliver(i, ServerBody::NeighbourKeys(k));
+        a.deliver(i, ServerBody::neighbour_keys(k));
     }
     a.sybils_share();
     a.sybils_collect();
@@ -161,7 +161,7 @@ fn run(seed: u64, n: usize, corrupt: f64, dropout: f64) -> Attack {
     for i in a.live() {
         let mut sigs = a.stage5_for(i, &views[i as usize]);
         tamper(&mut sigs, &every_confirmation, sigs_honesty, &mut rng);
-        a.deliver(i, ServerBody::SurvivorSignatures(sigs));
+        a.deliver(i, ServerBody::survivor_signatures(sigs));
     }
     a
 }

@@ -25,7 +25,7 @@ fn announce_and_reveal(a: &mut Attack, told: impl Fn(u32) -> Vec<u32>) {
     }
     for i in a.live() {
         let sigs = a.stage5_for(i, &told(i));
-        a.deliver(i, ServerBody::SurvivorSignatures(sigs));
+        a.deliver(i, ServerBody::survivor_signatures(sigs));
     }
 }
 
@@ -47,7 +47,7 @@ fn withholding_every_share_is_refused_and_the_mask_stays() {
     let mut a = Attack::new(cfg, &keys, &[], &Floors::default(), 2);
     for i in a.live() {
         let k = a.neighbour_keys(i);
-        a.deliver(i, ServerBody::NeighbourKeys(k));
+        a.deliver(i, ServerBody::neighbour_keys(k));
     }
     for i in a.live() {
         let s = if i == victim {
@@ -73,7 +73,7 @@ fn withholding_all_but_t_minus_one_shares_is_refused() {
     let mut a = Attack::new(cfg, &keys, &[], &Floors::default(), 4);
     for i in a.live() {
         let k = a.neighbour_keys(i);
-        a.deliver(i, ServerBody::NeighbourKeys(k));
+        a.deliver(i, ServerBody::neighbour_keys(k));
     }
     let mut s = a.shares_to(victim, |_| true);
     s.truncate(t - 1);
@@ -91,7 +91,7 @@ fn masking_with_t_then_declaring_them_dropped_is_refused() {
     let mut a = Attack::new(cfg.clone(), &keys, &[], &Floors::default(), 6);
     for i in a.live() {
         let k = a.neighbour_keys(i);
-        a.deliver(i, ServerBody::NeighbourKeys(k));
+        a.deliver(i, ServerBody::neighbour_keys(k));
     }
     let chosen: BTreeSet<u32> = a
         .shares_to(victim, |_| true)
@@ -257,7 +257,7 @@ fn equivocated_configurations_fail_at_the_first_signature() {
     let mut a = Attack::with_configs(cfgs, honest.clone(), &keys, &[], &Floors::default(), 15);
     for i in a.live() {
         let k = a.neighbour_keys(i);
-        a.deliver(i, ServerBody::NeighbourKeys(k));
+        a.deliver(i, ServerBody::neighbour_keys(k));
     }
     assert_eq!(a.refusals.get(&3), Some(&Refusal::BadSignature));
     assert_eq!(a.refusals.get(&4), Some(&Refusal::BadSignature));
@@ -381,7 +381,7 @@ fn reflected_share_ciphertexts_reveal_nothing_when_neighbours_drop() {
     let mut a = Attack::new(cfg, &keys, &[], &Floors::default(), 27);
     for i in a.live() {
         let k = a.neighbour_keys(i);
-        a.deliver(i, ServerBody::NeighbourKeys(k));
+        a.deliver(i, ServerBody::neighbour_keys(k));
     }
     let dropped: BTreeSet<u32> = (0..100).filter(|i| i % 10 < 3).collect();
     for &d in &dropped {
@@ -420,7 +420,7 @@ fn a_replayed_round_is_refused() {
     // Round 1's advertisements (whose secrets the attacker may have
     // learned since) are replayed into round 2.
     let replayed = old.neighbour_keys(0);
-    a.deliver(0, ServerBody::NeighbourKeys(replayed));
+    a.deliver(0, ServerBody::neighbour_keys(replayed));
     assert_eq!(a.refusals.get(&0), Some(&Refusal::BadSignature));
 }
 
@@ -431,7 +431,7 @@ fn withheld_consent_duplicates_and_foreign_messages_are_refused() {
     // A duplicated advertisement.
     let mut k = a.neighbour_keys(0);
     k.push(k[0].clone());
-    a.deliver(0, ServerBody::NeighbourKeys(k));
+    a.deliver(0, ServerBody::neighbour_keys(k));
     assert_eq!(a.refusals.get(&0), Some(&Refusal::Malformed));
     // A non-neighbour's advertisement.
     let far = (0..40)
@@ -439,11 +439,11 @@ fn withheld_consent_duplicates_and_foreign_messages_are_refused() {
         .unwrap();
     let mut k = a.neighbour_keys(1);
     k.push(a.sent(far, Stage::AdvertiseKeys).unwrap().clone());
-    a.deliver(1, ServerBody::NeighbourKeys(k));
+    a.deliver(1, ServerBody::neighbour_keys(k));
     assert_eq!(a.refusals.get(&1), Some(&Refusal::Malformed));
     for i in a.live() {
         let k = a.neighbour_keys(i);
-        a.deliver(i, ServerBody::NeighbourKeys(k));
+        a.deliver(i, ServerBody::neighbour_keys(k));
     }
     for i in a.live() {
         let s = a.shares_to(i, |_| true);
@@ -463,7 +463,7 @@ fn withheld_consent_duplicates_and_foreign_messages_are_refused() {
                 || (m.from != 9 && m.from != 11)
         })
         .collect();
-    a.deliver(10, ServerBody::SurvivorSignatures(sigs));
+    a.deliver(10, ServerBody::survivor_signatures(sigs));
     assert_eq!(a.refusals.get(&10), Some(&Refusal::MissingCommitment));
     // Fewer than t confirmations.
     let t = cfg.graph.threshold;
@@ -472,6 +472,6 @@ fn withheld_consent_duplicates_and_foreign_messages_are_refused() {
         .into_iter()
         .take(t - 1)
         .collect();
-    a.deliver(20, ServerBody::SurvivorSignatures(sigs));
+    a.deliver(20, ServerBody::survivor_signatures(sigs));
     assert_eq!(a.refusals.get(&20), Some(&Refusal::TooFewConfirmations));
 }

@@ -206,7 +206,9 @@ fn an_inconsistent_survivor_set_makes_honest_clients_abort() {
     let sig2 = clients[2].on_survivors(&all).unwrap();
     let sig3 = clients[3].on_survivors(&all).unwrap();
     let err = clients[0]
-        .on_survivor_signatures(&[sig1, sig2, sig3])
+        .on_survivor_signatures(&tg_secagg::messages::Confirmations::from_signed([
+            sig1, sig2, sig3,
+        ]))
         .unwrap_err();
     assert_eq!(err.refusal(), Some(Refusal::Equivocation), "{err}");
 }

@@ -48,6 +48,7 @@ impl OwnerLedger {
         // data directory can never each spend its budget, and the merge
         // below reads the other ledgers under it.
         let lock_path = dir.join("privacy-ledger.lock");
+        refuse_special(&lock_path)?;
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -73,9 +74,8 @@ impl OwnerLedger {
                 dir.display()
             ));
         }
-        let mut ledger = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice::<Self>(&bytes)
-                .map_err(|e| format!("{}: {e}", path.display()))?,
+        let mut ledger = match read_ledger_file(&path) {
+            Ok(bytes) => Self::parse(&path, &bytes)?,
             // A new agent-wide ledger starts from everything the per-dataset
             // ledgers of this directory spent: a change of scope never
             // resets a budget.
@@ -115,9 +115,8 @@ impl OwnerLedger {
             if path == own || !name.starts_with("privacy-ledger-") || !name.ends_with(".json") {
                 continue;
             }
-            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let old: Self =
-                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            let bytes = read_ledger_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let old = Self::parse(&path, &bytes)?;
             if old.rdp.len() != merged.rdp.len() {
                 return Err(format!(
                     "{}: a ledger of another version; move it aside only if its data will never be served again",
@@ -133,15 +132,41 @@ impl OwnerLedger {
         Ok(merged)
     }
 
+    /// A ledger's JSON, refused unless every RDP value is finite and not
+    /// negative (a negative value would hand back spent budget).
+    fn parse(path: &Path, bytes: &[u8]) -> Result<Self, String> {
+        let ledger: Self =
+            serde_json::from_slice(bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Some(bad) = ledger.rdp.iter().find(|r| !r.is_finite() || **r < 0.0) {
+            return Err(format!(
+                "{}: an RDP value of {bad} (spending is never negative or unbounded here): the ledger was altered; restore it from a backup",
+                path.display()
+            ));
+        }
+        Ok(ledger)
+    }
+
     pub(super) fn save(&self) -> Result<(), String> {
         let Some(path) = &self.path else {
             return Ok(());
         };
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, &bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
+        // A fresh file, never a link someone planted at the temporary name.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("{}: {e}", tmp.display()));
+            }
+            _ => {}
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, &bytes)?;
+                f.sync_all()
+            })
             .map_err(|e| format!("{}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
         // The rename itself must survive a power loss.
@@ -164,4 +189,51 @@ impl OwnerLedger {
         let o: Vec<f64> = orders().iter().map(|&a| a as f64).collect();
         tg_privacy::rdp_to_epsilon(&o, &self.rdp, delta).0
     }
+}
+
+/// Most bytes a ledger file may hold (a million trained rounds fit).
+const MAX_LEDGER_BYTES: u64 = 256 << 20;
+
+/// Refuses a path that is a symbolic link or not a regular file (a device
+/// or a pipe would be read forever, a link would spend another file).
+fn refuse_special(path: &Path) -> Result<(), String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_file() => Err(format!(
+            "{}: not a regular file (a link, device or pipe): privacy ledgers must be plain files in the data directory; move it aside",
+            path.display()
+        )),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// A ledger file's bytes: a regular file (not followed through a link) of
+/// at most [`MAX_LEDGER_BYTES`]; `NotFound` passes through.
+fn read_ledger_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::other(
+            "not a regular file (a link, device or pipe): privacy ledgers must be plain files in the data directory; move it aside",
+        ));
+    }
+    let file = std::fs::File::open(path)?;
+    // What was opened, not what the path named a moment before.
+    let opened = file.metadata()?;
+    if !opened.file_type().is_file() || opened.len() > MAX_LEDGER_BYTES {
+        return Err(std::io::Error::other(format!(
+            "not a regular file of at most {MAX_LEDGER_BYTES} bytes; move it aside"
+        )));
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(file, MAX_LEDGER_BYTES + 1),
+        &mut bytes,
+    )?;
+    if bytes.len() as u64 > MAX_LEDGER_BYTES {
+        return Err(std::io::Error::other(format!(
+            "more than a ledger holds ({MAX_LEDGER_BYTES} bytes); move it aside"
+        )));
+    }
+    Ok(bytes)
 }

@@ -442,7 +442,7 @@ impl Attack {
     pub fn honest_share_and_mask(&mut self) {
         for i in self.live() {
             let k = self.neighbour_keys(i);
-            self.deliver(i, ServerBody::NeighbourKeys(k));
+            self.deliver(i, ServerBody::neighbour_keys(k));
         }
         self.sybils_share();
         self.sybils_collect();
