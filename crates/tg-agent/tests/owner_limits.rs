@@ -334,6 +334,18 @@ fn planted_ledger_files_are_refused_not_trusted() {
         let err = OwnerLedger::open(dir.path(), key.clone()).unwrap_err();
         assert!(err.contains("not a regular file"), "{err}");
     }
+    // A pipe is refused at once, not waited on.
+    std::fs::remove_file(dir.path().join(&name)).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        dir.path().join(&name),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+        0,
+    )
+    .unwrap();
+    let err = OwnerLedger::open(dir.path(), key.clone()).unwrap_err();
+    assert!(err.contains("not a regular file"), "{err}");
     // The real ledger back: it opens, with what was spent.
     std::fs::remove_file(dir.path().join(&name)).unwrap();
     std::fs::write(dir.path().join(&name), &real).unwrap();

@@ -249,6 +249,7 @@ impl EventLoop {
         // This loop is the channel's only sender, so a free slot seen here is
         // still free below: a completed transfer is never lost to a full queue.
         if self.events.capacity() == 0 {
+            self.reassembly.receiver_busy();
             return Reply::Busy;
         }
         let frame = match request {
@@ -289,7 +290,10 @@ impl EventLoop {
                 self.stats.bytes_in.fetch_add(len, Ordering::Relaxed);
                 Reply::Accepted
             }
-            Err(mpsc::error::TrySendError::Full(_)) => Reply::Busy,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.reassembly.receiver_busy();
+                Reply::Busy
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 Reply::Rejected("node is shutting down".into())
             }

@@ -12,10 +12,18 @@
 //!   within [`PEER_BUDGET`]; a peer that over-announces blocks only itself.
 //! - In total, only bytes that have arrived count, within [`TOTAL_BUDGET`].
 //!   So what one peer keeps from the others it must really have sent (an
-//!   announced size alone holds nothing). All transfers but the oldest stop
-//!   (answered "busy") at the budget minus one largest frame; the oldest may
-//!   use that headroom, so it always completes and then the next oldest
-//!   does: transfers cannot deadlock half-filled, whatever peers do.
+//!   announced size alone holds nothing). All transfers but one stop
+//!   (answered "busy") at the budget minus one largest frame; that one, the
+//!   *holder*, may use the headroom, so it can always complete. The holder
+//!   is the oldest transfer still receiving chunks: one idle for [`LIVE`]
+//!   while another's chunk is refused for room is dropped, so a peer that
+//!   trickles cannot keep the headroom from the others.
+//! - A transfer opens only with one of its first [`SEND_WINDOW`] chunks
+//!   (senders start there); a later chunk of a transfer the receiver does
+//!   not hold is refused, so a sender whose transfer was dropped learns it
+//!   instead of believing the frame delivered.
+//! - Time the receiver itself spends answering "busy" (its queue full)
+//!   counts as activity: senders back off then through no fault of theirs.
 //! - A peer holds at most [`MAX_TRANSFERS_PER_PEER`] partial frames, and a
 //!   transfer whose chunks stop arriving is dropped after a timeout.
 //!
@@ -33,6 +41,10 @@ pub const MAX_TRANSFERS_PER_PEER: usize = 4;
 
 /// Chunks of one frame a sender keeps in flight.
 pub const SEND_WINDOW: usize = 4;
+
+/// How long the headroom holder may go without a chunk while another
+/// transfer waits for room.
+pub const LIVE: Duration = Duration::from_secs(10);
 
 /// Most bytes one peer's open transfers may announce together.
 pub const PEER_BUDGET: usize = 512 << 20;
@@ -115,6 +127,11 @@ pub struct Reassembly {
     reserved: usize,
     buffered: usize,
     opened: u64,
+    /// The transfer that may use the headroom.
+    holder: Option<(PeerId, u64)>,
+    live: Duration,
+    /// When the receiver last answered "busy" for its own queue.
+    receiver_busy: Option<Instant>,
 }
 
 impl Reassembly {
@@ -139,7 +156,50 @@ impl Reassembly {
             reserved: 0,
             buffered: 0,
             opened: 0,
+            holder: None,
+            live: LIVE,
+            receiver_busy: None,
         }
+    }
+
+    /// As [`Reassembly::with_budgets`] with another [`LIVE`] (tests).
+    pub fn with_live(mut self, live: Duration) -> Self {
+        self.live = live;
+        self
+    }
+
+    /// The receiver answered "busy" for its own reasons (its queue is
+    /// full): senders' silence until now is not held against them.
+    pub fn receiver_busy(&mut self) {
+        self.receiver_busy = Some(Instant::now());
+    }
+
+    /// How long `p` has gone without a chunk the receiver could take.
+    fn idle(&self, p: &Partial) -> Duration {
+        let since = match self.receiver_busy {
+            Some(b) if b > p.touched => b,
+            _ => p.touched,
+        };
+        since.elapsed()
+    }
+
+    /// Whether `len` more bytes for `key` fit, choosing a holder first if
+    /// there is none: the oldest transfer still receiving (or `key`).
+    fn fits(&mut self, key: &(PeerId, u64), len: usize) -> bool {
+        if self.holder.is_none() {
+            self.holder = self
+                .open
+                .iter()
+                .filter(|(k, p)| *k == key || self.idle(p) < self.live)
+                .min_by_key(|(_, p)| p.opened)
+                .map(|(k, _)| *k);
+        }
+        let cap = if self.holder == Some(*key) {
+            self.total_budget
+        } else {
+            self.total_budget - self.largest()
+        };
+        self.buffered + len <= cap
     }
 
     /// The largest frame that can ever complete here.
@@ -153,6 +213,9 @@ impl Reassembly {
     /// Forgets one open transfer and returns its reservation.
     fn close(&mut self, key: &(PeerId, u64)) -> Option<Partial> {
         let p = self.open.remove(key)?;
+        if self.holder == Some(*key) {
+            self.holder = None;
+        }
         self.reserved -= p.reserved;
         self.buffered -= p.parts.values().map(Vec::len).sum::<usize>();
         if let Some(r) = self.reserved_by_peer.get_mut(&key.0) {
@@ -212,6 +275,11 @@ impl Reassembly {
             if total == 0 {
                 return Err(ChunkError::Inconsistent("empty transfer"));
             }
+            if index as usize >= SEND_WINDOW {
+                return Err(ChunkError::Inconsistent(
+                    "a chunk of a transfer this receiver does not hold (it expired or never opened): send the frame again",
+                ));
+            }
             let size = usize::try_from(total).unwrap_or(usize::MAX);
             if size > self.largest() {
                 return Err(ChunkError::TooLarge {
@@ -260,21 +328,26 @@ impl Reassembly {
         if p.parts.contains_key(&index) {
             return Err(ChunkError::Inconsistent("duplicate chunk"));
         }
-        // Held bytes: the oldest transfer may use the last largest frame's
-        // worth of the total, so it can always finish; the others stop short.
-        let (opened, empty) = (p.opened, p.parts.is_empty());
-        let oldest = self.open.values().all(|q| q.opened >= opened);
-        let cap = if oldest {
-            self.total_budget
-        } else {
-            self.total_budget - self.largest()
-        };
-        if self.buffered + data.len() > cap {
-            if empty {
-                // Nothing arrived: the transfer is not kept open for nothing.
-                self.close(&key);
+        // Held bytes: the holder may use the last largest frame's worth of
+        // the total, so it can always finish; the others stop short.
+        let empty = p.parts.is_empty();
+        let len = data.len();
+        if !self.fits(&key, len) {
+            // Someone waits for room: a holder gone quiet is dropped, and
+            // the oldest transfer still sending takes over.
+            if let Some(h) = self.holder
+                && h != key
+                && self.open.get(&h).is_some_and(|q| self.idle(q) >= self.live)
+            {
+                self.close(&h);
             }
-            return Err(ChunkError::OverBudget);
+            if !self.fits(&key, len) {
+                if empty {
+                    // Nothing arrived: the transfer is not kept open for nothing.
+                    self.close(&key);
+                }
+                return Err(ChunkError::OverBudget);
+            }
         }
         let Some(p) = self.open.get_mut(&key) else {
             return Err(ChunkError::Inconsistent("transfer vanished"));
@@ -303,7 +376,16 @@ impl Reassembly {
             self.allowed.remove(p);
         }
         let timeout = self.timeout;
-        self.close_where(|p, t| Some(p) == gone || t.touched.elapsed() >= timeout)
+        let stale: Vec<(PeerId, u64)> = self
+            .open
+            .iter()
+            .filter(|((p, _), t)| Some(p) == gone || self.idle(t) >= timeout)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &stale {
+            self.close(k);
+        }
+        stale.len()
     }
 
     /// Bytes currently buffered.
@@ -392,16 +474,21 @@ mod tests {
 
     #[test]
     fn a_huge_announced_frame_holds_only_what_arrived() {
-        // Even an admitted peer announcing the largest frame and sending its
-        // last 1-byte chunk makes the receiver hold one byte.
+        // An admitted peer announcing the largest frame holds what it sent;
+        // its last byte alone cannot even open a transfer (senders start
+        // with the first chunks), and a sender whose transfer is gone hears
+        // so rather than believing its frame delivered.
         let limit = 256u64 << 20;
         let mut r = Reassembly::new(limit, Duration::from_secs(60));
         let peer = admitted(&mut r);
         let total = limit - (CHUNK_BYTES as u64 - 1);
-        // Reserved, not allocated.
         let last = (total.div_ceil(CHUNK_BYTES as u64) - 1) as u32;
-        assert_eq!(r.accept(peer, 1, total, last, vec![7]), Ok(None));
-        assert_eq!(r.buffered(), 1);
+        assert!(matches!(
+            r.accept(peer, 1, total, last, vec![7]),
+            Err(ChunkError::Inconsistent(_))
+        ));
+        assert_eq!(r.accept(peer, 1, total, 3, vec![7; CHUNK_BYTES]), Ok(None));
+        assert_eq!(r.buffered(), CHUNK_BYTES);
         assert_eq!(r.reserved(), total as usize);
     }
 
@@ -495,5 +582,69 @@ mod tests {
         }
         assert_eq!((r.buffered(), r.reserved()), (0, 0));
         r.accept(peers[5], 1, total, 0, vec![0; chunk]).unwrap();
+    }
+
+    #[test]
+    fn a_holder_that_trickles_loses_the_headroom_to_those_still_sending() {
+        // The review's attack on the first headroom rule: an early Sybil
+        // transfer holds the headroom and sends a chunk now and then, while
+        // honest uploads fill the shared part and wait for room forever.
+        let chunk = CHUNK_BYTES;
+        let live = Duration::from_millis(50);
+        let mut r = small().with_live(live);
+        let sybil = admitted(&mut r);
+        r.accept(sybil, 1, 3 * chunk as u64, 0, vec![0; chunk])
+            .unwrap();
+        let honest: Vec<PeerId> = (0..4).map(|_| admitted(&mut r)).collect();
+        for p in &honest {
+            r.accept(*p, 1, 3 * chunk as u64, 0, vec![0; chunk])
+                .unwrap();
+        }
+        // Full (5 chunks); the Sybil holds the headroom and keeps quiet.
+        assert_eq!(
+            r.accept(honest[0], 1, 3 * chunk as u64, 1, vec![0; chunk]),
+            Err(ChunkError::OverBudget)
+        );
+        std::thread::sleep(live * 2);
+        // Now the quiet holder is dropped for the one still sending, which
+        // finishes, and so does every other honest upload in turn.
+        for p in &honest {
+            r.accept(*p, 1, 3 * chunk as u64, 1, vec![0; chunk])
+                .unwrap();
+            let done = r
+                .accept(*p, 1, 3 * chunk as u64, 2, vec![0; chunk])
+                .unwrap();
+            assert_eq!(done.map(|f| f.len()), Some(3 * chunk));
+        }
+        assert_eq!((r.buffered(), r.reserved()), (0, 0));
+    }
+
+    #[test]
+    fn a_receiver_busy_with_its_own_queue_does_not_count_against_senders() {
+        let chunk = CHUNK_BYTES;
+        let live = Duration::from_millis(50);
+        let mut r = small().with_live(live);
+        let first = admitted(&mut r);
+        r.accept(first, 1, 3 * chunk as u64, 0, vec![0; chunk])
+            .unwrap();
+        let others: Vec<PeerId> = (0..4).map(|_| admitted(&mut r)).collect();
+        for p in &others {
+            r.accept(*p, 1, 3 * chunk as u64, 0, vec![0; chunk])
+                .unwrap();
+        }
+        std::thread::sleep(live * 2);
+        // Everyone was told "busy" by the receiver itself just now: the
+        // holder was not quiet by choice and keeps its place.
+        r.receiver_busy();
+        assert_eq!(
+            r.accept(others[0], 1, 3 * chunk as u64, 1, vec![0; chunk]),
+            Err(ChunkError::OverBudget)
+        );
+        r.accept(first, 1, 3 * chunk as u64, 1, vec![0; chunk])
+            .unwrap();
+        let done = r
+            .accept(first, 1, 3 * chunk as u64, 2, vec![0; chunk])
+            .unwrap();
+        assert_eq!(done.map(|f| f.len()), Some(3 * chunk));
     }
 }

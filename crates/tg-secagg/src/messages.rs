@@ -411,9 +411,9 @@ impl Confirmations {
 }
 
 /// A strictly increasing list of round indices, at most one per
-/// participant, refused while decoded otherwise: strictly increasing
-/// varints take at least ~2 wire bytes each past the first 128, so a list
-/// costs at most ~2× its wire size in memory.
+/// participant, refused while decoded otherwise: only the first 128 can
+/// take one wire byte, and later ones at least two, so a long list costs at
+/// most ~2× its wire size in memory (4 bytes per index, none spare).
 fn increasing_indices<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
     struct V;
     impl<'de> serde::de::Visitor<'de> for V {
@@ -431,7 +431,9 @@ fn increasing_indices<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u32>
             if seq.size_hint().is_some_and(|n| n > max) {
                 return Err(A::Error::custom(format!("more than {max} indices")));
             }
-            let mut out: Vec<u32> = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(256));
+            // Exactly the claimed length (at most 256 KiB): a list holds no
+            // slack from doubling, and a false claim fails this decode.
+            let mut out: Vec<u32> = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(max));
             while let Some(x) = seq.next_element::<u32>()? {
                 if out.len() == max {
                     return Err(A::Error::custom(format!("more than {max} indices")));
@@ -529,7 +531,7 @@ mod tests {
             },
             signature: [7; 64],
         };
-        for len in [0u32, 1, 100, 128, 5_000, 65_536] {
+        for len in [0u32, 1, 100, 128, 129, 257, 5_000, 16_385, 65_536] {
             let body = ServerBody::SurvivorSignatures(Confirmations {
                 signatures: (0..50)
                     .map(|from| Confirmation {
@@ -543,12 +545,13 @@ mod tests {
             let ServerBody::SurvivorSignatures(got) = postcard::from_bytes(&wire).unwrap() else {
                 panic!("decoded another body")
             };
-            let heap = got.signatures.len() * std::mem::size_of::<Confirmation>()
-                + got.commitments.len() * std::mem::size_of::<SignedCommitment>()
+            // What the decoded value holds: allocated capacity, not length.
+            let heap = got.signatures.capacity() * std::mem::size_of::<Confirmation>()
+                + got.commitments.capacity() * std::mem::size_of::<SignedCommitment>()
                 + got
                     .commitments
                     .iter()
-                    .map(|c| 4 * c.commitment.masked_with.len())
+                    .map(|c| 4 * c.commitment.masked_with.capacity())
                     .sum::<usize>();
             assert!(
                 heap <= 3 * wire.len(),

@@ -283,7 +283,10 @@ impl Server {
                             .consistency
                             .iter()
                             .filter(|(j, _)| self.cfg.are_neighbours(i, **j))
-                            .filter_map(|(_, m)| Confirmation::from_signed(m.clone()))
+                            .map(|(_, m)| Confirmation {
+                                from: m.from,
+                                signature: m.signature,
+                            })
                             .collect();
                         let commitments = self
                             .commitments

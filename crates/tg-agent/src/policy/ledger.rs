@@ -48,13 +48,14 @@ impl OwnerLedger {
         // data directory can never each spend its budget, and the merge
         // below reads the other ledgers under it.
         let lock_path = dir.join("privacy-ledger.lock");
-        refuse_special(&lock_path)?;
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+        let lock = open_plain(
+            &lock_path,
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true),
+        )
+        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
         lock.try_lock().map_err(|_| {
             format!(
                 "{}: another agent is using this dataset's privacy ledger (one agent per data directory)",
@@ -194,30 +195,33 @@ impl OwnerLedger {
 /// Most bytes a ledger file may hold (a million trained rounds fit).
 const MAX_LEDGER_BYTES: u64 = 256 << 20;
 
-/// Refuses a path that is a symbolic link or not a regular file (a device
-/// or a pipe would be read forever, a link would spend another file).
-fn refuse_special(path: &Path) -> Result<(), String> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if !m.file_type().is_file() => Err(format!(
-            "{}: not a regular file (a link, device or pipe): privacy ledgers must be plain files in the data directory; move it aside",
-            path.display()
-        )),
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+/// Opens `path` without following a final link and without waiting on a
+/// pipe (`O_NOFOLLOW | O_NONBLOCK`); what was opened is checked after.
+fn open_plain(path: &Path, options: &mut std::fs::OpenOptions) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let file = options
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                std::io::Error::other(NOT_PLAIN)
+            } else {
+                e
+            }
+        })?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::other(NOT_PLAIN));
     }
+    Ok(file)
 }
+
+const NOT_PLAIN: &str = "not a regular file (a link, device or pipe): privacy ledgers must be plain files in the data directory; move it aside";
 
 /// A ledger file's bytes: a regular file (not followed through a link) of
 /// at most [`MAX_LEDGER_BYTES`]; `NotFound` passes through.
 fn read_ledger_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    let meta = std::fs::symlink_metadata(path)?;
-    if !meta.file_type().is_file() {
-        return Err(std::io::Error::other(
-            "not a regular file (a link, device or pipe): privacy ledgers must be plain files in the data directory; move it aside",
-        ));
-    }
-    let file = std::fs::File::open(path)?;
+    let file = open_plain(path, std::fs::OpenOptions::new().read(true))?;
     // What was opened, not what the path named a moment before.
     let opened = file.metadata()?;
     if !opened.file_type().is_file() || opened.len() > MAX_LEDGER_BYTES {
