@@ -179,7 +179,14 @@ impl Client {
             })
             .collect();
         drop(frame);
-        let mut results = futures::stream::iter(pieces.into_iter().map(|w| self.request(peer, w)))
+        // The first chunk alone opens the transfer at the receiver; the rest
+        // follow in a window. A later chunk of a transfer the receiver no
+        // longer holds is refused, so a dropped transfer is an error here.
+        let mut pieces = pieces.into_iter();
+        if let Some(first) = pieces.next() {
+            self.request(peer, first).await?;
+        }
+        let mut results = futures::stream::iter(pieces.map(|w| self.request(peer, w)))
             .buffer_unordered(SEND_WINDOW);
         while let Some(r) = results.next().await {
             r?;

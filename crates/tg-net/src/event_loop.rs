@@ -252,6 +252,7 @@ impl EventLoop {
             self.reassembly.receiver_busy();
             return Reply::Busy;
         }
+        self.reassembly.receiver_ready();
         let frame = match request {
             Wire::Frame(frame) => frame,
             Wire::Chunk {

@@ -1,0 +1,143 @@
+//! The coordinator's audit records: job creation with its encryption and
+//! privacy parameters, every admission decision, every round, the end.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::{Value, json};
+use crate::admission::AuditSink;
+use tg_trust::audit::AuditEvent;
+use tg_trust::audit::{AuditLog, now_secs};
+use tg_trust::audit::event::{AgentAudit, Encryption, JobCreated, PrivacyParameters, RoundAudit};
+use tg_types::JobId;
+use tg_types::record::RoundRecord;
+use tg_types::spec::JobSpec;
+
+
+/// The node's audit log behind the coordinator's [`AuditSink`].
+pub struct NodeAudit {
+    log: Mutex<AuditLog>,
+    metrics: Option<std::sync::Arc<tg_metrics::Metrics>>,
+    /// Set when a record could not be written; the run reports it.
+    pub failed: AtomicBool,
+}
+
+impl NodeAudit {
+    /// Records to `log`, counting write failures in `metrics`.
+    pub fn new(log: AuditLog, metrics: Option<std::sync::Arc<tg_metrics::Metrics>>) -> Self {
+        Self {
+            log: Mutex::new(log),
+            metrics,
+            failed: AtomicBool::new(false),
+        }
+    }
+}
+
+impl AuditSink for NodeAudit {
+    fn record(&self, kind: &str, job: JobId, body: Value) {
+        if let Err(e) = self.record_action(kind, Some(job), body) {
+            // Never silently: the operator sees it now and the run's summary says so.
+            tracing::error!("cannot write the audit log: {e}");
+            self.failed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn record_action(&self, kind: &str, job: Option<JobId>, body: Value) -> Result<(), String> {
+        let job = job.map(|j| j.to_string());
+        let result = match self.log.lock() {
+            Ok(log) => log
+                .append(kind, job.as_deref(), body, now_secs())
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Err(_) => Err("audit log lock poisoned".into()),
+        };
+        if let (Err(_), Some(m)) = (&result, &self.metrics) {
+            m.audit_write_failed();
+        }
+        result
+    }
+}
+
+/// The parameters an auditor asks about, recorded when the job starts.
+pub fn job_created(
+    spec: &JobSpec,
+    policy: Option<&tg_attest::Policy>,
+    allow_simulated: bool,
+    prg: &str,
+    simulation: Option<String>,
+) -> JobCreated {
+    let secure = spec.secure_aggregation;
+    JobCreated {
+        rounds: spec.rounds,
+        clients: spec.clients,
+        quorum: spec.min_clients,
+        strategy: spec.strategy,
+        model: spec.model,
+        dataset: spec.dataset.clone(),
+        encryption: Encryption {
+            transport: "libp2p: Noise XX (X25519, ChaCha20-Poly1305, SHA-256) with Yamux over TCP; QUIC v1 (TLS 1.3)".into(),
+            frame_signatures: "Ed25519 over a domain tag, (job, round, stage, nonce, sender) and the SHA-512 digest of the canonical payload; nonces strictly increase".into(),
+            secure_aggregation: match secure {
+                Some(_) => "SecAgg+: pairwise masks over Z_2^B, X25519 key agreement with HKDF-SHA-256, Shamir recovery of dropouts, shares sealed with ChaCha20-Poly1305".into(),
+                None => "off: the coordinator sees each update".into(),
+            },
+            secagg_bits: secure.map(|s| s.bits),
+            secagg_mask_prg: secure.map(|_| prg.to_owned()),
+            secagg_clip_l2: secure.map(|s| s.clip),
+            secagg_assumed_corrupt_fraction: secure.map(|s| s.corrupt),
+            secagg_assumed_dropout_fraction: secure.map(|s| s.dropout),
+            secagg_sparsity: secure.and_then(|s| s.keep_fraction),
+            keys_at_rest: "Argon2id (64 MiB, 3 passes) + XChaCha20-Poly1305; key files mode 0600".into(),
+            audit_log: "SHA-256 hash chain, Ed25519 signatures, signed head".into(),
+            models: "safetensors; SHA-256 of every committed model recorded per round".into(),
+        },
+        privacy: spec.privacy.map(|p| PrivacyParameters {
+            target_epsilon: p.target_epsilon.get(),
+            delta: p.delta.get(),
+            accountant: json!(p.accountant),
+            mode: json!(p.mode),
+        }),
+        attestation: match policy {
+            None => json!("not required"),
+            Some(p) => json!({"required": true, "policy": p, "allow_simulated": allow_simulated}),
+        },
+        simulation,
+    }
+}
+
+/// One round, with each participant's attestation outcome.
+pub fn round(r: &RoundRecord, quorum: u32, attested: &BTreeMap<String, Value>) -> RoundAudit {
+    RoundAudit {
+        round: r.round,
+        status: r.status,
+        selected: r.selected,
+        participants: r.participants,
+        quorum,
+        epsilon: r.epsilon,
+        model_sha256: r.model_sha256.clone(),
+        accuracy: r.accuracy,
+        reason: r.reason.clone(),
+        agents: r
+            .participants_detail
+            .iter()
+            .map(|p| {
+                let a = attested.get(p.agent.as_str());
+                AgentAudit {
+                    agent: p.agent.to_string(),
+                    outcome: p.outcome,
+                    attestation: a.and_then(|a| a.get("label")).cloned(),
+                    measurement: a.and_then(|a| a.get("measurement")).cloned(),
+                }
+            })
+            .collect(),
+    }
+}
+
+impl NodeAudit {
+    /// Records a typed job event.
+    pub fn event(&self, job: JobId, event: &AuditEvent) {
+        self.record(event.kind(), job, event.body());
+    }
+}
+

@@ -1,0 +1,199 @@
+//! Reassembly against the peers it bounds: strangers, over-announcers,
+//! Sybils that stop sending, and a receiver that is itself busy.
+
+use super::*;
+
+fn admitted(r: &mut Reassembly) -> PeerId {
+    let peer = PeerId::random();
+    r.allow(peer, true);
+    peer
+}
+
+#[test]
+fn reassembles_out_of_order() {
+    let mut r = Reassembly::new(1 << 30, Duration::from_secs(60));
+    let peer = admitted(&mut r);
+    let frame: Vec<u8> = (0..(CHUNK_BYTES * 2 + 10)).map(|i| i as u8).collect();
+    let parts: Vec<_> = chunks(&frame).collect();
+    assert_eq!(parts.len(), 3);
+    let total = frame.len() as u64;
+    assert_eq!(r.accept(peer, 1, total, 0, parts[0].1.to_vec()), Ok(None));
+    assert_eq!(r.accept(peer, 1, total, 2, parts[2].1.to_vec()), Ok(None));
+    let done = r.accept(peer, 1, total, 1, parts[1].1.to_vec()).unwrap();
+    assert_eq!(done.as_deref(), Some(&frame[..]));
+    assert_eq!((r.buffered(), r.reserved()), (0, 0));
+}
+
+#[test]
+fn enforces_limits() {
+    let mut r = Reassembly::new(10 << 20, Duration::from_secs(60));
+    let peer = admitted(&mut r);
+    assert!(matches!(
+        r.accept(peer, 1, 11 << 20, 0, vec![0; CHUNK_BYTES]),
+        Err(ChunkError::TooLarge { .. })
+    ));
+    for t in 0..MAX_TRANSFERS_PER_PEER as u64 {
+        r.accept(peer, t, 3 << 20, 0, vec![0; CHUNK_BYTES]).unwrap();
+    }
+    assert_eq!(
+        r.accept(peer, 99, 3 << 20, 0, vec![0; CHUNK_BYTES]),
+        Err(ChunkError::TooManyTransfers)
+    );
+    assert!(matches!(
+        r.accept(peer, 0, 3 << 20, 7, vec![0; 3]),
+        Err(ChunkError::Inconsistent(_))
+    ));
+    assert_eq!(r.expire(Some(&peer)), MAX_TRANSFERS_PER_PEER - 1);
+}
+
+#[test]
+fn an_unadmitted_peer_cannot_open_a_transfer() {
+    // The review's attack: before admission, announce a 4 GiB frame and
+    // send its last byte.
+    let mut r = Reassembly::new(u64::MAX, Duration::from_secs(60));
+    let stranger = PeerId::random();
+    // (Even with no frame limit at all.)
+    let total = 4u64 << 30;
+    let last = (total.div_ceil(CHUNK_BYTES as u64) - 1) as u32;
+    let tail = (total - u64::from(last) * CHUNK_BYTES as u64) as usize;
+    assert_eq!(
+        r.accept(stranger, 1, total, last, vec![0; tail]),
+        Err(ChunkError::NotAdmitted)
+    );
+    assert_eq!(r.buffered(), 0);
+    // Revoked admission stops a peer again and frees what it held.
+    let peer = admitted(&mut r);
+    r.accept(peer, 1, 3 << 20, 0, vec![1; CHUNK_BYTES]).unwrap();
+    r.allow(peer, false);
+    assert_eq!((r.buffered(), r.reserved()), (0, 0));
+    assert_eq!(
+        r.accept(peer, 1, 3 << 20, 1, vec![1; CHUNK_BYTES]),
+        Err(ChunkError::NotAdmitted)
+    );
+}
+
+#[test]
+fn a_transfer_opens_only_with_its_first_chunk() {
+    // The largest frame's 1-byte last chunk from an admitted peer holds
+    // nothing, and a sender whose transfer is gone hears so rather than
+    // believing its frame delivered.
+    let limit = 256u64 << 20;
+    let mut r = Reassembly::new(limit, Duration::from_secs(60));
+    let peer = admitted(&mut r);
+    let total = limit - (CHUNK_BYTES as u64 - 1);
+    let last = (total.div_ceil(CHUNK_BYTES as u64) - 1) as u32;
+    for index in [last, 1] {
+        let len = if index == last { 1 } else { CHUNK_BYTES };
+        assert!(matches!(
+            r.accept(peer, 1, total, index, vec![7; len]),
+            Err(ChunkError::Inconsistent(_))
+        ));
+    }
+    assert_eq!((r.buffered(), r.reserved()), (0, 0));
+    assert_eq!(r.accept(peer, 1, total, 0, vec![7; CHUNK_BYTES]), Ok(None));
+    assert_eq!(r.buffered(), CHUNK_BYTES);
+    assert_eq!(r.reserved(), total as usize);
+}
+
+#[test]
+fn reservations_are_bounded_per_peer_and_in_total_and_admitted_transfers_complete() {
+    let chunk = CHUNK_BYTES;
+    let mut r = Reassembly::with_budgets(64 << 20, 4 * chunk, 6 * chunk, Duration::from_secs(60));
+    let a = admitted(&mut r);
+    let b = admitted(&mut r);
+    let c = admitted(&mut r);
+    // A frame larger than a peer may ever reserve can never complete.
+    assert!(matches!(
+        r.accept(a, 9, 5 * chunk as u64, 0, vec![0; chunk]),
+        Err(ChunkError::TooLarge { .. })
+    ));
+    // a reserves 3 chunks' worth, then cannot open 2 more (per peer).
+    r.accept(a, 1, 3 * chunk as u64, 0, vec![0; chunk]).unwrap();
+    assert_eq!(
+        r.accept(a, 2, 2 * chunk as u64, 0, vec![0; chunk]),
+        Err(ChunkError::OverBudget)
+    );
+    // b takes the rest of the total; c must wait.
+    r.accept(b, 1, 3 * chunk as u64, 0, vec![0; chunk]).unwrap();
+    assert_eq!(
+        r.accept(c, 1, chunk as u64 + 1, 0, vec![0; chunk]),
+        Err(ChunkError::OverBudget)
+    );
+    assert_eq!(r.reserved(), 6 * chunk);
+    // Admitted transfers complete, and their reservation is returned.
+    r.accept(a, 1, 3 * chunk as u64, 1, vec![0; chunk]).unwrap();
+    let done = r.accept(a, 1, 3 * chunk as u64, 2, vec![0; chunk]).unwrap();
+    assert_eq!(done.map(|f| f.len()), Some(3 * chunk));
+    assert_eq!(r.reserved(), 3 * chunk);
+    r.accept(c, 1, chunk as u64 + 1, 0, vec![0; chunk]).unwrap();
+    // A peer that leaves returns what it held.
+    r.expire(Some(&b));
+    assert_eq!((r.reserved(), r.buffered()), (chunk + 1, chunk));
+}
+
+#[test]
+fn a_reservation_is_kept_only_by_sending() {
+    // The review's attack on whole-size reservations: admitted Sybils open
+    // the largest frames, then stop sending, so honest uploads find the
+    // total reserved. Here a chunk is due every 50 ms after no grace.
+    let chunk = CHUNK_BYTES;
+    let rate = (chunk * 20) as u64;
+    let frame: Vec<u8> = (0..3 * chunk).map(|i| i as u8).collect();
+    let parts: Vec<_> = chunks(&frame).collect();
+    let mut r = Reassembly::with_budgets(64 << 20, 3 * chunk, 6 * chunk, Duration::from_secs(60))
+        .with_rate(rate, Duration::ZERO);
+    let sybils: Vec<PeerId> = (0..2).map(|_| admitted(&mut r)).collect();
+    for s in &sybils {
+        r.accept(*s, 1, 3 * chunk as u64, 0, vec![0; chunk])
+            .unwrap();
+    }
+    let honest = admitted(&mut r);
+    assert_eq!(
+        r.accept(honest, 7, frame.len() as u64, 0, parts[0].1.to_vec()),
+        Err(ChunkError::OverBudget)
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    // Behind the rate, the Sybils' reservations go when room is needed; an
+    // honest sender that keeps up completes.
+    let mut done = None;
+    for (i, part) in &parts {
+        done = r
+            .accept(honest, 7, frame.len() as u64, *i, part.to_vec())
+            .unwrap();
+    }
+    assert_eq!(done.as_deref(), Some(&frame[..]));
+    assert_eq!((r.buffered(), r.reserved()), (0, 0));
+    // A dropped Sybil's next chunk is refused: it is told, not fooled.
+    assert!(matches!(
+        r.accept(sybils[0], 1, 3 * chunk as u64, 1, vec![0; chunk]),
+        Err(ChunkError::Inconsistent(_))
+    ));
+}
+
+#[test]
+fn the_receiver_s_own_busy_time_is_not_held_against_senders() {
+    let chunk = CHUNK_BYTES;
+    let rate = (chunk * 20) as u64;
+    let mut r = Reassembly::with_budgets(64 << 20, 3 * chunk, 6 * chunk, Duration::from_secs(60))
+        .with_rate(rate, Duration::ZERO);
+    let peer = admitted(&mut r);
+    r.accept(peer, 1, 3 * chunk as u64, 0, vec![0; chunk])
+        .unwrap();
+    // The receiver's queue is full: the sender cannot send.
+    r.receiver_busy();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(r.expire(None), 0);
+    r.receiver_ready();
+    assert_eq!(r.expire(None), 0);
+    r.accept(peer, 1, 3 * chunk as u64, 1, vec![0; chunk])
+        .unwrap();
+    let done = r
+        .accept(peer, 1, 3 * chunk as u64, 2, vec![0; chunk])
+        .unwrap();
+    assert_eq!(done.map(|f| f.len()), Some(3 * chunk));
+    // Once the receiver has room again, silence counts.
+    r.accept(peer, 2, 3 * chunk as u64, 0, vec![0; chunk])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(r.expire(None), 1);
+}
