@@ -156,3 +156,30 @@ pub fn from_file(path: &std::path::Path) -> Result<tg_job::JobFile, CliError> {
     })?;
     tg_job::parse_file(&path.display().to_string(), &bytes).map_err(error)
 }
+
+#[cfg(test)]
+mod tests {
+    use tg_job::{JobError, Problem};
+
+    #[test]
+    fn every_job_error_family_has_the_code_tg_job_names() {
+        let p = || Problem {
+            key: None,
+            what: "w".into(),
+            why: "y".into(),
+            fix: "f".into(),
+        };
+        for e in [
+            JobError::Invalid(p()),
+            JobError::Quorum(p()),
+            JobError::PrivacyParam(p()),
+            JobError::PrivacyUnreachable(p()),
+            JobError::Syntax(p()),
+            JobError::UnknownKey(p()),
+        ] {
+            let cli = super::error(e.clone());
+            assert_eq!(cli.code.as_str(), e.code());
+            assert_eq!(cli.to_string(), e.coded());
+        }
+    }
+}

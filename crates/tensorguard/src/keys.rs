@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::json;
 use tg_trust::audit::{AuditLog, kind};
@@ -25,12 +25,7 @@ pub const PIN_ENV: &str = "TENSORGUARD_PKCS11_PIN";
 /// Environment variable naming a file holding the PIN.
 pub const PIN_FILE_ENV: &str = "TENSORGUARD_PKCS11_PIN_FILE";
 
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use tg_trust::audit::now_secs;
 
 pub fn rfc3339(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()

@@ -21,6 +21,7 @@ pub mod plan;
 mod round;
 pub mod runner;
 mod secure_round;
+pub mod service;
 mod transport;
 
 pub use outcome::RunOutcome;

@@ -92,6 +92,24 @@ impl JobError {
         }
     }
 
+    /// The CLI's code for this family (docs/ERRORS.md), the same through
+    /// the CLI, a job file and the API.
+    pub fn code(&self) -> &'static str {
+        match self {
+            JobError::Invalid(_) => "E020",
+            JobError::Quorum(_) => "E021",
+            JobError::PrivacyParam(_) => "E060",
+            JobError::PrivacyUnreachable(_) => "E061",
+            JobError::Syntax(_) => "E001",
+            JobError::UnknownKey(_) => "E003",
+        }
+    }
+
+    /// The error as the CLI prints it: `error[E0xx]: what — why — fix`.
+    pub fn coded(&self) -> String {
+        format!("error[{}]: {}", self.code(), self.problem())
+    }
+
     /// The key the problem concerns, when there is one.
     pub fn key(&self) -> Option<&str> {
         self.problem().key.as_deref()

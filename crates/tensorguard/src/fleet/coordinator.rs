@@ -1,24 +1,20 @@
-//! `tensorguard coordinator start --job JOB.toml`.
+//! `tensorguard coordinator start --job JOB.toml`: flags, the API and
+//! metrics server, the job queue's loop, and what is printed. The job's
+//! lifecycle is `tg_coordinator::service::job`.
 
 use std::path::Path;
 
-use tg_coordinator::admission::AttestationGate;
-use tg_coordinator::net::{Admission, NetTransport};
-use tg_coordinator::runner::{JobRun, JobSummary};
-use tg_model::net::ModelShape;
-use tg_model::{init_parameters, load_dataset};
-use tg_proto::Offer;
+use tg_coordinator::service::ServiceError;
+use tg_coordinator::service::audit::NodeAudit;
+use tg_coordinator::service::job::{self, Node, Report};
+use tg_coordinator::service::jobfile::{self, JobFile};
+use tg_coordinator::service::queue::{self as service, CoordinatorOps, Intake, Queued};
 use tg_store::Store;
-use tg_trust::audit::AuditEvent;
-use tg_types::record::RoundStatus;
+use tg_types::record::{RoundRecord, RoundStatus};
 
-use super::audit_sink::{self, NodeAudit};
-use super::jobfile::{self, JobFile};
-use super::service::{self, CoordinatorOps, Queued};
 use crate::cli::CoordinatorStartArgs;
 use crate::errors::{CliError, Code, from_model, from_store};
 use crate::output::Output;
-
 /// Runs (or resumes) the job of a job file until it finishes; with
 /// `--serve`, then keeps running jobs submitted through the REST API.
 pub fn start(args: &CoordinatorStartArgs, data_dir: &Path, out: &Output) -> Result<(), CliError> {
@@ -30,7 +26,7 @@ pub fn start(args: &CoordinatorStartArgs, data_dir: &Path, out: &Output) -> Resu
         ));
     }
     let first = match &args.job {
-        Some(path) => Some(jobfile::load(path)?),
+        Some(path) => Some(jobfile::load(path).map_err(crate::job::error)?),
         None if args.serve => None,
         None => {
             return Err(crate::errors::invalid(
@@ -48,13 +44,6 @@ pub fn start(args: &CoordinatorStartArgs, data_dir: &Path, out: &Output) -> Resu
     rt.block_on(serve(first, args, key, data_dir, out))
 }
 
-/// What every job of this process shares.
-struct Shared {
-    metrics: std::sync::Arc<tg_metrics::Metrics>,
-    audit: std::sync::Arc<NodeAudit>,
-    fleet: tg_coordinator::fleet_view::FleetView,
-}
-
 async fn serve(
     first: Option<JobFile>,
     args: &CoordinatorStartArgs,
@@ -66,19 +55,29 @@ async fn serve(
     let metrics = tg_metrics::Metrics::new("coordinator");
     let disk_dir = data_dir.to_owned();
     metrics.attach_disk(move || super::disk_space(&disk_dir));
-    let shared = Shared {
+    let shared = Node {
         audit: open_audit(data_dir, &key, metrics.clone())?,
+        key,
+        data_dir: data_dir.to_owned(),
         metrics,
         fleet: Default::default(),
     };
     let (queue, mut jobs) = tokio::sync::mpsc::channel(service::QUEUE_CAPACITY);
+    let keys_dir = data_dir.to_owned();
     let ops = std::sync::Arc::new(CoordinatorOps::new(
         queue,
         open()?,
         data_dir,
+        Box::new(move || {
+            crate::keys::keyring(&keys_dir)
+                .map(|ring| ring.records().len())
+                .map_err(|e| e.to_string())
+        }),
         shared.audit.clone(),
-        args.serve,
-        args.allow_simulated,
+        Intake {
+            accepts_jobs: args.serve,
+            allow_simulated: args.allow_simulated,
+        },
     ));
     if let Some(addr) = args.api {
         let mut state = tg_coordinator::api::ApiState::new(open()?);
@@ -93,7 +92,7 @@ async fn serve(
     if let Some(job) = first {
         let id = job.id;
         let stop = ops.track(id);
-        let result = run(job, args, &key, data_dir, out, &shared, stop).await;
+        let result = run(job, args, out, &shared, stop).await;
         ops.finished(id);
         if !args.serve {
             return result;
@@ -119,7 +118,7 @@ async fn serve(
             continue;
         }
         out.note(&format!("job {id} starting (submitted through the API)"));
-        if let Err(e) = run(job, args, &key, data_dir, out, &shared, stop).await {
+        if let Err(e) = run(job, args, out, &shared, stop).await {
             out.note(&e.to_string());
         }
         ops.finished(id);
@@ -127,263 +126,67 @@ async fn serve(
     Ok(())
 }
 
+/// What the job's lifecycle reports, printed for a person or as JSON lines.
+struct Printed<'a>(&'a Output);
+
+impl Report for Printed<'_> {
+    fn note(&self, line: &str) {
+        self.0.note(line);
+    }
+
+    fn alert(&self, line: &str) {
+        self.0.note(&self.0.red(line));
+    }
+
+    fn round(&self, r: &RoundRecord) {
+        if self.0.json {
+            eprintln!(
+                "{}",
+                serde_json::json!({"event": "round", "round": r.round, "status": r.status.as_str(), "participants": r.participants, "accuracy": r.accuracy, "model_sha256": r.model_sha256})
+            );
+        } else if r.status == RoundStatus::Committed {
+            eprintln!(
+                "round {} committed · {} of {} agents · accuracy {:.4}",
+                r.round,
+                r.participants,
+                r.selected,
+                r.accuracy.unwrap_or(f64::NAN)
+            );
+        } else {
+            eprintln!(
+                "round {} failed · {}",
+                r.round,
+                r.reason.as_deref().unwrap_or("")
+            );
+        }
+    }
+}
+
 async fn run(
     job: JobFile,
     args: &CoordinatorStartArgs,
-    key: &tg_trust::IdentityKey,
-    data_dir: &Path,
     out: &Output,
-    shared: &Shared,
+    node: &Node,
     stop: tg_coordinator::StopSignal,
 ) -> Result<(), CliError> {
-    let mut store = Store::open(data_dir).map_err(|e| from_store(e, data_dir))?;
-    let finished = store
-        .find_job(&job.id.to_string())
-        .ok()
-        .filter(|row| row.status != tg_types::record::JobStatus::Interrupted);
-    if let Some(row) = finished {
-        return Err(CliError::new(
-            Code::JobFinished,
-            format!("job {} is already {}", job.id, row.status.as_str()),
-            "a finished job is never run twice (its model and privacy ledger are final)",
-            "to train again, set a new `id` in the job file (or change it), or use another --data-dir",
-        ));
-    }
-    let admissions = Store::open(data_dir).map_err(|e| from_store(e, data_dir))?;
-    // A simulated (seeded) noise source is for testing: refused unless the
-    // operator says so, and labelled in every output and the audit log.
-    let simulation = job.job.simulated_noise_seed().map(tg_job::simulation_label);
-    if let Some(label) = &simulation {
-        if !args.allow_simulated {
-            return Err(CliError::new(
-                Code::InvalidValue,
-                format!("job {} sets privacy.simulated_noise_seed", job.id),
-                "its DP noise would come from a public seed, which anyone can remove: the job would not be private",
-                "remove simulated_noise_seed for a real job; to test reproducibility, start the coordinator with --allow-simulated",
-            ));
-        }
-        out.note(&out.red(label));
-    }
-
-    // The coordinator's own data: the held-out split that gates every round.
-    let what = job.job.spec();
-    let split = load_dataset(&what.dataset).map_err(from_model)?;
-    let shape =
-        ModelShape::for_dataset(what.model, what.hidden, &split.train).map_err(from_model)?;
-    let initial = init_parameters(&shape, job.job.spec().seed).map_err(from_model)?;
-    // The job's numbers (noise, encoding, weights) from the plan, as in the demo.
-    let plan = job
-        .job
-        .plan(&tg_job::Facts {
-            num_parameters: initial.num_values(),
-            train_examples: split.train.len(),
-            client_sizes: None,
-        })
-        .map_err(crate::job::error)?;
-    let spec = plan.spec.clone();
-    let evaluator =
-        Box::new(tg_coordinator::plan::HeldOut::new(shape, &split.test).map_err(from_model)?);
-
-    let mut listen = job.listen.clone();
-    if !args.listen.is_empty() {
-        listen.clone_from(&args.listen);
-    }
-    let mut net = tg_net::Config::new(tg_net::Role::Coordinator, listen);
-    net.mdns = job.mdns && !args.no_mdns;
-    net.relays.clone_from(&job.relays);
-    net.request_timeout = job.deadlines.stage.max(std::time::Duration::from_secs(10));
-    let (client, mut events) = super::start_node(key, net)?;
-    let me = client.local_peer_id();
-
-    // Report where agents can reach us before serving anyone.
-    let mut addrs = Vec::new();
-    let expected = if args.listen.is_empty() {
-        job.listen.len()
-    } else {
-        args.listen.len()
+    let options = job::Options {
+        listen: args.listen.clone(),
+        no_mdns: args.no_mdns,
+        allow_simulated: args.allow_simulated,
     };
-    while addrs.len() < expected.max(1) {
-        match tokio::time::timeout(std::time::Duration::from_secs(5), events.recv()).await {
-            Ok(Some(tg_net::Event::Listening(a))) => addrs.push(format!("{a}/p2p/{me}")),
-            Ok(Some(_)) => {}
-            _ => break,
-        }
-    }
-    let _ = std::fs::write(data_dir.join("coordinator.addrs"), addrs.join("\n") + "\n");
-    for a in &addrs {
-        out.note(&format!("listening on {a}"));
-    }
-    out.note(&format!("job {} · peer id {me}", job.id));
-
-    let metrics = shared.metrics.clone();
-    metrics.job(Some((
-        spec.clients as usize,
-        spec.privacy.map(|p| p.target_epsilon.get()),
-    )));
-    // Whatever happens below, the gauges say no job runs once we return.
-    struct Ended(std::sync::Arc<tg_metrics::Metrics>);
-    impl Drop for Ended {
-        fn drop(&mut self) {
-            self.0.job(None);
-        }
-    }
-    let _ended = Ended(metrics.clone());
-    let offer = Offer {
-        job: job.id,
-        model: spec.model,
-        hidden: spec.hidden as u32,
-        train: spec.train,
-        privacy: spec.privacy,
-        rounds: spec.rounds,
-        enrollment_required: job.enrollment && job.allowed.is_empty(),
-        attestation_nonce: None,
-        schema: Some(tg_proto::DataSchema {
-            features: split.train.num_features() as u32,
-            classes: split.train.num_classes() as u32,
-            dtype: tg_proto::Dtype::F32,
-        }),
-    };
-    let audit = shared.audit.clone();
-    let prg = tg_secagg::crypto::Prg::for_this_cpu();
-    let created = audit_sink::job_created(
-        &spec,
-        job.attestation.as_ref(),
-        args.allow_simulated,
-        &format!("{prg:?}"),
-        simulation.clone(),
-    );
-    audit.event(job.id, &AuditEvent::JobCreated(Box::new(created)));
-    let admission = Admission {
-        allowed: job.allowed.clone(),
-        tokens: job.enrollment,
-        fleet_root: job.fleet_root,
-    };
-    let mut transport = NetTransport::new(
-        client,
-        events,
-        key.signing_key().clone(),
-        offer,
-        admission,
-        admissions,
-        metrics.clone(),
-    )
-    .with_audit(audit.clone())
-    .with_fleet_view(shared.fleet.clone());
-    if let Some(policy) = &job.attestation {
-        out.note(&format!(
-            "attestation required: {}",
-            serde_json::to_string(policy).unwrap_or_default()
-        ));
-        transport = transport.with_attestation(AttestationGate {
-            policy: policy.clone(),
-            anchors: tg_attest::TrustAnchors::default(),
-            allow_simulated: args.allow_simulated,
-        });
-    }
-    let attested = transport.attestations();
-    let planned = spec.clients as usize;
-    out.note(&format!(
-        "waiting for {planned} agents (up to {:?})",
-        job.deadlines.join
-    ));
-    let stop_poll = stop.clone();
-    let joined = tokio::select! {
-        n = transport.wait_for_agents(planned, job.deadlines.join) => n,
-        () = async move {
-            while !stop_poll.is_stopped() {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-        } => {
-            let stopped = JobSummary::before_first_round(
-                job.id.to_string(),
-                "fleet".into(),
-                tg_types::record::JobStatus::Stopped,
-                "stopped by an operator before round 1, while waiting for agents".into(),
-                spec.rounds,
-                simulation.clone(),
-            );
-            audit.event(job.id, &AuditEvent::JobFinished(Box::new(stopped)));
-            out.note(&format!("job {} stopped by an operator while waiting for agents; no round ran", job.id));
-            return Ok(());
-        }
-    };
-    if joined < spec.min_clients as usize {
-        return Err(CliError::new(
-            Code::QuorumTooLarge,
-            format!(
-                "only {joined} of {planned} agents joined within {:?}",
-                job.deadlines.join
-            ),
-            format!("the job's quorum is {}", spec.min_clients),
-            "start more agents (`tensorguard agent start --coordinator ADDR`), or raise deadlines.join_secs",
-        ));
-    }
-    out.note(&format!("{joined} agents joined; starting"));
-
-    let run = JobRun {
-        id: job.id,
-        kind: "fleet",
-        plan: &plan,
-        stages: tg_coordinator::plan::Stages {
-            train: job.deadlines.train,
-            stage: job.deadlines.stage,
-        },
-        identities: Default::default(),
-        prg,
-        metrics: Some(metrics.clone()),
-        stop: Some(stop),
-    };
-    let json = out.json;
-    let quorum = spec.min_clients;
-    let round_audit = audit.clone();
-    let finished = run
-        .run(transport, evaluator, &mut store, initial, |r| {
-            let attested = attested.lock().map(|a| a.clone()).unwrap_or_default();
-            round_audit.event(
-                job.id,
-                &AuditEvent::Round(audit_sink::round(r, quorum, &attested)),
-            );
-            let line = match r.status {
-                RoundStatus::Committed => format!(
-                    "round {} committed · {} of {} agents · accuracy {:.4}",
-                    r.round,
-                    r.participants,
-                    r.selected,
-                    r.accuracy.unwrap_or(f64::NAN)
-                ),
-                _ => format!("round {} failed · {}", r.round, r.reason.as_deref().unwrap_or("")),
-            };
-            if !json {
-                eprintln!("{line}");
-            } else {
-                eprintln!("{}", serde_json::json!({"event": "round", "round": r.round, "status": r.status.as_str(), "participants": r.participants, "accuracy": r.accuracy, "model_sha256": r.model_sha256}));
-            }
-        })
+    let id = job.id;
+    let Some(finished) = job::run(job, &options, node, &Printed(out), stop)
         .await
-        .map_err(|e| CliError::new(Code::Internal, "the coordinator stopped", e.to_string(), "see the log; restarting resumes the job"))?;
-    let summary = finished.to_json(None);
-    audit.event(
-        job.id,
-        &AuditEvent::JobFinished(Box::new(finished.summary.clone())),
-    );
-    if audit.failed.load(std::sync::atomic::Ordering::Relaxed) {
-        out.note(&out.red("some audit records could not be written: see the errors above and run `tensorguard audit verify`"));
-    }
-    finished.record(&store, None).map_err(|e| {
-        CliError::new(
-            Code::Store,
-            "cannot record the job's end",
-            e.to_string(),
-            "check disk space and permissions; restarting resumes the job",
-        )
-    })?;
-    if json {
-        out.json_value(&summary);
+        .map_err(|e| service_error(e, &node.data_dir))?
+    else {
+        return Ok(());
+    };
+    if out.json {
+        out.json_value(&finished.to_json(None));
     } else {
         let s = &finished.summary;
         out.line(&format!(
-            "job {} {}: {} of {} rounds committed, accuracy {:.4}",
-            job.id,
+            "job {id} {}: {} of {} rounds committed, accuracy {:.4}",
             s.status.as_str(),
             s.rounds_committed,
             s.rounds,
@@ -391,6 +194,56 @@ async fn run(
         ));
     }
     Ok(())
+}
+
+/// The job's error, with its code and what to do.
+fn service_error(e: ServiceError, data_dir: &Path) -> CliError {
+    match e {
+        ServiceError::AlreadyFinished { job, status } => CliError::new(
+            Code::JobFinished,
+            format!("job {job} is already {}", status.as_str()),
+            "a finished job is never run twice (its model and privacy ledger are final)",
+            "to train again, set a new `id` in the job file (or change it), or use another --data-dir",
+        ),
+        ServiceError::SimulatedNotAllowed { job } => CliError::new(
+            Code::InvalidValue,
+            format!("job {job} sets privacy.simulated_noise_seed"),
+            "its DP noise would come from a public seed, which anyone can remove: the job would not be private",
+            "remove simulated_noise_seed for a real job; to test reproducibility, start the coordinator with --allow-simulated",
+        ),
+        ServiceError::Plan(e) => crate::job::error(e),
+        ServiceError::Model(e) => from_model(e),
+        ServiceError::Store(e) => from_store(e, data_dir),
+        ServiceError::Network(why) => CliError::new(
+            Code::Network,
+            "cannot start the network",
+            why,
+            "check the listen addresses (is the port in use?)",
+        ),
+        ServiceError::TooFewAgents {
+            joined,
+            planned,
+            quorum,
+            waited,
+        } => CliError::new(
+            Code::QuorumTooLarge,
+            format!("only {joined} of {planned} agents joined within {waited:?}"),
+            format!("the job's quorum is {quorum}"),
+            "start more agents (`tensorguard agent start --coordinator ADDR`), or raise deadlines.join_secs",
+        ),
+        ServiceError::Record(why) => CliError::new(
+            Code::Store,
+            "cannot record the job's end",
+            why,
+            "check disk space and permissions; restarting resumes the job",
+        ),
+        other => CliError::new(
+            Code::Internal,
+            "the coordinator stopped",
+            other.to_string(),
+            "see the log; restarting resumes the job",
+        ),
+    }
 }
 
 /// The node's audit log, signed by its audit signer.

@@ -6,11 +6,8 @@
 //! the node's identity, start the network and print what happened.
 
 pub mod agent;
-mod audit_sink;
 pub mod coordinator;
 pub mod daemon;
-pub mod jobfile;
-pub mod service;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,17 +27,18 @@ pub fn start_node(
     key: &IdentityKey,
     config: tg_net::Config,
 ) -> Result<(tg_net::Client, tokio::sync::mpsc::Receiver<tg_net::Event>), CliError> {
-    let (client, events, event_loop) =
-        tg_net::new(key.signing_key().to_bytes(), config).map_err(|e| {
-            CliError::new(
-                Code::Network,
-                "cannot start the network",
-                e.to_string(),
-                "check the listen addresses (is the port in use?)",
-            )
-        })?;
-    tokio::spawn(event_loop.run());
-    Ok((client, events))
+    tg_coordinator::service::job::start_node(key, config).map_err(|e| {
+        let why = match e {
+            tg_coordinator::service::ServiceError::Network(why) => why,
+            other => other.to_string(),
+        };
+        CliError::new(
+            Code::Network,
+            "cannot start the network",
+            why,
+            "check the listen addresses (is the port in use?)",
+        )
+    })
 }
 
 /// Serves `GET /metrics` (and the API and dashboard, when given) on `addr`

@@ -5,15 +5,14 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde_json::{Value, json};
 use crate::admission::AuditSink;
+use serde_json::{Value, json};
 use tg_trust::audit::AuditEvent;
-use tg_trust::audit::{AuditLog, now_secs};
 use tg_trust::audit::event::{AgentAudit, Encryption, JobCreated, PrivacyParameters, RoundAudit};
+use tg_trust::audit::{AuditLog, now_secs};
 use tg_types::JobId;
 use tg_types::record::RoundRecord;
 use tg_types::spec::JobSpec;
-
 
 /// The node's audit log behind the coordinator's [`AuditSink`].
 pub struct NodeAudit {
@@ -140,4 +139,3 @@ impl NodeAudit {
         self.record(event.kind(), job, event.body());
     }
 }
-

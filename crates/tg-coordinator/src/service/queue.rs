@@ -3,8 +3,8 @@
 //! key-provider connection tests.
 //!
 //! Design decision: the API only *asks* (queue a job, stop a job, test a
-//! provider) through [`tg_coordinator::api::Operations`]; this module
-//! decides what a job file means and owns the queue. A stop is a flag the
+//! provider) through [`crate::api::Operations`]; this module decides what
+//! a job file means and owns the queue. A stop is a flag the
 //! round loop reads between rounds, so a round in progress is always
 //! finished and recorded.
 
@@ -14,25 +14,31 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tg_coordinator::StopSignal;
-use tg_coordinator::admission::AuditSink;
-use tg_coordinator::api::{
-    JobDefaults, KeyProvider, OperationError, Operations, ProviderCheck, SubmittedJob,
-};
 use tg_store::Store;
 use tg_types::JobId;
 use tg_types::record::JobStatus;
 use tokio::sync::mpsc;
 
-use super::audit_sink::NodeAudit;
+use super::audit::NodeAudit;
 use super::jobfile::{self, JobFile};
+use crate::StopSignal;
+use crate::admission::AuditSink;
+use crate::api::{
+    JobDefaults, KeyProvider, OperationError, Operations, ProviderCheck, SubmittedJob,
+};
+
+/// How many key records the node's local keystore holds (or why it cannot
+/// be read): the one fact a connection test needs from the keystore.
+pub type LocalKeys = Box<dyn Fn() -> Result<usize, String> + Send + Sync>;
 
 /// Jobs that may wait behind the running one.
 pub const QUEUE_CAPACITY: usize = 8;
 
 /// A job waiting to run, with its stop flag.
 pub struct Queued {
+    /// The job.
     pub job: JobFile,
+    /// Set to stop it (read between rounds).
     pub stop: StopSignal,
 }
 
@@ -48,31 +54,39 @@ pub struct CoordinatorOps {
     jobs: Mutex<HashMap<JobId, (Phase, StopSignal)>>,
     store: Mutex<Store>,
     data_dir: PathBuf,
+    local_keys: LocalKeys,
     audit: Arc<NodeAudit>,
+    intake: Intake,
+}
+
+/// How a coordinator process takes jobs.
+#[derive(Clone, Copy, Debug)]
+pub struct Intake {
     /// False for `coordinator start --job` without `--serve`: that process
     /// ends with its job, so a queued job would never run.
-    accepts_jobs: bool,
+    pub accepts_jobs: bool,
     /// `--allow-simulated`: test jobs (simulated noise) may be queued.
-    allow_simulated: bool,
+    pub allow_simulated: bool,
 }
 
 impl CoordinatorOps {
+    /// The queue behind `queue`, over the node's store and audit log.
     pub fn new(
         queue: mpsc::Sender<Queued>,
         store: Store,
         data_dir: &Path,
+        local_keys: LocalKeys,
         audit: Arc<NodeAudit>,
-        accepts_jobs: bool,
-        allow_simulated: bool,
+        intake: Intake,
     ) -> Self {
         Self {
             queue,
             jobs: Mutex::new(HashMap::new()),
             store: Mutex::new(store),
             data_dir: data_dir.to_owned(),
+            local_keys,
             audit,
-            accepts_jobs,
-            allow_simulated,
+            intake,
         }
     }
 
@@ -161,15 +175,15 @@ impl Operations for CoordinatorOps {
         job_file: &str,
         defaults: &JobDefaults,
     ) -> Result<SubmittedJob, OperationError> {
-        if !self.accepts_jobs {
+        if !self.intake.accepts_jobs {
             return Err(OperationError::Unavailable(
                 "this coordinator runs one job and exits (started without --serve); start it with `coordinator start --serve --api …` to take jobs from the API".into(),
             ));
         }
         let effective = jobfile::with_defaults(job_file, defaults);
         let job = jobfile::parse("(request body)", effective.as_bytes())
-            .map_err(|e| OperationError::Invalid(e.to_string()))?;
-        if job.job.simulated_noise_seed().is_some() && !self.allow_simulated {
+            .map_err(|e| OperationError::Invalid(e.coded()))?;
+        if job.job.simulated_noise_seed().is_some() && !self.intake.allow_simulated {
             return Err(OperationError::Invalid(
                 "error[E020]: the job sets privacy.simulated_noise_seed — its DP noise would come from a public seed, which anyone can remove — remove it; only a coordinator started with --allow-simulated runs such a test job".into(),
             ));
@@ -220,7 +234,7 @@ impl Operations for CoordinatorOps {
     }
 
     fn test_key_provider(&self, config: &KeyProvider) -> ProviderCheck {
-        probe(config, &self.data_dir)
+        probe(config, &self.data_dir, &self.local_keys)
     }
 }
 
@@ -248,7 +262,7 @@ fn reach(host: &str) -> Result<String, String> {
 }
 
 /// What a connection test finds, stated plainly.
-pub fn probe(config: &KeyProvider, data_dir: &Path) -> ProviderCheck {
+pub fn probe(config: &KeyProvider, data_dir: &Path, local_keys: &LocalKeys) -> ProviderCheck {
     let cloud = |host: String, name: &str| match reach(&host) {
         Ok(detail) => check(
             "reachable",
@@ -259,18 +273,15 @@ pub fn probe(config: &KeyProvider, data_dir: &Path) -> ProviderCheck {
         Err(detail) => check("unreachable", detail),
     };
     match config {
-        KeyProvider::Local {} => match crate::keys::keyring(data_dir) {
-            Ok(ring) => {
-                let n = ring.records().len();
-                check(
-                    "ok",
-                    format!(
-                        "local keystore at {} holds {n} key record(s)",
-                        data_dir.join("keys").display()
-                    ),
-                )
-            }
-            Err(e) => check("misconfigured", e.to_string()),
+        KeyProvider::Local {} => match local_keys() {
+            Ok(n) => check(
+                "ok",
+                format!(
+                    "local keystore at {} holds {n} key record(s)",
+                    data_dir.join("keys").display()
+                ),
+            ),
+            Err(e) => check("misconfigured", e),
         },
         KeyProvider::Pkcs11 {
             module,

@@ -90,6 +90,14 @@ pub struct Entry {
     pub sig: String,
 }
 
+/// The clock audit records are stamped with: seconds since the Unix epoch
+/// (0 if the system clock is before it).
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The hash of an entry's content fields.
 pub fn entry_hash(
     seq: u64,
