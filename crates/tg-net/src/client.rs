@@ -13,7 +13,9 @@ use crate::transfer::{SEND_WINDOW, chunks};
 use crate::{NetError, NetStats};
 
 /// Longest a frame keeps being retried while the receiver says it is busy.
-const BUSY_PATIENCE: Duration = Duration::from_secs(30);
+/// Longer than a reservation that stopped paying its way can hold room
+/// (`GRACE` + one chunk at `MIN_RATE`), plus a margin.
+const BUSY_PATIENCE: Duration = Duration::from_secs(90);
 
 pub(crate) enum Command {
     Dial {

@@ -52,6 +52,11 @@ impl EventLoop {
                     None => return,
                 },
                 _ = sweep.tick() => {
+                    // Busy time ends when the queue has room, even if no
+                    // request has come to notice it.
+                    if self.events.capacity() > 0 {
+                        self.reassembly.receiver_ready();
+                    }
                     self.reassembly.expire(None);
                 }
             }

@@ -10,11 +10,13 @@
 //!   not fit is answered "busy" and the sender backs off. An admitted
 //!   transfer therefore always has room to complete: half-filled transfers
 //!   cannot deadlock.
-//! - A reservation costs bandwidth: a transfer must keep receiving at
-//!   [`MIN_RATE`] on average after a [`GRACE`] period, or it is dropped
-//!   (its sender's next chunk is refused, so the sender learns it). Holding
-//!   a reservation of S bytes thus takes sending S bytes over at most
-//!   GRACE + S / MIN_RATE.
+//! - A reservation costs bandwidth: when a transfer needs room, open ones
+//!   receiving below [`MIN_RATE`] on average after a [`GRACE`] period are
+//!   dropped, slowest first (their senders' next chunks are refused, so
+//!   they learn it), and their peer may not open another transfer for
+//!   [`COOLDOWN`]: a peer gets one grace, not one per transfer. With no one
+//!   waiting, a slow transfer is left alone (the receiver's own link may be
+//!   what is slow).
 //! - Time the receiver itself answers "busy" because its own queue is full
 //!   is not counted against senders (they cannot send then).
 //! - A transfer opens only with its first chunk, which senders send alone
@@ -52,6 +54,10 @@ pub const MIN_RATE: u64 = 32 << 10;
 
 /// How long a transfer may receive nothing before [`MIN_RATE`] applies.
 pub const GRACE: Duration = Duration::from_secs(30);
+
+/// How long a peer whose transfer was dropped for its rate may not open
+/// another.
+pub const COOLDOWN: Duration = Duration::from_secs(120);
 
 /// Splits a frame into chunk payloads (borrowed).
 pub fn chunks(frame: &[u8]) -> impl Iterator<Item = (u32, &[u8])> {
@@ -135,6 +141,8 @@ pub struct Reassembly {
     /// is busy now.
     busy_total: Duration,
     busy_since: Option<Instant>,
+    /// Peers whose transfer was dropped for its rate, and when.
+    penalized: HashMap<PeerId, Instant>,
 }
 
 impl Reassembly {
@@ -162,6 +170,7 @@ impl Reassembly {
             buffered: 0,
             busy_total: Duration::ZERO,
             busy_since: None,
+            penalized: HashMap::new(),
         }
     }
 
@@ -189,23 +198,20 @@ impl Reassembly {
         self.busy_total + self.busy_since.map_or(Duration::ZERO, |s| s.elapsed())
     }
 
-    /// Whether `p` has received less than the minimum rate asks, or nothing
-    /// for the idle timeout, not counting the receiver's own busy time.
-    fn stale(&self, p: &Partial) -> bool {
-        let busy = self.busy_now();
-        let idle = p
-            .touched
-            .elapsed()
-            .saturating_sub(busy.saturating_sub(p.busy_at_touch));
-        if idle >= self.timeout {
-            return true;
-        }
-        let active = p
-            .opened
-            .elapsed()
-            .saturating_sub(busy.saturating_sub(p.busy_at_open));
+    /// Whether `p` has received nothing for the idle timeout, not counting
+    /// the receiver's own busy time.
+    fn idle(&self, p: &Partial) -> bool {
+        let busy = self.busy_now().saturating_sub(p.busy_at_touch);
+        p.touched.elapsed().saturating_sub(busy) >= self.timeout
+    }
+
+    /// How far `p` is behind the minimum rate (bytes; 0 if it is not),
+    /// not counting the receiver's own busy time.
+    fn behind(&self, p: &Partial) -> f64 {
+        let busy = self.busy_now().saturating_sub(p.busy_at_open);
+        let active = p.opened.elapsed().saturating_sub(busy);
         let due = active.saturating_sub(self.grace).as_secs_f64() * self.min_rate as f64;
-        (p.received as f64) < due.min(p.total as f64)
+        (due.min(p.total as f64) - p.received as f64).max(0.0)
     }
 
     /// The largest frame that can ever complete here.
@@ -267,13 +273,34 @@ impl Reassembly {
         if self.open.keys().filter(|(p, _)| *p == peer).count() >= MAX_TRANSFERS_PER_PEER {
             return Err(ChunkError::TooManyTransfers);
         }
+        if self
+            .penalized
+            .get(&peer)
+            .is_some_and(|t| t.elapsed() < COOLDOWN)
+        {
+            return Err(ChunkError::OverBudget);
+        }
         let fits = |r: &Self| {
             let mine = r.reserved_by_peer.get(&peer).copied().unwrap_or(0);
             mine + size <= r.per_peer && r.reserved + size <= r.total_budget
         };
         if !fits(self) {
-            // Reservations that stopped paying their way go first.
-            self.expire(None);
+            // Room is needed: reservations that stopped paying their way
+            // go, slowest first, until this one fits.
+            let mut slow: Vec<(f64, (PeerId, u64))> = self
+                .open
+                .iter()
+                .map(|(k, p)| (self.behind(p), *k))
+                .filter(|(b, _)| *b > 0.0)
+                .collect();
+            slow.sort_by(|a, b| b.0.total_cmp(&a.0));
+            for (_, k) in slow {
+                if fits(self) {
+                    break;
+                }
+                self.close(&k);
+                self.penalized.insert(k.0, Instant::now());
+            }
             if !fits(self) {
                 return Err(ChunkError::OverBudget);
             }
@@ -365,17 +392,18 @@ impl Reassembly {
         Ok(None)
     }
 
-    /// Drops transfers idle for longer than the timeout, those behind the
-    /// minimum rate, and those of `gone` peers (which are no longer allowed
-    /// to send chunks until admitted again); returns how many were dropped.
+    /// Drops transfers idle for longer than the timeout and those of
+    /// `gone` peers (which are no longer allowed to send chunks until
+    /// admitted again); returns how many were dropped.
     pub fn expire(&mut self, gone: Option<&PeerId>) -> usize {
         if let Some(p) = gone {
             self.allowed.remove(p);
         }
+        self.penalized.retain(|_, t| t.elapsed() < COOLDOWN);
         let stale: Vec<(PeerId, u64)> = self
             .open
             .iter()
-            .filter(|((p, _), t)| Some(p) == gone || self.stale(t))
+            .filter(|((p, _), t)| Some(p) == gone || self.idle(t))
             .map(|(k, _)| *k)
             .collect();
         for k in &stale {

@@ -32,6 +32,19 @@ pub const PROTOCOL_VERSION: u16 = 8;
 /// chunks by the network transport.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 
+/// The largest frame an agent sends for a model of `num_values` values: a
+/// dense `f32` update and a SCAFFOLD control delta (8 bytes a value; masked
+/// SecAgg+ inputs take at most 4), plus 1 MiB for everything else. A
+/// coordinator refuses larger frames before reserving memory for them, so
+/// what one admitted peer can make it hold scales with the job's model,
+/// not with [`MAX_FRAME_BYTES`].
+pub fn max_agent_frame(num_values: usize) -> u64 {
+    let bound = (num_values as u64)
+        .saturating_mul(8)
+        .saturating_add(1 << 20);
+    bound.min(MAX_FRAME_BYTES as u64)
+}
+
 /// Errors encoding or decoding a frame.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -313,6 +326,38 @@ mod tests {
     use proptest::prelude::*;
     use tg_types::NamedTensor;
     use tg_types::spec::OptimizerSpec;
+
+    #[test]
+    fn an_agent_s_largest_honest_frame_fits_the_coordinator_s_bound() {
+        // A SCAFFOLD reply: dense update and control delta, signed.
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        for d in [1usize, 4810, 300_000] {
+            let params = |v: f32| {
+                Parameters::new(vec![NamedTensor {
+                    name: "layer.weight".into(),
+                    shape: vec![d],
+                    data: vec![v; d],
+                }])
+                .unwrap()
+            };
+            let reply = ToCoordinator::Trained(TrainReply {
+                at: RoundRef {
+                    job: JobId::from_bytes([7; 16]),
+                    round: u32::MAX,
+                },
+                agent: tg_types::AgentId::numbered(usize::MAX),
+                update: params(f32::MAX),
+                num_examples: u64::MAX,
+                train_loss: Some(f64::MAX),
+                steps: u64::MAX,
+                control_delta: Some(params(f32::MIN)),
+                epsilon: Some(f64::MAX),
+                compressed: None,
+            });
+            let frame = signed::seal(&key, u64::MAX, &reply).unwrap();
+            assert!((frame.len() as u64) <= max_agent_frame(d), "{d}");
+        }
+    }
 
     fn request() -> ToAgent {
         ToAgent::Train(TrainRequest {

@@ -125,6 +125,8 @@ pub async fn run(
     net.mdns = job.mdns && !options.no_mdns;
     net.relays.clone_from(&job.relays);
     net.request_timeout = job.deadlines.stage.max(Duration::from_secs(10));
+    // What an admitted peer can make this node reserve scales with the model.
+    net.max_frame_bytes = tg_proto::max_agent_frame(initial.num_values());
     let (client, mut events) = start_node(&node.key, net)?;
     let me = client.local_peer_id();
 
