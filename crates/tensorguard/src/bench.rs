@@ -39,7 +39,18 @@ pub fn run(cmd: BenchCommand, out: &Output) -> Result<(), CliError> {
             out.json_value(&report);
             Ok(())
         }
-        BenchCommand::Api { rounds, requests } => crate::bench_api::run(rounds, requests, out),
+        BenchCommand::Api { rounds, requests } => {
+            let report = tg_bench::api::run(rounds, requests).map_err(|e| {
+                crate::errors::CliError::new(
+                    crate::errors::Code::Internal,
+                    "the API benchmark failed",
+                    e.to_string(),
+                    "re-run; if it persists, report it with the command line",
+                )
+            })?;
+            out.json_value(&report);
+            Ok(())
+        }
         BenchCommand::Trust { vectors, repeat } => crate::bench_trust::run(&vectors, repeat, out),
         BenchCommand::Accountant { repeat } => {
             let v = tg_bench::accountant::run(repeat).map_err(|e| {

@@ -6,7 +6,6 @@ mod attest;
 mod audit_cmd;
 mod bench;
 mod bench_aggregate;
-mod bench_api;
 mod bench_secagg;
 mod bench_trust;
 mod cli;

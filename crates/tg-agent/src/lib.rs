@@ -9,6 +9,7 @@
 //! this type: replies carry only model updates, example counts and metrics.
 
 mod checks;
+pub mod control;
 mod guard;
 pub mod net;
 pub mod policy;

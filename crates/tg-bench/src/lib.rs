@@ -9,6 +9,7 @@
 
 pub mod accountant;
 pub mod aggregate;
+pub mod api;
 pub mod fleet;
 pub mod memory;
 pub mod secagg;
@@ -30,6 +31,9 @@ pub enum BenchError {
     /// The strategy refused the updates.
     #[error("aggregation: {0}")]
     Strategy(#[from] tg_strategy::StrategyError),
+    /// The API benchmark's server or client failed.
+    #[error("bench api: {0}")]
+    Api(String),
     /// A round's result was wrong (a bug, not bad input).
     #[error("{0}")]
     Wrong(String),

@@ -132,7 +132,9 @@ pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(),
             super::serve_metrics(addr, metrics.clone(), None, &Default::default(), out).await?;
         }
         if let Some(socket) = &args.control_socket {
-            super::daemon::serve_control(socket, status.clone()).await?;
+            tg_agent::control::serve(socket, status.clone(), Arc::new(|| std::process::exit(0)))
+                .await
+                .map_err(super::daemon::control_error)?;
         }
         out.note(&format!(
             "agent {} · {} local examples",

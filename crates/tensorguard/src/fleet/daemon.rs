@@ -1,140 +1,46 @@
 //! The agent daemon: `up` starts `agent start` in the background with a pid
-//! file, a log file and a control socket; `status`, `logs` and `down` use them.
-//!
-//! Design decision: the control socket is a Unix domain socket in a
-//! directory of mode 0700, itself mode 0600, so only the agent's own user can
-//! ask for status or stop it — no port, no password. The protocol is one
-//! line in, one JSON line out.
+//! file, a log file and a control socket (`tg_agent::control`); `status`,
+//! `logs` and `down` use them.
 
-use std::io::{BufRead, BufReader, Read, Seek, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::io::{Read, Seek, Write};
+use std::path::Path;
 use std::time::Duration;
 
-use tg_agent::net::Status;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt};
+use tg_agent::control::{ControlError, Paths};
 
 use crate::cli::UpArgs;
 use crate::errors::{CliError, Code};
 use crate::output::Output;
 
-/// Where the daemon keeps its files.
-pub struct Paths {
-    /// `run/` (mode 0700).
-    pub dir: PathBuf,
-    /// Control socket.
-    pub socket: PathBuf,
-    /// Pid file.
-    pub pid: PathBuf,
-    /// Log file.
-    pub log: PathBuf,
-}
-
-impl Paths {
-    /// The daemon files under a data dir.
-    pub fn new(data_dir: &Path) -> Self {
-        let dir = data_dir.join("run");
-        Self {
-            socket: dir.join("agent.sock"),
-            pid: dir.join("agent.pid"),
-            log: data_dir.join("agent.log"),
-            dir,
-        }
-    }
-}
-
 fn io_err(what: String, e: std::io::Error, fix: &str) -> CliError {
     CliError::new(Code::DataDirUnwritable, what, e.to_string(), fix)
 }
 
-/// Serves the control socket in the background.
-pub async fn serve_control(socket: &Path, status: Arc<Status>) -> Result<(), CliError> {
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            io_err(
-                format!("cannot create {}", dir.display()),
-                e,
-                "choose a writable --data-dir",
-            )
-        })?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
-            io_err(
-                format!("cannot restrict {}", dir.display()),
-                e,
-                "check the directory's owner",
-            )
-        })?;
+/// The control socket's error, with its code and what to do.
+pub fn control_error(e: ControlError) -> CliError {
+    match e {
+        ControlError::Setup { what, source } => io_err(
+            what,
+            source,
+            "choose a writable --data-dir; if another agent is running, `tensorguard down` first",
+        ),
+        ControlError::NotRunning { socket, source } => CliError::new(
+            Code::NotRunning,
+            "no agent is running here",
+            format!("{socket}: {source}"),
+            "start one with `tensorguard up --coordinator ADDR` (same --data-dir)",
+        ),
+        other => CliError::new(
+            Code::Internal,
+            "unreadable answer from the agent",
+            other.to_string(),
+            "check `tensorguard logs`",
+        ),
     }
-    let _ = std::fs::remove_file(socket);
-    let listener = tokio::net::UnixListener::bind(socket).map_err(|e| {
-        io_err(
-            format!("cannot bind {}", socket.display()),
-            e,
-            "is another agent running? try `tensorguard down`",
-        )
-    })?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
-        io_err(
-            format!("cannot restrict {}", socket.display()),
-            e,
-            "check the directory's owner",
-        )
-    })?;
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let status = status.clone();
-            tokio::spawn(async move {
-                let (rd, mut wr) = stream.into_split();
-                let mut line = String::new();
-                let mut rd = tokio::io::BufReader::new(rd).take(256);
-                if rd.read_line(&mut line).await.is_err() {
-                    return;
-                }
-                let reply = match line.trim() {
-                    "status" => serde_json::to_string(&status.snapshot()).unwrap_or_default(),
-                    "stop" => "{\"stopping\":true}".to_owned(),
-                    other => serde_json::json!({"error": format!("unknown command `{other}`; use status or stop")}).to_string(),
-                };
-                let _ = wr.write_all(format!("{reply}\n").as_bytes()).await;
-                let _ = wr.flush().await;
-                if line.trim() == "stop" {
-                    tracing::info!("stopping on request from the control socket");
-                    std::process::exit(0);
-                }
-            });
-        }
-    });
-    Ok(())
 }
 
 fn ask(paths: &Paths, command: &str) -> Result<serde_json::Value, CliError> {
-    let not_running = |e: std::io::Error| {
-        CliError::new(
-            Code::NotRunning,
-            "no agent is running here",
-            format!("{}: {e}", paths.socket.display()),
-            "start one with `tensorguard up --coordinator ADDR` (same --data-dir)",
-        )
-    };
-    let mut s = UnixStream::connect(&paths.socket).map_err(not_running)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(not_running)?;
-    s.write_all(format!("{command}\n").as_bytes())
-        .map_err(not_running)?;
-    let mut line = String::new();
-    BufReader::new(s)
-        .read_line(&mut line)
-        .map_err(not_running)?;
-    serde_json::from_str(&line).map_err(|e| {
-        CliError::new(
-            Code::Internal,
-            "unreadable answer from the agent",
-            e.to_string(),
-            "check `tensorguard logs`",
-        )
-    })
+    tg_agent::control::ask(&paths.socket, command).map_err(control_error)
 }
 
 /// `tensorguard up`.

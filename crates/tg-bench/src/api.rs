@@ -1,5 +1,5 @@
 //! `tensorguard bench api`: what the operators' API costs and how soon the
-//! dashboard sees a round. Prints JSON.
+//! dashboard sees a round.
 //!
 //! A store with one job of `rounds` committed rounds is served by the real
 //! router on 127.0.0.1 (plain HTTP); requests go over TCP one at a time,
@@ -16,16 +16,16 @@ use tg_store::{ApiRole, NewJob, Store};
 use tg_types::JobId;
 use tg_types::record::{RoundRecord, RoundStatus};
 
-use crate::errors::{CliError, Code, from_store};
-use crate::output::Output;
+use crate::{BenchError, Result};
 
-fn failed(what: &str, e: impl std::fmt::Display) -> CliError {
-    CliError::new(
-        Code::Internal,
-        format!("bench api: {what}"),
-        e.to_string(),
-        "check that 127.0.0.1 accepts local connections",
-    )
+fn failed(what: &str, e: impl std::fmt::Display) -> BenchError {
+    BenchError::Api(format!(
+        "{what}: {e} (check that 127.0.0.1 accepts local connections)"
+    ))
+}
+
+fn stored(e: tg_store::StoreError) -> BenchError {
+    BenchError::Api(format!("the benchmark's store: {e}"))
 }
 
 fn round(n: u32) -> RoundRecord {
@@ -48,7 +48,7 @@ fn round(n: u32) -> RoundRecord {
 }
 
 /// One GET over a fresh connection; the response's size.
-fn get(addr: &str, path: &str, token: &str) -> Result<usize, CliError> {
+fn get(addr: &str, path: &str, token: &str) -> Result<usize> {
     let mut s = TcpStream::connect(addr).map_err(|e| failed("connect", e))?;
     write!(
         s,
@@ -72,9 +72,14 @@ fn percentiles(mut ms: Vec<f64>) -> serde_json::Value {
     json!({"p50_ms": at(0.5), "p99_ms": at(0.99), "requests_per_s": 1000.0 * ms.len() as f64 / ms.iter().sum::<f64>()})
 }
 
-pub fn run(rounds: u32, requests: usize, out: &Output) -> Result<(), CliError> {
+/// Serves a store of `rounds` committed rounds and times `requests` GETs of
+/// each route, then the live delay of five more rounds; the report as JSON.
+pub fn run(rounds: u32, requests: usize) -> Result<serde_json::Value> {
+    if requests == 0 {
+        return Err(BenchError::Args("--requests must be at least 1".into()));
+    }
     let dir = tempfile::tempdir().map_err(|e| failed("temp dir", e))?;
-    let mut store = Store::open(dir.path()).map_err(|e| from_store(e, dir.path()))?;
+    let mut store = Store::open(dir.path()).map_err(stored)?;
     let job = JobId::from_bytes([0x42; 16]);
     let spec = json!({"rounds": rounds + 10, "strategy": {"kind": "fed-avg"}});
     store
@@ -83,17 +88,20 @@ pub fn run(rounds: u32, requests: usize, out: &Output) -> Result<(), CliError> {
             kind: "bench",
             spec: &spec,
         })
-        .map_err(|e| from_store(e, dir.path()))?;
+        .map_err(stored)?;
     for n in 1..=rounds {
         store
             .record_round(job, &mut round(n), None)
-            .map_err(|e| from_store(e, dir.path()))?;
+            .map_err(stored)?;
     }
-    let (token, _) = crate::api_cmd::new_token(&store, dir.path(), ApiRole::Viewer, "bench", None)?;
-    let state = tg_coordinator::api::ApiState::new(
-        Store::open(dir.path()).map_err(|e| from_store(e, dir.path()))?,
-    );
-    let rt = crate::errors::runtime()?;
+    let (token, _) = tg_coordinator::api::auth::issue_token(&store, ApiRole::Viewer, "bench", None)
+        .map_err(|e| failed("token", e))?;
+    let state = tg_coordinator::api::ApiState::new(Store::open(dir.path()).map_err(stored)?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| failed("async runtime", e))?;
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .map_err(|e| failed("bind", e))?;
@@ -107,7 +115,7 @@ pub fn run(rounds: u32, requests: usize, out: &Output) -> Result<(), CliError> {
         tg_coordinator::http::spawn(listener, app, None);
     }
 
-    let measure = |path: &str| -> Result<serde_json::Value, CliError> {
+    let measure = |path: &str| -> Result<serde_json::Value> {
         let mut ms = Vec::with_capacity(requests);
         let mut bytes = 0;
         for _ in 0..requests {
@@ -134,7 +142,7 @@ pub fn run(rounds: u32, requests: usize, out: &Output) -> Result<(), CliError> {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| failed("timeout", e))?;
     let mut reader = BufReader::new(stream);
-    let mut wait_for = |needle: &str| -> Result<(), CliError> {
+    let mut wait_for = |needle: &str| -> Result<()> {
         let mut line = String::new();
         loop {
             line.clear();
@@ -155,13 +163,13 @@ pub fn run(rounds: u32, requests: usize, out: &Output) -> Result<(), CliError> {
         let t = Instant::now();
         store
             .record_round(job, &mut round(n), None)
-            .map_err(|e| from_store(e, dir.path()))?;
+            .map_err(stored)?;
         wait_for("event: round")?;
         delays.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let mean = delays.iter().sum::<f64>() / delays.len() as f64;
     let max = delays.iter().copied().fold(0.0, f64::max);
-    out.json_value(&json!({
+    Ok(json!({
         "bench": "api",
         "rounds_in_store": rounds,
         "requests_per_route": requests,
@@ -169,6 +177,5 @@ pub fn run(rounds: u32, requests: usize, out: &Output) -> Result<(), CliError> {
         "get_agents": agents,
         "live_round_event_ms": {"mean": mean, "max": max, "samples": delays.len(), "poll_interval_ms": 1000},
         "cores": std::thread::available_parallelism().map_or(1, usize::from),
-    }));
-    Ok(())
+    }))
 }
