@@ -311,6 +311,28 @@ pub fn from_trust(e: TrustError) -> CliError {
             "the audit log cannot be used as is",
             "run `tensorguard audit verify` to see its state",
         ),
+        TrustError::NoKeyFile(path) => CliError::new(
+            Code::KeyInvalid,
+            format!("identity key {} does not exist", path.display()),
+            "a key named on the command line is never created implicitly",
+            "create one with `tensorguard init`, or leave out --key-file to use the data dir's keyring",
+        ),
+        TrustError::NoPin => CliError::new(
+            Code::Keyring,
+            "no PKCS#11 PIN",
+            "the token's user PIN is needed to use its key",
+            format!(
+                "set {} to a file (mode 0600) holding the PIN, or {}; never pass it on the command line",
+                tg_trust::node::PIN_FILE_ENV,
+                tg_trust::node::PIN_ENV
+            ),
+        ),
+        TrustError::NoSigner => CliError::new(
+            Code::Keyring,
+            "this node has no key to sign its audit log",
+            "the keyring holds no active identity or audit key",
+            "run `tensorguard keys generate`",
+        ),
         other => CliError::new(
             Code::Internal,
             other.to_string(),

@@ -5,12 +5,13 @@
 //! the audit log, signed by the node's audit signer: the active `audit` key
 //! (file or HSM) when there is one, else the identity key.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::json;
-use tg_trust::audit::{AuditLog, kind};
+use tg_trust::audit::kind;
+use tg_trust::node::{self, key_body};
 use tg_trust::{
     IdentityKey, KeyRecord, KeyStatus, Keyring, NodeSigner, Passphrase, Purpose, Storage,
 };
@@ -19,11 +20,6 @@ use crate::cli::{KeyPurposeArg, KeysCommand};
 use crate::config::Loaded;
 use crate::errors::{CliError, Code, from_trust, invalid};
 use crate::output::Output;
-
-/// Environment variable holding a PKCS#11 user PIN.
-pub const PIN_ENV: &str = "TENSORGUARD_PKCS11_PIN";
-/// Environment variable naming a file holding the PIN.
-pub const PIN_FILE_ENV: &str = "TENSORGUARD_PKCS11_PIN_FILE";
 
 pub use tg_trust::audit::now_secs;
 
@@ -85,12 +81,10 @@ fn ask_passphrase(confirm: bool) -> Result<Passphrase, CliError> {
 }
 
 pub fn keyring(data_dir: &Path) -> Result<Keyring, CliError> {
-    Keyring::open(&data_dir.join("keys")).map_err(from_trust)
+    node::keyring(data_dir).map_err(from_trust)
 }
 
-pub fn audit_log_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("audit").join("audit.jsonl")
-}
+pub use node::audit_log_path;
 
 fn purpose(p: KeyPurposeArg) -> Purpose {
     match p {
@@ -99,122 +93,22 @@ fn purpose(p: KeyPurposeArg) -> Purpose {
     }
 }
 
-/// The token's user PIN: a secret like the key passphrase (zeroized, never
-/// from argv), read the same way.
 fn pin() -> Result<Passphrase, CliError> {
-    if let Some(p) = std::env::var_os(PIN_FILE_ENV).filter(|v| !v.is_empty()) {
-        return Passphrase::from_file(Path::new(&p)).map_err(from_trust);
-    }
-    match std::env::var(PIN_ENV) {
-        Ok(p) if !p.is_empty() => Passphrase::new(p).map_err(from_trust),
-        _ => Err(CliError::new(
-            Code::Keyring,
-            "no PKCS#11 PIN",
-            "the token's user PIN is needed to use its key",
-            format!(
-                "set {PIN_FILE_ENV} to a file (mode 0600) holding the PIN, or {PIN_ENV}; never pass it on the command line"
-            ),
-        )),
-    }
+    node::pin().map_err(from_trust)
 }
 
-/// The node's network identity: `key_file` if given, else the keyring's
-/// active identity key, generated (and logged) on first use.
+/// The node's network identity (see [`tg_trust::node::identity`]).
 pub fn node_identity(data_dir: &Path, key_file: Option<&Path>) -> Result<IdentityKey, CliError> {
-    let pass = passphrase()?;
-    if let Some(path) = key_file {
-        if !path.exists() {
-            return Err(CliError::new(
-                Code::KeyInvalid,
-                format!("identity key {} does not exist", path.display()),
-                "a key named on the command line is never created implicitly",
-                "create one with `tensorguard init`, or leave out --key-file to use the data dir's keyring",
-            ));
-        }
-        return IdentityKey::load(path, &pass).map_err(from_trust);
-    }
-    let mut ring = keyring(data_dir)?;
-    if let Some(k) = ring
-        .load_active(Purpose::Identity, &pass)
-        .map_err(from_trust)?
-    {
-        return Ok(k);
-    }
-    let (rec, key) = ring
-        .generate(Purpose::Identity, &pass, now_secs())
-        .map_err(from_trust)?;
-    // The new key signs its own generation (it may be the node's first
-    // entry); no second unseal.
-    let signer = match ring.active(Purpose::Audit) {
-        Some(_) => audit_signer(&ring, &pass)?,
-        None => Arc::new(key.try_clone()),
-    };
-    AuditLog::open(&audit_log_path(data_dir), signer, now_secs())
-        .and_then(|log| log.append(kind::KEY_GENERATED, None, key_body(&rec), now_secs()))
-        .map_err(from_trust)?;
-    Ok(key)
+    node::identity(data_dir, key_file, &passphrase()?).map_err(from_trust)
 }
 
-fn key_body(rec: &KeyRecord) -> serde_json::Value {
-    json!({"id": rec.id, "purpose": rec.purpose, "public_key": rec.public_key, "storage": rec.storage, "not_before": rec.not_before})
-}
-
-/// Whoever signs the audit log now, reusing `identity` when it is the signer
-/// and already unsealed.
+/// Whoever signs the audit log now (see [`tg_trust::node::audit_signer_with`]).
 pub fn audit_signer_with(
     ring: &Keyring,
     pass: &Passphrase,
     identity: &IdentityKey,
 ) -> Result<Arc<dyn NodeSigner>, CliError> {
-    // Without an audit key, the identity in use (the keyring's, or one from
-    // --key-file) signs.
-    if ring.active(Purpose::Audit).is_none() {
-        Ok(Arc::new(identity.try_clone()))
-    } else {
-        audit_signer(ring, pass)
-    }
-}
-
-/// Whoever signs the audit log now.
-pub fn audit_signer(ring: &Keyring, pass: &Passphrase) -> Result<Arc<dyn NodeSigner>, CliError> {
-    for p in [Purpose::Audit, Purpose::Identity] {
-        match ring.active(p).map(|r| r.storage.clone()) {
-            Some(Storage::File { file }) => {
-                let key = IdentityKey::load(&ring.dir().join(file), pass).map_err(from_trust)?;
-                return Ok(Arc::new(key));
-            }
-            Some(Storage::Pkcs11 {
-                module,
-                token,
-                label,
-            }) => {
-                let signer =
-                    tg_trust::pkcs11::Pkcs11Signer::open(&module, &token, pin()?.expose(), &label)
-                        .map_err(from_trust)?;
-                return Ok(Arc::new(signer));
-            }
-            Some(_) | None => {}
-        }
-    }
-    Err(CliError::new(
-        Code::Keyring,
-        "this node has no key to sign its audit log",
-        "the keyring holds no active identity or audit key",
-        "run `tensorguard keys generate`",
-    ))
-}
-
-pub fn open_audit(
-    data_dir: &Path,
-    ring: &Keyring,
-    pass: &Passphrase,
-) -> Result<AuditLog, CliError> {
-    AuditLog::open(
-        &audit_log_path(data_dir),
-        audit_signer(ring, pass)?,
-        now_secs(),
-    )
-    .map_err(from_trust)
+    node::audit_signer_with(ring, pass, identity).map_err(from_trust)
 }
 
 /// Appends one event to the node's audit log.
@@ -226,10 +120,7 @@ pub fn record(
     job: Option<&str>,
     body: serde_json::Value,
 ) -> Result<(), CliError> {
-    open_audit(data_dir, ring, pass)?
-        .append(event, job, body, now_secs())
-        .map(drop)
-        .map_err(from_trust)
+    node::record(data_dir, ring, pass, event, job, body).map_err(from_trust)
 }
 
 fn rotate_after(loaded: &Loaded) -> Result<Option<u64>, CliError> {
@@ -273,7 +164,7 @@ pub fn run(
             let log = if ring.records().is_empty() {
                 None
             } else {
-                Some(open_audit(data_dir, &ring, &pass)?)
+                Some(node::open_audit(data_dir, &ring, &pass).map_err(from_trust)?)
             };
             let rec = match (pkcs11_module, pkcs11_token) {
                 (Some(module), Some(token)) => {
@@ -385,7 +276,7 @@ pub fn run(
                 }
             }
             // The old key signs the hand-over, so the log itself authorises the new one.
-            let log = open_audit(data_dir, &ring, &pass)?;
+            let log = node::open_audit(data_dir, &ring, &pass).map_err(from_trust)?;
             let (old, new, _secret) = ring.rotate(p, &pass, now_secs()).map_err(from_trust)?;
             log.append(
                 kind::KEY_ROTATED,

@@ -15,6 +15,7 @@
 pub mod audit;
 mod identity;
 pub mod keyring;
+pub mod node;
 pub mod passphrase;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
@@ -81,6 +82,16 @@ pub enum TrustError {
     /// The audit log could not be written or read.
     #[error("audit log: {0}")]
     Audit(String),
+    /// A key file named explicitly does not exist (keys named on the
+    /// command line are never created implicitly).
+    #[error("identity key {} does not exist", .0.display())]
+    NoKeyFile(PathBuf),
+    /// A PKCS#11 key is needed and no PIN was given.
+    #[error("no PKCS#11 PIN")]
+    NoPin,
+    /// The keyring holds no active key to sign the audit log.
+    #[error("this node has no key to sign its audit log")]
+    NoSigner,
 }
 
 /// Result alias for this crate.
