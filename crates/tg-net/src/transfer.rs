@@ -10,13 +10,18 @@
 //!   not fit is answered "busy" and the sender backs off. An admitted
 //!   transfer therefore always has room to complete: half-filled transfers
 //!   cannot deadlock.
-//! - A reservation costs bandwidth: when a transfer needs room, open ones
-//!   receiving below [`MIN_RATE`] on average after a [`GRACE`] period are
-//!   dropped, slowest first (their senders' next chunks are refused, so
-//!   they learn it), and their peer may not open another transfer for
-//!   [`COOLDOWN`]: a peer gets one grace, not one per transfer. With no one
-//!   waiting, a slow transfer is left alone (the receiver's own link may be
-//!   what is slow).
+//! - Room goes to senders in the order they first asked for it: a transfer
+//!   refused for room waits in line (while its sender keeps retrying), and
+//!   a later one opens only if there is room for everyone ahead of it too,
+//!   so freed room cannot be taken back at once by whoever holds it.
+//! - A reservation costs bandwidth: when room is needed, open transfers
+//!   receiving below [`MIN_RATE`] on average after [`GRACE`] are dropped,
+//!   slowest first, but only if that makes the room (their senders' next
+//!   chunks are refused, so they learn it). Their peers, and any peer that
+//!   breaks off a transfer with a malformed chunk, may not open another for
+//!   [`COOLDOWN`]. With no one waiting, a slow transfer is left alone (the
+//!   receiver's own link may be what is slow); under contention the
+//!   receiver's link must carry [`MIN_RATE`] for each open transfer.
 //! - Time the receiver itself answers "busy" because its own queue is full
 //!   is not counted against senders (they cannot send then).
 //! - A transfer opens only with its first chunk, which senders send alone
@@ -29,7 +34,7 @@
 //!
 //! Senders keep only a bounded window of chunks in flight.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
@@ -55,9 +60,13 @@ pub const MIN_RATE: u64 = 32 << 10;
 /// How long a transfer may receive nothing before [`MIN_RATE`] applies.
 pub const GRACE: Duration = Duration::from_secs(30);
 
-/// How long a peer whose transfer was dropped for its rate may not open
-/// another.
+/// How long a peer whose transfer was dropped for its rate (or broken off
+/// with a malformed chunk) may not open another.
 pub const COOLDOWN: Duration = Duration::from_secs(120);
+
+/// A waiting transfer whose sender has not retried for this long has given
+/// up and leaves the line (senders retry at least every second).
+const WAITER_GONE: Duration = Duration::from_secs(5);
 
 /// Splits a frame into chunk payloads (borrowed).
 pub fn chunks(frame: &[u8]) -> impl Iterator<Item = (u32, &[u8])> {
@@ -143,6 +152,9 @@ pub struct Reassembly {
     busy_since: Option<Instant>,
     /// Peers whose transfer was dropped for its rate, and when.
     penalized: HashMap<PeerId, Instant>,
+    /// Transfers refused for room, in the order they first asked: their
+    /// size and when their sender last retried.
+    waiting: VecDeque<((PeerId, u64), usize, Instant)>,
 }
 
 impl Reassembly {
@@ -171,6 +183,7 @@ impl Reassembly {
             busy_total: Duration::ZERO,
             busy_since: None,
             penalized: HashMap::new(),
+            waiting: VecDeque::new(),
         }
     }
 
@@ -205,13 +218,33 @@ impl Reassembly {
         p.touched.elapsed().saturating_sub(busy) >= self.timeout
     }
 
-    /// How far `p` is behind the minimum rate (bytes; 0 if it is not),
-    /// not counting the receiver's own busy time.
-    fn behind(&self, p: &Partial) -> f64 {
+    /// `p`'s average receive rate (bytes a second) since it opened, and
+    /// whether it is past its grace and below the minimum rate; the
+    /// receiver's own busy time is not counted.
+    fn rate(&self, p: &Partial) -> (f64, bool) {
         let busy = self.busy_now().saturating_sub(p.busy_at_open);
         let active = p.opened.elapsed().saturating_sub(busy);
+        let rate = p.received as f64 / active.as_secs_f64().max(1e-3);
         let due = active.saturating_sub(self.grace).as_secs_f64() * self.min_rate as f64;
-        (due.min(p.total as f64) - p.received as f64).max(0.0)
+        (
+            rate,
+            active > self.grace && (p.received as f64) < due.min(p.total as f64),
+        )
+    }
+
+    /// Open transfers that stopped paying their way (past their grace and
+    /// below the minimum rate), slowest first.
+    fn slow(&self) -> Vec<(PeerId, u64)> {
+        let mut slow: Vec<((PeerId, u64), f64)> = self
+            .open
+            .iter()
+            .filter_map(|(k, p)| {
+                let (rate, below) = self.rate(p);
+                below.then_some((*k, rate))
+            })
+            .collect();
+        slow.sort_by(|a, b| a.1.total_cmp(&b.1));
+        slow.into_iter().map(|(k, _)| k).collect()
     }
 
     /// The largest frame that can ever complete here.
@@ -280,34 +313,55 @@ impl Reassembly {
         {
             return Err(ChunkError::OverBudget);
         }
-        let fits = |r: &Self| {
-            let mine = r.reserved_by_peer.get(&peer).copied().unwrap_or(0);
-            mine + size <= r.per_peer && r.reserved + size <= r.total_budget
-        };
-        if !fits(self) {
-            // Room is needed: reservations that stopped paying their way
-            // go, slowest first, until this one fits.
-            let mut slow: Vec<(f64, (PeerId, u64))> = self
-                .open
-                .iter()
-                .map(|(k, p)| (self.behind(p), *k))
-                .filter(|(b, _)| *b > 0.0)
-                .collect();
-            slow.sort_by(|a, b| b.0.total_cmp(&a.0));
-            for (_, k) in slow {
-                if fits(self) {
+        let mine = self.reserved_by_peer.get(&peer).copied().unwrap_or(0);
+        if mine + size > self.per_peer {
+            // Only this peer's own transfers are in its way.
+            return Err(ChunkError::OverBudget);
+        }
+        // Room for this transfer and every one that asked before it.
+        let now = Instant::now();
+        self.waiting.retain(|w| w.2.elapsed() < WAITER_GONE);
+        let ahead: usize = self
+            .waiting
+            .iter()
+            .take_while(|w| w.0 != key)
+            .map(|w| w.1)
+            .sum();
+        let needed = (self.reserved + ahead + size).saturating_sub(self.total_budget);
+        if needed > 0 {
+            // Drop slow reservations only if that makes the room.
+            let slow = self.slow();
+            let mut freed = 0;
+            let mut drop = Vec::new();
+            for k in slow {
+                if freed >= needed {
                     break;
                 }
-                self.close(&k);
-                self.penalized.insert(k.0, Instant::now());
+                freed += self.open.get(&k).map_or(0, |p| p.reserved);
+                drop.push(k);
             }
-            if !fits(self) {
+            if freed >= needed {
+                for k in drop {
+                    self.close(&k);
+                    self.penalized.insert(k.0, now);
+                }
+            } else {
+                let queued = self.waiting.iter().filter(|w| w.0.0 == peer).count();
+                match self.waiting.iter_mut().find(|w| w.0 == key) {
+                    Some(w) => w.2 = now,
+                    // A peer holds at most as many places as transfers.
+                    None if queued < MAX_TRANSFERS_PER_PEER => {
+                        self.waiting.push_back((key, size, now));
+                    }
+                    None => {}
+                }
                 return Err(ChunkError::OverBudget);
             }
         }
+        self.waiting.retain(|w| w.0 != key);
         *self.reserved_by_peer.entry(peer).or_insert(0) += size;
         self.reserved += size;
-        let (now, busy) = (Instant::now(), self.busy_now());
+        let busy = self.busy_now();
         self.open.insert(
             key,
             Partial {
@@ -366,7 +420,9 @@ impl Reassembly {
             return Err(ChunkError::Inconsistent("total changed within a transfer"));
         }
         if i >= p.count || data.len() != expected {
+            // Breaking a transfer off is no way to a fresh grace.
             self.close(&key);
+            self.penalized.insert(peer, Instant::now());
             return Err(ChunkError::Inconsistent(
                 "chunk index or length out of range",
             ));

@@ -231,3 +231,62 @@ fn the_receiver_s_own_busy_time_is_not_held_against_senders() {
         Ok(None)
     );
 }
+
+#[test]
+fn freed_room_goes_to_whoever_asked_first() {
+    // The review's attack: a Sybil frees room and takes it back at once,
+    // ahead of honest senders that have been retrying.
+    let chunk = CHUNK_BYTES;
+    let mut r = Reassembly::with_budgets(64 << 20, 3 * chunk, 6 * chunk, Duration::from_secs(60));
+    let (a, b, honest, sybil) = (
+        admitted(&mut r),
+        admitted(&mut r),
+        admitted(&mut r),
+        admitted(&mut r),
+    );
+    let three = 3 * chunk as u64;
+    for p in [a, b] {
+        r.accept(p, 1, three, 0, vec![0; chunk]).unwrap();
+    }
+    assert_eq!(
+        r.accept(honest, 1, three, 0, vec![0; chunk]),
+        Err(ChunkError::OverBudget)
+    );
+    // a finishes; the Sybil asks first after that, but the honest sender
+    // asked before it.
+    r.accept(a, 1, three, 1, vec![0; chunk]).unwrap();
+    r.accept(a, 1, three, 2, vec![0; chunk]).unwrap();
+    assert_eq!(
+        r.accept(sybil, 1, three, 0, vec![0; chunk]),
+        Err(ChunkError::OverBudget)
+    );
+    assert_eq!(r.accept(honest, 1, three, 0, vec![0; chunk]), Ok(None));
+}
+
+#[test]
+fn nothing_is_dropped_unless_dropping_makes_the_room() {
+    let chunk = CHUNK_BYTES;
+    let mut r = Reassembly::with_budgets(64 << 20, 3 * chunk, 6 * chunk, Duration::from_secs(60))
+        .with_rate((chunk * 20) as u64, Duration::ZERO);
+    let (slow, greedy) = (admitted(&mut r), admitted(&mut r));
+    r.accept(slow, 1, 2 * chunk as u64, 0, vec![0; chunk])
+        .unwrap();
+    r.accept(greedy, 1, 3 * chunk as u64, 0, vec![0; chunk])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // Only the asker's own budget is in its way: the slow transfer stays.
+    assert_eq!(
+        r.accept(greedy, 2, chunk as u64 + 1, 0, vec![0; chunk]),
+        Err(ChunkError::OverBudget)
+    );
+    assert_eq!(r.reserved(), 5 * chunk);
+    // A malformed chunk breaks a transfer off, and costs a fresh grace.
+    assert!(matches!(
+        r.accept(slow, 1, 2 * chunk as u64, 1, vec![0; 3]),
+        Err(ChunkError::Inconsistent(_))
+    ));
+    assert_eq!(
+        r.accept(slow, 2, 2 * chunk as u64, 0, vec![0; chunk]),
+        Err(ChunkError::OverBudget)
+    );
+}

@@ -32,15 +32,17 @@ pub const PROTOCOL_VERSION: u16 = 8;
 /// chunks by the network transport.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 
-/// The largest frame an agent sends for a model of `num_values` values: a
-/// dense `f32` update and a SCAFFOLD control delta (8 bytes a value; masked
-/// SecAgg+ inputs take at most 4), plus 1 MiB for everything else. A
+/// The largest frame an agent sends for a model of `num_values` values,
+/// with room to spare: 16 bytes a value (a dense `f32` update and a
+/// SCAFFOLD control delta take 8; a top-k update keeping every value, 5
+/// bytes of index gap and 4 of value, with a dense control delta, 13;
+/// masked SecAgg+ inputs at most 4), plus 1 MiB for everything else. A
 /// coordinator refuses larger frames before reserving memory for them, so
 /// what one admitted peer can make it hold scales with the job's model,
 /// not with [`MAX_FRAME_BYTES`].
 pub fn max_agent_frame(num_values: usize) -> u64 {
     let bound = (num_values as u64)
-        .saturating_mul(8)
+        .saturating_mul(16)
         .saturating_add(1 << 20);
     bound.min(MAX_FRAME_BYTES as u64)
 }
