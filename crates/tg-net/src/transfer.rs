@@ -14,14 +14,18 @@
 //!   refused for room waits in line (while its sender keeps retrying), and
 //!   a later one opens only if there is room for everyone ahead of it too,
 //!   so freed room cannot be taken back at once by whoever holds it.
-//! - A reservation costs bandwidth: when room is needed, open transfers
-//!   receiving below [`MIN_RATE`] on average after [`GRACE`] are dropped,
+//! - A reservation costs bandwidth in proportion to its size: when room is
+//!   needed, open transfers receiving below their required rate on average
+//!   after [`GRACE`] are dropped,
 //!   slowest first, but only if that makes the room (their senders' next
 //!   chunks are refused, so they learn it). Their peers, and any peer that
 //!   breaks off a transfer with a malformed chunk, may not open another for
 //!   [`COOLDOWN`]. With no one waiting, a slow transfer is left alone (the
 //!   receiver's own link may be what is slow); under contention the
-//!   receiver's link must carry [`MIN_RATE`] for each open transfer.
+//!   receiver's link must carry each open transfer's required rate. The
+//!   required rate is [`MIN_RATE`], or the rate that completes the transfer
+//!   within [`MAX_TRANSFER_TIME`] if that is more: holding S bytes of the
+//!   total costs sending about S every [`MAX_TRANSFER_TIME`].
 //! - Time the receiver itself answers "busy" because its own queue is full
 //!   is not counted against senders (they cannot send then).
 //! - A transfer opens only with its first chunk, which senders send alone
@@ -57,7 +61,11 @@ pub const TOTAL_BUDGET: usize = 2 << 30;
 /// 256 kbit/s): slower, it is dropped and its reservation freed.
 pub const MIN_RATE: u64 = 32 << 10;
 
-/// How long a transfer may receive nothing before [`MIN_RATE`] applies.
+/// A transfer's required rate is at least what completes it in this long
+/// (a 256 MiB frame: about 437 KiB/s).
+pub const MAX_TRANSFER_TIME: Duration = Duration::from_secs(600);
+
+/// How long a transfer may receive nothing before its rate is required.
 pub const GRACE: Duration = Duration::from_secs(30);
 
 /// How long a peer whose transfer was dropped for its rate (or broken off
@@ -141,6 +149,7 @@ pub struct Reassembly {
     timeout: Duration,
     min_rate: u64,
     grace: Duration,
+    max_time: Duration,
     allowed: HashSet<PeerId>,
     open: HashMap<(PeerId, u64), Partial>,
     reserved_by_peer: HashMap<PeerId, usize>,
@@ -175,6 +184,7 @@ impl Reassembly {
             timeout,
             min_rate: MIN_RATE,
             grace: GRACE,
+            max_time: MAX_TRANSFER_TIME,
             allowed: HashSet::new(),
             open: HashMap::new(),
             reserved_by_peer: HashMap::new(),
@@ -191,6 +201,12 @@ impl Reassembly {
     pub fn with_rate(mut self, min_rate: u64, grace: Duration) -> Self {
         self.min_rate = min_rate;
         self.grace = grace;
+        self
+    }
+
+    /// Another [`MAX_TRANSFER_TIME`] (at least a millisecond).
+    pub fn with_max_time(mut self, max_time: Duration) -> Self {
+        self.max_time = max_time.max(Duration::from_millis(1));
         self
     }
 
@@ -225,7 +241,8 @@ impl Reassembly {
         let busy = self.busy_now().saturating_sub(p.busy_at_open);
         let active = p.opened.elapsed().saturating_sub(busy);
         let rate = p.received as f64 / active.as_secs_f64().max(1e-3);
-        let due = active.saturating_sub(self.grace).as_secs_f64() * self.min_rate as f64;
+        let required = (self.min_rate as f64).max(p.total as f64 / self.max_time.as_secs_f64());
+        let due = active.saturating_sub(self.grace).as_secs_f64() * required;
         (
             rate,
             active > self.grace && (p.received as f64) < due.min(p.total as f64),

@@ -290,3 +290,30 @@ fn nothing_is_dropped_unless_dropping_makes_the_room() {
         Err(ChunkError::OverBudget)
     );
 }
+
+#[test]
+fn a_larger_reservation_must_be_paid_for_faster() {
+    // One chunk a second would keep a small reservation, not a large one:
+    // holding S costs sending about S per MAX_TRANSFER_TIME.
+    let chunk = CHUNK_BYTES;
+    let mut r = Reassembly::with_budgets(64 << 20, 8 * chunk, 10 * chunk, Duration::from_secs(60))
+        .with_rate(1, Duration::ZERO)
+        .with_max_time(Duration::from_secs(4));
+    let (small, large, honest) = (admitted(&mut r), admitted(&mut r), admitted(&mut r));
+    r.accept(small, 1, 2 * chunk as u64, 0, vec![0; chunk])
+        .unwrap();
+    r.accept(large, 1, 8 * chunk as u64, 0, vec![0; chunk])
+        .unwrap();
+    // 1 s in: the small one is on time (half a chunk of its 2 due), the
+    // large one (2 of its 8 due, 1 sent) is not.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        r.accept(honest, 1, 2 * chunk as u64, 0, vec![0; chunk]),
+        Ok(None)
+    );
+    assert_eq!(r.reserved(), 4 * chunk);
+    assert!(matches!(
+        r.accept(large, 1, 8 * chunk as u64, 1, vec![0; chunk]),
+        Err(ChunkError::Inconsistent(_))
+    ));
+}
