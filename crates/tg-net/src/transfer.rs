@@ -100,10 +100,11 @@ struct Partial {
 }
 
 /// Why a chunk was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ChunkError {
     /// The frame would exceed the receiver's limit.
+    #[error("oversized frame: {total} bytes, limit {limit}")]
     TooLarge {
         /// Announced total.
         total: u64,
@@ -111,34 +112,18 @@ pub enum ChunkError {
         limit: u64,
     },
     /// The peer has too many partial frames open.
+    #[error("too many transfers open (limit {MAX_TRANSFERS_PER_PEER} per peer)")]
     TooManyTransfers,
     /// The chunk does not fit the transfer (bad index, length or total).
+    #[error("malformed chunk: {0}")]
     Inconsistent(&'static str),
     /// The peer has not been admitted: it may not send chunked frames.
+    #[error("chunked frames are accepted only from admitted peers (join first)")]
     NotAdmitted,
     /// Reserving the transfer would pass the per-peer or total bound; the
     /// sender should retry later.
+    #[error("reassembly memory is full; retry later")]
     OverBudget,
-}
-
-impl std::fmt::Display for ChunkError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::TooLarge { total, limit } => {
-                write!(f, "oversized frame: {total} bytes, limit {limit}")
-            }
-            Self::TooManyTransfers => write!(
-                f,
-                "too many transfers open (limit {MAX_TRANSFERS_PER_PEER} per peer)"
-            ),
-            Self::Inconsistent(why) => write!(f, "malformed chunk: {why}"),
-            Self::NotAdmitted => write!(
-                f,
-                "chunked frames are accepted only from admitted peers (join first)"
-            ),
-            Self::OverBudget => write!(f, "reassembly memory is full; retry later"),
-        }
-    }
 }
 
 /// Partial frames being received, by (peer, transfer id).
