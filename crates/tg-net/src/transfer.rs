@@ -10,22 +10,21 @@
 //!   not fit is answered "busy" and the sender backs off. An admitted
 //!   transfer therefore always has room to complete: half-filled transfers
 //!   cannot deadlock.
-//! - Room goes to senders in the order they first asked for it: a transfer
-//!   refused for room waits in line (while its sender keeps retrying), and
-//!   a later one opens only if there is room for everyone ahead of it too,
-//!   so freed room cannot be taken back at once by whoever holds it.
 //! - A reservation costs bandwidth in proportion to its size: when room is
 //!   needed, open transfers receiving below their required rate on average
-//!   after [`GRACE`] are dropped,
-//!   slowest first, but only if that makes the room (their senders' next
-//!   chunks are refused, so they learn it). Their peers, and any peer that
-//!   breaks off a transfer with a malformed chunk, may not open another for
-//!   [`COOLDOWN`]. With no one waiting, a slow transfer is left alone (the
-//!   receiver's own link may be what is slow); under contention the
-//!   receiver's link must carry each open transfer's required rate. The
-//!   required rate is [`MIN_RATE`], or the rate that completes the transfer
-//!   within [`MAX_TRANSFER_TIME`] if that is more: holding S bytes of the
-//!   total costs sending about S every [`MAX_TRANSFER_TIME`].
+//!   (after a [`GRACE`] period) are dropped, slowest first, but only if that
+//!   makes the room, and the room goes to the one that asked. The required
+//!   rate is [`MIN_RATE`], or the rate that completes the transfer within
+//!   [`MAX_TRANSFER_TIME`] if that is more: holding S bytes of the total
+//!   costs sending about S every [`MAX_TRANSFER_TIME`].
+//! - A peer whose transfer was dropped for its rate, broken off with a
+//!   malformed chunk, or left idle until it timed out, may not open another
+//!   for [`COOLDOWN`]; and a transfer opened while room is contended (a
+//!   request was refused for room within [`CONTENDED`]) gets no grace. So
+//!   room freed by one Sybil cannot be held by the next for free.
+//! - With no one waiting, a slow transfer is left alone (the receiver's own
+//!   link may be what is slow); under contention the receiver's link must
+//!   carry each open transfer's required rate.
 //! - Time the receiver itself answers "busy" because its own queue is full
 //!   is not counted against senders (they cannot send then).
 //! - A transfer opens only with its first chunk, which senders send alone
@@ -38,7 +37,7 @@
 //!
 //! Senders keep only a bounded window of chunks in flight.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
@@ -72,9 +71,9 @@ pub const GRACE: Duration = Duration::from_secs(30);
 /// with a malformed chunk) may not open another.
 pub const COOLDOWN: Duration = Duration::from_secs(120);
 
-/// A waiting transfer whose sender has not retried for this long has given
-/// up and leaves the line (senders retry at least every second).
-const WAITER_GONE: Duration = Duration::from_secs(5);
+/// Room counts as contended for this long after a request was refused for
+/// it (senders retry at least every second while they wait).
+pub const CONTENDED: Duration = Duration::from_secs(5);
 
 /// Splits a frame into chunk payloads (borrowed).
 pub fn chunks(frame: &[u8]) -> impl Iterator<Item = (u32, &[u8])> {
@@ -93,6 +92,8 @@ struct Partial {
     received: usize,
     count: usize,
     opened: Instant,
+    /// How long it may receive nothing before its rate is required.
+    grace: Duration,
     /// The receiver's busy time when the transfer opened.
     busy_at_open: Duration,
     touched: Instant,
@@ -146,9 +147,8 @@ pub struct Reassembly {
     busy_since: Option<Instant>,
     /// Peers whose transfer was dropped for its rate, and when.
     penalized: HashMap<PeerId, Instant>,
-    /// Transfers refused for room, in the order they first asked: their
-    /// size and when their sender last retried.
-    waiting: VecDeque<((PeerId, u64), usize, Instant)>,
+    /// When a request was last refused for room.
+    refused_at: Option<Instant>,
 }
 
 impl Reassembly {
@@ -178,7 +178,7 @@ impl Reassembly {
             busy_total: Duration::ZERO,
             busy_since: None,
             penalized: HashMap::new(),
-            waiting: VecDeque::new(),
+            refused_at: None,
         }
     }
 
@@ -227,10 +227,10 @@ impl Reassembly {
         let active = p.opened.elapsed().saturating_sub(busy);
         let rate = p.received as f64 / active.as_secs_f64().max(1e-3);
         let required = (self.min_rate as f64).max(p.total as f64 / self.max_time.as_secs_f64());
-        let due = active.saturating_sub(self.grace).as_secs_f64() * required;
+        let due = active.saturating_sub(p.grace).as_secs_f64() * required;
         (
             rate,
-            active > self.grace && (p.received as f64) < due.min(p.total as f64),
+            active > p.grace && (p.received as f64) < due.min(p.total as f64),
         )
     }
 
@@ -316,51 +316,41 @@ impl Reassembly {
             return Err(ChunkError::OverBudget);
         }
         let mine = self.reserved_by_peer.get(&peer).copied().unwrap_or(0);
-        if mine + size > self.per_peer {
+        if mine.saturating_add(size) > self.per_peer {
             // Only this peer's own transfers are in its way.
             return Err(ChunkError::OverBudget);
         }
-        // Room for this transfer and every one that asked before it.
         let now = Instant::now();
-        self.waiting.retain(|w| w.2.elapsed() < WAITER_GONE);
-        let ahead: usize = self
-            .waiting
-            .iter()
-            .take_while(|w| w.0 != key)
-            .map(|w| w.1)
-            .sum();
-        let needed = (self.reserved + ahead + size).saturating_sub(self.total_budget);
+        let needed = self
+            .reserved
+            .saturating_add(size)
+            .saturating_sub(self.total_budget);
         if needed > 0 {
             // Drop slow reservations only if that makes the room.
-            let slow = self.slow();
             let mut freed = 0;
             let mut drop = Vec::new();
-            for k in slow {
+            for k in self.slow() {
                 if freed >= needed {
                     break;
                 }
                 freed += self.open.get(&k).map_or(0, |p| p.reserved);
                 drop.push(k);
             }
-            if freed >= needed {
-                for k in drop {
-                    self.close(&k);
-                    self.penalized.insert(k.0, now);
-                }
-            } else {
-                let queued = self.waiting.iter().filter(|w| w.0.0 == peer).count();
-                match self.waiting.iter_mut().find(|w| w.0 == key) {
-                    Some(w) => w.2 = now,
-                    // A peer holds at most as many places as transfers.
-                    None if queued < MAX_TRANSFERS_PER_PEER => {
-                        self.waiting.push_back((key, size, now));
-                    }
-                    None => {}
-                }
+            if freed < needed {
+                self.refused_at = Some(now);
                 return Err(ChunkError::OverBudget);
             }
+            for k in drop {
+                self.close(&k);
+                self.penalized.insert(k.0, now);
+            }
         }
-        self.waiting.retain(|w| w.0 != key);
+        // Opened while others wait for room: no grace.
+        let grace = if self.refused_at.is_some_and(|t| t.elapsed() < CONTENDED) {
+            Duration::ZERO
+        } else {
+            self.grace
+        };
         *self.reserved_by_peer.entry(peer).or_insert(0) += size;
         self.reserved += size;
         let busy = self.busy_now();
@@ -373,6 +363,7 @@ impl Reassembly {
                 received: 0,
                 count: total.div_ceil(CHUNK_BYTES as u64) as usize,
                 opened: now,
+                grace,
                 busy_at_open: busy,
                 touched: now,
                 busy_at_touch: busy,
@@ -464,8 +455,13 @@ impl Reassembly {
             .filter(|((p, _), t)| Some(p) == gone || self.idle(t))
             .map(|(k, _)| *k)
             .collect();
+        let now = Instant::now();
         for k in &stale {
             self.close(k);
+            // Letting a transfer time out is no way to a fresh grace either.
+            if Some(&k.0) != gone {
+                self.penalized.insert(k.0, now);
+            }
         }
         stale.len()
     }

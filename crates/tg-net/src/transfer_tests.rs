@@ -233,34 +233,60 @@ fn the_receiver_s_own_busy_time_is_not_held_against_senders() {
 }
 
 #[test]
-fn freed_room_goes_to_whoever_asked_first() {
-    // The review's attack: a Sybil frees room and takes it back at once,
-    // ahead of honest senders that have been retrying.
+fn room_freed_while_others_wait_carries_no_grace() {
+    // The reviews' rotation attack: one Sybil frees room and the next takes
+    // it at once, each with a fresh grace, so an honest sender that has
+    // been waiting never gets in. Here the grace is long (10 s): a transfer
+    // opened while room is contended still has to pay from its first chunk.
     let chunk = CHUNK_BYTES;
-    let mut r = Reassembly::with_budgets(64 << 20, 3 * chunk, 6 * chunk, Duration::from_secs(60));
-    let (a, b, honest, sybil) = (
+    let mut r = Reassembly::with_budgets(64 << 20, 3 * chunk, 6 * chunk, Duration::from_secs(60))
+        .with_rate((chunk * 20) as u64, Duration::from_secs(10));
+    let (a, s1, s2, honest) = (
         admitted(&mut r),
         admitted(&mut r),
         admitted(&mut r),
         admitted(&mut r),
     );
     let three = 3 * chunk as u64;
-    for p in [a, b] {
+    for p in [a, s1] {
         r.accept(p, 1, three, 0, vec![0; chunk]).unwrap();
     }
     assert_eq!(
         r.accept(honest, 1, three, 0, vec![0; chunk]),
         Err(ChunkError::OverBudget)
     );
-    // a finishes; the Sybil asks first after that, but the honest sender
-    // asked before it.
-    r.accept(a, 1, three, 1, vec![0; chunk]).unwrap();
-    r.accept(a, 1, three, 2, vec![0; chunk]).unwrap();
+    // s1 breaks its transfer off (and may not reopen); s2 grabs the room.
+    assert!(matches!(
+        r.accept(s1, 1, three, 1, vec![0; 7]),
+        Err(ChunkError::Inconsistent(_))
+    ));
+    r.accept(s2, 1, three, 0, vec![0; chunk]).unwrap();
     assert_eq!(
-        r.accept(sybil, 1, three, 0, vec![0; chunk]),
+        r.accept(s1, 2, three, 0, vec![0; chunk]),
         Err(ChunkError::OverBudget)
     );
+    // s2 had no grace: once behind, the honest sender's next try gets in.
+    std::thread::sleep(Duration::from_millis(200));
     assert_eq!(r.accept(honest, 1, three, 0, vec![0; chunk]), Ok(None));
+    assert!(matches!(
+        r.accept(s2, 1, three, 1, vec![0; chunk]),
+        Err(ChunkError::Inconsistent(_))
+    ));
+}
+
+#[test]
+fn a_transfer_left_to_time_out_costs_its_peer_a_fresh_start() {
+    let chunk = CHUNK_BYTES;
+    let mut r = Reassembly::with_budgets(64 << 20, 3 * chunk, 6 * chunk, Duration::from_millis(50));
+    let peer = admitted(&mut r);
+    r.accept(peer, 1, 3 * chunk as u64, 0, vec![0; chunk])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(r.expire(None), 1);
+    assert_eq!(
+        r.accept(peer, 2, 3 * chunk as u64, 0, vec![0; chunk]),
+        Err(ChunkError::OverBudget)
+    );
 }
 
 #[test]
