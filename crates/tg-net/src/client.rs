@@ -182,12 +182,19 @@ impl Client {
             .collect();
         drop(frame);
         // The first chunk alone opens the transfer at the receiver; the rest
-        // follow in a window. A later chunk of a transfer the receiver no
-        // longer holds is refused, so a dropped transfer is an error here.
+        // follow in a window that ramps up (1, 1, 2, then SEND_WINDOW in
+        // flight), so the receiver's count of what arrived never lags far
+        // behind what was sent, even in the first seconds. A later chunk of
+        // a transfer the receiver no longer holds is refused, so a dropped
+        // transfer is an error here.
         let mut pieces = pieces.into_iter();
-        if let Some(first) = pieces.next() {
-            self.request(peer, first).await?;
+        for _ in 0..2 {
+            if let Some(piece) = pieces.next() {
+                self.request(peer, piece).await?;
+            }
         }
+        let pair: Vec<_> = pieces.by_ref().take(2).collect();
+        futures::future::try_join_all(pair.into_iter().map(|w| self.request(peer, w))).await?;
         let mut results = futures::stream::iter(pieces.map(|w| self.request(peer, w)))
             .buffer_unordered(SEND_WINDOW);
         while let Some(r) = results.next().await {

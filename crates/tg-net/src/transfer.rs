@@ -18,10 +18,13 @@
 //!   [`MAX_TRANSFER_TIME`] if that is more: holding S bytes of the total
 //!   costs sending about S every [`MAX_TRANSFER_TIME`].
 //! - A peer whose transfer was dropped for its rate, broken off with a
-//!   malformed chunk, or left idle until it timed out, may not open another
-//!   for [`COOLDOWN`]; and a transfer opened while room is contended (a
-//!   request was refused for room within [`CONTENDED`]) gets no grace. So
-//!   room freed by one Sybil cannot be held by the next for free.
+//!   malformed chunk, or left idle until it timed out while others asked
+//!   for room, may not open another for [`COOLDOWN`]; and a transfer opened
+//!   while room is contended (a request was refused for room within
+//!   [`CONTENDED`]) gets no grace. So room freed by one Sybil cannot be held
+//!   by the next for free. Senders ramp their window up (one chunk, one,
+//!   two, then four in flight), so an honest sender at 1.75× the required
+//!   rate is never behind, grace or not.
 //! - With no one waiting, a slow transfer is left alone (the receiver's own
 //!   link may be what is slow); under contention the receiver's link must
 //!   carry each open transfer's required rate.
@@ -400,6 +403,14 @@ impl Reassembly {
                     "a chunk of a transfer this receiver does not hold (it was dropped, or never opened with its first chunk): send the frame again",
                 ));
             }
+            // A first chunk is checked whole before it may ask for room: a
+            // probe of a few bytes neither drops anyone nor marks room as
+            // contended.
+            if data.len() as u64 != total.min(CHUNK_BYTES as u64) {
+                return Err(ChunkError::Inconsistent(
+                    "chunk index or length out of range",
+                ));
+            }
             self.open_transfer(key, total)?;
         }
         let i = index as usize;
@@ -449,17 +460,21 @@ impl Reassembly {
             self.allowed.remove(p);
         }
         self.penalized.retain(|_, t| t.elapsed() < COOLDOWN);
-        let stale: Vec<(PeerId, u64)> = self
+        let stale: Vec<((PeerId, u64), bool)> = self
             .open
             .iter()
             .filter(|((p, _), t)| Some(p) == gone || self.idle(t))
-            .map(|(k, _)| *k)
+            .map(|(k, t)| {
+                // Room was asked for while it sat idle: letting it time out
+                // is no way to a fresh grace either.
+                let contended = Some(&k.0) != gone && self.refused_at.is_some_and(|r| r > t.opened);
+                (*k, contended)
+            })
             .collect();
         let now = Instant::now();
-        for k in &stale {
+        for (k, contended) in &stale {
             self.close(k);
-            // Letting a transfer time out is no way to a fresh grace either.
-            if Some(&k.0) != gone {
+            if *contended {
                 self.penalized.insert(k.0, now);
             }
         }

@@ -275,18 +275,47 @@ fn room_freed_while_others_wait_carries_no_grace() {
 }
 
 #[test]
-fn a_transfer_left_to_time_out_costs_its_peer_a_fresh_start() {
+fn a_transfer_left_to_time_out_while_others_wait_costs_its_peer_a_fresh_start() {
     let chunk = CHUNK_BYTES;
-    let mut r = Reassembly::with_budgets(64 << 20, 3 * chunk, 6 * chunk, Duration::from_millis(50));
-    let peer = admitted(&mut r);
-    r.accept(peer, 1, 3 * chunk as u64, 0, vec![0; chunk])
-        .unwrap();
+    let mut r = Reassembly::with_budgets(64 << 20, 3 * chunk, 3 * chunk, Duration::from_millis(50));
+    let (peer, other) = (admitted(&mut r), admitted(&mut r));
+    let three = 3 * chunk as u64;
+    // No one waited: a timeout (say, a lost connection) costs nothing.
+    r.accept(peer, 1, three, 0, vec![0; chunk]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(r.expire(None), 1);
+    r.accept(peer, 2, three, 0, vec![0; chunk]).unwrap();
+    // Someone asked for the room it held: then it does.
+    assert_eq!(
+        r.accept(other, 1, three, 0, vec![0; chunk]),
+        Err(ChunkError::OverBudget)
+    );
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(r.expire(None), 1);
     assert_eq!(
-        r.accept(peer, 2, 3 * chunk as u64, 0, vec![0; chunk]),
+        r.accept(peer, 3, three, 0, vec![0; chunk]),
         Err(ChunkError::OverBudget)
     );
+    r.accept(other, 1, three, 0, vec![0; chunk]).unwrap();
+}
+
+#[test]
+fn a_first_chunk_probe_of_a_few_bytes_asks_for_no_room() {
+    let chunk = CHUNK_BYTES;
+    let mut r = Reassembly::with_budgets(64 << 20, 3 * chunk, 3 * chunk, Duration::from_secs(60));
+    let (a, sybil) = (admitted(&mut r), admitted(&mut r));
+    r.accept(a, 1, 3 * chunk as u64, 0, vec![0; chunk]).unwrap();
+    assert!(matches!(
+        r.accept(sybil, 1, 3 * chunk as u64, 0, vec![]),
+        Err(ChunkError::Inconsistent(_))
+    ));
+    // Refused as malformed before any room was asked for (nothing was
+    // dropped), and without holding anything.
+    assert_eq!(r.reserved(), 3 * chunk);
+    r.accept(a, 1, 3 * chunk as u64, 1, vec![0; chunk]).unwrap();
+    r.accept(a, 1, 3 * chunk as u64, 2, vec![0; chunk]).unwrap();
+    r.accept(sybil, 2, 3 * chunk as u64, 0, vec![0; chunk])
+        .unwrap();
 }
 
 #[test]
