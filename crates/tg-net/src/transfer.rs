@@ -23,8 +23,8 @@
 //!   while room is contended (a request was refused for room within
 //!   [`CONTENDED`]) gets no grace. So room freed by one Sybil cannot be held
 //!   by the next for free. Senders ramp their window up (one chunk, one,
-//!   two, then four in flight), so an honest sender at 1.75× the required
-//!   rate is never behind, grace or not.
+//!   two, then four in flight), so what the receiver has counted lags what
+//!   was sent by little even in a transfer's first seconds.
 //! - With no one waiting, a slow transfer is left alone (the receiver's own
 //!   link may be what is slow); under contention the receiver's link must
 //!   carry each open transfer's required rate.
