@@ -395,8 +395,12 @@ impl Reassembly {
         }
         let key = (peer, transfer);
         if !self.open.contains_key(&key) {
-            if total == 0 {
-                return Err(ChunkError::Inconsistent("empty transfer"));
+            if total <= CHUNK_BYTES as u64 {
+                // Senders send such a frame whole; as "chunks" it could only
+                // probe for room for a few bytes.
+                return Err(ChunkError::Inconsistent(
+                    "a transfer of at most one chunk (send it as one frame)",
+                ));
             }
             if index != 0 {
                 return Err(ChunkError::Inconsistent(
@@ -406,7 +410,7 @@ impl Reassembly {
             // A first chunk is checked whole before it may ask for room: a
             // probe of a few bytes neither drops anyone nor marks room as
             // contended.
-            if data.len() as u64 != total.min(CHUNK_BYTES as u64) {
+            if data.len() != CHUNK_BYTES {
                 return Err(ChunkError::Inconsistent(
                     "chunk index or length out of range",
                 ));
@@ -467,7 +471,8 @@ impl Reassembly {
             .map(|(k, t)| {
                 // Room was asked for while it sat idle: letting it time out
                 // is no way to a fresh grace either.
-                let contended = Some(&k.0) != gone && self.refused_at.is_some_and(|r| r > t.opened);
+                let contended =
+                    Some(&k.0) != gone && self.refused_at.is_some_and(|r| r > t.touched);
                 (*k, contended)
             })
             .collect();

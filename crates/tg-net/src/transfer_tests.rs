@@ -309,6 +309,11 @@ fn a_first_chunk_probe_of_a_few_bytes_asks_for_no_room() {
         r.accept(sybil, 1, 3 * chunk as u64, 0, vec![]),
         Err(ChunkError::Inconsistent(_))
     ));
+    // Nor a one-byte "transfer" (a frame that small is sent whole).
+    assert!(matches!(
+        r.accept(sybil, 3, 1, 0, vec![0]),
+        Err(ChunkError::Inconsistent(_))
+    ));
     // Refused as malformed before any room was asked for (nothing was
     // dropped), and without holding anything.
     assert_eq!(r.reserved(), 3 * chunk);
