@@ -145,15 +145,19 @@ async fn frames_flow_over_quic() {
         .allow_transfers(agent.local_peer_id(), true)
         .await
         .unwrap();
-    let big = vec![7u8; 3 << 20];
-    agent
-        .send(coord.local_peer_id(), big.clone())
-        .await
-        .unwrap();
-    let got = next_matching(&mut coord_events, |e| match e {
-        Event::Frame { frame, .. } => Some(frame),
-        _ => None,
-    })
-    .await;
-    assert_eq!(got, big);
+    // Every step of the sender's window ramp (chunk 0, chunk 1, a pair,
+    // then the window), with a short last chunk or a whole one.
+    for len in [(2 << 20) + 1, 3 << 20, (4 << 20) + 5, 9 << 20] {
+        let big: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        agent
+            .send(coord.local_peer_id(), big.clone())
+            .await
+            .unwrap();
+        let got = next_matching(&mut coord_events, |e| match e {
+            Event::Frame { frame, .. } => Some(frame),
+            _ => None,
+        })
+        .await;
+        assert_eq!(got, big, "{len}");
+    }
 }
