@@ -37,8 +37,6 @@
 //! - Chunks are stored as they arrive; a peer holds at most
 //!   [`MAX_TRANSFERS_PER_PEER`] partial frames, and a transfer whose chunks
 //!   stop arriving is dropped after a timeout.
-//!
-//! Senders keep only a bounded window of chunks in flight.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
