@@ -27,7 +27,8 @@ fn audit(data_dir: &Path, event: &str, body: serde_json::Value) -> Result<(), Cl
     }
     let pass = crate::keys::passphrase()?;
     let ring = crate::keys::keyring(data_dir)?;
-    crate::keys::record(data_dir, &ring, &pass, event, None, body)
+    tg_trust::node::record(data_dir, &ring, &pass, event, None, body)
+        .map_err(crate::errors::from_trust)
 }
 
 /// A fresh token of `role` (from the OS CSPRNG), stored as its digest;

@@ -6,7 +6,6 @@
 //! (file or HSM) when there is one, else the identity key.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::json;
@@ -102,17 +101,8 @@ pub fn node_identity(data_dir: &Path, key_file: Option<&Path>) -> Result<Identit
     node::identity(data_dir, key_file, &passphrase()?).map_err(from_trust)
 }
 
-/// Whoever signs the audit log now (see [`tg_trust::node::audit_signer_with`]).
-pub fn audit_signer_with(
-    ring: &Keyring,
-    pass: &Passphrase,
-    identity: &IdentityKey,
-) -> Result<Arc<dyn NodeSigner>, CliError> {
-    node::audit_signer_with(ring, pass, identity).map_err(from_trust)
-}
-
 /// Appends one event to the node's audit log.
-pub fn record(
+fn record(
     data_dir: &Path,
     ring: &Keyring,
     pass: &Passphrase,

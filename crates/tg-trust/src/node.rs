@@ -120,6 +120,21 @@ pub fn audit_signer(ring: &Keyring, pass: &Passphrase) -> Result<Arc<dyn NodeSig
     Err(TrustError::NoSigner)
 }
 
+/// The node's audit log, signed as [`audit_signer_with`] decides (reusing
+/// the already unsealed `identity`).
+pub fn open_audit_as(
+    data_dir: &Path,
+    ring: &Keyring,
+    pass: &Passphrase,
+    identity: &IdentityKey,
+) -> Result<AuditLog> {
+    AuditLog::open(
+        &audit_log_path(data_dir),
+        audit_signer_with(ring, pass, identity)?,
+        now_secs(),
+    )
+}
+
 /// The node's audit log, opened with its current signer.
 pub fn open_audit(data_dir: &Path, ring: &Keyring, pass: &Passphrase) -> Result<AuditLog> {
     AuditLog::open(

@@ -254,13 +254,8 @@ fn open_audit(
 ) -> Result<std::sync::Arc<NodeAudit>, CliError> {
     let pass = crate::keys::passphrase()?;
     let ring = crate::keys::keyring(data_dir)?;
-    let signer = crate::keys::audit_signer_with(&ring, &pass, identity)?;
-    let log = tg_trust::audit::AuditLog::open(
-        &crate::keys::audit_log_path(data_dir),
-        signer,
-        crate::keys::now_secs(),
-    )
-    .map_err(crate::errors::from_trust)?;
+    let log = tg_trust::node::open_audit_as(data_dir, &ring, &pass, identity)
+        .map_err(crate::errors::from_trust)?;
     Ok(std::sync::Arc::new(NodeAudit::new(log, Some(metrics))))
 }
 
