@@ -150,6 +150,9 @@ fn a_coordinator_with_a_fleet_root_admits_only_certified_agents() {
             &tokens[2],
             "--shard",
             "2/3",
+            // Usable without a root of its own, so that it gets as far as
+            // the coordinator's admission check.
+            "--allow-plaintext",
         ],
     );
     let err = String::from_utf8_lossy(&refused.stderr);

@@ -54,7 +54,7 @@ pub fn create_root(file: &Path, out: &Output) -> Result<(), CliError> {
     } else {
         out.line(&format!("fleet root {public} sealed to {}", file.display()));
         out.line(&format!(
-            "agents pin it in their --policy file: fleet_root = \"{public}\""
+            "agents pin it from the certificate you give them (`keys certify`, then `agent start --certificate`), or in their --policy file: fleet_root = \"{public}\""
         ));
     }
     Ok(())

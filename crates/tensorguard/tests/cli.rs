@@ -491,4 +491,25 @@ fn a_fleet_root_certifies_identities_that_agents_can_check() {
         ],
         "E020",
     );
+    // An agent that pins no root and allows no plaintext round would refuse
+    // every round: refused at start-up, saying how to fix it.
+    let nowhere = "/ip4/127.0.0.1/tcp/9";
+    let err = sb.fails_with(&["agent", "start", "--coordinator", nowhere], "E020");
+    assert!(err.contains("refuse every round"), "{err}");
+    // A certificate issued for another identity than this agent's.
+    let other = sb.path().join("other.cert");
+    std::fs::write(&other, c["certificate"].as_str().unwrap()).unwrap();
+    let other = other.to_str().unwrap();
+    let err = sb.fails_with(
+        &[
+            "agent",
+            "start",
+            "--coordinator",
+            nowhere,
+            "--certificate",
+            other,
+        ],
+        "E020",
+    );
+    assert!(err.contains("another identity"), "{err}");
 }

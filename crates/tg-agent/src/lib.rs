@@ -17,7 +17,7 @@ mod secure;
 pub mod tee;
 
 pub use guard::PrivacyGuard;
-pub use policy::{Budget, OwnerLedger, OwnerPolicy};
+pub use policy::{Budget, OwnerLedger, OwnerPolicy, Roster};
 
 use tg_model::net::ModelShape;
 use tg_model::{Dataset, LocalData, ModelError, evaluate, train_local};

@@ -53,6 +53,24 @@ pub struct JoinConfig {
     pub certificate: Option<tg_proto::Certificate>,
 }
 
+impl JoinConfig {
+    /// Settles whose roster the agent believes before it joins: pins its
+    /// own certificate's fleet root when the policy names none, checks that
+    /// the certificate is for `identity` and valid now, and refuses a
+    /// policy that would decline every round (no plaintext, no root).
+    pub fn settle_roster(&mut self, identity: &[u8; 32]) -> Result<(), String> {
+        if let Some(cert) = &self.certificate {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            cert.verify(&cert.root, identity, now)
+                .map_err(|e| format!("this agent's certificate: {e}"))?;
+            self.policy.pin_certificate_root(cert)?;
+        }
+        self.policy.usable()
+    }
+}
+
 /// What the agent is doing, for `tensorguard status`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct StatusSnapshot {

@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use tg_agent::Roster;
 
 #[test]
 fn a_replayed_round_is_never_trained_twice() {
@@ -239,12 +240,68 @@ fn a_round_with_an_uncertified_or_foreign_identity_is_refused() {
         DeclineReason::UncertifiedParticipant
     );
     // An expired certificate.
-    let mut old = all;
+    let mut old = all.clone();
     old[0] = cert(&root, members[0].1, now - 1);
     assert_eq!(
         judge(old).unwrap_err().0,
         DeclineReason::UncertifiedParticipant
     );
+
+    // An agent whose owner pinned nothing: the coordinator's roster (here
+    // all uncertified Sybils around the victim) is not believed, so the
+    // secure round is refused before anything is trained or sent.
+    let unpinned = OwnerPolicy::default();
+    assert_eq!(unpinned.roster(), Ok(Roster::Unpinned));
+    let (code, detail) = judge_round(&unpinned, &ledger, &request(Vec::new()), params)
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(code, DeclineReason::OwnerFloor);
+    assert!(detail.contains("pins no fleet root"), "{detail}");
+    // …nor with certificates from a root it never pinned.
+    let (code, _) = judge_round(&unpinned, &ledger, &request(all.clone()), params)
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(code, DeclineReason::OwnerFloor);
+    // A policy that can take part in nothing is refused up front.
+    assert!(
+        unpinned
+            .usable()
+            .unwrap_err()
+            .contains("refuse every round")
+    );
+    assert!(plaintext_ok().usable().is_ok());
+    // The owner's explicit, named choice to believe the coordinator.
+    let trusting = OwnerPolicy::from_toml("fleet_root = \"trust-coordinator\"").unwrap();
+    assert_eq!(trusting.roster(), Ok(Roster::TrustCoordinator));
+    assert!(judge_round(&trusting, &ledger, &request(Vec::new()), params).is_ok());
+    assert!(OwnerPolicy::from_toml("fleet_root = \"trust-everyone\"").is_err());
+
+    // The agent's own certificate pins its root when the policy names none:
+    // the Sybil roster is then refused as uncertified.
+    let own = cert(&root, members[0].1, now + 3600);
+    let mut pinned = OwnerPolicy::default();
+    pinned.pin_certificate_root(&own).unwrap();
+    assert_eq!(
+        pinned.roster(),
+        Ok(Roster::Pinned(root.verifying_key().to_bytes()))
+    );
+    assert!(judge_round(&pinned, &ledger, &request(all.clone()), params).is_ok());
+    let mut sybil = all;
+    sybil[4] = cert(&coordinators_own, members[4].1, now + 3600);
+    assert_eq!(
+        judge_round(&pinned, &ledger, &request(sybil), params)
+            .map(|_| ())
+            .unwrap_err()
+            .0,
+        DeclineReason::UncertifiedParticipant
+    );
+    // A certificate from another root than the policy pins, or with a
+    // policy that trusts the coordinator, is a conflict, never a silent
+    // change of the owner's choice.
+    let foreign = cert(&coordinators_own, members[0].1, now + 3600);
+    assert!(pinned.clone().pin_certificate_root(&foreign).is_err());
+    assert!(trusting.clone().pin_certificate_root(&own).is_err());
+    assert!(pinned.clone().pin_certificate_root(&own).is_ok());
 }
 
 #[test]

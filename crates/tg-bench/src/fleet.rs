@@ -8,10 +8,13 @@
 //! time per round: the round's wall time minus the stage in which agents
 //! train, from the stage transitions the coordinator records.
 
+use std::ffi::OsStr;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
 
 use crate::{BenchError, Result};
 
@@ -145,12 +148,26 @@ pub fn run(a: &FleetArgs) -> Result<serde_json::Value> {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    // Secure rounds need a roster the agents can check: the bench acts as
+    // the fleet's operator, with a fleet root of its own for this run.
+    let fleet_root = secure.then(|| {
+        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(seed.as_mut_slice()).map(|()| SigningKey::from_bytes(&seed))
+    });
+    let fleet_root = fleet_root
+        .transpose()
+        .map_err(|e| internal("the OS RNG failed", e))?;
     let mut agent_pids = Vec::with_capacity(n);
     for (i, t) in tokens.iter().enumerate() {
+        let dir = root.join(format!("agent-{i}"));
+        let certificate = match &fleet_root {
+            Some(r) => Some(certify_agent(&dir, &pass, r, &format!("bench-{i}"))?),
+            None => None,
+        };
         let c = Command::new(exe)
             .env(tg_trust::passphrase::PASSPHRASE_ENV, &pass)
             .arg("--data-dir")
-            .arg(root.join(format!("agent-{i}")))
+            .arg(&dir)
             .args([
                 "--json",
                 "agent",
@@ -165,6 +182,11 @@ pub fn run(a: &FleetArgs) -> Result<serde_json::Value> {
             .args(["--seed", &seed.to_string()])
             // The benchmark's own agents: plaintext jobs are allowed.
             .arg("--allow-plaintext")
+            .args(
+                certificate
+                    .iter()
+                    .flat_map(|c| [OsStr::new("--certificate"), c.as_os_str()]),
+            )
             .stdin(Stdio::null())
             .stdout(log(&format!("agent-{i}.out"))?)
             .stderr(log(&format!("agent-{i}.err"))?)
@@ -249,6 +271,29 @@ pub fn run(a: &FleetArgs) -> Result<serde_json::Value> {
         "work_dir": root,
     });
     Ok(json)
+}
+
+/// Gives the agent whose data directory is `dir` its identity key (sealed
+/// with `pass`, as the agent will open it) and a certificate for it from the
+/// fleet root `root`, valid for a day; returns the certificate file. This is
+/// what a fleet's operator does with `keys certify` for each agent.
+pub fn certify_agent(dir: &Path, pass: &str, root: &SigningKey, name: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| internal("cannot create an agent's dir", e))?;
+    let pass = tg_trust::passphrase::Passphrase::new(pass.to_owned())
+        .map_err(|e| internal("the passphrase", e))?;
+    let key = tg_trust::node::identity(dir, None, &pass)
+        .map_err(|e| internal("cannot create an agent's identity", e))?;
+    let now = tg_trust::audit::now_secs();
+    let cert = tg_proto::Certificate::issue(
+        root,
+        key.signing_key().verifying_key().to_bytes(),
+        name,
+        now.saturating_sub(60),
+        now + 86_400,
+    );
+    let file = dir.join("fleet.cert");
+    std::fs::write(&file, cert.to_text()).map_err(|e| internal("cannot write a certificate", e))?;
+    Ok(file)
 }
 
 /// A job file made to run on this machine: the file's job, listening on

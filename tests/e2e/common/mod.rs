@@ -113,6 +113,10 @@ pub struct Fleet {
     pub coord_args: Vec<String>,
     /// Extra arguments of every `agent start`.
     pub agent_args: Vec<String>,
+    /// The fleet's root (secure jobs): each agent started without its own
+    /// `--certificate` or `--policy` gets an identity and a certificate
+    /// from it, as an operator would issue them. None: agents get nothing.
+    pub fleet_root: Option<ed25519_dalek::SigningKey>,
 }
 
 impl Fleet {
@@ -127,6 +131,11 @@ impl Fleet {
             job,
             coord_args: Vec::new(),
             agent_args: Vec::new(),
+            fleet_root: opts.secure.map(|_| {
+                let mut seed = [0u8; 32];
+                getrandom::fill(&mut seed).unwrap();
+                ed25519_dalek::SigningKey::from_bytes(&seed)
+            }),
         }
     }
 
@@ -231,6 +240,20 @@ impl Fleet {
             cmd.arg("--enroll").arg(t);
         }
         cmd.args(&self.agent_args);
+        let own = |flag: &str| self.agent_args.iter().any(|a| a == flag);
+        if let Some(root) = &self.fleet_root
+            && !own("--certificate")
+            && !own("--policy")
+        {
+            let cert = tg_bench::fleet::certify_agent(
+                &self.agent_dir(i),
+                TEST_PASSPHRASE,
+                root,
+                &format!("robot-{i}"),
+            )
+            .unwrap();
+            cmd.arg("--certificate").arg(cert);
+        }
         let child = cmd.spawn().unwrap();
         if self.agents.len() <= i {
             self.agents.resize_with(i + 1, || None);

@@ -95,7 +95,8 @@ fn owner_policy(args: &AgentStartArgs) -> Result<tg_agent::OwnerPolicy, CliError
                 invalid(
                     format!("--policy {}", path.display()),
                     e,
-                    "keys: allow_plaintext, max_round_epsilon, [budget] epsilon/delta, \
+                    "top-level keys: allow_plaintext, allow_evaluation, fleet_root, max_round_epsilon, \
+                     max_local_epochs, max_dp_steps, budget_scope; [budget] epsilon/delta; \
                      [secure_aggregation] min_participants/min_threshold/min_survivor_fraction/\
                      assumed_corrupt/allow_semi_honest",
                 )
@@ -144,7 +145,7 @@ pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(),
         if args.insecure {
             out.note(&out.red("UNTRUSTED: --insecure — without a TEE this agent sends simulated attestation; no one can verify what code runs here"));
         }
-        let config = JoinConfig {
+        let mut config = JoinConfig {
             coordinator: args.coordinator.clone(),
             discover: args.discover,
             name: args.name.clone().unwrap_or_else(|| {
@@ -160,6 +161,18 @@ pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(),
             certificate: certificate(args)?,
             seed_name: args.shard.as_ref().and_then(|s| s.split_once('/')).and_then(|(i, _)| i.parse().ok()).map(|i: usize| tg_types::AgentId::numbered(i).as_str().to_owned()),
         };
+        config
+            .settle_roster(&key.signing_key().verifying_key().to_bytes())
+            .map_err(|e| {
+                invalid(
+                    "this agent cannot take part as configured (--certificate, --policy)",
+                    e,
+                    "use the certificate the fleet's operator issued for this agent's identity (`tensorguard keys export-public`), and a policy that pins the same root",
+                )
+            })?;
+        if config.policy.roster() == Ok(tg_agent::Roster::TrustCoordinator) {
+            out.note(&out.red("fleet_root = \"trust-coordinator\": the coordinator chooses who takes part — secure aggregation hides this agent's update from other agents, not from a coordinator that seats identities of its own"));
+        }
         // Report readiness (joined) once, for operators and start-up timing.
         let watch = status.clone();
         let json = out.json;

@@ -5,8 +5,10 @@
 //! on the agent's machine) and persisted in the agent's own data directory,
 //! never taken from the coordinator. A round is judged before training:
 //! refused if it is a round this agent already trained, if its update would
-//! leave unmasked and the owner does not allow that, if secure aggregation
-//! is below the owner's floors, if its ε against the coordinator exceeds the
+//! leave unmasked and the owner does not allow that, if it is a secure round
+//! whose participants a pinned fleet root does not all certify (with no root
+//! pinned, every secure round is refused unless the owner chose to trust the
+//! coordinator's roster), if secure aggregation is below the owner's floors, if its ε against the coordinator exceeds the
 //! per-round cap, or if it would take the dataset past its total budget. The
 //! charge is written durably before any training, so a crash over-counts,
 //! never under-counts, and a new job id cannot reset the budget: it is kept
@@ -47,6 +49,12 @@ pub struct OwnerPolicy {
     pub budget: Option<Budget>,
     /// The fleet root's public key (64 hex digits): every participant of a
     /// secure round must carry a certificate from it, or the round is refused.
+    /// Unset, the root of the agent's own certificate (`--certificate`) is
+    /// pinned; with neither, secure rounds are refused, since the
+    /// coordinator could fill them with identities of its own. The value
+    /// [`TRUST_COORDINATOR`] accepts the coordinator's roster instead — a
+    /// named, lower-security choice: secure aggregation then protects the
+    /// update from other agents, not from the coordinator.
     pub fleet_root: Option<String>,
     /// The most local epochs one round may ask of this machine (default
     /// [`DEFAULT_MAX_LOCAL_EPOCHS`]): the coordinator sets the work, the
@@ -71,6 +79,22 @@ pub enum BudgetScope {
     Agent,
     /// Each exact dataset content has its own ledger.
     Dataset,
+}
+
+/// The `fleet_root` value that accepts the coordinator's roster unchecked.
+pub const TRUST_COORDINATOR: &str = "trust-coordinator";
+
+/// Whom the agent trusts to say who takes part in a secure round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Roster {
+    /// Every participant must carry a certificate from this fleet root.
+    Pinned([u8; 32]),
+    /// The owner chose to accept the coordinator's roster
+    /// (`fleet_root = "trust-coordinator"`).
+    TrustCoordinator,
+    /// No root is pinned and no choice was made: secure rounds are refused.
+    Unpinned,
 }
 
 /// The ledger key of an agent-scoped budget.
@@ -99,20 +123,61 @@ impl OwnerPolicy {
             allow_plaintext: true,
             allow_evaluation: true,
             secure_aggregation: tg_secagg::Floors::allowing_semi_honest(),
+            fleet_root: Some(TRUST_COORDINATOR.to_owned()),
             max_local_epochs: Some(u32::MAX),
             max_dp_steps: Some(u32::MAX),
             ..Self::default()
         }
     }
 
-    /// The pinned fleet root, if any.
-    pub fn root(&self) -> Result<Option<[u8; 32]>, String> {
-        match &self.fleet_root {
-            None => Ok(None),
+    /// Whom this policy trusts for a secure round's roster.
+    pub fn roster(&self) -> Result<Roster, String> {
+        match self.fleet_root.as_deref().map(str::trim) {
+            None => Ok(Roster::Unpinned),
+            Some(TRUST_COORDINATOR) => Ok(Roster::TrustCoordinator),
             Some(h) => tg_proto::key_from_hex(h)
-                .map(Some)
-                .ok_or_else(|| format!("fleet_root = \"{}\" is not 64 hex digits", h.trim())),
+                .map(Roster::Pinned)
+                .ok_or_else(|| {
+                    format!(
+                        "fleet_root = \"{h}\" is neither 64 hex digits nor \"{TRUST_COORDINATOR}\""
+                    )
+                }),
         }
+    }
+
+    /// Pins the root of the agent's own certificate when the policy names
+    /// none (the certificate came from the fleet's operator, not from the
+    /// coordinator). A policy that pins another root, or that trusts the
+    /// coordinator, conflicts with the certificate: refused, so that the
+    /// owner's intent is never silently changed.
+    pub fn pin_certificate_root(&mut self, cert: &tg_proto::Certificate) -> Result<(), String> {
+        let theirs = hex32(&cert.root);
+        match self.roster()? {
+            Roster::Unpinned => {
+                self.fleet_root = Some(theirs);
+                Ok(())
+            }
+            Roster::Pinned(root) if root == cert.root => Ok(()),
+            Roster::Pinned(root) => Err(format!(
+                "the certificate was issued by fleet root {theirs}, but the policy pins {}",
+                hex32(&root)
+            )),
+            Roster::TrustCoordinator => Err(format!(
+                "the policy says fleet_root = \"{TRUST_COORDINATOR}\", yet a certificate from fleet root {theirs} was given"
+            )),
+        }
+    }
+
+    /// Whether this policy can take part in any round at all: a plaintext
+    /// round if it allows those, a secure one if it knows whose roster to
+    /// believe.
+    pub fn usable(&self) -> Result<(), String> {
+        if self.allow_plaintext || self.roster()? != Roster::Unpinned {
+            return Ok(());
+        }
+        Err(format!(
+            "the policy allows no plaintext round and pins no fleet root, so the agent would refuse every round: pass --certificate (from the fleet's operator), set fleet_root = \"<hex>\" in the policy, or fleet_root = \"{TRUST_COORDINATOR}\" to accept the coordinator's roster"
+        ))
     }
 
     /// Parses a policy file's text.
@@ -132,7 +197,7 @@ impl OwnerPolicy {
         if p.max_local_epochs == Some(0) || p.max_dp_steps == Some(0) {
             return Err("max_local_epochs and max_dp_steps must be at least 1".into());
         }
-        p.root()?;
+        p.roster()?;
         Ok(p)
     }
 }
@@ -210,6 +275,11 @@ fn round_rdp(
     Ok(noised.then_some(rdp))
 }
 
+/// Lower-case hex of a 32-byte key.
+fn hex32(key: &[u8; 32]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A refusal: the code sent to the coordinator, the detail kept in the log.
 pub type Refusal = (DeclineReason, String);
 
@@ -250,14 +320,29 @@ pub fn judge_round(
             ),
         ));
     }
-    let root = policy.root().map_err(|e| (DeclineReason::OwnerFloor, e))?;
-    if let (Some(secure), Some(root)) = (&req.secure, root) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        secure
-            .check_certificates(&root, now)
-            .map_err(|e| (DeclineReason::UncertifiedParticipant, e))?;
+    let roster = policy
+        .roster()
+        .map_err(|e| (DeclineReason::OwnerFloor, e))?;
+    if let Some(secure) = &req.secure {
+        match roster {
+            Roster::Pinned(root) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                secure
+                    .check_certificates(&root, now)
+                    .map_err(|e| (DeclineReason::UncertifiedParticipant, e))?;
+            }
+            Roster::TrustCoordinator => {}
+            Roster::Unpinned => {
+                return Err((
+                    DeclineReason::OwnerFloor,
+                    format!(
+                        "this agent pins no fleet root, so any participant of this secure round may be the coordinator's own identity (a Sybil) — pass --certificate from the fleet's operator, or set fleet_root in the policy (\"{TRUST_COORDINATOR}\" accepts the coordinator's roster)"
+                    ),
+                ));
+            }
+        }
     }
     // The work a round asks of this machine, within the owner's limits (a
     // coordinator could otherwise ask for a billion epochs).
@@ -304,7 +389,8 @@ pub fn judge_round(
         ));
     }
     let floor = |e: String| (DeclineReason::OwnerFloor, e);
-    let rdp = round_rdp(req, params, &policy.secure_aggregation, root.is_some())
+    let rooted = matches!(roster, Roster::Pinned(_));
+    let rdp = round_rdp(req, params, &policy.secure_aggregation, rooted)
         .map_err(|e| floor(format!("cannot account the round: {e}")))?;
     let delta =
         Delta::new(policy.budget.map_or(1e-5, |b| b.delta)).map_err(|e| floor(e.to_string()))?;
