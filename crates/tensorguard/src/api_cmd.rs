@@ -7,7 +7,7 @@ use tg_store::{ApiRole, Store};
 use tg_trust::audit::kind;
 
 use crate::cli::{ApiCommand, RoleArg, TokenCommand};
-use crate::errors::{CliError, Code, from_store};
+use crate::errors::{Code, UserError, from_store};
 use crate::keys::rfc3339;
 use crate::output::Output;
 
@@ -21,7 +21,7 @@ fn role(r: RoleArg) -> ApiRole {
 
 /// Records a token event in the node's audit log when the node has keys;
 /// a node without a keyring yet has no audit log to write to.
-fn audit(data_dir: &Path, event: &str, body: serde_json::Value) -> Result<(), CliError> {
+fn audit(data_dir: &Path, event: &str, body: serde_json::Value) -> Result<(), UserError> {
     if !data_dir.join("keys").join("keyring.json").exists() {
         return Ok(());
     }
@@ -39,10 +39,10 @@ pub fn new_token(
     role: ApiRole,
     label: &str,
     ttl: Option<std::time::Duration>,
-) -> Result<(zeroize::Zeroizing<String>, tg_store::ApiToken), CliError> {
+) -> Result<(zeroize::Zeroizing<String>, tg_store::ApiToken), UserError> {
     tg_coordinator::api::auth::issue_token(store, role, label, ttl).map_err(|e| match e {
         tg_coordinator::api::auth::IssueError::Store(e) => from_store(e, data_dir),
-        other => CliError::new(
+        other => UserError::new(
             crate::errors::Code::Internal,
             "cannot issue an API token",
             other.to_string(),
@@ -51,7 +51,7 @@ pub fn new_token(
     })
 }
 
-pub fn run(cmd: ApiCommand, data_dir: &Path, out: &Output) -> Result<(), CliError> {
+pub fn run(cmd: ApiCommand, data_dir: &Path, out: &Output) -> Result<(), UserError> {
     let store = Store::open(data_dir).map_err(|e| from_store(e, data_dir))?;
     match cmd {
         ApiCommand::Token(TokenCommand::Create {
@@ -115,7 +115,7 @@ pub fn run(cmd: ApiCommand, data_dir: &Path, out: &Output) -> Result<(), CliErro
                 .revoke_api_token(&id)
                 .map_err(|e| from_store(e, data_dir))?
             {
-                return Err(CliError::new(
+                return Err(UserError::new(
                     Code::InvalidValue,
                     format!("no active API token with id {id}"),
                     "it does not exist or is already revoked",

@@ -7,19 +7,19 @@ use serde_json::json;
 use tg_attest::{Evidence, Expected, Policy, SnpAnchors, Status, TrustAnchors, Verdict};
 
 use crate::cli::{AttestCommand, AttestVerifyArgs, EvidenceKind};
-use crate::errors::{CliError, Code, invalid};
+use crate::errors::{Code, UserError, invalid};
 use crate::output::Output;
 
-pub fn run(cmd: AttestCommand, out: &Output) -> Result<(), CliError> {
+pub fn run(cmd: AttestCommand, out: &Output) -> Result<(), UserError> {
     match cmd {
         AttestCommand::Verify(a) => verify(&a, out),
         AttestCommand::Detect { root } => detect(&root, out),
     }
 }
 
-fn read(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, UserError> {
     std::fs::read(path).map_err(|e| {
-        CliError::new(
+        UserError::new(
             Code::EvidenceUnreadable,
             format!("cannot read the {what} {}", path.display()),
             e.to_string(),
@@ -29,7 +29,7 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
 }
 
 /// Parses `--at`: RFC 3339, e.g. 2025-07-04T10:28:44Z.
-pub fn parse_time(s: &str) -> Result<SystemTime, CliError> {
+pub fn parse_time(s: &str) -> Result<SystemTime, UserError> {
     humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).map_err(|e| {
         invalid(
             format!("--at {s}: {e}"),
@@ -40,7 +40,7 @@ pub fn parse_time(s: &str) -> Result<SystemTime, CliError> {
 }
 
 /// Reads a policy file: JSON when it ends in .json, TOML otherwise.
-pub fn load_policy(path: &Path) -> Result<Policy, CliError> {
+pub fn load_policy(path: &Path) -> Result<Policy, UserError> {
     let bytes = read(path, "policy file")?;
     let text = String::from_utf8_lossy(&bytes);
     let parsed = if path.extension().is_some_and(|e| e == "json") {
@@ -57,7 +57,7 @@ pub fn load_policy(path: &Path) -> Result<Policy, CliError> {
     })
 }
 
-fn anchors(a: &AttestVerifyArgs) -> Result<TrustAnchors, CliError> {
+fn anchors(a: &AttestVerifyArgs) -> Result<TrustAnchors, UserError> {
     let mut anchors = TrustAnchors::default();
     if !a.amd_root.is_empty() {
         let roots = a
@@ -79,7 +79,7 @@ fn anchors(a: &AttestVerifyArgs) -> Result<TrustAnchors, CliError> {
     Ok(anchors)
 }
 
-fn evidence(a: &AttestVerifyArgs) -> Result<Evidence, CliError> {
+fn evidence(a: &AttestVerifyArgs) -> Result<Evidence, UserError> {
     let body = read(&a.evidence, "evidence file")?;
     let collateral = a
         .collateral
@@ -92,7 +92,7 @@ fn evidence(a: &AttestVerifyArgs) -> Result<Evidence, CliError> {
             for p in &a.cert {
                 let bytes = read(p, "certificate")?;
                 certs.extend(tg_attest::snp_cert_bundle(&bytes).map_err(|r| {
-                    CliError::new(
+                    UserError::new(
                         Code::EvidenceUnreadable,
                         format!("{}: {}", p.display(), r.detail),
                         "not a DER certificate or a PEM bundle",
@@ -116,7 +116,7 @@ fn evidence(a: &AttestVerifyArgs) -> Result<Evidence, CliError> {
     })
 }
 
-fn report_data(hex_str: Option<&str>) -> Result<Option<[u8; 64]>, CliError> {
+fn report_data(hex_str: Option<&str>) -> Result<Option<[u8; 64]>, UserError> {
     let Some(h) = hex_str else { return Ok(None) };
     let mut rd = [0u8; 64];
     hex::decode_to_slice(h.trim(), &mut rd).map_err(|e| {
@@ -129,7 +129,7 @@ fn report_data(hex_str: Option<&str>) -> Result<Option<[u8; 64]>, CliError> {
     Ok(Some(rd))
 }
 
-fn verify(a: &AttestVerifyArgs, out: &Output) -> Result<(), CliError> {
+fn verify(a: &AttestVerifyArgs, out: &Output) -> Result<(), UserError> {
     let at =
         a.at.as_deref()
             .map(parse_time)
@@ -164,7 +164,7 @@ fn verify(a: &AttestVerifyArgs, out: &Output) -> Result<(), CliError> {
     if verdict.status == Status::Trusted {
         Ok(())
     } else {
-        Err(CliError::new(
+        Err(UserError::new(
             Code::Untrusted,
             format!("the {} evidence is UNTRUSTED", verdict.hardware_type),
             verdict
@@ -225,7 +225,7 @@ fn print_verdict(v: &Verdict, at: SystemTime, out: &Output) {
     }
 }
 
-fn detect(root: &PathBuf, out: &Output) -> Result<(), CliError> {
+fn detect(root: &PathBuf, out: &Output) -> Result<(), UserError> {
     let found = tg_attest::detect::detect(root);
     if out.json {
         out.json_value(&json!({

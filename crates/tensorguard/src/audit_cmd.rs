@@ -9,11 +9,11 @@ use tg_trust::audit::{
 };
 
 use crate::cli::{AuditCommand, ExportFormat};
-use crate::errors::{CliError, Code, from_trust, invalid};
+use crate::errors::{Code, UserError, from_trust, invalid};
 use crate::keys::{audit_log_path, keyring};
 use crate::output::Output;
 
-pub fn run(cmd: AuditCommand, data_dir: &Path, out: &Output) -> Result<(), CliError> {
+pub fn run(cmd: AuditCommand, data_dir: &Path, out: &Output) -> Result<(), UserError> {
     match cmd {
         AuditCommand::Verify {
             log,
@@ -26,7 +26,7 @@ pub fn run(cmd: AuditCommand, data_dir: &Path, out: &Output) -> Result<(), CliEr
             if report.ok {
                 Ok(())
             } else {
-                Err(CliError::new(
+                Err(UserError::new(
                     Code::AuditTampered,
                     format!("the audit log {} failed verification", path.display()),
                     format!(
@@ -69,7 +69,7 @@ pub fn run(cmd: AuditCommand, data_dir: &Path, out: &Output) -> Result<(), CliEr
                 verify(&path, data_dir, None, true, None)?;
             }
             let text = std::fs::read_to_string(&path).map_err(|e| {
-                CliError::new(
+                UserError::new(
                     Code::AuditLog,
                     format!("cannot read {}", path.display()),
                     e.to_string(),
@@ -115,9 +115,9 @@ fn verify(
     expect_head: Option<&str>,
     use_keyring: bool,
     text: Option<&str>,
-) -> Result<VerifyReport, CliError> {
+) -> Result<VerifyReport, UserError> {
     if !path.exists() {
-        return Err(CliError::new(
+        return Err(UserError::new(
             Code::AuditLog,
             format!("no audit log at {}", path.display()),
             "nothing has been recorded on this node yet, or --data-dir points elsewhere",
@@ -195,27 +195,27 @@ fn print(r: &VerifyReport, path: &Path, out: &Output) {
     }
 }
 
-fn report_error(e: report::ReportError) -> CliError {
+fn report_error(e: report::ReportError) -> UserError {
     match e {
-        report::ReportError::NoSuchJob(prefix) => CliError::new(
+        report::ReportError::NoSuchJob(prefix) => UserError::new(
             Code::RunNotFound,
             format!("no job `{prefix}` in the audit log"),
             "the log has no entry for such a job",
             "list jobs with `tensorguard audit export | grep job.created`",
         ),
-        report::ReportError::Ambiguous { prefix, count } => CliError::new(
+        report::ReportError::Ambiguous { prefix, count } => UserError::new(
             Code::RunNotFound,
             format!("`{prefix}` matches {count} jobs"),
             "the id prefix is not unique",
             "give more of the job id",
         ),
-        report::ReportError::Write { path, source } => CliError::new(
+        report::ReportError::Write { path, source } => UserError::new(
             Code::DataDirUnwritable,
             format!("cannot write {}", path.display()),
             source.to_string(),
             "choose a writable --out directory",
         ),
-        other => CliError::new(
+        other => UserError::new(
             Code::Internal,
             other.to_string(),
             "the report could not be made",

@@ -2,14 +2,14 @@
 //! measuring is in tg-bench (the API's still beside the server it starts).
 
 use crate::cli::BenchCommand;
-use crate::errors::{CliError, invalid};
+use crate::errors::{UserError, invalid};
 use crate::output::Output;
 
-pub fn run(cmd: BenchCommand, out: &Output) -> Result<(), CliError> {
+pub fn run(cmd: BenchCommand, out: &Output) -> Result<(), UserError> {
     match cmd {
         BenchCommand::Fleet(a) => {
             let exe = std::env::current_exe().map_err(|e| {
-                CliError::new(
+                UserError::new(
                     crate::errors::Code::Internal,
                     "cannot find this program",
                     e.to_string(),
@@ -29,7 +29,7 @@ pub fn run(cmd: BenchCommand, out: &Output) -> Result<(), CliError> {
                     m,
                     "check the job file (examples: deploy/examples/*.toml)",
                 ),
-                other => CliError::new(
+                other => UserError::new(
                     crate::errors::Code::Internal,
                     "the fleet benchmark failed",
                     other.to_string(),
@@ -41,7 +41,7 @@ pub fn run(cmd: BenchCommand, out: &Output) -> Result<(), CliError> {
         }
         BenchCommand::Api { rounds, requests } => {
             let report = tg_bench::api::run(rounds, requests).map_err(|e| {
-                crate::errors::CliError::new(
+                crate::errors::UserError::new(
                     crate::errors::Code::Internal,
                     "the API benchmark failed",
                     e.to_string(),

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use clap::Args;
 use tg_bench::aggregate::{AggregateArgs, Mode};
 
-use crate::errors::{CliError, Code, invalid};
+use crate::errors::{Code, UserError, invalid};
 use crate::output::Output;
 
 #[derive(Debug, Args)]
@@ -34,12 +34,12 @@ pub struct FeedArgs {
     pub seed: u64,
 }
 
-fn bench_error(e: tg_bench::BenchError) -> CliError {
+fn bench_error(e: tg_bench::BenchError) -> UserError {
     match e {
         tg_bench::BenchError::Args(why) => {
             invalid("bench aggregate", why, "check --clients and --dim")
         }
-        other => CliError::new(
+        other => UserError::new(
             Code::Internal,
             "the aggregation benchmark failed",
             other.to_string(),
@@ -48,7 +48,7 @@ fn bench_error(e: tg_bench::BenchError) -> CliError {
     }
 }
 
-pub fn run(a: &AggregateBenchArgs, out: &Output) -> Result<(), CliError> {
+pub fn run(a: &AggregateBenchArgs, out: &Output) -> Result<(), UserError> {
     let args = AggregateArgs {
         clients: a.clients,
         dim: a.dim,
@@ -61,7 +61,7 @@ pub fn run(a: &AggregateBenchArgs, out: &Output) -> Result<(), CliError> {
     };
     args.check().map_err(bench_error)?;
     let exe = std::env::current_exe().map_err(|e| {
-        CliError::new(
+        UserError::new(
             Code::Internal,
             "cannot find this executable to start the agents' process",
             e.to_string(),
@@ -79,7 +79,7 @@ pub fn run(a: &AggregateBenchArgs, out: &Output) -> Result<(), CliError> {
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| {
-            CliError::new(
+            UserError::new(
                 Code::Internal,
                 "cannot start the agents' process",
                 e.to_string(),
@@ -87,7 +87,7 @@ pub fn run(a: &AggregateBenchArgs, out: &Output) -> Result<(), CliError> {
             )
         })?;
     let mut pipe = child.stdout.take().ok_or_else(|| {
-        CliError::new(
+        UserError::new(
             Code::Internal,
             "no pipe to the agents' process",
             "stdout was not captured",
@@ -115,7 +115,7 @@ pub fn run(a: &AggregateBenchArgs, out: &Output) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn feed(a: &FeedArgs) -> Result<(), CliError> {
+pub fn feed(a: &FeedArgs) -> Result<(), UserError> {
     let stdout = std::io::stdout();
     let mut lock = std::io::BufWriter::new(stdout.lock());
     tg_bench::aggregate::feed(a.clients, a.dim, a.seed, &mut lock).map_err(bench_error)

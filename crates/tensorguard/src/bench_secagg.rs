@@ -1,10 +1,10 @@
 //! `tensorguard bench secagg`: flags in, the report (tg-bench) out.
 
 use crate::cli::SecaggBenchArgs;
-use crate::errors::{CliError, Code, invalid};
+use crate::errors::{Code, UserError, invalid};
 use crate::output::Output;
 
-pub fn run(a: &SecaggBenchArgs, out: &Output) -> Result<(), CliError> {
+pub fn run(a: &SecaggBenchArgs, out: &Output) -> Result<(), UserError> {
     let threat: tg_secagg::Threat = a.threat.into();
     if threat != tg_secagg::Threat::Malicious {
         out.note(&out.yellow(&format!("threat model: {}", threat.label())));
@@ -32,7 +32,7 @@ pub fn run(a: &SecaggBenchArgs, out: &Output) -> Result<(), CliError> {
         out.line(&serde_json::to_string_pretty(&v).unwrap_or_default());
     }
     if !report.correct {
-        return Err(CliError::new(
+        return Err(UserError::new(
             Code::Internal,
             "the unmasked sum differs from the plaintext sum",
             "this is a bug in secure aggregation",

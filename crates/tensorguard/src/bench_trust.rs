@@ -2,12 +2,12 @@
 
 use std::path::Path;
 
-use crate::errors::{CliError, Code, invalid};
+use crate::errors::{Code, UserError, invalid};
 use crate::output::Output;
 
-pub fn run(vectors: &Path, repeat: usize, out: &Output) -> Result<(), CliError> {
+pub fn run(vectors: &Path, repeat: usize, out: &Output) -> Result<(), UserError> {
     let v = tg_bench::trust::run(vectors, repeat).map_err(|e| match e {
-        tg_bench::BenchError::Args(why) => CliError::new(
+        tg_bench::BenchError::Args(why) => UserError::new(
             Code::EvidenceUnreadable,
             "the attestation vectors are unreadable",
             why,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::errors::{CliError, Code};
+use crate::errors::{Code, UserError};
 
 /// The config file's schema. Unknown keys are errors.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -60,7 +60,7 @@ pub struct Loaded {
 }
 
 /// Loads the config: an explicit path must exist; the default path is optional.
-pub fn load(explicit: Option<&Path>) -> Result<Loaded, CliError> {
+pub fn load(explicit: Option<&Path>) -> Result<Loaded, UserError> {
     let (path, required) = match explicit {
         Some(p) => (Some(p.to_owned()), true),
         None => (default_config_dir().map(|d| d.join("config.toml")), false),
@@ -85,9 +85,9 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, CliError> {
 }
 
 /// Reads and fully validates a config file.
-pub fn parse_file(path: &Path) -> Result<FileConfig, CliError> {
+pub fn parse_file(path: &Path) -> Result<FileConfig, UserError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        CliError::new(
+        UserError::new(
             Code::ConfigInvalid,
             format!("cannot read config file {}", path.display()),
             e.to_string(),
@@ -102,7 +102,7 @@ pub fn parse_file(path: &Path) -> Result<FileConfig, CliError> {
         } else {
             Code::ConfigInvalid
         };
-        CliError::new(
+        UserError::new(
             code,
             format!("{}:{line}: {msg}", path.display()),
             "the config file does not match the schema",
@@ -111,7 +111,7 @@ pub fn parse_file(path: &Path) -> Result<FileConfig, CliError> {
     })?;
     check_values(&file.demo).map_err(|(key, err)| {
         let line = find_key_line(&text, &key);
-        CliError::new(
+        UserError::new(
             Code::InvalidValue,
             format!("{}:{line}: demo.{key}: {}", path.display(), err.what),
             err.why,
@@ -140,19 +140,24 @@ fn find_key_line(text: &str, key: &str) -> usize {
 }
 
 /// Checks every value of a demo section, reporting the first bad key.
-fn check_values(d: &tg_job::JobSection) -> Result<(), (String, CliError)> {
+fn check_values(d: &tg_job::JobSection) -> Result<(), (String, UserError)> {
     tg_job::Job::resolve(d, None, None, tg_job::Runner::Simulation)
         .map(|_| ())
-        .map_err(|e| (e.key().unwrap_or("demo").to_owned(), crate::job::error(e)))
+        .map_err(|e| {
+            (
+                e.key().unwrap_or("demo").to_owned(),
+                crate::errors::from_job(e),
+            )
+        })
 }
 
 /// The data directory: flag/env > file > XDG default.
-pub fn data_dir(flag: Option<&Path>, file: &FileConfig) -> Result<PathBuf, CliError> {
+pub fn data_dir(flag: Option<&Path>, file: &FileConfig) -> Result<PathBuf, UserError> {
     flag.map(Path::to_owned)
         .or_else(|| file.data_dir.clone())
         .or_else(|| project_dirs().map(|d| d.data_dir().to_owned()))
         .ok_or_else(|| {
-            CliError::new(
+            UserError::new(
                 Code::DataDirUnwritable,
                 "no data directory",
                 "no --data-dir was given and no home directory was found for the default",

@@ -12,7 +12,7 @@ use tg_types::privacy::{ClipSpec, DpMode, PrivacySpec};
 use tg_types::record::{JobStatus, RoundRecord, RoundStatus};
 
 use crate::cli::DemoArgs;
-use crate::errors::{CliError, from_inproc, from_store};
+use crate::errors::{UserError, from_inproc, from_store};
 use crate::output::Output;
 
 /// In process no agent hangs on a network, so a generous deadline only guards
@@ -24,7 +24,7 @@ pub fn run(
     args: &DemoArgs,
     data_dir: &std::path::Path,
     out: &Output,
-) -> Result<serde_json::Value, CliError> {
+) -> Result<serde_json::Value, UserError> {
     let started = Instant::now();
     let baseline = !args.no_baseline;
     let mut store = Store::open(data_dir).map_err(|e| from_store(e, data_dir))?;
@@ -37,7 +37,7 @@ pub fn run(
             train_examples: prepared.sizes().0,
             client_sizes: Some(prepared.client_sizes()),
         })
-        .map_err(crate::job::error)?;
+        .map_err(crate::errors::from_job)?;
     prepared
         .set_plan(&plan)
         .map_err(|e| from_inproc(e, data_dir))?;
@@ -210,7 +210,7 @@ pub fn run(
     Ok(summary)
 }
 
-fn new_job_id() -> Result<JobId, CliError> {
+fn new_job_id() -> Result<JobId, UserError> {
     let mut b = [0u8; 16];
     crate::errors::os_random(&mut b)?;
     Ok(JobId::from_bytes(b))

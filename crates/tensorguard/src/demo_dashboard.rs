@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tg_store::{ApiRole, Store};
 
-use crate::errors::{CliError, Code, from_store};
+use crate::errors::{Code, UserError, from_store};
 use crate::output::Output;
 
 /// Keeps the dashboard's server running while it lives.
@@ -24,14 +24,14 @@ pub fn start(
     addr: std::net::SocketAddr,
     data_dir: &Path,
     out: &Output,
-) -> Result<Dashboard, CliError> {
+) -> Result<Dashboard, UserError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("dashboard")
         .enable_all()
         .build()
         .map_err(|e| {
-            CliError::new(
+            UserError::new(
                 Code::Internal,
                 "cannot start the dashboard's runtime",
                 e.to_string(),

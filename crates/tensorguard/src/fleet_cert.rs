@@ -7,13 +7,13 @@ use ed25519_dalek::SigningKey;
 use serde_json::json;
 use tg_proto::Certificate;
 
-use crate::errors::{CliError, Code, from_trust, invalid};
+use crate::errors::{Code, UserError, from_trust, invalid};
 use crate::keys::passphrase;
 use crate::output::Output;
 
 const LABEL: &str = "tensorguard fleet root";
 
-fn hex32(what: &str, text: &str) -> Result<[u8; 32], CliError> {
+fn hex32(what: &str, text: &str) -> Result<[u8; 32], UserError> {
     tg_proto::key_from_hex(text).ok_or_else(|| {
         invalid(
             format!("{what} {}", text.trim()),
@@ -27,9 +27,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub fn create_root(file: &Path, out: &Output) -> Result<(), CliError> {
+pub fn create_root(file: &Path, out: &Output) -> Result<(), UserError> {
     if file.exists() {
-        return Err(CliError::new(
+        return Err(UserError::new(
             Code::AlreadyExists,
             format!("{} exists", file.display()),
             "a fleet root is created once; overwriting it would orphan every certificate",
@@ -60,11 +60,11 @@ pub fn create_root(file: &Path, out: &Output) -> Result<(), CliError> {
     Ok(())
 }
 
-fn write_private(file: &Path, bytes: &[u8]) -> Result<(), CliError> {
+fn write_private(file: &Path, bytes: &[u8]) -> Result<(), UserError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let io = |e: std::io::Error| {
-        CliError::new(
+        UserError::new(
             Code::DataDirUnwritable,
             format!("cannot write {}", file.display()),
             e.to_string(),
@@ -87,7 +87,7 @@ pub fn certify(
     name: &str,
     days: u64,
     out: &Output,
-) -> Result<(), CliError> {
+) -> Result<(), UserError> {
     let identity = hex32("--identity", identity)?;
     let text = std::fs::read_to_string(root).map_err(|e| {
         invalid(

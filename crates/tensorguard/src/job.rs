@@ -1,24 +1,10 @@
 //! The demo's flags as job sections (tg-job resolves them, as it resolves a
-//! job file), and job errors as coded CLI errors.
+//! job file).
 
-use tg_job::{Job, JobError, JobSection, PrivacySection, Runner, SecureSection};
+use tg_job::{Job, JobSection, PrivacySection, Runner, SecureSection};
 
 use crate::cli::{self, DemoArgs, DpModeArg};
-use crate::errors::{CliError, Code, invalid};
-
-/// A job error with its CLI code.
-pub fn error(e: JobError) -> CliError {
-    let code = match &e {
-        JobError::Quorum(_) => Code::QuorumTooLarge,
-        JobError::PrivacyParam(_) => Code::PrivacyParam,
-        JobError::PrivacyUnreachable(_) => Code::PrivacyUnreachable,
-        JobError::Syntax(_) => Code::ConfigInvalid,
-        JobError::UnknownKey(_) => Code::ConfigUnknownKey,
-        _ => Code::InvalidValue,
-    };
-    let p = e.problem();
-    CliError::new(code, p.what.clone(), p.why.clone(), p.fix.clone())
-}
+use crate::errors::{Code, UserError, from_job, invalid};
 
 /// The `[job]` keys the flags set.
 fn flags(a: &DemoArgs) -> JobSection {
@@ -61,7 +47,7 @@ fn accountant_name(a: cli::AccountantKind) -> &'static str {
 }
 
 /// The `[privacy]` keys the `--dp …` flags set.
-fn privacy(a: &DemoArgs) -> Result<Option<PrivacySection>, CliError> {
+fn privacy(a: &DemoArgs) -> Result<Option<PrivacySection>, UserError> {
     let dp = &a.dp;
     let Some(mode) = dp.dp else {
         for (given, flag) in [
@@ -107,7 +93,7 @@ fn privacy(a: &DemoArgs) -> Result<Option<PrivacySection>, CliError> {
 }
 
 /// The `[secure_aggregation]` keys the flags set.
-fn secure(a: &DemoArgs) -> Result<Option<SecureSection>, CliError> {
+fn secure(a: &DemoArgs) -> Result<Option<SecureSection>, UserError> {
     let s = &a.secure;
     let distributed = matches!(a.dp.dp, Some(DpModeArg::Distributed));
     if !s.secure_aggregation && !distributed {
@@ -131,7 +117,7 @@ fn secure(a: &DemoArgs) -> Result<Option<SecureSection>, CliError> {
 
 /// The demo's job: flags over the config file's `[demo]` table over the
 /// defaults, with the DP and secure-aggregation flags.
-pub fn from_flags(a: &DemoArgs, file: &JobSection) -> Result<Job, CliError> {
+pub fn from_flags(a: &DemoArgs, file: &JobSection) -> Result<Job, UserError> {
     let privacy = privacy(a)?;
     let secure = secure(a)?;
     Job::resolve(
@@ -140,46 +126,19 @@ pub fn from_flags(a: &DemoArgs, file: &JobSection) -> Result<Job, CliError> {
         secure.as_ref(),
         Runner::Simulation,
     )
-    .map_err(error)
+    .map_err(from_job)
 }
 
 /// The job a job file describes: the same parser (and the same refusals)
 /// as `coordinator start --job` and the API.
-pub fn from_file(path: &std::path::Path) -> Result<tg_job::JobFile, CliError> {
+pub fn from_file(path: &std::path::Path) -> Result<tg_job::JobFile, UserError> {
     let bytes = std::fs::read(path).map_err(|e| {
-        CliError::new(
+        UserError::new(
             Code::ConfigInvalid,
             format!("cannot read job file {}", path.display()),
             e.to_string(),
             "check the path (examples: deploy/examples/*.toml)",
         )
     })?;
-    tg_job::parse_file(&path.display().to_string(), &bytes).map_err(error)
-}
-
-#[cfg(test)]
-mod tests {
-    use tg_job::{JobError, Problem};
-
-    #[test]
-    fn every_job_error_family_has_the_code_tg_job_names() {
-        let p = || Problem {
-            key: None,
-            what: "w".into(),
-            why: "y".into(),
-            fix: "f".into(),
-        };
-        for e in [
-            JobError::Invalid(p()),
-            JobError::Quorum(p()),
-            JobError::PrivacyParam(p()),
-            JobError::PrivacyUnreachable(p()),
-            JobError::Syntax(p()),
-            JobError::UnknownKey(p()),
-        ] {
-            let cli = super::error(e.clone());
-            assert_eq!(cli.code.as_str(), e.code());
-            assert_eq!(cli.to_string(), e.coded());
-        }
-    }
+    tg_job::parse_file(&path.display().to_string(), &bytes).map_err(from_job)
 }

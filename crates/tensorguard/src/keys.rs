@@ -17,7 +17,7 @@ use tg_trust::{
 
 use crate::cli::{KeyPurposeArg, KeysCommand};
 use crate::config::Loaded;
-use crate::errors::{CliError, Code, from_trust, invalid};
+use crate::errors::{Code, UserError, from_trust, invalid};
 use crate::output::Output;
 
 pub use tg_trust::audit::now_secs;
@@ -28,17 +28,17 @@ pub fn rfc3339(secs: u64) -> String {
 
 /// The key passphrase: from the environment (a file, or the variable), else
 /// asked for on the terminal without echo, else E043 naming both ways.
-pub fn passphrase() -> Result<Passphrase, CliError> {
+pub fn passphrase() -> Result<Passphrase, UserError> {
     ask_passphrase(false)
 }
 
 /// A passphrase for a new key: as [`passphrase`], but on a terminal it is
 /// asked for twice (as `ssh-keygen` does) and must match.
-pub fn new_passphrase() -> Result<Passphrase, CliError> {
+pub fn new_passphrase() -> Result<Passphrase, UserError> {
     ask_passphrase(true)
 }
 
-fn ask_passphrase(confirm: bool) -> Result<Passphrase, CliError> {
+fn ask_passphrase(confirm: bool) -> Result<Passphrase, UserError> {
     use std::io::IsTerminal;
     if let Some(p) = Passphrase::from_env().map_err(from_trust)? {
         return Ok(p);
@@ -48,7 +48,7 @@ fn ask_passphrase(confirm: bool) -> Result<Passphrase, CliError> {
     }
     let prompt = |text: &str| {
         crate::tty::read_secret(text).map_err(|e| {
-            CliError::new(
+            UserError::new(
                 Code::NoPassphrase,
                 "cannot read the passphrase from the terminal",
                 e.to_string(),
@@ -68,7 +68,7 @@ fn ask_passphrase(confirm: bool) -> Result<Passphrase, CliError> {
         let second = prompt("Repeat the passphrase: ")?;
         let same: bool = subtle::ConstantTimeEq::ct_eq(first.as_bytes(), second.as_bytes()).into();
         if !same {
-            return Err(CliError::new(
+            return Err(UserError::new(
                 Code::NoPassphrase,
                 "the two passphrases differ",
                 "a new key's passphrase is typed twice so a typo cannot lock the key away",
@@ -79,7 +79,7 @@ fn ask_passphrase(confirm: bool) -> Result<Passphrase, CliError> {
     Passphrase::new(first.to_string()).map_err(from_trust)
 }
 
-pub fn keyring(data_dir: &Path) -> Result<Keyring, CliError> {
+pub fn keyring(data_dir: &Path) -> Result<Keyring, UserError> {
     node::keyring(data_dir).map_err(from_trust)
 }
 
@@ -92,12 +92,12 @@ fn purpose(p: KeyPurposeArg) -> Purpose {
     }
 }
 
-fn pin() -> Result<Passphrase, CliError> {
+fn pin() -> Result<Passphrase, UserError> {
     node::pin().map_err(from_trust)
 }
 
 /// The node's network identity (see [`tg_trust::node::identity`]).
-pub fn node_identity(data_dir: &Path, key_file: Option<&Path>) -> Result<IdentityKey, CliError> {
+pub fn node_identity(data_dir: &Path, key_file: Option<&Path>) -> Result<IdentityKey, UserError> {
     node::identity(data_dir, key_file, &passphrase()?).map_err(from_trust)
 }
 
@@ -109,11 +109,11 @@ fn record(
     event: &str,
     job: Option<&str>,
     body: serde_json::Value,
-) -> Result<(), CliError> {
+) -> Result<(), UserError> {
     node::record(data_dir, ring, pass, event, job, body).map_err(from_trust)
 }
 
-fn rotate_after(loaded: &Loaded) -> Result<Option<u64>, CliError> {
+fn rotate_after(loaded: &Loaded) -> Result<Option<u64>, UserError> {
     loaded
         .file
         .keys
@@ -138,7 +138,7 @@ pub fn run(
     data_dir: &Path,
     loaded: &Loaded,
     out: &Output,
-) -> Result<(), CliError> {
+) -> Result<(), UserError> {
     match cmd {
         KeysCommand::Generate {
             purpose: p,
@@ -295,7 +295,7 @@ pub fn run(
             let rec = match id {
                 Some(id) => ring.find(&id).map_err(from_trust)?.clone(),
                 None => ring.active(purpose(p)).cloned().ok_or_else(|| {
-                    CliError::new(
+                    UserError::new(
                         Code::Keyring,
                         format!("no active {} key", purpose(p).as_str()),
                         "the keyring is empty for that purpose",

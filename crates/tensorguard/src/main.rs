@@ -31,7 +31,7 @@ use clap::{CommandFactory, Parser};
 use crate::cli::{
     AgentCommand, Cli, Command, ConfigCommand, CoordinatorCommand, EnrollCommand, RunsCommand,
 };
-use crate::errors::{CliError, Code};
+use crate::errors::{Code, UserError};
 use crate::output::Output;
 
 fn main() -> ExitCode {
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
                 .to_owned();
             eprintln!(
                 "{}",
-                CliError::new(
+                UserError::new(
                     Code::Usage,
                     first,
                     "the command line could not be parsed",
@@ -102,7 +102,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli, out: &Output) -> Result<(), CliError> {
+fn run(cli: Cli, out: &Output) -> Result<(), UserError> {
     if let Command::Completion { shell } = cli.command {
         clap_complete::generate(
             shell,
@@ -178,7 +178,7 @@ fn run(cli: Cli, out: &Output) -> Result<(), CliError> {
         Command::Openapi => {
             let doc = tg_coordinator::api::openapi::document();
             let text = serde_json::to_string_pretty(&doc).map_err(|e| {
-                crate::errors::CliError::new(
+                crate::errors::UserError::new(
                     crate::errors::Code::Internal,
                     "cannot render the OpenAPI document",
                     e.to_string(),

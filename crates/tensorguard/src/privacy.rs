@@ -7,7 +7,7 @@ use tg_privacy::{
 };
 
 use crate::cli::{AccountantKind, PlanArgs, PrivacyCommand, SkellamArgs};
-use crate::errors::{CliError, from_privacy, invalid};
+use crate::errors::{UserError, from_privacy, invalid};
 use crate::output::Output;
 
 struct Plan {
@@ -17,7 +17,7 @@ struct Plan {
     accountant: AccountantKind,
 }
 
-fn plan(p: &PlanArgs) -> Result<Plan, CliError> {
+fn plan(p: &PlanArgs) -> Result<Plan, UserError> {
     if p.steps == 0 {
         return Err(invalid(
             "--steps 0",
@@ -63,7 +63,7 @@ fn name(a: AccountantKind) -> &'static str {
     }
 }
 
-fn usage(what: impl Into<String>, why: &str, fix: &str) -> CliError {
+fn usage(what: impl Into<String>, why: &str, fix: &str) -> UserError {
     invalid(what, why, fix)
 }
 
@@ -73,7 +73,7 @@ fn skellam(
     a: &SkellamArgs,
     noise_multiplier: Option<f64>,
     out: &Output,
-) -> Result<(), CliError> {
+) -> Result<(), UserError> {
     if noise_multiplier.is_some() {
         return Err(usage(
             "--noise-multiplier with --accountant skellam",
@@ -128,7 +128,7 @@ fn skellam(
     Ok(())
 }
 
-pub fn run(cmd: PrivacyCommand, out: &Output) -> Result<(), CliError> {
+pub fn run(cmd: PrivacyCommand, out: &Output) -> Result<(), UserError> {
     match cmd {
         PrivacyCommand::Epsilon {
             plan: p,

@@ -7,10 +7,10 @@ use tg_store::{JobRow, Store};
 use tg_types::record::RoundStatus;
 
 use crate::demo::human_bytes;
-use crate::errors::{CliError, from_store};
+use crate::errors::{UserError, from_store};
 use crate::output::Output;
 
-fn open(dir: &Path) -> Result<Store, CliError> {
+fn open(dir: &Path) -> Result<Store, UserError> {
     Store::open_existing(dir).map_err(|e| from_store(e, dir))
 }
 
@@ -27,7 +27,7 @@ fn job_json(j: &JobRow) -> serde_json::Value {
     })
 }
 
-pub fn list(dir: &Path, out: &Output) -> Result<(), CliError> {
+pub fn list(dir: &Path, out: &Output) -> Result<(), UserError> {
     if !dir.join(tg_store::DB_FILE).exists() {
         if out.json {
             out.json_value(&json!({"runs": []}));
@@ -67,7 +67,7 @@ pub fn list(dir: &Path, out: &Output) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn show(dir: &Path, id: &str, out: &Output) -> Result<(), CliError> {
+pub fn show(dir: &Path, id: &str, out: &Output) -> Result<(), UserError> {
     let store = open(dir)?;
     let job = store.find_job(id).map_err(|e| from_store(e, dir))?;
     let rounds = store.rounds(&job.id).map_err(|e| from_store(e, dir))?;

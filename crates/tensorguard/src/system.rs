@@ -7,7 +7,7 @@ use serde_json::json;
 use tg_trust::IdentityKey;
 
 use crate::config::{self, FileConfig, Loaded};
-use crate::errors::{CliError, Code, from_trust};
+use crate::errors::{Code, UserError, from_trust};
 use crate::output::Output;
 
 /// Default ports the network federation will use (checked by `doctor`).
@@ -132,7 +132,7 @@ fn keyring_check(data_dir: &Path) -> Check {
     }
 }
 
-pub fn doctor(loaded: &Loaded, data_dir: &Path, out: &Output) -> Result<(), CliError> {
+pub fn doctor(loaded: &Loaded, data_dir: &Path, out: &Output) -> Result<(), UserError> {
     let mut checks = Vec::new();
     checks.push(
         match tg_store::Store::open(data_dir).and_then(|s| s.integrity_check()) {
@@ -243,7 +243,7 @@ pub fn doctor(loaded: &Loaded, data_dir: &Path, out: &Output) -> Result<(), CliE
         }
     }
     if failed > 0 {
-        return Err(CliError::new(
+        return Err(UserError::new(
             Code::DoctorFailed,
             format!("{failed} check(s) failed"),
             "this machine is not ready to run TensorGuard",
@@ -264,12 +264,12 @@ fn key_path(loaded: &Loaded) -> Option<PathBuf> {
     })
 }
 
-pub fn init(dir: Option<&Path>, force: bool, out: &Output) -> Result<(), CliError> {
+pub fn init(dir: Option<&Path>, force: bool, out: &Output) -> Result<(), UserError> {
     let dir = dir
         .map(Path::to_owned)
         .or_else(config::default_config_dir)
         .ok_or_else(|| {
-            CliError::new(
+            UserError::new(
                 Code::Usage,
                 "no config directory",
                 "no home directory was found",
@@ -277,7 +277,7 @@ pub fn init(dir: Option<&Path>, force: bool, out: &Output) -> Result<(), CliErro
             )
         })?;
     std::fs::create_dir_all(&dir).map_err(|e| {
-        CliError::new(
+        UserError::new(
             Code::DataDirUnwritable,
             format!("cannot create {}", dir.display()),
             e.to_string(),
@@ -296,7 +296,7 @@ pub fn init(dir: Option<&Path>, force: bool, out: &Output) -> Result<(), CliErro
     key.save(&key_path, &pass, force).map_err(from_trust)?;
     let text = starter_config(&key_path);
     std::fs::write(&cfg_path, text).map_err(|e| {
-        CliError::new(
+        UserError::new(
             Code::DataDirUnwritable,
             format!("cannot write {}", cfg_path.display()),
             e.to_string(),
@@ -336,9 +336,13 @@ fn starter_config(key: &Path) -> String {
     )
 }
 
-pub fn config_validate(file: Option<&Path>, loaded: &Loaded, out: &Output) -> Result<(), CliError> {
+pub fn config_validate(
+    file: Option<&Path>,
+    loaded: &Loaded,
+    out: &Output,
+) -> Result<(), UserError> {
     let path = file.map(Path::to_owned).or_else(|| loaded.path.clone()).ok_or_else(|| {
-        CliError::new(Code::ConfigInvalid, "no config file to validate", "none was given and none exists at the default location", "pass a path: `tensorguard config validate FILE`, or create one with `tensorguard init`")
+        UserError::new(Code::ConfigInvalid, "no config file to validate", "none was given and none exists at the default location", "pass a path: `tensorguard config validate FILE`, or create one with `tensorguard init`")
     })?;
     config::parse_file(&path)?;
     if out.json {
@@ -349,9 +353,9 @@ pub fn config_validate(file: Option<&Path>, loaded: &Loaded, out: &Output) -> Re
     Ok(())
 }
 
-pub fn config_show(loaded: &Loaded, data_dir: &Path, out: &Output) -> Result<(), CliError> {
+pub fn config_show(loaded: &Loaded, data_dir: &Path, out: &Output) -> Result<(), UserError> {
     let spec = tg_job::Job::resolve(&loaded.file.demo, None, None, tg_job::Runner::Simulation)
-        .map_err(crate::job::error)?
+        .map_err(crate::errors::from_job)?
         .spec()
         .clone();
     let effective = json!({

@@ -9,12 +9,12 @@ use tg_model::partition::partition;
 use tg_types::spec::{DatasetSpec, PartitionSpec};
 
 use crate::cli::AgentStartArgs;
-use crate::errors::{CliError, Code, from_model, invalid};
+use crate::errors::{Code, UserError, from_model, invalid};
 use crate::output::Output;
 
 /// The local training data: a dataset, or one shard of it (`--shard I/N`,
 /// for demonstrations where every agent starts from the same public data).
-pub fn local_data(args: &AgentStartArgs) -> Result<tg_model::Dataset, CliError> {
+pub fn local_data(args: &AgentStartArgs) -> Result<tg_model::Dataset, UserError> {
     let spec: DatasetSpec = args
         .dataset
         .parse()
@@ -57,7 +57,7 @@ pub fn local_data(args: &AgentStartArgs) -> Result<tg_model::Dataset, CliError> 
 
 /// Runs the agent in the foreground until its job ends (`--once`) or it is stopped.
 /// The agent's fleet certificate, if given.
-fn certificate(args: &AgentStartArgs) -> Result<Option<tg_proto::Certificate>, CliError> {
+fn certificate(args: &AgentStartArgs) -> Result<Option<tg_proto::Certificate>, UserError> {
     let Some(path) = &args.certificate else {
         return Ok(None);
     };
@@ -80,7 +80,7 @@ fn certificate(args: &AgentStartArgs) -> Result<Option<tg_proto::Certificate>, C
 }
 
 /// The data owner's policy: the file's, then `--allow-plaintext`.
-fn owner_policy(args: &AgentStartArgs) -> Result<tg_agent::OwnerPolicy, CliError> {
+fn owner_policy(args: &AgentStartArgs) -> Result<tg_agent::OwnerPolicy, UserError> {
     let mut policy = match &args.policy {
         None => tg_agent::OwnerPolicy::default(),
         Some(path) => {
@@ -107,9 +107,9 @@ fn owner_policy(args: &AgentStartArgs) -> Result<tg_agent::OwnerPolicy, CliError
     Ok(policy)
 }
 
-pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(), CliError> {
+pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(), UserError> {
     if args.coordinator.is_none() && !args.discover {
-        return Err(CliError::new(
+        return Err(UserError::new(
             Code::Usage,
             "no coordinator to join",
             "the agent needs an address or LAN discovery",
@@ -193,25 +193,25 @@ pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(),
         });
         let runner = Runner::new(client, events, key.signing_key().clone(), data, config, status.clone(), metrics);
         runner.run().await.map_err(|e| match e {
-            tg_agent::AgentError::NoTee(why) => CliError::new(
+            tg_agent::AgentError::NoTee(why) => UserError::new(
                 Code::NoTee,
                 "this job requires a TEE and this machine has none",
                 why,
                 "run the agent inside an SEV-SNP or TDX VM or an SGX enclave (Gramine); for testing only, pass --insecure (the agent is then labelled UNTRUSTED, and only a coordinator started with --allow-simulated admits it)",
             ),
-            tg_agent::AgentError::Schema(why) => CliError::new(
+            tg_agent::AgentError::Schema(why) => UserError::new(
                 Code::SchemaMismatch,
                 "local data does not match the job's declared schema",
                 why,
                 "nothing was trained or sent; fix the local data or --dataset",
             ),
-            tg_agent::AgentError::Refused(reason) => CliError::new(
+            tg_agent::AgentError::Refused(reason) => UserError::new(
                 Code::NotAdmitted,
                 "the coordinator refused this agent",
                 reason,
                 "see the reason; a token is used once, so ask for a new one if needed",
             ),
-            other => CliError::new(Code::Network, "the agent stopped", other.to_string(), "check the coordinator address and the network"),
+            other => UserError::new(Code::Network, "the agent stopped", other.to_string(), "check the coordinator address and the network"),
         })
     })?;
     let s = status.snapshot();
@@ -227,10 +227,10 @@ pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(),
     Ok(())
 }
 
-fn attest_config(args: &AgentStartArgs) -> Result<tg_agent::tee::AttestConfig, CliError> {
+fn attest_config(args: &AgentStartArgs) -> Result<tg_agent::tee::AttestConfig, UserError> {
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|e| {
-            CliError::new(
+            UserError::new(
                 Code::EvidenceUnreadable,
                 format!("cannot read {}", p.display()),
                 e.to_string(),
@@ -242,7 +242,7 @@ fn attest_config(args: &AgentStartArgs) -> Result<tg_agent::tee::AttestConfig, C
     for p in &args.tee_cert {
         let bytes = read(p)?;
         certs.extend(tg_attest::snp_cert_bundle(&bytes).map_err(|r| {
-            CliError::new(
+            UserError::new(
                 Code::EvidenceUnreadable,
                 format!("{}: {}", p.display(), r.detail),
                 "not a DER certificate or PEM bundle",

@@ -13,11 +13,11 @@ use tg_store::Store;
 use tg_types::record::{RoundRecord, RoundStatus};
 
 use crate::cli::CoordinatorStartArgs;
-use crate::errors::{CliError, Code, from_model, from_store};
+use crate::errors::{Code, UserError, from_model, from_store};
 use crate::output::Output;
 /// Runs (or resumes) the job of a job file until it finishes; with
 /// `--serve`, then keeps running jobs submitted through the REST API.
-pub fn start(args: &CoordinatorStartArgs, data_dir: &Path, out: &Output) -> Result<(), CliError> {
+pub fn start(args: &CoordinatorStartArgs, data_dir: &Path, out: &Output) -> Result<(), UserError> {
     if args.serve && args.api.is_none() {
         return Err(crate::errors::invalid(
             "--serve without --api",
@@ -26,7 +26,7 @@ pub fn start(args: &CoordinatorStartArgs, data_dir: &Path, out: &Output) -> Resu
         ));
     }
     let first = match &args.job {
-        Some(path) => Some(jobfile::load(path).map_err(crate::job::error)?),
+        Some(path) => Some(jobfile::load(path).map_err(crate::errors::from_job)?),
         None if args.serve => None,
         None => {
             return Err(crate::errors::invalid(
@@ -50,7 +50,7 @@ async fn serve(
     key: tg_trust::IdentityKey,
     data_dir: &Path,
     out: &Output,
-) -> Result<(), CliError> {
+) -> Result<(), UserError> {
     let open = || Store::open(data_dir).map_err(|e| from_store(e, data_dir));
     let metrics = tg_metrics::Metrics::new("coordinator");
     let disk_dir = data_dir.to_owned();
@@ -168,7 +168,7 @@ async fn run(
     out: &Output,
     node: &Node,
     stop: tg_coordinator::StopSignal,
-) -> Result<(), CliError> {
+) -> Result<(), UserError> {
     let options = job::Options {
         listen: args.listen.clone(),
         no_mdns: args.no_mdns,
@@ -197,24 +197,24 @@ async fn run(
 }
 
 /// The job's error, with its code and what to do.
-fn service_error(e: ServiceError, data_dir: &Path) -> CliError {
+fn service_error(e: ServiceError, data_dir: &Path) -> UserError {
     match e {
-        ServiceError::AlreadyFinished { job, status } => CliError::new(
+        ServiceError::AlreadyFinished { job, status } => UserError::new(
             Code::JobFinished,
             format!("job {job} is already {}", status.as_str()),
             "a finished job is never run twice (its model and privacy ledger are final)",
             "to train again, set a new `id` in the job file (or change it), or use another --data-dir",
         ),
-        ServiceError::SimulatedNotAllowed { job } => CliError::new(
+        ServiceError::SimulatedNotAllowed { job } => UserError::new(
             Code::InvalidValue,
             format!("job {job} sets privacy.simulated_noise_seed"),
             "its DP noise would come from a public seed, which anyone can remove: the job would not be private",
             "remove simulated_noise_seed for a real job; to test reproducibility, start the coordinator with --allow-simulated",
         ),
-        ServiceError::Plan(e) => crate::job::error(e),
+        ServiceError::Plan(e) => crate::errors::from_job(e),
         ServiceError::Model(e) => from_model(e),
         ServiceError::Store(e) => from_store(e, data_dir),
-        ServiceError::Network(why) => CliError::new(
+        ServiceError::Network(why) => UserError::new(
             Code::Network,
             "cannot start the network",
             why,
@@ -225,19 +225,19 @@ fn service_error(e: ServiceError, data_dir: &Path) -> CliError {
             planned,
             quorum,
             waited,
-        } => CliError::new(
+        } => UserError::new(
             Code::QuorumTooLarge,
             format!("only {joined} of {planned} agents joined within {waited:?}"),
             format!("the job's quorum is {quorum}"),
             "start more agents (`tensorguard agent start --coordinator ADDR`), or raise deadlines.join_secs",
         ),
-        ServiceError::Record(why) => CliError::new(
+        ServiceError::Record(why) => UserError::new(
             Code::Store,
             "cannot record the job's end",
             why,
             "check disk space and permissions; restarting resumes the job",
         ),
-        other => CliError::new(
+        other => UserError::new(
             Code::Internal,
             "the coordinator stopped",
             other.to_string(),
@@ -251,7 +251,7 @@ fn open_audit(
     data_dir: &Path,
     identity: &tg_trust::IdentityKey,
     metrics: std::sync::Arc<tg_metrics::Metrics>,
-) -> Result<std::sync::Arc<NodeAudit>, CliError> {
+) -> Result<std::sync::Arc<NodeAudit>, UserError> {
     let pass = crate::keys::passphrase()?;
     let ring = crate::keys::keyring(data_dir)?;
     let log = tg_trust::node::open_audit_as(data_dir, &ring, &pass, identity)
@@ -264,7 +264,7 @@ pub fn enroll_create(
     ttl: std::time::Duration,
     data_dir: &Path,
     out: &Output,
-) -> Result<(), CliError> {
+) -> Result<(), UserError> {
     let store = Store::open(data_dir).map_err(|e| from_store(e, data_dir))?;
     let mut raw = [0u8; 24];
     crate::errors::os_random(&mut raw)?;

@@ -9,28 +9,28 @@ use std::time::Duration;
 use tg_agent::control::{ControlError, Paths};
 
 use crate::cli::UpArgs;
-use crate::errors::{CliError, Code};
+use crate::errors::{Code, UserError};
 use crate::output::Output;
 
-fn io_err(what: String, e: std::io::Error, fix: &str) -> CliError {
-    CliError::new(Code::DataDirUnwritable, what, e.to_string(), fix)
+fn io_err(what: String, e: std::io::Error, fix: &str) -> UserError {
+    UserError::new(Code::DataDirUnwritable, what, e.to_string(), fix)
 }
 
 /// The control socket's error, with its code and what to do.
-pub fn control_error(e: ControlError) -> CliError {
+pub fn control_error(e: ControlError) -> UserError {
     match e {
         ControlError::Setup { what, source } => io_err(
             what,
             source,
             "choose a writable --data-dir; if another agent is running, `tensorguard down` first",
         ),
-        ControlError::NotRunning { socket, source } => CliError::new(
+        ControlError::NotRunning { socket, source } => UserError::new(
             Code::NotRunning,
             "no agent is running here",
             format!("{socket}: {source}"),
             "start one with `tensorguard up --coordinator ADDR` (same --data-dir)",
         ),
-        other => CliError::new(
+        other => UserError::new(
             Code::Internal,
             "unreadable answer from the agent",
             other.to_string(),
@@ -39,15 +39,15 @@ pub fn control_error(e: ControlError) -> CliError {
     }
 }
 
-fn ask(paths: &Paths, command: &str) -> Result<serde_json::Value, CliError> {
+fn ask(paths: &Paths, command: &str) -> Result<serde_json::Value, UserError> {
     tg_agent::control::ask(&paths.socket, command).map_err(control_error)
 }
 
 /// `tensorguard up`.
-pub fn up(args: &UpArgs, data_dir: &Path, out: &Output) -> Result<(), CliError> {
+pub fn up(args: &UpArgs, data_dir: &Path, out: &Output) -> Result<(), UserError> {
     let paths = Paths::new(data_dir);
     if ask(&paths, "status").is_ok() {
-        return Err(CliError::new(
+        return Err(UserError::new(
             Code::AlreadyExists,
             "an agent is already running with this data dir",
             format!("its control socket {} answers", paths.socket.display()),
@@ -88,7 +88,7 @@ pub fn up(args: &UpArgs, data_dir: &Path, out: &Output) -> Result<(), CliError> 
             )
         })?;
     let exe = std::env::current_exe().map_err(|e| {
-        CliError::new(
+        UserError::new(
             Code::Internal,
             "cannot find this program",
             e.to_string(),
@@ -113,7 +113,7 @@ pub fn up(args: &UpArgs, data_dir: &Path, out: &Output) -> Result<(), CliError> 
         .process_group(0)
         .spawn()
         .map_err(|e| {
-            CliError::new(
+            UserError::new(
                 Code::Internal,
                 "cannot start the agent",
                 e.to_string(),
@@ -150,7 +150,7 @@ fn alive(pid: u32) -> bool {
 }
 
 /// `tensorguard down`.
-pub fn down(data_dir: &Path, out: &Output) -> Result<(), CliError> {
+pub fn down(data_dir: &Path, out: &Output) -> Result<(), UserError> {
     let paths = Paths::new(data_dir);
     let pid: Option<u32> = std::fs::read_to_string(&paths.pid)
         .ok()
@@ -159,7 +159,7 @@ pub fn down(data_dir: &Path, out: &Output) -> Result<(), CliError> {
     if asked.is_err() && pid.is_none_or(|p| !alive(p)) {
         let _ = std::fs::remove_file(&paths.pid);
         return Err(asked.err().unwrap_or_else(|| {
-            CliError::new(Code::NotRunning, "no agent is running here", "", "")
+            UserError::new(Code::NotRunning, "no agent is running here", "", "")
         }));
     }
     if let Some(pid) = pid {
@@ -183,7 +183,7 @@ pub fn down(data_dir: &Path, out: &Output) -> Result<(), CliError> {
 }
 
 /// `tensorguard status [--watch]`.
-pub fn status(watch: bool, data_dir: &Path, out: &Output) -> Result<(), CliError> {
+pub fn status(watch: bool, data_dir: &Path, out: &Output) -> Result<(), UserError> {
     let paths = Paths::new(data_dir);
     loop {
         let s = ask(&paths, "status")?;
@@ -216,10 +216,10 @@ pub fn status(watch: bool, data_dir: &Path, out: &Output) -> Result<(), CliError
 }
 
 /// `tensorguard logs [-f]`.
-pub fn logs(follow: bool, data_dir: &Path, out: &Output) -> Result<(), CliError> {
+pub fn logs(follow: bool, data_dir: &Path, out: &Output) -> Result<(), UserError> {
     let paths = Paths::new(data_dir);
     let mut f = std::fs::File::open(&paths.log).map_err(|e| {
-        CliError::new(
+        UserError::new(
             Code::NotRunning,
             format!("no log at {}", paths.log.display()),
             e.to_string(),

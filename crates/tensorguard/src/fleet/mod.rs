@@ -14,11 +14,11 @@ use std::sync::Arc;
 
 use tg_trust::IdentityKey;
 
-use crate::errors::{CliError, Code};
+use crate::errors::{Code, UserError};
 use crate::output::Output;
 
 /// The node's identity (see [`crate::keys::node_identity`]).
-pub fn identity(data_dir: &Path, key_file: Option<&Path>) -> Result<IdentityKey, CliError> {
+pub fn identity(data_dir: &Path, key_file: Option<&Path>) -> Result<IdentityKey, UserError> {
     crate::keys::node_identity(data_dir, key_file)
 }
 
@@ -26,13 +26,13 @@ pub fn identity(data_dir: &Path, key_file: Option<&Path>) -> Result<IdentityKey,
 pub fn start_node(
     key: &IdentityKey,
     config: tg_net::Config,
-) -> Result<(tg_net::Client, tokio::sync::mpsc::Receiver<tg_net::Event>), CliError> {
+) -> Result<(tg_net::Client, tokio::sync::mpsc::Receiver<tg_net::Event>), UserError> {
     tg_coordinator::service::job::start_node(key, config).map_err(|e| {
         let why = match e {
             tg_coordinator::service::ServiceError::Network(why) => why,
             other => other.to_string(),
         };
-        CliError::new(
+        UserError::new(
             Code::Network,
             "cannot start the network",
             why,
@@ -50,10 +50,10 @@ pub async fn serve_metrics(
     api: Option<tg_coordinator::http::Router>,
     tls: &crate::cli::TlsArgs,
     out: &Output,
-) -> Result<(), CliError> {
+) -> Result<(), UserError> {
     let acceptor = tls_acceptor(tls)?;
     if api.is_some() && acceptor.is_none() && !addr.ip().is_loopback() && !tls.insecure_http {
-        return Err(CliError::new(
+        return Err(UserError::new(
             Code::InvalidValue,
             format!("the API would be served over plain HTTP on {addr}"),
             "other hosts can reach that address, and bearer tokens would cross the network in the clear",
@@ -65,7 +65,7 @@ pub async fn serve_metrics(
         Some(path) => Some(read_token(path)?),
     };
     let listener = tg_coordinator::http::bind(addr).await.map_err(|e| {
-        CliError::new(
+        UserError::new(
             Code::Network,
             format!("cannot serve metrics on {addr}"),
             e.to_string(),
@@ -97,14 +97,14 @@ pub async fn serve_metrics(
 /// 127.0.0.1.
 fn tls_acceptor(
     args: &crate::cli::TlsArgs,
-) -> Result<Option<tg_coordinator::http::TlsAcceptor>, CliError> {
+) -> Result<Option<tg_coordinator::http::TlsAcceptor>, UserError> {
     let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
         return Ok(None);
     };
     tg_coordinator::http::tls_acceptor(cert, key)
         .map(Some)
         .map_err(|e| {
-            CliError::new(
+            UserError::new(
                 Code::ConfigInvalid,
                 "cannot serve TLS with the given files",
                 e.to_string(),
@@ -114,7 +114,7 @@ fn tls_acceptor(
 }
 
 /// The metrics bearer token: the file's first line, at least 16 characters.
-fn read_token(path: &Path) -> Result<String, CliError> {
+fn read_token(path: &Path) -> Result<String, UserError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         crate::errors::invalid(
             format!("--metrics-token-file {}", path.display()),

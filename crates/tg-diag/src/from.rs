@@ -1,0 +1,278 @@
+//! Library errors as coded, advised errors.
+
+use std::path::Path;
+
+use tg_inproc::InprocError;
+use tg_job::JobError;
+use tg_model::ModelError;
+use tg_store::StoreError;
+use tg_trust::TrustError;
+
+use crate::{Code, UserError, invalid};
+
+/// A job error with its code (the same through the CLI, a job file and
+/// the API).
+pub fn from_job(e: JobError) -> UserError {
+    let code = match &e {
+        JobError::Quorum(_) => Code::QuorumTooLarge,
+        JobError::PrivacyParam(_) => Code::PrivacyParam,
+        JobError::PrivacyUnreachable(_) => Code::PrivacyUnreachable,
+        JobError::Syntax(_) => Code::ConfigInvalid,
+        JobError::UnknownKey(_) => Code::ConfigUnknownKey,
+        _ => Code::InvalidValue,
+    };
+    let p = e.problem();
+    UserError::new(code, p.what.clone(), p.why.clone(), p.fix.clone())
+}
+
+/// A model or dataset error.
+pub fn from_model(e: ModelError) -> UserError {
+    match e {
+        ModelError::NotFound { path } => UserError::new(
+            Code::DatasetMissing,
+            format!("dataset not found: {}", path.display()),
+            "the path given with --dataset does not exist",
+            "check the path, or use --dataset digits for the built-in data set",
+        ),
+        ModelError::Malformed { path, line, reason } => UserError::new(
+            Code::DatasetMalformed,
+            if line > 0 {
+                format!("{}:{line}: {reason}", path.display())
+            } else {
+                format!("{}: {reason}", path.display())
+            },
+            "the file does not match the expected format",
+            "CSV: first column an integer label 0..K, then numeric features, one row per example; MNIST: the four IDX files (train-/t10k- images and labels), uncompressed",
+        ),
+        ModelError::Io { path, source } => UserError::new(
+            Code::DatasetMissing,
+            format!("cannot read {}", path.display()),
+            source.to_string(),
+            "check the file's permissions",
+        ),
+        ModelError::Unsuitable(m) => UserError::new(
+            Code::DatasetUnsuitable,
+            m,
+            "the data and the requested model or split do not fit together",
+            "choose another --model, fewer --clients, or another --partition",
+        ),
+        other => UserError::new(
+            Code::Internal,
+            other.to_string(),
+            "model computation failed",
+            "re-run with -vv and report the output",
+        ),
+    }
+}
+
+/// A store error, for the data directory `dir`.
+pub fn from_store(e: StoreError, dir: &Path) -> UserError {
+    match e {
+        StoreError::Unwritable { path, source } => UserError::new(
+            Code::DataDirUnwritable,
+            format!("cannot write to the data directory {}", path.display()),
+            source.to_string(),
+            format!(
+                "choose a writable directory with --data-dir (or TENSORGUARD_DATA_DIR), or fix the permissions of {}",
+                dir.display()
+            ),
+        ),
+        StoreError::NotFound(what) => UserError::new(
+            Code::RunNotFound,
+            format!("no run matches `{what}`"),
+            format!("the data directory {} has no such run", dir.display()),
+            "list runs with `tensorguard runs list` (and check --data-dir)",
+        ),
+        StoreError::Ambiguous { prefix, count } => UserError::new(
+            Code::RunNotFound,
+            format!("`{prefix}` matches {count} runs"),
+            "the id prefix is not unique",
+            "give more characters of the run id",
+        ),
+        other => UserError::new(
+            Code::Store,
+            other.to_string(),
+            format!("the database in {} could not be used", dir.display()),
+            "check disk space and permissions; `tensorguard doctor` runs the checks",
+        ),
+    }
+}
+
+/// A key, keyring or audit-log error.
+pub fn from_trust(e: TrustError) -> UserError {
+    match e {
+        TrustError::Exists(p) => UserError::new(
+            Code::AlreadyExists,
+            format!("{} already exists", p.display()),
+            "init never overwrites an existing config or identity key",
+            "pass --force to replace them (the old identity is lost), or use --dir for another location",
+        ),
+        TrustError::InsecurePermissions { path, mode } => UserError::new(
+            Code::KeyPermissions,
+            format!("identity key {} has mode {mode:o}", path.display()),
+            "a key readable by other users can be copied and used to impersonate this node",
+            format!("run `chmod 600 {}`", path.display()),
+        ),
+        TrustError::Malformed(p) => UserError::new(
+            Code::KeyInvalid,
+            format!("{} is not an identity key", p.display()),
+            "the file is damaged or of another kind",
+            "restore it from backup, or create a new identity with `tensorguard init --force`",
+        ),
+        TrustError::NoPassphrase(why) => UserError::new(
+            Code::NoPassphrase,
+            "no key passphrase",
+            why,
+            "e.g. `install -m 600 /dev/stdin ~/.config/tensorguard/passphrase` then `export TENSORGUARD_KEY_PASSPHRASE_FILE=~/.config/tensorguard/passphrase` (never on the command line)",
+        ),
+        TrustError::WrongPassphrase => UserError::new(
+            Code::WrongPassphrase,
+            "the passphrase does not open the key",
+            "either the passphrase is wrong or the sealed key file was altered",
+            "check TENSORGUARD_KEY_PASSPHRASE(_FILE); if the file was altered, restore it from backup",
+        ),
+        TrustError::Unsealed(p) => UserError::new(
+            Code::KeyInvalid,
+            format!("{} is an unencrypted key file", p.display()),
+            "keys must be encrypted at rest",
+            format!(
+                "encrypt it in place with `tensorguard keys seal {}`",
+                p.display()
+            ),
+        ),
+        TrustError::Keyring(m) => UserError::new(
+            Code::Keyring,
+            m,
+            "the keyring refused the operation",
+            "see `tensorguard keys list`",
+        ),
+        TrustError::Pkcs11(m) => UserError::new(
+            Code::Keyring,
+            m,
+            "the PKCS#11 module or token refused the operation",
+            "check --pkcs11-module, the token label and TENSORGUARD_PKCS11_PIN(_FILE)",
+        ),
+        TrustError::Audit(m) => UserError::new(
+            Code::AuditLog,
+            m,
+            "the audit log cannot be used as is",
+            "run `tensorguard audit verify` to see its state",
+        ),
+        TrustError::NoKeyFile(path) => UserError::new(
+            Code::KeyInvalid,
+            format!("identity key {} does not exist", path.display()),
+            "a key named on the command line is never created implicitly",
+            "create one with `tensorguard init`, or leave out --key-file to use the data dir's keyring",
+        ),
+        TrustError::NoPin => UserError::new(
+            Code::Keyring,
+            "no PKCS#11 PIN",
+            "the token's user PIN is needed to use its key",
+            format!(
+                "set {} to a file (mode 0600) holding the PIN, or {}; never pass it on the command line",
+                tg_trust::node::PIN_FILE_ENV,
+                tg_trust::node::PIN_ENV
+            ),
+        ),
+        TrustError::NoSigner => UserError::new(
+            Code::Keyring,
+            "this node has no key to sign its audit log",
+            "the keyring holds no active identity or audit key",
+            "run `tensorguard keys generate`",
+        ),
+        other => UserError::new(
+            Code::Internal,
+            other.to_string(),
+            "key handling failed",
+            "check the file system and retry",
+        ),
+    }
+}
+
+/// An in-process federation error, for the data directory `dir`.
+pub fn from_inproc(e: InprocError, dir: &Path) -> UserError {
+    match e {
+        InprocError::Model(m) => from_model(m),
+        InprocError::Config(m) => invalid(
+            m,
+            "the federation settings are inconsistent",
+            "see `tensorguard demo --help`",
+        ),
+        InprocError::Strategy(s) => invalid(
+            s.to_string(),
+            "the strategy settings are invalid",
+            "see `tensorguard demo --help`",
+        ),
+        InprocError::Coordinator(tg_coordinator::CoordinatorError::Store(s)) => from_store(s, dir),
+        other => UserError::new(
+            Code::Internal,
+            other.to_string(),
+            "the federation stopped",
+            "re-run with -vv and report the output",
+        ),
+    }
+}
+
+/// A privacy-parameter error.
+pub fn from_privacy(e: tg_privacy::PrivacyError) -> UserError {
+    match e {
+        tg_privacy::PrivacyError::OutOfRange { what, value, range } => UserError::new(
+            Code::PrivacyParam,
+            format!("{what} = {value} is outside {range}"),
+            "the accountant is only defined on that range",
+            match what {
+                "sampling rate q" => {
+                    "use the fraction of the population sampled per step, e.g. --sampling-rate 0.01 (1.0 means everyone every step)"
+                }
+                "noise multiplier σ" => {
+                    "use a positive noise multiplier, e.g. --noise-multiplier 1.1"
+                }
+                "δ" => "use a δ well below 1/population, e.g. --delta 1e-5",
+                _ => "use a value in the stated range",
+            },
+        ),
+        tg_privacy::PrivacyError::Unreachable {
+            target_epsilon,
+            max_sigma,
+            best_epsilon,
+        } => UserError::new(
+            Code::PrivacyUnreachable,
+            format!("no noise multiplier up to {max_sigma} reaches ε = {target_epsilon}"),
+            format!("even σ = {max_sigma} spends ε = {best_epsilon:.4}"),
+            "raise the target ε or δ, lower the sampling rate, or take fewer steps",
+        ),
+        other => UserError::new(
+            Code::Internal,
+            other.to_string(),
+            "privacy computation failed",
+            "re-run with -vv and report the output",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tg_job::{JobError, Problem};
+
+    #[test]
+    fn every_job_error_family_has_the_code_tg_job_names() {
+        let p = || Problem {
+            key: None,
+            what: "w".into(),
+            why: "y".into(),
+            fix: "f".into(),
+        };
+        for e in [
+            JobError::Invalid(p()),
+            JobError::Quorum(p()),
+            JobError::PrivacyParam(p()),
+            JobError::PrivacyUnreachable(p()),
+            JobError::Syntax(p()),
+            JobError::UnknownKey(p()),
+        ] {
+            let user = super::from_job(e.clone());
+            assert_eq!(user.code.as_str(), e.code());
+            assert_eq!(user.to_string(), e.coded());
+        }
+    }
+}
