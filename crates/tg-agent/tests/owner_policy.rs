@@ -156,7 +156,7 @@ fn a_round_with_an_uncertified_or_foreign_identity_is_refused() {
         job: JobId::from_bytes([5; 16]),
         round: 1,
     };
-    let members: Vec<(AgentId, [u8; 32])> = (0..6u8)
+    let mut members: Vec<(AgentId, [u8; 32])> = (0..6u8)
         .map(|i| {
             (
                 AgentId::numbered(usize::from(i)),
@@ -166,6 +166,8 @@ fn a_round_with_an_uncertified_or_foreign_identity_is_refused() {
             )
         })
         .collect();
+    // Listed in the round's canonical seating order, as a real round is.
+    members.sort_by_key(|(_, k)| tg_secagg::round::position_key(&[5; 16], 1, k));
     let cert = |by: &SigningKey, key: [u8; 32], until: u64| {
         Certificate::issue(by, key, "robot", now - 10, until)
     };
@@ -286,6 +288,7 @@ fn a_round_with_an_uncertified_or_foreign_identity_is_refused() {
         Ok(Roster::Pinned(root.verifying_key().to_bytes()))
     );
     assert!(judge_round(&pinned, &ledger, &request(all.clone()), params).is_ok());
+    let all_certs = all.clone();
     let mut sybil = all;
     sybil[4] = cert(&coordinators_own, members[4].1, now + 3600);
     assert_eq!(
@@ -294,6 +297,34 @@ fn a_round_with_an_uncertified_or_foreign_identity_is_refused() {
             .unwrap_err()
             .0,
         DeclineReason::UncertifiedParticipant
+    );
+    // The ε an agent charges for its Skellam share counts the other
+    // participants' noise only when the owner bounds the colluders: the
+    // coordinator picks the sample, so a corrupt *fraction* of it is no
+    // bound at all. Pinned without max_colluders: only its own share.
+    let noisy = |policy: &OwnerPolicy| {
+        let mut r = request(all_certs.clone());
+        if let Some(s) = r.secure.as_mut() {
+            s.local_noise_variance = Some(400.0);
+        }
+        let pending = judge_round(policy, &ledger, &r, params).unwrap();
+        let mut l = ledger.clone();
+        l.commit(pending).unwrap();
+        l.epsilon(tg_privacy::Delta::new(1e-5).unwrap())
+    };
+    let own_share_only = noisy(&pinned);
+    let bounded = OwnerPolicy {
+        secure_aggregation: tg_secagg::Floors {
+            max_colluders: Some(1),
+            ..Default::default()
+        },
+        ..pinned.clone()
+    };
+    let with_others = noisy(&bounded);
+    let trusting_eps = noisy(&trusting);
+    assert!(
+        with_others < own_share_only && own_share_only == trusting_eps,
+        "{with_others} {own_share_only} {trusting_eps}"
     );
     // A certificate from another root than the policy pins, or with a
     // policy that trusts the coordinator, is a conflict, never a silent

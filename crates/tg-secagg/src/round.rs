@@ -26,9 +26,11 @@ use crate::{Refusal, SecAggError};
 pub const DEFAULT_SURVIVOR_FRACTION: f64 = 0.5;
 
 /// Where `identity` sits in round `round` of `job`: participants are listed
-/// in increasing order of this key, so no coordinator chooses who
-/// neighbours whom (it cannot seat the identities it controls around a
-/// victim). Each round reshuffles the ring.
+/// in increasing order of this key, so a coordinator cannot simply list the
+/// identities it controls next to a victim, and each round reshuffles the
+/// ring. It does not make seating random against a coordinator: the job id
+/// and round number are its choice, and so is the sample, so it can search
+/// offline for a seating it likes (docs/THREAT_MODEL.md, Open).
 pub fn position_key(job: &[u8; 16], round: u32, identity: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"tensorguard-secagg-position-v1");
@@ -215,6 +217,12 @@ impl RoundConfig {
         h.finalize().into()
     }
 
+    /// How many colluding participants the thresholds are sized for:
+    /// the assumed fraction of n, counted as the parameter finder counts it.
+    pub fn colluders_sized_for(&self) -> usize {
+        ((self.corrupt + 1e-14) * self.n() as f64).floor() as usize
+    }
+
     /// Number of participants.
     pub fn n(&self) -> usize {
         self.identities.len()
@@ -273,6 +281,26 @@ impl RoundConfig {
                 self.corrupt, floors.assumed_corrupt
             ));
         }
+        let sized_for = self.colluders_sized_for();
+        if let Some(c) = floors.max_colluders
+            && sized_for < c
+        {
+            return below(format!(
+                "the round is sized for {sized_for} colluding participants of {}, this agent assumes up to {c} (max_colluders)",
+                self.n()
+            ));
+        }
+        // Any sum the server can unmask holds at least min_survivors
+        // inputs; two of them must be honest, or the colluders' own inputs
+        // subtract away to leave one alone.
+        let colluders = sized_for.max(floors.max_colluders.unwrap_or(0));
+        if self.min_survivors < colluders + 2 {
+            return below(format!(
+                "survivor floor {} leaves fewer than two honest inputs beside {colluders} colluders; this agent needs at least {}",
+                self.min_survivors,
+                colluders + 2
+            ));
+        }
         // The threshold is recomputed here from the round's own n and
         // assumptions, never taken on trust.
         let want = GraphParams::find(self.n(), self.corrupt, self.dropout, self.threat)?;
@@ -310,6 +338,13 @@ pub struct Floors {
     pub assumed_corrupt: f64,
     /// Whether a round sized against a semi-honest server is acceptable.
     pub allow_semi_honest: bool,
+    /// The most participants of any one round that may collude with the
+    /// server (identities it holds certificates for, agents it
+    /// compromised). The server chooses each round's sample, so it can seat
+    /// all of them in one round: the round must be sized for at least this
+    /// many corrupt, and its survivor floor must leave two honest inputs
+    /// beside them. None: `assumed_corrupt` of each round's participants.
+    pub max_colluders: Option<usize>,
 }
 
 impl Default for Floors {
@@ -320,6 +355,7 @@ impl Default for Floors {
             min_survivor_fraction: DEFAULT_SURVIVOR_FRACTION,
             assumed_corrupt: DEFAULT_ASSUMED_CORRUPT,
             allow_semi_honest: false,
+            max_colluders: None,
         }
     }
 }

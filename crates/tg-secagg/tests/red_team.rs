@@ -475,3 +475,79 @@ fn withheld_consent_duplicates_and_foreign_messages_are_refused() {
     a.deliver(20, ServerBody::survivor_signatures(sigs));
     assert_eq!(a.refusals.get(&20), Some(&Refusal::TooFewConfirmations));
 }
+
+#[test]
+fn certified_accomplices_cannot_isolate_a_victim_when_colluders_are_bounded() {
+    // A coordinator holding certificates for three agents (bought or
+    // compromised robots) seats them with a victim (0) and one honest agent
+    // (4), drops the honest one, and unmasks the sum of {0, 1, 2, 3}, from
+    // which it subtracts its accomplices' inputs.
+    let keys = signing_keys(5, 40);
+    let accomplices = [1, 2, 3];
+    let naive = config(&keys, 8, 16, 0.05, 0.2);
+    assert_eq!(naive.colluders_sized_for(), 0);
+    // Positive control: an owner who bounds nothing takes this round (its
+    // thresholds assume no colluder), and the attack exposes the victim.
+    let mut a = Attack::new(naive.clone(), &keys, &accomplices, &Floors::default(), 41);
+    assert!(a.refusals.is_empty(), "{:?}", a.refusals);
+    a.honest_share_and_mask();
+    a.vanish(4);
+    announce_and_reveal(&mut a, |_| vec![0, 1, 2, 3]);
+    // (The dropped agent 4 masked too; three colluders hold t of its shares.)
+    assert!(a.exposed().contains(&0), "{:?}", a.refusals);
+    // An owner who says the coordinator may hold up to three refuses it.
+    let owner = Floors {
+        max_colluders: Some(3),
+        ..Floors::default()
+    };
+    let a = Attack::new(naive, &keys, &accomplices, &owner, 42);
+    assert_eq!(a.refusals.get(&0), Some(&Refusal::BelowFloor));
+    // A round sized for three colluders is taken; the same attack on it
+    // fails: the victim will not unmask below the survivor floor, nor with
+    // fewer than t of its masking neighbours alive, and t exceeds what
+    // three colluders hold.
+    let keys = signing_keys(12, 43);
+    let sized = config(&keys, 8, 16, 0.25, 0.1);
+    assert_eq!(sized.colluders_sized_for(), 3);
+    assert!(sized.check_floors(&owner).is_ok());
+    let mut a = Attack::new(sized, &keys, &accomplices, &owner, 44);
+    a.honest_share_and_mask();
+    for h in 4..12 {
+        a.vanish(h);
+    }
+    announce_and_reveal(&mut a, |_| vec![0, 1, 2, 3]);
+    assert!(
+        matches!(
+            a.refusals.get(&0),
+            Some(Refusal::SurvivorsBelowFloor | Refusal::MaskingNeighboursDropped)
+        ),
+        "{:?}",
+        a.refusals
+    );
+    assert!(a.exposed().is_empty(), "{:?}", a.exposed());
+    // Told that every honest agent survived, it unmasks only a sum of nine.
+    let mut a = Attack::new(
+        config(&keys, 8, 16, 0.25, 0.1),
+        &keys,
+        &accomplices,
+        &owner,
+        45,
+    );
+    a.honest_share_and_mask();
+    let everyone: Vec<u32> = (0..12).collect();
+    announce_and_reveal(&mut a, |_| everyone.clone());
+    assert!(a.refusals.is_empty(), "{:?}", a.refusals);
+    assert!(a.exposed().is_empty(), "{:?}", a.exposed());
+    // And a survivor floor that would leave one honest input beside the
+    // colluders is below this owner's floor whatever the thresholds say.
+    let low = config(&keys, 8, 16, 0.25, 0.1)
+        .with_survivor_fraction(0.0)
+        .unwrap();
+    let bounded_low = Floors {
+        min_survivor_fraction: 0.0,
+        max_colluders: Some(11),
+        ..Floors::default()
+    };
+    let e = low.check_floors(&bounded_low).unwrap_err().to_string();
+    assert!(e.contains("colluding") || e.contains("two honest"), "{e}");
+}

@@ -98,7 +98,7 @@ fn owner_policy(args: &AgentStartArgs) -> Result<tg_agent::OwnerPolicy, UserErro
                     "top-level keys: allow_plaintext, allow_evaluation, fleet_root, max_round_epsilon, \
                      max_local_epochs, max_dp_steps, budget_scope; [budget] epsilon/delta; \
                      [secure_aggregation] min_participants/min_threshold/min_survivor_fraction/\
-                     assumed_corrupt/allow_semi_honest",
+                     assumed_corrupt/allow_semi_honest/max_colluders",
                 )
             })?
         }
@@ -119,6 +119,47 @@ pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(),
     let started = std::time::Instant::now();
     let data = local_data(args)?;
     let key = super::identity(data_dir, args.key_file.as_deref())?;
+    let mut config = JoinConfig {
+        coordinator: args.coordinator.clone(),
+        discover: args.discover,
+        name: args
+            .name
+            .clone()
+            .unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "agent".into())),
+        token: args.enroll.clone(),
+        seed: args.seed,
+        once: args.once,
+        // Shard i shuffles as the in-process agent i does.
+        attest: attest_config(args)?,
+        policy: owner_policy(args)?,
+        ledger_dir: Some(data_dir.to_owned()),
+        certificate: certificate(args)?,
+        seed_name: args
+            .shard
+            .as_ref()
+            .and_then(|s| s.split_once('/'))
+            .and_then(|(i, _)| i.parse().ok())
+            .map(|i: usize| tg_types::AgentId::numbered(i).as_str().to_owned()),
+    };
+    config
+        .settle_roster(&key.signing_key().verifying_key().to_bytes())
+        .map_err(|e| {
+            invalid(
+                "this agent cannot take part as configured (--certificate, --policy)",
+                e,
+                "use the certificate the fleet's operator issued for this agent's identity (`tensorguard keys export-public`), and a policy that pins the same root",
+            )
+        })?;
+    // Settled before anything starts: a background `up` reports success
+    // only for an agent that can take part.
+    match config.policy.roster() {
+        Ok(tg_agent::Roster::TrustCoordinator) => out.note(&out.red("fleet_root = \"trust-coordinator\": the coordinator chooses who takes part — secure aggregation hides this agent's update from other agents, not from a coordinator that seats identities of its own")),
+        Ok(tg_agent::Roster::Pinned(root)) => out.note(&format!(
+            "fleet root {} pinned: secure rounds need every participant certified by it (its holder must not be the coordinator's operator, or this pin trusts the coordinator)",
+            hex::encode(root)
+        )),
+        _ => {}
+    }
     let rt = crate::errors::runtime()?;
     let status = Arc::new(Status::default());
     rt.block_on(async {
@@ -144,34 +185,6 @@ pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(),
         ));
         if args.insecure {
             out.note(&out.red("UNTRUSTED: --insecure — without a TEE this agent sends simulated attestation; no one can verify what code runs here"));
-        }
-        let mut config = JoinConfig {
-            coordinator: args.coordinator.clone(),
-            discover: args.discover,
-            name: args.name.clone().unwrap_or_else(|| {
-                std::env::var("HOSTNAME").unwrap_or_else(|_| "agent".into())
-            }),
-            token: args.enroll.clone(),
-            seed: args.seed,
-            once: args.once,
-            // Shard i shuffles as the in-process agent i does.
-            attest: attest_config(args)?,
-            policy: owner_policy(args)?,
-            ledger_dir: Some(data_dir.to_owned()),
-            certificate: certificate(args)?,
-            seed_name: args.shard.as_ref().and_then(|s| s.split_once('/')).and_then(|(i, _)| i.parse().ok()).map(|i: usize| tg_types::AgentId::numbered(i).as_str().to_owned()),
-        };
-        config
-            .settle_roster(&key.signing_key().verifying_key().to_bytes())
-            .map_err(|e| {
-                invalid(
-                    "this agent cannot take part as configured (--certificate, --policy)",
-                    e,
-                    "use the certificate the fleet's operator issued for this agent's identity (`tensorguard keys export-public`), and a policy that pins the same root",
-                )
-            })?;
-        if config.policy.roster() == Ok(tg_agent::Roster::TrustCoordinator) {
-            out.note(&out.red("fleet_root = \"trust-coordinator\": the coordinator chooses who takes part — secure aggregation hides this agent's update from other agents, not from a coordinator that seats identities of its own"));
         }
         // Report readiness (joined) once, for operators and start-up timing.
         let watch = status.clone();

@@ -16,9 +16,11 @@
 //!
 //! ε is the agent's own, computed from what it does: DP-SGD steps (RDP of
 //! the subsampled Gaussian), or its Skellam share under secure aggregation
-//! counted over the honest survivors the round guarantees (the survivor
-//! floor less the corrupt participants the owner assumes), with no sampling
-//! amplification, since the coordinator picks the sample. A round that
+//! counted over the honest survivors the round guarantees: only its own
+//! share, unless the owner pins a fleet root and bounds the colluders
+//! (`max_colluders`), and then the survivor floor less those colluders (or
+//! the assumed corrupt fraction, if more). No sampling amplification: the
+//! coordinator picks the sample. A round that
 //! releases anything without DP noise to the coordinator (plaintext without
 //! DP-SGD, central DP, a secure sum without noise) has ε = ∞ for this
 //! dataset and is refused whenever a budget is set.
@@ -248,16 +250,19 @@ fn round_rdp(
             .build(req.at, secure.dim_for(params))
             .map_err(|e| e.to_string())?;
         // Without a pinned fleet root every other participant may be the
-        // coordinator's own: only this agent's noise is sure to be there.
-        let corrupt = (floors.assumed_corrupt.max(cfg.corrupt) * cfg.n() as f64).ceil() as usize;
-        let honest = if rooted {
-            cfg.min_survivors.saturating_sub(corrupt).max(1)
-        } else {
-            1
+        // coordinator's own, and without an absolute bound on colluders the
+        // coordinator, which picks the sample, may fill a round with all of
+        // its own: only this agent's noise is then sure to be there.
+        let honest = match (rooted, floors.max_colluders) {
+            (true, Some(most)) => {
+                let by_fraction =
+                    (floors.assumed_corrupt.max(cfg.corrupt) * cfg.n() as f64).ceil() as usize;
+                cfg.min_survivors
+                    .saturating_sub(by_fraction.max(most))
+                    .max(1)
+            }
+            _ => 1,
         };
-        if honest == 0 {
-            return Ok(None);
-        }
         let mu = honest as f64 * v / (enc.scale * enc.scale);
         // Replacing one record can flip the clipped vector (Δ₂ = 2C), and
         // both vectors are rounded: 2Cs + 2√d in the integer domain.
