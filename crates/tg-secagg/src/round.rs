@@ -290,6 +290,21 @@ impl RoundConfig {
                 self.n()
             ));
         }
+        // With a bound on the colluders, thresholds must hold however the
+        // server seats them (it picks the sample and the job id, so seating
+        // is not random against it): even with all of them among one
+        // client's neighbours, they hold fewer than t shares, and two
+        // disjoint groups of t cannot form (2t > k + c).
+        if let Some(c) = floors.max_colluders {
+            let (k, t) = (self.graph.degree, self.graph.threshold);
+            let near = c.min(k);
+            let split_safe = self.threat != Threat::Malicious || 2 * t > k + near;
+            if t <= near || !split_safe {
+                return below(format!(
+                    "threshold {t} of {k} neighbours does not hold if the server seats {near} colluders around one client (max_colluders = {c})"
+                ));
+            }
+        }
         // Any sum the server can unmask holds at least min_survivors
         // inputs; two of them must be honest, or the colluders' own inputs
         // subtract away to leave one alone.
@@ -343,7 +358,9 @@ pub struct Floors {
     /// compromised). The server chooses each round's sample, so it can seat
     /// all of them in one round: the round must be sized for at least this
     /// many corrupt, and its survivor floor must leave two honest inputs
-    /// beside them. None: `assumed_corrupt` of each round's participants.
+    /// beside them, and its thresholds must hold however the server seats
+    /// them. None: `assumed_corrupt` of each round's participants, seated
+    /// at random (which a server that picks the sample can steer).
     pub max_colluders: Option<usize>,
 }
 

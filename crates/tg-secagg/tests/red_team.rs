@@ -538,6 +538,21 @@ fn certified_accomplices_cannot_isolate_a_victim_when_colluders_are_bounded() {
     announce_and_reveal(&mut a, |_| everyone.clone());
     assert!(a.refusals.is_empty(), "{:?}", a.refusals);
     assert!(a.exposed().is_empty(), "{:?}", a.exposed());
+    // A large sparse round whose thresholds assume random seating: sized
+    // for 30 colluders of 300, it holds only while they are spread out, and
+    // a coordinator that picks the sample and the job id can gather them
+    // around one client. An owner who bounds colluders at 30 refuses it.
+    let many = signing_keys(300, 46);
+    let sparse = config(&many, 8, 16, 0.1, 0.1);
+    assert!(sparse.graph.degree < 299);
+    let e = sparse
+        .check_floors(&Floors {
+            max_colluders: Some(30),
+            ..Floors::default()
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("seats"), "{e}");
     // And a survivor floor that would leave one honest input beside the
     // colluders is below this owner's floor whatever the thresholds say.
     let low = config(&keys, 8, 16, 0.25, 0.1)
