@@ -1,54 +1,27 @@
-//! `keys fleet-root` and `keys certify`: the fleet root that vouches for
-//! agents' identities (the format and its checks live in tg-proto).
+//! `keys fleet-root` and `keys certify`: the fleet root (tg_trust::fleet_root)
+//! that vouches for agents' identities (the certificate is tg-proto's).
 
 use std::path::Path;
 
-use ed25519_dalek::SigningKey;
 use serde_json::json;
 use tg_proto::Certificate;
+use tg_trust::TrustError;
 
 use crate::errors::{Code, UserError, from_trust, invalid};
-use crate::keys::passphrase;
+use crate::keys::{new_passphrase, now_secs, passphrase};
 use crate::output::Output;
 
-const LABEL: &str = "tensorguard fleet root";
-
-fn hex32(what: &str, text: &str) -> Result<[u8; 32], UserError> {
-    tg_proto::key_from_hex(text).ok_or_else(|| {
-        invalid(
-            format!("{what} {}", text.trim()),
-            "expected 64 hex digits (an Ed25519 public key)",
-            "print it with `tensorguard keys export-public` on the agent",
-        )
-    })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 pub fn create_root(file: &Path, out: &Output) -> Result<(), UserError> {
-    if file.exists() {
-        return Err(UserError::new(
+    let public = tg_trust::fleet_root::create(file, &new_passphrase()?).map_err(|e| match e {
+        TrustError::Exists(_) => UserError::new(
             Code::AlreadyExists,
             format!("{} exists", file.display()),
             "a fleet root is created once; overwriting it would orphan every certificate",
             "choose another --out, or move the old file away deliberately",
-        ));
-    }
-    let pass = passphrase()?;
-    let mut secret = zeroize::Zeroizing::new([0u8; 32]);
-    crate::errors::os_random(secret.as_mut())?;
-    let key = SigningKey::from_bytes(&secret);
-    let sealed = tg_trust::sealed::seal(
-        secret.as_ref(),
-        LABEL,
-        &pass,
-        tg_trust::sealed::KdfParams::default(),
-    )
-    .map_err(from_trust)?;
-    write_private(file, sealed.as_bytes())?;
-    let public = hex(&key.verifying_key().to_bytes());
+        ),
+        other => from_trust(other),
+    })?;
+    let public = hex::encode(public);
     if out.json {
         out.json_value(&json!({"fleet_root": public, "file": file.display().to_string()}));
     } else {
@@ -60,27 +33,6 @@ pub fn create_root(file: &Path, out: &Output) -> Result<(), UserError> {
     Ok(())
 }
 
-fn write_private(file: &Path, bytes: &[u8]) -> Result<(), UserError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |e: std::io::Error| {
-        UserError::new(
-            Code::DataDirUnwritable,
-            format!("cannot write {}", file.display()),
-            e.to_string(),
-            "choose a writable --out",
-        )
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(file)
-        .map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)
-}
-
 pub fn certify(
     root: &Path,
     identity: &str,
@@ -88,38 +40,28 @@ pub fn certify(
     days: u64,
     out: &Output,
 ) -> Result<(), UserError> {
-    let identity = hex32("--identity", identity)?;
-    let text = std::fs::read_to_string(root).map_err(|e| {
+    let identity = tg_proto::key_from_hex(identity).ok_or_else(|| {
         invalid(
+            format!("--identity {}", identity.trim()),
+            "expected 64 hex digits (an Ed25519 public key)",
+            "print it with `tensorguard keys export-public` on the agent",
+        )
+    })?;
+    let key = tg_trust::fleet_root::open(root, &passphrase()?).map_err(|e| match e {
+        TrustError::Io { source, .. } => invalid(
             format!("--root {}", root.display()),
-            e.to_string(),
+            source.to_string(),
             "point --root at the file `keys fleet-root` wrote",
-        )
+        ),
+        other => from_trust(other),
     })?;
-    let sealed = tg_trust::sealed::SealedFile::parse(&text).map_err(from_trust)?;
-    let secret = sealed.open(&passphrase()?).map_err(from_trust)?;
-    let bytes: [u8; 32] = secret.as_slice().try_into().map_err(|_| {
-        invalid(
-            format!("--root {}", root.display()),
-            "the sealed secret is not a 32-byte key",
-            "use the file `keys fleet-root` wrote",
-        )
-    })?;
-    let key = SigningKey::from_bytes(&bytes);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let cert = Certificate::issue(
-        &key,
-        identity,
-        name,
-        now,
-        now.saturating_add(days.saturating_mul(86_400)),
-    );
+    let now = now_secs();
+    let until = now.saturating_add(days.saturating_mul(86_400));
+    let cert = Certificate::issue(&key, identity, name, now, until);
     if out.json {
         out.json_value(&json!({
-            "certificate": cert.to_text(), "identity": hex(&identity), "name": cert.name,
-            "not_before": cert.not_before, "not_after": cert.not_after, "root": hex(&cert.root),
+            "certificate": cert.to_text(), "identity": hex::encode(identity), "name": cert.name,
+            "not_before": cert.not_before, "not_after": cert.not_after, "root": hex::encode(cert.root),
         }));
     } else {
         out.line(&cert.to_text());

@@ -9,11 +9,8 @@ use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::json;
-use tg_trust::audit::kind;
-use tg_trust::node::{self, key_body};
-use tg_trust::{
-    IdentityKey, KeyRecord, KeyStatus, Keyring, NodeSigner, Passphrase, Purpose, Storage,
-};
+use tg_trust::node;
+use tg_trust::{IdentityKey, KeyRecord, KeyStatus, Keyring, Passphrase, Purpose, Storage};
 
 use crate::cli::{KeyPurposeArg, KeysCommand};
 use crate::config::Loaded;
@@ -92,25 +89,9 @@ fn purpose(p: KeyPurposeArg) -> Purpose {
     }
 }
 
-fn pin() -> Result<Passphrase, UserError> {
-    node::pin().map_err(from_trust)
-}
-
 /// The node's network identity (see [`tg_trust::node::identity`]).
 pub fn node_identity(data_dir: &Path, key_file: Option<&Path>) -> Result<IdentityKey, UserError> {
     node::identity(data_dir, key_file, &passphrase()?).map_err(from_trust)
-}
-
-/// Appends one event to the node's audit log.
-fn record(
-    data_dir: &Path,
-    ring: &Keyring,
-    pass: &Passphrase,
-    event: &str,
-    job: Option<&str>,
-    body: serde_json::Value,
-) -> Result<(), UserError> {
-    node::record(data_dir, ring, pass, event, job, body).map_err(from_trust)
 }
 
 fn rotate_after(loaded: &Loaded) -> Result<Option<u64>, UserError> {
@@ -146,58 +127,23 @@ pub fn run(
             pkcs11_token,
             pkcs11_label,
         } => {
-            let pass = passphrase()?;
-            let mut ring = keyring(data_dir)?;
             let p = purpose(p);
-            // The current signer (if any) vouches for the new key; the very
-            // first key of a node signs its own generation.
-            let log = if ring.records().is_empty() {
-                None
-            } else {
-                Some(node::open_audit(data_dir, &ring, &pass).map_err(from_trust)?)
-            };
-            let rec = match (pkcs11_module, pkcs11_token) {
-                (Some(module), Some(token)) => {
-                    if p == Purpose::Identity {
-                        return Err(invalid(
-                            "an identity key cannot live on a PKCS#11 token",
-                            "the network handshake (Noise) needs the identity key in process",
-                            "keep the identity in the keyring and put the audit key on the token: --purpose audit",
-                        ));
-                    }
-                    let label =
-                        pkcs11_label.unwrap_or_else(|| format!("tensorguard-{}", p.as_str()));
-                    let signer = tg_trust::pkcs11::Pkcs11Signer::generate(
-                        &module,
-                        &token,
-                        pin()?.expose(),
-                        &label,
-                    )
-                    .map_err(from_trust)?;
-                    let storage = Storage::Pkcs11 {
-                        module,
-                        token,
-                        label,
-                    };
-                    ring.add_external(p, signer.public_key(), storage, now_secs())
-                        .map_err(from_trust)?
+            let new = match (pkcs11_module, pkcs11_token) {
+                (Some(_), Some(_)) if p == Purpose::Identity => {
+                    return Err(invalid(
+                        "an identity key cannot live on a PKCS#11 token",
+                        "the network handshake (Noise) needs the identity key in process",
+                        "keep the identity in the keyring and put the audit key on the token: --purpose audit",
+                    ));
                 }
-                _ => ring.generate(p, &pass, now_secs()).map_err(from_trust)?.0,
+                (Some(module), Some(token)) => node::NewKey::Pkcs11 {
+                    module,
+                    token,
+                    label: pkcs11_label.unwrap_or_else(|| format!("tensorguard-{}", p.as_str())),
+                },
+                _ => node::NewKey::Sealed,
             };
-            match log {
-                Some(log) => log
-                    .append(kind::KEY_GENERATED, None, key_body(&rec), now_secs())
-                    .map(drop)
-                    .map_err(from_trust)?,
-                None => record(
-                    data_dir,
-                    &ring,
-                    &pass,
-                    kind::KEY_GENERATED,
-                    None,
-                    key_body(&rec),
-                )?,
-            }
+            let rec = node::generate_key(data_dir, p, &passphrase()?, new).map_err(from_trust)?;
             print_record(&rec, out, "generated");
             Ok(())
         }
@@ -251,7 +197,7 @@ pub fn run(
         KeysCommand::Rotate { purpose: p, if_due } => {
             let p = purpose(p);
             let pass = passphrase()?;
-            let mut ring = keyring(data_dir)?;
+            let ring = keyring(data_dir)?;
             if if_due {
                 let Some(max_age) = rotate_after(loaded)? else {
                     return Err(invalid(
@@ -265,16 +211,8 @@ pub fn run(
                     return Ok(());
                 }
             }
-            // The old key signs the hand-over, so the log itself authorises the new one.
-            let log = node::open_audit(data_dir, &ring, &pass).map_err(from_trust)?;
-            let (old, new, _secret) = ring.rotate(p, &pass, now_secs()).map_err(from_trust)?;
-            log.append(
-                kind::KEY_ROTATED,
-                None,
-                json!({"purpose": p, "old": old.public_key, "new": new.public_key, "old_id": old.id, "new_id": new.id, "at": new.not_before}),
-                now_secs(),
-            )
-            .map_err(from_trust)?;
+            drop(ring);
+            let (old, new) = node::rotate_key(data_dir, p, &pass).map_err(from_trust)?;
             if out.json {
                 out.json_value(&json!({"old": old, "new": new}));
             } else {
@@ -316,17 +254,8 @@ pub fn run(
             Ok(())
         }
         KeysCommand::Revoke { id, reason } => {
-            let pass = passphrase()?;
-            let mut ring = keyring(data_dir)?;
-            let rec = ring.revoke(&id, &reason, now_secs()).map_err(from_trust)?;
-            record(
-                data_dir,
-                &ring,
-                &pass,
-                kind::KEY_REVOKED,
-                None,
-                json!({"id": rec.id, "purpose": rec.purpose, "public_key": rec.public_key, "reason": reason}),
-            )?;
+            let rec =
+                node::revoke_key(data_dir, &id, &reason, &passphrase()?).map_err(from_trust)?;
             print_record(&rec, out, "revoked");
             Ok(())
         }

@@ -66,6 +66,14 @@ pub enum ControlError {
     /// The agent's answer is not JSON.
     #[error("unreadable answer from the agent: {0}")]
     Unreadable(String),
+    /// A background agent exited before it answered.
+    #[error("the agent exited ({status}) before it was ready")]
+    Exited {
+        /// How it exited.
+        status: String,
+        /// The end of its log.
+        log_tail: String,
+    },
 }
 
 fn setup(what: String) -> impl FnOnce(std::io::Error) -> ControlError {

@@ -10,6 +10,7 @@
 
 mod checks;
 pub mod control;
+pub mod daemon;
 mod guard;
 pub mod net;
 pub mod policy;

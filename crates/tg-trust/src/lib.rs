@@ -13,6 +13,7 @@
 //! and a file key are interchangeable for the audit log.
 
 pub mod audit;
+pub mod fleet_root;
 mod identity;
 pub mod keyring;
 pub mod node;

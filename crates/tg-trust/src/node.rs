@@ -158,6 +158,111 @@ pub fn record(
         .map(drop)
 }
 
+/// Where a new key's secret lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NewKey {
+    /// Sealed in the keyring under the node's passphrase.
+    Sealed,
+    /// Generated on a PKCS#11 token (audit keys only: the network handshake
+    /// needs the identity key in process).
+    Pkcs11 {
+        /// The module (`.so`).
+        module: PathBuf,
+        /// The token's label.
+        token: String,
+        /// The key's label on the token.
+        label: String,
+    },
+}
+
+/// Generates a key for `purpose` and logs it: the node's current signer
+/// vouches for the new key, and a node's very first key signs its own
+/// generation.
+pub fn generate_key(
+    data_dir: &Path,
+    purpose: Purpose,
+    pass: &Passphrase,
+    new: NewKey,
+) -> Result<KeyRecord> {
+    let mut ring = keyring(data_dir)?;
+    let log = if ring.records().is_empty() {
+        None
+    } else {
+        Some(open_audit(data_dir, &ring, pass)?)
+    };
+    let rec = match new {
+        NewKey::Pkcs11 { .. } if purpose == Purpose::Identity => {
+            return Err(TrustError::Keyring(
+                "an identity key cannot live on a PKCS#11 token (the network handshake needs it in process)".into(),
+            ));
+        }
+        NewKey::Pkcs11 {
+            module,
+            token,
+            label,
+        } => {
+            let signer =
+                crate::pkcs11::Pkcs11Signer::generate(&module, &token, pin()?.expose(), &label)?;
+            let storage = Storage::Pkcs11 {
+                module,
+                token,
+                label,
+            };
+            ring.add_external(purpose, signer.public_key(), storage, now_secs())?
+        }
+        NewKey::Sealed => ring.generate(purpose, pass, now_secs())?.0,
+    };
+    match log {
+        Some(log) => log
+            .append(kind::KEY_GENERATED, None, key_body(&rec), now_secs())
+            .map(drop)?,
+        None => record(
+            data_dir,
+            &ring,
+            pass,
+            kind::KEY_GENERATED,
+            None,
+            key_body(&rec),
+        )?,
+    }
+    Ok(rec)
+}
+
+/// Rotates the active `purpose` key: the old key signs the hand-over, so
+/// the log itself authorises the new one. Returns (old, new).
+pub fn rotate_key(
+    data_dir: &Path,
+    purpose: Purpose,
+    pass: &Passphrase,
+) -> Result<(KeyRecord, KeyRecord)> {
+    let mut ring = keyring(data_dir)?;
+    let log = open_audit(data_dir, &ring, pass)?;
+    let (old, new, _secret) = ring.rotate(purpose, pass, now_secs())?;
+    log.append(
+        kind::KEY_ROTATED,
+        None,
+        json!({"purpose": purpose, "old": old.public_key, "new": new.public_key, "old_id": old.id, "new_id": new.id, "at": new.not_before}),
+        now_secs(),
+    )?;
+    Ok((old, new))
+}
+
+/// Revokes key `id` for `reason`, and logs it.
+pub fn revoke_key(data_dir: &Path, id: &str, reason: &str, pass: &Passphrase) -> Result<KeyRecord> {
+    let mut ring = keyring(data_dir)?;
+    let rec = ring.revoke(id, reason, now_secs())?;
+    record(
+        data_dir,
+        &ring,
+        pass,
+        kind::KEY_REVOKED,
+        None,
+        json!({"id": rec.id, "purpose": rec.purpose, "public_key": rec.public_key, "reason": reason}),
+    )?;
+    Ok(rec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,27 +1,26 @@
-//! The agent daemon: `up` starts `agent start` in the background with a pid
-//! file, a log file and a control socket (`tg_agent::control`); `status`,
-//! `logs` and `down` use them.
+//! `up`, `down`, `status` and `logs`: the background agent of
+//! `tg_agent::daemon`, asked through its control socket.
 
 use std::io::{Read, Seek, Write};
 use std::path::Path;
 use std::time::Duration;
 
+use std::ffi::OsString;
+
 use tg_agent::control::{ControlError, Paths};
+use tg_agent::daemon;
 
 use crate::cli::UpArgs;
 use crate::errors::{Code, UserError};
 use crate::output::Output;
 
-fn io_err(what: String, e: std::io::Error, fix: &str) -> UserError {
-    UserError::new(Code::DataDirUnwritable, what, e.to_string(), fix)
-}
-
 /// The control socket's error, with its code and what to do.
 pub fn control_error(e: ControlError) -> UserError {
     match e {
-        ControlError::Setup { what, source } => io_err(
+        ControlError::Setup { what, source } => UserError::new(
+            Code::DataDirUnwritable,
             what,
-            source,
+            source.to_string(),
             "choose a writable --data-dir; if another agent is running, `tensorguard down` first",
         ),
         ControlError::NotRunning { socket, source } => UserError::new(
@@ -29,6 +28,16 @@ pub fn control_error(e: ControlError) -> UserError {
             "no agent is running here",
             format!("{socket}: {source}"),
             "start one with `tensorguard up --coordinator ADDR` (same --data-dir)",
+        ),
+        ControlError::Exited { status, log_tail } => UserError::new(
+            Code::Internal,
+            format!("the agent exited ({status}) before it was ready"),
+            if log_tail.is_empty() {
+                "its log is empty".to_owned()
+            } else {
+                log_tail
+            },
+            "fix what its log says (above), then `tensorguard up` again",
         ),
         other => UserError::new(
             Code::Internal,
@@ -46,7 +55,7 @@ fn ask(paths: &Paths, command: &str) -> Result<serde_json::Value, UserError> {
 /// `tensorguard up`.
 pub fn up(args: &UpArgs, data_dir: &Path, out: &Output) -> Result<(), UserError> {
     let paths = Paths::new(data_dir);
-    if ask(&paths, "status").is_ok() {
+    if daemon::running(&paths) {
         return Err(UserError::new(
             Code::AlreadyExists,
             "an agent is already running with this data dir",
@@ -57,36 +66,11 @@ pub fn up(args: &UpArgs, data_dir: &Path, out: &Output) -> Result<(), UserError>
     let mut agent = args.agent.clone();
     agent.control_socket = Some(paths.socket.clone());
     if args.foreground {
-        std::fs::create_dir_all(&paths.dir).map_err(|e| {
-            io_err(
-                format!("cannot create {}", paths.dir.display()),
-                e,
-                "choose a writable --data-dir",
-            )
-        })?;
-        let _ = std::fs::write(&paths.pid, format!("{}\n", std::process::id()));
+        daemon::record_foreground(&paths).map_err(control_error)?;
         let r = super::agent::start(&agent, data_dir, out);
-        let _ = std::fs::remove_file(&paths.pid);
+        daemon::clear_pid(&paths);
         return r;
     }
-    std::fs::create_dir_all(&paths.dir).map_err(|e| {
-        io_err(
-            format!("cannot create {}", paths.dir.display()),
-            e,
-            "choose a writable --data-dir",
-        )
-    })?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&paths.log)
-        .map_err(|e| {
-            io_err(
-                format!("cannot open {}", paths.log.display()),
-                e,
-                "choose a writable --data-dir",
-            )
-        })?;
     let exe = std::env::current_exe().map_err(|e| {
         UserError::new(
             Code::Internal,
@@ -95,45 +79,10 @@ pub fn up(args: &UpArgs, data_dir: &Path, out: &Output) -> Result<(), UserError>
             "run tensorguard by its full path",
         )
     })?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("--data-dir")
-        .arg(data_dir)
-        .arg("-v")
-        .arg("agent")
-        .arg("start");
-    cmd.args(agent.to_args());
-    use std::os::unix::process::CommandExt;
-    let child = cmd
-        .stdin(std::process::Stdio::null())
-        .stdout(
-            log.try_clone()
-                .map_err(|e| io_err("log file".into(), e, "check the disk"))?,
-        )
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .map_err(|e| {
-            UserError::new(
-                Code::Internal,
-                "cannot start the agent",
-                e.to_string(),
-                "check the log and permissions",
-            )
-        })?;
-    let pid = child.id();
-    std::fs::write(&paths.pid, format!("{pid}\n")).map_err(|e| {
-        io_err(
-            format!("cannot write {}", paths.pid.display()),
-            e,
-            "choose a writable --data-dir",
-        )
-    })?;
-    for _ in 0..100 {
-        if ask(&paths, "status").is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut argv: Vec<OsString> = vec!["--data-dir".into(), data_dir.into(), "-v".into()];
+    argv.extend(["agent".into(), "start".into()]);
+    argv.extend(agent.to_args());
+    let pid = daemon::start(&exe, &argv, &paths).map_err(control_error)?;
     if out.json {
         out.json_value(&serde_json::json!({"pid": pid, "log": paths.log, "socket": paths.socket}));
     } else {
@@ -145,39 +94,9 @@ pub fn up(args: &UpArgs, data_dir: &Path, out: &Output) -> Result<(), UserError>
     Ok(())
 }
 
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
 /// `tensorguard down`.
 pub fn down(data_dir: &Path, out: &Output) -> Result<(), UserError> {
-    let paths = Paths::new(data_dir);
-    let pid: Option<u32> = std::fs::read_to_string(&paths.pid)
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
-    let asked = ask(&paths, "stop");
-    if asked.is_err() && pid.is_none_or(|p| !alive(p)) {
-        let _ = std::fs::remove_file(&paths.pid);
-        return Err(asked.err().unwrap_or_else(|| {
-            UserError::new(Code::NotRunning, "no agent is running here", "", "")
-        }));
-    }
-    if let Some(pid) = pid {
-        for _ in 0..100 {
-            if !alive(pid) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if alive(pid) {
-            let _ = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
-        }
-    }
-    let _ = std::fs::remove_file(&paths.pid);
-    let _ = std::fs::remove_file(&paths.socket);
+    daemon::stop(&Paths::new(data_dir)).map_err(control_error)?;
     out.line("agent stopped");
     Ok(())
 }
