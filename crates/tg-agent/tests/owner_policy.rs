@@ -138,6 +138,14 @@ fn policy_files_are_parsed_strictly() {
     assert!(OwnerPolicy::from_toml("[budget]\nepsilon = -1\ndelta = 1e-5").is_err());
     assert!(OwnerPolicy::from_toml("[budget]\nepsilon = 1\ndelta = 2").is_err());
     assert_eq!(OwnerPolicy::from_toml("").unwrap(), OwnerPolicy::default());
+    // A NaN or out-of-range fraction would silently disable a floor.
+    for bad in [
+        "[secure_aggregation]\nassumed_corrupt = nan",
+        "[secure_aggregation]\nmin_survivor_fraction = 1.5",
+        "[secure_aggregation]\nmax_colluders = 100000000",
+    ] {
+        assert!(OwnerPolicy::from_toml(bad).is_err(), "{bad}");
+    }
 }
 
 #[test]
@@ -302,16 +310,23 @@ fn a_round_with_an_uncertified_or_foreign_identity_is_refused() {
     // participants' noise only when the owner bounds the colluders: the
     // coordinator picks the sample, so a corrupt *fraction* of it is no
     // bound at all. Pinned without max_colluders: only its own share.
-    let noisy = |policy: &OwnerPolicy| {
+    let noisy_with = |policy: &OwnerPolicy, dropout: f64| {
         let mut r = request(all_certs.clone());
         if let Some(s) = r.secure.as_mut() {
-            s.local_noise_variance = Some(400.0);
+            s.local_noise_variance = Some(1e9);
+            // Sized for one colluder of six, as the bounded owner demands,
+            // with every participant masking with every other.
+            s.corrupt = 0.2;
+            s.dropout = dropout;
         }
         let pending = judge_round(policy, &ledger, &r, params).unwrap();
         let mut l = ledger.clone();
         l.commit(pending).unwrap();
         l.epsilon(tg_privacy::Delta::new(1e-5).unwrap())
     };
+    // Dropout 0.5 makes the round a complete graph (degree 5 of 6), 0.1 a
+    // sparse one (degree 4).
+    let noisy = |policy: &OwnerPolicy| noisy_with(policy, 0.5);
     let own_share_only = noisy(&pinned);
     let bounded = OwnerPolicy {
         secure_aggregation: tg_secagg::Floors {
@@ -326,6 +341,8 @@ fn a_round_with_an_uncertified_or_foreign_identity_is_refused() {
         with_others < own_share_only && own_share_only == trusting_eps,
         "{with_others} {own_share_only} {trusting_eps}"
     );
+    // On a sparse graph nothing beyond its own share is credited.
+    assert_eq!(noisy_with(&bounded, 0.1), noisy_with(&pinned, 0.1));
     // A certificate from another root than the policy pins, or with a
     // policy that trusts the coordinator, is a conflict, never a silent
     // change of the owner's choice.

@@ -378,6 +378,30 @@ impl Default for Floors {
 }
 
 impl Floors {
+    /// Checks the owner's own values: fractions in [0, 1] (a NaN would
+    /// silently disable a floor), and a colluder bound below the largest
+    /// round this system runs.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("min_survivor_fraction", self.min_survivor_fraction),
+            ("assumed_corrupt", self.assumed_corrupt),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("{name} = {v} must be a fraction in [0, 1]"));
+            }
+        }
+        if self
+            .max_colluders
+            .is_some_and(|c| c >= tg_types::view::MAX_PER_PARTICIPANT)
+        {
+            return Err(format!(
+                "max_colluders must be below {} participants",
+                tg_types::view::MAX_PER_PARTICIPANT
+            ));
+        }
+        Ok(())
+    }
+
     /// The default floors, also accepting a semi-honest round (benchmarks
     /// and tests of that named, lower-security setting).
     pub fn allowing_semi_honest() -> Self {

@@ -553,16 +553,58 @@ fn certified_accomplices_cannot_isolate_a_victim_when_colluders_are_bounded() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("seats"), "{e}");
-    // And a survivor floor that would leave one honest input beside the
-    // colluders is below this owner's floor whatever the thresholds say.
-    let low = config(&keys, 8, 16, 0.25, 0.1)
-        .with_survivor_fraction(0.0)
-        .unwrap();
-    let bounded_low = Floors {
-        min_survivor_fraction: 0.0,
-        max_colluders: Some(11),
+    // Colluders seated around a victim in an accepted sparse round: the
+    // coordinator drops every honest neighbour of the victim and keeps the
+    // rest, so that the victim's only surviving neighbours are its own. The
+    // victim refuses: fewer than t of the neighbours it masked with survive.
+    let keys = signing_keys(60, 47);
+    let cfg = config(&keys, 8, 16, 0.1, 0.1);
+    let k = cfg.graph.degree;
+    assert!(k < 59, "want a sparse graph");
+    let near: Vec<u32> = cfg
+        .graph
+        .neighbours(0)
+        .into_iter()
+        .map(|j| j as u32)
+        .collect();
+    let seated: Vec<u32> = near.iter().copied().take(6).collect();
+    let owner6 = Floors {
+        max_colluders: Some(6),
         ..Floors::default()
     };
-    let e = low.check_floors(&bounded_low).unwrap_err().to_string();
-    assert!(e.contains("colluding") || e.contains("two honest"), "{e}");
+    assert!(cfg.check_floors(&owner6).is_ok(), "{:?}", cfg.graph);
+    let mut a = Attack::new(cfg, &keys, &seated, &owner6, 48);
+    a.honest_share_and_mask();
+    let cut: BTreeSet<u32> = near
+        .iter()
+        .copied()
+        .filter(|j| !seated.contains(j))
+        .collect();
+    for &h in &cut {
+        a.vanish(h);
+    }
+    let told = all_but(60, &cut);
+    announce_and_reveal(&mut a, |_| told.clone());
+    assert_eq!(a.refusals.get(&0), Some(&Refusal::MaskingNeighboursDropped));
+    assert!(a.exposed().is_empty(), "{:?}", a.exposed());
+    // With malicious thresholds t > (k + c)/2 ≥ c, so any floor of at least
+    // t leaves two honest inputs beside c colluders; the semi-honest
+    // setting (t just above c) is where that check bites.
+    let keys = signing_keys(40, 49);
+    let semi = config(&keys, 8, 16, 0.05, 0.1)
+        .with_threat(Threat::SemiHonest)
+        .unwrap()
+        .with_survivor_fraction(0.0)
+        .unwrap();
+    let c = semi.colluders_sized_for();
+    assert!(semi.min_survivors < c + 2, "{} {c}", semi.min_survivors);
+    let e = semi
+        .check_floors(&Floors {
+            min_survivor_fraction: 0.0,
+            max_colluders: Some(c),
+            ..Floors::allowing_semi_honest()
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("two honest"), "{e}");
 }

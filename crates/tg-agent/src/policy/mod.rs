@@ -18,7 +18,8 @@
 //! the subsampled Gaussian), or its Skellam share under secure aggregation
 //! counted over the honest survivors the round guarantees: only its own
 //! share, unless the owner pins a fleet root and bounds the colluders
-//! (`max_colluders`), and then the survivor floor less those colluders (or
+//! (`max_colluders`) and every participant masks with every other (the
+//! complete graph), and then the survivor floor less those colluders (or
 //! the assumed corrupt fraction, if more). No sampling amplification: the
 //! coordinator picks the sample. A round that
 //! releases anything without DP noise to the coordinator (plaintext without
@@ -196,6 +197,9 @@ impl OwnerPolicy {
         if p.max_round_epsilon.is_some_and(|e| !(e > 0.0)) {
             return Err("max_round_epsilon must be positive".into());
         }
+        p.secure_aggregation
+            .validate()
+            .map_err(|e| format!("[secure_aggregation] {e}"))?;
         if p.max_local_epochs == Some(0) || p.max_dp_steps == Some(0) {
             return Err("max_local_epochs and max_dp_steps must be at least 1".into());
         }
@@ -249,11 +253,19 @@ fn round_rdp(
         let (cfg, enc) = secure
             .build(req.at, secure.dim_for(params))
             .map_err(|e| e.to_string())?;
+        // The credit below assumes the owner's floors hold (the agent's
+        // precheck enforces them first; a direct caller gets them here).
+        cfg.check_floors(floors).map_err(|e| e.to_string())?;
         // Without a pinned fleet root every other participant may be the
         // coordinator's own, and without an absolute bound on colluders the
         // coordinator, which picks the sample, may fill a round with all of
         // its own: only this agent's noise is then sure to be there.
-        let honest = match (rooted, floors.max_colluders) {
+        // Only on the complete graph does every unmasked sum hold the whole
+        // survivor floor: on a sparse one, differing survivor sets shown to
+        // different regions of the ring can leave fewer inputs in the sum
+        // than any client's own view says.
+        let complete = cfg.graph.degree + 1 == cfg.n();
+        let honest = match (rooted && complete, floors.max_colluders) {
             (true, Some(most)) => {
                 let by_fraction =
                     (floors.assumed_corrupt.max(cfg.corrupt) * cfg.n() as f64).ceil() as usize;
