@@ -82,7 +82,7 @@ impl Agent {
                 let mut share = || {
                     noise_rng
                         .skellam(variance)
-                        .map_err(|e| tg_secagg::SecAggError::Params(e.to_string()))
+                        .map_err(|e| tg_compress::EncodeError::Noise(e.to_string()))
                 };
                 encoding.encode(&values, &mut dither, Some(&mut share))
             }

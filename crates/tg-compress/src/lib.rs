@@ -1,4 +1,5 @@
-//! Update compression for plaintext rounds.
+//! Update compression: every encoder an update goes through before it
+//! leaves an agent, for plaintext and secure rounds alike.
 //!
 //! Design decision: a compressed update is never decompressed into a dense
 //! copy. Its borrowed wire form ([`CompressedView`]), laid out by the global
@@ -15,12 +16,20 @@
 //! - **8-bit blocks** ([`Compression::Q8`]): one `f32` scale (absmax / 127)
 //!   per 256 values and a signed byte per value: ~3.9× smaller than `f32`.
 //!
-//! Secure rounds have their own encoding (clip, rotate, quantise mod 2^B,
-//! shared random-k) inside `tg-secagg`.
+//! - **Modular encoding for secure sums** ([`modular::Encoding`]): clip,
+//!   randomized Hadamard rotation, scale, stochastic rounding, optional
+//!   integer noise, mod 2^B — lanes that SecAgg+ (tg-secagg) adds without
+//!   learning them, and that decode to the real sum.
+//! - **Shared random-k** ([`shared_random_k`]): the same `⌈F·d⌉`
+//!   coordinates for every agent of a round, drawn from its public seed, so
+//!   masks still cancel.
 
+pub mod modular;
 mod q8;
 mod topk;
 mod view;
+
+pub use modular::{EncodeError, Encoding};
 
 use serde::{Deserialize, Serialize};
 use tg_types::Parameters;
@@ -91,3 +100,25 @@ impl Compressor {
 
 #[cfg(test)]
 mod tests;
+
+/// The coordinates every agent sends in a round with shared random-k
+/// sparsification: `⌈fraction·params⌉` of `0..params`, ascending, drawn from
+/// `seed` (public, so every party draws the same). All of them when
+/// `fraction` is not in (0, 1).
+pub fn shared_random_k(params: usize, fraction: f64, seed: [u8; 32]) -> Vec<usize> {
+    use rand_core::{RngCore, SeedableRng};
+    if !(fraction > 0.0 && fraction < 1.0) || params == 0 {
+        return (0..params).collect();
+    }
+    let k = ((fraction * params as f64).ceil() as usize).clamp(1, params);
+    // Partial Fisher–Yates on a ChaCha20 stream.
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed(seed);
+    let mut idx: Vec<usize> = (0..params).collect();
+    for i in 0..k {
+        let j = i + (rng.next_u64() % (params - i) as u64) as usize;
+        idx.swap(i, j);
+    }
+    let mut chosen = idx[..k].to_vec();
+    chosen.sort_unstable();
+    chosen
+}

@@ -72,15 +72,9 @@ pub(crate) fn calibrate(i: &Inputs<'_>) -> Result<PrivacySpec> {
     let rounds = u64::from(i.spec.rounds);
 
     let build = |std: f64| -> Option<PrivacySpec> {
-        let enc = tg_secagg::encode::Encoding::new(
-            dim,
-            bits,
-            i.clip.get(),
-            max_clients as usize,
-            std,
-            [0; 32],
-        )
-        .ok()?;
+        let enc =
+            tg_compress::Encoding::new(dim, bits, i.clip.get(), max_clients as usize, std, [0; 32])
+                .ok()?;
         Some(PrivacySpec {
             mode: DpMode::Distributed(DistributedDpSpec {
                 clip: i.clip,

@@ -145,7 +145,7 @@ impl Choice {
             (facts.train_examples as f64 / f64::from(spec.clients.max(1))).max(1.0)
         }));
         if !distributed && facts.num_parameters > 0 {
-            tg_secagg::encode::Encoding::new(
+            tg_compress::Encoding::new(
                 facts.num_parameters,
                 self.bits,
                 self.clip,

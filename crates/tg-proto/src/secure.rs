@@ -60,25 +60,10 @@ impl SecureRound {
     /// The coordinates sent this round, ascending (all of them without
     /// sparsification). Public: derived from the round's seed.
     pub fn coordinates(&self, params: usize) -> Vec<usize> {
-        match self.keep_fraction {
-            Some(f) if f > 0.0 && f < 1.0 => {
-                let k = ((f * params as f64).ceil() as usize).clamp(1, params);
-                // Partial Fisher–Yates with a ChaCha20 stream domain-separated from the rotation.
-                let mut seed = self.rotation_seed;
-                seed[0] ^= 0x5a;
-                let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(seed);
-                let mut idx: Vec<usize> = (0..params).collect();
-                for i in 0..k {
-                    let j =
-                        i + (rand_core::RngCore::next_u64(&mut rng) % (params - i) as u64) as usize;
-                    idx.swap(i, j);
-                }
-                let mut chosen = idx[..k].to_vec();
-                chosen.sort_unstable();
-                chosen
-            }
-            _ => (0..params).collect(),
-        }
+        // Domain-separated from the rotation's stream.
+        let mut seed = self.rotation_seed;
+        seed[0] ^= 0x5a;
+        tg_compress::shared_random_k(params, self.keep_fraction.unwrap_or(1.0), seed)
     }
 
     /// Lanes per encoded vector for a model of `params` values: the sent
@@ -96,7 +81,7 @@ impl SecureRound {
     ) -> Result<
         (
             std::sync::Arc<tg_secagg::RoundConfig>,
-            tg_secagg::encode::Encoding,
+            tg_compress::Encoding,
         ),
         tg_secagg::SecAggError,
     > {
@@ -119,16 +104,18 @@ impl SecureRound {
                 self.participants.len()
             )));
         }
-        let mut encoding = tg_secagg::encode::Encoding::new(
+        let params = |e: tg_compress::EncodeError| tg_secagg::SecAggError::Params(e.to_string());
+        let mut encoding = tg_compress::Encoding::new(
             dim,
             self.bits,
             self.clip,
             max_clients,
             self.local_noise_variance.unwrap_or(0.0).sqrt(),
             self.rotation_seed,
-        )?;
+        )
+        .map_err(params)?;
         if let Some(scale) = self.scale {
-            encoding = encoding.with_scale(scale)?;
+            encoding = encoding.with_scale(scale).map_err(params)?;
         }
         // Seats come from the identities, not from the coordinator.
         let keys: Vec<[u8; 32]> = self.participants.iter().map(|(_, k)| *k).collect();

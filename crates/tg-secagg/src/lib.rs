@@ -17,7 +17,6 @@
 
 pub mod client;
 pub mod crypto;
-pub mod encode;
 pub mod graph;
 pub mod local;
 pub mod messages;

@@ -79,14 +79,7 @@ pub fn add_packed(sum: &mut [u32], bytes: &[u8], bits: u32) -> Result<(), SecAgg
     Ok(())
 }
 
-/// 2^B − 1 for B in 1..=32.
-pub fn lane_mask(bits: u32) -> u32 {
-    if bits >= 32 {
-        u32::MAX
-    } else {
-        (1u32 << bits) - 1
-    }
-}
+pub use tg_compress::modular::lane_mask;
 
 #[cfg(test)]
 mod tests {

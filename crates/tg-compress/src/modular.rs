@@ -13,8 +13,26 @@
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRng, RngCore, SeedableRng};
 
-use crate::SecAggError;
-use crate::packing::lane_mask;
+/// Why a vector could not be encoded, or an encoding not built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The parameters or the vector do not fit the encoding.
+    #[error("{0}")]
+    Params(String),
+    /// The noise source failed.
+    #[error("noise: {0}")]
+    Noise(String),
+}
+
+/// The low `bits` bits set: lanes live in Z_2^bits.
+pub fn lane_mask(bits: u32) -> u32 {
+    if bits >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << bits) - 1
+    }
+}
 
 /// Standard deviations of a rotated coordinate kept before clamping.
 const K: f64 = 6.0;
@@ -49,14 +67,14 @@ impl Encoding {
         max_clients: usize,
         noise_std: f64,
         rotation_seed: [u8; 32],
-    ) -> Result<Self, SecAggError> {
+    ) -> Result<Self, EncodeError> {
         if dim == 0 || !(2..=32).contains(&bits) || max_clients == 0 {
-            return Err(SecAggError::Params(format!(
+            return Err(EncodeError::Params(format!(
                 "encoding needs dim ≥ 1, 2 ≤ B ≤ 32 and at least one client (got {dim}, {bits}, {max_clients})"
             )));
         }
         if !(clip > 0.0 && clip.is_finite() && noise_std >= 0.0 && noise_std.is_finite()) {
-            return Err(SecAggError::Params(format!(
+            return Err(EncodeError::Params(format!(
                 "clip ({clip}) must be positive and noise ({noise_std}) non-negative"
             )));
         }
@@ -68,7 +86,7 @@ impl Encoding {
         let room = per_client - noise_room;
         let coord = K * clip / (padded as f64).sqrt();
         if !(room >= 1.0) {
-            return Err(SecAggError::Params(format!(
+            return Err(EncodeError::Params(format!(
                 "{bits} bits cannot hold the sum of {max_clients} clients with noise σ = {noise_std}: \
                  use more bits or fewer clients per round"
             )));
@@ -88,9 +106,9 @@ impl Encoding {
     /// The same encoding at a given (smaller or equal) scale: the scale a
     /// privacy ledger charged for, pinned across rounds. A larger scale than
     /// this encoding's room allows is refused (the sum could wrap).
-    pub fn with_scale(mut self, scale: f64) -> Result<Self, SecAggError> {
+    pub fn with_scale(mut self, scale: f64) -> Result<Self, EncodeError> {
         if !(scale > 0.0 && scale.is_finite() && scale <= self.scale * (1.0 + 1e-12)) {
-            return Err(SecAggError::Params(format!(
+            return Err(EncodeError::Params(format!(
                 "scale {scale} does not fit this round's encoding (at most {})",
                 self.scale
             )));
@@ -120,17 +138,17 @@ impl Encoding {
         &self,
         x: &[f32],
         rng: &mut impl CryptoRng,
-        mut noise: Option<&mut dyn FnMut() -> Result<i64, SecAggError>>,
-    ) -> Result<Vec<u32>, SecAggError> {
+        mut noise: Option<&mut dyn FnMut() -> Result<i64, EncodeError>>,
+    ) -> Result<Vec<u32>, EncodeError> {
         if x.len() != self.dim {
-            return Err(SecAggError::Params(format!(
+            return Err(EncodeError::Params(format!(
                 "vector has {} values, the encoding expects {}",
                 x.len(),
                 self.dim
             )));
         }
         if x.iter().any(|v| !v.is_finite()) {
-            return Err(SecAggError::Params("vector has non-finite values".into()));
+            return Err(EncodeError::Params("vector has non-finite values".into()));
         }
         let norm = x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
         let c = if norm > self.clip {
@@ -161,9 +179,9 @@ impl Encoding {
     }
 
     /// Turns a sum of encoded vectors (mod 2^B) back into the real sum.
-    pub fn decode_sum(&self, sum: &[u32]) -> Result<Vec<f32>, SecAggError> {
+    pub fn decode_sum(&self, sum: &[u32]) -> Result<Vec<f32>, EncodeError> {
         if sum.len() != self.padded {
-            return Err(SecAggError::Params(format!(
+            return Err(EncodeError::Params(format!(
                 "sum has {} lanes, the encoding produces {}",
                 sum.len(),
                 self.padded
