@@ -56,11 +56,8 @@ pub fn open(file: &Path, pass: &Passphrase) -> Result<SigningKey> {
 mod tests {
     use super::*;
 
-    const FAST: KdfParams = KdfParams {
-        m_kib: 19 * 1024,
-        t: 2,
-        p: 1,
-    };
+    /// The cheapest derivation a file may carry: fast tests.
+    const FAST: KdfParams = KdfParams::FLOOR;
 
     #[test]
     fn created_once_opened_with_its_passphrase_only() {

@@ -361,11 +361,8 @@ impl Keyring {
 mod tests {
     use super::*;
 
-    const FAST: KdfParams = KdfParams {
-        m_kib: 19 * 1024,
-        t: 2,
-        p: 1,
-    };
+    /// The cheapest derivation a file may carry: fast tests.
+    const FAST: KdfParams = KdfParams::FLOOR;
 
     #[test]
     fn lifecycle_generate_rotate_revoke() {

@@ -44,7 +44,7 @@ impl Default for KdfParams {
 impl KdfParams {
     /// The weakest parameters a file may carry; anything cheaper is refused
     /// on open, so a tampered file cannot make brute force cheap.
-    const FLOOR: KdfParams = KdfParams {
+    pub(crate) const FLOOR: KdfParams = KdfParams {
         m_kib: 19 * 1024,
         t: 2,
         p: 1,

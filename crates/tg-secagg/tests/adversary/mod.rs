@@ -453,4 +453,21 @@ impl Attack {
     }
 }
 
+/// The survivor sets each client is told, then what it gets at stage 5:
+/// its neighbours' signatures on its own set and their mask commitments
+/// (Sybils sign any set and commit to whatever helps).
+pub fn announce_and_reveal(a: &mut Attack, told: impl Fn(u32) -> Vec<u32>) {
+    for i in a.live() {
+        a.deliver(i, ServerBody::Survivors(told(i)));
+    }
+    for i in a.live() {
+        let sigs = a.stage5_for(i, &told(i));
+        a.deliver(i, ServerBody::survivor_signatures(sigs));
+    }
+}
+
+pub fn all_but(n: u32, out: &BTreeSet<u32>) -> Vec<u32> {
+    (0..n).filter(|i| !out.contains(i)).collect()
+}
+
 mod reconstruct;
