@@ -1,7 +1,8 @@
 //! Any bytes from a peer as a signed frame: `open` must return a message or
 //! an error, never panic; an accepted frame must be signed by the expected
 //! key and carry a message whose binding matches its header (also through
-//! `open_from_agent`, which leaves a training reply in the frame).
+//! `open_from_agent`, which leaves a training reply in the frame, and
+//! through a packed payload, which `open` unpacks within the frame limit).
 #![no_main]
 
 use ed25519_dalek::SigningKey;

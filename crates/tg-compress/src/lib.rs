@@ -23,7 +23,10 @@
 //! - **Shared random-k** ([`shared_random_k`]): the same `⌈F·d⌉`
 //!   coordinates for every agent of a round, drawn from its public seed, so
 //!   masks still cancel.
+//! - **zstd for downloads** ([`download`]): what the coordinator sends
+//!   agents, packed once, unpacked within a bound.
 
+pub mod download;
 pub mod modular;
 mod q8;
 mod topk;

@@ -373,7 +373,7 @@ impl Transport for NetTransport {
             .and_then(|m| m.certificate.clone())
     }
 
-    async fn send(&mut self, to: &AgentId, message: &Outgoing) -> Result<(), String> {
+    async fn send(&mut self, to: &AgentId, message: &Outgoing) -> Result<u64, String> {
         let peer: PeerId = to
             .as_str()
             .parse()
@@ -385,17 +385,24 @@ impl Transport for NetTransport {
         if !self.connected.contains(&peer) {
             return Err(format!("{to} is not connected"));
         }
-        let sealed = signed::seal_payload(
-            &self.key,
-            self.nonces.next(),
-            message.binding(),
-            message.bytes().to_vec(),
-        )
+        let nonce = self.nonces.next();
+        let sealed = match message.packed() {
+            Some(packed) => {
+                signed::seal_packed(&self.key, nonce, message.binding(), packed.to_vec())
+            }
+            None => signed::seal_payload(
+                &self.key,
+                nonce,
+                message.binding(),
+                message.bytes().to_vec(),
+            ),
+        }
         .map_err(|e| e.to_string())?;
         self.in_flight
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.fleet.sent(to.as_str(), sealed.len());
-        member.outbox.try_send(sealed).map_err(|_| {
+        let bytes = sealed.len() as u64;
+        member.outbox.try_send(sealed).map(|()| bytes).map_err(|_| {
             self.in_flight
                 .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
             format!("{to} is not keeping up (outbox full)")

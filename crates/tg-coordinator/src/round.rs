@@ -88,7 +88,7 @@ impl<T: Transport> Coordinator<'_, T> {
         let mut slots: BTreeMap<AgentId, Slot> = BTreeMap::new();
         for agent in &plan.selected {
             let sent = self.transport.send(agent, &message).await;
-            record.download_bytes += message.len();
+            record.download_bytes += sent.as_ref().map_or(0, |b| *b);
             slots.insert(
                 agent.clone(),
                 if sent.is_ok() {

@@ -131,9 +131,11 @@ impl<T: Transport> Coordinator<'_, T> {
         let mut gone: BTreeSet<u32> = BTreeSet::new();
         let mut upload: BTreeMap<u32, u64> = BTreeMap::new();
         for (agent, &i) in &index {
-            record.download_bytes += message.len();
-            if self.transport.send(agent, &message).await.is_err() {
-                gone.insert(i);
+            match self.transport.send(agent, &message).await {
+                Ok(bytes) => record.download_bytes += bytes,
+                Err(_) => {
+                    gone.insert(i);
+                }
             }
         }
 
@@ -212,9 +214,11 @@ impl<T: Transport> Coordinator<'_, T> {
                         };
                         let message =
                             Outgoing::encode(&ToAgent::SecAgg(SecAggToAgent { at, body }))?;
-                        record.download_bytes += message.len();
-                        if self.transport.send(agent, &message).await.is_err() {
-                            gone.insert(i);
+                        match self.transport.send(agent, &message).await {
+                            Ok(bytes) => record.download_bytes += bytes,
+                            Err(_) => {
+                                gone.insert(i);
+                            }
                         }
                     }
                 }

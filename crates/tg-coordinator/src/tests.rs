@@ -30,7 +30,7 @@ impl Transport for ScriptedTransport {
         self.agents.clone()
     }
 
-    async fn send(&mut self, to: &AgentId, message: &crate::Outgoing) -> Result<(), String> {
+    async fn send(&mut self, to: &AgentId, message: &crate::Outgoing) -> Result<u64, String> {
         match tg_proto::decode::<ToAgent>(message.bytes()) {
             Ok(ToAgent::Train(req)) => {
                 let events = (self.script)(to, &req);
@@ -44,7 +44,7 @@ impl Transport for ScriptedTransport {
             }
             _ => {}
         }
-        Ok(())
+        Ok(message.len())
     }
 
     async fn next_event(&mut self) -> Option<TransportEvent> {

@@ -89,11 +89,13 @@ pub enum TransportEvent {
     Disconnected(AgentId),
 }
 
-/// A message to agents, encoded once, with its binding.
+/// A message to agents, encoded once, with its binding (and, for a
+/// network, packed once).
 #[derive(Clone, Debug)]
 pub struct Outgoing {
     bytes: Vec<u8>,
     binding: Binding,
+    packed: std::sync::OnceLock<Option<Vec<u8>>>,
 }
 
 impl Outgoing {
@@ -102,12 +104,22 @@ impl Outgoing {
         Ok(Self {
             bytes: tg_proto::encode(message)?,
             binding: message.binding(),
+            packed: std::sync::OnceLock::new(),
         })
     }
 
     /// The encoded message.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// The encoded message packed with zstd, when that pays
+    /// ([`tg_compress::download::pack`]); packed on first use, once for
+    /// every agent it goes to.
+    pub fn packed(&self) -> Option<&[u8]> {
+        self.packed
+            .get_or_init(|| tg_compress::download::pack(&self.bytes))
+            .as_deref()
     }
 
     /// Its (job, round, stage).
@@ -130,12 +142,13 @@ impl Outgoing {
 pub trait Transport: Send {
     /// Agents currently reachable.
     fn connected(&self) -> Vec<AgentId>;
-    /// Sends a message; an error means the agent is unreachable.
+    /// Sends a message: the bytes it takes (on the wire, for a network);
+    /// an error means the agent is unreachable.
     fn send(
         &mut self,
         to: &AgentId,
         message: &Outgoing,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<u64, String>> + Send;
     /// The next event, or `None` when the transport is closed for good.
     fn next_event(&mut self) -> impl Future<Output = Option<TransportEvent>> + Send;
     /// The Ed25519 identity of an agent, if the transport authenticated one.

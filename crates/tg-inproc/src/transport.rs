@@ -29,7 +29,7 @@ impl Transport for ChannelTransport {
             .collect()
     }
 
-    async fn send(&mut self, to: &AgentId, message: &Outgoing) -> Result<(), String> {
+    async fn send(&mut self, to: &AgentId, message: &Outgoing) -> Result<u64, String> {
         let tx = self
             .inboxes
             .iter()
@@ -38,6 +38,7 @@ impl Transport for ChannelTransport {
             .ok_or_else(|| format!("{to} is not connected"))?;
         tx.send(message.bytes().to_vec())
             .await
+            .map(|()| message.len())
             .map_err(|_| format!("{to} has gone"))
     }
 

@@ -23,7 +23,7 @@ use tg_types::JobId;
 use crate::{ProtoError, ToAgent, ToCoordinator};
 
 /// Domain separation tag of frame signatures.
-const DOMAIN: &[u8] = b"tensorguard/signed-frame/v4\0";
+const DOMAIN: &[u8] = b"tensorguard/signed-frame/v5\0";
 
 /// What a signed frame is bound to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -45,6 +45,9 @@ pub struct Header {
     pub nonce: u64,
     /// The sender's Ed25519 public key.
     pub sender: [u8; 32],
+    /// The payload is packed with zstd ([`tg_compress::download`]): only
+    /// frames to agents are, and only [`open`] unpacks them.
+    pub packed: bool,
 }
 
 #[derive(Serialize)]
@@ -172,10 +175,32 @@ pub fn seal_payload(
     binding: Binding,
     payload: Vec<u8>,
 ) -> Result<Vec<u8>, ProtoError> {
+    seal_wire(key, nonce, binding, payload, false)
+}
+
+/// Signs an encoded message that was packed with
+/// [`tg_compress::download::pack`] (frames to agents only).
+pub fn seal_packed(
+    key: &SigningKey,
+    nonce: u64,
+    binding: Binding,
+    packed: Vec<u8>,
+) -> Result<Vec<u8>, ProtoError> {
+    seal_wire(key, nonce, binding, packed, true)
+}
+
+fn seal_wire(
+    key: &SigningKey,
+    nonce: u64,
+    binding: Binding,
+    payload: Vec<u8>,
+    packed: bool,
+) -> Result<Vec<u8>, ProtoError> {
     let header = Header {
         binding,
         nonce,
         sender: key.verifying_key().to_bytes(),
+        packed,
     };
     let signature = key
         .sign(&signed_bytes(&header, &payload)?)
@@ -204,7 +229,23 @@ fn signed_bytes(header: &Header, payload: &[u8]) -> Result<Vec<u8>, ProtoError> 
 /// and its payload, a slice of `frame` (not yet decoded: decode it with
 /// [`crate::decode`], or read a training reply in place with
 /// [`crate::decode_trained`], and check it against the header's binding).
+/// A packed payload is refused: only frames to agents are packed, and
+/// [`open`] reads those.
 pub fn open_payload<'a>(
+    frame: &'a [u8],
+    expected_sender: &[u8; 32],
+) -> Result<(Header, &'a [u8]), ProtoError> {
+    let (header, payload) = verify(frame, expected_sender)?;
+    if header.packed {
+        return Err(ProtoError::Malformed(
+            "a packed payload, which only the coordinator sends".into(),
+        ));
+    }
+    Ok((header, payload))
+}
+
+/// Checks a frame's form and signature: its header and raw payload.
+fn verify<'a>(
     frame: &'a [u8],
     expected_sender: &[u8; 32],
 ) -> Result<(Header, &'a [u8]), ProtoError> {
@@ -249,8 +290,16 @@ pub fn open<T: Bound + Serialize + for<'de> Deserialize<'de>>(
     frame: &[u8],
     expected_sender: &[u8; 32],
 ) -> Result<(Header, T), ProtoError> {
-    let (header, payload) = open_payload(frame, expected_sender)?;
-    let message: T = crate::decode(payload)?;
+    let (header, payload) = verify(frame, expected_sender)?;
+    let message: T = if header.packed {
+        // Unpacked within the frame limit: a small packed frame cannot
+        // cost more memory than a full-size unpacked one.
+        let unpacked = tg_compress::download::unpack(payload, crate::MAX_FRAME_BYTES)
+            .map_err(|e| ProtoError::Malformed(e.to_string()))?;
+        crate::decode(&unpacked)?
+    } else {
+        crate::decode(payload)?
+    };
     if message.binding() != header.binding {
         return Err(ProtoError::BindingMismatch);
     }

@@ -30,12 +30,14 @@ fn known_answer_header_bytes() {
         },
         nonce: 300,
         sender: [2; 32],
+        packed: true,
     };
     let bytes = signed_bytes(&h, b"xy").unwrap();
     let mut expected = DOMAIN.to_vec();
     expected.extend([1u8; 16]);
     expected.extend([3, 18, 0xac, 0x02]);
     expected.extend([2u8; 32]);
+    expected.push(1); // packed
     use sha2::Digest;
     expected.extend(sha2::Sha512::digest(b"xy"));
     assert_eq!(bytes, expected);
@@ -195,4 +197,69 @@ proptest! {
         let _ = open::<ToCoordinator>(&bytes, &[0; 32]);
         let _ = open::<ToAgent>(&bytes, &[0; 32]);
     }
+}
+
+#[test]
+fn packed_frames_reach_agents_and_nothing_else() {
+    use tg_types::{NamedTensor, Parameters};
+    let k = key(3);
+    let pk = k.verifying_key().to_bytes();
+    // A model download that packs: 200k trained-looking weights.
+    let values: Vec<f32> = (0..200_000)
+        .map(|i| ((i * 7919) % 1000) as f32 * 1e-4)
+        .collect();
+    let model = Parameters::new(vec![NamedTensor {
+        name: "w".into(),
+        shape: vec![values.len()],
+        data: values,
+    }])
+    .unwrap();
+    let message = ToAgent::Evaluate(crate::EvaluateRequest {
+        at: crate::RoundRef {
+            job: JobId::from_bytes([4; 16]),
+            round: 2,
+        },
+        model,
+    });
+    let plain = crate::encode(&message).unwrap();
+    let packed = tg_compress::download::pack(&plain).unwrap();
+    let frame = seal_packed(&k, 1, message.binding(), packed.clone()).unwrap();
+    assert!(frame.len() < plain.len());
+    let (header, back): (Header, ToAgent) = open(&frame, &pk).unwrap();
+    assert!(header.packed);
+    assert_eq!(back, message);
+    // The coordinator's reader (and an agent's reply) never unpacks.
+    assert!(matches!(
+        open_payload(&frame, &pk),
+        Err(ProtoError::Malformed(_))
+    ));
+    // The flag is signed: the same bytes sealed unpacked do not decode, and
+    // a flipped flag breaks the signature.
+    let unflagged = seal_payload(&k, 2, message.binding(), packed).unwrap();
+    assert!(open::<ToAgent>(&unflagged, &pk).is_err());
+    let mut tampered = frame.clone();
+    // The flag follows the sender's key in the header.
+    let pos = tampered
+        .windows(33)
+        .position(|w| w[..32] == pk && w[32] == 1)
+        .unwrap();
+    tampered[pos + 32] = 0;
+    assert!(matches!(
+        open::<ToAgent>(&tampered, &pk),
+        Err(ProtoError::BadSignature | ProtoError::Malformed(_))
+    ));
+    // A bomb: a tiny packed frame that declares more than any frame may be.
+    let zeros = vec![0u8; crate::MAX_FRAME_BYTES + 1];
+    let bomb = zstd_bomb(&zeros);
+    let frame = seal_packed(&k, 3, message.binding(), bomb).unwrap();
+    assert!(frame.len() < 1 << 20);
+    assert!(matches!(
+        open::<ToAgent>(&frame, &pk),
+        Err(ProtoError::Malformed(m)) if m.contains("more than")
+    ));
+}
+
+/// Packs anything, however big (pack() itself refuses nothing big).
+fn zstd_bomb(bytes: &[u8]) -> Vec<u8> {
+    tg_compress::download::pack(bytes).unwrap()
 }
