@@ -124,6 +124,22 @@ struct Session {
     coordinator: PeerId,
     job: JobId,
     agent: Option<Agent>,
+    /// The coordinator welcomed us (its models may now arrive).
+    welcomed: bool,
+}
+
+/// How many bytes a packed frame from `peer` may unpack to: a model's
+/// worth (the frame limit) from the coordinator that welcomed us, for its
+/// job; nothing (packed frames refused) from anyone else or before the
+/// welcome.
+fn unpack_limit(session: Option<&Session>, peer: &PeerId, header: &signed::Header) -> usize {
+    let welcomed = session
+        .is_some_and(|s| s.welcomed && &s.coordinator == peer && s.job == header.binding.job);
+    if welcomed {
+        tg_proto::MAX_FRAME_BYTES
+    } else {
+        0
+    }
 }
 
 /// Runs the agent until its job finishes (`once`) or the network stops.
@@ -272,7 +288,7 @@ impl Runner {
             self.refuse("no_identity_key", "peer id carries no Ed25519 key");
             return Ok(false);
         };
-        let (header, message) = match signed::open::<ToAgent>(frame, &key) {
+        let (header, payload) = match signed::verify_frame(frame, &key) {
             Ok(x) => x,
             Err(e) => {
                 self.refuse("bad_frame", &e.to_string());
@@ -283,6 +299,18 @@ impl Runner {
             self.refuse("replay", &e.to_string());
             return Ok(false);
         }
+        // A packed model is unpacked only from the coordinator that
+        // welcomed us, for its job: a stranger's small frame must not cost
+        // a model's worth of memory. Within the frame limit, as an unpacked
+        // frame from it could be.
+        let limit = unpack_limit(self.session.as_ref(), &peer, &header);
+        let message = match signed::decode_verified::<ToAgent>(&header, payload, limit) {
+            Ok(m) => m,
+            Err(e) => {
+                self.refuse("bad_frame", &e.to_string());
+                return Ok(false);
+            }
+        };
         if let Some(s) = &self.session
             && header.binding.job != s.job
             && !matches!(message, ToAgent::Offer(_))
@@ -301,6 +329,9 @@ impl Runner {
                         "a welcome from a peer we did not join",
                     );
                     return Ok(false);
+                }
+                if let Some(s) = self.session.as_mut() {
+                    s.welcomed = true;
                 }
                 if let Err(e) = self.client.allow_transfers(peer, true).await {
                     tracing::warn!("cannot accept chunked frames from the coordinator: {e}");
@@ -391,6 +422,7 @@ impl Runner {
                 coordinator: peer,
                 job: offer.job,
                 agent: Some(agent),
+                welcomed: false,
             });
         }
         if self.pinned.is_none() {
@@ -481,4 +513,47 @@ pub fn peer_in(addr: &Multiaddr) -> Option<PeerId> {
         tg_net::multiaddr::Protocol::P2p(id) => Some(id),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_welcoming_coordinator_s_packed_models_are_unpacked() {
+        let ours = PeerId::random();
+        let stranger = PeerId::random();
+        let job = JobId::from_bytes([1; 16]);
+        let header = |job: JobId| signed::Header {
+            binding: signed::Binding {
+                job,
+                round: 1,
+                stage: signed::stage::TRAIN,
+            },
+            nonce: 1,
+            sender: [0; 32],
+            packed: true,
+        };
+        let session = |welcomed| Session {
+            coordinator: ours,
+            job,
+            agent: None,
+            welcomed,
+        };
+        let full = tg_proto::MAX_FRAME_BYTES;
+        assert_eq!(
+            unpack_limit(Some(&session(true)), &ours, &header(job)),
+            full
+        );
+        // Before the welcome, from a stranger, for another job, or with no
+        // session at all: a packed frame is refused before it is unpacked.
+        assert_eq!(unpack_limit(Some(&session(false)), &ours, &header(job)), 0);
+        assert_eq!(
+            unpack_limit(Some(&session(true)), &stranger, &header(job)),
+            0
+        );
+        let other = JobId::from_bytes([2; 16]);
+        assert_eq!(unpack_limit(Some(&session(true)), &ours, &header(other)), 0);
+        assert_eq!(unpack_limit(None, &ours, &header(job)), 0);
+    }
 }

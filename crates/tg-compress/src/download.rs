@@ -104,5 +104,10 @@ mod tests {
         }
         let e = unpack(&streamed, 1 << 30).unwrap_err().to_string();
         assert!(e.contains("not declared"), "{e}");
+        // A small first frame with a large one behind it: the output is
+        // bounded by what the first declares, and the rest is refused.
+        let head = zstd::bulk::compress(&w[..100], 3).unwrap();
+        let two = [head, p.clone()].concat();
+        assert!(unpack(&two, 1 << 30).is_err());
     }
 }

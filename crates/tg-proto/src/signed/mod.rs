@@ -80,6 +80,14 @@ impl Binding {
     }
 }
 
+/// Stage codes of the messages that carry a model to an agent.
+pub mod stage {
+    /// A training request (`ToAgent::Train`).
+    pub const TRAIN: u8 = 4;
+    /// An evaluation request (`ToAgent::Evaluate`).
+    pub const EVALUATE: u8 = 6;
+}
+
 /// Messages that know their binding.
 pub trait Bound {
     /// The (job, round, stage) the message belongs to.
@@ -104,8 +112,8 @@ impl Bound for ToAgent {
             Self::Offer(o) => (o.job, 0, 1),
             Self::Welcome { job } => (*job, 0, 2),
             Self::Refused { job, .. } => (*job, 0, 3),
-            Self::Train(r) => (r.at.job, r.at.round, 4),
-            Self::Evaluate(r) => (r.at.job, r.at.round, 6),
+            Self::Train(r) => (r.at.job, r.at.round, stage::TRAIN),
+            Self::Evaluate(r) => (r.at.job, r.at.round, stage::EVALUATE),
             Self::Finished { job } => (*job, 0, 9),
             Self::SecAgg(m) => {
                 let stage = match &m.body {
@@ -235,17 +243,24 @@ pub fn open_payload<'a>(
     frame: &'a [u8],
     expected_sender: &[u8; 32],
 ) -> Result<(Header, &'a [u8]), ProtoError> {
-    let (header, payload) = verify(frame, expected_sender)?;
+    let (header, payload) = verify_frame(frame, expected_sender)?;
     if header.packed {
-        return Err(ProtoError::Malformed(
-            "a packed payload, which only the coordinator sends".into(),
-        ));
+        return Err(packed_refused());
     }
     Ok((header, payload))
 }
 
-/// Checks a frame's form and signature: its header and raw payload.
-fn verify<'a>(
+fn packed_refused() -> ProtoError {
+    ProtoError::Malformed(
+        "a packed payload where none is allowed (only an agent's admitted coordinator packs, and only models)".into(),
+    )
+}
+
+/// Checks a frame's form and signature, and returns its header and raw
+/// payload (packed or not) without decoding anything: a receiver checks
+/// the header (sender, replay, job) before it spends memory on the payload,
+/// then decodes with [`decode_verified`].
+pub fn verify_frame<'a>(
     frame: &'a [u8],
     expected_sender: &[u8; 32],
 ) -> Result<(Header, &'a [u8]), ProtoError> {
@@ -290,11 +305,27 @@ pub fn open<T: Bound + Serialize + for<'de> Deserialize<'de>>(
     frame: &[u8],
     expected_sender: &[u8; 32],
 ) -> Result<(Header, T), ProtoError> {
-    let (header, payload) = verify(frame, expected_sender)?;
+    let (header, payload) = open_payload(frame, expected_sender)?;
+    let message = decode_verified(&header, payload, 0)?;
+    Ok((header, message))
+}
+
+/// Decodes the payload of a frame [`verify_frame`] accepted and checks that
+/// the message is what the header says. A packed payload is unpacked only
+/// if it is a training or evaluation request (the messages that carry a
+/// model) and only into at most `unpack_limit` bytes; with `unpack_limit`
+/// 0 a packed payload is refused.
+pub fn decode_verified<T: Bound + Serialize + for<'de> Deserialize<'de>>(
+    header: &Header,
+    payload: &[u8],
+    unpack_limit: usize,
+) -> Result<T, ProtoError> {
     let message: T = if header.packed {
-        // Unpacked within the frame limit: a small packed frame cannot
-        // cost more memory than a full-size unpacked one.
-        let unpacked = tg_compress::download::unpack(payload, crate::MAX_FRAME_BYTES)
+        let carries_model = [stage::TRAIN, stage::EVALUATE].contains(&header.binding.stage);
+        if unpack_limit == 0 || !carries_model {
+            return Err(packed_refused());
+        }
+        let unpacked = tg_compress::download::unpack(payload, unpack_limit)
             .map_err(|e| ProtoError::Malformed(e.to_string()))?;
         crate::decode(&unpacked)?
     } else {
@@ -303,7 +334,7 @@ pub fn open<T: Bound + Serialize + for<'de> Deserialize<'de>>(
     if message.binding() != header.binding {
         return Err(ProtoError::BindingMismatch);
     }
-    Ok((header, message))
+    Ok(message)
 }
 
 /// A verified frame from an agent, decoded once.

@@ -225,14 +225,29 @@ fn packed_frames_reach_agents_and_nothing_else() {
     let packed = tg_compress::download::pack(&plain).unwrap();
     let frame = seal_packed(&k, 1, message.binding(), packed.clone()).unwrap();
     assert!(frame.len() < plain.len());
-    let (header, back): (Header, ToAgent) = open(&frame, &pk).unwrap();
+    // Opened as an agent does: verify, check the header, then decode with
+    // a model's worth of room.
+    let (header, payload) = verify_frame(&frame, &pk).unwrap();
     assert!(header.packed);
+    let back: ToAgent = decode_verified(&header, payload, plain.len()).unwrap();
     assert_eq!(back, message);
-    // The coordinator's reader (and an agent's reply) never unpacks.
+    // No room (a stranger, before the welcome), or the generic open and the
+    // coordinator's reader: never unpacked.
+    assert!(decode_verified::<ToAgent>(&header, payload, 0).is_err());
+    assert!(open::<ToAgent>(&frame, &pk).is_err());
     assert!(matches!(
         open_payload(&frame, &pk),
         Err(ProtoError::Malformed(_))
     ));
+    // Only model-carrying stages are ever packed: a packed offer is refused.
+    let offer_header = Header {
+        binding: Binding {
+            stage: 1,
+            ..header.binding
+        },
+        ..header
+    };
+    assert!(decode_verified::<ToAgent>(&offer_header, payload, 1 << 30).is_err());
     // The flag is signed: the same bytes sealed unpacked do not decode, and
     // a flipped flag breaks the signature.
     let unflagged = seal_payload(&k, 2, message.binding(), packed).unwrap();
@@ -245,16 +260,16 @@ fn packed_frames_reach_agents_and_nothing_else() {
         .unwrap();
     tampered[pos + 32] = 0;
     assert!(matches!(
-        open::<ToAgent>(&tampered, &pk),
+        verify_frame(&tampered, &pk),
         Err(ProtoError::BadSignature | ProtoError::Malformed(_))
     ));
-    // A bomb: a tiny packed frame that declares more than any frame may be.
-    let zeros = vec![0u8; crate::MAX_FRAME_BYTES + 1];
-    let bomb = zstd_bomb(&zeros);
+    // A bomb: a tiny packed frame that declares more than the room given.
+    let bomb = zstd_bomb(&vec![0u8; 8 << 20]);
     let frame = seal_packed(&k, 3, message.binding(), bomb).unwrap();
-    assert!(frame.len() < 1 << 20);
+    assert!(frame.len() < 64 * 1024);
+    let (header, payload) = verify_frame(&frame, &pk).unwrap();
     assert!(matches!(
-        open::<ToAgent>(&frame, &pk),
+        decode_verified::<ToAgent>(&header, payload, 1 << 20),
         Err(ProtoError::Malformed(m)) if m.contains("more than")
     ));
 }
