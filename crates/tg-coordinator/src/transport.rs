@@ -113,12 +113,19 @@ impl Outgoing {
         &self.bytes
     }
 
-    /// The encoded message packed with zstd, when that pays
-    /// ([`tg_compress::download::pack`]); packed on first use, once for
-    /// every agent it goes to.
+    /// The encoded message packed with zstd, when it carries a model (a
+    /// training or evaluation request: agents unpack nothing else) and
+    /// packing pays ([`tg_compress::download::pack`]); packed on first use,
+    /// once for every agent it goes to.
     pub fn packed(&self) -> Option<&[u8]> {
+        use tg_proto::signed::stage;
         self.packed
-            .get_or_init(|| tg_compress::download::pack(&self.bytes))
+            .get_or_init(|| {
+                [stage::TRAIN, stage::EVALUATE]
+                    .contains(&self.binding.stage)
+                    .then(|| tg_compress::download::pack(&self.bytes))
+                    .flatten()
+            })
             .as_deref()
     }
 
@@ -175,5 +182,43 @@ pub trait Transport: Send {
     ) -> impl Future<Output = ()> + Send {
         let _ = (round, stage);
         async {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tg_proto::{EvaluateRequest, RoundRef, SecAggToAgent};
+    use tg_types::{JobId, NamedTensor, Parameters};
+
+    #[test]
+    fn only_messages_that_carry_a_model_are_packed() {
+        let at = RoundRef {
+            job: JobId::from_bytes([1; 16]),
+            round: 1,
+        };
+        // 64k equal weights: packs to almost nothing.
+        let model = Parameters::new(vec![NamedTensor {
+            name: "w".into(),
+            shape: vec![65_536],
+            data: vec![0.25; 65_536],
+        }])
+        .unwrap();
+        let evaluate = Outgoing::encode(&ToAgent::Evaluate(EvaluateRequest { at, model })).unwrap();
+        assert!(
+            evaluate
+                .packed()
+                .is_some_and(|p| p.len() < evaluate.bytes().len() / 10)
+        );
+        // A large, compressible secure-aggregation message is sent as it
+        // is: agents unpack nothing but models.
+        let survivors = tg_secagg::messages::ServerBody::Survivors((0..20_000).collect());
+        let secagg = Outgoing::encode(&ToAgent::SecAgg(SecAggToAgent {
+            at,
+            body: survivors,
+        }))
+        .unwrap();
+        assert!(secagg.bytes().len() > tg_compress::download::MIN_PACKED);
+        assert!(secagg.packed().is_none());
     }
 }
