@@ -39,7 +39,9 @@ impl<T: Transport> Coordinator<'_, T> {
         let message = Outgoing::encode(&ToAgent::Evaluate(EvaluateRequest {
             at,
             model: global.clone(),
-        }))?;
+        }))?
+        .prepare(self.transport.packs())
+        .await?;
         let mut pending = BTreeSet::new();
         for agent in &chosen {
             if self.transport.send(agent, &message).await.is_ok() {

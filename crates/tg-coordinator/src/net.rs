@@ -373,6 +373,10 @@ impl Transport for NetTransport {
             .and_then(|m| m.certificate.clone())
     }
 
+    fn packs(&self) -> bool {
+        true
+    }
+
     async fn send(&mut self, to: &AgentId, message: &Outgoing) -> Result<u64, String> {
         let peer: PeerId = to
             .as_str()

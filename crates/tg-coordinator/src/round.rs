@@ -84,7 +84,9 @@ impl<T: Transport> Coordinator<'_, T> {
             config: self.config.train,
             objective: plan.objective,
             secure: None,
-        }))?;
+        }))?
+        .prepare(self.transport.packs())
+        .await?;
         let mut slots: BTreeMap<AgentId, Slot> = BTreeMap::new();
         for agent in &plan.selected {
             let sent = self.transport.send(agent, &message).await;

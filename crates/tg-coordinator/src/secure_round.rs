@@ -127,7 +127,9 @@ impl<T: Transport> Coordinator<'_, T> {
             config: self.config.train,
             objective: plan.objective,
             secure: Some(Box::new(secure.clone())),
-        }))?;
+        }))?
+        .prepare(self.transport.packs())
+        .await?;
         let mut gone: BTreeSet<u32> = BTreeSet::new();
         let mut upload: BTreeMap<u32, u64> = BTreeMap::new();
         for (agent, &i) in &index {

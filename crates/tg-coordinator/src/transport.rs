@@ -129,6 +129,20 @@ impl Outgoing {
             .as_deref()
     }
 
+    /// The message, packed first on a blocking thread when `pack` (zstd of
+    /// a large model takes milliseconds to seconds: not on an async thread).
+    pub async fn prepare(self, pack: bool) -> Result<Self, ProtoError> {
+        if !pack {
+            return Ok(self);
+        }
+        tokio::task::spawn_blocking(move || {
+            let _ = self.packed();
+            self
+        })
+        .await
+        .map_err(|e| ProtoError::Encode(format!("the packing task failed: {e}")))
+    }
+
     /// Its (job, round, stage).
     pub fn binding(&self) -> Binding {
         self.binding
@@ -158,6 +172,12 @@ pub trait Transport: Send {
     ) -> impl Future<Output = Result<u64, String>> + Send;
     /// The next event, or `None` when the transport is closed for good.
     fn next_event(&mut self) -> impl Future<Output = Option<TransportEvent>> + Send;
+    /// Whether it sends model-carrying messages packed
+    /// ([`Outgoing::packed`]): the round then packs them once, off the
+    /// async threads, before sending ([`Outgoing::prepare`]).
+    fn packs(&self) -> bool {
+        false
+    }
     /// The Ed25519 identity of an agent, if the transport authenticated one.
     fn identity(&self, agent: &AgentId) -> Option<[u8; 32]> {
         let _ = agent;
