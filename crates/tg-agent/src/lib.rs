@@ -12,6 +12,7 @@ mod checks;
 pub mod control;
 pub mod daemon;
 mod guard;
+mod join;
 pub mod net;
 pub mod policy;
 mod secure;
