@@ -3,8 +3,11 @@
 //!
 //! Design decision: this crate is the only one that speaks HTTP (axum,
 //! hyper and tokio-rustls are its dependencies alone, a rule `deny.toml`
-//! enforces); the binary decides *whether* and *where* to serve — flags,
-//! refusals, messages — and calls these. Certificates are read once at start,
+//! enforces), and it holds the serving rules too ([`serve`]): the API is
+//! never served over plain HTTP on an address other hosts can reach unless
+//! the caller says so knowingly, and a metrics token is long enough to
+//! guess at no faster than the network allows. Callers decide *where* and
+//! print what happened. Certificates are read once at start,
 //! so a bad file is an error before anything listens. Plain HTTP and TLS
 //! share one accept loop: at most 256 connections at once, and a TLS
 //! handshake or a request's headers that take over 10 s close the connection
@@ -45,6 +48,90 @@ pub enum HttpError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The API would be served over plain HTTP where other hosts can reach it.
+    #[error("the API would be served over plain HTTP on {0}")]
+    PlainHttpExposed(SocketAddr),
+    /// The metrics token file is unreadable or its token too short.
+    #[error("metrics token file {path}: {why}")]
+    Token {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+}
+
+/// Where and how to serve `/metrics` (and the API, when given).
+#[derive(Clone, Debug)]
+pub struct Serve<'a> {
+    /// The address (port 0: any free port).
+    pub addr: SocketAddr,
+    /// A PEM certificate chain and its PEM private key: TLS.
+    pub tls: Option<(&'a Path, &'a Path)>,
+    /// Serve the API over plain HTTP on a reachable address anyway.
+    pub insecure_http: bool,
+    /// A file whose first line is the token `/metrics` requires.
+    pub metrics_token_file: Option<&'a Path>,
+}
+
+/// What is being served.
+#[derive(Clone, Copy, Debug)]
+pub struct Served {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// Over TLS.
+    pub https: bool,
+    /// The API is reachable from other hosts without TLS (only with
+    /// `insecure_http`).
+    pub exposed_plain: bool,
+}
+
+/// Shortest metrics token accepted.
+const MIN_TOKEN: usize = 16;
+
+/// Serves `/metrics`, and `api` beside it, in the background: refused
+/// (`PlainHttpExposed`) when the API would go over plain HTTP on an address
+/// other than loopback without `insecure_http`.
+pub async fn serve(
+    how: &Serve<'_>,
+    metrics: Arc<tg_metrics::Metrics>,
+    api: Option<Router>,
+) -> Result<Served, HttpError> {
+    let acceptor = how.tls.map(|(c, k)| tls_acceptor(c, k)).transpose()?;
+    if api.is_some() && acceptor.is_none() && !how.addr.ip().is_loopback() && !how.insecure_http {
+        return Err(HttpError::PlainHttpExposed(how.addr));
+    }
+    let token = how.metrics_token_file.map(read_token).transpose()?;
+    let listener = bind(how.addr).await?;
+    let addr = listener.local_addr().map_or(how.addr, |a| a);
+    let served = Served {
+        addr,
+        https: acceptor.is_some(),
+        exposed_plain: api.is_some() && acceptor.is_none() && !addr.ip().is_loopback(),
+    };
+    let app = metrics_router(metrics, token);
+    let app = match api {
+        Some(api) => app.merge(api),
+        None => app,
+    };
+    spawn(listener, app, acceptor);
+    Ok(served)
+}
+
+/// The metrics token: the file's first line, at least [`MIN_TOKEN`] characters.
+fn read_token(path: &Path) -> Result<String, HttpError> {
+    let bad = |why: String| HttpError::Token {
+        path: path.to_owned(),
+        why,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    if token.len() < MIN_TOKEN {
+        return Err(bad(format!(
+            "the token is shorter than {MIN_TOKEN} characters"
+        )));
+    }
+    Ok(token)
 }
 
 /// A TLS acceptor from a PEM certificate chain and its PEM private key.
@@ -126,10 +213,10 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// is given, until the process ends: at most [`MAX_CONNECTIONS`] at once,
 /// each dropped if a handshake or a request's headers take over 10 s.
 pub fn spawn(listener: tokio::net::TcpListener, app: Router, tls: Option<TlsAcceptor>) {
-    tokio::spawn(serve(listener, app, tls, HEADER_TIMEOUT));
+    tokio::spawn(accept_loop(listener, app, tls, HEADER_TIMEOUT));
 }
 
-async fn serve(
+async fn accept_loop(
     listener: tokio::net::TcpListener,
     app: Router,
     tls: Option<TlsAcceptor>,
@@ -188,11 +275,51 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
+    async fn the_api_is_not_exposed_in_the_clear_and_short_tokens_are_refused() {
+        let metrics = tg_metrics::Metrics::new("test");
+        let how = |addr: &str, insecure_http, token| Serve {
+            addr: addr.parse().unwrap(),
+            tls: None,
+            insecure_http,
+            metrics_token_file: token,
+        };
+        // The API on every interface over plain HTTP: refused…
+        let api = || Some(Router::new());
+        assert!(matches!(
+            serve(&how("0.0.0.0:0", false, None), metrics.clone(), api()).await,
+            Err(HttpError::PlainHttpExposed(_))
+        ));
+        // …unless asked for knowingly, and then flagged.
+        let served = serve(&how("0.0.0.0:0", true, None), metrics.clone(), api())
+            .await
+            .unwrap();
+        assert!(served.exposed_plain && !served.https);
+        // Metrics alone, or the API on loopback, are fine.
+        assert!(
+            serve(&how("0.0.0.0:0", false, None), metrics.clone(), None)
+                .await
+                .is_ok()
+        );
+        let local = serve(&how("127.0.0.1:0", false, None), metrics.clone(), api())
+            .await
+            .unwrap();
+        assert!(!local.exposed_plain);
+        // A guessable metrics token is refused.
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("token");
+        std::fs::write(&short, "abc\n").unwrap();
+        assert!(matches!(
+            serve(&how("127.0.0.1:0", false, Some(&short)), metrics, None).await,
+            Err(HttpError::Token { .. })
+        ));
+    }
+
+    #[tokio::test]
     async fn a_client_that_never_finishes_its_headers_is_dropped() {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = Router::new().route("/", get(|| async { "ok" }));
-        tokio::spawn(serve(listener, app, None, Duration::from_millis(200)));
+        tokio::spawn(accept_loop(listener, app, None, Duration::from_millis(200)));
         // A complete request is served.
         let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
         ok.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

@@ -42,8 +42,8 @@ pub fn start_node(
 }
 
 /// Serves `GET /metrics` (and the API and dashboard, when given) on `addr`
-/// in the background: the flags' meaning and refusals here, the serving in
-/// `tg_coordinator::http`.
+/// in the background (`tg_coordinator::http::serve`, which holds the rules),
+/// and says where.
 pub async fn serve_metrics(
     addr: std::net::SocketAddr,
     metrics: Arc<tg_metrics::Metrics>,
@@ -51,86 +51,51 @@ pub async fn serve_metrics(
     tls: &crate::cli::TlsArgs,
     out: &Output,
 ) -> Result<(), UserError> {
-    let acceptor = tls_acceptor(tls)?;
-    if api.is_some() && acceptor.is_none() && !addr.ip().is_loopback() && !tls.insecure_http {
-        return Err(UserError::new(
+    use tg_coordinator::http::{self, HttpError};
+    let with_api = api.is_some();
+    let how = http::Serve {
+        addr,
+        tls: tls.tls_cert.as_deref().zip(tls.tls_key.as_deref()),
+        insecure_http: tls.insecure_http,
+        metrics_token_file: tls.metrics_token_file.as_deref(),
+    };
+    let served = http::serve(&how, metrics, api).await.map_err(|e| match e {
+        HttpError::PlainHttpExposed(addr) => UserError::new(
             Code::InvalidValue,
             format!("the API would be served over plain HTTP on {addr}"),
             "other hosts can reach that address, and bearer tokens would cross the network in the clear",
             "add --tls-cert and --tls-key, bind to 127.0.0.1, or (knowingly) pass --insecure-http",
-        ));
-    }
-    let metrics_token = match &tls.metrics_token_file {
-        None => None,
-        Some(path) => Some(read_token(path)?),
-    };
-    let listener = tg_coordinator::http::bind(addr).await.map_err(|e| {
-        UserError::new(
+        ),
+        HttpError::Tls { path, why } => UserError::new(
+            Code::ConfigInvalid,
+            "cannot serve TLS with the given files",
+            format!("{}: {why}", path.display()),
+            "give a PEM certificate chain (--tls-cert) and its PEM private key (--tls-key)",
+        ),
+        HttpError::Token { path, why } => crate::errors::invalid(
+            format!("--metrics-token-file {}", path.display()),
+            why,
+            "write a long random token to a readable file, e.g. `head -c 24 /dev/urandom | base64 > FILE`",
+        ),
+        other => UserError::new(
             Code::Network,
             format!("cannot serve metrics on {addr}"),
-            e.to_string(),
+            other.to_string(),
             "choose a free address, e.g. --metrics 127.0.0.1:9101",
-        )
+        ),
     })?;
-    let bound = listener.local_addr().map_or(addr, |a| a);
-    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    let scheme = if served.https { "https" } else { "http" };
+    let bound = served.addr;
     out.note(&format!("metrics on {scheme}://{bound}/metrics"));
-    let app = tg_coordinator::http::metrics_router(metrics, metrics_token);
-    let app = match api {
-        Some(api) => {
-            out.note(&format!(
-                "REST API on {scheme}://{bound}/api/v1 and dashboard on {scheme}://{bound}/ (bearer tokens: `tensorguard api token create`)"
-            ));
-            if acceptor.is_none() && !bound.ip().is_loopback() {
-                out.note(&out.red(&format!("the API on {bound} is reachable from other hosts without TLS: bearer tokens cross the network in the clear; add --tls-cert and --tls-key")));
-            }
-            app.merge(api)
-        }
-        None => app,
-    };
-    tg_coordinator::http::spawn(listener, app, acceptor);
-    Ok(())
-}
-
-/// The TLS acceptor `--tls-cert/--tls-key` describe, or None without them.
-/// Plain HTTP stays the default only because the default bind address is
-/// 127.0.0.1.
-fn tls_acceptor(
-    args: &crate::cli::TlsArgs,
-) -> Result<Option<tg_coordinator::http::TlsAcceptor>, UserError> {
-    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
-        return Ok(None);
-    };
-    tg_coordinator::http::tls_acceptor(cert, key)
-        .map(Some)
-        .map_err(|e| {
-            UserError::new(
-                Code::ConfigInvalid,
-                "cannot serve TLS with the given files",
-                e.to_string(),
-                "give a PEM certificate chain (--tls-cert) and its PEM private key (--tls-key)",
-            )
-        })
-}
-
-/// The metrics bearer token: the file's first line, at least 16 characters.
-fn read_token(path: &Path) -> Result<String, UserError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        crate::errors::invalid(
-            format!("--metrics-token-file {}", path.display()),
-            e.to_string(),
-            "point it at a readable file holding the token",
-        )
-    })?;
-    let token = text.lines().next().unwrap_or("").trim().to_owned();
-    if token.len() < 16 {
-        return Err(crate::errors::invalid(
-            format!("--metrics-token-file {}", path.display()),
-            "the token is shorter than 16 characters",
-            "write a long random token, e.g. `head -c 24 /dev/urandom | base64 > FILE`",
+    if with_api {
+        out.note(&format!(
+            "REST API on {scheme}://{bound}/api/v1 and dashboard on {scheme}://{bound}/ (bearer tokens: `tensorguard api token create`)"
         ));
     }
-    Ok(token)
+    if served.exposed_plain {
+        out.note(&out.red(&format!("the API on {bound} is reachable from other hosts without TLS: bearer tokens cross the network in the clear; add --tls-cert and --tls-key")));
+    }
+    Ok(())
 }
 
 /// Free and total bytes of the filesystem holding `dir` (for metrics).
