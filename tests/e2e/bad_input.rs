@@ -2,13 +2,9 @@
 //! oversized or truncated frame — each rejected, counted in the metrics, and
 //! the coordinator keeps serving (the real agents then finish the job).
 
-#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
-
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use ed25519_dalek::SigningKey;
 use tg_net::{Event, PeerId};
 use tg_proto::signed;
@@ -158,14 +154,14 @@ fn served_after(reasons: &[&str], attack: impl FnOnce(&mut Fleet, &str)) {
     }
     // The REST API on the same address: bearer tokens, roles.
     assert_eq!(http_get(&api, "/api/v1/jobs", None).0, 401);
-    let token = common::served::token(&fleet.coord_dir(), "viewer");
+    let token = crate::common::served::token(&fleet.coord_dir(), "viewer");
     let (status, body) = http_get(&api, "/api/v1/jobs", Some(&token));
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"jobs\""), "{body}");
     // Without --serve this process ends with its job: it queues nothing.
-    let operator = common::served::token(&fleet.coord_dir(), "operator");
+    let operator = crate::common::served::token(&fleet.coord_dir(), "operator");
     let (status, body) =
-        common::http_request(&api, "POST", "/api/v1/jobs", Some(&operator), &opts.toml());
+        crate::common::http_request(&api, "POST", "/api/v1/jobs", Some(&operator), &opts.toml());
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("--serve"), "{body}");
     let tokens = fleet.tokens(3);

@@ -1,13 +1,9 @@
 //! Chaos: kill -9 40% of the agents during the masked-input or unmask stage;
 //! the round still commits with the survivors. 10 runs, 0 failures.
 
-#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
-
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Runs one federation and kills 4 of 10 agents as soon as round 1 has
 /// recorded `stage`. Returns false if the round committed before the kill

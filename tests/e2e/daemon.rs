@@ -1,14 +1,10 @@
 //! The agent daemon: `up` runs it in the background with a pid file, a log
 //! and a 0600 control socket; `status`, `logs` and `down` use them.
 
-#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
-
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn tg(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     tg_command()

@@ -4,13 +4,9 @@
 //! lets a real network's arrival order not matter; under secure aggregation
 //! the masks cancel exactly and the encoding's dither is seeded.
 
-#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
-
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
+use crate::common::*;
 
 fn example(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

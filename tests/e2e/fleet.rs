@@ -2,13 +2,9 @@
 //! the digits job; the committed model equals, within quantization, what the
 //! in-process engine computes from the same seed.
 
-#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
-
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn ten_agents_five_secure_rounds_match_the_in_process_engine() {

@@ -3,15 +3,12 @@
 //! export. Prometheus and promtool are installed by `.ci/run`; where one is
 //! missing the test says so and skips, unless
 //! TENSORGUARD_REQUIRE_OPERATOR_TOOLS=1 makes it fail.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::served::{repo, serve, tool};
-use common::{free_port, http_get, tg_command, wait_for};
+use crate::common::served::{repo, serve, tool};
+use crate::common::{free_port, http_get, tg_command, wait_for};
 
 #[test]
 fn prometheus_scrapes_the_coordinator_and_loads_the_alert_rules() {

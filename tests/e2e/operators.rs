@@ -5,15 +5,12 @@
 //! installed by `.ci/run`; where one is missing the test says so and skips,
 //! unless TENSORGUARD_REQUIRE_OPERATOR_TOOLS=1 (set by `.ci/run`) makes it
 //! fail.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::served::{enrollment, job_file, repo, serve, tg_ok, token, tool};
-use common::{free_port, http_get, http_request, tg_command, wait_for};
+use crate::common::served::{enrollment, job_file, repo, serve, tg_ok, token, tool};
+use crate::common::{free_port, http_get, http_request, tg_command, wait_for};
 
 #[test]
 fn jobs_are_submitted_and_stopped_through_the_api_and_bad_job_files_are_400() {
@@ -181,7 +178,7 @@ fn the_dashboard_works_in_a_real_browser() {
     let out = Command::new(node)
         .args(["--test", "dashboard.test.mjs"])
         .current_dir(&browser)
-        .env("TENSORGUARD_BIN", common::bin())
+        .env("TENSORGUARD_BIN", crate::common::bin())
         .env("CHROMIUM", chromium)
         .env("ARTIFACTS", &artifacts)
         .output()

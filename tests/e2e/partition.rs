@@ -2,13 +2,9 @@
 //! connection silent) is treated as a dropout and takes part again in later
 //! rounds.
 
-#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
-
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tg_types::record::{ParticipantOutcome, RoundStatus};
 
 #[test]

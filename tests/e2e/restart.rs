@@ -1,13 +1,9 @@
 //! Coordinator kill -9 at a random stage, restart → the job completes; the
 //! ledger and the model versions stay consistent. 10 runs, 0 inconsistencies.
 
-#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
-
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tg_types::record::RoundStatus;
 
 const STAGES: [&str; 6] = [

@@ -3,14 +3,10 @@
 //! uncertified participant, and a coordinator whose job names it admits only
 //! certified agents.
 
-#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
-
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Creates a fleet root under `ops`: (sealed key file, public key hex).
 fn fleet_root(ops: &Path) -> (PathBuf, String) {

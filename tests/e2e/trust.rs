@@ -2,14 +2,10 @@
 //! jobs that require a TEE, simulated attestation labelled everywhere, and a
 //! compliance report built from the audit log.
 
-#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
-
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn softhsm_module() -> Option<PathBuf> {
     let candidates = [

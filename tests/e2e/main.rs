@@ -1,0 +1,21 @@
+//! End-to-end tests: real coordinator and agent processes, real sockets,
+//! real signals. One test binary, one module per scenario, so that a fresh
+//! build links the whole stack once rather than once per scenario (each link
+//! is ~100 MB of output and tens of seconds on two cores). nextest still runs
+//! every test in its own process.
+
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
+
+mod common;
+
+mod bad_input;
+mod chaos;
+mod daemon;
+mod engine;
+mod fleet;
+mod observability;
+mod operators;
+mod partition;
+mod restart;
+mod roster;
+mod trust;
