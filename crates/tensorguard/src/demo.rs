@@ -117,19 +117,7 @@ pub fn run(
     };
 
     let outcome = &finished.outcome;
-    let history: Vec<_> = outcome
-        .history
-        .iter()
-        .map(|r| {
-            json!({
-                "round": r.round, "status": r.status.as_str(), "accuracy": r.accuracy, "loss": r.loss,
-                "selected": r.selected, "participants": r.participants, "upload_bytes": r.upload_bytes,
-                "download_bytes": r.download_bytes, "duration_ms": r.duration_ms, "reason": r.reason,
-                "model_sha256": r.model_sha256, "epsilon": r.epsilon,
-                "federated": r.federated,
-            })
-        })
-        .collect();
+    let history = finished.history_json();
     let committed = finished.summary.rounds_committed;
     let final_eval = outcome.final_evaluation;
     let rounds_to_90 = outcome

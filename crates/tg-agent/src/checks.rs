@@ -2,6 +2,7 @@
 //! model's size and layout, the settings training itself would refuse, and
 //! for a secure round this agent's seat, key and floors.
 
+use tg_model::LocalOutcome;
 use tg_proto::TrainRequest;
 use tg_types::Parameters;
 
@@ -20,42 +21,17 @@ impl Agent {
         }
         // Everything training itself would refuse, refused here, before the
         // round is charged to the ledger.
-        let same_layout = |p: &Parameters| {
-            p.tensors().len() == self.layout.len()
-                && p.tensors()
-                    .iter()
-                    .zip(&self.layout)
-                    .all(|(t, (name, shape))| &t.name == name && &t.shape == shape)
-        };
-        // Each tensor's values must fill its shape exactly (a wire model is
-        // not built through `Parameters::new`, which checks this).
-        let whole = |p: &Parameters| {
-            p.tensors().iter().all(|t| {
-                t.shape
-                    .iter()
-                    .try_fold(1usize, |a, &d| a.checked_mul(d))
-                    .is_some_and(|n| n == t.data.len())
-            })
-        };
-        if !whole(&req.global) {
-            return Err("a tensor of the global model does not hold its shape's values".into());
+        model_fits(&req.global, &self.layout)?;
+        if let tg_types::spec::LocalObjective::Scaffold { server_control } = &req.objective {
+            model_fits(server_control, &self.layout)
+                .map_err(|e| format!("the SCAFFOLD server control: {e}"))?;
         }
-        if let tg_types::spec::LocalObjective::Scaffold { server_control } = &req.objective
-            && !whole(server_control)
+        if let Some(why) = self
+            .learner
+            .capabilities()
+            .refuses(&req.config, &req.objective)
         {
-            return Err(
-                "a tensor of the SCAFFOLD server control does not hold its shape's values".into(),
-            );
-        }
-        if !same_layout(&req.global) {
-            return Err("the global model's tensors differ from this agent's model".into());
-        }
-        if let tg_types::spec::LocalObjective::Scaffold { server_control } = &req.objective
-            && !same_layout(server_control)
-        {
-            return Err(
-                "the SCAFFOLD server control's tensors differ from this agent's model".into(),
-            );
+            return Err(why);
         }
         let c = &req.config;
         if c.local_epochs == 0 || c.batch_size == 0 {
@@ -86,4 +62,48 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// `p` has exactly `layout` (names, shapes, in order), and each tensor's
+/// values fill its shape (a wire model is not built through
+/// `Parameters::new`, which checks this).
+pub(crate) fn model_fits(p: &Parameters, layout: &[(String, Vec<usize>)]) -> Result<(), String> {
+    let whole = p.tensors().iter().all(|t| {
+        t.shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .is_some_and(|n| n == t.data.len())
+    });
+    if !whole {
+        return Err("a tensor of the model does not hold its shape's values".into());
+    }
+    let same = p.tensors().len() == layout.len()
+        && p.tensors()
+            .iter()
+            .zip(layout)
+            .all(|(t, (name, shape))| &t.name == name && &t.shape == shape);
+    if !same {
+        return Err("the model's tensors differ from this agent's model".into());
+    }
+    Ok(())
+}
+
+/// What a learner returned is checked like anything from outside: the
+/// update has the agent's layout and only finite values (a NaN would
+/// otherwise poison the sum, or a secure round's encoding).
+pub(crate) fn update_fits(
+    out: &LocalOutcome,
+    layout: &[(String, Vec<usize>)],
+) -> Result<(), String> {
+    model_fits(&out.update, layout).map_err(|e| format!("the learner's update: {e}"))?;
+    if !out.update.all_finite() {
+        return Err("the learner's update has non-finite values (NaN or infinity)".into());
+    }
+    if let Some(c) = &out.control_delta {
+        model_fits(c, layout).map_err(|e| format!("the learner's control change: {e}"))?;
+        if !c.all_finite() {
+            return Err("the learner's control change has non-finite values".into());
+        }
+    }
+    Ok(())
 }

@@ -13,16 +13,18 @@ pub mod control;
 pub mod daemon;
 mod guard;
 mod join;
+pub mod learner;
 pub mod net;
 pub mod policy;
 mod secure;
 pub mod tee;
 
 pub use guard::PrivacyGuard;
+pub use learner::{CandleLearner, Capabilities, Learner, Round};
 pub use policy::{Budget, OwnerLedger, OwnerPolicy, Roster};
 
 use tg_model::net::ModelShape;
-use tg_model::{Dataset, LocalData, ModelError, evaluate, train_local};
+use tg_model::{Dataset, ModelError};
 use tg_proto::{
     DeclineReason, EvaluateReply, EvaluateRequest, ProtoError, RoundRef, ToAgent, ToCoordinator,
     TrainReply, TrainRequest,
@@ -75,15 +77,13 @@ pub enum Response {
 /// One federation participant with its private data.
 pub struct Agent {
     id: AgentId,
-    shape: ModelShape,
+    /// What trains on the local data (candle's models, or the user's code).
+    learner: Box<dyn Learner>,
     /// Values in this agent's model.
     params: usize,
     /// Its tensors' names and shapes: every model a request carries must
     /// have exactly this layout.
     layout: Vec<(String, Vec<usize>)>,
-    train: LocalData,
-    /// SCAFFOLD client control variate `c_i`, kept across rounds.
-    control: Option<Parameters>,
     seed: u64,
     /// This agent's own privacy limit (DP-SGD jobs).
     guard: Option<PrivacyGuard>,
@@ -107,40 +107,55 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// An agent holding `data`; `seed` makes its local shuffling reproducible.
+    /// An agent holding `data`, trained with this crate's candle models of
+    /// `shape`; `seed` makes its local shuffling reproducible.
     pub fn new(
         id: AgentId,
         shape: ModelShape,
         data: &Dataset,
         seed: u64,
     ) -> Result<Self, AgentError> {
+        let learner = CandleLearner::new(shape, data)?;
+        Ok(Self::with_learner(
+            id,
+            Box::new(learner),
+            seed,
+            policy::fingerprint(data),
+        ))
+    }
+
+    /// An agent whose local training is `learner`'s (the Python SDK's
+    /// learners call the user's code). `dataset` names the data for the
+    /// owner's per-dataset budget (see [`OwnerLedger`]).
+    pub fn with_learner(
+        id: AgentId,
+        learner: Box<dyn Learner>,
+        seed: u64,
+        dataset: impl Into<String>,
+    ) -> Self {
         // The model's size and layout, once: every request is checked
         // against them.
-        let model = tg_model::init_parameters(&shape, 0)?;
-        let params = model.num_values();
-        let layout = model
-            .tensors()
+        let layout = learner.layout();
+        let params = layout
             .iter()
-            .map(|t| (t.name.clone(), t.shape.clone()))
-            .collect();
-        Ok(Self {
-            shape,
+            .map(|(_, shape)| shape.iter().product::<usize>())
+            .sum();
+        Self {
+            learner,
             params,
             layout,
-            train: LocalData::new(data)?,
-            control: None,
             seed,
             guard: None,
             identity: None,
             session: None,
             policy: OwnerPolicy::permissive(),
-            ledger: OwnerLedger::in_memory(policy::fingerprint(data)),
+            ledger: OwnerLedger::in_memory(dataset.into()),
             seed_name: id.as_str().to_owned(),
             compressor: tg_compress::Compressor::default(),
             private_job: false,
             last_evaluated: 0,
             id,
-        })
+        }
     }
 
     /// Seeds local shuffling with `name` instead of the agent's id, so a
@@ -198,7 +213,7 @@ impl Agent {
 
     /// Number of local training examples.
     pub fn num_examples(&self) -> usize {
-        self.train.len()
+        self.learner.num_examples()
     }
 
     /// Handles one frame from the coordinator.
@@ -268,16 +283,18 @@ impl Agent {
         if let Err((code, detail)) = self.ledger.commit(pending) {
             return self.declined(req.at, code, &detail);
         }
-        let seed = self.round_seed(req.at);
-        match train_local(
-            &self.shape,
-            &req.global,
-            &self.train,
-            &req.config,
-            &req.objective,
-            &mut self.control,
-            seed,
-        ) {
+        let round = Round {
+            number: req.at.round,
+            global: &req.global,
+            config: &req.config,
+            objective: &req.objective,
+            seed: self.round_seed(req.at),
+        };
+        match self.learner.train(&round).and_then(|out| {
+            // What the learner returns is checked like anything from outside.
+            checks::update_fits(&out, &self.layout)?;
+            Ok(out)
+        }) {
             // Secure round: the update leaves only masked, inside the protocol.
             Ok(out) if let Some(secure) = &req.secure => {
                 self.start_secure(req.at, secure, &out.update, req.config.dp_sgd.is_some())
@@ -297,7 +314,7 @@ impl Agent {
                     num_examples: if req.config.dp_sgd.is_some() {
                         1
                     } else {
-                        self.train.len() as u64
+                        self.learner.num_examples() as u64
                     },
                     train_loss: out.train_loss,
                     steps: out.steps,
@@ -305,7 +322,7 @@ impl Agent {
                     epsilon,
                 })
             }
-            Err(e) => self.declined(req.at, DeclineReason::TrainingFailed, &e.to_string()),
+            Err(e) => self.declined(req.at, DeclineReason::TrainingFailed, &e),
         }
     }
 
@@ -333,7 +350,10 @@ impl Agent {
             );
         }
         self.last_evaluated = req.at.round;
-        match evaluate(&self.shape, &req.model, &self.train) {
+        if let Err(detail) = checks::model_fits(&req.model, &self.layout) {
+            return self.declined(req.at, DeclineReason::EvaluationFailed, &detail);
+        }
+        match self.learner.evaluate(&req.model) {
             Ok(e) => ToCoordinator::Evaluated(EvaluateReply {
                 at: req.at,
                 agent: self.id.clone(),
@@ -341,7 +361,7 @@ impl Agent {
                 loss: e.loss,
                 accuracy: e.accuracy,
             }),
-            Err(e) => self.declined(req.at, DeclineReason::EvaluationFailed, &e.to_string()),
+            Err(e) => self.declined(req.at, DeclineReason::EvaluationFailed, &e),
         }
     }
 }

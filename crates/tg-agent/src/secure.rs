@@ -67,7 +67,7 @@ impl Agent {
         if secure.participants[me as usize].1 != identity.verifying_key().to_bytes() {
             return Err("the round lists another identity key for this agent".into());
         }
-        let values = values_to_encode(secure, update, self.train.len(), dp_sgd)?;
+        let values = values_to_encode(secure, update, self.learner.num_examples(), dp_sgd)?;
         let (cfg, encoding) = secure.build(at, values.len()).map_err(|e| e.to_string())?;
         // Keys and nonces come from the OS. The encoding's stochastic rounding
         // is dither, not a secret (the masks hide the input; distributed DP's

@@ -73,8 +73,10 @@ pub type Result<T, E = CoordinatorError> = std::result::Result<T, E>;
 
 /// Server-side evaluation of a candidate model (the evaluation gate's input).
 pub trait Evaluator: Send {
-    /// Loss and accuracy of `params` on the coordinator's held-out data.
-    fn evaluate(&mut self, params: &Parameters) -> Result<Evaluation, ModelError>;
+    /// Loss and accuracy of `params` on the coordinator's held-out data;
+    /// `None` when the coordinator holds none ([`plan::NoHeldOut`]): the
+    /// gate then checks only that the model is finite.
+    fn evaluate(&mut self, params: &Parameters) -> Result<Option<Evaluation>, ModelError>;
 }
 
 /// Mechanism settings of a job run.
@@ -253,7 +255,7 @@ impl<'s, T: Transport> Coordinator<'s, T> {
             }
             if let Some((params, eval)) = next {
                 global = params;
-                last_eval = Some(eval);
+                last_eval = eval;
                 let every = self.config.evaluate_every;
                 if every > 0 && (round % every == 0 || round == self.config.rounds) {
                     record.federated = self.evaluate_federated(round, &global).await?;
@@ -283,7 +285,7 @@ impl<'s, T: Transport> Coordinator<'s, T> {
         self.transport.flush().await;
         let final_evaluation = match last_eval {
             Some(e) => Some(e),
-            None => self.evaluator.evaluate(&global).ok(),
+            None => self.evaluator.evaluate(&global).ok().flatten(),
         };
         Ok(RunOutcome {
             model: global,

@@ -132,7 +132,19 @@ impl HeldOut {
 }
 
 impl Evaluator for HeldOut {
-    fn evaluate(&mut self, params: &Parameters) -> Result<Evaluation, ModelError> {
-        evaluate(&self.shape, params, &self.test)
+    fn evaluate(&mut self, params: &Parameters) -> Result<Option<Evaluation>, ModelError> {
+        evaluate(&self.shape, params, &self.test).map(Some)
+    }
+}
+
+/// A coordinator that holds no test data (the model is the user's own, as
+/// from the Python SDK): rounds commit when the aggregate is finite, and
+/// report no loss or accuracy of their own.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoHeldOut;
+
+impl Evaluator for NoHeldOut {
+    fn evaluate(&mut self, _: &Parameters) -> Result<Option<Evaluation>, ModelError> {
+        Ok(None)
     }
 }

@@ -30,7 +30,7 @@ enum Slot {
     },
 }
 
-pub(crate) type Committed = Option<(Parameters, Evaluation)>;
+pub(crate) type Committed = Option<(Parameters, Option<Evaluation>)>;
 
 /// A round record that has not happened yet (failed until it commits).
 pub(crate) fn new_record(round: u32) -> RoundRecord {
@@ -211,13 +211,15 @@ impl<T: Transport> Coordinator<'_, T> {
             return self.finish(record, started, None).await;
         }
         let eval = self.evaluator.evaluate(&candidate)?;
-        if !eval.loss.is_finite() {
+        if let Some(e) = &eval
+            && !e.loss.is_finite()
+        {
             record.reason = Some("evaluation gate: held-out loss is not finite".into());
             return self.finish(record, started, None).await;
         }
         record.status = RoundStatus::Committed;
-        record.accuracy = Some(eval.accuracy);
-        record.loss = Some(eval.loss);
+        record.accuracy = eval.map(|e| e.accuracy);
+        record.loss = eval.map(|e| e.loss);
         self.finish(record, started, Some((candidate, eval))).await
     }
 

@@ -14,6 +14,9 @@
 //! reproduce. Reports label it as such.
 
 mod agents;
+mod custom;
+
+pub use custom::Federation;
 
 use agents::{Dropout, agent_task};
 mod transport;
@@ -188,24 +191,53 @@ impl Prepared {
         round_deadline: Duration,
         on_round: impl FnMut(&RoundRecord) + Send,
     ) -> Result<Finished> {
-        let spec = &self.spec;
         let evaluator = Box::new(HeldOut::new(self.shape, &self.split.test)?);
+        let mut agents = Vec::with_capacity(self.parts.len());
+        for (i, idx) in self.parts.iter().enumerate() {
+            agents.push(Agent::new(
+                AgentId::numbered(i),
+                self.shape,
+                &self.split.train.subset(idx),
+                self.spec.seed,
+            )?);
+        }
+        let run = Run {
+            plan: &self.plan,
+            job,
+            round_deadline,
+        };
+        run.federate(agents, evaluator, self.initial.clone(), store, on_round)
+            .await
+    }
+}
 
+/// One run of a federation: the plan, the job's id and the deadline.
+pub(crate) struct Run<'a> {
+    pub(crate) plan: &'a tg_job::JobPlan,
+    pub(crate) job: JobId,
+    pub(crate) round_deadline: Duration,
+}
+
+impl Run<'_> {
+    /// Runs `agents` (client `i` is `agents[i]`) against the one engine.
+    pub(crate) async fn federate(
+        &self,
+        agents: Vec<Agent>,
+        evaluator: Box<dyn tg_coordinator::Evaluator>,
+        initial: Parameters,
+        store: &mut Store,
+        on_round: impl FnMut(&RoundRecord) + Send,
+    ) -> Result<Finished> {
+        let spec = &self.plan.spec;
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let mut identities = std::collections::BTreeMap::new();
         let permits = Arc::new(Semaphore::new(cores));
-        let (events_tx, events_rx) = mpsc::channel(2 * spec.clients as usize + 8);
-        let mut inboxes = Vec::with_capacity(self.parts.len());
-        let mut tasks = Vec::with_capacity(self.parts.len());
-        for (i, idx) in self.parts.iter().enumerate() {
-            let id = AgentId::numbered(i);
-            let mut agent = Agent::new(
-                id.clone(),
-                self.shape,
-                &self.split.train.subset(idx),
-                spec.seed,
-            )?
-            .with_private_job(spec.privacy.is_some());
+        let (events_tx, events_rx) = mpsc::channel(2 * agents.len() + 8);
+        let mut inboxes = Vec::with_capacity(agents.len());
+        let mut tasks = Vec::with_capacity(agents.len());
+        for (i, agent) in agents.into_iter().enumerate() {
+            let id = agent.id().clone();
+            let mut agent = agent.with_private_job(spec.privacy.is_some());
             if spec.secure_aggregation.is_some() {
                 // Each simulated agent gets its own identity, as enrollment would give it.
                 let key = identity_from_os()?;
@@ -241,12 +273,12 @@ impl Prepared {
 
         let transport = ChannelTransport::new(inboxes, events_rx);
         let run = JobRun {
-            id: job,
+            id: self.job,
             kind: "demo",
-            plan: &self.plan,
+            plan: self.plan,
             stages: Stages {
-                train: round_deadline,
-                stage: round_deadline,
+                train: self.round_deadline,
+                stage: self.round_deadline,
             },
             identities,
             // In process every agent shares this CPU.
@@ -255,7 +287,7 @@ impl Prepared {
             stop: None,
         };
         let finished = run
-            .run(transport, evaluator, store, self.initial.clone(), on_round)
+            .run(transport, evaluator, store, initial, on_round)
             .await;
         for t in tasks {
             let _ = t.await;
@@ -271,7 +303,7 @@ fn identity_from_os() -> Result<ed25519_dalek::SigningKey> {
     Ok(ed25519_dalek::SigningKey::from_bytes(&b))
 }
 
-fn check_spec(spec: &JobSpec) -> Result<()> {
+pub(crate) fn check_spec(spec: &JobSpec) -> Result<()> {
     spec.check().map_err(|e| InprocError::Config(e.0))?;
     // In process, the DP population is the simulated clients.
     let population = match spec.privacy.map(|p| p.mode) {

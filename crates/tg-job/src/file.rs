@@ -203,6 +203,43 @@ fn fleet_root(text: &str) -> Result<[u8; 32]> {
     }
 }
 
+fn toml_error(origin: &str, e: &toml::de::Error) -> JobError {
+    let p = problem(
+        format!("job file {origin} is invalid"),
+        e.to_string().trim().replace('\n', " "),
+        "fix the key named above (see deploy/examples/)",
+    );
+    if e.message().starts_with("unknown field") {
+        JobError::UnknownKey(p)
+    } else {
+        JobError::Syntax(p)
+    }
+}
+
+/// The sections a simulation reads: a job file without the fleet's tables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SimulationRaw {
+    job: JobSection,
+    #[serde(default)]
+    secure_aggregation: Option<SecureSection>,
+    #[serde(default)]
+    privacy: Option<PrivacySection>,
+}
+
+/// Parses and resolves the `[job]`, `[privacy]` and `[secure_aggregation]`
+/// sections of `text` (TOML) for an in-process simulation (the Python
+/// SDK's `simulation.run`), with a job file's keys, rules and error codes.
+pub fn parse_simulation(origin: &str, text: &str) -> Result<Job> {
+    let raw: SimulationRaw = toml::from_str(text).map_err(|e| toml_error(origin, &e))?;
+    Job::resolve(
+        &raw.job,
+        raw.privacy.as_ref(),
+        raw.secure_aggregation.as_ref(),
+        Runner::Simulation,
+    )
+}
+
 /// Parses and validates a job file's bytes; `origin` names it in errors.
 pub fn parse_file(origin: &str, bytes: &[u8]) -> Result<JobFile> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
@@ -212,19 +249,7 @@ pub fn parse_file(origin: &str, bytes: &[u8]) -> Result<JobFile> {
             "save it as UTF-8 text (TOML)",
         ))
     })?;
-    let raw: Raw = toml::from_str(text).map_err(|e| {
-        let msg = e.message().to_owned();
-        let p = problem(
-            format!("job file {origin} is invalid"),
-            e.to_string().trim().replace('\n', " "),
-            "fix the key named above (see deploy/examples/)",
-        );
-        if msg.starts_with("unknown field") {
-            JobError::UnknownKey(p)
-        } else {
-            JobError::Syntax(p)
-        }
-    })?;
+    let raw: Raw = toml::from_str(text).map_err(|e| toml_error(origin, &e))?;
     let in_file = |e: JobError| {
         let mut e = e;
         if let JobError::Invalid(p) | JobError::Quorum(p) = &mut e {

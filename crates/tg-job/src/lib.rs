@@ -28,7 +28,9 @@ mod secure;
 
 use std::fmt;
 
-pub use file::{AdmissionSection, Deadlines, JobFile, NetworkSection, parse_file};
+pub use file::{
+    AdmissionSection, Deadlines, JobFile, NetworkSection, parse_file, parse_simulation,
+};
 pub use privacy::{PrivacySection, Setting};
 pub use section::{JobSection, defaults};
 pub use secure::SecureSection;

@@ -1,0 +1,156 @@
+//! What trains and evaluates on the owner's data: the one part of an agent a
+//! user replaces.
+//!
+//! Design decision: everything an agent does with a round *around* training
+//! — the owner's floors and budget, replay refusal, compression, clipping,
+//! noise, masking and signing — stays in [`crate::Agent`], whatever trains.
+//! A [`Learner`] only turns a global model into a local update (and a model
+//! into metrics). The built-in [`CandleLearner`] trains this crate's candle
+//! models; the Python SDK's learner calls the user's PyTorch or NumPy code.
+//! A learner says what it can do ([`Capabilities`]), so a round it cannot
+//! honour (DP-SGD, SCAFFOLD) is declined before anything is charged.
+
+use tg_model::net::ModelShape;
+use tg_model::{Dataset, Evaluation, LocalData, LocalOutcome, ModelError};
+use tg_types::Parameters;
+use tg_types::spec::{LocalObjective, TrainConfig};
+
+/// What a learner can honour beyond plain local training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// DP-SGD with per-example clipping and noise (the job's `dp_sgd`).
+    pub dp_sgd: bool,
+    /// SCAFFOLD's control variates.
+    pub scaffold: bool,
+    /// FedProx's proximal term (the learner adds `μ/2‖w − w_global‖²`).
+    pub proximal: bool,
+}
+
+impl Capabilities {
+    /// Plain local training, with the proximal term (FedAvg, FedProx, FedAdam).
+    pub fn plain() -> Self {
+        Self {
+            dp_sgd: false,
+            scaffold: false,
+            proximal: true,
+        }
+    }
+
+    /// Why a round with `config` and `objective` is beyond this learner, if it is.
+    pub fn refuses(&self, config: &TrainConfig, objective: &LocalObjective) -> Option<String> {
+        if config.dp_sgd.is_some() && !self.dp_sgd {
+            return Some(
+                "the job asks for DP-SGD (local per-example clipping and noise), which this \
+                 agent's learner does not implement; use central or distributed DP instead"
+                    .into(),
+            );
+        }
+        match objective {
+            LocalObjective::Scaffold { .. } if !self.scaffold => Some(
+                "the job uses SCAFFOLD, whose control variates this agent's learner does not \
+                 implement; use FedAvg, FedProx or FedAdam"
+                    .into(),
+            ),
+            LocalObjective::Proximal { .. } if !self.proximal => Some(
+                "the job uses FedProx, whose proximal term this agent's learner does not add"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// One round's training as the learner sees it.
+#[derive(Debug)]
+pub struct Round<'a> {
+    /// The round number (1-based).
+    pub number: u32,
+    /// The global model to start from (its layout checked against [`Learner::layout`]).
+    pub global: &'a Parameters,
+    /// Local epochs, batch size, learning rate, optimizer, DP-SGD.
+    pub config: &'a TrainConfig,
+    /// Plain, proximal or SCAFFOLD.
+    pub objective: &'a LocalObjective,
+    /// A seed for this agent and round: shuffling with it reproduces a run.
+    pub seed: u64,
+}
+
+/// Trains and evaluates on data that never leaves it.
+pub trait Learner: Send {
+    /// The model's tensors (name, shape), in order: every model a request
+    /// carries must have exactly this layout.
+    fn layout(&self) -> Vec<(String, Vec<usize>)>;
+    /// Local training examples: the update's weight in FedAvg.
+    fn num_examples(&self) -> usize;
+    /// What beyond plain training this learner honours.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::plain()
+    }
+    /// Trains from `round.global` and returns `local − global`, with the
+    /// layout of [`Learner::layout`]. An error declines the round.
+    fn train(&mut self, round: &Round<'_>) -> Result<LocalOutcome, String>;
+    /// Loss and accuracy of `model` on the local data.
+    fn evaluate(&mut self, model: &Parameters) -> Result<Evaluation, String>;
+}
+
+/// The built-in learner: this crate's candle models on a [`Dataset`].
+pub struct CandleLearner {
+    shape: ModelShape,
+    data: LocalData,
+    layout: Vec<(String, Vec<usize>)>,
+    /// SCAFFOLD client control variate `c_i`, kept across rounds.
+    control: Option<Parameters>,
+}
+
+impl CandleLearner {
+    /// A learner training models of `shape` on `data`.
+    pub fn new(shape: ModelShape, data: &Dataset) -> Result<Self, ModelError> {
+        let model = tg_model::init_parameters(&shape, 0)?;
+        Ok(Self {
+            shape,
+            data: LocalData::new(data)?,
+            layout: model
+                .tensors()
+                .iter()
+                .map(|t| (t.name.clone(), t.shape.clone()))
+                .collect(),
+            control: None,
+        })
+    }
+}
+
+impl Learner for CandleLearner {
+    fn layout(&self) -> Vec<(String, Vec<usize>)> {
+        self.layout.clone()
+    }
+
+    fn num_examples(&self) -> usize {
+        self.data.len()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            dp_sgd: true,
+            scaffold: true,
+            proximal: true,
+        }
+    }
+
+    fn train(&mut self, round: &Round<'_>) -> Result<LocalOutcome, String> {
+        tg_model::train_local(
+            &self.shape,
+            round.global,
+            &self.data,
+            round.config,
+            round.objective,
+            &mut self.control,
+            round.seed,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn evaluate(&mut self, model: &Parameters) -> Result<Evaluation, String> {
+        tg_model::evaluate(&self.shape, model, &self.data).map_err(|e| e.to_string())
+    }
+}

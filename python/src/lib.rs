@@ -1,0 +1,225 @@
+//! `tensorguard._core`: the native half of the Python SDK.
+//!
+//! Design decision: Python holds the user's model and training code, and
+//! nothing else. The round — sampling, the data owner's checks,
+//! compression, clipping, noise, masking, aggregation and accounting — runs
+//! in the same Rust engine as `tensorguard demo` and a fleet. This module
+//! only moves tensors across the boundary (as `(name, shape, little-endian
+//! f32 bytes)`), calls the user's handlers with the GIL held, and releases
+//! the GIL everywhere else. Errors cross as the CLI's coded errors: each
+//! becomes an instance of a `tensorguard.errors` class carrying the same
+//! `E0xx` code and the same words.
+
+mod errors;
+mod learner;
+mod tensors;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use tg_diag::{UserError, from_inproc, from_job};
+use tg_types::JobId;
+
+use crate::errors::raise;
+use crate::learner::{PyEvaluator, PyLearner};
+use crate::tensors::{Wire, to_params};
+
+/// How long a round may wait for the slowest client.
+const ROUND_DEADLINE: Duration = Duration::from_secs(3600);
+
+/// Runs `job` (the TOML of a job file's `[job]`, `[privacy]` and
+/// `[secure_aggregation]` sections) on `clients`, starting from `initial`,
+/// and returns the summary `tensorguard demo --json` prints (as JSON) with
+/// the final model.
+#[pyfunction]
+#[pyo3(signature = (job, initial, clients, evaluate = None, data_dir = None))]
+fn simulate(
+    py: Python<'_>,
+    job: &str,
+    initial: Vec<Wire>,
+    clients: Vec<Py<PyAny>>,
+    evaluate: Option<Py<PyAny>>,
+    data_dir: Option<PathBuf>,
+) -> PyResult<(String, Vec<Wire>)> {
+    let job =
+        tg_job::parse_simulation("simulation.run", job).map_err(|e| raise(py, from_job(e)))?;
+    let initial = to_params(initial).map_err(|e| raise(py, e))?;
+    let layout: Vec<(String, Vec<usize>)> = initial
+        .tensors()
+        .iter()
+        .map(|t| (t.name.clone(), t.shape.clone()))
+        .collect();
+    let plan = job
+        .plan(&tg_job::Facts {
+            num_parameters: initial.num_values(),
+            // The clients' data is theirs: the engine learns each count
+            // only from what a client reports with its update.
+            train_examples: 0,
+            client_sizes: None,
+        })
+        .map_err(|e| raise(py, from_job(e)))?;
+    let learners: Vec<Box<dyn tg_agent::Learner>> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| Box::new(PyLearner::new(c, i, layout.clone())) as Box<dyn tg_agent::Learner>)
+        .collect();
+    let temp;
+    let dir = match data_dir {
+        Some(d) => d,
+        None => {
+            temp = tempfile::tempdir().map_err(|e| {
+                raise(
+                    py,
+                    UserError::new(
+                        tg_diag::Code::DataDirUnwritable,
+                        format!("no temporary directory for the run's store: {e}"),
+                        "the run records its rounds and models in a store",
+                        "pass data_dir= a writable directory",
+                    ),
+                )
+            })?;
+            temp.path().to_path_buf()
+        }
+    };
+    let evaluator: Box<dyn tg_coordinator::Evaluator> = match evaluate {
+        Some(f) => Box::new(PyEvaluator::new(f)),
+        None => Box::new(tg_coordinator::plan::NoHeldOut),
+    };
+    let federation = tg_inproc::Federation::new(&plan, initial, learners)
+        .map_err(|e| raise(py, from_inproc(e, &dir)))?;
+    let id = job_id().map_err(|e| raise(py, e))?;
+    let label = plan.simulation_label();
+    let spec = plan.spec.clone();
+    // The GIL is released for the whole run; each client's handler takes
+    // it back only while it runs.
+    let (summary, model) = py
+        .detach(|| -> Result<(serde_json::Value, Vec<Wire>), UserError> {
+            let mut store =
+                tg_store::Store::open(&dir).map_err(|e| tg_diag::from_store(e, &dir))?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| {
+                    UserError::new(
+                        tg_diag::Code::Internal,
+                        format!("the async runtime could not start: {e}"),
+                        "the operating system refused threads or timers",
+                        "check the process's limits (ulimit -u)",
+                    )
+                })?;
+            let finished = runtime
+                .block_on(federation.run(id, &mut store, ROUND_DEADLINE, evaluator, |_| {}))
+                .map_err(|e| from_inproc(e, &dir))?;
+            let mut extra = serde_json::json!({
+                "run_id": id.to_string(),
+                "strategy": spec.strategy.kind.to_string(),
+                "clients": spec.clients,
+                "min_clients": spec.min_clients,
+                "fraction": spec.fraction,
+                "seed": spec.seed,
+                "secure_aggregation": spec.secure_aggregation.is_some(),
+                "history": finished.history_json(),
+            });
+            if let Some(p) = &spec.privacy {
+                extra["dp"] = serde_json::json!(p.mode_name());
+                extra["target_epsilon"] = serde_json::json!(p.target_epsilon.get());
+                extra["delta"] = serde_json::json!(p.delta.get());
+                extra["privacy"] = serde_json::to_value(p).unwrap_or_default();
+            }
+            if let Some(l) = label {
+                extra["simulation"] = serde_json::json!(l);
+            }
+            let summary = finished
+                .record(&store, Some(extra))
+                .map_err(|e| from_inproc(e.into(), &dir))?;
+            Ok((summary, tensors::to_wire(&finished.outcome.model)))
+        })
+        .map_err(|e| raise(py, e))?;
+    Ok((summary.to_string(), model))
+}
+
+fn job_id() -> Result<JobId, UserError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| {
+        UserError::new(
+            tg_diag::Code::Internal,
+            format!("the OS random number generator failed: {e}"),
+            "a run's id is drawn from it",
+            "check the system's entropy source",
+        )
+    })?;
+    Ok(JobId::from_bytes(b))
+}
+
+/// The bundled UCI digits (1,797 8×8 images, features in [0, 1]),
+/// partitioned as a job would partition them.
+#[pyfunction]
+#[pyo3(signature = (partition_id, num_partitions, partition = "iid", seed = 0))]
+fn digits(
+    py: Python<'_>,
+    partition_id: usize,
+    num_partitions: usize,
+    partition: &str,
+    seed: u64,
+) -> PyResult<(Wire, Vec<u32>, Wire, Vec<u32>)> {
+    tensors::digits(partition_id, num_partitions, partition, seed).map_err(|e| raise(py, e))
+}
+
+/// Reads a safetensors file's bytes into `(name, shape, f32 bytes)` tensors.
+#[pyfunction]
+fn read_safetensors(py: Python<'_>, bytes: &[u8]) -> PyResult<Vec<Wire>> {
+    let p = tg_types::Parameters::from_safetensors(bytes).map_err(|e| {
+        raise(
+            py,
+            tg_diag::invalid(
+                format!("not a model TensorGuard can read: {e}"),
+                "models are safetensors files of f32 tensors",
+                "save the model with tensorguard.save_model or safetensors.torch.save_file (f32)",
+            ),
+        )
+    })?;
+    Ok(tensors::to_wire(&p))
+}
+
+/// A committed model from a store, by its SHA-256 (`model_sha256` in a
+/// summary's history).
+#[pyfunction]
+fn stored_model(py: Python<'_>, sha256: &str, data_dir: PathBuf) -> PyResult<Vec<Wire>> {
+    let bytes = py
+        .detach(|| {
+            let store = tg_store::Store::open(&data_dir)?;
+            store.blobs().get(sha256)
+        })
+        .map_err(|e| raise(py, tg_diag::from_store(e, &data_dir)))?;
+    read_safetensors(py, &bytes)
+}
+
+/// Writes tensors as a safetensors file's bytes (what the engine stores).
+#[pyfunction]
+fn write_safetensors(py: Python<'_>, tensors: Vec<Wire>) -> PyResult<Vec<u8>> {
+    let p = to_params(tensors).map_err(|e| raise(py, e))?;
+    p.to_safetensors().map_err(|e| {
+        raise(
+            py,
+            tg_diag::invalid(
+                format!("the model cannot be written: {e}"),
+                "safetensors refused the tensors",
+                "check the tensors' names and shapes",
+            ),
+        )
+    })
+}
+
+/// The native module.
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(simulate, m)?)?;
+    m.add_function(wrap_pyfunction!(digits, m)?)?;
+    m.add_function(wrap_pyfunction!(read_safetensors, m)?)?;
+    m.add_function(wrap_pyfunction!(write_safetensors, m)?)?;
+    m.add_function(wrap_pyfunction!(stored_model, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,21 @@
+"""The native module (Rust). Use the package's public API instead."""
+
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+Wire = Tuple[str, List[int], bytes]
+
+__version__: str
+
+def simulate(
+    job: str,
+    initial: Sequence[Wire],
+    clients: Sequence[Any],
+    evaluate: Optional[Callable[[List[Wire]], Tuple[float, Optional[float]]]] = None,
+    data_dir: Optional[str] = None,
+) -> Tuple[str, List[Wire]]: ...
+def digits(
+    partition_id: int, num_partitions: int, partition: str = "iid", seed: int = 0
+) -> Tuple[Wire, List[int], Wire, List[int]]: ...
+def read_safetensors(bytes: bytes) -> List[Wire]: ...
+def write_safetensors(tensors: Sequence[Wire]) -> bytes: ...
+def stored_model(sha256: str, data_dir: str) -> List[Wire]: ...

@@ -1,0 +1,170 @@
+"""The client side of a federation: your training code, called by the engine.
+
+``ClientApp`` is what a Flower user knows as a ``ClientApp``: register a
+train handler (and optionally an evaluate handler); TensorGuard calls them
+each round with the global model, the round's config and a per-client
+``Context``. Everything around your handler — the owner's checks, clipping,
+compression, noise, masking, aggregation and accounting — runs in Rust.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from . import _arrays
+from ._arrays import Wire
+
+__all__ = ["Context", "ClientApp"]
+
+
+@dataclass
+class Context:
+    """What one client keeps across rounds.
+
+    Attributes:
+        partition_id: this client's index (0 … num_partitions − 1): which
+            shard of the data it holds in a simulation.
+        num_partitions: how many clients the federation has.
+        state: a dict the client may fill; the same dict comes back next round.
+
+    Example:
+        >>> ctx = Context(partition_id=3, num_partitions=10)
+        >>> ctx.state["rounds_seen"] = ctx.state.get("rounds_seen", 0) + 1
+        >>> ctx.state
+        {'rounds_seen': 1}
+    """
+
+    partition_id: int
+    num_partitions: int
+    state: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def node_config(self) -> Dict[str, Any]:
+        """Flower's spelling: ``{"partition-id": …, "num-partitions": …}``.
+
+        Example:
+            >>> Context(2, 5).node_config["partition-id"]
+            2
+        """
+        return {"partition-id": self.partition_id, "num-partitions": self.num_partitions}
+
+
+Handler = Callable[[Any, Dict[str, Any], Context], Any]
+
+
+def _unpack(result: Any, what: str) -> Tuple[Any, int, Dict[str, Any]]:
+    """A handler's ``(model, num_examples[, metrics])``."""
+    if not isinstance(result, tuple) or len(result) not in (2, 3):
+        raise TypeError(f"{what} must return (model, num_examples) or (model, num_examples, metrics), got {type(result).__name__}")
+    model, n = result[0], result[1]
+    metrics = dict(result[2]) if len(result) == 3 and result[2] is not None else {}
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{what}: num_examples must be a positive int, got {n!r}")
+    return model, n, metrics
+
+
+class ClientApp:
+    """A client defined by handlers, as in Flower's ``ClientApp``.
+
+    The train handler gets ``(model, config, context)`` and returns
+    ``(new_model, num_examples)`` or ``(new_model, num_examples, metrics)``.
+    ``model`` is a dict of NumPy arrays (``format="numpy"``, the default), a
+    torch ``state_dict`` (``format="torch"``) or an ordered list
+    (``format="list"``). ``config`` holds ``server_round``,
+    ``local_epochs``, ``batch_size``, ``learning_rate``, ``seed`` and, for
+    FedProx, ``proximal_mu``.
+
+    Example:
+        >>> import numpy as np
+        >>> app = ClientApp()
+        >>> @app.train()
+        ... def train(model, config, context):
+        ...     return {k: v + 0.1 for k, v in model.items()}, 10, {"loss": 0.5}
+        >>> app.has_train
+        True
+    """
+
+    def __init__(self) -> None:
+        self._train: Optional[Handler] = None
+        self._train_format = "numpy"
+        self._evaluate: Optional[Handler] = None
+        self._evaluate_format = "numpy"
+        self._like: Optional[Mapping[str, Any]] = None
+
+    @property
+    def has_train(self) -> bool:
+        """Whether a train handler is registered.
+
+        Example:
+            >>> ClientApp().has_train
+            False
+        """
+        return self._train is not None
+
+    def train(self, format: str = "numpy") -> Callable[[Handler], Handler]:
+        """Registers the train handler (a decorator).
+
+        Example:
+            >>> app = ClientApp()
+            >>> @app.train(format="list")
+            ... def train(model, config, context):
+            ...     return model, 1
+        """
+        _arrays.as_format({}, format)
+
+        def register(f: Handler) -> Handler:
+            self._train, self._train_format = f, format
+            return f
+
+        return register
+
+    def evaluate(self, format: str = "numpy") -> Callable[[Handler], Handler]:
+        """Registers the evaluate handler (a decorator): it returns
+        ``(loss, num_examples)`` or ``(loss, num_examples, metrics)``, with
+        ``metrics["accuracy"]`` reported when present.
+
+        Example:
+            >>> app = ClientApp()
+            >>> @app.evaluate()
+            ... def evaluate(model, config, context):
+            ...     return 0.3, 50, {"accuracy": 0.9}
+        """
+        _arrays.as_format({}, format)
+
+        def register(f: Handler) -> Handler:
+            self._evaluate, self._evaluate_format = f, format
+            return f
+
+        return register
+
+    def _dtypes_like(self, model: Mapping[str, Any]) -> None:
+        """Remembers the initial state_dict, so torch handlers get its dtypes back."""
+        self._like = model
+
+    def _client(self, context: Context) -> "_AppClient":
+        return _AppClient(self, context)
+
+
+class _AppClient:
+    """The object the engine calls for one client of a ``ClientApp``."""
+
+    def __init__(self, app: ClientApp, context: Context) -> None:
+        self.app = app
+        self.context = context
+
+    def _tg_train(self, tensors: List[Wire], config: Dict[str, Any]) -> Tuple[List[Wire], int, Optional[float]]:
+        if self.app._train is None:
+            raise RuntimeError("this ClientApp has no @app.train() handler")
+        model = _arrays.as_format(_arrays.from_wire(tensors), self.app._train_format, self.app._like)
+        out, n, metrics = _unpack(self.app._train(model, dict(config), self.context), "the train handler")
+        loss = metrics.get("loss", metrics.get("train_loss"))
+        return _arrays.to_wire(out), n, None if loss is None else float(loss)
+
+    def _tg_evaluate(self, tensors: List[Wire], config: Dict[str, Any]) -> Tuple[float, int, Optional[float]]:
+        if self.app._evaluate is None:
+            raise RuntimeError("this ClientApp has no @app.evaluate() handler")
+        model = _arrays.as_format(_arrays.from_wire(tensors), self.app._evaluate_format, self.app._like)
+        loss, n, metrics = _unpack(self.app._evaluate(model, dict(config), self.context), "the evaluate handler")
+        acc = metrics.get("accuracy")
+        return float(loss), n, None if acc is None else float(acc)

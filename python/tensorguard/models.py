@@ -1,0 +1,60 @@
+"""Models as safetensors: what the engine stores and torch loads.
+
+Example:
+    >>> import numpy as np, tempfile, os, tensorguard
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.safetensors")
+    >>> tensorguard.save_model({"w": np.ones(3)}, path)
+    >>> tensorguard.load_model(path, format="numpy")["w"].tolist()
+    [1.0, 1.0, 1.0]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Optional
+
+from . import _arrays, _core
+
+__all__ = ["load_model", "save_model"]
+
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+def load_model(path_or_digest: str, data_dir: Optional[str] = None, format: str = "torch") -> Any:
+    """A model from a safetensors file, or a committed model by its SHA-256.
+
+    ``format="torch"`` (the default) returns a ``state_dict`` that
+    ``module.load_state_dict`` accepts; ``"numpy"`` returns a dict of arrays.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "m.safetensors")
+        >>> save_model({"b": np.zeros(2)}, p)
+        >>> load_model(p, format="numpy")["b"].shape
+        (2,)
+    """
+    if _DIGEST.match(path_or_digest) and not os.path.exists(path_or_digest):
+        if data_dir is None:
+            from .errors import ConfigError
+
+            raise ConfigError(
+                "error[E020]: a model digest without data_dir — the digest names a model in a run's store — pass data_dir= the run's data directory",
+                "E020", "a model digest without data_dir", "the digest names a model in a run's store", "pass data_dir= the run's data directory")
+        tensors = _core.stored_model(path_or_digest, data_dir)
+    else:
+        with open(path_or_digest, "rb") as f:
+            tensors = _core.read_safetensors(f.read())
+    return _arrays.as_format(_arrays.from_wire(tensors), format)
+
+
+def save_model(model: Any, path: str) -> None:
+    """Writes a state_dict, dict of arrays or list of arrays as f32 safetensors.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> save_model([np.zeros(2)], os.path.join(tempfile.mkdtemp(), "m.safetensors"))
+    """
+    data = bytes(_core.write_safetensors(_arrays.to_wire(model)))
+    with open(path, "wb") as f:
+        f.write(data)

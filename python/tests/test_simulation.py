@@ -1,0 +1,235 @@
+"""The SDK against the real engine: exact sums, secure sums, real learning, and bad input."""
+
+import os
+import tempfile
+
+import numpy as np
+import pytest
+
+import tensorguard
+from tensorguard import ClientApp, ConfigError, NumPyClient
+
+
+def adder_app():
+    """Client i moves every weight by i + 1 and reports (i + 1) * 10 examples."""
+    app = ClientApp()
+
+    @app.train()
+    def train(model, config, context):
+        step = context.partition_id + 1
+        context.state["rounds"] = context.state.get("rounds", 0) + 1
+        return {k: v + step for k, v in model.items()}, 10 * step, {"loss": 1.0 / step}
+
+    return app
+
+
+def test_fedavg_is_the_example_weighted_mean_exactly():
+    s = tensorguard.simulation.run(adder_app(), num_clients=3, rounds=2, initial_model={"w": np.zeros(5), "b": np.ones(2)})
+    assert s["status"] == "completed" and s["rounds_committed"] == 2
+    # Σ nᵢ·stepᵢ / Σ nᵢ = (10·1 + 20·2 + 30·3) / 60 = 140/60 per round.
+    expect = 2 * 140 / 60
+    np.testing.assert_allclose(s.model["w"], expect, rtol=1e-6)
+    np.testing.assert_allclose(s.model["b"], 1 + expect, rtol=1e-6)
+    assert [h["participants"] for h in s["history"]] == [3, 3]
+    assert len(s["final_model_sha256"]) == 64
+
+
+def test_secure_aggregation_matches_the_plain_sum_within_quantization():
+    init = {"w": np.linspace(-1, 1, 50)}
+    plain = tensorguard.simulation.run(adder_app(), num_clients=5, rounds=2, initial_model=init)
+    # Secure rounds clip each weighted update to `clip` (L2) before
+    # encoding; these updates (norm ≤ 35, weight n / weight_scale ≤ 1.7)
+    # stay below it, so the masked sum is the plain one up to quantization.
+    secure = tensorguard.simulation.run(adder_app(), num_clients=5, rounds=2, initial_model=init,
+                                        secure_aggregation={"clip": 100.0, "weight_scale": 30.0})
+    assert secure["status"] == "completed" and secure["secure_aggregation"] is True
+    np.testing.assert_allclose(secure.model["w"], plain.model["w"], atol=1e-3)
+
+
+class Flowerish(NumPyClient):
+    """A Flower NumPyClient, written against Flower's API."""
+
+    def __init__(self, cid):
+        self.cid = cid
+
+    def get_parameters(self, config):
+        return [np.zeros((2, 3), dtype=np.float32), np.zeros(3, dtype=np.float32)]
+
+    def fit(self, parameters, config):
+        return [p + self.cid for p in parameters], 1, {}
+
+    def evaluate(self, parameters, config):
+        return 0.0, 1, {"accuracy": 1.0}
+
+
+def test_a_flower_numpy_client_runs_with_its_client_fn():
+    def client_fn(context):
+        return Flowerish(context.node_config["partition-id"]).to_client()
+
+    s = tensorguard.simulation.run(client_fn, num_clients=4, rounds=1)
+    assert s["rounds_committed"] == 1
+    # Equal weights: the mean of 0, 1, 2, 3.
+    np.testing.assert_allclose(s.model["0000"], np.full((2, 3), 1.5))
+    np.testing.assert_allclose(s.model["0001"], np.full(3, 1.5))
+
+
+def softmax_regression_app():
+    app = ClientApp()
+
+    @app.train()
+    def train(model, config, context):
+        (x, y), _ = tensorguard.datasets.digits(context.partition_id, context.num_partitions, seed=1)
+        w, b = model["w"].copy(), model["b"].copy()
+        for _ in range(config["local_epochs"] * 20):
+            z = x @ w + b
+            p = np.exp(z - z.max(1, keepdims=True))
+            p /= p.sum(1, keepdims=True)
+            p[np.arange(len(y)), y] -= 1
+            w -= config["learning_rate"] * x.T @ p / len(y)
+            b -= config["learning_rate"] * p.mean(0)
+        return {"w": w, "b": b}, len(y)
+
+    return app
+
+
+def held_out(model):
+    _, (xt, yt) = tensorguard.datasets.digits(0, 1)
+    z = xt @ model["w"] + model["b"]
+    acc = float((z.argmax(1) == yt).mean())
+    return 1.0 - acc, {"accuracy": acc}
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_a_real_model_learns_the_digits(secure):
+    init = {"w": np.zeros((64, 10), dtype=np.float32), "b": np.zeros(10, dtype=np.float32)}
+    s = tensorguard.simulation.run(
+        softmax_regression_app(), num_clients=5, rounds=5, initial_model=init,
+        learning_rate=0.5, evaluate_fn=held_out, secure_aggregation=secure or None,
+    )
+    assert s["status"] == "completed"
+    assert s["final_accuracy"] > 0.85, s["history"]
+    assert s["history"][-1]["accuracy"] == s["final_accuracy"]
+
+
+def test_distributed_dp_reports_epsilon():
+    init = {"w": np.zeros(20)}
+    s = tensorguard.simulation.run(
+        adder_app(), num_clients=6, rounds=2, initial_model=init,
+        dp={"mode": "distributed", "target_epsilon": 50.0, "delta": 1e-5, "clip": 1.0},
+    )
+    assert s["status"] == "completed"
+    assert s["dp"] == "distributed"
+    assert 0 < s["epsilon"] <= 50.0
+    assert s["epsilon_vs_coordinator"] >= s["epsilon"]
+
+
+def test_bad_settings_raise_the_job_files_codes():
+    init = {"w": np.zeros(3)}
+    with pytest.raises(ConfigError) as e:
+        tensorguard.simulation.run(adder_app(), num_clients=3, rounds=1, initial_model=init, strategy="krum9")
+    assert e.value.code == "E020" and "strategy" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        tensorguard.simulation.run(adder_app(), num_clients=3, rounds=1, initial_model=init, colour="blue")
+    assert e.value.code == "E003" and "colour" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        tensorguard.simulation.run(adder_app(), num_clients=3, rounds=1, initial_model=init, min_clients=5)
+    assert e.value.code == "E021"
+    with pytest.raises(tensorguard.PrivacyError) as e:
+        tensorguard.simulation.run(adder_app(), num_clients=3, rounds=1, initial_model=init,
+                                   dp={"mode": "central", "target_epsilon": -1.0, "delta": 1e-5, "clip": 1.0})
+    assert e.value.code == "E060"
+    with pytest.raises(ConfigError) as e:
+        tensorguard.simulation.run(adder_app(), num_clients=0, rounds=1, initial_model=init)
+    assert e.value.code == "E020"
+
+
+def test_scaffold_from_python_is_refused_with_the_reason():
+    with pytest.raises(ConfigError) as e:
+        tensorguard.simulation.run(adder_app(), num_clients=3, rounds=1, initial_model={"w": np.zeros(3)}, strategy="scaffold")
+    assert "SCAFFOLD" in str(e.value)
+
+
+def test_nan_and_wrong_shapes_from_a_client_are_errors_with_codes():
+    app = ClientApp()
+
+    @app.train()
+    def nan(model, config, context):
+        return {"w": np.full(3, np.nan)}, 1
+
+    with pytest.raises(ConfigError) as e:
+        tensorguard.simulation.run(app, num_clients=2, rounds=1, initial_model={"w": np.zeros(3)})
+    assert e.value.code == "E020" and "non-finite" in str(e.value)
+    assert e.value.summary["rounds_committed"] == 0
+
+    app = ClientApp()
+
+    @app.train()
+    def wrong(model, config, context):
+        return {"w": np.zeros(4)}, 1
+
+    with pytest.raises(ConfigError) as e:
+        tensorguard.simulation.run(app, num_clients=2, rounds=1, initial_model={"w": np.zeros(3)})
+    assert "layout" in str(e.value) and "[4]" in str(e.value)
+
+    with pytest.raises(ConfigError) as e:
+        tensorguard.simulation.run(adder_app(), num_clients=2, rounds=1, initial_model={"w": np.array([1.0, np.inf])})
+    assert "non-finite" in str(e.value)
+
+
+def test_one_failing_client_sits_out_and_is_reported():
+    app = ClientApp()
+
+    @app.train()
+    def train(model, config, context):
+        if context.partition_id == 1:
+            raise RuntimeError("sensor offline")
+        return {k: v + 1 for k, v in model.items()}, 5
+
+    s = tensorguard.simulation.run(app, num_clients=3, rounds=1, initial_model={"w": np.zeros(2)})
+    assert s["rounds_committed"] == 1
+    assert s["history"][0]["participants"] == 2
+    assert any("sensor offline" in str(e) for e in s.client_errors)
+
+
+def test_models_round_trip_through_safetensors_and_the_store():
+    d = tempfile.mkdtemp()
+    s = tensorguard.simulation.run(adder_app(), num_clients=2, rounds=1, initial_model={"w": np.zeros(3)}, data_dir=d)
+    stored = tensorguard.load_model(s["final_model_sha256"], data_dir=d, format="numpy")
+    np.testing.assert_array_equal(stored["w"], s.model["w"])
+    path = os.path.join(d, "m.safetensors")
+    tensorguard.save_model(s.model, path)
+    np.testing.assert_array_equal(tensorguard.load_model(path, format="numpy")["w"], s.model["w"])
+    with pytest.raises(ConfigError):
+        tensorguard.load_model(s["final_model_sha256"], format="numpy")
+
+
+def test_torch_state_dicts_round_trip():
+    torch = pytest.importorskip("torch", reason="torch is not installed: pip install torch")
+    net = torch.nn.Linear(4, 2)
+    app = ClientApp()
+
+    @app.train(format="torch")
+    def train(state, config, context):
+        net.load_state_dict(state)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(1.0)
+        return net.state_dict(), 3
+
+    s = tensorguard.simulation.run(app, num_clients=2, rounds=1, initial_model=net.state_dict())
+    d = tempfile.mkdtemp()
+    path = os.path.join(d, "m.safetensors")
+    tensorguard.save_model(s.model, path)
+    fresh = torch.nn.Linear(4, 2)
+    fresh.load_state_dict(tensorguard.load_model(path))
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, torch.from_numpy(s.model[k]))
+
+
+def test_digits_partitions_cover_the_training_set():
+    sizes = [len(tensorguard.datasets.digits(i, 4)[0][1]) for i in range(4)]
+    assert sum(sizes) > 1000
+    with pytest.raises(ConfigError):
+        tensorguard.datasets.digits(4, 4)
+    with pytest.raises(ConfigError):
+        tensorguard.datasets.digits(0, 4, partition="zipf")
