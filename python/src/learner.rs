@@ -18,16 +18,24 @@ use crate::tensors::{Wire, to_params, to_wire};
 pub(crate) struct PyLearner {
     client: Py<PyAny>,
     index: usize,
+    /// The client declared that it adds FedProx's proximal term.
+    proximal: bool,
     layout: Vec<(String, Vec<usize>)>,
     /// What the client last reported: its update's weight.
     examples: usize,
 }
 
 impl PyLearner {
-    pub(crate) fn new(client: Py<PyAny>, index: usize, layout: Vec<(String, Vec<usize>)>) -> Self {
+    pub(crate) fn new(
+        client: Py<PyAny>,
+        index: usize,
+        layout: Vec<(String, Vec<usize>)>,
+        proximal: bool,
+    ) -> Self {
         Self {
             client,
             index,
+            proximal,
             layout,
             examples: 0,
         }
@@ -68,7 +76,11 @@ impl Learner for PyLearner {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::plain()
+        if self.proximal {
+            Capabilities::plain().with_proximal()
+        } else {
+            Capabilities::plain()
+        }
     }
 
     fn train(&mut self, round: &Round<'_>) -> Result<LocalOutcome, String> {
@@ -112,7 +124,12 @@ impl Learner for PyLearner {
         })?;
         Ok(Evaluation {
             loss,
-            accuracy: accuracy.unwrap_or(f64::NAN),
+            accuracy: accuracy.ok_or_else(|| {
+                format!(
+                    "client {}: evaluate reported no metrics[\"accuracy\"]",
+                    self.index
+                )
+            })?,
             num_examples: examples,
         })
     }

@@ -62,7 +62,14 @@ fn simulate(
     let learners: Vec<Box<dyn tg_agent::Learner>> = clients
         .into_iter()
         .enumerate()
-        .map(|(i, c)| Box::new(PyLearner::new(c, i, layout.clone())) as Box<dyn tg_agent::Learner>)
+        .map(|(i, c)| {
+            let proximal = c
+                .bind(py)
+                .getattr("_tg_proximal")
+                .and_then(|v| v.is_truthy())
+                .unwrap_or(false);
+            Box::new(PyLearner::new(c, i, layout.clone(), proximal)) as Box<dyn tg_agent::Learner>
+        })
         .collect();
     let temp;
     let dir = match data_dir {

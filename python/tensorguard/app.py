@@ -73,7 +73,9 @@ class ClientApp:
     torch ``state_dict`` (``format="torch"``) or an ordered list
     (``format="list"``). ``config`` holds ``server_round``,
     ``local_epochs``, ``batch_size``, ``learning_rate``, ``seed`` and, for
-    FedProx, ``proximal_mu``.
+    FedProx, ``proximal_mu``: a FedProx job runs only on an app made with
+    ``ClientApp(fedprox=True)``, whose handler adds ``μ/2‖w − w_global‖²``
+    to its loss.
 
     Example:
         >>> import numpy as np
@@ -85,7 +87,8 @@ class ClientApp:
         True
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fedprox: bool = False) -> None:
+        self.fedprox = fedprox
         self._train: Optional[Handler] = None
         self._train_format = "numpy"
         self._evaluate: Optional[Handler] = None
@@ -152,6 +155,7 @@ class _AppClient:
     def __init__(self, app: ClientApp, context: Context) -> None:
         self.app = app
         self.context = context
+        self._tg_proximal = app.fedprox
 
     def _tg_train(self, tensors: List[Wire], config: Dict[str, Any]) -> Tuple[List[Wire], int, Optional[float]]:
         if self.app._train is None:
@@ -166,5 +170,6 @@ class _AppClient:
             raise RuntimeError("this ClientApp has no @app.evaluate() handler")
         model = _arrays.as_format(_arrays.from_wire(tensors), self.app._evaluate_format, self.app._like)
         loss, n, metrics = _unpack(self.app._evaluate(model, dict(config), self.context), "the evaluate handler")
-        acc = metrics.get("accuracy")
-        return float(loss), n, None if acc is None else float(acc)
+        if "accuracy" not in metrics:
+            raise ValueError('the evaluate handler must report metrics["accuracy"]')
+        return float(loss), n, float(metrics["accuracy"])

@@ -39,6 +39,14 @@ class NumPyClient:
         5
     """
 
+    #: Set to True in a subclass whose ``fit`` adds FedProx's proximal term
+    #: (``config["proximal_mu"]``); FedProx jobs run only on such clients.
+    fedprox: bool = False
+
+    @property
+    def _tg_proximal(self) -> bool:
+        return self.fedprox
+
     def get_parameters(self, config: Config) -> NDArrays:
         """The client's current model (used for the initial model if none is given).
 
@@ -97,5 +105,6 @@ class NumPyClient:
     def _tg_evaluate(self, tensors: List[Wire], config: Config) -> Tuple[float, int, Optional[float]]:
         params = _arrays.as_format(_arrays.from_wire(tensors), "list")
         loss, n, metrics = self.evaluate(params, dict(config))
-        acc = (metrics or {}).get("accuracy")
-        return float(loss), int(n), None if acc is None else float(acc)
+        if "accuracy" not in (metrics or {}):
+            raise ValueError('evaluate must report metrics["accuracy"]')
+        return float(loss), int(n), float(metrics["accuracy"])

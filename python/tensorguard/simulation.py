@@ -82,6 +82,7 @@ class _Recorder:
 
     def __init__(self, index: int, client: Any, errors: List[BaseException]):
         self.index, self.client, self.errors = index, client, errors
+        self._tg_proximal = bool(getattr(client, "_tg_proximal", False))
 
     def _check(self, given: List[Any], returned: List[Any]) -> None:
         want = {name: list(shape) for name, shape, _ in given}
@@ -103,14 +104,14 @@ class _Recorder:
             out = self.client._tg_train(tensors, config)
             self._check(tensors, out[0])
             return out
-        except BaseException as e:
+        except Exception as e:
             self.errors.append(e)
             raise
 
     def _tg_evaluate(self, tensors: Any, config: Any) -> Any:
         try:
             return self.client._tg_evaluate(tensors, config)
-        except BaseException as e:
+        except Exception as e:
             self.errors.append(e)
             raise
 

@@ -149,6 +149,23 @@ def test_scaffold_from_python_is_refused_with_the_reason():
     assert "SCAFFOLD" in str(e.value)
 
 
+def test_fedprox_runs_only_on_clients_that_add_the_proximal_term():
+    with pytest.raises(ConfigError) as e:
+        tensorguard.simulation.run(adder_app(), num_clients=2, rounds=1, initial_model={"w": np.zeros(3)}, strategy="fedprox")
+    assert "FedProx" in str(e.value)
+    seen = []
+    app = ClientApp(fedprox=True)
+
+    @app.train()
+    def train(model, config, context):
+        seen.append(config["proximal_mu"])
+        return model, 1
+
+    s = tensorguard.simulation.run(app, num_clients=2, rounds=1, initial_model={"w": np.zeros(3)}, strategy="fedprox", mu=0.3)
+    assert s["rounds_committed"] == 1
+    assert seen and all(abs(m - 0.3) < 1e-6 for m in seen)
+
+
 def test_nan_and_wrong_shapes_from_a_client_are_errors_with_codes():
     app = ClientApp()
 

@@ -16,25 +16,46 @@ use tg_types::Parameters;
 use tg_types::spec::{LocalObjective, TrainConfig};
 
 /// What a learner can honour beyond plain local training.
+///
+/// DP-SGD cannot be claimed from outside this crate: the agent charges ε
+/// for a DP-SGD round on the learner's word that it clipped and noised
+/// every example, so only [`CandleLearner`], whose DP-SGD is tested here,
+/// may say so.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Capabilities {
-    /// DP-SGD with per-example clipping and noise (the job's `dp_sgd`).
-    pub dp_sgd: bool,
-    /// SCAFFOLD's control variates.
-    pub scaffold: bool,
-    /// FedProx's proximal term (the learner adds `μ/2‖w − w_global‖²`).
-    pub proximal: bool,
+    dp_sgd: bool,
+    scaffold: bool,
+    proximal: bool,
 }
 
 impl Capabilities {
-    /// Plain local training, with the proximal term (FedAvg, FedProx, FedAdam).
+    /// Plain local training only (FedAvg, FedAdam).
     pub fn plain() -> Self {
         Self {
             dp_sgd: false,
             scaffold: false,
-            proximal: true,
+            proximal: false,
         }
+    }
+
+    /// Also adds FedProx's proximal term `μ/2‖w − w_global‖²` (the round's
+    /// `μ` reaches the learner in [`Round::objective`]).
+    #[must_use]
+    pub fn with_proximal(mut self) -> Self {
+        self.proximal = true;
+        self
+    }
+
+    /// Also keeps and applies SCAFFOLD's control variates.
+    #[must_use]
+    pub fn with_scaffold(mut self) -> Self {
+        self.scaffold = true;
+        self
+    }
+
+    /// Whether DP-SGD rounds can run on this learner.
+    pub fn dp_sgd(&self) -> bool {
+        self.dp_sgd
     }
 
     /// Why a round with `config` and `objective` is beyond this learner, if it is.
@@ -53,7 +74,8 @@ impl Capabilities {
                     .into(),
             ),
             LocalObjective::Proximal { .. } if !self.proximal => Some(
-                "the job uses FedProx, whose proximal term this agent's learner does not add"
+                "the job uses FedProx, whose proximal term this agent's learner does not declare \
+                 that it adds; use FedAvg or FedAdam, or declare FedProx support"
                     .into(),
             ),
             _ => None,

@@ -136,10 +136,16 @@ impl Agent {
         // The model's size and layout, once: every request is checked
         // against them.
         let layout = learner.layout();
+        // A layout too large to count matches no request: every round is declined.
         let params = layout
             .iter()
-            .map(|(_, shape)| shape.iter().product::<usize>())
-            .sum();
+            .try_fold(0usize, |sum, (_, shape)| {
+                shape
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))
+                    .and_then(|n| sum.checked_add(n))
+            })
+            .unwrap_or(usize::MAX);
         Self {
             learner,
             params,
@@ -290,9 +296,15 @@ impl Agent {
             objective: &req.objective,
             seed: self.round_seed(req.at),
         };
-        match self.learner.train(&round).and_then(|out| {
+        let dp_sgd = req.config.dp_sgd.is_some();
+        match self.learner.train(&round).and_then(|mut out| {
             // What the learner returns is checked like anything from outside.
             checks::update_fits(&out, &self.layout)?;
+            // The loss of private data is never released, and a loss that is
+            // not a number is no metric (it would get the update refused).
+            if dp_sgd || !out.train_loss.is_some_and(f64::is_finite) {
+                out.train_loss = None;
+            }
             Ok(out)
         }) {
             // Secure round: the update leaves only masked, inside the protocol.

@@ -79,7 +79,12 @@ pub(crate) async fn agent_task(
             (a, r)
         })
         .await;
-        let Ok((a, result)) = joined else { return };
+        let Ok((a, result)) = joined else {
+            // The handler panicked (a learner's code): the agent is gone,
+            // and the round should not wait for it.
+            let _ = events.send(TransportEvent::Disconnected(id.clone())).await;
+            return;
+        };
         agent = Some(a);
         let event = match result {
             Ok(Handled::Reply(frame)) => TransportEvent::Received {

@@ -141,9 +141,14 @@ impl Choice {
         distributed: bool,
     ) -> Result<SecureAggSpec> {
         let mut out = self.sketch();
-        out.weight_scale = Some(self.weight_scale.unwrap_or_else(|| {
-            (facts.train_examples as f64 / f64::from(spec.clients.max(1))).max(1.0)
-        }));
+        // Unknown data (the Python SDK's clients report their counts only
+        // with their updates): without a declared scale every client
+        // weighs the same, rather than by a raw count the clip would cut.
+        out.weight_scale = match self.weight_scale {
+            Some(s) => Some(s),
+            None if facts.train_examples == 0 => None,
+            None => Some((facts.train_examples as f64 / f64::from(spec.clients.max(1))).max(1.0)),
+        };
         if !distributed && facts.num_parameters > 0 {
             tg_compress::Encoding::new(
                 facts.num_parameters,

@@ -1,5 +1,5 @@
 //! Helpers shared by the owner-policy red-team tests.
-#![allow(clippy::unwrap_used, dead_code)]
+#![allow(clippy::unwrap_used, dead_code, unused_imports)]
 
 pub use tg_agent::{Agent, Budget, Handled, OwnerLedger, OwnerPolicy};
 pub use tg_model::ModelShape;
