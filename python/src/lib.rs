@@ -100,8 +100,9 @@ fn simulate(
     let spec = plan.spec.clone();
     // The GIL is released for the whole run; each client's handler takes
     // it back only while it runs.
-    let (summary, model) = py
-        .detach(|| -> Result<(serde_json::Value, Vec<Wire>), UserError> {
+    type Done = (serde_json::Value, Vec<Wire>, Option<PyErr>);
+    let (summary, model, interrupted) = py
+        .detach(|| -> Result<Done, UserError> {
             let mut store =
                 tg_store::Store::open(&dir).map_err(|e| tg_diag::from_store(e, &dir))?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -116,9 +117,36 @@ fn simulate(
                         "check the process's limits (ulimit -u)",
                     )
                 })?;
-            let finished = runtime
-                .block_on(federation.run(id, &mut store, ROUND_DEADLINE, evaluator, |_| {}))
-                .map_err(|e| from_inproc(e, &dir))?;
+            // Ctrl-C: Python's signal handlers run only on the main thread,
+            // when it holds the GIL; this thread is the one that released
+            // it, so it checks every 100 ms and stops the job before its
+            // next round.
+            let stop = tg_coordinator::StopSignal::default();
+            let (finished, interrupted) = runtime.block_on(async {
+                let run = federation.run(
+                    id,
+                    &mut store,
+                    ROUND_DEADLINE,
+                    evaluator,
+                    stop.clone(),
+                    |_| {},
+                );
+                tokio::pin!(run);
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                let mut interrupted = None;
+                loop {
+                    tokio::select! {
+                        done = &mut run => break (done, interrupted),
+                        _ = tick.tick(), if interrupted.is_none() => {
+                            if let Err(e) = Python::attach(|py| py.check_signals()) {
+                                stop.stop();
+                                interrupted = Some(e);
+                            }
+                        }
+                    }
+                }
+            });
+            let finished = finished.map_err(|e| from_inproc(e, &dir))?;
             let mut extra = serde_json::json!({
                 "run_id": id.to_string(),
                 "strategy": spec.strategy.kind.to_string(),
@@ -141,9 +169,17 @@ fn simulate(
             let summary = finished
                 .record(&store, Some(extra))
                 .map_err(|e| from_inproc(e.into(), &dir))?;
-            Ok((summary, tensors::to_wire(&finished.outcome.model)))
+            Ok((
+                summary,
+                tensors::to_wire(&finished.outcome.model),
+                interrupted,
+            ))
         })
         .map_err(|e| raise(py, e))?;
+    // Interrupted: the rounds so far are recorded; the interrupt goes on.
+    if let Some(e) = interrupted {
+        return Err(e);
+    }
     Ok((summary.to_string(), model))
 }
 

@@ -250,3 +250,32 @@ def test_digits_partitions_cover_the_training_set():
         tensorguard.datasets.digits(4, 4)
     with pytest.raises(ConfigError):
         tensorguard.datasets.digits(0, 4, partition="zipf")
+
+
+def test_ctrl_c_stops_the_run_before_its_next_round_and_raises():
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import time, numpy as np, tensorguard
+        app = tensorguard.ClientApp()
+        @app.train()
+        def train(model, config, context):
+            if config["server_round"] == 2 and context.partition_id == 0:
+                print("round 2", flush=True)
+            time.sleep(0.02)
+            return model, 1
+        try:
+            tensorguard.simulation.run(app, num_clients=2, rounds=100000, initial_model={"w": np.zeros(2)})
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=tempfile.gettempdir())
+    assert p.stdout.readline().strip() == "round 2"
+    p.send_signal(signal.SIGINT)
+    # Liveness, not speed: 100,000 rounds would take more than an hour.
+    out, _ = p.communicate(timeout=60)
+    assert "interrupted" in out
+    assert p.returncode == 0

@@ -1,7 +1,7 @@
 """Flower's side of the SDK benchmark: the same CNN, data and rounds on
 Flower's Simulation Engine (Ray), as a Flower user would write it.
 
-usage: python flower_sim.py MODE CLIENTS ROUNDS DATA.npz
+usage: python flower_sim.py MODE CLIENTS ROUNDS DATA.npz [SEED]
 MODE: train, secure (secaggplus_mod + SecAggPlusWorkflow), noop, noop-secure.
 Needs: pip install "flwr[simulation]" torch numpy. Prints one JSON line.
 """
@@ -27,6 +27,7 @@ from flwr.simulation import run_simulation
 from common import Net, TreeRss, accuracy, load, load_test, train
 
 mode, clients, rounds, data = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+seed = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 logging.getLogger("flwr").setLevel(logging.WARNING)
 rss = TreeRss()
 started = time.perf_counter()
@@ -47,7 +48,8 @@ class Client(NumPyClient):
         x, y = load(data, self.i)
         net = Net()
         net.load_state_dict(to_state(parameters))
-        train(net, x, y, 1, int(config.get("server_round", 0)))
+        # The same shuffling as tensorguard_sim.py: seeded by (seed, round, client).
+        train(net, x, y, 1, seed * 10_000 + int(config["server_round"]) * 100 + self.i)
         return [v.numpy() for v in net.state_dict().values()], len(y), {}
 
 
@@ -70,13 +72,14 @@ def evaluate(server_round, parameters, config):
     return 1.0 - acc, {"accuracy": acc}
 
 
-torch.manual_seed(0)
+torch.manual_seed(seed)
 initial = ndarrays_to_parameters([v.numpy() for v in Net().state_dict().values()])
 
 
 def strategy():
     return FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=clients,
-                  min_available_clients=clients, initial_parameters=initial, evaluate_fn=evaluate)
+                  min_available_clients=clients, initial_parameters=initial, evaluate_fn=evaluate,
+                  on_fit_config_fn=lambda r: {"server_round": r})
 
 
 if mode.endswith("secure"):

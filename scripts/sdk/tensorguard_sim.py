@@ -1,6 +1,6 @@
 """TensorGuard's side of the SDK benchmark (see flower_sim.py for Flower's).
 
-usage: python tensorguard_sim.py MODE CLIENTS ROUNDS DATA.npz
+usage: python tensorguard_sim.py MODE CLIENTS ROUNDS DATA.npz [SEED]
 MODE: train (the CNN, plaintext FedAvg), secure (the same with SecAgg+),
 noop (a client that returns the model unchanged: framework cost only),
 noop-secure. Prints one JSON line.
@@ -16,6 +16,7 @@ import tensorguard
 from common import Net, TreeRss, accuracy, load, load_test, train
 
 mode, clients, rounds, data = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+seed = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 rss = TreeRss()
 started = time.perf_counter()
 app = tensorguard.ClientApp()
@@ -32,7 +33,8 @@ def fit(state, config, context):
     x, y = shards[i]
     net = Net()
     net.load_state_dict(state)
-    train(net, x, y, config["local_epochs"], config["seed"])
+    # The same shuffling as flower_sim.py: seeded by (seed, round, client).
+    train(net, x, y, config["local_epochs"], seed * 10_000 + config["server_round"] * 100 + i)
     return net.state_dict(), len(y)
 
 
@@ -46,7 +48,7 @@ def evaluate(model):
     return 1.0 - acc, {"accuracy": acc}
 
 
-torch.manual_seed(0)
+torch.manual_seed(seed)
 summary = tensorguard.simulation.run(
     app,
     num_clients=clients,

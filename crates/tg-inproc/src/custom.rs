@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use tg_agent::{Agent, Learner};
-use tg_coordinator::Evaluator;
 use tg_coordinator::runner::Finished;
+use tg_coordinator::{Evaluator, StopSignal};
 use tg_store::Store;
 use tg_types::record::RoundRecord;
 use tg_types::spec::{LocalObjective, StrategyKind};
@@ -82,13 +82,14 @@ impl Federation {
 
     /// Runs the job, recording it as `job` in `store`; `evaluator` is the
     /// coordinator's own evaluation ([`tg_coordinator::plan::NoHeldOut`]
-    /// when it has no data).
+    /// when it has no data); `stop` ends it before its next round.
     pub async fn run(
         self,
         job: JobId,
         store: &mut Store,
         round_deadline: Duration,
         evaluator: Box<dyn Evaluator>,
+        stop: StopSignal,
         on_round: impl FnMut(&RoundRecord) + Send,
     ) -> Result<Finished> {
         let seed = self.plan.spec.seed;
@@ -106,6 +107,7 @@ impl Federation {
             plan: &self.plan,
             job,
             round_deadline,
+            stop: Some(stop),
         };
         run.federate(agents, evaluator, self.initial, store, on_round)
             .await

@@ -205,6 +205,7 @@ impl Prepared {
             plan: &self.plan,
             job,
             round_deadline,
+            stop: None,
         };
         run.federate(agents, evaluator, self.initial.clone(), store, on_round)
             .await
@@ -216,6 +217,7 @@ pub(crate) struct Run<'a> {
     pub(crate) plan: &'a tg_job::JobPlan,
     pub(crate) job: JobId,
     pub(crate) round_deadline: Duration,
+    pub(crate) stop: Option<tg_coordinator::StopSignal>,
 }
 
 impl Run<'_> {
@@ -284,7 +286,7 @@ impl Run<'_> {
             // In process every agent shares this CPU.
             prg: tg_secagg::crypto::Prg::for_this_cpu(),
             metrics: None,
-            stop: None,
+            stop: self.stop.clone(),
         };
         let finished = run
             .run(transport, evaluator, store, initial, on_round)
