@@ -6,15 +6,11 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import invalid as _fail
 
 Wire = Tuple[str, List[int], bytes]
 
 _MISSING = "pass a dict of arrays, a torch state_dict, or a list of arrays"
-
-
-def _fail(what: str, why: str, fix: str) -> ConfigError:
-    return ConfigError(f"error[E020]: {what} — {why} — {fix}", "E020", what, why, fix)
 
 
 def _is_torch(x: Any) -> bool:

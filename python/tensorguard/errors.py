@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 __all__ = [
+    "invalid",
     "TensorGuardError",
     "ConfigError",
     "DataError",
@@ -58,6 +59,16 @@ class ConfigError(TensorGuardError, ValueError):
         >>> issubclass(ConfigError, ValueError)
         True
     """
+
+
+def invalid(what: str, why: str, fix: str, code: str = "E020") -> "ConfigError":
+    """A ``ConfigError`` worded as the CLI words it.
+
+    Example:
+        >>> str(invalid("rounds = 0", "a job runs at least one round", "pass rounds >= 1"))
+        'error[E020]: rounds = 0 — a job runs at least one round — pass rounds >= 1'
+    """
+    return ConfigError(f"error[{code}]: {what} — {why} — {fix}", code, what, why, fix)
 
 
 class DataError(TensorGuardError, ValueError):

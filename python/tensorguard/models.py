@@ -36,11 +36,9 @@ def load_model(path_or_digest: str, data_dir: Optional[str] = None, format: str 
     """
     if _DIGEST.match(path_or_digest) and not os.path.exists(path_or_digest):
         if data_dir is None:
-            from .errors import ConfigError
+            from .errors import invalid
 
-            raise ConfigError(
-                "error[E020]: a model digest without data_dir — the digest names a model in a run's store — pass data_dir= the run's data directory",
-                "E020", "a model digest without data_dir", "the digest names a model in a run's store", "pass data_dir= the run's data directory")
+            raise invalid("a model digest without data_dir", "the digest names a model in a run's store", "pass data_dir= the run's data directory")
         tensors = _core.stored_model(path_or_digest, data_dir)
     else:
         with open(path_or_digest, "rb") as f:

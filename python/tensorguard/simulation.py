@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 from . import _arrays, _core
 from .app import ClientApp, Context
-from .errors import ConfigError, TensorGuardError
+from .errors import TensorGuardError, invalid
 
 __all__ = ["Summary", "run"]
 
@@ -47,15 +47,11 @@ def _toml_value(key: str, v: Any) -> str:
         return str(v)
     if isinstance(v, float):
         if not math.isfinite(v):
-            raise ConfigError(
-                f"error[E020]: {key} = {v} — settings must be finite numbers — use a finite value",
-                "E020", f"{key} = {v}", "settings must be finite numbers", "use a finite value")
+            raise invalid(f"{key} = {v}", "settings must be finite numbers", "use a finite value")
         return repr(v)
     if isinstance(v, str):
         return json.dumps(v)
-    raise ConfigError(
-        f"error[E020]: {key} has a value of type {type(v).__name__} — settings are numbers, strings or booleans — pass one of those",
-        "E020", f"{key} has a value of type {type(v).__name__}", "settings are numbers, strings or booleans", "pass one of those")
+    raise invalid(f"{key} has a value of type {type(v).__name__}", "settings are numbers, strings or booleans", "pass one of those")
 
 
 def _toml(sections: Mapping[str, Mapping[str, Any]]) -> str:
@@ -94,10 +90,7 @@ class _Recorder:
                 if want.get(k) != got.get(k)
             )
             what = f"client {self.index} returned tensors of another layout: {detail}"
-            raise ConfigError(
-                f"error[E020]: {what} — an update must have the global model's names and shapes — return the model you trained, not a new one",
-                "E020", what, "an update must have the global model's names and shapes",
-                "return the model you trained, not a new one")
+            raise invalid(what, "an update must have the global model's names and shapes", "return the model you trained, not a new one")
 
     def _tg_train(self, tensors: Any, config: Any) -> Any:
         try:
@@ -174,15 +167,11 @@ def run(
         (2, 2.0)
     """
     if isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 1:
-        raise ConfigError(
-            f"error[E020]: num_clients = {num_clients!r} — a federation needs at least one client — pass num_clients >= 1",
-            "E020", f"num_clients = {num_clients!r}", "a federation needs at least one client", "pass num_clients >= 1")
+        raise invalid(f"num_clients = {num_clients!r}", "a federation needs at least one client", "pass num_clients >= 1")
     contexts = [Context(partition_id=i, num_partitions=num_clients) for i in range(num_clients)]
     if isinstance(client, ClientApp):
         if not client.has_train:
-            raise ConfigError(
-                "error[E020]: the ClientApp has no train handler — every round trains — decorate one function with @app.train()",
-                "E020", "the ClientApp has no train handler", "every round trains", "decorate one function with @app.train()")
+            raise invalid("the ClientApp has no train handler", "every round trains", "decorate one function with @app.train()")
         if isinstance(initial_model, Mapping):
             client._dtypes_like(initial_model)
         clients = [client._client(c) for c in contexts]
@@ -190,18 +179,12 @@ def run(
         clients = [client(c) for c in contexts]
         for i, c in enumerate(clients):
             if not hasattr(c, "_tg_train"):
-                raise ConfigError(
-                    f"error[E020]: client_fn returned {type(c).__name__} for client {i} — the engine runs NumPyClient subclasses — return a tensorguard.NumPyClient",
-                    "E020", f"client_fn returned {type(c).__name__}", "the engine runs NumPyClient subclasses", "return a tensorguard.NumPyClient")
+                raise invalid(f"client_fn returned {type(c).__name__}", "the engine runs NumPyClient subclasses", "return a tensorguard.NumPyClient")
     else:
-        raise ConfigError(
-            "error[E020]: client is neither a ClientApp nor a callable — nothing to train with — pass a ClientApp or a client_fn",
-            "E020", "client is neither a ClientApp nor a callable", "nothing to train with", "pass a ClientApp or a client_fn")
+        raise invalid("client is neither a ClientApp nor a callable", "nothing to train with", "pass a ClientApp or a client_fn")
     if initial_model is None:
         if isinstance(client, ClientApp):
-            raise ConfigError(
-                "error[E020]: no initial_model — a ClientApp does not say what the model is — pass initial_model=model.state_dict()",
-                "E020", "no initial_model", "a ClientApp does not say what the model is", "pass initial_model=model.state_dict()")
+            raise invalid("no initial_model", "a ClientApp does not say what the model is", "pass initial_model=model.state_dict()")
         initial_model = clients[0].get_parameters({})
     sections: Dict[str, Dict[str, Any]] = {
         "job": {
@@ -248,9 +231,7 @@ def run(
         first = errors[0]
         if not isinstance(first, TensorGuardError):
             what = f"every round failed; a client raised {type(first).__name__}: {first}"
-            first = ConfigError(
-                f"error[E020]: {what} — the clients' train handlers failed — fix the handler (the traceback is chained)",
-                "E020", what, "the clients' train handlers failed", "fix the handler (the traceback is chained)")
+            first = invalid(what, "the clients' train handlers failed", "fix the handler (the traceback is chained)")
             first.__cause__ = errors[0]
         first.summary = result  # type: ignore[attr-defined]
         raise first
