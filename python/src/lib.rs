@@ -33,7 +33,7 @@ const ROUND_DEADLINE: Duration = Duration::from_secs(3600);
 /// and returns the summary `tensorguard demo --json` prints (as JSON) with
 /// the final model.
 #[pyfunction]
-#[pyo3(signature = (job, initial, clients, evaluate = None, data_dir = None))]
+#[pyo3(signature = (job, initial, clients, evaluate = None, data_dir = None, on_round = None))]
 fn simulate(
     py: Python<'_>,
     job: &str,
@@ -41,6 +41,7 @@ fn simulate(
     clients: Vec<Py<PyAny>>,
     evaluate: Option<Py<PyAny>>,
     data_dir: Option<PathBuf>,
+    on_round: Option<Py<PyAny>>,
 ) -> PyResult<(String, Vec<Wire>)> {
     let job =
         tg_job::parse_simulation("simulation.run", job).map_err(|e| raise(py, from_job(e)))?;
@@ -122,6 +123,20 @@ fn simulate(
             // it, so it checks every 100 ms and stops the job before its
             // next round.
             let stop = tg_coordinator::StopSignal::default();
+            // The caller's per-round callback, with the GIL; if it raises,
+            // the job stops before its next round and the error goes on.
+            let raised: std::sync::Mutex<Option<PyErr>> = std::sync::Mutex::new(None);
+            let report = |r: &tg_types::record::RoundRecord| {
+                let Some(callback) = &on_round else { return };
+                let text = tg_coordinator::runner::round_json(r).to_string();
+                if let Err(e) = Python::attach(|py| callback.call1(py, (text,)).map(|_| ()))
+                    && let Ok(mut slot) = raised.lock()
+                    && slot.is_none()
+                {
+                    stop.stop();
+                    *slot = Some(e);
+                }
+            };
             let (finished, interrupted) = runtime.block_on(async {
                 let run = federation.run(
                     id,
@@ -129,7 +144,7 @@ fn simulate(
                     ROUND_DEADLINE,
                     evaluator,
                     stop.clone(),
-                    |_| {},
+                    report,
                 );
                 tokio::pin!(run);
                 let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -147,6 +162,7 @@ fn simulate(
                 }
             });
             let finished = finished.map_err(|e| from_inproc(e, &dir))?;
+            let interrupted = interrupted.or_else(|| raised.into_inner().ok().flatten());
             let mut extra = serde_json::json!({
                 "run_id": id.to_string(),
                 "strategy": spec.strategy.kind.to_string(),

@@ -126,6 +126,7 @@ def run(
     learning_rate: float = 0.1,
     seed: int = 0,
     data_dir: Optional[str] = None,
+    on_round: Optional[Callable[[Dict[str, Any]], None]] = None,
     **job: Any,
 ) -> Summary:
     """Runs a federation of ``num_clients`` Python clients for ``rounds`` rounds.
@@ -145,6 +146,11 @@ def run(
             "target_epsilon": 8.0, "delta": 1e-5, "clip": 1.0}``.
         evaluate_fn: the server's own evaluation, from the model's arrays
             to ``(loss, {"accuracy": ...})``.
+        data_dir: where the run's store (rounds, models, ledger) is kept;
+            a temporary directory, removed after the run, by default.
+        on_round: called with each round's record (the ``history`` entry)
+            as it is recorded; if it raises, the run stops before its next
+            round and the exception propagates.
         job: any other ``[job]`` key of a job file (``mu``, ``server_lr``,
             ``compress``, ``dropout``, ``optimizer``, ``evaluate_every``).
 
@@ -220,8 +226,15 @@ def run(
 
     errors: List[BaseException] = []
     recorded = [_Recorder(i, c, errors) for i, c in enumerate(clients)]
+    report = None
+    if on_round is not None:
+        user_report = on_round
+
+        def report(text: str) -> None:
+            user_report(json.loads(text))
+
     summary, model = _core.simulate(
-        _toml(sections), _arrays.to_wire(initial_model), recorded, evaluate, data_dir
+        _toml(sections), _arrays.to_wire(initial_model), recorded, evaluate, data_dir, report
     )
     result = Summary(json.loads(summary), _arrays.from_wire(model))
     result.client_errors = errors

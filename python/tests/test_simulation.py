@@ -279,3 +279,39 @@ def test_ctrl_c_stops_the_run_before_its_next_round_and_raises():
     out, _ = p.communicate(timeout=60)
     assert "interrupted" in out
     assert p.returncode == 0
+
+
+def test_federated_evaluation_calls_every_clients_evaluate_handler():
+    app = ClientApp()
+
+    @app.train()
+    def train(model, config, context):
+        return {k: v + 1 for k, v in model.items()}, 5
+
+    @app.evaluate()
+    def evaluate(model, config, context):
+        return float(model["w"][0]), 5, {"accuracy": 0.5 + 0.1 * context.partition_id}
+
+    s = tensorguard.simulation.run(app, num_clients=3, rounds=2, initial_model={"w": np.zeros(2)}, evaluate_every=1)
+    fed = [h["federated"] for h in s["history"]]
+    assert [f["answered"] for f in fed] == [3, 3]
+    # Example-weighted means over the clients: loss is the model's w, accuracy 0.6.
+    assert [f["loss"] for f in fed] == [1.0, 2.0]
+    assert all(abs(f["accuracy"] - 0.6) < 1e-9 for f in fed)
+
+
+def test_on_round_sees_each_round_and_can_stop_the_run():
+    seen = []
+    s = tensorguard.simulation.run(adder_app(), num_clients=2, rounds=3, initial_model={"w": np.zeros(2)}, on_round=seen.append)
+    assert [r["round"] for r in seen] == [1, 2, 3]
+    assert seen == s["history"]
+
+    class EnoughError(Exception):
+        pass
+
+    def stop_after_two(r):
+        if r["round"] == 2:
+            raise EnoughError("enough")
+
+    with pytest.raises(EnoughError):
+        tensorguard.simulation.run(adder_app(), num_clients=2, rounds=50, initial_model={"w": np.zeros(2)}, on_round=stop_after_two)

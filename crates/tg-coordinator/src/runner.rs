@@ -126,22 +126,21 @@ impl JobRun<'_> {
     }
 }
 
+/// One round as `--json` outputs and the Python SDK's `on_round` show it.
+pub fn round_json(r: &RoundRecord) -> serde_json::Value {
+    serde_json::json!({
+        "round": r.round, "status": r.status.as_str(), "accuracy": r.accuracy, "loss": r.loss,
+        "selected": r.selected, "participants": r.participants, "upload_bytes": r.upload_bytes,
+        "download_bytes": r.download_bytes, "duration_ms": r.duration_ms, "reason": r.reason,
+        "model_sha256": r.model_sha256, "epsilon": r.epsilon,
+        "federated": r.federated,
+    })
+}
+
 impl Finished {
     /// Each round as `--json` outputs (the demo, the Python SDK) print it.
     pub fn history_json(&self) -> Vec<serde_json::Value> {
-        self.outcome
-            .history
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "round": r.round, "status": r.status.as_str(), "accuracy": r.accuracy, "loss": r.loss,
-                    "selected": r.selected, "participants": r.participants, "upload_bytes": r.upload_bytes,
-                    "download_bytes": r.download_bytes, "duration_ms": r.duration_ms, "reason": r.reason,
-                    "model_sha256": r.model_sha256, "epsilon": r.epsilon,
-                    "federated": r.federated,
-                })
-            })
-            .collect()
+        self.outcome.history.iter().map(round_json).collect()
     }
 
     /// The job's status.
