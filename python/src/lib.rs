@@ -97,7 +97,6 @@ fn simulate(
     let federation = tg_inproc::Federation::new(&plan, initial, learners)
         .map_err(|e| raise(py, from_inproc(e, &dir)))?;
     let id = job_id().map_err(|e| raise(py, e))?;
-    let label = plan.simulation_label();
     let spec = plan.spec.clone();
     // The GIL is released for the whole run; each client's handler takes
     // it back only while it runs.
@@ -163,25 +162,7 @@ fn simulate(
             });
             let finished = finished.map_err(|e| from_inproc(e, &dir))?;
             let interrupted = interrupted.or_else(|| raised.into_inner().ok().flatten());
-            let mut extra = serde_json::json!({
-                "run_id": id.to_string(),
-                "strategy": spec.strategy.kind.to_string(),
-                "clients": spec.clients,
-                "min_clients": spec.min_clients,
-                "fraction": spec.fraction,
-                "seed": spec.seed,
-                "secure_aggregation": spec.secure_aggregation.is_some(),
-                "history": finished.history_json(),
-            });
-            if let Some(p) = &spec.privacy {
-                extra["dp"] = serde_json::json!(p.mode_name());
-                extra["target_epsilon"] = serde_json::json!(p.target_epsilon.get());
-                extra["delta"] = serde_json::json!(p.delta.get());
-                extra["privacy"] = serde_json::to_value(p).unwrap_or_default();
-            }
-            if let Some(l) = label {
-                extra["simulation"] = serde_json::json!(l);
-            }
+            let extra = finished.run_json(&spec);
             let summary = finished
                 .record(&store, Some(extra))
                 .map_err(|e| from_inproc(e.into(), &dir))?;

@@ -42,7 +42,7 @@ def test_secure_aggregation_matches_the_plain_sum_within_quantization():
     # stay below it, so the masked sum is the plain one up to quantization.
     secure = tensorguard.simulation.run(adder_app(), num_clients=5, rounds=2, initial_model=init,
                                         secure_aggregation={"clip": 100.0, "weight_scale": 30.0})
-    assert secure["status"] == "completed" and secure["secure_aggregation"] is True
+    assert secure["status"] == "completed" and secure["secure_aggregation"]
     np.testing.assert_allclose(secure.model["w"], plain.model["w"], atol=1e-3)
 
 

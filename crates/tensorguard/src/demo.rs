@@ -117,7 +117,6 @@ pub fn run(
     };
 
     let outcome = &finished.outcome;
-    let history = finished.history_json();
     let committed = finished.summary.rounds_committed;
     let final_eval = outcome.final_evaluation;
     let rounds_to_90 = outcome
@@ -127,36 +126,23 @@ pub fn run(
         .map(|r| r.round);
     let stop_reason = outcome.budget_exhausted.clone();
     // The demo's own keys, after the summary every runner records.
-    let mut extra = json!({
-        "run_id": job.to_string(),
-        "strategy": spec.strategy.kind.to_string(),
-        "dataset": spec.dataset.to_string(),
-        "partition": spec.partition.to_string(),
-        "model": spec.model.to_string(),
-        "num_parameters": prepared.num_parameters(),
-        "clients": spec.clients,
-        "min_clients": spec.min_clients,
-        "fraction": spec.fraction,
-        "dropout_injection": spec.dropout,
-        "seed": spec.seed,
-        "local_epochs": spec.train.local_epochs,
-        "secure_aggregation": spec.secure_aggregation,
-        "rounds_to_90": rounds_to_90,
-        "centralized_accuracy": centralized.map(|e| e.accuracy),
-        "centralized_loss": centralized.map(|e| e.loss),
-        "history": history,
-        "data_dir": data_dir.display().to_string(),
-        "elapsed_s": started.elapsed().as_secs_f64(),
-    });
-    if let Some(p) = &spec.privacy {
-        extra["dp"] = json!(p.mode_name());
-        extra["target_epsilon"] = json!(p.target_epsilon.get());
-        extra["delta"] = json!(p.delta.get());
-        extra["accountant"] = json!(p.accountant.as_str());
-        extra["privacy"] = serde_json::to_value(p).unwrap_or_default();
-        if finished.summary.epsilon_vs_coordinator.is_some() {
-            extra["budget_stops_on"] = json!(p.budget_against.describe());
-        }
+    let mut extra = finished.run_json(&spec);
+    for (k, v) in [
+        ("dataset", json!(spec.dataset.to_string())),
+        ("partition", json!(spec.partition.to_string())),
+        ("model", json!(spec.model.to_string())),
+        ("num_parameters", json!(prepared.num_parameters())),
+        ("dropout_injection", json!(spec.dropout)),
+        ("rounds_to_90", json!(rounds_to_90)),
+        (
+            "centralized_accuracy",
+            json!(centralized.map(|e| e.accuracy)),
+        ),
+        ("centralized_loss", json!(centralized.map(|e| e.loss))),
+        ("data_dir", json!(data_dir.display().to_string())),
+        ("elapsed_s", json!(started.elapsed().as_secs_f64())),
+    ] {
+        extra[k] = v;
     }
     let summary = finished
         .record(&store, Some(extra))

@@ -309,7 +309,7 @@ impl Agent {
         }) {
             // Secure round: the update leaves only masked, inside the protocol.
             Ok(out) if let Some(secure) = &req.secure => {
-                self.start_secure(req.at, secure, &out.update, req.config.dp_sgd.is_some())
+                self.start_secure(req.at, secure, &out.update, dp_sgd)
             }
             Ok(out) => {
                 let compressed = self.compressor.encode(&out.update, req.config.compress);
@@ -323,7 +323,7 @@ impl Agent {
                     },
                     compressed,
                     // Under DP-SGD the dataset size is private: uniform weight.
-                    num_examples: if req.config.dp_sgd.is_some() {
+                    num_examples: if dp_sgd {
                         1
                     } else {
                         self.learner.num_examples() as u64

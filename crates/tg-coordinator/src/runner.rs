@@ -138,6 +138,33 @@ pub fn round_json(r: &RoundRecord) -> serde_json::Value {
 }
 
 impl Finished {
+    /// The keys every in-process runner (the demo, the Python SDK) adds to
+    /// the summary: the job as run (`spec`), its privacy and its history.
+    pub fn run_json(&self, spec: &tg_types::spec::JobSpec) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "run_id": self.id.to_string(),
+            "strategy": spec.strategy.kind.to_string(),
+            "clients": spec.clients,
+            "min_clients": spec.min_clients,
+            "fraction": spec.fraction,
+            "seed": spec.seed,
+            "local_epochs": spec.train.local_epochs,
+            "secure_aggregation": spec.secure_aggregation,
+            "history": self.history_json(),
+        });
+        if let Some(p) = &spec.privacy {
+            v["dp"] = serde_json::json!(p.mode_name());
+            v["target_epsilon"] = serde_json::json!(p.target_epsilon.get());
+            v["delta"] = serde_json::json!(p.delta.get());
+            v["accountant"] = serde_json::json!(p.accountant.as_str());
+            v["privacy"] = serde_json::to_value(p).unwrap_or_default();
+            if self.summary.epsilon_vs_coordinator.is_some() {
+                v["budget_stops_on"] = serde_json::json!(p.budget_against.describe());
+            }
+        }
+        v
+    }
+
     /// Each round as `--json` outputs (the demo, the Python SDK) print it.
     pub fn history_json(&self) -> Vec<serde_json::Value> {
         self.outcome.history.iter().map(round_json).collect()
