@@ -28,7 +28,8 @@ pub(crate) fn family(code: Code) -> &'static str {
         | Code::Keyring
         | Code::AuditLog
         | Code::AuditTampered => "TrustError",
-        Code::PrivacyParam | Code::PrivacyUnreachable => "PrivacyError",
+        Code::PrivacyParam | Code::PrivacyUnreachable | Code::BudgetExhausted => "PrivacyError",
+        Code::OwnerFloor | Code::RoundDeclined => "RoundError",
         Code::NotAdmitted | Code::Network | Code::NotRunning => "NetworkError",
         Code::Untrusted | Code::EvidenceUnreadable | Code::NoTee => "AttestationError",
         _ => "InternalError",

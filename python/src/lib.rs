@@ -10,6 +10,7 @@
 //! becomes an instance of a `tensorguard.errors` class carrying the same
 //! `E0xx` code and the same words.
 
+mod agent;
 mod errors;
 mod learner;
 mod tensors;
@@ -105,18 +106,7 @@ fn simulate(
         .detach(|| -> Result<Done, UserError> {
             let mut store =
                 tg_store::Store::open(&dir).map_err(|e| tg_diag::from_store(e, &dir))?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(|e| {
-                    UserError::new(
-                        tg_diag::Code::Internal,
-                        format!("the async runtime could not start: {e}"),
-                        "the operating system refused threads or timers",
-                        "check the process's limits (ulimit -u)",
-                    )
-                })?;
+            let runtime = runtime()?;
             // Ctrl-C: Python's signal handlers run only on the main thread,
             // when it holds the GIL; this thread is the one that released
             // it, so it checks every 100 ms and stops the job before its
@@ -180,6 +170,22 @@ fn simulate(
     Ok((summary.to_string(), model))
 }
 
+/// The async runtime a call runs on: two workers, as the machine has.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, UserError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            UserError::new(
+                tg_diag::Code::Internal,
+                format!("the async runtime could not start: {e}"),
+                "the operating system refused threads or timers",
+                "check the process's limits (ulimit -u)",
+            )
+        })
+}
+
 fn job_id() -> Result<JobId, UserError> {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).map_err(|e| {
@@ -215,8 +221,8 @@ fn read_safetensors(py: Python<'_>, bytes: &[u8]) -> PyResult<Vec<Wire>> {
             py,
             tg_diag::invalid(
                 format!("not a model TensorGuard can read: {e}"),
-                "models are safetensors files of f32 tensors",
-                "save the model with tensorguard.save_model or safetensors.torch.save_file (f32)",
+                "models are safetensors files of f32, f16 or bf16 tensors",
+                "save the model with tensorguard.save_model or safetensors.torch.save_file (f32, f16 or bf16 tensors)",
             ),
         )
     })?;
@@ -260,6 +266,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_safetensors, m)?)?;
     m.add_function(wrap_pyfunction!(write_safetensors, m)?)?;
     m.add_function(wrap_pyfunction!(stored_model, m)?)?;
+    m.add_class::<agent::NativeAgent>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -16,6 +16,7 @@ Example:
 """
 
 from . import datasets, simulation
+from .agent import Agent
 from ._core import __version__
 from .app import ClientApp, Context
 from .errors import (
@@ -25,6 +26,7 @@ from .errors import (
     InternalError,
     NetworkError,
     PrivacyError,
+    RoundError,
     StoreError,
     TensorGuardError,
     TrustError,
@@ -34,6 +36,7 @@ from .numpy_client import NumPyClient
 
 __all__ = [
     "__version__",
+    "Agent",
     "ClientApp",
     "Context",
     "NumPyClient",
@@ -49,5 +52,6 @@ __all__ = [
     "PrivacyError",
     "NetworkError",
     "AttestationError",
+    "RoundError",
     "InternalError",
 ]

@@ -78,7 +78,7 @@ def as_format(arrays: Dict[str, np.ndarray], fmt: str, like: Union[Mapping[str, 
         out = {}
         for k, v in arrays.items():
             t = torch.from_numpy(v)
-            if like is not None and k in like and _is_torch(like[k]):
+            if like is not None and k in like and hasattr(like[k], "dtype") and not isinstance(like[k], np.ndarray):
                 t = t.to(like[k].dtype)
             out[k] = t
         return out

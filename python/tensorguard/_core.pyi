@@ -20,3 +20,33 @@ def digits(
 def read_safetensors(bytes: bytes) -> List[Wire]: ...
 def write_safetensors(tensors: Sequence[Wire]) -> bytes: ...
 def stored_model(sha256: str, data_dir: str) -> List[Wire]: ...
+
+class NativeAgent:
+    def __init__(
+        self,
+        client: Any,
+        model: Sequence[Wire],
+        *,
+        coordinator: Optional[str],
+        discover: bool,
+        enroll: Optional[str],
+        data_dir: str,
+        key_file: Optional[str],
+        passphrase: Optional[str],
+        name: str,
+        once: bool,
+        seed: int,
+        policy: Optional[str],
+        allow_plaintext: bool,
+        certificate: Optional[str],
+        insecure: bool,
+        listen: List[str],
+        dataset: str,
+        on_declined: Optional[Callable[[Any], None]],
+        partition_id: Optional[int] = None,
+    ) -> None: ...
+    @property
+    def peer_id(self) -> str: ...
+    def status(self) -> str: ...
+    def stop(self) -> None: ...
+    def run(self) -> str: ...

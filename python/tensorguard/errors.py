@@ -25,6 +25,7 @@ __all__ = [
     "PrivacyError",
     "NetworkError",
     "AttestationError",
+    "RoundError",
     "InternalError",
 ]
 
@@ -99,7 +100,8 @@ class TrustError(TensorGuardError):
 
 
 class PrivacyError(TensorGuardError, ValueError):
-    """A privacy parameter is out of range or no noise reaches the target ε (E060, E061).
+    """A privacy parameter is out of range, no noise reaches the target ε, or a
+    round would overspend the data owner's budget (E060–E062).
 
     Example:
         >>> issubclass(PrivacyError, ValueError)
@@ -121,6 +123,21 @@ class AttestationError(TensorGuardError):
 
     Example:
         >>> issubclass(AttestationError, TensorGuardError)
+        True
+    """
+
+
+class RoundError(TensorGuardError):
+    """An agent declined a round (E100–E112): below its owner's floors
+    (E110), a secure-aggregation check failed (E100–E111), or its learner
+    failed (E112). Nothing but the decline's code was sent.
+
+    An :class:`tensorguard.Agent` keeps going after a declined round; it
+    passes each one to ``on_declined`` (by default, appended to
+    ``Agent.declined``).
+
+    Example:
+        >>> issubclass(RoundError, TensorGuardError)
         True
     """
 

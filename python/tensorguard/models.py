@@ -10,9 +10,10 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from . import _arrays, _core
 
@@ -25,7 +26,10 @@ def load_model(path_or_digest: str, data_dir: Optional[str] = None, format: str 
     """A model from a safetensors file, or a committed model by its SHA-256.
 
     ``format="torch"`` (the default) returns a ``state_dict`` that
-    ``module.load_state_dict`` accepts; ``"numpy"`` returns a dict of arrays.
+    ``module.load_state_dict`` accepts, each tensor in the file's dtype
+    (f32, f16 or bf16: half-precision values are widened exactly and cast
+    back); ``"numpy"`` returns a dict of float32 arrays. Committed models
+    are f32.
 
     Example:
         >>> import numpy as np, tempfile, os
@@ -40,10 +44,30 @@ def load_model(path_or_digest: str, data_dir: Optional[str] = None, format: str 
 
             raise invalid("a model digest without data_dir", "the digest names a model in a run's store", "pass data_dir= the run's data directory")
         tensors = _core.stored_model(path_or_digest, data_dir)
-    else:
-        with open(path_or_digest, "rb") as f:
-            tensors = _core.read_safetensors(f.read())
-    return _arrays.as_format(_arrays.from_wire(tensors), format)
+        return _arrays.as_format(_arrays.from_wire(tensors), format)
+    with open(path_or_digest, "rb") as f:
+        data = f.read()
+    tensors = _core.read_safetensors(data)
+    return _arrays.as_format(_arrays.from_wire(tensors), format, like=_dtypes(data) if format == "torch" else None)
+
+
+class _Dtype:
+    """Stands in for a reference tensor: only its ``dtype`` is read."""
+
+    def __init__(self, dtype: Any) -> None:
+        self.dtype = dtype
+
+
+def _dtypes(data: bytes) -> Dict[str, Any]:
+    """The torch dtype of each half-precision tensor in a safetensors file
+    (its header: an 8-byte length, then JSON), already validated by the
+    engine's reader."""
+    import torch
+
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    half = {"F16": torch.float16, "BF16": torch.bfloat16}
+    return {k: _Dtype(half[v["dtype"]]) for k, v in header.items() if isinstance(v, dict) and v.get("dtype") in half}
 
 
 def save_model(model: Any, path: str) -> None:

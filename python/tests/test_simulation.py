@@ -315,3 +315,63 @@ def test_on_round_sees_each_round_and_can_stop_the_run():
 
     with pytest.raises(EnoughError):
         tensorguard.simulation.run(adder_app(), num_clients=2, rounds=50, initial_model={"w": np.zeros(2)}, on_round=stop_after_two)
+
+
+def test_an_agent_refuses_bad_settings_with_the_cli_s_codes(tmp_path) -> None:
+    import numpy as np
+
+    app = tensorguard.ClientApp()
+
+    @app.train()
+    def train(model, config, context):
+        return model, 1
+
+    model = {"w": np.zeros(2)}
+    with pytest.raises(tensorguard.ConfigError) as e:
+        tensorguard.Agent(app, "/ip4/1.2.3.4/tcp/notaport", model=model, data_dir=str(tmp_path), passphrase="p")
+    assert e.value.code == "E020" and "multiaddr" in str(e.value)
+    with pytest.raises(tensorguard.ConfigError) as e:
+        tensorguard.Agent(app, None, model=model, data_dir=str(tmp_path), passphrase="p")
+    assert e.value.code == "E002"
+    with pytest.raises(tensorguard.ConfigError) as e:
+        tensorguard.Agent(app, "/ip4/127.0.0.1/tcp/7700", model=model, data_dir=str(tmp_path), passphrase="p",
+                          policy={"max_round_epsilon": "lots"})
+    assert e.value.code == "E020"
+    with pytest.raises(tensorguard.ConfigError):
+        tensorguard.Agent(app, "/ip4/127.0.0.1/tcp/7700", data_dir=str(tmp_path), passphrase="p")
+    # An owner policy that would refuse every round is refused up front.
+    with pytest.raises(tensorguard.ConfigError) as e:
+        tensorguard.Agent(app, "/ip4/127.0.0.1/tcp/7700", model=model, data_dir=str(tmp_path), passphrase="p")
+    assert "refuse every round" in str(e.value)
+    # The key is sealed with the first passphrase; another one is refused.
+    a = tensorguard.Agent(app, "/ip4/127.0.0.1/tcp/7700", model=model, data_dir=str(tmp_path), passphrase="p",
+                          allow_plaintext=True)
+    assert a.peer_id.startswith("12D3KooW")
+    assert a.status()["state"] == ""
+    with pytest.raises(tensorguard.TrustError) as e:
+        tensorguard.Agent(app, "/ip4/127.0.0.1/tcp/7700", model=model, data_dir=str(tmp_path), passphrase="q",
+                          allow_plaintext=True)
+    assert e.value.code == "E044"
+
+
+def test_half_precision_state_dicts_saved_by_safetensors_load_in_their_dtype(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    import safetensors.torch
+
+    net = torch.nn.Linear(3, 2)
+    for dtype in (torch.float16, torch.bfloat16, torch.float32):
+        sd = {k: v.detach().to(dtype) for k, v in net.state_dict().items()}
+        path = str(tmp_path / f"m-{dtype}.safetensors")
+        safetensors.torch.save_file(sd, path)
+        back = tensorguard.load_model(path)
+        assert list(back) == sorted(sd)
+        for k in sd:
+            assert back[k].dtype == dtype and torch.equal(back[k], sd[k]), (k, dtype)
+        net2 = torch.nn.Linear(3, 2).to(dtype)
+        net2.load_state_dict(back)
+    # Integer tensors are not a model TensorGuard trains.
+    bad = str(tmp_path / "int.safetensors")
+    safetensors.torch.save_file({"i": torch.zeros(2, dtype=torch.int64)}, bad)
+    with pytest.raises(tensorguard.ConfigError) as e:
+        tensorguard.load_model(bad)
+    assert "I64" in str(e.value)

@@ -129,8 +129,10 @@ pub fn from_flags(a: &DemoArgs, file: &JobSection) -> Result<Job, UserError> {
     .map_err(from_job)
 }
 
-/// The job a job file describes: the same parser (and the same refusals)
-/// as `coordinator start --job` and the API.
+/// The job a job file describes, for the demo: the same parser (and the
+/// same refusals) as `coordinator start --job` and the API. A job that
+/// trains the operator's own model (`[model] initial`) needs learners that
+/// bring its code, which the demo's built-in agents are not.
 pub fn from_file(path: &std::path::Path) -> Result<tg_job::JobFile, UserError> {
     let bytes = std::fs::read(path).map_err(|e| {
         UserError::new(
@@ -140,5 +142,14 @@ pub fn from_file(path: &std::path::Path) -> Result<tg_job::JobFile, UserError> {
             "check the path (examples: deploy/examples/*.toml)",
         )
     })?;
-    tg_job::parse_file(&path.display().to_string(), &bytes).map_err(from_job)
+    let file = tg_job::parse_file(&path.display().to_string(), &bytes).map_err(from_job)?;
+    if let Some(model) = &file.initial_model {
+        return Err(UserError::new(
+            Code::InvalidValue,
+            format!("job file {}: [model] initial = \"{model}\"", path.display()),
+            "the demo's agents train the built-in models only; this job trains the operator's own model",
+            "run it in Python with tensorguard.simulation.run, or on a fleet: `tensorguard coordinator start --job FILE` with agents started by tensorguard.Agent",
+        ));
+    }
+    Ok(file)
 }

@@ -70,6 +70,11 @@ pub struct StatusSnapshot {
     pub answered: u64,
     /// Frames refused (bad signature, replay, other coordinator, …).
     pub refused: u64,
+    /// Rounds this agent declined (its owner's floors and budget, a
+    /// failed training, …).
+    pub declined: u64,
+    /// The last round declined and why, as the owner sees it.
+    pub last_declined: Option<String>,
     /// Seconds since the agent started.
     pub uptime_s: u64,
     /// Local training examples.

@@ -176,3 +176,52 @@ impl Learner for CandleLearner {
         tg_model::evaluate(&self.shape, model, &self.data).map_err(|e| e.to_string())
     }
 }
+
+/// What a network agent trains with: its data, and a learner for each job
+/// it is offered.
+///
+/// The runtime asks for a learner when a coordinator offers a new job, and
+/// keys the owner's privacy ledger with [`LocalTraining::ledger_key`].
+pub trait LocalTraining: Send + Sync {
+    /// Local examples (shown in the agent's status).
+    fn examples(&self) -> usize;
+    /// The name of this data in the owner's privacy ledger under `policy`.
+    fn ledger_key(&self, policy: &crate::OwnerPolicy) -> String;
+    /// A learner for `offer`'s model, or why this agent cannot train it
+    /// (the agent then stops with that error).
+    fn learner(&self, offer: &tg_proto::Offer) -> Result<Box<dyn Learner>, crate::AgentError>;
+}
+
+/// The built-in models (the job names one) trained on a [`Dataset`]: what
+/// `tensorguard agent start` runs.
+pub struct CandleTraining {
+    data: Dataset,
+}
+
+impl CandleTraining {
+    /// Trains the built-in models on `data`.
+    pub fn new(data: Dataset) -> Self {
+        Self { data }
+    }
+}
+
+impl LocalTraining for CandleTraining {
+    fn examples(&self) -> usize {
+        self.data.len()
+    }
+
+    fn ledger_key(&self, policy: &crate::OwnerPolicy) -> String {
+        policy.ledger_key(&self.data)
+    }
+
+    fn learner(&self, offer: &tg_proto::Offer) -> Result<Box<dyn Learner>, crate::AgentError> {
+        if offer.custom_model {
+            return Err(crate::AgentError::CustomModel);
+        }
+        if let Some(schema) = &offer.schema {
+            crate::tee::check_schema(&self.data, schema)?;
+        }
+        let shape = ModelShape::for_dataset(offer.model, offer.hidden as usize, &self.data)?;
+        Ok(Box::new(CandleLearner::new(shape, &self.data)?))
+    }
+}

@@ -20,7 +20,7 @@ mod secure;
 pub mod tee;
 
 pub use guard::PrivacyGuard;
-pub use learner::{CandleLearner, Capabilities, Learner, Round};
+pub use learner::{CandleLearner, CandleTraining, Capabilities, Learner, LocalTraining, Round};
 pub use policy::{Budget, OwnerLedger, OwnerPolicy, Roster};
 
 use tg_model::net::ModelShape;
@@ -54,6 +54,24 @@ pub enum AgentError {
     /// Local data does not match the job's declared schema.
     #[error("{0}")]
     Schema(String),
+    /// The job trains the operator's own model, which this agent's
+    /// built-in learner cannot build.
+    #[error(
+        "the job trains the operator's own model (a safetensors file), and this agent trains only the built-in models"
+    )]
+    CustomModel,
+}
+
+/// A round this agent declined, and why: the coordinator is told only the
+/// reason's code; the owner gets the detail.
+#[derive(Clone, Debug)]
+pub struct Declined {
+    /// The round.
+    pub round: u32,
+    /// The code the coordinator was sent.
+    pub reason: DeclineReason,
+    /// What exactly fell short.
+    pub detail: String,
 }
 
 /// What the agent did with a frame.
@@ -104,6 +122,8 @@ pub struct Agent {
     /// The last round this agent evaluated a model for (at most one
     /// evaluation per round, in increasing order).
     last_evaluated: u32,
+    /// The last round declined, until the runtime takes it.
+    last_declined: Option<Declined>,
 }
 
 impl Agent {
@@ -160,6 +180,7 @@ impl Agent {
             compressor: tg_compress::Compressor::default(),
             private_job: false,
             last_evaluated: 0,
+            last_declined: None,
             id,
         }
     }
@@ -255,9 +276,20 @@ impl Agent {
         h
     }
 
-    /// Declines with a code; the detail stays in this agent's log.
-    fn declined(&self, at: RoundRef, reason: DeclineReason, detail: &str) -> ToCoordinator {
+    /// The last round this agent declined since this was last asked.
+    pub fn take_declined(&mut self) -> Option<Declined> {
+        self.last_declined.take()
+    }
+
+    /// Declines with a code; the detail stays with the owner (this agent's
+    /// log and [`Agent::take_declined`]).
+    fn declined(&mut self, at: RoundRef, reason: DeclineReason, detail: &str) -> ToCoordinator {
         tracing::warn!(round = at.round, "declined: {reason}: {detail}");
+        self.last_declined = Some(Declined {
+            round: at.round,
+            reason,
+            detail: detail.to_owned(),
+        });
         ToCoordinator::Declined {
             at,
             agent: self.id.clone(),

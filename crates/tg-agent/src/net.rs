@@ -13,18 +13,37 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use tg_metrics::Metrics;
-use tg_model::Dataset;
-use tg_model::net::ModelShape;
-use tg_net::{Event, Multiaddr, PeerId};
+use tg_net::{Event, PeerId};
 use tg_proto::signed::{self, Bound};
 use tg_proto::{JoinRequest, NonceCounter, Offer, ReplayGuard, ToAgent, ToCoordinator};
 use tg_types::privacy::DpMode;
 use tg_types::{AgentId, JobId};
 use tokio::sync::mpsc;
 
-use crate::{Agent, AgentError, PrivacyGuard, Response};
+use crate::{Agent, AgentError, Declined, LocalTraining, PrivacyGuard, Response};
 
 pub use crate::join::{JoinConfig, Status, StatusSnapshot};
+pub use tg_net::Multiaddr;
+
+/// The peer id a node with `key` has (what operators list in `allowed_peers`).
+pub fn peer_id_of(key: &SigningKey) -> Result<PeerId, AgentError> {
+    Ok(tg_net::peer_id_of(&key.verifying_key().to_bytes())?)
+}
+
+/// Starts an agent's network node for `key`, its event loop on the current
+/// tokio runtime (LAN discovery when `discover`).
+pub fn start_node(
+    key: &SigningKey,
+    listen: Vec<Multiaddr>,
+    discover: bool,
+) -> Result<(tg_net::Client, mpsc::Receiver<Event>), AgentError> {
+    let mut net = tg_net::Config::new(tg_net::Role::Agent, listen);
+    net.mdns = discover;
+    net.channel_capacity = 64;
+    let (client, events, event_loop) = tg_net::new(key.to_bytes(), net)?;
+    tokio::spawn(event_loop.run());
+    Ok((client, events))
+}
 
 struct Session {
     coordinator: PeerId,
@@ -48,13 +67,17 @@ fn unpack_limit(session: Option<&Session>, peer: &PeerId, header: &signed::Heade
     }
 }
 
+/// Called with every round the agent declines (the owner's view of it).
+pub type DeclineHook = Box<dyn Fn(&Declined) + Send + Sync>;
+
 /// Runs the agent until its job finishes (`once`) or the network stops.
 pub struct Runner {
     client: tg_net::Client,
     events: mpsc::Receiver<Event>,
     key: SigningKey,
-    data: Arc<Dataset>,
+    local: Arc<dyn LocalTraining>,
     config: JoinConfig,
+    on_declined: Option<DeclineHook>,
     status: Arc<Status>,
     metrics: Arc<Metrics>,
     nonces: NonceCounter,
@@ -66,12 +89,13 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// An agent runtime over a network node.
+    /// An agent runtime over a network node, training with `local`
+    /// ([`crate::CandleTraining`] for a dataset and the built-in models).
     pub fn new(
         client: tg_net::Client,
         events: mpsc::Receiver<Event>,
         key: SigningKey,
-        data: Dataset,
+        local: Arc<dyn LocalTraining>,
         config: JoinConfig,
         status: Arc<Status>,
         metrics: Arc<Metrics>,
@@ -82,7 +106,7 @@ impl Runner {
         status.update(|s| {
             s.state = "connecting".into();
             s.peer_id = client.local_peer_id().to_string();
-            s.examples = data.len();
+            s.examples = local.examples();
             s.trust = if config.attest.insecure {
                 "UNTRUSTED (--insecure: simulated attestation if a job requires a TEE)".into()
             } else {
@@ -93,8 +117,9 @@ impl Runner {
             client,
             events,
             key,
-            data: Arc::new(data),
+            local,
             config,
+            on_declined: None,
             status,
             metrics,
             nonces: NonceCounter::from_clock(),
@@ -104,6 +129,14 @@ impl Runner {
             connected: false,
             started: Instant::now(),
         }
+    }
+
+    /// Calls `hook` with every round this agent declines, after it has
+    /// told the coordinator.
+    #[must_use]
+    pub fn on_declined(mut self, hook: DeclineHook) -> Self {
+        self.on_declined = Some(hook);
+        self
     }
 
     /// Runs until the job ends (`once`), the coordinator refuses us, or the
@@ -265,9 +298,13 @@ impl Runner {
             .session
             .as_ref()
             .is_some_and(|s| s.job == offer.job && s.agent.is_some());
-        if let Some(schema) = &offer.schema {
-            crate::tee::check_schema(&self.data, schema)?;
-        }
+        // What this agent cannot train it refuses before anything else
+        // (a schema its data does not meet, a model it cannot build).
+        let learner = if same_job {
+            None
+        } else {
+            Some(self.local.learner(&offer)?)
+        };
         let evidence = match offer.attestation_nonce {
             None => {
                 self.status.update(|s| {
@@ -288,13 +325,12 @@ impl Runner {
                 Some(bytes)
             }
         };
-        if !same_job {
-            let shape = ModelShape::for_dataset(offer.model, offer.hidden as usize, &self.data)?;
+        if let Some(learner) = learner {
             let id = AgentId::new(self.client.local_peer_id().to_string())
                 .map_err(|e| AgentError::Refused(e.to_string()))?;
-            let dataset = self.config.policy.ledger_key(&self.data);
+            let dataset = self.local.ledger_key(&self.config.policy);
             let ledger = match &self.config.ledger_dir {
-                Some(dir) => crate::OwnerLedger::open(dir, dataset).map_err(|e| {
+                Some(dir) => crate::OwnerLedger::open(dir, dataset.clone()).map_err(|e| {
                     AgentError::Refused(format!("this agent's privacy ledger is unreadable: {e}"))
                 })?,
                 // In memory: carried from the previous job, so a new job id
@@ -304,11 +340,11 @@ impl Runner {
                     .as_ref()
                     .and_then(|s| s.agent.as_ref())
                     .map_or_else(
-                        || crate::OwnerLedger::in_memory(dataset),
+                        || crate::OwnerLedger::in_memory(dataset.clone()),
                         |a| a.ledger().clone(),
                     ),
             };
-            let mut agent = Agent::new(id, shape, &self.data, self.config.seed)?
+            let mut agent = Agent::with_learner(id, learner, self.config.seed, dataset)
                 .with_identity(self.key.clone())
                 .with_owner(self.config.policy.clone(), ledger)
                 .with_private_job(offer.privacy.is_some());
@@ -365,7 +401,7 @@ impl Runner {
         });
         let started = Instant::now();
         // Training and unmasking are CPU work: off the async threads.
-        let (agent, result) = tokio::task::spawn_blocking(move || {
+        let (mut agent, result) = tokio::task::spawn_blocking(move || {
             let r = agent.handle(message);
             (agent, r)
         })
@@ -378,6 +414,7 @@ impl Runner {
             .and_then(|b| tg_privacy::Delta::new(b.delta).ok())
             .or_else(|| tg_privacy::Delta::new(1e-5).ok());
         let spent = delta.map(|d| agent.ledger().epsilon(d));
+        let declined = agent.take_declined();
         self.status.update(|s| {
             s.epsilon = spent.filter(|e| e.is_finite() && *e > 0.0);
             s.epsilon_unbounded = spent.is_some_and(f64::is_infinite);
@@ -395,6 +432,15 @@ impl Runner {
             }
             Ok(Response::Finished(_)) => {}
             Err(e) => self.refuse("unhandled", &e.to_string()),
+        }
+        if let Some(d) = declined {
+            self.status.update(|s| {
+                s.declined += 1;
+                s.last_declined = Some(format!("round {}: {}: {}", d.round, d.reason, d.detail));
+            });
+            if let Some(hook) = &self.on_declined {
+                hook(&d);
+            }
         }
         Ok(())
     }

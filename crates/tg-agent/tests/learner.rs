@@ -137,3 +137,56 @@ fn a_model_of_another_layout_is_not_evaluated() {
     assert_eq!(declined(&r), Some(DeclineReason::EvaluationFailed), "{r:?}");
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+#[test]
+fn the_owner_learns_why_a_round_was_declined_the_coordinator_only_the_code() {
+    let (mut agent, shape, _) = scripted(|g| g.clone());
+    // A plaintext round, and the owner's default policy refuses plaintext.
+    let mut agent_strict = {
+        let (a, _) = common::agent(OwnerPolicy::default(), OwnerLedger::in_memory("d".into()));
+        a
+    };
+    let r = ask(&mut agent_strict, &shape, 1, 1, None);
+    assert_eq!(declined(&r), Some(DeclineReason::PlaintextRefused));
+    let d = agent_strict
+        .take_declined()
+        .expect("the owner sees the decline");
+    assert_eq!((d.round, d.reason), (1, DeclineReason::PlaintextRefused));
+    assert!(!d.detail.is_empty());
+    assert!(agent_strict.take_declined().is_none(), "taken once");
+    // A round trained and sent: nothing declined.
+    let r = ask(&mut agent, &shape, 1, 1, None);
+    assert_eq!(declined(&r), None, "{r:?}");
+    assert!(agent.take_declined().is_none());
+}
+
+#[test]
+fn the_built_in_learner_refuses_an_operator_model_job_at_the_offer() {
+    use tg_agent::LocalTraining;
+    let local = tg_agent::CandleTraining::new(data());
+    let mut offer = tg_proto::Offer {
+        job: JobId::from_bytes([3; 16]),
+        model: ModelKind::Mlp,
+        hidden: 8,
+        train: TrainConfig {
+            local_epochs: 1,
+            batch_size: 16,
+            learning_rate: 0.1,
+            optimizer: OptimizerSpec::Sgd,
+            dp_sgd: None,
+            compress: Default::default(),
+        },
+        privacy: None,
+        rounds: 1,
+        enrollment_required: false,
+        attestation_nonce: None,
+        schema: None,
+        custom_model: false,
+    };
+    assert!(local.learner(&offer).is_ok());
+    offer.custom_model = true;
+    assert!(matches!(
+        local.learner(&offer),
+        Err(tg_agent::AgentError::CustomModel)
+    ));
+}

@@ -250,6 +250,72 @@ pub fn from_privacy(e: tg_privacy::PrivacyError) -> UserError {
     }
 }
 
+/// Why a network agent stopped, with its code (the same from
+/// `tensorguard agent start` and the Python SDK's `Agent`).
+pub fn from_agent(e: tg_agent::AgentError) -> UserError {
+    use tg_agent::AgentError;
+    match e {
+        AgentError::NoTee(why) => UserError::new(
+            Code::NoTee,
+            "this job requires a TEE and this machine has none",
+            why,
+            "run the agent inside an SEV-SNP or TDX VM or an SGX enclave (Gramine); for testing only, pass --insecure (the agent is then labelled UNTRUSTED, and only a coordinator started with --allow-simulated admits it)",
+        ),
+        AgentError::Schema(why) => UserError::new(
+            Code::SchemaMismatch,
+            "local data does not match the job's declared schema",
+            why,
+            "nothing was trained or sent; fix the local data or --dataset",
+        ),
+        AgentError::Refused(reason) => UserError::new(
+            Code::NotAdmitted,
+            "the coordinator refused this agent",
+            reason,
+            "see the reason; a token is used once, so ask for a new one if needed",
+        ),
+        AgentError::CustomModel => UserError::new(
+            Code::DatasetUnsuitable,
+            "this agent cannot train the job's model",
+            "the job trains the operator's own model (its [model] initial file), and `tensorguard agent start` trains only the built-in models",
+            "join this job from Python, where your code defines the model: tensorguard.Agent(app, coordinator=ADDR, enroll=TOKEN, model=...)",
+        ),
+        AgentError::Model(e) => from_model(e),
+        other => UserError::new(
+            Code::Network,
+            "the agent stopped",
+            other.to_string(),
+            "check the coordinator address and the network",
+        ),
+    }
+}
+
+/// A round an agent declined, as its owner sees it: the owner's floors
+/// (E110) and budget (E062), or another reason (E112). Nothing was sent
+/// but the decline's code.
+pub fn from_declined(d: &tg_agent::Declined) -> UserError {
+    use tg_proto::DeclineReason as R;
+    let (code, fix) = match d.reason {
+        R::PrivacyBudgetExhausted => (
+            Code::BudgetExhausted,
+            "the owner's budget is spent for this data; raise [budget] epsilon in the policy only if the owner agrees",
+        ),
+        R::OwnerFloor | R::PlaintextRefused | R::DpRequired | R::UncertifiedParticipant => (
+            Code::OwnerFloor,
+            "nothing was sent; ask the operator for rounds that meet this agent's policy, or change the policy (allow_plaintext, floors) if the owner agrees",
+        ),
+        _ => (
+            Code::RoundDeclined,
+            "see the detail; the agent takes part again in the next round",
+        ),
+    };
+    UserError::new(
+        code,
+        format!("round {} declined: {}", d.round, d.reason),
+        d.detail.clone(),
+        fix,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use tg_job::{JobError, Problem};

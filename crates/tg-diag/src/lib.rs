@@ -10,7 +10,10 @@
 use std::fmt;
 
 mod from;
-pub use from::{from_inproc, from_job, from_model, from_privacy, from_store, from_trust};
+pub use from::{
+    from_agent, from_declined, from_inproc, from_job, from_model, from_privacy, from_store,
+    from_trust,
+};
 
 /// A stable error code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +79,14 @@ pub enum Code {
     NoTee,
     /// E013 local data does not match the job's declared schema.
     SchemaMismatch,
+    /// E062 a round would take the data owner's ε beyond its budget.
+    BudgetExhausted,
+    /// E110 a round is below the data owner's floors (plaintext refused,
+    /// too few participants, too little noise, an uncertified participant).
+    OwnerFloor,
+    /// E112 the agent declined a round for another reason (its learner
+    /// failed, a replay, a secure-aggregation abort).
+    RoundDeclined,
     /// E099 internal error.
     Internal,
 }
@@ -114,6 +125,9 @@ impl Code {
             Code::EvidenceUnreadable => "E091",
             Code::NoTee => "E092",
             Code::SchemaMismatch => "E013",
+            Code::BudgetExhausted => "E062",
+            Code::OwnerFloor => "E110",
+            Code::RoundDeclined => "E112",
             Code::Internal => "E099",
         }
     }

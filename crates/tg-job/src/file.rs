@@ -33,6 +33,16 @@ struct Raw {
     privacy: Option<PrivacySection>,
     #[serde(default)]
     attestation: Option<RawAttestation>,
+    #[serde(default)]
+    model: Option<ModelSection>,
+}
+
+/// `[model]`: the operator's own model instead of a built-in one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelSection {
+    /// A safetensors file (f32, f16 or bf16 tensors): the initial model.
+    initial: String,
 }
 
 /// `[network]`: where the coordinator listens. Addresses are validated by
@@ -166,6 +176,11 @@ pub struct JobFile {
     pub fleet_root: Option<[u8; 32]>,
     /// The TEE policy agents must meet, when the job requires one.
     pub attestation: Option<tg_attest::Policy>,
+    /// `[model] initial`: the operator's initial model (a safetensors file,
+    /// as written; a relative path is relative to the job file). Agents
+    /// bring the model's code (the Python SDK); the job has no held-out
+    /// data, so every finite aggregate is committed.
+    pub initial_model: Option<String>,
 }
 
 fn secs(key: &str, v: f64) -> Result<Duration> {
@@ -201,6 +216,52 @@ fn fleet_root(text: &str) -> Result<[u8; 32]> {
         )
         .at("admission.fleet_root"))
     }
+}
+
+/// A job whose model is the operator's file names no built-in model or
+/// dataset, and asks only what a learner that brings its own model code
+/// can do.
+fn custom_model_fits(section: &JobSection, job: &Job, initial: &str) -> Result<()> {
+    if initial.trim().is_empty() {
+        return Err(invalid(
+            "model.initial = \"\"",
+            "the initial model must name a safetensors file",
+            "write e.g. initial = \"initial.safetensors\" (saved with tensorguard.save_model or safetensors.torch.save_file)",
+        )
+        .at("model.initial"));
+    }
+    for (key, set) in [
+        ("model", section.model.is_some()),
+        ("hidden", section.hidden.is_some()),
+        ("dataset", section.dataset.is_some()),
+    ] {
+        if set {
+            return Err(invalid(
+                format!("job.{key} together with [model] initial"),
+                "the job trains the operator's own model, which brings its own architecture, and its agents their own data",
+                format!("remove job.{key}, or remove the [model] table to train a built-in model"),
+            )
+            .at(&format!("job.{key}")));
+        }
+    }
+    let spec = job.spec();
+    if spec.strategy.kind == tg_types::spec::StrategyKind::Scaffold {
+        return Err(invalid(
+            "strategy = \"scaffold\" with [model] initial",
+            "SCAFFOLD needs control variates kept by the agent's learner, and the learners of an operator's model (the Python SDK's) do not keep them",
+            "use fedavg, fedprox or fedadam",
+        )
+        .at("job.strategy"));
+    }
+    if job.is_dp_sgd() {
+        return Err(invalid(
+            "DP-SGD (privacy mode local-sgd) with [model] initial",
+            "the agent charges ε for DP-SGD on its learner's word, and only the built-in learner's per-example clipping and noise are tested",
+            "use mode = \"central\" or \"distributed\" under [privacy]",
+        )
+        .at("privacy.mode"));
+    }
+    Ok(())
 }
 
 fn toml_error(origin: &str, e: &toml::de::Error) -> JobError {
@@ -301,9 +362,13 @@ pub fn parse_file(origin: &str, bytes: &[u8]) -> Result<JobFile> {
             Some(policy)
         }
     };
+    if let Some(m) = &raw.model {
+        custom_model_fits(&raw.job, &job, &m.initial)?;
+    }
     Ok(JobFile {
         id,
         job,
+        initial_model: raw.model.map(|m| m.initial),
         network: raw.network,
         deadlines: Deadlines {
             join: secs("join_secs", raw.deadlines.join_secs)?,

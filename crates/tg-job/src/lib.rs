@@ -326,6 +326,13 @@ impl Job {
             .and_then(privacy::Choice::simulated_noise_seed)
     }
 
+    /// Whether agents train with DP-SGD (privacy mode `local-sgd`).
+    pub fn is_dp_sgd(&self) -> bool {
+        self.privacy
+            .as_ref()
+            .is_some_and(privacy::Choice::is_dp_sgd)
+    }
+
     /// Whether the job is differentially private.
     pub fn is_private(&self) -> bool {
         self.privacy.is_some()

@@ -226,3 +226,39 @@ fn federated_evaluation_is_refused_with_dp() {
     let e = Job::resolve(&s, Some(&privacy("local-sgd", 8.0)), None, Runner::Fleet).unwrap_err();
     assert!(e.to_string().contains("federated evaluation"), "{e}");
 }
+
+#[test]
+fn an_operator_model_job_names_no_built_in_model_and_asks_only_what_sdk_learners_do() {
+    let f = parse_file(
+        "t",
+        b"[job]\nclients = 3\n[model]\ninitial = \"init.safetensors\"\n",
+    )
+    .unwrap();
+    assert_eq!(f.initial_model.as_deref(), Some("init.safetensors"));
+    assert!(
+        parse_file("t", b"[job]\nclients = 3\n")
+            .unwrap()
+            .initial_model
+            .is_none()
+    );
+    for (extra, key) in [
+        ("model = \"mlp\"\n", "job.model"),
+        ("hidden = 8\n", "job.hidden"),
+        ("dataset = \"digits\"\n", "job.dataset"),
+        ("strategy = \"scaffold\"\n", "job.strategy"),
+    ] {
+        let text = format!("[job]\nclients = 3\n{extra}[model]\ninitial = \"m.safetensors\"\n");
+        let e = parse_file("t", text.as_bytes()).unwrap_err();
+        assert!(matches!(e, JobError::Invalid(_)), "{extra}: {e:?}");
+        assert_eq!(e.key(), Some(key), "{extra}");
+    }
+    let dp_sgd = "[job]\nclients = 3\n[privacy]\nmode = \"local-sgd\"\ntarget_epsilon = 8.0\n\
+                  [model]\ninitial = \"m.safetensors\"\n";
+    let e = parse_file("t", dp_sgd.as_bytes()).unwrap_err();
+    assert_eq!(e.key(), Some("privacy.mode"), "{e:?}");
+    let e = parse_file("t", b"[job]\n[model]\ninitial = \" \"\n").unwrap_err();
+    assert_eq!(e.key(), Some("model.initial"));
+    // Unknown keys in the table are errors, as everywhere in a job file.
+    let e = parse_file("t", b"[job]\n[model]\ninitial = \"m\"\nkind = \"cnn\"\n").unwrap_err();
+    assert!(matches!(e, JobError::UnknownKey(_)), "{e:?}");
+}

@@ -28,6 +28,11 @@ pub struct Offer {
     pub attestation_nonce: Option<[u8; 32]>,
     /// The shape local data must have; agents check it before training.
     pub schema: Option<DataSchema>,
+    /// The operator supplied the model (a safetensors file), not one of
+    /// the built-in architectures that `model` names: only an agent whose
+    /// learner brings its own model code (the Python SDK's) can train it,
+    /// and `model`, `hidden` and `schema` do not apply.
+    pub custom_model: bool,
 }
 
 /// What a job's training data must look like.

@@ -59,8 +59,8 @@ pub enum ParamsError {
     /// Safetensors bytes could not be decoded.
     #[error("not a valid safetensors file: {0}")]
     Safetensors(String),
-    /// Safetensors holds a dtype other than F32.
-    #[error("tensor `{name}` has dtype {dtype}; only F32 is supported")]
+    /// Safetensors holds a dtype other than F32, F16 or BF16.
+    #[error("tensor `{name}` has dtype {dtype}; only F32, F16 and BF16 are supported")]
     UnsupportedDtype {
         /// Tensor name.
         name: String,
@@ -238,23 +238,35 @@ impl Parameters {
         safetensors::serialize(views, meta).map_err(|e| ParamsError::Safetensors(e.to_string()))
     }
 
-    /// Decodes safetensors bytes (untrusted input): only F32 tensors accepted.
+    /// Decodes safetensors bytes (untrusted input). F32 tensors are taken
+    /// as they are; F16 and BF16 tensors (a half-precision `state_dict`)
+    /// are widened to f32 exactly. Other dtypes are refused.
     pub fn from_safetensors(bytes: &[u8]) -> Result<Self, ParamsError> {
         let st = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| ParamsError::Safetensors(e.to_string()))?;
         let mut tensors = Vec::with_capacity(st.len());
         for (name, view) in st.tensors() {
-            if view.dtype() != safetensors::Dtype::F32 {
-                return Err(ParamsError::UnsupportedDtype {
-                    name,
-                    dtype: format!("{:?}", view.dtype()),
-                });
-            }
-            let data = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
+            let raw = view.data();
+            let data: Vec<f32> = match view.dtype() {
+                safetensors::Dtype::F32 => raw
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+                safetensors::Dtype::F16 => raw
+                    .chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+                safetensors::Dtype::BF16 => raw
+                    .chunks_exact(2)
+                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+                other => {
+                    return Err(ParamsError::UnsupportedDtype {
+                        name,
+                        dtype: format!("{other:?}"),
+                    });
+                }
+            };
             tensors.push(NamedTensor {
                 name,
                 shape: view.shape().to_vec(),
@@ -306,6 +318,54 @@ mod tests {
         assert_eq!(Parameters::from_safetensors(&bytes).unwrap(), p);
         assert!(Parameters::from_safetensors(&bytes[..bytes.len() - 1]).is_err());
         assert!(Parameters::from_safetensors(b"garbage").is_err());
+    }
+
+    #[test]
+    fn half_precision_files_widen_exactly_and_other_dtypes_are_refused() {
+        // Known answers: 1.0, -2.5 and 65504 (f16's largest) in f16; 1.0,
+        // -2.5 and 3.0e38 (rounded to bf16) in bf16.
+        let f16: Vec<u8> = [0x3c00u16, 0xc100, 0x7bff]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let bf16: Vec<u8> = [0x3f80u16, 0xc020, 0x7f62]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let views = vec![
+            (
+                "h".to_string(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![3], &f16)
+                    .unwrap(),
+            ),
+            (
+                "b".to_string(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, vec![3], &bf16)
+                    .unwrap(),
+            ),
+        ];
+        let bytes = safetensors::serialize(views, None).unwrap();
+        let p = Parameters::from_safetensors(&bytes).unwrap();
+        let get = |n: &str| {
+            p.tensors()
+                .iter()
+                .find(|t| t.name == n)
+                .unwrap()
+                .data
+                .clone()
+        };
+        assert_eq!(get("h"), vec![1.0, -2.5, 65504.0]);
+        let b = get("b");
+        assert_eq!(&b[..2], &[1.0, -2.5]);
+        assert_eq!(b[2], f32::from_bits(0x7f62_0000));
+        let ints = [0u8; 8];
+        let views = vec![(
+            "i".to_string(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![1], &ints).unwrap(),
+        )];
+        let bytes = safetensors::serialize(views, None).unwrap();
+        let e = Parameters::from_safetensors(&bytes).unwrap_err();
+        assert!(e.to_string().contains("I64"), "{e}");
     }
 
     #[test]

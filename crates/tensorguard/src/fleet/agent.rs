@@ -204,28 +204,9 @@ pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(),
                 }
             }
         });
-        let runner = Runner::new(client, events, key.signing_key().clone(), data, config, status.clone(), metrics);
-        runner.run().await.map_err(|e| match e {
-            tg_agent::AgentError::NoTee(why) => UserError::new(
-                Code::NoTee,
-                "this job requires a TEE and this machine has none",
-                why,
-                "run the agent inside an SEV-SNP or TDX VM or an SGX enclave (Gramine); for testing only, pass --insecure (the agent is then labelled UNTRUSTED, and only a coordinator started with --allow-simulated admits it)",
-            ),
-            tg_agent::AgentError::Schema(why) => UserError::new(
-                Code::SchemaMismatch,
-                "local data does not match the job's declared schema",
-                why,
-                "nothing was trained or sent; fix the local data or --dataset",
-            ),
-            tg_agent::AgentError::Refused(reason) => UserError::new(
-                Code::NotAdmitted,
-                "the coordinator refused this agent",
-                reason,
-                "see the reason; a token is used once, so ask for a new one if needed",
-            ),
-            other => UserError::new(Code::Network, "the agent stopped", other.to_string(), "check the coordinator address and the network"),
-        })
+        let local = Arc::new(tg_agent::CandleTraining::new(data));
+        let runner = Runner::new(client, events, key.signing_key().clone(), local, config, status.clone(), metrics);
+        runner.run().await.map_err(tg_diag::from_agent)
     })?;
     let s = status.snapshot();
     if out.json {

@@ -231,6 +231,12 @@ fn service_error(e: ServiceError, data_dir: &Path) -> UserError {
             format!("the job's quorum is {quorum}"),
             "start more agents (`tensorguard agent start --coordinator ADDR`), or raise deadlines.join_secs",
         ),
+        ServiceError::InitialModel { path, why } => UserError::new(
+            Code::DatasetUnsuitable,
+            format!("the job's initial model {} cannot be used", path.display()),
+            why,
+            "point [model] initial at a safetensors file of finite f32, f16 or bf16 tensors (tensorguard.save_model or safetensors.torch.save_file write one); a relative path is relative to the job file",
+        ),
         ServiceError::Record(why) => UserError::new(
             Code::Store,
             "cannot record the job's end",

@@ -111,6 +111,23 @@ impl OwnerPolicy {
             BudgetScope::Dataset => fingerprint(data),
         }
     }
+
+    /// The ledger key of data the agent cannot read itself (a Python
+    /// learner's), named by its owner: agent-wide by default, else a
+    /// digest of `name`, so any name makes a safe file name.
+    pub fn ledger_key_named(&self, name: &str) -> String {
+        use sha2::{Digest, Sha256};
+        match self.budget_scope {
+            BudgetScope::Agent => AGENT_LEDGER.to_owned(),
+            BudgetScope::Dataset => Sha256::new()
+                .chain_update(b"tensorguard-named-dataset\0")
+                .chain_update(name.as_bytes())
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        }
+    }
 }
 
 /// Local epochs a round may ask of an agent whose owner set no limit.

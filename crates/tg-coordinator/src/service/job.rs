@@ -69,6 +69,82 @@ pub fn start_node(
     Ok((client, events))
 }
 
+/// The model a job starts from, and what the coordinator knows of the data.
+struct Model {
+    initial: tg_types::Parameters,
+    evaluator: Box<dyn crate::Evaluator>,
+    /// The coordinator's count of training examples (0: unknown).
+    train_examples: usize,
+    schema: Option<tg_proto::DataSchema>,
+}
+
+/// A built-in model: the coordinator holds the dataset's held-out split,
+/// which gates every round, and declares the data's schema.
+fn builtin_model(what: &tg_types::spec::JobSpec) -> Result<Model, ServiceError> {
+    let split = load_dataset(&what.dataset)?;
+    let shape = ModelShape::for_dataset(what.model, what.hidden, &split.train)?;
+    Ok(Model {
+        initial: init_parameters(&shape, what.seed)?,
+        schema: Some(tg_proto::DataSchema {
+            features: split.train.num_features() as u32,
+            classes: split.train.num_classes() as u32,
+            dtype: tg_proto::Dtype::F32,
+        }),
+        train_examples: split.train.len(),
+        evaluator: Box::new(crate::plan::HeldOut::new(shape, &split.test)?),
+    })
+}
+
+/// Largest initial model file read (4 GiB: a billion f32 values).
+const MAX_INITIAL_MODEL_BYTES: u64 = 4 << 30;
+
+/// The operator's model, from a safetensors file: the agents bring its
+/// code and their data, so the coordinator holds no held-out data (every
+/// finite aggregate commits) and declares no schema.
+fn operator_model(path: &std::path::Path) -> Result<Model, ServiceError> {
+    let bad = |why: String| ServiceError::InitialModel {
+        path: path.to_owned(),
+        why,
+    };
+    // A regular file of bounded size: a job sent through the API must not
+    // make the coordinator read a device or a FIFO.
+    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    if meta.len() > MAX_INITIAL_MODEL_BYTES {
+        return Err(bad(format!(
+            "{} bytes, more than the {MAX_INITIAL_MODEL_BYTES} a job's model may have",
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let initial = tg_types::Parameters::from_safetensors(&bytes).map_err(|e| {
+        bad(format!(
+            "not a safetensors model TensorGuard can train: {e}"
+        ))
+    })?;
+    if initial.num_values() == 0 {
+        return Err(bad("the model has no values".into()));
+    }
+    if let Some(t) = initial
+        .tensors()
+        .iter()
+        .find(|t| t.data.iter().any(|v| !v.is_finite()))
+    {
+        return Err(bad(format!(
+            "tensor `{}` holds NaN or infinite values",
+            t.name
+        )));
+    }
+    Ok(Model {
+        initial,
+        evaluator: Box::new(crate::plan::NoHeldOut),
+        train_examples: 0,
+        schema: None,
+    })
+}
+
 /// Runs (or resumes) `job` until it ends; `Ok(None)` when an operator
 /// stopped it before round 1 (recorded in the audit log).
 pub async fn run(
@@ -101,19 +177,24 @@ pub async fn run(
         report.alert(label);
     }
 
-    // The coordinator's own data: the held-out split that gates every round.
     let what = job.job.spec();
-    let split = load_dataset(&what.dataset)?;
-    let shape = ModelShape::for_dataset(what.model, what.hidden, &split.train)?;
-    let initial = init_parameters(&shape, what.seed)?;
+    let model = match &job.initial_model {
+        Some(path) => operator_model(path)?,
+        None => builtin_model(what)?,
+    };
+    let Model {
+        initial,
+        evaluator,
+        train_examples,
+        schema,
+    } = model;
     // The job's numbers (noise, encoding, weights) from the plan, as in the demo.
     let plan = job.job.plan(&tg_job::Facts {
         num_parameters: initial.num_values(),
-        train_examples: split.train.len(),
+        train_examples,
         client_sizes: None,
     })?;
     let spec = plan.spec.clone();
-    let evaluator = Box::new(crate::plan::HeldOut::new(shape, &split.test)?);
 
     let listen = if options.listen.is_empty() {
         job.listen.clone()
@@ -167,11 +248,8 @@ pub async fn run(
         rounds: spec.rounds,
         enrollment_required: job.enrollment && job.allowed.is_empty(),
         attestation_nonce: None,
-        schema: Some(tg_proto::DataSchema {
-            features: split.train.num_features() as u32,
-            classes: split.train.num_classes() as u32,
-            dtype: tg_proto::Dtype::F32,
-        }),
+        schema,
+        custom_model: job.initial_model.is_some(),
     };
     let audit = node.audit.clone();
     let prg = tg_secagg::crypto::Prg::for_this_cpu();
@@ -283,4 +361,50 @@ pub async fn run(
         .record(&store, None)
         .map_err(|e| ServiceError::Record(e.to_string()))?;
     Ok(Some(finished))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tg_types::{NamedTensor, Parameters};
+
+    fn model(values: Vec<f32>) -> Vec<u8> {
+        Parameters::new(vec![NamedTensor {
+            name: "w".into(),
+            shape: vec![values.len()],
+            data: values,
+        }])
+        .unwrap()
+        .to_safetensors()
+        .unwrap()
+    }
+
+    #[test]
+    fn an_operator_model_is_a_regular_file_of_finite_tensors() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("m.safetensors");
+        std::fs::write(&good, model(vec![0.5, -1.0])).unwrap();
+        let m = operator_model(&good).unwrap();
+        assert_eq!(m.initial.num_values(), 2);
+        assert!(m.schema.is_none() && m.train_examples == 0);
+
+        let why = |p: &std::path::Path| match operator_model(p) {
+            Err(ServiceError::InitialModel { why, .. }) => why,
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("{} accepted", p.display()),
+        };
+        let nan = dir.path().join("nan.safetensors");
+        std::fs::write(&nan, model(vec![0.5, f32::NAN])).unwrap();
+        assert!(why(&nan).contains("NaN"));
+        let truncated = dir.path().join("cut.safetensors");
+        let bytes = model(vec![1.0; 8]);
+        std::fs::write(&truncated, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(why(&truncated).contains("safetensors"));
+        // A device or a directory named by a job sent through the API is
+        // never read.
+        assert!(why(std::path::Path::new("/dev/zero")).contains("regular file"));
+        assert!(why(dir.path()).contains("regular file"));
+        assert!(!why(&dir.path().join("missing")).is_empty());
+    }
 }

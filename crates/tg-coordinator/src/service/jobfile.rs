@@ -42,6 +42,10 @@ pub struct JobFile {
     pub fleet_root: Option<[u8; 32]>,
     /// The TEE policy agents must meet, when the job requires one.
     pub attestation: Option<tg_attest::Policy>,
+    /// `[model] initial`: the operator's initial model, a safetensors file
+    /// (relative to the job file when read with [`load`], else to the
+    /// coordinator's working directory).
+    pub initial_model: Option<std::path::PathBuf>,
 }
 
 fn addrs(key: &str, list: &[String]) -> Result<Vec<Multiaddr>, JobError> {
@@ -68,7 +72,14 @@ pub fn load(path: &Path) -> Result<JobFile, JobError> {
             fix: "check the path (see deploy/examples/digits-secure.toml for an example)".into(),
         })
     })?;
-    parse(&path.display().to_string(), &bytes)
+    let mut file = parse(&path.display().to_string(), &bytes)?;
+    if let Some(model) = &mut file.initial_model
+        && model.is_relative()
+        && let Some(dir) = path.parent()
+    {
+        *model = dir.join(&*model);
+    }
+    Ok(file)
 }
 
 /// Parses a job file's bytes; `origin` names it in errors.
@@ -98,6 +109,7 @@ pub fn parse(origin: &str, bytes: &[u8]) -> Result<JobFile, JobError> {
         enrollment: file.admission.enrollment,
         fleet_root: file.fleet_root,
         attestation: file.attestation,
+        initial_model: file.initial_model.map(std::path::PathBuf::from),
         job: file.job,
     })
 }

@@ -66,6 +66,14 @@ pub enum ServiceError {
     /// The rounds stopped on an error (restarting resumes the job).
     #[error(transparent)]
     Run(#[from] crate::CoordinatorError),
+    /// The job's `[model] initial` file cannot be used.
+    #[error("the initial model {path}: {why}")]
+    InitialModel {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The job's end could not be recorded.
     #[error("cannot record the job's end: {0}")]
     Record(String),

@@ -122,6 +122,11 @@ fn not_for(k: &str, mode: &str, instead: &str) -> JobError {
 }
 
 impl Choice {
+    /// Whether agents train with DP-SGD (local per-example noise).
+    pub(crate) fn is_dp_sgd(&self) -> bool {
+        matches!(self.mode, Mode::LocalSgd)
+    }
+
     /// Validates `p` and shapes the federation it implies: with user-level
     /// DP the population is sampled (in a simulation it is the clients) and
     /// the default quorum drops to 1, since Poisson sampling may pick few.
