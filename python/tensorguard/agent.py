@@ -9,11 +9,14 @@ Python; the GIL is released everywhere else.
 
 from __future__ import annotations
 
+import atexit
+import collections
 import json
 import os
+import re
 import socket
 import threading
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Deque, Dict, Mapping, Optional, Sequence, Union
 
 from . import _arrays, _core
 from .app import ClientApp, Context
@@ -48,20 +51,32 @@ def _read(what: str, path: PathLike) -> str:
         raise invalid(f"{what} = {os.fspath(path)!r}", str(e), f"point {what} at a readable file") from None
 
 
+_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _toml_key(k: Any) -> str:
+    if not isinstance(k, str) or not _KEY.match(k):
+        raise invalid(f"policy key {k!r}", "policy keys are bare words (letters, digits, _ and -)", "use the policy file's key names, e.g. allow_plaintext or max_round_epsilon")
+    return k
+
+
 def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
+    if isinstance(v, bool) or type(v).__name__ == "bool_":
         return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
+    if isinstance(v, int) or type(v).__name__.startswith(("int", "uint")):
+        return str(int(v))
+    if isinstance(v, float) or type(v).__name__.startswith("float"):
+        return repr(float(v))
     if isinstance(v, str):
-        return json.dumps(v)
+        # A JSON string without non-ASCII escapes is a valid TOML basic string.
+        return json.dumps(v, ensure_ascii=False)
     raise invalid(f"policy value {v!r}", "a policy value is a bool, a number or a string", "fix the policy dict")
 
 
 def _policy_toml(policy: Mapping[str, Any]) -> str:
-    top = [f"{k} = {_toml_value(v)}" for k, v in policy.items() if not isinstance(v, Mapping)]
+    top = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in policy.items() if not isinstance(v, Mapping)]
     tables = [
-        f"[{k}]\n" + "\n".join(f"{kk} = {_toml_value(vv)}" for kk, vv in v.items())
+        f"[{_toml_key(k)}]\n" + "\n".join(f"{_toml_key(kk)} = {_toml_value(vv)}" for kk, vv in v.items())
         for k, v in policy.items()
         if isinstance(v, Mapping)
     ]
@@ -90,7 +105,8 @@ class Agent:
         once: return when the job finishes (the default), or wait for the
             next job.
         policy: the data owner's policy: a TOML file's path, or a dict of
-            its keys (``{"allow_plaintext": True, "budget": {"epsilon": 8}}``).
+            its keys (``{"fleet_root": "<hex>", "budget": {"epsilon": 8.0,
+            "delta": 1e-5}}``).
         allow_plaintext: let rounds without secure aggregation run.
         certificate: the path of this agent's fleet certificate.
         insecure: testing only: send simulated (UNTRUSTED) attestation if a
@@ -98,7 +114,10 @@ class Agent:
         listen: addresses to listen on (by default the agent only dials out).
         discover: find the coordinator on the LAN (mDNS).
         dataset: names this data in the owner's ledger when the policy's
-            ``budget_scope`` is ``"dataset"``.
+            ``budget_scope`` is ``"dataset"``. The budget follows the name,
+            not the data's content: give one dataset one name. The default
+            scope, one budget for everything the data directory serves,
+            needs no name.
         context: the ``Context`` a ``ClientApp``'s handlers get. Given,
             its ``partition_id`` also seeds this agent's shuffling and
             encoding as client ``partition_id`` of a simulation is seeded,
@@ -106,7 +125,11 @@ class Agent:
         on_declined: called with a ``RoundError`` or ``PrivacyError`` for
             each round the agent declines (below the owner's floors, over
             budget, the handler failed); by default they are appended to
-            ``Agent.declined``.
+            ``Agent.declined`` (the last 1,000). It runs on the agent's
+            network thread: it must return quickly.
+
+    ``config["seed"]`` in a handler is for reproducible shuffling only: the
+    coordinator can predict it, so never draw privacy noise from it.
 
     Raises:
         ConfigError: an address does not parse (E020), no coordinator is
@@ -166,9 +189,13 @@ class Agent:
                 model = client.get_parameters({})
         else:
             raise invalid(f"client is a {type(client).__name__}", "an agent trains with a ClientApp or a NumPyClient", "pass a tensorguard.ClientApp or a tensorguard.NumPyClient")
-        #: Rounds this agent declined, as exceptions with their codes
-        #: (when no ``on_declined`` is given).
-        self.declined: List[TensorGuardError] = []
+        for what, v in (("seed", seed),) + ((("context.partition_id", context.partition_id),) if context is not None else ()):
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
+                raise invalid(f"{what} = {v!r}", "it must be a non-negative integer", f"pass a {what} between 0 and 2**63 - 1")
+        #: The last 1,000 rounds this agent declined, as exceptions with
+        #: their codes (when no ``on_declined`` is given); ``status()
+        #: ["declined"]`` counts them all.
+        self.declined: Deque[TensorGuardError] = collections.deque(maxlen=1000)
         policy_text = None
         if isinstance(policy, Mapping):
             policy_text = _policy_toml(policy)
@@ -251,11 +278,19 @@ class Agent:
                 self._error = e
 
         self._thread = threading.Thread(target=body, name="tensorguard-agent", daemon=True)
+        # Stopped and joined before the interpreter goes away.
+        atexit.register(self._shutdown)
         self._thread.start()
         return self
 
+    def _shutdown(self) -> None:
+        self.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
     def stop(self) -> None:
-        """Stops the agent within 100 ms (from any thread).
+        """Stops the agent (from any thread): within 100 ms, or once a
+        handler that is running returns.
 
         Example:
             >>> callable(Agent.stop)

@@ -339,6 +339,14 @@ def test_an_agent_refuses_bad_settings_with_the_cli_s_codes(tmp_path) -> None:
     assert e.value.code == "E020"
     with pytest.raises(tensorguard.ConfigError):
         tensorguard.Agent(app, "/ip4/127.0.0.1/tcp/7700", data_dir=str(tmp_path), passphrase="p")
+    # A key that would smuggle a second setting into the policy's TOML.
+    with pytest.raises(tensorguard.ConfigError) as e:
+        tensorguard.Agent(app, "/ip4/127.0.0.1/tcp/7700", model=model, data_dir=str(tmp_path), passphrase="p",
+                          policy={"allow_evaluation = true\nallow_plaintext": True})
+    assert "bare words" in str(e.value)
+    with pytest.raises(tensorguard.ConfigError):
+        tensorguard.Agent(app, "/ip4/127.0.0.1/tcp/7700", model=model, data_dir=str(tmp_path), passphrase="p",
+                          seed=-1, allow_plaintext=True)
     # An owner policy that would refuse every round is refused up front.
     with pytest.raises(tensorguard.ConfigError) as e:
         tensorguard.Agent(app, "/ip4/127.0.0.1/tcp/7700", model=model, data_dir=str(tmp_path), passphrase="p")

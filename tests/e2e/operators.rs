@@ -29,6 +29,11 @@ fn jobs_are_submitted_and_stopped_through_the_api_and_bad_job_files_are_400() {
             "[job]\ndataset = \"digits\"\n[network]\nlisten = [\"not-a-multiaddr\"]\n",
             "listen",
         ),
+        // A file path on the coordinator's host: never read for an API caller.
+        (
+            "[job]\n[model]\ninitial = \"/etc/passwd\"\n",
+            "never reads files",
+        ),
         // A combination the demo refuses, refused with the demo's words and code.
         (
             "[job]\nstrategy = \"scaffold\"\nclients = 4\n[secure_aggregation]\n",

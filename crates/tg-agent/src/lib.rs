@@ -54,6 +54,10 @@ pub enum AgentError {
     /// Local data does not match the job's declared schema.
     #[error("{0}")]
     Schema(String),
+    /// The owner's privacy ledger cannot be opened (another agent holds
+    /// it, or it is unreadable): nothing is trained without it.
+    #[error("this agent's privacy ledger is unreadable: {0}")]
+    Ledger(String),
     /// The job trains the operator's own model, which this agent's
     /// built-in learner cannot build.
     #[error(

@@ -330,9 +330,9 @@ impl Runner {
                 .map_err(|e| AgentError::Refused(e.to_string()))?;
             let dataset = self.local.ledger_key(&self.config.policy);
             let ledger = match &self.config.ledger_dir {
-                Some(dir) => crate::OwnerLedger::open(dir, dataset.clone()).map_err(|e| {
-                    AgentError::Refused(format!("this agent's privacy ledger is unreadable: {e}"))
-                })?,
+                Some(dir) => {
+                    crate::OwnerLedger::open(dir, dataset.clone()).map_err(AgentError::Ledger)?
+                }
                 // In memory: carried from the previous job, so a new job id
                 // does not reset it.
                 None => self

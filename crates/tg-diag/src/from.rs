@@ -279,6 +279,12 @@ pub fn from_agent(e: tg_agent::AgentError) -> UserError {
             "the job trains the operator's own model (its [model] initial file), and `tensorguard agent start` trains only the built-in models",
             "join this job from Python, where your code defines the model: tensorguard.Agent(app, coordinator=ADDR, enroll=TOKEN, model=...)",
         ),
+        AgentError::Ledger(why) => UserError::new(
+            Code::Store,
+            "this agent's privacy ledger cannot be opened",
+            why,
+            "run one agent per data directory, and check the directory's permissions; nothing was trained or sent",
+        ),
         AgentError::Model(e) => from_model(e),
         other => UserError::new(
             Code::Network,

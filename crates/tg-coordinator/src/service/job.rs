@@ -95,20 +95,28 @@ fn builtin_model(what: &tg_types::spec::JobSpec) -> Result<Model, ServiceError> 
     })
 }
 
-/// Largest initial model file read (4 GiB: a billion f32 values).
-const MAX_INITIAL_MODEL_BYTES: u64 = 4 << 30;
+/// Largest initial model file read (1 GiB: a quarter-billion f32 values,
+/// whose updates agents stream in chunks).
+const MAX_INITIAL_MODEL_BYTES: u64 = 1 << 30;
 
 /// The operator's model, from a safetensors file: the agents bring its
 /// code and their data, so the coordinator holds no held-out data (every
 /// finite aggregate commits) and declares no schema.
 fn operator_model(path: &std::path::Path) -> Result<Model, ServiceError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let bad = |why: String| ServiceError::InitialModel {
         path: path.to_owned(),
         why,
     };
-    // A regular file of bounded size: a job sent through the API must not
-    // make the coordinator read a device or a FIFO.
-    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    // Opened once, without blocking (a FIFO), and checked through the open
+    // handle: what is read is what was checked, of bounded size.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(|e| bad(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| bad(e.to_string()))?;
     if !meta.is_file() {
         return Err(bad("not a regular file".into()));
     }
@@ -118,7 +126,13 @@ fn operator_model(path: &std::path::Path) -> Result<Model, ServiceError> {
             meta.len()
         )));
     }
-    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_INITIAL_MODEL_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(e.to_string()))?;
+    if bytes.len() as u64 > MAX_INITIAL_MODEL_BYTES {
+        return Err(bad("the file grew past the limit while it was read".into()));
+    }
     let initial = tg_types::Parameters::from_safetensors(&bytes).map_err(|e| {
         bad(format!(
             "not a safetensors model TensorGuard can train: {e}"
@@ -179,7 +193,13 @@ pub async fn run(
 
     let what = job.job.spec();
     let model = match &job.initial_model {
-        Some(path) => operator_model(path)?,
+        // A large file is read and checked off the async threads.
+        Some(path) => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || operator_model(&path))
+                .await
+                .map_err(|e| ServiceError::Record(format!("reading the initial model: {e}")))??
+        }
         None => builtin_model(what)?,
     };
     let Model {
@@ -405,6 +425,15 @@ mod tests {
         // never read.
         assert!(why(std::path::Path::new("/dev/zero")).contains("regular file"));
         assert!(why(dir.path()).contains("regular file"));
+        // A FIFO (a reader would block forever) and a link to a device.
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            assert!(why(&fifo).contains("regular file"));
+        }
+        let link = dir.path().join("link.safetensors");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        assert!(why(&link).contains("regular file"));
         assert!(!why(&dir.path().join("missing")).is_empty());
     }
 }

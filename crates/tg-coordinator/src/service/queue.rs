@@ -183,6 +183,14 @@ impl Operations for CoordinatorOps {
         let effective = jobfile::with_defaults(job_file, defaults);
         let job = jobfile::parse("(request body)", effective.as_bytes())
             .map_err(|e| OperationError::Invalid(e.coded()))?;
+        // A path in a request body would let an API caller make the
+        // coordinator read (and send to its agents) any file on its host.
+        if let Some(path) = &job.initial_model {
+            return Err(OperationError::Invalid(format!(
+                "error[E020]: [model] initial = {:?} in a job sent through the API — the API never reads files on the coordinator's host — start this job with `tensorguard coordinator start --job FILE`, whose operator names the file",
+                path.display()
+            )));
+        }
         if job.job.simulated_noise_seed().is_some() && !self.intake.allow_simulated {
             return Err(OperationError::Invalid(
                 "error[E020]: the job sets privacy.simulated_noise_seed — its DP noise would come from a public seed, which anyone can remove — remove it; only a coordinator started with --allow-simulated runs such a test job".into(),
