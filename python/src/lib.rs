@@ -13,6 +13,7 @@
 mod agent;
 mod errors;
 mod learner;
+mod strategy;
 mod tensors;
 
 use std::path::PathBuf;
@@ -34,7 +35,8 @@ const ROUND_DEADLINE: Duration = Duration::from_secs(3600);
 /// and returns the summary `tensorguard demo --json` prints (as JSON) with
 /// the final model.
 #[pyfunction]
-#[pyo3(signature = (job, initial, clients, evaluate = None, data_dir = None, on_round = None))]
+#[pyo3(signature = (job, initial, clients, evaluate = None, data_dir = None, on_round = None, strategy = None))]
+#[allow(clippy::too_many_arguments)]
 fn simulate(
     py: Python<'_>,
     job: &str,
@@ -43,6 +45,7 @@ fn simulate(
     evaluate: Option<Py<PyAny>>,
     data_dir: Option<PathBuf>,
     on_round: Option<Py<PyAny>>,
+    strategy: Option<Py<PyAny>>,
 ) -> PyResult<(String, Vec<Wire>)> {
     let job =
         tg_job::parse_simulation("simulation.run", job).map_err(|e| raise(py, from_job(e)))?;
@@ -95,8 +98,18 @@ fn simulate(
         Some(f) => Box::new(PyEvaluator::new(f)),
         None => Box::new(tg_coordinator::plan::NoHeldOut),
     };
-    let federation = tg_inproc::Federation::new(&plan, initial, learners)
+    let mut federation = tg_inproc::Federation::new(&plan, initial, learners)
         .map_err(|e| raise(py, from_inproc(e, &dir)))?;
+    if let Some(object) = strategy {
+        // Sampling and the local objective stay the job's; the user's
+        // object aggregates.
+        let inner =
+            tg_coordinator::plan::build_strategy(&plan.spec, tg_coordinator::plan::NoiseSource::Os)
+                .map_err(|e| raise(py, from_inproc(e.into(), &dir)))?;
+        federation = federation
+            .with_strategy(Box::new(strategy::PyStrategy::new(object, inner)))
+            .map_err(|e| raise(py, from_inproc(e, &dir)))?;
+    }
     let id = job_id().map_err(|e| raise(py, e))?;
     let spec = plan.spec.clone();
     // The GIL is released for the whole run; each client's handler takes

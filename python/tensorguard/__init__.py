@@ -33,6 +33,7 @@ from .errors import (
 )
 from .models import load_model, save_model
 from .numpy_client import NumPyClient
+from .strategy import FedMedian, Strategy
 
 __all__ = [
     "__version__",
@@ -40,6 +41,8 @@ __all__ = [
     "ClientApp",
     "Context",
     "NumPyClient",
+    "Strategy",
+    "FedMedian",
     "simulation",
     "datasets",
     "load_model",

@@ -13,6 +13,7 @@ def simulate(
     evaluate: Optional[Callable[[List[Wire]], Tuple[float, Optional[float]]]] = None,
     data_dir: Optional[str] = None,
     on_round: Optional[Callable[[str], None]] = None,
+    strategy: Optional[Any] = None,
 ) -> Tuple[str, List[Wire]]: ...
 def digits(
     partition_id: int, num_partitions: int, partition: str = "iid", seed: int = 0

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 from . import _arrays, _core
 from .app import ClientApp, Context
 from .errors import TensorGuardError, invalid
+from .strategy import Strategy
 
 __all__ = ["Summary", "run"]
 
@@ -115,7 +116,7 @@ def run(
     rounds: int,
     *,
     initial_model: Any = None,
-    strategy: str = "fedavg",
+    strategy: Union[str, Strategy] = "fedavg",
     secure_aggregation: Union[None, bool, Mapping[str, Any]] = None,
     dp: Optional[Mapping[str, Any]] = None,
     evaluate_fn: Optional[Callable[[Dict[str, Any]], Any]] = None,
@@ -138,7 +139,9 @@ def run(
         initial_model: a torch ``state_dict``, a dict of arrays or a list of
             arrays. Defaults to client 0's ``get_parameters({})``.
         strategy: ``"fedavg"``, ``"fedprox"`` or ``"fedadam"`` (the job
-            file's names; SCAFFOLD and DP-SGD need the engine's own models).
+            file's names; SCAFFOLD and DP-SGD need the engine's own models),
+            or your own ``tensorguard.Strategy`` (plaintext rounds without
+            DP only: it sees each client's model).
         secure_aggregation: ``True`` or a dict of the job file's
             ``[secure_aggregation]`` keys: updates reach the server only as a
             SecAgg+ sum.
@@ -192,6 +195,11 @@ def run(
         if isinstance(client, ClientApp):
             raise invalid("no initial_model", "a ClientApp does not say what the model is", "pass initial_model=model.state_dict()")
         initial_model = clients[0].get_parameters({})
+    custom = None
+    if isinstance(strategy, Strategy):
+        custom, strategy = strategy, "fedavg"
+    elif not isinstance(strategy, str):
+        raise invalid(f"strategy = {strategy!r}", "a strategy is a job file's name or a tensorguard.Strategy", 'pass "fedavg", "fedprox", "fedadam", or an instance of a tensorguard.Strategy subclass')
     sections: Dict[str, Dict[str, Any]] = {
         "job": {
             "clients": num_clients,
@@ -234,7 +242,7 @@ def run(
             user_report(json.loads(text))
 
     summary, model = _core.simulate(
-        _toml(sections), _arrays.to_wire(initial_model), recorded, evaluate, data_dir, report
+        _toml(sections), _arrays.to_wire(initial_model), recorded, evaluate, data_dir, report, custom
     )
     result = Summary(json.loads(summary), _arrays.from_wire(model))
     result.client_errors = errors

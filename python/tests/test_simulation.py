@@ -383,3 +383,49 @@ def test_half_precision_state_dicts_saved_by_safetensors_load_in_their_dtype(tmp
     with pytest.raises(tensorguard.ConfigError) as e:
         tensorguard.load_model(bad)
     assert "I64" in str(e.value)
+
+
+def test_a_custom_strategy_aggregates_plaintext_rounds_and_is_refused_where_it_would_leak() -> None:
+    import numpy as np
+
+    app = tensorguard.ClientApp()
+
+    @app.train()
+    def train(model, config, context):
+        # Client 2 is a poisoner: its model is far off.
+        shift = 1000.0 if context.partition_id == 2 else float(context.partition_id)
+        return {k: v + shift for k, v in model.items()}, 10
+
+    init = {"w": np.zeros(3)}
+    s = tensorguard.simulation.run(app, num_clients=5, rounds=1, initial_model=init, strategy=tensorguard.FedMedian())
+    assert s["rounds_committed"] == 1
+    # The median of 0, 1, 1000, 3, 4 is 3: the poisoner moved nothing.
+    assert s.model["w"].tolist() == [3.0, 3.0, 3.0]
+    avg = tensorguard.simulation.run(app, num_clients=5, rounds=1, initial_model=init)
+    assert avg.model["w"][0] > 100
+
+    seen = []
+
+    class Recording(tensorguard.Strategy):
+        def aggregate_fit(self, server_round, results, global_model):
+            seen.append((server_round, sorted(n for _, n in results)))
+            return [np.full(3, 7.0)]  # a list, in the global model's order
+
+    s = tensorguard.simulation.run(app, num_clients=2, rounds=2, initial_model=init, strategy=Recording())
+    assert seen == [(1, [10, 10]), (2, [10, 10])] and s.model["w"].tolist() == [7.0] * 3
+
+    class Bad(tensorguard.Strategy):
+        def aggregate_fit(self, server_round, results, global_model):
+            return {"w": np.zeros(4)}  # another shape
+
+    # Its round fails, with the reason; the job goes on.
+    s = tensorguard.simulation.run(app, num_clients=2, rounds=2, initial_model=init, strategy=Bad())
+    assert s["rounds_committed"] == 0 and len(s["history"]) == 2, s
+    assert "other tensors" in s["history"][0]["reason"], s["history"][0]
+
+    for kwargs, word in [({"secure_aggregation": True}, "sum"), ({"dp": {"mode": "central", "target_epsilon": 8.0, "clip": 1.0}}, "noise")]:
+        with pytest.raises(ConfigError) as e:
+            tensorguard.simulation.run(app, num_clients=4, rounds=1, initial_model=init, strategy=tensorguard.FedMedian(), **kwargs)
+        assert e.value.code == "E020" and word in str(e.value), e.value
+    with pytest.raises(ConfigError):
+        tensorguard.simulation.run(app, num_clients=2, rounds=1, initial_model=init, strategy=object())

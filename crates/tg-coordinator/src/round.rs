@@ -205,7 +205,14 @@ impl<T: Transport> Coordinator<'_, T> {
         global: &Parameters,
         fold: Fold,
     ) -> Result<(RoundRecord, Committed)> {
-        let candidate = self.strategy.apply(round, global, fold)?;
+        let candidate = match self.strategy.apply(round, global, fold) {
+            Ok(c) => c,
+            Err(StrategyError::Rejected(why)) => {
+                record.reason = Some(format!("the strategy did not aggregate: {why}"));
+                return self.finish(record, started, None).await;
+            }
+            Err(e) => return Err(e.into()),
+        };
         if !candidate.all_finite() {
             record.reason = Some("evaluation gate: aggregated model has non-finite values".into());
             return self.finish(record, started, None).await;

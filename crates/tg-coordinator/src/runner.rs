@@ -34,6 +34,26 @@ pub struct JobRun<'a> {
     pub metrics: Option<Arc<tg_metrics::Metrics>>,
     /// An operator's stop request.
     pub stop: Option<StopSignal>,
+    /// The caller's own strategy instead of the job's (see
+    /// [`custom_strategy_refusal`]: plaintext rounds without DP only).
+    pub strategy: Option<Box<dyn tg_strategy::Strategy>>,
+}
+
+/// Why a caller's own strategy cannot run `spec`, if it cannot: it sees
+/// each client's update, which secure aggregation never reveals, and it
+/// would aggregate outside the DP mechanism whose ε the job reports.
+pub fn custom_strategy_refusal(spec: &tg_types::spec::JobSpec) -> Option<&'static str> {
+    if spec.secure_aggregation.is_some() {
+        return Some(
+            "a custom strategy needs each client's update, and under secure aggregation the coordinator sees only their sum; use a built-in strategy (fedavg, fedprox, fedadam), which aggregates the sum, or run without secure aggregation",
+        );
+    }
+    if spec.privacy.is_some() {
+        return Some(
+            "under differential privacy the engine's strategy clips and noises the aggregate that ε is reported for; a custom strategy would release it without that noise, so the reported ε would be false; use a built-in strategy, or run without dp",
+        );
+    }
+    None
 }
 
 pub use tg_types::record::JobSummary;
@@ -64,7 +84,15 @@ impl JobRun<'_> {
             Some(seed) => NoiseSource::Simulated(seed),
             None => NoiseSource::Os,
         };
-        let strategy = build_strategy(&plan.spec, noise)?;
+        let strategy = match self.strategy {
+            Some(custom) => {
+                if let Some(why) = custom_strategy_refusal(&plan.spec) {
+                    return Err(tg_strategy::StrategyError::Config(why.into()).into());
+                }
+                custom
+            }
+            None => build_strategy(&plan.spec, noise)?,
+        };
         let config = RunConfig::for_job(
             self.id,
             self.kind,

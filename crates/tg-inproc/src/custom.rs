@@ -19,6 +19,7 @@ pub struct Federation {
     plan: tg_job::JobPlan,
     initial: Parameters,
     learners: Vec<Box<dyn Learner>>,
+    strategy: Option<Box<dyn tg_strategy::Strategy>>,
 }
 
 impl Federation {
@@ -77,7 +78,19 @@ impl Federation {
             plan: plan.clone(),
             initial,
             learners,
+            strategy: None,
         })
+    }
+
+    /// Aggregates with `strategy` (the caller's own, e.g. from Python)
+    /// instead of the job's: refused, with the reason, for a job with
+    /// secure aggregation or DP ([`tg_coordinator::runner::custom_strategy_refusal`]).
+    pub fn with_strategy(mut self, strategy: Box<dyn tg_strategy::Strategy>) -> Result<Self> {
+        if let Some(why) = tg_coordinator::runner::custom_strategy_refusal(&self.plan.spec) {
+            return Err(InprocError::Config(why.into()));
+        }
+        self.strategy = Some(strategy);
+        Ok(self)
     }
 
     /// Runs the job, recording it as `job` in `store`; `evaluator` is the
@@ -108,6 +121,7 @@ impl Federation {
             job,
             round_deadline,
             stop: Some(stop),
+            strategy: self.strategy,
         };
         run.federate(agents, evaluator, self.initial, store, on_round)
             .await

@@ -206,6 +206,7 @@ impl Prepared {
             job,
             round_deadline,
             stop: None,
+            strategy: None,
         };
         run.federate(agents, evaluator, self.initial.clone(), store, on_round)
             .await
@@ -218,12 +219,13 @@ pub(crate) struct Run<'a> {
     pub(crate) job: JobId,
     pub(crate) round_deadline: Duration,
     pub(crate) stop: Option<tg_coordinator::StopSignal>,
+    pub(crate) strategy: Option<Box<dyn tg_strategy::Strategy>>,
 }
 
 impl Run<'_> {
     /// Runs `agents` (client `i` is `agents[i]`) against the one engine.
     pub(crate) async fn federate(
-        &self,
+        self,
         agents: Vec<Agent>,
         evaluator: Box<dyn tg_coordinator::Evaluator>,
         initial: Parameters,
@@ -287,6 +289,7 @@ impl Run<'_> {
             prg: tg_secagg::crypto::Prg::for_this_cpu(),
             metrics: None,
             stop: self.stop.clone(),
+            strategy: self.strategy,
         };
         let finished = run
             .run(transport, evaluator, store, initial, on_round)

@@ -136,6 +136,7 @@ impl Strategy for CentralDp {
             weighting: Weighting::Uniform,
             clip: Some(self.clip_norm),
             control: false,
+            keep: false,
         }
     }
 

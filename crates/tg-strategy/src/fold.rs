@@ -52,6 +52,10 @@ pub struct FoldRule {
     pub clip: Option<f64>,
     /// Also fold SCAFFOLD's control-variate change (refusing updates without one).
     pub control: bool,
+    /// Also keep each accepted update whole (O(clients × model) memory),
+    /// for a strategy that needs every update (a user's own, e.g. from
+    /// Python). Secure rounds never have individual updates to keep.
+    pub keep: bool,
 }
 
 impl FoldRule {
@@ -61,8 +65,28 @@ impl FoldRule {
             weighting: Weighting::Examples,
             clip: None,
             control: false,
+            keep: false,
         }
     }
+
+    /// The same rule, also keeping each accepted update (see [`FoldRule::keep`]).
+    #[must_use]
+    pub fn keeping(mut self) -> Self {
+        self.keep = true;
+        self
+    }
+}
+
+/// An accepted update, kept whole for a strategy that asked
+/// ([`FoldRule::keep`]), as it arrived (before any weighting or clip).
+#[derive(Clone, Debug)]
+pub struct Kept {
+    /// Its agent.
+    pub agent: AgentId,
+    /// Its example count, as reported.
+    pub num_examples: u64,
+    /// `local − global`.
+    pub update: Parameters,
 }
 
 /// The round's running sum: O(model) memory whatever the number of clients.
@@ -77,6 +101,7 @@ pub struct Fold {
     weight: u64,
     unclipped: usize,
     agents: BTreeSet<AgentId>,
+    kept: Vec<Kept>,
 }
 
 impl Fold {
@@ -97,7 +122,14 @@ impl Fold {
             weight: 0,
             unclipped: 0,
             agents: BTreeSet::new(),
+            kept: Vec::new(),
         }
+    }
+
+    /// The accepted updates, in canonical (agent) order, when the rule
+    /// keeps them; empty otherwise.
+    pub fn kept(&self) -> &[Kept] {
+        &self.kept
     }
 
     /// (name, shape) of each tensor: the round's layout.
@@ -201,6 +233,26 @@ impl Fold {
                 });
             }
         };
+        // Kept whole (when asked) before the sum is touched.
+        let kept = if self.rule.keep {
+            let mut lanes = update.lanes();
+            let tensors = self
+                .layout
+                .iter()
+                .map(|(name, shape)| NamedTensor {
+                    name: name.clone(),
+                    shape: shape.clone(),
+                    data: lanes.by_ref().take(shape.iter().product()).collect(),
+                })
+                .collect();
+            Some(Kept {
+                agent: agent.clone(),
+                num_examples,
+                update: Parameters::new(tensors)?,
+            })
+        } else {
+            None
+        };
         let update_term = Term {
             factor,
             truncate: clipping,
@@ -224,6 +276,11 @@ impl Fold {
         self.weight = new_weight;
         if factor >= 1.0 {
             self.unclipped += 1;
+        }
+        if let Some(kept) = kept {
+            // Canonical order, whatever the arrival order.
+            let at = self.kept.partition_point(|k| k.agent < kept.agent);
+            self.kept.insert(at, kept);
         }
         self.agents.insert(agent.clone());
         Ok(())

@@ -94,6 +94,7 @@ fn duplicates_bad_layouts_and_missing_controls_are_refused() {
         weighting: Weighting::Uniform,
         clip: None,
         control: true,
+        keep: false,
     };
     let mut s = Fold::new(rule, &g, 4);
     assert!(matches!(
@@ -167,7 +168,7 @@ proptest! {
         c in 1e-6f64..10.0,
     ) {
         let g = p(vec![0.0; vals.len()]);
-        let rule = FoldRule { weighting: Weighting::Uniform, clip: Some(c), control: false };
+        let rule = FoldRule { weighting: Weighting::Uniform, clip: Some(c), control: false, keep: false };
         let mut f = Fold::new(rule, &g, 1);
         f.add(&upd(0, vals, 1)).unwrap();
         let norm = f.sum_f64().iter().map(|x| x * x).sum::<f64>().sqrt();
@@ -182,6 +183,7 @@ fn clipping_scales_to_the_norm() {
         weighting: Weighting::Uniform,
         clip: Some(1.0),
         control: false,
+        keep: false,
     };
     let mut f = Fold::new(rule, &g, 4);
     f.add(&upd(0, vec![3.0, 4.0], 7)).unwrap();
@@ -192,4 +194,23 @@ fn clipping_scales_to_the_norm() {
         (s[0] - 0.7).abs() < 1e-7 && (s[1] - 0.8).abs() < 1e-7,
         "{s:?}"
     );
+}
+
+#[test]
+fn a_keeping_fold_keeps_each_accepted_update_whole_in_canonical_order() {
+    let g = p(vec![0.0, 0.0]);
+    let mut f = Fold::new(FoldRule::examples().keeping(), &g, 3);
+    f.add(&upd(2, vec![1.0, 2.0], 5)).unwrap();
+    f.add(&upd(1, vec![-1.0, 0.5], 3)).unwrap();
+    // A refused update leaves nothing kept.
+    assert!(f.add(&upd(3, vec![f32::NAN, 0.0], 1)).is_err());
+    let kept = f.kept();
+    assert_eq!(kept.len(), 2);
+    assert!(kept[0].agent < kept[1].agent);
+    assert_eq!(kept[0].update.tensors()[0].data, vec![-1.0, 0.5]);
+    assert_eq!((kept[0].num_examples, kept[1].num_examples), (3, 5));
+    // A rule that does not keep keeps nothing.
+    let mut plain = Fold::new(FoldRule::examples(), &g, 3);
+    plain.add(&upd(1, vec![1.0, 1.0], 1)).unwrap();
+    assert!(plain.kept().is_empty());
 }

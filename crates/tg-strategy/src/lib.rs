@@ -21,7 +21,7 @@ mod scaffold;
 pub use central_dp::CentralDp;
 pub use fedadam::FedAdam;
 pub use fedavg::FedAvg;
-pub use fold::{Fold, FoldRule, Weighting};
+pub use fold::{Fold, FoldRule, Kept, Weighting};
 pub use poisson::PoissonSampled;
 pub use sampling::Sampler;
 pub use scaffold::Scaffold;
@@ -59,6 +59,11 @@ pub enum StrategyError {
     /// Invalid configuration.
     #[error("invalid strategy configuration: {0}")]
     Config(String),
+    /// The strategy could not aggregate this round (a user's strategy
+    /// raised, or returned an unusable model): the round fails and the
+    /// job goes on.
+    #[error("{0}")]
+    Rejected(String),
     /// Parameter layouts disagree.
     #[error(transparent)]
     Params(#[from] ParamsError),

@@ -63,6 +63,7 @@ impl Strategy for Scaffold {
             weighting: Weighting::Uniform,
             clip: None,
             control: true,
+            keep: false,
         }
     }
 

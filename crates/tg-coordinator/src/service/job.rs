@@ -357,6 +357,7 @@ pub async fn run(
         prg,
         metrics: Some(metrics.clone()),
         stop: Some(stop),
+        strategy: None,
     };
     let quorum = spec.min_clients;
     let round_audit = audit.clone();
