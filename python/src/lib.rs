@@ -11,6 +11,7 @@
 //! `E0xx` code and the same words.
 
 mod agent;
+mod edge;
 mod errors;
 mod learner;
 mod strategy;
@@ -280,6 +281,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(write_safetensors, m)?)?;
     m.add_function(wrap_pyfunction!(stored_model, m)?)?;
     m.add_class::<agent::NativeAgent>()?;
+    m.add_function(wrap_pyfunction!(edge::edge_package, m)?)?;
+    m.add_function(wrap_pyfunction!(edge::read_edge_package, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -15,7 +15,7 @@ Example:
     'completed'
 """
 
-from . import datasets, simulation
+from . import datasets, edge, simulation
 from .agent import Agent
 from ._core import __version__
 from .app import ClientApp, Context
@@ -32,12 +32,16 @@ from .errors import (
     TrustError,
 )
 from .models import load_model, save_model
+from .edge import Demonstration, EdgeClient
 from .numpy_client import NumPyClient
 from .strategy import FedMedian, Strategy
 
 __all__ = [
     "__version__",
     "Agent",
+    "EdgeClient",
+    "Demonstration",
+    "edge",
     "ClientApp",
     "Context",
     "NumPyClient",

@@ -1,6 +1,6 @@
 """The native module (Rust). Use the package's public API instead."""
 
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 Wire = Tuple[str, List[int], bytes]
 
@@ -21,6 +21,8 @@ def digits(
 def read_safetensors(bytes: bytes) -> List[Wire]: ...
 def write_safetensors(tensors: Sequence[Wire]) -> bytes: ...
 def stored_model(sha256: str, data_dir: str) -> List[Wire]: ...
+def edge_package(update: Sequence[Wire], examples: int, clip: float, tasks: str) -> Tuple[bytes, float]: ...
+def read_edge_package(bytes: bytes) -> Tuple[List[Wire], Dict[str, str]]: ...
 
 class NativeAgent:
     def __init__(

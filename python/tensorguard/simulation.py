@@ -40,6 +40,17 @@ class Summary(dict):
         self.model = model
         self.client_errors: List[BaseException] = []
 
+    def state_dict(self) -> Dict[str, Any]:
+        """The final model as a torch ``state_dict`` (float32 tensors), for
+        ``module.load_state_dict``.
+
+        Example:
+            >>> import numpy as np
+            >>> Summary({}, model={"w": np.ones(2, dtype=np.float32)}).state_dict()["w"].tolist()
+            [1.0, 1.0]
+        """
+        return dict(_arrays.as_format(self.model, "torch"))
+
 
 def _toml_value(key: str, v: Any) -> str:
     if isinstance(v, bool):

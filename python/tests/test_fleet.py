@@ -207,3 +207,37 @@ def test_a_round_below_the_owner_s_floor_is_a_round_error_and_a_cli_agent_cannot
     assert isinstance(e, tensorguard.RoundError) and e.code == "E110" and "plaintext" in str(e).lower(), e
     summary = json.loads(out[out.index("{"):])
     assert summary["rounds_committed"] == 0, summary
+
+
+def test_a_connected_edge_client_takes_part_in_the_coordinator_s_rounds(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    coord = tmp_path / "coordinator"
+    torch.manual_seed(0)
+    policy = torch.nn.Linear(3, 2)
+    tensorguard.save_model(policy.state_dict(), str(tmp_path / "initial.safetensors"))
+    (tmp_path / "job.toml").write_text(PLAIN_JOB.replace("rounds = 1", "rounds = 2"))
+    coordinator = subprocess.Popen(
+        [str(BIN), "--data-dir", str(coord), "--json", "coordinator", "start", "--job", str(tmp_path / "job.toml")],
+        env=ENV, stdout=subprocess.PIPE, stderr=open(tmp_path / "coordinator.err", "w"), text=True,
+    )
+    robot = tensorguard.EdgeClient(policy, learning_rate=0.1)
+    robot.add_demonstration(tensorguard.Demonstration(np.ones((16, 3)), np.full((16, 2), 0.25), task="reach"))
+    try:
+        addr = wait_for(lambda: (coord / "coordinator.addrs").exists() and (coord / "coordinator.addrs").read_text().split(), 60, "the coordinator")[0]
+        robot.connect(addr, enroll=tg(coord, "enroll", "create")["token"], data_dir=str(tmp_path / "robot"),
+                      passphrase=PASSPHRASE, allow_plaintext=True)
+        # Returns once the robot has answered a request of the coordinator's.
+        first = robot.process_round(timeout=60)
+        out, _ = coordinator.communicate(timeout=60)
+        last = robot.status()
+    finally:
+        robot.stop()
+        if coordinator.poll() is None:
+            coordinator.kill()
+    assert first["answered"] >= 1 and last["answered"] >= 2 and last["declined"] == 0, (first, last)
+    summary = json.loads(out[out.index("{"):])
+    assert summary["rounds_committed"] == 2, (summary, (tmp_path / "coordinator.err").read_text())
+    # The fleet's model moved towards the robot's demonstrations.
+    start = tensorguard.load_model(str(tmp_path / "initial.safetensors"))["bias"]
+    model = tensorguard.load_model(summary["final_model_sha256"], data_dir=str(coord))["bias"]
+    assert abs(float(model.mean()) - 0.25) < abs(float(start.mean()) - 0.25), (start, model)

@@ -214,6 +214,15 @@ impl Parameters {
 
     /// Serializes to the safetensors format (little-endian F32, sorted names).
     pub fn to_safetensors(&self) -> Result<Vec<u8>, ParamsError> {
+        self.to_safetensors_with(None)
+    }
+
+    /// As [`Parameters::to_safetensors`], with the header's `__metadata__`
+    /// string map.
+    pub fn to_safetensors_with(
+        &self,
+        meta: Option<HashMap<String, String>>,
+    ) -> Result<Vec<u8>, ParamsError> {
         // One copy into little-endian bytes: portable and free of `unsafe`.
         let buffers: Vec<Vec<u8>> = self
             .tensors
@@ -234,8 +243,15 @@ impl Parameters {
                 .map_err(|e| ParamsError::Safetensors(e.to_string()))
             })
             .collect::<Result<_, _>>()?;
-        let meta: Option<HashMap<String, String>> = None;
         safetensors::serialize(views, meta).map_err(|e| ParamsError::Safetensors(e.to_string()))
+    }
+
+    /// The header's `__metadata__` string map of safetensors bytes
+    /// (untrusted input), empty when there is none.
+    pub fn safetensors_metadata(bytes: &[u8]) -> Result<HashMap<String, String>, ParamsError> {
+        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
+            .map_err(|e| ParamsError::Safetensors(e.to_string()))?;
+        Ok(meta.metadata().clone().unwrap_or_default())
     }
 
     /// Decodes safetensors bytes (untrusted input). F32 tensors are taken
