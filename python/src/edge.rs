@@ -17,8 +17,9 @@ fn bad(what: impl Into<String>, why: impl Into<String>, fix: impl Into<String>) 
 }
 
 /// `update` (local − global) clipped to L2 norm `clip`, with its example
-/// count, the tasks it was trained on (JSON) and its norm before clipping,
-/// as safetensors bytes; returns them and that norm.
+/// count and (when the robot names them) its tasks as JSON, as safetensors
+/// bytes. Whether it was clipped is said; by how much is not (that would
+/// undo the clip).
 #[pyfunction]
 pub(crate) fn edge_package(
     py: Python<'_>,
@@ -26,7 +27,7 @@ pub(crate) fn edge_package(
     examples: u64,
     clip: f64,
     tasks: String,
-) -> PyResult<(Vec<u8>, f64)> {
+) -> PyResult<Vec<u8>> {
     if !(clip > 0.0 && clip.is_finite()) {
         return Err(raise(
             py,
@@ -59,14 +60,19 @@ pub(crate) fn edge_package(
             ),
         ));
     }
-    if norm > clip {
+    let clipped = norm > clip;
+    if clipped {
         params.scale((clip / norm) as f32);
+        // f32 rounding may leave the norm a hair above the clip: shave it.
+        while params.l2_norm() > clip {
+            params.scale(1.0 - f32::EPSILON * 4.0);
+        }
     }
     let meta: HashMap<String, String> = [
         ("format", FORMAT.to_owned()),
         ("examples", examples.to_string()),
         ("clip", clip.to_string()),
-        ("norm_before_clip", norm.to_string()),
+        ("clipped", if clipped { "yes" } else { "no" }.to_owned()),
         ("tasks", tasks),
         (
             "masked",
@@ -87,7 +93,7 @@ pub(crate) fn edge_package(
             ),
         )
     })?;
-    Ok((bytes, norm))
+    Ok(bytes)
 }
 
 /// A package's update and metadata (untrusted bytes: checked).

@@ -65,6 +65,10 @@ class Demonstration:
             raise _data_error("a demonstration with NaN or infinite values", "it cannot be trained on", "drop the episode or fix the sensor reading")
         if not isinstance(self.task, str) or not self.task:
             raise _data_error(f"task = {self.task!r}", "a demonstration names its task", 'pass task="pick-place" (any non-empty name)')
+        # Copies, read-only: the caller cannot change an episode once checked.
+        obs, act = obs.copy(), act.copy()
+        obs.setflags(write=False)
+        act.setflags(write=False)
         self.observations, self.actions = obs, act
 
     def __len__(self) -> int:
@@ -82,14 +86,21 @@ class EdgeClient:
     policy fine-tuned on it by behaviour cloning.
 
     Args:
-        policy: a ``torch.nn.Module`` from observations to actions. Only its
-            trainable parameters' values travel (its ``state_dict``).
-        learning_rate, local_epochs, batch_size: the local training (the
-            coordinator's round config overrides them when connected).
+        policy: a ``torch.nn.Module`` from observations to actions. Rounds
+            train a copy: the robot's own policy changes only when you call
+            ``adopt``. A round's model is its ``state_dict`` (parameters and
+            buffers, such as BatchNorm statistics); an offline package holds
+            only the trainable parameters' update.
+        learning_rate, local_epochs, batch_size: the robot's own training.
+            A coordinator may ask for fewer epochs or a lower learning rate,
+            never for more work: the robot's values are upper bounds, and
+            its batch size is its own.
         max_demonstrations: the buffer's size; the oldest episodes go first.
         loss_fn: ``loss_fn(policy, observations, actions, tasks)`` for a
             batch; mean squared error of the actions by default.
         clip: the L2 norm an offline package's update is clipped to.
+        package_tasks: name the tasks (and their episode counts) in offline
+            packages; off by default, since they describe the robot's data.
 
     Example:
         >>> import numpy as np, torch
@@ -110,13 +121,21 @@ class EdgeClient:
         max_demonstrations: int = 10_000,
         loss_fn: Optional[Callable[..., Any]] = None,
         clip: float = 10.0,
+        package_tasks: bool = False,
     ) -> None:
+        import math
+
         import torch
 
         if not isinstance(policy, torch.nn.Module):
             raise invalid(f"policy is a {type(policy).__name__}", "the EdgeClient trains a torch policy", "pass a torch.nn.Module")
-        if max_demonstrations < 1:
-            raise invalid(f"max_demonstrations = {max_demonstrations}", "the buffer holds at least one episode", "pass max_demonstrations >= 1")
+        for name, value in (("max_demonstrations", max_demonstrations), ("local_epochs", local_epochs), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise invalid(f"{name} = {value!r}", "it counts something and must be at least 1", f"pass {name} >= 1")
+        for name, value in (("learning_rate", learning_rate), ("clip", clip)):
+            if not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
+                raise invalid(f"{name} = {value!r}", "it must be a positive, finite number", f"pass e.g. {name}=0.01")
+        self.package_tasks = package_tasks
         self.policy = policy
         self.learning_rate, self.local_epochs, self.batch_size = learning_rate, local_epochs, batch_size
         self.loss_fn = loss_fn or _mse
@@ -129,7 +148,8 @@ class EdgeClient:
         self._app._dtypes_like(policy.state_dict())
         self._client = self._app._client(Context(partition_id=0, num_partitions=1))
         self._agent: Optional[Agent] = None
-        self._answered = 0
+        self._round = 0
+        self._stopping = threading.Event()
         #: Episodes dropped from the full buffer (oldest first).
         self.dropped = 0
 
@@ -188,6 +208,8 @@ class EdgeClient:
     # -- training -------------------------------------------------------------
 
     def _train(self, model: Dict[str, Any], config: Dict[str, Any], context: Context) -> Any:
+        import copy
+
         import torch
 
         with self._lock:
@@ -197,23 +219,42 @@ class EdgeClient:
         obs = torch.from_numpy(np.concatenate([d.observations for d in episodes]))
         act = torch.from_numpy(np.concatenate([d.actions for d in episodes]))
         tasks = [d.task for d in episodes for _ in range(len(d))]
-        self.policy.load_state_dict(model)
-        lr = float(config.get("learning_rate", self.learning_rate))
-        epochs = int(config.get("local_epochs", self.local_epochs))
-        batch = int(config.get("batch_size", self.batch_size))
-        opt = torch.optim.Adam([p for p in self.policy.parameters() if p.requires_grad], lr=lr)
+        # A copy: a round never writes into the policy the robot runs.
+        policy = copy.deepcopy(self.policy)
+        policy.load_state_dict(model)
+        # The coordinator may ask for less work than the owner set, never more.
+        lr = min(float(config.get("learning_rate", self.learning_rate)), self.learning_rate)
+        epochs = max(1, min(int(config.get("local_epochs", self.local_epochs)), self.local_epochs))
+        batch = self.batch_size
+        opt = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=lr)
         g = torch.Generator().manual_seed(int(config.get("seed", 0)) % (2**63))
         loss = torch.zeros(())
-        self.policy.train()
-        for _ in range(max(epochs, 1)):
+        policy.train()
+        for _ in range(epochs):
             order = torch.randperm(len(obs), generator=g)
             for i in range(0, len(obs), batch):
+                if self._stopping.is_set():
+                    raise RuntimeError("the EdgeClient was stopped mid-round")
                 idx = order[i : i + batch]
                 opt.zero_grad()
-                loss = self.loss_fn(self.policy, obs[idx], act[idx], [tasks[j] for j in idx.tolist()])
+                loss = self.loss_fn(policy, obs[idx], act[idx], [tasks[j] for j in idx.tolist()])
                 loss.backward()
                 opt.step()
-        return self.policy.state_dict(), len(obs), {"loss": float(loss.detach())}
+        return policy.state_dict(), len(obs), {"loss": float(loss.detach())}
+
+    def adopt(self, model: Any) -> None:
+        """Loads ``model`` (a round's committed model: a ``state_dict`` or a
+        dict of arrays) into the robot's own policy: the only way a
+        federation changes what the robot runs.
+
+        Example:
+            >>> import torch
+            >>> robot = EdgeClient(torch.nn.Linear(3, 2))
+            >>> robot.adopt({"weight": torch.zeros(2, 3), "bias": torch.ones(2)})
+            >>> robot.policy.bias.tolist()
+            [1.0, 1.0]
+        """
+        self.policy.load_state_dict(dict(_arrays.as_format(_arrays.from_wire(_arrays.to_wire(model)), "torch", self.policy.state_dict())))
 
     # The engine calls these (an EdgeClient is its own client).
     def _tg_train(self, tensors: Any, config: Dict[str, Any]) -> Any:
@@ -249,6 +290,8 @@ class EdgeClient:
         """
         if self._agent is not None:
             raise invalid("connect() called twice", "an EdgeClient joins one coordinator", "create another EdgeClient")
+        if "model" in agent:
+            raise invalid("connect(model=...)", "the EdgeClient's policy is the model", "drop model=")
         agent.setdefault("once", False)
         self._agent = Agent(self, coordinator, model=self.policy.state_dict(), **agent).start()
         return self
@@ -263,7 +306,7 @@ class EdgeClient:
         robot, or send it only where you would send the update itself.
 
         Connected: waits (up to ``timeout`` seconds) until the agent has
-        answered the coordinator's next request and returns its status.
+        worked on a round it had not reached before, and returns its status.
 
         Example:
             >>> import numpy as np, torch
@@ -277,8 +320,8 @@ class EdgeClient:
             end = None if timeout is None else time.monotonic() + timeout
             while True:
                 status = self._agent.status()
-                if status.get("answered", 0) > self._answered:
-                    self._answered = status["answered"]
+                if status.get("round", 0) > self._round and status.get("state") != "training":
+                    self._round = status["round"]
                     return status
                 finished = self._agent.join(timeout=0.1)
                 if finished is not None:
@@ -288,12 +331,13 @@ class EdgeClient:
         if self.num_steps == 0:
             raise _data_error("no demonstrations buffered", "a round trains on the robot's own episodes", "add_demonstration() first")
         before = {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
-        start = _arrays.to_wire(before)
-        new_wire, n, _ = self._tg_train(start, {"server_round": 0})
+        new_wire, n, _ = self._tg_train(_arrays.to_wire(before), {"server_round": 0})
         after = _arrays.from_wire(new_wire)
-        update = {k: after[k] - _arrays.to_numpy(before[k], k) for k in after}
-        # The robot keeps its own improved policy; only the package leaves.
-        package, _norm = _core.edge_package(_arrays.to_wire(update), n, float(self.clip), json.dumps(self.tasks, sort_keys=True))
+        # Only the trainable parameters' update (no buffer statistics).
+        trainable = {k for k, p in self.policy.named_parameters() if p.requires_grad}
+        update = {k: after[k] - _arrays.to_numpy(before[k], k) for k in after if k in trainable}
+        tasks = json.dumps(self.tasks, sort_keys=True) if self.package_tasks else ""
+        package = _core.edge_package(_arrays.to_wire(update), n, float(self.clip), tasks)
         return bytes(package)
 
     def status(self) -> Dict[str, Any]:
@@ -313,17 +357,20 @@ class EdgeClient:
             >>> import torch
             >>> EdgeClient(torch.nn.Linear(3, 2)).stop()
         """
+        self._stopping.set()
         if self._agent is not None:
             self._agent.stop()
 
 
 def read_package(package: bytes) -> Dict[str, Any]:
     """An offline package's contents: ``update`` (a dict of arrays),
-    ``examples``, ``clip``, ``norm_before_clip``, ``tasks`` and the
-    ``masked``/``noised`` labels.
+    ``examples``, ``clip``, ``clipped``, ``tasks`` (``None`` unless the
+    robot named them) and the ``masked``/``noised`` labels. The labels say
+    how the package was made; nothing signs them.
 
     Raises:
-        DataError: the bytes are not a package (E011).
+        DataError: the bytes are not a package, or it breaks its own
+            terms (NaN, an update above its clip) (E011).
 
     Example:
         >>> try:
@@ -332,17 +379,23 @@ def read_package(package: bytes) -> Dict[str, Any]:
         ...     print(e.code)
         E011
     """
+    if not isinstance(package, (bytes, bytearray, memoryview)):
+        raise invalid(f"a package of type {type(package).__name__}", "a package is bytes", "pass the bytes EdgeClient.process_round() returned")
     tensors, meta = _core.read_edge_package(bytes(package))
     try:
-        return {
-            "update": _arrays.from_wire(tensors),
+        update = _arrays.from_wire(tensors)
+        out = {
+            "update": update,
             "examples": int(meta["examples"]),
             "clip": float(meta["clip"]),
-            "norm_before_clip": float(meta["norm_before_clip"]),
-            "tasks": json.loads(meta["tasks"]),
+            "clipped": meta["clipped"] == "yes",
+            "tasks": json.loads(meta["tasks"]) if meta.get("tasks") else None,
             "masked": meta.get("masked", ""),
             "noised": meta.get("noised", ""),
         }
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, RecursionError) as e:
         raise _data_error("a package with unreadable metadata", str(e), "pass the bytes EdgeClient.process_round() returned") from None
-
+    norm = float(np.sqrt(sum(float((v.astype(np.float64) ** 2).sum()) for v in update.values())))
+    if out["examples"] < 1 or not np.isfinite(norm) or norm > out["clip"] * (1 + 1e-6):
+        raise _data_error("a package that breaks its own terms", f"{out['examples']} examples, update norm {norm} for clip {out['clip']}", "discard it: it was not made by EdgeClient.process_round()")
+    return out

@@ -35,6 +35,14 @@ def test_bad_demonstrations_are_data_errors_with_their_code() -> None:
         robot.add_demonstration((np.ones((2, 3)), np.ones((2, 2))))
     with pytest.raises(tensorguard.ConfigError):
         EdgeClient(object())
+    for bad in [{"batch_size": 0}, {"local_epochs": -1}, {"learning_rate": float("nan")}, {"clip": 0.0}]:
+        with pytest.raises(tensorguard.ConfigError):
+            EdgeClient(torch.nn.Linear(3, 2), **bad)
+    # An episode cannot be changed once checked.
+    obs = np.ones((2, 3), dtype=np.float32)
+    d = Demonstration(obs, np.ones((2, 2)))
+    obs[0, 0] = np.nan
+    assert np.isfinite(d.observations).all() and not d.observations.flags.writeable
 
 
 def test_the_buffer_is_bounded_and_an_empty_one_trains_nothing() -> None:
@@ -47,21 +55,38 @@ def test_the_buffer_is_bounded_and_an_empty_one_trains_nothing() -> None:
 
 
 def test_an_offline_round_is_a_clipped_labelled_package_and_the_data_stays() -> None:
-    robot = EdgeClient(torch.nn.Linear(3, 2), clip=0.001, learning_rate=0.1)
+    policy = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    robot = EdgeClient(policy, clip=0.001, learning_rate=0.1)
     robot.add_demonstration(demo(task="push"))
     robot.add_demonstration(demo(task="reach"))
+    own = {k: v.clone() for k, v in policy.state_dict().items()}
     package = robot.process_round()
     p = tensorguard.edge.read_package(package)
     norm = float(np.sqrt(sum((v.astype(np.float64) ** 2).sum() for v in p["update"].values())))
-    assert p["examples"] == 12 and p["tasks"] == {"push": 1, "reach": 1}
-    assert abs(norm - 0.001) < 1e-6 < p["norm_before_clip"] - 0.001
+    assert p["examples"] == 12 and p["tasks"] is None and p["clipped"]
+    assert 0.001 * (1 - 1e-5) < norm <= 0.001
     assert p["masked"].startswith("no") and p["noised"] == "no"
-    # Only the update's tensors: no observation or action travels.
-    assert sorted(p["update"]) == ["bias", "weight"]
-    assert len(package) < 1000
+    # Only the trainable parameters' update: no observation, action or
+    # BatchNorm statistic of the robot's data travels, nor how far the
+    # update was clipped.
+    assert sorted(p["update"]) == ["0.bias", "0.weight", "1.bias", "1.weight", "2.bias", "2.weight"]
+    assert b"norm" not in package and b"push" not in package and len(package) < 2000
+    # The robot's own policy is untouched by the round.
+    assert all(torch.equal(own[k], v) for k, v in policy.state_dict().items())
+    # Tasks are named only when the robot opts in.
+    named = EdgeClient(torch.nn.Linear(3, 2), package_tasks=True)
+    named.add_demonstration(demo(task="push"))
+    assert tensorguard.edge.read_package(named.process_round())["tasks"] == {"push": 1}
     for junk in [b"", b"not a package", tensorguard.edge.read_package.__doc__.encode()]:
         with pytest.raises(DataError):
             tensorguard.edge.read_package(junk)
+    with pytest.raises(tensorguard.ConfigError):
+        tensorguard.edge.read_package(10**12)  # not bytes: never allocated
+    # A forged package whose update exceeds its stated clip is refused.
+    forged = bytes(package).replace(b'"clip":"0.001"', b'"clip":"0.000"')
+    if forged != package:
+        with pytest.raises(DataError):
+            tensorguard.edge.read_package(forged)
     # A plain model file is not a package either.
     plain = bytes(tensorguard._core.write_safetensors([("w", [1], np.zeros(1, np.float32).tobytes())]))
     with pytest.raises(DataError) as e:

@@ -48,7 +48,7 @@ pub fn custom_strategy_refusal(spec: &tg_types::spec::JobSpec) -> Option<&'stati
             "a custom strategy needs each client's update, and under secure aggregation the coordinator sees only their sum; use a built-in strategy (fedavg, fedprox, fedadam), which aggregates the sum, or run without secure aggregation",
         );
     }
-    if spec.privacy.is_some() {
+    if spec.privacy.is_some() || spec.train.dp_sgd.is_some() {
         return Some(
             "under differential privacy the engine's strategy clips and noises the aggregate that ε is reported for; a custom strategy would release it without that noise, so the reported ε would be false; use a built-in strategy, or run without dp",
         );
