@@ -49,7 +49,7 @@ pub(crate) fn edge_package(
         ));
     }
     let mut params = to_params(update).map_err(|e| raise(py, e))?;
-    let norm = params.l2_norm();
+    let norm = py.detach(|| params.l2_norm());
     if !norm.is_finite() {
         return Err(raise(
             py,
@@ -62,11 +62,13 @@ pub(crate) fn edge_package(
     }
     let clipped = norm > clip;
     if clipped {
-        params.scale((clip / norm) as f32);
-        // f32 rounding may leave the norm a hair above the clip: shave it.
-        while params.l2_norm() > clip {
-            params.scale(1.0 - f32::EPSILON * 4.0);
-        }
+        py.detach(|| {
+            params.scale((clip / norm) as f32);
+            // f32 rounding may leave the norm a hair above the clip: shave it.
+            while params.l2_norm() > clip {
+                params.scale(1.0 - f32::EPSILON * 4.0);
+            }
+        });
     }
     let meta: HashMap<String, String> = [
         ("format", FORMAT.to_owned()),
@@ -83,16 +85,18 @@ pub(crate) fn edge_package(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let bytes = params.to_safetensors_with(Some(meta)).map_err(|e| {
-        raise(
-            py,
-            bad(
-                format!("the package cannot be written: {e}"),
-                "safetensors refused it",
-                "check the model's names",
-            ),
-        )
-    })?;
+    let bytes = py
+        .detach(|| params.to_safetensors_with(Some(meta)))
+        .map_err(|e| {
+            raise(
+                py,
+                bad(
+                    format!("the package cannot be written: {e}"),
+                    "safetensors refused it",
+                    "check the model's names",
+                ),
+            )
+        })?;
     Ok(bytes)
 }
 

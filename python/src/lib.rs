@@ -230,17 +230,19 @@ fn digits(
 /// Reads a safetensors file's bytes into `(name, shape, f32 bytes)` tensors.
 #[pyfunction]
 fn read_safetensors(py: Python<'_>, bytes: &[u8]) -> PyResult<Vec<Wire>> {
-    let p = tg_types::Parameters::from_safetensors(bytes).map_err(|e| {
-        raise(
-            py,
-            tg_diag::invalid(
-                format!("not a model TensorGuard can read: {e}"),
-                "models are safetensors files of f32, f16 or bf16 tensors",
-                "save the model with tensorguard.save_model or safetensors.torch.save_file (f32, f16 or bf16 tensors)",
-            ),
-        )
-    })?;
-    Ok(tensors::to_wire(&p))
+    let params = py
+        .detach(|| tg_types::Parameters::from_safetensors(bytes))
+        .map_err(|e| {
+            raise(
+                py,
+                tg_diag::invalid(
+                    format!("not a model TensorGuard can read: {e}"),
+                    "models are safetensors files of f32, f16 or bf16 tensors",
+                    "save the model with tensorguard.save_model or safetensors.torch.save_file (f32, f16 or bf16 tensors)",
+                ),
+            )
+        })?;
+    Ok(tensors::to_wire(&params))
 }
 
 /// A committed model from a store, by its SHA-256 (`model_sha256` in a
@@ -256,20 +258,46 @@ fn stored_model(py: Python<'_>, sha256: &str, data_dir: PathBuf) -> PyResult<Vec
     read_safetensors(py, &bytes)
 }
 
-/// Writes tensors as a safetensors file's bytes (what the engine stores).
+/// Writes tensors as a safetensors file's bytes (what the engine stores);
+/// `dtypes` names tensors to store as `"F16"` or `"BF16"` (f32 otherwise).
 #[pyfunction]
-fn write_safetensors(py: Python<'_>, tensors: Vec<Wire>) -> PyResult<Vec<u8>> {
+#[pyo3(signature = (tensors, dtypes = None))]
+fn write_safetensors(
+    py: Python<'_>,
+    tensors: Vec<Wire>,
+    dtypes: Option<std::collections::HashMap<String, String>>,
+) -> PyResult<Vec<u8>> {
     let p = to_params(tensors).map_err(|e| raise(py, e))?;
-    p.to_safetensors().map_err(|e| {
-        raise(
-            py,
-            tg_diag::invalid(
-                format!("the model cannot be written: {e}"),
-                "safetensors refused the tensors",
-                "check the tensors' names and shapes",
-            ),
-        )
-    })
+    let mut stored = std::collections::HashMap::new();
+    for (name, d) in dtypes.unwrap_or_default() {
+        let s = match d.as_str() {
+            "F32" => tg_types::Stored::F32,
+            "F16" => tg_types::Stored::F16,
+            "BF16" => tg_types::Stored::BF16,
+            other => {
+                return Err(raise(
+                    py,
+                    tg_diag::invalid(
+                        format!("dtype {other:?} for tensor `{name}`"),
+                        "models are stored as F32, F16 or BF16",
+                        "use one of those",
+                    ),
+                ));
+            }
+        };
+        stored.insert(name, s);
+    }
+    py.detach(|| p.to_safetensors_as(&stored, None))
+        .map_err(|e| {
+            raise(
+                py,
+                tg_diag::invalid(
+                    format!("the model cannot be written: {e}"),
+                    "safetensors refused the tensors",
+                    "check the tensors' names and shapes",
+                ),
+            )
+        })
 }
 
 /// The native module.

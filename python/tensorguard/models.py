@@ -71,12 +71,28 @@ def _dtypes(data: bytes) -> Dict[str, Any]:
 
 
 def save_model(model: Any, path: str) -> None:
-    """Writes a state_dict, dict of arrays or list of arrays as f32 safetensors.
+    """Writes a state_dict, dict of arrays or list of arrays as safetensors:
+    f16 and bf16 tensors (torch or NumPy float16) keep their dtype, every
+    other one is stored as f32.
 
     Example:
         >>> import numpy as np, tempfile, os
         >>> save_model([np.zeros(2)], os.path.join(tempfile.mkdtemp(), "m.safetensors"))
     """
-    data = bytes(_core.write_safetensors(_arrays.to_wire(model)))
+    data = bytes(_core.write_safetensors(_arrays.to_wire(model), _half_dtypes(model)))
     with open(path, "wb") as f:
         f.write(data)
+
+
+def _half_dtypes(model: Any) -> Dict[str, str]:
+    """The names of a model's half-precision tensors, with their dtype."""
+    if not hasattr(model, "items"):
+        return {}
+    out = {}
+    for k, v in model.items():
+        name = str(getattr(v, "dtype", ""))
+        if name in ("torch.float16", "float16"):
+            out[str(k)] = "F16"
+        elif name == "torch.bfloat16":
+            out[str(k)] = "BF16"
+    return out

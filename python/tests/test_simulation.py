@@ -377,6 +377,12 @@ def test_half_precision_state_dicts_saved_by_safetensors_load_in_their_dtype(tmp
             assert back[k].dtype == dtype and torch.equal(back[k], sd[k]), (k, dtype)
         net2 = torch.nn.Linear(3, 2).to(dtype)
         net2.load_state_dict(back)
+        # And back out through save_model, in the same dtype.
+        again = str(tmp_path / f"again-{dtype}.safetensors")
+        tensorguard.save_model(sd, again)
+        reread = safetensors.torch.load_file(again)
+        for k in sd:
+            assert reread[k].dtype == dtype and torch.equal(reread[k], sd[k]), (k, dtype)
     # Integer tensors are not a model TensorGuard trains.
     bad = str(tmp_path / "int.safetensors")
     safetensors.torch.save_file({"i": torch.zeros(2, dtype=torch.int64)}, bad)

@@ -16,4 +16,4 @@ pub mod spec;
 pub mod view;
 
 pub use ids::{AgentId, JobId};
-pub use params::{NamedTensor, Parameters, ParamsError};
+pub use params::{NamedTensor, Parameters, ParamsError, Stored};

@@ -34,6 +34,18 @@ pub struct Parameters {
     tensors: Vec<NamedTensor>,
 }
 
+/// The precision a tensor is stored in (values are always f32 in memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stored {
+    /// 32-bit IEEE float.
+    F32,
+    /// 16-bit IEEE float.
+    F16,
+    /// bfloat16.
+    BF16,
+}
+
 /// Errors building, combining or decoding parameters.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -223,24 +235,49 @@ impl Parameters {
         &self,
         meta: Option<HashMap<String, String>>,
     ) -> Result<Vec<u8>, ParamsError> {
+        self.to_safetensors_as(&HashMap::new(), meta)
+    }
+
+    /// As [`Parameters::to_safetensors_with`], storing the tensors named in
+    /// `dtypes` in that precision (a half-precision `state_dict` saved as
+    /// it came: values that were f16 or bf16 round-trip exactly).
+    pub fn to_safetensors_as(
+        &self,
+        dtypes: &HashMap<String, Stored>,
+        meta: Option<HashMap<String, String>>,
+    ) -> Result<Vec<u8>, ParamsError> {
+        let stored = |name: &str| dtypes.get(name).copied().unwrap_or(Stored::F32);
         // One copy into little-endian bytes: portable and free of `unsafe`.
         let buffers: Vec<Vec<u8>> = self
             .tensors
             .iter()
-            .map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()).collect())
+            .map(|t| match stored(&t.name) {
+                Stored::F32 => t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                Stored::F16 => t
+                    .data
+                    .iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                    .collect(),
+                Stored::BF16 => t
+                    .data
+                    .iter()
+                    .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                    .collect(),
+            })
             .collect();
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = self
             .tensors
             .iter()
             .zip(&buffers)
             .map(|(t, bytes)| {
-                safetensors::tensor::TensorView::new(
-                    safetensors::Dtype::F32,
-                    t.shape.clone(),
-                    bytes,
-                )
-                .map(|v| (t.name.clone(), v))
-                .map_err(|e| ParamsError::Safetensors(e.to_string()))
+                let dtype = match stored(&t.name) {
+                    Stored::F32 => safetensors::Dtype::F32,
+                    Stored::F16 => safetensors::Dtype::F16,
+                    Stored::BF16 => safetensors::Dtype::BF16,
+                };
+                safetensors::tensor::TensorView::new(dtype, t.shape.clone(), bytes)
+                    .map(|v| (t.name.clone(), v))
+                    .map_err(|e| ParamsError::Safetensors(e.to_string()))
             })
             .collect::<Result<_, _>>()?;
         safetensors::serialize(views, meta).map_err(|e| ParamsError::Safetensors(e.to_string()))
@@ -382,6 +419,38 @@ mod tests {
         let bytes = safetensors::serialize(views, None).unwrap();
         let e = Parameters::from_safetensors(&bytes).unwrap_err();
         assert!(e.to_string().contains("I64"), "{e}");
+    }
+
+    #[test]
+    fn half_precision_tensors_are_written_back_in_their_precision() {
+        let p = Parameters::new(vec![
+            NamedTensor {
+                name: "h".into(),
+                shape: vec![2],
+                data: vec![1.0, -2.5],
+            },
+            NamedTensor {
+                name: "b".into(),
+                shape: vec![1],
+                data: vec![3.0],
+            },
+            NamedTensor {
+                name: "f".into(),
+                shape: vec![1],
+                data: vec![0.1],
+            },
+        ])
+        .unwrap();
+        let dtypes = HashMap::from([
+            ("h".to_string(), Stored::F16),
+            ("b".to_string(), Stored::BF16),
+        ]);
+        let bytes = p.to_safetensors_as(&dtypes, None).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(st.tensor("h").unwrap().dtype(), safetensors::Dtype::F16);
+        assert_eq!(st.tensor("b").unwrap().dtype(), safetensors::Dtype::BF16);
+        assert_eq!(st.tensor("f").unwrap().dtype(), safetensors::Dtype::F32);
+        assert_eq!(Parameters::from_safetensors(&bytes).unwrap(), p);
     }
 
     #[test]
