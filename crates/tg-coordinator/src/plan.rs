@@ -104,10 +104,10 @@ impl RunConfig {
                     Some(DpMode::Distributed(d)) => Some(d),
                     _ => None,
                 },
-                // FedAvg weights by examples unless DP keeps the counts private.
-                weight_scale: spec
-                    .privacy
-                    .is_none()
+                // FedAvg weights by examples unless DP keeps the counts
+                // private; expert-wise clients weight their own updates.
+                weight_scale: (spec.privacy.is_none()
+                    && spec.strategy.kind != tg_types::spec::StrategyKind::ExpertWise)
                     .then(|| s.weight_scale.unwrap_or(1.0)),
             }),
         }

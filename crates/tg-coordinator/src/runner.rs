@@ -56,6 +56,23 @@ pub fn custom_strategy_refusal(spec: &tg_types::spec::JobSpec) -> Option<&'stati
     None
 }
 
+/// Why an expert-wise job cannot start from `initial`, if it cannot: the
+/// model must carry the weights its clients send (see
+/// [`tg_strategy::ExpertWise`]), or every round would fail.
+pub fn expert_wise_refusal(spec: &tg_types::spec::JobSpec, initial: &Parameters) -> Option<String> {
+    if spec.strategy.kind != tg_types::spec::StrategyKind::ExpertWise {
+        return None;
+    }
+    let has = |name: &str| initial.tensors().iter().any(|t| t.name == name);
+    (!has(tg_strategy::EXPERT_WEIGHT) || !has(tg_strategy::SHARED_WEIGHT)).then(|| {
+        format!(
+            "strategy expert-wise needs a model of expert adapters carrying `{}` and `{}` (what its clients weight their updates with); build it with tensorguard.lora.expert_state_dict, or use fedavg",
+            tg_strategy::EXPERT_WEIGHT,
+            tg_strategy::SHARED_WEIGHT
+        )
+    })
+}
+
 pub use tg_types::record::JobSummary;
 
 /// A run that ended: its outcome and its summary.
@@ -93,6 +110,9 @@ impl JobRun<'_> {
             }
             None => build_strategy(&plan.spec, noise)?,
         };
+        if let Some(why) = expert_wise_refusal(&plan.spec, &initial) {
+            return Err(tg_strategy::StrategyError::Config(why).into());
+        }
         let config = RunConfig::for_job(
             self.id,
             self.kind,

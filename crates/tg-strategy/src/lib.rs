@@ -11,6 +11,7 @@
 //! O(clients × model), and the result is the same in any arrival order.
 
 mod central_dp;
+mod expert_wise;
 mod fedadam;
 mod fedavg;
 mod fold;
@@ -19,6 +20,7 @@ mod sampling;
 mod scaffold;
 
 pub use central_dp::CentralDp;
+pub use expert_wise::{EXPERT_WEIGHT, ExpertStep, ExpertWise, MIN_EXPERT_SHARE, SHARED_WEIGHT};
 pub use fedadam::FedAdam;
 pub use fedavg::FedAvg;
 pub use fold::{Fold, FoldRule, Kept, Weighting};
@@ -202,6 +204,7 @@ pub fn build(
         }
         StrategyKind::Scaffold => Box::new(Scaffold::new(sampler, config.server_lr, population)),
         StrategyKind::FedAdam => Box::new(FedAdam::new(sampler, *config)?),
+        StrategyKind::ExpertWise => Box::new(ExpertWise::new(sampler, config.server_lr)),
         other => {
             return Err(StrategyError::Config(format!(
                 "strategy {other} is not supported by this build"

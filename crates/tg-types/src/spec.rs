@@ -175,6 +175,10 @@ pub enum StrategyKind {
     Scaffold,
     /// Server-side Adam on the averaged pseudo-gradient (Reddi et al. 2021).
     FedAdam,
+    /// Mixture-of-experts adapters: each expert averaged over the clients
+    /// that used it, from Σ-able (weight·Δ, weight) pairs the clients send
+    /// (`tg_strategy::ExpertWise`); works on a secure sum.
+    ExpertWise,
 }
 
 impl FromStr for StrategyKind {
@@ -185,10 +189,11 @@ impl FromStr for StrategyKind {
             "fedprox" => Ok(Self::FedProx),
             "scaffold" => Ok(Self::Scaffold),
             "fedadam" => Ok(Self::FedAdam),
+            "expert-wise" => Ok(Self::ExpertWise),
             _ => Err(spec_err(
                 "strategy",
                 s,
-                "`fedavg`, `fedprox`, `scaffold` or `fedadam`",
+                "`fedavg`, `fedprox`, `scaffold`, `fedadam` or `expert-wise`",
             )),
         }
     }
@@ -201,6 +206,7 @@ impl fmt::Display for StrategyKind {
             Self::FedProx => "fedprox",
             Self::Scaffold => "scaffold",
             Self::FedAdam => "fedadam",
+            Self::ExpertWise => "expert-wise",
         })
     }
 }

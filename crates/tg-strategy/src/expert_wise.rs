@@ -1,0 +1,310 @@
+//! Expert-wise aggregation of mixture-of-experts adapters.
+//!
+//! Design decision: the aggregation is a *ratio of sums*, so it needs no
+//! individual update and runs unchanged on the sum that secure aggregation
+//! (and distributed DP) reveals. Each client sends, in its model, Σ-able
+//! pairs: for expert `e`, `w_e · Δ_e` in the expert's slice and `w_e` in
+//! [`EXPERT_WEIGHT`]; for every shared tensor, `w · Δ` and `w` in
+//! [`SHARED_WEIGHT`]. The client chooses its weights (examples × its mean
+//! gate mass on `e`, zero below the gate threshold τ). The coordinator
+//! folds updates uniformly and moves expert `e` by `Σ w_e Δ_e / Σ w_e`, and
+//! shared tensors by `Σ w Δ / Σ w`. Under secure aggregation it cannot
+//! check a client's weights or τ: it sees only sums.
+//!
+//! A tensor is per-expert when its leading dimension is the number of
+//! experts `E` (the length of [`EXPERT_WEIGHT`]) and its name ends in
+//! `lora_B` or has an `experts` path segment; expert `e` is its `e`-th
+//! slice along that dimension. Every other tensor is shared.
+
+use rand::RngCore;
+use tg_types::spec::LocalObjective;
+use tg_types::{AgentId, Parameters};
+
+use crate::{Fold, FoldRule, Result, Sampler, Strategy, StrategyError, TrainPlan, Weighting};
+
+/// The tensor (shape `[E]`) in which clients send each expert's weight.
+pub const EXPERT_WEIGHT: &str = "tg.expert_weight";
+/// The tensor (shape `[1]`) in which clients send the shared tensors' weight.
+pub const SHARED_WEIGHT: &str = "tg.shared_weight";
+
+/// An expert receiving less than this share of the round's shared weight
+/// is left as it was: a ratio with a near-zero (or, under distributed DP,
+/// noise-dominated) denominator is no average.
+pub const MIN_EXPERT_SHARE: f64 = 0.01;
+
+/// Expert-wise FedAvg for mixture-of-experts adapters (see the module).
+#[derive(Debug)]
+pub struct ExpertWise {
+    sampler: Sampler,
+    server_lr: f32,
+    last: Vec<ExpertStep>,
+}
+
+/// What one round did to one expert.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ExpertStep {
+    /// The expert's weight in the round's mean (`Σ w_e / n`).
+    pub weight: f64,
+    /// Its share of the round's shared weight.
+    pub share: f64,
+    /// Whether it moved (its share reached [`MIN_EXPERT_SHARE`]).
+    pub updated: bool,
+    /// L2 norm of the step applied to it (zero when it did not move).
+    pub step_norm: f64,
+}
+
+impl ExpertWise {
+    /// Expert-wise FedAvg with server step size `server_lr`.
+    pub fn new(sampler: Sampler, server_lr: f32) -> Self {
+        Self {
+            sampler,
+            server_lr,
+            last: Vec::new(),
+        }
+    }
+
+    /// Per expert, what the last applied round did.
+    pub fn last_round(&self) -> &[ExpertStep] {
+        &self.last
+    }
+}
+
+fn malformed(what: String) -> StrategyError {
+    StrategyError::Config(format!(
+        "expert-wise aggregation: {what}; build the model with tensorguard.lora \
+         (expert_state_dict) so it carries `{EXPERT_WEIGHT}` [E] and `{SHARED_WEIGHT}` [1]"
+    ))
+}
+
+/// Whether `name` is a per-expert tensor (by name; the shape is checked too).
+fn per_expert_name(name: &str) -> bool {
+    name.ends_with("lora_B") || name.split('.').any(|s| s == "experts")
+}
+
+/// `(E, shared weight)` read from a mean update, checked.
+fn weights(mean: &Parameters) -> Result<(Vec<f64>, f64)> {
+    let find = |n: &str| mean.tensors().iter().find(|t| t.name == n);
+    let experts = find(EXPERT_WEIGHT).ok_or_else(|| malformed(format!("no `{EXPERT_WEIGHT}`")))?;
+    let shared = find(SHARED_WEIGHT).ok_or_else(|| malformed(format!("no `{SHARED_WEIGHT}`")))?;
+    if experts.shape.len() != 1 || experts.data.is_empty() {
+        return Err(malformed(format!(
+            "`{EXPERT_WEIGHT}` has shape {:?}, not [E]",
+            experts.shape
+        )));
+    }
+    if shared.data.len() != 1 {
+        return Err(malformed(format!(
+            "`{SHARED_WEIGHT}` has shape {:?}, not [1]",
+            shared.shape
+        )));
+    }
+    Ok((
+        experts.data.iter().map(|&v| f64::from(v)).collect(),
+        f64::from(shared.data[0]),
+    ))
+}
+
+impl Strategy for ExpertWise {
+    fn name(&self) -> &'static str {
+        "expert-wise"
+    }
+
+    fn configure_train(
+        &mut self,
+        _round: u32,
+        _global: &Parameters,
+        available: &[AgentId],
+        rng: &mut dyn RngCore,
+    ) -> Result<TrainPlan> {
+        Ok(TrainPlan {
+            selected: self.sampler.sample(available, rng)?,
+            objective: LocalObjective::Plain,
+        })
+    }
+
+    /// Uniform: the clients' own weights are inside their updates.
+    fn fold_rule(&self) -> FoldRule {
+        FoldRule {
+            weighting: Weighting::Uniform,
+            ..FoldRule::examples()
+        }
+    }
+
+    fn apply(&mut self, _round: u32, global: &Parameters, fold: Fold) -> Result<Parameters> {
+        let mean = fold.mean()?;
+        let (expert_w, shared_w) = weights(&mean)?;
+        let experts = expert_w.len();
+        if !(shared_w > 0.0 && shared_w.is_finite()) {
+            return Err(StrategyError::Rejected(format!(
+                "expert-wise aggregation: the round's shared weight is {shared_w}; nothing to average"
+            )));
+        }
+        let mut steps: Vec<ExpertStep> = expert_w
+            .iter()
+            .map(|&w| {
+                let share = w / shared_w;
+                ExpertStep {
+                    weight: w,
+                    share,
+                    updated: share.is_finite() && share >= MIN_EXPERT_SHARE,
+                    step_norm: 0.0,
+                }
+            })
+            .collect();
+        let lr = f64::from(self.server_lr);
+        let mut sq = vec![0f64; experts];
+        let mut tensors = global.tensors().to_vec();
+        for (t, m) in tensors.iter_mut().zip(mean.tensors()) {
+            if t.name == EXPERT_WEIGHT || t.name == SHARED_WEIGHT {
+                continue; // The global model's weights stay as they were (zero).
+            }
+            let split = per_expert_name(&t.name) && t.shape.first() == Some(&experts);
+            if !split {
+                for (v, &d) in t.data.iter_mut().zip(&m.data) {
+                    *v += (lr * f64::from(d) / shared_w) as f32;
+                }
+                continue;
+            }
+            let per = t.data.len() / experts;
+            for (e, step) in steps.iter().enumerate() {
+                if !step.updated {
+                    continue;
+                }
+                let range = e * per..(e + 1) * per;
+                for (v, &d) in t.data[range.clone()].iter_mut().zip(&m.data[range]) {
+                    let s = lr * f64::from(d) / step.weight;
+                    sq[e] += s * s;
+                    *v += s as f32;
+                }
+            }
+        }
+        for (step, s) in steps.iter_mut().zip(sq) {
+            step.step_norm = s.sqrt();
+        }
+        let next = Parameters::new(tensors)?;
+        if !next.all_finite() {
+            return Err(StrategyError::Rejected(
+                "expert-wise aggregation produced NaN or infinite values".into(),
+            ));
+        }
+        self.last = steps;
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ClientUpdate;
+    use tg_types::NamedTensor;
+
+    fn t(name: &str, shape: Vec<usize>, data: Vec<f32>) -> NamedTensor {
+        NamedTensor {
+            name: name.into(),
+            shape,
+            data,
+        }
+    }
+
+    /// Two experts of two values each, a shared scalar, and the weights.
+    fn model(b: [f32; 4], router: f32, ew: [f32; 2], sw: f32) -> Parameters {
+        Parameters::new(vec![
+            t("layers.0.lora_B", vec![2, 2], b.to_vec()),
+            t("router.logits", vec![1], vec![router]),
+            t(EXPERT_WEIGHT, vec![2], ew.to_vec()),
+            t(SHARED_WEIGHT, vec![1], vec![sw]),
+        ])
+        .unwrap()
+    }
+
+    fn update(n: usize, p: Parameters) -> ClientUpdate {
+        ClientUpdate {
+            agent: AgentId::numbered(n),
+            update: p,
+            num_examples: 1,
+            control_delta: None,
+        }
+    }
+
+    fn strategy() -> ExpertWise {
+        ExpertWise::new(Sampler::new(1.0, 1).unwrap(), 1.0)
+    }
+
+    #[test]
+    fn each_expert_moves_by_the_weighted_mean_of_the_clients_that_used_it() {
+        let global = model([1.0; 4], 0.0, [0.0; 2], 0.0);
+        // Client 1 (3 examples) used only expert 0, Δ = +1; client 2
+        // (1 example) both experts equally, Δ = −1 everywhere.
+        let c1 = model([3.0, 3.0, 0.0, 0.0], 3.0 * 0.5, [3.0, 0.0], 3.0);
+        let c2 = model([-0.5, -0.5, -0.5, -0.5], -1.0, [0.5, 0.5], 1.0);
+        let mut s = strategy();
+        let next = s
+            .aggregate_train(1, &global, &[update(1, c1), update(2, c2)])
+            .unwrap();
+        let v: Vec<f32> = next.values().collect();
+        // Expert 0: (3 − 0.5) / 3.5; expert 1: −0.5 / 0.5 = −1.
+        let e0 = 1.0 + 2.5 / 3.5;
+        assert!(
+            (v[0] - e0).abs() < 1e-5 && (v[1] - e0).abs() < 1e-5,
+            "{v:?}"
+        );
+        assert!((v[2] - 0.0).abs() < 1e-5 && (v[3] - 0.0).abs() < 1e-5);
+        // The router: (1.5 − 1) / 4 shared weight.
+        assert!((v[4] - 0.125).abs() < 1e-6);
+        // The weights stay zero in the global model.
+        assert_eq!(&v[5..], &[0.0, 0.0, 0.0]);
+        assert!(s.last_round().iter().all(|e| e.updated));
+    }
+
+    #[test]
+    fn the_sum_alone_gives_the_same_model_as_the_individual_updates() {
+        // What secure aggregation reveals: one mean update. The ratio is
+        // the same, whatever the divisor.
+        let global = model([0.5; 4], 0.2, [0.0; 2], 0.0);
+        let c1 = model([0.2, -0.1, 0.0, 0.0], 0.3, [2.0, 0.0], 2.0);
+        let c2 = model([0.1, 0.1, 0.4, 0.4], -0.2, [1.0, 1.0], 2.0);
+        let c3 = model([0.0, 0.0, -0.3, 0.6], 0.1, [0.0, 3.0], 3.0);
+        let each = strategy()
+            .aggregate_train(
+                1,
+                &global,
+                &[
+                    update(1, c1.clone()),
+                    update(2, c2.clone()),
+                    update(3, c3.clone()),
+                ],
+            )
+            .unwrap();
+        let mut sum = c1;
+        sum.add_scaled(&c2, 1.0).unwrap();
+        sum.add_scaled(&c3, 1.0).unwrap();
+        sum.scale(1.0 / 7.0); // any divisor: survivors, or qN under DP
+        let once = strategy()
+            .aggregate_train(1, &global, &[update(1, sum)])
+            .unwrap();
+        for (a, b) in each.values().zip(once.values()) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn an_expert_nobody_used_stays_and_a_model_without_weights_is_refused() {
+        let global = model([1.0; 4], 0.0, [0.0; 2], 0.0);
+        let c = model([2.0, 2.0, 5.0, 5.0], 0.0, [2.0, 0.0], 2.0);
+        let mut s = strategy();
+        let next = s.aggregate_train(1, &global, &[update(1, c)]).unwrap();
+        let v: Vec<f32> = next.values().collect();
+        assert_eq!(&v[..4], &[2.0, 2.0, 1.0, 1.0]);
+        assert!(!s.last_round()[1].updated);
+        let plain = Parameters::new(vec![t("w", vec![1], vec![0.0])]).unwrap();
+        let e = strategy()
+            .aggregate_train(1, &plain, &[update(1, plain.clone())])
+            .unwrap_err();
+        assert!(e.to_string().contains(EXPERT_WEIGHT), "{e}");
+        let zero = model([0.0; 4], 0.0, [0.0; 2], 0.0);
+        let e = strategy()
+            .aggregate_train(1, &global, &[update(1, zero)])
+            .unwrap_err();
+        assert!(matches!(e, StrategyError::Rejected(_)), "{e}");
+    }
+}

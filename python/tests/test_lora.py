@@ -1,0 +1,124 @@
+"""LoRA experts: frozen public A, only B and the router travel, averaging B
+is averaging ΔW, and adapters for another base or task set are refused."""
+
+import numpy as np
+import pytest
+
+import tensorguard
+
+torch = pytest.importorskip("torch")
+from tensorguard.lora import LoRALinear, MoEPolicy, adapter_state_dict, base_hash, expert_state_dict, expert_update, load_adapters  # noqa: E402
+
+
+def base():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+
+
+def test_a_fresh_adapter_changes_nothing_and_only_b_and_the_router_train() -> None:
+    b = base()
+    x = torch.randn(5, 4)
+    expected = b(x)
+    p = MoEPolicy(b, tasks=["reach", "push"], experts=3, rank=2)
+    assert torch.allclose(p(x, p.task_ids(["push"] * 5)), expected)
+    trainable = sorted(n for n, q in p.named_parameters() if q.requires_grad)
+    assert trainable == ["layers.0.lora_B", "layers.2.lora_B", "router.logits"]
+    assert sorted(adapter_state_dict(p)) == trainable
+    # The base's weights are frozen and unchanged by building adapters.
+    assert all(not q.requires_grad for q in b.parameters())
+
+
+def test_a_is_public_the_same_on_every_robot_and_averaging_b_averages_delta_w() -> None:
+    one, two = LoRALinear(torch.nn.Linear(4, 3), rank=2, experts=2, seed=5), LoRALinear(torch.nn.Linear(4, 3), rank=2, experts=2, seed=5)
+    assert torch.equal(one.lora_A, two.lora_A)
+    assert not torch.equal(one.lora_A, LoRALinear(torch.nn.Linear(4, 3), rank=2, experts=2, seed=6).lora_A)
+    b1, b2 = torch.randn(2, 3, 2), torch.randn(2, 3, 2)
+    dw = lambda b: torch.einsum("eor,eri->eoi", b, one.lora_A)  # noqa: E731
+    assert torch.allclose((dw(b1) + dw(b2)) / 2, dw((b1 + b2) / 2), atol=1e-6)
+
+
+def test_adapters_for_another_base_or_task_set_and_unknown_tasks_are_refused() -> None:
+    p = MoEPolicy(base(), tasks=["reach", "push"], experts=2)
+    other = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+    assert base_hash(other) != p.base_sha256
+    with pytest.raises(tensorguard.DataError) as e:
+        load_adapters(p, adapter_state_dict(p), base_hash(other))
+    assert e.value.code == "E012"
+    three = MoEPolicy(base(), tasks=["reach", "push", "pick"], experts=2)
+    with pytest.raises(tensorguard.DataError) as e:
+        load_adapters(p, adapter_state_dict(three), p.base_sha256)
+    assert e.value.code == "E012"
+    with pytest.raises(tensorguard.DataError) as e:
+        p.task_ids(["fly"])
+    assert e.value.code == "E011"
+    with pytest.raises(tensorguard.ConfigError):
+        MoEPolicy(base(), tasks=["a", "a"])
+
+
+def _two_task_federation(strategy: str, rounds: int = 8):
+    """Four robots, two tasks in one scene told apart only by the task: the
+    same observation must map to opposite actions."""
+    rng = np.random.default_rng(0)
+    obs = torch.tensor(rng.normal(size=(64, 4)), dtype=torch.float32)
+    target = {"left": torch.tensor([-0.5, 0.0]), "right": torch.tensor([0.5, 0.0])}
+    frozen = base()
+    make = lambda: MoEPolicy(frozen, tasks=list(target), experts=2, rank=4, alpha=16.0)  # noqa: E731
+    policy = make()
+    app = tensorguard.ClientApp()
+
+    @app.train(format="torch")
+    def train(model, config, context):
+        task = list(target)[context.partition_id % 2]
+        local = make()
+        load_adapters(local, model, policy.base_sha256)
+        opt = torch.optim.Adam([q for q in local.parameters() if q.requires_grad], lr=0.02)
+        ids = local.task_ids([task] * len(obs))
+        for _ in range(20):
+            opt.zero_grad()
+            loss = ((local(obs, ids) - target[task]) ** 2).mean()
+            loss.backward()
+            opt.step()
+        if strategy == "expert-wise":
+            return expert_update(local, model, len(obs), local.gate_mass(ids), tau=0.2), len(obs)
+        return adapter_state_dict(local), len(obs)
+
+    def error(p):
+        with torch.no_grad():
+            return sum(float(((p(obs, p.task_ids([t] * len(obs))) - y) ** 2).mean()) for t, y in target.items())
+
+    before = error(policy)
+    initial = expert_state_dict(policy) if strategy == "expert-wise" else adapter_state_dict(policy)
+    s = tensorguard.simulation.run(app, num_clients=4, rounds=rounds, initial_model=initial, strategy=strategy)
+    assert s["rounds_committed"] == rounds
+    load_adapters(policy, s.state_dict(), policy.base_sha256)
+    return policy, frozen, before, error(policy)
+
+
+def test_experts_fine_tune_a_frozen_policy_in_a_federation_sending_only_adapters() -> None:
+    policy, frozen, before, after = _two_task_federation("expert-wise")
+    _, _, _, fedavg = _two_task_federation("fedavg")
+    # Each expert is averaged over the robots that used it: the conflicting
+    # tasks stop cancelling each other, as they do under plain FedAvg.
+    assert after < before / 10, (before, after)
+    assert after < fedavg / 3, (after, fedavg)
+    # What traveled is the adapters and their weights, never the base.
+    sent = expert_state_dict(policy)
+    assert all(k.endswith("lora_B") or k.startswith(("router.", "tg.")) for k in sent), sorted(sent)
+    assert not any(".base." in k for k in sent)
+
+
+def test_expert_wise_needs_expert_weights_and_checks_the_gate_mass() -> None:
+    p = MoEPolicy(base(), tasks=["a", "b"], experts=2)
+    app = tensorguard.ClientApp()
+
+    @app.train(format="torch")
+    def train(model, config, context):
+        return model, 1
+
+    with pytest.raises(tensorguard.TensorGuardError) as e:
+        tensorguard.simulation.run(app, num_clients=3, rounds=1, initial_model=adapter_state_dict(p), strategy="expert-wise")
+    assert "tg.expert_weight" in str(e.value)
+    g = expert_state_dict(p)
+    for bad in (torch.tensor([0.5]), torch.tensor([float("nan"), 0.5]), torch.tensor([-0.1, 1.1])):
+        with pytest.raises(tensorguard.ConfigError):
+            expert_update(p, g, 10, bad)
