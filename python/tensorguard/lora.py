@@ -60,7 +60,7 @@ def base_hash(module: Any) -> str:
     """
     h = hashlib.sha256(b"tensorguard-lora-base\0")
     for name, t in sorted(module.state_dict().items()):
-        if ".lora_" in name or name.startswith("router."):
+        if ".lora_" in name or name.startswith(("router.", "task_embed.", "task_proj")):
             continue
         h.update(name.encode() + b"\0" + str(tuple(t.shape)).encode() + b"\0")
         h.update(t.detach().to("cpu").float().contiguous().numpy().tobytes())
@@ -152,6 +152,10 @@ class MoEPolicy(_torch().nn.Module):  # type: ignore[misc]
         tasks: the task names, in a fixed order (the router's rows).
         experts, rank, alpha: the adapters.
         seed: the public seed of every ``A`` (the same on every robot).
+        task_dim: if positive, the task is also an input: a learned
+            ``task_dim``-wide embedding, through a public frozen projection,
+            is added to the first layer's output (what a one-expert,
+            FedAvg baseline needs to tell tasks apart).
 
     Example:
         >>> import torch
@@ -163,7 +167,16 @@ class MoEPolicy(_torch().nn.Module):  # type: ignore[misc]
         ['layers.0.lora_B', 'layers.2.lora_B']
     """
 
-    def __init__(self, base: Any, tasks: Iterable[str], experts: int = 4, rank: int = 4, alpha: float = 8.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        base: Any,
+        tasks: Iterable[str],
+        experts: int = 4,
+        rank: int = 4,
+        alpha: float = 8.0,
+        seed: int = 0,
+        task_dim: int = 0,
+    ) -> None:
         torch = _torch()
         super().__init__()
         if not isinstance(base, torch.nn.Sequential):
@@ -179,6 +192,13 @@ class MoEPolicy(_torch().nn.Module):  # type: ignore[misc]
             p.requires_grad_(False)
         self.layers = torch.nn.ModuleList(layers)
         self.router = TaskRouter(len(self.tasks), experts, seed=seed)
+        self.task_embed: Optional[Any] = None
+        if task_dim:
+            first = next(m for m in base if isinstance(m, torch.nn.Linear))
+            g = torch.Generator().manual_seed(int(seed) % (2**63) + 2)
+            self.task_embed = torch.nn.Embedding(len(self.tasks), task_dim)
+            torch.nn.init.zeros_(self.task_embed.weight)
+            self.register_buffer("task_proj", torch.randn(task_dim, first.out_features, generator=g) / task_dim**0.5)
 
     def task_ids(self, names: Iterable[str]) -> Any:
         """Task names as router indices.
@@ -234,8 +254,13 @@ class MoEPolicy(_torch().nn.Module):  # type: ignore[misc]
     def forward(self, observations: Any, task_ids: Any) -> Any:
         gates = self.router(task_ids)
         x = observations
+        first = True
         for m in self.layers:
             x = m(x, gates) if isinstance(m, LoRALinear) else m(x)
+            if first and isinstance(m, LoRALinear):
+                first = False
+                if self.task_embed is not None:
+                    x = x + self.task_embed(task_ids) @ self.task_proj
         return x
 
 
@@ -248,7 +273,7 @@ def adapter_state_dict(module: Any) -> Dict[str, Any]:
         >>> sorted(adapter_state_dict(LoRALinear(torch.nn.Linear(2, 2))))
         ['lora_B']
     """
-    return {k: v.detach().clone() for k, v in module.state_dict().items() if k.endswith("lora_B") or k.startswith("router.")}
+    return {k: v.detach().clone() for k, v in module.state_dict().items() if k.endswith("lora_B") or k.startswith(("router.", "task_embed."))}
 
 
 def expert_state_dict(module: Any) -> Dict[str, Any]:

@@ -28,6 +28,8 @@ fn flags(a: &DemoArgs) -> JobSection {
         mu: a.mu,
         server_lr: a.server_lr,
         evaluate_every: a.evaluate_every,
+        gate_margin: None,
+        gate_episodes: None,
     }
 }
 

@@ -44,6 +44,7 @@ fn round(n: u32) -> RoundRecord {
         participants_detail: Vec::new(),
         epsilon: None,
         federated: None,
+        gate: None,
     }
 }
 

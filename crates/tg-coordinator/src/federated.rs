@@ -13,32 +13,40 @@ use std::collections::BTreeSet;
 
 use tg_proto::{EvaluateRequest, RoundRef, ToAgent, ToCoordinator};
 use tg_strategy::ClientEvaluation;
-use tg_types::Parameters;
 use tg_types::record::{FederatedEvaluation, RoundStage};
+use tg_types::{AgentId, Parameters};
 
 use crate::{Coordinator, Incoming, Outgoing, Result, Transport, TransportEvent};
 
 impl<T: Transport> Coordinator<'_, T> {
-    /// Asks the strategy's choice of agents to evaluate `global`, waits for
-    /// their answers until the stage deadline, records and returns the
-    /// combined evaluation (None when nobody usable answered).
-    pub(crate) async fn evaluate_federated(
+    /// Asks the strategy's choice of agents (within `only`, if given) to
+    /// evaluate `model` and waits for their answers until the stage
+    /// deadline: the usable answers, by agent, and how many were asked.
+    ///
+    /// Answers name only the round, so a second request in the same round
+    /// must go only to agents that answered the first: a late answer to the
+    /// first from anyone else would otherwise count for the second.
+    pub(crate) async fn ask_evaluations(
         &mut self,
         round: u32,
-        global: &Parameters,
-    ) -> Result<Option<FederatedEvaluation>> {
+        model: &Parameters,
+        only: Option<&BTreeSet<AgentId>>,
+    ) -> Result<(Vec<(AgentId, ClientEvaluation)>, u32)> {
         let at = RoundRef {
             job: self.config.job,
             round,
         };
         let available = self.transport.connected();
-        let chosen = self.strategy.configure_evaluate(round, &available);
+        let mut chosen = self.strategy.configure_evaluate(round, &available);
+        if let Some(only) = only {
+            chosen.retain(|a| only.contains(a));
+        }
         if chosen.is_empty() {
-            return Ok(None);
+            return Ok((Vec::new(), 0));
         }
         let message = Outgoing::encode(&ToAgent::Evaluate(EvaluateRequest {
             at,
-            model: global.clone(),
+            model: model.clone(),
         }))?
         .prepare(self.transport.packs())
         .await?;
@@ -72,11 +80,11 @@ impl<T: Transport> Coordinator<'_, T> {
                                     && r.loss >= 0.0
                                     && (0.0..=1.0).contains(&r.accuracy)
                                 {
-                                    results.push(ClientEvaluation {
+                                    results.push((from.clone(), ClientEvaluation {
                                         num_examples: r.num_examples,
                                         loss: r.loss,
                                         accuracy: r.accuracy,
-                                    });
+                                    }));
                                 } else {
                                     tracing::info!(round, agent = %from, "federated evaluation left out: out of range");
                                 }
@@ -92,6 +100,22 @@ impl<T: Transport> Coordinator<'_, T> {
                 () = &mut deadline => break,
             }
         }
+        Ok((results, chosen.len() as u32))
+    }
+
+    /// Asks the strategy's choice of agents to evaluate `global`, waits for
+    /// their answers until the stage deadline, records and returns the
+    /// combined evaluation (None when nobody usable answered).
+    pub(crate) async fn evaluate_federated(
+        &mut self,
+        round: u32,
+        global: &Parameters,
+    ) -> Result<Option<FederatedEvaluation>> {
+        let (answers, asked) = self.ask_evaluations(round, global, None).await?;
+        if asked == 0 {
+            return Ok(None);
+        }
+        let results: Vec<ClientEvaluation> = answers.into_iter().map(|(_, r)| r).collect();
         let answered = results.len() as u32;
         let Some(c) = self
             .strategy
@@ -101,7 +125,7 @@ impl<T: Transport> Coordinator<'_, T> {
             return Ok(None);
         };
         let evaluation = FederatedEvaluation {
-            asked: chosen.len() as u32,
+            asked,
             answered,
             num_examples: c.num_examples,
             loss: c.loss,
@@ -111,5 +135,20 @@ impl<T: Transport> Coordinator<'_, T> {
             .set_round_federated(self.config.job, round, &evaluation)?;
         self.stage(round, RoundStage::Evaluated).await?;
         Ok(Some(evaluation))
+    }
+}
+
+/// Success counts from agents' evaluations: each answer's accuracy (its
+/// success rate) times its episodes, rounded, summed without overflow.
+pub(crate) fn successes(results: &[(AgentId, ClientEvaluation)]) -> tg_types::record::Successes {
+    let (mut successes, mut episodes) = (0u64, 0u64);
+    for (_, r) in results {
+        let won = (r.accuracy.clamp(0.0, 1.0) * r.num_examples as f64).round() as u64;
+        successes = successes.saturating_add(won.min(r.num_examples));
+        episodes = episodes.saturating_add(r.num_examples);
+    }
+    tg_types::record::Successes {
+        successes,
+        episodes,
     }
 }

@@ -107,6 +107,9 @@ pub struct RunConfig {
     pub secure: Option<SecureSettings>,
     /// Federated evaluation every this many rounds (and after the last); 0 = never.
     pub evaluate_every: u32,
+    /// The rollout gate: each candidate is evaluated by agents against the
+    /// current model before it may commit.
+    pub gate: Option<tg_strategy::RolloutGate>,
 }
 
 /// Secure aggregation as the coordinator runs it.

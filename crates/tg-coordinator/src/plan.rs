@@ -95,6 +95,11 @@ impl RunConfig {
             seed: spec.seed,
             privacy: spec.privacy,
             evaluate_every: spec.evaluate_every,
+            // Its settings are checked with the spec (`JobSpec::check`).
+            gate: spec.gate.map(|g| tg_strategy::RolloutGate {
+                margin: g.margin,
+                min_episodes: g.min_episodes,
+            }),
             secure: spec.secure_aggregation.map(|s| SecureSettings {
                 spec: s,
                 identities,

@@ -49,6 +49,7 @@ pub(crate) fn new_record(round: u32) -> RoundRecord {
         participants_detail: Vec::new(),
         epsilon: None,
         federated: None,
+        gate: None,
     }
 }
 
@@ -223,6 +224,44 @@ impl<T: Transport> Coordinator<'_, T> {
         {
             record.reason = Some("evaluation gate: held-out loss is not finite".into());
             return self.finish(record, started, None).await;
+        }
+        if let Some(gate) = self.config.gate {
+            // Both models on the same agents' held-out episodes, now: the
+            // current model only by those that judged the candidate.
+            let (tried, _) = self.ask_evaluations(round, &candidate, None).await?;
+            let judges: std::collections::BTreeSet<AgentId> =
+                tried.iter().map(|(a, _)| a.clone()).collect();
+            let (kept, _) = self.ask_evaluations(round, global, Some(&judges)).await?;
+            let kept_by: std::collections::BTreeSet<&AgentId> =
+                kept.iter().map(|(a, _)| a).collect();
+            // Paired: a judge that did not answer the second request is left
+            // out of both counts.
+            let tried: Vec<_> = tried
+                .into_iter()
+                .filter(|(a, _)| kept_by.contains(a))
+                .collect();
+            let (tried, kept) = (
+                crate::federated::successes(&tried),
+                crate::federated::successes(&kept),
+            );
+            match gate.judge(tried, kept) {
+                None => {
+                    record.reason = Some(format!(
+                        "rollout gate: too few evaluation episodes to judge (candidate {}, current {}; the gate needs {} each); the current model stays",
+                        tried.episodes, kept.episodes, gate.min_episodes
+                    ));
+                    return self.finish(record, started, None).await;
+                }
+                Some(verdict) => {
+                    record.gate = Some(verdict);
+                    if !verdict.passed {
+                        record.reason = Some(format!(
+                            "rollout gate rejected the candidate: {verdict}; the current model stays"
+                        ));
+                        return self.finish(record, started, None).await;
+                    }
+                }
+            }
         }
         record.status = RoundStatus::Committed;
         record.accuracy = eval.map(|e| e.accuracy);

@@ -122,6 +122,7 @@ fn config(rounds: u32, quorum: usize) -> RunConfig {
         privacy: None,
         secure: None,
         evaluate_every: 0,
+        gate: None,
     }
 }
 
@@ -434,4 +435,114 @@ fn self_reported_counts_cannot_overflow_the_combination() {
             assert!(c.loss.is_finite() && c.accuracy.is_finite(), "{n}: {c:?}");
         }
     }
+}
+
+#[tokio::test]
+async fn the_rollout_gate_keeps_the_current_model_when_a_poisoned_candidate_does_worse_on_robots() {
+    let mut config = config(3, 1);
+    config.gate = Some(tg_strategy::RolloutGate::new(0.0, 20).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let agents: Vec<AgentId> = (0..3).map(AgentId::numbered).collect();
+    let (poisoner, shy) = (agents[0].clone(), agents[1].clone());
+    let transport = ScriptedTransport {
+        agents: agents.clone(),
+        queue: VecDeque::new(),
+        // Round 2: one robot's update is poison.
+        script: Box::new(move |a, req| {
+            let v = if *a == poisoner && req.at.round == 2 {
+                300.0
+            } else {
+                1.0
+            };
+            vec![reply(a, req, params(v))]
+        }),
+        // Robots succeed in 16 of 20 episodes with a sane model and in 1 of
+        // 20 with a poisoned one. One robot keeps silent about candidates:
+        // it is then not asked about the current model either (paired), and
+        // its answer to that would not count.
+        evaluate: Some(Box::new(move |a, req| {
+            let w = req.model.values().next().unwrap();
+            if *a == shy && w > 0.5 {
+                return vec![];
+            }
+            let accuracy = if w < 50.0 { 0.8 } else { 0.05 };
+            vec![evaluated(a, req.at, 20, 1.0 - accuracy, accuracy)]
+        })),
+    };
+    let strategy = Box::new(FedAvg::new(Sampler::new(1.0, 1).unwrap(), 1.0));
+    let outcome = Coordinator::new(
+        transport,
+        strategy,
+        Box::new(MeanEvaluator),
+        &mut store,
+        config,
+    )
+    .run(params(0.0), |_| {})
+    .await
+    .unwrap();
+    let h = &outcome.history;
+    assert_eq!(h[0].status, RoundStatus::Committed, "{:?}", h[0].reason);
+    let g1 = h[0].gate.expect("round 1 was judged");
+    assert!(g1.passed);
+    assert_eq!(
+        (g1.candidate.episodes, g1.current.episodes),
+        (40, 40),
+        "paired: the two judges only"
+    );
+    assert_eq!(h[1].status, RoundStatus::Failed);
+    let g2 = h[1].gate.expect("round 2 was judged");
+    assert!(!g2.passed);
+    assert_eq!((g2.candidate.successes, g2.current.successes), (2, 32));
+    let reason = h[1].reason.as_deref().unwrap();
+    assert!(
+        reason.contains(
+            "rollout gate rejected the candidate: candidate 2/40 (5.0%) vs current 32/40 (80.0%)"
+        ),
+        "{reason}"
+    );
+    assert_eq!(h[2].status, RoundStatus::Committed);
+    // The fleet stayed on round 1's model, then moved on from it.
+    assert_eq!(outcome.model, params(2.0));
+    // The verdicts are recorded with the rounds.
+    let rounds = store
+        .rounds(&JobId::from_bytes([9; 16]).to_string())
+        .unwrap();
+    assert_eq!(rounds[1].gate, Some(g2));
+    assert_eq!(rounds[1].model_sha256, None);
+}
+
+#[tokio::test]
+async fn the_rollout_gate_fails_a_round_it_cannot_judge() {
+    let mut config = config(1, 1);
+    config.gate = Some(tg_strategy::RolloutGate::new(0.0, 50).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let agents: Vec<AgentId> = (0..2).map(AgentId::numbered).collect();
+    let transport = ScriptedTransport {
+        agents,
+        queue: VecDeque::new(),
+        script: Box::new(|a, req| vec![reply(a, req, params(1.0))]),
+        evaluate: Some(Box::new(|a, req| vec![evaluated(a, req.at, 10, 0.0, 1.0)])),
+    };
+    let strategy = Box::new(FedAvg::new(Sampler::new(1.0, 1).unwrap(), 1.0));
+    let outcome = Coordinator::new(
+        transport,
+        strategy,
+        Box::new(MeanEvaluator),
+        &mut store,
+        config,
+    )
+    .run(params(0.0), |_| {})
+    .await
+    .unwrap();
+    assert_eq!(outcome.history[0].status, RoundStatus::Failed);
+    assert!(
+        outcome.history[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("too few evaluation episodes")
+    );
+    assert_eq!(outcome.model, params(0.0));
 }

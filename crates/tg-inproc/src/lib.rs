@@ -363,6 +363,7 @@ mod tests {
             secure_aggregation: None,
             evaluate_every: 0,
             simulated_noise_seed: None,
+            gate: None,
         }
     }
 

@@ -53,6 +53,13 @@ pub struct JobSection {
     /// Federated evaluation every this many rounds (and after the last);
     /// 0 (the default) = only the coordinator's held-out evaluation.
     pub evaluate_every: Option<u32>,
+    /// The rollout gate: a candidate commits only if agents' success with
+    /// it is not shown worse than with the current model by more than this
+    /// (a difference of success rates in [0, 1)); setting either gate key
+    /// turns the gate on.
+    pub gate_margin: Option<f64>,
+    /// The rollout gate: fewest evaluation episodes per model (default 20).
+    pub gate_episodes: Option<u64>,
 }
 
 impl JobSection {
@@ -81,7 +88,9 @@ impl JobSection {
             hidden,
             mu,
             server_lr,
-            evaluate_every
+            evaluate_every,
+            gate_margin,
+            gate_episodes
         )
     }
 }
@@ -285,5 +294,35 @@ pub(crate) fn resolve(s: &JobSection) -> Result<JobSpec> {
         secure_aggregation: None,
         evaluate_every: s.evaluate_every.unwrap_or(0),
         simulated_noise_seed: None,
+        gate: gate(s)?,
     })
+}
+
+/// The rollout gate from `gate_margin` / `gate_episodes`, checked.
+fn gate(s: &JobSection) -> Result<Option<tg_types::spec::GateSpec>> {
+    if s.gate_margin.is_none() && s.gate_episodes.is_none() {
+        return Ok(None);
+    }
+    let margin = s.gate_margin.unwrap_or(0.0);
+    if !(0.0..1.0).contains(&margin) {
+        return Err(bad(
+            "gate_margin",
+            margin,
+            "the gate's margin is a difference of success rates, in [0, 1)",
+            "use 0.0 (reject only a candidate shown worse) or e.g. 0.05",
+        ));
+    }
+    let min_episodes = s.gate_episodes.unwrap_or(20);
+    if min_episodes == 0 {
+        return Err(bad(
+            "gate_episodes",
+            min_episodes,
+            "the gate judges on evaluation episodes and needs at least one per model",
+            "use e.g. 20",
+        ));
+    }
+    Ok(Some(tg_types::spec::GateSpec {
+        margin,
+        min_episodes,
+    }))
 }

@@ -228,6 +228,38 @@ fn federated_evaluation_is_refused_with_dp() {
 }
 
 #[test]
+fn the_rollout_gate_is_read_checked_and_refused_with_dp() {
+    let f = parse_file("t", b"[job]\nclients = 3\ngate_margin = 0.05\n").unwrap();
+    let g = f.job.spec().gate.expect("a gate key turns the gate on");
+    assert_eq!((g.margin, g.min_episodes), (0.05, 20));
+    assert!(
+        parse_file("t", b"[job]\nclients = 3\n")
+            .unwrap()
+            .job
+            .spec()
+            .gate
+            .is_none()
+    );
+    for bad in [
+        "gate_margin = 1.0",
+        "gate_margin = -0.1",
+        "gate_episodes = 0",
+    ] {
+        let text = format!("[job]\nclients = 3\n{bad}\n");
+        let e = parse_file("t", text.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("gate_"), "{bad}: {e}");
+    }
+    let s = JobSection {
+        gate_episodes: Some(10),
+        ..Default::default()
+    };
+    for mode in ["local-sgd", "central"] {
+        let e = Job::resolve(&s, Some(&privacy(mode, 8.0)), None, Runner::Fleet).unwrap_err();
+        assert!(e.to_string().contains("rollout gate"), "{e}");
+    }
+}
+
+#[test]
 fn an_operator_model_job_names_no_built_in_model_and_asks_only_what_sdk_learners_do() {
     let f = parse_file(
         "t",

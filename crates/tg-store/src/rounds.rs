@@ -22,11 +22,16 @@ impl Store {
             None => None,
         };
         round.model_sha256.clone_from(&sha);
+        let gate = round
+            .gate
+            .map(|g| serde_json::to_string(&g))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("gate verdict: {e}")))?;
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO rounds(job_id, round, status, accuracy, loss, selected, participants,
-                                upload_bytes, download_bytes, duration_ms, reason, model_sha256, finished_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                                upload_bytes, download_bytes, duration_ms, reason, model_sha256, finished_at_ms, gate_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
                 job.to_string(),
                 round.round,
@@ -40,7 +45,8 @@ impl Store {
                 round.duration_ms as i64,
                 round.reason,
                 sha,
-                now_ms()
+                now_ms(),
+                gate
             ],
         )?;
         if let Some(sha) = &sha {
@@ -101,7 +107,7 @@ impl Store {
                     duration_ms, reason, model_sha256,
                     (SELECT epsilon_after FROM privacy_ledger l
                      WHERE l.job_id = rounds.job_id AND l.round = rounds.round),
-                    federated_json
+                    federated_json, gate_json
              FROM rounds WHERE job_id = ?1 ORDER BY round",
         )?;
         let raw = stmt
@@ -120,6 +126,7 @@ impl Store {
                     r.get(10)?,
                     r.get::<_, Option<f64>>(11)?,
                     r.get::<_, Option<String>>(12)?,
+                    r.get::<_, Option<String>>(13)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -143,6 +150,7 @@ impl Store {
                     sha,
                     epsilon,
                     federated,
+                    gate,
                 )| {
                     let detail = pstmt
                         .query_map(params![job_id, round], |r| {
@@ -185,6 +193,7 @@ impl Store {
                         // Informational: an unreadable value is left out
                         // rather than making the job's rounds unreadable.
                         federated: federated.and_then(|j| serde_json::from_str(&j).ok()),
+                        gate: gate.and_then(|j| serde_json::from_str(&j).ok()),
                     })
                 },
             )

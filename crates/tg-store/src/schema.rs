@@ -128,6 +128,11 @@ ALTER TABLE privacy_ledger ADD COLUMN release_json TEXT;
     "
 ALTER TABLE rounds ADD COLUMN federated_json TEXT;
 ",
+    // 8: the rollout gate's verdict on a round's candidate (JSON), for jobs
+    // with a gate: what was compared, the interval and the decision.
+    "
+ALTER TABLE rounds ADD COLUMN gate_json TEXT;
+",
 ];
 
 /// Sets durability pragmas and applies pending migrations.

@@ -27,6 +27,7 @@ fn round(n: u32, status: RoundStatus) -> RoundRecord {
         }],
         epsilon: None,
         federated: None,
+        gate: None,
     }
 }
 

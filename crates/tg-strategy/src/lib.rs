@@ -15,6 +15,7 @@ mod expert_wise;
 mod fedadam;
 mod fedavg;
 mod fold;
+mod gate;
 mod poisson;
 mod sampling;
 mod scaffold;
@@ -24,6 +25,7 @@ pub use expert_wise::{EXPERT_WEIGHT, ExpertStep, ExpertWise, MIN_EXPERT_SHARE, S
 pub use fedadam::FedAdam;
 pub use fedavg::FedAvg;
 pub use fold::{Fold, FoldRule, Kept, Weighting};
+pub use gate::{GateVerdict, RolloutGate, Successes, newcombe, wilson};
 pub use poisson::PoissonSampled;
 pub use sampling::Sampler;
 pub use scaffold::Scaffold;

@@ -61,6 +61,17 @@ impl JobSpec {
                 return bad("central DP adds noise to individual updates at the coordinator, which secure aggregation never reveals; use local-sgd (DP-SGD) or distributed DP with secure aggregation".into());
             }
         }
+        if let Some(g) = self.gate
+            && (!(0.0..1.0).contains(&g.margin) || g.min_episodes == 0)
+        {
+            return bad(format!(
+                "the rollout gate's margin must be in [0, 1) and it needs at least one episode per model, got margin {} and {} episodes",
+                g.margin, g.min_episodes
+            ));
+        }
+        if self.gate.is_some() && (mode.is_some() || self.train.dp_sgd.is_some()) {
+            return bad("the rollout gate releases each agent's success counts on its own episodes without noise, which a DP job's budget does not cover; run the gate in a job without dp, or gate on the coordinator's held-out set".into());
+        }
         if self.evaluate_every > 0 && mode.is_some() {
             return bad("federated evaluation releases each agent's loss and accuracy on its own data without noise, which a DP job's budget does not cover (its agents decline it); evaluate on the coordinator's held-out set instead (evaluate_every = 0)".into());
         }

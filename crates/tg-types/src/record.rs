@@ -217,6 +217,67 @@ pub struct RoundRecord {
     /// (rounds the job's `evaluate_every` schedules).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub federated: Option<FederatedEvaluation>,
+    /// The rollout gate's verdict on this round's candidate (jobs with a
+    /// `[gate]`): a rejected candidate leaves the round failed and the
+    /// current model in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateVerdict>,
+}
+
+/// Success counts of one model in a rollout evaluation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Successes {
+    /// Episodes that succeeded.
+    pub successes: u64,
+    /// Episodes run.
+    pub episodes: u64,
+}
+
+impl Successes {
+    /// The success rate (0 when nothing ran).
+    pub fn rate(&self) -> f64 {
+        if self.episodes == 0 {
+            0.0
+        } else {
+            self.successes as f64 / self.episodes as f64
+        }
+    }
+}
+
+/// What the rollout gate decided about a round's candidate, with its
+/// figures (`tg_strategy::RolloutGate`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GateVerdict {
+    /// The candidate's counts.
+    pub candidate: Successes,
+    /// The current model's counts.
+    pub current: Successes,
+    /// 95% Newcombe interval of `p_candidate − p_current`: its lower end.
+    pub difference_low: f64,
+    /// Its upper end.
+    pub difference_high: f64,
+    /// The margin applied.
+    pub margin: f64,
+    /// Whether the candidate committed.
+    pub passed: bool,
+}
+
+impl std::fmt::Display for GateVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "candidate {}/{} ({:.1}%) vs current {}/{} ({:.1}%); 95% Newcombe interval of the difference [{:+.3}, {:+.3}], margin {:.3}",
+            self.candidate.successes,
+            self.candidate.episodes,
+            100.0 * self.candidate.rate(),
+            self.current.successes,
+            self.current.episodes,
+            100.0 * self.current.rate(),
+            self.difference_low,
+            self.difference_high,
+            self.margin
+        )
+    }
 }
 
 /// The committed model evaluated by agents on their own data, combined by

@@ -384,6 +384,21 @@ pub struct JobSpec {
     /// recorded here so that every view of the job can say so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simulated_noise_seed: Option<u64>,
+    /// The rollout gate: each round's candidate is evaluated by agents
+    /// (success counts on their held-out episodes) against the current
+    /// model, and commits only if not shown worse beyond the margin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateSpec>,
+}
+
+/// The rollout gate's settings (`gate_margin`, `gate_episodes` in `[job]`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GateSpec {
+    /// How much worse than the current model (a difference of success
+    /// rates, in [0, 1)) a candidate may be shown to be and still commit.
+    pub margin: f64,
+    /// Fewest evaluation episodes per model for the gate to judge.
+    pub min_episodes: u64,
 }
 
 /// Secure aggregation settings of a job.

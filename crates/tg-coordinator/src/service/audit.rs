@@ -130,6 +130,7 @@ pub fn round(r: &RoundRecord, quorum: u32, attested: &BTreeMap<String, Value>) -
                 }
             })
             .collect(),
+        gate: r.gate,
     }
 }
 

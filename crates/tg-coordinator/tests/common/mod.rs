@@ -125,6 +125,7 @@ pub fn fixture() -> Fixture {
         participants_detail: vec![],
         epsilon: None,
         federated: None,
+        gate: None,
     };
     let model = b"safetensors bytes of round 1".to_vec();
     store.record_round(job, &mut r, Some(&model)).unwrap();

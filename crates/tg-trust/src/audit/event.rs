@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tg_types::record::{JobSummary, ParticipantOutcome, RoundStatus};
+use tg_types::record::{GateVerdict, JobSummary, ParticipantOutcome, RoundStatus};
 use tg_types::spec::{DatasetSpec, ModelKind, StrategyConfig};
 
 use super::{Entry, kind};
@@ -114,6 +114,10 @@ pub struct RoundAudit {
     pub reason: Option<String>,
     /// Each selected agent.
     pub agents: Vec<AgentAudit>,
+    /// The rollout gate's verdict, with its success counts (jobs with a
+    /// gate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateVerdict>,
 }
 
 /// One selected agent in a round.
@@ -213,6 +217,7 @@ mod tests {
                 attestation: Some(Value::String("TRUSTED".into())),
                 measurement: None,
             }],
+            gate: None,
         }
     }
 

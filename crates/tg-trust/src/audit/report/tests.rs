@@ -66,6 +66,7 @@ fn round(n: u32) -> AuditEvent {
             attestation: None,
             measurement: None,
         }],
+        gate: None,
     })
 }
 
