@@ -279,7 +279,11 @@ def run_arm(job: Tuple[str, int, Dict[str, Any]]) -> Dict[str, Any]:
         else:
             strategy = "expert-wise" if name.startswith("expert-wise") else "fedavg"
             data = [tensors(r, model, mean, std) for r in fleet]
-            scale = max(len(d[0]) for d in data) if name == ARM_DP else 1.0
+            # Under DP the weight's scale is public, not a robot's size: the
+            # most demonstrations a robot holds per task times a typical
+            # episode (100 steps), so weights are about 1; a larger one is
+            # clipped with its update, which keeps the robot's ratios.
+            scale = float(a.demo_range[1] * 100) if name == ARM_DP else 1.0
             app = tensorguard.ClientApp()
 
             @app.train(format="torch")

@@ -59,10 +59,12 @@ def base_hash(module: Any) -> str:
         64
     """
     h = hashlib.sha256(b"tensorguard-lora-base\0")
+    # The architecture too (activations have no weights), then every tensor.
+    h.update(repr(module).encode() + b"\0")
     for name, t in sorted(module.state_dict().items()):
         if ".lora_" in name or name.startswith(("router.", "task_embed.", "task_proj")):
             continue
-        h.update(name.encode() + b"\0" + str(tuple(t.shape)).encode() + b"\0")
+        h.update(name.encode() + b"\0" + str(tuple(t.shape)).encode() + b"\0" + str(t.dtype).encode() + b"\0")
         h.update(t.detach().to("cpu").float().contiguous().numpy().tobytes())
     return h.hexdigest()
 
@@ -335,11 +337,15 @@ def expert_update(
         >>> u[EXPERT_WEIGHT].tolist(), float(u["layers.0.lora_B"][0].mean()), float(u["layers.0.lora_B"][1].mean())
         ([3.0, 0.0], 3.0, 0.0)
     """
+    import math
+
     torch = _torch()
     experts = _experts(module)
     mass = torch.as_tensor(gate_mass, dtype=torch.float32).detach().reshape(-1)
-    if mass.numel() != experts or not bool(torch.isfinite(mass).all()) or bool((mass < 0).any()):
-        raise invalid(f"gate_mass of {mass.numel()} values", f"it must be {experts} finite non-negative values, one per expert", "pass policy.gate_mass(task_ids) of the examples you trained on")
+    if mass.numel() != experts or not bool(torch.isfinite(mass).all()) or bool((mass < 0).any()) or float(mass.sum()) > 1.0 + 1e-4:
+        raise invalid(f"gate_mass of {mass.numel()} values summing to {float(mass.sum()):.4g}", f"it must be {experts} finite non-negative values, one per expert, summing to at most 1", "pass policy.gate_mass(task_ids) of the examples you trained on")
+    if isinstance(num_examples, bool) or not isinstance(num_examples, (int, float)) or not (num_examples >= 0 and math.isfinite(num_examples)):
+        raise invalid(f"num_examples = {num_examples!r}", "a weight is a count of examples", "pass the number of examples this round trained on")
     if not (0.0 <= float(tau) < 1.0):
         raise invalid(f"tau = {tau!r}", "the gate threshold is a share of the gate mass", "pass 0 <= tau < 1")
     if not (float(scale) > 0.0 and float(scale) < float("inf")):
@@ -348,10 +354,14 @@ def expert_update(
     per_expert = torch.where(mass > float(tau), mass * w, torch.zeros_like(mass))
     local = adapter_state_dict(module)
     out: Dict[str, Any] = {}
+    missing = sorted(set(local) - set(global_model)) + [k for k in (EXPERT_WEIGHT, SHARED_WEIGHT) if k not in global_model]
+    if missing:
+        raise invalid(f"the round's model lacks {missing[:3]}", "an expert-wise model carries every adapter and both weight tensors", "start the federation from expert_state_dict(policy)")
     for name, value in local.items():
         g = torch.as_tensor(global_model[name], dtype=value.dtype)
         delta = value.detach() - g
-        if name.endswith("lora_B") and delta.shape[0] == experts:
+        split = name.endswith("lora_B") or "experts" in name.split(".")
+        if split and delta.dim() > 0 and delta.shape[0] == experts:
             shape = (experts,) + (1,) * (delta.dim() - 1)
             out[name] = g + per_expert.reshape(shape).to(delta.dtype) * delta
         else:
@@ -398,4 +408,13 @@ def load_adapters(module: Any, adapters: Dict[str, Any], base_sha256: Optional[s
             "build the policy as the adapters were built",
         )
     torch = _torch()
-    module.load_state_dict({k: torch.as_tensor(v) for k, v in adapters.items()}, strict=False)
+    tensors = {k: torch.as_tensor(v) for k, v in adapters.items()}
+    if not all(bool(torch.isfinite(t).all()) for t in tensors.values()):
+        raise DataError(
+            "error[E011]: an adapter set with NaN or infinite values — a policy cannot act on them — load a committed adapter set",
+            "E011",
+            "an adapter set with NaN or infinite values",
+            "a policy cannot act on them",
+            "load a committed adapter set",
+        )
+    module.load_state_dict(tensors, strict=False)

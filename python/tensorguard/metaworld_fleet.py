@@ -108,8 +108,13 @@ def _env(task: str) -> Any:
 
 def _expert(task: str) -> Any:
     mw = _metaworld()
+    _known(task)
     cls = "Sawyer" + "".join(p.capitalize() for p in task.split("-")) + "V3Policy"
-    return getattr(mw.policies, cls)()
+    policy = getattr(mw.policies, cls, None)
+    if policy is None:
+        what, why, fix = f"task {task!r} has no scripted expert", f"metaworld.policies has no {cls}", f"use one of {list(FLEET_TASKS + PUBLIC_TASKS)}"
+        raise DataError(f"error[E011]: {what} — {why} — {fix}", "E011", what, why, fix)
+    return policy()
 
 
 def _reset(env: Any, config: Any) -> np.ndarray:
@@ -161,6 +166,10 @@ def rollout(act: Callable[[np.ndarray], np.ndarray], task: str, configs: Sequenc
         >>> len(wins)  # doctest: +SKIP
         2
     """
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise invalid(f"batch = {batch!r}", "episodes run in batches of at least one", "pass batch >= 1")
+    if not configs:
+        return []
     envs = [_env(task) for _ in range(min(batch, len(configs)))]
     results: List[bool] = []
     for start in range(0, len(configs), len(envs)):
@@ -213,6 +222,8 @@ def split_counts(rng: np.random.Generator, robots: int, tasks: Sequence[str], lo
         >>> len(fleet), sorted({t for r in fleet for t in r})
         (4, ['push', 'reach'])
     """
+    if not tasks or robots < 1 or not (1 <= low <= high):
+        raise invalid(f"{robots} robots, {len(tasks)} tasks, {low}-{high} demonstrations", "every robot gets at least one task and one demonstration", "pass robots >= 1, a non-empty task list and 1 <= low <= high")
     fleet: List[Dict[str, int]] = []
     for r in range(robots):
         first = tasks[r % len(tasks)]

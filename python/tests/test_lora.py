@@ -119,6 +119,21 @@ def test_expert_wise_needs_expert_weights_and_checks_the_gate_mass() -> None:
         tensorguard.simulation.run(app, num_clients=3, rounds=1, initial_model=adapter_state_dict(p), strategy="expert-wise")
     assert "tg.expert_weight" in str(e.value)
     g = expert_state_dict(p)
-    for bad in (torch.tensor([0.5]), torch.tensor([float("nan"), 0.5]), torch.tensor([-0.1, 1.1])):
+    for bad in (torch.tensor([0.5]), torch.tensor([float("nan"), 0.5]), torch.tensor([-0.1, 1.1]), torch.tensor([0.9, 0.9])):
         with pytest.raises(tensorguard.ConfigError):
             expert_update(p, g, 10, bad)
+    for n in (-1, float("nan"), True):
+        with pytest.raises(tensorguard.ConfigError):
+            expert_update(p, g, n, torch.tensor([0.5, 0.5]))
+    with pytest.raises(tensorguard.ConfigError) as e:
+        expert_update(p, adapter_state_dict(p), 10, torch.tensor([0.5, 0.5]))
+    assert "expert_state_dict" in str(e.value)
+    nan = {k: v.clone() for k, v in adapter_state_dict(p).items()}
+    nan["layers.0.lora_B"][0, 0, 0] = float("nan")
+    with pytest.raises(tensorguard.DataError) as e:
+        load_adapters(p, nan, p.base_sha256)
+    assert e.value.code == "E011"
+    # The architecture is part of the base's identity.
+    relu = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    relu.load_state_dict(base().state_dict())
+    assert base_hash(relu) != base_hash(base())

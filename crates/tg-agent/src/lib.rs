@@ -398,9 +398,22 @@ impl Agent {
             );
         }
         self.last_evaluated = req.at.round;
-        if let Err(detail) = checks::model_fits(&req.model, &self.layout) {
-            return self.declined(req.at, DeclineReason::EvaluationFailed, &detail);
+        for model in std::iter::once(&req.model).chain(req.baseline.as_ref()) {
+            if let Err(detail) = checks::model_fits(model, &self.layout) {
+                return self.declined(req.at, DeclineReason::EvaluationFailed, &detail);
+            }
         }
+        // The rollout gate's baseline is evaluated in the same answer: still
+        // one request per round.
+        let baseline = match req.baseline.as_ref().map(|b| self.learner.evaluate(b)) {
+            None => None,
+            Some(Ok(e)) => Some(tg_proto::EvaluationFigures {
+                num_examples: e.num_examples,
+                loss: e.loss,
+                accuracy: e.accuracy,
+            }),
+            Some(Err(e)) => return self.declined(req.at, DeclineReason::EvaluationFailed, &e),
+        };
         match self.learner.evaluate(&req.model) {
             Ok(e) => ToCoordinator::Evaluated(EvaluateReply {
                 at: req.at,
@@ -408,6 +421,7 @@ impl Agent {
                 num_examples: e.num_examples,
                 loss: e.loss,
                 accuracy: e.accuracy,
+                baseline,
             }),
             Err(e) => self.declined(req.at, DeclineReason::EvaluationFailed, &e),
         }

@@ -88,6 +88,7 @@ fn no_outbound_frame_carries_dataset_bytes() {
         &ToAgent::Evaluate(EvaluateRequest {
             at: at(1),
             model: global.clone(),
+            baseline: None,
         }),
     ));
     // A request the agent must decline: the reply is a code, not an error text.

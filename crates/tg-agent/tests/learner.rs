@@ -126,6 +126,7 @@ fn a_model_of_another_layout_is_not_evaluated() {
             round: 1,
         },
         model: Parameters::default(),
+        baseline: None,
     });
     let Handled::Reply(frame) = agent
         .handle_frame(&tg_proto::encode(&req).unwrap())

@@ -18,6 +18,7 @@ fn a_malicious_coordinator_gets_no_metrics_from_a_dp_job_and_one_evaluation_per_
                 round,
             },
             model: tg_model::init_parameters(shape, u64::from(round)).unwrap(),
+            baseline: None,
         });
         let Handled::Reply(frame) = a.handle_frame(&tg_proto::encode(&eval).unwrap()).unwrap()
         else {

@@ -373,6 +373,7 @@ fn evaluation_is_refused_by_default_and_a_malformed_round_costs_no_budget() {
             round: 1,
         },
         model: tg_model::init_parameters(&shape, 0).unwrap(),
+        baseline: None,
     });
     let Handled::Reply(frame) = a.handle_frame(&tg_proto::encode(&eval).unwrap()).unwrap() else {
         panic!()

@@ -2,9 +2,11 @@
 //! strategy's chosen agents evaluate the new model on their own data and
 //! the strategy combines their answers.
 //!
-//! It is informational. The evaluation gate that decides whether a model
-//! commits is the coordinator's held-out set, which no agent touches, so an
-//! agent that lies here skews a reported number, never the model. Replies
+//! It is informational, except in jobs with a rollout gate (`[job]
+//! gate_margin`), where agents' answers about the candidate and the current
+//! model decide whether the candidate commits (see `round.rs`). Otherwise
+//! the gate that decides commits is the coordinator's held-out set, which
+//! no agent touches. Replies
 //! are checked (the round, the sender, finite loss, accuracy in [0, 1], at
 //! least one example) and anything else is left out. An agent whose data is
 //! under DP, or whose owner withholds metrics, declines.
@@ -13,40 +15,37 @@ use std::collections::BTreeSet;
 
 use tg_proto::{EvaluateRequest, RoundRef, ToAgent, ToCoordinator};
 use tg_strategy::ClientEvaluation;
+use tg_types::Parameters;
 use tg_types::record::{FederatedEvaluation, RoundStage};
-use tg_types::{AgentId, Parameters};
 
 use crate::{Coordinator, Incoming, Outgoing, Result, Transport, TransportEvent};
 
 impl<T: Transport> Coordinator<'_, T> {
-    /// Asks the strategy's choice of agents (within `only`, if given) to
-    /// evaluate `model` and waits for their answers until the stage
+    /// Asks the strategy's choice of agents to evaluate `model` (and, for
+    /// the rollout gate, `baseline` in the same answer: agents answer one
+    /// request per round) and waits for their answers until the stage
     /// deadline: the usable answers, by agent, and how many were asked.
-    ///
-    /// Answers name only the round, so a second request in the same round
-    /// must go only to agents that answered the first: a late answer to the
-    /// first from anyone else would otherwise count for the second.
+    /// With a baseline, an answer without a usable baseline figure is left
+    /// out.
     pub(crate) async fn ask_evaluations(
         &mut self,
         round: u32,
         model: &Parameters,
-        only: Option<&BTreeSet<AgentId>>,
-    ) -> Result<(Vec<(AgentId, ClientEvaluation)>, u32)> {
+        baseline: Option<&Parameters>,
+    ) -> Result<(Vec<Answer>, u32)> {
         let at = RoundRef {
             job: self.config.job,
             round,
         };
         let available = self.transport.connected();
-        let mut chosen = self.strategy.configure_evaluate(round, &available);
-        if let Some(only) = only {
-            chosen.retain(|a| only.contains(a));
-        }
+        let chosen = self.strategy.configure_evaluate(round, &available);
         if chosen.is_empty() {
             return Ok((Vec::new(), 0));
         }
         let message = Outgoing::encode(&ToAgent::Evaluate(EvaluateRequest {
             at,
             model: model.clone(),
+            baseline: baseline.cloned(),
         }))?
         .prepare(self.transport.packs())
         .await?;
@@ -75,16 +74,12 @@ impl<T: Transport> Coordinator<'_, T> {
                         match message {
                             Incoming::Message(ToCoordinator::Evaluated(r)) if r.at == at && r.agent == from => {
                                 pending.remove(&from);
-                                if r.num_examples > 0
-                                    && r.loss.is_finite()
-                                    && r.loss >= 0.0
-                                    && (0.0..=1.0).contains(&r.accuracy)
+                                let figures = usable(r.num_examples, r.loss, r.accuracy);
+                                let base = r.baseline.and_then(|b| usable(b.num_examples, b.loss, b.accuracy));
+                                if let Some(f) = figures
+                                    && (baseline.is_none() || base.is_some())
                                 {
-                                    results.push((from.clone(), ClientEvaluation {
-                                        num_examples: r.num_examples,
-                                        loss: r.loss,
-                                        accuracy: r.accuracy,
-                                    }));
+                                    results.push(Answer { model: f, baseline: base });
                                 } else {
                                     tracing::info!(round, agent = %from, "federated evaluation left out: out of range");
                                 }
@@ -115,7 +110,7 @@ impl<T: Transport> Coordinator<'_, T> {
         if asked == 0 {
             return Ok(None);
         }
-        let results: Vec<ClientEvaluation> = answers.into_iter().map(|(_, r)| r).collect();
+        let results: Vec<ClientEvaluation> = answers.into_iter().map(|a| a.model).collect();
         let answered = results.len() as u32;
         let Some(c) = self
             .strategy
@@ -138,14 +133,38 @@ impl<T: Transport> Coordinator<'_, T> {
     }
 }
 
+/// One agent's usable answer to an evaluation request.
+pub(crate) struct Answer {
+    /// The model's figures.
+    pub(crate) model: ClientEvaluation,
+    /// The baseline's, when asked.
+    pub(crate) baseline: Option<ClientEvaluation>,
+}
+
+/// Figures in range (examples > 0, finite loss ≥ 0, accuracy in [0, 1]).
+fn usable(num_examples: u64, loss: f64, accuracy: f64) -> Option<ClientEvaluation> {
+    (num_examples > 0 && loss.is_finite() && loss >= 0.0 && (0.0..=1.0).contains(&accuracy))
+        .then_some(ClientEvaluation {
+            num_examples,
+            loss,
+            accuracy,
+        })
+}
+
 /// Success counts from agents' evaluations: each answer's accuracy (its
-/// success rate) times its episodes, rounded, summed without overflow.
-pub(crate) fn successes(results: &[(AgentId, ClientEvaluation)]) -> tg_types::record::Successes {
+/// success rate) times its episodes, the episodes capped at `cap` per
+/// agent (one agent cannot outweigh the fleet by claiming many episodes),
+/// rounded, summed without overflow.
+pub(crate) fn successes<'a>(
+    results: impl Iterator<Item = &'a ClientEvaluation>,
+    cap: u64,
+) -> tg_types::record::Successes {
     let (mut successes, mut episodes) = (0u64, 0u64);
-    for (_, r) in results {
-        let won = (r.accuracy.clamp(0.0, 1.0) * r.num_examples as f64).round() as u64;
-        successes = successes.saturating_add(won.min(r.num_examples));
-        episodes = episodes.saturating_add(r.num_examples);
+    for r in results {
+        let n = r.num_examples.min(cap.max(1));
+        let won = (r.accuracy.clamp(0.0, 1.0) * n as f64).round() as u64;
+        successes = successes.saturating_add(won.min(n));
+        episodes = episodes.saturating_add(n);
     }
     tg_types::record::Successes {
         successes,

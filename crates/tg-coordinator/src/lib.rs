@@ -260,7 +260,12 @@ impl<'s, T: Transport> Coordinator<'s, T> {
                 global = params;
                 last_eval = eval;
                 let every = self.config.evaluate_every;
-                if every > 0 && (round % every == 0 || round == self.config.rounds) {
+                // A gated job's agents already evaluated this round's model
+                // (the gate's candidate); they answer one request per round.
+                if every > 0
+                    && self.config.gate.is_none()
+                    && (round % every == 0 || round == self.config.rounds)
+                {
                     record.federated = self.evaluate_federated(round, &global).await?;
                 }
             }

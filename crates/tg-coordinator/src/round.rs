@@ -226,28 +226,27 @@ impl<T: Transport> Coordinator<'_, T> {
             return self.finish(record, started, None).await;
         }
         if let Some(gate) = self.config.gate {
-            // Both models on the same agents' held-out episodes, now: the
-            // current model only by those that judged the candidate.
-            let (tried, _) = self.ask_evaluations(round, &candidate, None).await?;
-            let judges: std::collections::BTreeSet<AgentId> =
-                tried.iter().map(|(a, _)| a.clone()).collect();
-            let (kept, _) = self.ask_evaluations(round, global, Some(&judges)).await?;
-            let kept_by: std::collections::BTreeSet<&AgentId> =
-                kept.iter().map(|(a, _)| a).collect();
-            // Paired: a judge that did not answer the second request is left
-            // out of both counts.
-            let tried: Vec<_> = tried
-                .into_iter()
-                .filter(|(a, _)| kept_by.contains(a))
-                .collect();
-            let (tried, kept) = (
-                crate::federated::successes(&tried),
-                crate::federated::successes(&kept),
+            // Both models in one request per agent (agents answer one per
+            // round), on its own held-out episodes: paired by construction.
+            let (answers, asked) = self
+                .ask_evaluations(round, &candidate, Some(global))
+                .await?;
+            // A majority of those asked must judge: a few agents (or one
+            // that claims many episodes, capped) cannot decide alone.
+            let judges = answers.len() as u32;
+            let tried =
+                crate::federated::successes(answers.iter().map(|a| &a.model), gate.min_episodes);
+            let kept = crate::federated::successes(
+                answers.iter().filter_map(|a| a.baseline.as_ref()),
+                gate.min_episodes,
             );
-            match gate.judge(tried, kept) {
+            let verdict = (2 * judges > asked)
+                .then(|| gate.judge(tried, kept))
+                .flatten();
+            match verdict {
                 None => {
                     record.reason = Some(format!(
-                        "rollout gate: too few evaluation episodes to judge (candidate {}, current {}; the gate needs {} each); the current model stays",
+                        "rollout gate: cannot judge — {judges} of {asked} agents answered (a majority must), with {} episodes of the candidate and {} of the current model (the gate needs {} each); the current model stays",
                         tried.episodes, kept.episodes, gate.min_episodes
                     ));
                     return self.finish(record, started, None).await;

@@ -58,19 +58,44 @@ pub fn custom_strategy_refusal(spec: &tg_types::spec::JobSpec) -> Option<&'stati
 
 /// Why an expert-wise job cannot start from `initial`, if it cannot: the
 /// model must carry the weights its clients send (see
-/// [`tg_strategy::ExpertWise`]), or every round would fail.
+/// [`tg_strategy::ExpertWise`]) in their shapes, and at least one
+/// per-expert tensor, or every round would fail or silently be FedAvg.
 pub fn expert_wise_refusal(spec: &tg_types::spec::JobSpec, initial: &Parameters) -> Option<String> {
     if spec.strategy.kind != tg_types::spec::StrategyKind::ExpertWise {
         return None;
     }
-    let has = |name: &str| initial.tensors().iter().any(|t| t.name == name);
-    (!has(tg_strategy::EXPERT_WEIGHT) || !has(tg_strategy::SHARED_WEIGHT)).then(|| {
-        format!(
-            "strategy expert-wise needs a model of expert adapters carrying `{}` and `{}` (what its clients weight their updates with); build it with tensorguard.lora.expert_state_dict, or use fedavg",
+    let find = |name: &str| initial.tensors().iter().find(|t| t.name == name);
+    let fix = "build it with tensorguard.lora.expert_state_dict, or use fedavg";
+    let (Some(experts), Some(shared)) = (
+        find(tg_strategy::EXPERT_WEIGHT),
+        find(tg_strategy::SHARED_WEIGHT),
+    ) else {
+        return Some(format!(
+            "strategy expert-wise needs a model of expert adapters carrying `{}` and `{}` (what its clients weight their updates with); {fix}",
             tg_strategy::EXPERT_WEIGHT,
             tg_strategy::SHARED_WEIGHT
-        )
-    })
+        ));
+    };
+    if experts.shape.len() != 1 || experts.data.is_empty() || shared.shape != [1] {
+        return Some(format!(
+            "strategy expert-wise: `{}` must have shape [E] and `{}` shape [1], got {:?} and {:?}; {fix}",
+            tg_strategy::EXPERT_WEIGHT,
+            tg_strategy::SHARED_WEIGHT,
+            experts.shape,
+            shared.shape
+        ));
+    }
+    let e = experts.data.len();
+    if !initial
+        .tensors()
+        .iter()
+        .any(|t| tg_strategy::is_per_expert(&t.name, &t.shape, e))
+    {
+        return Some(format!(
+            "strategy expert-wise: no tensor is per-expert (a name ending in `lora_B` or with an `experts` segment, leading dimension {e}); {fix}"
+        ));
+    }
+    None
 }
 
 pub use tg_types::record::JobSummary;
@@ -181,7 +206,7 @@ pub fn round_json(r: &RoundRecord) -> serde_json::Value {
         "selected": r.selected, "participants": r.participants, "upload_bytes": r.upload_bytes,
         "download_bytes": r.download_bytes, "duration_ms": r.duration_ms, "reason": r.reason,
         "model_sha256": r.model_sha256, "epsilon": r.epsilon,
-        "federated": r.federated,
+        "federated": r.federated, "gate": r.gate,
     })
 }
 

@@ -277,9 +277,13 @@ impl<T: Transport> Coordinator<'_, T> {
         // Σ w·update and Σ w: the weighted mean. Under distributed DP the
         // denominator is the fixed expected count qN (so one client's
         // influence is bounded whatever the sample), not the noisy Σ w.
-        let total_weight = match settings.noise {
-            Some(d) => (d.client_sampling_rate.get() * f64::from(d.population)) as f32,
-            None => decoded.last().copied().unwrap_or(0.0),
+        // Without a weight scale every honest client's lane is 1, so the
+        // count of survivors is the same divisor, and one that no client can
+        // poison by sending another value there.
+        let total_weight = match (settings.noise, settings.weight_scale) {
+            (Some(d), _) => (d.client_sampling_rate.get() * f64::from(d.population)) as f32,
+            (None, None) => sum.survivors.len() as f32,
+            (None, Some(_)) => decoded.last().copied().unwrap_or(0.0),
         };
         if !(total_weight > 0.0) {
             record.reason = Some(format!(

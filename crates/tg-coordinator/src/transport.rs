@@ -224,7 +224,12 @@ mod tests {
             data: vec![0.25; 65_536],
         }])
         .unwrap();
-        let evaluate = Outgoing::encode(&ToAgent::Evaluate(EvaluateRequest { at, model })).unwrap();
+        let evaluate = Outgoing::encode(&ToAgent::Evaluate(EvaluateRequest {
+            at,
+            model,
+            baseline: None,
+        }))
+        .unwrap();
         assert!(
             evaluate
                 .packed()

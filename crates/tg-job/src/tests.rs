@@ -257,6 +257,38 @@ fn the_rollout_gate_is_read_checked_and_refused_with_dp() {
         let e = Job::resolve(&s, Some(&privacy(mode, 8.0)), None, Runner::Fleet).unwrap_err();
         assert!(e.to_string().contains("rollout gate"), "{e}");
     }
+    // Strategies whose state a rejected candidate would already have moved.
+    for strategy in ["fedadam", "scaffold"] {
+        let text = format!("[job]\nclients = 3\nstrategy = \"{strategy}\"\ngate_margin = 0.0\n");
+        let e = parse_file("t", text.as_bytes()).unwrap_err();
+        assert!(
+            e.to_string().contains("keeps state across rounds"),
+            "{strategy}: {e}"
+        );
+    }
+}
+
+#[test]
+fn expert_wise_refuses_what_would_drop_its_weights() {
+    let e = parse_file(
+        "t",
+        b"[job]\nclients = 3\nstrategy = \"expert-wise\"\ncompress = \"topk:0.1\"\n",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("expert-wise"), "{e}");
+    let e = parse_file(
+        "t",
+        b"[job]\nclients = 5\nstrategy = \"expert-wise\"\n[secure_aggregation]\nsparsity = 0.5\n",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("sparsity"), "{e}");
+    assert!(
+        parse_file(
+            "t",
+            b"[job]\nclients = 5\nstrategy = \"expert-wise\"\n[secure_aggregation]\n"
+        )
+        .is_ok()
+    );
 }
 
 #[test]

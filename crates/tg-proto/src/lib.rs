@@ -26,7 +26,7 @@ use tg_types::spec::{LocalObjective, TrainConfig};
 use tg_types::{AgentId, JobId, Parameters};
 
 /// Protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 10;
+pub const PROTOCOL_VERSION: u16 = 11;
 
 /// Largest frame [`decode`] accepts (256 MiB). Larger models are streamed in
 /// chunks by the network transport.
@@ -168,6 +168,21 @@ pub struct EvaluateRequest {
     pub at: RoundRef,
     /// Model to evaluate.
     pub model: Parameters,
+    /// The rollout gate's baseline (the current model), evaluated in the
+    /// same answer: one request per round still, and the two figures are
+    /// paired by construction.
+    pub baseline: Option<Parameters>,
+}
+
+/// One model's evaluation on an agent's own data.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationFigures {
+    /// Examples (episodes) evaluated.
+    pub num_examples: u64,
+    /// Mean loss.
+    pub loss: f64,
+    /// Accuracy (success rate) in [0, 1].
+    pub accuracy: f64,
 }
 
 /// An agent's local evaluation.
@@ -183,6 +198,8 @@ pub struct EvaluateReply {
     pub loss: f64,
     /// Accuracy in [0, 1].
     pub accuracy: f64,
+    /// The baseline's evaluation, when the request carried one.
+    pub baseline: Option<EvaluationFigures>,
 }
 
 /// Coordinator → agent.

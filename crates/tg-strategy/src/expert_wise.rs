@@ -28,7 +28,8 @@ pub const EXPERT_WEIGHT: &str = "tg.expert_weight";
 pub const SHARED_WEIGHT: &str = "tg.shared_weight";
 
 /// An expert receiving less than this share of the round's shared weight
-/// is left as it was: a ratio with a near-zero (or, under distributed DP,
+/// (or a tenth of an even share, `0.1 / E`, if that is less) is left as it
+/// was: a ratio with a near-zero (or, under distributed DP,
 /// noise-dominated) denominator is no average.
 pub const MIN_EXPERT_SHARE: f64 = 0.01;
 
@@ -76,9 +77,11 @@ fn malformed(what: String) -> StrategyError {
     ))
 }
 
-/// Whether `name` is a per-expert tensor (by name; the shape is checked too).
-fn per_expert_name(name: &str) -> bool {
-    name.ends_with("lora_B") || name.split('.').any(|s| s == "experts")
+/// Whether a tensor is per-expert: its name ends in `lora_B` or has an
+/// `experts` path segment, and its leading dimension is `experts`.
+pub fn is_per_expert(name: &str, shape: &[usize], experts: usize) -> bool {
+    (name.ends_with("lora_B") || name.split('.').any(|s| s == "experts"))
+        && shape.first() == Some(&experts)
 }
 
 /// `(E, shared weight)` read from a mean update, checked.
@@ -134,6 +137,7 @@ impl Strategy for ExpertWise {
         let mean = fold.mean()?;
         let (expert_w, shared_w) = weights(&mean)?;
         let experts = expert_w.len();
+        let floor = MIN_EXPERT_SHARE.min(0.1 / experts as f64);
         if !(shared_w > 0.0 && shared_w.is_finite()) {
             return Err(StrategyError::Rejected(format!(
                 "expert-wise aggregation: the round's shared weight is {shared_w}; nothing to average"
@@ -146,7 +150,7 @@ impl Strategy for ExpertWise {
                 ExpertStep {
                     weight: w,
                     share,
-                    updated: share.is_finite() && share >= MIN_EXPERT_SHARE,
+                    updated: share.is_finite() && share >= floor,
                     step_norm: 0.0,
                 }
             })
@@ -158,7 +162,7 @@ impl Strategy for ExpertWise {
             if t.name == EXPERT_WEIGHT || t.name == SHARED_WEIGHT {
                 continue; // The global model's weights stay as they were (zero).
             }
-            let split = per_expert_name(&t.name) && t.shape.first() == Some(&experts);
+            let split = is_per_expert(&t.name, &t.shape, experts);
             if !split {
                 for (v, &d) in t.data.iter_mut().zip(&m.data) {
                     *v += (lr * f64::from(d) / shared_w) as f32;

@@ -21,7 +21,9 @@ mod sampling;
 mod scaffold;
 
 pub use central_dp::CentralDp;
-pub use expert_wise::{EXPERT_WEIGHT, ExpertStep, ExpertWise, MIN_EXPERT_SHARE, SHARED_WEIGHT};
+pub use expert_wise::{
+    EXPERT_WEIGHT, ExpertStep, ExpertWise, MIN_EXPERT_SHARE, SHARED_WEIGHT, is_per_expert,
+};
 pub use fedadam::FedAdam;
 pub use fedavg::FedAvg;
 pub use fold::{Fold, FoldRule, Kept, Weighting};

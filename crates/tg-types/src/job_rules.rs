@@ -69,6 +69,30 @@ impl JobSpec {
                 g.margin, g.min_episodes
             ));
         }
+        if self.gate.is_some()
+            && matches!(
+                self.strategy.kind,
+                StrategyKind::FedAdam | StrategyKind::Scaffold
+            )
+        {
+            return bad(format!(
+                "the rollout gate cannot run with {}: its aggregation keeps state across rounds (moments, control variates) that a rejected candidate would already have changed; use fedavg, fedprox or expert-wise",
+                self.strategy.kind
+            ));
+        }
+        if self.strategy.kind == StrategyKind::ExpertWise {
+            if self.train.compress != Compression::None {
+                return bad(format!(
+                    "expert-wise aggregation divides each expert's sum by its weight's sum, and compression {} drops weights apart from what they weigh; run it uncompressed",
+                    self.train.compress
+                ));
+            }
+            if let Some(sa) = &self.secure_aggregation
+                && sa.keep_fraction.is_some_and(|k| k < 1.0)
+            {
+                return bad("expert-wise aggregation divides each expert's sum by its weight's sum, and secure aggregation's sparsity would drop weights apart from what they weigh; run it without keep_fraction".into());
+            }
+        }
         if self.gate.is_some() && (mode.is_some() || self.train.dp_sgd.is_some()) {
             return bad("the rollout gate releases each agent's success counts on its own episodes without noise, which a DP job's budget does not cover; run the gate in a job without dp, or gate on the coordinator's held-out set".into());
         }

@@ -140,3 +140,59 @@ impl NodeAudit {
         self.record(event.kind(), job, event.body());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tg_types::record::{GateVerdict, RoundStatus, Successes};
+
+    #[test]
+    fn a_gate_rejection_is_audited_as_a_failed_round_with_its_figures() {
+        let verdict = GateVerdict {
+            candidate: Successes {
+                successes: 2,
+                episodes: 40,
+            },
+            current: Successes {
+                successes: 32,
+                episodes: 40,
+            },
+            difference_low: -0.86,
+            difference_high: -0.56,
+            margin: 0.0,
+            passed: false,
+        };
+        let mut r = crate::round::new_record(2);
+        r.status = RoundStatus::Failed;
+        r.reason = Some(format!("rollout gate rejected the candidate: {verdict}"));
+        r.gate = Some(verdict);
+        let event = AuditEvent::Round(round(&r, 1, &BTreeMap::new()));
+        assert_eq!(event.kind(), "round.failed");
+        let body = event.body();
+        assert_eq!(body["gate"]["candidate"]["successes"], 2);
+        assert_eq!(body["gate"]["current"]["episodes"], 40);
+        assert_eq!(body["gate"]["passed"], false);
+        assert!(
+            body["reason"]
+                .as_str()
+                .unwrap()
+                .contains("2/40 (5.0%) vs current 32/40 (80.0%)")
+        );
+        // It reads back as written.
+        let entry = tg_trust::audit::Entry {
+            seq: 0,
+            time: 0,
+            kind: event.kind().into(),
+            job: None,
+            signer: String::new(),
+            body,
+            prev: String::new(),
+            hash: String::new(),
+            sig: String::new(),
+        };
+        match AuditEvent::read(&entry) {
+            Some(Ok(AuditEvent::Round(a))) => assert_eq!(a.gate, Some(verdict)),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -220,6 +220,7 @@ fn packed_frames_reach_agents_and_nothing_else() {
             round: 2,
         },
         model,
+        baseline: None,
     });
     let plain = crate::encode(&message).unwrap();
     let packed = tg_compress::download::pack(&plain).unwrap();
