@@ -17,10 +17,11 @@
 //! slice along that dimension. Every other tensor is shared.
 
 use rand::RngCore;
-use tg_types::spec::LocalObjective;
 use tg_types::{AgentId, Parameters};
 
-use crate::{Fold, FoldRule, Result, Sampler, Strategy, StrategyError, TrainPlan, Weighting};
+use crate::{
+    FedAvg, Fold, FoldRule, Result, Sampler, Strategy, StrategyError, TrainPlan, Weighting,
+};
 
 /// The tensor (shape `[E]`) in which clients send each expert's weight.
 pub const EXPERT_WEIGHT: &str = "tg.expert_weight";
@@ -36,7 +37,8 @@ pub const MIN_EXPERT_SHARE: f64 = 0.01;
 /// Expert-wise FedAvg for mixture-of-experts adapters (see the module).
 #[derive(Debug)]
 pub struct ExpertWise {
-    sampler: Sampler,
+    /// Sampling and the (plain) local objective are FedAvg's.
+    sampling: FedAvg,
     server_lr: f32,
     last: Vec<ExpertStep>,
 }
@@ -58,7 +60,7 @@ impl ExpertWise {
     /// Expert-wise FedAvg with server step size `server_lr`.
     pub fn new(sampler: Sampler, server_lr: f32) -> Self {
         Self {
-            sampler,
+            sampling: FedAvg::new(sampler, server_lr),
             server_lr,
             last: Vec::new(),
         }
@@ -114,15 +116,12 @@ impl Strategy for ExpertWise {
 
     fn configure_train(
         &mut self,
-        _round: u32,
-        _global: &Parameters,
+        round: u32,
+        global: &Parameters,
         available: &[AgentId],
         rng: &mut dyn RngCore,
     ) -> Result<TrainPlan> {
-        Ok(TrainPlan {
-            selected: self.sampler.sample(available, rng)?,
-            objective: LocalObjective::Plain,
-        })
+        self.sampling.configure_train(round, global, available, rng)
     }
 
     /// Uniform: the clients' own weights are inside their updates.

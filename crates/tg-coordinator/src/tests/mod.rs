@@ -328,6 +328,27 @@ async fn budget_stop_ends_at_the_last_round_that_fits() {
     assert_eq!(rounds[2].epsilon, Some(ledger[2].epsilon_after));
 }
 
+/// Runs a FedAvg job over `transport` from `params(0.0)`.
+async fn run_over(
+    config: RunConfig,
+    transport: ScriptedTransport,
+) -> (crate::RunOutcome, Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let strategy = Box::new(FedAvg::new(Sampler::new(1.0, 1).unwrap(), 1.0));
+    let outcome = Coordinator::new(
+        transport,
+        strategy,
+        Box::new(MeanEvaluator),
+        &mut store,
+        config,
+    )
+    .run(params(0.0), |_| {})
+    .await
+    .unwrap();
+    (outcome, store, dir)
+}
+
 fn evaluated(
     agent: &AgentId,
     at: tg_proto::RoundRef,
@@ -353,8 +374,6 @@ fn evaluated(
 async fn federated_evaluation_combines_only_well_formed_answers_to_this_request() {
     let mut config = config(2, 1);
     config.evaluate_every = 2;
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
     let agents: Vec<AgentId> = (0..6).map(AgentId::numbered).collect();
     let liar = agents.clone();
     let transport = ScriptedTransport {
@@ -384,17 +403,7 @@ async fn federated_evaluation_combines_only_well_formed_answers_to_this_request(
             }
         })),
     };
-    let strategy = Box::new(FedAvg::new(Sampler::new(1.0, 1).unwrap(), 1.0));
-    let outcome = Coordinator::new(
-        transport,
-        strategy,
-        Box::new(MeanEvaluator),
-        &mut store,
-        config,
-    )
-    .run(params(0.0), |_| {})
-    .await
-    .unwrap();
+    let (outcome, store, _dir) = run_over(config, transport).await;
     assert!(
         outcome.history[0].federated.is_none(),
         "not scheduled in round 1"
@@ -438,171 +447,4 @@ fn self_reported_counts_cannot_overflow_the_combination() {
     }
 }
 
-/// An evaluation answer with the rollout gate's baseline figures.
-fn evaluated_both(
-    agent: &AgentId,
-    at: tg_proto::RoundRef,
-    model: (u64, f64),
-    baseline: Option<(u64, f64)>,
-) -> TransportEvent {
-    received(
-        agent,
-        tg_proto::encode(&ToCoordinator::Evaluated(tg_proto::EvaluateReply {
-            at,
-            agent: agent.clone(),
-            num_examples: model.0,
-            loss: 1.0 - model.1,
-            accuracy: model.1,
-            baseline: baseline.map(|(n, a)| tg_proto::EvaluationFigures {
-                num_examples: n,
-                loss: 1.0 - a,
-                accuracy: a,
-            }),
-        }))
-        .unwrap(),
-    )
-}
-
-#[tokio::test]
-async fn the_rollout_gate_keeps_the_current_model_when_a_poisoned_candidate_does_worse_on_robots() {
-    let mut config = config(3, 1);
-    config.gate = Some(tg_strategy::RolloutGate::new(0.0, 20).unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
-    let agents: Vec<AgentId> = (0..4).map(AgentId::numbered).collect();
-    let (poisoner, shy, boaster) = (agents[0].clone(), agents[1].clone(), agents[3].clone());
-    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = asked.clone();
-    let transport = ScriptedTransport {
-        agents: agents.clone(),
-        queue: VecDeque::new(),
-        // Round 2: one robot's update is poison.
-        script: Box::new(move |a, req| {
-            let v = if *a == poisoner && req.at.round == 2 {
-                400.0
-            } else {
-                1.0
-            };
-            vec![reply(a, req, params(v))]
-        }),
-        // Robots succeed in 16 of 20 episodes with a sane model and in 1 of
-        // 20 with a poisoned one, and answer for both models at once. One
-        // leaves the baseline out (its answer is not counted); one claims
-        // u64::MAX episodes (capped at the gate's 20).
-        evaluate: Some(Box::new(move |a, req| {
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let rate = |p: &Parameters| {
-                if p.values().next().unwrap() < 50.0 {
-                    0.8
-                } else {
-                    0.05
-                }
-            };
-            let n = if *a == boaster { u64::MAX } else { 20 };
-            let baseline = req
-                .baseline
-                .as_ref()
-                .filter(|_| *a != shy)
-                .map(|b| (n, rate(b)));
-            vec![evaluated_both(a, req.at, (n, rate(&req.model)), baseline)]
-        })),
-    };
-    let strategy = Box::new(FedAvg::new(Sampler::new(1.0, 1).unwrap(), 1.0));
-    let outcome = Coordinator::new(
-        transport,
-        strategy,
-        Box::new(MeanEvaluator),
-        &mut store,
-        config,
-    )
-    .run(params(0.0), |_| {})
-    .await
-    .unwrap();
-    // One request per agent per round: agents answer one per round.
-    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 4 * 3);
-    let h = &outcome.history;
-    assert_eq!(h[0].status, RoundStatus::Committed, "{:?}", h[0].reason);
-    let g1 = h[0].gate.expect("round 1 was judged");
-    assert!(g1.passed);
-    assert_eq!(
-        (g1.candidate.episodes, g1.current.episodes),
-        (60, 60),
-        "three judges, 20 episodes each at most"
-    );
-    assert_eq!(h[1].status, RoundStatus::Failed);
-    let g2 = h[1].gate.expect("round 2 was judged");
-    assert!(!g2.passed);
-    assert_eq!((g2.candidate.successes, g2.current.successes), (3, 48));
-    let reason = h[1].reason.as_deref().unwrap();
-    assert!(
-        reason.contains(
-            "rollout gate rejected the candidate: candidate 3/60 (5.0%) vs current 48/60 (80.0%)"
-        ),
-        "{reason}"
-    );
-    assert_eq!(h[2].status, RoundStatus::Committed);
-    // The fleet stayed on round 1's model, then moved on from it.
-    assert_eq!(outcome.model, params(2.0));
-    // The verdicts are recorded with the rounds.
-    let rounds = store
-        .rounds(&JobId::from_bytes([9; 16]).to_string())
-        .unwrap();
-    assert_eq!(rounds[1].gate, Some(g2));
-    assert_eq!(rounds[1].model_sha256, None);
-}
-
-#[tokio::test]
-async fn the_rollout_gate_fails_a_round_it_cannot_judge() {
-    // (agents, episodes the gate needs, agents that answer, episodes each
-    // claims, what the round's reason says)
-    let cases = [
-        // One judge of three, however many episodes it claims.
-        (3, 1, 1, 1000, "1 of 3 agents answered"),
-        // Both answer, with too few episodes.
-        (2, 50, 2, 10, "cannot judge"),
-    ];
-    for (n, needed, answering, episodes, why) in cases {
-        let mut config = config(1, 1);
-        config.gate = Some(tg_strategy::RolloutGate::new(0.0, needed).unwrap());
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let agents: Vec<AgentId> = (0..n).map(AgentId::numbered).collect();
-        let judges: Vec<AgentId> = agents[..answering].to_vec();
-        let transport = ScriptedTransport {
-            agents,
-            queue: VecDeque::new(),
-            script: Box::new(|a, req| vec![reply(a, req, params(1.0))]),
-            evaluate: Some(Box::new(move |a, req| {
-                if judges.contains(a) {
-                    vec![evaluated_both(
-                        a,
-                        req.at,
-                        (episodes, 1.0),
-                        Some((episodes, 0.0)),
-                    )]
-                } else {
-                    vec![]
-                }
-            })),
-        };
-        let strategy = Box::new(FedAvg::new(Sampler::new(1.0, 1).unwrap(), 1.0));
-        let outcome = Coordinator::new(
-            transport,
-            strategy,
-            Box::new(MeanEvaluator),
-            &mut store,
-            config,
-        )
-        .run(params(0.0), |_| {})
-        .await
-        .unwrap();
-        let round = &outcome.history[0];
-        assert_eq!(round.status, RoundStatus::Failed);
-        assert!(
-            round.reason.as_deref().unwrap().contains(why),
-            "{:?}",
-            round.reason
-        );
-        assert_eq!(outcome.model, params(0.0));
-    }
-}
+mod gate;
