@@ -19,6 +19,8 @@ pub(crate) fn family(code: Code) -> &'static str {
         Code::DataDirUnwritable
         | Code::Store
         | Code::RunNotFound
+        | Code::VersionNotFound
+        | Code::RegistryRefused
         | Code::AlreadyExists
         | Code::JobFinished => "StoreError",
         Code::KeyPermissions

@@ -32,7 +32,7 @@ from .errors import (
     TrustError,
 )
 from .models import load_model, save_model
-from .edge import Demonstration, EdgeClient
+from .edge import Demonstration, EdgeClient, Envelope
 from .numpy_client import NumPyClient
 from .strategy import FedMedian, Strategy
 
@@ -40,6 +40,7 @@ __all__ = [
     "__version__",
     "Agent",
     "EdgeClient",
+    "Envelope",
     "Demonstration",
     "edge",
     "ClientApp",

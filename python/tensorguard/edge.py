@@ -24,9 +24,9 @@ import numpy as np
 from . import _arrays, _core
 from .agent import Agent
 from .app import ClientApp, Context
-from .errors import DataError, invalid
+from .errors import DataError, RoundError, invalid
 
-__all__ = ["Demonstration", "EdgeClient", "read_package"]
+__all__ = ["Demonstration", "EdgeClient", "Envelope", "read_package"]
 
 
 def _data_error(what: str, why: str, fix: str) -> DataError:
@@ -75,6 +75,94 @@ class Demonstration:
         return len(self.observations)
 
 
+@dataclass(frozen=True)
+class Envelope:
+    """What a robot lets a round cost it: the operating envelope.
+
+    Args:
+        max_update_bytes: the most bytes one round's update may take on the
+            wire (default 5 MB). The engine measures the encoded update
+            before it leaves and, in a plaintext round that allows it,
+            sends it top-k sparsified (with error feedback: what is not
+            sent is carried into the next round) to fit; a round it cannot
+            fit is declined and nothing is sent.
+        max_train_seconds: local training stops after this long (after at
+            least one step); the update then covers the batches trained.
+        ready: called before each round; ``False`` (or a string, the reason)
+            sits the round out — a battery, idle or thermal condition.
+        uplink_bytes_per_s: called before each upload; the robot's measured
+            uplink. With ``upload_seconds`` it lowers the byte budget to what
+            the link carries in that time (adaptive sparsity on a slow link).
+        upload_seconds: how long an upload may take (default 30 s).
+
+    Raises:
+        ConfigError: a limit is not positive and finite, or a condition is
+            not callable (E020).
+
+    Example:
+        >>> e = Envelope(max_update_bytes=1_000_000, uplink_bytes_per_s=lambda: 10_000, upload_seconds=5)
+        >>> e.upload_budget()
+        50000
+    """
+
+    max_update_bytes: int = 5_000_000
+    max_train_seconds: Optional[float] = None
+    ready: Optional[Callable[[], Any]] = None
+    uplink_bytes_per_s: Optional[Callable[[], float]] = None
+    upload_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        import math
+
+        def positive(name: str, value: Any, integer: bool = False) -> None:
+            ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+            if isinstance(value, bool) or not ok or not (value > 0 and math.isfinite(value)):
+                raise invalid(f"{name} = {value!r}", "an envelope limit must be a positive, finite number", f"pass e.g. {name}={5_000_000 if integer else 30}")
+
+        positive("max_update_bytes", self.max_update_bytes, integer=True)
+        positive("upload_seconds", self.upload_seconds)
+        if self.max_train_seconds is not None:
+            positive("max_train_seconds", self.max_train_seconds)
+        for name in ("ready", "uplink_bytes_per_s"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise invalid(f"{name} = {value!r}", "it is a condition the robot evaluates before each round", f"pass a function, e.g. {name}=lambda: ...")
+
+    def not_ready(self) -> Optional[str]:
+        """Why the robot sits this round out, or ``None`` when it may train.
+
+        Example:
+            >>> Envelope(ready=lambda: "battery at 12%").not_ready()
+            'battery at 12%'
+            >>> Envelope(ready=lambda: True).not_ready() is None
+            True
+        """
+        if self.ready is None:
+            return None
+        verdict = self.ready()
+        if verdict is True or verdict is None:
+            return None
+        if isinstance(verdict, str):
+            return verdict or "the robot's ready() condition said no"
+        return None if verdict else "the robot's ready() condition said no"
+
+    def upload_budget(self) -> int:
+        """The bytes the next upload may take: ``max_update_bytes``, or less
+        when the measured uplink carries less in ``upload_seconds``.
+
+        Example:
+            >>> Envelope().upload_budget()
+            5000000
+        """
+        budget = self.max_update_bytes
+        if self.uplink_bytes_per_s is not None:
+            rate = float(self.uplink_bytes_per_s())
+            if not (rate >= 0 and np.isfinite(rate)):
+                raise invalid(f"uplink_bytes_per_s() = {rate!r}", "a measured uplink is a non-negative, finite rate", "return bytes per second from the robot's link statistics")
+            budget = min(budget, int(rate * self.upload_seconds))
+        return max(0, budget)
+
+
 def _mse(policy: Any, observations: Any, actions: Any, tasks: List[str]) -> Any:
     import torch
 
@@ -101,6 +189,10 @@ class EdgeClient:
         clip: the L2 norm an offline package's update is clipped to.
         package_tasks: name the tasks (and their episode counts) in offline
             packages; off by default, since they describe the robot's data.
+        envelope: the robot's operating envelope (``Envelope``): the most
+            bytes an update may take (5 MB by default, enforced by the engine
+            before anything leaves), the longest training, a ready condition
+            (battery, idle) and the measured uplink.
 
     Example:
         >>> import numpy as np, torch
@@ -122,6 +214,7 @@ class EdgeClient:
         loss_fn: Optional[Callable[..., Any]] = None,
         clip: float = 10.0,
         package_tasks: bool = False,
+        envelope: Optional[Envelope] = None,
     ) -> None:
         import math
 
@@ -135,6 +228,9 @@ class EdgeClient:
         for name, value in (("learning_rate", learning_rate), ("clip", clip)):
             if not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
                 raise invalid(f"{name} = {value!r}", "it must be a positive, finite number", f"pass e.g. {name}=0.01")
+        if envelope is not None and not isinstance(envelope, Envelope):
+            raise invalid(f"envelope is a {type(envelope).__name__}", "the operating envelope is an Envelope", "pass envelope=Envelope(max_update_bytes=..., ...)")
+        self.envelope = envelope or Envelope()
         self.package_tasks = package_tasks
         self.policy = policy
         self.learning_rate, self.local_epochs, self.batch_size = learning_rate, local_epochs, batch_size
@@ -152,6 +248,13 @@ class EdgeClient:
         self._stopping = threading.Event()
         #: Episodes dropped from the full buffer (oldest first).
         self.dropped = 0
+        #: Why the last offline ``process_round()`` returned nothing (or
+        #: raised), e.g. the envelope's ``ready()`` said no; ``None`` after
+        #: a package was made.
+        self.last_skipped: Optional[str] = None
+        #: Examples the last round trained on (fewer than the buffer's when
+        #: ``max_train_seconds`` stopped it).
+        self.last_round_examples = 0
 
     # -- the buffer ---------------------------------------------------------
 
@@ -212,6 +315,9 @@ class EdgeClient:
 
         import torch
 
+        why = self.envelope.not_ready()
+        if why is not None:
+            raise RuntimeError(f"not ready ({why}): this robot sits the round out")
         with self._lock:
             episodes = list(self._buffer)
         if not episodes:
@@ -230,17 +336,34 @@ class EdgeClient:
         g = torch.Generator().manual_seed(int(config.get("seed", 0)) % (2**63))
         loss = torch.zeros(())
         policy.train()
+        limit = self.envelope.max_train_seconds
+        deadline = None if limit is None else time.monotonic() + limit
+        # Each epoch visits every example once (a fresh permutation), so the
+        # examples trained on are the first epoch's batches so far.
+        seen = 0
         for _ in range(epochs):
             order = torch.randperm(len(obs), generator=g)
             for i in range(0, len(obs), batch):
                 if self._stopping.is_set():
                     raise RuntimeError("the EdgeClient was stopped mid-round")
+                if deadline is not None and seen and time.monotonic() > deadline:
+                    break
                 idx = order[i : i + batch]
                 opt.zero_grad()
                 loss = self.loss_fn(policy, obs[idx], act[idx], [tasks[j] for j in idx.tolist()])
                 loss.backward()
                 opt.step()
-        return policy.state_dict(), len(obs), {"loss": float(loss.detach())}
+                seen = max(seen, min(len(obs), i + len(idx)))
+            else:
+                continue
+            break  # out of time
+        self.last_round_examples = seen
+        # Stopped early: the update weighs what it was trained on.
+        return policy.state_dict(), seen, {"loss": float(loss.detach())}
+
+    def _tg_upload_budget(self) -> int:
+        # The engine asks before each upload (the envelope's byte budget).
+        return self.envelope.upload_budget()
 
     def adopt(self, model: Any) -> None:
         """Loads ``model`` (a round's committed model: a ``state_dict`` or a
@@ -304,6 +427,12 @@ class EdgeClient:
         and tasks (``read_package`` reads it). It is not masked — masking
         needs a round's peers — and carries no DP noise: keep it on the
         robot, or send it only where you would send the update itself.
+        Returns ``None`` when the envelope's ``ready()`` says no
+        (``last_skipped`` says why).
+
+        Raises:
+            RoundError: the package is larger than the envelope allows (E110);
+                nothing is returned.
 
         Connected: waits (up to ``timeout`` seconds) until the agent has
         worked on a round it had not reached before, and returns its status.
@@ -330,6 +459,10 @@ class EdgeClient:
                     return status
         if self.num_steps == 0:
             raise _data_error("no demonstrations buffered", "a round trains on the robot's own episodes", "add_demonstration() first")
+        why = self.envelope.not_ready()
+        if why is not None:
+            self.last_skipped = why
+            return None
         before = {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
         new_wire, n, _ = self._tg_train(_arrays.to_wire(before), {"server_round": 0})
         after = _arrays.from_wire(new_wire)
@@ -337,8 +470,19 @@ class EdgeClient:
         trainable = {k for k, p in self.policy.named_parameters() if p.requires_grad}
         update = {k: after[k] - _arrays.to_numpy(before[k], k) for k in after if k in trainable}
         tasks = json.dumps(self.tasks, sort_keys=True) if self.package_tasks else ""
-        package = _core.edge_package(_arrays.to_wire(update), n, float(self.clip), tasks)
-        return bytes(package)
+        package = bytes(_core.edge_package(_arrays.to_wire(update), n, float(self.clip), tasks))
+        budget = self.envelope.upload_budget()
+        if len(package) > budget:
+            self.last_skipped = f"the package is {len(package)} bytes, above the envelope's {budget}"
+            raise RoundError(
+                f"error[E110]: an update package of {len(package)} bytes — the robot's envelope allows {budget} bytes now (max_update_bytes, or its uplink over upload_seconds) — fine-tune fewer parameters (LoRA adapters), raise max_update_bytes, or connect() so the engine can sparsify it",
+                "E110",
+                f"an update package of {len(package)} bytes",
+                f"the robot's envelope allows {budget} bytes now",
+                "fine-tune fewer parameters (LoRA adapters), raise max_update_bytes, or connect() so the engine can sparsify it",
+            )
+        self.last_skipped = None
+        return package
 
     def status(self) -> Dict[str, Any]:
         """A connected agent's status (``Agent.status``); ``{}`` offline.

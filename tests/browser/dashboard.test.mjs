@@ -161,8 +161,25 @@ enrollment = true
   assert.match(await page.textContent("#experts-note"), /no experts|expert/);
   await shot("06-experts");
 
+  // The model registry: versions with the head marked, and an audited
+  // rollback from the page (the admin token may operate).
+  await open("models");
+  await page.waitForFunction(() => document.querySelectorAll("#versions tbody tr").length >= 2);
+  assert.match(await page.textContent("#versions tbody tr:first-child"), /head/);
+  await shot("06b-models");
+  await page.fill("#rollback-reason", "browser test: back to an earlier version");
+  await page.click("#rollback-form button[type=submit]");
+  await page.waitForFunction(() => document.getElementById("rollback-status").textContent.startsWith("Rolled back"), null, { timeout: 30000 });
+  await page.waitForSelector("#rollbacks tbody tr");
+  assert.match(await page.textContent("#rollbacks tbody"), /browser test: back to an earlier version/);
+  await shot("06c-models-rolled-back");
+
   await open("audit");
   await page.waitForSelector("#audit tbody tr");
+  await page.fill("#audit-kind", "model.rolled_back");
+  await page.click("#audit-form button[type=submit]");
+  await page.waitForFunction(() => /browser test: back to an earlier version/.test(document.querySelector("#audit tbody").textContent));
+  await page.fill("#audit-kind", "");
   await page.fill("#audit-q", "admission.accepted");
   await page.click("#audit-form button[type=submit]");
   await page.waitForFunction(() => /^[3-9]\d* matching|^\d{2,} matching/.test(document.getElementById("audit-count").textContent));

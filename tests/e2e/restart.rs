@@ -54,6 +54,18 @@ fn run(seed: usize) {
                 .any(|r| r.round == 2 && r.status == RoundStatus::Committed)
         })
     };
+    // While it is down, an operator rolls the job back to round 1's model
+    // (a second process on the same store): the restarted coordinator must
+    // train the fleet from it.
+    let v1 = {
+        let mut store = fleet.store();
+        let job = store.list_jobs().unwrap()[0].id.clone();
+        let v1 = store.model_versions(&job).unwrap()[0].sha256.clone();
+        store
+            .rollback_model(&job, &v1, "e2e: back to round 1", "test", |_| Ok(()))
+            .unwrap();
+        v1
+    };
     let again = fleet.start_coordinator();
     assert_eq!(again, addr, "same identity and port after restart");
     let (status, summary) = fleet.wait_coordinator(Duration::from_secs(180));
@@ -94,6 +106,12 @@ fn run(seed: usize) {
             "round 2 was in flight"
         );
     }
+    // Round 3 started from the version the operator rolled back to.
+    assert_eq!(
+        rounds[2].parent_sha256.as_deref(),
+        Some(v1.as_str()),
+        "{rounds:?}"
+    );
     // Model versions: every committed round's model is stored and distinct.
     let mut shas = std::collections::BTreeSet::new();
     for r in rounds.iter().filter(|r| r.status == RoundStatus::Committed) {

@@ -53,6 +53,9 @@ pub enum Command {
     /// Inspect recorded runs.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// A run's model registry: its versions, and rollback of its head.
+    #[command(subcommand)]
+    Models(ModelsCommand),
     /// Version, build features, crypto backends and CPU features.
     Info,
     /// Write a config file and a new Ed25519 identity key.
@@ -440,6 +443,36 @@ pub enum RunsCommand {
     Show {
         /// Run id or a unique prefix of it.
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Every committed version of a run, oldest first, with its parent,
+    /// metrics and ε; `*` marks the head.
+    List {
+        /// Run id or a unique prefix of it.
+        run: String,
+    },
+    /// One version in full.
+    Show {
+        /// Run id or a unique prefix of it.
+        run: String,
+        /// The version's SHA-256, or its first 6+ hex digits.
+        #[arg(value_name = "VERSION")]
+        digest: String,
+    },
+    /// Move the run's head back to an earlier version: its next round (and
+    /// the fleet) starts from it. Audited as `model.rolled_back`.
+    Rollback {
+        /// Run id or a unique prefix of it.
+        run: String,
+        /// The version's SHA-256, or its first 6+ hex digits.
+        #[arg(value_name = "VERSION")]
+        digest: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: String,
     },
 }
 

@@ -17,6 +17,7 @@ mod fleet;
 mod fleet_cert;
 mod job;
 mod keys;
+mod models_cmd;
 mod output;
 mod privacy;
 mod runs;
@@ -152,6 +153,7 @@ fn run(cli: Cli, out: &Output) -> Result<(), UserError> {
         }
         Command::Runs(RunsCommand::List) => runs::list(&data_dir, out),
         Command::Runs(RunsCommand::Show { id }) => runs::show(&data_dir, &id, out),
+        Command::Models(cmd) => models_cmd::run(cmd, &data_dir, out),
         Command::Info => {
             system::info(&loaded, &data_dir, out);
             Ok(())

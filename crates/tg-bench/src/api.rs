@@ -41,10 +41,12 @@ fn round(n: u32) -> RoundRecord {
         duration_ms: 1500,
         reason: None,
         model_sha256: None,
+        parent_sha256: None,
         participants_detail: Vec::new(),
         epsilon: None,
         federated: None,
         gate: None,
+        experts: Vec::new(),
     }
 }
 

@@ -142,6 +142,9 @@ pub struct Coordinator<'s, T: Transport> {
     metrics: Option<std::sync::Arc<tg_metrics::Metrics>>,
     last_transition: std::time::Instant,
     stop: Option<StopSignal>,
+    /// The registry version the current model is (`None`: the initial
+    /// model, which the store does not keep).
+    base: Option<String>,
 }
 
 /// Asks a running job to stop before its next round (a round in progress
@@ -182,6 +185,7 @@ impl<'s, T: Transport> Coordinator<'s, T> {
             metrics: None,
             last_transition: std::time::Instant::now(),
             stop: None,
+            base: None,
         }
     }
 
@@ -218,6 +222,12 @@ impl<'s, T: Transport> Coordinator<'s, T> {
                 tracing::info!(round, "stop requested; not starting round {round}");
                 stopped_before = Some(round);
                 break;
+            }
+            // An operator may have moved the head back (`tensorguard models
+            // rollback`) since the last round: the fleet trains from it.
+            if let Some(model) = self.adopt_rollback()? {
+                global = model;
+                last_eval = None;
             }
             let epsilon_after = match self.config.privacy {
                 None => None,
@@ -350,6 +360,40 @@ impl<'s, T: Transport> Coordinator<'s, T> {
     }
 }
 
+impl<T: Transport> Coordinator<'_, T> {
+    /// The rolled-back head, when an operator moved the job's head away
+    /// from the model the coordinator holds.
+    fn adopt_rollback(&mut self) -> Result<Option<Parameters>> {
+        let job = self.config.job.to_string();
+        let Some(head) = self.store.model_head(&job)? else {
+            return Ok(None);
+        };
+        if self.base.as_deref() == Some(head.sha256.as_str()) {
+            return Ok(None);
+        }
+        let model = Parameters::from_safetensors(&self.store.blobs().get(&head.sha256)?)?;
+        tracing::warn!(
+            job = %self.config.job,
+            from = self.base.as_deref().unwrap_or("initial"),
+            to = %head.sha256,
+            "the job's head was rolled back; the next round starts from it"
+        );
+        self.base = Some(head.sha256);
+        Ok(Some(model))
+    }
+
+    /// Whether an operator rolled the head back while this round ran (its
+    /// candidate was trained from the model the rollback replaced).
+    pub(crate) fn rolled_back_during_round(&self) -> Result<Option<String>> {
+        let job = self.config.job.to_string();
+        Ok(self
+            .store
+            .model_head(&job)?
+            .filter(|h| h.rollback.is_some() && self.base.as_deref() != Some(h.sha256.as_str()))
+            .map(|h| h.sha256))
+    }
+}
+
 enum Charge {
     Paid(f64),
     WouldExceed(String),
@@ -443,8 +487,14 @@ impl<T: Transport> Coordinator<'_, T> {
                 .record_stage(job, round, RoundStage::Failed, Some("interrupted"))?;
             next_round = round + 1;
         }
-        let model = match self.store.latest_model(&id)? {
-            Some((_, sha)) => Parameters::from_safetensors(&self.store.blobs().get(&sha)?)?,
+        // The head: the last committed model, or the version an operator
+        // rolled back to.
+        let model = match self.store.model_head(&id)? {
+            Some(head) => {
+                let model = Parameters::from_safetensors(&self.store.blobs().get(&head.sha256)?)?;
+                self.base = Some(head.sha256);
+                model
+            }
             None => initial,
         };
         tracing::info!(job = %job, next_round, charged = ledger.len(), "resuming job");

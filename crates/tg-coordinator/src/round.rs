@@ -46,10 +46,12 @@ pub(crate) fn new_record(round: u32) -> RoundRecord {
         duration_ms: 0,
         reason: None,
         model_sha256: None,
+        parent_sha256: None,
         participants_detail: Vec::new(),
         epsilon: None,
         federated: None,
         gate: None,
+        experts: Vec::new(),
     }
 }
 
@@ -214,6 +216,7 @@ impl<T: Transport> Coordinator<'_, T> {
             }
             Err(e) => return Err(e.into()),
         };
+        record.experts = self.strategy.expert_steps();
         if !candidate.all_finite() {
             record.reason = Some("evaluation gate: aggregated model has non-finite values".into());
             return self.finish(record, started, None).await;
@@ -276,12 +279,31 @@ impl<T: Transport> Coordinator<'_, T> {
         committed: Committed,
     ) -> Result<(RoundRecord, Committed)> {
         record.duration_ms = started.elapsed().as_millis() as u64;
+        record.parent_sha256.clone_from(&self.base);
+        let mut committed = committed;
+        if committed.is_some()
+            && let Some(head) = self.rolled_back_during_round()?
+        {
+            // Never commit over an operator's rollback: this candidate grew
+            // from the version the operator moved away from.
+            record.status = RoundStatus::Failed;
+            record.accuracy = None;
+            record.loss = None;
+            record.reason = Some(format!(
+                "an operator rolled the job back to version {} during this round; its candidate (trained from the replaced version) is discarded",
+                &head[..head.len().min(12)]
+            ));
+            committed = None;
+        }
         let bytes = match &committed {
             Some((params, _)) => Some(params.to_safetensors()?),
             None => None,
         };
         self.store
             .record_round(self.config.job, &mut record, bytes.as_deref())?;
+        if committed.is_some() {
+            self.base.clone_from(&record.model_sha256);
+        }
         let stage = if committed.is_some() {
             RoundStage::Committed
         } else {

@@ -205,8 +205,9 @@ pub fn round_json(r: &RoundRecord) -> serde_json::Value {
         "round": r.round, "status": r.status.as_str(), "accuracy": r.accuracy, "loss": r.loss,
         "selected": r.selected, "participants": r.participants, "upload_bytes": r.upload_bytes,
         "download_bytes": r.download_bytes, "duration_ms": r.duration_ms, "reason": r.reason,
-        "model_sha256": r.model_sha256, "epsilon": r.epsilon,
+        "model_sha256": r.model_sha256, "parent_sha256": r.parent_sha256, "epsilon": r.epsilon,
         "federated": r.federated, "gate": r.gate,
+        "experts": (!r.experts.is_empty()).then_some(&r.experts),
     })
 }
 

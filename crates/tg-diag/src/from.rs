@@ -89,6 +89,24 @@ pub fn from_store(e: StoreError, dir: &Path) -> UserError {
             "the id prefix is not unique",
             "give more characters of the run id",
         ),
+        StoreError::NoVersion { job, version } => UserError::new(
+            Code::VersionNotFound,
+            format!(
+                "job {} has no committed model version `{version}`",
+                &job[..job.len().min(12)]
+            ),
+            "a version is named by its SHA-256 (at least 6 hex digits) and must be a model this job committed",
+            format!(
+                "list the job's versions with `tensorguard models list {}`",
+                &job[..job.len().min(12)]
+            ),
+        ),
+        StoreError::Refused(why) => UserError::new(
+            Code::RegistryRefused,
+            "the model registry refused the change",
+            why,
+            "see `tensorguard models list JOB`: the head is marked",
+        ),
         other => UserError::new(
             Code::Store,
             other.to_string(),

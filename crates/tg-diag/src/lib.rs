@@ -41,6 +41,10 @@ pub enum Code {
     Store,
     /// E032 run not found.
     RunNotFound,
+    /// E033 a job has no committed model version with this digest.
+    VersionNotFound,
+    /// E034 the model registry refused a change (e.g. a rollback to the head).
+    RegistryRefused,
     /// E040 would overwrite existing files.
     AlreadyExists,
     /// E041 key file permissions too open.
@@ -106,6 +110,8 @@ impl Code {
             Code::DataDirUnwritable => "E030",
             Code::Store => "E031",
             Code::RunNotFound => "E032",
+            Code::VersionNotFound => "E033",
+            Code::RegistryRefused => "E034",
             Code::AlreadyExists => "E040",
             Code::KeyPermissions => "E041",
             Code::KeyInvalid => "E042",

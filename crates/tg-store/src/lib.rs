@@ -14,6 +14,7 @@ mod fleet;
 mod jobs;
 mod ledger;
 mod process;
+mod registry;
 mod rounds;
 mod schema;
 mod settings;
@@ -23,6 +24,7 @@ pub use blobs::BlobStore;
 pub use fleet::{AdmittedPeer, StageRow};
 pub use jobs::{JobRow, NewJob};
 pub use process::ProcessStamp;
+pub use registry::{ModelHead, ModelVersion, Rollback};
 pub use rounds::ModelRow;
 pub use settings::SettingsSection;
 
@@ -67,6 +69,17 @@ pub enum StoreError {
         /// Matches.
         count: usize,
     },
+    /// A job has no committed model with this digest (or prefix).
+    #[error("job {job} has no committed model version `{version}`")]
+    NoVersion {
+        /// The job.
+        job: String,
+        /// The digest or prefix given.
+        version: String,
+    },
+    /// The request is well-formed but would change nothing or break a rule.
+    #[error("{0}")]
+    Refused(String),
     /// Stored data is inconsistent (hash mismatch, unknown enum value, newer schema, …).
     #[error("stored data is corrupt or from a newer version: {0}")]
     Corrupt(String),
@@ -152,5 +165,7 @@ fn probe_writable(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+#[cfg(test)]
+mod registry_tests;
 #[cfg(test)]
 mod tests;

@@ -27,11 +27,16 @@ impl Store {
             .map(|g| serde_json::to_string(&g))
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("gate verdict: {e}")))?;
+        let experts = (!round.experts.is_empty())
+            .then(|| serde_json::to_string(&round.experts))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("expert steps: {e}")))?;
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO rounds(job_id, round, status, accuracy, loss, selected, participants,
-                                upload_bytes, download_bytes, duration_ms, reason, model_sha256, finished_at_ms, gate_json)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                                upload_bytes, download_bytes, duration_ms, reason, model_sha256, finished_at_ms, gate_json,
+                                parent_sha256, experts_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             params![
                 job.to_string(),
                 round.round,
@@ -46,7 +51,9 @@ impl Store {
                 round.reason,
                 sha,
                 now_ms(),
-                gate
+                gate,
+                round.parent_sha256,
+                experts
             ],
         )?;
         if let Some(sha) = &sha {
@@ -107,7 +114,7 @@ impl Store {
                     duration_ms, reason, model_sha256,
                     (SELECT epsilon_after FROM privacy_ledger l
                      WHERE l.job_id = rounds.job_id AND l.round = rounds.round),
-                    federated_json, gate_json
+                    federated_json, gate_json, parent_sha256, experts_json
              FROM rounds WHERE job_id = ?1 ORDER BY round",
         )?;
         let raw = stmt
@@ -127,6 +134,8 @@ impl Store {
                     r.get::<_, Option<f64>>(11)?,
                     r.get::<_, Option<String>>(12)?,
                     r.get::<_, Option<String>>(13)?,
+                    r.get::<_, Option<String>>(14)?,
+                    r.get::<_, Option<String>>(15)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -151,6 +160,8 @@ impl Store {
                     epsilon,
                     federated,
                     gate,
+                    parent,
+                    experts,
                 )| {
                     let detail = pstmt
                         .query_map(params![job_id, round], |r| {
@@ -188,12 +199,16 @@ impl Store {
                         duration_ms: dur as u64,
                         reason,
                         model_sha256: sha,
+                        parent_sha256: parent,
                         participants_detail: detail,
                         epsilon,
                         // Informational: an unreadable value is left out
                         // rather than making the job's rounds unreadable.
                         federated: federated.and_then(|j| serde_json::from_str(&j).ok()),
                         gate: gate.and_then(|j| serde_json::from_str(&j).ok()),
+                        experts: experts
+                            .and_then(|j| serde_json::from_str(&j).ok())
+                            .unwrap_or_default(),
                     })
                 },
             )
@@ -219,20 +234,6 @@ impl Store {
                 "SELECT sha256, job_id, round, bytes, created_at_ms FROM models WHERE sha256 = ?1",
                 [sha256],
                 model_row,
-            )
-            .optional()?)
-    }
-
-    /// The latest committed model of a job, if any: `(round, sha256)`.
-    pub fn latest_model(&self, job_id: &str) -> Result<Option<(u32, String)>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT round, model_sha256 FROM rounds
-                 WHERE job_id = ?1 AND status = 'committed' AND model_sha256 IS NOT NULL
-                 ORDER BY round DESC LIMIT 1",
-                [job_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)
     }

@@ -133,6 +133,28 @@ ALTER TABLE rounds ADD COLUMN federated_json TEXT;
     "
 ALTER TABLE rounds ADD COLUMN gate_json TEXT;
 ",
+    // 9: the model registry: each committed model's parent version, and
+    // operators' rollbacks of a job's head (append-only, like the ledger);
+    // what an expert-wise round did to each expert (JSON).
+    "
+ALTER TABLE rounds ADD COLUMN parent_sha256 TEXT;
+ALTER TABLE rounds ADD COLUMN experts_json TEXT;
+CREATE TABLE model_rollbacks (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id      TEXT NOT NULL REFERENCES jobs(id),
+    sha256      TEXT NOT NULL,
+    from_sha256 TEXT,
+    after_round INTEGER NOT NULL,
+    reason      TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    at_ms       INTEGER NOT NULL
+);
+CREATE INDEX model_rollbacks_by_job ON model_rollbacks(job_id, seq);
+CREATE TRIGGER model_rollbacks_append_only_update BEFORE UPDATE ON model_rollbacks
+BEGIN SELECT RAISE(ABORT, 'model rollbacks are append-only'); END;
+CREATE TRIGGER model_rollbacks_append_only_delete BEFORE DELETE ON model_rollbacks
+BEGIN SELECT RAISE(ABORT, 'model rollbacks are append-only'); END;
+",
 ];
 
 /// Sets durability pragmas and applies pending migrations.

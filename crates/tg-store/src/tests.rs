@@ -18,6 +18,7 @@ fn round(n: u32, status: RoundStatus) -> RoundRecord {
         duration_ms: 5,
         reason: None,
         model_sha256: None,
+        parent_sha256: None,
         participants_detail: vec![ParticipantRecord {
             agent: AgentId::numbered(1),
             outcome: ParticipantOutcome::Contributed,
@@ -28,6 +29,7 @@ fn round(n: u32, status: RoundStatus) -> RoundRecord {
         epsilon: None,
         federated: None,
         gate: None,
+        experts: Vec::new(),
     }
 }
 
@@ -58,7 +60,7 @@ fn jobs_and_rounds_round_trip() {
     let sha = rounds[0].model_sha256.clone().unwrap();
     assert_eq!(s.blobs().get(&sha).unwrap(), b"model-bytes");
     assert_eq!(rounds[0].participants_detail.len(), 1);
-    assert_eq!(s.latest_model(&job.id).unwrap().unwrap().0, 1);
+    assert_eq!(s.model_head(&job.id).unwrap().unwrap().sha256, sha);
     s.finish_job(
         id,
         JobStatus::Completed,

@@ -140,6 +140,10 @@ impl Strategy for CentralDp {
         }
     }
 
+    fn expert_steps(&self) -> Vec<tg_types::record::ExpertStep> {
+        self.inner.expert_steps()
+    }
+
     fn apply(&mut self, round: u32, global: &Parameters, fold: Fold) -> Result<Parameters> {
         let first = fold
             .agents()

@@ -43,18 +43,8 @@ pub struct ExpertWise {
     last: Vec<ExpertStep>,
 }
 
-/// What one round did to one expert.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ExpertStep {
-    /// The expert's weight in the round's mean (`Σ w_e / n`).
-    pub weight: f64,
-    /// Its share of the round's shared weight.
-    pub share: f64,
-    /// Whether it moved (its share reached [`MIN_EXPERT_SHARE`]).
-    pub updated: bool,
-    /// L2 norm of the step applied to it (zero when it did not move).
-    pub step_norm: f64,
-}
+/// What one round did to one expert (the record type rounds carry).
+pub use tg_types::record::ExpertStep;
 
 impl ExpertWise {
     /// Expert-wise FedAvg with server step size `server_lr`.
@@ -125,6 +115,10 @@ impl Strategy for ExpertWise {
     }
 
     /// Uniform: the clients' own weights are inside their updates.
+    fn expert_steps(&self) -> Vec<ExpertStep> {
+        self.last.clone()
+    }
+
     fn fold_rule(&self) -> FoldRule {
         FoldRule {
             weighting: Weighting::Uniform,

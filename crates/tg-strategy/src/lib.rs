@@ -134,6 +134,12 @@ pub trait Strategy: Send {
     /// Turns the round's folded updates into the next global model.
     fn apply(&mut self, round: u32, global: &Parameters, fold: Fold) -> Result<Parameters>;
 
+    /// What the last `apply` did to each expert (expert-wise aggregation;
+    /// empty for strategies without experts).
+    fn expert_steps(&self) -> Vec<tg_types::record::ExpertStep> {
+        Vec::new()
+    }
+
     /// Folds `results` (in any order: the sum is exact) and applies them.
     fn aggregate_train(
         &mut self,

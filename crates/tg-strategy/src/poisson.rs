@@ -82,6 +82,10 @@ impl Strategy for PoissonSampled {
         self.inner.fold_rule()
     }
 
+    fn expert_steps(&self) -> Vec<tg_types::record::ExpertStep> {
+        self.inner.expert_steps()
+    }
+
     fn apply(&mut self, round: u32, global: &Parameters, fold: Fold) -> Result<Parameters> {
         self.inner.apply(round, global, fold)
     }

@@ -208,6 +208,10 @@ pub struct RoundRecord {
     pub reason: Option<String>,
     /// SHA-256 of the committed model's safetensors bytes.
     pub model_sha256: Option<String>,
+    /// SHA-256 of the model this round started from (its parent version);
+    /// `None` for the job's initial model, which the store does not keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_sha256: Option<String>,
     /// Per-agent detail.
     pub participants_detail: Vec<ParticipantRecord>,
     /// ε of the job after this round (DP jobs; from the privacy ledger).
@@ -222,6 +226,25 @@ pub struct RoundRecord {
     /// current model in place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<GateVerdict>,
+    /// What the round did to each expert (expert-wise aggregation only):
+    /// aggregates over the round's clients, never one robot's figures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub experts: Vec<ExpertStep>,
+}
+
+/// What one round did to one expert of a mixture-of-experts model.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExpertStep {
+    /// The expert's weight in the round's mean (`Σ w_e / n`: examples ×
+    /// gate mass, summed over clients, per client).
+    pub weight: f64,
+    /// Its share of the round's shared weight (how much of the fleet's data
+    /// went through it).
+    pub share: f64,
+    /// Whether it moved (its share reached the floor).
+    pub updated: bool,
+    /// L2 norm of the step applied to it (zero when it did not move).
+    pub step_norm: f64,
 }
 
 /// Success counts of one model in a rollout evaluation.

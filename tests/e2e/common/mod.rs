@@ -365,10 +365,10 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
     None
 }
 
-/// The model a store committed last for a job.
+/// The job's head (with no rollback: the model it committed last).
 pub fn latest_model(dir: &Path, job: &str) -> Parameters {
     let store = tg_store::Store::open_existing(dir).unwrap();
-    let (_, sha) = store.latest_model(job).unwrap().expect("a committed model");
+    let sha = store.model_head(job).unwrap().expect("a committed model").sha256;
     Parameters::from_safetensors(&store.blobs().get(&sha).unwrap()).unwrap()
 }
 

@@ -15,6 +15,7 @@ use super::ApiState;
 const INDEX: &str = include_str!("assets/index.html");
 const SCRIPT: &str = include_str!("assets/app.js");
 const CHARTS: &str = include_str!("assets/charts.js");
+const REGISTRY: &str = include_str!("assets/registry.js");
 const STYLE: &str = include_str!("assets/app.css");
 
 /// Restrictive by default: our own origin only, no inline script.
@@ -25,6 +26,7 @@ pub(super) fn routes() -> axum::Router<ApiState> {
         .route("/", get(index))
         .route("/assets/app.js", get(script))
         .route("/assets/charts.js", get(charts))
+        .route("/assets/registry.js", get(registry))
         .route("/assets/app.css", get(style))
 }
 
@@ -50,6 +52,13 @@ async fn charts() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         CHARTS,
+    )
+}
+
+async fn registry() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        REGISTRY,
     )
 }
 

@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tg_store::ApiRole;
 
@@ -16,13 +16,16 @@ use super::{ApiError, ApiState, ErrorBody, with_store};
 pub(super) fn routes() -> axum::Router<ApiState> {
     axum::Router::new()
         .route("/api/v1/jobs/{id}/models", get(list))
+        .route("/api/v1/jobs/{id}/models/rollback", post(rollback))
         .route("/api/v1/models/{sha256}", get(download))
 }
 
-/// Every model version a job committed, oldest first.
+/// The job's model registry: every version it committed (oldest first) with
+/// its parent, metrics and ε, the head its next round starts from, and the
+/// operators' rollbacks.
 #[utoipa::path(get, operation_id = "list_models", path = "/api/v1/jobs/{id}/models", tag = "models", security(("bearer" = [])),
     params(("id" = String, Path, description = "Job id or a unique prefix")),
-    responses((status = 200, description = "`{\"job\", \"models\": [{sha256, job, round, bytes, created_at_ms}]}`", body = Value),
+    responses((status = 200, description = "`{\"job\", \"head\": {sha256, rollback}, \"versions\": [{sha256, round, parent_sha256, bytes, created_at_ms, accuracy, loss, epsilon, federated, gate, head}], \"rollbacks\": [...], \"models\": [{sha256, job, round, bytes, created_at_ms}]}`", body = Value),
         (status = 404, description = "No such job", body = ErrorBody), Denied))]
 pub(super) async fn list(
     State(state): State<ApiState>,
@@ -35,8 +38,109 @@ pub(super) async fn list(
         "GET /api/v1/jobs/{id}/models",
         ApiRole::Viewer,
     )?;
-    let (job, models) = job_and(&state, &id, |s, job| s.models(job))?;
-    Ok(Json(json!({"job": job.id, "models": models})))
+    let (job, (models, versions, head, rollbacks)) = job_and(&state, &id, |s, job| {
+        Ok((
+            s.models(job)?,
+            s.model_versions(job)?,
+            s.model_head(job)?,
+            s.rollbacks(job)?,
+        ))
+    })?;
+    Ok(Json(json!({
+        "job": job.id,
+        "head": head,
+        "versions": versions,
+        "rollbacks": rollbacks,
+        "models": models,
+    })))
+}
+
+/// A rollback request.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The version's SHA-256, or its first 6+ hex digits.
+    pub version: String,
+    /// Why (kept in the audit log), 1 to 1000 characters.
+    pub reason: String,
+}
+
+/// Moves the job's head back to one of its versions: its next round (and the
+/// fleet) starts from it. Audited as `model.rolled_back` before it takes
+/// effect; a rollback that cannot be audited does not happen.
+#[utoipa::path(post, operation_id = "rollback_model", path = "/api/v1/jobs/{id}/models/rollback", tag = "models", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Job id or a unique prefix")),
+    request_body = RollbackRequest,
+    responses((status = 200, description = "`{\"job\", \"rollback\": {seq, sha256, from_sha256, after_round, reason, actor, at_ms}, \"round\"}`", body = Value),
+        (status = 400, description = "No reason, or a malformed version", body = ErrorBody),
+        (status = 404, description = "No such job or version", body = ErrorBody),
+        (status = 409, description = "The version already is the head", body = ErrorBody),
+        (status = 503, description = "Read-only server (nothing to audit with)", body = ErrorBody), Denied))]
+pub(super) async fn rollback(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let token = authorize(
+        &state,
+        &headers,
+        "POST /api/v1/jobs/{id}/models/rollback",
+        ApiRole::Operator,
+    )?;
+    let request: RollbackRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be {{\"version\": \"<sha256 or its first 6+ hex digits>\", \"reason\": \"…\"}}: {e}"
+        ))
+    })?;
+    let Some(audit) = state.audit.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this server is read-only (it has no audit log to record a rollback in); use the API of `tensorguard coordinator start`, or `tensorguard models rollback`",
+        ));
+    };
+    let reason = request.reason.trim();
+    if reason.is_empty() || reason.len() > 1000 {
+        return Err(ApiError::bad_request(
+            "`reason` must say why, in 1 to 1000 characters: a rollback is audited",
+        ));
+    }
+    let actor = format!("API token {} ({})", token.id, token.label);
+    let mut store = state
+        .store
+        .lock()
+        .map_err(|_| ApiError::internal("store lock poisoned"))?;
+    let job = store.find_job(&id).map_err(super::jobs::not_found)?;
+    let version = store
+        .find_version(&job.id, &request.version)
+        .map_err(registry_error)?;
+    let job_id: tg_types::JobId = job
+        .id
+        .parse()
+        .map_err(|_| ApiError::internal("a stored job id is not a job id"))?;
+    let done = store
+        .rollback_model(&job.id, &version.sha256, reason, &actor, |r| {
+            let event = crate::service::audit::model_rolled_back(r, version.round);
+            audit.record_action(event.kind(), Some(job_id), event.body())
+        })
+        .map_err(registry_error)?;
+    tracing::warn!(job = %job.id, to = %done.sha256, token = %token.id, "model rolled back through the API");
+    Ok(Json(
+        json!({"job": job.id, "rollback": done, "round": version.round}),
+    ))
+}
+
+fn registry_error(e: tg_store::StoreError) -> ApiError {
+    match e {
+        tg_store::StoreError::NoVersion { .. } | tg_store::StoreError::Ambiguous { .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, e.to_string())
+        }
+        tg_store::StoreError::Refused(why) if why.starts_with("not rolled back") => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why)
+        }
+        tg_store::StoreError::Refused(why) => ApiError::new(StatusCode::CONFLICT, why),
+        other => ApiError::internal(other),
+    }
 }
 
 /// A committed model as safetensors (load it with `safetensors.torch.load_file`).

@@ -41,19 +41,19 @@ impl Modify for BearerAuth {
     paths(
         jobs::list, jobs::create, jobs::show, jobs::stop, jobs::rounds, jobs::round, jobs::privacy,
         agents::list,
-        models::list, models::download,
+        models::list, models::rollback, models::download,
         audit::query, audit::export,
         settings::show, settings::put_job_defaults, settings::put_key_provider, settings::test_key_provider,
         events::events,
         spec,
     ),
-    components(schemas(ErrorBody, ErrorDetail, SubmittedJob, ProviderCheck, JobDefaults, KeyProvider)),
+    components(schemas(ErrorBody, ErrorDetail, SubmittedJob, ProviderCheck, JobDefaults, KeyProvider, super::models::RollbackRequest)),
     modifiers(&BearerAuth),
     tags(
         (name = "jobs", description = "Create, list, show and stop jobs; their rounds"),
         (name = "privacy", description = "Privacy ledgers and remaining budgets"),
         (name = "agents", description = "The fleet"),
-        (name = "models", description = "Committed model versions (safetensors)"),
+        (name = "models", description = "The model registry: committed versions (safetensors), the head, rollbacks"),
         (name = "audit", description = "The signed, hash-chained audit log"),
         (name = "settings", description = "Job defaults and the key-management provider"),
         (name = "events", description = "Live updates (Server-Sent Events)"),
@@ -67,7 +67,7 @@ pub fn document() -> serde_json::Value {
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let mut value = serde_json::to_value(doc).unwrap_or_default();
     // Request bodies are parsed with unknown keys refused; say so.
-    for name in ["JobDefaults", "KeyProvider"] {
+    for name in ["JobDefaults", "KeyProvider", "RollbackRequest"] {
         if let Some(schema) = value.pointer_mut(&format!("/components/schemas/{name}")) {
             closed(schema);
         }

@@ -58,6 +58,18 @@ impl AuditSink for NodeAudit {
     }
 }
 
+/// The audit record of `r`, a rollback to the version that `round` committed.
+pub fn model_rolled_back(r: &tg_store::Rollback, round: u32) -> AuditEvent {
+    AuditEvent::ModelRolledBack(tg_trust::audit::event::ModelRollbackAudit {
+        to: r.sha256.clone(),
+        to_round: round,
+        from: r.from_sha256.clone(),
+        after_round: r.after_round,
+        reason: r.reason.clone(),
+        actor: r.actor.clone(),
+    })
+}
+
 /// The parameters an auditor asks about, recorded when the job starts.
 pub fn job_created(
     spec: &JobSpec,

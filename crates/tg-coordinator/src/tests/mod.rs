@@ -448,3 +448,4 @@ fn self_reported_counts_cannot_overflow_the_combination() {
 }
 
 mod gate;
+mod registry;

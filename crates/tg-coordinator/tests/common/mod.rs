@@ -122,10 +122,12 @@ pub fn fixture() -> Fixture {
         duration_ms: 5,
         reason: None,
         model_sha256: None,
+        parent_sha256: None,
         participants_detail: vec![],
         epsilon: None,
         federated: None,
         gate: None,
+        experts: Vec::new(),
     };
     let model = b"safetensors bytes of round 1".to_vec();
     store.record_round(job, &mut r, Some(&model)).unwrap();

@@ -133,6 +133,24 @@ pub struct AgentAudit {
     pub measurement: Option<Value>,
 }
 
+/// `model.rolled_back`: an operator moved a job's head back to an earlier
+/// version; the job's next round starts from it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRollbackAudit {
+    /// The version the head moved to (SHA-256 of its safetensors bytes).
+    pub to: String,
+    /// The round that committed it.
+    pub to_round: u32,
+    /// The head it replaced (`None`: the initial model).
+    pub from: Option<String>,
+    /// The last round the job had recorded, staged or charged.
+    pub after_round: u32,
+    /// Why, in the operator's words.
+    pub reason: String,
+    /// Who: an API token's label or the local user.
+    pub actor: String,
+}
+
 /// A job record of the audit log, typed.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -143,6 +161,8 @@ pub enum AuditEvent {
     Round(RoundAudit),
     /// `job.finished`: the runner's summary.
     JobFinished(Box<JobSummary>),
+    /// `model.rolled_back`.
+    ModelRolledBack(ModelRollbackAudit),
 }
 
 impl AuditEvent {
@@ -153,6 +173,7 @@ impl AuditEvent {
             AuditEvent::Round(r) if r.status == RoundStatus::Committed => kind::ROUND_COMMITTED,
             AuditEvent::Round(_) => kind::ROUND_FAILED,
             AuditEvent::JobFinished(_) => kind::JOB_FINISHED,
+            AuditEvent::ModelRolledBack(_) => kind::MODEL_ROLLED_BACK,
         }
     }
 
@@ -162,6 +183,7 @@ impl AuditEvent {
             AuditEvent::JobCreated(c) => serde_json::to_value(c),
             AuditEvent::Round(r) => serde_json::to_value(r),
             AuditEvent::JobFinished(s) => serde_json::to_value(s),
+            AuditEvent::ModelRolledBack(r) => serde_json::to_value(r),
         };
         v.unwrap_or(Value::Null)
     }
@@ -176,6 +198,7 @@ impl AuditEvent {
             kind::JOB_CREATED => typed(&entry.body).map(|c| AuditEvent::JobCreated(Box::new(c))),
             kind::ROUND_COMMITTED | kind::ROUND_FAILED => typed(&entry.body).map(AuditEvent::Round),
             kind::JOB_FINISHED => typed(&entry.body).map(|s| AuditEvent::JobFinished(Box::new(s))),
+            kind::MODEL_ROLLED_BACK => typed(&entry.body).map(AuditEvent::ModelRolledBack),
             _ => return None,
         })
     }

@@ -65,6 +65,8 @@ pub mod kind {
     pub const API_TOKEN_CREATED: &str = "api.token_created";
     /// An API token was revoked.
     pub const API_TOKEN_REVOKED: &str = "api.token_revoked";
+    /// An operator moved a job's model head back to an earlier version.
+    pub const MODEL_ROLLED_BACK: &str = "model.rolled_back";
 }
 
 /// One line of the log.

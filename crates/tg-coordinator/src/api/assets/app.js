@@ -107,10 +107,11 @@ async function refreshJobs() {
 }
 
 async function refreshJobData() {
-  if (!state.job) { state.rounds = []; state.models = []; return; }
+  if (!state.job) { state.rounds = []; state.models = []; state.registry = null; return; }
   const [r, m] = await Promise.all([api(`/api/v1/jobs/${state.job}/rounds`), api(`/api/v1/jobs/${state.job}/models`)]);
   state.rounds = r.rounds;
   state.models = m.models;
+  state.registry = m;
 }
 
 async function refreshAll() {
@@ -173,7 +174,7 @@ async function onEvent(kind, data) {
   if (kind !== "hello" && LIVE_PAGES.has(state.page)) await renderPage();
 }
 
-const LIVE_PAGES = new Set(["overview", "training", "compression", "privacy", "experts"]);
+const LIVE_PAGES = new Set(["overview", "training", "compression", "privacy", "models", "experts"]);
 
 // ---- pages ----
 async function renderPage() {
@@ -185,8 +186,11 @@ async function renderPage() {
     case "privacy":
       if (!state.job) return renderPrivacy({ target_epsilon: null, ledger: [] });
       return renderPrivacy(await api(`/api/v1/jobs/${state.job}/privacy`));
+    case "models": return renderModels(state.registry);
     case "experts": {
-      const model = state.models[state.models.length - 1];
+      renderExpertSteps(state.rounds, state.registry);
+      const head = state.registry && state.registry.head;
+      const model = (head && state.models.find((m) => m.sha256 === head.sha256)) || state.models[state.models.length - 1];
       if (!model) return renderExperts({ names: [], experts: [] }, null);
       const res = await api(`/api/v1/models/${model.sha256}`, { raw: true });
       return renderExperts(expertNorms(await res.arrayBuffer()), model);
@@ -374,6 +378,7 @@ document.addEventListener("DOMContentLoaded", () => {
     state.stage = null;
     try { await refreshJobData(); await renderPage(); showError(null); } catch (e) { showError(e); }
   });
+  $("rollback-form").addEventListener("submit", rollback);
   $("audit-form").addEventListener("submit", (ev) => { ev.preventDefault(); renderAudit(true).catch(showError); });
   $("audit-export").addEventListener("click", () => exportAudit().catch(showError));
   $("defaults-form").addEventListener("submit", saveDefaults);

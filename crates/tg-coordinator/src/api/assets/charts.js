@@ -168,25 +168,41 @@ function renderPrivacy(p) {
 }
 
 // Parses a safetensors file and returns the L2 norm of each expert's
-// tensors (names with `expert.N` / `experts.N` / `expert_N`).
+// tensors: the slices along the leading dimension E of `*lora_B` and
+// `experts.*` tensors when the model carries `tg.expert_weight` [E]
+// (expert-wise aggregation's layout), else tensors named `expert.N` /
+// `experts.N` / `expert_N`.
 function expertNorms(buffer) {
   const view = new DataView(buffer);
   const headerLen = Number(view.getBigUint64(0, true));
   if (headerLen <= 0 || headerLen > buffer.byteLength - 8) throw new Error("not a safetensors file");
   const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 8, headerLen)));
   const base = 8 + headerLen;
+  const weights = header["tg.expert_weight"];
+  const E = weights && weights.shape.length === 1 ? weights.shape[0] : 0;
   const norms = new Map();
+  const add = (k, s) => norms.set(k, (norms.get(k) || 0) + s);
   const names = [];
   for (const [name, t] of Object.entries(header)) {
     if (name === "__metadata__") continue;
     names.push(`${name} [${t.shape.join("×")}]`);
-    const m = /experts?[._](\d+)/i.exec(name);
-    if (!m || t.dtype !== "F32") continue;
+    if (t.dtype !== "F32" || name.startsWith("tg.")) continue;
     const [a, b] = t.data_offsets;
     const f = new Float32Array(buffer.slice(base + a, base + b));
+    if (E > 0 && t.shape[0] === E && (/lora_B$/.test(name) || /(^|\.)experts(\.|$)/.test(name))) {
+      const per = f.length / E;
+      for (let e = 0; e < E; e++) {
+        let s = 0;
+        for (let i = e * per; i < (e + 1) * per; i++) s += f[i] * f[i];
+        add(e, s);
+      }
+      continue;
+    }
+    const m = /experts?[._](\d+)/i.exec(name);
+    if (!m) continue;
     let s = 0;
     for (const v of f) s += v * v;
-    norms.set(Number(m[1]), (norms.get(Number(m[1])) || 0) + s);
+    add(Number(m[1]), s);
   }
   return { names, experts: [...norms.entries()].sort((x, y) => x[0] - y[0]).map(([k, s]) => [k, Math.sqrt(s)]) };
 }
@@ -204,6 +220,6 @@ function renderExperts(result, model) {
     chart.replaceChildren();
     return;
   }
-  note.textContent = `L2 norm of each expert's weights in the model of round ${model.round}.`;
+  note.textContent = `L2 norm of each expert's adapter weights in the head (the model of round ${model.round}).`;
   drawChart(chart, [{ label: "expert weight norm", color: "#2f6fdb", points: result.experts }], { bars: true, yMin: 0 });
 }

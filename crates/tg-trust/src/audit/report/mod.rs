@@ -206,6 +206,7 @@ pub fn build(
     let mut finished: Vec<(u64, JobSummary)> = Vec::new();
     let mut unreadable: Vec<Vec<String>> = Vec::new();
     let mut stops: Vec<u64> = Vec::new();
+    let mut rollbacks: Vec<Vec<String>> = Vec::new();
     for e in &mine {
         match AuditEvent::read(e) {
             // The first is the job's; each later one is a resume, whose
@@ -214,6 +215,13 @@ pub fn build(
             Some(Ok(AuditEvent::JobCreated(c))) => restarts.push((e.seq, *c)),
             Some(Ok(AuditEvent::Round(r))) => rounds.push(r),
             Some(Ok(AuditEvent::JobFinished(f))) => finished.push((e.seq, *f)),
+            Some(Ok(AuditEvent::ModelRolledBack(r))) => rollbacks.push(vec![
+                rfc3339(e.time),
+                r.from.unwrap_or_else(|| "(initial model)".into()),
+                format!("{} (round {})", r.to, r.to_round),
+                r.actor,
+                r.reason,
+            ]),
             None if e.kind == super::kind::JOB_STOP_REQUESTED => stops.push(e.seq),
             // A job entry of a kind this report does not know: listed.
             None if !e.kind.starts_with("admission.") && !e.kind.starts_with("key.") => {
@@ -294,6 +302,18 @@ pub fn build(
             })
             .collect(),
     });
+
+    if !rollbacks.is_empty() {
+        b.push(Block::Para(
+            "Operators moved the job's model back (each following round started from the version it names):".into(),
+        ));
+        b.push(Block::Table {
+            head: ["time", "from", "to", "by", "reason"]
+                .map(String::from)
+                .to_vec(),
+            rows: rollbacks,
+        });
+    }
 
     // Every round number once, from 1: a gap or a repeat is shown, since a
     // log that verifies can still lack a record its writer failed to write.

@@ -1,0 +1,85 @@
+//! The model registry seen from a running job: an operator's rollback
+//! (another process, another store connection) during and between rounds.
+
+use super::*;
+
+#[tokio::test]
+async fn a_rollback_during_a_round_discards_its_candidate_and_the_next_round_starts_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator_dir = dir.path().to_owned();
+    let job = JobId::from_bytes([9; 16]).to_string();
+    let operator_job = job.clone();
+    let agents: Vec<AgentId> = (0..2).map(AgentId::numbered).collect();
+    let transport = ScriptedTransport {
+        agents,
+        queue: VecDeque::new(),
+        // Every round adds 1 to the model. While round 3 trains, the
+        // operator rolls the job back to round 1's version.
+        script: Box::new(move |a, req| {
+            if req.at.round == 3 && a.as_str().ends_with('0') {
+                let mut operator = Store::open(&operator_dir).unwrap();
+                let v1 = operator.model_versions(&operator_job).unwrap()[0].clone();
+                assert_eq!(v1.round, 1);
+                operator
+                    .rollback_model(
+                        &operator_job,
+                        &v1.sha256,
+                        "round 2 regressed",
+                        "test",
+                        |_| Ok(()),
+                    )
+                    .unwrap();
+            }
+            vec![reply(a, req, params(1.0))]
+        }),
+        evaluate: None,
+    };
+    let mut store = Store::open(dir.path()).unwrap();
+    let strategy = Box::new(FedAvg::new(Sampler::new(1.0, 1).unwrap(), 1.0));
+    let outcome = Coordinator::new(
+        transport,
+        strategy,
+        Box::new(MeanEvaluator),
+        &mut store,
+        config(4, 2),
+    )
+    .run(params(0.0), |_| {})
+    .await
+    .unwrap();
+    let rounds = store.rounds(&job).unwrap();
+    let statuses: Vec<RoundStatus> = rounds.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            RoundStatus::Committed,
+            RoundStatus::Committed,
+            RoundStatus::Failed,
+            RoundStatus::Committed
+        ]
+    );
+    assert!(
+        rounds[2]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("rolled the job back"),
+        "{:?}",
+        rounds[2].reason
+    );
+    let v1 = rounds[0].model_sha256.clone().unwrap();
+    let v2 = rounds[1].model_sha256.clone().unwrap();
+    // Parents: the initial model (not stored), v1, then v2 for the discarded
+    // round, and v1 again for the round after the rollback.
+    assert_eq!(rounds[0].parent_sha256, None);
+    assert_eq!(rounds[1].parent_sha256.as_deref(), Some(v1.as_str()));
+    assert_eq!(rounds[2].parent_sha256.as_deref(), Some(v2.as_str()));
+    assert_eq!(rounds[3].parent_sha256.as_deref(), Some(v1.as_str()));
+    // 1 (round 1) + 1 (round 4), not 3 or 4.
+    assert_eq!(outcome.model, params(2.0));
+    let head = store.model_head(&job).unwrap().unwrap();
+    assert_eq!(Some(head.sha256), rounds[3].model_sha256.clone());
+    assert!(head.rollback.is_none());
+    let versions = store.model_versions(&job).unwrap();
+    assert_eq!(versions.len(), 3);
+    assert!(versions[2].head);
+}
