@@ -143,7 +143,7 @@ impl NativeAgent {
                     "the agent's policy is invalid",
                     e,
                     "top-level keys: allow_plaintext, allow_evaluation, fleet_root, max_round_epsilon, \
-                     max_local_epochs, max_dp_steps, budget_scope; [budget] epsilon/delta; \
+                     max_local_epochs, max_dp_steps, max_update_bytes, budget_scope; [budget] epsilon/delta; \
                      [secure_aggregation] min_participants/min_threshold/min_survivor_fraction/\
                      assumed_corrupt/allow_semi_honest/max_colluders",
                 ))

@@ -113,6 +113,28 @@ impl Learner for PyLearner {
         })
     }
 
+    /// A client with an operating envelope (`EdgeClient`) says how many
+    /// bytes its next update may take; an error in it is the client's and
+    /// allows nothing (the round is declined rather than over-sent).
+    fn upload_budget(&mut self) -> Option<u64> {
+        Python::attach(|py| {
+            let client = self.client.bind(py);
+            if !client.hasattr("_tg_upload_budget").unwrap_or(false) {
+                return None;
+            }
+            match client
+                .call_method0("_tg_upload_budget")
+                .and_then(|b| b.extract::<Option<u64>>())
+            {
+                Ok(budget) => budget,
+                Err(e) => {
+                    self.failed(py, "the envelope's upload budget", &e);
+                    Some(0)
+                }
+            }
+        })
+    }
+
     fn evaluate(&mut self, model: &Parameters) -> Result<Evaluation, String> {
         let (loss, examples, accuracy) = Python::attach(|py| {
             let call = || -> PyResult<(f64, u64, Option<f64>)> {

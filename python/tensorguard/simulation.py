@@ -113,6 +113,17 @@ class _Recorder:
             self.errors.append(e)
             raise
 
+    def _tg_upload_budget(self) -> Any:
+        # A client with an operating envelope (EdgeClient) bounds its upload.
+        budget = getattr(self.client, "_tg_upload_budget", None)
+        if budget is None:
+            return None
+        try:
+            return budget()
+        except Exception as e:
+            self.errors.append(e)
+            raise
+
     def _tg_evaluate(self, tensors: Any, config: Any) -> Any:
         try:
             return self.client._tg_evaluate(tensors, config)

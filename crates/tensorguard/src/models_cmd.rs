@@ -67,13 +67,19 @@ fn list(store: &Store, dir: &Path, run: &str, out: &Output) -> Result<(), UserEr
         "{:<2}{:<14}{:>6}  {:<14}{:>9}{:>8}{:>8}{:>9}  {}",
         "", "VERSION", "ROUND", "PARENT", "BYTES", "ACC", "ε", "SUCCESS", "COMMITTED"
     )));
-    for v in &versions {
+    for (i, v) in versions.iter().enumerate() {
+        // Rounds recorded before the registry existed have no parent.
+        let parent = match (&v.parent_sha256, i) {
+            (Some(p), _) => short(p),
+            (None, 0) => "(initial)",
+            (None, _) => "(not recorded)",
+        };
         out.line(&format!(
             "{:<2}{:<14}{:>6}  {:<14}{:>9}{:>8}{:>8}{:>9}  {}",
             if v.head { "*" } else { "" },
             short(&v.sha256),
             v.round,
-            v.parent_sha256.as_deref().map_or("(initial)", short),
+            parent,
             crate::demo::human_bytes(v.bytes),
             metric(v.accuracy, 3),
             metric(v.epsilon, 2),
@@ -160,15 +166,20 @@ fn rollback(
     reason: &str,
     out: &Output,
 ) -> Result<(), UserError> {
-    let reason = reason.trim();
-    if reason.is_empty() || reason.len() > 1000 {
+    if let Err(why) = tg_store::registry::check_reason(reason) {
         return Err(invalid(
-            "--reason must say why, in 1 to 1000 characters",
-            "a rollback is audited; an auditor reads why the fleet was moved back",
-            "pass --reason \"…\"",
+            "--reason is not usable",
+            format!(
+                "{why}; a rollback is audited and an auditor reads why the fleet was moved back"
+            ),
+            "pass --reason \"…\" (one line of text)",
         ));
     }
+    let reason = reason.trim();
     let job = store.find_job(run).map_err(|e| from_store(e, dir))?;
+    if let Some(why) = tg_coordinator::service::audit::rollback_refused_for(&job.spec) {
+        return Err(from_store(tg_store::StoreError::Refused(why), dir));
+    }
     let target = store
         .find_version(&job.id, version)
         .map_err(|e| from_store(e, dir))?;
@@ -179,12 +190,7 @@ fn rollback(
     let ring = crate::keys::keyring(dir)?;
     let log = tg_trust::node::open_audit_as(dir, &ring, &pass, &identity)
         .map_err(crate::errors::from_trust)?;
-    let actor = format!(
-        "local user {}",
-        std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "(unknown)".into())
-    );
+    let actor = local_user();
     let done = store
         .rollback_model(&job.id, &target.sha256, reason, &actor, |r| {
             let event = tg_coordinator::service::audit::model_rolled_back(r, target.round);
@@ -213,4 +219,24 @@ fn rollback(
         "a running coordinator picks it up before its next round; audited as model.rolled_back",
     );
     Ok(())
+}
+
+/// The user this process runs as, from the kernel (not `$USER`, which the
+/// caller sets): `uid N (name)`.
+fn local_user() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return "local user (uid unknown)".into();
+    };
+    let name = std::fs::read_to_string("/etc/passwd").ok().and_then(|p| {
+        p.lines().find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            (f.nth(1)? == uid.to_string()).then(|| name.to_owned())
+        })
+    });
+    match name {
+        Some(n) => format!("local uid {uid} ({n})"),
+        None => format!("local uid {uid}"),
+    }
 }

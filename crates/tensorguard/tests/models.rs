@@ -74,6 +74,32 @@ fn the_registry_lists_versions_and_an_audited_rollback_moves_the_head() {
         "{}",
         String::from_utf8_lossy(&verify.stdout)
     );
+    // The compliance report lists it.
+    let reports = sb.path().join("reports");
+    let out = sb.run(&[
+        "audit",
+        "report",
+        "--job",
+        run,
+        "--out",
+        reports.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::read_dir(&reports)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "md"))
+        .unwrap();
+    let md = std::fs::read_to_string(md).unwrap();
+    assert!(
+        md.contains("Operators moved the job's model back")
+            && md.contains("round 3 regressed on the robots"),
+        "{md}"
+    );
 
     // Refusals, with codes, and nothing changed.
     sb.fails_with(
@@ -120,5 +146,38 @@ fn a_rollback_without_a_passphrase_is_refused_and_changes_nothing() {
     );
     let list = sb.json(&["models", "list", &run, "--json"]);
     assert_eq!(list["head"]["sha256"], list["versions"][1]["sha256"]);
+    assert!(list["rollbacks"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn a_rollback_is_refused_for_stateful_strategies_and_unprintable_reasons() {
+    let sb = Sandbox::new();
+    let d = sb.json(&[
+        "demo",
+        "--clients",
+        "2",
+        "--rounds",
+        "2",
+        "--strategy",
+        "fedadam",
+        "--no-baseline",
+        "--json",
+    ]);
+    let run = d["run_id"].as_str().unwrap().to_owned();
+    let list = sb.json(&["models", "list", &run, "--json"]);
+    let v1 = list["versions"][0]["sha256"].as_str().unwrap().to_owned();
+    sb.fails_with(&["models", "rollback", &run, &v1, "--reason", "x"], "E034");
+    sb.fails_with(
+        &[
+            "models",
+            "rollback",
+            &run,
+            &v1,
+            "--reason",
+            "a\u{1b}[2Kforged",
+        ],
+        "E020",
+    );
+    let list = sb.json(&["models", "list", &run, "--json"]);
     assert!(list["rollbacks"].as_array().unwrap().is_empty());
 }

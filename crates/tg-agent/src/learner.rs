@@ -114,6 +114,12 @@ pub trait Learner: Send {
     fn train(&mut self, round: &Round<'_>) -> Result<LocalOutcome, String>;
     /// Loss and accuracy of `model` on the local data.
     fn evaluate(&mut self, model: &Parameters) -> Result<Evaluation, String>;
+    /// The most bytes the next update may take on the wire as this machine
+    /// stands now (e.g. its measured uplink over the time an upload may
+    /// take); `None`: no limit beyond the owner's `max_update_bytes`.
+    fn upload_budget(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 /// The built-in learner: this crate's candle models on a [`Dataset`].

@@ -11,6 +11,7 @@
 mod checks;
 pub mod control;
 pub mod daemon;
+mod envelope;
 mod guard;
 mod join;
 pub mod learner;
@@ -29,7 +30,7 @@ use tg_proto::{
     DeclineReason, EvaluateReply, EvaluateRequest, ProtoError, RoundRef, ToAgent, ToCoordinator,
     TrainReply, TrainRequest,
 };
-use tg_types::{AgentId, JobId, Parameters};
+use tg_types::{AgentId, JobId};
 
 /// Errors that stop an agent from answering at all (anything else becomes a
 /// [`ToCoordinator::Declined`] reply).
@@ -287,6 +288,16 @@ impl Agent {
 
     /// Declines with a code; the detail stays with the owner (this agent's
     /// log and [`Agent::take_declined`]).
+    /// The most bytes this round's update may take: the owner's
+    /// `max_update_bytes` and what the learner's machine allows now (its
+    /// uplink), whichever is less.
+    pub(crate) fn upload_budget(&mut self) -> Option<u64> {
+        match (self.policy.max_update_bytes, self.learner.upload_budget()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     fn declined(&mut self, at: RoundRef, reason: DeclineReason, detail: &str) -> ToCoordinator {
         tracing::warn!(round = at.round, "declined: {reason}: {detail}");
         self.last_declined = Some(Declined {
@@ -348,16 +359,11 @@ impl Agent {
                 self.start_secure(req.at, secure, &out.update, dp_sgd)
             }
             Ok(out) => {
-                let compressed = self.compressor.encode(&out.update, req.config.compress);
-                ToCoordinator::Trained(TrainReply {
+                let reply = TrainReply {
                     at: req.at,
                     agent: self.id.clone(),
-                    update: if compressed.is_some() {
-                        Parameters::default()
-                    } else {
-                        out.update
-                    },
-                    compressed,
+                    update: out.update,
+                    compressed: None,
                     // Under DP-SGD the dataset size is private: uniform weight.
                     num_examples: if dp_sgd {
                         1
@@ -368,7 +374,19 @@ impl Agent {
                     steps: out.steps,
                     control_delta: out.control_delta,
                     epsilon,
-                })
+                };
+                // The owner's envelope: measured on the frame that would leave.
+                let budget = self.upload_budget();
+                match envelope::fit(
+                    &mut self.compressor,
+                    reply,
+                    req.config.compress,
+                    req.config.adaptive_sparsity,
+                    budget,
+                ) {
+                    Ok((reply, _)) => ToCoordinator::Trained(reply),
+                    Err(why) => self.declined(req.at, DeclineReason::OwnerFloor, &why),
+                }
             }
             Err(e) => self.declined(req.at, DeclineReason::TrainingFailed, &e),
         }

@@ -24,6 +24,26 @@ pub(crate) struct Session {
     rng: ChaCha20Rng,
 }
 
+/// Why a secure round could not start.
+pub(crate) enum StartError {
+    /// The owner's envelope (bytes on the wire) refuses it.
+    Envelope(String),
+    /// Anything else.
+    Failed(String),
+}
+
+impl From<String> for StartError {
+    fn from(s: String) -> Self {
+        Self::Failed(s)
+    }
+}
+
+impl From<&str> for StartError {
+    fn from(s: &str) -> Self {
+        Self::Failed(s.to_owned())
+    }
+}
+
 fn os_rng() -> Result<ChaCha20Rng, String> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed)
@@ -43,9 +63,13 @@ impl Agent {
     ) -> ToCoordinator {
         match self.try_start_secure(at, secure, update, dp_sgd) {
             Ok(msg) => self.secagg_reply(at, msg),
-            Err(reason) => {
+            Err(StartError::Envelope(why)) => {
                 self.session = None;
-                self.declined(at, DeclineReason::SecAggFailed, &reason.to_string())
+                self.declined(at, DeclineReason::OwnerFloor, &why)
+            }
+            Err(StartError::Failed(reason)) => {
+                self.session = None;
+                self.declined(at, DeclineReason::SecAggFailed, &reason)
             }
         }
     }
@@ -56,7 +80,7 @@ impl Agent {
         secure: &SecureRound,
         update: &Parameters,
         dp_sgd: bool,
-    ) -> Result<Signed, String> {
+    ) -> Result<Signed, StartError> {
         let identity = self
             .identity
             .clone()
@@ -89,6 +113,16 @@ impl Agent {
             None => encoding.encode(&values, &mut dither, None),
         }
         .map_err(|e| e.to_string())?;
+        // The owner's envelope: the masked vector alone is d·B/8 bytes, and
+        // a secure round cannot be sparsified by one agent.
+        let masked = (lanes.len() as u64 * u64::from(secure.bits)).div_ceil(8);
+        if let Some(budget) = self.upload_budget()
+            && masked > budget
+        {
+            return Err(StartError::Envelope(format!(
+                "this round's masked vector takes {masked} bytes; this machine's envelope allows {budget} now (max_update_bytes, or its uplink)"
+            )));
+        }
         let (client, msg) = Client::new(
             cfg,
             me,

@@ -1,6 +1,7 @@
 //! The agent handler's unit tests: training on request, declining bad models, its own DP budget.
 
 use super::*;
+use tg_types::Parameters;
 use tg_types::spec::{LocalObjective, ModelKind, OptimizerSpec, TrainConfig};
 
 #[test]
@@ -21,6 +22,7 @@ fn trains_on_request_and_declines_bad_models() {
         optimizer: OptimizerSpec::Sgd,
         dp_sgd: None,
         compress: Default::default(),
+        adaptive_sparsity: false,
     };
     let global = tg_model::init_parameters(&shape, 0).unwrap();
     let req = ToAgent::Train(TrainRequest {
@@ -108,6 +110,7 @@ fn a_guarded_agent_keeps_its_own_budget() {
                 optimizer: OptimizerSpec::Sgd,
                 dp_sgd,
                 compress: Default::default(),
+                adaptive_sparsity: false,
             },
             objective: LocalObjective::Plain,
             secure: None,

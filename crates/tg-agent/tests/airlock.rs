@@ -68,6 +68,7 @@ fn no_outbound_frame_carries_dataset_bytes() {
         optimizer: OptimizerSpec::Sgd,
         dp_sgd: None,
         compress: Default::default(),
+        adaptive_sparsity: false,
     };
     let global = tg_model::init_parameters(&shape, 1).unwrap();
     let mut frames = Vec::new();

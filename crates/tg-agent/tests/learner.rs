@@ -176,6 +176,7 @@ fn the_built_in_learner_refuses_an_operator_model_job_at_the_offer() {
             optimizer: OptimizerSpec::Sgd,
             dp_sgd: None,
             compress: Default::default(),
+            adaptive_sparsity: false,
         },
         privacy: None,
         rounds: 1,

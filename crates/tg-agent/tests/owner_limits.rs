@@ -84,6 +84,7 @@ fn a_coordinator_cannot_ask_for_more_work_than_the_owner_allows() {
                 optimizer: OptimizerSpec::Sgd,
                 dp_sgd,
                 compress: Default::default(),
+                adaptive_sparsity: false,
             },
             objective: LocalObjective::Plain,
             secure: None,
@@ -133,6 +134,13 @@ fn a_coordinator_cannot_ask_for_more_work_than_the_owner_allows() {
     assert_eq!(train(&mut a, &shape, 2, 2, None), None);
     // Policy files refuse a zero limit.
     assert!(OwnerPolicy::from_toml("max_local_epochs = 0").is_err());
+    assert!(OwnerPolicy::from_toml("max_update_bytes = 10").is_err());
+    assert_eq!(
+        OwnerPolicy::from_toml("max_update_bytes = 5000000")
+            .unwrap()
+            .max_update_bytes,
+        Some(5_000_000)
+    );
 }
 
 #[test]
@@ -228,6 +236,7 @@ fn a_request_training_would_refuse_is_refused_before_it_is_charged() {
         optimizer: OptimizerSpec::Sgd,
         dp_sgd: Some(dp(2.0)),
         compress: Default::default(),
+        adaptive_sparsity: false,
     };
     // The right layout and value count, but one tensor holds a value of its
     // neighbour's.

@@ -39,7 +39,7 @@ use tg_types::Parameters;
 pub use tg_types::spec::Compression;
 use tg_types::view::{bytes_owned, f32_le};
 
-pub use view::{CompressedView, Shaped};
+pub use view::{BodyView, CompressedView, Shaped};
 
 /// Values per 8-bit block (one scale each).
 pub const Q8_BLOCK: u32 = 256;

@@ -145,6 +145,8 @@ pub struct Coordinator<'s, T: Transport> {
     /// The registry version the current model is (`None`: the initial
     /// model, which the store does not keep).
     base: Option<String>,
+    /// The job's latest rollback when the current round started.
+    rollback_seq: Option<i64>,
 }
 
 /// Asks a running job to stop before its next round (a round in progress
@@ -186,6 +188,7 @@ impl<'s, T: Transport> Coordinator<'s, T> {
             last_transition: std::time::Instant::now(),
             stop: None,
             base: None,
+            rollback_seq: None,
         }
     }
 
@@ -293,6 +296,12 @@ impl<'s, T: Transport> Coordinator<'s, T> {
             on_round(&record);
             history.push(record);
         }
+        // A rollback after the last round (or during it) is where the job
+        // ends: its final model and evaluation are the head's.
+        if let Some(model) = self.adopt_rollback()? {
+            global = model;
+            last_eval = None;
+        }
         let done = Outgoing::encode(&ToAgent::Finished {
             job: self.config.job,
         })?;
@@ -307,6 +316,7 @@ impl<'s, T: Transport> Coordinator<'s, T> {
         };
         Ok(RunOutcome {
             model: global,
+            model_sha256: self.base.clone(),
             history,
             final_evaluation,
             epsilon: match (epsilon, self.agent_epsilon) {
@@ -365,6 +375,7 @@ impl<T: Transport> Coordinator<'_, T> {
     /// from the model the coordinator holds.
     fn adopt_rollback(&mut self) -> Result<Option<Parameters>> {
         let job = self.config.job.to_string();
+        self.rollback_seq = self.store.last_rollback_seq(&job)?;
         let Some(head) = self.store.model_head(&job)? else {
             return Ok(None);
         };
@@ -384,13 +395,19 @@ impl<T: Transport> Coordinator<'_, T> {
 
     /// Whether an operator rolled the head back while this round ran (its
     /// candidate was trained from the model the rollback replaced).
+    /// Any rollback since the round started counts, even one undone by a
+    /// second (the head may be this round's base again, but a rollback made
+    /// after the round was staged would keep it there over this candidate).
     pub(crate) fn rolled_back_during_round(&self) -> Result<Option<String>> {
         let job = self.config.job.to_string();
-        Ok(self
-            .store
-            .model_head(&job)?
-            .filter(|h| h.rollback.is_some() && self.base.as_deref() != Some(h.sha256.as_str()))
-            .map(|h| h.sha256))
+        if self.store.last_rollback_seq(&job)? == self.rollback_seq {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.store
+                .model_head(&job)?
+                .map_or_else(|| "(initial)".to_owned(), |h| h.sha256),
+        ))
     }
 }
 

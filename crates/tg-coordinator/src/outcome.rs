@@ -8,8 +8,11 @@ use tg_types::record::RoundRecord;
 /// The result of a job run.
 #[derive(Clone, Debug)]
 pub struct RunOutcome {
-    /// Final global model.
+    /// Final global model: the job's head (the last committed version, or
+    /// the one an operator rolled back to).
     pub model: Parameters,
+    /// The head's registry version (`None`: the initial model).
+    pub model_sha256: Option<String>,
     /// Every round, in order.
     pub history: Vec<RoundRecord>,
     /// Evaluation of the final model (None if no round committed and the

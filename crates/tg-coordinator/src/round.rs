@@ -80,11 +80,14 @@ impl<T: Transport> Coordinator<'_, T> {
         record.selected = plan.selected.len() as u32;
         self.stage(round, RoundStage::Selected).await?;
 
-        // Broadcast.
+        // Broadcast. An agent over its owner's byte envelope may sparsify
+        // (top-k) when the strategy can fold sparse updates.
+        let mut config = self.config.train;
+        config.adaptive_sparsity = self.strategy.takes_sparse_updates();
         let message = Outgoing::encode(&ToAgent::Train(TrainRequest {
             at,
             global: global.clone(),
-            config: self.config.train,
+            config,
             objective: plan.objective,
             secure: None,
         }))?
@@ -122,7 +125,7 @@ impl<T: Transport> Coordinator<'_, T> {
                     }
                     Some(TransportEvent::Received { from, message, bytes }) => {
                         if let Some(slot @ Slot::Pending) = slots.get_mut(&from) {
-                            *slot = judge(at, &from, &message, bytes, &mut fold);
+                            *slot = judge(at, &from, &message, bytes, &mut fold, config);
                         }
                         // Frames from unselected agents or earlier rounds are ignored.
                     }
@@ -316,7 +319,14 @@ impl<T: Transport> Coordinator<'_, T> {
 
 /// Decides what a reply from a pending agent is worth, folding a usable
 /// update into the round's sum (and dropping it) on the spot.
-fn judge(at: RoundRef, from: &AgentId, message: &Incoming, bytes: u64, fold: &mut Fold) -> Slot {
+fn judge(
+    at: RoundRef,
+    from: &AgentId,
+    message: &Incoming,
+    bytes: u64,
+    fold: &mut Fold,
+    config: tg_types::spec::TrainConfig,
+) -> Slot {
     let rejected = |reason: String| Slot::Rejected { reason, bytes };
     // A training reply is read in place and folded from the frame's bytes.
     let r = match message {
@@ -338,6 +348,30 @@ fn judge(at: RoundRef, from: &AgentId, message: &Incoming, bytes: u64, fold: &mu
     }
     if r.train_loss.is_some_and(|l| !l.is_finite()) {
         return rejected("training loss is not finite".into());
+    }
+    // An update arrives in the form the round asked for, or top-k when the
+    // round let agents sparsify to fit their envelope; nothing else (a
+    // strategy that cannot fold it would be fed a partial update).
+    if let Some(c) = &r.compressed {
+        use tg_compress::BodyView;
+        use tg_types::spec::Compression;
+        let allowed = match (&c.body, config.compress) {
+            (BodyView::TopK { .. }, Compression::TopK(_))
+            | (BodyView::Q8 { .. }, Compression::Q8) => true,
+            (BodyView::TopK { .. }, _) => config.adaptive_sparsity,
+            _ => false,
+        };
+        if !allowed {
+            return rejected(format!(
+                "a compressed update this round did not allow (it asked for {}{})",
+                config.compress,
+                if config.adaptive_sparsity {
+                    ", or top-k to fit an envelope"
+                } else {
+                    ""
+                }
+            ));
+        }
     }
     if r.num_examples == 0 {
         return rejected("update trained on zero examples".into());

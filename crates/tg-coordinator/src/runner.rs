@@ -181,11 +181,7 @@ impl JobRun<'_> {
             rounds_failed: outcome.history.len() - committed,
             final_accuracy: outcome.final_evaluation.map(|e| e.accuracy),
             final_loss: outcome.final_evaluation.map(|e| e.loss),
-            final_model_sha256: outcome
-                .history
-                .iter()
-                .rev()
-                .find_map(|r| r.model_sha256.clone()),
+            final_model_sha256: outcome.model_sha256.clone(),
             epsilon: outcome.epsilon,
             epsilon_vs_coordinator,
             budget_exhausted: outcome.budget_exhausted.clone(),

@@ -101,6 +101,12 @@ pub fn from_store(e: StoreError, dir: &Path) -> UserError {
                 &job[..job.len().min(12)]
             ),
         ),
+        StoreError::Unaudited(why) => UserError::new(
+            Code::AuditLog,
+            "nothing changed: the change could not be recorded in the audit log",
+            why,
+            "run `tensorguard audit verify`; move a damaged tail aside, check the passphrase and the disk",
+        ),
         StoreError::Refused(why) => UserError::new(
             Code::RegistryRefused,
             "the model registry refused the change",

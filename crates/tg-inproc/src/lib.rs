@@ -352,6 +352,7 @@ mod tests {
                 optimizer: OptimizerSpec::Sgd,
                 dp_sgd: None,
                 compress: Default::default(),
+                adaptive_sparsity: false,
             },
             rounds: 3,
             clients: 5,

@@ -283,6 +283,8 @@ pub(crate) fn resolve(s: &JobSection) -> Result<JobSpec> {
             optimizer,
             dp_sgd: None,
             compress,
+            // The coordinator decides per round (its strategy, plaintext).
+            adaptive_sparsity: false,
         },
         rounds,
         clients,

@@ -339,6 +339,7 @@ mod tests {
             optimizer: OptimizerSpec::Sgd,
             dp_sgd: None,
             compress: Default::default(),
+            adaptive_sparsity: false,
         }
     }
 

@@ -26,7 +26,7 @@ use tg_types::spec::{LocalObjective, TrainConfig};
 use tg_types::{AgentId, JobId, Parameters};
 
 /// Protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 11;
+pub const PROTOCOL_VERSION: u16 = 12;
 
 /// Largest frame [`decode`] accepts (256 MiB). Larger models are streamed in
 /// chunks by the network transport.
@@ -397,6 +397,7 @@ mod tests {
                 optimizer: OptimizerSpec::AdamW { weight_decay: 0.01 },
                 dp_sgd: None,
                 compress: Default::default(),
+                adaptive_sparsity: false,
             },
             objective: LocalObjective::Proximal { mu: 0.01 },
             secure: None,

@@ -14,7 +14,7 @@ mod fleet;
 mod jobs;
 mod ledger;
 mod process;
-mod registry;
+pub mod registry;
 mod rounds;
 mod schema;
 mod settings;
@@ -80,6 +80,9 @@ pub enum StoreError {
     /// The request is well-formed but would change nothing or break a rule.
     #[error("{0}")]
     Refused(String),
+    /// A change was not made because its audit record could not be written.
+    #[error("not done: its audit record could not be written ({0})")]
+    Unaudited(String),
     /// Stored data is inconsistent (hash mismatch, unknown enum value, newer schema, …).
     #[error("stored data is corrupt or from a newer version: {0}")]
     Corrupt(String),

@@ -114,6 +114,24 @@ fn read_rollback(r: &rusqlite::Row<'_>) -> rusqlite::Result<Rollback> {
     })
 }
 
+/// Why `reason` cannot be a rollback's reason: empty, over 1000 bytes, or
+/// holding control or bidirectional-override characters (which would let
+/// one operator rewrite what a terminal or a report shows of the record).
+pub fn check_reason(reason: &str) -> std::result::Result<(), String> {
+    let trimmed = reason.trim();
+    if trimmed.is_empty() || trimmed.len() > 1000 {
+        return Err("a reason must say why, in 1 to 1000 bytes".into());
+    }
+    let bidi = |c: char| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}');
+    if trimmed.chars().any(|c| c.is_control() || bidi(c)) {
+        return Err(
+            "a reason is one line of plain text (no control or direction-override characters)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 const ROLLBACK_SELECT: &str = "SELECT seq, job_id, sha256, from_sha256, after_round, reason, actor, at_ms FROM model_rollbacks";
 
 /// The head of `job_id` on `conn` (a connection or a transaction).
@@ -211,6 +229,15 @@ impl Store {
         }
     }
 
+    /// The `seq` of the job's latest rollback, if any.
+    pub fn last_rollback_seq(&self, job_id: &str) -> Result<Option<i64>> {
+        Ok(self.conn.query_row(
+            "SELECT MAX(seq) FROM model_rollbacks WHERE job_id = ?1",
+            [job_id],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Every rollback of a job, oldest first.
     pub fn rollbacks(&self, job_id: &str) -> Result<Vec<Rollback>> {
         let mut stmt = self
@@ -236,6 +263,8 @@ impl Store {
         actor: &str,
         audit: impl FnOnce(&Rollback) -> std::result::Result<(), String>,
     ) -> Result<Rollback> {
+        check_reason(reason).map_err(StoreError::Refused)?;
+        let reason = reason.trim();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -250,6 +279,9 @@ impl Store {
                 version: sha256.to_owned(),
             });
         }
+        // The bytes must be there and intact (the blob store checks the
+        // digest): a head that cannot be loaded would stop the job.
+        self.blobs.get(sha256)?;
         let from = head_on(&tx, job_id)?.map(|h| h.sha256);
         if from.as_deref() == Some(sha256) {
             return Err(StoreError::Refused(format!(
@@ -282,11 +314,10 @@ impl Store {
             actor: actor.to_owned(),
             at_ms,
         };
-        audit(&done).map_err(|e| {
-            StoreError::Refused(format!(
-                "not rolled back: the rollback could not be audited ({e})"
-            ))
-        })?;
+        // The audit entry (which names this row's `seq`) is written before
+        // the commit: if it cannot be, nothing changes. A crash between the
+        // two leaves an entry whose seq the table lacks, never the reverse.
+        audit(&done).map_err(StoreError::Unaudited)?;
         tx.commit()?;
         Ok(done)
     }

@@ -167,7 +167,7 @@ fn a_rollback_that_cannot_be_audited_does_not_happen() {
     let err = s
         .rollback_model(&j, &v1, "x", "ops", |_| Err("disk full".into()))
         .unwrap_err();
-    assert!(err.to_string().contains("could not be audited"), "{err}");
+    assert!(matches!(err, StoreError::Unaudited(_)), "{err}");
     assert!(s.rollbacks(&j).unwrap().is_empty());
     assert_eq!(s.model_head(&j).unwrap().unwrap().sha256, v2);
 }
@@ -188,4 +188,40 @@ fn rollbacks_are_append_only() {
         let e = s.conn.execute(sql, []).unwrap_err();
         assert!(e.to_string().contains("append-only"), "{sql}: {e}");
     }
+}
+
+#[test]
+fn a_reason_is_one_line_of_plain_text_and_a_damaged_target_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path()).unwrap();
+    let id = job(&mut s, 8);
+    let j = id.to_string();
+    let v1 = commit(&mut s, id, 1, b"one", None);
+    commit(&mut s, id, 2, b"two", Some(&v1));
+    for bad in [
+        "",
+        "   ",
+        "ok\x1b[2Kforged",
+        "two\rlines",
+        "rtl\u{202e}txt",
+        &"x".repeat(1001),
+    ] {
+        assert!(
+            matches!(
+                s.rollback_model(&j, &v1, bad, "ops", ok),
+                Err(StoreError::Refused(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    // The target's bytes are checked before anything changes.
+    let blob = s.blobs().path_of(&v1).unwrap();
+    let mut perms = std::fs::metadata(&blob).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&blob, perms).unwrap();
+    std::fs::write(&blob, b"tampered").unwrap();
+    assert!(s.rollback_model(&j, &v1, "x", "ops", ok).is_err());
+    assert!(s.rollbacks(&j).unwrap().is_empty());
+    assert_eq!(s.last_rollback_seq(&j).unwrap(), None);
 }

@@ -144,6 +144,10 @@ impl Strategy for CentralDp {
         self.inner.expert_steps()
     }
 
+    fn takes_sparse_updates(&self) -> bool {
+        self.inner.takes_sparse_updates()
+    }
+
     fn apply(&mut self, round: u32, global: &Parameters, fold: Fold) -> Result<Parameters> {
         let first = fold
             .agents()

@@ -119,6 +119,11 @@ impl Strategy for ExpertWise {
         self.last.clone()
     }
 
+    /// No: top-k would drop expert weights apart from what they weigh.
+    fn takes_sparse_updates(&self) -> bool {
+        false
+    }
+
     fn fold_rule(&self) -> FoldRule {
         FoldRule {
             weighting: Weighting::Uniform,

@@ -134,6 +134,13 @@ pub trait Strategy: Send {
     /// Turns the round's folded updates into the next global model.
     fn apply(&mut self, round: u32, global: &Parameters, fold: Fold) -> Result<Parameters>;
 
+    /// Whether an update may arrive top-k sparsified when an agent fits it
+    /// to its owner's byte envelope (plaintext rounds): yes, unless the
+    /// strategy keeps whole updates or needs every coordinate of each.
+    fn takes_sparse_updates(&self) -> bool {
+        !self.fold_rule().keep
+    }
+
     /// What the last `apply` did to each expert (expert-wise aggregation;
     /// empty for strategies without experts).
     fn expert_steps(&self) -> Vec<tg_types::record::ExpertStep> {

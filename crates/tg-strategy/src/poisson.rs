@@ -86,6 +86,10 @@ impl Strategy for PoissonSampled {
         self.inner.expert_steps()
     }
 
+    fn takes_sparse_updates(&self) -> bool {
+        self.inner.takes_sparse_updates()
+    }
+
     fn apply(&mut self, round: u32, global: &Parameters, fold: Fold) -> Result<Parameters> {
         self.inner.apply(round, global, fold)
     }

@@ -227,7 +227,9 @@ pub struct RoundRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<GateVerdict>,
     /// What the round did to each expert (expert-wise aggregation only):
-    /// aggregates over the round's clients, never one robot's figures.
+    /// aggregates over the round's clients, from the sum. Without DP, rounds
+    /// with different participants can be differenced into one robot's task
+    /// mix, so the API shows them to operators only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub experts: Vec<ExpertStep>,
 }

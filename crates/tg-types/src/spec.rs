@@ -288,6 +288,11 @@ pub struct TrainConfig {
     /// How the update is sent (plaintext rounds).
     #[serde(default)]
     pub compress: Compression,
+    /// Whether an agent whose owner's envelope (bytes per update, uplink)
+    /// the update exceeds may send it top-k sparsified instead (set by the
+    /// coordinator for plaintext rounds whose strategy folds sparse updates).
+    #[serde(default)]
+    pub adaptive_sparsity: bool,
 }
 
 /// What the local objective adds to plain empirical risk, set by the strategy.

@@ -368,7 +368,11 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
 /// The job's head (with no rollback: the model it committed last).
 pub fn latest_model(dir: &Path, job: &str) -> Parameters {
     let store = tg_store::Store::open_existing(dir).unwrap();
-    let sha = store.model_head(job).unwrap().expect("a committed model").sha256;
+    let sha = store
+        .model_head(job)
+        .unwrap()
+        .expect("a committed model")
+        .sha256;
     Parameters::from_safetensors(&store.blobs().get(&sha).unwrap()).unwrap()
 }
 

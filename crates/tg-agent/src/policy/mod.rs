@@ -66,6 +66,11 @@ pub struct OwnerPolicy {
     /// The most DP-SGD steps one round may ask (default
     /// [`DEFAULT_MAX_DP_STEPS`]).
     pub max_dp_steps: Option<u32>,
+    /// The most bytes one round's update may take on the wire (the
+    /// operating envelope). A plaintext update over it is sent top-k
+    /// sparsified when the round allows, else the round is declined; a
+    /// secure round whose masked vector is over it is declined.
+    pub max_update_bytes: Option<u64>,
     /// What one budget covers: everything this agent serves (`agent`, the
     /// default: adding a record or another shard never starts a fresh
     /// budget), or each exact dataset content (`dataset`).
@@ -219,6 +224,9 @@ impl OwnerPolicy {
             .map_err(|e| format!("[secure_aggregation] {e}"))?;
         if p.max_local_epochs == Some(0) || p.max_dp_steps == Some(0) {
             return Err("max_local_epochs and max_dp_steps must be at least 1".into());
+        }
+        if p.max_update_bytes.is_some_and(|b| b < 1024) {
+            return Err("max_update_bytes must be at least 1024 (an update's framing alone takes hundreds of bytes)".into());
         }
         p.roster()?;
         Ok(p)

@@ -53,6 +53,7 @@ pub fn ask(
             optimizer: OptimizerSpec::Sgd,
             dp_sgd,
             compress: Default::default(),
+            adaptive_sparsity: false,
         },
         objective: LocalObjective::Plain,
         secure: None,

@@ -86,6 +86,9 @@ fn changes(state: &ApiState, seen: &mut Seen) -> Vec<Event> {
     for (job, recorded, stage, unchanged_status, before, new_rounds) in rows {
         if seen.primed {
             for r in &new_rounds {
+                // Per-expert figures are for operators (GET …/rounds).
+                let mut r = r.clone();
+                r.experts.clear();
                 out.push(event("round", &json!({"job": job.id, "record": r})));
             }
             if !unchanged_status {

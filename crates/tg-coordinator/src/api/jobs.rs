@@ -136,6 +136,15 @@ pub(super) async fn stop(
     ))
 }
 
+/// Per-expert figures describe the fleet's task mix; without DP, rounds with
+/// different participants can be differenced into one robot's mix, so only
+/// operators (who run the coordinator that computes them) see them.
+fn hide_experts_from(role: ApiRole, r: &mut tg_types::record::RoundRecord) {
+    if role < ApiRole::Operator {
+        r.experts.clear();
+    }
+}
+
 /// Every round of a job.
 #[utoipa::path(get, operation_id = "list_rounds", path = "/api/v1/jobs/{id}/rounds", tag = "jobs", security(("bearer" = [])),
     params(("id" = String, Path, description = "Job id or a unique prefix")),
@@ -146,13 +155,16 @@ pub(super) async fn rounds(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(
+    let token = authorize(
         &state,
         &headers,
         "GET /api/v1/jobs/{id}/rounds",
         ApiRole::Viewer,
     )?;
-    let (job, rounds) = job_and(&state, &id, |s, job| s.rounds(job))?;
+    let (job, mut rounds) = job_and(&state, &id, |s, job| s.rounds(job))?;
+    for r in &mut rounds {
+        hide_experts_from(token.role, r);
+    }
     Ok(Json(json!({"job": job.id, "rounds": rounds})))
 }
 
@@ -168,7 +180,7 @@ pub(super) async fn round(
     headers: HeaderMap,
     Path((id, round)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(
+    let token = authorize(
         &state,
         &headers,
         "GET /api/v1/jobs/{id}/rounds/{round}",
@@ -183,7 +195,10 @@ pub(super) async fn round(
             .map_err(|_| StoreError::Corrupt(format!("job id {job}")))?;
         Ok((s.rounds(job)?, s.stage_times(id, n)?))
     })?;
-    let record = records.into_iter().find(|r| r.round == n);
+    let mut record = records.into_iter().find(|r| r.round == n);
+    if let Some(r) = &mut record {
+        hide_experts_from(token.role, r);
+    }
     if record.is_none() && stages.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

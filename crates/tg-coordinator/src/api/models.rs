@@ -99,18 +99,18 @@ pub(super) async fn rollback(
             "this server is read-only (it has no audit log to record a rollback in); use the API of `tensorguard coordinator start`, or `tensorguard models rollback`",
         ));
     };
+    tg_store::registry::check_reason(&request.reason)
+        .map_err(|why| ApiError::bad_request(format!("`reason`: {why}")))?;
     let reason = request.reason.trim();
-    if reason.is_empty() || reason.len() > 1000 {
-        return Err(ApiError::bad_request(
-            "`reason` must say why, in 1 to 1000 characters: a rollback is audited",
-        ));
-    }
     let actor = format!("API token {} ({})", token.id, token.label);
     let mut store = state
         .store
         .lock()
         .map_err(|_| ApiError::internal("store lock poisoned"))?;
     let job = store.find_job(&id).map_err(super::jobs::not_found)?;
+    if let Some(why) = crate::service::audit::rollback_refused_for(&job.spec) {
+        return Err(ApiError::new(StatusCode::CONFLICT, why));
+    }
     let version = store
         .find_version(&job.id, &request.version)
         .map_err(registry_error)?;
@@ -135,8 +135,13 @@ fn registry_error(e: tg_store::StoreError) -> ApiError {
         tg_store::StoreError::NoVersion { .. } | tg_store::StoreError::Ambiguous { .. } => {
             ApiError::new(StatusCode::NOT_FOUND, e.to_string())
         }
-        tg_store::StoreError::Refused(why) if why.starts_with("not rolled back") => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why)
+        tg_store::StoreError::Unaudited(why) => {
+            // The detail (paths, signer errors) stays in the server's log.
+            tracing::error!("rollback not audited: {why}");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not rolled back: the audit log could not record it (see the coordinator's log)",
+            )
         }
         tg_store::StoreError::Refused(why) => ApiError::new(StatusCode::CONFLICT, why),
         other => ApiError::internal(other),

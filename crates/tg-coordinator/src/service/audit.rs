@@ -58,9 +58,25 @@ impl AuditSink for NodeAudit {
     }
 }
 
+/// Why a job's head may not be rolled back, from its recorded spec: a
+/// strategy whose coordinator-side state (FedAdam's moments, SCAFFOLD's
+/// control variate) would keep the replaced lineage's momentum.
+pub fn rollback_refused_for(spec: &Value) -> Option<String> {
+    let kind = spec
+        .pointer("/strategy/kind")
+        .or_else(|| spec.get("strategy"))
+        .and_then(Value::as_str)?;
+    matches!(kind, "fedadam" | "fed-adam" | "scaffold").then(|| {
+        format!(
+            "this job's strategy ({kind}) keeps state on the coordinator that a rollback would not undo: its next rounds would carry the replaced versions' momentum; start a new job from the version instead (GET /api/v1/models/{{sha256}}, [model] initial)"
+        )
+    })
+}
+
 /// The audit record of `r`, a rollback to the version that `round` committed.
 pub fn model_rolled_back(r: &tg_store::Rollback, round: u32) -> AuditEvent {
     AuditEvent::ModelRolledBack(tg_trust::audit::event::ModelRollbackAudit {
+        seq: r.seq,
         to: r.sha256.clone(),
         to_round: round,
         from: r.from_sha256.clone(),

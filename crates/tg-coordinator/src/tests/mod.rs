@@ -117,6 +117,7 @@ fn config(rounds: u32, quorum: usize) -> RunConfig {
             optimizer: OptimizerSpec::Sgd,
             dp_sgd: None,
             compress: Default::default(),
+            adaptive_sparsity: false,
         },
         seed: 0,
         privacy: None,
@@ -449,3 +450,46 @@ fn self_reported_counts_cannot_overflow_the_combination() {
 
 mod gate;
 mod registry;
+
+#[tokio::test]
+async fn an_update_in_a_form_the_round_did_not_allow_is_rejected() {
+    // FedAvg folds sparse updates, so a dense round lets agents send top-k
+    // to fit their envelope; 8-bit codes it did not ask for are refused.
+    let script: Script = Box::new(|a, req| {
+        assert!(req.config.adaptive_sparsity);
+        let form = if a.as_str().ends_with('0') {
+            tg_types::spec::Compression::TopK(0.5)
+        } else {
+            tg_types::spec::Compression::Q8
+        };
+        let msg = ToCoordinator::Trained(TrainReply {
+            at: req.at,
+            agent: a.clone(),
+            update: Parameters::default(),
+            num_examples: 1,
+            train_loss: Some(0.1),
+            steps: 1,
+            control_delta: None,
+            epsilon: None,
+            compressed: tg_compress::Compressor::default().encode(&params(1.0), form),
+        });
+        vec![received(a, tg_proto::encode(&msg).unwrap())]
+    });
+    let (_, store, _d) = run(2, 1, 1, script).await;
+    let rounds = store
+        .rounds(&JobId::from_bytes([9; 16]).to_string())
+        .unwrap();
+    assert_eq!(rounds[0].status, RoundStatus::Committed);
+    let outcomes: Vec<ParticipantOutcome> = rounds[0]
+        .participants_detail
+        .iter()
+        .map(|p| p.outcome)
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ParticipantOutcome::Contributed,
+            ParticipantOutcome::Rejected
+        ]
+    );
+}

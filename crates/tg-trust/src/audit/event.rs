@@ -137,6 +137,11 @@ pub struct AgentAudit {
 /// version; the job's next round starts from it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelRollbackAudit {
+    /// The rollback's row in the store's `model_rollbacks` table (an entry
+    /// whose row is missing was written just before a failed commit: the
+    /// rollback did not happen).
+    #[serde(default)]
+    pub seq: i64,
     /// The version the head moved to (SHA-256 of its safetensors bytes).
     pub to: String,
     /// The round that committed it.

@@ -71,7 +71,7 @@ function renderExpertSteps(rounds, registry) {
   table.replaceChildren();
   const note = $("experts-steps-note");
   if (!withExperts.length) {
-    note.textContent = "This job's rounds report no experts (only expert-wise aggregation does).";
+    note.textContent = "No per-expert figures: only expert-wise aggregation reports them, and only to operator tokens (without DP, rounds with different robots could be differenced into one robot's task mix).";
     $("chart-expert-share").replaceChildren();
     $("chart-expert-step").replaceChildren();
     return;

@@ -216,6 +216,7 @@ pub fn build(
             Some(Ok(AuditEvent::Round(r))) => rounds.push(r),
             Some(Ok(AuditEvent::JobFinished(f))) => finished.push((e.seq, *f)),
             Some(Ok(AuditEvent::ModelRolledBack(r))) => rollbacks.push(vec![
+                r.seq.to_string(),
                 rfc3339(e.time),
                 r.from.unwrap_or_else(|| "(initial model)".into()),
                 format!("{} (round {})", r.to, r.to_round),
@@ -305,10 +306,10 @@ pub fn build(
 
     if !rollbacks.is_empty() {
         b.push(Block::Para(
-            "Operators moved the job's model back (each following round started from the version it names):".into(),
+            "Operators moved the job's model back (each following round started from the version it names; `rollback` is the row of the coordinator's model_rollbacks table, which `tensorguard models list` shows — an entry without its row was written just before a failed commit and did not take effect):".into(),
         ));
         b.push(Block::Table {
-            head: ["time", "from", "to", "by", "reason"]
+            head: ["rollback", "time", "from", "to", "by", "reason"]
                 .map(String::from)
                 .to_vec(),
             rows: rollbacks,

@@ -14,7 +14,12 @@ pub(super) fn markdown(r: &Report) -> String {
             )),
             Block::Para(p) => out.push_str(&format!("{p}\n\n")),
             Block::Table { head, rows } => {
-                let cell = |c: &str| c.replace('|', "\\|").replace('\n', " ");
+                let cell = |c: &str| {
+                    c.replace('\\', "\\\\")
+                        .replace('|', "\\|")
+                        .replace('<', "&lt;")
+                        .replace(['\n', '\r'], " ")
+                };
                 out.push_str(&format!(
                     "| {} |\n|{}\n",
                     head.join(" | "),
