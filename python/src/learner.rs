@@ -116,14 +116,19 @@ impl Learner for PyLearner {
     /// A client with an operating envelope (`EdgeClient`) says how many
     /// bytes its next update may take; an error in it is the client's and
     /// allows nothing (the round is declined rather than over-sent).
-    fn upload_budget(&mut self) -> Option<u64> {
+    fn upload_budget(&mut self, seconds_left: Option<f64>) -> Option<u64> {
         Python::attach(|py| {
             let client = self.client.bind(py);
-            if !client.hasattr("_tg_upload_budget").unwrap_or(false) {
-                return None;
+            match client.hasattr("_tg_upload_budget") {
+                Ok(false) => return None,
+                Ok(true) => {}
+                Err(e) => {
+                    self.failed(py, "the envelope's upload budget", &e);
+                    return Some(0);
+                }
             }
             match client
-                .call_method0("_tg_upload_budget")
+                .call_method1("_tg_upload_budget", (seconds_left,))
                 .and_then(|b| b.extract::<Option<u64>>())
             {
                 Ok(budget) => budget,
@@ -131,6 +136,28 @@ impl Learner for PyLearner {
                     self.failed(py, "the envelope's upload budget", &e);
                     Some(0)
                 }
+            }
+        })
+    }
+
+    /// A client with an operating envelope says whether it may take part
+    /// now: `None` (ready) or the reason it sits the round out.
+    fn ready(&mut self) -> Result<(), String> {
+        Python::attach(|py| {
+            let client = self.client.bind(py);
+            if !client
+                .hasattr("_tg_ready")
+                .map_err(|e| self.failed(py, "ready", &e))?
+            {
+                return Ok(());
+            }
+            match client
+                .call_method0("_tg_ready")
+                .and_then(|r| r.extract::<Option<String>>())
+            {
+                Ok(None) => Ok(()),
+                Ok(Some(why)) => Err(why),
+                Err(e) => Err(self.failed(py, "ready", &e)),
             }
         })
     }

@@ -120,6 +120,8 @@ class Envelope:
                 raise invalid(f"{name} = {value!r}", "an envelope limit must be a positive, finite number", f"pass e.g. {name}={5_000_000 if integer else 30}")
 
         positive("max_update_bytes", self.max_update_bytes, integer=True)
+        if self.max_update_bytes > 2**63 - 1:
+            raise invalid(f"max_update_bytes = {self.max_update_bytes!r}", "it is beyond any link", "pass at most 2**63 - 1")
         positive("upload_seconds", self.upload_seconds)
         if self.max_train_seconds is not None:
             positive("max_train_seconds", self.max_train_seconds)
@@ -146,20 +148,24 @@ class Envelope:
             return verdict or "the robot's ready() condition said no"
         return None if verdict else "the robot's ready() condition said no"
 
-    def upload_budget(self) -> int:
+    def upload_budget(self, seconds_left: Optional[float] = None) -> int:
         """The bytes the next upload may take: ``max_update_bytes``, or less
-        when the measured uplink carries less in ``upload_seconds``.
+        when the measured uplink carries less in ``upload_seconds`` (or in
+        ``seconds_left`` of the coordinator's round deadline, if sooner).
 
         Example:
-            >>> Envelope().upload_budget()
-            5000000
+            >>> e = Envelope(uplink_bytes_per_s=lambda: 2_000, upload_seconds=30)
+            >>> e.upload_budget(), e.upload_budget(seconds_left=5)
+            (60000, 10000)
         """
         budget = self.max_update_bytes
         if self.uplink_bytes_per_s is not None:
             rate = float(self.uplink_bytes_per_s())
-            if not (rate >= 0 and np.isfinite(rate)):
+            window = self.upload_seconds if seconds_left is None else max(0.0, min(self.upload_seconds, float(seconds_left)))
+            carried = rate * window
+            if not (rate >= 0 and np.isfinite(carried)):
                 raise invalid(f"uplink_bytes_per_s() = {rate!r}", "a measured uplink is a non-negative, finite rate", "return bytes per second from the robot's link statistics")
-            budget = min(budget, int(rate * self.upload_seconds))
+            budget = min(budget, int(carried))
         return max(0, budget)
 
 
@@ -315,9 +321,6 @@ class EdgeClient:
 
         import torch
 
-        why = self.envelope.not_ready()
-        if why is not None:
-            raise RuntimeError(f"not ready ({why}): this robot sits the round out")
         with self._lock:
             episodes = list(self._buffer)
         if not episodes:
@@ -361,9 +364,13 @@ class EdgeClient:
         # Stopped early: the update weighs what it was trained on.
         return policy.state_dict(), seen, {"loss": float(loss.detach())}
 
-    def _tg_upload_budget(self) -> int:
+    def _tg_upload_budget(self, seconds_left: Optional[float] = None) -> int:
         # The engine asks before each upload (the envelope's byte budget).
-        return self.envelope.upload_budget()
+        return self.envelope.upload_budget(seconds_left)
+
+    def _tg_ready(self) -> Optional[str]:
+        # The engine asks before a round, before anything is charged.
+        return self.envelope.not_ready()
 
     def adopt(self, model: Any) -> None:
         """Loads ``model`` (a round's committed model: a ``state_dict`` or a

@@ -113,13 +113,23 @@ class _Recorder:
             self.errors.append(e)
             raise
 
-    def _tg_upload_budget(self) -> Any:
+    def _tg_upload_budget(self, seconds_left: Any = None) -> Any:
         # A client with an operating envelope (EdgeClient) bounds its upload.
         budget = getattr(self.client, "_tg_upload_budget", None)
         if budget is None:
             return None
         try:
-            return budget()
+            return budget(seconds_left)
+        except Exception as e:
+            self.errors.append(e)
+            raise
+
+    def _tg_ready(self) -> Any:
+        ready = getattr(self.client, "_tg_ready", None)
+        if ready is None:
+            return None
+        try:
+            return ready()
         except Exception as e:
             self.errors.append(e)
             raise

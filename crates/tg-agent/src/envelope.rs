@@ -13,6 +13,35 @@ use tg_types::spec::Compression;
 /// Tries at most this many top-k fractions before giving up.
 const TRIES: usize = 8;
 
+/// What sealing adds to a reply on the wire (binding, nonce, sender, a
+/// signature, length prefixes) and the transport's chunk framing, at most.
+const SEAL_OVERHEAD: u64 = 512;
+
+/// Why a round's update could never fit `budget`, known before training
+/// (so nothing is charged for it): a dense round that may not be
+/// sparsified, or a secure round whose masked vector alone is over it.
+pub(crate) fn cannot_fit(req: &tg_proto::TrainRequest, budget: Option<u64>) -> Option<String> {
+    let budget = budget?;
+    let d = req.global.num_values() as u64;
+    let (least, what) = match &req.secure {
+        Some(s) => (
+            (d * u64::from(s.bits)).div_ceil(8),
+            "this secure round's masked vector",
+        ),
+        None if req.config.adaptive_sparsity => return None,
+        None => match req.config.compress {
+            Compression::None => (4 * d, "this round's dense update"),
+            // Compressed forms are measured after training.
+            _ => return None,
+        },
+    };
+    (least + SEAL_OVERHEAD > budget).then(|| {
+        format!(
+            "{what} takes at least {least} bytes; this machine's envelope allows {budget} now (max_update_bytes, or its uplink)"
+        )
+    })
+}
+
 /// The reply's frame size in bytes.
 fn frame_len(reply: &TrainReply) -> Result<u64, String> {
     tg_proto::encode(&ToCoordinator::Trained(reply.clone()))
@@ -42,10 +71,19 @@ pub(crate) fn fit(
         };
         frame_len(reply)
     };
-    let len = encode(compressor, &mut reply, asked)?;
     let Some(budget) = budget else {
-        return Ok((reply, len));
+        // No envelope: as asked, unmeasured.
+        reply.compressed = compressor.encode(&dense, asked);
+        reply.update = if reply.compressed.is_some() {
+            tg_types::Parameters::default()
+        } else {
+            dense
+        };
+        return Ok((reply, 0));
     };
+    // What leaves is the reply sealed and framed.
+    let budget = budget.saturating_sub(SEAL_OVERHEAD);
+    let len = encode(compressor, &mut reply, asked)?;
     if len <= budget {
         return Ok((reply, len));
     }
@@ -118,16 +156,20 @@ mod tests {
     #[test]
     fn an_update_over_the_envelope_is_sparsified_to_fit_and_its_residual_is_kept() {
         let mut c = Compressor::default();
-        let (dense, dense_len) = fit(&mut c, reply(10_000), Compression::None, true, None).unwrap();
-        assert!(dense.compressed.is_none() && dense_len > 40_000);
-        for budget in [30_000u64, 5_000, 600] {
+        let (dense, _) = fit(&mut c, reply(10_000), Compression::None, true, None).unwrap();
+        assert!(dense.compressed.is_none() && dense.update.num_values() == 10_000);
+        for budget in [30_000u64, 5_000, 1_200] {
             let mut c = Compressor::default();
             let (r, len) =
                 fit(&mut c, reply(10_000), Compression::None, true, Some(budget)).unwrap();
-            assert!(len <= budget, "{len} > {budget}");
+            // Sealed and framed, it fits.
+            assert!(len + SEAL_OVERHEAD <= budget, "{len} > {budget}");
             assert!(r.compressed.is_some() && r.update.num_values() == 0);
             // Not far under the budget either: the link is used.
-            assert!(len * 2 > budget, "{len} is far under {budget}");
+            assert!(
+                (len + SEAL_OVERHEAD) * 2 > budget,
+                "{len} is far under {budget}"
+            );
             // What was not sent is carried to the next round.
             assert_eq!(c.residual().len(), 10_000);
         }
@@ -138,12 +180,40 @@ mod tests {
         let mut c = Compressor::default();
         let e = fit(&mut c, reply(10_000), Compression::None, false, Some(5_000)).unwrap_err();
         assert!(e.contains("cannot take a sparsified update"), "{e}");
-        let e = fit(&mut c, reply(10_000), Compression::None, true, Some(100)).unwrap_err();
+        let e = fit(&mut c, reply(10_000), Compression::None, true, Some(600)).unwrap_err();
         assert!(e.contains("does not fit"), "{e}");
         assert!(c.residual().is_empty());
         // Within the budget: as asked, untouched.
         let (r, _) = fit(&mut c, reply(100), Compression::None, true, Some(5_000)).unwrap();
         assert!(r.compressed.is_none());
+    }
+
+    #[test]
+    fn what_could_never_fit_is_known_before_training() {
+        let req = |d: usize, adaptive: bool| tg_proto::TrainRequest {
+            at: reply(1).at,
+            global: reply(d).update,
+            config: tg_types::spec::TrainConfig {
+                local_epochs: 1,
+                batch_size: 1,
+                learning_rate: 0.1,
+                optimizer: tg_types::spec::OptimizerSpec::Sgd,
+                dp_sgd: None,
+                compress: Compression::None,
+                adaptive_sparsity: adaptive,
+                deadline_ms: None,
+            },
+            objective: tg_types::spec::LocalObjective::Plain,
+            secure: None,
+        };
+        assert!(cannot_fit(&req(10_000, false), Some(20_000)).is_some());
+        assert!(cannot_fit(&req(10_000, true), Some(20_000)).is_none());
+        assert!(cannot_fit(&req(10_000, false), Some(50_000)).is_none());
+        assert!(cannot_fit(&req(10_000, false), None).is_none());
+        // A secure round's bound counts every neighbour's shares.
+        let alone = crate::secure::secure_upload_bound(10_000, 20, 0);
+        assert!(alone >= 25_000);
+        assert!(crate::secure::secure_upload_bound(10_000, 20, 30) >= alone + 30 * 256);
     }
 
     #[test]

@@ -116,9 +116,15 @@ pub trait Learner: Send {
     fn evaluate(&mut self, model: &Parameters) -> Result<Evaluation, String>;
     /// The most bytes the next update may take on the wire as this machine
     /// stands now (e.g. its measured uplink over the time an upload may
-    /// take); `None`: no limit beyond the owner's `max_update_bytes`.
-    fn upload_budget(&mut self) -> Option<u64> {
+    /// take, at most `seconds_left` of the coordinator's deadline); `None`:
+    /// no limit beyond the owner's `max_update_bytes`.
+    fn upload_budget(&mut self, _seconds_left: Option<f64>) -> Option<u64> {
         None
+    }
+    /// Whether this machine may take part in a round now (a battery, idle
+    /// or thermal condition); asked before anything is charged.
+    fn ready(&mut self) -> Result<(), String> {
+        Ok(())
     }
 }
 

@@ -122,6 +122,9 @@ pub struct Agent {
     seed_name: String,
     /// Compression state (top-k's carried residual), kept across rounds.
     compressor: tg_compress::Compressor,
+    /// The current round, when its request arrived, and the coordinator's
+    /// deadline for it (ms).
+    round_clock: Option<(RoundRef, std::time::Instant, u64)>,
     /// The job is differentially private: no un-noised metrics leave.
     private_job: bool,
     /// The last round this agent evaluated a model for (at most one
@@ -183,6 +186,7 @@ impl Agent {
             ledger: OwnerLedger::in_memory(dataset.into()),
             seed_name: id.as_str().to_owned(),
             compressor: tg_compress::Compressor::default(),
+            round_clock: None,
             private_job: false,
             last_evaluated: 0,
             last_declined: None,
@@ -291,11 +295,22 @@ impl Agent {
     /// The most bytes this round's update may take: the owner's
     /// `max_update_bytes` and what the learner's machine allows now (its
     /// uplink), whichever is less.
-    pub(crate) fn upload_budget(&mut self) -> Option<u64> {
-        match (self.policy.max_update_bytes, self.learner.upload_budget()) {
+    pub(crate) fn upload_budget(&mut self, seconds_left: Option<f64>) -> Option<u64> {
+        match (
+            self.policy.max_update_bytes,
+            self.learner.upload_budget(seconds_left),
+        ) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Seconds left of the coordinator's deadline for round `at` (when it
+    /// set one), counted from when its request arrived.
+    pub(crate) fn seconds_left(&self, at: RoundRef) -> Option<f64> {
+        let (round, started, deadline_ms) = self.round_clock?;
+        (round == at)
+            .then(|| (deadline_ms as f64 / 1000.0 - started.elapsed().as_secs_f64()).max(0.0))
     }
 
     fn declined(&mut self, at: RoundRef, reason: DeclineReason, detail: &str) -> ToCoordinator {
@@ -316,6 +331,23 @@ impl Agent {
         // Deterministic checks first, so a malformed request costs no budget.
         if let Err(detail) = self.precheck(req) {
             return self.declined(req.at, DeclineReason::TrainingFailed, &detail);
+        }
+        self.round_clock = req
+            .config
+            .deadline_ms
+            .map(|ms| (req.at, std::time::Instant::now(), ms));
+        // The machine's own conditions, before anything is charged: ready
+        // at all, and an update that could never fit its envelope.
+        if let Err(why) = self.learner.ready() {
+            return self.declined(
+                req.at,
+                DeclineReason::TrainingFailed,
+                &format!("not ready: {why}"),
+            );
+        }
+        if let Some(why) = envelope::cannot_fit(req, self.upload_budget(self.seconds_left(req.at)))
+        {
+            return self.declined(req.at, DeclineReason::OwnerFloor, &why);
         }
         // The owner's policy: replays, plaintext, floors, the dataset's budget.
         let pending =
@@ -376,7 +408,7 @@ impl Agent {
                     epsilon,
                 };
                 // The owner's envelope: measured on the frame that would leave.
-                let budget = self.upload_budget();
+                let budget = self.upload_budget(self.seconds_left(req.at));
                 match envelope::fit(
                     &mut self.compressor,
                     reply,

@@ -44,6 +44,15 @@ impl From<&str> for StartError {
     }
 }
 
+/// An upper bound of the bytes one agent sends in a secure round of
+/// `lanes` lanes of `bits` bits with `degree` neighbours: the masked vector,
+/// per neighbour a sealed pair of Shamir shares (≤ 256 bytes with its
+/// framing), its index in the commitment (≤ 5) and an unmasking share
+/// (≤ 128), and 4 frames of signature, header and key material (≤ 1 kB each).
+pub(crate) fn secure_upload_bound(lanes: usize, bits: u32, degree: usize) -> u64 {
+    (lanes as u64 * u64::from(bits)).div_ceil(8) + degree as u64 * (256 + 5 + 128) + 4 * 1024
+}
+
 fn os_rng() -> Result<ChaCha20Rng, String> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed)
@@ -113,14 +122,18 @@ impl Agent {
             None => encoding.encode(&values, &mut dither, None),
         }
         .map_err(|e| e.to_string())?;
-        // The owner's envelope: the masked vector alone is d·B/8 bytes, and
-        // a secure round cannot be sparsified by one agent.
-        let masked = (lanes.len() as u64 * u64::from(secure.bits)).div_ceil(8);
-        if let Some(budget) = self.upload_budget()
-            && masked > budget
+        // The owner's envelope, against everything this round sends: the
+        // masked vector (d·B/8 bytes), a sealed pair of shares per
+        // neighbour, the mask commitment, up to a share per neighbour when
+        // unmasking, and each frame's signature and framing. A secure round
+        // cannot be sparsified by one agent.
+        let upload = secure_upload_bound(lanes.len(), cfg.bits, cfg.graph.degree);
+        if let Some(budget) = self.upload_budget(self.seconds_left(at))
+            && upload > budget
         {
             return Err(StartError::Envelope(format!(
-                "this round's masked vector takes {masked} bytes; this machine's envelope allows {budget} now (max_update_bytes, or its uplink)"
+                "this secure round sends up to {upload} bytes from this machine (its masked vector and {} neighbours' shares); this machine's envelope allows {budget} now (max_update_bytes, or its uplink)",
+                cfg.graph.degree
             )));
         }
         let (client, msg) = Client::new(

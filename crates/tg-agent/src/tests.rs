@@ -23,6 +23,7 @@ fn trains_on_request_and_declines_bad_models() {
         dp_sgd: None,
         compress: Default::default(),
         adaptive_sparsity: false,
+        deadline_ms: None,
     };
     let global = tg_model::init_parameters(&shape, 0).unwrap();
     let req = ToAgent::Train(TrainRequest {
@@ -111,6 +112,7 @@ fn a_guarded_agent_keeps_its_own_budget() {
                 dp_sgd,
                 compress: Default::default(),
                 adaptive_sparsity: false,
+                deadline_ms: None,
             },
             objective: LocalObjective::Plain,
             secure: None,

@@ -69,6 +69,7 @@ fn no_outbound_frame_carries_dataset_bytes() {
         dp_sgd: None,
         compress: Default::default(),
         adaptive_sparsity: false,
+        deadline_ms: None,
     };
     let global = tg_model::init_parameters(&shape, 1).unwrap();
     let mut frames = Vec::new();

@@ -177,6 +177,7 @@ fn the_built_in_learner_refuses_an_operator_model_job_at_the_offer() {
             dp_sgd: None,
             compress: Default::default(),
             adaptive_sparsity: false,
+            deadline_ms: None,
         },
         privacy: None,
         rounds: 1,

@@ -85,6 +85,7 @@ fn a_coordinator_cannot_ask_for_more_work_than_the_owner_allows() {
                 dp_sgd,
                 compress: Default::default(),
                 adaptive_sparsity: false,
+                deadline_ms: None,
             },
             objective: LocalObjective::Plain,
             secure: None,
@@ -237,6 +238,7 @@ fn a_request_training_would_refuse_is_refused_before_it_is_charged() {
         dp_sgd: Some(dp(2.0)),
         compress: Default::default(),
         adaptive_sparsity: false,
+        deadline_ms: None,
     };
     // The right layout and value count, but one tensor holds a value of its
     // neighbour's.
@@ -370,4 +372,58 @@ fn planted_ledger_files_are_refused_not_trusted() {
         ToCoordinator::Trained(_)
     ));
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+}
+
+#[test]
+fn an_update_that_could_never_fit_the_envelope_is_refused_before_it_is_charged() {
+    let d = data();
+    let ledger = || OwnerLedger::in_memory(tg_agent::policy::fingerprint(&d));
+    let train = |a: &mut Agent, shape: &ModelShape, round: u32, adaptive: bool| {
+        let req = ToAgent::Train(TrainRequest {
+            at: RoundRef {
+                job: JobId::from_bytes([9; 16]),
+                round,
+            },
+            global: tg_model::init_parameters(shape, 0).unwrap(),
+            config: TrainConfig {
+                local_epochs: 1,
+                batch_size: 16,
+                learning_rate: 0.1,
+                optimizer: OptimizerSpec::Sgd,
+                dp_sgd: Some(dp(2.0)),
+                compress: Default::default(),
+                adaptive_sparsity: adaptive,
+                deadline_ms: Some(60_000),
+            },
+            objective: LocalObjective::Plain,
+            secure: None,
+        });
+        let Handled::Reply(frame) = a.handle_frame(&tg_proto::encode(&req).unwrap()).unwrap()
+        else {
+            panic!()
+        };
+        tg_proto::decode::<ToCoordinator>(&frame).unwrap()
+    };
+    let (mut a, shape) = agent(
+        OwnerPolicy {
+            max_update_bytes: Some(2048),
+            ..plaintext_ok()
+        },
+        ledger(),
+    );
+    assert!(tg_model::init_parameters(&shape, 0).unwrap().num_values() * 4 > 2048);
+    // Dense and not to be sparsified: refused before training or charging.
+    let reply = train(&mut a, &shape, 1, false);
+    assert_eq!(declined(&reply), Some(DeclineReason::OwnerFloor));
+    let delta = tg_privacy::Delta::new(1e-5).unwrap();
+    assert_eq!(a.ledger().epsilon(delta), 0.0, "nothing was charged");
+    // The same round where sparsifying is allowed: trained, charged, and
+    // sent as top-k within the budget.
+    let reply = train(&mut a, &shape, 2, true);
+    let ToCoordinator::Trained(r) = &reply else {
+        panic!("{reply:?}")
+    };
+    assert!(r.compressed.is_some() && r.update.num_values() == 0);
+    assert!(tg_proto::encode(&reply).unwrap().len() <= 2048);
+    assert!(a.ledger().epsilon(delta) > 0.0);
 }

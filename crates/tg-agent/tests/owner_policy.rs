@@ -192,6 +192,7 @@ fn a_round_with_an_uncertified_or_foreign_identity_is_refused() {
             dp_sgd: None,
             compress: Default::default(),
             adaptive_sparsity: false,
+            deadline_ms: None,
         },
         objective: LocalObjective::Plain,
         secure: Some(Box::new(SecureRound {
@@ -398,6 +399,7 @@ fn evaluation_is_refused_by_default_and_a_malformed_round_costs_no_budget() {
             dp_sgd: Some(dp(2.0)),
             compress: Default::default(),
             adaptive_sparsity: false,
+            deadline_ms: None,
         },
         objective: LocalObjective::Plain,
         secure: None,

@@ -84,6 +84,7 @@ impl<T: Transport> Coordinator<'_, T> {
         // (top-k) when the strategy can fold sparse updates.
         let mut config = self.config.train;
         config.adaptive_sparsity = self.strategy.takes_sparse_updates();
+        config.deadline_ms = Some(self.config.round_deadline.as_millis() as u64);
         let message = Outgoing::encode(&ToAgent::Train(TrainRequest {
             at,
             global: global.clone(),

@@ -353,6 +353,7 @@ mod tests {
                 dp_sgd: None,
                 compress: Default::default(),
                 adaptive_sparsity: false,
+                deadline_ms: None,
             },
             rounds: 3,
             clients: 5,

@@ -285,6 +285,7 @@ pub(crate) fn resolve(s: &JobSection) -> Result<JobSpec> {
             compress,
             // The coordinator decides per round (its strategy, plaintext).
             adaptive_sparsity: false,
+            deadline_ms: None,
         },
         rounds,
         clients,

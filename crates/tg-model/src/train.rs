@@ -340,6 +340,7 @@ mod tests {
             dp_sgd: None,
             compress: Default::default(),
             adaptive_sparsity: false,
+            deadline_ms: None,
         }
     }
 

@@ -398,6 +398,7 @@ mod tests {
                 dp_sgd: None,
                 compress: Default::default(),
                 adaptive_sparsity: false,
+                deadline_ms: None,
             },
             objective: LocalObjective::Proximal { mu: 0.01 },
             secure: None,

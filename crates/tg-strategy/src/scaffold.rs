@@ -35,6 +35,12 @@ impl Scaffold {
 }
 
 impl Strategy for Scaffold {
+    /// No: its control-variate change travels dense beside the update, and
+    /// would no longer match a sparsified one.
+    fn takes_sparse_updates(&self) -> bool {
+        false
+    }
+
     fn name(&self) -> &'static str {
         "scaffold"
     }

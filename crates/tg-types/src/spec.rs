@@ -293,6 +293,11 @@ pub struct TrainConfig {
     /// coordinator for plaintext rounds whose strategy folds sparse updates).
     #[serde(default)]
     pub adaptive_sparsity: bool,
+    /// How long the coordinator waits for this round's replies from when it
+    /// sends the request, in ms (plaintext rounds): an agent fits its upload
+    /// into what is left after training.
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
 }
 
 /// What the local objective adds to plain empirical risk, set by the strategy.

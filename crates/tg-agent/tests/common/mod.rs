@@ -54,6 +54,7 @@ pub fn ask(
             dp_sgd,
             compress: Default::default(),
             adaptive_sparsity: false,
+            deadline_ms: None,
         },
         objective: LocalObjective::Plain,
         secure: None,

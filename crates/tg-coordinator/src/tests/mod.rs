@@ -118,6 +118,7 @@ fn config(rounds: u32, quorum: usize) -> RunConfig {
             dp_sgd: None,
             compress: Default::default(),
             adaptive_sparsity: false,
+            deadline_ms: None,
         },
         seed: 0,
         privacy: None,
