@@ -5,47 +5,19 @@ use super::*;
 
 #[tokio::test]
 async fn a_rollback_during_a_round_discards_its_candidate_and_the_next_round_starts_from_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let operator_dir = dir.path().to_owned();
-    let job = JobId::from_bytes([9; 16]).to_string();
-    let operator_job = job.clone();
-    let agents: Vec<AgentId> = (0..2).map(AgentId::numbered).collect();
-    let transport = ScriptedTransport {
-        agents,
-        queue: VecDeque::new(),
-        // Every round adds 1 to the model. While round 3 trains, the
-        // operator rolls the job back to round 1's version.
-        script: Box::new(move |a, req| {
-            if req.at.round == 3 && a.as_str().ends_with('0') {
-                let mut operator = Store::open(&operator_dir).unwrap();
-                let v1 = operator.model_versions(&operator_job).unwrap()[0].clone();
-                assert_eq!(v1.round, 1);
-                operator
-                    .rollback_model(
-                        &operator_job,
-                        &v1.sha256,
-                        "round 2 regressed",
-                        "test",
-                        |_| Ok(()),
-                    )
-                    .unwrap();
-            }
-            vec![reply(a, req, params(1.0))]
-        }),
-        evaluate: None,
-    };
-    let mut store = Store::open(dir.path()).unwrap();
-    let strategy = Box::new(FedAvg::new(Sampler::new(1.0, 1).unwrap(), 1.0));
-    let outcome = Coordinator::new(
-        transport,
-        strategy,
-        Box::new(MeanEvaluator),
-        &mut store,
-        config(4, 2),
+    // While round 3 trains, the operator rolls the job back to round 1's
+    // version.
+    let (outcome, store, _d) = with_operator_in_round_3(
+        |s, job| {
+            let v1 = s.model_versions(job).unwrap()[0].clone();
+            assert_eq!(v1.round, 1);
+            s.rollback_model(job, &v1.sha256, "round 2 regressed", "test", |_| Ok(()))
+                .unwrap();
+        },
+        4,
     )
-    .run(params(0.0), |_| {})
-    .await
-    .unwrap();
+    .await;
+    let job = JobId::from_bytes([9; 16]).to_string();
     let rounds = store.rounds(&job).unwrap();
     let statuses: Vec<RoundStatus> = rounds.iter().map(|r| r.status).collect();
     assert_eq!(
