@@ -121,18 +121,7 @@ fn the_registry_lists_versions_and_an_audited_rollback_moves_the_head() {
 #[test]
 fn a_rollback_without_a_passphrase_is_refused_and_changes_nothing() {
     let sb = Sandbox::new();
-    let d = sb.json(&[
-        "demo",
-        "--clients",
-        "2",
-        "--rounds",
-        "2",
-        "--no-baseline",
-        "--json",
-    ]);
-    let run = d["run_id"].as_str().unwrap().to_owned();
-    let list = sb.json(&["models", "list", &run, "--json"]);
-    let v1 = list["versions"][0]["sha256"].as_str().unwrap().to_owned();
+    let (run, v1) = two_round_demo(&sb, &[]);
     let out = sb
         .cmd()
         .env_remove("TENSORGUARD_KEY_PASSPHRASE")
@@ -152,20 +141,7 @@ fn a_rollback_without_a_passphrase_is_refused_and_changes_nothing() {
 #[test]
 fn a_rollback_is_refused_for_stateful_strategies_and_unprintable_reasons() {
     let sb = Sandbox::new();
-    let d = sb.json(&[
-        "demo",
-        "--clients",
-        "2",
-        "--rounds",
-        "2",
-        "--strategy",
-        "fedadam",
-        "--no-baseline",
-        "--json",
-    ]);
-    let run = d["run_id"].as_str().unwrap().to_owned();
-    let list = sb.json(&["models", "list", &run, "--json"]);
-    let v1 = list["versions"][0]["sha256"].as_str().unwrap().to_owned();
+    let (run, v1) = two_round_demo(&sb, &["--strategy", "fedadam"]);
     sb.fails_with(&["models", "rollback", &run, &v1, "--reason", "x"], "E034");
     sb.fails_with(
         &[
@@ -180,4 +156,23 @@ fn a_rollback_is_refused_for_stateful_strategies_and_unprintable_reasons() {
     );
     let list = sb.json(&["models", "list", &run, "--json"]);
     assert!(list["rollbacks"].as_array().unwrap().is_empty());
+}
+
+/// A two-round demo run with `extra` flags: its id and round 1's version.
+fn two_round_demo(sb: &Sandbox, extra: &[&str]) -> (String, String) {
+    let mut args = vec![
+        "demo",
+        "--clients",
+        "2",
+        "--rounds",
+        "2",
+        "--no-baseline",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let d = sb.json(&args);
+    let run = d["run_id"].as_str().unwrap().to_owned();
+    let list = sb.json(&["models", "list", &run, "--json"]);
+    let v1 = list["versions"][0]["sha256"].as_str().unwrap().to_owned();
+    (run, v1)
 }

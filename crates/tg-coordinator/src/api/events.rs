@@ -46,6 +46,14 @@ fn event(kind: &str, data: &serde_json::Value) -> Event {
     Event::default().event(kind).data(data.to_string())
 }
 
+/// A `round` event's data: the record without its per-expert figures
+/// (those are for operators, through GET …/rounds; the stream is viewers').
+fn round_data(job: &str, r: &tg_types::record::RoundRecord) -> serde_json::Value {
+    let mut r = r.clone();
+    r.experts.clear();
+    json!({"job": job, "record": r})
+}
+
 /// Everything that changed since the last poll, as events.
 fn changes(state: &ApiState, seen: &mut Seen) -> Vec<Event> {
     let mut out = Vec::new();
@@ -86,10 +94,7 @@ fn changes(state: &ApiState, seen: &mut Seen) -> Vec<Event> {
     for (job, recorded, stage, unchanged_status, before, new_rounds) in rows {
         if seen.primed {
             for r in &new_rounds {
-                // Per-expert figures are for operators (GET …/rounds).
-                let mut r = r.clone();
-                r.experts.clear();
-                out.push(event("round", &json!({"job": job.id, "record": r})));
+                out.push(event("round", &round_data(&job.id, r)));
             }
             if !unchanged_status {
                 out.push(event("job", &json!(job)));
@@ -148,4 +153,43 @@ pub(super) async fn events(
     use futures::StreamExt;
     let stream = hello.chain(updates.flatten());
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[cfg(test)]
+mod tests {
+    use tg_types::record::{ExpertStep, RoundRecord, RoundStatus};
+
+    #[test]
+    fn the_live_stream_never_carries_per_expert_figures() {
+        let r = RoundRecord {
+            round: 1,
+            status: RoundStatus::Committed,
+            accuracy: None,
+            loss: None,
+            selected: 2,
+            participants: 2,
+            upload_bytes: 0,
+            download_bytes: 0,
+            duration_ms: 1,
+            reason: None,
+            model_sha256: None,
+            parent_sha256: None,
+            participants_detail: vec![],
+            epsilon: None,
+            federated: None,
+            gate: None,
+            experts: vec![ExpertStep {
+                weight: 3.0,
+                share: 0.75,
+                updated: true,
+                step_norm: 0.2,
+            }],
+        };
+        let data = super::round_data("j", &r).to_string();
+        assert!(data.contains("\"round\":1"), "{data}");
+        assert!(
+            !data.contains("share") && !data.contains("step_norm"),
+            "{data}"
+        );
+    }
 }

@@ -142,27 +142,13 @@ async fn run_with(
     n_agents: usize,
     script: Script,
 ) -> (crate::RunOutcome, Store, tempfile::TempDir) {
-    let quorum = config.min_results;
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
     let transport = ScriptedTransport {
         agents: (0..n_agents).map(AgentId::numbered).collect(),
         queue: VecDeque::new(),
         script,
         evaluate: None,
     };
-    let strategy = Box::new(FedAvg::new(Sampler::new(1.0, quorum).unwrap(), 1.0));
-    let outcome = Coordinator::new(
-        transport,
-        strategy,
-        Box::new(MeanEvaluator),
-        &mut store,
-        config,
-    )
-    .run(params(0.0), |_| {})
-    .await
-    .unwrap();
-    (outcome, store, dir)
+    run_over(config, transport).await
 }
 
 #[tokio::test]
@@ -335,9 +321,18 @@ async fn run_over(
     config: RunConfig,
     transport: ScriptedTransport,
 ) -> (crate::RunOutcome, Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
+    run_in(tempfile::tempdir().unwrap(), config, transport).await
+}
+
+/// The same, with the store in `dir` (which other connections may open).
+async fn run_in(
+    dir: tempfile::TempDir,
+    config: RunConfig,
+    transport: ScriptedTransport,
+) -> (crate::RunOutcome, Store, tempfile::TempDir) {
     let mut store = Store::open(dir.path()).unwrap();
-    let strategy = Box::new(FedAvg::new(Sampler::new(1.0, 1).unwrap(), 1.0));
+    let quorum = config.min_results;
+    let strategy = Box::new(FedAvg::new(Sampler::new(1.0, quorum).unwrap(), 1.0));
     let outcome = Coordinator::new(
         transport,
         strategy,

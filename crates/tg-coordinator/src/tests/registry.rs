@@ -76,19 +76,7 @@ async fn with_operator_in_round_3(
         }),
         evaluate: None,
     };
-    let mut store = Store::open(dir.path()).unwrap();
-    let strategy = Box::new(FedAvg::new(Sampler::new(1.0, 1).unwrap(), 1.0));
-    let outcome = Coordinator::new(
-        transport,
-        strategy,
-        Box::new(MeanEvaluator),
-        &mut store,
-        config(rounds, 2),
-    )
-    .run(params(0.0), |_| {})
-    .await
-    .unwrap();
-    (outcome, store, dir)
+    run_in(dir, config(rounds, 2), transport).await
 }
 
 fn version(store: &Store, job: &str, i: usize) -> String {
