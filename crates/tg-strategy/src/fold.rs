@@ -5,9 +5,11 @@
 //! 2⁻³² units), not floating point. Integer addition is associative, so the
 //! sum — and hence the next global model, bit for bit — does not depend on the
 //! order in which updates arrive: the in-process demo and a fleet on a real
-//! network fold the same updates to the same model. Memory is one `i64` per
-//! parameter (plus one more for SCAFFOLD's control variates), whatever the
-//! number of clients. The grid, 2⁻³² ≈ 2.3·10⁻¹⁰, is finer than an `f32`'s
+//! network fold the same updates to the same model. Memory is one exact sum
+//! per parameter (plus one more for SCAFFOLD's control variates), whatever
+//! the number of clients, held in six bytes while the sum stays within
+//! ±32,767 (see `acc`: 1.5× the model's `f32` size, 2× at worst). The grid,
+//! 2⁻³² ≈ 2.3·10⁻¹⁰, is finer than an `f32`'s
 //! resolution for any value above 2⁻⁹.
 //!
 //! A fold is sized for the round: it takes at most `capacity` updates (the
@@ -21,6 +23,8 @@
 use std::collections::BTreeSet;
 
 use tg_types::view::Lanes;
+
+use crate::acc::Acc;
 use tg_types::{AgentId, NamedTensor, Parameters, ParamsError};
 
 use crate::{ClientUpdate, Result, StrategyError};
@@ -96,8 +100,8 @@ pub struct Fold {
     capacity: usize,
     limit: i64,
     layout: Vec<(String, Vec<usize>)>,
-    sum: Vec<i64>,
-    control: Option<Vec<i64>>,
+    sum: Acc,
+    control: Option<Acc>,
     weight: u64,
     unclipped: usize,
     agents: BTreeSet<AgentId>,
@@ -117,8 +121,8 @@ impl Fold {
                 .iter()
                 .map(|t| (t.name.clone(), t.shape.clone()))
                 .collect(),
-            sum: vec![0; n],
-            control: rule.control.then(|| vec![0; n]),
+            sum: Acc::zeros(n),
+            control: rule.control.then(|| Acc::zeros(n)),
             weight: 0,
             unclipped: 0,
             agents: BTreeSet::new(),
@@ -308,7 +312,7 @@ impl Fold {
             return Err(StrategyError::ZeroWeight);
         }
         let w = self.weight as f64;
-        for (t, &s) in target.values_mut().zip(&self.sum) {
+        for (t, s) in target.values_mut().zip(self.sum.iter()) {
             *t += alpha * ((s as f64 / SCALE / w) as f32);
         }
         Ok(())
@@ -316,7 +320,7 @@ impl Fold {
 
     /// `Σ wᵢΔᵢ` in f64 (what DP noise is added to).
     pub fn sum_f64(&self) -> Vec<f64> {
-        self.sum.iter().map(|&s| s as f64 / SCALE).collect()
+        self.sum.iter().map(|s| s as f64 / SCALE).collect()
     }
 
     /// `Σ Δcᵢ / divisor` (SCAFFOLD's control step), if control deltas were folded.
@@ -332,11 +336,10 @@ impl Fold {
         self.laid_out(|at, len| lanes[at..at + len].iter().map(|&v| v as f32).collect())
     }
 
-    fn to_params(&self, lanes: &[i64], divisor: f64) -> Result<Parameters> {
+    fn to_params(&self, lanes: &Acc, divisor: f64) -> Result<Parameters> {
         self.laid_out(|at, len| {
-            lanes[at..at + len]
-                .iter()
-                .map(|&s| (s as f64 / SCALE / divisor) as f32)
+            (at..at + len)
+                .map(|i| (lanes.get(i) as f64 / SCALE / divisor) as f32)
                 .collect()
         })
     }
@@ -423,11 +426,11 @@ impl Term {
 /// `acc[j] += term(v[j])` for every lane, or, at the first term past the
 /// limit, the lanes already changed restored and `Err`. No addition can
 /// overflow: at most `capacity` terms, each within `i64::MAX / capacity`.
-fn add_lanes(acc: &mut [i64], values: &impl Lanes, term: Term) -> std::result::Result<(), ()> {
+fn add_lanes(acc: &mut Acc, values: &impl Lanes, term: Term) -> std::result::Result<(), ()> {
     let mut failed_at = None;
-    for (j, (a, v)) in acc.iter_mut().zip(values.lanes()).enumerate() {
+    for (j, v) in values.lanes().take(acc.len()).enumerate() {
         match term.of(v) {
-            Some(t) => *a += t,
+            Some(t) => acc.add(j, t),
             None => {
                 failed_at = Some(j);
                 break;
@@ -445,10 +448,10 @@ fn add_lanes(acc: &mut [i64], values: &impl Lanes, term: Term) -> std::result::R
 
 /// Subtracts the terms of lanes `..upto` again (each was added, so each is
 /// within the limit and the subtraction is exact).
-fn undo_lanes(acc: &mut [i64], values: &impl Lanes, term: Term, upto: usize) {
-    for (a, v) in acc[..upto].iter_mut().zip(values.lanes()) {
+fn undo_lanes(acc: &mut Acc, values: &impl Lanes, term: Term, upto: usize) {
+    for (j, v) in values.lanes().take(upto).enumerate() {
         if let Some(t) = term.of(v) {
-            *a -= t;
+            acc.add(j, -t);
         }
     }
 }

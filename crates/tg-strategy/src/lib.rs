@@ -10,6 +10,7 @@
 //! folded into an exact [`Fold`] as it arrives, so memory is O(model), not
 //! O(clients × model), and the result is the same in any arrival order.
 
+mod acc;
 mod central_dp;
 mod expert_wise;
 mod fedadam;

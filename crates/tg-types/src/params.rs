@@ -247,22 +247,40 @@ impl Parameters {
         meta: Option<HashMap<String, String>>,
     ) -> Result<Vec<u8>, ParamsError> {
         let stored = |name: &str| dtypes.get(name).copied().unwrap_or(Stored::F32);
-        // One copy into little-endian bytes: portable and free of `unsafe`.
-        let buffers: Vec<Vec<u8>> = self
+        // f32 tensors are viewed in place on little-endian machines (what
+        // safetensors stores), so serialising holds the model once more, not
+        // twice; half precision, or a big-endian machine, takes one exact
+        // copy into little-endian bytes.
+        let buffers: Vec<std::borrow::Cow<'_, [u8]>> = self
             .tensors
             .iter()
             .map(|t| match stored(&t.name) {
-                Stored::F32 => t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                Stored::F16 => t
-                    .data
-                    .iter()
-                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-                    .collect(),
-                Stored::BF16 => t
-                    .data
-                    .iter()
-                    .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
-                    .collect(),
+                Stored::F32 if cfg!(target_endian = "little") => {
+                    std::borrow::Cow::Borrowed(bytemuck::cast_slice::<f32, u8>(&t.data))
+                }
+                Stored::F32 => {
+                    let mut b = Vec::with_capacity(t.data.len() * 4);
+                    b.extend(t.data.iter().flat_map(|v| v.to_le_bytes()));
+                    std::borrow::Cow::Owned(b)
+                }
+                Stored::F16 => {
+                    let mut b = Vec::with_capacity(t.data.len() * 2);
+                    b.extend(
+                        t.data
+                            .iter()
+                            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes()),
+                    );
+                    std::borrow::Cow::Owned(b)
+                }
+                Stored::BF16 => {
+                    let mut b = Vec::with_capacity(t.data.len() * 2);
+                    b.extend(
+                        t.data
+                            .iter()
+                            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()),
+                    );
+                    std::borrow::Cow::Owned(b)
+                }
             })
             .collect();
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = self
@@ -275,7 +293,7 @@ impl Parameters {
                     Stored::F16 => safetensors::Dtype::F16,
                     Stored::BF16 => safetensors::Dtype::BF16,
                 };
-                safetensors::tensor::TensorView::new(dtype, t.shape.clone(), bytes)
+                safetensors::tensor::TensorView::new(dtype, t.shape.clone(), bytes.as_ref())
                     .map(|v| (t.name.clone(), v))
                     .map_err(|e| ParamsError::Safetensors(e.to_string()))
             })
