@@ -258,29 +258,13 @@ impl Parameters {
                 Stored::F32 if cfg!(target_endian = "little") => {
                     std::borrow::Cow::Borrowed(bytemuck::cast_slice::<f32, u8>(&t.data))
                 }
-                Stored::F32 => {
-                    let mut b = Vec::with_capacity(t.data.len() * 4);
-                    b.extend(t.data.iter().flat_map(|v| v.to_le_bytes()));
-                    std::borrow::Cow::Owned(b)
-                }
-                Stored::F16 => {
-                    let mut b = Vec::with_capacity(t.data.len() * 2);
-                    b.extend(
-                        t.data
-                            .iter()
-                            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes()),
-                    );
-                    std::borrow::Cow::Owned(b)
-                }
-                Stored::BF16 => {
-                    let mut b = Vec::with_capacity(t.data.len() * 2);
-                    b.extend(
-                        t.data
-                            .iter()
-                            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()),
-                    );
-                    std::borrow::Cow::Owned(b)
-                }
+                Stored::F32 => std::borrow::Cow::Owned(le_bytes(&t.data, f32::to_le_bytes)),
+                Stored::F16 => std::borrow::Cow::Owned(le_bytes(&t.data, |v| {
+                    half::f16::from_f32(v).to_le_bytes()
+                })),
+                Stored::BF16 => std::borrow::Cow::Owned(le_bytes(&t.data, |v| {
+                    half::bf16::from_f32(v).to_le_bytes()
+                })),
             })
             .collect();
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = self
@@ -346,6 +330,13 @@ impl Parameters {
         }
         Self::new(tensors)
     }
+}
+
+/// Each value's little-endian bytes, in one exactly sized buffer.
+fn le_bytes<const N: usize>(data: &[f32], bytes: impl Fn(f32) -> [u8; N]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(data.len() * N);
+    b.extend(data.iter().flat_map(|&v| bytes(v)));
+    b
 }
 
 #[cfg(test)]
