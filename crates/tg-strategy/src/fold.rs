@@ -8,7 +8,8 @@
 //! network fold the same updates to the same model. Memory is one exact sum
 //! per parameter (plus one more for SCAFFOLD's control variates), whatever
 //! the number of clients, held in six bytes while the sum stays within
-//! ±32,767 (see `acc`: 1.5× the model's `f32` size, 2× at worst). The grid,
+//! ±32,767 (see `acc`: 1.5× the model's `f32` size, 2× once widened, about
+//! 3.7× for the moment of widening). The grid,
 //! 2⁻³² ≈ 2.3·10⁻¹⁰, is finer than an `f32`'s
 //! resolution for any value above 2⁻⁹.
 //!
