@@ -5,12 +5,15 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+#[path = "cli_demo.rs"]
+mod demo;
 #[path = "cli_fleet.rs"]
 mod fleet;
 #[path = "cli_privacy.rs"]
 mod privacy;
 #[path = "cli_trust.rs"]
 mod trust;
+pub use demo::{RobustArgs, SecureArgs};
 pub use fleet::{
     AgentCommand, AgentStartArgs, CoordinatorCommand, CoordinatorStartArgs, EnrollCommand, TlsArgs,
     UpArgs,
@@ -294,7 +297,8 @@ pub struct DemoArgs {
     #[arg(long, value_name = "FILE", conflicts_with_all = [
         "clients", "rounds", "strategy", "partition", "dataset", "model", "local_epochs",
         "batch_size", "lr", "optimizer", "compress", "fraction", "min_clients", "dropout",
-        "seed", "hidden", "mu", "server_lr", "dp", "secure_aggregation",
+        "seed", "hidden", "mu", "server_lr", "dp", "secure_aggregation", "aggregator",
+        "byzantine", "norm_bound",
     ])]
     pub job: Option<PathBuf>,
     /// Watch the demo in the web dashboard on this address (`--dashboard`
@@ -306,40 +310,8 @@ pub struct DemoArgs {
     pub dp: DpArgs,
     #[command(flatten)]
     pub secure: SecureArgs,
-}
-
-/// Secure aggregation for the demo.
-#[derive(Debug, Clone, Args)]
-pub struct SecureArgs {
-    /// Aggregate with SecAgg+: the coordinator learns only the sum of the updates.
-    #[arg(long, env = "TENSORGUARD_SECURE_AGGREGATION")]
-    pub secure_aggregation: bool,
-    /// Bits per lane of the masked updates (arithmetic mod 2^B).
-    #[arg(long, value_name = "B", default_value_t = 20, env = "TENSORGUARD_BITS")]
-    pub bits: u32,
-    /// L2 clipping norm of each update before encoding.
-    #[arg(
-        long,
-        value_name = "C",
-        default_value_t = 10.0,
-        env = "TENSORGUARD_SECAGG_CLIP"
-    )]
-    pub secagg_clip: f64,
-    /// Shared random-k sparsification: fraction F of coordinates every client sends
-    /// each round (the same ones for all, from a public per-round seed).
-    #[arg(long, value_name = "F", env = "TENSORGUARD_SPARSITY")]
-    pub sparsity: Option<f64>,
-}
-
-impl Default for SecureArgs {
-    fn default() -> Self {
-        Self {
-            secure_aggregation: false,
-            bits: 20,
-            secagg_clip: 10.0,
-            sparsity: None,
-        }
-    }
+    #[command(flatten)]
+    pub robust: RobustArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -30,6 +30,9 @@ fn flags(a: &DemoArgs) -> JobSection {
         evaluate_every: a.evaluate_every,
         gate_margin: None,
         gate_episodes: None,
+        aggregator: a.robust.aggregator.clone(),
+        byzantine: a.robust.byzantine,
+        norm_bound: a.robust.norm_bound,
     }
 }
 

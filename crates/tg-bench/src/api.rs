@@ -47,6 +47,7 @@ fn round(n: u32) -> RoundRecord {
         federated: None,
         gate: None,
         experts: Vec::new(),
+        screened: Vec::new(),
     }
 }
 

@@ -39,7 +39,7 @@ impl NoiseSource {
 /// The server strategy of a job: its aggregation rule, client sampling and,
 /// for central DP, the noise.
 pub fn build_strategy(spec: &JobSpec, noise: NoiseSource) -> Result<Box<dyn Strategy>> {
-    Ok(match spec.privacy.map(|p| p.mode) {
+    let strategy: Box<dyn Strategy> = match spec.privacy.map(|p| p.mode) {
         Some(DpMode::Distributed(d)) => {
             // Poisson sampling from the CSPRNG at rate q, no server-side
             // noise: the clients add it.
@@ -58,6 +58,12 @@ pub fn build_strategy(spec: &JobSpec, noise: NoiseSource) -> Result<Box<dyn Stra
             let sampler = Sampler::new(spec.fraction, spec.min_clients as usize)?;
             tg_strategy::build(&spec.strategy, sampler, spec.clients as usize)?
         }
+    };
+    // A robust rule wraps the optimizer (JobSpec::check has refused it with
+    // DP, secure aggregation, SCAFFOLD and expert-wise).
+    Ok(match spec.robust {
+        Some(r) => Box::new(tg_strategy::Robust::new(strategy, r)?),
+        None => strategy,
     })
 }
 

@@ -52,6 +52,7 @@ pub(crate) fn new_record(round: u32) -> RoundRecord {
         federated: None,
         gate: None,
         experts: Vec::new(),
+        screened: Vec::new(),
     }
 }
 
@@ -212,7 +213,18 @@ impl<T: Transport> Coordinator<'_, T> {
         global: &Parameters,
         fold: Fold,
     ) -> Result<(RoundRecord, Committed)> {
-        let candidate = match self.strategy.apply(round, global, fold) {
+        let applied = self.strategy.apply(round, global, fold);
+        record.screened = self
+            .strategy
+            .screened()
+            .into_iter()
+            .map(|s| tg_types::record::ScreenRecord {
+                agent: s.agent,
+                score: s.score,
+                admitted: s.admitted,
+            })
+            .collect();
+        let candidate = match applied {
             Ok(c) => c,
             Err(StrategyError::Rejected(why)) => {
                 record.reason = Some(format!("the strategy did not aggregate: {why}"));

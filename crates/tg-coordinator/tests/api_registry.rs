@@ -39,6 +39,7 @@ fn two_versions() -> (common::Fixture, String, String) {
             updated: true,
             step_norm: 0.1,
         }],
+        screened: Vec::new(),
     };
     let v2 = {
         let mut store = f.state.store.lock().unwrap();

@@ -366,6 +366,7 @@ mod tests {
             evaluate_every: 0,
             simulated_noise_seed: None,
             gate: None,
+            robust: None,
         }
     }
 

@@ -60,6 +60,14 @@ pub struct JobSection {
     pub gate_margin: Option<f64>,
     /// The rollout gate: fewest evaluation episodes per model (default 20).
     pub gate_episodes: Option<u64>,
+    /// How individual updates are combined (`fedavg`, `norm-bound`,
+    /// `median`, `trimmed-mean`, `krum`, `multi-krum`, `bulyan`,
+    /// `outlier-3sigma`); plaintext rounds only.
+    pub aggregator: Option<String>,
+    /// Attackers per round the robust aggregator is sized for.
+    pub byzantine: Option<u32>,
+    /// `norm-bound`: the L2 bound (default: the round's median norm).
+    pub norm_bound: Option<f64>,
 }
 
 impl JobSection {
@@ -90,7 +98,10 @@ impl JobSection {
             server_lr,
             evaluate_every,
             gate_margin,
-            gate_episodes
+            gate_episodes,
+            aggregator,
+            byzantine,
+            norm_bound
         )
     }
 }
@@ -298,7 +309,47 @@ pub(crate) fn resolve(s: &JobSection) -> Result<JobSpec> {
         evaluate_every: s.evaluate_every.unwrap_or(0),
         simulated_noise_seed: None,
         gate: gate(s)?,
+        robust: robust(s)?,
     })
+}
+
+/// The robust aggregator from `aggregator` / `byzantine` / `norm_bound`.
+fn robust(s: &JobSection) -> Result<Option<tg_types::robust::RobustSpec>> {
+    use tg_types::robust::{AggregatorKind, RobustSpec};
+    let kind: AggregatorKind = match &s.aggregator {
+        Some(a) => parsed("aggregator", a)?,
+        None if s.byzantine.is_some() || s.norm_bound.is_some() => {
+            let key = if s.byzantine.is_some() {
+                "byzantine"
+            } else {
+                "norm_bound"
+            };
+            return Err(invalid(
+                format!("{key} without an aggregator"),
+                "it sizes a robust aggregator, and the job has none",
+                "add aggregator = \"median\" (or krum, trimmed-mean, …), or remove the key",
+            )
+            .at(key));
+        }
+        None => return Ok(None),
+    };
+    if kind == AggregatorKind::FedAvg && s.byzantine.is_none() {
+        return Ok(None);
+    }
+    let spec = RobustSpec {
+        kind,
+        f: s.byzantine.unwrap_or(0),
+        norm_bound: s.norm_bound,
+    };
+    spec.check().map_err(|why| {
+        invalid(
+            format!("aggregator = {kind}"),
+            why,
+            "see docs/THREAT_MODEL.md, Poisoning",
+        )
+        .at("aggregator")
+    })?;
+    Ok(Some(spec))
 }
 
 /// The rollout gate from `gate_margin` / `gate_episodes`, checked.

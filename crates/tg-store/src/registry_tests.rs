@@ -34,6 +34,7 @@ fn record(n: u32, status: RoundStatus, parent: Option<&str>) -> RoundRecord {
         federated: None,
         gate: None,
         experts: Vec::new(),
+        screened: Vec::new(),
     }
 }
 

@@ -31,12 +31,16 @@ impl Store {
             .then(|| serde_json::to_string(&round.experts))
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("expert steps: {e}")))?;
+        let screened = (!round.screened.is_empty())
+            .then(|| serde_json::to_string(&round.screened))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("screened updates: {e}")))?;
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO rounds(job_id, round, status, accuracy, loss, selected, participants,
                                 upload_bytes, download_bytes, duration_ms, reason, model_sha256, finished_at_ms, gate_json,
-                                parent_sha256, experts_json)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                                parent_sha256, experts_json, screened_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
             params![
                 job.to_string(),
                 round.round,
@@ -53,7 +57,8 @@ impl Store {
                 now_ms(),
                 gate,
                 round.parent_sha256,
-                experts
+                experts,
+                screened
             ],
         )?;
         if let Some(sha) = &sha {
@@ -114,7 +119,7 @@ impl Store {
                     duration_ms, reason, model_sha256,
                     (SELECT epsilon_after FROM privacy_ledger l
                      WHERE l.job_id = rounds.job_id AND l.round = rounds.round),
-                    federated_json, gate_json, parent_sha256, experts_json
+                    federated_json, gate_json, parent_sha256, experts_json, screened_json
              FROM rounds WHERE job_id = ?1 ORDER BY round",
         )?;
         let raw = stmt
@@ -136,6 +141,7 @@ impl Store {
                     r.get::<_, Option<String>>(13)?,
                     r.get::<_, Option<String>>(14)?,
                     r.get::<_, Option<String>>(15)?,
+                    r.get::<_, Option<String>>(16)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -162,6 +168,7 @@ impl Store {
                     gate,
                     parent,
                     experts,
+                    screened,
                 )| {
                     let detail = pstmt
                         .query_map(params![job_id, round], |r| {
@@ -207,6 +214,9 @@ impl Store {
                         federated: federated.and_then(|j| serde_json::from_str(&j).ok()),
                         gate: gate.and_then(|j| serde_json::from_str(&j).ok()),
                         experts: experts
+                            .and_then(|j| serde_json::from_str(&j).ok())
+                            .unwrap_or_default(),
+                        screened: screened
                             .and_then(|j| serde_json::from_str(&j).ok())
                             .unwrap_or_default(),
                     })

@@ -155,6 +155,11 @@ BEGIN SELECT RAISE(ABORT, 'model rollbacks are append-only'); END;
 CREATE TRIGGER model_rollbacks_append_only_delete BEFORE DELETE ON model_rollbacks
 BEGIN SELECT RAISE(ABORT, 'model rollbacks are append-only'); END;
 ",
+    // 10: how a job's robust aggregator judged each update of a round
+    // (JSON: agent, score, admitted).
+    "
+ALTER TABLE rounds ADD COLUMN screened_json TEXT;
+",
 ];
 
 /// Sets durability pragmas and applies pending migrations.

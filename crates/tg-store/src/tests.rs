@@ -30,6 +30,7 @@ fn round(n: u32, status: RoundStatus) -> RoundRecord {
         federated: None,
         gate: None,
         experts: Vec::new(),
+        screened: Vec::new(),
     }
 }
 

@@ -18,6 +18,8 @@ mod fedavg;
 mod fold;
 mod gate;
 mod poisson;
+mod robust;
+mod robust_rules;
 mod sampling;
 mod scaffold;
 
@@ -30,6 +32,7 @@ pub use fedavg::FedAvg;
 pub use fold::{Fold, FoldRule, Kept, Weighting};
 pub use gate::{GateVerdict, RolloutGate, Successes, newcombe, wilson};
 pub use poisson::PoissonSampled;
+pub use robust::{Robust, Screened};
 pub use sampling::Sampler;
 pub use scaffold::Scaffold;
 
@@ -145,6 +148,12 @@ pub trait Strategy: Send {
     /// What the last `apply` did to each expert (expert-wise aggregation;
     /// empty for strategies without experts).
     fn expert_steps(&self) -> Vec<tg_types::record::ExpertStep> {
+        Vec::new()
+    }
+
+    /// How the last `apply`'s robust rule judged each update (its score and
+    /// whether it was admitted); empty without a robust rule.
+    fn screened(&self) -> Vec<Screened> {
         Vec::new()
     }
 

@@ -99,9 +99,63 @@ impl JobSpec {
         if self.evaluate_every > 0 && mode.is_some() {
             return bad("federated evaluation releases each agent's loss and accuracy on its own data without noise, which a DP job's budget does not cover (its agents decline it); evaluate on the coordinator's held-out set instead (evaluate_every = 0)".into());
         }
+        if let Some(r) = &self.robust {
+            self.check_robust(r)?;
+        }
         if self.strategy.kind == StrategyKind::Scaffold && matches!(mode, Some(DpMode::Central(_)))
         {
             return bad("SCAFFOLD cannot run under central DP: its control variates are per-client and un-noised; use fedavg, fedprox or fedadam".into());
+        }
+        Ok(())
+    }
+
+    /// A robust rule needs every update in the clear, a plain server step,
+    /// and rounds big enough for its `f`.
+    fn check_robust(&self, r: &crate::robust::RobustSpec) -> Result<(), SpecConflict> {
+        let bad = |m: String| Err(SpecConflict(m));
+        r.check().map_err(SpecConflict)?;
+        if !r.kind.needs_individual_updates() {
+            return Ok(());
+        }
+        if self.secure_aggregation.is_some() {
+            return bad(format!(
+                "the {} aggregator needs each agent's update, which secure aggregation never \
+                 reveals to anyone; under SecAgg+ use aggregator = fedavg with the rollout gate \
+                 (gate_margin) and rollback, or run the robust rule without secure aggregation",
+                r.kind
+            ));
+        }
+        if self.privacy.is_some() || self.train.dp_sgd.is_some() {
+            return bad(format!(
+                "the {} aggregator drops or reweighs updates by what the others sent, which the \
+                 DP accountant does not cover (its bound assumes every sampled update is clipped \
+                 and summed); use aggregator = norm-bound, or no dp",
+                r.kind
+            ));
+        }
+        if matches!(
+            self.strategy.kind,
+            StrategyKind::Scaffold | StrategyKind::ExpertWise
+        ) {
+            return bad(format!(
+                "the {} aggregator combines whole updates, and {} needs its own per-client sums \
+                 (control variates, per-expert weights); use fedavg, fedprox or fedadam",
+                r.kind, self.strategy.kind
+            ));
+        }
+        if self.train.compress != Compression::None {
+            return bad(format!(
+                "the {} aggregator compares whole updates, and compression {} sends each agent's \
+                 largest coordinates only; run it uncompressed",
+                r.kind, self.train.compress
+            ));
+        }
+        let most = ((f64::from(self.clients) * self.fraction).round() as usize).max(1);
+        if let Some(why) = r.refuses(most) {
+            return bad(format!(
+                "{why} (this job selects about {most} of {} clients per round)",
+                self.clients
+            ));
         }
         Ok(())
     }

@@ -232,6 +232,22 @@ pub struct RoundRecord {
     /// mix, so the API shows them to operators only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub experts: Vec<ExpertStep>,
+    /// How the job's robust aggregator judged each update (jobs with an
+    /// `aggregator`): its score and whether it reached the model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub screened: Vec<ScreenRecord>,
+}
+
+/// One update as a robust aggregator judged it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScreenRecord {
+    /// The agent.
+    pub agent: crate::AgentId,
+    /// The rule's score (robust z-score, Krum score, norm or distance to
+    /// the aggregate: see `tg_strategy::Screened`).
+    pub score: f64,
+    /// Whether the update reached the aggregate.
+    pub admitted: bool,
 }
 
 /// What one round did to one expert of a mixture-of-experts model.

@@ -399,6 +399,10 @@ pub struct JobSpec {
     /// model, and commits only if not shown worse beyond the margin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<GateSpec>,
+    /// A robust aggregation rule over individual updates (plaintext rounds
+    /// only); `None` is the strategy's own example-weighted mean.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub robust: Option<crate::robust::RobustSpec>,
 }
 
 /// The rollout gate's settings (`gate_margin`, `gate_episodes` in `[job]`).

@@ -184,6 +184,7 @@ mod tests {
                 updated: true,
                 step_norm: 0.2,
             }],
+            screened: Vec::new(),
         };
         let data = super::round_data("j", &r).to_string();
         assert!(data.contains("\"round\":1"), "{data}");

@@ -118,6 +118,10 @@ pub struct RoundAudit {
     /// gate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<GateVerdict>,
+    /// How the job's robust aggregator judged each update: the agent, its
+    /// score and whether it reached the model (jobs with an aggregator).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub screened: Vec<tg_types::record::ScreenRecord>,
 }
 
 /// One selected agent in a round.
@@ -246,6 +250,7 @@ mod tests {
                 measurement: None,
             }],
             gate: None,
+            screened: Vec::new(),
         }
     }
 

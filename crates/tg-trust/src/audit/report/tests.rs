@@ -67,6 +67,7 @@ fn round(n: u32) -> AuditEvent {
             measurement: None,
         }],
         gate: None,
+        screened: Vec::new(),
     })
 }
 

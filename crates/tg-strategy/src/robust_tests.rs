@@ -1,0 +1,201 @@
+use super::*;
+use crate::{FedAvg, Sampler};
+use tg_types::NamedTensor;
+
+fn params(v: Vec<f32>) -> Parameters {
+    Parameters::new(vec![NamedTensor {
+        name: "w".into(),
+        shape: vec![v.len()],
+        data: v,
+    }])
+    .unwrap()
+}
+
+fn robust(kind: AggregatorKind, f: u32) -> Robust {
+    let inner = Box::new(FedAvg::new(Sampler::new(1.0, 1).unwrap(), 1.0));
+    Robust::new(
+        inner,
+        RobustSpec {
+            kind,
+            f,
+            norm_bound: None,
+        },
+    )
+    .unwrap()
+}
+
+/// Ten honest updates near (1, 1, 1, 1) with different norms and
+/// directions, deterministic.
+fn honest(i: usize) -> Vec<f32> {
+    let s = 1.0 + 0.05 * (i as f32 - 4.5);
+    (0..4)
+        .map(|j| s * (1.0 + 0.03 * (((i * 7 + j * 3) % 5) as f32 - 2.0)))
+        .collect()
+}
+
+fn round(s: &mut Robust, ups: &[Vec<f32>]) -> Result<Vec<f32>> {
+    let global = params(vec![0.0; 4]);
+    let results: Vec<ClientUpdate> = ups
+        .iter()
+        .enumerate()
+        .map(|(i, u)| ClientUpdate {
+            agent: AgentId::numbered(i),
+            update: params(u.clone()),
+            num_examples: 10,
+            control_delta: None,
+        })
+        .collect();
+    Ok(s.aggregate_train(1, &global, &results)?.values().collect())
+}
+
+#[test]
+fn the_3sigma_filter_rejects_one_update_scaled_by_ten_and_names_it() {
+    let mut ups: Vec<Vec<f32>> = (0..10).map(honest).collect();
+    ups[3] = ups[3].iter().map(|v| v * 10.0).collect();
+    let mut s = robust(AggregatorKind::Outlier3Sigma, 1);
+    let next = round(&mut s, &ups).unwrap();
+    let screened = s.screened();
+    assert_eq!(screened.len(), 10);
+    let bad = &screened[3];
+    assert_eq!(bad.agent, AgentId::numbered(3));
+    assert!(!bad.admitted && bad.score > 3.0, "{bad:?}");
+    assert!(
+        screened
+            .iter()
+            .filter(|x| x.agent != bad.agent)
+            .all(|x| x.admitted),
+        "{screened:?}"
+    );
+    // The mean of the nine honest updates.
+    let want: Vec<f32> = (0..4)
+        .map(|j| {
+            (0..10)
+                .filter(|&i| i != 3)
+                .map(|i| honest(i)[j])
+                .sum::<f32>()
+                / 9.0
+        })
+        .collect();
+    for (a, b) in next.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-5, "{next:?} vs {want:?}");
+    }
+    // A clean round rejects no one (no false positive).
+    let clean: Vec<Vec<f32>> = (0..10).map(honest).collect();
+    round(&mut s, &clean).unwrap();
+    assert!(
+        s.screened().iter().all(|x| x.admitted),
+        "{:?}",
+        s.screened()
+    );
+}
+
+#[test]
+fn robust_rules_resist_two_sign_flipped_scaled_updates() {
+    let mut ups: Vec<Vec<f32>> = (0..11).map(honest).collect();
+    for u in ups.iter_mut().take(2) {
+        *u = u.iter().map(|v| -10.0 * v).collect();
+    }
+    for kind in [
+        AggregatorKind::Median,
+        AggregatorKind::TrimmedMean,
+        AggregatorKind::Krum,
+        AggregatorKind::MultiKrum,
+        AggregatorKind::Bulyan,
+        AggregatorKind::Outlier3Sigma,
+    ] {
+        let next = round(&mut robust(kind, 2), &ups).unwrap();
+        assert!(
+            next.iter().all(|&v| (0.7..1.3).contains(&v)),
+            "{kind}: {next:?}"
+        );
+    }
+    // FedAvg is dragged far off.
+    let plain = round(&mut robust(AggregatorKind::FedAvg, 0), &ups).unwrap();
+    assert!(plain.iter().all(|&v| v < 0.0), "{plain:?}");
+}
+
+#[test]
+fn a_round_below_the_rules_minimum_is_refused_with_its_code() {
+    let ups: Vec<Vec<f32>> = (0..10).map(honest).collect();
+    let err = round(&mut robust(AggregatorKind::Bulyan, 2), &ups).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, StrategyError::Rejected(_))
+            && text.contains("E113")
+            && text.contains("at least 11"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_fixed_norm_bound_streams_and_clips() {
+    let inner = Box::new(FedAvg::new(Sampler::new(1.0, 1).unwrap(), 1.0));
+    let mut s = Robust::new(
+        inner,
+        RobustSpec {
+            kind: AggregatorKind::NormBound,
+            f: 0,
+            norm_bound: Some(1.0),
+        },
+    )
+    .unwrap();
+    assert!(!s.fold_rule().keep && s.fold_rule().clip == Some(1.0));
+    let next = round(&mut s, &[vec![3.0, 4.0, 0.0, 0.0], vec![0.0; 4]]).unwrap();
+    // (0.6, 0.8) and 0, averaged by equal example counts.
+    assert!(
+        (next[0] - 0.3).abs() < 1e-6 && (next[1] - 0.4).abs() < 1e-6,
+        "{next:?}"
+    );
+    // The median-norm bound keeps the updates and clips to the median.
+    let mut m = robust(AggregatorKind::NormBound, 0);
+    assert!(m.fold_rule().keep);
+    let next = round(
+        &mut m,
+        &[
+            vec![30.0, 40.0, 0.0, 0.0],
+            vec![1.0, 0.0, 0.0, 0.0],
+            vec![0.0, 1.0, 0.0, 0.0],
+        ],
+    )
+    .unwrap();
+    assert!(next.iter().all(|v| v.abs() <= 1.0), "{next:?}");
+}
+
+#[test]
+fn results_do_not_depend_on_arrival_order() {
+    let mut ups: Vec<Vec<f32>> = (0..11).map(honest).collect();
+    ups[5] = vec![9.0, -9.0, 9.0, -9.0];
+    let global = params(vec![0.0; 4]);
+    for kind in [
+        AggregatorKind::Krum,
+        AggregatorKind::Bulyan,
+        AggregatorKind::Median,
+    ] {
+        let mut models = Vec::new();
+        for rev in [false, true] {
+            let mut s = robust(kind, 2);
+            let mut fold = Fold::new(s.fold_rule(), &global, ups.len());
+            let order: Vec<usize> = if rev {
+                (0..11).rev().collect()
+            } else {
+                (0..11).collect()
+            };
+            for i in order {
+                fold.add(&ClientUpdate {
+                    agent: AgentId::numbered(i),
+                    update: params(ups[i].clone()),
+                    num_examples: 1 + i as u64,
+                    control_delta: None,
+                })
+                .unwrap();
+            }
+            models.push(
+                s.apply(1, &global, fold)
+                    .unwrap()
+                    .values()
+                    .collect::<Vec<f32>>(),
+            );
+        }
+        assert_eq!(models[0], models[1], "{kind}");
+    }
+}
