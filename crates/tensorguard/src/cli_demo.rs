@@ -52,4 +52,12 @@ pub struct RobustArgs {
     /// median norm).
     #[arg(long, env = "TENSORGUARD_NORM_BOUND", value_name = "B")]
     pub norm_bound: Option<f64>,
+    /// SIMULATION: a share of the clients poison the federation: sign-flip
+    /// | scaling | noise | label-flip | alie | backdoor.
+    #[arg(long, value_name = "KIND", requires = "attackers")]
+    pub attack: Option<String>,
+    /// SIMULATION: the share of clients that attack, in [0, 0.5) (the
+    /// robust aggregator is sized for them unless --byzantine says otherwise).
+    #[arg(long, value_name = "F", requires = "attack")]
+    pub attackers: Option<f64>,
 }

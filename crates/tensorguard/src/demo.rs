@@ -45,6 +45,10 @@ pub fn run(
     if let Some(label) = &simulation {
         out.note(&out.red(label));
     }
+    let attack = attack(args, &mut prepared, data_dir)?;
+    if let Some(a) = &attack {
+        out.note(&out.red(&a.label));
+    }
     let spec = prepared.spec().clone();
     let job = new_job_id()?;
     let (n_train, n_test) = prepared.sizes();
@@ -144,6 +148,24 @@ pub fn run(
     ] {
         extra[k] = v;
     }
+    if let Some(a) = &attack {
+        let backdoor = (a.spec.kind == tg_inproc::attack::AttackKind::Backdoor)
+            .then(|| prepared.backdoor_success(&outcome.model))
+            .transpose()
+            .map_err(|e| from_inproc(e, data_dir))?;
+        extra["attack"] = json!({
+            "simulated": true,
+            "label": a.label,
+            "kind": a.spec.kind.to_string(),
+            "fraction": a.spec.fraction,
+            "attackers": a.who.iter().map(|&i| tg_types::AgentId::numbered(i).to_string()).collect::<Vec<_>>(),
+            "backdoor_target": (a.spec.kind == tg_inproc::attack::AttackKind::Backdoor)
+                .then_some(tg_inproc::attack::BACKDOOR_TARGET),
+            "backdoor_success": backdoor,
+        });
+        extra["aggregator"] = json!(spec.robust.map_or("fedavg".to_owned(), |r| r.kind.to_string()));
+        extra["byzantine"] = json!(spec.robust.map_or(0, |r| r.f));
+    }
     let summary = finished
         .record(&store, Some(extra))
         .map_err(|e| from_inproc(e.into(), data_dir))?;
@@ -182,6 +204,47 @@ pub fn run(
         ));
     }
     Ok(summary)
+}
+
+/// A simulated attack on this demo, as the flags ask.
+struct Attack {
+    spec: tg_inproc::attack::AttackSpec,
+    who: Vec<usize>,
+    label: String,
+}
+
+fn attack(
+    args: &DemoArgs,
+    prepared: &mut Prepared,
+    data_dir: &std::path::Path,
+) -> Result<Option<Attack>, UserError> {
+    let (Some(kind), Some(fraction)) = (&args.robust.attack, args.robust.attackers) else {
+        return Ok(None);
+    };
+    let kind = kind.parse::<tg_inproc::attack::AttackKind>().map_err(|why| {
+        crate::errors::invalid(
+            format!("--attack {kind}"),
+            why,
+            "pick one of the listed attacks",
+        )
+    })?;
+    let spec = tg_inproc::attack::AttackSpec { kind, fraction };
+    spec.check().map_err(|why| {
+        crate::errors::invalid(format!("--attackers {fraction}"), why, "use e.g. 0.2")
+    })?;
+    let who = prepared
+        .set_attack(spec)
+        .map_err(|e| from_inproc(e, data_dir))?;
+    let label = format!(
+        "SIMULATED ATTACK: {} of {} clients ({}) run the {kind} attack; this run measures a defence, it is not a federation",
+        who.len(),
+        prepared.spec().clients,
+        who.iter()
+            .map(|&i| tg_types::AgentId::numbered(i).to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(Some(Attack { spec, who, label }))
 }
 
 fn new_job_id() -> Result<JobId, UserError> {

@@ -31,9 +31,25 @@ fn flags(a: &DemoArgs) -> JobSection {
         gate_margin: None,
         gate_episodes: None,
         aggregator: a.robust.aggregator.clone(),
-        byzantine: a.robust.byzantine,
+        byzantine: a.robust.byzantine.or_else(|| sized_for_attackers(a)),
         norm_bound: a.robust.norm_bound,
     }
+}
+
+/// With a simulated attack and a rule that takes a number of attackers,
+/// the rule is sized for the attackers (⌊F·clients + ½⌋), as the attack
+/// suite compares rules that know f.
+fn sized_for_attackers(a: &DemoArgs) -> Option<u32> {
+    let f = a.robust.attackers?;
+    let kind: tg_types::robust::AggregatorKind = a.robust.aggregator.as_deref()?.parse().ok()?;
+    if matches!(
+        kind,
+        tg_types::robust::AggregatorKind::FedAvg | tg_types::robust::AggregatorKind::NormBound
+    ) {
+        return None;
+    }
+    let clients = a.clients.unwrap_or(tg_job::defaults::CLIENTS);
+    Some((f * f64::from(clients) + 0.5).floor() as u32)
 }
 
 fn setting(s: &str) -> tg_job::Setting {

@@ -14,6 +14,7 @@
 //! reproduce. Reports label it as such.
 
 mod agents;
+pub mod attack;
 mod custom;
 
 pub use custom::Federation;
@@ -80,6 +81,8 @@ pub struct Prepared {
     initial: Parameters,
     /// The job as planned: the spec until [`Prepared::set_plan`].
     plan: tg_job::JobPlan,
+    /// SIMULATION ONLY: a poisoning attack and its attackers.
+    attack: Option<(attack::AttackSpec, Vec<usize>)>,
 }
 
 impl Prepared {
@@ -110,7 +113,71 @@ impl Prepared {
                 calibrated: false,
             },
             spec,
+            attack: None,
         })
+    }
+
+    /// SIMULATION ONLY: makes a seeded share of the clients attack (see
+    /// [`attack`]); returns the attacking clients' indices.
+    pub fn set_attack(&mut self, spec: attack::AttackSpec) -> Result<Vec<usize>> {
+        spec.check().map_err(InprocError::Config)?;
+        let who = spec.attackers(self.parts.len(), self.spec.seed);
+        self.attack = Some((spec, who.clone()));
+        Ok(who)
+    }
+
+    /// How often `model` sends the held-out set, triggered, to the
+    /// backdoor's target class (non-target examples only).
+    pub fn backdoor_success(&self, model: &Parameters) -> Result<f64> {
+        Ok(attack::backdoor_success(
+            &self.shape,
+            model,
+            &self.split.test,
+        )?)
+    }
+
+    /// Client `i`'s agent: honest, or an attacker when the run has one.
+    fn agent(&self, i: usize, idx: &[usize]) -> Result<Agent> {
+        let data = self.split.train.subset(idx);
+        let id = AgentId::numbered(i);
+        let Some((spec, who)) = &self.attack else {
+            return Ok(Agent::new(id, self.shape, &data, self.spec.seed)?);
+        };
+        if !who.contains(&i) {
+            return Ok(Agent::new(id, self.shape, &data, self.spec.seed)?);
+        }
+        let (colluders, z) = if spec.kind == attack::AttackKind::Alie {
+            let others = who
+                .iter()
+                .filter(|&&j| j != i)
+                .map(|&j| {
+                    tg_agent::CandleLearner::new(
+                        self.shape,
+                        &self.split.train.subset(&self.parts[j]),
+                    )
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let per_round =
+                ((f64::from(self.spec.clients) * self.spec.fraction).round() as usize).max(1);
+            (others, attack::alie_z(per_round, who.len()))
+        } else {
+            (Vec::new(), 0.0)
+        };
+        let poisoned = attack::poisoned(spec.kind, &data)?;
+        let learner = attack::Attacker::new(
+            self.shape,
+            &poisoned,
+            spec.kind,
+            colluders,
+            z,
+            self.spec.seed ^ i as u64,
+        )?;
+        Ok(Agent::with_learner(
+            id,
+            Box::new(learner),
+            self.spec.seed,
+            format!("simulated-attacker-{i}"),
+        ))
     }
 
     /// The spec.
@@ -194,12 +261,7 @@ impl Prepared {
         let evaluator = Box::new(HeldOut::new(self.shape, &self.split.test)?);
         let mut agents = Vec::with_capacity(self.parts.len());
         for (i, idx) in self.parts.iter().enumerate() {
-            agents.push(Agent::new(
-                AgentId::numbered(i),
-                self.shape,
-                &self.split.train.subset(idx),
-                self.spec.seed,
-            )?);
+            agents.push(self.agent(i, idx)?);
         }
         let run = Run {
             plan: &self.plan,
