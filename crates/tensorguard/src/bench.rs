@@ -64,6 +64,33 @@ pub fn run(cmd: BenchCommand, out: &Output) -> Result<(), UserError> {
             Ok(())
         }
         BenchCommand::Secagg(a) => crate::bench_secagg::run(&a, out),
+        BenchCommand::Robust(a) => {
+            let kind = a
+                .aggregator
+                .parse()
+                .map_err(|e: tg_types::spec::SpecError| {
+                    invalid(
+                        format!("--aggregator {}", a.aggregator),
+                        e.to_string(),
+                        "pick one of the listed aggregators",
+                    )
+                })?;
+            let report = tg_bench::robust::run(&tg_bench::robust::RobustArgs {
+                files: a.files,
+                kind,
+                f: a.byzantine,
+                norm_bound: a.norm_bound,
+            })
+            .map_err(|e| {
+                invalid(
+                    "bench robust cannot aggregate these updates",
+                    e.to_string(),
+                    "give readable safetensors files of one layout and an f the rule accepts",
+                )
+            })?;
+            out.json_value(&serde_json::to_value(&report).unwrap_or_default());
+            Ok(())
+        }
         BenchCommand::Aggregate(a) => crate::bench_aggregate::run(&a, out),
         BenchCommand::AggregateFeed(a) => crate::bench_aggregate::feed(&a),
     }

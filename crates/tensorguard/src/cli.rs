@@ -13,7 +13,7 @@ mod fleet;
 mod privacy;
 #[path = "cli_trust.rs"]
 mod trust;
-pub use demo::{RobustArgs, SecureArgs};
+pub use demo::{RobustArgs, RobustBenchArgs, SecureArgs};
 pub use fleet::{
     AgentCommand, AgentStartArgs, CoordinatorCommand, CoordinatorStartArgs, EnrollCommand, TlsArgs,
     UpArgs,
@@ -136,6 +136,10 @@ pub enum BenchCommand {
     /// (internal) The agents' side of `bench aggregate`: update frames to stdout.
     #[command(hide = true)]
     AggregateFeed(crate::bench_aggregate::FeedArgs),
+    /// A robust aggregator on saved updates (safetensors files, one per
+    /// agent; `num_examples` metadata): the aggregate as JSON, for the
+    /// cross-check with Flower (scripts/robust/flower_crosscheck.py).
+    Robust(RobustBenchArgs),
     /// A real fleet on this machine: a coordinator and N agent processes on
     /// 127.0.0.1 (start-to-ready, idle RSS, coordinator overhead per round).
     Fleet(FleetBenchArgs),

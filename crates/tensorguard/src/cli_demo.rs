@@ -61,3 +61,21 @@ pub struct RobustArgs {
     #[arg(long, value_name = "F", requires = "attack")]
     pub attackers: Option<f64>,
 }
+
+/// `bench robust`: which rule, over which saved updates.
+#[derive(Debug, Clone, Args)]
+pub struct RobustBenchArgs {
+    /// The rule: fedavg | norm-bound | median | trimmed-mean | krum |
+    /// multi-krum | bulyan | outlier-3sigma.
+    #[arg(long, value_name = "A")]
+    pub aggregator: String,
+    /// Attackers the rule is sized for (f).
+    #[arg(long, value_name = "F", default_value_t = 0)]
+    pub byzantine: u32,
+    /// norm-bound: the L2 bound (default: the median norm).
+    #[arg(long, value_name = "B")]
+    pub norm_bound: Option<f64>,
+    /// One safetensors file per agent, in agent order.
+    #[arg(required = true, value_name = "UPDATE.safetensors")]
+    pub files: Vec<std::path::PathBuf>,
+}

@@ -163,7 +163,10 @@ pub fn run(
                 .then_some(tg_inproc::attack::BACKDOOR_TARGET),
             "backdoor_success": backdoor,
         });
-        extra["aggregator"] = json!(spec.robust.map_or("fedavg".to_owned(), |r| r.kind.to_string()));
+        extra["aggregator"] = json!(
+            spec.robust
+                .map_or("fedavg".to_owned(), |r| r.kind.to_string())
+        );
         extra["byzantine"] = json!(spec.robust.map_or(0, |r| r.f));
     }
     let summary = finished
@@ -221,13 +224,15 @@ fn attack(
     let (Some(kind), Some(fraction)) = (&args.robust.attack, args.robust.attackers) else {
         return Ok(None);
     };
-    let kind = kind.parse::<tg_inproc::attack::AttackKind>().map_err(|why| {
-        crate::errors::invalid(
-            format!("--attack {kind}"),
-            why,
-            "pick one of the listed attacks",
-        )
-    })?;
+    let kind = kind
+        .parse::<tg_inproc::attack::AttackKind>()
+        .map_err(|why| {
+            crate::errors::invalid(
+                format!("--attack {kind}"),
+                why,
+                "pick one of the listed attacks",
+            )
+        })?;
     let spec = tg_inproc::attack::AttackSpec { kind, fraction };
     spec.check().map_err(|why| {
         crate::errors::invalid(format!("--attackers {fraction}"), why, "use e.g. 0.2")

@@ -12,6 +12,7 @@ pub mod aggregate;
 pub mod api;
 pub mod fleet;
 pub mod memory;
+pub mod robust;
 pub mod secagg;
 pub mod trust;
 

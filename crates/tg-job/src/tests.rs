@@ -326,3 +326,64 @@ fn an_operator_model_job_names_no_built_in_model_and_asks_only_what_sdk_learners
     let e = parse_file("t", b"[job]\n[model]\ninitial = \"m\"\nkind = \"cnn\"\n").unwrap_err();
     assert!(matches!(e, JobError::UnknownKey(_)), "{e:?}");
 }
+
+#[test]
+fn robust_aggregators_are_read_sized_and_refused_where_they_cannot_work() {
+    let job = parse_file(
+        "t",
+        b"[job]\nclients = 20\naggregator = \"bulyan\"\nbyzantine = 4\n",
+    )
+    .unwrap();
+    let r = job.job.spec().robust.unwrap();
+    assert_eq!(
+        (r.kind.to_string().as_str(), r.f, r.min_updates()),
+        ("bulyan", 4, 19)
+    );
+    // f too large for the round.
+    let e = parse_file(
+        "t",
+        b"[job]\nclients = 10\naggregator = \"bulyan\"\nbyzantine = 2\n",
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("at least 11") && e.to_string().contains("multi-krum"),
+        "{e}"
+    );
+    // Unknown names list the forms.
+    let e = parse_file("t", b"[job]\naggregator = \"krumm\"\n").unwrap_err();
+    assert!(e.to_string().contains("outlier-3sigma"), "{e}");
+    // With secure aggregation: say why and what to use instead.
+    let e = parse_file(
+        "t",
+        b"[job]\nclients = 10\naggregator = \"median\"\nbyzantine = 1\n[secure_aggregation]\n",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("rollout gate"), "{e}");
+    // With DP, SCAFFOLD and compression.
+    let e = parse_file(
+        "t",
+        b"[job]\nclients = 10\naggregator = \"krum\"\nbyzantine = 1\n[privacy]\nmode = \"central\"\ntarget_epsilon = 4.0\n",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("accountant"), "{e}");
+    let e = parse_file(
+        "t",
+        b"[job]\nclients = 10\nstrategy = \"scaffold\"\naggregator = \"median\"\nbyzantine = 1\n",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("scaffold"), "{e}");
+    // byzantine without an aggregator, and f with fedavg.
+    let e = parse_file("t", b"[job]\nbyzantine = 2\n").unwrap_err();
+    assert!(e.to_string().contains("without an aggregator"), "{e}");
+    let e = parse_file("t", b"[job]\naggregator = \"fedavg\"\nbyzantine = 2\n").unwrap_err();
+    assert!(e.to_string().contains("does not take"), "{e}");
+    // The same rule through flags (the demo and the API resolve the same section).
+    let flags = JobSection {
+        clients: Some(10),
+        aggregator: Some("bulyan".into()),
+        byzantine: Some(2),
+        ..Default::default()
+    };
+    let e = Job::resolve(&flags, None, None, Runner::Simulation).unwrap_err();
+    assert!(e.to_string().contains("at least 11"), "{e}");
+}

@@ -159,7 +159,10 @@ impl Robust {
                     .iter()
                     .map(|u| rules::cosine_distance(u, &reference))
                     .collect();
-                let (zn, zc) = (rules::robust_z(&norms), rules::robust_z(&cos));
+                // Spread floors: a tenth of the median norm, and 0.1 of
+                // cosine distance (which spans [0, 2]).
+                let floor = 0.1 * rules::median(&norms);
+                let (zn, zc) = (rules::robust_z(&norms, floor), rules::robust_z(&cos, 0.1));
                 let marks = zn
                     .iter()
                     .zip(&zc)

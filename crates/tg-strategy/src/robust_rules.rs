@@ -133,10 +133,11 @@ pub(crate) fn bulyan(updates: &[&[f32]], f: usize) -> (Vec<f64>, Vec<usize>) {
     (out, chosen)
 }
 
-/// Robust z-scores: `|x − median| / (1.4826 · MAD)`. The spread has a floor
-/// of 10⁻³ of the median's magnitude (and 10⁻¹²), so that a round where most
-/// values are equal does not call every small difference an outlier.
-pub(crate) fn robust_z(x: &[f64]) -> Vec<f64> {
+/// One-sided robust z-scores: `(x − median) / σ̂` for values above the
+/// median (0 below it: a small norm or a well-aligned update harms no
+/// one), with `σ̂ = max(1.4826 · MAD, floor)`. The floor keeps a round of
+/// near-identical values from calling ordinary variation an outlier.
+pub(crate) fn robust_z(x: &[f64], floor: f64) -> Vec<f64> {
     if x.is_empty() {
         return Vec::new();
     }
@@ -144,8 +145,16 @@ pub(crate) fn robust_z(x: &[f64]) -> Vec<f64> {
     let med = median_in_place(&mut s);
     let mut dev: Vec<f64> = x.iter().map(|v| (v - med).abs()).collect();
     let mad = median_in_place(&mut dev);
-    let sigma = (1.4826 * mad).max(1e-3 * med.abs()).max(1e-12);
-    x.iter().map(|v| (v - med).abs() / sigma).collect()
+    let sigma = (1.4826 * mad).max(floor).max(1e-12);
+    x.iter().map(|v| (v - med).max(0.0) / sigma).collect()
+}
+
+/// The median of `x` (a copy is sorted).
+pub(crate) fn median(x: &[f64]) -> f64 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    median_in_place(&mut x.to_vec())
 }
 
 /// L2 norm in `f64`.
@@ -184,8 +193,10 @@ mod tests {
         let s = krum_scores(&dist, &[0, 1, 2, 3], 0);
         assert_eq!(s[1], 17.0 + (64.0 + 1.0));
         assert_eq!(lowest(&s, 1), vec![1]);
-        let z = robust_z(&[1.0, 1.1, 0.9, 1.0, 10.0]);
+        let z = robust_z(&[1.0, 1.1, 0.9, 1.0, 10.0], 0.1);
         assert!(z[4] > 3.0 && z[..4].iter().all(|&v| v < 3.0), "{z:?}");
+        // One-sided: a tiny value is no outlier.
+        assert_eq!(robust_z(&[1.0, 1.0, 1.0, 0.0], 0.1)[3], 0.0);
         assert!((cosine_distance(&[1.0, 0.0], &[-2.0, 0.0]) - 2.0).abs() < 1e-12);
     }
 

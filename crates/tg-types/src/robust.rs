@@ -37,9 +37,11 @@ pub enum AggregatorKind {
     /// n − 2f updates chosen by repeated Krum, then per coordinate the mean
     /// of the n − 4f values closest to their median (El Mhamdi et al. 2018).
     Bulyan,
-    /// Updates whose norm, or cosine distance to the last round's step, is
-    /// more than 3 robust standard deviations (1.4826 · MAD) from the
-    /// median are dropped; the rest are averaged by examples.
+    /// Updates whose norm, or cosine distance to the last round's step
+    /// (the round's coordinate median in a first round), lies more than 3
+    /// robust standard deviations above the median are dropped (σ̂ = 1.4826
+    /// · MAD, at least a tenth of the median norm and 0.1 of cosine
+    /// distance); the rest are averaged by examples.
     Outlier3Sigma,
 }
 
