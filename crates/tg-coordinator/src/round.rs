@@ -220,7 +220,7 @@ impl<T: Transport> Coordinator<'_, T> {
             .into_iter()
             .map(|s| tg_types::record::ScreenRecord {
                 agent: s.agent,
-                score: s.score,
+                score: Some(s.score),
                 admitted: s.admitted,
             })
             .collect();

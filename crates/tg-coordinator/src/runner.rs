@@ -53,6 +53,11 @@ pub fn custom_strategy_refusal(spec: &tg_types::spec::JobSpec) -> Option<&'stati
             "under differential privacy the engine's strategy clips and noises the aggregate that ε is reported for; a custom strategy would release it without that noise, so the reported ε would be false; use a built-in strategy, or run without dp",
         );
     }
+    if spec.robust.is_some() {
+        return Some(
+            "the job names a robust aggregator, and a custom strategy would aggregate instead of it, silently; drop the aggregator from the job, or screen the updates in your strategy",
+        );
+    }
     None
 }
 

@@ -228,7 +228,13 @@ pub(crate) fn resolve(s: &JobSection) -> Result<JobSpec> {
             "use e.g. 0.5",
         ));
     }
-    let min_clients: u32 = s.min_clients.unwrap_or_else(|| clients.div_ceil(2).max(1));
+    let robust = robust(s)?;
+    // The default quorum is half the clients, raised to what a robust
+    // aggregator needs (a smaller round would only fail with E113).
+    let min_clients: u32 = s.min_clients.unwrap_or_else(|| {
+        let need = robust.map_or(1, |r| u32::try_from(r.min_updates()).unwrap_or(u32::MAX));
+        clients.div_ceil(2).max(need).min(clients).max(1)
+    });
     if min_clients == 0 {
         return Err(bad(
             "min_clients",
@@ -309,7 +315,7 @@ pub(crate) fn resolve(s: &JobSection) -> Result<JobSpec> {
         evaluate_every: s.evaluate_every.unwrap_or(0),
         simulated_noise_seed: None,
         gate: gate(s)?,
-        robust: robust(s)?,
+        robust,
     })
 }
 
@@ -333,7 +339,9 @@ fn robust(s: &JobSection) -> Result<Option<tg_types::robust::RobustSpec>> {
         }
         None => return Ok(None),
     };
-    if kind == AggregatorKind::FedAvg && s.byzantine.is_none() {
+    if kind == AggregatorKind::FedAvg && s.byzantine.unwrap_or(0) == 0 {
+        // Plain FedAvg: no wrapper at all (a wrapper would replace the
+        // strategy's own fold rule, e.g. central DP's clip).
         return Ok(None);
     }
     let spec = RobustSpec {

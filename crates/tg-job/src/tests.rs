@@ -377,6 +377,20 @@ fn robust_aggregators_are_read_sized_and_refused_where_they_cannot_work() {
     assert!(e.to_string().contains("without an aggregator"), "{e}");
     let e = parse_file("t", b"[job]\naggregator = \"fedavg\"\nbyzantine = 2\n").unwrap_err();
     assert!(e.to_string().contains("does not take"), "{e}");
+    // fedavg with byzantine = 0 is no wrapper at all, so central DP keeps its clip.
+    let job = parse_file(
+        "t",
+        b"[job]\nclients = 10\naggregator = \"fedavg\"\nbyzantine = 0\n[privacy]\nmode = \"central\"\ntarget_epsilon = 4.0\n",
+    )
+    .unwrap();
+    assert!(job.job.spec().robust.is_none());
+    // A quorum below the rule's minimum would let rounds fail: refused.
+    let e = parse_file(
+        "t",
+        b"[job]\nclients = 20\nmin_clients = 5\naggregator = \"krum\"\nbyzantine = 2\n",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("min_clients"), "{e}");
     // The same rule through flags (the demo and the API resolve the same section).
     let flags = JobSection {
         clients: Some(10),

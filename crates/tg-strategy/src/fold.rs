@@ -137,6 +137,11 @@ impl Fold {
         &self.kept
     }
 
+    /// The accepted updates, taken out of the fold (see [`Fold::kept`]).
+    pub fn into_kept(self) -> Vec<Kept> {
+        self.kept
+    }
+
     /// (name, shape) of each tensor: the round's layout.
     pub fn layout(&self) -> &[(String, Vec<usize>)] {
         &self.layout

@@ -37,8 +37,10 @@ pub struct Screened {
 pub struct Robust {
     inner: Box<dyn Strategy>,
     spec: RobustSpec,
-    /// The last aggregated step (the 3σ filter's cosine reference).
-    last_step: Option<Vec<f64>>,
+    /// The last aggregated step and a digest of the model it produced (the
+    /// 3σ filter's cosine reference, used only while the round starts from
+    /// that model: not after a rejected candidate or a rollback).
+    last_step: Option<(Vec<f64>, u64)>,
     screened: Vec<Screened>,
 }
 
@@ -55,7 +57,9 @@ impl Robust {
     /// Wraps `inner` with the rule of `spec` (checked).
     pub fn new(inner: Box<dyn Strategy>, spec: RobustSpec) -> Result<Self> {
         spec.check().map_err(StrategyError::Config)?;
-        if inner.fold_rule().control || inner.fold_rule().keep {
+        // Only a plain example-weighted optimizer: a wrapper's fold rule
+        // replaces the inner one, so an inner clip (central DP) would be lost.
+        if inner.fold_rule() != crate::FoldRule::examples() {
             return Err(StrategyError::Config(format!(
                 "the {} aggregator wraps fedavg, fedprox or fedadam, not {}",
                 spec.kind,
@@ -82,7 +86,7 @@ impl Robust {
 
     /// What the rule admits of `kept` (canonical order), with every update's
     /// screening.
-    fn screen(&self, kept: &[Kept]) -> Result<Admitted> {
+    fn screen(&self, global: &Parameters, kept: &[Kept]) -> Result<Admitted> {
         let n = kept.len();
         if let Some(why) = self.spec.refuses(n) {
             return Err(StrategyError::Rejected(format!("E113 {why}")));
@@ -117,7 +121,9 @@ impl Robust {
                 let norms: Vec<f64> = ups.iter().map(|u| rules::norm(u)).collect();
                 let bound = match self.spec.norm_bound {
                     Some(b) => b,
-                    None => rules::median_in_place(&mut norms.clone()),
+                    // The lower median: with an even count, an attacker's
+                    // norm cannot set the bound by averaging.
+                    None => rules::lower_median(&norms),
                 };
                 Admitted::weighted(all(norms), Some(bound))
             }
@@ -152,7 +158,9 @@ impl Robust {
             AggregatorKind::Outlier3Sigma => {
                 let norms: Vec<f64> = ups.iter().map(|u| rules::norm(u)).collect();
                 let reference = match &self.last_step {
-                    Some(s) if s.iter().any(|v| *v != 0.0) => s.clone(),
+                    Some((s, from)) if *from == digest(global) && s.iter().any(|v| *v != 0.0) => {
+                        s.clone()
+                    }
                     _ => rules::coordinate_median(&ups),
                 };
                 let cos: Vec<f64> = ups
@@ -209,6 +217,17 @@ impl Admitted {
     }
 }
 
+/// A digest of a model's values, to tell whether a round starts from the
+/// model the last one produced.
+fn digest(p: &Parameters) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for v in p.values() {
+        v.to_bits().hash(&mut h);
+    }
+    h.finish()
+}
+
 /// `global`'s layout with `values`.
 fn laid_out(global: &Parameters, values: impl Iterator<Item = f32>) -> Parameters {
     let mut p = global.zeros_like();
@@ -258,9 +277,13 @@ impl Strategy for Robust {
         if self.streams() {
             return self.inner.apply(round, global, fold);
         }
-        let kept = fold.kept().to_vec();
-        drop(fold);
-        let admitted = self.screen(&kept)?;
+        let kept = fold.into_kept();
+        let admitted = self.screen(global, &kept)?;
+        // Self-reported example counts weigh what the weighted rules admit:
+        // each is capped at 3× the round's median count, so one admitted
+        // update cannot outweigh the rest by claiming more data.
+        let mut counts: Vec<f64> = kept.iter().map(|k| k.num_examples as f64).collect();
+        let cap = (3.0 * rules::median_in_place(&mut counts)).max(1.0) as u64;
         self.screened = kept
             .iter()
             .zip(&admitted.marks)
@@ -295,7 +318,7 @@ impl Strategy for Robust {
                     ClientUpdate {
                         agent: k.agent,
                         update,
-                        num_examples: k.num_examples,
+                        num_examples: k.num_examples.min(cap),
                         control_delta: None,
                     }
                 })
@@ -312,12 +335,12 @@ impl Strategy for Robust {
         if self.spec.kind != AggregatorKind::Outlier3Sigma {
             return Ok(next);
         }
-        self.last_step = Some(
-            next.values()
-                .zip(global.values())
-                .map(|(a, b)| f64::from(a) - f64::from(b))
-                .collect(),
-        );
+        let step = next
+            .values()
+            .zip(global.values())
+            .map(|(a, b)| f64::from(a) - f64::from(b))
+            .collect();
+        self.last_step = Some((step, digest(&next)));
         Ok(next)
     }
 }

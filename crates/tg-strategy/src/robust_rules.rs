@@ -18,6 +18,13 @@ pub(crate) fn median_in_place(v: &mut [f64]) -> f64 {
     }
 }
 
+/// The lower median (the ⌈n/2⌉-th smallest); 0 for no values.
+pub(crate) fn lower_median(x: &[f64]) -> f64 {
+    let mut v = x.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get((v.len().max(1) - 1) / 2).copied().unwrap_or(0.0)
+}
+
 /// Calls `each(j, column)` with coordinate `j`'s values across `updates`.
 fn columns(updates: &[&[f32]], mut each: impl FnMut(usize, &mut [f64])) {
     let d = updates.first().map_or(0, |u| u.len());

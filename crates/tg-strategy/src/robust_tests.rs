@@ -199,3 +199,73 @@ fn results_do_not_depend_on_arrival_order() {
         assert_eq!(models[0], models[1], "{kind}");
     }
 }
+
+#[test]
+fn an_inflated_example_count_is_capped_and_dp_is_never_wrapped() {
+    // Ten honest agents (10 examples each) and one that points the other
+    // way at the median norm, claiming ten million examples.
+    let global = params(vec![0.0; 4]);
+    let mut results: Vec<ClientUpdate> = (0..10)
+        .map(|i| ClientUpdate {
+            agent: AgentId::numbered(i),
+            update: params(honest(i)),
+            num_examples: 10,
+            control_delta: None,
+        })
+        .collect();
+    results.push(ClientUpdate {
+        agent: AgentId::numbered(10),
+        update: params(vec![-1.0; 4]),
+        num_examples: 10_000_000,
+        control_delta: None,
+    });
+    for kind in [AggregatorKind::NormBound, AggregatorKind::MultiKrum] {
+        let f = u32::from(kind == AggregatorKind::MultiKrum);
+        let next: Vec<f32> = robust(kind, f)
+            .aggregate_train(1, &global, &results)
+            .unwrap()
+            .values()
+            .collect();
+        // Uncapped, the claimed count would pull every coordinate to about −1.
+        assert!(next.iter().all(|&v| v > 0.3), "{kind}: {next:?}");
+    }
+    // A wrapper would replace central DP's clip: refused.
+    let dp = crate::build_central_dp(
+        &tg_types::spec::StrategyConfig::defaults_for(tg_types::spec::StrategyKind::FedAvg),
+        tg_types::privacy::CentralDpSpec {
+            noise_multiplier: tg_privacy::NoiseMultiplier::new(1.0).unwrap(),
+            clip: tg_types::privacy::ClipSpec::Fixed {
+                norm: tg_privacy::ClipNorm::new(1.0).unwrap(),
+            },
+            client_sampling_rate: tg_privacy::SamplingRate::new(1.0).unwrap(),
+            population: 10,
+        },
+        tg_privacy::NoiseRng::insecure_seeded_for_tests(1),
+    )
+    .unwrap();
+    let spec = RobustSpec {
+        kind: AggregatorKind::FedAvg,
+        f: 0,
+        norm_bound: None,
+    };
+    assert!(Robust::new(dp, spec).is_err());
+}
+
+#[test]
+fn the_cosine_reference_is_dropped_when_the_round_does_not_start_from_its_model() {
+    let ups: Vec<Vec<f32>> = (0..10).map(honest).collect();
+    let mut stateful = robust(AggregatorKind::Outlier3Sigma, 1);
+    round(&mut stateful, &ups).unwrap();
+    // The next round starts again from the old model (a rejected candidate
+    // or a rollback): the same result as a filter that never ran.
+    let mut shifted = ups.clone();
+    shifted[2] = vec![-1.0, 2.0, -1.0, 2.0];
+    let a = round(&mut stateful, &shifted).unwrap();
+    let b = round(&mut robust(AggregatorKind::Outlier3Sigma, 1), &shifted).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(stateful.screened(), {
+        let mut fresh = robust(AggregatorKind::Outlier3Sigma, 1);
+        round(&mut fresh, &shifted).unwrap();
+        fresh.screened()
+    });
+}

@@ -129,7 +129,8 @@ impl JobSpec {
             return bad(format!(
                 "the {} aggregator drops or reweighs updates by what the others sent, which the \
                  DP accountant does not cover (its bound assumes every sampled update is clipped \
-                 and summed); use aggregator = norm-bound, or no dp",
+                 and summed); under dp, run without an aggregator (the DP clip already bounds \
+                 every update's influence), or run the robust rule without dp",
                 r.kind
             ));
         }
@@ -150,11 +151,25 @@ impl JobSpec {
                 r.kind, self.train.compress
             ));
         }
-        let most = ((f64::from(self.clients) * self.fraction).round() as usize).max(1);
-        if let Some(why) = r.refuses(most) {
+        // What the sampler selects (crate tg-strategy's Sampler: ⌈q·n⌉,
+        // at least the quorum, at most everyone).
+        let selected = ((f64::from(self.clients) * self.fraction).ceil() as usize)
+            .max(self.min_clients as usize)
+            .min(self.clients as usize);
+        if let Some(why) = r.refuses(selected) {
             return bad(format!(
-                "{why} (this job selects about {most} of {} clients per round)",
+                "{why} (this job selects {selected} of {} clients per round)",
                 self.clients
+            ));
+        }
+        if (self.min_clients as usize) < r.min_updates() {
+            return bad(format!(
+                "the {} aggregator needs {} updates in a round, and the quorum min_clients = {} \
+                 would let a round with fewer reach it and fail (E113); set min_clients to {} or more",
+                r.kind,
+                r.min_updates(),
+                self.min_clients,
+                r.min_updates()
             ));
         }
         Ok(())

@@ -244,8 +244,10 @@ pub struct ScreenRecord {
     /// The agent.
     pub agent: crate::AgentId,
     /// The rule's score (robust z-score, Krum score, norm or distance to
-    /// the aggregate: see `tg_strategy::Screened`).
-    pub score: f64,
+    /// the aggregate: see `tg_strategy::Screened`); `None` where it is
+    /// withheld (the API shows scores, functions of an agent's update, to
+    /// operators only).
+    pub score: Option<f64>,
     /// Whether the update reached the aggregate.
     pub admitted: bool,
 }

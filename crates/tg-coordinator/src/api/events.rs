@@ -51,6 +51,9 @@ fn event(kind: &str, data: &serde_json::Value) -> Event {
 fn round_data(job: &str, r: &tg_types::record::RoundRecord) -> serde_json::Value {
     let mut r = r.clone();
     r.experts.clear();
+    for s in &mut r.screened {
+        s.score = None;
+    }
     json!({"job": job, "record": r})
 }
 
@@ -184,9 +187,17 @@ mod tests {
                 updated: true,
                 step_norm: 0.2,
             }],
-            screened: Vec::new(),
+            screened: vec![tg_types::record::ScreenRecord {
+                agent: tg_types::AgentId::numbered(1),
+                score: Some(7.25),
+                admitted: false,
+            }],
         };
         let data = super::round_data("j", &r).to_string();
+        assert!(
+            !data.contains("7.25") && data.contains("\"admitted\":false"),
+            "{data}"
+        );
         assert!(data.contains("\"round\":1"), "{data}");
         assert!(
             !data.contains("share") && !data.contains("step_norm"),

@@ -139,9 +139,14 @@ pub(super) async fn stop(
 /// Per-expert figures describe the fleet's task mix; without DP, rounds with
 /// different participants can be differenced into one robot's mix, so only
 /// operators (who run the coordinator that computes them) see them.
+/// Robust aggregators' scores are functions of each agent's update, so they
+/// too are for operators; others see only whether an update was admitted.
 fn hide_experts_from(role: ApiRole, r: &mut tg_types::record::RoundRecord) {
     if role < ApiRole::Operator {
         r.experts.clear();
+        for s in &mut r.screened {
+            s.score = None;
+        }
     }
 }
 
