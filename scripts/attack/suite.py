@@ -32,6 +32,8 @@ def run(args, agg, attack, fraction, seed):
                "--dataset", args.dataset, "--seed", str(seed), "--aggregator", agg]
         if attack:
             cmd += ["--attack", attack, "--attackers", str(fraction)]
+            if fraction == 0.0 and agg in TAKES_F:
+                cmd += ["--byzantine", "4"]
         elif agg in TAKES_F:
             cmd += ["--byzantine", str(int(fraction * args.clients + 0.5))]
         p = subprocess.run(cmd, capture_output=True, text=True)
@@ -56,7 +58,17 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--attacks", nargs="+", default=ATTACKS)
     ap.add_argument("--aggregators", nargs="+", default=AGGREGATORS)
+    ap.add_argument("--trigger-baseline-only", action="store_true",
+                    help="only measure how often the trigger alone moves a clean model "
+                         "(--attack backdoor --attackers 0)")
     args = ap.parse_args()
+    if args.trigger_baseline_only:
+        for agg in args.aggregators:
+            for seed in args.seeds:
+                r = run(args, agg, "backdoor", 0.0, seed)
+                r["attack"] = "trigger-baseline"
+                print(json.dumps(r), flush=True)
+        return
     rows = []
     for fraction in args.fractions:
         for attack in [None] + args.attacks:
