@@ -184,6 +184,9 @@ pub fn run(
             out.bold(&pct(final_eval.map(|e| e.accuracy))),
             pct(centralized.map(|e| e.accuracy)),
         ));
+        if let Some(a) = &attack {
+            out.line(&out.red(&a.label));
+        }
         if let (Some(p), Some(e)) = (&spec.privacy, outcome.epsilon) {
             out.line(&format!(
                 "privacy spent: ε = {e:.4} of {} at δ = {} ({} accountant, ledger in the run's store)",

@@ -209,6 +209,7 @@ pub fn round_json(r: &RoundRecord) -> serde_json::Value {
         "model_sha256": r.model_sha256, "parent_sha256": r.parent_sha256, "epsilon": r.epsilon,
         "federated": r.federated, "gate": r.gate,
         "experts": (!r.experts.is_empty()).then_some(&r.experts),
+        "screened": (!r.screened.is_empty()).then_some(&r.screened),
     })
 }
 

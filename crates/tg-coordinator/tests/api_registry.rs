@@ -1,6 +1,6 @@
 //! The model registry over the REST API: versions, an audited rollback by an
-//! operator, refusals that say what to change, and per-expert figures only
-//! for operators.
+//! operator, refusals that say what to change, and per-expert figures and
+//! robust aggregators' scores only for operators.
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup step should fail the test loudly
 
 mod common;
@@ -39,11 +39,24 @@ fn two_versions() -> (common::Fixture, String, String) {
             updated: true,
             step_norm: 0.1,
         }],
-        screened: Vec::new(),
+        screened: vec![tg_types::record::ScreenRecord {
+            agent: tg_types::AgentId::numbered(2),
+            score: Some(7.25),
+            admitted: false,
+        }],
     };
     let v2 = {
         let mut store = f.state.store.lock().unwrap();
         store.record_round(job, &mut r, Some(b"round 2")).unwrap();
+        // The job's summary carries the same round history the CLI prints.
+        let history = serde_json::json!({"history": [{
+            "round": 2,
+            "experts": &r.experts,
+            "screened": &r.screened,
+        }]});
+        store
+            .finish_job(job, tg_types::record::JobStatus::Completed, None, &history)
+            .unwrap();
         r.model_sha256.clone().unwrap()
     };
     (f, v1, v2)
@@ -144,10 +157,17 @@ async fn per_expert_figures_are_for_operators_only() {
         for url in [
             format!("/api/v1/jobs/{}/rounds", f.job),
             format!("/api/v1/jobs/{}/rounds/2", f.job),
+            format!("/api/v1/jobs/{}", f.job),
         ] {
             let (s, text) = call(&f.state, &Method::GET, &url, Some(&token(role)), "").await;
             assert_eq!(s, StatusCode::OK, "{text}");
             assert_eq!(text.contains("step_norm"), shown, "{role:?} {url}: {text}");
+            // Robust aggregators' scores too; whether an update was admitted is for everyone.
+            assert_eq!(text.contains("7.25"), shown, "{role:?} {url}: {text}");
+            assert!(
+                text.contains("\"admitted\":false"),
+                "{role:?} {url}: {text}"
+            );
         }
     }
 }

@@ -97,8 +97,27 @@ pub(super) async fn show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, "GET /api/v1/jobs/{id}", ApiRole::Viewer)?;
-    let job = with_store(&state, |s| s.find_job(&id).map_err(not_found))?;
+    let token = authorize(&state, &headers, "GET /api/v1/jobs/{id}", ApiRole::Viewer)?;
+    let mut job = with_store(&state, |s| s.find_job(&id).map_err(not_found))?;
+    if token.role < ApiRole::Operator
+        && let Some(history) = job
+            .summary
+            .as_mut()
+            .and_then(|s| s.get_mut("history"))
+            .and_then(Value::as_array_mut)
+    {
+        // The summary's round history, as the rounds route shows it.
+        for round in history {
+            if let Some(r) = round.as_object_mut() {
+                r.remove("experts");
+                if let Some(screened) = r.get_mut("screened").and_then(Value::as_array_mut) {
+                    for s in screened.iter_mut().filter_map(Value::as_object_mut) {
+                        s.insert("score".into(), Value::Null);
+                    }
+                }
+            }
+        }
+    }
     Ok(Json(json!(job)))
 }
 
