@@ -47,6 +47,22 @@ fn spec(robust: Option<RobustSpec>) -> JobSpec {
     }
 }
 
+/// Runs `prepared` to the end as job `[job; 16]`.
+fn run(prepared: &Prepared, store: &mut Store, job: u8) -> tg_coordinator::runner::Finished {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(prepared.run(
+        JobId::from_bytes([job; 16]),
+        store,
+        Duration::from_secs(60),
+        |_| {},
+    ))
+    .unwrap()
+}
+
 #[test]
 fn the_3sigma_filter_drops_the_one_scaled_update_every_round_and_the_audit_names_it() {
     let robust = RobustSpec {
@@ -66,19 +82,7 @@ fn the_3sigma_filter_drops_the_one_scaled_update_every_round_and_the_audit_names
         .unwrap();
     assert_eq!(who.len(), 1);
     let attacker = tg_types::AgentId::numbered(who[0]);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let finished = rt
-        .block_on(prepared.run(
-            JobId::from_bytes([3; 16]),
-            &mut store,
-            Duration::from_secs(60),
-            |_| {},
-        ))
-        .unwrap();
+    let finished = run(&prepared, &mut store, 3);
     for r in &finished.outcome.history {
         assert_eq!(
             r.status,
@@ -130,19 +134,7 @@ fn a_backdoor_is_measured_apart_from_clean_accuracy() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let finished = rt
-        .block_on(prepared.run(
-            JobId::from_bytes([4; 16]),
-            &mut store,
-            Duration::from_secs(60),
-            |_| {},
-        ))
-        .unwrap();
+    let finished = run(&prepared, &mut store, 4);
     let asr = prepared.backdoor_success(&finished.outcome.model).unwrap();
     assert!((0.0..=1.0).contains(&asr), "{asr}");
     // Attack shares outside [0, 0.5) are refused.
