@@ -1,5 +1,6 @@
 //! Red team: simulated poisoning attackers against the robust aggregators,
 //! on the production coordinator and agents.
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup step should fail the test loudly
 
 use std::collections::BTreeMap;
 use std::time::Duration;
