@@ -16,6 +16,7 @@ mod fleet;
 mod observability;
 mod operators;
 mod partition;
+mod reputation;
 mod restart;
 mod roster;
 mod trust;

@@ -302,7 +302,7 @@ pub struct DemoArgs {
         "clients", "rounds", "strategy", "partition", "dataset", "model", "local_epochs",
         "batch_size", "lr", "optimizer", "compress", "fraction", "min_clients", "dropout",
         "seed", "hidden", "mu", "server_lr", "dp", "secure_aggregation", "aggregator",
-        "byzantine", "norm_bound",
+        "byzantine", "norm_bound", "reputation",
     ])]
     pub job: Option<PathBuf>,
     /// Watch the demo in the web dashboard on this address (`--dashboard`

@@ -52,6 +52,11 @@ pub struct RobustArgs {
     /// median norm).
     #[arg(long, env = "TENSORGUARD_NORM_BOUND", value_name = "B")]
     pub norm_bound: Option<f64>,
+    /// Keep each agent's reputation from the aggregator's flags: flagged
+    /// agents are down-weighted, then excluded from sampling (default
+    /// policy: 3 flags in 10 screened rounds; a job file sets its own).
+    #[arg(long)]
+    pub reputation: bool,
     /// SIMULATION: a share of the clients poison the federation: sign-flip
     /// | scaling | noise | label-flip | alie | backdoor.
     #[arg(long, value_name = "KIND", requires = "attackers")]

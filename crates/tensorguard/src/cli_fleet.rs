@@ -47,7 +47,7 @@ pub struct CoordinatorStartArgs {
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
     /// Run the agent in the foreground.
-    Start(AgentStartArgs),
+    Start(Box<AgentStartArgs>),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -118,6 +118,11 @@ pub struct AgentStartArgs {
     /// TDX/SGX: DCAP collateral (JSON) to send with quotes.
     #[arg(long, value_name = "FILE")]
     pub tee_collateral: Option<PathBuf>,
+    /// SIMULATION: this agent poisons the federation (sign-flip | scaling |
+    /// noise | label-flip | backdoor), to test a coordinator's defences.
+    /// Labelled in every output; refused with a data owner's --policy.
+    #[arg(long, value_name = "KIND")]
+    pub simulate_attack: Option<String>,
 }
 
 impl AgentStartArgs {
@@ -171,6 +176,10 @@ impl AgentStartArgs {
         }
         if self.allow_plaintext {
             v.push("--allow-plaintext".into());
+        }
+        if let Some(k) = &self.simulate_attack {
+            v.push("--simulate-attack".into());
+            v.push(k.into());
         }
         if let Some(c) = &self.certificate {
             v.push("--certificate".into());

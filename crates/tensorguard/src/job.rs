@@ -33,6 +33,10 @@ fn flags(a: &DemoArgs) -> JobSection {
         aggregator: a.robust.aggregator.clone(),
         byzantine: a.robust.byzantine.or_else(|| sized_for_attackers(a)),
         norm_bound: a.robust.norm_bound,
+        reputation: a.robust.reputation.then_some(true),
+        reputation_window: None,
+        reputation_downweight_after: None,
+        reputation_exclude_after: None,
     }
 }
 

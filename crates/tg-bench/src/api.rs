@@ -48,6 +48,7 @@ fn round(n: u32) -> RoundRecord {
         gate: None,
         experts: Vec::new(),
         screened: Vec::new(),
+        reputation: Vec::new(),
     }
 }
 

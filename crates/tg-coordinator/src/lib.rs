@@ -18,6 +18,7 @@ pub mod http;
 pub mod net;
 mod outcome;
 pub mod plan;
+mod reputation;
 mod resume;
 mod round;
 pub mod runner;
@@ -111,6 +112,9 @@ pub struct RunConfig {
     /// The rollout gate: each candidate is evaluated by agents against the
     /// current model before it may commit.
     pub gate: Option<tg_strategy::RolloutGate>,
+    /// Reputation from the robust aggregator's flags: down-weighting, then
+    /// exclusion from sampling.
+    pub reputation: Option<tg_types::reputation::ReputationPolicy>,
 }
 
 /// Secure aggregation as the coordinator runs it.

@@ -102,6 +102,7 @@ impl RunConfig {
             privacy: spec.privacy,
             evaluate_every: spec.evaluate_every,
             // Its settings are checked with the spec (`JobSpec::check`).
+            reputation: spec.reputation,
             gate: spec.gate.map(|g| tg_strategy::RolloutGate {
                 margin: g.margin,
                 min_episodes: g.min_episodes,

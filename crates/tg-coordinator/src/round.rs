@@ -53,6 +53,7 @@ pub(crate) fn new_record(round: u32) -> RoundRecord {
         gate: None,
         experts: Vec::new(),
         screened: Vec::new(),
+        reputation: Vec::new(),
     }
 }
 
@@ -69,8 +70,9 @@ impl<T: Transport> Coordinator<'_, T> {
         };
         let mut record = new_record(round);
 
-        // Select.
-        let available = self.transport.connected();
+        // Select, leaving out agents that reputation excluded (and telling
+        // the strategy the others' weights).
+        let available = self.eligible(self.transport.connected())?;
         let plan = match self.select(round, global, &available)? {
             Ok(plan) => plan,
             Err(reason) => {
@@ -222,8 +224,12 @@ impl<T: Transport> Coordinator<'_, T> {
                 agent: s.agent,
                 score: Some(s.score),
                 admitted: s.admitted,
+                flagged: s.flagged,
             })
             .collect();
+        // Reputation counts the screening whether or not the round commits:
+        // an attacker's flags do not depend on the others' outcome.
+        record.reputation = self.observe_screening(round, &record.screened)?;
         let candidate = match applied {
             Ok(c) => c,
             Err(StrategyError::Rejected(why)) => {

@@ -210,6 +210,7 @@ pub fn round_json(r: &RoundRecord) -> serde_json::Value {
         "federated": r.federated, "gate": r.gate,
         "experts": (!r.experts.is_empty()).then_some(&r.experts),
         "screened": (!r.screened.is_empty()).then_some(&r.screened),
+        "reputation": (!r.reputation.is_empty()).then_some(&r.reputation),
     })
 }
 

@@ -43,7 +43,9 @@ fn two_versions() -> (common::Fixture, String, String) {
             agent: tg_types::AgentId::numbered(2),
             score: Some(7.25),
             admitted: false,
+            flagged: true,
         }],
+        reputation: Vec::new(),
     };
     let v2 = {
         let mut store = f.state.store.lock().unwrap();

@@ -314,6 +314,64 @@ impl Learner for Attacker {
     }
 }
 
+/// SIMULATION ONLY: the training of an attacking agent *process*
+/// (`tensorguard agent start --simulate-attack KIND`): a real agent on the
+/// network whose learner lies as [`Attacker`] does. ALIE is not offered: its
+/// colluders coordinate through shared honest updates, which one process
+/// does not have.
+pub struct AttackingTraining {
+    data: Dataset,
+    kind: AttackKind,
+    seed: u64,
+}
+
+impl AttackingTraining {
+    /// An attacker of `kind` on `data` (poisoned here where the attack
+    /// poisons data).
+    pub fn new(kind: AttackKind, data: &Dataset, seed: u64) -> Result<Self, String> {
+        if kind == AttackKind::Alie {
+            return Err(
+                "alie needs colluding attackers that share their honest updates, which one agent process does not have; use it in `tensorguard demo --attack alie`, or pick sign-flip, scaling, noise, label-flip or backdoor".into(),
+            );
+        }
+        Ok(Self {
+            data: poisoned(kind, data).map_err(|e| e.to_string())?,
+            kind,
+            seed,
+        })
+    }
+
+    /// The attack.
+    pub fn kind(&self) -> AttackKind {
+        self.kind
+    }
+}
+
+impl tg_agent::LocalTraining for AttackingTraining {
+    fn examples(&self) -> usize {
+        self.data.len()
+    }
+
+    fn ledger_key(&self, policy: &tg_agent::OwnerPolicy) -> String {
+        policy.ledger_key(&self.data)
+    }
+
+    fn learner(&self, offer: &tg_proto::Offer) -> Result<Box<dyn Learner>, tg_agent::AgentError> {
+        if offer.custom_model {
+            return Err(tg_agent::AgentError::CustomModel);
+        }
+        let shape = ModelShape::for_dataset(offer.model, offer.hidden as usize, &self.data)?;
+        Ok(Box::new(Attacker::new(
+            shape,
+            &self.data,
+            self.kind,
+            Vec::new(),
+            0.0,
+            self.seed,
+        )?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -429,6 +429,7 @@ mod tests {
             simulated_noise_seed: None,
             gate: None,
             robust: None,
+            reputation: None,
         }
     }
 

@@ -45,6 +45,7 @@ fn spec(robust: Option<RobustSpec>) -> JobSpec {
         simulated_noise_seed: None,
         gate: None,
         robust,
+        reputation: None,
     }
 }
 

@@ -68,6 +68,17 @@ pub struct JobSection {
     pub byzantine: Option<u32>,
     /// `norm-bound`: the L2 bound (default: the round's median norm).
     pub norm_bound: Option<f64>,
+    /// Reputation from the robust aggregator's flags (default off; any
+    /// `reputation_*` key turns it on).
+    pub reputation: Option<bool>,
+    /// Reputation: screened rounds of an agent's that count (default 10).
+    pub reputation_window: Option<u32>,
+    /// Reputation: flags in the window from which an agent is down-weighted
+    /// (default 1).
+    pub reputation_downweight_after: Option<u32>,
+    /// Reputation: flags in the window at which an agent is excluded from
+    /// sampling (default 3).
+    pub reputation_exclude_after: Option<u32>,
 }
 
 impl JobSection {
@@ -101,7 +112,11 @@ impl JobSection {
             gate_episodes,
             aggregator,
             byzantine,
-            norm_bound
+            norm_bound,
+            reputation,
+            reputation_window,
+            reputation_downweight_after,
+            reputation_exclude_after
         )
     }
 }
@@ -316,7 +331,43 @@ pub(crate) fn resolve(s: &JobSection) -> Result<JobSpec> {
         simulated_noise_seed: None,
         gate: gate(s)?,
         robust,
+        reputation: reputation(s)?,
     })
+}
+
+/// Reputation from `reputation` / `reputation_*`, checked.
+fn reputation(s: &JobSection) -> Result<Option<tg_types::reputation::ReputationPolicy>> {
+    let keys = s.reputation_window.is_some()
+        || s.reputation_downweight_after.is_some()
+        || s.reputation_exclude_after.is_some();
+    match s.reputation {
+        Some(false) if keys => {
+            return Err(invalid(
+                "reputation = false with reputation_* keys",
+                "the keys set a reputation policy the job turns off",
+                "remove the keys, or set reputation = true",
+            )
+            .at("reputation"));
+        }
+        Some(false) => return Ok(None),
+        None if !keys => return Ok(None),
+        _ => {}
+    }
+    let d = tg_types::reputation::ReputationPolicy::default();
+    let policy = tg_types::reputation::ReputationPolicy {
+        window: s.reputation_window.unwrap_or(d.window),
+        downweight_after: s.reputation_downweight_after.unwrap_or(d.downweight_after),
+        exclude_after: s.reputation_exclude_after.unwrap_or(d.exclude_after),
+    };
+    policy.check().map_err(|why| {
+        invalid(
+            "reputation policy",
+            why,
+            "e.g. reputation_window = 10, reputation_downweight_after = 1, reputation_exclude_after = 3",
+        )
+        .at("reputation")
+    })?;
+    Ok(Some(policy))
 }
 
 /// The robust aggregator from `aggregator` / `byzantine` / `norm_bound`.

@@ -15,6 +15,7 @@ mod jobs;
 mod ledger;
 mod process;
 pub mod registry;
+mod reputation;
 mod rounds;
 mod schema;
 mod settings;

@@ -35,6 +35,7 @@ fn record(n: u32, status: RoundStatus, parent: Option<&str>) -> RoundRecord {
         gate: None,
         experts: Vec::new(),
         screened: Vec::new(),
+        reputation: Vec::new(),
     }
 }
 

@@ -35,12 +35,16 @@ impl Store {
             .then(|| serde_json::to_string(&round.screened))
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("screened updates: {e}")))?;
+        let reputation = (!round.reputation.is_empty())
+            .then(|| serde_json::to_string(&round.reputation))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("reputation changes: {e}")))?;
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO rounds(job_id, round, status, accuracy, loss, selected, participants,
                                 upload_bytes, download_bytes, duration_ms, reason, model_sha256, finished_at_ms, gate_json,
-                                parent_sha256, experts_json, screened_json)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                                parent_sha256, experts_json, screened_json, reputation_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             params![
                 job.to_string(),
                 round.round,
@@ -58,7 +62,8 @@ impl Store {
                 gate,
                 round.parent_sha256,
                 experts,
-                screened
+                screened,
+                reputation
             ],
         )?;
         if let Some(sha) = &sha {
@@ -119,7 +124,7 @@ impl Store {
                     duration_ms, reason, model_sha256,
                     (SELECT epsilon_after FROM privacy_ledger l
                      WHERE l.job_id = rounds.job_id AND l.round = rounds.round),
-                    federated_json, gate_json, parent_sha256, experts_json, screened_json
+                    federated_json, gate_json, parent_sha256, experts_json, screened_json, reputation_json
              FROM rounds WHERE job_id = ?1 ORDER BY round",
         )?;
         let raw = stmt
@@ -142,6 +147,7 @@ impl Store {
                     r.get::<_, Option<String>>(14)?,
                     r.get::<_, Option<String>>(15)?,
                     r.get::<_, Option<String>>(16)?,
+                    r.get::<_, Option<String>>(17)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -169,6 +175,7 @@ impl Store {
                     parent,
                     experts,
                     screened,
+                    reputation,
                 )| {
                     let detail = pstmt
                         .query_map(params![job_id, round], |r| {
@@ -217,6 +224,9 @@ impl Store {
                             .and_then(|j| serde_json::from_str(&j).ok())
                             .unwrap_or_default(),
                         screened: screened
+                            .and_then(|j| serde_json::from_str(&j).ok())
+                            .unwrap_or_default(),
+                        reputation: reputation
                             .and_then(|j| serde_json::from_str(&j).ok())
                             .unwrap_or_default(),
                     })

@@ -160,6 +160,18 @@ BEGIN SELECT RAISE(ABORT, 'model rollbacks are append-only'); END;
     "
 ALTER TABLE rounds ADD COLUMN screened_json TEXT;
 ",
+    // 11: agents' reputation per job (JSON, see tg_types::reputation), and
+    // the changes of standing each round caused (JSON).
+    "
+ALTER TABLE rounds ADD COLUMN reputation_json TEXT;
+CREATE TABLE reputation (
+    job_id        TEXT NOT NULL REFERENCES jobs(id),
+    agent_id      TEXT NOT NULL,
+    value_json    TEXT NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (job_id, agent_id)
+);
+",
 ];
 
 /// Sets durability pragmas and applies pending migrations.

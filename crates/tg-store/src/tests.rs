@@ -31,6 +31,7 @@ fn round(n: u32, status: RoundStatus) -> RoundRecord {
         gate: None,
         experts: Vec::new(),
         screened: Vec::new(),
+        reputation: Vec::new(),
     }
 }
 

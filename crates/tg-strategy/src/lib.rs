@@ -157,6 +157,12 @@ pub trait Strategy: Send {
         Vec::new()
     }
 
+    /// Sets agents' example weights for the next `apply` (reputation's
+    /// down-weighting: each listed agent's example count is multiplied by
+    /// its weight in (0, 1]). Only a robust rule, which sees each update,
+    /// can apply them; others ignore them.
+    fn reweigh(&mut self, _weights: &std::collections::BTreeMap<AgentId, f64>) {}
+
     /// Folds `results` (in any order: the sum is exact) and applies them.
     fn aggregate_train(
         &mut self,

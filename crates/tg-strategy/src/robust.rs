@@ -31,6 +31,11 @@ pub struct Screened {
     pub score: f64,
     /// Whether the update reached the aggregate (a clipped update did).
     pub admitted: bool,
+    /// Whether its score was an outlier of the round: the 3σ filter's
+    /// rejection, or for the other rules a robust z-score of the rule's
+    /// score above 3 (Krum and Multi-Krum leave updates out every round by
+    /// construction; only an outlying score flags). Reputation counts flags.
+    pub flagged: bool,
 }
 
 /// A robust rule around a server optimizer.
@@ -42,6 +47,8 @@ pub struct Robust {
     /// that model: not after a rejected candidate or a rollback).
     last_step: Option<(Vec<f64>, u64)>,
     screened: Vec<Screened>,
+    /// Reputation's example weights for the next round (absent: 1).
+    weights: std::collections::BTreeMap<AgentId, f64>,
 }
 
 impl std::fmt::Debug for Robust {
@@ -71,6 +78,7 @@ impl Robust {
             spec,
             last_step: None,
             screened: Vec::new(),
+            weights: std::collections::BTreeMap::new(),
         })
     }
 
@@ -190,6 +198,35 @@ impl Robust {
     }
 }
 
+impl Robust {
+    /// Which of a round's marks are outliers (see [`Screened::flagged`]).
+    fn flags(&self, marks: &[(f64, bool)]) -> Vec<bool> {
+        if self.spec.kind == AggregatorKind::Outlier3Sigma {
+            return marks.iter().map(|m| !m.1).collect();
+        }
+        // Krum scores are sums of squared distances: their square roots
+        // are distances, as the other rules' scores are.
+        let squared = matches!(
+            self.spec.kind,
+            AggregatorKind::Krum | AggregatorKind::MultiKrum | AggregatorKind::Bulyan
+        );
+        let scores: Vec<f64> = marks
+            .iter()
+            .map(|m| if squared { m.0.max(0.0).sqrt() } else { m.0 })
+            .collect();
+        if marks.len() < 3 || scores.iter().all(|s| *s == 0.0) {
+            return vec![false; marks.len()];
+        }
+        // A spread of at least a quarter of the median: honest fleets are
+        // heterogeneous, and a flag costs an agent its weight.
+        let floor = 0.25 * rules::median(&scores).abs();
+        rules::robust_z(&scores, floor)
+            .into_iter()
+            .map(|z| z > 3.0)
+            .collect()
+    }
+}
+
 /// What a rule lets through.
 struct Admitted {
     /// (score, admitted) per kept update.
@@ -272,6 +309,14 @@ impl Strategy for Robust {
         self.screened.clone()
     }
 
+    fn reweigh(&mut self, weights: &std::collections::BTreeMap<AgentId, f64>) {
+        self.weights = weights
+            .iter()
+            .filter(|(_, w)| w.is_finite() && **w > 0.0 && **w < 1.0)
+            .map(|(a, w)| (a.clone(), *w))
+            .collect();
+    }
+
     fn apply(&mut self, round: u32, global: &Parameters, fold: Fold) -> Result<Parameters> {
         self.screened.clear();
         if self.streams() {
@@ -284,15 +329,19 @@ impl Strategy for Robust {
         // update cannot outweigh the rest by claiming more data.
         let mut counts: Vec<f64> = kept.iter().map(|k| k.num_examples as f64).collect();
         let cap = (3.0 * rules::median_in_place(&mut counts)).max(1.0) as u64;
+        let flagged = self.flags(&admitted.marks);
         self.screened = kept
             .iter()
             .zip(&admitted.marks)
-            .map(|(k, &(score, ok))| Screened {
+            .zip(flagged)
+            .map(|((k, &(score, ok)), flagged)| Screened {
                 agent: k.agent.clone(),
                 score,
                 admitted: ok,
+                flagged,
             })
             .collect();
+        let weights = std::mem::take(&mut self.weights);
         let results: Vec<ClientUpdate> = match &admitted.combined {
             Some(agg) => {
                 let first = kept.first().ok_or(StrategyError::NoResults)?;
@@ -315,10 +364,13 @@ impl Strategy for Robust {
                             update.scale((c / nrm) as f32);
                         }
                     }
+                    // Reputation's down-weighting scales the capped count.
+                    let w = weights.get(&k.agent).copied().unwrap_or(1.0);
+                    let count = k.num_examples.min(cap);
                     ClientUpdate {
                         agent: k.agent,
                         update,
-                        num_examples: k.num_examples.min(cap),
+                        num_examples: ((count as f64 * w).round() as u64).max(1),
                         control_delta: None,
                     }
                 })

@@ -269,3 +269,52 @@ fn the_cosine_reference_is_dropped_when_the_round_does_not_start_from_its_model(
         fresh.screened()
     });
 }
+
+#[test]
+fn every_screening_rule_flags_a_scaled_update_and_no_honest_one() {
+    let mut ups: Vec<Vec<f32>> = (0..10).map(honest).collect();
+    ups[6] = ups[6].iter().map(|v| v * 10.0).collect();
+    for kind in AggregatorKind::ALL {
+        if kind == AggregatorKind::FedAvg {
+            continue;
+        }
+        let mut s = robust(
+            kind,
+            if kind == AggregatorKind::NormBound {
+                0
+            } else {
+                1
+            },
+        );
+        round(&mut s, &ups).unwrap();
+        let screened = s.screened();
+        for x in &screened {
+            assert_eq!(
+                x.flagged,
+                x.agent == AgentId::numbered(6),
+                "{kind}: {screened:?}"
+            );
+        }
+    }
+    // Krum leaves nine honest updates out: left out is not flagged.
+    let mut s = robust(AggregatorKind::Krum, 1);
+    round(&mut s, &(0..10).map(honest).collect::<Vec<_>>()).unwrap();
+    let screened = s.screened();
+    assert_eq!(screened.iter().filter(|x| !x.admitted).count(), 9);
+    assert!(screened.iter().all(|x| !x.flagged), "{screened:?}");
+}
+
+#[test]
+fn reputation_weights_scale_example_counts_once() {
+    let ups: Vec<Vec<f32>> = vec![vec![1.0; 4], vec![1.2; 4], vec![1.0; 4]];
+    let mut s = robust(AggregatorKind::MultiKrum, 0);
+    let w: std::collections::BTreeMap<AgentId, f64> =
+        [(AgentId::numbered(1), 0.5)].into_iter().collect();
+    s.reweigh(&w);
+    // 10·0.5 examples at 1.2, 10 + 10 at 1: (6 + 20)/25 = 1.04.
+    let next = round(&mut s, &ups).unwrap();
+    assert!((next[0] - 1.04).abs() < 1e-6, "{next:?}");
+    // The weights were for that round only: (12 + 20)/30.
+    let next = round(&mut s, &ups).unwrap();
+    assert!((next[0] - 32.0 / 30.0).abs() < 1e-6, "{next:?}");
+}

@@ -102,6 +102,17 @@ impl JobSpec {
         if let Some(r) = &self.robust {
             self.check_robust(r)?;
         }
+        if let Some(p) = &self.reputation {
+            p.check().map_err(SpecConflict)?;
+            let screens = self.robust.is_some_and(|r| {
+                r.kind.needs_individual_updates()
+                    && !(r.kind == crate::robust::AggregatorKind::NormBound
+                        && r.norm_bound.is_some())
+            });
+            if !screens {
+                return bad("reputation counts the robust aggregator's flags, and this job's rounds screen no individual update; set aggregator = \"outlier-3sigma\" (or median, trimmed-mean, krum, multi-krum, bulyan, or norm-bound without a fixed norm_bound)".into());
+            }
+        }
         if self.strategy.kind == StrategyKind::Scaffold && matches!(mode, Some(DpMode::Central(_)))
         {
             return bad("SCAFFOLD cannot run under central DP: its control variates are per-client and un-noised; use fedavg, fedprox or fedadam".into());

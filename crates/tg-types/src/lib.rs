@@ -12,6 +12,7 @@ pub mod job_rules;
 pub mod params;
 pub mod privacy;
 pub mod record;
+pub mod reputation;
 pub mod robust;
 pub mod spec;
 pub mod view;

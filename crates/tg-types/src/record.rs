@@ -236,6 +236,10 @@ pub struct RoundRecord {
     /// `aggregator`): its score and whether it reached the model.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub screened: Vec<ScreenRecord>,
+    /// Changes of agents' standing this round caused (jobs with
+    /// reputation), each with its reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reputation: Vec<crate::reputation::ReputationChange>,
 }
 
 /// One update as a robust aggregator judged it.
@@ -250,6 +254,11 @@ pub struct ScreenRecord {
     pub score: Option<f64>,
     /// Whether the update reached the aggregate.
     pub admitted: bool,
+    /// Whether its score was an outlier of the round (what reputation
+    /// counts; a rule that always leaves some out, such as Krum, does not
+    /// flag those it leaves out for that alone).
+    #[serde(default)]
+    pub flagged: bool,
 }
 
 /// What one round did to one expert of a mixture-of-experts model.

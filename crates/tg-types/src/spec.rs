@@ -403,6 +403,10 @@ pub struct JobSpec {
     /// only); `None` is the strategy's own example-weighted mean.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub robust: Option<crate::robust::RobustSpec>,
+    /// Reputation from the robust aggregator's flags: down-weighting, then
+    /// exclusion from sampling (needs a screening `robust` rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reputation: Option<crate::reputation::ReputationPolicy>,
 }
 
 /// The rollout gate's settings (`gate_margin`, `gate_episodes` in `[job]`).

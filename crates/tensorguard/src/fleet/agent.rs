@@ -118,6 +118,7 @@ pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(),
     }
     let started = std::time::Instant::now();
     let data = local_data(args)?;
+    let attack = simulated_attack(args, &data)?;
     let key = super::identity(data_dir, args.key_file.as_deref())?;
     let mut config = JoinConfig {
         coordinator: args.coordinator.clone(),
@@ -186,6 +187,9 @@ pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(),
         if args.insecure {
             out.note(&out.red("UNTRUSTED: --insecure — without a TEE this agent sends simulated attestation; no one can verify what code runs here"));
         }
+        if let Some(a) = &attack {
+            out.note(&out.red(&attack_label(a.kind())));
+        }
         // Report readiness (joined) once, for operators and start-up timing.
         let watch = status.clone();
         let json = out.json;
@@ -204,21 +208,77 @@ pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(),
                 }
             }
         });
-        let local = Arc::new(tg_agent::CandleTraining::new(data));
+        let local: Arc<dyn tg_agent::LocalTraining> = match attack {
+            Some(a) => Arc::new(a),
+            None => Arc::new(tg_agent::CandleTraining::new(data)),
+        };
         let runner = Runner::new(client, events, key.signing_key().clone(), local, config, status.clone(), metrics);
         runner.run().await.map_err(tg_diag::from_agent)
     })?;
     let s = status.snapshot();
+    let label = args
+        .simulate_attack
+        .as_deref()
+        .and_then(|k| k.parse().ok())
+        .map(attack_label);
     if out.json {
-        out.json_value(&serde_json::to_value(&s).unwrap_or_default());
+        let mut v = serde_json::to_value(&s).unwrap_or_default();
+        if let Some(l) = &label {
+            v["simulation"] = serde_json::json!(l);
+        }
+        out.json_value(&v);
     } else {
         out.line(&format!(
             "job {} finished; answered {} requests",
             s.job.unwrap_or_default(),
             s.answered
         ));
+        if let Some(l) = &label {
+            out.line(&out.red(l));
+        }
     }
     Ok(())
+}
+
+/// What every output of an attacking agent says.
+fn attack_label(kind: tg_inproc::attack::AttackKind) -> String {
+    format!(
+        "SIMULATED ATTACK: this agent poisons the federation ({kind}) to test the coordinator's defences; its updates are not honest"
+    )
+}
+
+/// `--simulate-attack`: the attacking training, checked; refused under a
+/// data owner's policy (a production agent's).
+fn simulated_attack(
+    args: &AgentStartArgs,
+    data: &tg_model::Dataset,
+) -> Result<Option<tg_inproc::attack::AttackingTraining>, UserError> {
+    let Some(kind) = &args.simulate_attack else {
+        return Ok(None);
+    };
+    if args.policy.is_some() {
+        return Err(invalid(
+            "--simulate-attack with a data owner's --policy",
+            "a simulated attack is a test of the coordinator's defences, and a policy file makes this a production agent",
+            "run the attacking agent without --policy (on test data), or drop --simulate-attack",
+        ));
+    }
+    let kind: tg_inproc::attack::AttackKind = kind.parse().map_err(|e: String| {
+        invalid(
+            format!("--simulate-attack {kind}"),
+            e,
+            "use sign-flip, scaling, noise, label-flip or backdoor",
+        )
+    })?;
+    tg_inproc::attack::AttackingTraining::new(kind, data, args.seed)
+        .map(Some)
+        .map_err(|e| {
+            invalid(
+                format!("--simulate-attack {kind}"),
+                e,
+                "pick another attack",
+            )
+        })
 }
 
 fn attest_config(args: &AgentStartArgs) -> Result<tg_agent::tee::AttestConfig, UserError> {

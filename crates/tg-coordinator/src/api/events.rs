@@ -191,7 +191,9 @@ mod tests {
                 agent: tg_types::AgentId::numbered(1),
                 score: Some(7.25),
                 admitted: false,
+                flagged: true,
             }],
+            reputation: Vec::new(),
         };
         let data = super::round_data("j", &r).to_string();
         assert!(

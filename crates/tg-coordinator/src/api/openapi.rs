@@ -40,14 +40,14 @@ impl Modify for BearerAuth {
     ),
     paths(
         jobs::list, jobs::create, jobs::show, jobs::stop, jobs::rounds, jobs::round, jobs::privacy,
-        agents::list,
+        agents::list, agents::reinstate,
         models::list, models::rollback, models::download,
         audit::query, audit::export,
         settings::show, settings::put_job_defaults, settings::put_key_provider, settings::test_key_provider,
         events::events,
         spec,
     ),
-    components(schemas(ErrorBody, ErrorDetail, SubmittedJob, ProviderCheck, JobDefaults, KeyProvider, super::models::RollbackRequest)),
+    components(schemas(ErrorBody, ErrorDetail, SubmittedJob, ProviderCheck, JobDefaults, KeyProvider, super::models::RollbackRequest, super::agents::Reinstate)),
     modifiers(&BearerAuth),
     tags(
         (name = "jobs", description = "Create, list, show and stop jobs; their rounds"),
@@ -67,7 +67,7 @@ pub fn document() -> serde_json::Value {
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let mut value = serde_json::to_value(doc).unwrap_or_default();
     // Request bodies are parsed with unknown keys refused; say so.
-    for name in ["JobDefaults", "KeyProvider", "RollbackRequest"] {
+    for name in ["JobDefaults", "KeyProvider", "RollbackRequest", "Reinstate"] {
         if let Some(schema) = value.pointer_mut(&format!("/components/schemas/{name}")) {
             closed(schema);
         }

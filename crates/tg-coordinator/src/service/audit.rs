@@ -160,6 +160,7 @@ pub fn round(r: &RoundRecord, quorum: u32, attested: &BTreeMap<String, Value>) -
             .collect(),
         gate: r.gate,
         screened: r.screened.clone(),
+        reputation: r.reputation.clone(),
     }
 }
 

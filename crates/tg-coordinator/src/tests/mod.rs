@@ -122,6 +122,7 @@ fn config(rounds: u32, quorum: usize) -> RunConfig {
         },
         seed: 0,
         privacy: None,
+        reputation: None,
         secure: None,
         evaluate_every: 0,
         gate: None,

@@ -129,6 +129,7 @@ pub fn fixture() -> Fixture {
         gate: None,
         experts: Vec::new(),
         screened: Vec::new(),
+        reputation: Vec::new(),
     };
     let model = b"safetensors bytes of round 1".to_vec();
     store.record_round(job, &mut r, Some(&model)).unwrap();

@@ -122,6 +122,10 @@ pub struct RoundAudit {
     /// score and whether it reached the model (jobs with an aggregator).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub screened: Vec<tg_types::record::ScreenRecord>,
+    /// Changes of agents' standing the round caused (jobs with
+    /// reputation): down-weighting, exclusion, recovery, each with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reputation: Vec<tg_types::reputation::ReputationChange>,
 }
 
 /// One selected agent in a round.
@@ -251,6 +255,7 @@ mod tests {
             }],
             gate: None,
             screened: Vec::new(),
+            reputation: Vec::new(),
         }
     }
 

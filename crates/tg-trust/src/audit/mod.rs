@@ -67,6 +67,8 @@ pub mod kind {
     pub const API_TOKEN_REVOKED: &str = "api.token_revoked";
     /// An operator moved a job's model head back to an earlier version.
     pub const MODEL_ROLLED_BACK: &str = "model.rolled_back";
+    /// An operator reinstated an agent that reputation excluded from a job.
+    pub const AGENT_REINSTATED: &str = "agent.reinstated";
 }
 
 /// One line of the log.

@@ -68,6 +68,7 @@ fn round(n: u32) -> AuditEvent {
         }],
         gate: None,
         screened: Vec::new(),
+        reputation: Vec::new(),
     })
 }
 
