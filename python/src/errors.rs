@@ -33,7 +33,9 @@ pub(crate) fn family(code: Code) -> &'static str {
         Code::PrivacyParam | Code::PrivacyUnreachable | Code::BudgetExhausted => "PrivacyError",
         Code::OwnerFloor | Code::RoundDeclined => "RoundError",
         Code::NotAdmitted | Code::Network | Code::NotRunning => "NetworkError",
-        Code::Untrusted | Code::EvidenceUnreadable | Code::NoTee => "AttestationError",
+        Code::Untrusted | Code::EvidenceUnreadable | Code::NoTee | Code::AggregatorRefused => {
+            "AttestationError"
+        }
         _ => "InternalError",
     }
 }

@@ -119,7 +119,7 @@ class NetworkError(TensorGuardError, ConnectionError):
 
 
 class AttestationError(TensorGuardError):
-    """TEE evidence is missing, unreadable or untrusted (E090–E093).
+    """TEE evidence is missing, unreadable or untrusted, here or at the coordinator's aggregator (E090–E094).
 
     Example:
         >>> issubclass(AttestationError, TensorGuardError)

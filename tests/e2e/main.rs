@@ -8,6 +8,7 @@
 
 mod common;
 
+mod aggregator;
 mod bad_input;
 mod chaos;
 mod daemon;

@@ -75,25 +75,41 @@ fn an_attacking_agent_is_excluded_and_no_honest_agent_ever_is() {
         "the attacker's output says so"
     );
 
-    // The store: flagged in its first three rounds, then never sampled.
+    // The store: sampled and flagged until its exclusion (3 flags; a ×10
+    // update is flagged in ≥ 90 % of rounds, see BENCHMARKS), then never
+    // sampled again; every round commits.
     let store = fleet.store();
     let job = summary["job"].as_str().unwrap().to_owned();
     let rounds = store.rounds(&job).unwrap();
     assert_eq!(rounds.len(), ROUNDS as usize);
+    let excluded_in = rounds
+        .iter()
+        .find(|r| {
+            r.reputation.iter().any(|c| {
+                c.agent.as_str() == attacker && c.to == tg_types::reputation::Standing::Excluded
+            })
+        })
+        .map(|r| r.round)
+        .expect("the exclusion is in a round's record");
+    assert!(
+        excluded_in <= EXCLUDE_AFTER + 2,
+        "excluded only in round {excluded_in}"
+    );
+    let mut flags = 0;
     for r in &rounds {
         let sampled = r
             .participants_detail
             .iter()
             .any(|p| p.agent.as_str() == attacker);
-        if r.round <= EXCLUDE_AFTER {
+        if r.round <= excluded_in {
             assert!(sampled, "round {}: the attacker was sampled", r.round);
-            let s = r.screened.iter().find(|s| s.agent.as_str() == attacker);
-            assert!(
-                s.is_some_and(|s| s.flagged && !s.admitted),
-                "round {}: {:?}",
-                r.round,
-                r.screened
-            );
+            let s = r
+                .screened
+                .iter()
+                .find(|s| s.agent.as_str() == attacker)
+                .unwrap();
+            flags += u32::from(s.flagged);
+            assert!(!s.admitted, "round {}: {s:?}", r.round);
         } else {
             assert!(!sampled, "round {}: an excluded agent was sampled", r.round);
         }
@@ -105,16 +121,7 @@ fn an_attacking_agent_is_excluded_and_no_honest_agent_ever_is() {
             r.reason
         );
     }
-    let change = rounds[EXCLUDE_AFTER as usize - 1]
-        .reputation
-        .iter()
-        .find(|c| c.agent.as_str() == attacker)
-        .unwrap();
-    assert_eq!(
-        change.to,
-        tg_types::reputation::Standing::Excluded,
-        "{change:?}"
-    );
+    assert_eq!(flags, EXCLUDE_AFTER);
     // No honest agent excluded over the 50 rounds after: every honest
     // update of those rounds screened, none excluded.
     let reps = store.reputations(&job).unwrap();
@@ -158,8 +165,8 @@ fn an_attacking_agent_is_excluded_and_no_honest_agent_ever_is() {
             Some(a) => a.clone(),
             None => vec![v],
         })
-        .find(|e| e["kind"] == "round.committed" && e["body"]["round"] == EXCLUDE_AFTER)
-        .unwrap_or_else(|| panic!("no audit entry for round {EXCLUDE_AFTER}: {text}"));
+        .find(|e| e["kind"] == "round.committed" && e["body"]["round"] == excluded_in)
+        .unwrap_or_else(|| panic!("no audit entry for round {excluded_in}: {text}"));
     let changes = entry["body"]["reputation"].as_array().unwrap();
     assert!(
         changes.iter().any(|c| c["agent"] == attacker.as_str()

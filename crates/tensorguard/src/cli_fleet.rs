@@ -37,11 +37,16 @@ pub struct CoordinatorStartArgs {
     #[arg(long)]
     pub no_mdns: bool,
     /// TESTING ONLY: admit agents with simulated attestation (labelled
-    /// UNTRUSTED), and run jobs whose DP noise is simulated from a public
-    /// seed (labelled SIMULATION, not private); in every output and in the
-    /// audit log.
+    /// UNTRUSTED), run jobs whose DP noise is simulated from a public seed
+    /// (labelled SIMULATION, not private), and run a job's attested
+    /// aggregator without a TEE (labelled UNTRUSTED); in every output and in
+    /// the audit log.
     #[arg(long)]
     pub allow_simulated: bool,
+    /// Look for TEE interfaces (for an attested aggregator's evidence)
+    /// under this root instead of / (containers, tests).
+    #[arg(long, value_name = "DIR")]
+    pub tee_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +123,16 @@ pub struct AgentStartArgs {
     /// TDX/SGX: DCAP collateral (JSON) to send with quotes.
     #[arg(long, value_name = "FILE")]
     pub tee_collateral: Option<PathBuf>,
+    /// Require the coordinator to be an attested aggregator meeting this
+    /// attestation policy (TOML or JSON, as `attest verify --policy`):
+    /// its TEE evidence must bind the job, its peer id and the key this
+    /// agent seals its updates to; otherwise the agent refuses (E094).
+    #[arg(long, value_name = "FILE")]
+    pub aggregator_policy: Option<PathBuf>,
+    /// TESTING ONLY: accept a coordinator's simulated aggregator evidence
+    /// (labelled UNTRUSTED) even with --aggregator-policy.
+    #[arg(long)]
+    pub allow_simulated_aggregator: bool,
     /// SIMULATION: this agent poisons the federation (sign-flip | scaling |
     /// noise | label-flip | backdoor), to test a coordinator's defences.
     /// Labelled in every output; refused with a data owner's --policy.
@@ -176,6 +191,13 @@ impl AgentStartArgs {
         }
         if self.allow_plaintext {
             v.push("--allow-plaintext".into());
+        }
+        if let Some(p) = &self.aggregator_policy {
+            v.push("--aggregator-policy".into());
+            v.push(p.clone().into_os_string());
+        }
+        if self.allow_simulated_aggregator {
+            v.push("--allow-simulated-aggregator".into());
         }
         if let Some(k) = &self.simulate_attack {
             v.push("--simulate-attack".into());

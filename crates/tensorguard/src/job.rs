@@ -37,6 +37,8 @@ fn flags(a: &DemoArgs) -> JobSection {
         reputation_window: None,
         reputation_downweight_after: None,
         reputation_exclude_after: None,
+        reputation_flag_z: None,
+        attested_aggregator: None,
     }
 }
 

@@ -75,6 +75,9 @@ pub struct StatusSnapshot {
     pub declined: u64,
     /// The last round declined and why, as the owner sees it.
     pub last_declined: Option<String>,
+    /// The attested aggregator this agent seals its updates to, as it
+    /// judged it (`TRUSTED aggregator: …` or `UNTRUSTED: …`).
+    pub aggregator: Option<String>,
     /// Seconds since the agent started.
     pub uptime_s: u64,
     /// Local training examples.

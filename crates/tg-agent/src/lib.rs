@@ -8,6 +8,7 @@
 //! and the network daemon both drive the same handler. Raw data never leaves
 //! this type: replies carry only model updates, example counts and metrics.
 
+pub mod aggregator;
 mod checks;
 pub mod control;
 pub mod daemon;
@@ -65,6 +66,10 @@ pub enum AgentError {
         "the job trains the operator's own model (a safetensors file), and this agent trains only the built-in models"
     )]
     CustomModel,
+    /// The coordinator's attested aggregator failed this agent's check (or
+    /// none was offered and the owner requires one): nothing was sent.
+    #[error("the coordinator's aggregator is refused: {0}")]
+    Aggregator(String),
 }
 
 /// A round this agent declined, and why: the coordinator is told only the
@@ -132,6 +137,8 @@ pub struct Agent {
     last_evaluated: u32,
     /// The last round declined, until the runtime takes it.
     last_declined: Option<Declined>,
+    /// The attested aggregator this agent seals its updates to.
+    sealing: Option<aggregator::Sealing>,
 }
 
 impl Agent {
@@ -190,6 +197,7 @@ impl Agent {
             private_job: false,
             last_evaluated: 0,
             last_declined: None,
+            sealing: None,
             id,
         }
     }
@@ -303,6 +311,7 @@ impl Agent {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+        .map(|b| b.saturating_sub(self.seal_overhead()))
     }
 
     /// Seconds left of the coordinator's deadline for round `at` (when it
@@ -350,11 +359,15 @@ impl Agent {
             return self.declined(req.at, DeclineReason::OwnerFloor, &why);
         }
         // The owner's policy: replays, plaintext, floors, the dataset's budget.
-        let pending =
-            match policy::judge_round(&self.policy, &self.ledger, req, req.global.num_values()) {
-                Ok(p) => p,
-                Err((code, detail)) => return self.declined(req.at, code, &detail),
-            };
+        let pending = match policy::judge_round(
+            &self.round_policy(),
+            &self.ledger,
+            req,
+            req.global.num_values(),
+        ) {
+            Ok(p) => p,
+            Err((code, detail)) => return self.declined(req.at, code, &detail),
+        };
         // The charges are made before training: a crash mid-round over-counts, never under-counts.
         let epsilon = match self
             .guard
@@ -416,7 +429,7 @@ impl Agent {
                     req.config.adaptive_sparsity,
                     budget,
                 ) {
-                    Ok((reply, _)) => ToCoordinator::Trained(reply),
+                    Ok((reply, _)) => self.sealed(reply),
                     Err(why) => self.declined(req.at, DeclineReason::OwnerFloor, &why),
                 }
             }

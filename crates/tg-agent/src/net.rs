@@ -305,6 +305,26 @@ impl Runner {
         } else {
             Some(self.local.learner(&offer)?)
         };
+        // An attested aggregator is checked before anything is sent to it.
+        let sealing = crate::aggregator::check(
+            &self.config.attest.aggregator,
+            offer.job,
+            &peer,
+            offer.aggregator.as_ref(),
+            std::time::SystemTime::now(),
+        )?;
+        if let Some(s) = &sealing {
+            if s.trusted {
+                tracing::info!("{}", s.label);
+            } else {
+                tracing::warn!("{}", s.label);
+            }
+        }
+        self.status
+            .update(|st| st.aggregator = sealing.as_ref().map(|s| s.label.clone()));
+        if same_job && let Some(agent) = self.session.as_mut().and_then(|s| s.agent.as_mut()) {
+            agent.set_sealing(sealing.clone());
+        }
         let evidence = match offer.attestation_nonce {
             None => {
                 self.status.update(|s| {
@@ -347,7 +367,8 @@ impl Runner {
             let mut agent = Agent::with_learner(id, learner, self.config.seed, dataset)
                 .with_identity(self.key.clone())
                 .with_owner(self.config.policy.clone(), ledger)
-                .with_private_job(offer.privacy.is_some());
+                .with_private_job(offer.privacy.is_some())
+                .with_sealing(sealing);
             if let Some(name) = &self.config.seed_name {
                 agent = agent.with_seed_name(name.clone());
             }

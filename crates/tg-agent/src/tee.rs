@@ -31,6 +31,8 @@ pub struct AttestConfig {
     pub certs: Vec<Vec<u8>>,
     /// TDX/SGX: DCAP collateral (JSON) to send with the quote.
     pub collateral: Option<Vec<u8>>,
+    /// What this agent requires of an attested aggregator.
+    pub aggregator: crate::aggregator::AggregatorTrust,
 }
 
 impl Default for AttestConfig {
@@ -40,6 +42,7 @@ impl Default for AttestConfig {
             insecure: false,
             certs: Vec::new(),
             collateral: None,
+            aggregator: Default::default(),
         }
     }
 }

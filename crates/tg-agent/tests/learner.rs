@@ -185,6 +185,7 @@ fn the_built_in_learner_refuses_an_operator_model_job_at_the_offer() {
         attestation_nonce: None,
         schema: None,
         custom_model: false,
+        aggregator: None,
     };
     assert!(local.learner(&offer).is_ok());
     offer.custom_model = true;

@@ -115,6 +115,10 @@ pub struct RunConfig {
     /// Reputation from the robust aggregator's flags: down-weighting, then
     /// exclusion from sampling.
     pub reputation: Option<tg_types::reputation::ReputationPolicy>,
+    /// The attested aggregator's session secret (fleet jobs with
+    /// `attested_aggregator`): training replies must arrive sealed to it,
+    /// and are opened only here.
+    pub sealing: Option<std::sync::Arc<tg_proto::SessionSecret>>,
 }
 
 /// Secure aggregation as the coordinator runs it.

@@ -103,6 +103,7 @@ impl RunConfig {
             evaluate_every: spec.evaluate_every,
             // Its settings are checked with the spec (`JobSpec::check`).
             reputation: spec.reputation,
+            sealing: None,
             gate: spec.gate.map(|g| tg_strategy::RolloutGate {
                 margin: g.margin,
                 min_episodes: g.min_episodes,

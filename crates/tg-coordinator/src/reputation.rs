@@ -67,7 +67,7 @@ impl<T: Transport> Coordinator<'_, T> {
             let r = known
                 .entry(s.agent.clone())
                 .or_insert_with(|| Reputation::new(s.agent.clone()));
-            if let Some(c) = r.observe(&policy, round, s.flagged, s.admitted, s.score) {
+            if let Some(c) = r.observe(&policy, round, s.flagged, s.admitted, s.outlier_z) {
                 if c.to == Standing::Excluded {
                     tracing::warn!(agent = %c.agent, round, "reputation: {}", c.reason);
                 } else {

@@ -129,7 +129,8 @@ impl<T: Transport> Coordinator<'_, T> {
                     }
                     Some(TransportEvent::Received { from, message, bytes }) => {
                         if let Some(slot @ Slot::Pending) = slots.get_mut(&from) {
-                            *slot = judge(at, &from, &message, bytes, &mut fold, config);
+                            let sealing = self.config.sealing.as_deref();
+                            *slot = judge(at, &from, &message, bytes, &mut fold, config, sealing);
                         }
                         // Frames from unselected agents or earlier rounds are ignored.
                     }
@@ -224,7 +225,11 @@ impl<T: Transport> Coordinator<'_, T> {
                 agent: s.agent,
                 score: Some(s.score),
                 admitted: s.admitted,
-                flagged: s.flagged,
+                outlier_z: Some(s.outlier_z),
+                flagged: self
+                    .config
+                    .reputation
+                    .is_some_and(|p| s.outlier_z > p.flag_z),
             })
             .collect();
         // Reputation counts the screening whether or not the round commits:
@@ -345,15 +350,44 @@ fn judge(
     bytes: u64,
     fold: &mut Fold,
     config: tg_types::spec::TrainConfig,
+    sealing: Option<&tg_proto::SessionSecret>,
 ) -> Slot {
     let rejected = |reason: String| Slot::Rejected { reason, bytes };
+    // A sealed reply is opened here, inside the aggregator, and read as an
+    // unsealed one is; an attested aggregator takes nothing unsealed.
+    let opened;
+    let frame: &[u8] = match (message, sealing) {
+        (Incoming::Message(ToCoordinator::Sealed(sealed)), Some(secret)) => {
+            if sealed.at != at || &sealed.agent != from {
+                return rejected("sealed reply is for another round or sender".into());
+            }
+            opened = match secret.open(sealed) {
+                Ok(plain) => plain,
+                Err(e) => return rejected(format!("unopenable sealed reply: {e}")),
+            };
+            &opened
+        }
+        (Incoming::Message(ToCoordinator::Sealed(_)), None) => {
+            return rejected("a sealed reply in a job without an attested aggregator".into());
+        }
+        (Incoming::Trained(_), Some(_)) => {
+            return rejected(
+                "an unsealed update in a job with an attested aggregator (it must be sealed to the aggregator's session key)"
+                    .into(),
+            );
+        }
+        (Incoming::Trained(frame), None) => frame,
+        _ => &[],
+    };
     // A training reply is read in place and folded from the frame's bytes.
     let r = match message {
-        Incoming::Trained(frame) => match tg_proto::decode_trained(frame) {
-            Err(e) => return rejected(format!("undecodable reply: {e}")),
-            Ok(Some(r)) => r,
-            Ok(None) => return rejected("unexpected message kind during training".into()),
-        },
+        Incoming::Trained(_) | Incoming::Message(ToCoordinator::Sealed(_)) => {
+            match tg_proto::decode_trained(frame) {
+                Err(e) => return rejected(format!("undecodable reply: {e}")),
+                Ok(Some(r)) => r,
+                Ok(None) => return rejected("unexpected message kind during training".into()),
+            }
+        }
         Incoming::Message(ToCoordinator::Declined { reason, .. }) => {
             return rejected(format!("declined: {reason}"));
         }

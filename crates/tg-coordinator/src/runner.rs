@@ -37,6 +37,9 @@ pub struct JobRun<'a> {
     /// The caller's own strategy instead of the job's (see
     /// [`custom_strategy_refusal`]: plaintext rounds without DP only).
     pub strategy: Option<Box<dyn tg_strategy::Strategy>>,
+    /// The attested aggregator's session secret: every training reply must
+    /// arrive sealed to it (a fleet job with `attested_aggregator`).
+    pub sealing: Option<Arc<tg_proto::SessionSecret>>,
 }
 
 /// Why a caller's own strategy cannot run `spec`, if it cannot: it sees
@@ -143,7 +146,7 @@ impl JobRun<'_> {
         if let Some(why) = expert_wise_refusal(&plan.spec, &initial) {
             return Err(tg_strategy::StrategyError::Config(why).into());
         }
-        let config = RunConfig::for_job(
+        let mut config = RunConfig::for_job(
             self.id,
             self.kind,
             &plan.spec,
@@ -151,6 +154,7 @@ impl JobRun<'_> {
             self.identities,
             self.prg,
         );
+        config.sealing = self.sealing;
         let mut coordinator = Coordinator::new(transport, strategy, evaluator, store, config);
         if let Some(m) = self.metrics {
             coordinator = coordinator.with_metrics(m);

@@ -43,6 +43,7 @@ fn two_versions() -> (common::Fixture, String, String) {
             agent: tg_types::AgentId::numbered(2),
             score: Some(7.25),
             admitted: false,
+            outlier_z: Some(9.625),
             flagged: true,
         }],
         reputation: Vec::new(),
@@ -166,6 +167,7 @@ async fn per_expert_figures_are_for_operators_only() {
             assert_eq!(text.contains("step_norm"), shown, "{role:?} {url}: {text}");
             // Robust aggregators' scores too; whether an update was admitted is for everyone.
             assert_eq!(text.contains("7.25"), shown, "{role:?} {url}: {text}");
+            assert_eq!(text.contains("9.625"), shown, "{role:?} {url}: {text}");
             assert!(
                 text.contains("\"admitted\":false"),
                 "{role:?} {url}: {text}"

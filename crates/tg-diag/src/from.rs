@@ -310,6 +310,12 @@ pub fn from_agent(e: tg_agent::AgentError) -> UserError {
             "run one agent per data directory, and check the directory's permissions; nothing was trained or sent",
         ),
         AgentError::Model(e) => from_model(e),
+        AgentError::Aggregator(why) => UserError::new(
+            Code::AggregatorRefused,
+            "this agent refuses the coordinator's aggregator; nothing was sent",
+            why,
+            "join only a coordinator whose TEE evidence meets --aggregator-policy and binds its session key; for a test with a simulated aggregator, pass --allow-simulated-aggregator",
+        ),
         other => UserError::new(
             Code::Network,
             "the agent stopped",

@@ -81,6 +81,9 @@ pub enum Code {
     EvidenceUnreadable,
     /// E092 the job requires a TEE and this machine has none.
     NoTee,
+    /// E094 the coordinator's attested aggregator failed this agent's
+    /// check (or none was offered and the owner requires one).
+    AggregatorRefused,
     /// E013 local data does not match the job's declared schema.
     SchemaMismatch,
     /// E062 a round would take the data owner's ε beyond its budget.
@@ -130,6 +133,7 @@ impl Code {
             Code::Untrusted => "E090",
             Code::EvidenceUnreadable => "E091",
             Code::NoTee => "E092",
+            Code::AggregatorRefused => "E094",
             Code::SchemaMismatch => "E013",
             Code::BudgetExhausted => "E062",
             Code::OwnerFloor => "E110",

@@ -46,6 +46,7 @@ fn spec(robust: Option<RobustSpec>) -> JobSpec {
         gate: None,
         robust,
         reputation: None,
+        attested_aggregator: false,
     }
 }
 

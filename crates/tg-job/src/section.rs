@@ -79,6 +79,12 @@ pub struct JobSection {
     /// Reputation: flags in the window at which an agent is excluded from
     /// sampling (default 3).
     pub reputation_exclude_after: Option<u32>,
+    /// Reputation: the outlier z-score above which an update is flagged
+    /// (default 8).
+    pub reputation_flag_z: Option<f64>,
+    /// Run the round logic as an attested aggregator: agents verify the
+    /// coordinator's TEE evidence and seal their updates to its key.
+    pub attested_aggregator: Option<bool>,
 }
 
 impl JobSection {
@@ -116,7 +122,9 @@ impl JobSection {
             reputation,
             reputation_window,
             reputation_downweight_after,
-            reputation_exclude_after
+            reputation_exclude_after,
+            reputation_flag_z,
+            attested_aggregator
         )
     }
 }
@@ -332,6 +340,7 @@ pub(crate) fn resolve(s: &JobSection) -> Result<JobSpec> {
         gate: gate(s)?,
         robust,
         reputation: reputation(s)?,
+        attested_aggregator: s.attested_aggregator.unwrap_or(false),
     })
 }
 
@@ -339,7 +348,8 @@ pub(crate) fn resolve(s: &JobSection) -> Result<JobSpec> {
 fn reputation(s: &JobSection) -> Result<Option<tg_types::reputation::ReputationPolicy>> {
     let keys = s.reputation_window.is_some()
         || s.reputation_downweight_after.is_some()
-        || s.reputation_exclude_after.is_some();
+        || s.reputation_exclude_after.is_some()
+        || s.reputation_flag_z.is_some();
     match s.reputation {
         Some(false) if keys => {
             return Err(invalid(
@@ -358,12 +368,13 @@ fn reputation(s: &JobSection) -> Result<Option<tg_types::reputation::ReputationP
         window: s.reputation_window.unwrap_or(d.window),
         downweight_after: s.reputation_downweight_after.unwrap_or(d.downweight_after),
         exclude_after: s.reputation_exclude_after.unwrap_or(d.exclude_after),
+        flag_z: s.reputation_flag_z.unwrap_or(d.flag_z),
     };
     policy.check().map_err(|why| {
         invalid(
             "reputation policy",
             why,
-            "e.g. reputation_window = 10, reputation_downweight_after = 1, reputation_exclude_after = 3",
+            "e.g. reputation_window = 10, reputation_downweight_after = 1, reputation_exclude_after = 3, reputation_flag_z = 8",
         )
         .at("reputation")
     })?;

@@ -401,3 +401,70 @@ fn robust_aggregators_are_read_sized_and_refused_where_they_cannot_work() {
     let e = Job::resolve(&flags, None, None, Runner::Simulation).unwrap_err();
     assert!(e.to_string().contains("at least 11"), "{e}");
 }
+
+#[test]
+fn reputation_is_read_checked_and_needs_a_screening_rule() {
+    let job = parse_file(
+        "t",
+        b"[job]\nclients = 10\naggregator = \"outlier-3sigma\"\nbyzantine = 1\nreputation_exclude_after = 4\nreputation_flag_z = 6.5\n",
+    )
+    .unwrap();
+    let p = job.job.spec().reputation.unwrap();
+    assert_eq!((p.window, p.downweight_after, p.exclude_after), (10, 1, 4));
+    assert_eq!(p.flag_z, 6.5);
+    let job = parse_file(
+        "t",
+        b"[job]\nclients = 10\naggregator = \"median\"\nbyzantine = 1\nreputation = true\n",
+    )
+    .unwrap();
+    assert_eq!(
+        job.job.spec().reputation,
+        Some(tg_types::reputation::ReputationPolicy::default())
+    );
+    for (file, why) in [
+        (&b"[job]\nreputation = true\n"[..], "screen no individual update"),
+        (
+            b"[job]\naggregator = \"norm-bound\"\nnorm_bound = 1.0\nreputation = true\n",
+            "screen no individual update",
+        ),
+        (
+            b"[job]\nclients = 10\naggregator = \"median\"\nbyzantine = 1\nreputation = false\nreputation_window = 5\n",
+            "reputation = true",
+        ),
+        (
+            b"[job]\nclients = 10\naggregator = \"median\"\nbyzantine = 1\nreputation_exclude_after = 20\n",
+            "reputation_exclude_after",
+        ),
+        (
+            b"[job]\nclients = 10\naggregator = \"median\"\nbyzantine = 1\nreputation_flag_z = 1.0\n",
+            "reputation_flag_z",
+        ),
+        (
+            b"[job]\nclients = 10\naggregator = \"median\"\nbyzantine = 1\nreputation = 3\n",
+            "reputation",
+        ),
+    ] {
+        let e = parse_file("t", file).unwrap_err();
+        assert!(
+            e.to_string().contains(why),
+            "{}: {e}",
+            String::from_utf8_lossy(file)
+        );
+    }
+}
+
+#[test]
+fn an_attested_aggregator_is_read_and_refused_with_secure_aggregation() {
+    let job = parse_file(
+        "t",
+        b"[job]\nclients = 10\nattested_aggregator = true\naggregator = \"median\"\nbyzantine = 1\n",
+    )
+    .unwrap();
+    assert!(job.job.spec().attested_aggregator);
+    let e = parse_file(
+        "t",
+        b"[job]\nclients = 10\nattested_aggregator = true\n[secure_aggregation]\n",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("one or the other"), "{e}");
+}

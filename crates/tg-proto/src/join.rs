@@ -33,6 +33,9 @@ pub struct Offer {
     /// learner brings its own model code (the Python SDK's) can train it,
     /// and `model`, `hidden` and `schema` do not apply.
     pub custom_model: bool,
+    /// Set when the job's aggregator runs in a TEE: its session key and
+    /// evidence binding it; agents verify it and seal their updates to it.
+    pub aggregator: Option<crate::AggregatorEvidence>,
 }
 
 /// What a job's training data must look like.

@@ -10,6 +10,7 @@
 mod certificate;
 mod decline;
 mod join;
+mod sealed;
 mod secure;
 pub mod signed;
 mod view;
@@ -17,6 +18,9 @@ mod view;
 pub use certificate::{CertError, Certificate, key_from_hex};
 pub use decline::DeclineReason;
 pub use join::{DataSchema, Dtype, JoinRequest, Offer};
+pub use sealed::{
+    AggregatorEvidence, SealedReply, SessionSecret, aggregator_nonce, seal_reply, seal_reply_with,
+};
 pub use secure::SecureRound;
 pub use signed::{Binding, Bound, Header, NonceCounter, ReplayGuard};
 pub use view::{TrainReplyView, decode_trained, trained_at};
@@ -26,7 +30,7 @@ use tg_types::spec::{LocalObjective, TrainConfig};
 use tg_types::{AgentId, JobId, Parameters};
 
 /// Protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 12;
+pub const PROTOCOL_VERSION: u16 = 13;
 
 /// Largest frame [`decode`] accepts (256 MiB). Larger models are streamed in
 /// chunks by the network transport.
@@ -256,6 +260,9 @@ pub enum ToCoordinator {
         /// row). The details stay in the agent's own log.
         reason: DeclineReason,
     },
+    /// Result of [`ToAgent::Train`] sealed to the job's attested aggregator
+    /// (its `Trained` frame, encrypted to the session key its evidence binds).
+    Sealed(SealedReply),
 }
 
 /// Versioned wrapper of every frame.

@@ -31,11 +31,12 @@ pub struct Screened {
     pub score: f64,
     /// Whether the update reached the aggregate (a clipped update did).
     pub admitted: bool,
-    /// Whether its score was an outlier of the round: the 3σ filter's
-    /// rejection, or for the other rules a robust z-score of the rule's
-    /// score above 3 (Krum and Multi-Krum leave updates out every round by
-    /// construction; only an outlying score flags). Reputation counts flags.
-    pub flagged: bool,
+    /// How far the update lies from the round's others, the same for every
+    /// rule: the one-sided robust z-score (σ̂ = 1.4826 · MAD, at least a
+    /// quarter of the median) of its L2 distance to the round's
+    /// coordinate-wise median. Reputation flags an update above its policy's
+    /// `flag_z`; being left out by Krum alone says nothing.
+    pub outlier_z: f64,
 }
 
 /// A robust rule around a server optimizer.
@@ -112,6 +113,9 @@ impl Robust {
                 .map(|(i, &s)| (s, chosen.contains(&i)))
                 .collect()
         };
+        // The round's coordinate-wise median: the median rule's result, the
+        // 3σ filter's first reference and every rule's outlier yardstick.
+        let med = rules::coordinate_median(&ups);
         let to_agg = |agg: &[f64]| -> Vec<f64> {
             ups.iter()
                 .map(|u| {
@@ -123,7 +127,11 @@ impl Robust {
                 })
                 .collect()
         };
-        Ok(match self.spec.kind {
+        let outlier = {
+            let d = to_agg(&med);
+            rules::robust_z(&d, 0.25 * rules::median(&d))
+        };
+        let mut admitted = match self.spec.kind {
             AggregatorKind::FedAvg => Admitted::weighted(all(vec![0.0; n]), None),
             AggregatorKind::NormBound => {
                 let norms: Vec<f64> = ups.iter().map(|u| rules::norm(u)).collect();
@@ -135,10 +143,7 @@ impl Robust {
                 };
                 Admitted::weighted(all(norms), Some(bound))
             }
-            AggregatorKind::Median => {
-                let agg = rules::coordinate_median(&ups);
-                Admitted::combined(all(to_agg(&agg)), agg)
-            }
+            AggregatorKind::Median => Admitted::combined(all(to_agg(&med)), med),
             AggregatorKind::TrimmedMean => {
                 let agg = rules::trimmed_mean(&ups, f);
                 Admitted::combined(all(to_agg(&agg)), agg)
@@ -169,7 +174,7 @@ impl Robust {
                     Some((s, from)) if *from == digest(global) && s.iter().any(|v| *v != 0.0) => {
                         s.clone()
                     }
-                    _ => rules::coordinate_median(&ups),
+                    _ => med,
                 };
                 let cos: Vec<f64> = ups
                     .iter()
@@ -194,36 +199,9 @@ impl Robust {
                     "aggregator {other} is not supported by this build"
                 )));
             }
-        })
-    }
-}
-
-impl Robust {
-    /// Which of a round's marks are outliers (see [`Screened::flagged`]).
-    fn flags(&self, marks: &[(f64, bool)]) -> Vec<bool> {
-        if self.spec.kind == AggregatorKind::Outlier3Sigma {
-            return marks.iter().map(|m| !m.1).collect();
-        }
-        // Krum scores are sums of squared distances: their square roots
-        // are distances, as the other rules' scores are.
-        let squared = matches!(
-            self.spec.kind,
-            AggregatorKind::Krum | AggregatorKind::MultiKrum | AggregatorKind::Bulyan
-        );
-        let scores: Vec<f64> = marks
-            .iter()
-            .map(|m| if squared { m.0.max(0.0).sqrt() } else { m.0 })
-            .collect();
-        if marks.len() < 3 || scores.iter().all(|s| *s == 0.0) {
-            return vec![false; marks.len()];
-        }
-        // A spread of at least a quarter of the median: honest fleets are
-        // heterogeneous, and a flag costs an agent its weight.
-        let floor = 0.25 * rules::median(&scores).abs();
-        rules::robust_z(&scores, floor)
-            .into_iter()
-            .map(|z| z > 3.0)
-            .collect()
+        };
+        admitted.outlier = outlier;
+        Ok(admitted)
     }
 }
 
@@ -235,6 +213,8 @@ struct Admitted {
     combined: Option<Vec<f64>>,
     /// Scale each admitted update to this L2 norm at most.
     clip: Option<f64>,
+    /// Each update's outlier z-score ([`Screened::outlier_z`]).
+    outlier: Vec<f64>,
 }
 
 impl Admitted {
@@ -243,6 +223,7 @@ impl Admitted {
             marks,
             combined: None,
             clip,
+            outlier: Vec::new(),
         }
     }
     fn combined(marks: Vec<(f64, bool)>, agg: Vec<f64>) -> Self {
@@ -250,6 +231,7 @@ impl Admitted {
             marks,
             combined: Some(agg),
             clip: None,
+            outlier: Vec::new(),
         }
     }
 }
@@ -329,16 +311,15 @@ impl Strategy for Robust {
         // update cannot outweigh the rest by claiming more data.
         let mut counts: Vec<f64> = kept.iter().map(|k| k.num_examples as f64).collect();
         let cap = (3.0 * rules::median_in_place(&mut counts)).max(1.0) as u64;
-        let flagged = self.flags(&admitted.marks);
         self.screened = kept
             .iter()
             .zip(&admitted.marks)
-            .zip(flagged)
-            .map(|((k, &(score, ok)), flagged)| Screened {
+            .zip(&admitted.outlier)
+            .map(|((k, &(score, ok)), &outlier_z)| Screened {
                 agent: k.agent.clone(),
                 score,
                 admitted: ok,
-                flagged,
+                outlier_z,
             })
             .collect();
         let weights = std::mem::take(&mut self.weights);

@@ -271,7 +271,7 @@ fn the_cosine_reference_is_dropped_when_the_round_does_not_start_from_its_model(
 }
 
 #[test]
-fn every_screening_rule_flags_a_scaled_update_and_no_honest_one() {
+fn every_rule_scores_a_scaled_update_as_an_outlier_and_no_honest_one() {
     let mut ups: Vec<Vec<f32>> = (0..10).map(honest).collect();
     ups[6] = ups[6].iter().map(|v| v * 10.0).collect();
     for kind in AggregatorKind::ALL {
@@ -289,19 +289,17 @@ fn every_screening_rule_flags_a_scaled_update_and_no_honest_one() {
         round(&mut s, &ups).unwrap();
         let screened = s.screened();
         for x in &screened {
-            assert_eq!(
-                x.flagged,
-                x.agent == AgentId::numbered(6),
-                "{kind}: {screened:?}"
-            );
+            let attacker = x.agent == AgentId::numbered(6);
+            assert_eq!(x.outlier_z > 8.0, attacker, "{kind}: {screened:?}");
+            assert!(attacker || x.outlier_z < 3.0, "{kind}: {screened:?}");
         }
     }
-    // Krum leaves nine honest updates out: left out is not flagged.
+    // Krum leaves nine honest updates out: none of them is an outlier.
     let mut s = robust(AggregatorKind::Krum, 1);
     round(&mut s, &(0..10).map(honest).collect::<Vec<_>>()).unwrap();
     let screened = s.screened();
     assert_eq!(screened.iter().filter(|x| !x.admitted).count(), 9);
-    assert!(screened.iter().all(|x| !x.flagged), "{screened:?}");
+    assert!(screened.iter().all(|x| x.outlier_z < 3.0), "{screened:?}");
 }
 
 #[test]

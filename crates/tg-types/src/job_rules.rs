@@ -102,6 +102,9 @@ impl JobSpec {
         if let Some(r) = &self.robust {
             self.check_robust(r)?;
         }
+        if self.attested_aggregator && self.secure_aggregation.is_some() {
+            return bad("attested_aggregator seals each update to an aggregator in a TEE so that its robust rules can see it; under secure aggregation no one sees an update, so there is nothing to seal: use one or the other".into());
+        }
         if let Some(p) = &self.reputation {
             p.check().map_err(SpecConflict)?;
             let screens = self.robust.is_some_and(|r| {

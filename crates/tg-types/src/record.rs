@@ -254,9 +254,12 @@ pub struct ScreenRecord {
     pub score: Option<f64>,
     /// Whether the update reached the aggregate.
     pub admitted: bool,
-    /// Whether its score was an outlier of the round (what reputation
-    /// counts; a rule that always leaves some out, such as Krum, does not
-    /// flag those it leaves out for that alone).
+    /// Its outlier z-score: the robust z of its L2 distance to the round's
+    /// coordinate-wise median (`None` where withheld, as `score` is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_z: Option<f64>,
+    /// Whether reputation flagged it (`outlier_z` above the job's
+    /// `reputation_flag_z`; always false without reputation).
     #[serde(default)]
     pub flagged: bool,
 }

@@ -20,7 +20,7 @@ use crate::AgentId;
 /// How a job turns flags into down-weighting and exclusion (`[job]
 /// reputation_window`, `reputation_downweight_after`,
 /// `reputation_exclude_after`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReputationPolicy {
     /// Screened rounds of the agent's that count (the most recent ones).
     pub window: u32,
@@ -29,6 +29,20 @@ pub struct ReputationPolicy {
     pub downweight_after: u32,
     /// Flags within the window at which the agent is excluded from sampling.
     pub exclude_after: u32,
+    /// An update is flagged when its outlier z-score (the robust z of its
+    /// L2 distance to the round's coordinate-wise median) exceeds this.
+    #[serde(default = "default_flag_z")]
+    pub flag_z: f64,
+}
+
+/// The default `flag_z`: 8 robust standard deviations. Measured on digits
+/// with 10 agents, 50 rounds, IID, Dirichlet 0.5 and 0.1 and two-class
+/// shards, 3 seeds each: no honest agent above 8 in 3 of any 10 rounds, and
+/// a ×10 scaled or a noise update above it in ≥ 90 % of rounds.
+pub const DEFAULT_FLAG_Z: f64 = 8.0;
+
+fn default_flag_z() -> f64 {
+    DEFAULT_FLAG_Z
 }
 
 impl Default for ReputationPolicy {
@@ -37,6 +51,7 @@ impl Default for ReputationPolicy {
             window: 10,
             downweight_after: 1,
             exclude_after: 3,
+            flag_z: DEFAULT_FLAG_Z,
         }
     }
 }
@@ -57,6 +72,12 @@ impl ReputationPolicy {
             return Err(format!(
                 "reputation_exclude_after must be 1 to reputation_window ({}) flags, got {}",
                 self.window, self.exclude_after
+            ));
+        }
+        if !(self.flag_z >= 3.0 && self.flag_z.is_finite()) {
+            return Err(format!(
+                "reputation_flag_z must be a number of robust standard deviations of at least 3, got {}",
+                self.flag_z
             ));
         }
         if self.downweight_after == 0 || self.downweight_after > self.exclude_after {
@@ -116,7 +137,7 @@ pub struct Reputation {
     pub filtered: u32,
     /// Its recent screened rounds, newest in bit 0: 1 = flagged.
     pub recent: u64,
-    /// Its last score (the rule's; see `ScreenRecord::score`).
+    /// Its last outlier z-score (see `ScreenRecord::outlier_z`).
     pub last_score: Option<f64>,
     /// The last round that screened it.
     pub last_round: Option<u32>,
@@ -320,6 +341,7 @@ mod tests {
                 window,
                 downweight_after,
                 exclude_after,
+                flag_z: DEFAULT_FLAG_Z,
             }
             .check()
             .unwrap_err()
@@ -329,6 +351,11 @@ mod tests {
         assert!(bad(5, 1, 6).contains("reputation_exclude_after"));
         assert!(bad(5, 4, 3).contains("reputation_downweight_after"));
         assert!(ReputationPolicy::default().check().is_ok());
+        let low = ReputationPolicy {
+            flag_z: 2.0,
+            ..ReputationPolicy::default()
+        };
+        assert!(low.check().unwrap_err().contains("reputation_flag_z"));
     }
 
     proptest! {
@@ -340,7 +367,7 @@ mod tests {
             flags in proptest::collection::vec(any::<bool>(), 1..120),
             window in 1u32..=64, exclude in 1u32..=64, down in 1u32..=64,
         ) {
-            let p = ReputationPolicy { window, downweight_after: down.min(exclude.min(window)), exclude_after: exclude.min(window) };
+            let p = ReputationPolicy { window, downweight_after: down.min(exclude.min(window)), exclude_after: exclude.min(window), flag_z: DEFAULT_FLAG_Z };
             prop_assume!(p.check().is_ok());
             let mut r = Reputation::new(agent());
             let mut ever = false;

@@ -407,6 +407,11 @@ pub struct JobSpec {
     /// exclusion from sampling (needs a screening `robust` rule).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reputation: Option<crate::reputation::ReputationPolicy>,
+    /// The round logic runs in a TEE whose evidence agents verify, and
+    /// agents seal their updates to its session key (plaintext rounds: the
+    /// robust rules see each update inside the enclave only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attested_aggregator: bool,
 }
 
 /// The rollout gate's settings (`gate_margin`, `gate_episodes` in `[job]`).

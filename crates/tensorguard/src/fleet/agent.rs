@@ -200,9 +200,12 @@ pub fn start(args: &AgentStartArgs, data_dir: &Path, out: &Output) -> Result<(),
                 if s.state == "joined" {
                     let ms = started.elapsed().as_millis();
                     if json {
-                        eprintln!("{}", serde_json::json!({"event": "ready", "peer_id": s.peer_id, "job": s.job, "ready_ms": ms}));
+                        eprintln!("{}", serde_json::json!({"event": "ready", "peer_id": s.peer_id, "job": s.job, "ready_ms": ms, "aggregator": s.aggregator}));
                     } else {
                         eprintln!("joined job {} ({ms} ms after start)", s.job.unwrap_or_default());
+                        if let Some(a) = &s.aggregator {
+                            eprintln!("updates are sealed to the job's aggregator — {a}");
+                        }
                     }
                     return;
                 }
@@ -309,5 +312,14 @@ fn attest_config(args: &AgentStartArgs) -> Result<tg_agent::tee::AttestConfig, U
         insecure: args.insecure,
         certs,
         collateral: args.tee_collateral.as_deref().map(read).transpose()?,
+        aggregator: tg_agent::aggregator::AggregatorTrust {
+            policy: args
+                .aggregator_policy
+                .as_deref()
+                .map(crate::attest::load_policy)
+                .transpose()?,
+            allow_simulated: args.allow_simulated_aggregator,
+            anchors: tg_attest::TrustAnchors::default(),
+        },
     })
 }

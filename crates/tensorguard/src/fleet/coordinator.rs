@@ -173,6 +173,7 @@ async fn run(
         listen: args.listen.clone(),
         no_mdns: args.no_mdns,
         allow_simulated: args.allow_simulated,
+        tee_root: args.tee_root.clone(),
     };
     let id = job.id;
     let Some(finished) = job::run(job, &options, node, &Printed(out), stop)
@@ -210,6 +211,12 @@ fn service_error(e: ServiceError, data_dir: &Path) -> UserError {
             format!("job {job} sets privacy.simulated_noise_seed"),
             "its DP noise would come from a public seed, which anyone can remove: the job would not be private",
             "remove simulated_noise_seed for a real job; to test reproducibility, start the coordinator with --allow-simulated",
+        ),
+        ServiceError::NoTee { job, why } => UserError::new(
+            Code::NoTee,
+            format!("job {job} asks for an attested aggregator and this machine cannot attest"),
+            why,
+            "run the coordinator inside an SEV-SNP or TDX VM (or an SGX enclave); for testing only, start it with --allow-simulated (the aggregator is then labelled UNTRUSTED everywhere), or remove attested_aggregator from the job",
         ),
         ServiceError::Plan(e) => crate::errors::from_job(e),
         ServiceError::Model(e) => from_model(e),

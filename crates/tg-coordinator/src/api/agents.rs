@@ -119,12 +119,8 @@ pub(super) async fn reinstate(
             "the body must be {{\"reason\": \"…\"}} (JSON): {e}"
         ))
     })?;
+    tg_store::registry::check_reason(&body.reason).map_err(ApiError::bad_request)?;
     let reason = body.reason.trim();
-    if reason.is_empty() || reason.len() > 1000 {
-        return Err(ApiError::bad_request(
-            "give a reason of 1 to 1000 characters: it is recorded in the audit log",
-        ));
-    }
     let audit = state.audit.clone().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

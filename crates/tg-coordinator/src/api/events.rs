@@ -53,6 +53,7 @@ fn round_data(job: &str, r: &tg_types::record::RoundRecord) -> serde_json::Value
     r.experts.clear();
     for s in &mut r.screened {
         s.score = None;
+        s.outlier_z = None;
     }
     json!({"job": job, "record": r})
 }
@@ -191,13 +192,16 @@ mod tests {
                 agent: tg_types::AgentId::numbered(1),
                 score: Some(7.25),
                 admitted: false,
+                outlier_z: Some(9.625),
                 flagged: true,
             }],
             reputation: Vec::new(),
         };
         let data = super::round_data("j", &r).to_string();
         assert!(
-            !data.contains("7.25") && data.contains("\"admitted\":false"),
+            !data.contains("7.25")
+                && !data.contains("9.625")
+                && data.contains("\"admitted\":false"),
             "{data}"
         );
         assert!(data.contains("\"round\":1"), "{data}");

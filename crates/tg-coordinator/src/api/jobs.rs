@@ -113,6 +113,7 @@ pub(super) async fn show(
                 if let Some(screened) = r.get_mut("screened").and_then(Value::as_array_mut) {
                     for s in screened.iter_mut().filter_map(Value::as_object_mut) {
                         s.insert("score".into(), Value::Null);
+                        s.remove("outlier_z");
                     }
                 }
             }
@@ -165,6 +166,7 @@ fn hide_experts_from(role: ApiRole, r: &mut tg_types::record::RoundRecord) {
         r.experts.clear();
         for s in &mut r.screened {
             s.score = None;
+            s.outlier_z = None;
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Options {
     pub no_mdns: bool,
     /// Testing only: admit simulated attestation and run simulated noise.
     pub allow_simulated: bool,
+    /// Where TEE interfaces are looked for (`None`: `/`).
+    pub tee_root: Option<std::path::PathBuf>,
 }
 
 /// Where a running job reports what a person should see.
@@ -259,6 +261,35 @@ pub async fn run(
         }
     }
     let _ended = Ended(metrics.clone());
+    // An attested aggregator: a session key held here, and evidence binding
+    // it, offered to agents (who verify it before they send anything).
+    let tee = if spec.attested_aggregator {
+        let root = options
+            .tee_root
+            .clone()
+            .unwrap_or_else(|| std::path::PathBuf::from("/"));
+        let a = super::aggregator::attest(
+            job.id,
+            node.key.signing_key(),
+            &me,
+            &root,
+            options.allow_simulated,
+        )?;
+        if a.simulated {
+            report.alert(&a.label);
+        } else {
+            report.note(&a.label);
+        }
+        Some(a)
+    } else {
+        None
+    };
+    // Every output names a simulation: simulated noise, a simulated TEE.
+    let simulation = match (simulation, tee.as_ref().filter(|a| a.simulated)) {
+        (Some(noise), Some(a)) => Some(format!("{noise}; {}", a.label)),
+        (None, Some(a)) => Some(a.label.clone()),
+        (noise, None) => noise,
+    };
     let offer = Offer {
         job: job.id,
         model: spec.model,
@@ -270,6 +301,7 @@ pub async fn run(
         attestation_nonce: None,
         schema,
         custom_model: job.initial_model.is_some(),
+        aggregator: tee.as_ref().map(|a| a.offer.clone()),
     };
     let audit = node.audit.clone();
     let prg = tg_secagg::crypto::Prg::for_this_cpu();
@@ -358,6 +390,7 @@ pub async fn run(
         metrics: Some(metrics.clone()),
         stop: Some(stop),
         strategy: None,
+        sealing: tee.as_ref().map(|a| a.secret.clone()),
     };
     let quorum = spec.min_clients;
     let round_audit = audit.clone();
@@ -371,6 +404,10 @@ pub async fn run(
             report.round(r);
         })
         .await?;
+    let mut finished = finished;
+    if finished.summary.simulation.is_none() {
+        finished.summary.simulation.clone_from(&simulation);
+    }
     audit.event(
         job.id,
         &AuditEvent::JobFinished(Box::new(finished.summary.clone())),

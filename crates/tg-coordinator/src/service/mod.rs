@@ -10,6 +10,7 @@
 //! The demo and the fleet share the rounds themselves through
 //! [`crate::runner::JobRun`].
 
+pub mod aggregator;
 pub mod audit;
 pub mod job;
 pub mod jobfile;
@@ -77,4 +78,13 @@ pub enum ServiceError {
     /// The job's end could not be recorded.
     #[error("cannot record the job's end: {0}")]
     Record(String),
+    /// The job asks for an attested aggregator and this machine cannot
+    /// attest (no TEE, and simulation not allowed).
+    #[error("job {job} asks for an attested aggregator: {why}")]
+    NoTee {
+        /// The job.
+        job: JobId,
+        /// What is missing.
+        why: String,
+    },
 }

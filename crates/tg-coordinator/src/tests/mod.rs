@@ -123,6 +123,7 @@ fn config(rounds: u32, quorum: usize) -> RunConfig {
         seed: 0,
         privacy: None,
         reputation: None,
+        sealing: None,
         secure: None,
         evaluate_every: 0,
         gate: None,
@@ -447,6 +448,7 @@ fn self_reported_counts_cannot_overflow_the_combination() {
 
 mod gate;
 mod registry;
+mod sealed;
 
 #[tokio::test]
 async fn an_update_in_a_form_the_round_did_not_allow_is_rejected() {

@@ -135,6 +135,7 @@ impl Bound for ToCoordinator {
         let (job, round, stage) = match self {
             Self::Join(j) => (j.job, 0, 10),
             Self::Trained(r) => return Binding::trained(r.at),
+            Self::Sealed(r) => return Binding::trained(r.at),
             Self::Evaluated(r) => (r.at.job, r.at.round, 7),
             Self::Declined { at, .. } => (at.job, at.round, 8),
             Self::SecAgg(m) => (

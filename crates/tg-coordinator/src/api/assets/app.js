@@ -228,15 +228,26 @@ function renderOverview(job) {
   const agents = state.agents.filter((a) => !state.job || a.job === state.job);
   for (const a of agents) {
     const tr = document.createElement("tr");
-    cell(tr, a.name);
+    const live = a.status !== "unknown";
+    cell(tr, a.name ?? "–");
     cell(tr, `${a.peer_id.slice(0, 12)}…`).title = a.peer_id;
-    cell(tr, a.status, `status-${a.status}`);
-    cell(tr, ago(a.last_seen_ms));
-    cell(tr, a.last_latency_ms === null ? "–" : `${a.last_latency_ms} ms`);
-    cell(tr, fmtBytes(a.bytes_up));
-    cell(tr, fmtBytes(a.bytes_down));
+    cell(tr, live ? a.status : "not connected", `status-${a.status}`);
+    cell(tr, live ? ago(a.last_seen_ms) : "–");
+    cell(tr, a.last_latency_ms == null ? "–" : `${a.last_latency_ms} ms`);
+    cell(tr, live ? fmtBytes(a.bytes_up) : "–");
+    cell(tr, live ? fmtBytes(a.bytes_down) : "–");
     const label = a.attestation ? (a.attestation.label || a.attestation.status || JSON.stringify(a.attestation)) : "not required";
     cell(tr, label, `status-${label}`);
+    const r = a.reputation;
+    let rep = "–";
+    if (r) {
+      const flags = `${r.flagged} flagged of ${r.screened} screened`;
+      rep = r.standing === "excluded" ? `excluded since round ${r.since_round} (${flags})`
+        : r.standing === "downweighted" ? `down-weighted ×${fmtNum(r.weight)} (${flags})`
+        : `good (${flags})`;
+    }
+    const rc = cell(tr, rep, r ? `reputation-${r.standing}` : "");
+    if (r && r.last_score != null) rc.title = `last score ${fmtNum(r.last_score)}`;
     tbody.append(tr);
   }
   $("fleet-note").textContent = agents.length ? "" :

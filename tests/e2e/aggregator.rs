@@ -1,0 +1,156 @@
+//! The attested aggregator end to end, in its named simulation mode (no
+//! TEE here): a coordinator started with `--allow-simulated` draws a session
+//! key, binds it into simulated evidence and offers it; agents verify the
+//! evidence before they join, seal every update to the key, and say
+//! UNTRUSTED in their output, as the coordinator does. An agent whose owner
+//! pins another measurement, or requires an attested aggregator that is not
+//! offered, refuses with E094 and a reason; a coordinator without a TEE and
+//! without `--allow-simulated` does not start (E092).
+
+use std::time::Duration;
+
+use crate::common::{Fleet, JobOpts, wait_child};
+
+fn opts() -> JobOpts {
+    JobOpts {
+        clients: 4,
+        rounds: 3,
+        min_clients: 3,
+        secure: None,
+        local_epochs: 1,
+        hidden: 16,
+        ..JobOpts::default()
+    }
+}
+
+fn fleet_with(keys: &str) -> Fleet {
+    let o = opts();
+    let fleet = Fleet::new(&o);
+    let toml = o.toml().replacen("[job]\n", &format!("[job]\n{keys}"), 1);
+    std::fs::write(&fleet.job, toml).unwrap();
+    fleet
+}
+
+const ATTESTED: &str =
+    "attested_aggregator = true\naggregator = \"outlier-3sigma\"\nbyzantine = 1\n";
+
+#[test]
+fn agents_seal_their_updates_to_a_simulated_aggregator_and_every_output_says_untrusted() {
+    let mut fleet = fleet_with(ATTESTED);
+    fleet.coord_args = vec!["--allow-simulated".into()];
+    let addr = fleet.start_coordinator();
+    fleet.start_agents(4, &addr);
+    let (status, summary) = fleet.wait_coordinator(Duration::from_secs(300));
+    assert!(
+        status.success(),
+        "{summary}\n{}",
+        fleet.log("coordinator.err")
+    );
+    assert_eq!(summary["rounds_committed"], 3, "{summary}");
+    let sim = summary["simulation"].as_str().unwrap_or_default();
+    assert!(
+        sim.contains("UNTRUSTED") && sim.contains("attested aggregator"),
+        "{summary}"
+    );
+    assert!(
+        fleet
+            .log("coordinator.err")
+            .contains("SIMULATED — UNTRUSTED"),
+        "{}",
+        fleet.log("coordinator.err")
+    );
+    fleet.agents_exit_cleanly(4);
+    for i in 0..4 {
+        let err = fleet.log(&format!("agent-{i}.err"));
+        assert!(
+            err.contains("UNTRUSTED: simulated aggregator attestation"),
+            "agent {i}: {err}"
+        );
+    }
+    // Every update arrived sealed and was opened by the aggregator: all
+    // four contributed in every round.
+    let store = fleet.store();
+    let rounds = store.rounds(summary["job"].as_str().unwrap()).unwrap();
+    assert!(rounds.iter().all(|r| r.participants == 4), "{rounds:?}");
+    // The audit log's job.created names the simulation.
+    let out = crate::common::tg_command()
+        .arg("--data-dir")
+        .arg(fleet.coord_dir())
+        .args(["audit", "export"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    let created = log.lines().find(|l| l.contains("\"job.created\"")).unwrap();
+    assert!(
+        created.contains("attested aggregator without a TEE"),
+        "{created}"
+    );
+}
+
+#[test]
+fn an_agent_refuses_an_aggregator_off_its_policy_or_missing_and_says_why() {
+    // The owner pins a measurement the coordinator's build does not have.
+    let mut fleet = fleet_with(ATTESTED);
+    fleet.coord_args = vec!["--allow-simulated".into()];
+    let policy = fleet.root.path().join("aggregator-policy.toml");
+    std::fs::write(
+        &policy,
+        format!("measurements = [\"{}\"]\n", "ab".repeat(32)),
+    )
+    .unwrap();
+    fleet.agent_args = vec![
+        "--aggregator-policy".into(),
+        policy.display().to_string(),
+        "--allow-simulated-aggregator".into(),
+    ];
+    let addr = fleet.start_coordinator();
+    fleet.start_agents(1, &addr);
+    let agent = fleet.agents[0].as_mut().unwrap();
+    let status = wait_child(agent, Duration::from_secs(60)).expect("the agent stops");
+    assert!(!status.success());
+    let err = fleet.log("agent-0.err");
+    assert!(
+        err.contains("error[E094]") && err.contains("measurement"),
+        "{err}"
+    );
+    fleet.kill_coordinator();
+
+    // The owner requires an attested aggregator; this job has none.
+    let mut fleet = fleet_with("");
+    let policy = fleet.root.path().join("aggregator-policy.toml");
+    std::fs::write(&policy, "measurements = \"any\"\n").unwrap();
+    fleet.agent_args = vec!["--aggregator-policy".into(), policy.display().to_string()];
+    let addr = fleet.start_coordinator();
+    fleet.start_agents(1, &addr);
+    let agent = fleet.agents[0].as_mut().unwrap();
+    let status = wait_child(agent, Duration::from_secs(60)).expect("the agent stops");
+    assert!(!status.success());
+    let err = fleet.log("agent-0.err");
+    assert!(
+        err.contains("error[E094]") && err.contains("offers no attested aggregator"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_coordinator_without_a_tee_runs_an_attested_aggregator_only_as_a_named_simulation() {
+    let mut fleet = fleet_with(ATTESTED);
+    let empty = fleet.root.path().join("no-tee");
+    std::fs::create_dir_all(&empty).unwrap();
+    fleet.coord_args = vec!["--tee-root".into(), empty.display().to_string()];
+    let _ = std::fs::create_dir_all(fleet.coord_dir());
+    let out = crate::common::tg_command()
+        .arg("--data-dir")
+        .arg(fleet.coord_dir())
+        .args(["coordinator", "start", "--job"])
+        .arg(&fleet.job)
+        .args(&fleet.coord_args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error[E092]") && err.contains("--allow-simulated"),
+        "{err}"
+    );
+}
