@@ -148,3 +148,68 @@ fn a_guarded_agent_keeps_its_own_budget() {
     }
     assert!((agent.epsilon().unwrap() - eps(2)).abs() < 1e-12);
 }
+
+#[test]
+fn an_agent_seals_its_update_and_only_a_trusted_aggregator_passes_a_no_plaintext_owner() {
+    let data = tg_model::dataset::digits()
+        .unwrap()
+        .subset(&(0..60).collect::<Vec<_>>());
+    let shape = ModelShape::for_dataset(ModelKind::Mlp, 8, &data).unwrap();
+    let session = tg_proto::SessionSecret::from_bytes(zeroize::Zeroizing::new([0x21; 32]));
+    let owner = OwnerPolicy {
+        allow_plaintext: false,
+        ..OwnerPolicy::permissive()
+    };
+    let agent_with = |trusted: bool| {
+        Agent::new(AgentId::numbered(0), shape, &data, 1)
+            .unwrap()
+            .with_owner(owner.clone(), OwnerLedger::in_memory("d".into()))
+            .with_sealing(Some(aggregator::Sealing {
+                key: session.public(),
+                trusted,
+                label: String::new(),
+            }))
+    };
+    let at = RoundRef {
+        job: JobId::from_bytes([0; 16]),
+        round: 1,
+    };
+    let req = tg_proto::encode(&ToAgent::Train(TrainRequest {
+        at,
+        global: tg_model::init_parameters(&shape, 0).unwrap(),
+        config: TrainConfig {
+            local_epochs: 1,
+            batch_size: 20,
+            learning_rate: 0.1,
+            optimizer: OptimizerSpec::Sgd,
+            dp_sgd: None,
+            compress: Default::default(),
+            adaptive_sparsity: false,
+            deadline_ms: None,
+        },
+        objective: LocalObjective::Plain,
+        secure: None,
+    }))
+    .unwrap();
+    let reply = |mut agent: Agent| {
+        let Handled::Reply(frame) = agent.handle_frame(&req).unwrap() else {
+            panic!()
+        };
+        tg_proto::decode::<ToCoordinator>(&frame).unwrap()
+    };
+    // TRUSTED: the round runs, and what leaves is ciphertext that only the
+    // session key opens into the training reply.
+    let ToCoordinator::Sealed(sealed) = reply(agent_with(true)) else {
+        panic!("not sealed")
+    };
+    let plain = session.open(&sealed).unwrap();
+    let r = tg_proto::decode_trained(&plain).unwrap().unwrap();
+    assert_eq!((r.at, r.num_examples), (at, 60));
+    // UNTRUSTED (simulated): the owner who refuses plaintext declines.
+    match reply(agent_with(false)) {
+        ToCoordinator::Declined { reason, .. } => {
+            assert_eq!(reason, tg_proto::DeclineReason::PlaintextRefused);
+        }
+        other => panic!("{other:?}"),
+    }
+}
