@@ -97,6 +97,21 @@ pub fn check(
     );
     let measurement = verdict.measurement.clone().unwrap_or_default();
     let short = &measurement[..measurement.len().min(16)];
+    // Genuine and bound, but only an owner's policy that pins the code (and,
+    // by default, refuses debuggable TEEs and old TCBs) makes it TRUSTED:
+    // any code in a TEE could be code that leaks the updates.
+    if verdict.status == Status::Trusted
+        && !counts_as_trusted(verdict.status, trust.policy.as_ref())
+    {
+        return Ok(Some(Sealing {
+            key: offered.session_key,
+            trusted: false,
+            label: format!(
+                "UNTRUSTED: genuine {} evidence bound to this job and key (measurement {short}…), but this agent's owner pins no aggregator code (--aggregator-policy with measurements), so any code may hold the key",
+                verdict.hardware_type
+            ),
+        }));
+    }
     if verdict.status == Status::Trusted {
         return Ok(Some(Sealing {
             key: offered.session_key,
@@ -143,6 +158,12 @@ pub fn check(
     ))
 }
 
+/// Whether a verdict lets an aggregator keep updates from the operator: a
+/// TRUSTED verdict under an owner's policy that pins the aggregator's code.
+fn counts_as_trusted(status: Status, policy: Option<&tg_attest::Policy>) -> bool {
+    status == Status::Trusted && policy.is_some_and(|p| !p.admits_any_code())
+}
+
 /// What sealing adds to a training reply's frame (the variant, round,
 /// sender, ephemeral key and tag, generously): the envelope's budget is
 /// measured on the unsealed frame, so it is kept this much lower.
@@ -160,6 +181,11 @@ impl crate::Agent {
     /// coordinator draws a new session key).
     pub fn set_sealing(&mut self, sealing: Option<Sealing>) {
         self.sealing = sealing;
+    }
+
+    /// The aggregator this agent seals to.
+    pub fn sealing(&self) -> Option<&Sealing> {
+        self.sealing.as_ref()
     }
 
     pub(crate) fn seal_overhead(&self) -> u64 {
@@ -242,6 +268,16 @@ mod tests {
 
     fn policy(text: &str) -> tg_attest::Policy {
         toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn only_a_policy_that_pins_the_code_makes_an_aggregator_trusted() {
+        let any = policy("measurements = \"any\"");
+        let pinned = policy(&format!("measurements = [\"{}\"]", "ab".repeat(48)));
+        assert!(!counts_as_trusted(Status::Trusted, None));
+        assert!(!counts_as_trusted(Status::Trusted, Some(&any)));
+        assert!(counts_as_trusted(Status::Trusted, Some(&pinned)));
+        assert!(!counts_as_trusted(Status::Untrusted, Some(&pinned)));
     }
 
     #[test]

@@ -323,6 +323,13 @@ impl Runner {
         self.status
             .update(|st| st.aggregator = sealing.as_ref().map(|s| s.label.clone()));
         if same_job && let Some(agent) = self.session.as_mut().and_then(|s| s.agent.as_mut()) {
+            // A job offered with an attested aggregator stays sealed: a
+            // re-offer without one would downgrade this agent to plaintext.
+            if agent.sealing().is_some() && sealing.is_none() {
+                return Err(AgentError::Aggregator(
+                    "the coordinator re-offered this job without the attested aggregator it offered before".into(),
+                ));
+            }
             agent.set_sealing(sealing.clone());
         }
         let evidence = match offer.attestation_nonce {

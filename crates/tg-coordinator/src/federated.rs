@@ -37,7 +37,14 @@ impl<T: Transport> Coordinator<'_, T> {
             job: self.config.job,
             round,
         };
-        let available = self.transport.connected();
+        // Excluded agents judge nothing (they could sway the rollout gate).
+        let excluded = self.excluded()?;
+        let available: Vec<_> = self
+            .transport
+            .connected()
+            .into_iter()
+            .filter(|a| !excluded.contains(a))
+            .collect();
         let chosen = self.strategy.configure_evaluate(round, &available);
         if chosen.is_empty() {
             return Ok((Vec::new(), 0));

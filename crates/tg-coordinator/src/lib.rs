@@ -119,6 +119,9 @@ pub struct RunConfig {
     /// `attested_aggregator`): training replies must arrive sealed to it,
     /// and are opened only here.
     pub sealing: Option<std::sync::Arc<tg_proto::SessionSecret>>,
+    /// Attackers per round the robust aggregator is sized for (its `f`):
+    /// reputation flags no one in a round with more outliers than that.
+    pub byzantine: u32,
 }
 
 /// Secure aggregation as the coordinator runs it.
@@ -156,6 +159,8 @@ pub struct Coordinator<'s, T: Transport> {
     base: Option<String>,
     /// The job's latest rollback when the current round started.
     rollback_seq: Option<i64>,
+    /// Agents' standings the current round moved, written with its record.
+    pending_reputation: Vec<tg_types::reputation::Reputation>,
 }
 
 /// Asks a running job to stop before its next round (a round in progress
@@ -198,6 +203,7 @@ impl<'s, T: Transport> Coordinator<'s, T> {
             stop: None,
             base: None,
             rollback_seq: None,
+            pending_reputation: Vec::new(),
         }
     }
 

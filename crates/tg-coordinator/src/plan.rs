@@ -104,6 +104,7 @@ impl RunConfig {
             // Its settings are checked with the spec (`JobSpec::check`).
             reputation: spec.reputation,
             sealing: None,
+            byzantine: spec.robust.map_or(0, |r| r.f),
             gate: spec.gate.map(|g| tg_strategy::RolloutGate {
                 margin: g.margin,
                 min_episodes: g.min_episodes,

@@ -217,21 +217,7 @@ impl<T: Transport> Coordinator<'_, T> {
         fold: Fold,
     ) -> Result<(RoundRecord, Committed)> {
         let applied = self.strategy.apply(round, global, fold);
-        record.screened = self
-            .strategy
-            .screened()
-            .into_iter()
-            .map(|s| tg_types::record::ScreenRecord {
-                agent: s.agent,
-                score: Some(s.score),
-                admitted: s.admitted,
-                outlier_z: Some(s.outlier_z),
-                flagged: self
-                    .config
-                    .reputation
-                    .is_some_and(|p| s.outlier_z > p.flag_z),
-            })
-            .collect();
+        record.screened = self.screen_records(round);
         // Reputation counts the screening whether or not the round commits:
         // an attacker's flags do not depend on the others' outcome.
         record.reputation = self.observe_screening(round, &record.screened)?;
@@ -326,8 +312,13 @@ impl<T: Transport> Coordinator<'_, T> {
             Some((params, _)) => Some(params.to_safetensors()?),
             None => None,
         };
-        self.store
-            .record_round(self.config.job, &mut record, bytes.as_deref())?;
+        let reputations = std::mem::take(&mut self.pending_reputation);
+        self.store.record_round_with(
+            self.config.job,
+            &mut record,
+            bytes.as_deref(),
+            &reputations,
+        )?;
         if committed.is_some() {
             self.base.clone_from(&record.model_sha256);
         }

@@ -13,20 +13,30 @@ use tg_types::reputation::Reputation;
 
 use crate::{Result, Store, StoreError, now_ms};
 
+/// Replaces each agent's row in `tx` (the caller commits).
+pub(crate) fn write(
+    tx: &rusqlite::Transaction<'_>,
+    job: JobId,
+    reputations: &[Reputation],
+) -> Result<()> {
+    for r in reputations {
+        let json = serde_json::to_string(r)
+            .map_err(|e| StoreError::Corrupt(format!("reputation: {e}")))?;
+        tx.execute(
+            "INSERT INTO reputation(job_id, agent_id, value_json, updated_at_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(job_id, agent_id) DO UPDATE SET value_json = excluded.value_json, updated_at_ms = excluded.updated_at_ms",
+            params![job.to_string(), r.agent.as_str(), json, now_ms()],
+        )?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Writes `reputations` of `job` (replacing each agent's row) in one
     /// transaction.
     pub fn save_reputations(&mut self, job: JobId, reputations: &[Reputation]) -> Result<()> {
         let tx = self.conn.transaction()?;
-        for r in reputations {
-            let json = serde_json::to_string(r)
-                .map_err(|e| StoreError::Corrupt(format!("reputation: {e}")))?;
-            tx.execute(
-                "INSERT INTO reputation(job_id, agent_id, value_json, updated_at_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(job_id, agent_id) DO UPDATE SET value_json = excluded.value_json, updated_at_ms = excluded.updated_at_ms",
-                params![job.to_string(), r.agent.as_str(), json, now_ms()],
-            )?;
-        }
+        write(&tx, job, reputations)?;
         tx.commit()?;
         Ok(())
     }

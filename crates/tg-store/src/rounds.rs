@@ -17,6 +17,18 @@ impl Store {
         round: &mut RoundRecord,
         model_safetensors: Option<&[u8]>,
     ) -> Result<()> {
+        self.record_round_with(job, round, model_safetensors, &[])
+    }
+
+    /// As [`Store::record_round`], writing agents' `reputations` (the
+    /// standings the round moved) in the same transaction.
+    pub fn record_round_with(
+        &mut self,
+        job: JobId,
+        round: &mut RoundRecord,
+        model_safetensors: Option<&[u8]>,
+        reputations: &[tg_types::reputation::Reputation],
+    ) -> Result<()> {
         let sha = match model_safetensors {
             Some(bytes) => Some(self.blobs.put(bytes)?),
             None => None,
@@ -87,6 +99,7 @@ impl Store {
                 ],
             )?;
         }
+        crate::reputation::write(&tx, job, reputations)?;
         tx.commit()?;
         Ok(())
     }

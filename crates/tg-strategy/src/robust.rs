@@ -50,7 +50,13 @@ pub struct Robust {
     screened: Vec<Screened>,
     /// Reputation's example weights for the next round (absent: 1).
     weights: std::collections::BTreeMap<AgentId, f64>,
+    /// The spread of updates' distances to the median in the last rounds
+    /// (the outlier score's floor).
+    spreads: std::cell::RefCell<std::collections::VecDeque<f64>>,
 }
+
+/// Rounds of spread kept for the outlier score's floor.
+const SPREAD_ROUNDS: usize = 10;
 
 impl std::fmt::Debug for Robust {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,6 +86,7 @@ impl Robust {
             last_step: None,
             screened: Vec::new(),
             weights: std::collections::BTreeMap::new(),
+            spreads: Default::default(),
         })
     }
 
@@ -129,7 +136,26 @@ impl Robust {
         };
         let outlier = {
             let d = to_agg(&med);
-            rules::robust_z(&d, 0.25 * rules::median(&d))
+            // The spread's floor: a quarter of the median distance, and half
+            // the median spread of the last rounds, which colluders who hold
+            // this round's median (identical updates: spread 0) cannot set.
+            let mut dev: Vec<f64> = {
+                let m = rules::median(&d);
+                d.iter().map(|x| (x - m).abs()).collect()
+            };
+            let spread = 1.4826 * rules::median_in_place(&mut dev);
+            let past = self.spreads.borrow().iter().copied().collect::<Vec<_>>();
+            let floor = (0.25 * rules::median(&d)).max(if past.len() >= 3 {
+                0.5 * rules::median(&past)
+            } else {
+                0.0
+            });
+            let mut spreads = self.spreads.borrow_mut();
+            spreads.push_back(spread);
+            if spreads.len() > SPREAD_ROUNDS {
+                spreads.pop_front();
+            }
+            rules::robust_z(&d, floor)
         };
         let mut admitted = match self.spec.kind {
             AggregatorKind::FedAvg => Admitted::weighted(all(vec![0.0; n]), None),

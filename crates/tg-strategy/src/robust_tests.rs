@@ -316,3 +316,31 @@ fn reputation_weights_scale_example_counts_once() {
     let next = round(&mut s, &ups).unwrap();
     assert!((next[0] - 32.0 / 30.0).abs() < 1e-6, "{next:?}");
 }
+
+#[test]
+fn colluders_holding_the_median_cannot_make_an_honest_update_an_outlier() {
+    let mut s = robust(AggregatorKind::Median, 1);
+    // Honest rounds set the spread the outlier score is floored by.
+    for _ in 0..5 {
+        round(&mut s, &(0..10).map(honest).collect::<Vec<_>>()).unwrap();
+    }
+    // Six identical colluders at the mean of three honest updates: the
+    // median is theirs and their spread 0; the fourth honest update (the
+    // target) is an ordinary honest distance away.
+    let v: Vec<f32> = (0..4)
+        .map(|j| (1..4).map(|i| honest(i)[j]).sum::<f32>() / 3.0)
+        .collect();
+    let mut ups: Vec<Vec<f32>> = (0..4).map(honest).collect();
+    ups.extend(std::iter::repeat_n(v, 6));
+    round(&mut s, &ups).unwrap();
+    let target = &s.screened()[0];
+    assert!(target.outlier_z < 8.0, "{target:?}");
+    // Without the rounds before, the floor is only this round's.
+    let mut fresh = robust(AggregatorKind::Median, 1);
+    round(&mut fresh, &ups).unwrap();
+    assert!(
+        fresh.screened()[0].outlier_z > 8.0,
+        "{:?}",
+        fresh.screened()[0]
+    );
+}

@@ -124,6 +124,7 @@ fn config(rounds: u32, quorum: usize) -> RunConfig {
         privacy: None,
         reputation: None,
         sealing: None,
+        byzantine: 0,
         secure: None,
         evaluate_every: 0,
         gate: None,
@@ -448,6 +449,7 @@ fn self_reported_counts_cannot_overflow_the_combination() {
 
 mod gate;
 mod registry;
+mod reputation;
 mod sealed;
 
 #[tokio::test]
