@@ -134,6 +134,8 @@ enrollment = true
   await page.waitForFunction(() => document.querySelectorAll("#fleet tbody tr").length === 3, null, { timeout: 60000 });
   const fleet = await page.$$eval("#fleet tbody tr", (rows) => rows.map((r) => r.textContent));
   assert.ok(fleet.every((r) => /robot-\d/.test(r)), fleet.join("\n"));
+  // A DP job keeps no reputation: the column is there, empty.
+  assert.match(await page.textContent("#fleet thead"), /Reputation/);
   assert.match(await page.textContent("#job-summary"), /running|completed/);
   await shot("02-overview-live");
 

@@ -80,7 +80,7 @@ pub struct JobSection {
     /// sampling (default 3).
     pub reputation_exclude_after: Option<u32>,
     /// Reputation: the outlier z-score above which an update is flagged
-    /// (default 8).
+    /// (default 12).
     pub reputation_flag_z: Option<f64>,
     /// Run the round logic as an attested aggregator: agents verify the
     /// coordinator's TEE evidence and seal their updates to its key.
@@ -374,7 +374,7 @@ fn reputation(s: &JobSection) -> Result<Option<tg_types::reputation::ReputationP
         invalid(
             "reputation policy",
             why,
-            "e.g. reputation_window = 10, reputation_downweight_after = 1, reputation_exclude_after = 3, reputation_flag_z = 8",
+            "e.g. reputation_window = 10, reputation_downweight_after = 1, reputation_exclude_after = 3, reputation_flag_z = 12",
         )
         .at("reputation")
     })?;

@@ -339,7 +339,7 @@ fn colluders_holding_the_median_cannot_make_an_honest_update_an_outlier() {
     let mut fresh = robust(AggregatorKind::Median, 1);
     round(&mut fresh, &ups).unwrap();
     assert!(
-        fresh.screened()[0].outlier_z > 8.0,
+        fresh.screened()[0].outlier_z > 1e6,
         "{:?}",
         fresh.screened()[0]
     );
