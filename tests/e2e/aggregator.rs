@@ -154,3 +154,104 @@ fn a_coordinator_without_a_tee_runs_an_attested_aggregator_only_as_a_named_simul
         "{err}"
     );
 }
+
+/// A malicious coordinator that speaks the real protocol: its offer's
+/// session key is not the one its (simulated) evidence binds, as a host
+/// that swapped in a key of its own would offer. The real agent process
+/// refuses before it joins, names the reason (E094, report data), and
+/// sends nothing: no join, no update.
+#[test]
+fn an_agent_refuses_a_coordinator_whose_evidence_is_bound_to_another_key() {
+    use tg_net::Event;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[0x77; 32]);
+    let (client, mut events, event_loop) = {
+        let _g = rt.enter();
+        tg_net::new(
+            key.to_bytes(),
+            tg_net::Config::new(
+                tg_net::Role::Coordinator,
+                vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            ),
+        )
+        .unwrap()
+    };
+    rt.spawn(event_loop.run());
+    let me = client.local_peer_id();
+    let addr = rt.block_on(async {
+        loop {
+            if let Some(Event::Listening(a)) = events.recv().await {
+                break format!("{a}/p2p/{me}");
+            }
+        }
+    });
+    let mut fleet = Fleet::new(&opts());
+    fleet.start_agent(0, 1, &addr, None);
+
+    let job = tg_types::JobId::from_bytes([0x42; 16]);
+    let bound_key = [0x0b; 32];
+    let rd = tg_attest::report_data(&tg_proto::aggregator_nonce(job), &me.to_bytes(), &bound_key);
+    let evidence =
+        tg_attest::Evidence::Simulated(tg_attest::SimulatedEvidence::sign(&key, [1; 32], rd));
+    let offer = tg_proto::ToAgent::Offer(tg_proto::Offer {
+        job,
+        model: tg_types::spec::ModelKind::Mlp,
+        hidden: 16,
+        train: tg_types::spec::TrainConfig {
+            local_epochs: 1,
+            batch_size: 16,
+            learning_rate: 0.1,
+            optimizer: tg_types::spec::OptimizerSpec::Sgd,
+            dp_sgd: None,
+            compress: Default::default(),
+            adaptive_sparsity: false,
+            deadline_ms: None,
+        },
+        privacy: None,
+        rounds: 1,
+        enrollment_required: false,
+        attestation_nonce: None,
+        schema: None,
+        custom_model: false,
+        aggregator: Some(tg_proto::AggregatorEvidence {
+            // Not the key the evidence binds.
+            session_key: [0x0c; 32],
+            evidence: evidence.to_bytes(),
+        }),
+    });
+    let nonces = tg_proto::NonceCounter::from_clock();
+    let frames = rt.block_on(async {
+        let mut frames = 0;
+        // Long enough for the agent to connect, check the offer and stop
+        // (about a second), and to see anything it would send after.
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match events.recv().await {
+                    Some(Event::Connected { peer, .. }) => {
+                        let frame = tg_proto::signed::seal(&key, nonces.next(), &offer).unwrap();
+                        // The agent reads it and hangs up without a reply.
+                        let _ = client.send(peer, frame).await;
+                    }
+                    Some(Event::Frame { .. }) => frames += 1,
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+        })
+        .await;
+        frames
+    });
+    let agent = fleet.agents[0].as_mut().unwrap();
+    let status = wait_child(agent, Duration::from_secs(30)).expect("the agent stops");
+    assert!(!status.success());
+    let err = fleet.log("agent-0.err");
+    assert!(
+        err.contains("error[E094]") && err.contains("report_data_mismatch"),
+        "{err}"
+    );
+    assert_eq!(frames, 0, "the agent sent nothing to this coordinator");
+}
