@@ -52,7 +52,7 @@ pub struct Robust {
     weights: std::collections::BTreeMap<AgentId, f64>,
     /// The spread of updates' distances to the median in the last rounds
     /// (the outlier score's floor).
-    spreads: std::cell::RefCell<std::collections::VecDeque<f64>>,
+    spreads: std::collections::VecDeque<f64>,
 }
 
 /// Rounds of spread kept for the outlier score's floor.
@@ -102,7 +102,7 @@ impl Robust {
 
     /// What the rule admits of `kept` (canonical order), with every update's
     /// screening.
-    fn screen(&self, global: &Parameters, kept: &[Kept]) -> Result<Admitted> {
+    fn screen(&mut self, global: &Parameters, kept: &[Kept]) -> Result<Admitted> {
         let n = kept.len();
         if let Some(why) = self.spec.refuses(n) {
             return Err(StrategyError::Rejected(format!("E113 {why}")));
@@ -144,16 +144,15 @@ impl Robust {
                 d.iter().map(|x| (x - m).abs()).collect()
             };
             let spread = 1.4826 * rules::median_in_place(&mut dev);
-            let past = self.spreads.borrow().iter().copied().collect::<Vec<_>>();
+            let past = self.spreads.make_contiguous();
             let floor = (0.25 * rules::median(&d)).max(if past.len() >= 3 {
-                0.5 * rules::median(&past)
+                0.5 * rules::median(past)
             } else {
                 0.0
             });
-            let mut spreads = self.spreads.borrow_mut();
-            spreads.push_back(spread);
-            if spreads.len() > SPREAD_ROUNDS {
-                spreads.pop_front();
+            self.spreads.push_back(spread);
+            if self.spreads.len() > SPREAD_ROUNDS {
+                self.spreads.pop_front();
             }
             rules::robust_z(&d, floor)
         };
