@@ -155,49 +155,132 @@ fn a_coordinator_without_a_tee_runs_an_attested_aggregator_only_as_a_named_simul
     );
 }
 
-/// A malicious coordinator that speaks the real protocol: its offer's
-/// session key is not the one its (simulated) evidence binds, as a host
-/// that swapped in a key of its own would offer. The real agent process
-/// refuses before it joins, names the reason (E094, report data), and
-/// sends nothing: no join, no update.
-#[test]
-fn an_agent_refuses_a_coordinator_whose_evidence_is_bound_to_another_key() {
-    use tg_net::Event;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let key = ed25519_dalek::SigningKey::from_bytes(&[0x77; 32]);
-    let (client, mut events, event_loop) = {
-        let _g = rt.enter();
-        tg_net::new(
-            key.to_bytes(),
-            tg_net::Config::new(
-                tg_net::Role::Coordinator,
-                vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-            ),
-        )
-        .unwrap()
-    };
-    rt.spawn(event_loop.run());
-    let me = client.local_peer_id();
-    let addr = rt.block_on(async {
-        loop {
-            if let Some(Event::Listening(a)) = events.recv().await {
-                break format!("{a}/p2p/{me}");
-            }
-        }
-    });
-    let mut fleet = Fleet::new(&opts());
-    fleet.start_agent(0, 1, &addr, None);
+/// A hand-driven coordinator that speaks the real protocol to one real
+/// agent process: it offers what the test says, and counts the frames the
+/// agent sends back.
+struct Rogue {
+    rt: tokio::runtime::Runtime,
+    client: tg_net::Client,
+    events: tokio::sync::mpsc::Receiver<tg_net::Event>,
+    key: ed25519_dalek::SigningKey,
+    me: tg_net::PeerId,
+    nonces: tg_proto::NonceCounter,
+    fleet: Fleet,
+}
 
-    let job = tg_types::JobId::from_bytes([0x42; 16]);
-    let bound_key = [0x0b; 32];
-    let rd = tg_attest::report_data(&tg_proto::aggregator_nonce(job), &me.to_bytes(), &bound_key);
-    let evidence =
-        tg_attest::Evidence::Simulated(tg_attest::SimulatedEvidence::sign(&key, [1; 32], rd));
-    let offer = tg_proto::ToAgent::Offer(tg_proto::Offer {
+impl Rogue {
+    /// Listens, and starts one agent process against it.
+    fn start() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[0x77; 32]);
+        let (client, mut events, event_loop) = {
+            let _g = rt.enter();
+            tg_net::new(
+                key.to_bytes(),
+                tg_net::Config::new(
+                    tg_net::Role::Coordinator,
+                    vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+                ),
+            )
+            .unwrap()
+        };
+        rt.spawn(event_loop.run());
+        let me = client.local_peer_id();
+        let addr = rt.block_on(async {
+            loop {
+                if let Some(tg_net::Event::Listening(a)) = events.recv().await {
+                    break format!("{a}/p2p/{me}");
+                }
+            }
+        });
+        let mut fleet = Fleet::new(&opts());
+        fleet.start_agent(0, 1, &addr, None);
+        Self {
+            rt,
+            client,
+            events,
+            key,
+            me,
+            nonces: tg_proto::NonceCounter::from_clock(),
+            fleet,
+        }
+    }
+
+    /// Simulated evidence signed by this coordinator for `job`, binding
+    /// `bound` as the session key.
+    fn evidence(&self, job: tg_types::JobId, bound: [u8; 32]) -> Vec<u8> {
+        let rd = tg_attest::report_data(
+            &tg_proto::aggregator_nonce(job),
+            &self.me.to_bytes(),
+            &bound,
+        );
+        tg_attest::Evidence::Simulated(tg_attest::SimulatedEvidence::sign(&self.key, [1; 32], rd))
+            .to_bytes()
+    }
+
+    /// Sends `offers` in turn, the first when the agent connects and each
+    /// next one after the agent answers; for `secs` counts the frames the
+    /// agent sends.
+    fn run(&mut self, offers: Vec<tg_proto::Offer>, secs: u64) -> usize {
+        let (client, events, key, nonces) =
+            (&self.client, &mut self.events, &self.key, &self.nonces);
+        self.rt.block_on(async {
+            let mut frames = 0;
+            let mut queue = offers.into_iter();
+            let mut agent = None;
+            let send = |peer, offer: tg_proto::Offer| {
+                let frame =
+                    tg_proto::signed::seal(key, nonces.next(), &tg_proto::ToAgent::Offer(offer))
+                        .unwrap();
+                // The agent may read it and hang up without a reply.
+                async move {
+                    let _ = client.send(peer, frame).await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(secs), async {
+                loop {
+                    match events.recv().await {
+                        Some(tg_net::Event::Connected { peer, .. }) => {
+                            agent = Some(peer);
+                            if let Some(o) = queue.next() {
+                                send(peer, o).await;
+                            }
+                        }
+                        Some(tg_net::Event::Frame { .. }) => {
+                            frames += 1;
+                            if let (Some(peer), Some(o)) = (agent, queue.next()) {
+                                send(peer, o).await;
+                            }
+                        }
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
+            })
+            .await;
+            frames
+        })
+    }
+
+    /// The agent's exit and its log, once it stops.
+    fn agent_refused(&mut self) -> String {
+        let agent = self.fleet.agents[0].as_mut().unwrap();
+        let status = wait_child(agent, Duration::from_secs(30)).expect("the agent stops");
+        assert!(!status.success());
+        self.fleet.log("agent-0.err")
+    }
+}
+
+/// An offer of `job` for the agents' digits, with `aggregator`.
+fn offer(
+    job: tg_types::JobId,
+    aggregator: Option<tg_proto::AggregatorEvidence>,
+) -> tg_proto::Offer {
+    tg_proto::Offer {
         job,
         model: tg_types::spec::ModelKind::Mlp,
         hidden: 16,
@@ -217,41 +300,50 @@ fn an_agent_refuses_a_coordinator_whose_evidence_is_bound_to_another_key() {
         attestation_nonce: None,
         schema: None,
         custom_model: false,
-        aggregator: Some(tg_proto::AggregatorEvidence {
-            // Not the key the evidence binds.
-            session_key: [0x0c; 32],
-            evidence: evidence.to_bytes(),
-        }),
-    });
-    let nonces = tg_proto::NonceCounter::from_clock();
-    let frames = rt.block_on(async {
-        let mut frames = 0;
-        // Long enough for the agent to connect, check the offer and stop
-        // (about a second), and to see anything it would send after.
-        let _ = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                match events.recv().await {
-                    Some(Event::Connected { peer, .. }) => {
-                        let frame = tg_proto::signed::seal(&key, nonces.next(), &offer).unwrap();
-                        // The agent reads it and hangs up without a reply.
-                        let _ = client.send(peer, frame).await;
-                    }
-                    Some(Event::Frame { .. }) => frames += 1,
-                    Some(_) => {}
-                    None => break,
-                }
-            }
-        })
-        .await;
-        frames
-    });
-    let agent = fleet.agents[0].as_mut().unwrap();
-    let status = wait_child(agent, Duration::from_secs(30)).expect("the agent stops");
-    assert!(!status.success());
-    let err = fleet.log("agent-0.err");
+        aggregator,
+    }
+}
+
+/// A malicious coordinator whose offer's session key is not the one its
+/// (simulated) evidence binds, as a host that swapped in a key of its own
+/// would offer. The real agent process refuses before it joins, names the
+/// reason (E094, report data), and sends nothing: no join, no update.
+#[test]
+fn an_agent_refuses_a_coordinator_whose_evidence_is_bound_to_another_key() {
+    let mut rogue = Rogue::start();
+    let job = tg_types::JobId::from_bytes([0x42; 16]);
+    let swapped = tg_proto::AggregatorEvidence {
+        session_key: [0x0c; 32],
+        evidence: rogue.evidence(job, [0x0b; 32]),
+    };
+    // Long enough for the agent to connect, check the offer and stop
+    // (about a second), and to see anything it would send after.
+    let frames = rogue.run(vec![offer(job, Some(swapped))], 10);
+    let err = rogue.agent_refused();
     assert!(
         err.contains("error[E094]") && err.contains("report_data_mismatch"),
         "{err}"
     );
     assert_eq!(frames, 0, "the agent sent nothing to this coordinator");
+}
+
+/// A coordinator that offers a job with an attested aggregator, lets the
+/// agent join, then offers the same job again without one (to get its
+/// updates unsealed): the agent refuses the downgrade with E094.
+#[test]
+fn an_agent_refuses_a_reoffer_of_its_job_without_the_aggregator() {
+    let mut rogue = Rogue::start();
+    let job = tg_types::JobId::from_bytes([0x43; 16]);
+    let sealed = tg_proto::AggregatorEvidence {
+        session_key: [0x0b; 32],
+        evidence: rogue.evidence(job, [0x0b; 32]),
+    };
+    let frames = rogue.run(vec![offer(job, Some(sealed)), offer(job, None)], 10);
+    assert!(frames >= 1, "the agent joined the first offer");
+    let err = rogue.agent_refused();
+    assert!(
+        err.contains("error[E094]")
+            && err.contains("re-offered this job without the attested aggregator"),
+        "{err}"
+    );
 }
