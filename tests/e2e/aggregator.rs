@@ -31,6 +31,14 @@ fn fleet_with(keys: &str) -> Fleet {
     fleet
 }
 
+/// Agent 0's log once it stops, having failed.
+fn refusal(fleet: &mut Fleet) -> String {
+    let agent = fleet.agents[0].as_mut().unwrap();
+    let status = wait_child(agent, Duration::from_secs(60)).expect("the agent stops");
+    assert!(!status.success());
+    fleet.log("agent-0.err")
+}
+
 const ATTESTED: &str =
     "attested_aggregator = true\naggregator = \"outlier-3sigma\"\nbyzantine = 1\n";
 
@@ -105,10 +113,7 @@ fn an_agent_refuses_an_aggregator_off_its_policy_or_missing_and_says_why() {
     ];
     let addr = fleet.start_coordinator();
     fleet.start_agents(1, &addr);
-    let agent = fleet.agents[0].as_mut().unwrap();
-    let status = wait_child(agent, Duration::from_secs(60)).expect("the agent stops");
-    assert!(!status.success());
-    let err = fleet.log("agent-0.err");
+    let err = refusal(&mut fleet);
     assert!(
         err.contains("error[E094]") && err.contains("measurement"),
         "{err}"
@@ -122,10 +127,7 @@ fn an_agent_refuses_an_aggregator_off_its_policy_or_missing_and_says_why() {
     fleet.agent_args = vec!["--aggregator-policy".into(), policy.display().to_string()];
     let addr = fleet.start_coordinator();
     fleet.start_agents(1, &addr);
-    let agent = fleet.agents[0].as_mut().unwrap();
-    let status = wait_child(agent, Duration::from_secs(60)).expect("the agent stops");
-    assert!(!status.success());
-    let err = fleet.log("agent-0.err");
+    let err = refusal(&mut fleet);
     assert!(
         err.contains("error[E094]") && err.contains("offers no attested aggregator"),
         "{err}"
@@ -268,10 +270,7 @@ impl Rogue {
 
     /// The agent's exit and its log, once it stops.
     fn agent_refused(&mut self) -> String {
-        let agent = self.fleet.agents[0].as_mut().unwrap();
-        let status = wait_child(agent, Duration::from_secs(30)).expect("the agent stops");
-        assert!(!status.success());
-        self.fleet.log("agent-0.err")
+        refusal(&mut self.fleet)
     }
 }
 

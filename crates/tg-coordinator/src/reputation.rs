@@ -19,14 +19,18 @@ use tg_types::reputation::{Reputation, ReputationChange, Standing};
 use crate::{Coordinator, Result, Transport};
 
 impl<T: Transport> Coordinator<'_, T> {
+    /// The job's standings (none without reputation).
+    fn standings(&self) -> Result<Vec<Reputation>> {
+        if self.config.reputation.is_none() {
+            return Ok(Vec::new());
+        }
+        Ok(self.store.reputations(&self.config.job.to_string())?)
+    }
+
     /// The agents reputation excluded from this job.
     pub(crate) fn excluded(&self) -> Result<BTreeSet<AgentId>> {
-        if self.config.reputation.is_none() {
-            return Ok(BTreeSet::new());
-        }
         Ok(self
-            .store
-            .reputations(&self.config.job.to_string())?
+            .standings()?
             .into_iter()
             .filter(|r| r.standing == Standing::Excluded)
             .map(|r| r.agent)
@@ -36,23 +40,20 @@ impl<T: Transport> Coordinator<'_, T> {
     /// `connected` without the agents reputation excluded; tells the
     /// strategy the down-weighted ones' weights.
     pub(crate) fn eligible(&mut self, connected: Vec<AgentId>) -> Result<Vec<AgentId>> {
-        if self.config.reputation.is_none() {
-            return Ok(connected);
+        let standings = self.standings()?;
+        let weights: BTreeMap<AgentId, f64> = standings
+            .iter()
+            .filter(|r| r.standing != Standing::Excluded && r.weight < 1.0)
+            .map(|r| (r.agent.clone(), r.weight))
+            .collect();
+        let excluded: BTreeSet<&AgentId> = standings
+            .iter()
+            .filter(|r| r.standing == Standing::Excluded)
+            .map(|r| &r.agent)
+            .collect();
+        if self.config.reputation.is_some() {
+            self.strategy.reweigh(&weights);
         }
-        let mut weights = BTreeMap::new();
-        let mut excluded = BTreeSet::new();
-        for r in self.store.reputations(&self.config.job.to_string())? {
-            match r.standing {
-                Standing::Excluded => {
-                    excluded.insert(r.agent);
-                }
-                _ if r.weight < 1.0 => {
-                    weights.insert(r.agent, r.weight);
-                }
-                _ => {}
-            }
-        }
-        self.strategy.reweigh(&weights);
         Ok(connected
             .into_iter()
             .filter(|a| !excluded.contains(a))
@@ -103,10 +104,8 @@ impl<T: Transport> Coordinator<'_, T> {
         if screened.is_empty() {
             return Ok(Vec::new());
         }
-        let job = self.config.job;
         let mut known: BTreeMap<AgentId, Reputation> = self
-            .store
-            .reputations(&job.to_string())?
+            .standings()?
             .into_iter()
             .map(|r| (r.agent.clone(), r))
             .collect();

@@ -77,8 +77,9 @@ fn params(v: f32) -> Parameters {
     .unwrap()
 }
 
-fn reply(agent: &AgentId, req: &TrainRequest, update: Parameters) -> TransportEvent {
-    let msg = ToCoordinator::Trained(TrainReply {
+/// An honest training reply's frame for `req` with `update`.
+fn trained(agent: &AgentId, req: &TrainRequest, update: Parameters) -> Vec<u8> {
+    tg_proto::encode(&ToCoordinator::Trained(TrainReply {
         at: req.at,
         agent: agent.clone(),
         update,
@@ -88,8 +89,12 @@ fn reply(agent: &AgentId, req: &TrainRequest, update: Parameters) -> TransportEv
         control_delta: None,
         epsilon: None,
         compressed: None,
-    });
-    received(agent, tg_proto::encode(&msg).unwrap())
+    }))
+    .unwrap()
+}
+
+fn reply(agent: &AgentId, req: &TrainRequest, update: Parameters) -> TransportEvent {
+    received(agent, trained(agent, req, update))
 }
 
 /// An agent's reply as a transport delivers it.

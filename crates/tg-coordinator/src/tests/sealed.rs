@@ -14,18 +14,7 @@ fn sealed_reply(
     update: Parameters,
     key: &[u8; 32],
 ) -> TransportEvent {
-    let plain = tg_proto::encode(&ToCoordinator::Trained(TrainReply {
-        at: req.at,
-        agent: agent.clone(),
-        update,
-        num_examples: 1,
-        train_loss: Some(0.1),
-        steps: 1,
-        control_delta: None,
-        epsilon: None,
-        compressed: None,
-    }))
-    .unwrap();
+    let plain = trained(agent, req, update);
     let sealed = tg_proto::seal_reply(key, req.at, agent, &plain).unwrap();
     received(
         agent,
