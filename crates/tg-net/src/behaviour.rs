@@ -48,10 +48,12 @@ impl Behaviour {
         // A star around the coordinator has nothing to bootstrap from at start;
         // peers are added as they connect (identify), not by periodic walks.
         kad_config.set_periodic_bootstrap_interval(None);
+        kad_config.set_provider_record_ttl(Some(config.provider_ttl));
+        kad_config.set_provider_publication_interval(Some(config.provider_republish));
         let mut kad =
             kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
         kad.set_mode(Some(match config.role {
-            crate::Role::Coordinator => kad::Mode::Server,
+            crate::Role::Coordinator | crate::Role::Compute => kad::Mode::Server,
             crate::Role::Agent => kad::Mode::Client,
         }));
         let mdns = if config.mdns {

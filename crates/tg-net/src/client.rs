@@ -50,6 +50,23 @@ pub(crate) enum Command {
         peer: PeerId,
         addr: Multiaddr,
     },
+    StartProviding {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    StopProviding {
+        key: Vec<u8>,
+    },
+    GetProviders {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    Bootstrap {
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<crate::PeerInfo>>,
+    },
 }
 
 /// Sends commands to the [`crate::EventLoop`].
@@ -123,6 +140,37 @@ impl Client {
     /// Addresses this node listens on.
     pub async fn listeners(&self) -> Result<Vec<Multiaddr>, NetError> {
         self.call(|reply| Command::Listeners { reply }).await
+    }
+
+    /// Announces in the DHT that this node provides `key` (republished on the
+    /// configured interval; expires at the other nodes after the provider TTL).
+    pub async fn start_providing(&self, key: &[u8]) -> Result<(), NetError> {
+        let key = key.to_vec();
+        self.call(|reply| Command::StartProviding { key, reply }).await?
+    }
+
+    /// Stops announcing `key` (records elsewhere expire with their TTL).
+    pub async fn stop_providing(&self, key: &[u8]) -> Result<(), NetError> {
+        self.commands
+            .send(Command::StopProviding { key: key.to_vec() })
+            .await
+            .map_err(|_| NetError::Stopped)
+    }
+
+    /// The peers the DHT says provide `key` (this node included when it does).
+    pub async fn get_providers(&self, key: &[u8]) -> Result<Vec<PeerId>, NetError> {
+        let key = key.to_vec();
+        self.call(|reply| Command::GetProviders { key, reply }).await
+    }
+
+    /// Joins the DHT: looks up this node's own id through the known peers.
+    pub async fn bootstrap(&self) -> Result<(), NetError> {
+        self.call(|reply| Command::Bootstrap { reply }).await?
+    }
+
+    /// The peers connected now, with what identify and ping told about them.
+    pub async fn peers(&self) -> Result<Vec<crate::PeerInfo>, NetError> {
+        self.call(|reply| Command::Peers { reply }).await
     }
 
     /// Subscribes to a gossipsub topic.

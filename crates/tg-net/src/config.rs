@@ -11,6 +11,9 @@ pub enum Role {
     Coordinator,
     /// Trains on local data for a coordinator.
     Agent,
+    /// A compute-network node: a Kademlia server that stores and serves
+    /// provider records, since the compute network has no coordinator.
+    Compute,
 }
 
 impl Role {
@@ -19,6 +22,7 @@ impl Role {
         let role = match self {
             Self::Coordinator => "coordinator",
             Self::Agent => "agent",
+            Self::Compute => "compute",
         };
         format!("tensorguard-{role}/{}", env!("CARGO_PKG_VERSION"))
     }
@@ -29,6 +33,8 @@ impl Role {
             Some(Self::Coordinator)
         } else if v.starts_with("tensorguard-agent/") {
             Some(Self::Agent)
+        } else if v.starts_with("tensorguard-compute/") {
+            Some(Self::Compute)
         } else {
             None
         }
@@ -58,6 +64,10 @@ pub struct Config {
     pub max_pending: u32,
     /// Capacity of the command and event channels.
     pub channel_capacity: usize,
+    /// How long a provider record lives in the DHT unless it is republished.
+    pub provider_ttl: Duration,
+    /// How often this node republishes its provider records.
+    pub provider_republish: Duration,
 }
 
 impl Config {
@@ -74,6 +84,8 @@ impl Config {
             max_connections: 1024,
             max_pending: 128,
             channel_capacity: 256,
+            provider_ttl: Duration::from_secs(48 * 3600),
+            provider_republish: Duration::from_secs(12 * 3600),
         }
     }
 }

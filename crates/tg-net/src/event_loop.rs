@@ -14,14 +14,17 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::request_response::{self, InboundFailure, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, mdns};
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns, ping};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::client::Command;
 use crate::codec::{Reply, Wire};
 use crate::transfer::Reassembly;
-use crate::{Event, NetError, NetStats, WireFault};
+use crate::{Event, NetError, NetStats, PeerInfo, WireFault};
+
+/// A provider lookup in flight: what it found so far and who waits for it.
+pub(crate) type ProviderQuery = (std::collections::HashSet<PeerId>, oneshot::Sender<Vec<PeerId>>);
 
 /// Runs the swarm until every [`crate::Client`] is dropped.
 pub struct EventLoop {
@@ -32,6 +35,8 @@ pub struct EventLoop {
     pub(crate) reassembly: Reassembly,
     pub(crate) stats: Arc<NetStats>,
     pub(crate) relays: Vec<Multiaddr>,
+    pub(crate) provider_queries: HashMap<kad::QueryId, ProviderQuery>,
+    pub(crate) peer_info: HashMap<PeerId, PeerInfo>,
 }
 
 impl EventLoop {
@@ -115,6 +120,36 @@ impl EventLoop {
                 self.swarm.add_peer_address(peer, addr.clone());
                 self.swarm.behaviour_mut().kad.add_address(&peer, addr);
             }
+            Command::StartProviding { key, reply } => {
+                let r = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .start_providing(kad::RecordKey::new(&key))
+                    .map(|_| ())
+                    .map_err(|e| NetError::Dht(e.to_string()));
+                let _ = reply.send(r);
+            }
+            Command::StopProviding { key } => {
+                self.swarm.behaviour_mut().kad.stop_providing(&kad::RecordKey::new(&key));
+            }
+            Command::GetProviders { key, reply } => {
+                let id = self.swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(&key));
+                self.provider_queries.insert(id, (Default::default(), reply));
+            }
+            Command::Bootstrap { reply } => {
+                let r = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .bootstrap()
+                    .map(|_| ())
+                    .map_err(|e| NetError::Dht(e.to_string()));
+                let _ = reply.send(r);
+            }
+            Command::Peers { reply } => {
+                let _ = reply.send(self.peer_info.values().cloned().collect());
+            }
         }
     }
 
@@ -128,6 +163,16 @@ impl EventLoop {
                 ..
             } if num_established.get() == 1 => {
                 self.stats.peers.fetch_add(1, Ordering::Relaxed);
+                self.peer_info.insert(
+                    peer_id,
+                    PeerInfo {
+                        peer: peer_id,
+                        addr: endpoint.get_remote_address().clone(),
+                        agent_version: None,
+                        protocol_version: None,
+                        rtt: None,
+                    },
+                );
                 self.emit(Event::Connected {
                     peer: peer_id,
                     addr: endpoint.get_remote_address().clone(),
@@ -139,6 +184,7 @@ impl EventLoop {
                 ..
             } => {
                 self.stats.peers.fetch_sub(1, Ordering::Relaxed);
+                self.peer_info.remove(&peer_id);
                 self.reassembly.expire(Some(&peer_id));
                 self.emit(Event::Disconnected { peer: peer_id });
             }
@@ -157,6 +203,10 @@ impl EventLoop {
         match event {
             BehaviourEvent::Frames(e) => self.on_frames_event(e),
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                if let Some(p) = self.peer_info.get_mut(&peer_id) {
+                    p.agent_version = Some(info.agent_version.clone());
+                    p.protocol_version = Some(info.protocol_version.clone());
+                }
                 for addr in &info.listen_addrs {
                     self.swarm
                         .behaviour_mut()
@@ -182,10 +232,38 @@ impl EventLoop {
                     data: message.data,
                 });
             }
+            BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. }) => {
+                if let Some(p) = self.peer_info.get_mut(&peer) {
+                    p.rtt = Some(rtt);
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. }) => {
+                self.on_kad_query(id, result, step.last);
+            }
             BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { new, .. }) => {
                 self.emit(Event::NatStatus(format!("{new:?}")));
             }
             _ => {}
+        }
+    }
+
+    fn on_kad_query(&mut self, id: kad::QueryId, result: kad::QueryResult, last: bool) {
+        let kad::QueryResult::GetProviders(r) = result else {
+            return;
+        };
+        let done = match r {
+            Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
+                if let Some((found, _)) = self.provider_queries.get_mut(&id) {
+                    found.extend(providers);
+                }
+                last
+            }
+            Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) | Err(_) => true,
+        };
+        if done || last {
+            if let Some((found, reply)) = self.provider_queries.remove(&id) {
+                let _ = reply.send(found.into_iter().collect());
+            }
         }
     }
 

@@ -73,6 +73,24 @@ pub enum NetError {
     /// The event loop has stopped.
     #[error("the network event loop has stopped")]
     Stopped,
+    /// A DHT operation could not start (no known peers, store full).
+    #[error("DHT: {0}")]
+    Dht(String),
+}
+
+/// A connected peer, as identify and ping describe it.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    /// Peer.
+    pub peer: PeerId,
+    /// Address of the connection.
+    pub addr: Multiaddr,
+    /// Its identify agent version (role and version), once identified.
+    pub agent_version: Option<String>,
+    /// Its identify protocol version, once identified.
+    pub protocol_version: Option<String>,
+    /// Last ping round trip.
+    pub rtt: Option<std::time::Duration>,
 }
 
 /// What was wrong with bytes a peer sent on the frame protocol.
@@ -308,6 +326,8 @@ pub fn new(
         reassembly: transfer::Reassembly::new(config.max_frame_bytes, config.request_timeout * 2),
         stats,
         relays: config.relays,
+        provider_queries: Default::default(),
+        peer_info: Default::default(),
     };
     Ok((client, event_rx, event_loop))
 }

@@ -1,0 +1,194 @@
+//! Model artifacts over the network: a node that holds a model provides it
+//! in the DHT under the model's content id; a node without it fetches each
+//! pinned file from providers in parts, checks its SHA-256 and only then moves
+//! it into place. Only files pinned by a [`ModelSpec`] are ever served or
+//! written, so a request cannot name a path.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tg_net::PeerId;
+use tg_tasks::{ArtifactId, MINILM, ModelSpec};
+
+use crate::{ARTIFACT_PART_BYTES, ComputeError, Msg};
+
+/// Answers a fetch: the part of a pinned file at `offset`, or that it is not here.
+pub fn serve(root: &Path, id: &[u8; 32], offset: u64) -> Msg {
+    let aid = ArtifactId(*id);
+    let Some(file) = MINILM.file_by_id(&aid) else { return Msg::NoArtifact { id: *id } };
+    let path = root.join(MINILM.dir).join(file.name);
+    let read = || -> std::io::Result<Vec<u8>> {
+        let mut f = std::fs::File::open(&path)?;
+        let len = f.metadata()?.len();
+        if len != file.size || offset > len {
+            return Err(std::io::Error::other("size differs from the pin"));
+        }
+        f.seek(SeekFrom::Start(offset))?;
+        let mut buf = vec![0u8; (ARTIFACT_PART_BYTES as u64).min(len - offset) as usize];
+        f.read_exact(&mut buf)?;
+        Ok(buf)
+    };
+    match read() {
+        Ok(data) => Msg::Part { id: *id, offset, total: file.size, data },
+        Err(_) => Msg::NoArtifact { id: *id },
+    }
+}
+
+/// A model being fetched, file by file.
+pub struct Fetch {
+    root: PathBuf,
+    spec: &'static ModelSpec,
+    file: usize,
+    offset: u64,
+    part: Option<std::fs::File>,
+    providers: Vec<PeerId>,
+    provider: usize,
+    asked: Option<Instant>,
+    looked: Option<Instant>,
+}
+
+impl Fetch {
+    /// Starts fetching `spec` into `root/spec.dir`.
+    pub fn new(root: PathBuf, spec: &'static ModelSpec) -> Self {
+        Self { root, spec, file: 0, offset: 0, part: None, providers: Vec::new(), provider: 0, asked: None, looked: None }
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.root.join(self.spec.dir)
+    }
+
+    /// Whether every file is in place.
+    pub fn finished(&mut self) -> bool {
+        while self.file < self.spec.files.len() && self.dir().join(self.spec.files[self.file].name).is_file() {
+            self.file += 1;
+            self.offset = 0;
+        }
+        self.file >= self.spec.files.len()
+    }
+
+    /// Looks up providers when it has none and asks one for the next part when
+    /// nothing is outstanding (or the last ask went unanswered for 10 s).
+    pub async fn poll(&mut self, client: &tg_net::Client) -> Option<(PeerId, Msg)> {
+        if self.finished() {
+            return None;
+        }
+        if self.providers.is_empty() {
+            if self.looked.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+                return None;
+            }
+            self.looked = Some(Instant::now());
+            let key = crate::node::model_key(&self.spec.id());
+            let found = tokio::time::timeout(Duration::from_secs(3), client.get_providers(&key)).await.ok()?.ok()?;
+            let me = client.local_peer_id();
+            self.providers = found.into_iter().filter(|p| *p != me).collect();
+            self.provider = 0;
+        }
+        if self.asked.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            return None;
+        }
+        if self.asked.is_some() {
+            self.next_provider();
+        }
+        let peer = *self.providers.get(self.provider)?;
+        self.asked = Some(Instant::now());
+        Some((peer, Msg::Fetch { id: self.spec.files[self.file].id().0, offset: self.offset }))
+    }
+
+    fn next_provider(&mut self) {
+        self.provider += 1;
+        if self.provider >= self.providers.len() {
+            self.providers.clear();
+            self.provider = 0;
+        }
+    }
+
+    /// A provider does not hold it: try another.
+    pub fn on_missing(&mut self, peer: PeerId, id: [u8; 32]) {
+        if self.providers.get(self.provider) == Some(&peer) && self.spec.files.get(self.file).map(|f| f.id().0) == Some(id) {
+            self.asked = None;
+            self.next_provider();
+        }
+    }
+
+    /// Takes a part; returns the next request, if any. A file whose bytes do
+    /// not hash to its pin is deleted and refused (E120), and the provider dropped.
+    pub fn on_part(&mut self, peer: PeerId, id: [u8; 32], offset: u64, total: u64, data: &[u8]) -> Result<Option<Msg>, ComputeError> {
+        let Some(file) = self.spec.files.get(self.file) else { return Ok(None) };
+        if self.providers.get(self.provider) != Some(&peer) || file.id().0 != id || offset != self.offset {
+            return Ok(None); // stale or unsolicited
+        }
+        if total != file.size || data.is_empty() || offset + data.len() as u64 > total {
+            self.providers.retain(|p| *p != peer);
+            return Err(ComputeError::Artifact(format!("{} sent a part of {} that does not fit its pinned size", peer, file.name)));
+        }
+        let dir = self.dir();
+        let part_path = dir.join(format!(".{}.part", file.name));
+        if self.part.is_none() {
+            std::fs::create_dir_all(&dir).map_err(|e| ComputeError::Io(format!("{}: {e}", dir.display())))?;
+            let f = std::fs::File::create(&part_path).map_err(|e| ComputeError::Io(format!("{}: {e}", part_path.display())))?;
+            self.part = Some(f);
+        }
+        if let Some(f) = self.part.as_mut() {
+            f.write_all(data).map_err(|e| ComputeError::Io(e.to_string()))?;
+        }
+        self.offset += data.len() as u64;
+        self.asked = Some(Instant::now());
+        if self.offset < total {
+            return Ok(Some(Msg::Fetch { id, offset: self.offset }));
+        }
+        if let Some(f) = self.part.take() {
+            f.sync_all().map_err(|e| ComputeError::Io(e.to_string()))?;
+        }
+        let got = ArtifactId::of_file(&part_path).map_err(|e| ComputeError::Io(e.to_string()))?;
+        self.offset = 0;
+        self.asked = None;
+        if got != file.id() {
+            let _ = std::fs::remove_file(&part_path);
+            self.providers.retain(|p| *p != peer);
+            self.provider = 0;
+            return Err(ComputeError::Artifact(format!(
+                "{} from {peer} hashes to {got}, not the pinned {}; deleted, trying another provider",
+                file.name, file.sha256
+            )));
+        }
+        std::fs::rename(&part_path, dir.join(file.name)).map_err(|e| ComputeError::Io(e.to_string()))?;
+        self.file += 1;
+        Ok(self.spec.files.get(self.file).map(|f| Msg::Fetch { id: f.id().0, offset: 0 }))
+    }
+}
+
+/// Removes least-recently-used model directories under `root` until their
+/// total size is at most `max_bytes`, never touching `keep`.
+pub fn evict_lru(root: &Path, max_bytes: u64, keep: &str) -> std::io::Result<Vec<String>> {
+    let mut dirs = Vec::new();
+    for e in std::fs::read_dir(root)? {
+        let e = e?;
+        if !e.file_type()?.is_dir() || e.file_name() == "wheels" {
+            continue;
+        }
+        let mut size = 0;
+        let mut used = std::time::SystemTime::UNIX_EPOCH;
+        for f in std::fs::read_dir(e.path())? {
+            let m = f?.metadata()?;
+            size += m.len();
+            used = used.max(m.accessed().or_else(|_| m.modified()).unwrap_or(used));
+        }
+        dirs.push((used, size, e.file_name().to_string_lossy().into_owned(), e.path()));
+    }
+    let mut total: u64 = dirs.iter().map(|d| d.1).sum();
+    dirs.sort_by_key(|d| d.0);
+    let mut removed = Vec::new();
+    for (_, size, name, path) in dirs {
+        if total <= max_bytes {
+            break;
+        }
+        if name == keep {
+            continue;
+        }
+        std::fs::remove_dir_all(&path)?;
+        total -= size;
+        removed.push(name);
+    }
+    Ok(removed)
+}
