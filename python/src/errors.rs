@@ -36,6 +36,13 @@ pub(crate) fn family(code: Code) -> &'static str {
         Code::Untrusted | Code::EvidenceUnreadable | Code::NoTee | Code::AggregatorRefused => {
             "AttestationError"
         }
+        Code::ArtifactRefused
+        | Code::TaskMalformed
+        | Code::TaskOversize
+        | Code::TaskKindUnknown
+        | Code::SignatureRefused
+        | Code::OverCaps
+        | Code::TaskFailed => "ComputeError",
         _ => "InternalError",
     }
 }

@@ -21,6 +21,7 @@ from ._core import __version__
 from .app import ClientApp, Context
 from .errors import (
     AttestationError,
+    ComputeError,
     ConfigError,
     DataError,
     InternalError,
@@ -60,6 +61,7 @@ __all__ = [
     "PrivacyError",
     "NetworkError",
     "AttestationError",
+    "ComputeError",
     "RoundError",
     "InternalError",
 ]

@@ -26,6 +26,7 @@ __all__ = [
     "NetworkError",
     "AttestationError",
     "RoundError",
+    "ComputeError",
     "InternalError",
 ]
 
@@ -138,6 +139,19 @@ class RoundError(TensorGuardError):
 
     Example:
         >>> issubclass(RoundError, TensorGuardError)
+        True
+    """
+
+
+class ComputeError(TensorGuardError):
+    """The compute network refused or failed a task (E120–E126): a model
+    artifact that does not match its pin (E120), a malformed, oversize or
+    unknown task (E121–E123), a result or receipt whose signature does not
+    hold (E124), a worker over its caps (E125), or a task that timed out or
+    whose workers disagreed (E126).
+
+    Example:
+        >>> issubclass(ComputeError, TensorGuardError)
         True
     """
 

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+#[path = "cli_compute.rs"]
+mod compute;
 #[path = "cli_demo.rs"]
 mod demo;
 #[path = "cli_fleet.rs"]
@@ -13,6 +15,7 @@ mod fleet;
 mod privacy;
 #[path = "cli_trust.rs"]
 mod trust;
+pub use compute::{ComputeCommand, ComputeStartArgs, MeshArgs, TaskCommand, TaskSubmitArgs, WalletArgs};
 pub use demo::{RobustArgs, RobustBenchArgs, SecureArgs};
 pub use fleet::{
     AgentCommand, AgentStartArgs, CoordinatorCommand, CoordinatorStartArgs, EnrollCommand, TlsArgs,
@@ -101,6 +104,19 @@ pub enum Command {
     /// Node keys: generate, list, rotate, export-public, revoke.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Run a volunteer compute node (tasks for others, under CPU and memory caps).
+    #[command(subcommand)]
+    Compute(ComputeCommand),
+    /// Submit compute tasks and show them.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// This node's points: receipts for verified results, exportable and verifiable.
+    Wallet(WalletArgs),
+    /// The compute network's peers: address, latency, protocol, reputation.
+    Peers {
+        #[command(flatten)]
+        mesh: MeshArgs,
+    },
     /// Print the REST API's OpenAPI 3.1 document (JSON).
     Openapi,
     /// The REST API's bearer tokens.
@@ -310,6 +326,14 @@ pub struct DemoArgs {
     /// serving after the demo until Ctrl-C.
     #[arg(long, value_name = "IP:PORT", num_args = 0..=1, default_missing_value = "127.0.0.1:9100")]
     pub dashboard: Option<std::net::SocketAddr>,
+    /// Instead of a federation, run the compute network's models here
+    /// (embed, classify, chunk with all-MiniLM-L6-v2) to show this machine
+    /// can serve tasks, and report their throughput.
+    #[arg(long)]
+    pub compute: bool,
+    /// Model directory for `--compute` (default: DATA/compute/models).
+    #[arg(long, env = "TENSORGUARD_MODELS", value_name = "DIR", requires = "compute")]
+    pub models: Option<PathBuf>,
     #[command(flatten)]
     pub dp: DpArgs,
     #[command(flatten)]

@@ -8,6 +8,7 @@ mod bench;
 mod bench_aggregate;
 mod bench_secagg;
 mod bench_trust;
+mod compute_cmd;
 mod cli;
 mod config;
 mod demo;
@@ -30,7 +31,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 
 use crate::cli::{
-    AgentCommand, Cli, Command, ConfigCommand, CoordinatorCommand, EnrollCommand, RunsCommand,
+    AgentCommand, Cli, Command, ComputeCommand, ConfigCommand, CoordinatorCommand, EnrollCommand,
+    RunsCommand,
 };
 use crate::errors::{Code, UserError};
 use crate::output::Output;
@@ -133,6 +135,7 @@ fn run(cli: Cli, out: &Output) -> Result<(), UserError> {
     let loaded = config::load(cli.config.as_deref())?;
     let data_dir = config::data_dir(cli.data_dir.as_deref(), &loaded.file)?;
     match cli.command {
+        Command::Demo(args) if args.compute => compute_cmd::demo(args.models.as_deref(), &data_dir, out),
         Command::Demo(args) => {
             let job = match &args.job {
                 Some(path) => job::from_file(path)?.job,
@@ -173,7 +176,19 @@ fn run(cli: Cli, out: &Output) -> Result<(), UserError> {
         }
         Command::Up(a) => fleet::daemon::up(&a, &data_dir, out),
         Command::Down => fleet::daemon::down(&data_dir, out),
-        Command::Status { watch } => fleet::daemon::status(watch, &data_dir, out),
+        Command::Status { watch } => match compute_cmd::status_of(&data_dir) {
+            // A compute node runs here: show it, with the agent's line when one runs too.
+            Some(c) => {
+                let _ = fleet::daemon::status(false, &data_dir, out);
+                compute_cmd::print_status(&c, out);
+                Ok(())
+            }
+            None => fleet::daemon::status(watch, &data_dir, out),
+        },
+        Command::Compute(ComputeCommand::Start(a)) => compute_cmd::start_node(&a, &data_dir, out),
+        Command::Task(cmd) => compute_cmd::task(cmd, &data_dir, out),
+        Command::Wallet(a) => compute_cmd::wallet(&a, &data_dir, out),
+        Command::Peers { mesh } => compute_cmd::peers(&mesh, &data_dir, out),
         Command::Logs { follow } => fleet::daemon::logs(follow, &data_dir, out),
         Command::Keys(cmd) => keys::run(cmd, &data_dir, &loaded, out),
         Command::Api(cmd) => api_cmd::run(cmd, &data_dir, out),

@@ -94,6 +94,20 @@ pub enum Code {
     /// E112 the agent declined a round for another reason (its learner
     /// failed, a replay, a secure-aggregation abort).
     RoundDeclined,
+    /// E120 a model artifact is missing or does not match its pinned SHA-256.
+    ArtifactRefused,
+    /// E121 a malformed compute task or message.
+    TaskMalformed,
+    /// E122 a compute task's input is larger than its kind accepts.
+    TaskOversize,
+    /// E123 a compute task of a kind this node does not know.
+    TaskKindUnknown,
+    /// E124 a result or receipt whose signature or digests do not hold.
+    SignatureRefused,
+    /// E125 the worker refuses work: over its CPU, memory or queue caps, or not serving.
+    OverCaps,
+    /// E126 a compute task failed: timed out, or its workers disagreed.
+    TaskFailed,
     /// E099 internal error.
     Internal,
 }
@@ -138,6 +152,13 @@ impl Code {
             Code::BudgetExhausted => "E062",
             Code::OwnerFloor => "E110",
             Code::RoundDeclined => "E112",
+            Code::ArtifactRefused => "E120",
+            Code::TaskMalformed => "E121",
+            Code::TaskOversize => "E122",
+            Code::TaskKindUnknown => "E123",
+            Code::SignatureRefused => "E124",
+            Code::OverCaps => "E125",
+            Code::TaskFailed => "E126",
             Code::Internal => "E099",
         }
     }
