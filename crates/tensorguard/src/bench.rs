@@ -7,6 +7,11 @@ use crate::output::Output;
 
 pub fn run(cmd: BenchCommand, out: &Output) -> Result<(), UserError> {
     match cmd {
+        BenchCommand::Tasks(a) => {
+            let report = crate::bench_tasks::run(&a, out)?;
+            out.json_value(&report);
+            Ok(())
+        }
         BenchCommand::Fleet(a) => {
             let exe = std::env::current_exe().map_err(|e| {
                 UserError::new(

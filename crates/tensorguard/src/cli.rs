@@ -156,6 +156,9 @@ pub enum BenchCommand {
     /// agent; `num_examples` metadata): the aggregate as JSON, for the
     /// cross-check with Flower (scripts/robust/flower_crosscheck.py).
     Robust(RobustBenchArgs),
+    /// The compute network on this machine: N node processes on 127.0.0.1 and
+    /// a submitter running M embedding tasks, with SIGKILLs mid-run.
+    Tasks(Box<crate::bench_tasks::TasksBenchArgs>),
     /// A real fleet on this machine: a coordinator and N agent processes on
     /// 127.0.0.1 (start-to-ready, idle RSS, coordinator overhead per round).
     Fleet(FleetBenchArgs),

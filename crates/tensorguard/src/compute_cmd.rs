@@ -320,7 +320,11 @@ fn submit(a: &TaskSubmitArgs, data_dir: &Path, out: &Output) -> Result<(), UserE
             }
             if p.task == idh {
                 match p.stage {
-                    Stage::Done => break,
+                    Stage::Done => {
+                        // Deliver the receipts of this task before the process ends.
+                        h.flush(Duration::from_secs(5)).await;
+                        break;
+                    }
                     Stage::Failed { reason } => {
                         return Err(UserError::new(Code::TaskFailed, format!("task {idh} failed"), reason, "see `tensorguard task show ID`; resubmit or lower --redundancy"));
                     }

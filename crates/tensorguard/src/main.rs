@@ -7,6 +7,7 @@ mod audit_cmd;
 mod bench;
 mod bench_aggregate;
 mod bench_secagg;
+mod bench_tasks;
 mod bench_trust;
 mod compute_cmd;
 mod cli;

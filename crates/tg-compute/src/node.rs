@@ -154,6 +154,13 @@ pub struct NodeStats {
     pub declined: AtomicU64,
     /// Receipts stored.
     pub receipts: AtomicU64,
+    /// Frames being sent now.
+    pub sending: AtomicU64,
+    /// Results received in time, and the sum of their distribution overhead
+    /// (assignment to result, minus the worker's queue and compute time), µs.
+    pub overhead_count: AtomicU64,
+    /// See `overhead_count`.
+    pub overhead_us_sum: AtomicU64,
     /// Sum of end-to-end latencies of done tasks, ms.
     pub latency_ms_sum: AtomicU64,
     /// Latency histogram of done tasks: ≤10, 50, 100, 250, 500, 1000, 2500, 5000, 10000 ms, more.
@@ -235,6 +242,15 @@ impl Handle {
         rx.await.map_err(|_| ComputeError::Stopped)?
     }
 
+    /// Waits (at most `limit`) until every frame in flight is delivered, e.g.
+    /// the receipts of the last verified tasks before the process exits.
+    pub async fn flush(&self, limit: Duration) {
+        let end = Instant::now() + limit;
+        while self.stats.sending.load(Ordering::Relaxed) > 0 && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Progress events of every task from now on.
     pub fn progress(&self) -> broadcast::Receiver<Progress> {
         self.progress.subscribe()
@@ -306,6 +322,7 @@ struct Node {
     internal: mpsc::UnboundedSender<Internal>,
     reachability: String,
     advertised: bool,
+    advertise_at: Instant,
     fetching: Option<artifacts::Fetch>,
 }
 
@@ -356,6 +373,7 @@ pub async fn start(secret: [u8; 32], cfg: NodeConfig) -> Result<(Handle, tokio::
         internal,
         reachability: "unknown".into(),
         advertised: false,
+        advertise_at: Instant::now(),
         fetching: None,
     };
     node.resume()?;
@@ -441,10 +459,13 @@ impl Node {
         let client = self.client.clone();
         let internal = self.internal.clone();
         let bytes = msg.encode();
+        let stats = self.stats.clone();
+        stats.sending.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             if let Err(e) = client.send(peer, bytes).await {
                 let _ = internal.send(Internal::SendFailed { peer, task, error: e.to_string() });
             }
+            stats.sending.fetch_sub(1, Ordering::Relaxed);
         });
     }
 
@@ -689,7 +710,12 @@ impl Node {
             let _ = self.standings.invalid(worker, &self.cfg.policy);
             return;
         }
-        a.assigned.remove(&peer);
+        if let Some(x) = a.assigned.remove(&peer) {
+            let net = x.since.elapsed().as_micros() as u64;
+            let work = (u64::from(r.queued_ms) + u64::from(r.compute_ms)) * 1000;
+            self.stats.overhead_count.fetch_add(1, Ordering::Relaxed);
+            self.stats.overhead_us_sum.fetch_add(net.saturating_sub(work), Ordering::Relaxed);
+        }
         if let Some(n) = self.inflight.get_mut(&peer) {
             *n = n.saturating_sub(1);
         }
@@ -816,6 +842,7 @@ impl Node {
         match c {
             Cmd::Submit { input, redundancy, reply } => {
                 let _ = reply.send(self.submit(input, redundancy));
+                self.assign_pending();
             }
             Cmd::Status { reply } => {
                 let listen = self.client.listeners().await.unwrap_or_default().iter().map(ToString::to_string).collect();
@@ -885,8 +912,13 @@ impl Node {
 
     async fn on_tick(&mut self) {
         // Artifacts: a serving node without the model fetches it from a provider.
-        if self.cfg.serve && !self.models.has_minilm() {
+        if self.cfg.serve && (self.fetching.is_some() || !self.models.has_minilm()) {
             self.fetch_model().await;
+        }
+        // Capability records follow the caps: withdrawn over them, renewed under.
+        if self.cfg.serve && self.advertise_at.elapsed() > Duration::from_secs(5) {
+            self.advertise_at = Instant::now();
+            self.advertise().await;
         }
         if self.active.is_empty() {
             return;

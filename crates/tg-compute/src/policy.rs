@@ -91,15 +91,15 @@ impl Standings {
         s.streak += 1;
     }
 
-    /// Records a result in a disagreeing minority; returns whether it is now excluded.
+    /// Records a result in a disagreeing minority; returns whether this
+    /// strike excluded it (true once, at the transition).
     pub fn invalid(&mut self, w: [u8; 32], p: &Policy) -> bool {
         let s = self.by_worker.entry(w).or_default();
         s.invalid += 1;
         s.streak = 0;
-        if s.invalid >= p.exclude_after {
-            s.excluded = true;
-        }
-        s.excluded
+        let newly = !s.excluded && s.invalid >= p.exclude_after;
+        s.excluded |= newly;
+        newly
     }
 
     /// Records a timeout or decline.

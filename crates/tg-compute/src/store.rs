@@ -224,6 +224,13 @@ impl TaskStore {
         Ok(rows)
     }
 
+    /// Every task, oldest first.
+    pub fn all(&self) -> Result<Vec<TaskRecord>, ComputeError> {
+        let mut st = self.db.prepare(&format!("SELECT {} FROM tasks ORDER BY created, idx", Self::COLS)).map_err(sql)?;
+        let rows = st.query_map([], Self::row).map_err(sql)?.filter_map(Result::ok).collect();
+        Ok(rows)
+    }
+
     /// Counts by state.
     pub fn counts(&self) -> Result<(u64, u64, u64), ComputeError> {
         let c = |s: TaskState| -> Result<u64, ComputeError> {
