@@ -11,6 +11,7 @@ mod common;
 mod aggregator;
 mod bad_input;
 mod chaos;
+mod compute;
 mod daemon;
 mod engine;
 mod fleet;

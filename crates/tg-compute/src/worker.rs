@@ -106,7 +106,7 @@ pub(crate) fn spawn(
                 let output = if queued_ms as u128 > cfg.task_timeout.as_millis() {
                     Err(ComputeError::Timeout(format!("waited {queued_ms} ms in the queue")))
                 } else {
-                    run_one(&pool, &models, &job.input, cfg.simulate_lying)
+                    run_sliced(&pool, &models, &job.input, cfg.simulate_lying, &mut gov)
                 };
                 let compute_ms = started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
                 let output = match output {
@@ -124,6 +124,36 @@ pub(crate) fn spawn(
         })
         .map_err(|e| ComputeError::Io(format!("worker thread: {e}")))?;
     Ok(tx)
+}
+
+/// Texts per slice: the cap is enforced between slices, so a long task is
+/// duty-cycled too (a slice of MiniLM on 4 texts is well under a second).
+const SLICE: usize = 4;
+
+/// Runs a task in slices of texts, pausing between them as the governor says.
+/// Embeddings and labels do not depend on the batch a text is in.
+fn run_sliced(pool: &rayon::ThreadPool, models: &Models, input: &TaskInput, lying: bool, gov: &mut Governor) -> Result<TaskOutput, ComputeError> {
+    if !matches!(input.kind.as_str(), "embed" | "classify") || input.texts.len() <= SLICE {
+        return run_one(pool, models, input, lying);
+    }
+    kind_by_name(&input.kind).and_then(|k| k.validate(input)).map_err(ComputeError::Task)?;
+    let mut vectors = Vec::new();
+    let mut labels = Vec::new();
+    for (i, texts) in input.texts.chunks(SLICE).enumerate() {
+        if i > 0 {
+            let pause = gov.pause();
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
+        }
+        let part = TaskInput { kind: input.kind.clone(), texts: texts.to_vec() };
+        match run_one(pool, models, &part, lying)? {
+            TaskOutput::Embeddings(v) => vectors.extend(v),
+            TaskOutput::Labels(l) => labels.extend(l),
+            _ => return Err(ComputeError::Malformed("unexpected output of a slice".into())),
+        }
+    }
+    Ok(if input.kind == "embed" { TaskOutput::Embeddings(vectors) } else { TaskOutput::Labels(labels) })
 }
 
 fn run_one(pool: &rayon::ThreadPool, models: &Models, input: &TaskInput, lying: bool) -> Result<TaskOutput, ComputeError> {

@@ -15,6 +15,7 @@ fn models_dir() -> Option<PathBuf> {
     if Models::new(&root).has_minilm() {
         Some(root)
     } else {
+        assert!(std::env::var_os("TENSORGUARD_REQUIRE_MODELS").is_none(), "MiniLM is not in {} and TENSORGUARD_REQUIRE_MODELS is set", root.display());
         eprintln!("SKIP: MiniLM is not in {} — run scripts/compute/fetch_models.sh", root.display());
         None
     }
