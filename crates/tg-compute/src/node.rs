@@ -197,6 +197,13 @@ pub struct NodeStatus {
     pub simulation: bool,
 }
 
+impl NodeStatus {
+    /// The node's public key as bytes.
+    pub fn node_key(&self) -> [u8; 32] {
+        hex::decode(&self.node).ok().and_then(|v| v.try_into().ok()).unwrap_or([0; 32])
+    }
+}
+
 /// One peer, as `tensorguard peers` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerRow {
