@@ -248,3 +248,65 @@ impl Msg {
         postcard::from_bytes(body).map_err(|e| ComputeError::Malformed(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key(b: u8) -> SigningKey {
+        SigningKey::from_bytes(&[b; 32])
+    }
+
+    #[test]
+    fn results_and_receipts_sign_and_verify_and_bind_their_fields() {
+        let input = TaskInput { kind: "embed".into(), texts: vec!["hi".into()] };
+        let w = key(1);
+        let r = SignedResult::sign(&w, [3; 16], &input, TaskOutput::Embeddings(vec![vec![1.0, 0.0]]), 2, 5);
+        r.verify(&input, &w.verifying_key().to_bytes()).unwrap();
+        assert!(r.verify(&input, &key(2).verifying_key().to_bytes()).is_err());
+        let mut t = r.clone();
+        t.compute_ms = 1;
+        assert!(t.verify(&input, &w.verifying_key().to_bytes()).is_err());
+        let mut t = r.clone();
+        t.task = [4; 16];
+        assert!(t.verify(&input, &w.verifying_key().to_bytes()).is_err());
+        let rc = Receipt::issue(&key(9), [3; 16], w.verifying_key().to_bytes(), r.output_digest, 1, 7);
+        rc.verify().unwrap();
+        let mut t = rc.clone();
+        t.points = 2;
+        assert!(t.verify().is_err());
+        let mut t = rc;
+        t.sig.truncate(10);
+        assert!(t.verify().is_err());
+    }
+
+    #[test]
+    fn oversize_and_foreign_bytes_are_refused() {
+        assert!(Msg::decode(&vec![0u8; MAX_MESSAGE_BYTES + 1]).is_err());
+        assert!(Msg::decode(b"TGC0\x00").is_err());
+        assert!(Msg::decode(b"").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_decode_to_an_error_or_a_stable_message(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut framed = b"TGC1".to_vec();
+            framed.extend_from_slice(&data);
+            for bytes in [&data[..], &framed[..]] {
+                if let Ok(m) = Msg::decode(bytes) {
+                    let e = m.encode();
+                    prop_assert_eq!(Msg::decode(&e).map(|x| x.encode()).ok(), Some(e));
+                    if let Msg::Assign { input, .. } = &m {
+                        if let Ok(k) = tg_tasks::kind_by_name(&input.kind) {
+                            let _ = k.validate(input);
+                        }
+                    }
+                    if let Msg::Receipt(r) = &m {
+                        prop_assert!(r.verify().is_err());
+                    }
+                }
+            }
+        }
+    }
+}
