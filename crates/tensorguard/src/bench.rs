@@ -7,6 +7,10 @@ use crate::output::Output;
 
 pub fn run(cmd: BenchCommand, out: &Output) -> Result<(), UserError> {
     match cmd {
+        BenchCommand::Embed(a) => {
+            out.json_value(&crate::bench_tasks::embed(&a)?);
+            Ok(())
+        }
         BenchCommand::Tasks(a) => {
             let report = crate::bench_tasks::run(&a, out)?;
             out.json_value(&report);

@@ -327,3 +327,42 @@ fn sentence(i: usize) -> String {
     const OBJ: [&str; 10] = ["the red cube", "a blue drawer", "the kitchen door", "three boxes", "the solar panel", "a broken valve", "the window", "the pallet", "a glass of water", "the charging dock"];
     format!("{} {} {} at step {}.", SUBJ[i % 10], VERB[(i / 10) % 10], OBJ[(i / 100) % 10], i)
 }
+
+/// `tensorguard bench embed`.
+#[derive(Debug, Args)]
+pub struct EmbedBenchArgs {
+    /// Model directory.
+    #[arg(long, env = "TENSORGUARD_MODELS", value_name = "DIR", default_value = "target/models")]
+    pub models: PathBuf,
+    /// Sentences embedded (the same generated sentences as `bench tasks`).
+    #[arg(long, default_value_t = 256)]
+    pub sentences: usize,
+    /// Inference threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+/// Single-node MiniLM throughput, batch 1 and batch 32 (after one warm-up pass).
+pub fn embed(a: &EmbedBenchArgs) -> Result<serde_json::Value, UserError> {
+    let models = Models::new(&a.models);
+    let t = Instant::now();
+    let m = models.minilm().map_err(|e| {
+        UserError::new(Code::ArtifactRefused, "cannot load all-MiniLM-L6-v2", e.to_string(), format!("run scripts/compute/fetch_models.sh {}", a.models.display()))
+    })?;
+    let load_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(a.threads.max(1)).build().map_err(|e| err("pool", e))?;
+    let sentences: Vec<String> = (0..a.sentences).map(sentence).collect();
+    let run = |batch: usize| -> Result<f64, UserError> {
+        pool.install(|| {
+            let t = Instant::now();
+            for b in sentences.chunks(batch) {
+                m.embed(b).map_err(|e| err("embed", e))?;
+            }
+            Ok(sentences.len() as f64 / t.elapsed().as_secs_f64())
+        })
+    };
+    run(32)?; // warm-up
+    let b1 = run(1)?;
+    let b32 = run(32)?;
+    Ok(serde_json::json!({"engine": "candle", "model": "all-MiniLM-L6-v2", "threads": a.threads, "sentences": a.sentences, "load_ms": load_ms, "sentences_per_s": {"batch1": b1, "batch32": b32}}))
+}

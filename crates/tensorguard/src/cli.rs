@@ -159,6 +159,8 @@ pub enum BenchCommand {
     /// The compute network on this machine: N node processes on 127.0.0.1 and
     /// a submitter running M embedding tasks, with SIGKILLs mid-run.
     Tasks(Box<crate::bench_tasks::TasksBenchArgs>),
+    /// MiniLM inference on this node alone: sentences/s at batch 1 and 32.
+    Embed(crate::bench_tasks::EmbedBenchArgs),
     /// A real fleet on this machine: a coordinator and N agent processes on
     /// 127.0.0.1 (start-to-ready, idle RSS, coordinator overhead per round).
     Fleet(FleetBenchArgs),

@@ -46,12 +46,26 @@ pub struct Fetch {
     provider: usize,
     asked: Option<Instant>,
     looked: Option<Instant>,
+    lookup: Option<tokio::sync::oneshot::Receiver<Vec<PeerId>>>,
+    banned: std::collections::HashSet<PeerId>,
 }
 
 impl Fetch {
     /// Starts fetching `spec` into `root/spec.dir`.
     pub fn new(root: PathBuf, spec: &'static ModelSpec) -> Self {
-        Self { root, spec, file: 0, offset: 0, part: None, providers: Vec::new(), provider: 0, asked: None, looked: None }
+        Self {
+            root,
+            spec,
+            file: 0,
+            offset: 0,
+            part: None,
+            providers: Vec::new(),
+            provider: 0,
+            asked: None,
+            looked: None,
+            lookup: None,
+            banned: Default::default(),
+        }
     }
 
     fn dir(&self) -> PathBuf {
@@ -67,11 +81,24 @@ impl Fetch {
         self.file >= self.spec.files.len()
     }
 
-    /// Looks up providers when it has none and asks one for the next part when
-    /// nothing is outstanding (or the last ask went unanswered for 10 s).
-    pub async fn poll(&mut self, client: &tg_net::Client) -> Option<(PeerId, Msg)> {
+    /// Looks up providers when it has none (in the background, never blocking
+    /// the node) and asks one for the next part when nothing is outstanding
+    /// (or the last ask went unanswered for 10 s).
+    pub fn poll(&mut self, client: &tg_net::Client) -> Option<(PeerId, Msg)> {
         if self.finished() {
             return None;
+        }
+        if let Some(rx) = self.lookup.as_mut() {
+            match rx.try_recv() {
+                Ok(found) => {
+                    let me = client.local_peer_id();
+                    self.providers = found.into_iter().filter(|p| *p != me && !self.banned.contains(p)).collect();
+                    self.provider = 0;
+                    self.lookup = None;
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => return None,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => self.lookup = None,
+            }
         }
         if self.providers.is_empty() {
             if self.looked.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
@@ -79,10 +106,14 @@ impl Fetch {
             }
             self.looked = Some(Instant::now());
             let key = crate::node::model_key(&self.spec.id());
-            let found = tokio::time::timeout(Duration::from_secs(3), client.get_providers(&key)).await.ok()?.ok()?;
-            let me = client.local_peer_id();
-            self.providers = found.into_iter().filter(|p| *p != me).collect();
-            self.provider = 0;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let client = client.clone();
+            tokio::spawn(async move {
+                let found = tokio::time::timeout(Duration::from_secs(10), client.get_providers(&key)).await.ok().and_then(Result::ok).unwrap_or_default();
+                let _ = tx.send(found);
+            });
+            self.lookup = Some(rx);
+            return None;
         }
         if self.asked.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
             return None;
@@ -95,7 +126,19 @@ impl Fetch {
         Some((peer, Msg::Fetch { id: self.spec.files[self.file].id().0, offset: self.offset }))
     }
 
+    fn ban(&mut self, peer: PeerId) {
+        self.banned.insert(peer);
+        self.providers.retain(|p| *p != peer);
+        self.provider = 0;
+        self.offset = 0;
+        self.part = None;
+        self.asked = None;
+    }
+
     fn next_provider(&mut self) {
+        // A file restarts with the next provider, so all its parts come from one.
+        self.offset = 0;
+        self.part = None;
         self.provider += 1;
         if self.provider >= self.providers.len() {
             self.providers.clear();
@@ -118,8 +161,10 @@ impl Fetch {
         if self.providers.get(self.provider) != Some(&peer) || file.id().0 != id || offset != self.offset {
             return Ok(None); // stale or unsolicited
         }
-        if total != file.size || data.is_empty() || offset + data.len() as u64 > total {
-            self.providers.retain(|p| *p != peer);
+        // Every part but the last is whole: a provider cannot stall a fetch with tiny parts.
+        let want = (u64::from(crate::ARTIFACT_PART_BYTES)).min(file.size.saturating_sub(offset));
+        if total != file.size || data.len() as u64 != want {
+            self.ban(peer);
             return Err(ComputeError::Artifact(format!("{} sent a part of {} that does not fit its pinned size", peer, file.name)));
         }
         let dir = self.dir();
@@ -145,8 +190,9 @@ impl Fetch {
         self.asked = None;
         if got != file.id() {
             let _ = std::fs::remove_file(&part_path);
-            self.providers.retain(|p| *p != peer);
-            self.provider = 0;
+            // Parts of one file come from one provider (a new provider restarts
+            // the file), so the blame is exact; it is not asked again.
+            self.ban(peer);
             return Err(ComputeError::Artifact(format!(
                 "{} from {peer} hashes to {got}, not the pinned {}; deleted, trying another provider",
                 file.name, file.sha256

@@ -32,6 +32,13 @@ use crate::wallet::Wallet;
 use crate::worker::{self, Done, Job, WorkerConfig, WorkerStats};
 use crate::{Capability, ComputeError, Msg, Receipt, SignedResult, TaskId, artifacts, task_hex};
 
+/// Artifact parts served at once (each 512 KiB).
+const MAX_PARTS_IN_FLIGHT: usize = 4;
+/// Results whose receipts a worker still accepts.
+const MAX_REMEMBERED_RESULTS: usize = 100_000;
+/// Valid results after which a worker's agreement can strike a minority.
+const ESTABLISHED_AFTER: u32 = 3;
+
 /// DHT key under which nodes that run `kind` provide.
 pub fn kind_key(kind: &str) -> Vec<u8> {
     format!("/tensorguard/compute/kind/{kind}").into_bytes()
@@ -69,6 +76,8 @@ pub struct NodeConfig {
     pub policy: Policy,
     /// How long provider records live, and how often they are republished.
     pub provider_ttl: Duration,
+    /// A task not verified this long after it was submitted (or resumed) fails with a reason.
+    pub task_deadline: Duration,
 }
 
 impl NodeConfig {
@@ -87,6 +96,7 @@ impl NodeConfig {
             per_worker: 4,
             policy: Policy::default(),
             provider_ttl: Duration::from_secs(120),
+            task_deadline: Duration::from_secs(600),
         }
     }
 }
@@ -330,6 +340,12 @@ struct Node {
     reachability: String,
     advertised: bool,
     advertise_at: Instant,
+    verified_model: bool,
+    serving: Arc<std::sync::Mutex<HashSet<PeerId>>>,
+    sent: HashMap<TaskId, (PeerId, [u8; 32], u32)>,
+    sent_order: std::collections::VecDeque<TaskId>,
+    rtts: HashMap<PeerId, f64>,
+    rtts_at: Option<Instant>,
     fetching: Option<artifacts::Fetch>,
 }
 
@@ -381,6 +397,12 @@ pub async fn start(secret: [u8; 32], cfg: NodeConfig) -> Result<(Handle, tokio::
         reachability: "unknown".into(),
         advertised: false,
         advertise_at: Instant::now(),
+        verified_model: false,
+        serving: Default::default(),
+        sent: HashMap::new(),
+        sent_order: Default::default(),
+        rtts: HashMap::new(),
+        rtts_at: None,
         fetching: None,
     };
     node.resume()?;
@@ -404,9 +426,16 @@ impl Node {
     /// Loads pending tasks from the store (after a restart).
     fn resume(&mut self) -> Result<(), ComputeError> {
         let Some(store) = &self.store else { return Ok(()) };
-        for (id, rec) in store.pending_leaves()? {
+        self.standings.by_worker = store.standings()?;
+        let leaves = store.pending_leaves()?;
+        let parents = store.pending_parents()?;
+        for (id, rec) in leaves {
             let parent = rec.parent.as_deref().and_then(crate::store::id_from_hex);
             self.activate(id, rec.input, rec.redundancy, parent);
+        }
+        // A crash between a last subtask and its parent's combine.
+        for p in parents {
+            self.maybe_combine(p);
         }
         Ok(())
     }
@@ -513,8 +542,20 @@ impl Node {
         if !self.cfg.serve {
             return;
         }
+        if !self.verified_model && self.models.has_minilm() {
+            // Hash every file once before serving or advertising it.
+            let root = self.cfg.models_dir.clone();
+            match tokio::task::spawn_blocking(move || MINILM.verify(&root)).await {
+                Ok(Ok(())) => self.verified_model = true,
+                Ok(Err(e)) => {
+                    tracing::warn!("error[E120]: the model here does not match its pins — {e} — it is neither served nor advertised");
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
         let over = self.over_caps().is_some();
-        if self.models.has_minilm() && !over && !self.advertised {
+        if self.verified_model && !over && !self.advertised {
             let mut ok = true;
             for k in kinds() {
                 ok &= self.client.start_providing(&kind_key(k.name())).await.is_ok();
@@ -562,7 +603,7 @@ impl Node {
             Msg::Assign { task, input } => self.on_assign(peer, task, input),
             Msg::Accepted { task } => {
                 if let Some(a) = self.active.get_mut(&task) {
-                    if let Some(x) = a.assigned.get_mut(&peer) {
+                    if let Some(x) = a.assigned.get_mut(&peer).filter(|x| !x.accepted) {
                         x.accepted = true;
                         let parent = a.parent;
                         self.tell(&task, parent, Stage::Computing { by: peer.to_string() });
@@ -575,10 +616,7 @@ impl Node {
             }
             Msg::Result(r) => self.on_result(peer, r),
             Msg::Receipt(r) => self.on_receipt(peer, r),
-            Msg::Fetch { id, offset } => {
-                let reply = artifacts::serve(&self.cfg.models_dir, &id, offset);
-                self.send(peer, reply, None);
-            }
+            Msg::Fetch { id, offset } => self.on_fetch(peer, id, offset),
             Msg::Part { id, offset, total, data } => {
                 if let Some(f) = self.fetching.as_mut() {
                     match f.on_part(peer, id, offset, total, &data) {
@@ -598,6 +636,35 @@ impl Node {
             }
             Msg::Capability(_) => {}
         }
+    }
+
+    /// Serves one part of a verified artifact: at most one part in flight per
+    /// peer and [`MAX_PARTS_IN_FLIGHT`] in all, read off the event loop; more
+    /// asks are answered "not here" so the asker tries another provider.
+    fn on_fetch(&mut self, peer: PeerId, id: [u8; 32], offset: u64) {
+        let busy = {
+            let mut serving = self.serving.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !self.verified_model || serving.len() >= MAX_PARTS_IN_FLIGHT || serving.contains(&peer) {
+                true
+            } else {
+                serving.insert(peer);
+                false
+            }
+        };
+        if busy {
+            self.send(peer, Msg::NoArtifact { id }, None);
+            return;
+        }
+        let (root, client, serving, stats) = (self.cfg.models_dir.clone(), self.client.clone(), self.serving.clone(), self.stats.clone());
+        stats.sending.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let reply = tokio::task::spawn_blocking(move || artifacts::serve(&root, &id, offset))
+                .await
+                .unwrap_or(Msg::NoArtifact { id });
+            let _ = client.send(peer, reply.encode()).await;
+            serving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&peer);
+            stats.sending.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 
     fn decline(&self, peer: PeerId, task: TaskId, code: &str, reason: String) {
@@ -621,8 +688,12 @@ impl Node {
             let code = if matches!(e, tg_tasks::TaskError::Oversize { .. }) { "E122" } else { "E121" };
             return self.decline(peer, task, code, e.to_string());
         }
-        if !self.models.has_minilm() {
-            return self.decline(peer, task, "E120", "the model is not here yet".into());
+        if !matches!(kind.plan(&input), Ok(Plan::Run)) {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            return self.decline(peer, task, "E121", format!("{} fans out at the submitter; a worker runs its subtasks only", input.kind));
+        }
+        if !self.verified_model {
+            return self.decline(peer, task, "E120", "the model is not here (or not verified) yet".into());
         }
         if let Some(why) = self.over_caps() {
             return self.decline(peer, task, "E125", why);
@@ -640,9 +711,21 @@ impl Node {
             Ok(out) => {
                 self.stats.served.fetch_add(1, Ordering::Relaxed);
                 let r = SignedResult::sign(&self.key, d.task, &d.input, out, d.queued_ms, d.compute_ms);
+                self.remember_result(d.task, d.from, r.output_digest, d.input.texts.len() as u32);
                 self.send(d.from, Msg::Result(r), None);
             }
             Err(e) => self.decline(d.from, d.task, e.code(), e.to_string()),
+        }
+    }
+
+    fn remember_result(&mut self, task: TaskId, to: PeerId, digest: [u8; 32], points: u32) {
+        if self.sent.insert(task, (to, digest, points)).is_none() {
+            self.sent_order.push_back(task);
+        }
+        while self.sent_order.len() > MAX_REMEMBERED_RESULTS {
+            if let Some(old) = self.sent_order.pop_front() {
+                self.sent.remove(&old);
+            }
         }
     }
 
@@ -651,6 +734,18 @@ impl Node {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, "error[E124]: refused a receipt — it is signed for another submitter than the sending peer — nothing to do");
             return;
+        }
+        // Only a receipt for a result this node sent to that peer, for that
+        // output, and for no more points than the task's texts, is stored.
+        match self.sent.get(&r.task) {
+            Some((to, digest, points)) if *to == peer && *digest == r.output_digest && r.points <= *points => {
+                self.sent.remove(&r.task);
+            }
+            _ => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%peer, "error[E124]: refused a receipt — it pays for no result this node sent that peer (or for more than it was worth) — nothing to do");
+                return;
+            }
         }
         match self.wallet.append(&r) {
             Ok(true) => {
@@ -665,6 +760,7 @@ impl Node {
     }
 
     fn unassign(&mut self, peer: PeerId, task: TaskId, count_timeout: bool) {
+        let mut struck = None;
         if let Some(a) = self.active.get_mut(&task) {
             if a.assigned.remove(&peer).is_some() {
                 if let Some(n) = self.inflight.get_mut(&peer) {
@@ -674,9 +770,13 @@ impl Node {
                 if count_timeout {
                     if let Some(k) = key_of(&peer) {
                         self.standings.timeout(k);
+                        struck = Some(k);
                     }
                 }
             }
+        }
+        if let Some(k) = struck {
+            self.save_standing(&k);
         }
     }
 
@@ -710,11 +810,15 @@ impl Node {
             return;
         }
         let Some(worker) = key_of(&peer) else { return };
-        if let Err(e) = r.verify(&a.input, &worker) {
+        let shaped = kind_by_name(&a.input.kind).is_ok_and(|k| k.well_formed(&a.input, &r.output));
+        if let Err(e) = r.verify(&a.input, &worker).and_then(|()| {
+            if shaped { Ok(()) } else { Err(ComputeError::Malformed("output has the wrong shape for its input".into())) }
+        }) {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, "error[E124]: refused a result — {e} — the worker's result is treated as invalid");
             self.unassign(peer, task, false);
             let _ = self.standings.invalid(worker, &self.cfg.policy);
+            self.save_standing(&worker);
             return;
         }
         if let Some(x) = a.assigned.remove(&peer) {
@@ -757,10 +861,15 @@ impl Node {
                 }
                 let output = a.results[answer].1.output.clone();
                 let points = a.input.texts.len() as u32;
+                // A minority is struck only when the majority has an established
+                // worker in it: fresh identities (Sybils) agreeing with each
+                // other cannot frame an honest worker.
+                let established = agreeing.iter().any(|&i| self.standings.get(&a.results[i].1.worker).valid >= ESTABLISHED_AFTER);
                 let mut by = Vec::new();
                 for &i in &agreeing {
                     let (p, r) = &a.results[i];
                     self.standings.valid(r.worker);
+                    self.save_standing(&r.worker);
                     by.push(p.to_string());
                     let receipt = Receipt::issue(&self.key, task, r.worker, r.output_digest, points, unix_now());
                     self.send(*p, Msg::Receipt(receipt), None);
@@ -769,9 +878,10 @@ impl Node {
                 for &i in &disagreeing {
                     let (p, r) = &a.results[i];
                     self.stats.disagreements.fetch_add(1, Ordering::Relaxed);
-                    if self.standings.invalid(r.worker, &self.cfg.policy) {
+                    if established && self.standings.invalid(r.worker, &self.cfg.policy) {
                         tracing::warn!(peer = %p, "worker excluded: its results disagreed with the majority");
                     }
+                    self.save_standing(&r.worker);
                     rejected.push(p.to_string());
                 }
                 let hexes = |v: &[usize]| v.iter().map(|&i| hex::encode(a.results[i].1.worker)).collect::<Vec<_>>();
@@ -796,6 +906,15 @@ impl Node {
             Some(p) => {
                 self.tell(&task, Some(p), Stage::Done);
                 self.maybe_combine(p);
+            }
+        }
+    }
+
+    fn save_standing(&mut self, worker: &[u8; 32]) {
+        let st = self.standings.get(worker);
+        if let Some(s) = self.store.as_mut() {
+            if let Err(e) = s.save_standing(worker, &st) {
+                tracing::error!("{e}");
             }
         }
     }
@@ -839,6 +958,19 @@ impl Node {
             let _ = s.fail(&task, &reason);
             if let Some(p) = parent {
                 let _ = s.fail(&p, &format!("subtask {} failed: {reason}", task_hex(&task)));
+            }
+        }
+        if let Some(p) = parent {
+            // Its siblings are no longer worth running.
+            let siblings: Vec<TaskId> = self.active.iter().filter(|(_, a)| a.parent == Some(p)).map(|(t, _)| *t).collect();
+            for t in siblings {
+                if let Some(a) = self.active.remove(&t) {
+                    for q in a.assigned.keys() {
+                        if let Some(n) = self.inflight.get_mut(q) {
+                            *n = n.saturating_sub(1);
+                        }
+                    }
+                }
             }
         }
         self.stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -941,6 +1073,12 @@ impl Node {
             tracing::info!(peer = %p, task = %task_hex(&t), "assignment timed out; reassigning");
             self.unassign(p, t, true);
         }
+        // A task that outlives its deadline fails with a reason; it is never left pending.
+        let deadline = self.cfg.task_deadline;
+        let late: Vec<TaskId> = self.active.iter().filter(|(_, a)| a.created.elapsed() > deadline).map(|(t, _)| *t).collect();
+        for t in late {
+            self.finish_failed(t, format!("no quorum of agreeing results within {} s", deadline.as_secs()));
+        }
         self.refresh_providers().await;
         self.assign_pending();
     }
@@ -956,6 +1094,12 @@ impl Node {
                 }
                 Err(oneshot::error::TryRecvError::Empty) => {}
                 Err(oneshot::error::TryRecvError::Closed) => self.provider_query = None,
+            }
+        }
+        if self.rtts_at.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+            self.rtts_at = Some(Instant::now());
+            if let Ok(peers) = self.client.peers().await {
+                self.rtts = peers.into_iter().filter_map(|p| p.rtt.map(|r| (p.peer, r.as_secs_f64() * 1000.0))).collect();
             }
         }
         let stale = self.providers_at.is_none_or(|t| t.elapsed() > Duration::from_secs(if self.providers.is_empty() { 1 } else { 10 }));
@@ -985,8 +1129,9 @@ impl Node {
             .copied()
             .collect();
         let ids: Vec<TaskId> = self.active.keys().copied().collect();
-        let rtts = HashMap::new();
+        let rtts = self.rtts.clone();
         let mut rng = rand::rng();
+        let fresh = self.providers_at.is_some_and(|t| t.elapsed() < Duration::from_secs(15));
         for t in ids {
             let Some(a) = self.active.get(&t) else { continue };
             let missing = a.want.saturating_sub(a.results.len() + a.assigned.len());
@@ -1004,21 +1149,35 @@ impl Node {
                 continue;
             }
             let per = self.cfg.per_worker;
-            let mut eligible: Vec<PeerId> = candidates
-                .iter()
-                .filter(|p| !a.assigned.contains_key(p) && !a.results.iter().any(|(q, _)| q == *p))
-                .filter(|p| self.inflight.get(p).copied().unwrap_or(0) < per)
-                .copied()
-                .collect();
-            // Prefer peers not yet tried for this task; allow retrying a peer that timed out only when no one else is left.
-            eligible.sort_by(|x, y| {
-                let tx = a.tried.contains(x);
-                let ty = a.tried.contains(y);
-                tx.cmp(&ty).then(self.score(y, &rtts).total_cmp(&self.score(x, &rtts)))
-            });
+            let unanswered: Vec<PeerId> =
+                candidates.iter().filter(|p| !a.assigned.contains_key(p) && !a.results.iter().any(|(q, _)| q == *p)).copied().collect();
+            if unanswered.is_empty() && a.assigned.is_empty() && fresh && a.created.elapsed() > Duration::from_secs(5) {
+                // Every capable peer has answered and the quorum still needs more.
+                let reason = format!(
+                    "not enough independent workers: {} results, {} more needed, no capable peer left that has not answered",
+                    a.results.len(),
+                    a.want.saturating_sub(a.results.len())
+                );
+                self.finish_failed(t, reason);
+                continue;
+            }
+            let mut eligible: Vec<PeerId> =
+                unanswered.into_iter().filter(|p| self.inflight.get(p).copied().unwrap_or(0) < per).collect();
             if eligible.is_empty() {
                 continue;
             }
+            // Replicas are drawn at random, weighted by score (standing, load,
+            // round trip), so no one can arrange to be paired with itself;
+            // peers that timed out on this task come last.
+            let mut keyed: Vec<(bool, f64, PeerId)> = eligible
+                .drain(..)
+                .map(|p| {
+                    let w = self.score(&p, &rtts).max(1e-9);
+                    (a.tried.contains(&p), -rng.random::<f64>().ln() / w, p)
+                })
+                .collect();
+            keyed.sort_by(|x, y| x.0.cmp(&y.0).then(x.1.total_cmp(&y.1)));
+            eligible = keyed.into_iter().map(|(_, _, p)| p).collect();
             // Adaptive replication: the first worker's standing sets the replicas.
             let mut want = a.want;
             if a.redundancy == Redundancy::Adaptive && a.results.is_empty() && a.assigned.is_empty() && a.want == 1 {
@@ -1063,7 +1222,7 @@ impl Node {
             return;
         }
         let Some(f) = self.fetching.as_mut() else { return };
-        if let Some(msg) = f.poll(&self.client).await {
+        if let Some(msg) = f.poll(&self.client) {
             let (peer, m) = msg;
             self.send(peer, m, None);
         }

@@ -97,7 +97,8 @@ impl TaskStore {
                output TEXT, reason TEXT, verified_by TEXT NOT NULL DEFAULT '[]',
                rejected TEXT NOT NULL DEFAULT '[]', created REAL NOT NULL, finished REAL);
              CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);
-             CREATE INDEX IF NOT EXISTS tasks_parent ON tasks(parent);",
+             CREATE INDEX IF NOT EXISTS tasks_parent ON tasks(parent);
+             CREATE TABLE IF NOT EXISTS standings (worker BLOB PRIMARY KEY, standing TEXT NOT NULL);",
         )
         .map_err(sql)?;
         Ok(Self { db })
@@ -221,6 +222,39 @@ impl TaskStore {
             .filter_map(Result::ok)
             .filter_map(|r| id_from_hex(&r.id).map(|id| (id, r)))
             .collect();
+        Ok(rows)
+    }
+
+    /// Stores a worker's standing.
+    pub fn save_standing(&mut self, worker: &[u8; 32], st: &crate::Standing) -> Result<(), ComputeError> {
+        self.db
+            .execute(
+                "INSERT INTO standings (worker, standing) VALUES (?1, ?2) ON CONFLICT(worker) DO UPDATE SET standing=excluded.standing",
+                params![&worker[..], serde_json::to_string(st).unwrap_or_default()],
+            )
+            .map_err(sql)?;
+        Ok(())
+    }
+
+    /// Every worker's stored standing.
+    pub fn standings(&self) -> Result<std::collections::HashMap<[u8; 32], crate::Standing>, ComputeError> {
+        let mut st = self.db.prepare("SELECT worker, standing FROM standings").map_err(sql)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))
+            .map_err(sql)?
+            .filter_map(Result::ok)
+            .filter_map(|(w, j)| Some((<[u8; 32]>::try_from(w).ok()?, serde_json::from_str(&j).ok()?)))
+            .collect();
+        Ok(rows)
+    }
+
+    /// Pending tasks that have subtasks (fanned out), oldest first.
+    pub fn pending_parents(&self) -> Result<Vec<TaskId>, ComputeError> {
+        let mut st = self
+            .db
+            .prepare("SELECT id FROM tasks t WHERE state='pending' AND EXISTS (SELECT 1 FROM tasks c WHERE c.parent=t.id) ORDER BY created")
+            .map_err(sql)?;
+        let rows = st.query_map([], |r| r.get::<_, Vec<u8>>(0)).map_err(sql)?.filter_map(Result::ok).filter_map(|v| v.try_into().ok()).collect();
         Ok(rows)
     }
 

@@ -75,9 +75,19 @@ pub struct WalletExport {
 }
 
 impl WalletExport {
-    /// Verifies every receipt's signature, that each names this node as worker,
-    /// that no task is paid twice by one submitter, and that the total adds up.
-    /// Returns the verified total.
+    /// Points by submitter (hex key): a receipt proves only that its submitter
+    /// signed it, so a verifier weighs each submitter it knows.
+    pub fn by_submitter(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut m = std::collections::BTreeMap::new();
+        for r in &self.receipts {
+            *m.entry(r.submitter.clone()).or_insert(0) += u64::from(r.points);
+        }
+        m
+    }
+
+    /// Verifies every receipt's signature, that each names this node as worker
+    /// and another node as submitter, that no task is paid twice by one
+    /// submitter, and that the total adds up. Returns the verified total.
     pub fn verify(&self) -> Result<u64, ComputeError> {
         let mut seen = HashSet::new();
         let mut total = 0u64;
@@ -89,6 +99,9 @@ impl WalletExport {
             }
             if !seen.insert((r.task, r.submitter)) {
                 return Err(ComputeError::BadSignature(format!("receipt {i} repeats a paid task")));
+            }
+            if rec.submitter == self.node {
+                return Err(ComputeError::BadSignature(format!("receipt {i} is issued by the node to itself")));
             }
             total += u64::from(r.points);
         }
@@ -124,9 +137,12 @@ impl Wallet {
                     tracing::warn!("wallet line {} unreadable; skipped", n + 1);
                     continue;
                 };
-                if let Ok(r) = rec.to_receipt() {
-                    w.seen.insert((r.task, r.submitter));
-                    w.receipts.push(rec);
+                // Only receipts that verify, pay this node and are not repeats count.
+                match rec.to_receipt() {
+                    Ok(r) if r.verify().is_ok() && r.worker == node && r.submitter != node && w.seen.insert((r.task, r.submitter)) => {
+                        w.receipts.push(rec);
+                    }
+                    _ => tracing::warn!("wallet line {} does not verify, pays another node or repeats one; not counted", n + 1),
                 }
             }
         }
@@ -139,6 +155,9 @@ impl Wallet {
         r.verify()?;
         if r.worker != self.node {
             return Err(ComputeError::BadSignature("the receipt pays another worker".into()));
+        }
+        if r.submitter == self.node {
+            return Err(ComputeError::BadSignature("a node cannot pay itself".into()));
         }
         if !self.seen.insert((r.task, r.submitter)) {
             return Ok(false);
@@ -174,5 +193,39 @@ impl Wallet {
     /// The export anyone can verify.
     pub fn export(&self) -> WalletExport {
         WalletExport { node: hex::encode(self.node), points: self.balance(), receipts: self.receipts.clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+
+    #[test]
+    fn a_node_cannot_pay_itself_and_a_tampered_file_does_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = SigningKey::from_bytes(&[1; 32]);
+        let node = me.verifying_key().to_bytes();
+        let mut w = Wallet::open(dir.path(), node).unwrap();
+        let own = Receipt::issue(&me, [1; 16], node, [0; 32], 5, 1);
+        assert!(w.append(&own).is_err());
+        let sub = SigningKey::from_bytes(&[2; 32]);
+        let good = Receipt::issue(&sub, [2; 16], node, [0; 32], 3, 1);
+        assert!(w.append(&good).unwrap());
+        assert!(!w.append(&good).unwrap());
+        assert_eq!(w.balance(), 3);
+        // Lines appended by hand: a forged points value and a duplicate.
+        let mut forged = ReceiptRecord::from(&good);
+        forged.points = 900;
+        forged.task = hex::encode([3u8; 16]);
+        let mut text = std::fs::read_to_string(dir.path().join("receipts.jsonl")).unwrap();
+        text.push_str(&serde_json::to_string(&forged).unwrap());
+        text.push('\n');
+        text.push_str(&serde_json::to_string(&ReceiptRecord::from(&good)).unwrap());
+        text.push_str("\n{torn");
+        std::fs::write(dir.path().join("receipts.jsonl"), text).unwrap();
+        let w = Wallet::open(dir.path(), node).unwrap();
+        assert_eq!(w.balance(), 3);
+        assert_eq!(w.export().verify().unwrap(), 3);
     }
 }

@@ -106,7 +106,7 @@ pub(crate) fn spawn(
                 let output = if queued_ms as u128 > cfg.task_timeout.as_millis() {
                     Err(ComputeError::Timeout(format!("waited {queued_ms} ms in the queue")))
                 } else {
-                    run_sliced(&pool, &models, &job.input, cfg.simulate_lying, &mut gov)
+                    run_sliced(&pool, &models, &job.input, cfg.simulate_lying, &mut gov, cfg.task_timeout)
                 };
                 let compute_ms = started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
                 let output = match output {
@@ -132,14 +132,25 @@ const SLICE: usize = 4;
 
 /// Runs a task in slices of texts, pausing between them as the governor says.
 /// Embeddings and labels do not depend on the batch a text is in.
-fn run_sliced(pool: &rayon::ThreadPool, models: &Models, input: &TaskInput, lying: bool, gov: &mut Governor) -> Result<TaskOutput, ComputeError> {
+fn run_sliced(
+    pool: &rayon::ThreadPool,
+    models: &Models,
+    input: &TaskInput,
+    lying: bool,
+    gov: &mut Governor,
+    timeout: Duration,
+) -> Result<TaskOutput, ComputeError> {
     if !matches!(input.kind.as_str(), "embed" | "classify") || input.texts.len() <= SLICE {
         return run_one(pool, models, input, lying);
     }
     kind_by_name(&input.kind).and_then(|k| k.validate(input)).map_err(ComputeError::Task)?;
     let mut vectors = Vec::new();
     let mut labels = Vec::new();
+    let started = Instant::now();
     for (i, texts) in input.texts.chunks(SLICE).enumerate() {
+        if started.elapsed() > timeout {
+            return Err(ComputeError::Timeout(format!("ran past its {} ms limit", timeout.as_millis())));
+        }
         if i > 0 {
             let pause = gov.pause();
             if !pause.is_zero() {

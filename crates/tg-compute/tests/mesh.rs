@@ -67,6 +67,20 @@ async fn mesh(models: PathBuf, workers: u8, liars: &[u8]) -> Mesh {
     Mesh { nodes, _dirs: dirs }
 }
 
+/// Every stored output equals a local run of its input, to the kind's tolerance.
+fn check_against_local(store: &std::path::Path, models: &std::path::Path) -> usize {
+    let local = Models::new(models);
+    let store = tg_compute::store::TaskStore::open(store).unwrap();
+    let mut n = 0;
+    for rec in store.all().unwrap().into_iter().filter(|r| r.parent.is_none()) {
+        let k = kind_by_name(&rec.input.kind).unwrap();
+        let mine = k.run(&local, &rec.input).unwrap();
+        assert!(k.agree(rec.output.as_ref().unwrap(), &mine), "task {} differs from a local run", rec.id);
+        n += 1;
+    }
+    n
+}
+
 async fn wait_all(h: &Handle, ids: &[[u8; 16]], limit: Duration) -> Vec<(String, Stage)> {
     let mut rx = h.progress();
     let want: std::collections::HashSet<String> = ids.iter().map(hex::encode).collect();
@@ -94,12 +108,9 @@ async fn tasks_are_verified_by_redundancy_and_paid() {
     }
     let ends = wait_all(&sub, &ids, Duration::from_secs(120)).await;
     assert!(ends.iter().all(|(_, s)| *s == Stage::Done), "{ends:?}");
-    // Results equal a local run to the tolerance.
-    let local = Models::new(&models);
-    let k = kind_by_name("embed").unwrap();
     let st = sub.status().await.unwrap();
     assert_eq!(st.tasks, (0, 12, 0));
-    let _ = (local, k);
+    assert_eq!(check_against_local(&m._dirs.last().unwrap().path().join("tasks.sqlite"), &models), 12);
     // Every verified result earned receipts: 12 tasks × 2 workers × 1 text.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut points = 0;
@@ -117,7 +128,7 @@ async fn a_lying_worker_is_caught_excluded_and_unpaid() {
     let m = mesh(models, 4, &[2]).await;
     let sub = m.nodes.last().unwrap().clone();
     let mut ids = Vec::new();
-    for i in 0..16 {
+    for i in 0..32 {
         ids.push(
             sub.submit(TaskInput { kind: "embed".into(), texts: vec![format!("sentence {i} about grasping")] }, Redundancy::Fixed(2))
                 .await
@@ -137,12 +148,14 @@ async fn a_lying_worker_is_caught_excluded_and_unpaid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunk_fans_out_over_the_network_and_comes_back_in_order() {
     let Some(models) = models_dir() else { return };
-    let m = mesh(models.clone(), 2, &[]).await;
+    let m = mesh(models.clone(), 3, &[]).await;
     let sub = m.nodes.last().unwrap().clone();
     let text = (0..300).map(|i| format!("Step {i}: the arm moves.")).collect::<Vec<_>>().join(" ");
     let input = TaskInput { kind: "chunk".into(), texts: vec![text] };
-    let id = sub.submit(input.clone(), Redundancy::Fixed(1)).await.unwrap();
+    let id = sub.submit(input.clone(), Redundancy::Fixed(2)).await.unwrap();
     let ends = wait_all(&sub, &[id], Duration::from_secs(120)).await;
     assert_eq!(ends[0].1, Stage::Done);
-    let _ = (TaskOutput::Embeddings(vec![]),);
+    // In order, and equal to a local run (spans and every chunk's embedding).
+    assert_eq!(check_against_local(&m._dirs.last().unwrap().path().join("tasks.sqlite"), &models), 1);
+    let _ = TaskOutput::Embeddings(vec![]);
 }

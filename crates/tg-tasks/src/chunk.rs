@@ -157,6 +157,10 @@ impl TaskKind for ChunkKind {
             _ => false,
         }
     }
+    fn well_formed(&self, input: &TaskInput, out: &TaskOutput) -> bool {
+        let n = Self::chunks(input).len();
+        matches!(out, TaskOutput::ChunkEmbeddings { spans, vectors } if spans.len() == n && crate::kind::unit_vectors(vectors, n, crate::embed::EMBED_DIM))
+    }
 }
 
 #[cfg(test)]

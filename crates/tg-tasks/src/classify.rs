@@ -99,4 +99,12 @@ impl TaskKind for ClassifyKind {
             _ => false,
         }
     }
+    fn well_formed(&self, input: &TaskInput, out: &TaskOutput) -> bool {
+        matches!(out, TaskOutput::Labels(l) if l.len() == input.texts.len() && l.iter().all(|x| {
+            usize::from(x.label) < LABELS.len()
+                && x.probs.len() == LABELS.len()
+                && x.probs.iter().all(|p| p.is_finite() && (0.0..=1.0).contains(p))
+                && (x.probs.iter().sum::<f32>() - 1.0).abs() < 1e-3
+        }))
+    }
 }

@@ -17,6 +17,9 @@ use crate::{MAX_TEXT_BYTES, MAX_TEXTS, MINILM, MINILM_NAME, Models, TaskError, T
 /// result (noise of 1% of the norm per coordinate) falls below 0.99.
 pub const EMBED_COSINE_BOUND: f32 = 0.999;
 
+/// Dimensions of a MiniLM embedding.
+pub const EMBED_DIM: usize = 384;
+
 /// The tokens the model reads per text (sentence-transformers' `max_seq_length`).
 const MAX_TOKENS: usize = 256;
 
@@ -135,5 +138,8 @@ impl TaskKind for EmbedKind {
             (TaskOutput::Embeddings(x), TaskOutput::Embeddings(y)) => vectors_agree(x, y),
             _ => false,
         }
+    }
+    fn well_formed(&self, input: &TaskInput, out: &TaskOutput) -> bool {
+        matches!(out, TaskOutput::Embeddings(v) if crate::kind::unit_vectors(v, input.texts.len(), EMBED_DIM))
     }
 }

@@ -75,6 +75,10 @@ pub trait TaskKind: Send + Sync {
     }
     /// Whether two workers' outputs for the same input agree.
     fn agree(&self, a: &TaskOutput, b: &TaskOutput) -> bool;
+    /// Whether an output has the shape this input calls for (counts,
+    /// dimensions, finite values, unit norms, label ranges). A worker's
+    /// output that fails this is invalid before any comparison.
+    fn well_formed(&self, input: &TaskInput, out: &TaskOutput) -> bool;
 }
 
 static EMBED: EmbedKind = EmbedKind;
@@ -92,6 +96,14 @@ pub fn kind_by_name(name: &str) -> Result<&'static dyn TaskKind, TaskError> {
         .into_iter()
         .find(|k| k.name() == name)
         .ok_or_else(|| TaskError::UnknownKind(name.chars().take(64).collect()))
+}
+
+/// Whether `v` holds `n` finite unit-norm vectors of `dim` values.
+pub(crate) fn unit_vectors(v: &[Vec<f32>], n: usize, dim: usize) -> bool {
+    v.len() == n
+        && v.iter().all(|x| {
+            x.len() == dim && x.iter().all(|f| f.is_finite()) && (x.iter().map(|f| f * f).sum::<f32>().sqrt() - 1.0).abs() < 1e-3
+        })
 }
 
 /// SHA-256 of an output's canonical encoding (JSON, f32s as written by serde).

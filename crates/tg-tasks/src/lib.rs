@@ -22,7 +22,7 @@ mod models;
 pub use artifact::{ArtifactFile, ArtifactId, MINILM, MINILM_NAME, ModelSpec};
 pub use chunk::{Chunk, ChunkKind, ChunkParams, chunk_text};
 pub use classify::{ClassifyKind, LABELS};
-pub use embed::{EMBED_COSINE_BOUND, EmbedKind, MiniLm};
+pub use embed::{EMBED_COSINE_BOUND, EMBED_DIM, EmbedKind, MiniLm};
 pub use error::TaskError;
 pub use kind::{Label, Plan, TaskInput, TaskKind, TaskOutput, kind_by_name, kinds, output_digest};
 pub use models::Models;
