@@ -853,6 +853,16 @@ impl Node {
             }
             Verdict::Failed(reason) => self.finish_failed(task, reason),
             Verdict::Verified { answer, agreeing, disagreeing } => {
+                // A disagreement is settled by a margin of two: while the
+                // majority leads by one and the budget allows, ask one more
+                // worker. Only a margin of two may strike the minority.
+                let margin = agreeing.len().saturating_sub(disagreeing.len());
+                if !disagreeing.is_empty() && margin < 2 && a.results.len() + a.assigned.len() < a.budget {
+                    if let Some(a) = self.active.get_mut(&task) {
+                        a.want = a.want.max(a.results.len() + 1);
+                    }
+                    return;
+                }
                 let Some(a) = self.active.remove(&task) else { return };
                 for (p, _) in a.assigned.keys().map(|p| (*p, ())) {
                     if let Some(n) = self.inflight.get_mut(&p) {
@@ -878,7 +888,7 @@ impl Node {
                 for &i in &disagreeing {
                     let (p, r) = &a.results[i];
                     self.stats.disagreements.fetch_add(1, Ordering::Relaxed);
-                    if established && self.standings.invalid(r.worker, &self.cfg.policy) {
+                    if established && margin >= 2 && self.standings.invalid(r.worker, &self.cfg.policy) {
                         tracing::warn!(peer = %p, "worker excluded: its results disagreed with the majority");
                     }
                     self.save_standing(&r.worker);

@@ -34,7 +34,8 @@ pub struct Policy {
     pub trust_streak: u32,
     /// Share of a trusted worker's tasks still replicated.
     pub spot_check: f64,
-    /// Invalid results after which a worker gets no more work.
+    /// Strikes after which a worker gets no more work (when they are also
+    /// more than a quarter of its valid results).
     pub exclude_after: u32,
     /// Extra replicas asked for to break a disagreement, beyond the first round.
     pub tie_breakers: usize,
@@ -42,7 +43,7 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Self { trust_streak: 10, spot_check: 0.1, exclude_after: 2, tie_breakers: 2 }
+        Self { trust_streak: 10, spot_check: 0.1, exclude_after: 2, tie_breakers: 3 }
     }
 }
 
@@ -97,7 +98,10 @@ impl Standings {
         let s = self.by_worker.entry(w).or_default();
         s.invalid += 1;
         s.streak = 0;
-        let newly = !s.excluded && s.invalid >= p.exclude_after;
+        // Excluded after `exclude_after` strikes that are also more than a
+        // quarter of its valid results: a long honest record outweighs a
+        // rare framing, a liar's record does not.
+        let newly = !s.excluded && s.invalid >= p.exclude_after && s.invalid * 4 > s.valid;
         s.excluded |= newly;
         newly
     }
@@ -222,7 +226,13 @@ mod tests {
         assert_eq!(s.replicas(Redundancy::Adaptive, &w, &p, 0.01), 2);
         s.invalid(w, &p);
         assert_eq!(s.replicas(Redundancy::Adaptive, &w, &p, 0.99), 2);
+        // Ten valid results outweigh two strikes; a third (more than a quarter) excludes.
+        assert!(!s.invalid(w, &p));
         assert!(s.invalid(w, &p));
         assert_eq!(s.get(&w).score(), 0.0);
+        // A fresh worker is excluded at its second strike.
+        let liar = [8u8; 32];
+        assert!(!s.invalid(liar, &p));
+        assert!(s.invalid(liar, &p));
     }
 }

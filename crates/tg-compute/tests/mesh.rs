@@ -159,3 +159,25 @@ async fn chunk_fans_out_over_the_network_and_comes_back_in_order() {
     assert_eq!(check_against_local(&m._dirs.last().unwrap().path().join("tasks.sqlite"), &models), 1);
     let _ = TaskOutput::Embeddings(vec![]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn colluding_fresh_liars_cannot_get_honest_workers_excluded() {
+    let Some(models) = models_dir() else { return };
+    // Nodes 4 and 5 lie the same way (they agree with each other): Sybils.
+    let m = mesh(models, 5, &[4, 5]).await;
+    let sub = m.nodes.last().unwrap().clone();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(
+            sub.submit(TaskInput { kind: "embed".into(), texts: vec![format!("collusion probe {i}")] }, Redundancy::Fixed(2))
+                .await
+                .unwrap(),
+        );
+    }
+    let _ = wait_all(&sub, &ids, Duration::from_secs(240)).await;
+    let peers = sub.peers().await.unwrap();
+    for honest in &m.nodes[..3] {
+        let row = peers.iter().find(|p| p.peer == honest.peer_id.to_string()).unwrap();
+        assert!(!row.excluded, "an honest worker was framed: {peers:?}");
+    }
+}
