@@ -356,6 +356,7 @@ pub async fn start(secret: [u8; 32], cfg: NodeConfig) -> Result<(Handle, tokio::
     net.mdns = cfg.mdns;
     net.provider_ttl = cfg.provider_ttl;
     net.provider_republish = cfg.provider_ttl / 3;
+    net.max_providers_per_key = 4096;
     net.request_timeout = Duration::from_secs(30);
     let (client, events, event_loop) = tg_net::new(secret, net).map_err(|e| ComputeError::Net(e.to_string()))?;
     tokio::spawn(event_loop.run());

@@ -50,8 +50,17 @@ impl Behaviour {
         kad_config.set_periodic_bootstrap_interval(None);
         kad_config.set_provider_record_ttl(Some(config.provider_ttl));
         kad_config.set_provider_publication_interval(Some(config.provider_republish));
-        let mut kad =
-            kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
+        // A compute network has many providers per key (every node that runs a
+        // kind); libp2p's default keeps 20, which would hide all but 20 workers.
+        let store_config = kad::store::MemoryStoreConfig {
+            max_providers_per_key: config.max_providers_per_key,
+            ..Default::default()
+        };
+        let mut kad = kad::Behaviour::with_config(
+            peer,
+            kad::store::MemoryStore::with_config(peer, store_config),
+            kad_config,
+        );
         kad.set_mode(Some(match config.role {
             crate::Role::Coordinator | crate::Role::Compute => kad::Mode::Server,
             crate::Role::Agent => kad::Mode::Client,

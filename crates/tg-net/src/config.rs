@@ -68,6 +68,8 @@ pub struct Config {
     pub provider_ttl: Duration,
     /// How often this node republishes its provider records.
     pub provider_republish: Duration,
+    /// Providers a node stores per DHT key.
+    pub max_providers_per_key: usize,
 }
 
 impl Config {
@@ -86,6 +88,7 @@ impl Config {
             channel_capacity: 256,
             provider_ttl: Duration::from_secs(48 * 3600),
             provider_republish: Duration::from_secs(12 * 3600),
+            max_providers_per_key: 20,
         }
     }
 }
