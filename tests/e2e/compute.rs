@@ -18,8 +18,15 @@ fn models() -> Option<PathBuf> {
     if root.join("all-MiniLM-L6-v2/model.safetensors").is_file() {
         Some(std::fs::canonicalize(root).unwrap())
     } else {
-        assert!(std::env::var_os("TENSORGUARD_REQUIRE_MODELS").is_none(), "MiniLM is not in {} and TENSORGUARD_REQUIRE_MODELS is set", root.display());
-        eprintln!("SKIP: MiniLM is not in {} — run scripts/compute/fetch_models.sh", root.display());
+        assert!(
+            std::env::var_os("TENSORGUARD_REQUIRE_MODELS").is_none(),
+            "MiniLM is not in {} and TENSORGUARD_REQUIRE_MODELS is set",
+            root.display()
+        );
+        eprintln!(
+            "SKIP: MiniLM is not in {} — run scripts/compute/fetch_models.sh",
+            root.display()
+        );
         None
     }
 }
@@ -38,13 +45,31 @@ impl Drop for Node {
 
 fn node(dir: &Path, models: &Path, extra: &[&str]) -> Node {
     let mut c = tg_command();
-    c.arg("--data-dir").arg(dir).args(["compute", "start", "--listen", "/ip4/127.0.0.1/tcp/0", "--models"]).arg(models).args(extra);
-    c.stdout(Stdio::piped()).stderr(std::fs::File::create(dir.with_extension("log")).unwrap());
+    c.arg("--data-dir")
+        .arg(dir)
+        .args([
+            "compute",
+            "start",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--models",
+        ])
+        .arg(models)
+        .args(extra);
+    c.stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.with_extension("log")).unwrap());
     let mut child = c.spawn().unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
-    let addr = format!("{}/p2p/{}", v["listen"][0].as_str().unwrap(), v["peer_id"].as_str().unwrap());
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let addr = format!(
+        "{}/p2p/{}",
+        v["listen"][0].as_str().unwrap(),
+        v["peer_id"].as_str().unwrap()
+    );
     Node { child, addr }
 }
 
@@ -52,11 +77,31 @@ fn node(dir: &Path, models: &Path, extra: &[&str]) -> Node {
 fn twenty_nodes_run_a_thousand_tasks_through_kills_and_a_liar() {
     let Some(models) = models() else { return };
     let out = Command::new(bin())
-        .args(["bench", "tasks", "--agents", "20", "--tasks", "1000", "--redundancy", "2", "--kill", "0.2", "--liars", "1", "--idle-secs", "2", "--models"])
+        .args([
+            "bench",
+            "tasks",
+            "--agents",
+            "20",
+            "--tasks",
+            "1000",
+            "--redundancy",
+            "2",
+            "--kill",
+            "0.2",
+            "--liars",
+            "1",
+            "--idle-secs",
+            "2",
+            "--models",
+        ])
         .arg(&models)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["done"], 1000, "{r}");
     assert_eq!(r["failed"], 0, "{r}");
@@ -64,10 +109,19 @@ fn twenty_nodes_run_a_thousand_tasks_through_kills_and_a_liar() {
     assert_eq!(r["killed"], 4, "{r}");
     // Every result equals a local run to the tolerance.
     assert_eq!(r["results_checked_against_local"], 1000, "{r}");
-    assert!(r["worst_cosine_vs_local"].as_f64().unwrap() >= r["cosine_bound"].as_f64().unwrap(), "{r}");
+    assert!(
+        r["worst_cosine_vs_local"].as_f64().unwrap() >= r["cosine_bound"].as_f64().unwrap(),
+        "{r}"
+    );
     // Work resumes within 30 s of the kills.
-    assert!(r["first_task_done_after_kill_s"].as_f64().unwrap() < 30.0, "{r}");
-    assert!(r["longest_pause_after_kill_s"].as_f64().unwrap() < 30.0, "{r}");
+    assert!(
+        r["first_task_done_after_kill_s"].as_f64().unwrap() < 30.0,
+        "{r}"
+    );
+    assert!(
+        r["longest_pause_after_kill_s"].as_f64().unwrap() < 30.0,
+        "{r}"
+    );
     // The liar was caught by redundancy, excluded, and got no receipt.
     let liar = &r["liars"][0];
     assert_eq!(liar["excluded"], true, "{r}");
@@ -84,8 +138,30 @@ fn a_node_fetches_the_model_from_a_peer_and_receipts_verify() {
     let b_models = work.path().join("b-models");
     let b = node(&work.path().join("b"), &b_models, &["--bootstrap", &a.addr]);
     let sub = work.path().join("sub");
-    let o = tg(&sub, &[], &["--json", "task", "submit", "--kind", "embed", "The gripper closes on the mug.", "--redundancy", "2", "--bootstrap", &a.addr, "--timeout", "240"]);
-    assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let o = tg(
+        &sub,
+        &[],
+        &[
+            "--json",
+            "task",
+            "submit",
+            "--kind",
+            "embed",
+            "The gripper closes on the mug.",
+            "--redundancy",
+            "2",
+            "--bootstrap",
+            &a.addr,
+            "--timeout",
+            "240",
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("\"verified\""), "{text}");
     for f in ["config.json", "tokenizer.json", "model.safetensors"] {
@@ -93,8 +169,14 @@ fn a_node_fetches_the_model_from_a_peer_and_receipts_verify() {
         let want = std::fs::read(models.join("all-MiniLM-L6-v2").join(f)).unwrap();
         assert!(got == want, "{f} differs after the fetch");
     }
-    let id = serde_json::from_str::<serde_json::Value>(text.lines().next().unwrap()).unwrap()["task"].as_str().unwrap().to_string();
-    let shown: serde_json::Value = serde_json::from_slice(&tg(&sub, &[], &["--json", "task", "show", &id[..10]]).stdout).unwrap();
+    let id =
+        serde_json::from_str::<serde_json::Value>(text.lines().next().unwrap()).unwrap()["task"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let shown: serde_json::Value =
+        serde_json::from_slice(&tg(&sub, &[], &["--json", "task", "show", &id[..10]]).stdout)
+            .unwrap();
     assert_eq!(shown["state"], "done");
     assert_eq!(shown["verified_by"].as_array().unwrap().len(), 2);
     // Both workers hold a receipt; the export verifies; a forged one does not.
@@ -103,17 +185,34 @@ fn a_node_fetches_the_model_from_a_peer_and_receipts_verify() {
     for n in ["a", "b"] {
         let dir = work.path().join(n);
         let export = work.path().join(format!("{n}.wallet.json"));
-        let w: serde_json::Value = serde_json::from_slice(&tg(&dir, &[], &["--json", "wallet", "--export", export.to_str().unwrap()]).stdout).unwrap();
+        let w: serde_json::Value = serde_json::from_slice(
+            &tg(
+                &dir,
+                &[],
+                &["--json", "wallet", "--export", export.to_str().unwrap()],
+            )
+            .stdout,
+        )
+        .unwrap();
         assert_eq!(w["points"], 1, "{w}");
-        let v = tg(&dir, &[], &["--json", "wallet", "--verify", export.to_str().unwrap()]);
+        let v = tg(
+            &dir,
+            &[],
+            &["--json", "wallet", "--verify", export.to_str().unwrap()],
+        );
         assert!(v.status.success());
-        let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&export).unwrap()).unwrap();
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&export).unwrap()).unwrap();
         doc["receipts"][0]["points"] = 1000.into();
         doc["points"] = 1000.into();
         std::fs::write(&export, doc.to_string()).unwrap();
         let v = tg(&dir, &[], &["wallet", "--verify", export.to_str().unwrap()]);
         assert!(!v.status.success());
-        assert!(String::from_utf8_lossy(&v.stderr).contains("E124"), "{}", String::from_utf8_lossy(&v.stderr));
+        assert!(
+            String::from_utf8_lossy(&v.stderr).contains("E124"),
+            "{}",
+            String::from_utf8_lossy(&v.stderr)
+        );
     }
 }
 
@@ -135,13 +234,25 @@ fn a_tampered_artifact_from_a_peer_is_refused_by_hash_and_the_node_keeps_running
     let mut b = node(&work.path().join("b"), &b_models, &["--bootstrap", &a.addr]);
     let log = work.path().join("b.log");
     let seen = crate::common::wait_for(Duration::from_secs(60), || {
-        std::fs::read_to_string(&log).ok().filter(|l| l.contains("hashes to")).map(|_| ())
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|l| l.contains("hashes to"))
+            .map(|_| ())
     });
-    assert!(seen.is_some(), "no hash refusal in B's log: {}", std::fs::read_to_string(&log).unwrap_or_default());
-    assert!(!b_models.join("all-MiniLM-L6-v2/config.json").exists(), "the tampered file was kept");
+    assert!(
+        seen.is_some(),
+        "no hash refusal in B's log: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        !b_models.join("all-MiniLM-L6-v2/config.json").exists(),
+        "the tampered file was kept"
+    );
     assert!(b.child.try_wait().unwrap().is_none(), "B stopped");
     let counted = crate::common::wait_for(Duration::from_secs(10), || {
-        let st: serde_json::Value = serde_json::from_slice(&std::fs::read(work.path().join("b/compute/node.json")).ok()?).ok()?;
+        let st: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(work.path().join("b/compute/node.json")).ok()?)
+                .ok()?;
         (st["refused"].as_u64()? >= 1).then_some(())
     });
     assert!(counted.is_some(), "the refusal was not counted");
@@ -157,7 +268,10 @@ fn thread_nices(pid: u32) -> Vec<(String, i64)> {
     let mut v = Vec::new();
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let p = t.unwrap().path();
-        let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default().trim().to_string();
+        let comm = std::fs::read_to_string(p.join("comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         let s = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
         if let Some(i) = s.rfind(')') {
             let f: Vec<&str> = s[i + 2..].split_whitespace().collect();
@@ -177,18 +291,42 @@ fn a_worker_capped_at_half_a_core_stays_there_at_nice_19_and_yields_to_a_hog() {
     let texts = work.path().join("texts.txt");
     let long = "The robot arm reaches for the blue block on the left side of the table and lifts it carefully. ".repeat(12);
     // 64 texts of ~200 words (256 tokens each): seconds of inference per task.
-    std::fs::write(&texts, (0..64).map(|i| format!("{i} {long}")).collect::<Vec<_>>().join("\n")).unwrap();
+    std::fs::write(
+        &texts,
+        (0..64)
+            .map(|i| format!("{i} {long}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let feeders: Vec<_> = (0..2)
         .map(|k| {
-            let (stop, addr, texts, dir) = (stop.clone(), w.addr.clone(), texts.clone(), work.path().join(format!("sub{k}")));
+            let (stop, addr, texts, dir) = (
+                stop.clone(),
+                w.addr.clone(),
+                texts.clone(),
+                work.path().join(format!("sub{k}")),
+            );
             std::thread::spawn(move || {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let mut child = Command::new(bin())
                         .env("TENSORGUARD_KEY_PASSPHRASE", TEST_PASSPHRASE)
                         .arg("--data-dir")
                         .arg(&dir)
-                        .args(["task", "submit", "--kind", "embed", &format!("@{}", texts.display()), "--redundancy", "1", "--bootstrap", &addr, "--timeout", "120"])
+                        .args([
+                            "task",
+                            "submit",
+                            "--kind",
+                            "embed",
+                            &format!("@{}", texts.display()),
+                            "--redundancy",
+                            "1",
+                            "--bootstrap",
+                            &addr,
+                            "--timeout",
+                            "120",
+                        ])
                         .stdout(Stdio::null())
                         .stderr(Stdio::null())
                         .spawn()
@@ -209,14 +347,26 @@ fn a_worker_capped_at_half_a_core_stays_there_at_nice_19_and_yields_to_a_hog() {
     std::thread::sleep(Duration::from_secs(60));
     let used = (cpu_of(pid) - c0) / t0.elapsed().as_secs_f64() * 100.0;
     println!("worker CPU over 60 s: {used:.1} % of one core (cap 50 %)");
-    assert!((used - 50.0).abs() <= 5.0, "worker used {used:.1} % with a 50 % cap");
+    assert!(
+        (used - 50.0).abs() <= 5.0,
+        "worker used {used:.1} % with a 50 % cap"
+    );
     let nices = thread_nices(pid);
-    let workers: Vec<_> = nices.iter().filter(|(c, _)| c.starts_with("tg-compute")).collect();
+    let workers: Vec<_> = nices
+        .iter()
+        .filter(|(c, _)| c.starts_with("tg-compute"))
+        .collect();
     assert!(!workers.is_empty(), "{nices:?}");
     assert!(workers.iter().all(|(_, n)| *n == 19), "{nices:?}");
     // A foreground hog on the same core keeps its share.
-    let mut hog = Command::new("taskset").args(["-c", "0", "sh", "-c", "while :; do :; done"]).spawn().unwrap();
-    let _ = Command::new("taskset").args(["-a", "-p", "-c", "0", &pid.to_string()]).stdout(Stdio::null()).status();
+    let mut hog = Command::new("taskset")
+        .args(["-c", "0", "sh", "-c", "while :; do :; done"])
+        .spawn()
+        .unwrap();
+    let _ = Command::new("taskset")
+        .args(["-a", "-p", "-c", "0", &pid.to_string()])
+        .stdout(Stdio::null())
+        .status();
     std::thread::sleep(Duration::from_secs(2));
     let (h0, w0, t1) = (cpu_of(hog.id()), cpu_of(pid), Instant::now());
     std::thread::sleep(Duration::from_secs(10));
@@ -227,7 +377,10 @@ fn a_worker_capped_at_half_a_core_stays_there_at_nice_19_and_yields_to_a_hog() {
     let _ = hog.wait();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     println!("on one core: hog {hog_share:.1} %, worker {worker_share:.1} %");
-    assert!(hog_share >= 90.0, "the hog kept only {hog_share:.1} % (worker {worker_share:.1} %)");
+    assert!(
+        hog_share >= 90.0,
+        "the hog kept only {hog_share:.1} % (worker {worker_share:.1} %)"
+    );
     drop(w);
     for f in feeders {
         let _ = f.join();

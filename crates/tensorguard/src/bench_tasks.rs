@@ -39,7 +39,12 @@ pub struct TasksBenchArgs {
     #[arg(long, default_value_t = 50)]
     pub cpu_cap: u32,
     /// Model directory shared by the nodes (read-only; hashes checked).
-    #[arg(long, env = "TENSORGUARD_MODELS", value_name = "DIR", default_value = "target/models")]
+    #[arg(
+        long,
+        env = "TENSORGUARD_MODELS",
+        value_name = "DIR",
+        default_value = "target/models"
+    )]
     pub models: PathBuf,
     /// Seconds of idle measurement before the tasks.
     #[arg(long, default_value_t = 10)]
@@ -60,7 +65,12 @@ struct Proc {
 }
 
 fn err(what: &str, why: impl ToString) -> UserError {
-    UserError::new(Code::Internal, format!("bench tasks: {what}"), why.to_string(), "see the node logs in the work directory it names")
+    UserError::new(
+        Code::Internal,
+        format!("bench tasks: {what}"),
+        why.to_string(),
+        "see the node logs in the work directory it names",
+    )
 }
 
 /// utime + stime of a process, seconds (what getrusage reports for it).
@@ -78,13 +88,28 @@ fn rss_mb(pid: u32) -> Option<f64> {
     Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
 }
 
-fn spawn(exe: &Path, dir: &Path, models: &Path, bootstrap: Option<&str>, cpu_cap: u32, liar: bool) -> Result<(Child, f64, String, String), UserError> {
+fn spawn(
+    exe: &Path,
+    dir: &Path,
+    models: &Path,
+    bootstrap: Option<&str>,
+    cpu_cap: u32,
+    liar: bool,
+) -> Result<(Child, f64, String, String), UserError> {
     std::fs::create_dir_all(dir).map_err(|e| err("work dir", e))?;
     let log = std::fs::File::create(dir.join("node.log")).map_err(|e| err("log", e))?;
     let mut cmd = Command::new(exe);
     cmd.arg("--data-dir")
         .arg(dir)
-        .args(["compute", "start", "--listen", "/ip4/127.0.0.1/tcp/0", "--cpu-cap", &cpu_cap.to_string(), "--models"])
+        .args([
+            "compute",
+            "start",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--cpu-cap",
+            &cpu_cap.to_string(),
+            "--models",
+        ])
         .arg(models)
         .env("TENSORGUARD_KEY_PASSPHRASE", "bench-tasks")
         .env_remove("TENSORGUARD_KEY_PASSPHRASE_FILE")
@@ -98,11 +123,17 @@ fn spawn(exe: &Path, dir: &Path, models: &Path, bootstrap: Option<&str>, cpu_cap
     }
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(|e| err("spawn a node", e))?;
-    let stdout = child.stdout.take().ok_or_else(|| err("node stdout", "missing"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| err("node stdout", "missing"))?;
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).map_err(|e| err("node ready line", e))?;
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| err("node ready line", e))?;
     let boot_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| err(&format!("node in {} did not start", dir.display()), e))?;
+    let v: serde_json::Value = serde_json::from_str(&line)
+        .map_err(|e| err(&format!("node in {} did not start", dir.display()), e))?;
     let peer = v["peer_id"].as_str().unwrap_or_default().to_string();
     let addr = format!("{}/p2p/{peer}", v["listen"][0].as_str().unwrap_or_default());
     Ok((child, boot_ms, peer, addr))
@@ -117,9 +148,19 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 
 /// Runs the benchmark and returns its report.
 pub fn run(a: &TasksBenchArgs, out: &Output) -> Result<serde_json::Value, UserError> {
-    let redundancy = Redundancy::parse(&a.redundancy).ok_or_else(|| invalid(format!("--redundancy {}", a.redundancy), "must be 1–5 or auto", "use e.g. 2"))?;
+    let redundancy = Redundancy::parse(&a.redundancy).ok_or_else(|| {
+        invalid(
+            format!("--redundancy {}", a.redundancy),
+            "must be 1–5 or auto",
+            "use e.g. 2",
+        )
+    })?;
     if a.agents < 2 || !(0.0..0.9).contains(&a.kill) || a.liars >= a.agents {
-        return Err(invalid("bench tasks", "needs ≥ 2 agents, --kill in [0, 0.9) and fewer liars than agents", "check the flags"));
+        return Err(invalid(
+            "bench tasks",
+            "needs ≥ 2 agents, --kill in [0, 0.9) and fewer liars than agents",
+            "check the flags",
+        ));
     }
     if !Models::new(&a.models).has_minilm() {
         return Err(UserError::new(
@@ -131,21 +172,48 @@ pub fn run(a: &TasksBenchArgs, out: &Output) -> Result<serde_json::Value, UserEr
     }
     let models = std::fs::canonicalize(&a.models).map_err(|e| err("models dir", e))?;
     let exe = std::env::current_exe().map_err(|e| err("this program", e))?;
-    let work = tempfile::Builder::new().prefix("tg-bench-tasks-").tempdir().map_err(|e| err("work dir", e))?;
-    out.note(&format!("bench tasks: {} nodes, {} tasks, redundancy {}, kill {:.0} %, work dir {}", a.agents, a.tasks, a.redundancy, a.kill * 100.0, work.path().display()));
+    let work = tempfile::Builder::new()
+        .prefix("tg-bench-tasks-")
+        .tempdir()
+        .map_err(|e| err("work dir", e))?;
+    out.note(&format!(
+        "bench tasks: {} nodes, {} tasks, redundancy {}, kill {:.0} %, work dir {}",
+        a.agents,
+        a.tasks,
+        a.redundancy,
+        a.kill * 100.0,
+        work.path().display()
+    ));
     // Nodes: the first is the bootstrap; liars are the last ones.
     let mut procs: Vec<Proc> = Vec::new();
     let mut boot_addr = None;
     for i in 0..a.agents {
         let liar = i >= a.agents - a.liars;
         let dir = work.path().join(format!("node{i:03}"));
-        let (child, boot_ms, peer, addr) = spawn(&exe, &dir, &models, boot_addr.as_deref(), a.cpu_cap, liar)?;
+        let (child, boot_ms, peer, addr) =
+            spawn(&exe, &dir, &models, boot_addr.as_deref(), a.cpu_cap, liar)?;
         if boot_addr.is_none() {
             boot_addr = Some(addr.clone());
         }
-        procs.push(Proc { child, dir, boot_ms, peer, addr, killed: false, liar });
+        procs.push(Proc {
+            child,
+            dir,
+            boot_ms,
+            peer,
+            addr,
+            killed: false,
+            liar,
+        });
     }
-    let result = measure(a, redundancy, &mut procs, boot_addr.unwrap_or_default(), work.path(), &models, out);
+    let result = measure(
+        a,
+        redundancy,
+        &mut procs,
+        boot_addr.unwrap_or_default(),
+        work.path(),
+        &models,
+        out,
+    );
     for p in &mut procs {
         let _ = p.child.kill();
         let _ = p.child.wait();
@@ -153,7 +221,10 @@ pub fn run(a: &TasksBenchArgs, out: &Output) -> Result<serde_json::Value, UserEr
     if result.is_err() {
         // Keep the logs for a failed run.
         let kept = work.keep();
-        out.note(&format!("bench tasks failed; node logs kept in {}", kept.display()));
+        out.note(&format!(
+            "bench tasks failed; node logs kept in {}",
+            kept.display()
+        ));
     }
     result
 }
@@ -167,15 +238,29 @@ fn measure(
     models: &Path,
     out: &Output,
 ) -> Result<serde_json::Value, UserError> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| err("runtime", e))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| err("runtime", e))?;
     // Idle: RSS and CPU of every node with no model loaded.
     std::thread::sleep(Duration::from_secs(2));
-    let c0: Vec<f64> = procs.iter().map(|p| cpu_secs(p.child.id()).unwrap_or(0.0)).collect();
+    let c0: Vec<f64> = procs
+        .iter()
+        .map(|p| cpu_secs(p.child.id()).unwrap_or(0.0))
+        .collect();
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(a.idle_secs));
     let idle_wall = t0.elapsed().as_secs_f64();
-    let idle_cpu: Vec<f64> = procs.iter().zip(&c0).map(|(p, c)| (cpu_secs(p.child.id()).unwrap_or(0.0) - c) / idle_wall * 100.0).collect();
-    let idle_rss: Vec<f64> = procs.iter().map(|p| rss_mb(p.child.id()).unwrap_or(0.0)).collect();
+    let idle_cpu: Vec<f64> = procs
+        .iter()
+        .zip(&c0)
+        .map(|(p, c)| (cpu_secs(p.child.id()).unwrap_or(0.0) - c) / idle_wall * 100.0)
+        .collect();
+    let idle_rss: Vec<f64> = procs
+        .iter()
+        .map(|p| rss_mb(p.child.id()).unwrap_or(0.0))
+        .collect();
     let sentences: Vec<String> = (0..a.tasks).map(sentence).collect();
     let report = rt.block_on(async {
         let mut cfg = NodeConfig::new(models.to_path_buf(), work.join("submitter").join("wallet"));
@@ -267,21 +352,41 @@ fn measure(
         }))
     })?;
     // Results equal a local run, to the tolerance.
-    let store = tg_compute::store::TaskStore::open(&work.join("submitter").join("tasks.sqlite")).map_err(|e| err("store", e))?;
-    let local = Models::new(models).minilm().map_err(|e| err("local model", e))?;
+    let store = tg_compute::store::TaskStore::open(&work.join("submitter").join("tasks.sqlite"))
+        .map_err(|e| err("store", e))?;
+    let local = Models::new(models)
+        .minilm()
+        .map_err(|e| err("local model", e))?;
     let mut worst = 1.0f32;
     let pending = store.pending_leaves().map_err(|e| err("store", e))?.len();
     // Compare each stored output with the local embedding of its sentence.
-    let by_text: HashMap<&str, usize> = sentences.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let by_text: HashMap<&str, usize> = sentences
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
     let mut local_vecs = vec![Vec::new(); sentences.len()];
     for (bi, batch) in sentences.chunks(32).enumerate() {
-        for (j, v) in local.embed(batch).map_err(|e| err("local embed", e))?.into_iter().enumerate() {
+        for (j, v) in local
+            .embed(batch)
+            .map_err(|e| err("local embed", e))?
+            .into_iter()
+            .enumerate()
+        {
             local_vecs[bi * 32 + j] = v;
         }
     }
     let mut checked = 0;
     for rec in store.all().map_err(|e| err("store", e))? {
-        let (Some(tg_tasks::TaskOutput::Embeddings(v)), Some(i)) = (&rec.output, rec.input.texts.first().and_then(|t| by_text.get(t.as_str()))) else { continue };
+        let (Some(tg_tasks::TaskOutput::Embeddings(v)), Some(i)) = (
+            &rec.output,
+            rec.input
+                .texts
+                .first()
+                .and_then(|t| by_text.get(t.as_str())),
+        ) else {
+            continue;
+        };
         let c = cosine(&v[0], &local_vecs[*i]);
         worst = worst.min(c);
         checked += 1;
@@ -310,29 +415,79 @@ fn measure(
     report["idle_cpu_pct"] = serde_json::json!({"max": idle_cpu.iter().copied().fold(0.0, f64::max), "mean": idle_cpu.iter().sum::<f64>() / idle_cpu.len() as f64});
     report["boot_to_ready_ms"] = serde_json::json!({"max": boots.iter().copied().fold(0.0, f64::max), "mean": boots.iter().sum::<f64>() / boots.len() as f64});
     report["liars"] = liars.into();
-    report["addresses"] = procs.iter().take(1).map(|p| p.addr.clone()).collect::<Vec<_>>().into();
+    report["addresses"] = procs
+        .iter()
+        .take(1)
+        .map(|p| p.addr.clone())
+        .collect::<Vec<_>>()
+        .into();
     Ok(report)
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let d: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let n = a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let n =
+        a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt();
     if n > 0.0 { d / n } else { 0.0 }
 }
 
 /// A distinct, realistic sentence for task `i`.
 fn sentence(i: usize) -> String {
-    const SUBJ: [&str; 10] = ["The robot", "A nurse", "The drone", "Our team", "The arm", "A volunteer", "The sensor", "The model", "A student", "The fleet"];
-    const VERB: [&str; 10] = ["picked up", "inspected", "moved", "cleaned", "measured", "labelled", "opened", "sorted", "repaired", "photographed"];
-    const OBJ: [&str; 10] = ["the red cube", "a blue drawer", "the kitchen door", "three boxes", "the solar panel", "a broken valve", "the window", "the pallet", "a glass of water", "the charging dock"];
-    format!("{} {} {} at step {}.", SUBJ[i % 10], VERB[(i / 10) % 10], OBJ[(i / 100) % 10], i)
+    const SUBJ: [&str; 10] = [
+        "The robot",
+        "A nurse",
+        "The drone",
+        "Our team",
+        "The arm",
+        "A volunteer",
+        "The sensor",
+        "The model",
+        "A student",
+        "The fleet",
+    ];
+    const VERB: [&str; 10] = [
+        "picked up",
+        "inspected",
+        "moved",
+        "cleaned",
+        "measured",
+        "labelled",
+        "opened",
+        "sorted",
+        "repaired",
+        "photographed",
+    ];
+    const OBJ: [&str; 10] = [
+        "the red cube",
+        "a blue drawer",
+        "the kitchen door",
+        "three boxes",
+        "the solar panel",
+        "a broken valve",
+        "the window",
+        "the pallet",
+        "a glass of water",
+        "the charging dock",
+    ];
+    format!(
+        "{} {} {} at step {}.",
+        SUBJ[i % 10],
+        VERB[(i / 10) % 10],
+        OBJ[(i / 100) % 10],
+        i
+    )
 }
 
 /// `tensorguard bench embed`.
 #[derive(Debug, Args)]
 pub struct EmbedBenchArgs {
     /// Model directory.
-    #[arg(long, env = "TENSORGUARD_MODELS", value_name = "DIR", default_value = "target/models")]
+    #[arg(
+        long,
+        env = "TENSORGUARD_MODELS",
+        value_name = "DIR",
+        default_value = "target/models"
+    )]
     pub models: PathBuf,
     /// Sentences embedded (the same generated sentences as `bench tasks`).
     #[arg(long, default_value_t = 256)]
@@ -347,10 +502,18 @@ pub fn embed(a: &EmbedBenchArgs) -> Result<serde_json::Value, UserError> {
     let models = Models::new(&a.models);
     let t = Instant::now();
     let m = models.minilm().map_err(|e| {
-        UserError::new(Code::ArtifactRefused, "cannot load all-MiniLM-L6-v2", e.to_string(), format!("run scripts/compute/fetch_models.sh {}", a.models.display()))
+        UserError::new(
+            Code::ArtifactRefused,
+            "cannot load all-MiniLM-L6-v2",
+            e.to_string(),
+            format!("run scripts/compute/fetch_models.sh {}", a.models.display()),
+        )
     })?;
     let load_ms = t.elapsed().as_secs_f64() * 1000.0;
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(a.threads.max(1)).build().map_err(|e| err("pool", e))?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(a.threads.max(1))
+        .build()
+        .map_err(|e| err("pool", e))?;
     let sentences: Vec<String> = (0..a.sentences).map(sentence).collect();
     let run = |batch: usize| -> Result<f64, UserError> {
         pool.install(|| {
@@ -364,5 +527,7 @@ pub fn embed(a: &EmbedBenchArgs) -> Result<serde_json::Value, UserError> {
     run(32)?; // warm-up
     let b1 = run(1)?;
     let b32 = run(32)?;
-    Ok(serde_json::json!({"engine": "candle", "model": "all-MiniLM-L6-v2", "threads": a.threads, "sentences": a.sentences, "load_ms": load_ms, "sentences_per_s": {"batch1": b1, "batch32": b32}}))
+    Ok(
+        serde_json::json!({"engine": "candle", "model": "all-MiniLM-L6-v2", "threads": a.threads, "sentences": a.sentences, "load_ms": load_ms, "sentences_per_s": {"batch1": b1, "batch32": b32}}),
+    )
 }

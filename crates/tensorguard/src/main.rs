@@ -9,8 +9,8 @@ mod bench_aggregate;
 mod bench_secagg;
 mod bench_tasks;
 mod bench_trust;
-mod compute_cmd;
 mod cli;
+mod compute_cmd;
 mod config;
 mod demo;
 mod demo_dashboard;
@@ -136,7 +136,9 @@ fn run(cli: Cli, out: &Output) -> Result<(), UserError> {
     let loaded = config::load(cli.config.as_deref())?;
     let data_dir = config::data_dir(cli.data_dir.as_deref(), &loaded.file)?;
     match cli.command {
-        Command::Demo(args) if args.compute => compute_cmd::demo(args.models.as_deref(), &data_dir, out),
+        Command::Demo(args) if args.compute => {
+            compute_cmd::demo(args.models.as_deref(), &data_dir, out)
+        }
         Command::Demo(args) => {
             let job = match &args.job {
                 Some(path) => job::from_file(path)?.job,

@@ -16,7 +16,9 @@ use crate::{ARTIFACT_PART_BYTES, ComputeError, Msg};
 /// Answers a fetch: the part of a pinned file at `offset`, or that it is not here.
 pub fn serve(root: &Path, id: &[u8; 32], offset: u64) -> Msg {
     let aid = ArtifactId(*id);
-    let Some(file) = MINILM.file_by_id(&aid) else { return Msg::NoArtifact { id: *id } };
+    let Some(file) = MINILM.file_by_id(&aid) else {
+        return Msg::NoArtifact { id: *id };
+    };
     let path = root.join(MINILM.dir).join(file.name);
     let read = || -> std::io::Result<Vec<u8>> {
         let mut f = std::fs::File::open(&path)?;
@@ -30,7 +32,12 @@ pub fn serve(root: &Path, id: &[u8; 32], offset: u64) -> Msg {
         Ok(buf)
     };
     match read() {
-        Ok(data) => Msg::Part { id: *id, offset, total: file.size, data },
+        Ok(data) => Msg::Part {
+            id: *id,
+            offset,
+            total: file.size,
+            data,
+        },
         Err(_) => Msg::NoArtifact { id: *id },
     }
 }
@@ -74,7 +81,9 @@ impl Fetch {
 
     /// Whether every file is in place.
     pub fn finished(&mut self) -> bool {
-        while self.file < self.spec.files.len() && self.dir().join(self.spec.files[self.file].name).is_file() {
+        while self.file < self.spec.files.len()
+            && self.dir().join(self.spec.files[self.file].name).is_file()
+        {
             self.file += 1;
             self.offset = 0;
         }
@@ -92,7 +101,10 @@ impl Fetch {
             match rx.try_recv() {
                 Ok(found) => {
                     let me = client.local_peer_id();
-                    self.providers = found.into_iter().filter(|p| *p != me && !self.banned.contains(p)).collect();
+                    self.providers = found
+                        .into_iter()
+                        .filter(|p| *p != me && !self.banned.contains(p))
+                        .collect();
                     self.provider = 0;
                     self.lookup = None;
                 }
@@ -101,7 +113,10 @@ impl Fetch {
             }
         }
         if self.providers.is_empty() {
-            if self.looked.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+            if self
+                .looked
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+            {
                 return None;
             }
             self.looked = Some(Instant::now());
@@ -109,13 +124,21 @@ impl Fetch {
             let (tx, rx) = tokio::sync::oneshot::channel();
             let client = client.clone();
             tokio::spawn(async move {
-                let found = tokio::time::timeout(Duration::from_secs(10), client.get_providers(&key)).await.ok().and_then(Result::ok).unwrap_or_default();
+                let found =
+                    tokio::time::timeout(Duration::from_secs(10), client.get_providers(&key))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .unwrap_or_default();
                 let _ = tx.send(found);
             });
             self.lookup = Some(rx);
             return None;
         }
-        if self.asked.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+        if self
+            .asked
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
             return None;
         }
         if self.asked.is_some() {
@@ -123,7 +146,13 @@ impl Fetch {
         }
         let peer = *self.providers.get(self.provider)?;
         self.asked = Some(Instant::now());
-        Some((peer, Msg::Fetch { id: self.spec.files[self.file].id().0, offset: self.offset }))
+        Some((
+            peer,
+            Msg::Fetch {
+                id: self.spec.files[self.file].id().0,
+                offset: self.offset,
+            },
+        ))
     }
 
     fn ban(&mut self, peer: PeerId) {
@@ -148,7 +177,9 @@ impl Fetch {
 
     /// A provider does not hold it: try another.
     pub fn on_missing(&mut self, peer: PeerId, id: [u8; 32]) {
-        if self.providers.get(self.provider) == Some(&peer) && self.spec.files.get(self.file).map(|f| f.id().0) == Some(id) {
+        if self.providers.get(self.provider) == Some(&peer)
+            && self.spec.files.get(self.file).map(|f| f.id().0) == Some(id)
+        {
             self.asked = None;
             self.next_provider();
         }
@@ -156,31 +187,52 @@ impl Fetch {
 
     /// Takes a part; returns the next request, if any. A file whose bytes do
     /// not hash to its pin is deleted and refused (E120), and the provider dropped.
-    pub fn on_part(&mut self, peer: PeerId, id: [u8; 32], offset: u64, total: u64, data: &[u8]) -> Result<Option<Msg>, ComputeError> {
-        let Some(file) = self.spec.files.get(self.file) else { return Ok(None) };
-        if self.providers.get(self.provider) != Some(&peer) || file.id().0 != id || offset != self.offset {
+    pub fn on_part(
+        &mut self,
+        peer: PeerId,
+        id: [u8; 32],
+        offset: u64,
+        total: u64,
+        data: &[u8],
+    ) -> Result<Option<Msg>, ComputeError> {
+        let Some(file) = self.spec.files.get(self.file) else {
+            return Ok(None);
+        };
+        if self.providers.get(self.provider) != Some(&peer)
+            || file.id().0 != id
+            || offset != self.offset
+        {
             return Ok(None); // stale or unsolicited
         }
         // Every part but the last is whole: a provider cannot stall a fetch with tiny parts.
         let want = (u64::from(crate::ARTIFACT_PART_BYTES)).min(file.size.saturating_sub(offset));
         if total != file.size || data.len() as u64 != want {
             self.ban(peer);
-            return Err(ComputeError::Artifact(format!("{} sent a part of {} that does not fit its pinned size", peer, file.name)));
+            return Err(ComputeError::Artifact(format!(
+                "{} sent a part of {} that does not fit its pinned size",
+                peer, file.name
+            )));
         }
         let dir = self.dir();
         let part_path = dir.join(format!(".{}.part", file.name));
         if self.part.is_none() {
-            std::fs::create_dir_all(&dir).map_err(|e| ComputeError::Io(format!("{}: {e}", dir.display())))?;
-            let f = std::fs::File::create(&part_path).map_err(|e| ComputeError::Io(format!("{}: {e}", part_path.display())))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| ComputeError::Io(format!("{}: {e}", dir.display())))?;
+            let f = std::fs::File::create(&part_path)
+                .map_err(|e| ComputeError::Io(format!("{}: {e}", part_path.display())))?;
             self.part = Some(f);
         }
         if let Some(f) = self.part.as_mut() {
-            f.write_all(data).map_err(|e| ComputeError::Io(e.to_string()))?;
+            f.write_all(data)
+                .map_err(|e| ComputeError::Io(e.to_string()))?;
         }
         self.offset += data.len() as u64;
         self.asked = Some(Instant::now());
         if self.offset < total {
-            return Ok(Some(Msg::Fetch { id, offset: self.offset }));
+            return Ok(Some(Msg::Fetch {
+                id,
+                offset: self.offset,
+            }));
         }
         if let Some(f) = self.part.take() {
             f.sync_all().map_err(|e| ComputeError::Io(e.to_string()))?;
@@ -198,9 +250,13 @@ impl Fetch {
                 file.name, file.sha256
             )));
         }
-        std::fs::rename(&part_path, dir.join(file.name)).map_err(|e| ComputeError::Io(e.to_string()))?;
+        std::fs::rename(&part_path, dir.join(file.name))
+            .map_err(|e| ComputeError::Io(e.to_string()))?;
         self.file += 1;
-        Ok(self.spec.files.get(self.file).map(|f| Msg::Fetch { id: f.id().0, offset: 0 }))
+        Ok(self.spec.files.get(self.file).map(|f| Msg::Fetch {
+            id: f.id().0,
+            offset: 0,
+        }))
     }
 }
 
@@ -220,7 +276,12 @@ pub fn evict_lru(root: &Path, max_bytes: u64, keep: &str) -> std::io::Result<Vec
             size += m.len();
             used = used.max(m.accessed().or_else(|_| m.modified()).unwrap_or(used));
         }
-        dirs.push((used, size, e.file_name().to_string_lossy().into_owned(), e.path()));
+        dirs.push((
+            used,
+            size,
+            e.file_name().to_string_lossy().into_owned(),
+            e.path(),
+        ));
     }
     let mut total: u64 = dirs.iter().map(|d| d.1).sum();
     dirs.sort_by_key(|d| d.0);

@@ -21,7 +21,11 @@ pub fn rss_bytes() -> u64 {
     let page = rustix::param::page_size() as u64;
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .map_or(0, |pages| pages * page)
 }
 
@@ -82,7 +86,12 @@ impl Governor {
         let now = Instant::now();
         let cpu = (self.clock)();
         self.samples.push_back((now, cpu));
-        while self.samples.len() > 2 && self.samples.front().is_some_and(|(t, _)| now.duration_since(*t) > self.window) {
+        while self.samples.len() > 2
+            && self
+                .samples
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > self.window)
+        {
             self.samples.pop_front();
         }
         match self.samples.front() {
@@ -100,7 +109,11 @@ impl Governor {
             self.budget = self.budget.min(self.cap * 0.5);
         }
         self.last = Some((now, cpu));
-        if self.budget < 0.0 { Duration::from_secs_f64((-self.budget / self.cap).min(60.0)) } else { Duration::ZERO }
+        if self.budget < 0.0 {
+            Duration::from_secs_f64((-self.budget / self.cap).min(60.0))
+        } else {
+            Duration::ZERO
+        }
     }
 }
 

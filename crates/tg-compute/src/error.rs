@@ -32,7 +32,11 @@ impl ComputeError {
     /// The stable error code.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Task(tg_tasks::TaskError::ArtifactMissing { .. } | tg_tasks::TaskError::ArtifactHash { .. }) | Self::Artifact(_) => "E120",
+            Self::Task(
+                tg_tasks::TaskError::ArtifactMissing { .. }
+                | tg_tasks::TaskError::ArtifactHash { .. },
+            )
+            | Self::Artifact(_) => "E120",
             Self::Task(tg_tasks::TaskError::UnknownKind(_)) => "E123",
             Self::Task(tg_tasks::TaskError::Oversize { .. }) => "E122",
             Self::Task(_) | Self::Malformed(_) => "E121",

@@ -24,7 +24,8 @@ pub use error::ComputeError;
 pub use node::{Handle, NodeConfig, NodeStatus, PeerRow, Progress, Stage, start};
 pub use policy::{Policy, Redundancy, Standing, Standings, Verdict, judge};
 pub use proto::{
-    ARTIFACT_PART_BYTES, COMPUTE_PROTOCOL, Capability, MAX_MESSAGE_BYTES, Msg, Receipt, SignedResult, TaskId, input_digest, task_hex,
+    ARTIFACT_PART_BYTES, COMPUTE_PROTOCOL, Capability, MAX_MESSAGE_BYTES, Msg, Receipt,
+    SignedResult, TaskId, input_digest, task_hex,
 };
 pub use wallet::{ReceiptRecord, Wallet, WalletExport};
 pub use worker::WorkerConfig;

@@ -84,7 +84,11 @@ impl NodeConfig {
     /// Defaults: listen on loopback TCP, serve, 50 % CPU cap.
     pub fn new(models_dir: PathBuf, wallet_dir: PathBuf) -> Self {
         Self {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap_or_else(|_| Multiaddr::empty())],
+            listen: vec![
+                "/ip4/127.0.0.1/tcp/0"
+                    .parse()
+                    .unwrap_or_else(|_| Multiaddr::empty()),
+            ],
             bootstrap: Vec::new(),
             mdns: false,
             models_dir,
@@ -210,7 +214,10 @@ pub struct NodeStatus {
 impl NodeStatus {
     /// The node's public key as bytes.
     pub fn node_key(&self) -> [u8; 32] {
-        hex::decode(&self.node).ok().and_then(|v| v.try_into().ok()).unwrap_or([0; 32])
+        hex::decode(&self.node)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .unwrap_or([0; 32])
     }
 }
 
@@ -234,10 +241,20 @@ pub struct PeerRow {
 }
 
 enum Cmd {
-    Submit { input: TaskInput, redundancy: Redundancy, reply: oneshot::Sender<Result<TaskId, ComputeError>> },
-    Status { reply: oneshot::Sender<NodeStatus> },
-    Peers { reply: oneshot::Sender<Vec<PeerRow>> },
-    Wallet { reply: oneshot::Sender<crate::WalletExport> },
+    Submit {
+        input: TaskInput,
+        redundancy: Redundancy,
+        reply: oneshot::Sender<Result<TaskId, ComputeError>>,
+    },
+    Status {
+        reply: oneshot::Sender<NodeStatus>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerRow>>,
+    },
+    Wallet {
+        reply: oneshot::Sender<crate::WalletExport>,
+    },
 }
 
 /// A handle on a running node.
@@ -253,9 +270,20 @@ pub struct Handle {
 
 impl Handle {
     /// Stores and starts a task; returns its id.
-    pub async fn submit(&self, input: TaskInput, redundancy: Redundancy) -> Result<TaskId, ComputeError> {
+    pub async fn submit(
+        &self,
+        input: TaskInput,
+        redundancy: Redundancy,
+    ) -> Result<TaskId, ComputeError> {
         let (reply, rx) = oneshot::channel();
-        self.cmds.send(Cmd::Submit { input, redundancy, reply }).await.map_err(|_| ComputeError::Stopped)?;
+        self.cmds
+            .send(Cmd::Submit {
+                input,
+                redundancy,
+                reply,
+            })
+            .await
+            .map_err(|_| ComputeError::Stopped)?;
         rx.await.map_err(|_| ComputeError::Stopped)?
     }
 
@@ -276,21 +304,30 @@ impl Handle {
     /// Status.
     pub async fn status(&self) -> Result<NodeStatus, ComputeError> {
         let (reply, rx) = oneshot::channel();
-        self.cmds.send(Cmd::Status { reply }).await.map_err(|_| ComputeError::Stopped)?;
+        self.cmds
+            .send(Cmd::Status { reply })
+            .await
+            .map_err(|_| ComputeError::Stopped)?;
         rx.await.map_err(|_| ComputeError::Stopped)
     }
 
     /// Connected peers with latency and reputation.
     pub async fn peers(&self) -> Result<Vec<PeerRow>, ComputeError> {
         let (reply, rx) = oneshot::channel();
-        self.cmds.send(Cmd::Peers { reply }).await.map_err(|_| ComputeError::Stopped)?;
+        self.cmds
+            .send(Cmd::Peers { reply })
+            .await
+            .map_err(|_| ComputeError::Stopped)?;
         rx.await.map_err(|_| ComputeError::Stopped)
     }
 
     /// The wallet's export.
     pub async fn wallet(&self) -> Result<crate::WalletExport, ComputeError> {
         let (reply, rx) = oneshot::channel();
-        self.cmds.send(Cmd::Wallet { reply }).await.map_err(|_| ComputeError::Stopped)?;
+        self.cmds
+            .send(Cmd::Wallet { reply })
+            .await
+            .map_err(|_| ComputeError::Stopped)?;
         rx.await.map_err(|_| ComputeError::Stopped)
     }
 }
@@ -316,7 +353,11 @@ struct Active {
 }
 
 enum Internal {
-    SendFailed { peer: PeerId, task: Option<TaskId>, error: String },
+    SendFailed {
+        peer: PeerId,
+        task: Option<TaskId>,
+        error: String,
+    },
 }
 
 struct Node {
@@ -350,7 +391,10 @@ struct Node {
 }
 
 /// Starts a node. `secret` is its Ed25519 secret (the libp2p identity and the signing key).
-pub async fn start(secret: [u8; 32], cfg: NodeConfig) -> Result<(Handle, tokio::task::JoinHandle<()>), ComputeError> {
+pub async fn start(
+    secret: [u8; 32],
+    cfg: NodeConfig,
+) -> Result<(Handle, tokio::task::JoinHandle<()>), ComputeError> {
     let key = SigningKey::from_bytes(&secret);
     let mut net = tg_net::Config::new(tg_net::Role::Compute, cfg.listen.clone());
     net.mdns = cfg.mdns;
@@ -358,10 +402,14 @@ pub async fn start(secret: [u8; 32], cfg: NodeConfig) -> Result<(Handle, tokio::
     net.provider_republish = cfg.provider_ttl / 3;
     net.max_providers_per_key = 4096;
     net.request_timeout = Duration::from_secs(30);
-    let (client, events, event_loop) = tg_net::new(secret, net).map_err(|e| ComputeError::Net(e.to_string()))?;
+    let (client, events, event_loop) =
+        tg_net::new(secret, net).map_err(|e| ComputeError::Net(e.to_string()))?;
     tokio::spawn(event_loop.run());
     for addr in &cfg.bootstrap {
-        client.dial(addr.clone()).await.map_err(|e| ComputeError::Net(e.to_string()))?;
+        client
+            .dial(addr.clone())
+            .await
+            .map_err(|e| ComputeError::Net(e.to_string()))?;
     }
     let store = match &cfg.store {
         Some(p) => Some(TaskStore::open(p)?),
@@ -372,7 +420,16 @@ pub async fn start(secret: [u8; 32], cfg: NodeConfig) -> Result<(Handle, tokio::
     let stats = Arc::new(NodeStats::default());
     let wstats = Arc::new(WorkerStats::default());
     let (done_tx, done_rx) = mpsc::unbounded_channel();
-    let jobs = if cfg.serve { Some(worker::spawn(cfg.worker.clone(), models.clone(), wstats.clone(), done_tx)?) } else { None };
+    let jobs = if cfg.serve {
+        Some(worker::spawn(
+            cfg.worker.clone(),
+            models.clone(),
+            wstats.clone(),
+            done_tx,
+        )?)
+    } else {
+        None
+    };
     let (cmds, cmd_rx) = mpsc::channel(256);
     let (progress, _) = broadcast::channel(4096);
     let (internal, internal_rx) = mpsc::unbounded_channel();
@@ -408,11 +465,21 @@ pub async fn start(secret: [u8; 32], cfg: NodeConfig) -> Result<(Handle, tokio::
     };
     node.resume()?;
     let task = tokio::spawn(async move { node.run(events, cmd_rx, done_rx, internal_rx).await });
-    Ok((Handle { cmds, progress, stats, peer_id }, task))
+    Ok((
+        Handle {
+            cmds,
+            progress,
+            stats,
+            peer_id,
+        },
+        task,
+    ))
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn key_of(peer: &PeerId) -> Option<[u8; 32]> {
@@ -421,12 +488,18 @@ fn key_of(peer: &PeerId) -> Option<[u8; 32]> {
 
 impl Node {
     fn tell(&self, task: &TaskId, parent: Option<TaskId>, stage: Stage) {
-        let _ = self.progress.send(Progress { task: task_hex(task), parent: parent.map(|p| task_hex(&p)), stage });
+        let _ = self.progress.send(Progress {
+            task: task_hex(task),
+            parent: parent.map(|p| task_hex(&p)),
+            stage,
+        });
     }
 
     /// Loads pending tasks from the store (after a restart).
     fn resume(&mut self) -> Result<(), ComputeError> {
-        let Some(store) = &self.store else { return Ok(()) };
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
         self.standings.by_worker = store.standings()?;
         let leaves = store.pending_leaves()?;
         let parents = store.pending_parents()?;
@@ -441,7 +514,13 @@ impl Node {
         Ok(())
     }
 
-    fn activate(&mut self, id: TaskId, input: TaskInput, redundancy: Redundancy, parent: Option<TaskId>) {
+    fn activate(
+        &mut self,
+        id: TaskId,
+        input: TaskInput,
+        redundancy: Redundancy,
+        parent: Option<TaskId>,
+    ) {
         let (want, quorum) = match redundancy {
             Redundancy::Fixed(k) => (usize::from(k), usize::from(k)),
             Redundancy::Adaptive => (1, 1),
@@ -500,7 +579,11 @@ impl Node {
         stats.sending.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             if let Err(e) = client.send(peer, bytes).await {
-                let _ = internal.send(Internal::SendFailed { peer, task, error: e.to_string() });
+                let _ = internal.send(Internal::SendFailed {
+                    peer,
+                    task,
+                    error: e.to_string(),
+                });
             }
             stats.sending.fetch_sub(1, Ordering::Relaxed);
         });
@@ -549,7 +632,9 @@ impl Node {
             match tokio::task::spawn_blocking(move || MINILM.verify(&root)).await {
                 Ok(Ok(())) => self.verified_model = true,
                 Ok(Err(e)) => {
-                    tracing::warn!("error[E120]: the model here does not match its pins — {e} — it is neither served nor advertised");
+                    tracing::warn!(
+                        "error[E120]: the model here does not match its pins — {e} — it is neither served nor advertised"
+                    );
                     return;
                 }
                 Err(_) => return,
@@ -559,9 +644,17 @@ impl Node {
         if self.verified_model && !over && !self.advertised {
             let mut ok = true;
             for k in kinds() {
-                ok &= self.client.start_providing(&kind_key(k.name())).await.is_ok();
+                ok &= self
+                    .client
+                    .start_providing(&kind_key(k.name()))
+                    .await
+                    .is_ok();
             }
-            ok &= self.client.start_providing(&model_key(&MINILM.id())).await.is_ok();
+            ok &= self
+                .client
+                .start_providing(&model_key(&MINILM.id()))
+                .await
+                .is_ok();
             self.advertised = ok;
         } else if over && self.advertised {
             for k in kinds() {
@@ -574,22 +667,41 @@ impl Node {
     fn over_caps(&self) -> Option<String> {
         let rss = rss_bytes();
         if rss > self.cfg.worker.mem_cap_bytes {
-            return Some(format!("resident set {} MiB is over the {} MiB cap", rss >> 20, self.cfg.worker.mem_cap_bytes >> 20));
+            return Some(format!(
+                "resident set {} MiB is over the {} MiB cap",
+                rss >> 20,
+                self.cfg.worker.mem_cap_bytes >> 20
+            ));
         }
         let q = self.wstats.queue.load(Ordering::Relaxed);
         if q >= self.cfg.worker.max_queue {
-            return Some(format!("{q} tasks queued, the bound is {}", self.cfg.worker.max_queue));
+            return Some(format!(
+                "{q} tasks queued, the bound is {}",
+                self.cfg.worker.max_queue
+            ));
         }
         None
     }
 
     fn capability(&self) -> Capability {
-        let reason = if self.cfg.serve { self.over_caps() } else { Some("not serving tasks".into()) };
+        let reason = if self.cfg.serve {
+            self.over_caps()
+        } else {
+            Some("not serving tasks".into())
+        };
         let held = self.models.has_minilm();
         Capability {
             protocol: crate::COMPUTE_PROTOCOL,
-            kinds: if self.cfg.serve && held { kinds().iter().map(|k| k.name().to_string()).collect() } else { Vec::new() },
-            models: if held { vec![MINILM.id().to_hex()] } else { Vec::new() },
+            kinds: if self.cfg.serve && held {
+                kinds().iter().map(|k| k.name().to_string()).collect()
+            } else {
+                Vec::new()
+            },
+            models: if held {
+                vec![MINILM.id().to_hex()]
+            } else {
+                Vec::new()
+            },
             cpu_cap_pct: self.cfg.worker.cpu_cap_pct,
             cpu_used_pct: self.wstats.cpu_used_centi_pct.load(Ordering::Relaxed) / 100,
             queue: self.wstats.queue.load(Ordering::Relaxed),
@@ -607,7 +719,13 @@ impl Node {
                     if let Some(x) = a.assigned.get_mut(&peer).filter(|x| !x.accepted) {
                         x.accepted = true;
                         let parent = a.parent;
-                        self.tell(&task, parent, Stage::Computing { by: peer.to_string() });
+                        self.tell(
+                            &task,
+                            parent,
+                            Stage::Computing {
+                                by: peer.to_string(),
+                            },
+                        );
                     }
                 }
             }
@@ -618,7 +736,12 @@ impl Node {
             Msg::Result(r) => self.on_result(peer, r),
             Msg::Receipt(r) => self.on_receipt(peer, r),
             Msg::Fetch { id, offset } => self.on_fetch(peer, id, offset),
-            Msg::Part { id, offset, total, data } => {
+            Msg::Part {
+                id,
+                offset,
+                total,
+                data,
+            } => {
                 if let Some(f) = self.fetching.as_mut() {
                     match f.on_part(peer, id, offset, total, &data) {
                         Ok(Some(next)) => self.send(peer, next, None),
@@ -644,8 +767,14 @@ impl Node {
     /// asks are answered "not here" so the asker tries another provider.
     fn on_fetch(&mut self, peer: PeerId, id: [u8; 32], offset: u64) {
         let busy = {
-            let mut serving = self.serving.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !self.verified_model || serving.len() >= MAX_PARTS_IN_FLIGHT || serving.contains(&peer) {
+            let mut serving = self
+                .serving
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !self.verified_model
+                || serving.len() >= MAX_PARTS_IN_FLIGHT
+                || serving.contains(&peer)
+            {
                 true
             } else {
                 serving.insert(peer);
@@ -656,21 +785,37 @@ impl Node {
             self.send(peer, Msg::NoArtifact { id }, None);
             return;
         }
-        let (root, client, serving, stats) = (self.cfg.models_dir.clone(), self.client.clone(), self.serving.clone(), self.stats.clone());
+        let (root, client, serving, stats) = (
+            self.cfg.models_dir.clone(),
+            self.client.clone(),
+            self.serving.clone(),
+            self.stats.clone(),
+        );
         stats.sending.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let reply = tokio::task::spawn_blocking(move || artifacts::serve(&root, &id, offset))
                 .await
                 .unwrap_or(Msg::NoArtifact { id });
             let _ = client.send(peer, reply.encode()).await;
-            serving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&peer);
+            serving
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&peer);
             stats.sending.fetch_sub(1, Ordering::Relaxed);
         });
     }
 
     fn decline(&self, peer: PeerId, task: TaskId, code: &str, reason: String) {
         self.stats.declined.fetch_add(1, Ordering::Relaxed);
-        self.send(peer, Msg::Decline { task, code: code.into(), reason }, None);
+        self.send(
+            peer,
+            Msg::Decline {
+                task,
+                code: code.into(),
+                reason,
+            },
+            None,
+        );
     }
 
     fn on_assign(&mut self, peer: PeerId, task: TaskId, input: TaskInput) {
@@ -686,21 +831,46 @@ impl Node {
         };
         if let Err(e) = kind.validate(&input) {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
-            let code = if matches!(e, tg_tasks::TaskError::Oversize { .. }) { "E122" } else { "E121" };
+            let code = if matches!(e, tg_tasks::TaskError::Oversize { .. }) {
+                "E122"
+            } else {
+                "E121"
+            };
             return self.decline(peer, task, code, e.to_string());
         }
         if !matches!(kind.plan(&input), Ok(Plan::Run)) {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
-            return self.decline(peer, task, "E121", format!("{} fans out at the submitter; a worker runs its subtasks only", input.kind));
+            return self.decline(
+                peer,
+                task,
+                "E121",
+                format!(
+                    "{} fans out at the submitter; a worker runs its subtasks only",
+                    input.kind
+                ),
+            );
         }
         if !self.verified_model {
-            return self.decline(peer, task, "E120", "the model is not here (or not verified) yet".into());
+            return self.decline(
+                peer,
+                task,
+                "E120",
+                "the model is not here (or not verified) yet".into(),
+            );
         }
         if let Some(why) = self.over_caps() {
             return self.decline(peer, task, "E125", why);
         }
         self.wstats.queue.fetch_add(1, Ordering::Relaxed);
-        if jobs.send(Job { task, input, from: peer, queued: Instant::now() }).is_err() {
+        if jobs
+            .send(Job {
+                task,
+                input,
+                from: peer,
+                queued: Instant::now(),
+            })
+            .is_err()
+        {
             self.wstats.queue.fetch_sub(1, Ordering::Relaxed);
             return self.decline(peer, task, "E125", "the worker stopped".into());
         }
@@ -711,7 +881,8 @@ impl Node {
         match d.output {
             Ok(out) => {
                 self.stats.served.fetch_add(1, Ordering::Relaxed);
-                let r = SignedResult::sign(&self.key, d.task, &d.input, out, d.queued_ms, d.compute_ms);
+                let r =
+                    SignedResult::sign(&self.key, d.task, &d.input, out, d.queued_ms, d.compute_ms);
                 self.remember_result(d.task, d.from, r.output_digest, d.input.texts.len() as u32);
                 self.send(d.from, Msg::Result(r), None);
             }
@@ -739,7 +910,9 @@ impl Node {
         // Only a receipt for a result this node sent to that peer, for that
         // output, and for no more points than the task's texts, is stored.
         match self.sent.get(&r.task) {
-            Some((to, digest, points)) if *to == peer && *digest == r.output_digest && r.points <= *points => {
+            Some((to, digest, points))
+                if *to == peer && *digest == r.output_digest && r.points <= *points =>
+            {
                 self.sent.remove(&r.task);
             }
             _ => {
@@ -782,7 +955,12 @@ impl Node {
     }
 
     fn lost(&mut self, peer: PeerId, _why: &str) {
-        let tasks: Vec<TaskId> = self.active.iter().filter(|(_, a)| a.assigned.contains_key(&peer)).map(|(t, _)| *t).collect();
+        let tasks: Vec<TaskId> = self
+            .active
+            .iter()
+            .filter(|(_, a)| a.assigned.contains_key(&peer))
+            .map(|(t, _)| *t)
+            .collect();
         for t in tasks {
             self.unassign(peer, t, true);
         }
@@ -813,7 +991,13 @@ impl Node {
         let Some(worker) = key_of(&peer) else { return };
         let shaped = kind_by_name(&a.input.kind).is_ok_and(|k| k.well_formed(&a.input, &r.output));
         if let Err(e) = r.verify(&a.input, &worker).and_then(|()| {
-            if shaped { Ok(()) } else { Err(ComputeError::Malformed("output has the wrong shape for its input".into())) }
+            if shaped {
+                Ok(())
+            } else {
+                Err(ComputeError::Malformed(
+                    "output has the wrong shape for its input".into(),
+                ))
+            }
         }) {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, "error[E124]: refused a result — {e} — the worker's result is treated as invalid");
@@ -826,7 +1010,9 @@ impl Node {
             let net = x.since.elapsed().as_micros() as u64;
             let work = (u64::from(r.queued_ms) + u64::from(r.compute_ms)) * 1000;
             self.stats.overhead_count.fetch_add(1, Ordering::Relaxed);
-            self.stats.overhead_us_sum.fetch_add(net.saturating_sub(work), Ordering::Relaxed);
+            self.stats
+                .overhead_us_sum
+                .fetch_add(net.saturating_sub(work), Ordering::Relaxed);
         }
         if let Some(n) = self.inflight.get_mut(&peer) {
             *n = n.saturating_sub(1);
@@ -836,11 +1022,15 @@ impl Node {
     }
 
     fn decide(&mut self, task: TaskId) {
-        let Some(a) = self.active.get(&task) else { return };
+        let Some(a) = self.active.get(&task) else {
+            return;
+        };
         if a.results.len() < a.want {
             return;
         }
-        let Ok(kind) = kind_by_name(&a.input.kind) else { return };
+        let Ok(kind) = kind_by_name(&a.input.kind) else {
+            return;
+        };
         let outs: Vec<&TaskOutput> = a.results.iter().map(|(_, r)| &r.output).collect();
         match judge(kind, &outs, a.quorum, a.budget) {
             Verdict::NeedMore(n) => {
@@ -853,18 +1043,27 @@ impl Node {
                 }
             }
             Verdict::Failed(reason) => self.finish_failed(task, reason),
-            Verdict::Verified { answer, agreeing, disagreeing } => {
+            Verdict::Verified {
+                answer,
+                agreeing,
+                disagreeing,
+            } => {
                 // A disagreement is settled by a margin of two: while the
                 // majority leads by one and the budget allows, ask one more
                 // worker. Only a margin of two may strike the minority.
                 let margin = agreeing.len().saturating_sub(disagreeing.len());
-                if !disagreeing.is_empty() && margin < 2 && a.results.len() + a.assigned.len() < a.budget {
+                if !disagreeing.is_empty()
+                    && margin < 2
+                    && a.results.len() + a.assigned.len() < a.budget
+                {
                     if let Some(a) = self.active.get_mut(&task) {
                         a.want = a.want.max(a.results.len() + 1);
                     }
                     return;
                 }
-                let Some(a) = self.active.remove(&task) else { return };
+                let Some(a) = self.active.remove(&task) else {
+                    return;
+                };
                 for (p, _) in a.assigned.keys().map(|p| (*p, ())) {
                     if let Some(n) = self.inflight.get_mut(&p) {
                         *n = n.saturating_sub(1);
@@ -875,29 +1074,47 @@ impl Node {
                 // A minority is struck only when the majority has an established
                 // worker in it: fresh identities (Sybils) agreeing with each
                 // other cannot frame an honest worker.
-                let established = agreeing.iter().any(|&i| self.standings.get(&a.results[i].1.worker).valid >= ESTABLISHED_AFTER);
+                let established = agreeing.iter().any(|&i| {
+                    self.standings.get(&a.results[i].1.worker).valid >= ESTABLISHED_AFTER
+                });
                 let mut by = Vec::new();
                 for &i in &agreeing {
                     let (p, r) = &a.results[i];
                     self.standings.valid(r.worker);
                     self.save_standing(&r.worker);
                     by.push(p.to_string());
-                    let receipt = Receipt::issue(&self.key, task, r.worker, r.output_digest, points, unix_now());
+                    let receipt = Receipt::issue(
+                        &self.key,
+                        task,
+                        r.worker,
+                        r.output_digest,
+                        points,
+                        unix_now(),
+                    );
                     self.send(*p, Msg::Receipt(receipt), None);
                 }
                 let mut rejected = Vec::new();
                 for &i in &disagreeing {
                     let (p, r) = &a.results[i];
                     self.stats.disagreements.fetch_add(1, Ordering::Relaxed);
-                    if established && margin >= 2 && self.standings.invalid(r.worker, &self.cfg.policy) {
+                    if established
+                        && margin >= 2
+                        && self.standings.invalid(r.worker, &self.cfg.policy)
+                    {
                         tracing::warn!(peer = %p, "worker excluded: its results disagreed with the majority");
                     }
                     self.save_standing(&r.worker);
                     rejected.push(p.to_string());
                 }
-                let hexes = |v: &[usize]| v.iter().map(|&i| hex::encode(a.results[i].1.worker)).collect::<Vec<_>>();
+                let hexes = |v: &[usize]| {
+                    v.iter()
+                        .map(|&i| hex::encode(a.results[i].1.worker))
+                        .collect::<Vec<_>>()
+                };
                 if let Some(s) = self.store.as_mut() {
-                    if let Err(e) = s.finish(&task, &output, &hexes(&agreeing), &hexes(&disagreeing)) {
+                    if let Err(e) =
+                        s.finish(&task, &output, &hexes(&agreeing), &hexes(&disagreeing))
+                    {
                         tracing::error!("{e}");
                     }
                 }
@@ -933,13 +1150,20 @@ impl Node {
     fn count_done(&self, ms: u64) {
         self.stats.done.fetch_add(1, Ordering::Relaxed);
         self.stats.latency_ms_sum.fetch_add(ms, Ordering::Relaxed);
-        let b = LATENCY_BOUNDS_MS.iter().position(|&u| ms <= u).unwrap_or(LATENCY_BOUNDS_MS.len());
+        let b = LATENCY_BOUNDS_MS
+            .iter()
+            .position(|&u| ms <= u)
+            .unwrap_or(LATENCY_BOUNDS_MS.len());
         self.stats.latency_buckets[b].fetch_add(1, Ordering::Relaxed);
     }
 
     fn maybe_combine(&mut self, parent: TaskId) {
-        let Some(store) = self.store.as_mut() else { return };
-        let (Ok(Some(rec)), Ok(children)) = (store.get(&parent), store.children(&parent)) else { return };
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        let (Ok(Some(rec)), Ok(children)) = (store.get(&parent), store.children(&parent)) else {
+            return;
+        };
         if rec.state != TaskState::Pending || children.iter().any(|c| c.state != TaskState::Done) {
             return;
         }
@@ -973,7 +1197,12 @@ impl Node {
         }
         if let Some(p) = parent {
             // Its siblings are no longer worth running.
-            let siblings: Vec<TaskId> = self.active.iter().filter(|(_, a)| a.parent == Some(p)).map(|(t, _)| *t).collect();
+            let siblings: Vec<TaskId> = self
+                .active
+                .iter()
+                .filter(|(_, a)| a.parent == Some(p))
+                .map(|(t, _)| *t)
+                .collect();
             for t in siblings {
                 if let Some(a) = self.active.remove(&t) {
                     for q in a.assigned.keys() {
@@ -990,13 +1219,28 @@ impl Node {
 
     async fn on_cmd(&mut self, c: Cmd) {
         match c {
-            Cmd::Submit { input, redundancy, reply } => {
+            Cmd::Submit {
+                input,
+                redundancy,
+                reply,
+            } => {
                 let _ = reply.send(self.submit(input, redundancy));
                 self.assign_pending();
             }
             Cmd::Status { reply } => {
-                let listen = self.client.listeners().await.unwrap_or_default().iter().map(ToString::to_string).collect();
-                let tasks = self.store.as_ref().and_then(|s| s.counts().ok()).unwrap_or((0, 0, 0));
+                let listen = self
+                    .client
+                    .listeners()
+                    .await
+                    .unwrap_or_default()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                let tasks = self
+                    .store
+                    .as_ref()
+                    .and_then(|s| s.counts().ok())
+                    .unwrap_or((0, 0, 0));
                 let _ = reply.send(NodeStatus {
                     peer_id: self.client.local_peer_id().to_string(),
                     node: hex::encode(self.key.verifying_key().to_bytes()),
@@ -1019,7 +1263,9 @@ impl Node {
                     .unwrap_or_default()
                     .into_iter()
                     .map(|p| {
-                        let st = key_of(&p.peer).map(|k| self.standings.get(&k)).unwrap_or_default();
+                        let st = key_of(&p.peer)
+                            .map(|k| self.standings.get(&k))
+                            .unwrap_or_default();
                         PeerRow {
                             peer: p.peer.to_string(),
                             addr: p.addr.to_string(),
@@ -1042,7 +1288,10 @@ impl Node {
     fn submit(&mut self, input: TaskInput, redundancy: Redundancy) -> Result<TaskId, ComputeError> {
         let kind = kind_by_name(&input.kind).map_err(ComputeError::Task)?;
         let plan = kind.plan(&input).map_err(ComputeError::Task)?;
-        let store = self.store.as_mut().ok_or_else(|| ComputeError::Io("this node keeps no task store".into()))?;
+        let store = self
+            .store
+            .as_mut()
+            .ok_or_else(|| ComputeError::Io("this node keeps no task store".into()))?;
         let mut rng = rand::rng();
         let id: TaskId = rng.random();
         let subtasks: Vec<(TaskId, TaskInput)> = match plan {
@@ -1078,7 +1327,12 @@ impl Node {
         let expired: Vec<(TaskId, PeerId)> = self
             .active
             .iter()
-            .flat_map(|(t, a)| a.assigned.iter().filter(|(_, x)| x.since.elapsed() > timeout).map(|(p, _)| (*t, *p)))
+            .flat_map(|(t, a)| {
+                a.assigned
+                    .iter()
+                    .filter(|(_, x)| x.since.elapsed() > timeout)
+                    .map(|(p, _)| (*t, *p))
+            })
             .collect();
         for (t, p) in expired {
             tracing::info!(peer = %p, task = %task_hex(&t), "assignment timed out; reassigning");
@@ -1086,9 +1340,20 @@ impl Node {
         }
         // A task that outlives its deadline fails with a reason; it is never left pending.
         let deadline = self.cfg.task_deadline;
-        let late: Vec<TaskId> = self.active.iter().filter(|(_, a)| a.created.elapsed() > deadline).map(|(t, _)| *t).collect();
+        let late: Vec<TaskId> = self
+            .active
+            .iter()
+            .filter(|(_, a)| a.created.elapsed() > deadline)
+            .map(|(t, _)| *t)
+            .collect();
         for t in late {
-            self.finish_failed(t, format!("no quorum of agreeing results within {} s", deadline.as_secs()));
+            self.finish_failed(
+                t,
+                format!(
+                    "no quorum of agreeing results within {} s",
+                    deadline.as_secs()
+                ),
+            );
         }
         self.refresh_providers().await;
         self.assign_pending();
@@ -1107,18 +1372,29 @@ impl Node {
                 Err(oneshot::error::TryRecvError::Closed) => self.provider_query = None,
             }
         }
-        if self.rtts_at.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+        if self
+            .rtts_at
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(5))
+        {
             self.rtts_at = Some(Instant::now());
             if let Ok(peers) = self.client.peers().await {
-                self.rtts = peers.into_iter().filter_map(|p| p.rtt.map(|r| (p.peer, r.as_secs_f64() * 1000.0))).collect();
+                self.rtts = peers
+                    .into_iter()
+                    .filter_map(|p| p.rtt.map(|r| (p.peer, r.as_secs_f64() * 1000.0)))
+                    .collect();
             }
         }
-        let stale = self.providers_at.is_none_or(|t| t.elapsed() > Duration::from_secs(if self.providers.is_empty() { 1 } else { 10 }));
+        let stale = self.providers_at.is_none_or(|t| {
+            t.elapsed() > Duration::from_secs(if self.providers.is_empty() { 1 } else { 10 })
+        });
         if stale && self.provider_query.is_none() {
             let (tx, rx) = oneshot::channel();
             let client = self.client.clone();
             tokio::spawn(async move {
-                let found = client.get_providers(&kind_key("embed")).await.unwrap_or_default();
+                let found = client
+                    .get_providers(&kind_key("embed"))
+                    .await
+                    .unwrap_or_default();
                 let _ = tx.send(found);
             });
             self.provider_query = Some(rx);
@@ -1126,7 +1402,9 @@ impl Node {
     }
 
     fn score(&self, p: &PeerId, rtts: &HashMap<PeerId, f64>) -> f64 {
-        let st = key_of(p).map(|k| self.standings.get(&k)).unwrap_or_default();
+        let st = key_of(p)
+            .map(|k| self.standings.get(&k))
+            .unwrap_or_default();
         let load = self.inflight.get(p).copied().unwrap_or(0) as f64;
         let rtt = rtts.get(p).copied().unwrap_or(50.0);
         st.score() / (1.0 + load) / (1.0 + rtt / 100.0)
@@ -1142,9 +1420,13 @@ impl Node {
         let ids: Vec<TaskId> = self.active.keys().copied().collect();
         let rtts = self.rtts.clone();
         let mut rng = rand::rng();
-        let fresh = self.providers_at.is_some_and(|t| t.elapsed() < Duration::from_secs(15));
+        let fresh = self
+            .providers_at
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(15));
         for t in ids {
-            let Some(a) = self.active.get(&t) else { continue };
+            let Some(a) = self.active.get(&t) else {
+                continue;
+            };
             let missing = a.want.saturating_sub(a.results.len() + a.assigned.len());
             if missing == 0 {
                 continue;
@@ -1160,9 +1442,16 @@ impl Node {
                 continue;
             }
             let per = self.cfg.per_worker;
-            let unanswered: Vec<PeerId> =
-                candidates.iter().filter(|p| !a.assigned.contains_key(p) && !a.results.iter().any(|(q, _)| q == *p)).copied().collect();
-            if unanswered.is_empty() && a.assigned.is_empty() && fresh && a.created.elapsed() > Duration::from_secs(5) {
+            let unanswered: Vec<PeerId> = candidates
+                .iter()
+                .filter(|p| !a.assigned.contains_key(p) && !a.results.iter().any(|(q, _)| q == *p))
+                .copied()
+                .collect();
+            if unanswered.is_empty()
+                && a.assigned.is_empty()
+                && fresh
+                && a.created.elapsed() > Duration::from_secs(5)
+            {
                 // Every capable peer has answered and the quorum still needs more.
                 let reason = format!(
                     "not enough independent workers: {} results, {} more needed, no capable peer left that has not answered",
@@ -1172,8 +1461,10 @@ impl Node {
                 self.finish_failed(t, reason);
                 continue;
             }
-            let mut eligible: Vec<PeerId> =
-                unanswered.into_iter().filter(|p| self.inflight.get(p).copied().unwrap_or(0) < per).collect();
+            let mut eligible: Vec<PeerId> = unanswered
+                .into_iter()
+                .filter(|p| self.inflight.get(p).copied().unwrap_or(0) < per)
+                .collect();
             if eligible.is_empty() {
                 continue;
             }
@@ -1191,9 +1482,18 @@ impl Node {
             eligible = keyed.into_iter().map(|(_, _, p)| p).collect();
             // Adaptive replication: the first worker's standing sets the replicas.
             let mut want = a.want;
-            if a.redundancy == Redundancy::Adaptive && a.results.is_empty() && a.assigned.is_empty() && a.want == 1 {
+            if a.redundancy == Redundancy::Adaptive
+                && a.results.is_empty()
+                && a.assigned.is_empty()
+                && a.want == 1
+            {
                 if let Some(k) = key_of(&eligible[0]) {
-                    want = self.standings.replicas(Redundancy::Adaptive, &k, &self.cfg.policy, rng.random::<f64>());
+                    want = self.standings.replicas(
+                        Redundancy::Adaptive,
+                        &k,
+                        &self.cfg.policy,
+                        rng.random::<f64>(),
+                    );
                 }
             }
             let missing = want.saturating_sub(a.results.len() + a.assigned.len());
@@ -1206,15 +1506,34 @@ impl Node {
                     a.quorum = 2;
                 }
                 for p in &chosen {
-                    a.assigned.insert(*p, Assignment { since: Instant::now(), accepted: false });
+                    a.assigned.insert(
+                        *p,
+                        Assignment {
+                            since: Instant::now(),
+                            accepted: false,
+                        },
+                    );
                     a.tried.insert(*p);
                 }
             }
             for p in &chosen {
                 *self.inflight.entry(*p).or_default() += 1;
-                self.send(*p, Msg::Assign { task: t, input: input.clone() }, Some(t));
+                self.send(
+                    *p,
+                    Msg::Assign {
+                        task: t,
+                        input: input.clone(),
+                    },
+                    Some(t),
+                );
             }
-            self.tell(&t, parent, Stage::Assigned { to: chosen.iter().map(ToString::to_string).collect() });
+            self.tell(
+                &t,
+                parent,
+                Stage::Assigned {
+                    to: chosen.iter().map(ToString::to_string).collect(),
+                },
+            );
         }
     }
 
@@ -1232,7 +1551,9 @@ impl Node {
             self.advertise().await;
             return;
         }
-        let Some(f) = self.fetching.as_mut() else { return };
+        let Some(f) = self.fetching.as_mut() else {
+            return;
+        };
         if let Some(msg) = f.poll(&self.client) {
             let (peer, m) = msg;
             self.send(peer, m, None);

@@ -23,7 +23,10 @@ impl Redundancy {
         if s == "auto" {
             return Some(Self::Adaptive);
         }
-        s.parse::<u8>().ok().filter(|k| (1..=5).contains(k)).map(Self::Fixed)
+        s.parse::<u8>()
+            .ok()
+            .filter(|k| (1..=5).contains(k))
+            .map(Self::Fixed)
     }
 }
 
@@ -43,7 +46,12 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Self { trust_streak: 10, spot_check: 0.1, exclude_after: 2, tie_breakers: 3 }
+        Self {
+            trust_streak: 10,
+            spot_check: 0.1,
+            exclude_after: 2,
+            tie_breakers: 3,
+        }
     }
 }
 
@@ -68,7 +76,11 @@ impl Standing {
         if self.excluded {
             return 0.0;
         }
-        (f64::from(self.valid) + 1.0) / (f64::from(self.valid) + 4.0 * f64::from(self.invalid) + 0.25 * f64::from(self.timeouts) + 1.0)
+        (f64::from(self.valid) + 1.0)
+            / (f64::from(self.valid)
+                + 4.0 * f64::from(self.invalid)
+                + 0.25 * f64::from(self.timeouts)
+                + 1.0)
     }
 }
 
@@ -147,7 +159,12 @@ pub enum Verdict {
 /// Groups results by agreement and decides. `quorum` agreeing results are
 /// needed, and that group must be larger than any other; `budget` is the
 /// most results this task may get in all.
-pub fn judge(kind: &dyn TaskKind, results: &[&TaskOutput], quorum: usize, budget: usize) -> Verdict {
+pub fn judge(
+    kind: &dyn TaskKind,
+    results: &[&TaskOutput],
+    quorum: usize,
+    budget: usize,
+) -> Verdict {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for (i, r) in results.iter().enumerate() {
         match groups.iter_mut().find(|g| kind.agree(results[g[0]], r)) {
@@ -161,10 +178,17 @@ pub fn judge(kind: &dyn TaskKind, results: &[&TaskOutput], quorum: usize, budget
     if best >= quorum && best > second {
         let agreeing = groups[0].clone();
         let disagreeing = groups[1..].iter().flatten().copied().collect();
-        return Verdict::Verified { answer: agreeing[0], agreeing, disagreeing };
+        return Verdict::Verified {
+            answer: agreeing[0],
+            agreeing,
+            disagreeing,
+        };
     }
     // Results needed for the largest group to reach the quorum and lead.
-    let need = quorum.saturating_sub(best).max(second + 1 - best.min(second + 1)).max(1);
+    let need = quorum
+        .saturating_sub(best)
+        .max(second + 1 - best.min(second + 1))
+        .max(1);
     if results.len() + need > budget {
         return Verdict::Failed(format!(
             "workers disagree: {} results in {} groups, no group of {quorum} that leads",
@@ -188,7 +212,10 @@ mod tests {
     fn two_agreeing_results_verify() {
         let k = kind_by_name("embed").unwrap();
         let (a, b) = (e(&[1.0, 0.0]), e(&[1.0, 1e-5]));
-        assert!(matches!(judge(k, &[&a, &b], 2, 4), Verdict::Verified { .. }));
+        assert!(matches!(
+            judge(k, &[&a, &b], 2, 4),
+            Verdict::Verified { .. }
+        ));
     }
 
     #[test]
@@ -198,7 +225,11 @@ mod tests {
         assert_eq!(judge(k, &[&good, &bad], 2, 4), Verdict::NeedMore(1));
         let good2 = e(&[1.0, 0.0]);
         match judge(k, &[&good, &bad, &good2], 2, 4) {
-            Verdict::Verified { agreeing, disagreeing, .. } => {
+            Verdict::Verified {
+                agreeing,
+                disagreeing,
+                ..
+            } => {
                 assert_eq!(agreeing, vec![0, 2]);
                 assert_eq!(disagreeing, vec![1]);
             }
@@ -210,7 +241,10 @@ mod tests {
     fn colluding_liars_that_tie_do_not_win() {
         let k = kind_by_name("embed").unwrap();
         let (g, b) = (e(&[1.0, 0.0]), e(&[0.0, 1.0]));
-        assert!(matches!(judge(k, &[&g, &b, &g, &b], 2, 4), Verdict::Failed(_)));
+        assert!(matches!(
+            judge(k, &[&g, &b, &g, &b], 2, 4),
+            Verdict::Failed(_)
+        ));
     }
 
     #[test]

@@ -91,7 +91,14 @@ fn result_message(r: &SignedResult) -> Vec<u8> {
 
 impl SignedResult {
     /// Signs a result with the worker's key.
-    pub fn sign(key: &SigningKey, task: TaskId, input: &TaskInput, output: TaskOutput, queued_ms: u32, compute_ms: u32) -> Self {
+    pub fn sign(
+        key: &SigningKey,
+        task: TaskId,
+        input: &TaskInput,
+        output: TaskOutput,
+        queued_ms: u32,
+        compute_ms: u32,
+    ) -> Self {
         let mut r = Self {
             task,
             input_digest: input_digest(input),
@@ -108,18 +115,28 @@ impl SignedResult {
 
     /// Checks the signature, the output's digest, and that it answers `input`
     /// and was signed by `expected_worker`.
-    pub fn verify(&self, input: &TaskInput, expected_worker: &[u8; 32]) -> Result<(), ComputeError> {
+    pub fn verify(
+        &self,
+        input: &TaskInput,
+        expected_worker: &[u8; 32],
+    ) -> Result<(), ComputeError> {
         if &self.worker != expected_worker {
-            return Err(ComputeError::BadSignature("signed by another key than the sending peer's".into()));
+            return Err(ComputeError::BadSignature(
+                "signed by another key than the sending peer's".into(),
+            ));
         }
         if self.input_digest != input_digest(input) {
             return Err(ComputeError::BadSignature("answers another input".into()));
         }
         if self.output_digest != output_digest(&self.output) {
-            return Err(ComputeError::BadSignature("output digest does not match the output".into()));
+            return Err(ComputeError::BadSignature(
+                "output digest does not match the output".into(),
+            ));
         }
-        let vk = VerifyingKey::from_bytes(&self.worker).map_err(|e| ComputeError::BadSignature(e.to_string()))?;
-        let sig = Signature::from_slice(&self.sig).map_err(|_| ComputeError::BadSignature("signature is not 64 bytes".into()))?;
+        let vk = VerifyingKey::from_bytes(&self.worker)
+            .map_err(|e| ComputeError::BadSignature(e.to_string()))?;
+        let sig = Signature::from_slice(&self.sig)
+            .map_err(|_| ComputeError::BadSignature("signature is not 64 bytes".into()))?;
         vk.verify(&result_message(self), &sig)
             .map_err(|_| ComputeError::BadSignature("result signature does not verify".into()))
     }
@@ -158,16 +175,33 @@ fn receipt_message(r: &Receipt) -> Vec<u8> {
 
 impl Receipt {
     /// Issues a receipt signed by the submitter.
-    pub fn issue(key: &SigningKey, task: TaskId, worker: [u8; 32], output_digest: [u8; 32], points: u32, issued_unix: u64) -> Self {
-        let mut r = Self { task, submitter: key.verifying_key().to_bytes(), worker, output_digest, points, issued_unix, sig: Vec::new() };
+    pub fn issue(
+        key: &SigningKey,
+        task: TaskId,
+        worker: [u8; 32],
+        output_digest: [u8; 32],
+        points: u32,
+        issued_unix: u64,
+    ) -> Self {
+        let mut r = Self {
+            task,
+            submitter: key.verifying_key().to_bytes(),
+            worker,
+            output_digest,
+            points,
+            issued_unix,
+            sig: Vec::new(),
+        };
         r.sig = key.sign(&receipt_message(&r)).to_bytes().to_vec();
         r
     }
 
     /// Checks the submitter's signature.
     pub fn verify(&self) -> Result<(), ComputeError> {
-        let vk = VerifyingKey::from_bytes(&self.submitter).map_err(|e| ComputeError::BadSignature(e.to_string()))?;
-        let sig = Signature::from_slice(&self.sig).map_err(|_| ComputeError::BadSignature("signature is not 64 bytes".into()))?;
+        let vk = VerifyingKey::from_bytes(&self.submitter)
+            .map_err(|e| ComputeError::BadSignature(e.to_string()))?;
+        let sig = Signature::from_slice(&self.sig)
+            .map_err(|_| ComputeError::BadSignature("signature is not 64 bytes".into()))?;
         vk.verify(&receipt_message(self), &sig)
             .map_err(|_| ComputeError::BadSignature("receipt signature does not verify".into()))
     }
@@ -242,9 +276,14 @@ impl Msg {
     /// Decodes a frame, refusing oversize or malformed bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, ComputeError> {
         if bytes.len() > MAX_MESSAGE_BYTES {
-            return Err(ComputeError::Malformed(format!("message of {} bytes, at most {MAX_MESSAGE_BYTES}", bytes.len())));
+            return Err(ComputeError::Malformed(format!(
+                "message of {} bytes, at most {MAX_MESSAGE_BYTES}",
+                bytes.len()
+            )));
         }
-        let body = bytes.strip_prefix(b"TGC1").ok_or_else(|| ComputeError::Malformed("not a compute message".into()))?;
+        let body = bytes
+            .strip_prefix(b"TGC1")
+            .ok_or_else(|| ComputeError::Malformed("not a compute message".into()))?;
         postcard::from_bytes(body).map_err(|e| ComputeError::Malformed(e.to_string()))
     }
 }
@@ -260,18 +299,38 @@ mod tests {
 
     #[test]
     fn results_and_receipts_sign_and_verify_and_bind_their_fields() {
-        let input = TaskInput { kind: "embed".into(), texts: vec!["hi".into()] };
+        let input = TaskInput {
+            kind: "embed".into(),
+            texts: vec!["hi".into()],
+        };
         let w = key(1);
-        let r = SignedResult::sign(&w, [3; 16], &input, TaskOutput::Embeddings(vec![vec![1.0, 0.0]]), 2, 5);
+        let r = SignedResult::sign(
+            &w,
+            [3; 16],
+            &input,
+            TaskOutput::Embeddings(vec![vec![1.0, 0.0]]),
+            2,
+            5,
+        );
         r.verify(&input, &w.verifying_key().to_bytes()).unwrap();
-        assert!(r.verify(&input, &key(2).verifying_key().to_bytes()).is_err());
+        assert!(
+            r.verify(&input, &key(2).verifying_key().to_bytes())
+                .is_err()
+        );
         let mut t = r.clone();
         t.compute_ms = 1;
         assert!(t.verify(&input, &w.verifying_key().to_bytes()).is_err());
         let mut t = r.clone();
         t.task = [4; 16];
         assert!(t.verify(&input, &w.verifying_key().to_bytes()).is_err());
-        let rc = Receipt::issue(&key(9), [3; 16], w.verifying_key().to_bytes(), r.output_digest, 1, 7);
+        let rc = Receipt::issue(
+            &key(9),
+            [3; 16],
+            w.verifying_key().to_bytes(),
+            r.output_digest,
+            1,
+            7,
+        );
         rc.verify().unwrap();
         let mut t = rc.clone();
         t.points = 2;

@@ -79,14 +79,17 @@ fn sql(e: rusqlite::Error) -> ComputeError {
 }
 
 fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl TaskStore {
     /// Opens or creates the store at `path`.
     pub fn open(path: &Path) -> Result<Self, ComputeError> {
         if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d).map_err(|e| ComputeError::Io(format!("{}: {e}", d.display())))?;
+            std::fs::create_dir_all(d)
+                .map_err(|e| ComputeError::Io(format!("{}: {e}", d.display())))?;
         }
         let db = Connection::open(path).map_err(sql)?;
         db.execute_batch(
@@ -105,7 +108,13 @@ impl TaskStore {
     }
 
     /// Stores a new task (and, for a fanned-out one, its subtasks) in one transaction.
-    pub fn insert(&mut self, id: &TaskId, input: &TaskInput, r: Redundancy, subtasks: &[(TaskId, TaskInput)]) -> Result<(), ComputeError> {
+    pub fn insert(
+        &mut self,
+        id: &TaskId,
+        input: &TaskInput,
+        r: Redundancy,
+        subtasks: &[(TaskId, TaskInput)],
+    ) -> Result<(), ComputeError> {
         let tx = self.db.transaction().map_err(sql)?;
         let red = serde_json::to_string(&r).unwrap_or_default();
         let t = now();
@@ -125,7 +134,13 @@ impl TaskStore {
     }
 
     /// Marks a task done with its verified output.
-    pub fn finish(&mut self, id: &TaskId, output: &TaskOutput, verified_by: &[String], rejected: &[String]) -> Result<(), ComputeError> {
+    pub fn finish(
+        &mut self,
+        id: &TaskId,
+        output: &TaskOutput,
+        verified_by: &[String],
+        rejected: &[String],
+    ) -> Result<(), ComputeError> {
         self.db
             .execute(
                 "UPDATE tasks SET state='done', output=?2, verified_by=?3, rejected=?4, finished=?5 WHERE id=?1 AND state='pending'",
@@ -161,7 +176,9 @@ impl TaskStore {
         let output: Option<String> = r.get(6)?;
         let vb: String = r.get(8)?;
         let rj: String = r.get(9)?;
-        let bad = |c: usize| rusqlite::Error::InvalidColumnType(c, "json".into(), rusqlite::types::Type::Text);
+        let bad = |c: usize| {
+            rusqlite::Error::InvalidColumnType(c, "json".into(), rusqlite::types::Type::Text)
+        };
         Ok(TaskRecord {
             id: hex::encode(id),
             parent: parent.map(hex::encode),
@@ -183,7 +200,11 @@ impl TaskStore {
     /// A task by id.
     pub fn get(&self, id: &TaskId) -> Result<Option<TaskRecord>, ComputeError> {
         self.db
-            .query_row(&format!("SELECT {} FROM tasks WHERE id=?1", Self::COLS), params![&id[..]], Self::row)
+            .query_row(
+                &format!("SELECT {} FROM tasks WHERE id=?1", Self::COLS),
+                params![&id[..]],
+                Self::row,
+            )
             .optional()
             .map_err(sql)
     }
@@ -192,18 +213,43 @@ impl TaskStore {
     pub fn find(&self, prefix: &str) -> Result<Option<TaskRecord>, ComputeError> {
         let p = prefix.to_ascii_lowercase();
         if p.len() < 6 || !p.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(ComputeError::Malformed(format!("{prefix:?} is not a task id (6 to 32 hex digits)")));
+            return Err(ComputeError::Malformed(format!(
+                "{prefix:?} is not a task id (6 to 32 hex digits)"
+            )));
         }
-        let mut st = self.db.prepare(&format!("SELECT {} FROM tasks WHERE hex(id) LIKE ?1", Self::COLS)).map_err(sql)?;
-        let rows: Vec<TaskRecord> =
-            st.query_map(params![format!("{}%", p.to_ascii_uppercase())], Self::row).map_err(sql)?.filter_map(Result::ok).collect();
-        Ok(if rows.len() == 1 { rows.into_iter().next() } else { None })
+        let mut st = self
+            .db
+            .prepare(&format!(
+                "SELECT {} FROM tasks WHERE hex(id) LIKE ?1",
+                Self::COLS
+            ))
+            .map_err(sql)?;
+        let rows: Vec<TaskRecord> = st
+            .query_map(params![format!("{}%", p.to_ascii_uppercase())], Self::row)
+            .map_err(sql)?
+            .filter_map(Result::ok)
+            .collect();
+        Ok(if rows.len() == 1 {
+            rows.into_iter().next()
+        } else {
+            None
+        })
     }
 
     /// Subtasks of a task, in order.
     pub fn children(&self, id: &TaskId) -> Result<Vec<TaskRecord>, ComputeError> {
-        let mut st = self.db.prepare(&format!("SELECT {} FROM tasks WHERE parent=?1 ORDER BY idx", Self::COLS)).map_err(sql)?;
-        let rows = st.query_map(params![&id[..]], Self::row).map_err(sql)?.filter_map(Result::ok).collect();
+        let mut st = self
+            .db
+            .prepare(&format!(
+                "SELECT {} FROM tasks WHERE parent=?1 ORDER BY idx",
+                Self::COLS
+            ))
+            .map_err(sql)?;
+        let rows = st
+            .query_map(params![&id[..]], Self::row)
+            .map_err(sql)?
+            .filter_map(Result::ok)
+            .collect();
         Ok(rows)
     }
 
@@ -226,7 +272,11 @@ impl TaskStore {
     }
 
     /// Stores a worker's standing.
-    pub fn save_standing(&mut self, worker: &[u8; 32], st: &crate::Standing) -> Result<(), ComputeError> {
+    pub fn save_standing(
+        &mut self,
+        worker: &[u8; 32],
+        st: &crate::Standing,
+    ) -> Result<(), ComputeError> {
         self.db
             .execute(
                 "INSERT INTO standings (worker, standing) VALUES (?1, ?2) ON CONFLICT(worker) DO UPDATE SET standing=excluded.standing",
@@ -237,13 +287,25 @@ impl TaskStore {
     }
 
     /// Every worker's stored standing.
-    pub fn standings(&self) -> Result<std::collections::HashMap<[u8; 32], crate::Standing>, ComputeError> {
-        let mut st = self.db.prepare("SELECT worker, standing FROM standings").map_err(sql)?;
+    pub fn standings(
+        &self,
+    ) -> Result<std::collections::HashMap<[u8; 32], crate::Standing>, ComputeError> {
+        let mut st = self
+            .db
+            .prepare("SELECT worker, standing FROM standings")
+            .map_err(sql)?;
         let rows = st
-            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+            })
             .map_err(sql)?
             .filter_map(Result::ok)
-            .filter_map(|(w, j)| Some((<[u8; 32]>::try_from(w).ok()?, serde_json::from_str(&j).ok()?)))
+            .filter_map(|(w, j)| {
+                Some((
+                    <[u8; 32]>::try_from(w).ok()?,
+                    serde_json::from_str(&j).ok()?,
+                ))
+            })
             .collect();
         Ok(rows)
     }
@@ -254,14 +316,29 @@ impl TaskStore {
             .db
             .prepare("SELECT id FROM tasks t WHERE state='pending' AND EXISTS (SELECT 1 FROM tasks c WHERE c.parent=t.id) ORDER BY created")
             .map_err(sql)?;
-        let rows = st.query_map([], |r| r.get::<_, Vec<u8>>(0)).map_err(sql)?.filter_map(Result::ok).filter_map(|v| v.try_into().ok()).collect();
+        let rows = st
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(sql)?
+            .filter_map(Result::ok)
+            .filter_map(|v| v.try_into().ok())
+            .collect();
         Ok(rows)
     }
 
     /// Every task, oldest first.
     pub fn all(&self) -> Result<Vec<TaskRecord>, ComputeError> {
-        let mut st = self.db.prepare(&format!("SELECT {} FROM tasks ORDER BY created, idx", Self::COLS)).map_err(sql)?;
-        let rows = st.query_map([], Self::row).map_err(sql)?.filter_map(Result::ok).collect();
+        let mut st = self
+            .db
+            .prepare(&format!(
+                "SELECT {} FROM tasks ORDER BY created, idx",
+                Self::COLS
+            ))
+            .map_err(sql)?;
+        let rows = st
+            .query_map([], Self::row)
+            .map_err(sql)?
+            .filter_map(Result::ok)
+            .collect();
         Ok(rows)
     }
 
@@ -269,11 +346,19 @@ impl TaskStore {
     pub fn counts(&self) -> Result<(u64, u64, u64), ComputeError> {
         let c = |s: TaskState| -> Result<u64, ComputeError> {
             self.db
-                .query_row("SELECT count(*) FROM tasks WHERE state=?1 AND parent IS NULL", params![s.as_str()], |r| r.get::<_, i64>(0))
+                .query_row(
+                    "SELECT count(*) FROM tasks WHERE state=?1 AND parent IS NULL",
+                    params![s.as_str()],
+                    |r| r.get::<_, i64>(0),
+                )
                 .map(|n| n as u64)
                 .map_err(sql)
         };
-        Ok((c(TaskState::Pending)?, c(TaskState::Done)?, c(TaskState::Failed)?))
+        Ok((
+            c(TaskState::Pending)?,
+            c(TaskState::Done)?,
+            c(TaskState::Failed)?,
+        ))
     }
 }
 

@@ -49,7 +49,9 @@ impl ReceiptRecord {
             hex::decode(s)
                 .ok()
                 .and_then(|v| v.try_into().ok())
-                .ok_or_else(|| ComputeError::Malformed(format!("receipt field {what} is not {N} hex bytes")))
+                .ok_or_else(|| {
+                    ComputeError::Malformed(format!("receipt field {what} is not {N} hex bytes"))
+                })
         }
         Ok(Receipt {
             task: arr(&self.task, "task")?,
@@ -93,20 +95,30 @@ impl WalletExport {
         let mut total = 0u64;
         for (i, rec) in self.receipts.iter().enumerate() {
             let r = rec.to_receipt()?;
-            r.verify().map_err(|e| ComputeError::BadSignature(format!("receipt {i}: {e}")))?;
+            r.verify()
+                .map_err(|e| ComputeError::BadSignature(format!("receipt {i}: {e}")))?;
             if rec.worker != self.node {
-                return Err(ComputeError::BadSignature(format!("receipt {i} pays another worker")));
+                return Err(ComputeError::BadSignature(format!(
+                    "receipt {i} pays another worker"
+                )));
             }
             if !seen.insert((r.task, r.submitter)) {
-                return Err(ComputeError::BadSignature(format!("receipt {i} repeats a paid task")));
+                return Err(ComputeError::BadSignature(format!(
+                    "receipt {i} repeats a paid task"
+                )));
             }
             if rec.submitter == self.node {
-                return Err(ComputeError::BadSignature(format!("receipt {i} is issued by the node to itself")));
+                return Err(ComputeError::BadSignature(format!(
+                    "receipt {i} is issued by the node to itself"
+                )));
             }
             total += u64::from(r.points);
         }
         if total != self.points {
-            return Err(ComputeError::BadSignature(format!("receipts add up to {total}, not the stated {}", self.points)));
+            return Err(ComputeError::BadSignature(format!(
+                "receipts add up to {total}, not the stated {}",
+                self.points
+            )));
         }
         Ok(total)
     }
@@ -124,9 +136,15 @@ pub struct Wallet {
 impl Wallet {
     /// Opens (or creates) `dir/receipts.jsonl` for the worker `node`.
     pub fn open(dir: &Path, node: [u8; 32]) -> Result<Self, ComputeError> {
-        std::fs::create_dir_all(dir).map_err(|e| ComputeError::Io(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ComputeError::Io(format!("{}: {e}", dir.display())))?;
         let path = dir.join("receipts.jsonl");
-        let mut w = Self { path, node, receipts: Vec::new(), seen: HashSet::new() };
+        let mut w = Self {
+            path,
+            node,
+            receipts: Vec::new(),
+            seen: HashSet::new(),
+        };
         if let Ok(text) = std::fs::read_to_string(&w.path) {
             for (n, line) in text.lines().enumerate() {
                 if line.trim().is_empty() {
@@ -139,10 +157,18 @@ impl Wallet {
                 };
                 // Only receipts that verify, pay this node and are not repeats count.
                 match rec.to_receipt() {
-                    Ok(r) if r.verify().is_ok() && r.worker == node && r.submitter != node && w.seen.insert((r.task, r.submitter)) => {
+                    Ok(r)
+                        if r.verify().is_ok()
+                            && r.worker == node
+                            && r.submitter != node
+                            && w.seen.insert((r.task, r.submitter)) =>
+                    {
                         w.receipts.push(rec);
                     }
-                    _ => tracing::warn!("wallet line {} does not verify, pays another node or repeats one; not counted", n + 1),
+                    _ => tracing::warn!(
+                        "wallet line {} does not verify, pays another node or repeats one; not counted",
+                        n + 1
+                    ),
                 }
             }
         }
@@ -154,10 +180,14 @@ impl Wallet {
     pub fn append(&mut self, r: &Receipt) -> Result<bool, ComputeError> {
         r.verify()?;
         if r.worker != self.node {
-            return Err(ComputeError::BadSignature("the receipt pays another worker".into()));
+            return Err(ComputeError::BadSignature(
+                "the receipt pays another worker".into(),
+            ));
         }
         if r.submitter == self.node {
-            return Err(ComputeError::BadSignature("a node cannot pay itself".into()));
+            return Err(ComputeError::BadSignature(
+                "a node cannot pay itself".into(),
+            ));
         }
         if !self.seen.insert((r.task, r.submitter)) {
             return Ok(false);
@@ -170,7 +200,9 @@ impl Wallet {
             .append(true)
             .open(&self.path)
             .map_err(|e| ComputeError::Io(format!("{}: {e}", self.path.display())))?;
-        f.write_all(line.as_bytes()).and_then(|()| f.sync_data()).map_err(|e| ComputeError::Io(format!("{}: {e}", self.path.display())))?;
+        f.write_all(line.as_bytes())
+            .and_then(|()| f.sync_data())
+            .map_err(|e| ComputeError::Io(format!("{}: {e}", self.path.display())))?;
         self.receipts.push(rec);
         Ok(true)
     }
@@ -192,7 +224,11 @@ impl Wallet {
 
     /// The export anyone can verify.
     pub fn export(&self) -> WalletExport {
-        WalletExport { node: hex::encode(self.node), points: self.balance(), receipts: self.receipts.clone() }
+        WalletExport {
+            node: hex::encode(self.node),
+            points: self.balance(),
+            receipts: self.receipts.clone(),
+        }
     }
 }
 

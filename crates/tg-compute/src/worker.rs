@@ -102,22 +102,49 @@ pub(crate) fn spawn(
                     std::thread::sleep(pause);
                 }
                 let started = Instant::now();
-                let queued_ms = started.duration_since(job.queued).as_millis().min(u128::from(u32::MAX)) as u32;
+                let queued_ms = started
+                    .duration_since(job.queued)
+                    .as_millis()
+                    .min(u128::from(u32::MAX)) as u32;
                 let output = if queued_ms as u128 > cfg.task_timeout.as_millis() {
-                    Err(ComputeError::Timeout(format!("waited {queued_ms} ms in the queue")))
+                    Err(ComputeError::Timeout(format!(
+                        "waited {queued_ms} ms in the queue"
+                    )))
                 } else {
-                    run_sliced(&pool, &models, &job.input, cfg.simulate_lying, &mut gov, cfg.task_timeout)
+                    run_sliced(
+                        &pool,
+                        &models,
+                        &job.input,
+                        cfg.simulate_lying,
+                        &mut gov,
+                        cfg.task_timeout,
+                    )
                 };
                 let compute_ms = started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
                 let output = match output {
                     Ok(_) if u128::from(compute_ms) > cfg.task_timeout.as_millis() => {
-                        Err(ComputeError::Timeout(format!("ran {compute_ms} ms, the limit is {} ms", cfg.task_timeout.as_millis())))
+                        Err(ComputeError::Timeout(format!(
+                            "ran {compute_ms} ms, the limit is {} ms",
+                            cfg.task_timeout.as_millis()
+                        )))
                     }
                     o => o,
                 };
-                stats.cpu_used_centi_pct.store((gov.used() * 10_000.0) as u32, Ordering::Relaxed);
+                stats
+                    .cpu_used_centi_pct
+                    .store((gov.used() * 10_000.0) as u32, Ordering::Relaxed);
                 stats.queue.fetch_sub(1, Ordering::Relaxed);
-                if done.send(Done { task: job.task, input: job.input, from: job.from, output, queued_ms, compute_ms }).is_err() {
+                if done
+                    .send(Done {
+                        task: job.task,
+                        input: job.input,
+                        from: job.from,
+                        output,
+                        queued_ms,
+                        compute_ms,
+                    })
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -143,13 +170,18 @@ fn run_sliced(
     if !matches!(input.kind.as_str(), "embed" | "classify") || input.texts.len() <= SLICE {
         return run_one(pool, models, input, lying);
     }
-    kind_by_name(&input.kind).and_then(|k| k.validate(input)).map_err(ComputeError::Task)?;
+    kind_by_name(&input.kind)
+        .and_then(|k| k.validate(input))
+        .map_err(ComputeError::Task)?;
     let mut vectors = Vec::new();
     let mut labels = Vec::new();
     let started = Instant::now();
     for (i, texts) in input.texts.chunks(SLICE).enumerate() {
         if started.elapsed() > timeout {
-            return Err(ComputeError::Timeout(format!("ran past its {} ms limit", timeout.as_millis())));
+            return Err(ComputeError::Timeout(format!(
+                "ran past its {} ms limit",
+                timeout.as_millis()
+            )));
         }
         if i > 0 {
             let pause = gov.pause();
@@ -157,19 +189,37 @@ fn run_sliced(
                 std::thread::sleep(pause);
             }
         }
-        let part = TaskInput { kind: input.kind.clone(), texts: texts.to_vec() };
+        let part = TaskInput {
+            kind: input.kind.clone(),
+            texts: texts.to_vec(),
+        };
         match run_one(pool, models, &part, lying)? {
             TaskOutput::Embeddings(v) => vectors.extend(v),
             TaskOutput::Labels(l) => labels.extend(l),
-            _ => return Err(ComputeError::Malformed("unexpected output of a slice".into())),
+            _ => {
+                return Err(ComputeError::Malformed(
+                    "unexpected output of a slice".into(),
+                ));
+            }
         }
     }
-    Ok(if input.kind == "embed" { TaskOutput::Embeddings(vectors) } else { TaskOutput::Labels(labels) })
+    Ok(if input.kind == "embed" {
+        TaskOutput::Embeddings(vectors)
+    } else {
+        TaskOutput::Labels(labels)
+    })
 }
 
-fn run_one(pool: &rayon::ThreadPool, models: &Models, input: &TaskInput, lying: bool) -> Result<TaskOutput, ComputeError> {
+fn run_one(
+    pool: &rayon::ThreadPool,
+    models: &Models,
+    input: &TaskInput,
+    lying: bool,
+) -> Result<TaskOutput, ComputeError> {
     let kind = kind_by_name(&input.kind).map_err(ComputeError::Task)?;
-    let out = pool.install(|| kind.run(models, input)).map_err(ComputeError::Task)?;
+    let out = pool
+        .install(|| kind.run(models, input))
+        .map_err(ComputeError::Task)?;
     Ok(if lying { perturb(out) } else { out })
 }
 
@@ -178,15 +228,20 @@ fn run_one(pool: &rayon::ThreadPool, models: &Models, input: &TaskInput, lying: 
 fn perturb(out: TaskOutput) -> TaskOutput {
     let bend = |v: Vec<f32>| {
         let n = v.len();
-        let w: Vec<f32> = v.iter().enumerate().map(|(i, x)| x + (if i % 2 == 0 { 0.75 } else { -0.75 }) / (n as f32).sqrt()).collect();
+        let w: Vec<f32> = v
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x + (if i % 2 == 0 { 0.75 } else { -0.75 }) / (n as f32).sqrt())
+            .collect();
         let norm = w.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
         w.into_iter().map(|x| x / norm).collect()
     };
     match out {
         TaskOutput::Embeddings(vs) => TaskOutput::Embeddings(vs.into_iter().map(bend).collect()),
-        TaskOutput::ChunkEmbeddings { spans, vectors } => {
-            TaskOutput::ChunkEmbeddings { spans, vectors: vectors.into_iter().map(bend).collect() }
-        }
+        TaskOutput::ChunkEmbeddings { spans, vectors } => TaskOutput::ChunkEmbeddings {
+            spans,
+            vectors: vectors.into_iter().map(bend).collect(),
+        },
         other => other,
     }
 }

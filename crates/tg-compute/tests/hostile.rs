@@ -18,8 +18,15 @@ fn models_dir() -> Option<PathBuf> {
     if Models::new(&root).has_minilm() {
         Some(root)
     } else {
-        assert!(std::env::var_os("TENSORGUARD_REQUIRE_MODELS").is_none(), "MiniLM is not in {} and TENSORGUARD_REQUIRE_MODELS is set", root.display());
-        eprintln!("SKIP: MiniLM is not in {} — run scripts/compute/fetch_models.sh", root.display());
+        assert!(
+            std::env::var_os("TENSORGUARD_REQUIRE_MODELS").is_none(),
+            "MiniLM is not in {} and TENSORGUARD_REQUIRE_MODELS is set",
+            root.display()
+        );
+        eprintln!(
+            "SKIP: MiniLM is not in {} — run scripts/compute/fetch_models.sh",
+            root.display()
+        );
         None
     }
 }
@@ -32,10 +39,17 @@ struct Rogue {
 
 async fn rogue(seed: u8) -> Rogue {
     let secret = [seed; 32];
-    let cfg = tg_net::Config::new(tg_net::Role::Compute, vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]);
+    let cfg = tg_net::Config::new(
+        tg_net::Role::Compute,
+        vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+    );
     let (client, events, ev) = tg_net::new(secret, cfg).unwrap();
     tokio::spawn(ev.run());
-    Rogue { key: SigningKey::from_bytes(&secret), client, events }
+    Rogue {
+        key: SigningKey::from_bytes(&secret),
+        client,
+        events,
+    }
 }
 
 impl Rogue {
@@ -84,24 +98,69 @@ async fn a_worker_refuses_hostile_assignments_and_forged_receipts_and_keeps_serv
     let to = w.peer_id;
     let id: TaskId = [1; 16];
     // Garbage and truncated bytes.
-    r.client.send(to, b"not a compute message".to_vec()).await.unwrap();
-    let mut truncated = Msg::Assign { task: id, input: TaskInput { kind: "embed".into(), texts: vec!["hello".into()] } }.encode();
+    r.client
+        .send(to, b"not a compute message".to_vec())
+        .await
+        .unwrap();
+    let mut truncated = Msg::Assign {
+        task: id,
+        input: TaskInput {
+            kind: "embed".into(),
+            texts: vec!["hello".into()],
+        },
+    }
+    .encode();
     truncated.truncate(truncated.len() - 3);
     r.client.send(to, truncated).await.unwrap();
     // Oversize, malformed and unknown-kind assignments: each declined with its code.
     let cases = [
-        (TaskInput { kind: "embed".into(), texts: vec!["x".repeat(tg_tasks::MAX_TEXT_BYTES + 1)] }, "E122"),
-        (TaskInput { kind: "embed".into(), texts: vec![] }, "E121"),
-        (TaskInput { kind: "embed".into(), texts: vec!["a\0b".into()] }, "E121"),
-        (TaskInput { kind: "mine-bitcoin".into(), texts: vec!["x".into()] }, "E123"),
-        (TaskInput { kind: "chunk".into(), texts: vec!["a".into(), "b".into()] }, "E121"),
+        (
+            TaskInput {
+                kind: "embed".into(),
+                texts: vec!["x".repeat(tg_tasks::MAX_TEXT_BYTES + 1)],
+            },
+            "E122",
+        ),
+        (
+            TaskInput {
+                kind: "embed".into(),
+                texts: vec![],
+            },
+            "E121",
+        ),
+        (
+            TaskInput {
+                kind: "embed".into(),
+                texts: vec!["a\0b".into()],
+            },
+            "E121",
+        ),
+        (
+            TaskInput {
+                kind: "mine-bitcoin".into(),
+                texts: vec!["x".into()],
+            },
+            "E123",
+        ),
+        (
+            TaskInput {
+                kind: "chunk".into(),
+                texts: vec!["a".into(), "b".into()],
+            },
+            "E121",
+        ),
     ];
     for (i, (input, code)) in cases.into_iter().enumerate() {
         let task = [i as u8 + 10; 16];
-        r.client.send(to, Msg::Assign { task, input }.encode()).await.unwrap();
+        r.client
+            .send(to, Msg::Assign { task, input }.encode())
+            .await
+            .unwrap();
         let (_, m) = r.next(Duration::from_secs(10)).await.expect("no answer");
         match m {
-            Msg::Decline { task: t, code: c, .. } => {
+            Msg::Decline {
+                task: t, code: c, ..
+            } => {
                 assert_eq!(t, task);
                 assert_eq!(c, code);
             }
@@ -110,38 +169,117 @@ async fn a_worker_refuses_hostile_assignments_and_forged_receipts_and_keeps_serv
     }
     // A receipt signed by someone other than the sending peer, and one paying another worker.
     let other = SigningKey::from_bytes(&[77; 32]);
-    let forged = Receipt::issue(&other, id, w.status().await.unwrap().node_key(), [0; 32], 1_000, 1);
-    r.client.send(to, Msg::Receipt(forged).encode()).await.unwrap();
+    let forged = Receipt::issue(
+        &other,
+        id,
+        w.status().await.unwrap().node_key(),
+        [0; 32],
+        1_000,
+        1,
+    );
+    r.client
+        .send(to, Msg::Receipt(forged).encode())
+        .await
+        .unwrap();
     let not_theirs = Receipt::issue(&r.key, id, [5; 32], [0; 32], 1_000, 1);
-    r.client.send(to, Msg::Receipt(not_theirs).encode()).await.unwrap();
-    let mut tampered = Receipt::issue(&r.key, id, w.status().await.unwrap().node_key(), [0; 32], 1, 1);
+    r.client
+        .send(to, Msg::Receipt(not_theirs).encode())
+        .await
+        .unwrap();
+    let mut tampered = Receipt::issue(
+        &r.key,
+        id,
+        w.status().await.unwrap().node_key(),
+        [0; 32],
+        1,
+        1,
+    );
     tampered.points = 1_000_000;
-    r.client.send(to, Msg::Receipt(tampered).encode()).await.unwrap();
+    r.client
+        .send(to, Msg::Receipt(tampered).encode())
+        .await
+        .unwrap();
     // Honestly signed by the sending peer, but for work the worker never did for it: minted points.
-    let minted = Receipt::issue(&r.key, [42; 16], w.status().await.unwrap().node_key(), [0; 32], 1_000, 1);
-    r.client.send(to, Msg::Receipt(minted).encode()).await.unwrap();
+    let minted = Receipt::issue(
+        &r.key,
+        [42; 16],
+        w.status().await.unwrap().node_key(),
+        [0; 32],
+        1_000,
+        1,
+    );
+    r.client
+        .send(to, Msg::Receipt(minted).encode())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(w.stats.refused.load(Ordering::Relaxed) >= 2 + 5 + 4, "refused {}", w.stats.refused.load(Ordering::Relaxed));
+    assert!(
+        w.stats.refused.load(Ordering::Relaxed) >= 2 + 5 + 4,
+        "refused {}",
+        w.stats.refused.load(Ordering::Relaxed)
+    );
     assert_eq!(w.wallet().await.unwrap().points, 0);
     // A chunk assignment (it fans out at the submitter) would run uncapped on the worker: refused.
-    r.client.send(to, Msg::Assign { task: [98; 16], input: TaskInput { kind: "chunk".into(), texts: vec!["a long text. ".repeat(100)] } }.encode()).await.unwrap();
+    r.client
+        .send(
+            to,
+            Msg::Assign {
+                task: [98; 16],
+                input: TaskInput {
+                    kind: "chunk".into(),
+                    texts: vec!["a long text. ".repeat(100)],
+                },
+            }
+            .encode(),
+        )
+        .await
+        .unwrap();
     let (_, m) = r.next(Duration::from_secs(10)).await.expect("no answer");
     assert!(matches!(m, Msg::Decline { code, .. } if code == "E121"));
     // It still serves a good task, and a receipt for it (more points than it was worth: refused; exact: stored).
-    r.client.send(to, Msg::Assign { task: [99; 16], input: TaskInput { kind: "embed".into(), texts: vec!["still alive".into()] } }.encode()).await.unwrap();
+    r.client
+        .send(
+            to,
+            Msg::Assign {
+                task: [99; 16],
+                input: TaskInput {
+                    kind: "embed".into(),
+                    texts: vec!["still alive".into()],
+                },
+            }
+            .encode(),
+        )
+        .await
+        .unwrap();
     let res = loop {
         let (_, m) = r.next(Duration::from_secs(60)).await.expect("no result");
         if let Msg::Result(res) = m {
             assert_eq!(res.task, [99; 16]);
-            res.verify(&TaskInput { kind: "embed".into(), texts: vec!["still alive".into()] }, &res.worker).unwrap();
+            res.verify(
+                &TaskInput {
+                    kind: "embed".into(),
+                    texts: vec!["still alive".into()],
+                },
+                &res.worker,
+            )
+            .unwrap();
             break res;
         }
     };
     let greedy = Receipt::issue(&r.key, [99; 16], res.worker, res.output_digest, 2, 1);
-    r.client.send(to, Msg::Receipt(greedy).encode()).await.unwrap();
+    r.client
+        .send(to, Msg::Receipt(greedy).encode())
+        .await
+        .unwrap();
     let fair = Receipt::issue(&r.key, [99; 16], res.worker, res.output_digest, 1, 1);
-    r.client.send(to, Msg::Receipt(fair.clone()).encode()).await.unwrap();
-    r.client.send(to, Msg::Receipt(fair).encode()).await.unwrap(); // a replay
+    r.client
+        .send(to, Msg::Receipt(fair.clone()).encode())
+        .await
+        .unwrap();
+    r.client
+        .send(to, Msg::Receipt(fair).encode())
+        .await
+        .unwrap(); // a replay
     tokio::time::sleep(Duration::from_millis(500)).await;
     let export = w.wallet().await.unwrap();
     assert_eq!(export.points, 1, "{export:?}");
@@ -151,8 +289,14 @@ async fn a_worker_refuses_hostile_assignments_and_forged_receipts_and_keeps_serv
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submitter_refuses_results_signed_by_the_wrong_key_and_replays() {
     let Some(models) = models_dir() else { return };
-    let (d1, d2, d3) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (w1, _) = start([51; 32], worker_cfg(models.clone(), &d1)).await.unwrap();
+    let (d1, d2, d3) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let (w1, _) = start([51; 32], worker_cfg(models.clone(), &d1))
+        .await
+        .unwrap();
     let addr = addr_of(&w1).await;
     let mut c2 = worker_cfg(models.clone(), &d2);
     c2.bootstrap = vec![addr.parse().unwrap()];
@@ -162,7 +306,10 @@ async fn a_submitter_refuses_results_signed_by_the_wrong_key_and_replays() {
     r.client.dial(addr.parse().unwrap()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _ = r.client.bootstrap().await;
-    r.client.start_providing(b"/tensorguard/compute/kind/embed").await.unwrap();
+    r.client
+        .start_providing(b"/tensorguard/compute/kind/embed")
+        .await
+        .unwrap();
     let mut sc = NodeConfig::new(models, d3.path().join("wallet"));
     sc.serve = false;
     sc.store = Some(d3.path().join("tasks.sqlite"));
@@ -170,7 +317,10 @@ async fn a_submitter_refuses_results_signed_by_the_wrong_key_and_replays() {
     sc.per_worker = 64;
     let (sub, _) = start([53; 32], sc).await.unwrap();
     let mut progress = sub.progress();
-    let input = |i: usize| TaskInput { kind: "embed".into(), texts: vec![format!("pick the cup {i}")] };
+    let input = |i: usize| TaskInput {
+        kind: "embed".into(),
+        texts: vec![format!("pick the cup {i}")],
+    };
     let mut ids = Vec::new();
     for i in 0..8 {
         ids.push(sub.submit(input(i), Redundancy::Fixed(2)).await.unwrap());
@@ -181,12 +331,24 @@ async fn a_submitter_refuses_results_signed_by_the_wrong_key_and_replays() {
     let mut kept: Option<(tg_net::PeerId, SignedResult)> = None;
     let end = tokio::time::Instant::now() + Duration::from_secs(20);
     while tokio::time::Instant::now() < end && forged < 3 {
-        let Some((peer, m)) = r.next(Duration::from_secs(5)).await else { continue };
+        let Some((peer, m)) = r.next(Duration::from_secs(5)).await else {
+            continue;
+        };
         if let Msg::Assign { task, input } = m {
             let out = TaskOutput::Embeddings(vec![vec![0.05; 384]]);
             let res = match forged % 3 {
                 0 => SignedResult::sign(&other, task, &input, out, 0, 1), // another key than the peer's
-                1 => SignedResult::sign(&r.key, task, &TaskInput { kind: "embed".into(), texts: vec!["other".into()] }, out, 0, 1), // another input
+                1 => SignedResult::sign(
+                    &r.key,
+                    task,
+                    &TaskInput {
+                        kind: "embed".into(),
+                        texts: vec!["other".into()],
+                    },
+                    out,
+                    0,
+                    1,
+                ), // another input
                 _ => {
                     let mut s = SignedResult::sign(&r.key, task, &input, out, 0, 1);
                     s.output = TaskOutput::Embeddings(vec![vec![0.9; 384]]); // output changed after signing
@@ -194,7 +356,10 @@ async fn a_submitter_refuses_results_signed_by_the_wrong_key_and_replays() {
                 }
             };
             kept.get_or_insert((peer, res.clone()));
-            r.client.send(peer, Msg::Result(res).encode()).await.unwrap();
+            r.client
+                .send(peer, Msg::Result(res).encode())
+                .await
+                .unwrap();
             forged += 1;
         }
     }
@@ -203,7 +368,10 @@ async fn a_submitter_refuses_results_signed_by_the_wrong_key_and_replays() {
     let mut done = std::collections::HashSet::new();
     let end = tokio::time::Instant::now() + Duration::from_secs(120);
     while done.len() < want.len() {
-        let p = tokio::time::timeout_at(end, progress.recv()).await.expect("tasks did not finish").unwrap();
+        let p = tokio::time::timeout_at(end, progress.recv())
+            .await
+            .expect("tasks did not finish")
+            .unwrap();
         if want.contains(&p.task) {
             match p.stage {
                 Stage::Done => {
@@ -215,17 +383,26 @@ async fn a_submitter_refuses_results_signed_by_the_wrong_key_and_replays() {
         }
     }
     assert!(forged >= 1, "the rogue was never assigned a task");
-    assert!(sub.stats.refused.load(Ordering::Relaxed) >= forged as u64, "forgeries not refused");
+    assert!(
+        sub.stats.refused.load(Ordering::Relaxed) >= forged as u64,
+        "forgeries not refused"
+    );
     // A replay of a result for a finished task is dropped, not counted as work.
     if let Some((peer, res)) = kept {
         let before = sub.stats.done.load(Ordering::Relaxed);
-        r.client.send(peer, Msg::Result(res).encode()).await.unwrap();
+        r.client
+            .send(peer, Msg::Result(res).encode())
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(sub.stats.done.load(Ordering::Relaxed), before);
     }
     if forged >= 2 {
         let peers = sub.peers().await.unwrap();
-        let rogue_row = peers.iter().find(|p| p.peer == r.client.local_peer_id().to_string()).expect("the rogue is connected");
+        let rogue_row = peers
+            .iter()
+            .find(|p| p.peer == r.client.local_peer_id().to_string())
+            .expect("the rogue is connected");
         assert!(rogue_row.excluded, "{peers:?}");
     }
 }

@@ -15,8 +15,15 @@ fn models_dir() -> Option<PathBuf> {
     if Models::new(&root).has_minilm() {
         Some(root)
     } else {
-        assert!(std::env::var_os("TENSORGUARD_REQUIRE_MODELS").is_none(), "MiniLM is not in {} and TENSORGUARD_REQUIRE_MODELS is set", root.display());
-        eprintln!("SKIP: MiniLM is not in {} — run scripts/compute/fetch_models.sh", root.display());
+        assert!(
+            std::env::var_os("TENSORGUARD_REQUIRE_MODELS").is_none(),
+            "MiniLM is not in {} and TENSORGUARD_REQUIRE_MODELS is set",
+            root.display()
+        );
+        eprintln!(
+            "SKIP: MiniLM is not in {} — run scripts/compute/fetch_models.sh",
+            root.display()
+        );
         None
     }
 }
@@ -26,7 +33,13 @@ struct Mesh {
     _dirs: Vec<tempfile::TempDir>,
 }
 
-async fn node(i: u8, models: PathBuf, bootstrap: Option<String>, lying: bool, submitter: bool) -> (Handle, tempfile::TempDir) {
+async fn node(
+    i: u8,
+    models: PathBuf,
+    bootstrap: Option<String>,
+    lying: bool,
+    submitter: bool,
+) -> (Handle, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = NodeConfig::new(models, dir.path().join("wallet"));
     cfg.worker.cpu_cap_pct = 800; // several workers share this test process's CPU clock
@@ -57,7 +70,14 @@ async fn mesh(models: PathBuf, workers: u8, liars: &[u8]) -> Mesh {
     let mut nodes = vec![first];
     let mut dirs = vec![d0];
     for i in 2..=workers {
-        let (h, d) = node(i, models.clone(), Some(addr.clone()), liars.contains(&i), false).await;
+        let (h, d) = node(
+            i,
+            models.clone(),
+            Some(addr.clone()),
+            liars.contains(&i),
+            false,
+        )
+        .await;
         nodes.push(h);
         dirs.push(d);
     }
@@ -72,10 +92,19 @@ fn check_against_local(store: &std::path::Path, models: &std::path::Path) -> usi
     let local = Models::new(models);
     let store = tg_compute::store::TaskStore::open(store).unwrap();
     let mut n = 0;
-    for rec in store.all().unwrap().into_iter().filter(|r| r.parent.is_none()) {
+    for rec in store
+        .all()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.parent.is_none())
+    {
         let k = kind_by_name(&rec.input.kind).unwrap();
         let mine = k.run(&local, &rec.input).unwrap();
-        assert!(k.agree(rec.output.as_ref().unwrap(), &mine), "task {} differs from a local run", rec.id);
+        assert!(
+            k.agree(rec.output.as_ref().unwrap(), &mine),
+            "task {} differs from a local run",
+            rec.id
+        );
         n += 1;
     }
     n
@@ -88,9 +117,18 @@ async fn wait_all(h: &Handle, ids: &[[u8; 16]], limit: Duration) -> Vec<(String,
     let deadline = tokio::time::Instant::now() + limit;
     while ends.len() < want.len() {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Ok(p)) if want.contains(&p.task) && matches!(p.stage, Stage::Done | Stage::Failed { .. }) => ends.push((p.task, p.stage)),
+            Ok(Ok(p))
+                if want.contains(&p.task)
+                    && matches!(p.stage, Stage::Done | Stage::Failed { .. }) =>
+            {
+                ends.push((p.task, p.stage))
+            }
             Ok(_) => {}
-            Err(_) => panic!("only {} of {} tasks ended in {limit:?}", ends.len(), want.len()),
+            Err(_) => panic!(
+                "only {} of {} tasks ended in {limit:?}",
+                ends.len(),
+                want.len()
+            ),
         }
     }
     ends
@@ -101,16 +139,34 @@ async fn tasks_are_verified_by_redundancy_and_paid() {
     let Some(models) = models_dir() else { return };
     let m = mesh(models.clone(), 3, &[]).await;
     let sub = m.nodes.last().unwrap().clone();
-    let texts: Vec<String> = (0..12).map(|i| format!("Robot {i} stacked the red block on the blue one.")).collect();
+    let texts: Vec<String> = (0..12)
+        .map(|i| format!("Robot {i} stacked the red block on the blue one."))
+        .collect();
     let mut ids = Vec::new();
     for t in &texts {
-        ids.push(sub.submit(TaskInput { kind: "embed".into(), texts: vec![t.clone()] }, Redundancy::Fixed(2)).await.unwrap());
+        ids.push(
+            sub.submit(
+                TaskInput {
+                    kind: "embed".into(),
+                    texts: vec![t.clone()],
+                },
+                Redundancy::Fixed(2),
+            )
+            .await
+            .unwrap(),
+        );
     }
     let ends = wait_all(&sub, &ids, Duration::from_secs(120)).await;
     assert!(ends.iter().all(|(_, s)| *s == Stage::Done), "{ends:?}");
     let st = sub.status().await.unwrap();
     assert_eq!(st.tasks, (0, 12, 0));
-    assert_eq!(check_against_local(&m._dirs.last().unwrap().path().join("tasks.sqlite"), &models), 12);
+    assert_eq!(
+        check_against_local(
+            &m._dirs.last().unwrap().path().join("tasks.sqlite"),
+            &models
+        ),
+        12
+    );
     // Every verified result earned receipts: 12 tasks × 2 workers × 1 text.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut points = 0;
@@ -130,9 +186,15 @@ async fn a_lying_worker_is_caught_excluded_and_unpaid() {
     let mut ids = Vec::new();
     for i in 0..32 {
         ids.push(
-            sub.submit(TaskInput { kind: "embed".into(), texts: vec![format!("sentence {i} about grasping")] }, Redundancy::Fixed(2))
-                .await
-                .unwrap(),
+            sub.submit(
+                TaskInput {
+                    kind: "embed".into(),
+                    texts: vec![format!("sentence {i} about grasping")],
+                },
+                Redundancy::Fixed(2),
+            )
+            .await
+            .unwrap(),
         );
     }
     let ends = wait_all(&sub, &ids, Duration::from_secs(180)).await;
@@ -140,9 +202,17 @@ async fn a_lying_worker_is_caught_excluded_and_unpaid() {
     let liar = m.nodes[1].wallet().await.unwrap();
     assert_eq!(liar.points, 0, "the liar was paid");
     let peers = sub.peers().await.unwrap();
-    let liar_row = peers.iter().find(|p| p.peer == m.nodes[1].peer_id.to_string()).unwrap();
+    let liar_row = peers
+        .iter()
+        .find(|p| p.peer == m.nodes[1].peer_id.to_string())
+        .unwrap();
     assert!(liar_row.excluded, "{peers:?}");
-    assert!(sub.stats.disagreements.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    assert!(
+        sub.stats
+            .disagreements
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,13 +220,28 @@ async fn chunk_fans_out_over_the_network_and_comes_back_in_order() {
     let Some(models) = models_dir() else { return };
     let m = mesh(models.clone(), 3, &[]).await;
     let sub = m.nodes.last().unwrap().clone();
-    let text = (0..300).map(|i| format!("Step {i}: the arm moves.")).collect::<Vec<_>>().join(" ");
-    let input = TaskInput { kind: "chunk".into(), texts: vec![text] };
-    let id = sub.submit(input.clone(), Redundancy::Fixed(2)).await.unwrap();
+    let text = (0..300)
+        .map(|i| format!("Step {i}: the arm moves."))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let input = TaskInput {
+        kind: "chunk".into(),
+        texts: vec![text],
+    };
+    let id = sub
+        .submit(input.clone(), Redundancy::Fixed(2))
+        .await
+        .unwrap();
     let ends = wait_all(&sub, &[id], Duration::from_secs(120)).await;
     assert_eq!(ends[0].1, Stage::Done);
     // In order, and equal to a local run (spans and every chunk's embedding).
-    assert_eq!(check_against_local(&m._dirs.last().unwrap().path().join("tasks.sqlite"), &models), 1);
+    assert_eq!(
+        check_against_local(
+            &m._dirs.last().unwrap().path().join("tasks.sqlite"),
+            &models
+        ),
+        1
+    );
     let _ = TaskOutput::Embeddings(vec![]);
 }
 
@@ -169,15 +254,24 @@ async fn colluding_fresh_liars_cannot_get_honest_workers_excluded() {
     let mut ids = Vec::new();
     for i in 0..40 {
         ids.push(
-            sub.submit(TaskInput { kind: "embed".into(), texts: vec![format!("collusion probe {i}")] }, Redundancy::Fixed(2))
-                .await
-                .unwrap(),
+            sub.submit(
+                TaskInput {
+                    kind: "embed".into(),
+                    texts: vec![format!("collusion probe {i}")],
+                },
+                Redundancy::Fixed(2),
+            )
+            .await
+            .unwrap(),
         );
     }
     let _ = wait_all(&sub, &ids, Duration::from_secs(240)).await;
     let peers = sub.peers().await.unwrap();
     for honest in &m.nodes[..3] {
-        let row = peers.iter().find(|p| p.peer == honest.peer_id.to_string()).unwrap();
+        let row = peers
+            .iter()
+            .find(|p| p.peer == honest.peer_id.to_string())
+            .unwrap();
         assert!(!row.excluded, "an honest worker was framed: {peers:?}");
     }
 }

@@ -146,7 +146,8 @@ impl Client {
     /// configured interval; expires at the other nodes after the provider TTL).
     pub async fn start_providing(&self, key: &[u8]) -> Result<(), NetError> {
         let key = key.to_vec();
-        self.call(|reply| Command::StartProviding { key, reply }).await?
+        self.call(|reply| Command::StartProviding { key, reply })
+            .await?
     }
 
     /// Stops announcing `key` (records elsewhere expire with their TTL).
@@ -160,7 +161,8 @@ impl Client {
     /// The peers the DHT says provide `key` (this node included when it does).
     pub async fn get_providers(&self, key: &[u8]) -> Result<Vec<PeerId>, NetError> {
         let key = key.to_vec();
-        self.call(|reply| Command::GetProviders { key, reply }).await
+        self.call(|reply| Command::GetProviders { key, reply })
+            .await
     }
 
     /// Joins the DHT: looks up this node's own id through the known peers.

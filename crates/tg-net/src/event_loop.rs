@@ -24,7 +24,10 @@ use crate::transfer::Reassembly;
 use crate::{Event, NetError, NetStats, PeerInfo, WireFault};
 
 /// A provider lookup in flight: what it found so far and who waits for it.
-pub(crate) type ProviderQuery = (std::collections::HashSet<PeerId>, oneshot::Sender<Vec<PeerId>>);
+pub(crate) type ProviderQuery = (
+    std::collections::HashSet<PeerId>,
+    oneshot::Sender<Vec<PeerId>>,
+);
 
 /// Runs the swarm until every [`crate::Client`] is dropped.
 pub struct EventLoop {
@@ -131,11 +134,19 @@ impl EventLoop {
                 let _ = reply.send(r);
             }
             Command::StopProviding { key } => {
-                self.swarm.behaviour_mut().kad.stop_providing(&kad::RecordKey::new(&key));
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .stop_providing(&kad::RecordKey::new(&key));
             }
             Command::GetProviders { key, reply } => {
-                let id = self.swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(&key));
-                self.provider_queries.insert(id, (Default::default(), reply));
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(kad::RecordKey::new(&key));
+                self.provider_queries
+                    .insert(id, (Default::default(), reply));
             }
             Command::Bootstrap { reply } => {
                 let r = self
@@ -232,12 +243,18 @@ impl EventLoop {
                     data: message.data,
                 });
             }
-            BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. }) => {
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => {
                 if let Some(p) = self.peer_info.get_mut(&peer) {
                     p.rtt = Some(rtt);
                 }
             }
-            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. }) => {
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            }) => {
                 self.on_kad_query(id, result, step.last);
             }
             BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { new, .. }) => {
@@ -260,10 +277,10 @@ impl EventLoop {
             }
             Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) | Err(_) => true,
         };
-        if done || last {
-            if let Some((found, reply)) = self.provider_queries.remove(&id) {
-                let _ = reply.send(found.into_iter().collect());
-            }
+        if (done || last)
+            && let Some((found, reply)) = self.provider_queries.remove(&id)
+        {
+            let _ = reply.send(found.into_iter().collect());
         }
     }
 

@@ -3,7 +3,9 @@
 use std::io::BufRead;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::env::args().nth(1).unwrap_or_else(|| "target/models".into());
+    let root = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "target/models".into());
     let models = tg_tasks::Models::new(root);
     let m = models.minilm()?;
     let lines: Vec<String> = std::io::stdin().lock().lines().collect::<Result<_, _>>()?;

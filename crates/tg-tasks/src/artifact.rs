@@ -9,7 +9,9 @@ use std::path::Path;
 use crate::TaskError;
 
 /// A SHA-256 content hash naming an artifact.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ArtifactId(pub [u8; 32]);
 
 impl ArtifactId {
@@ -31,7 +33,10 @@ impl ArtifactId {
 
     /// Hashes a file by streaming it.
     pub fn of_file(path: &Path) -> Result<Self, TaskError> {
-        let io = |source| TaskError::Io { path: path.to_path_buf(), source };
+        let io = |source| TaskError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let mut f = std::fs::File::open(path).map_err(io)?;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 16];
@@ -115,7 +120,11 @@ impl ModelSpec {
         for f in self.files {
             let p = dir.join(f.name);
             if !p.is_file() {
-                return Err(TaskError::ArtifactMissing { model: self.name, file: f.name, dir });
+                return Err(TaskError::ArtifactMissing {
+                    model: self.name,
+                    file: f.name,
+                    dir,
+                });
             }
             let got = ArtifactId::of_file(&p)?;
             if got != f.id() {

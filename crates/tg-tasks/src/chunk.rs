@@ -3,7 +3,9 @@
 
 use crate::embed::vectors_agree;
 use crate::kind::check_texts;
-use crate::{MAX_CHUNK_INPUT_BYTES, MINILM_NAME, Models, Plan, TaskError, TaskInput, TaskKind, TaskOutput};
+use crate::{
+    MAX_CHUNK_INPUT_BYTES, MINILM_NAME, Models, Plan, TaskError, TaskInput, TaskKind, TaskOutput,
+};
 
 /// How to cut a text into chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,7 +18,10 @@ pub struct ChunkParams {
 
 impl Default for ChunkParams {
     fn default() -> Self {
-        Self { max_words: 128, overlap_words: 16 }
+        Self {
+            max_words: 128,
+            overlap_words: 16,
+        }
     }
 }
 
@@ -76,7 +81,11 @@ pub fn chunk_text(text: &str, p: ChunkParams) -> Vec<Chunk> {
             }
         }
         let (s, e) = (words[i].0, words[end - 1].1);
-        out.push(Chunk { start: s, end: e, text: text[s..e].to_string() });
+        out.push(Chunk {
+            start: s,
+            end: e,
+            text: text[s..e].to_string(),
+        });
         if end >= words.len() {
             break;
         }
@@ -91,7 +100,11 @@ pub struct ChunkKind;
 
 impl ChunkKind {
     fn chunks(input: &TaskInput) -> Vec<Chunk> {
-        input.texts.first().map(|t| chunk_text(t, ChunkParams::default())).unwrap_or_default()
+        input
+            .texts
+            .first()
+            .map(|t| chunk_text(t, ChunkParams::default()))
+            .unwrap_or_default()
     }
 }
 
@@ -104,7 +117,10 @@ impl TaskKind for ChunkKind {
     }
     fn validate(&self, input: &TaskInput) -> Result<(), TaskError> {
         if input.texts.len() != 1 {
-            return Err(TaskError::Malformed(format!("chunk takes one text, got {}", input.texts.len())));
+            return Err(TaskError::Malformed(format!(
+                "chunk takes one text, got {}",
+                input.texts.len()
+            )));
         }
         check_texts(input, 1, MAX_CHUNK_INPUT_BYTES)
     }
@@ -114,7 +130,10 @@ impl TaskKind for ChunkKind {
         Ok(Plan::FanOut(
             chunks
                 .chunks(CHUNKS_PER_SUBTASK)
-                .map(|g| TaskInput { kind: "embed".into(), texts: g.iter().map(|c| c.text.clone()).collect() })
+                .map(|g| TaskInput {
+                    kind: "embed".into(),
+                    texts: g.iter().map(|c| c.text.clone()).collect(),
+                })
                 .collect(),
         ))
     }
@@ -135,7 +154,11 @@ impl TaskKind for ChunkKind {
         for p in parts {
             match p {
                 TaskOutput::Embeddings(v) => vectors.extend(v),
-                _ => return Err(TaskError::Malformed("a chunk subtask returned no embeddings".into())),
+                _ => {
+                    return Err(TaskError::Malformed(
+                        "a chunk subtask returned no embeddings".into(),
+                    ));
+                }
             }
         }
         if vectors.len() != chunks.len() {
@@ -145,14 +168,23 @@ impl TaskKind for ChunkKind {
                 vectors.len()
             )));
         }
-        let spans = chunks.iter().map(|c| (c.start as u32, c.end as u32)).collect();
+        let spans = chunks
+            .iter()
+            .map(|c| (c.start as u32, c.end as u32))
+            .collect();
         Ok(TaskOutput::ChunkEmbeddings { spans, vectors })
     }
     fn agree(&self, a: &TaskOutput, b: &TaskOutput) -> bool {
         match (a, b) {
             (
-                TaskOutput::ChunkEmbeddings { spans: s1, vectors: v1 },
-                TaskOutput::ChunkEmbeddings { spans: s2, vectors: v2 },
+                TaskOutput::ChunkEmbeddings {
+                    spans: s1,
+                    vectors: v1,
+                },
+                TaskOutput::ChunkEmbeddings {
+                    spans: s2,
+                    vectors: v2,
+                },
             ) => s1 == s2 && vectors_agree(v1, v2),
             _ => false,
         }
@@ -177,8 +209,23 @@ mod tests {
 
     #[test]
     fn windows_overlap_and_prefer_sentence_ends() {
-        let text = (0..50).map(|i| if i % 7 == 6 { format!("w{i}.") } else { format!("w{i}") }).collect::<Vec<_>>().join(" ");
-        let c = chunk_text(&text, ChunkParams { max_words: 10, overlap_words: 2 });
+        let text = (0..50)
+            .map(|i| {
+                if i % 7 == 6 {
+                    format!("w{i}.")
+                } else {
+                    format!("w{i}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let c = chunk_text(
+            &text,
+            ChunkParams {
+                max_words: 10,
+                overlap_words: 2,
+            },
+        );
         assert!(c.len() > 4);
         assert!(c[0].text.ends_with("w6."), "{:?}", c[0].text);
         assert!(c[1].text.starts_with("w5 "), "{:?}", c[1].text);

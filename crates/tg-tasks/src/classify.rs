@@ -9,7 +9,10 @@ use std::sync::OnceLock;
 use candle_core::{Device, Tensor};
 
 use crate::kind::check_texts;
-use crate::{ArtifactId, Label, MAX_TEXT_BYTES, MAX_TEXTS, MINILM_NAME, Models, TaskError, TaskInput, TaskKind, TaskOutput};
+use crate::{
+    ArtifactId, Label, MAX_TEXT_BYTES, MAX_TEXTS, MINILM_NAME, Models, TaskError, TaskInput,
+    TaskKind, TaskOutput,
+};
 
 /// The classes, in the head's output order.
 pub const LABELS: [&str; 3] = ["negative", "neutral", "positive"];
@@ -30,15 +33,25 @@ fn head() -> Result<&'static Head, TaskError> {
     H.get_or_init(|| {
         let got = ArtifactId::of(HEAD);
         if got.to_hex() != HEAD_SHA256 {
-            return Err(format!("sentiment head hashes to {got}, not the pinned {HEAD_SHA256}"));
+            return Err(format!(
+                "sentiment head hashes to {got}, not the pinned {HEAD_SHA256}"
+            ));
         }
-        let t = candle_core::safetensors::load_buffer(HEAD, &Device::Cpu).map_err(|e| e.to_string())?;
-        let get = |n: &str| t.get(n).cloned().ok_or_else(|| format!("sentiment head has no tensor {n:?}"));
+        let t =
+            candle_core::safetensors::load_buffer(HEAD, &Device::Cpu).map_err(|e| e.to_string())?;
+        let get = |n: &str| {
+            t.get(n)
+                .cloned()
+                .ok_or_else(|| format!("sentiment head has no tensor {n:?}"))
+        };
         let w: Tensor = get("weight")?;
         let b: Tensor = get("bias")?;
         let weight = w.to_vec2::<f32>().map_err(|e| e.to_string())?;
         let bias = b.to_vec1::<f32>().map_err(|e| e.to_string())?;
-        if weight.len() != LABELS.len() || bias.len() != LABELS.len() || weight.iter().any(|r| r.len() != 384) {
+        if weight.len() != LABELS.len()
+            || bias.len() != LABELS.len()
+            || weight.iter().any(|r| r.len() != 384)
+        {
             return Err("sentiment head has the wrong shape".into());
         }
         Ok(Head { weight, bias })
@@ -49,14 +62,24 @@ fn head() -> Result<&'static Head, TaskError> {
 
 /// Softmax probabilities of the head on one unit-norm embedding.
 fn classify_one(h: &Head, x: &[f32]) -> Label {
-    let logits: Vec<f32> =
-        h.weight.iter().zip(&h.bias).map(|(w, b)| w.iter().zip(x).map(|(a, b)| a * b).sum::<f32>() + b).collect();
+    let logits: Vec<f32> = h
+        .weight
+        .iter()
+        .zip(&h.bias)
+        .map(|(w, b)| w.iter().zip(x).map(|(a, b)| a * b).sum::<f32>() + b)
+        .collect();
     let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let e: Vec<f32> = logits.iter().map(|l| (l - m).exp()).collect();
     let s: f32 = e.iter().sum();
     let probs: Vec<f32> = e.iter().map(|v| v / s).collect();
-    let label = probs.iter().enumerate().fold(0usize, |best, (i, p)| if *p > probs[best] { i } else { best });
-    Label { label: label as u8, probs }
+    let label = probs.iter().enumerate().fold(
+        0usize,
+        |best, (i, p)| if *p > probs[best] { i } else { best },
+    );
+    Label {
+        label: label as u8,
+        probs,
+    }
 }
 
 /// `classify`: sentiment (negative, neutral, positive) of each text.
@@ -93,7 +116,10 @@ impl TaskKind for ClassifyKind {
                     && x.iter().zip(y).all(|(p, q)| {
                         p.label == q.label
                             && p.probs.len() == q.probs.len()
-                            && p.probs.iter().zip(&q.probs).all(|(u, v)| (u - v).abs() <= PROB_TOLERANCE)
+                            && p.probs
+                                .iter()
+                                .zip(&q.probs)
+                                .all(|(u, v)| (u - v).abs() <= PROB_TOLERANCE)
                     })
             }
             _ => false,

@@ -9,7 +9,10 @@ use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use crate::kind::check_texts;
-use crate::{MAX_TEXT_BYTES, MAX_TEXTS, MINILM, MINILM_NAME, Models, TaskError, TaskInput, TaskKind, TaskOutput};
+use crate::{
+    MAX_TEXT_BYTES, MAX_TEXTS, MINILM, MINILM_NAME, Models, TaskError, TaskInput, TaskKind,
+    TaskOutput,
+};
 
 /// Two embeddings of the same text agree when their cosine is at least this.
 ///
@@ -49,9 +52,15 @@ impl MiniLm {
         let mut tokenizer = Tokenizer::from_bytes(read("tokenizer.json")?)
             .map_err(|e| TaskError::Inference(format!("tokenizer.json: {e}")))?;
         tokenizer
-            .with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..Default::default() }))
+            .with_truncation(Some(TruncationParams {
+                max_length: MAX_TOKENS,
+                ..Default::default()
+            }))
             .map_err(|e| TaskError::Inference(format!("tokenizer truncation: {e}")))?;
-        tokenizer.with_padding(Some(PaddingParams { strategy: PaddingStrategy::BatchLongest, ..Default::default() }));
+        tokenizer.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            ..Default::default()
+        }));
         let weights = read("model.safetensors")?;
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &Device::Cpu)?;
         let model = BertModel::load(vb, &config)?;
@@ -86,7 +95,11 @@ impl MiniLm {
         let summed = hidden.broadcast_mul(&m)?.sum(1)?; // (n, 384)
         let counts = m.sum(1)?.clamp(1e-9f32, f32::MAX)?; // (n, 1)
         let mean = summed.broadcast_div(&counts)?;
-        let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
+        let norm = mean
+            .sqr()?
+            .sum_keepdim(1)?
+            .sqrt()?
+            .clamp(1e-12f32, f32::MAX)?;
         let unit = mean.broadcast_div(&norm)?;
         Ok(unit.to_vec2::<f32>()?)
     }
@@ -112,7 +125,10 @@ pub(crate) fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 /// Whether two lists of vectors agree pairwise to [`EMBED_COSINE_BOUND`].
 pub(crate) fn vectors_agree(a: &[Vec<f32>], b: &[Vec<f32>]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| cosine(x, y) >= EMBED_COSINE_BOUND)
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| cosine(x, y) >= EMBED_COSINE_BOUND)
 }
 
 /// `embed`: sentence embeddings with all-MiniLM-L6-v2.
@@ -131,7 +147,9 @@ impl TaskKind for EmbedKind {
     }
     fn run(&self, models: &Models, input: &TaskInput) -> Result<TaskOutput, TaskError> {
         self.validate(input)?;
-        Ok(TaskOutput::Embeddings(models.minilm()?.embed(&input.texts)?))
+        Ok(TaskOutput::Embeddings(
+            models.minilm()?.embed(&input.texts)?,
+        ))
     }
     fn agree(&self, a: &TaskOutput, b: &TaskOutput) -> bool {
         match (a, b) {

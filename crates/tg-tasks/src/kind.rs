@@ -70,7 +70,10 @@ pub trait TaskKind: Send + Sync {
         let _ = input;
         match <[TaskOutput; 1]>::try_from(parts) {
             Ok([one]) => Ok(one),
-            Err(_) => Err(TaskError::Malformed(format!("{} does not fan out", self.name()))),
+            Err(_) => Err(TaskError::Malformed(format!(
+                "{} does not fan out",
+                self.name()
+            ))),
         }
     }
     /// Whether two workers' outputs for the same input agree.
@@ -102,7 +105,9 @@ pub fn kind_by_name(name: &str) -> Result<&'static dyn TaskKind, TaskError> {
 pub(crate) fn unit_vectors(v: &[Vec<f32>], n: usize, dim: usize) -> bool {
     v.len() == n
         && v.iter().all(|x| {
-            x.len() == dim && x.iter().all(|f| f.is_finite()) && (x.iter().map(|f| f * f).sum::<f32>().sqrt() - 1.0).abs() < 1e-3
+            x.len() == dim
+                && x.iter().all(|f| f.is_finite())
+                && (x.iter().map(|f| f * f).sum::<f32>().sqrt() - 1.0).abs() < 1e-3
         })
 }
 
@@ -114,16 +119,28 @@ pub fn output_digest(out: &TaskOutput) -> [u8; 32] {
 
 /// Shared input checks: a non-empty list of at most `max_texts` texts of at
 /// most `max_bytes` each, with no NUL bytes.
-pub(crate) fn check_texts(input: &TaskInput, max_texts: usize, max_bytes: usize) -> Result<(), TaskError> {
+pub(crate) fn check_texts(
+    input: &TaskInput,
+    max_texts: usize,
+    max_bytes: usize,
+) -> Result<(), TaskError> {
     if input.texts.is_empty() {
         return Err(TaskError::Malformed("no texts".into()));
     }
     if input.texts.len() > max_texts {
-        return Err(TaskError::Oversize { what: "number of texts", got: input.texts.len(), max: max_texts });
+        return Err(TaskError::Oversize {
+            what: "number of texts",
+            got: input.texts.len(),
+            max: max_texts,
+        });
     }
     for t in &input.texts {
         if t.len() > max_bytes {
-            return Err(TaskError::Oversize { what: "text bytes", got: t.len(), max: max_bytes });
+            return Err(TaskError::Oversize {
+                what: "text bytes",
+                got: t.len(),
+                max: max_bytes,
+            });
         }
         if t.contains('\0') {
             return Err(TaskError::Malformed("a text contains a NUL byte".into()));

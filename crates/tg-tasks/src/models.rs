@@ -16,7 +16,10 @@ pub struct Models {
 impl Models {
     /// Models under `root` (each in its own directory, e.g. `root/all-MiniLM-L6-v2`).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), minilm: Mutex::new(None) }
+        Self {
+            root: root.into(),
+            minilm: Mutex::new(None),
+        }
     }
 
     /// The models directory.
@@ -26,7 +29,10 @@ impl Models {
 
     /// Whether all of MiniLM's files are present (not yet verified).
     pub fn has_minilm(&self) -> bool {
-        MINILM.files.iter().all(|f| self.root.join(MINILM.dir).join(f.name).is_file())
+        MINILM
+            .files
+            .iter()
+            .all(|f| self.root.join(MINILM.dir).join(f.name).is_file())
     }
 
     /// Whether a model is loaded in memory now.
@@ -36,7 +42,10 @@ impl Models {
 
     /// MiniLM, verified and loaded on first call.
     pub fn minilm(&self) -> Result<Arc<MiniLm>, TaskError> {
-        let mut slot = self.minilm.lock().map_err(|_| TaskError::Inference("model lock poisoned".into()))?;
+        let mut slot = self
+            .minilm
+            .lock()
+            .map_err(|_| TaskError::Inference("model lock poisoned".into()))?;
         if let Some(m) = slot.as_ref() {
             return Ok(m.clone());
         }
