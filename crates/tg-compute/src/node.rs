@@ -369,7 +369,7 @@ struct Node {
     wallet: Wallet,
     stats: Arc<NodeStats>,
     wstats: Arc<WorkerStats>,
-    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    jobs: Option<std::sync::mpsc::SyncSender<Job>>,
     progress: broadcast::Sender<Progress>,
     active: HashMap<TaskId, Active>,
     standings: Standings,
@@ -377,7 +377,7 @@ struct Node {
     providers_at: Option<Instant>,
     provider_query: Option<oneshot::Receiver<Vec<PeerId>>>,
     inflight: HashMap<PeerId, usize>,
-    internal: mpsc::UnboundedSender<Internal>,
+    internal: mpsc::Sender<Internal>,
     reachability: String,
     advertised: bool,
     advertise_at: Instant,
@@ -419,7 +419,7 @@ pub async fn start(
     let models = Arc::new(Models::new(cfg.models_dir.clone()));
     let stats = Arc::new(NodeStats::default());
     let wstats = Arc::new(WorkerStats::default());
-    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let (done_tx, done_rx) = mpsc::channel(cfg.worker.max_queue as usize + 8);
     let jobs = if cfg.serve {
         Some(worker::spawn(
             cfg.worker.clone(),
@@ -432,7 +432,7 @@ pub async fn start(
     };
     let (cmds, cmd_rx) = mpsc::channel(256);
     let (progress, _) = broadcast::channel(4096);
-    let (internal, internal_rx) = mpsc::unbounded_channel();
+    let (internal, internal_rx) = mpsc::channel(4096);
     let peer_id = client.local_peer_id();
     let mut node = Node {
         key,
@@ -548,8 +548,8 @@ impl Node {
         mut self,
         mut events: mpsc::Receiver<Event>,
         mut cmds: mpsc::Receiver<Cmd>,
-        mut done: mpsc::UnboundedReceiver<Done>,
-        mut internal: mpsc::UnboundedReceiver<Internal>,
+        mut done: mpsc::Receiver<Done>,
+        mut internal: mpsc::Receiver<Internal>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -579,7 +579,7 @@ impl Node {
         stats.sending.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             if let Err(e) = client.send(peer, bytes).await {
-                let _ = internal.send(Internal::SendFailed {
+                let _ = internal.try_send(Internal::SendFailed {
                     peer,
                     task,
                     error: e.to_string(),
@@ -715,18 +715,18 @@ impl Node {
             Msg::Probe => self.send(peer, Msg::Capability(self.capability()), None),
             Msg::Assign { task, input } => self.on_assign(peer, task, input),
             Msg::Accepted { task } => {
-                if let Some(a) = self.active.get_mut(&task) {
-                    if let Some(x) = a.assigned.get_mut(&peer).filter(|x| !x.accepted) {
-                        x.accepted = true;
-                        let parent = a.parent;
-                        self.tell(
-                            &task,
-                            parent,
-                            Stage::Computing {
-                                by: peer.to_string(),
-                            },
-                        );
-                    }
+                if let Some(a) = self.active.get_mut(&task)
+                    && let Some(x) = a.assigned.get_mut(&peer).filter(|x| !x.accepted)
+                {
+                    x.accepted = true;
+                    let parent = a.parent;
+                    self.tell(
+                        &task,
+                        parent,
+                        Stage::Computing {
+                            by: peer.to_string(),
+                        },
+                    );
                 }
             }
             Msg::Decline { task, code, reason } => {
@@ -935,18 +935,16 @@ impl Node {
 
     fn unassign(&mut self, peer: PeerId, task: TaskId, count_timeout: bool) {
         let mut struck = None;
-        if let Some(a) = self.active.get_mut(&task) {
-            if a.assigned.remove(&peer).is_some() {
-                if let Some(n) = self.inflight.get_mut(&peer) {
-                    *n = n.saturating_sub(1);
-                }
-                self.stats.reassigned.fetch_add(1, Ordering::Relaxed);
-                if count_timeout {
-                    if let Some(k) = key_of(&peer) {
-                        self.standings.timeout(k);
-                        struck = Some(k);
-                    }
-                }
+        if let Some(a) = self.active.get_mut(&task)
+            && a.assigned.remove(&peer).is_some()
+        {
+            if let Some(n) = self.inflight.get_mut(&peer) {
+                *n = n.saturating_sub(1);
+            }
+            self.stats.reassigned.fetch_add(1, Ordering::Relaxed);
+            if count_timeout && let Some(k) = key_of(&peer) {
+                self.standings.timeout(k);
+                struck = Some(k);
             }
         }
         if let Some(k) = struck {
@@ -1111,12 +1109,11 @@ impl Node {
                         .map(|&i| hex::encode(a.results[i].1.worker))
                         .collect::<Vec<_>>()
                 };
-                if let Some(s) = self.store.as_mut() {
-                    if let Err(e) =
+                if let Some(s) = self.store.as_mut()
+                    && let Err(e) =
                         s.finish(&task, &output, &hexes(&agreeing), &hexes(&disagreeing))
-                    {
-                        tracing::error!("{e}");
-                    }
+                {
+                    tracing::error!("{e}");
                 }
                 self.tell(&task, a.parent, Stage::Verified { by, rejected });
                 self.completed(task, a.parent, a.created);
@@ -1140,10 +1137,10 @@ impl Node {
 
     fn save_standing(&mut self, worker: &[u8; 32]) {
         let st = self.standings.get(worker);
-        if let Some(s) = self.store.as_mut() {
-            if let Err(e) = s.save_standing(worker, &st) {
-                tracing::error!("{e}");
-            }
+        if let Some(s) = self.store.as_mut()
+            && let Err(e) = s.save_standing(worker, &st)
+        {
+            tracing::error!("{e}");
         }
     }
 
@@ -1486,15 +1483,14 @@ impl Node {
                 && a.results.is_empty()
                 && a.assigned.is_empty()
                 && a.want == 1
+                && let Some(k) = key_of(&eligible[0])
             {
-                if let Some(k) = key_of(&eligible[0]) {
-                    want = self.standings.replicas(
-                        Redundancy::Adaptive,
-                        &k,
-                        &self.cfg.policy,
-                        rng.random::<f64>(),
-                    );
-                }
+                want = self.standings.replicas(
+                    Redundancy::Adaptive,
+                    &k,
+                    &self.cfg.policy,
+                    rng.random::<f64>(),
+                );
             }
             let missing = want.saturating_sub(a.results.len() + a.assigned.len());
             let chosen: Vec<PeerId> = eligible.into_iter().take(missing).collect();

@@ -356,11 +356,10 @@ mod tests {
                 if let Ok(m) = Msg::decode(bytes) {
                     let e = m.encode();
                     prop_assert_eq!(Msg::decode(&e).map(|x| x.encode()).ok(), Some(e));
-                    if let Msg::Assign { input, .. } = &m {
-                        if let Ok(k) = tg_tasks::kind_by_name(&input.kind) {
+                    if let Msg::Assign { input, .. } = &m
+                        && let Ok(k) = tg_tasks::kind_by_name(&input.kind) {
                             let _ = k.validate(input);
                         }
-                    }
                     if let Msg::Receipt(r) = &m {
                         prop_assert!(r.verify().is_err());
                     }

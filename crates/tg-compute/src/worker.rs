@@ -76,9 +76,9 @@ pub(crate) fn spawn(
     cfg: WorkerConfig,
     models: Arc<Models>,
     stats: Arc<WorkerStats>,
-    done: mpsc::UnboundedSender<Done>,
-) -> Result<std::sync::mpsc::Sender<Job>, ComputeError> {
-    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    done: mpsc::Sender<Done>,
+) -> Result<std::sync::mpsc::SyncSender<Job>, ComputeError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(cfg.max_queue as usize + 1);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads.max(1))
         .thread_name(|i| format!("tg-compute-{i}"))
@@ -135,7 +135,7 @@ pub(crate) fn spawn(
                     .store((gov.used() * 10_000.0) as u32, Ordering::Relaxed);
                 stats.queue.fetch_sub(1, Ordering::Relaxed);
                 if done
-                    .send(Done {
+                    .blocking_send(Done {
                         task: job.task,
                         input: job.input,
                         from: job.from,

@@ -4,6 +4,8 @@
 //! code and counted; the honest nodes keep running and the task still
 //! completes. Needs MiniLM in target/models; skips with a message when absent.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
+
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -4,6 +4,8 @@
 //! Needs MiniLM in target/models (scripts/compute/fetch_models.sh); skips
 //! with a message when it is absent.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
+
 use std::path::PathBuf;
 use std::time::Duration;
 

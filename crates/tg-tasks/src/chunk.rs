@@ -53,10 +53,10 @@ pub fn chunk_text(text: &str, p: ChunkParams) -> Vec<Chunk> {
             if let Some(s) = start.take() {
                 words.push((s, i, false));
             }
-            if c == '\n' {
-                if let Some(w) = words.last_mut() {
-                    w.2 = true;
-                }
+            if c == '\n'
+                && let Some(w) = words.last_mut()
+            {
+                w.2 = true;
             }
         } else if start.is_none() {
             start = Some(i);
@@ -75,10 +75,10 @@ pub fn chunk_text(text: &str, p: ChunkParams) -> Vec<Chunk> {
     while i < words.len() {
         let hard_end = (i + max).min(words.len());
         let mut end = hard_end;
-        if hard_end < words.len() {
-            if let Some(k) = (i + max / 2..hard_end).rev().find(|&k| words[k].2) {
-                end = k + 1;
-            }
+        if hard_end < words.len()
+            && let Some(k) = (i + max / 2..hard_end).rev().find(|&k| words[k].2)
+        {
+            end = k + 1;
         }
         let (s, e) = (words[i].0, words[end - 1].1);
         out.push(Chunk {

@@ -2,6 +2,8 @@
 //! artifacts and inputs. Needs MiniLM in target/models
 //! (`scripts/compute/fetch_models.sh`); skips with a message when it is absent.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
+
 use std::path::PathBuf;
 
 use tg_tasks::{
