@@ -78,6 +78,9 @@ pub struct NodeConfig {
     pub provider_ttl: Duration,
     /// A task not verified this long after it was submitted (or resumed) fails with a reason.
     pub task_deadline: Duration,
+    /// How long a task that every capable peer has answered, still short of
+    /// its quorum, waits for new workers before it fails.
+    pub starve_grace: Duration,
 }
 
 impl NodeConfig {
@@ -101,6 +104,7 @@ impl NodeConfig {
             policy: Policy::default(),
             provider_ttl: Duration::from_secs(120),
             task_deadline: Duration::from_secs(600),
+            starve_grace: Duration::from_secs(60),
         }
     }
 }
@@ -350,6 +354,7 @@ struct Active {
     tried: HashSet<PeerId>,
     created: Instant,
     searching_told: bool,
+    starved_since: Option<Instant>,
 }
 
 enum Internal {
@@ -540,6 +545,7 @@ impl Node {
                 tried: HashSet::new(),
                 created: Instant::now(),
                 searching_told: false,
+                starved_since: None,
             },
         );
     }
@@ -1444,18 +1450,24 @@ impl Node {
                 .filter(|p| !a.assigned.contains_key(p) && !a.results.iter().any(|(q, _)| q == *p))
                 .copied()
                 .collect();
-            if unanswered.is_empty()
-                && a.assigned.is_empty()
-                && fresh
-                && a.created.elapsed() > Duration::from_secs(5)
-            {
-                // Every capable peer has answered and the quorum still needs more.
-                let reason = format!(
-                    "not enough independent workers: {} results, {} more needed, no capable peer left that has not answered",
-                    a.results.len(),
-                    a.want.saturating_sub(a.results.len())
-                );
-                self.finish_failed(t, reason);
+            // Every capable peer has answered and the quorum still needs more:
+            // wait `starve_grace` for new workers to join, then fail with a reason.
+            let starved = unanswered.is_empty() && a.assigned.is_empty() && fresh;
+            let since = a.starved_since;
+            if starved {
+                if since.is_some_and(|s| s.elapsed() > self.cfg.starve_grace) {
+                    let reason = format!(
+                        "not enough independent workers: {} results, {} more needed, and no capable peer that has not answered joined within {} s",
+                        a.results.len(),
+                        a.want.saturating_sub(a.results.len()),
+                        self.cfg.starve_grace.as_secs()
+                    );
+                    self.finish_failed(t, reason);
+                } else if since.is_none()
+                    && let Some(a) = self.active.get_mut(&t)
+                {
+                    a.starved_since = Some(Instant::now());
+                }
                 continue;
             }
             let mut eligible: Vec<PeerId> = unanswered
@@ -1497,6 +1509,7 @@ impl Node {
             let input = a.input.clone();
             let parent = a.parent;
             if let Some(a) = self.active.get_mut(&t) {
+                a.starved_since = None;
                 a.want = want;
                 if want >= 2 && a.quorum < 2 {
                     a.quorum = 2;

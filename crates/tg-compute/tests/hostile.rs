@@ -408,3 +408,72 @@ async fn a_submitter_refuses_results_signed_by_the_wrong_key_and_replays() {
         assert!(rogue_row.excluded, "{peers:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_serving_bytes_that_do_not_match_the_pin_is_refused_and_banned() {
+    let Some(_) = models_dir() else { return };
+    // The rogue provides the model's key and answers every fetch with zeros of the right sizes.
+    let mut r = rogue(17).await;
+    let raddr = loop {
+        if let Some(a) = r.client.listeners().await.unwrap().first() {
+            break format!("{a}/p2p/{}", r.client.local_peer_id());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("models");
+    let mut cfg = NodeConfig::new(empty.clone(), dir.path().join("wallet"));
+    cfg.bootstrap = vec![raddr.parse().unwrap()];
+    let (b, _) = start([61; 32], cfg).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    r.client
+        .start_providing(&tg_compute::node::model_key(&tg_tasks::MINILM.id()))
+        .await
+        .unwrap();
+    let mut served = 0;
+    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < end && b.stats.refused.load(Ordering::Relaxed) == 0 {
+        let Some((peer, m)) = r.next(Duration::from_secs(2)).await else {
+            continue;
+        };
+        if let Msg::Fetch { id, offset } = m {
+            let file = tg_tasks::MINILM
+                .file_by_id(&tg_tasks::ArtifactId(id))
+                .expect("a pinned file");
+            let len = (u64::from(tg_compute::ARTIFACT_PART_BYTES)).min(file.size - offset) as usize;
+            r.client
+                .send(
+                    peer,
+                    Msg::Part {
+                        id,
+                        offset,
+                        total: file.size,
+                        data: vec![0; len],
+                    }
+                    .encode(),
+                )
+                .await
+                .unwrap();
+            served += 1;
+        }
+    }
+    assert!(served >= 1, "the node never asked the rogue provider");
+    assert!(
+        b.stats.refused.load(Ordering::Relaxed) >= 1,
+        "the bad file was not refused"
+    );
+    for f in tg_tasks::MINILM.files {
+        assert!(
+            !empty.join(tg_tasks::MINILM.dir).join(f.name).exists(),
+            "{} was kept",
+            f.name
+        );
+    }
+    // Banned: it is not asked again, and the node keeps running.
+    let again = r.next(Duration::from_secs(5)).await;
+    assert!(
+        !matches!(again, Some((_, Msg::Fetch { .. }))),
+        "asked the banned provider again"
+    );
+    assert!(b.status().await.is_ok());
+}
