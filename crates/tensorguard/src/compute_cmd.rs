@@ -477,14 +477,21 @@ pub fn wallet(a: &WalletArgs, data_dir: &Path, out: &Output) -> Result<(), UserE
             )
         })?;
         let total = export.verify().map_err(from_compute)?;
+        let by = export.by_submitter();
         if out.json {
-            out.json_value(&serde_json::json!({"verified": true, "node": export.node, "points": total, "receipts": export.receipts.len()}));
+            out.json_value(&serde_json::json!({"verified": true, "node": export.node, "points": total, "receipts": export.receipts.len(), "points_by_submitter": by}));
         } else {
             out.line(&format!(
                 "verified: {} receipts pay node {} a total of {total} points",
                 export.receipts.len(),
                 export.node
             ));
+            for (s, p) in &by {
+                out.line(&format!("  {p:>8} points signed by submitter {s}"));
+            }
+            out.line(
+                "a receipt proves only that its submitter signed it: weigh the submitters you know",
+            );
         }
         return Ok(());
     }

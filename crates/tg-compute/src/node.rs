@@ -388,8 +388,8 @@ struct Node {
     advertise_at: Instant,
     verified_model: bool,
     serving: Arc<std::sync::Mutex<HashSet<PeerId>>>,
-    sent: HashMap<TaskId, (PeerId, [u8; 32], u32)>,
-    sent_order: std::collections::VecDeque<TaskId>,
+    sent: HashMap<(TaskId, PeerId), ([u8; 32], u32)>,
+    sent_order: std::collections::VecDeque<(TaskId, PeerId)>,
     rtts: HashMap<PeerId, f64>,
     rtts_at: Option<Instant>,
     fetching: Option<artifacts::Fetch>,
@@ -897,8 +897,8 @@ impl Node {
     }
 
     fn remember_result(&mut self, task: TaskId, to: PeerId, digest: [u8; 32], points: u32) {
-        if self.sent.insert(task, (to, digest, points)).is_none() {
-            self.sent_order.push_back(task);
+        if self.sent.insert((task, to), (digest, points)).is_none() {
+            self.sent_order.push_back((task, to));
         }
         while self.sent_order.len() > MAX_REMEMBERED_RESULTS {
             if let Some(old) = self.sent_order.pop_front() {
@@ -915,12 +915,8 @@ impl Node {
         }
         // Only a receipt for a result this node sent to that peer, for that
         // output, and for no more points than the task's texts, is stored.
-        match self.sent.get(&r.task) {
-            Some((to, digest, points))
-                if *to == peer && *digest == r.output_digest && r.points <= *points =>
-            {
-                self.sent.remove(&r.task);
-            }
+        match self.sent.get(&(r.task, peer)) {
+            Some((digest, points)) if *digest == r.output_digest && r.points <= *points => {}
             _ => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, "error[E124]: refused a receipt — it pays for no result this node sent that peer (or for more than it was worth) — nothing to do");
@@ -929,9 +925,12 @@ impl Node {
         }
         match self.wallet.append(&r) {
             Ok(true) => {
+                self.sent.remove(&(r.task, peer));
                 self.stats.receipts.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(false) => {}
+            Ok(false) => {
+                self.sent.remove(&(r.task, peer));
+            }
             Err(e) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, "error[E124]: refused a receipt — {e}");
@@ -1026,10 +1025,16 @@ impl Node {
     }
 
     fn decide(&mut self, task: TaskId) {
+        self.decide_with(task, false);
+    }
+
+    /// Judges a task's results. `force` (every capable peer has answered):
+    /// decide with what there is, asking no one more.
+    fn decide_with(&mut self, task: TaskId, force: bool) {
         let Some(a) = self.active.get(&task) else {
             return;
         };
-        if a.results.len() < a.want {
+        if a.results.len() < a.want && !force {
             return;
         }
         let Ok(kind) = kind_by_name(&a.input.kind) else {
@@ -1056,7 +1061,8 @@ impl Node {
                 // majority leads by one and the budget allows, ask one more
                 // worker. Only a margin of two may strike the minority.
                 let margin = agreeing.len().saturating_sub(disagreeing.len());
-                if !disagreeing.is_empty()
+                if !force
+                    && !disagreeing.is_empty()
                     && margin < 2
                     && a.results.len() + a.assigned.len() < a.budget
                 {
@@ -1084,8 +1090,12 @@ impl Node {
                 let mut by = Vec::new();
                 for &i in &agreeing {
                     let (p, r) = &a.results[i];
-                    self.standings.valid(r.worker);
-                    self.save_standing(&r.worker);
+                    // Only agreement with another worker counts toward a
+                    // streak: a result accepted alone proves nothing.
+                    if agreeing.len() >= 2 {
+                        self.standings.valid(r.worker);
+                        self.save_standing(&r.worker);
+                    }
                     by.push(p.to_string());
                     let receipt = Receipt::issue(
                         &self.key,
@@ -1101,6 +1111,8 @@ impl Node {
                 for &i in &disagreeing {
                     let (p, r) = &a.results[i];
                     self.stats.disagreements.fetch_add(1, Ordering::Relaxed);
+                    // Any minority result ends a streak, struck or not.
+                    self.standings.doubt(r.worker);
                     if established
                         && margin >= 2
                         && self.standings.invalid(r.worker, &self.cfg.policy)
@@ -1217,6 +1229,15 @@ impl Node {
             }
         }
         self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = parent {
+            self.tell(
+                &p,
+                None,
+                Stage::Failed {
+                    reason: format!("subtask {} failed: {reason}", task_hex(&task)),
+                },
+            );
+        }
         self.tell(&task, parent, Stage::Failed { reason });
     }
 
@@ -1455,11 +1476,16 @@ impl Node {
             let starved = unanswered.is_empty() && a.assigned.is_empty() && fresh;
             let since = a.starved_since;
             if starved {
+                let (have, want) = (a.results.len(), a.want);
+                // Decide with the results there are (a 2-1 majority verifies, unstruck).
+                self.decide_with(t, true);
+                if !self.active.contains_key(&t) {
+                    continue;
+                }
                 if since.is_some_and(|s| s.elapsed() > self.cfg.starve_grace) {
                     let reason = format!(
-                        "not enough independent workers: {} results, {} more needed, and no capable peer that has not answered joined within {} s",
-                        a.results.len(),
-                        a.want.saturating_sub(a.results.len()),
+                        "not enough independent workers: {have} results, {} more needed, and no capable peer that has not answered joined within {} s",
+                        want.saturating_sub(have),
                         self.cfg.starve_grace.as_secs()
                     );
                     self.finish_failed(t, reason);

@@ -118,6 +118,11 @@ impl Standings {
         newly
     }
 
+    /// Ends a worker's valid streak (a minority result, struck or not).
+    pub fn doubt(&mut self, w: [u8; 32]) {
+        self.by_worker.entry(w).or_default().streak = 0;
+    }
+
     /// Records a timeout or decline.
     pub fn timeout(&mut self, w: [u8; 32]) {
         self.by_worker.entry(w).or_default().timeouts += 1;

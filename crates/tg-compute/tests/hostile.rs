@@ -337,7 +337,8 @@ async fn a_submitter_refuses_results_signed_by_the_wrong_key_and_replays() {
             continue;
         };
         if let Msg::Assign { task, input } = m {
-            let out = TaskOutput::Embeddings(vec![vec![0.05; 384]]);
+            let unit = (1.0f32 / 384f32).sqrt();
+            let out = TaskOutput::Embeddings(vec![vec![unit; 384]]); // well formed: only the binding is wrong
             let res = match forged % 3 {
                 0 => SignedResult::sign(&other, task, &input, out, 0, 1), // another key than the peer's
                 1 => SignedResult::sign(
@@ -353,7 +354,9 @@ async fn a_submitter_refuses_results_signed_by_the_wrong_key_and_replays() {
                 ), // another input
                 _ => {
                     let mut s = SignedResult::sign(&r.key, task, &input, out, 0, 1);
-                    s.output = TaskOutput::Embeddings(vec![vec![0.9; 384]]); // output changed after signing
+                    let mut other = vec![0.0; 384];
+                    other[0] = 1.0;
+                    s.output = TaskOutput::Embeddings(vec![other]); // output changed after signing
                     s
                 }
             };

@@ -277,3 +277,32 @@ async fn colluding_fresh_liars_cannot_get_honest_workers_excluded() {
         assert!(!row.excluded, "an honest worker was framed: {peers:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_three_workers_and_a_liar_a_two_to_one_majority_verifies() {
+    let Some(models) = models_dir() else { return };
+    let m = mesh(models, 3, &[3]).await;
+    let sub = m.nodes.last().unwrap().clone();
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(
+            sub.submit(
+                TaskInput {
+                    kind: "embed".into(),
+                    texts: vec![format!("two against one {i}")],
+                },
+                Redundancy::Fixed(2),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    // Every capable peer answers; a 2-1 majority is taken (the liar unstruck but unpaid), none fails.
+    let ends = wait_all(&sub, &ids, Duration::from_secs(120)).await;
+    assert!(ends.iter().all(|(_, s)| *s == Stage::Done), "{ends:?}");
+    assert_eq!(
+        m.nodes[2].wallet().await.unwrap().points,
+        0,
+        "the liar was paid"
+    );
+}

@@ -127,6 +127,15 @@ impl TaskKind for ChunkKind {
     fn plan(&self, input: &TaskInput) -> Result<Plan, TaskError> {
         self.validate(input)?;
         let chunks = Self::chunks(input);
+        // A chunk of long "words" (URLs, base64, text without spaces) could
+        // exceed what an embed subtask accepts: refuse it here, at submission.
+        if let Some(c) = chunks.iter().find(|c| c.text.len() > crate::MAX_TEXT_BYTES) {
+            return Err(TaskError::Oversize {
+                what: "chunk bytes (text with too few spaces)",
+                got: c.text.len(),
+                max: crate::MAX_TEXT_BYTES,
+            });
+        }
         Ok(Plan::FanOut(
             chunks
                 .chunks(CHUNKS_PER_SUBTASK)
