@@ -7,29 +7,13 @@
 //! with a message when it is absent.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{TEST_PASSPHRASE, bin, tg, tg_command};
 
-fn models() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/models");
-    if root.join("all-MiniLM-L6-v2/model.safetensors").is_file() {
-        Some(std::fs::canonicalize(root).unwrap())
-    } else {
-        assert!(
-            std::env::var_os("TENSORGUARD_REQUIRE_MODELS").is_none(),
-            "MiniLM is not in {} and TENSORGUARD_REQUIRE_MODELS is set",
-            root.display()
-        );
-        eprintln!(
-            "SKIP: MiniLM is not in {} — run scripts/compute/fetch_models.sh",
-            root.display()
-        );
-        None
-    }
-}
+use tg_tasks::testing::models_dir as models;
 
 struct Node {
     child: Child,

@@ -238,11 +238,7 @@ fn measure(
     models: &Path,
     out: &Output,
 ) -> Result<serde_json::Value, UserError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| err("runtime", e))?;
+    let rt = crate::errors::runtime()?;
     // Idle: RSS and CPU of every node with no model loaded.
     std::thread::sleep(Duration::from_secs(2));
     let c0: Vec<f64> = procs

@@ -8,6 +8,7 @@ use tg_diag::{Code, UserError, invalid};
 use tg_tasks::{MINILM, Models, TaskError, TaskInput, TaskOutput, kind_by_name};
 
 use crate::cli::{ComputeStartArgs, MeshArgs, TaskCommand, TaskSubmitArgs, WalletArgs};
+use crate::errors::runtime;
 use crate::output::Output;
 
 fn compute_dir(data_dir: &Path) -> PathBuf {
@@ -56,21 +57,6 @@ pub fn from_compute(e: ComputeError) -> UserError {
 
 fn from_task(e: TaskError) -> UserError {
     from_compute(ComputeError::Task(e))
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, UserError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            UserError::new(
-                Code::Internal,
-                "cannot start the async runtime",
-                e.to_string(),
-                "report it",
-            )
-        })
 }
 
 fn parse_addrs(v: &[String]) -> Result<Vec<tg_net::Multiaddr>, UserError> {

@@ -12,23 +12,7 @@ use std::time::Duration;
 use tg_compute::{Handle, NodeConfig, Redundancy, Stage, start};
 use tg_tasks::{Models, TaskInput, TaskOutput, kind_by_name};
 
-fn models_dir() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/models");
-    if Models::new(&root).has_minilm() {
-        Some(root)
-    } else {
-        assert!(
-            std::env::var_os("TENSORGUARD_REQUIRE_MODELS").is_none(),
-            "MiniLM is not in {} and TENSORGUARD_REQUIRE_MODELS is set",
-            root.display()
-        );
-        eprintln!(
-            "SKIP: MiniLM is not in {} — run scripts/compute/fetch_models.sh",
-            root.display()
-        );
-        None
-    }
-}
+use tg_tasks::testing::models_dir;
 
 struct Mesh {
     nodes: Vec<Handle>,

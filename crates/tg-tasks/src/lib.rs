@@ -33,3 +33,30 @@ pub const MAX_TEXTS: usize = 64;
 pub const MAX_TEXT_BYTES: usize = 16 * 1024;
 /// Most bytes of the text a `chunk` task splits.
 pub const MAX_CHUNK_INPUT_BYTES: usize = 1024 * 1024;
+
+/// For tests: where the workspace keeps its models (`target/models`, filled by
+/// `scripts/compute/fetch_models.sh`).
+#[doc(hidden)]
+pub mod testing {
+    use std::path::PathBuf;
+
+    /// The models directory when MiniLM is in it. Otherwise prints a SKIP
+    /// line and returns `None` — or panics when `TENSORGUARD_REQUIRE_MODELS`
+    /// is set (CI fetches the model, so a missing one is a failure there).
+    pub fn models_dir() -> Option<PathBuf> {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/models");
+        if crate::Models::new(&root).has_minilm() {
+            return Some(std::fs::canonicalize(&root).unwrap_or(root));
+        }
+        assert!(
+            std::env::var_os("TENSORGUARD_REQUIRE_MODELS").is_none(),
+            "MiniLM is not in {} and TENSORGUARD_REQUIRE_MODELS is set",
+            root.display()
+        );
+        eprintln!(
+            "SKIP: MiniLM is not in {} — run scripts/compute/fetch_models.sh",
+            root.display()
+        );
+        None
+    }
+}

@@ -4,29 +4,11 @@
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
 
-use std::path::PathBuf;
-
 use tg_tasks::{
     EmbedKind, MINILM, Models, TaskError, TaskInput, TaskKind, TaskOutput, kind_by_name,
 };
 
-fn models_dir() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/models");
-    if Models::new(&root).has_minilm() {
-        Some(root)
-    } else {
-        assert!(
-            std::env::var_os("TENSORGUARD_REQUIRE_MODELS").is_none(),
-            "MiniLM is not in {} and TENSORGUARD_REQUIRE_MODELS is set",
-            root.display()
-        );
-        eprintln!(
-            "SKIP: MiniLM is not in {} — run scripts/compute/fetch_models.sh",
-            root.display()
-        );
-        None
-    }
-}
+use tg_tasks::testing::models_dir;
 
 fn input(kind: &str, texts: &[&str]) -> TaskInput {
     TaskInput {
