@@ -82,6 +82,17 @@ async fn a_worker_refuses_hostile_assignments_and_forged_receipts_and_keeps_serv
     r.client.dial(addr.parse().unwrap()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let to = w.peer_id;
+    // Anyone may ask what a node can do now: its capability record.
+    r.client.send(to, Msg::Probe.encode()).await.unwrap();
+    match r.next(Duration::from_secs(10)).await {
+        Some((_, Msg::Capability(c))) => {
+            assert_eq!(c.protocol, tg_compute::COMPUTE_PROTOCOL);
+            assert!(c.kinds.iter().any(|k| k == "embed"), "{c:?}");
+            assert_eq!(c.cpu_cap_pct, 800);
+            assert!(!c.over_caps, "{c:?}");
+        }
+        other => panic!("expected a capability record, got {other:?}"),
+    }
     let id: TaskId = [1; 16];
     // Garbage and truncated bytes.
     r.client

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tg_compute::{Handle, NodeConfig, Redundancy, Stage, start};
-use tg_tasks::{Models, TaskInput, TaskOutput, kind_by_name};
+use tg_tasks::{Models, TaskInput, kind_by_name};
 
 use tg_tasks::testing::models_dir;
 
@@ -228,7 +228,6 @@ async fn chunk_fans_out_over_the_network_and_comes_back_in_order() {
         ),
         1
     );
-    let _ = TaskOutput::Embeddings(vec![]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
