@@ -18,6 +18,8 @@ use tg_tasks::testing::models_dir as models;
 struct Node {
     child: Child,
     addr: String,
+    /// `host:port` of `/metrics`, when started with `--metrics`.
+    metrics: Option<String>,
 }
 
 impl Drop for Node {
@@ -54,7 +56,16 @@ fn node(dir: &Path, models: &Path, extra: &[&str]) -> Node {
         v["listen"][0].as_str().unwrap(),
         v["peer_id"].as_str().unwrap()
     );
-    Node { child, addr }
+    let metrics = v["metrics"].as_str().map(|u| {
+        u.trim_start_matches("http://")
+            .trim_end_matches("/metrics")
+            .to_string()
+    });
+    Node {
+        child,
+        addr,
+        metrics,
+    }
 }
 
 #[test]
@@ -75,6 +86,8 @@ fn twenty_nodes_run_a_thousand_tasks_through_kills_and_a_liar() {
             "--liars",
             "1",
             "--idle-secs",
+            "2",
+            "--settle-secs",
             "2",
             "--models",
         ])
@@ -117,7 +130,11 @@ fn twenty_nodes_run_a_thousand_tasks_through_kills_and_a_liar() {
 fn a_node_fetches_the_model_from_a_peer_and_receipts_verify() {
     let Some(models) = models() else { return };
     let work = tempfile::tempdir().unwrap();
-    let a = node(&work.path().join("a"), &models, &[]);
+    let a = node(
+        &work.path().join("a"),
+        &models,
+        &["--metrics", "127.0.0.1:0"],
+    );
     // B starts with an empty model directory: it finds A as a provider and fetches every pinned file.
     let b_models = work.path().join("b-models");
     let b = node(&work.path().join("b"), &b_models, &["--bootstrap", &a.addr]);
@@ -163,6 +180,38 @@ fn a_node_fetches_the_model_from_a_peer_and_receipts_verify() {
             .unwrap();
     assert_eq!(shown["state"], "done");
     assert_eq!(shown["verified_by"].as_array().unwrap().len(), 2);
+    // A's /metrics shows its work as a worker (the status behind the gauges is refreshed every 2 s).
+    std::thread::sleep(Duration::from_secs(3));
+    let m = crate::common::scrape(a.metrics.as_deref().unwrap());
+    let value = |series: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing in\n{m}"))
+    };
+    assert_eq!(
+        value("tensorguard_compute_worker_tasks_total{outcome=\"ran\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(value("tensorguard_compute_receipts_total"), 1.0, "{m}");
+    assert_eq!(value("tensorguard_compute_points"), 1.0, "{m}");
+    assert_eq!(value("tensorguard_compute_cpu_cap_percent"), 50.0, "{m}");
+    assert!(value("tensorguard_compute_connected_peers") >= 1.0, "{m}");
+    assert!(
+        value("tensorguard_compute_resident_memory_bytes") > 1e6,
+        "{m}"
+    );
+    assert_eq!(value("tensorguard_compute_model_loaded"), 1.0, "{m}");
+    assert_eq!(
+        value("tensorguard_compute_verification_disagreements_total"),
+        0.0,
+        "{m}"
+    );
+    assert!(
+        m.contains("tensorguard_compute_task_latency_seconds_bucket{le=\"+Inf\"}"),
+        "{m}"
+    );
     // Both workers hold a receipt; the export verifies; a forged one does not.
     drop(b);
     drop(a);

@@ -49,6 +49,11 @@ pub struct TasksBenchArgs {
     /// Seconds of idle measurement before the tasks.
     #[arg(long, default_value_t = 10)]
     pub idle_secs: u64,
+    /// Seconds from the last node's boot to the idle measurement: the
+    /// bootstrap walks end and their connections close (a node's connections
+    /// close after 90 s without streams, with the default task timeout).
+    #[arg(long, default_value_t = 100)]
+    pub settle_secs: u64,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
@@ -239,8 +244,9 @@ fn measure(
     out: &Output,
 ) -> Result<serde_json::Value, UserError> {
     let rt = crate::errors::runtime()?;
-    // Idle: RSS and CPU of every node with no model loaded.
-    std::thread::sleep(Duration::from_secs(2));
+    // Idle: RSS and CPU of every node with no model loaded, once the
+    // bootstrap has settled.
+    std::thread::sleep(Duration::from_secs(a.settle_secs));
     let c0: Vec<f64> = procs
         .iter()
         .map(|p| cpu_secs(p.child.id()).unwrap_or(0.0))

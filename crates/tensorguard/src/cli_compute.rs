@@ -56,6 +56,10 @@ pub struct ComputeStartArgs {
     /// Join and route, but run no tasks for others.
     #[arg(long)]
     pub no_serve: bool,
+    /// Serve Prometheus `/metrics` on this address (peers, tasks by outcome,
+    /// task latency, CPU-cap use, RSS, verification disagreements).
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// SIMULATION: return perturbed embeddings (a lying worker, for red-team
     /// tests). Labelled in every output; never use it on a real network.
     #[arg(long)]

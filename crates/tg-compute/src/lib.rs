@@ -21,7 +21,9 @@ pub mod wallet;
 pub mod worker;
 
 pub use error::ComputeError;
-pub use node::{Handle, NodeConfig, NodeStatus, PeerRow, Progress, Stage, start};
+pub use node::{
+    Handle, LATENCY_BOUNDS_MS, NodeConfig, NodeStats, NodeStatus, PeerRow, Progress, Stage, start,
+};
 pub use policy::{Policy, Redundancy, Standing, Standings, Verdict, judge};
 pub use proto::{
     ARTIFACT_PART_BYTES, COMPUTE_PROTOCOL, Capability, MAX_MESSAGE_BYTES, Msg, Receipt,

@@ -84,6 +84,12 @@ pub struct NodeConfig {
     /// How long a task that every capable peer has answered, still short of
     /// its quorum, waits for new workers before it fails.
     pub starve_grace: Duration,
+    /// Connections without open streams close after this long (at least
+    /// the worker's task timeout plus 30 s, so a result can still go back
+    /// over the connection its task came in on, even to a peer behind NAT).
+    /// A volunteer node keeps few: the DHT and assignments redial on demand,
+    /// while every open connection holds its transport buffers (~100 KiB).
+    pub idle_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -105,9 +111,10 @@ impl NodeConfig {
             assign_timeout: Duration::from_secs(20),
             per_worker: 4,
             policy: Policy::default(),
-            provider_ttl: Duration::from_secs(120),
+            provider_ttl: Duration::from_secs(600),
             task_deadline: Duration::from_secs(600),
             starve_grace: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -398,6 +405,11 @@ struct Node {
     fetching: Option<artifacts::Fetch>,
 }
 
+/// How often a node with tasks in flight or a fetch under way checks deadlines and assigns.
+const BUSY_TICK: Duration = Duration::from_millis(100);
+/// How often an idle node wakes (caps, capability records, a missing model).
+const IDLE_TICK: Duration = Duration::from_secs(1);
+
 /// Starts a node. `secret` is its Ed25519 secret (the libp2p identity and the signing key).
 pub async fn start(
     secret: [u8; 32],
@@ -410,6 +422,9 @@ pub async fn start(
     net.provider_republish = cfg.provider_ttl / 3;
     net.max_providers_per_key = 4096;
     net.request_timeout = Duration::from_secs(30);
+    net.idle_timeout = cfg
+        .idle_timeout
+        .max(cfg.worker.task_timeout + Duration::from_secs(30));
     let (client, events, event_loop) =
         tg_net::new(secret, net).map_err(|e| ComputeError::Net(e.to_string()))?;
     tokio::spawn(event_loop.run());
@@ -510,8 +525,11 @@ impl Node {
         mut done: mpsc::Receiver<Done>,
         mut internal: mpsc::Receiver<Internal>,
     ) {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Busy (tasks in flight, a model being fetched): every 100 ms, for
+        // deadlines and assignment; idle: once a second, so an idle node
+        // barely wakes.
+        let tick = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(tick);
         let mut bootstrapped = false;
         loop {
             tokio::select! {
@@ -525,7 +543,17 @@ impl Node {
                 },
                 Some(d) = done.recv() => self.on_done(d),
                 Some(i) = internal.recv() => self.on_internal(i),
-                _ = tick.tick() => self.on_tick().await,
+                () = &mut tick => {
+                    self.on_tick().await;
+                    let busy = !self.active.is_empty() || self.fetching.is_some();
+                    let period = if busy { BUSY_TICK } else { IDLE_TICK };
+                    tick.as_mut().reset(tokio::time::Instant::now() + period);
+                }
+            }
+            // Work arrived while idle: back to the busy pace at once.
+            let soon = tokio::time::Instant::now() + BUSY_TICK;
+            if (!self.active.is_empty() || self.fetching.is_some()) && tick.deadline() > soon {
+                tick.as_mut().reset(soon);
             }
         }
     }

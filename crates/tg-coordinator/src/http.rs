@@ -94,7 +94,7 @@ const MIN_TOKEN: usize = 16;
 /// other than loopback without `insecure_http`.
 pub async fn serve(
     how: &Serve<'_>,
-    metrics: Arc<tg_metrics::Metrics>,
+    metrics: Arc<dyn tg_metrics::Exposition>,
     api: Option<Router>,
 ) -> Result<Served, HttpError> {
     let acceptor = how.tls.map(|(c, k)| tls_acceptor(c, k)).transpose()?;
@@ -167,7 +167,7 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, HttpError
 
 /// `GET /metrics` in the OpenMetrics text format; with a token, only for a
 /// request bearing it (compared in constant time).
-pub fn metrics_router(metrics: Arc<tg_metrics::Metrics>, token: Option<String>) -> Router {
+pub fn metrics_router(metrics: Arc<dyn tg_metrics::Exposition>, token: Option<String>) -> Router {
     Router::new().route(
         "/metrics",
         get(move |headers: HeaderMap| {

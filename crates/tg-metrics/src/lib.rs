@@ -1,5 +1,7 @@
-//! Prometheus metrics of a coordinator or an agent: rounds, stage latencies,
-//! bytes, peers, dropouts, rejected messages by reason, and ε spent.
+//! Prometheus metrics of a coordinator, an agent or a compute node: rounds,
+//! stage latencies, bytes, peers, dropouts, rejected messages by reason, ε
+//! spent; and for the compute network tasks by outcome, task latency,
+//! CPU-cap use and verification disagreements ([`compute`]).
 //!
 //! Design decision: one small crate owns the metric names so coordinator and
 //! agent export the same families under their own prefix. Metric handles are
@@ -12,6 +14,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use prometheus_client;
+
+pub mod compute;
+pub use compute::{ComputeMetrics, ComputeSnapshot};
+
+/// Anything served on `/metrics`: the Prometheus text exposition of a node.
+pub trait Exposition: Send + Sync + 'static {
+    /// The exposition, its counters read in as of now.
+    fn encode(&self) -> String;
+}
+
+impl Exposition for Metrics {
+    fn encode(&self) -> String {
+        Metrics::encode(self)
+    }
+}
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;

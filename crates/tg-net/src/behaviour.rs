@@ -19,7 +19,7 @@ pub(crate) struct Behaviour {
     pub(crate) ping: ping::Behaviour,
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
-    pub(crate) gossipsub: gossipsub::Behaviour,
+    pub(crate) gossipsub: Toggle<gossipsub::Behaviour>,
     pub(crate) frames: request_response::Behaviour<FrameCodec>,
     pub(crate) autonat: autonat::Behaviour,
     pub(crate) relay: relay::client::Behaviour,
@@ -73,17 +73,14 @@ impl Behaviour {
         } else {
             None
         };
-        let gossip_config = gossipsub::ConfigBuilder::default()
-            .validation_mode(gossipsub::ValidationMode::Strict)
-            .heartbeat_interval(std::time::Duration::from_secs(1))
-            .max_transmit_size(64 * 1024)
-            .build()
-            .map_err(|e| NetError::Setup(format!("gossipsub: {e}")))?;
-        let gossipsub = gossipsub::Behaviour::new(
-            gossipsub::MessageAuthenticity::Signed(key.clone()),
-            gossip_config,
-        )
-        .map_err(|e| NetError::Setup(format!("gossipsub: {e}")))?;
+        // Gossipsub holds a long-lived stream on every connection, so a
+        // connection carrying it never goes idle; a role that announces
+        // nothing leaves it off and its idle connections close.
+        let gossipsub = if config.gossip {
+            Some(gossipsub_behaviour(key)?)
+        } else {
+            None
+        };
         let frames = request_response::Behaviour::with_codec(
             FrameCodec { stats },
             [(PROTOCOL, request_response::ProtocolSupport::Full)],
@@ -97,11 +94,26 @@ impl Behaviour {
             ping: ping::Behaviour::new(ping::Config::new()),
             kad,
             mdns: mdns.into(),
-            gossipsub,
+            gossipsub: gossipsub.into(),
             frames,
             autonat: autonat::Behaviour::new(peer, autonat::Config::default()),
             relay,
             dcutr: dcutr::Behaviour::new(peer),
         })
     }
+}
+
+/// Gossipsub for low-rate announcements: strict validation, signed messages.
+fn gossipsub_behaviour(key: &identity::Keypair) -> Result<gossipsub::Behaviour, NetError> {
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .heartbeat_interval(std::time::Duration::from_secs(1))
+        .max_transmit_size(64 * 1024)
+        .build()
+        .map_err(|e| NetError::Setup(format!("gossipsub: {e}")))?;
+    gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(key.clone()),
+        gossip_config,
+    )
+    .map_err(|e| NetError::Setup(format!("gossipsub: {e}")))
 }

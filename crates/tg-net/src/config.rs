@@ -70,6 +70,9 @@ pub struct Config {
     pub provider_republish: Duration,
     /// Providers a node stores per DHT key.
     pub max_providers_per_key: usize,
+    /// Speak gossipsub (announcements). Off for the compute role, which
+    /// announces nothing: gossipsub keeps every connection open.
+    pub gossip: bool,
 }
 
 impl Config {
@@ -89,6 +92,7 @@ impl Config {
             provider_ttl: Duration::from_secs(48 * 3600),
             provider_republish: Duration::from_secs(12 * 3600),
             max_providers_per_key: 20,
+            gossip: !matches!(role, Role::Compute),
         }
     }
 }

@@ -15,6 +15,9 @@ use futures::StreamExt;
 use libp2p::request_response::{self, InboundFailure, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns, ping};
+
+/// Why a publish or subscribe fails on a node without gossipsub.
+const GOSSIP_OFF: &str = "this node's role does not speak gossipsub (Config::gossip is off)";
 use tokio::sync::{mpsc, oneshot};
 
 use crate::behaviour::{Behaviour, BehaviourEvent};
@@ -96,9 +99,13 @@ impl EventLoop {
                     .swarm
                     .behaviour_mut()
                     .gossipsub
-                    .publish(topic, data)
-                    .map(|_| ())
-                    .map_err(|e| NetError::Publish(e.to_string()));
+                    .as_mut()
+                    .ok_or_else(|| NetError::Publish(GOSSIP_OFF.into()))
+                    .and_then(|g| {
+                        g.publish(topic, data)
+                            .map(|_| ())
+                            .map_err(|e| NetError::Publish(e.to_string()))
+                    });
                 let _ = reply.send(r);
             }
             Command::Subscribe { topic, reply } => {
@@ -107,9 +114,13 @@ impl EventLoop {
                     .swarm
                     .behaviour_mut()
                     .gossipsub
-                    .subscribe(&topic)
-                    .map(|_| ())
-                    .map_err(|e| NetError::Publish(e.to_string()));
+                    .as_mut()
+                    .ok_or_else(|| NetError::Publish(GOSSIP_OFF.into()))
+                    .and_then(|g| {
+                        g.subscribe(&topic)
+                            .map(|_| ())
+                            .map_err(|e| NetError::Publish(e.to_string()))
+                    });
                 let _ = reply.send(r);
             }
             Command::AllowTransfers { peer, allowed } => self.reassembly.allow(peer, allowed),

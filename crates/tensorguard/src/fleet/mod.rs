@@ -43,14 +43,14 @@ pub fn start_node(
 
 /// Serves `GET /metrics` (and the API and dashboard, when given) on `addr`
 /// in the background (`tg_coordinator::http::serve`, which holds the rules),
-/// and says where.
+/// says where, and returns the bound address.
 pub async fn serve_metrics(
     addr: std::net::SocketAddr,
-    metrics: Arc<tg_metrics::Metrics>,
+    metrics: Arc<dyn tg_metrics::Exposition>,
     api: Option<tg_coordinator::http::Router>,
     tls: &crate::cli::TlsArgs,
     out: &Output,
-) -> Result<(), UserError> {
+) -> Result<std::net::SocketAddr, UserError> {
     use tg_coordinator::http::{self, HttpError};
     let with_api = api.is_some();
     let how = http::Serve {
@@ -95,7 +95,7 @@ pub async fn serve_metrics(
     if served.exposed_plain {
         out.note(&out.red(&format!("the API on {bound} is reachable from other hosts without TLS: bearer tokens cross the network in the clear; add --tls-cert and --tls-key")));
     }
-    Ok(())
+    Ok(bound)
 }
 
 /// Free and total bytes of the filesystem holding `dir` (for metrics).
