@@ -42,7 +42,8 @@ pub(crate) fn family(code: Code) -> &'static str {
         | Code::TaskKindUnknown
         | Code::SignatureRefused
         | Code::OverCaps
-        | Code::TaskFailed => "ComputeError",
+        | Code::TaskFailed
+        | Code::TaskStoreInUse => "ComputeError",
         _ => "InternalError",
     }
 }

@@ -144,11 +144,12 @@ class RoundError(TensorGuardError):
 
 
 class ComputeError(TensorGuardError):
-    """The compute network refused or failed a task (E120–E126): a model
+    """The compute network refused or failed a task (E120–E127): a model
     artifact that does not match its pin (E120), a malformed, oversize or
     unknown task (E121–E123), a result or receipt whose signature does not
-    hold (E124), a worker over its caps (E125), or a task that timed out or
-    whose workers disagreed (E126).
+    hold (E124), a worker over its caps (E125), a task that timed out or
+    whose workers disagreed (E126), or a task store another process holds
+    (E127).
 
     Example:
         >>> issubclass(ComputeError, TensorGuardError)

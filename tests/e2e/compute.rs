@@ -434,3 +434,65 @@ fn a_worker_capped_at_half_a_core_stays_there_at_nice_19_and_yields_to_a_hog() {
         let _ = f.join();
     }
 }
+
+/// Two `task submit` runs on one data directory at once: the second waits
+/// for the first's task store (E127 is what it would otherwise hit) and both
+/// tasks finish.
+#[test]
+fn two_submits_on_one_data_directory_take_turns_and_both_finish() {
+    let Some(models) = models() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let a = node(&work.path().join("a"), &models, &[]);
+    let sub = work.path().join("sub");
+    let submit = |text: &str| {
+        let mut c = tg_command();
+        c.arg("--data-dir").arg(&sub).args([
+            "--json",
+            "task",
+            "submit",
+            "--kind",
+            "embed",
+            text,
+            "--redundancy",
+            "1",
+            "--bootstrap",
+            &a.addr,
+            "--timeout",
+            "180",
+        ]);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.spawn().unwrap()
+    };
+    // The data directory's identity exists before the two race for the store.
+    let first = submit("The arm parks at the dock.")
+        .wait_with_output()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let (p, q) = (
+        submit("The conveyor stops for a jam."),
+        submit("A drone lands on the roof."),
+    );
+    let (p, q) = (p.wait_with_output().unwrap(), q.wait_with_output().unwrap());
+    let mut ids = Vec::new();
+    for o in [&p, &q] {
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && out.contains("\"done\""),
+            "{out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+        ids.push(v["task"].as_str().unwrap().to_string());
+    }
+    assert_ne!(ids[0], ids[1]);
+    for id in &ids {
+        let shown: serde_json::Value =
+            serde_json::from_slice(&tg(&sub, &[], &["--json", "task", "show", &id[..10]]).stdout)
+                .unwrap();
+        assert_eq!(shown["state"], "done", "{shown}");
+    }
+}

@@ -55,7 +55,16 @@ pub struct Fetch {
     looked: Option<Instant>,
     lookup: Option<tokio::sync::oneshot::Receiver<Vec<PeerId>>>,
     banned: std::collections::HashSet<PeerId>,
+    busy: u32,
+    retry_at: Option<Instant>,
 }
+
+/// An ask unanswered this long goes to the next provider.
+const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+/// A busy provider is asked again after this long.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
+/// Busy answers in a row before a fetch moves on to the next provider.
+pub const MAX_BUSY: u32 = 60;
 
 impl Fetch {
     /// Starts fetching `spec` into `root/spec.dir`.
@@ -72,6 +81,8 @@ impl Fetch {
             looked: None,
             lookup: None,
             banned: Default::default(),
+            busy: 0,
+            retry_at: None,
         }
     }
 
@@ -135,14 +146,19 @@ impl Fetch {
             self.lookup = Some(rx);
             return None;
         }
-        if self
-            .asked
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
-        {
-            return None;
-        }
-        if self.asked.is_some() {
-            self.next_provider();
+        match self.retry_at {
+            // A busy provider: asked again, same offset, once its wait is over.
+            Some(at) if Instant::now() < at => return None,
+            Some(_) => self.retry_at = None,
+            None => {
+                if self.asked.is_some_and(|t| t.elapsed() < ASK_TIMEOUT) {
+                    return None;
+                }
+                if self.asked.is_some() {
+                    // Unanswered: the provider is gone or stalling.
+                    self.next_provider();
+                }
+            }
         }
         let peer = *self.providers.get(self.provider)?;
         self.asked = Some(Instant::now());
@@ -162,16 +178,39 @@ impl Fetch {
         self.offset = 0;
         self.part = None;
         self.asked = None;
+        self.busy = 0;
+        self.retry_at = None;
     }
 
     fn next_provider(&mut self) {
         // A file restarts with the next provider, so all its parts come from one.
+        self.busy = 0;
+        self.retry_at = None;
         self.offset = 0;
         self.part = None;
         self.provider += 1;
         if self.provider >= self.providers.len() {
             self.providers.clear();
             self.provider = 0;
+        }
+    }
+
+    /// A provider holds it but is serving as many parts as it will: ask it
+    /// again in a second from the same offset, so a popular provider slows
+    /// a fetch down rather than restarting it. After [`MAX_BUSY`] busy
+    /// answers in a row the fetch moves on to the next provider.
+    pub fn on_busy(&mut self, peer: PeerId, id: [u8; 32]) {
+        if self.providers.get(self.provider) != Some(&peer)
+            || self.spec.files.get(self.file).map(|f| f.id().0) != Some(id)
+        {
+            return;
+        }
+        self.busy += 1;
+        if self.busy >= MAX_BUSY {
+            self.asked = None;
+            self.next_provider();
+        } else {
+            self.retry_at = Some(Instant::now() + BUSY_RETRY);
         }
     }
 
@@ -227,6 +266,7 @@ impl Fetch {
                 .map_err(|e| ComputeError::Io(e.to_string()))?;
         }
         self.offset += data.len() as u64;
+        self.busy = 0;
         self.asked = Some(Instant::now());
         if self.offset < total {
             return Ok(Some(Msg::Fetch {
@@ -298,4 +338,51 @@ pub fn evict_lru(root: &Path, max_bytes: u64, keep: &str) -> std::io::Result<Vec
         removed.push(name);
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetching_from(providers: &[PeerId], offset: u64) -> Fetch {
+        let dir = std::env::temp_dir().join("tg-fetch-busy-test-never-written");
+        let mut f = Fetch::new(dir, &MINILM);
+        f.providers = providers.to_vec();
+        f.offset = offset;
+        f.asked = Some(Instant::now());
+        f
+    }
+
+    #[test]
+    fn a_busy_provider_slows_a_fetch_without_restarting_it() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let id = MINILM.files[0].id().0;
+        let mut f = fetching_from(&[a, b], 3 * u64::from(crate::ARTIFACT_PART_BYTES));
+        f.on_busy(a, id);
+        assert_eq!(f.offset, 3 * u64::from(crate::ARTIFACT_PART_BYTES));
+        assert_eq!(f.providers[f.provider], a);
+        assert!(f.retry_at.is_some());
+        // Busy for another file, or from a peer not being asked: ignored.
+        f.on_busy(b, id);
+        f.on_busy(a, MINILM.files[1].id().0);
+        assert_eq!(f.busy, 1);
+        // Busy for too long: the next provider, from the start of the file.
+        for _ in 1..MAX_BUSY {
+            f.on_busy(a, id);
+        }
+        assert_eq!(f.providers[f.provider], b);
+        assert_eq!(f.offset, 0);
+        assert_eq!(f.busy, 0);
+        assert!(f.retry_at.is_none());
+    }
+
+    #[test]
+    fn a_provider_without_the_artifact_moves_the_fetch_on_at_once() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let id = MINILM.files[0].id().0;
+        let mut f = fetching_from(&[a, b], u64::from(crate::ARTIFACT_PART_BYTES));
+        f.on_missing(a, id);
+        assert_eq!(f.providers[f.provider], b);
+        assert_eq!(f.offset, 0);
+    }
 }

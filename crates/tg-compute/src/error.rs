@@ -1,4 +1,4 @@
-/// Errors of the compute network. Each maps to a stable code (E120–E126).
+/// Errors of the compute network. Each maps to a stable code (E120–E127).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ComputeError {
@@ -23,6 +23,9 @@ pub enum ComputeError {
     /// Storage failed.
     #[error("storage: {0}")]
     Io(String),
+    /// Another node (another `task submit`) holds this task store.
+    #[error("the task store is in use by another node ({0} is locked)")]
+    StoreInUse(String),
     /// The node has stopped.
     #[error("the compute node has stopped")]
     Stopped,
@@ -44,6 +47,7 @@ impl ComputeError {
             Self::Timeout(_) => "E126",
             Self::Net(_) => "E080",
             Self::Io(_) => "E031",
+            Self::StoreInUse(_) => "E127",
             Self::Stopped => "E072",
         }
     }

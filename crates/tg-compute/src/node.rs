@@ -381,6 +381,8 @@ struct Node {
     cfg: NodeConfig,
     models: Arc<Models>,
     store: Option<TaskStore>,
+    /// Held for the node's life: one node per task store.
+    _store_lock: Option<std::fs::File>,
     wallet: Wallet,
     stats: Arc<NodeStats>,
     wstats: Arc<WorkerStats>,
@@ -405,6 +407,30 @@ struct Node {
     fetching: Option<artifacts::Fetch>,
 }
 
+/// Takes the task store's lock file (`<store>.lock`), or says who holds it.
+fn lock_store(store: &std::path::Path) -> Result<std::fs::File, ComputeError> {
+    let path = store.with_extension("lock");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ComputeError::Io(format!("{}: {e}", dir.display())))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| ComputeError::Io(format!("{}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(ComputeError::StoreInUse(path.display().to_string()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(ComputeError::Io(format!("{}: {e}", path.display())))
+        }
+    }
+}
+
 /// How often a node with tasks in flight or a fetch under way checks deadlines and assigns.
 const BUSY_TICK: Duration = Duration::from_millis(100);
 /// How often an idle node wakes (caps, capability records, a missing model).
@@ -416,6 +442,9 @@ pub async fn start(
     cfg: NodeConfig,
 ) -> Result<(Handle, tokio::task::JoinHandle<()>), ComputeError> {
     let key = SigningKey::from_bytes(&secret);
+    // Before the network starts: a second node on the same store would
+    // share its peer id and resume the same tasks.
+    let store_lock = cfg.store.as_deref().map(lock_store).transpose()?;
     let mut net = tg_net::Config::new(tg_net::Role::Compute, cfg.listen.clone());
     net.mdns = cfg.mdns;
     net.provider_ttl = cfg.provider_ttl;
@@ -463,6 +492,7 @@ pub async fn start(
         cfg,
         models,
         store,
+        _store_lock: store_lock,
         wallet,
         stats: stats.clone(),
         wstats,
@@ -654,6 +684,11 @@ impl Node {
             Msg::NoArtifact { id } => {
                 if let Some(f) = self.fetching.as_mut() {
                     f.on_missing(peer, id);
+                }
+            }
+            Msg::ArtifactBusy { id } => {
+                if let Some(f) = self.fetching.as_mut() {
+                    f.on_busy(peer, id);
                 }
             }
             Msg::Capability(_) => {}

@@ -263,6 +263,12 @@ pub enum Msg {
         /// Artifact.
         id: [u8; 32],
     },
+    /// Provider → fetcher: it holds that artifact but serves as many parts
+    /// as it will right now; ask again later from the same offset.
+    ArtifactBusy {
+        /// Artifact.
+        id: [u8; 32],
+    },
 }
 
 impl Msg {

@@ -289,3 +289,28 @@ async fn with_three_workers_and_a_liar_a_two_to_one_majority_verifies() {
         "the liar was paid"
     );
 }
+
+/// Two submitters on one task store would share a peer id and resume the
+/// same tasks: the second is refused (E127) until the first stops.
+#[tokio::test]
+async fn a_second_node_on_one_task_store_is_refused_until_the_first_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || {
+        let mut c = NodeConfig::new(dir.path().join("models"), dir.path().join("wallet"));
+        c.serve = false;
+        c.store = Some(dir.path().join("tasks.sqlite"));
+        c
+    };
+    let (first, task) = start([7; 32], cfg()).await.unwrap();
+    let refused = start([7; 32], cfg()).await.err().unwrap();
+    assert_eq!(refused.code(), "E127", "{refused}");
+    assert!(refused.to_string().contains("tasks.lock"), "{refused}");
+    // A node without a store (a worker) is not held back by it.
+    let mut worker = cfg();
+    worker.store = None;
+    assert!(start([8; 32], worker).await.is_ok());
+    drop(first);
+    task.abort();
+    let _ = task.await;
+    assert!(start([7; 32], cfg()).await.is_ok());
+}

@@ -108,6 +108,8 @@ pub enum Code {
     OverCaps,
     /// E126 a compute task failed: timed out, or its workers disagreed.
     TaskFailed,
+    /// E127 another process's compute node holds this data directory's task store.
+    TaskStoreInUse,
     /// E099 internal error.
     Internal,
 }
@@ -159,6 +161,7 @@ impl Code {
             Code::SignatureRefused => "E124",
             Code::OverCaps => "E125",
             Code::TaskFailed => "E126",
+            Code::TaskStoreInUse => "E127",
             Code::Internal => "E099",
         }
     }

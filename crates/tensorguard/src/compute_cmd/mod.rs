@@ -51,6 +51,10 @@ pub fn from_compute(e: ComputeError) -> UserError {
             Code::TaskFailed,
             "resubmit, or lower --redundancy if too few honest workers are up",
         ),
+        "E127" => (
+            Code::TaskStoreInUse,
+            "wait for the other `tensorguard task submit` on this data directory, or use another --data-dir",
+        ),
         "E080" => (Code::Network, "check --listen and --bootstrap addresses"),
         "E072" => (Code::NotRunning, "start it again"),
         _ => (Code::Store, "check the data directory is writable"),

@@ -150,7 +150,26 @@ fn submit(a: &TaskSubmitArgs, data_dir: &Path, out: &Output) -> Result<(), UserE
     cfg.store = Some(store_path(data_dir));
     let rt = runtime()?;
     rt.block_on(async {
-        let (h, _task) = start(secret, cfg).await.map_err(from_compute)?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(a.timeout);
+        // One submitter per task store: a second `task submit` on this data
+        // directory waits for the first (it holds the store's lock).
+        let mut waiting = false;
+        let (h, _task) = loop {
+            match start(secret, cfg.clone()).await {
+                Err(ComputeError::StoreInUse(lock))
+                    if tokio::time::Instant::now() + Duration::from_millis(500) < deadline =>
+                {
+                    if !waiting {
+                        waiting = true;
+                        out.note(&format!(
+                            "another `tensorguard task submit` holds this data directory's task store ({lock}); waiting for it"
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                r => break r.map_err(from_compute)?,
+            }
+        };
         let mut rx = h.progress();
         let id = h.submit(input, redundancy).await.map_err(from_compute)?;
         let idh = hex::encode(id);
@@ -159,7 +178,6 @@ fn submit(a: &TaskSubmitArgs, data_dir: &Path, out: &Output) -> Result<(), UserE
         } else {
             out.line(&format!("task {idh} · {} · redundancy {}", a.kind, a.redundancy));
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(a.timeout);
         loop {
             let p = match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Ok(p)) => p,

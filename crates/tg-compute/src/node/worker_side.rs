@@ -98,23 +98,20 @@ impl Node {
     /// peer and [`MAX_PARTS_IN_FLIGHT`] in all, read off the event loop; more
     /// asks are answered "not here" so the asker tries another provider.
     pub(super) fn on_fetch(&mut self, peer: PeerId, id: [u8; 32], offset: u64) {
+        if !self.verified_model {
+            self.send(peer, Msg::NoArtifact { id }, None);
+            return;
+        }
         let busy = {
             let mut serving = self
                 .serving
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !self.verified_model
-                || serving.len() >= MAX_PARTS_IN_FLIGHT
-                || serving.contains(&peer)
-            {
-                true
-            } else {
-                serving.insert(peer);
-                false
-            }
+            serving.len() >= MAX_PARTS_IN_FLIGHT || !serving.insert(peer)
         };
         if busy {
-            self.send(peer, Msg::NoArtifact { id }, None);
+            // Held, but not now: the fetcher asks again from the same offset.
+            self.send(peer, Msg::ArtifactBusy { id }, None);
             return;
         }
         let (root, client, serving, stats) = (
