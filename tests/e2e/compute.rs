@@ -133,11 +133,15 @@ fn a_node_fetches_the_model_from_a_peer_and_receipts_verify() {
     let a = node(
         &work.path().join("a"),
         &models,
-        &["--metrics", "127.0.0.1:0"],
+        &["--metrics", "127.0.0.1:0", "--lan"],
     );
     // B starts with an empty model directory: it finds A as a provider and fetches every pinned file.
     let b_models = work.path().join("b-models");
-    let b = node(&work.path().join("b"), &b_models, &["--bootstrap", &a.addr]);
+    let b = node(
+        &work.path().join("b"),
+        &b_models,
+        &["--bootstrap", &a.addr, "--lan"],
+    );
     let sub = work.path().join("sub");
     let o = tg(
         &sub,
@@ -153,6 +157,7 @@ fn a_node_fetches_the_model_from_a_peer_and_receipts_verify() {
             "2",
             "--bootstrap",
             &a.addr,
+            "--lan",
             "--timeout",
             "240",
         ],
@@ -212,6 +217,30 @@ fn a_node_fetches_the_model_from_a_peer_and_receipts_verify() {
         m.contains("tensorguard_compute_task_latency_seconds_bucket{le=\"+Inf\"}"),
         "{m}"
     );
+    // AutoNAT on a LAN: each node asked the other to dial it back, so
+    // `status` says it is publicly reachable (on this network).
+    for n in ["a", "b"] {
+        let dir = work.path().join(n);
+        let mut seen = String::new();
+        for _ in 0..30 {
+            let o = tg(&dir, &[], &["--json", "status"]);
+            seen = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find_map(|v| v["compute"]["reachability"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            if seen == "public" {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        assert_eq!(
+            seen,
+            "public",
+            "node {n}; its log:\n{}",
+            std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default()
+        );
+    }
     // Both workers hold a receipt; the export verifies; a forged one does not.
     drop(b);
     drop(a);

@@ -21,6 +21,10 @@ pub struct MeshArgs {
     /// Discover peers on the local network with mDNS.
     #[arg(long)]
     pub mdns: bool,
+    /// The network is one LAN (or this machine): reachability checks
+    /// (AutoNAT) test private addresses too; on the internet leave it off.
+    #[arg(long)]
+    pub lan: bool,
     /// Identity key file (default: the node identity in the data directory's keyring).
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,

@@ -30,7 +30,10 @@ use crate::policy::{Policy, Redundancy, Standings, Verdict, judge};
 use crate::store::{TaskState, TaskStore};
 use crate::wallet::Wallet;
 use crate::worker::{self, Done, Job, WorkerConfig, WorkerStats};
-use crate::{Capability, ComputeError, Msg, Receipt, SignedResult, TaskId, artifacts, task_hex};
+use crate::{
+    COMPUTE_PROTOCOL, Capability, ComputeError, Msg, Receipt, SignedResult, TaskId, artifacts,
+    task_hex,
+};
 
 mod submitter;
 mod worker_side;
@@ -61,6 +64,8 @@ pub struct NodeConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Discover peers with mDNS.
     pub mdns: bool,
+    /// A network on one LAN: AutoNAT tests private addresses too.
+    pub lan: bool,
     /// Directory of model artifacts (fetched into it from peers when missing).
     pub models_dir: PathBuf,
     /// Run tasks for others (a volunteer worker) as well as submit.
@@ -103,6 +108,7 @@ impl NodeConfig {
             ],
             bootstrap: Vec::new(),
             mdns: false,
+            lan: false,
             models_dir,
             serve: true,
             worker: WorkerConfig::default(),
@@ -404,6 +410,8 @@ struct Node {
     sent_order: std::collections::VecDeque<(TaskId, PeerId)>,
     rtts: HashMap<PeerId, f64>,
     rtts_at: Option<Instant>,
+    /// What each sampled provider said when probed (submitter side).
+    caps: HashMap<PeerId, submitter::PeerCap>,
     fetching: Option<artifacts::Fetch>,
 }
 
@@ -447,6 +455,7 @@ pub async fn start(
     let store_lock = cfg.store.as_deref().map(lock_store).transpose()?;
     let mut net = tg_net::Config::new(tg_net::Role::Compute, cfg.listen.clone());
     net.mdns = cfg.mdns;
+    net.lan = cfg.lan;
     net.provider_ttl = cfg.provider_ttl;
     net.provider_republish = cfg.provider_ttl / 3;
     net.max_providers_per_key = 4096;
@@ -514,6 +523,7 @@ pub async fn start(
         sent_order: Default::default(),
         rtts: HashMap::new(),
         rtts_at: None,
+        caps: HashMap::new(),
         fetching: None,
     };
     node.resume()?;
@@ -659,6 +669,9 @@ impl Node {
             }
             Msg::Decline { task, code, reason } => {
                 tracing::info!(%peer, task = %task_hex(&task), "worker declined: {code} {reason}");
+                if code == "E125" {
+                    self.over_caps_said(peer);
+                }
                 self.unassign(peer, task, true);
             }
             Msg::Result(r) => self.on_result(peer, r),
@@ -691,7 +704,7 @@ impl Node {
                     f.on_busy(peer, id);
                 }
             }
-            Msg::Capability(_) => {}
+            Msg::Capability(c) => self.on_capability(peer, c),
         }
     }
 

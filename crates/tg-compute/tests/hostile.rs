@@ -66,6 +66,20 @@ async fn addr_of(h: &tg_compute::Handle) -> String {
     panic!("no listen address")
 }
 
+/// A capability record as a worker sends it, claiming an idle CPU.
+fn able(protocol: u32, over_caps: bool) -> tg_compute::Capability {
+    tg_compute::Capability {
+        protocol,
+        kinds: vec!["embed".into(), "classify".into()],
+        models: Vec::new(),
+        cpu_cap_pct: 50,
+        cpu_used_pct: 0,
+        queue: 0,
+        over_caps,
+        reason: over_caps.then(|| "memory cap".to_string()),
+    }
+}
+
 fn worker_cfg(models: PathBuf, dir: &tempfile::TempDir) -> NodeConfig {
     let mut cfg = NodeConfig::new(models, dir.path().join("wallet"));
     cfg.worker.cpu_cap_pct = 800;
@@ -331,6 +345,12 @@ async fn a_submitter_refuses_results_signed_by_the_wrong_key_and_replays() {
         let Some((peer, m)) = r.next(Duration::from_secs(5)).await else {
             continue;
         };
+        if m == Msg::Probe {
+            // It says what an honest worker says, so it is sampled for work.
+            let c = able(tg_compute::COMPUTE_PROTOCOL, false);
+            let _ = r.client.send(peer, Msg::Capability(c).encode()).await;
+            continue;
+        }
         if let Msg::Assign { task, input } = m {
             let unit = (1.0f32 / 384f32).sqrt();
             let out = TaskOutput::Embeddings(vec![vec![unit; 384]]); // well formed: only the binding is wrong
@@ -474,4 +494,93 @@ async fn a_provider_serving_bytes_that_do_not_match_the_pin_is_refused_and_banne
         "asked the banned provider again"
     );
     assert!(b.status().await.is_ok());
+}
+
+/// A submitter probes the providers it samples and assigns only to those
+/// whose capability record says they can take the task: a provider that
+/// says it is over its caps, or speaks another protocol version, gets no
+/// work; the tasks go to the honest worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitter_assigns_only_to_providers_whose_record_says_they_can() {
+    let Some(models) = models_dir() else { return };
+    let (d1, d3) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (w1, _) = start([61; 32], worker_cfg(models.clone(), &d1))
+        .await
+        .unwrap();
+    let addr = addr_of(&w1).await;
+    let mut rogues = Vec::new();
+    for (seed, protocol) in [(14u8, tg_compute::COMPUTE_PROTOCOL), (15, 99)] {
+        let r = rogue(seed).await;
+        r.client.dial(addr.parse().unwrap()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = r.client.bootstrap().await;
+        r.client
+            .start_providing(b"/tensorguard/compute/kind/embed")
+            .await
+            .unwrap();
+        rogues.push((r, protocol));
+    }
+    let assigned = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let probed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for (mut r, protocol) in rogues {
+        let (assigned, probed) = (assigned.clone(), probed.clone());
+        tokio::spawn(async move {
+            while let Some((peer, m)) = r.next(Duration::from_secs(120)).await {
+                match m {
+                    Msg::Probe => {
+                        probed.fetch_add(1, Ordering::Relaxed);
+                        let over = protocol == tg_compute::COMPUTE_PROTOCOL;
+                        let c = able(protocol, over);
+                        let _ = r.client.send(peer, Msg::Capability(c).encode()).await;
+                    }
+                    Msg::Assign { .. } => {
+                        assigned.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    let mut sc = NodeConfig::new(models, d3.path().join("wallet"));
+    sc.serve = false;
+    sc.store = Some(d3.path().join("tasks.sqlite"));
+    sc.bootstrap = vec![addr.parse().unwrap()];
+    let (sub, _) = start([62; 32], sc).await.unwrap();
+    let mut progress = sub.progress();
+    let mut want = std::collections::HashSet::new();
+    for i in 0..6 {
+        let input = TaskInput {
+            kind: "embed".into(),
+            texts: vec![format!("stack the crate {i}")],
+        };
+        want.insert(tg_compute::task_hex(
+            &sub.submit(input, Redundancy::Fixed(1)).await.unwrap(),
+        ));
+    }
+    let mut done = std::collections::HashSet::new();
+    while done.len() < want.len() {
+        let p = tokio::time::timeout(Duration::from_secs(90), progress.recv())
+            .await
+            .expect("tasks stalled")
+            .unwrap();
+        if want.contains(&p.task) {
+            match p.stage {
+                Stage::Done => {
+                    done.insert(p.task);
+                }
+                Stage::Failed { reason } => panic!("{reason}"),
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        probed.load(Ordering::Relaxed) >= 2,
+        "both rogues were probed"
+    );
+    assert_eq!(
+        assigned.load(Ordering::Relaxed),
+        0,
+        "a provider over its caps or of another protocol got work"
+    );
+    assert_eq!(w1.stats.served.load(Ordering::Relaxed), 6);
 }

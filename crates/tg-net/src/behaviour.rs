@@ -96,7 +96,25 @@ impl Behaviour {
             mdns: mdns.into(),
             gossipsub: gossipsub.into(),
             frames,
-            autonat: autonat::Behaviour::new(peer, autonat::Config::default()),
+            autonat: autonat::Behaviour::new(
+                peer,
+                autonat::Config {
+                    only_global_ips: !config.lan,
+                    // On a LAN peers answer at once: probe soon after start,
+                    // and soon again when a probe found no peer to answer it.
+                    boot_delay: if config.lan {
+                        std::time::Duration::from_secs(5)
+                    } else {
+                        autonat::Config::default().boot_delay
+                    },
+                    retry_interval: if config.lan {
+                        std::time::Duration::from_secs(10)
+                    } else {
+                        autonat::Config::default().retry_interval
+                    },
+                    ..Default::default()
+                },
+            ),
             relay,
             dcutr: dcutr::Behaviour::new(peer),
         })

@@ -52,6 +52,10 @@ pub struct Config {
     pub mdns: bool,
     /// Relays to listen through when this node is not reachable directly.
     pub relays: Vec<Multiaddr>,
+    /// A network on one LAN (or loopback): AutoNAT probes and dials back
+    /// private addresses too, so reachability is known there. Off, only
+    /// global addresses count, as on the internet.
+    pub lan: bool,
     /// Largest application frame accepted, after reassembly.
     pub max_frame_bytes: u64,
     /// Time for one request (one frame or chunk) to be answered.
@@ -83,6 +87,7 @@ impl Config {
             listen,
             mdns: false,
             relays: Vec::new(),
+            lan: false,
             max_frame_bytes: 4 << 30,
             request_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(300),

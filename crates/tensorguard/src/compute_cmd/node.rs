@@ -62,6 +62,7 @@ pub fn start_node(a: &ComputeStartArgs, data_dir: &Path, out: &Output) -> Result
     cfg.listen = parse_addrs(&a.listen)?;
     cfg.bootstrap = parse_addrs(&a.mesh.bootstrap)?;
     cfg.mdns = a.mesh.mdns;
+    cfg.lan = a.mesh.lan;
     cfg.serve = !a.no_serve;
     if !(1..=6400).contains(&a.cpu_cap) {
         return Err(invalid(

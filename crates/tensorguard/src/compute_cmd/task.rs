@@ -146,6 +146,7 @@ fn submit(a: &TaskSubmitArgs, data_dir: &Path, out: &Output) -> Result<(), UserE
     let mut cfg = NodeConfig::new(dir.join("models"), dir.join("submitter-wallet"));
     cfg.bootstrap = boot;
     cfg.mdns = a.mesh.mdns;
+    cfg.lan = a.mesh.lan;
     cfg.serve = false;
     cfg.store = Some(store_path(data_dir));
     let rt = runtime()?;

@@ -113,6 +113,7 @@ pub fn peers(mesh: &MeshArgs, data_dir: &Path, out: &Output) -> Result<(), UserE
             let mut cfg = NodeConfig::new(dir.join("models"), dir.join("submitter-wallet"));
             cfg.bootstrap = boot;
             cfg.mdns = mesh.mdns;
+            cfg.lan = mesh.lan;
             cfg.serve = false;
             let rt = runtime()?;
             rt.block_on(async {

@@ -3,6 +3,20 @@
 
 use super::*;
 
+/// Providers a submitter samples, probes and scores at most.
+pub(super) const MAX_CANDIDATES: usize = 64;
+/// A provider's capability record is asked for again after this long.
+const PROBE_EVERY: Duration = Duration::from_secs(30);
+/// A provider that has not answered its probe within this is tried anyway.
+const PROBE_GRACE: Duration = Duration::from_secs(2);
+
+/// A probed provider: when it was asked, and what it said (and when).
+#[derive(Debug, Clone)]
+pub(super) struct PeerCap {
+    probed: Instant,
+    said: Option<(Capability, Instant)>,
+}
+
 impl Node {
     /// Loads pending tasks from the store (after a restart).
     pub(super) fn resume(&mut self) -> Result<(), ComputeError> {
@@ -379,9 +393,11 @@ impl Node {
             match rx.try_recv() {
                 Ok(found) => {
                     let me = self.client.local_peer_id();
-                    self.providers = found.into_iter().filter(|p| *p != me).collect();
+                    let found: Vec<PeerId> = found.into_iter().filter(|p| *p != me).collect();
+                    self.providers = self.sample_providers(found);
                     self.providers_at = Some(Instant::now());
                     self.provider_query = None;
+                    self.probe_providers();
                 }
                 Err(oneshot::error::TryRecvError::Empty) => {}
                 Err(oneshot::error::TryRecvError::Closed) => self.provider_query = None,
@@ -416,13 +432,113 @@ impl Node {
         }
     }
 
+    /// At most [`MAX_CANDIDATES`] providers, drawn at random, plus every
+    /// peer holding an assignment of ours: a submitter probes and scores a
+    /// sample, not every volunteer on the network.
+    fn sample_providers(&self, mut found: Vec<PeerId>) -> Vec<PeerId> {
+        use rand::seq::SliceRandom;
+        found.shuffle(&mut rand::rng());
+        let busy: HashSet<PeerId> = self
+            .active
+            .values()
+            .flat_map(|a| a.assigned.keys().copied())
+            .collect();
+        let (mut keep, rest): (Vec<PeerId>, Vec<PeerId>) =
+            found.into_iter().partition(|p| busy.contains(p));
+        let room = MAX_CANDIDATES.saturating_sub(keep.len());
+        keep.extend(rest.into_iter().take(room));
+        keep
+    }
+
+    /// Asks each sampled provider never asked, or asked over
+    /// [`PROBE_EVERY`] ago, for its capability record.
+    fn probe_providers(&mut self) {
+        let now = Instant::now();
+        self.caps.retain(|p, c| {
+            self.providers.contains(p) || now.duration_since(c.probed) < PROBE_EVERY
+        });
+        let due: Vec<PeerId> = self
+            .providers
+            .iter()
+            .filter(|p| {
+                self.caps
+                    .get(p)
+                    .is_none_or(|c| now.duration_since(c.probed) >= PROBE_EVERY)
+            })
+            .copied()
+            .collect();
+        for p in due {
+            let said = self.caps.get(&p).and_then(|c| c.said.clone());
+            self.caps.insert(p, PeerCap { probed: now, said });
+            self.send(p, Msg::Probe, None);
+        }
+    }
+
+    /// A capability record, kept only from a peer this node probed.
+    pub(super) fn on_capability(&mut self, peer: PeerId, c: Capability) {
+        if let Some(pc) = self.caps.get_mut(&peer) {
+            pc.said = Some((c, Instant::now()));
+        }
+    }
+
+    /// A worker declined with E125: treat it as over its caps until probed again.
+    pub(super) fn over_caps_said(&mut self, peer: PeerId) {
+        if let Some(pc) = self.caps.get_mut(&peer) {
+            let mut c = pc.said.as_ref().map_or_else(
+                || Capability {
+                    protocol: COMPUTE_PROTOCOL,
+                    kinds: Vec::new(),
+                    models: Vec::new(),
+                    cpu_cap_pct: 0,
+                    cpu_used_pct: 0,
+                    queue: 0,
+                    over_caps: true,
+                    reason: None,
+                },
+                |(c, _)| c.clone(),
+            );
+            c.over_caps = true;
+            c.reason = Some("it declined a task with E125".into());
+            pc.said = Some((c, Instant::now()));
+        }
+    }
+
+    /// Whether a sampled provider may get work now: its fresh record says it
+    /// speaks our protocol, runs `kind` and is under its caps; a peer that
+    /// has not answered its probe within [`PROBE_GRACE`] is tried anyway
+    /// (the assignment's own timeout guards it).
+    pub(super) fn usable(&self, p: &PeerId, kind: &str) -> bool {
+        match self.caps.get(p) {
+            None => false,
+            Some(PeerCap {
+                said: Some((c, at)),
+                ..
+            }) if at.elapsed() < PROBE_EVERY * 2 => {
+                c.protocol == COMPUTE_PROTOCOL && !c.over_caps && c.kinds.iter().any(|k| k == kind)
+            }
+            Some(pc) => pc.probed.elapsed() >= PROBE_GRACE,
+        }
+    }
+
     pub(super) fn score(&self, p: &PeerId, rtts: &HashMap<PeerId, f64>) -> f64 {
         let st = key_of(p)
             .map(|k| self.standings.get(&k))
             .unwrap_or_default();
-        let load = self.inflight.get(p).copied().unwrap_or(0) as f64;
+        let mut load = self.inflight.get(p).copied().unwrap_or(0) as f64;
+        let mut free = 1.0;
+        if let Some(PeerCap {
+            said: Some((c, _)), ..
+        }) = self.caps.get(p)
+        {
+            // Self-reported: a worker that understates its load only gets
+            // more replicated work, and so more chances to be caught.
+            load += f64::from(c.queue);
+            if c.cpu_cap_pct > 0 {
+                free = (1.0 - f64::from(c.cpu_used_pct) / f64::from(c.cpu_cap_pct)).clamp(0.1, 1.0);
+            }
+        }
         let rtt = rtts.get(p).copied().unwrap_or(50.0);
-        st.score() / (1.0 + load) / (1.0 + rtt / 100.0)
+        st.score() * free / (1.0 + load) / (1.0 + rtt / 100.0)
     }
 
     pub(super) fn assign_pending(&mut self) {
@@ -432,6 +548,15 @@ impl Node {
             .filter(|p| key_of(p).is_some_and(|k| !self.standings.get(&k).excluded))
             .copied()
             .collect();
+        // Providers probed again when their records age (only while tasks are active).
+        if self
+            .caps
+            .values()
+            .any(|c| c.probed.elapsed() >= PROBE_EVERY)
+            || self.providers.iter().any(|p| !self.caps.contains_key(p))
+        {
+            self.probe_providers();
+        }
         let ids: Vec<TaskId> = self.active.keys().copied().collect();
         let rtts = self.rtts.clone();
         let mut rng = rand::rng();
@@ -487,9 +612,14 @@ impl Node {
                 }
                 continue;
             }
+            // Under its caps by its last record (or silent past the grace), and
+            // not already holding `per_worker` of ours.
             let mut eligible: Vec<PeerId> = unanswered
                 .into_iter()
-                .filter(|p| self.inflight.get(p).copied().unwrap_or(0) < per)
+                .filter(|p| {
+                    self.inflight.get(p).copied().unwrap_or(0) < per
+                        && self.usable(p, &a.input.kind)
+                })
                 .collect();
             if eligible.is_empty() {
                 continue;
