@@ -518,6 +518,15 @@ fn two_submits_on_one_data_directory_take_turns_and_both_finish() {
         ids.push(v["task"].as_str().unwrap().to_string());
     }
     assert_ne!(ids[0], ids[1]);
+    // They ran at once, so one found the store locked and waited for the other.
+    let said =
+        |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).contains("waiting for it");
+    assert!(
+        said(&p) || said(&q),
+        "neither submit waited:\n{}\n{}",
+        String::from_utf8_lossy(&p.stderr),
+        String::from_utf8_lossy(&q.stderr)
+    );
     for id in &ids {
         let shown: serde_json::Value =
             serde_json::from_slice(&tg(&sub, &[], &["--json", "task", "show", &id[..10]]).stdout)

@@ -64,6 +64,10 @@ pub struct ComputeStartArgs {
     /// task latency, CPU-cap use, RSS, verification disagreements).
     #[arg(long, value_name = "IP:PORT")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Require this bearer token (the file's first line) on `/metrics`;
+    /// needed to serve it on an address other than loopback.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_token_file: Option<PathBuf>,
     /// SIMULATION: return perturbed embeddings (a lying worker, for red-team
     /// tests). Labelled in every output; never use it on a real network.
     #[arg(long)]

@@ -55,16 +55,25 @@ pub struct Fetch {
     looked: Option<Instant>,
     lookup: Option<tokio::sync::oneshot::Receiver<Vec<PeerId>>>,
     banned: std::collections::HashSet<PeerId>,
+    /// Providers that were too slow (or too often busy) for a file: asked
+    /// again only when no other provider is found.
+    slow: std::collections::HashSet<PeerId>,
+    /// Busy answers from the current provider for the current file.
     busy: u32,
     retry_at: Option<Instant>,
+    /// When the current provider was first asked for the current file.
+    file_since: Option<Instant>,
 }
 
 /// An ask unanswered this long goes to the next provider.
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 /// A busy provider is asked again after this long.
 const BUSY_RETRY: Duration = Duration::from_secs(1);
-/// Busy answers in a row before a fetch moves on to the next provider.
+/// Busy answers from one provider for one file before the fetch moves on.
 pub const MAX_BUSY: u32 = 60;
+/// The slowest rate a provider may serve a file at (plus a minute of
+/// grace) before the fetch moves on: 90 MB in about seven minutes.
+const MIN_RATE_BYTES_PER_S: u64 = 256 * 1024;
 
 impl Fetch {
     /// Starts fetching `spec` into `root/spec.dir`.
@@ -81,8 +90,10 @@ impl Fetch {
             looked: None,
             lookup: None,
             banned: Default::default(),
+            slow: Default::default(),
             busy: 0,
             retry_at: None,
+            file_since: None,
         }
     }
 
@@ -112,10 +123,20 @@ impl Fetch {
             match rx.try_recv() {
                 Ok(found) => {
                     let me = client.local_peer_id();
-                    self.providers = found
+                    let found: Vec<PeerId> = found
                         .into_iter()
                         .filter(|p| *p != me && !self.banned.contains(p))
                         .collect();
+                    self.providers = found
+                        .iter()
+                        .filter(|p| !self.slow.contains(p))
+                        .copied()
+                        .collect();
+                    if self.providers.is_empty() && !found.is_empty() {
+                        // Only slow providers are left: give them another chance.
+                        self.slow.clear();
+                        self.providers = found;
+                    }
                     self.provider = 0;
                     self.lookup = None;
                 }
@@ -160,7 +181,15 @@ impl Fetch {
                 }
             }
         }
+        // A provider that trickles a file (parts just often enough, or busy
+        // answers) is dropped for this fetch once it is over its time budget.
+        let size = self.spec.files.get(self.file).map_or(0, |f| f.size);
+        let budget = Duration::from_secs(60 + size / MIN_RATE_BYTES_PER_S);
+        if self.file_since.is_some_and(|t| t.elapsed() > budget) {
+            self.drop_slow();
+        }
         let peer = *self.providers.get(self.provider)?;
+        self.file_since.get_or_insert_with(Instant::now);
         self.asked = Some(Instant::now());
         Some((
             peer,
@@ -180,12 +209,33 @@ impl Fetch {
         self.asked = None;
         self.busy = 0;
         self.retry_at = None;
+        self.file_since = None;
+    }
+
+    /// The current provider is too slow or too busy: skip it for this fetch.
+    fn drop_slow(&mut self) {
+        if self.provider < self.providers.len() {
+            let p = self.providers.remove(self.provider);
+            self.slow.insert(p);
+        }
+        // The next provider takes its place in the list and starts the file over.
+        self.busy = 0;
+        self.retry_at = None;
+        self.file_since = None;
+        self.offset = 0;
+        self.part = None;
+        self.asked = None;
+        if self.provider >= self.providers.len() {
+            self.providers.clear();
+            self.provider = 0;
+        }
     }
 
     fn next_provider(&mut self) {
         // A file restarts with the next provider, so all its parts come from one.
         self.busy = 0;
         self.retry_at = None;
+        self.file_since = None;
         self.offset = 0;
         self.part = None;
         self.provider += 1;
@@ -207,8 +257,7 @@ impl Fetch {
         }
         self.busy += 1;
         if self.busy >= MAX_BUSY {
-            self.asked = None;
-            self.next_provider();
+            self.drop_slow();
         } else {
             self.retry_at = Some(Instant::now() + BUSY_RETRY);
         }
@@ -266,7 +315,7 @@ impl Fetch {
                 .map_err(|e| ComputeError::Io(e.to_string()))?;
         }
         self.offset += data.len() as u64;
-        self.busy = 0;
+        self.retry_at = None;
         self.asked = Some(Instant::now());
         if self.offset < total {
             return Ok(Some(Msg::Fetch {
@@ -293,6 +342,8 @@ impl Fetch {
         std::fs::rename(&part_path, dir.join(file.name))
             .map_err(|e| ComputeError::Io(e.to_string()))?;
         self.file += 1;
+        self.busy = 0;
+        self.file_since = Some(Instant::now());
         Ok(self.spec.files.get(self.file).map(|f| Msg::Fetch {
             id: f.id().0,
             offset: 0,
@@ -344,9 +395,16 @@ pub fn evict_lru(root: &Path, max_bytes: u64, keep: &str) -> std::io::Result<Vec
 mod tests {
     use super::*;
 
-    fn fetching_from(providers: &[PeerId], offset: u64) -> Fetch {
-        let dir = std::env::temp_dir().join("tg-fetch-busy-test-never-written");
-        let mut f = Fetch::new(dir, &MINILM);
+    /// The largest pinned file (the weights), so parts of full size exist.
+    fn big() -> usize {
+        (0..MINILM.files.len())
+            .max_by_key(|&i| MINILM.files[i].size)
+            .unwrap()
+    }
+
+    fn fetching_from(dir: &Path, providers: &[PeerId], offset: u64) -> Fetch {
+        let mut f = Fetch::new(dir.to_path_buf(), &MINILM);
+        f.file = big();
         f.providers = providers.to_vec();
         f.offset = offset;
         f.asked = Some(Instant::now());
@@ -356,31 +414,81 @@ mod tests {
     #[test]
     fn a_busy_provider_slows_a_fetch_without_restarting_it() {
         let (a, b) = (PeerId::random(), PeerId::random());
-        let id = MINILM.files[0].id().0;
-        let mut f = fetching_from(&[a, b], 3 * u64::from(crate::ARTIFACT_PART_BYTES));
+        let id = MINILM.files[big()].id().0;
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = fetching_from(
+            dir.path(),
+            &[a, b],
+            3 * u64::from(crate::ARTIFACT_PART_BYTES),
+        );
         f.on_busy(a, id);
         assert_eq!(f.offset, 3 * u64::from(crate::ARTIFACT_PART_BYTES));
         assert_eq!(f.providers[f.provider], a);
         assert!(f.retry_at.is_some());
         // Busy for another file, or from a peer not being asked: ignored.
         f.on_busy(b, id);
-        f.on_busy(a, MINILM.files[1].id().0);
+        f.on_busy(a, MINILM.files[(big() + 1) % MINILM.files.len()].id().0);
         assert_eq!(f.busy, 1);
-        // Busy for too long: the next provider, from the start of the file.
+        // A part does not reset the count: a provider cannot trickle a file
+        // with 59 busy answers per part.
+        let part = vec![0u8; crate::ARTIFACT_PART_BYTES as usize];
+        let _ = f.on_part(a, id, f.offset, MINILM.files[big()].size, &part);
+        assert!(f.retry_at.is_none());
+        // Busy too often: the next provider, from the start of the file, and
+        // the busy one is skipped for the rest of the fetch.
         for _ in 1..MAX_BUSY {
             f.on_busy(a, id);
         }
+        assert_eq!(f.providers, vec![b]);
         assert_eq!(f.providers[f.provider], b);
         assert_eq!(f.offset, 0);
         assert_eq!(f.busy, 0);
         assert!(f.retry_at.is_none());
+        assert!(f.slow.contains(&a));
+    }
+
+    #[test]
+    fn a_provider_over_its_time_budget_for_a_file_is_dropped() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = fetching_from(
+            dir.path(),
+            &[a, b],
+            8 * u64::from(crate::ARTIFACT_PART_BYTES),
+        );
+        // Asked for this file long ago (beyond 60 s + size at 256 KiB/s).
+        f.file_since = Instant::now().checked_sub(Duration::from_secs(3600));
+        f.asked = None;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, _events, ev) = tg_net::new(
+                [9; 32],
+                tg_net::Config::new(tg_net::Role::Compute, Vec::new()),
+            )
+            .unwrap();
+            tokio::spawn(ev.run());
+            let (to, m) = f.poll(&client).unwrap();
+            assert_eq!(to, b);
+            assert_eq!(
+                m,
+                Msg::Fetch {
+                    id: MINILM.files[big()].id().0,
+                    offset: 0
+                }
+            );
+        });
+        assert!(f.slow.contains(&a));
     }
 
     #[test]
     fn a_provider_without_the_artifact_moves_the_fetch_on_at_once() {
         let (a, b) = (PeerId::random(), PeerId::random());
-        let id = MINILM.files[0].id().0;
-        let mut f = fetching_from(&[a, b], u64::from(crate::ARTIFACT_PART_BYTES));
+        let id = MINILM.files[big()].id().0;
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = fetching_from(dir.path(), &[a, b], u64::from(crate::ARTIFACT_PART_BYTES));
         f.on_missing(a, id);
         assert_eq!(f.providers[f.provider], b);
         assert_eq!(f.offset, 0);

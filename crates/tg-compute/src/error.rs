@@ -23,8 +23,9 @@ pub enum ComputeError {
     /// Storage failed.
     #[error("storage: {0}")]
     Io(String),
-    /// Another node (another `task submit`) holds this task store.
-    #[error("the task store is in use by another node ({0} is locked)")]
+    /// Another node (another `task submit`, another `compute start`) holds
+    /// this task store or wallet.
+    #[error("another node of this data directory is running ({0} is locked)")]
     StoreInUse(String),
     /// The node has stopped.
     #[error("the compute node has stopped")]

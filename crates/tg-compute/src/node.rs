@@ -387,8 +387,8 @@ struct Node {
     cfg: NodeConfig,
     models: Arc<Models>,
     store: Option<TaskStore>,
-    /// Held for the node's life: one node per task store.
-    _store_lock: Option<std::fs::File>,
+    /// Held for the node's life: one node per task store, and per wallet.
+    _locks: (Option<std::fs::File>, std::fs::File),
     wallet: Wallet,
     stats: Arc<NodeStats>,
     wstats: Arc<WorkerStats>,
@@ -412,12 +412,14 @@ struct Node {
     rtts_at: Option<Instant>,
     /// What each sampled provider said when probed (submitter side).
     caps: HashMap<PeerId, submitter::PeerCap>,
+    /// Tasks queued here, by the submitter that sent them (worker side).
+    queued_by: HashMap<PeerId, u32>,
     fetching: Option<artifacts::Fetch>,
 }
 
-/// Takes the task store's lock file (`<store>.lock`), or says who holds it.
-fn lock_store(store: &std::path::Path) -> Result<std::fs::File, ComputeError> {
-    let path = store.with_extension("lock");
+/// Takes a lock file (mode 0600) for the node's life, or says who holds it.
+fn lock_file(path: &std::path::Path) -> Result<std::fs::File, ComputeError> {
+    use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| ComputeError::Io(format!("{}: {e}", dir.display())))?;
@@ -426,16 +428,18 @@ fn lock_store(store: &std::path::Path) -> Result<std::fs::File, ComputeError> {
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
+        .mode(0o600)
+        .open(path)
         .map_err(|e| ComputeError::Io(format!("{}: {e}", path.display())))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => {
             Err(ComputeError::StoreInUse(path.display().to_string()))
         }
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(ComputeError::Io(format!("{}: {e}", path.display())))
-        }
+        Err(std::fs::TryLockError::Error(e)) => Err(ComputeError::Io(format!(
+            "cannot lock {} ({e}); a data directory on a filesystem without file locks is not supported",
+            path.display()
+        ))),
     }
 }
 
@@ -452,7 +456,13 @@ pub async fn start(
     let key = SigningKey::from_bytes(&secret);
     // Before the network starts: a second node on the same store would
     // share its peer id and resume the same tasks.
-    let store_lock = cfg.store.as_deref().map(lock_store).transpose()?;
+    let store_lock = cfg
+        .store
+        .as_deref()
+        .map(|p| lock_file(&p.with_extension("lock")))
+        .transpose()?;
+    // And one node per wallet, which is one identity per data directory.
+    let wallet_lock = lock_file(&cfg.wallet_dir.join("node.lock"))?;
     let mut net = tg_net::Config::new(tg_net::Role::Compute, cfg.listen.clone());
     net.mdns = cfg.mdns;
     net.lan = cfg.lan;
@@ -501,7 +511,7 @@ pub async fn start(
         cfg,
         models,
         store,
-        _store_lock: store_lock,
+        _locks: (store_lock, wallet_lock),
         wallet,
         stats: stats.clone(),
         wstats,
@@ -524,6 +534,7 @@ pub async fn start(
         rtts: HashMap::new(),
         rtts_at: None,
         caps: HashMap::new(),
+        queued_by: HashMap::new(),
         fetching: None,
     };
     node.resume()?;
@@ -712,8 +723,11 @@ impl Node {
         match i {
             Internal::SendFailed { peer, task, error } => {
                 tracing::debug!(%peer, "send failed: {error}");
+                // Unreachable, not a staller: no strike, and no work until it
+                // answers a probe again.
+                self.probe_failed(peer);
                 if let Some(t) = task {
-                    self.unassign(peer, t, true);
+                    self.unassign(peer, t, false);
                 }
             }
         }

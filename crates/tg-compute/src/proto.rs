@@ -14,7 +14,7 @@ use tg_tasks::{TaskInput, TaskOutput, output_digest};
 use crate::ComputeError;
 
 /// Protocol version, told in capability replies.
-pub const COMPUTE_PROTOCOL: u32 = 1;
+pub const COMPUTE_PROTOCOL: u32 = 2;
 /// Largest compute frame accepted (a chunk task's text is at most 1 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 2 << 20;
 /// Bytes of a model artifact per fetch reply.

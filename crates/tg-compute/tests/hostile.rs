@@ -498,8 +498,8 @@ async fn a_provider_serving_bytes_that_do_not_match_the_pin_is_refused_and_banne
 
 /// A submitter probes the providers it samples and assigns only to those
 /// whose capability record says they can take the task: a provider that
-/// says it is over its caps, or speaks another protocol version, gets no
-/// work; the tasks go to the honest worker.
+/// says it is over its caps, one that speaks another protocol version, and
+/// one whose record is oversize get no work; the tasks go to the honest worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submitter_assigns_only_to_providers_whose_record_says_they_can() {
     let Some(models) = models_dir() else { return };
@@ -508,9 +508,13 @@ async fn a_submitter_assigns_only_to_providers_whose_record_says_they_can() {
         .await
         .unwrap();
     let addr = addr_of(&w1).await;
-    let mut rogues = Vec::new();
-    for (seed, protocol) in [(14u8, tg_compute::COMPUTE_PROTOCOL), (15, 99)] {
-        let r = rogue(seed).await;
+    let over = able(tg_compute::COMPUTE_PROTOCOL, true);
+    let old = able(99, false);
+    let mut huge = able(tg_compute::COMPUTE_PROTOCOL, false);
+    huge.kinds.extend((0..100_000).map(|_| String::new()));
+    let mut counters = Vec::new();
+    for (seed, record) in [(14u8, over), (15, old), (16, huge)] {
+        let mut r = rogue(seed).await;
         r.client.dial(addr.parse().unwrap()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         let _ = r.client.bootstrap().await;
@@ -518,20 +522,18 @@ async fn a_submitter_assigns_only_to_providers_whose_record_says_they_can() {
             .start_providing(b"/tensorguard/compute/kind/embed")
             .await
             .unwrap();
-        rogues.push((r, protocol));
-    }
-    let assigned = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let probed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    for (mut r, protocol) in rogues {
-        let (assigned, probed) = (assigned.clone(), probed.clone());
+        let assigned = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let probed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        counters.push((seed, assigned.clone(), probed.clone()));
         tokio::spawn(async move {
             while let Some((peer, m)) = r.next(Duration::from_secs(120)).await {
                 match m {
                     Msg::Probe => {
                         probed.fetch_add(1, Ordering::Relaxed);
-                        let over = protocol == tg_compute::COMPUTE_PROTOCOL;
-                        let c = able(protocol, over);
-                        let _ = r.client.send(peer, Msg::Capability(c).encode()).await;
+                        let _ = r
+                            .client
+                            .send(peer, Msg::Capability(record.clone()).encode())
+                            .await;
                     }
                     Msg::Assign { .. } => {
                         assigned.fetch_add(1, Ordering::Relaxed);
@@ -573,14 +575,16 @@ async fn a_submitter_assigns_only_to_providers_whose_record_says_they_can() {
             }
         }
     }
-    assert!(
-        probed.load(Ordering::Relaxed) >= 2,
-        "both rogues were probed"
-    );
-    assert_eq!(
-        assigned.load(Ordering::Relaxed),
-        0,
-        "a provider over its caps or of another protocol got work"
-    );
+    for (seed, assigned, probed) in &counters {
+        assert!(
+            probed.load(Ordering::Relaxed) >= 1,
+            "rogue {seed} was never probed"
+        );
+        assert_eq!(
+            assigned.load(Ordering::Relaxed),
+            0,
+            "rogue {seed} (over its caps, another protocol, or an oversize record) got work"
+        );
+    }
     assert_eq!(w1.stats.served.load(Ordering::Relaxed), 6);
 }

@@ -291,7 +291,8 @@ async fn with_three_workers_and_a_liar_a_two_to_one_majority_verifies() {
 }
 
 /// Two submitters on one task store would share a peer id and resume the
-/// same tasks: the second is refused (E127) until the first stops.
+/// same tasks, and two nodes on one wallet share an identity: the second is
+/// refused (E127) until the first stops.
 #[tokio::test]
 async fn a_second_node_on_one_task_store_is_refused_until_the_first_stops() {
     let dir = tempfile::tempdir().unwrap();
@@ -305,10 +306,24 @@ async fn a_second_node_on_one_task_store_is_refused_until_the_first_stops() {
     let refused = start([7; 32], cfg()).await.err().unwrap();
     assert_eq!(refused.code(), "E127", "{refused}");
     assert!(refused.to_string().contains("tasks.lock"), "{refused}");
-    // A node without a store (a worker) is not held back by it.
+    // Nor can a second node use its wallet (its identity), store or not.
+    let mut same_wallet = cfg();
+    same_wallet.store = None;
+    let refused = start([7; 32], same_wallet).await.err().unwrap();
+    assert_eq!(refused.code(), "E127", "{refused}");
+    assert!(refused.to_string().contains("node.lock"), "{refused}");
+    // A node with its own wallet and no store (a worker) is not held back.
     let mut worker = cfg();
     worker.store = None;
+    worker.wallet_dir = dir.path().join("worker-wallet");
     assert!(start([8; 32], worker).await.is_ok());
+    // The lock file is the owner's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("tasks.lock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
     drop(first);
     task.abort();
     let _ = task.await;

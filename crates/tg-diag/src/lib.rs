@@ -108,7 +108,7 @@ pub enum Code {
     OverCaps,
     /// E126 a compute task failed: timed out, or its workers disagreed.
     TaskFailed,
-    /// E127 another process's compute node holds this data directory's task store.
+    /// E127 another compute node of this data directory is running (its task store or wallet is locked).
     TaskStoreInUse,
     /// E099 internal error.
     Internal,

@@ -86,11 +86,22 @@ pub fn start_node(a: &ComputeStartArgs, data_dir: &Path, out: &Output) -> Result
         }
         let last: metrics::LastStatus = Default::default();
         let metrics_at = match a.metrics {
+            Some(addr) if !addr.ip().is_loopback() && a.metrics_token_file.is_none() => {
+                return Err(invalid(
+                    format!("--metrics {addr}"),
+                    "other hosts could read this node's points, load and memory without a token",
+                    "bind to 127.0.0.1, or add --metrics-token-file FILE",
+                ));
+            }
             Some(addr) => {
                 let m = tg_metrics::ComputeMetrics::new();
                 let (stats, seen) = (h.stats.clone(), last.clone());
                 m.attach(move || metrics::snapshot(&stats, &seen));
-                let at = crate::fleet::serve_metrics(addr, m, None, &Default::default(), out).await?;
+                let tls = crate::cli::TlsArgs {
+                    metrics_token_file: a.metrics_token_file.clone(),
+                    ..Default::default()
+                };
+                let at = crate::fleet::serve_metrics(addr, m, None, &tls, out).await?;
                 Some(format!("http://{at}/metrics"))
             }
             None => None,

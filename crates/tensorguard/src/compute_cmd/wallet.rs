@@ -6,7 +6,7 @@ use std::time::Duration;
 use tg_compute::{NodeConfig, WalletExport, start};
 use tg_diag::{Code, UserError, invalid};
 
-use super::{bootstrap, compute_dir, from_compute, status_of, submitter_secret};
+use super::{bootstrap, compute_dir, from_compute, status_of};
 use crate::cli::MeshArgs;
 use crate::cli::WalletArgs;
 use crate::errors::runtime;
@@ -108,9 +108,20 @@ pub fn peers(mesh: &MeshArgs, data_dir: &Path, out: &Output) -> Result<(), UserE
         Some(t) => t,
         None => {
             let boot = bootstrap(mesh, data_dir)?;
-            let secret = submitter_secret(data_dir, mesh.key_file.as_deref())?;
+            // A look at the network needs no identity of this data directory:
+            // a throwaway one, so it never contends with a running submit.
+            let mut secret = [0u8; 32];
+            crate::errors::os_random(&mut secret)?;
+            let scratch = tempfile::tempdir().map_err(|e| {
+                UserError::new(
+                    Code::Store,
+                    "cannot make a scratch directory",
+                    e.to_string(),
+                    "check TMPDIR is writable",
+                )
+            })?;
             let dir = compute_dir(data_dir);
-            let mut cfg = NodeConfig::new(dir.join("models"), dir.join("submitter-wallet"));
+            let mut cfg = NodeConfig::new(dir.join("models"), scratch.path().join("wallet"));
             cfg.bootstrap = boot;
             cfg.mdns = mesh.mdns;
             cfg.lan = mesh.lan;

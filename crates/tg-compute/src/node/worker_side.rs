@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// How long a served part may take to reach its fetcher before its slot is freed.
+const PART_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Node {
     /// Provides this node's kinds and models in the DHT when it can serve them.
     pub(super) async fn advertise(&mut self) {
@@ -73,7 +76,8 @@ impl Node {
         } else {
             Some("not serving tasks".into())
         };
-        let held = self.models.has_minilm();
+        // Only a model whose every file matched its pin counts as held.
+        let held = self.verified_model;
         Capability {
             protocol: crate::COMPUTE_PROTOCOL,
             kinds: if self.cfg.serve && held {
@@ -125,7 +129,9 @@ impl Node {
             let reply = tokio::task::spawn_blocking(move || artifacts::serve(&root, &id, offset))
                 .await
                 .unwrap_or(Msg::NoArtifact { id });
-            let _ = client.send(peer, reply.encode()).await;
+            // A fetcher that does not take its part within 5 s loses the slot.
+            let _ =
+                tokio::time::timeout(PART_SEND_TIMEOUT, client.send(peer, reply.encode())).await;
             serving
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -190,6 +196,18 @@ impl Node {
         if let Some(why) = self.over_caps() {
             return self.decline(peer, task, "E125", why);
         }
+        // No one submitter may fill the queue and so lock others out.
+        let share = (self.cfg.worker.max_queue / 4).max(1);
+        let mine = self.queued_by.get(&peer).copied().unwrap_or(0);
+        if mine >= share {
+            return self.decline(
+                peer,
+                task,
+                "E125",
+                format!("{mine} of your tasks are queued here, a submitter's share of the queue is {share}"),
+            );
+        }
+        *self.queued_by.entry(peer).or_insert(0) += 1;
         self.wstats.queue.fetch_add(1, Ordering::Relaxed);
         if jobs
             .send(Job {
@@ -201,12 +219,23 @@ impl Node {
             .is_err()
         {
             self.wstats.queue.fetch_sub(1, Ordering::Relaxed);
+            self.unqueue(peer);
             return self.decline(peer, task, "E125", "the worker stopped".into());
         }
         self.send(peer, Msg::Accepted { task }, None);
     }
 
+    fn unqueue(&mut self, peer: PeerId) {
+        if let Some(n) = self.queued_by.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.queued_by.remove(&peer);
+            }
+        }
+    }
+
     pub(super) fn on_done(&mut self, d: Done) {
+        self.unqueue(d.from);
         match d.output {
             Ok(out) => {
                 self.stats.served.fetch_add(1, Ordering::Relaxed);
