@@ -63,6 +63,8 @@ pub struct Fetch {
     retry_at: Option<Instant>,
     /// When the current provider was first asked for the current file.
     file_since: Option<Instant>,
+    /// Only slow providers were found: no time budget.
+    lenient: bool,
 }
 
 /// An ask unanswered this long goes to the next provider.
@@ -94,6 +96,7 @@ impl Fetch {
             busy: 0,
             retry_at: None,
             file_since: None,
+            lenient: false,
         }
     }
 
@@ -132,9 +135,10 @@ impl Fetch {
                         .filter(|p| !self.slow.contains(p))
                         .copied()
                         .collect();
-                    if self.providers.is_empty() && !found.is_empty() {
-                        // Only slow providers are left: give them another chance.
-                        self.slow.clear();
+                    // Only slow providers are left: ask them again, without a
+                    // time budget (this fetcher's own link may be the slow one).
+                    self.lenient = self.providers.is_empty() && !found.is_empty();
+                    if self.lenient {
                         self.providers = found;
                     }
                     self.provider = 0;
@@ -167,6 +171,14 @@ impl Fetch {
             self.lookup = Some(rx);
             return None;
         }
+        // A provider that trickles a file (parts just often enough, or busy
+        // answers) is dropped for this fetch once it is over its time budget,
+        // whatever is outstanding.
+        let size = self.spec.files.get(self.file).map_or(0, |f| f.size);
+        let budget = Duration::from_secs(60 + size / MIN_RATE_BYTES_PER_S);
+        if !self.lenient && self.file_since.is_some_and(|t| t.elapsed() > budget) {
+            self.drop_slow();
+        }
         match self.retry_at {
             // A busy provider: asked again, same offset, once its wait is over.
             Some(at) if Instant::now() < at => return None,
@@ -176,17 +188,11 @@ impl Fetch {
                     return None;
                 }
                 if self.asked.is_some() {
-                    // Unanswered: the provider is gone or stalling.
-                    self.next_provider();
+                    // Unanswered: the provider is gone or stalling; once it
+                    // has started the file, it is skipped for this fetch.
+                    self.give_up_on_provider();
                 }
             }
-        }
-        // A provider that trickles a file (parts just often enough, or busy
-        // answers) is dropped for this fetch once it is over its time budget.
-        let size = self.spec.files.get(self.file).map_or(0, |f| f.size);
-        let budget = Duration::from_secs(60 + size / MIN_RATE_BYTES_PER_S);
-        if self.file_since.is_some_and(|t| t.elapsed() > budget) {
-            self.drop_slow();
         }
         let peer = *self.providers.get(self.provider)?;
         self.file_since.get_or_insert_with(Instant::now);
@@ -269,6 +275,17 @@ impl Fetch {
             && self.spec.files.get(self.file).map(|f| f.id().0) == Some(id)
         {
             self.asked = None;
+            self.give_up_on_provider();
+        }
+    }
+
+    /// Moves on from the current provider: into the slow set if it had
+    /// started the file (so a trickle cannot be followed by a clean exit
+    /// and a fresh start), else simply to the next.
+    fn give_up_on_provider(&mut self) {
+        if self.file_since.is_some() || self.offset > 0 {
+            self.drop_slow();
+        } else {
             self.next_provider();
         }
     }
@@ -456,9 +473,10 @@ mod tests {
             &[a, b],
             8 * u64::from(crate::ARTIFACT_PART_BYTES),
         );
-        // Asked for this file long ago (beyond 60 s + size at 256 KiB/s).
+        // Asked for this file long ago (beyond 60 s + size at 256 KiB/s),
+        // and a part was just asked for: the budget holds whatever is outstanding.
         f.file_since = Instant::now().checked_sub(Duration::from_secs(3600));
-        f.asked = None;
+        assert!(f.asked.is_some());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

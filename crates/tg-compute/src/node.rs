@@ -177,6 +177,8 @@ enum Internal {
         peer: PeerId,
         task: Option<TaskId>,
         error: String,
+        /// A probe or an assignment: the peer as a worker is unreachable.
+        to_worker: bool,
     },
 }
 
@@ -412,6 +414,7 @@ impl Node {
         let client = self.client.clone();
         let internal = self.internal.clone();
         let bytes = msg.encode();
+        let to_worker = matches!(msg, Msg::Probe | Msg::Assign { .. });
         let stats = self.stats.clone();
         stats.sending.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
@@ -420,6 +423,7 @@ impl Node {
                     peer,
                     task,
                     error: e.to_string(),
+                    to_worker,
                 });
             }
             stats.sending.fetch_sub(1, Ordering::Relaxed);
@@ -479,10 +483,19 @@ impl Node {
             }
             Msg::Decline { task, code, reason } => {
                 tracing::info!(%peer, task = %task_hex(&task), "worker declined: {code} {reason}");
-                if code == "E125" {
-                    self.over_caps_said(peer);
+                // Only a decline of an assignment it holds counts; a prompt
+                // refusal is no strike (the task goes elsewhere, and this peer
+                // is not asked for it again).
+                let held = self
+                    .active
+                    .get(&task)
+                    .is_some_and(|a| a.assigned.contains_key(&peer));
+                if held {
+                    if code == "E125" {
+                        self.over_caps_said(peer);
+                    }
+                    self.unassign(peer, task, false);
                 }
-                self.unassign(peer, task, true);
             }
             Msg::Result(r) => self.on_result(peer, r),
             Msg::Receipt(r) => self.on_receipt(peer, r),
@@ -520,11 +533,18 @@ impl Node {
 
     fn on_internal(&mut self, i: Internal) {
         match i {
-            Internal::SendFailed { peer, task, error } => {
+            Internal::SendFailed {
+                peer,
+                task,
+                error,
+                to_worker,
+            } => {
                 tracing::debug!(%peer, "send failed: {error}");
                 // Unreachable, not a staller: no strike, and no work until it
                 // answers a probe again.
-                self.probe_failed(peer);
+                if to_worker {
+                    self.probe_failed(peer);
+                }
                 if let Some(t) = task {
                     self.unassign(peer, t, false);
                 }

@@ -588,3 +588,85 @@ async fn a_submitter_assigns_only_to_providers_whose_record_says_they_can() {
     }
     assert_eq!(w1.stats.served.load(Ordering::Relaxed), 6);
 }
+
+/// A provider that says it can work and then declines every assignment
+/// cannot hold a task open: once it has declined, it counts as having
+/// answered, so a task short of workers fails after the starvation grace
+/// with its reason, not at the task deadline; the decline costs the
+/// decliner no strike and the task is not offered to it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_declines_everything_cannot_hold_a_task_open() {
+    let Some(models) = models_dir() else { return };
+    let (d1, d3) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (w1, _) = start([71; 32], worker_cfg(models.clone(), &d1))
+        .await
+        .unwrap();
+    let addr = addr_of(&w1).await;
+    let mut r = rogue(17).await;
+    r.client.dial(addr.parse().unwrap()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = r.client.bootstrap().await;
+    r.client
+        .start_providing(b"/tensorguard/compute/kind/embed")
+        .await
+        .unwrap();
+    let declined = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = declined.clone();
+    tokio::spawn(async move {
+        while let Some((peer, m)) = r.next(Duration::from_secs(120)).await {
+            let reply = match m {
+                Msg::Probe => Msg::Capability(able(tg_compute::COMPUTE_PROTOCOL, false)),
+                Msg::Assign { task, .. } => {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    Msg::Decline {
+                        task,
+                        code: "E120".into(),
+                        reason: "no model".into(),
+                    }
+                }
+                _ => continue,
+            };
+            let _ = r.client.send(peer, reply.encode()).await;
+        }
+    });
+    let mut sc = NodeConfig::new(models, d3.path().join("wallet"));
+    sc.serve = false;
+    sc.store = Some(d3.path().join("tasks.sqlite"));
+    sc.bootstrap = vec![addr.parse().unwrap()];
+    sc.starve_grace = Duration::from_secs(3);
+    let (sub, _) = start([72; 32], sc).await.unwrap();
+    let mut progress = sub.progress();
+    let input = TaskInput {
+        kind: "embed".into(),
+        texts: vec!["weld the seam".into()],
+    };
+    let id = tg_compute::task_hex(&sub.submit(input, Redundancy::Fixed(2)).await.unwrap());
+    let started = tokio::time::Instant::now();
+    let reason = loop {
+        let p = tokio::time::timeout(Duration::from_secs(120), progress.recv())
+            .await
+            .expect("the task was held open")
+            .unwrap();
+        if p.task == id {
+            match p.stage {
+                Stage::Failed { reason } => break reason,
+                Stage::Done => panic!("two distinct agreeing workers do not exist here"),
+                _ => {}
+            }
+        }
+    };
+    assert!(
+        reason.contains("not enough independent workers"),
+        "{reason}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        declined.load(Ordering::Relaxed),
+        1,
+        "offered the task again after a decline"
+    );
+}

@@ -77,6 +77,16 @@ pub fn start_node(a: &ComputeStartArgs, data_dir: &Path, out: &Output) -> Result
     cfg.worker.threads = a.threads.clamp(1, 64);
     cfg.worker.task_timeout = Duration::from_secs(a.task_timeout.max(1));
     cfg.worker.simulate_lying = a.simulate_lying;
+    if let Some(addr) = a.metrics
+        && !addr.ip().is_loopback()
+        && a.metrics_token_file.is_none()
+    {
+        return Err(invalid(
+            format!("--metrics {addr}"),
+            "other hosts could read this node's points, load and memory without a token",
+            "bind to 127.0.0.1, or add --metrics-token-file FILE (the token then crosses the network in the clear: keep it to a trusted network)",
+        ));
+    }
     let secret = secret(data_dir, a.mesh.key_file.as_deref())?;
     let rt = runtime()?;
     rt.block_on(async {
@@ -86,13 +96,6 @@ pub fn start_node(a: &ComputeStartArgs, data_dir: &Path, out: &Output) -> Result
         }
         let last: metrics::LastStatus = Default::default();
         let metrics_at = match a.metrics {
-            Some(addr) if !addr.ip().is_loopback() && a.metrics_token_file.is_none() => {
-                return Err(invalid(
-                    format!("--metrics {addr}"),
-                    "other hosts could read this node's points, load and memory without a token",
-                    "bind to 127.0.0.1, or add --metrics-token-file FILE",
-                ));
-            }
             Some(addr) => {
                 let m = tg_metrics::ComputeMetrics::new();
                 let (stats, seen) = (h.stats.clone(), last.clone());

@@ -36,13 +36,23 @@ impl Node {
         let mut found: Vec<PeerId> = found
             .into_iter()
             .filter(|p| key_of(p).is_some_and(|k| !self.standings.get(&k).excluded))
-            .filter(|p| busy.contains(p) || !self.unable(p, None))
+            .filter(|p| busy.contains(p) || !self.says_unable(p, None))
             .collect();
         found.shuffle(&mut rand::rng());
-        let keep_now =
-            |p: &PeerId| busy.contains(p) || (self.providers.contains(p) && self.usable(p, None));
+        // Sticky: workers with a verified result and a clean standing, up to
+        // half the sample; the other half is always drawn afresh, so no set
+        // of identities can hold every slot.
+        let proven = |p: &PeerId| {
+            key_of(p).is_some_and(|k| {
+                let st = self.standings.get(&k);
+                st.valid >= 1 && st.score() >= 0.8
+            })
+        };
+        let keep_now = |p: &PeerId| {
+            busy.contains(p) || (self.providers.contains(p) && self.usable(p, None) && proven(p))
+        };
         let (mut keep, rest): (Vec<PeerId>, Vec<PeerId>) = found.into_iter().partition(keep_now);
-        keep.truncate(MAX_CANDIDATES.max(busy.len()));
+        keep.truncate((MAX_CANDIDATES / 2).max(busy.len()));
         let room = MAX_CANDIDATES.saturating_sub(keep.len());
         keep.extend(rest.into_iter().take(room));
         keep
@@ -66,13 +76,17 @@ impl Node {
             .copied()
             .collect();
         for p in due {
-            let said = self.caps.get(&p).and_then(|c| c.said.clone());
+            let (said, unreachable) = self
+                .caps
+                .get(&p)
+                .map_or((None, false), |c| (c.said.clone(), c.unreachable));
+            // An unreachable peer stays so until it answers.
             self.caps.insert(
                 p,
                 PeerCap {
                     probed: now,
                     awaiting: true,
-                    unreachable: false,
+                    unreachable,
                     said,
                 },
             );
@@ -117,18 +131,14 @@ impl Node {
     pub(super) fn probe_failed(&mut self, peer: PeerId) {
         if let Some(pc) = self.caps.get_mut(&peer) {
             pc.unreachable = true;
-            pc.awaiting = false;
         }
     }
 
     /// A worker declined with E125: treat it as over its caps until it answers a probe again.
     pub(super) fn over_caps_said(&mut self, peer: PeerId) {
-        let pc = self.caps.entry(peer).or_insert(PeerCap {
-            probed: Instant::now(),
-            awaiting: false,
-            unreachable: false,
-            said: None,
-        });
+        let Some(pc) = self.caps.get_mut(&peer) else {
+            return;
+        };
         let mut c = pc.said.as_ref().map_or_else(
             || Capability {
                 protocol: COMPUTE_PROTOCOL,
@@ -163,9 +173,11 @@ impl Node {
     /// its caps; or the peer could not be reached. Such a peer counts as
     /// having answered when a task looks for workers it has not asked.
     pub(super) fn unable(&self, p: &PeerId, kind: Option<&str>) -> bool {
-        if self.caps.get(p).is_some_and(|c| c.unreachable) {
-            return true;
-        }
+        self.caps.get(p).is_some_and(|c| c.unreachable) || self.says_unable(p, kind)
+    }
+
+    /// Whether the fresh record of `p` says it cannot run `kind` (any with `None`).
+    fn says_unable(&self, p: &PeerId, kind: Option<&str>) -> bool {
         self.fresh(p).is_some_and(|c| {
             c.protocol != COMPUTE_PROTOCOL
                 || c.over_caps
@@ -190,23 +202,17 @@ impl Node {
             .is_some_and(|pc| pc.probed.elapsed() >= PROBE_GRACE)
     }
 
+    /// A provider's weight for assignment, from what this submitter
+    /// measured itself: standing, tasks in flight to it, round trip.
+    /// Capability records decide only who may get work (they are
+    /// self-reported, and a few seconds old).
     pub(super) fn score(&self, p: &PeerId, rtts: &HashMap<PeerId, f64>) -> f64 {
         let st = key_of(p)
             .map(|k| self.standings.get(&k))
             .unwrap_or_default();
-        let mut load = self.inflight.get(p).copied().unwrap_or(0) as f64;
-        let mut free = 1.0;
-        if let Some(c) = self.fresh(p) {
-            // Self-reported, so it can only lower a worker's weight, and by
-            // at most half for CPU: a worker that understates its load is
-            // weighted like an idle honest one, no more.
-            load += f64::from(c.queue.min(1024));
-            if c.cpu_cap_pct > 0 {
-                free = (1.0 - f64::from(c.cpu_used_pct) / f64::from(c.cpu_cap_pct)).clamp(0.5, 1.0);
-            }
-        }
+        let load = self.inflight.get(p).copied().unwrap_or(0) as f64;
         let rtt = rtts.get(p).copied().unwrap_or(50.0);
-        st.score() * free / (1.0 + load) / (1.0 + rtt / 100.0)
+        st.score() / (1.0 + load) / (1.0 + rtt / 100.0)
     }
 
     /// Probes the sample again when a record has aged or a provider is new

@@ -452,11 +452,14 @@ impl Node {
             }
             let per = self.cfg.per_worker;
             // A peer whose fresh record says it cannot take this task counts
-            // as having answered: it cannot hold a task short of workers open.
+            // as having answered: it cannot hold a task short of workers open;
+            // nor can one that took it and timed out or declined.
             let unanswered: Vec<PeerId> = candidates
                 .iter()
                 .filter(|p| {
-                    !a.assigned.contains_key(p)
+                    // A peer once given this task (and that timed out, declined
+                    // or could not be reached) has had its chance.
+                    !a.tried.contains(p)
                         && !a.results.iter().any(|(q, _)| q == *p)
                         && !self.unable(p, Some(&a.input.kind))
                 })
