@@ -20,6 +20,20 @@ pub(super) struct PeerCap {
     said: Option<(Capability, Instant)>,
 }
 
+/// A record that says its peer can take no work, for `why`.
+fn cannot(protocol: u32, why: &str) -> Capability {
+    Capability {
+        protocol,
+        kinds: Vec::new(),
+        models: Vec::new(),
+        cpu_cap_pct: 0,
+        cpu_used_pct: 0,
+        queue: 0,
+        over_caps: true,
+        reason: Some(why.into()),
+    }
+}
+
 impl Node {
     /// At most [`MAX_CANDIDATES`] providers: those already sampled that are
     /// usable and in good standing stay (and every peer holding an
@@ -113,16 +127,7 @@ impl Node {
         let c = if sane {
             c
         } else {
-            Capability {
-                protocol: c.protocol,
-                kinds: Vec::new(),
-                models: Vec::new(),
-                cpu_cap_pct: 0,
-                cpu_used_pct: 0,
-                queue: 0,
-                over_caps: true,
-                reason: Some("its capability record was oversize".into()),
-            }
+            cannot(c.protocol, "its capability record was oversize")
         };
         pc.said = Some((c, Instant::now()));
     }
@@ -139,21 +144,13 @@ impl Node {
         let Some(pc) = self.caps.get_mut(&peer) else {
             return;
         };
-        let mut c = pc.said.as_ref().map_or_else(
-            || Capability {
-                protocol: COMPUTE_PROTOCOL,
-                kinds: Vec::new(),
-                models: Vec::new(),
-                cpu_cap_pct: 0,
-                cpu_used_pct: 0,
-                queue: 0,
-                over_caps: true,
-                reason: None,
-            },
-            |(c, _)| c.clone(),
-        );
+        let why = "it declined a task with E125";
+        let mut c = pc
+            .said
+            .as_ref()
+            .map_or_else(|| cannot(COMPUTE_PROTOCOL, why), |(c, _)| c.clone());
         c.over_caps = true;
-        c.reason = Some("it declined a task with E125".into());
+        c.reason = Some(why.into());
         pc.said = Some((c, Instant::now()));
     }
 
