@@ -66,6 +66,31 @@ async fn addr_of(h: &tg_compute::Handle) -> String {
     panic!("no listen address")
 }
 
+/// Waits until every task in `want` is done; panics on a failure or after `limit`.
+async fn all_done(
+    progress: &mut tokio::sync::broadcast::Receiver<tg_compute::Progress>,
+    want: &std::collections::HashSet<String>,
+    limit: Duration,
+) {
+    let mut done = std::collections::HashSet::new();
+    let end = tokio::time::Instant::now() + limit;
+    while done.len() < want.len() {
+        let p = tokio::time::timeout_at(end, progress.recv())
+            .await
+            .expect("tasks did not finish")
+            .unwrap();
+        if want.contains(&p.task) {
+            match p.stage {
+                Stage::Done => {
+                    done.insert(p.task);
+                }
+                Stage::Failed { reason } => panic!("{reason}"),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// A capability record as a worker sends it, claiming an idle CPU.
 fn able(protocol: u32, over_caps: bool) -> tg_compute::Capability {
     tg_compute::Capability {
@@ -385,23 +410,7 @@ async fn a_submitter_refuses_results_signed_by_the_wrong_key_and_replays() {
     }
     // Every task still completes, from the honest workers.
     let want: std::collections::HashSet<String> = ids.iter().map(hex::encode).collect();
-    let mut done = std::collections::HashSet::new();
-    let end = tokio::time::Instant::now() + Duration::from_secs(120);
-    while done.len() < want.len() {
-        let p = tokio::time::timeout_at(end, progress.recv())
-            .await
-            .expect("tasks did not finish")
-            .unwrap();
-        if want.contains(&p.task) {
-            match p.stage {
-                Stage::Done => {
-                    done.insert(p.task);
-                }
-                Stage::Failed { reason } => panic!("{reason}"),
-                _ => {}
-            }
-        }
-    }
+    all_done(&mut progress, &want, Duration::from_secs(120)).await;
     assert!(forged >= 1, "the rogue was never assigned a task");
     assert!(
         sub.stats.refused.load(Ordering::Relaxed) >= forged as u64,
@@ -559,22 +568,7 @@ async fn a_submitter_assigns_only_to_providers_whose_record_says_they_can() {
             &sub.submit(input, Redundancy::Fixed(1)).await.unwrap(),
         ));
     }
-    let mut done = std::collections::HashSet::new();
-    while done.len() < want.len() {
-        let p = tokio::time::timeout(Duration::from_secs(90), progress.recv())
-            .await
-            .expect("tasks stalled")
-            .unwrap();
-        if want.contains(&p.task) {
-            match p.stage {
-                Stage::Done => {
-                    done.insert(p.task);
-                }
-                Stage::Failed { reason } => panic!("{reason}"),
-                _ => {}
-            }
-        }
-    }
+    all_done(&mut progress, &want, Duration::from_secs(90)).await;
     for (seed, assigned, probed) in &counters {
         assert!(
             probed.load(Ordering::Relaxed) >= 1,
