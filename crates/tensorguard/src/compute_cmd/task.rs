@@ -61,27 +61,27 @@ fn show(id: &str, data_dir: &Path, out: &Output) -> Result<(), UserError> {
     if !rec.verified_by.is_empty() {
         out.line(&format!(
             "  verified by: {}",
-            rec.verified_by
-                .iter()
-                .map(|k| &k[..16])
-                .collect::<Vec<_>>()
-                .join(", ")
+            key_prefixes(&rec.verified_by)
         ));
     }
     if !rec.rejected.is_empty() {
         out.line(&format!(
             "  rejected (disagreed): {}",
-            rec.rejected
-                .iter()
-                .map(|k| &k[..16])
-                .collect::<Vec<_>>()
-                .join(", ")
+            key_prefixes(&rec.rejected)
         ));
     }
     if let Some(o) = &rec.output {
         out.line(&format!("  output: {}", summarize(o)));
     }
     Ok(())
+}
+
+/// Workers' keys as their first 16 hex digits (whole, if shorter).
+fn key_prefixes(keys: &[String]) -> String {
+    keys.iter()
+        .map(|k| k.get(..16).unwrap_or(k))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(super) fn summarize(o: &TaskOutput) -> String {
