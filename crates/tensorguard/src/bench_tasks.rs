@@ -54,6 +54,10 @@ pub struct TasksBenchArgs {
     /// close after 90 s without streams, with the default task timeout).
     #[arg(long, default_value_t = 100)]
     pub settle_secs: u64,
+    /// Keep the work directory (node logs, the submitter's task store) and
+    /// print where it is.
+    #[arg(long)]
+    pub keep_work: bool,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
@@ -223,7 +227,13 @@ pub fn run(a: &TasksBenchArgs, out: &Output) -> Result<serde_json::Value, UserEr
         let _ = p.child.kill();
         let _ = p.child.wait();
     }
-    if result.is_err() {
+    if a.keep_work && result.is_ok() {
+        let kept = work.keep();
+        out.note(&format!(
+            "bench tasks: work directory kept in {}",
+            kept.display()
+        ));
+    } else if result.is_err() {
         // Keep the logs for a failed run.
         let kept = work.keep();
         out.note(&format!(
@@ -322,7 +332,8 @@ fn measure(
                     if n == to_kill {
                         break;
                     }
-                    let _ = Command::new("kill").args(["-9", &p.child.id().to_string()]).status();
+                    // SIGKILL, sent directly (no `kill` process to spawn mid-run).
+                    let _ = p.child.kill();
                     p.killed = true;
                     n += 1;
                 }
@@ -335,6 +346,8 @@ fn measure(
         tokio::time::sleep(Duration::from_millis(500)).await;
         let st = &h.stats;
         let overhead_ms = st.overhead_us_sum.load(Ordering::Relaxed) as f64 / st.overhead_count.load(Ordering::Relaxed).max(1) as f64 / 1000.0;
+        let mut over: Vec<f64> = st.overhead_us_samples.lock().map(|s| s.iter().map(|u| f64::from(*u) / 1000.0).collect()).unwrap_or_default();
+        over.sort_by(f64::total_cmp);
         let peers = h.peers().await.unwrap_or_default();
         latencies.sort_by(f64::total_cmp);
         Ok::<_, UserError>(serde_json::json!({
@@ -345,6 +358,7 @@ fn measure(
             "tasks_per_s": done as f64 / wall,
             "latency_ms": {"p50": pct(&latencies, 0.5), "p95": pct(&latencies, 0.95), "max": latencies.last().copied().unwrap_or(0.0)},
             "distribution_overhead_ms_per_result": overhead_ms,
+            "distribution_overhead_ms": {"mean": overhead_ms, "p50": pct(&over, 0.5), "p95": pct(&over, 0.95), "p99": pct(&over, 0.99), "max": over.last().copied().unwrap_or(0.0), "results": over.len()},
             "reassigned": st.reassigned.load(Ordering::Relaxed),
             "disagreements": st.disagreements.load(Ordering::Relaxed),
             "killed": to_kill,

@@ -22,7 +22,8 @@ pub mod worker;
 
 pub use error::ComputeError;
 pub use node::{
-    Handle, LATENCY_BOUNDS_MS, NodeConfig, NodeStats, NodeStatus, PeerRow, Progress, Stage, start,
+    Handle, LATENCY_BOUNDS_MS, NodeConfig, NodeStats, NodeStatus, OVERHEAD_SAMPLES, PeerRow,
+    Progress, Stage, start,
 };
 pub use policy::{Policy, Redundancy, Standing, Standings, Verdict, judge};
 pub use proto::{

@@ -35,12 +35,16 @@ use crate::{
     task_hex,
 };
 
+mod assign;
 mod probe;
 mod submitter;
 mod types;
 mod worker_side;
 
-pub use types::{LATENCY_BOUNDS_MS, NodeConfig, NodeStats, NodeStatus, PeerRow, Progress, Stage};
+pub use types::{
+    LATENCY_BOUNDS_MS, NodeConfig, NodeStats, NodeStatus, OVERHEAD_SAMPLES, PeerRow, Progress,
+    Stage,
+};
 
 /// Artifact parts served at once (each 512 KiB).
 const MAX_PARTS_IN_FLIGHT: usize = 4;
@@ -357,8 +361,28 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Keys decoded so far, per thread: decoding checks the point on the curve
+/// (tens of µs), and the assignment pass asks for every sampled peer's key.
+/// Bounded: cleared when full, so a flood of identities costs only re-decoding.
+const KEY_MEMO: usize = 4096;
+
 fn key_of(peer: &PeerId) -> Option<[u8; 32]> {
-    tg_net::ed25519_key_of(peer)
+    thread_local! {
+        static KEYS: std::cell::RefCell<HashMap<PeerId, Option<[u8; 32]>>> =
+            std::cell::RefCell::new(HashMap::new());
+    }
+    KEYS.with(|keys| {
+        if let Some(k) = keys.borrow().get(peer) {
+            return *k;
+        }
+        let k = tg_net::ed25519_key_of(peer);
+        let mut keys = keys.borrow_mut();
+        if keys.len() >= KEY_MEMO {
+            keys.clear();
+        }
+        keys.insert(*peer, k);
+        k
+    })
 }
 
 impl Node {
@@ -634,14 +658,16 @@ impl Node {
             return;
         }
         // Deadlines.
-        let timeout = self.cfg.assign_timeout;
+        let (timeout, accepted) = (self.cfg.assign_timeout, self.cfg.accepted_timeout);
         let expired: Vec<(TaskId, PeerId)> = self
             .active
             .iter()
             .flat_map(|(t, a)| {
                 a.assigned
                     .iter()
-                    .filter(|(_, x)| x.since.elapsed() > timeout)
+                    .filter(|(_, x)| {
+                        x.since.elapsed() > if x.accepted { accepted } else { timeout }
+                    })
                     .map(|(p, _)| (*t, *p))
             })
             .collect();

@@ -199,17 +199,16 @@ impl Node {
             .is_some_and(|pc| pc.probed.elapsed() >= PROBE_GRACE)
     }
 
-    /// A provider's weight for assignment, from what this submitter
-    /// measured itself: standing, tasks in flight to it, round trip.
-    /// Capability records decide only who may get work (they are
-    /// self-reported, and a few seconds old).
-    pub(super) fn score(&self, p: &PeerId, rtts: &HashMap<PeerId, f64>) -> f64 {
+    /// A provider's weight for assignment before its load, from what this
+    /// submitter measured itself: standing and round trip (the pass divides
+    /// by 1 + tasks in flight to it). Capability records decide only who
+    /// may get work (they are self-reported, and a few seconds old).
+    pub(super) fn base_score(&self, p: &PeerId) -> f64 {
         let st = key_of(p)
             .map(|k| self.standings.get(&k))
             .unwrap_or_default();
-        let load = self.inflight.get(p).copied().unwrap_or(0) as f64;
-        let rtt = rtts.get(p).copied().unwrap_or(50.0);
-        st.score() / (1.0 + load) / (1.0 + rtt / 100.0)
+        let rtt = self.rtts.get(p).copied().unwrap_or(50.0);
+        st.score() / (1.0 + rtt / 100.0)
     }
 
     /// Probes the sample again when a record has aged or a provider is new

@@ -118,9 +118,16 @@ impl Node {
             let net = x.since.elapsed().as_micros() as u64;
             let work = (u64::from(r.queued_ms) + u64::from(r.compute_ms)) * 1000;
             self.stats.overhead_count.fetch_add(1, Ordering::Relaxed);
+            let over = net.saturating_sub(work);
+            tracing::debug!(%peer, task = %task_hex(&task), net_us = net, work_us = work, "result received");
             self.stats
                 .overhead_us_sum
-                .fetch_add(net.saturating_sub(work), Ordering::Relaxed);
+                .fetch_add(over, Ordering::Relaxed);
+            if let Ok(mut s) = self.stats.overhead_us_samples.lock()
+                && s.len() < OVERHEAD_SAMPLES
+            {
+                s.push(over.min(u64::from(u32::MAX)) as u32);
+            }
         }
         if let Some(n) = self.inflight.get_mut(&peer) {
             *n = n.saturating_sub(1);
@@ -415,159 +422,6 @@ impl Node {
                 let _ = tx.send(found);
             });
             self.provider_query = Some(rx);
-        }
-    }
-
-    pub(super) fn assign_pending(&mut self) {
-        let candidates: Vec<PeerId> = self
-            .providers
-            .iter()
-            .filter(|p| key_of(p).is_some_and(|k| !self.standings.get(&k).excluded))
-            .copied()
-            .collect();
-        self.reprobe_if_due();
-        let ids: Vec<TaskId> = self.active.keys().copied().collect();
-        let rtts = self.rtts.clone();
-        let mut rng = rand::rng();
-        let fresh = self
-            .providers_at
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(15));
-        for t in ids {
-            let Some(a) = self.active.get(&t) else {
-                continue;
-            };
-            let missing = a.want.saturating_sub(a.results.len() + a.assigned.len());
-            if missing == 0 {
-                continue;
-            }
-            if candidates.is_empty() {
-                if !a.searching_told {
-                    let parent = a.parent;
-                    self.tell(&t, parent, Stage::Searching);
-                    if let Some(a) = self.active.get_mut(&t) {
-                        a.searching_told = true;
-                    }
-                }
-                continue;
-            }
-            let per = self.cfg.per_worker;
-            // A peer whose fresh record says it cannot take this task counts
-            // as having answered: it cannot hold a task short of workers open;
-            // nor can one that took it and timed out or declined.
-            let unanswered: Vec<PeerId> = candidates
-                .iter()
-                .filter(|p| {
-                    // A peer once given this task (and that timed out, declined
-                    // or could not be reached) has had its chance.
-                    !a.tried.contains(p)
-                        && !a.results.iter().any(|(q, _)| q == *p)
-                        && !self.unable(p, Some(&a.input.kind))
-                })
-                .copied()
-                .collect();
-            // Every capable peer has answered and the quorum still needs more:
-            // wait `starve_grace` for new workers to join, then fail with a reason.
-            let starved = unanswered.is_empty() && a.assigned.is_empty() && fresh;
-            let since = a.starved_since;
-            if starved {
-                let (have, want) = (a.results.len(), a.want);
-                // Decide with the results there are (a 2-1 majority verifies, unstruck).
-                self.decide_with(t, true);
-                if !self.active.contains_key(&t) {
-                    continue;
-                }
-                if since.is_some_and(|s| s.elapsed() > self.cfg.starve_grace) {
-                    let reason = format!(
-                        "not enough independent workers: {have} results, {} more needed, and no capable peer that has not answered joined within {} s",
-                        want.saturating_sub(have),
-                        self.cfg.starve_grace.as_secs()
-                    );
-                    self.finish_failed(t, reason);
-                } else if since.is_none()
-                    && let Some(a) = self.active.get_mut(&t)
-                {
-                    a.starved_since = Some(Instant::now());
-                }
-                continue;
-            }
-            // Under its caps by its last record (or silent past the grace), and
-            // not already holding `per_worker` of ours.
-            let mut eligible: Vec<PeerId> = unanswered
-                .into_iter()
-                .filter(|p| {
-                    self.inflight.get(p).copied().unwrap_or(0) < per
-                        && self.usable(p, Some(&a.input.kind))
-                })
-                .collect();
-            if eligible.is_empty() {
-                continue;
-            }
-            // Replicas are drawn at random, weighted by score (standing, load,
-            // round trip), so no one can arrange to be paired with itself;
-            // peers that timed out on this task come last.
-            let mut keyed: Vec<(bool, f64, PeerId)> = eligible
-                .drain(..)
-                .map(|p| {
-                    let w = self.score(&p, &rtts).max(1e-9);
-                    (a.tried.contains(&p), -rng.random::<f64>().ln() / w, p)
-                })
-                .collect();
-            keyed.sort_by(|x, y| x.0.cmp(&y.0).then(x.1.total_cmp(&y.1)));
-            eligible = keyed.into_iter().map(|(_, _, p)| p).collect();
-            // Adaptive replication: the first worker's standing sets the replicas.
-            let mut want = a.want;
-            if a.redundancy == Redundancy::Adaptive
-                && a.results.is_empty()
-                && a.assigned.is_empty()
-                && a.want == 1
-                && let Some(k) = key_of(&eligible[0])
-            {
-                want = self.standings.replicas(
-                    Redundancy::Adaptive,
-                    &k,
-                    &self.cfg.policy,
-                    rng.random::<f64>(),
-                );
-            }
-            let missing = want.saturating_sub(a.results.len() + a.assigned.len());
-            let chosen: Vec<PeerId> = eligible.into_iter().take(missing).collect();
-            let input = a.input.clone();
-            let parent = a.parent;
-            if let Some(a) = self.active.get_mut(&t) {
-                a.starved_since = None;
-                a.want = want;
-                if want >= 2 && a.quorum < 2 {
-                    a.quorum = 2;
-                }
-                for p in &chosen {
-                    a.assigned.insert(
-                        *p,
-                        Assignment {
-                            since: Instant::now(),
-                            accepted: false,
-                        },
-                    );
-                    a.tried.insert(*p);
-                }
-            }
-            for p in &chosen {
-                *self.inflight.entry(*p).or_default() += 1;
-                self.send(
-                    *p,
-                    Msg::Assign {
-                        task: t,
-                        input: input.clone(),
-                    },
-                    Some(t),
-                );
-            }
-            self.tell(
-                &t,
-                parent,
-                Stage::Assigned {
-                    to: chosen.iter().map(ToString::to_string).collect(),
-                },
-            );
         }
     }
 }

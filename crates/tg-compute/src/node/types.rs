@@ -24,8 +24,13 @@ pub struct NodeConfig {
     pub store: Option<PathBuf>,
     /// Directory of the wallet.
     pub wallet_dir: PathBuf,
-    /// Time a worker has to answer an assignment.
+    /// Time a worker has to answer an assignment (with its result, or with
+    /// word that it queued the task).
     pub assign_timeout: Duration,
+    /// Time a worker that said it queued a task has to return its result:
+    /// a cold worker loads its model first, which takes seconds on a busy
+    /// machine. A worker that disconnects loses its tasks at once.
+    pub accepted_timeout: Duration,
     /// Tasks in flight to one worker at most.
     pub per_worker: usize,
     /// Verification policy.
@@ -64,6 +69,7 @@ impl NodeConfig {
             store: None,
             wallet_dir,
             assign_timeout: Duration::from_secs(20),
+            accepted_timeout: Duration::from_secs(75),
             per_worker: 4,
             policy: Policy::default(),
             provider_ttl: Duration::from_secs(600),
@@ -144,11 +150,16 @@ pub struct NodeStats {
     pub overhead_count: AtomicU64,
     /// See `overhead_count`.
     pub overhead_us_sum: AtomicU64,
+    /// The first [`OVERHEAD_SAMPLES`] overheads, µs, for percentiles.
+    pub overhead_us_samples: std::sync::Mutex<Vec<u32>>,
     /// Sum of end-to-end latencies of done tasks, ms.
     pub latency_ms_sum: AtomicU64,
     /// Latency histogram of done tasks: ≤10, 50, 100, 250, 500, 1000, 2500, 5000, 10000 ms, more.
     pub latency_buckets: [AtomicU64; 10],
 }
+
+/// Overheads kept for percentiles (4 bytes each).
+pub const OVERHEAD_SAMPLES: usize = 1 << 16;
 
 /// Upper bounds of the latency histogram's buckets, ms.
 pub const LATENCY_BOUNDS_MS: [u64; 9] = [10, 50, 100, 250, 500, 1000, 2500, 5000, 10000];

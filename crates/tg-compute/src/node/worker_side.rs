@@ -207,6 +207,7 @@ impl Node {
                 format!("{mine} of your tasks are queued here, a submitter's share of the queue is {share}"),
             );
         }
+        tracing::debug!(%peer, task = %task_hex(&task), "assignment queued");
         *self.queued_by.entry(peer).or_insert(0) += 1;
         self.wstats.queue.fetch_add(1, Ordering::Relaxed);
         if jobs
@@ -242,6 +243,7 @@ impl Node {
                 let r =
                     SignedResult::sign(&self.key, d.task, &d.input, out, d.queued_ms, d.compute_ms);
                 self.remember_result(d.task, d.from, r.output_digest, d.input.texts.len() as u32);
+                tracing::debug!(peer = %d.from, task = %task_hex(&d.task), queued_ms = d.queued_ms, compute_ms = d.compute_ms, "result sent");
                 self.send(d.from, Msg::Result(r), None);
             }
             Err(e) => self.decline(d.from, d.task, e.code(), e.to_string()),
