@@ -48,6 +48,11 @@ pub struct ComputeStartArgs {
     /// Memory cap: above this resident set the node refuses tasks.
     #[arg(long, default_value_t = 1024, value_name = "MB")]
     pub mem_cap_mb: u64,
+    /// Bound on the model files this node fetched itself (least recently
+    /// used evicted first to make room for a fetch); a `--models` directory
+    /// you filled is never evicted.
+    #[arg(long, default_value_t = 2048, value_name = "MB")]
+    pub cache_max_mb: u64,
     /// Tasks queued or running at most.
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub max_queue: u32,

@@ -321,8 +321,15 @@ impl Fetch {
         let dir = self.dir();
         let part_path = dir.join(format!(".{}.part", file.name));
         if self.part.is_none() {
+            // A directory this fetch creates is the node's cache, and so
+            // may be evicted; one that was already there (a user's) never is.
+            let created = !dir.exists();
             std::fs::create_dir_all(&dir)
                 .map_err(|e| ComputeError::Io(format!("{}: {e}", dir.display())))?;
+            if created {
+                std::fs::write(dir.join(FETCHED_MARK), b"fetched by tensorguard compute\n")
+                    .map_err(|e| ComputeError::Io(format!("{}: {e}", dir.display())))?;
+            }
             let f = std::fs::File::create(&part_path)
                 .map_err(|e| ComputeError::Io(format!("{}: {e}", part_path.display())))?;
             self.part = Some(f);
@@ -368,22 +375,42 @@ impl Fetch {
     }
 }
 
-/// Removes least-recently-used model directories under `root` until their
-/// total size is at most `max_bytes`, never touching `keep`.
-pub fn evict_lru(root: &Path, max_bytes: u64, keep: &str) -> std::io::Result<Vec<String>> {
+/// The file that marks a model directory as fetched by the node (its
+/// cache, which may be evicted); its modification time is the last use.
+pub const FETCHED_MARK: &str = ".tensorguard-fetched";
+
+/// Records a use of the model in `dir` (for LRU eviction), if the node fetched it.
+pub fn touch(dir: &Path) {
+    let mark = dir.join(FETCHED_MARK);
+    if let Ok(f) = std::fs::OpenOptions::new().append(true).open(&mark) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// The model directories under `root` that the node fetched: last use,
+/// bytes, directory name, path.
+fn fetched_dirs(
+    root: &Path,
+) -> std::io::Result<Vec<(std::time::SystemTime, u64, String, PathBuf)>> {
     let mut dirs = Vec::new();
-    for e in std::fs::read_dir(root)? {
+    let entries = match std::fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(dirs),
+        Err(e) => return Err(e),
+    };
+    for e in entries {
         let e = e?;
-        if !e.file_type()?.is_dir() || e.file_name() == "wheels" {
+        if !e.file_type()?.is_dir() {
             continue;
         }
+        let Ok(mark) = std::fs::metadata(e.path().join(FETCHED_MARK)) else {
+            continue; // not the node's: a user's models are never evicted
+        };
         let mut size = 0;
-        let mut used = std::time::SystemTime::UNIX_EPOCH;
         for f in std::fs::read_dir(e.path())? {
-            let m = f?.metadata()?;
-            size += m.len();
-            used = used.max(m.accessed().or_else(|_| m.modified()).unwrap_or(used));
+            size += f?.metadata()?.len();
         }
+        let used = mark.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
         dirs.push((
             used,
             size,
@@ -391,17 +418,42 @@ pub fn evict_lru(root: &Path, max_bytes: u64, keep: &str) -> std::io::Result<Vec
             e.path(),
         ));
     }
-    let mut total: u64 = dirs.iter().map(|d| d.1).sum();
+    Ok(dirs)
+}
+
+/// Makes room under `root` for `spec` within `max_bytes` of fetched
+/// models: evicts the least recently used fetched model directories (never
+/// `spec`'s own, never one the node did not fetch) until the others and
+/// `spec` fit. Returns the names evicted, or an error when `spec` alone is
+/// larger than the bound.
+pub fn make_room(
+    root: &Path,
+    spec: &ModelSpec,
+    max_bytes: u64,
+) -> Result<Vec<String>, ComputeError> {
+    let need: u64 = spec.files.iter().map(|f| f.size).sum();
+    if need > max_bytes {
+        return Err(ComputeError::Artifact(format!(
+            "{} needs {} MiB and the model cache is bounded at {} MiB",
+            spec.dir,
+            need.div_ceil(1 << 20),
+            max_bytes >> 20
+        )));
+    }
+    let io = |e: std::io::Error| ComputeError::Io(format!("{}: {e}", root.display()));
+    let mut dirs: Vec<_> = fetched_dirs(root)
+        .map_err(io)?
+        .into_iter()
+        .filter(|d| d.2 != spec.dir)
+        .collect();
     dirs.sort_by_key(|d| d.0);
+    let mut total: u64 = dirs.iter().map(|d| d.1).sum();
     let mut removed = Vec::new();
     for (_, size, name, path) in dirs {
-        if total <= max_bytes {
+        if total + need <= max_bytes {
             break;
         }
-        if name == keep {
-            continue;
-        }
-        std::fs::remove_dir_all(&path)?;
+        std::fs::remove_dir_all(&path).map_err(io)?;
         total -= size;
         removed.push(name);
     }
@@ -510,5 +562,80 @@ mod tests {
         f.on_missing(a, id);
         assert_eq!(f.providers[f.provider], b);
         assert_eq!(f.offset, 0);
+    }
+
+    fn model_dir(root: &Path, name: &str, bytes: usize, fetched_secs_ago: Option<u64>) {
+        let d = root.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("weights.bin"), vec![0u8; bytes]).unwrap();
+        if let Some(ago) = fetched_secs_ago {
+            let f = std::fs::File::create(d.join(FETCHED_MARK)).unwrap();
+            f.set_modified(std::time::SystemTime::now() - Duration::from_secs(ago))
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn only_fetched_models_are_evicted_least_recently_used_first() {
+        let root = tempfile::tempdir().unwrap();
+        let need: u64 = MINILM.files.iter().map(|f| f.size).sum();
+        model_dir(root.path(), "users-own", 1000, None);
+        model_dir(root.path(), "old", 100, Some(3600));
+        model_dir(root.path(), "recent", 100, Some(10));
+        // The model being fetched (partly here) is never evicted for itself.
+        model_dir(root.path(), MINILM.dir, 100, Some(7200));
+        // Room for the model and one of the two others (the user's does not count).
+        let removed = make_room(root.path(), &MINILM, need + 150).unwrap();
+        assert_eq!(removed, vec!["old".to_string()]);
+        for kept in ["users-own", "recent", MINILM.dir] {
+            assert!(root.path().join(kept).is_dir(), "{kept} was evicted");
+        }
+        // Room for the model alone: every fetched model but its own goes,
+        // the user's stays.
+        let removed = make_room(root.path(), &MINILM, need).unwrap();
+        assert_eq!(removed, vec!["recent".to_string()]);
+        assert!(root.path().join("users-own").is_dir());
+        // A use moves a model to the back of the queue.
+        model_dir(root.path(), "a", 100, Some(3600));
+        model_dir(root.path(), "b", 100, Some(60));
+        touch(&root.path().join("a"));
+        let removed = make_room(root.path(), &MINILM, need + 150).unwrap();
+        assert_eq!(removed, vec!["b".to_string()]);
+        // A missing models directory has nothing to evict.
+        assert!(
+            make_room(&root.path().join("absent"), &MINILM, need)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_cache_bound_below_the_model_is_refused_with_its_sizes() {
+        let root = tempfile::tempdir().unwrap();
+        let e = make_room(root.path(), &MINILM, 1 << 20)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bounded at 1 MiB"), "{e}");
+    }
+
+    #[test]
+    fn a_fetch_marks_only_a_directory_it_creates() {
+        let part = vec![0u8; crate::ARTIFACT_PART_BYTES as usize];
+        let a = PeerId::random();
+        let id = MINILM.files[big()].id().0;
+        for existed in [false, true] {
+            let root = tempfile::tempdir().unwrap();
+            if existed {
+                std::fs::create_dir_all(root.path().join(MINILM.dir)).unwrap();
+            }
+            let mut f = fetching_from(root.path(), &[a], 0);
+            f.on_part(a, id, 0, MINILM.files[big()].size, &part)
+                .unwrap();
+            assert_eq!(
+                root.path().join(MINILM.dir).join(FETCHED_MARK).is_file(),
+                !existed,
+                "existed before the fetch: {existed}"
+            );
+        }
     }
 }

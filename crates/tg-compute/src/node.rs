@@ -220,6 +220,10 @@ struct Node {
     /// Tasks queued here, by the submitter that sent them (worker side).
     queued_by: HashMap<PeerId, u32>,
     fetching: Option<artifacts::Fetch>,
+    /// The model cache's bound cannot hold the model: no fetch is tried.
+    cache_refused: bool,
+    /// When the model's use was last recorded for LRU eviction.
+    touched_at: Option<Instant>,
 }
 
 /// Takes a lock file (mode 0600) for the node's life, or says who holds it.
@@ -341,6 +345,8 @@ pub async fn start(
         caps: HashMap::new(),
         queued_by: HashMap::new(),
         fetching: None,
+        cache_refused: false,
+        touched_at: None,
     };
     node.resume()?;
     let task = tokio::spawn(async move { node.run(events, cmd_rx, done_rx, internal_rx).await });
@@ -646,7 +652,10 @@ impl Node {
 
     async fn on_tick(&mut self) {
         // Artifacts: a serving node without the model fetches it from a provider.
-        if self.cfg.serve && (self.fetching.is_some() || !self.models.has_minilm()) {
+        if self.cfg.serve
+            && !self.cache_refused
+            && (self.fetching.is_some() || !self.models.has_minilm())
+        {
             self.fetch_model().await;
         }
         // Capability records follow the caps: withdrawn over them, renewed under.

@@ -73,6 +73,7 @@ pub fn start_node(a: &ComputeStartArgs, data_dir: &Path, out: &Output) -> Result
     }
     cfg.worker.cpu_cap_pct = a.cpu_cap;
     cfg.worker.mem_cap_bytes = a.mem_cap_mb.saturating_mul(1 << 20);
+    cfg.cache_max_bytes = a.cache_max_mb.saturating_mul(1 << 20);
     cfg.worker.max_queue = a.max_queue.max(1);
     cfg.worker.threads = a.threads.clamp(1, 64);
     cfg.worker.task_timeout = Duration::from_secs(a.task_timeout.max(1));

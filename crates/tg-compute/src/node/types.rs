@@ -31,6 +31,10 @@ pub struct NodeConfig {
     /// a cold worker loads its model first, which takes seconds on a busy
     /// machine. A worker that disconnects loses its tasks at once.
     pub accepted_timeout: Duration,
+    /// Bytes of model files the node may keep that it fetched itself;
+    /// the least recently used are evicted to make room for a fetch. A
+    /// models directory the user gave is never evicted.
+    pub cache_max_bytes: u64,
     /// Tasks in flight to one worker at most.
     pub per_worker: usize,
     /// Verification policy.
@@ -70,6 +74,7 @@ impl NodeConfig {
             wallet_dir,
             assign_timeout: Duration::from_secs(20),
             accepted_timeout: Duration::from_secs(75),
+            cache_max_bytes: 2 << 30,
             per_worker: 4,
             policy: Policy::default(),
             provider_ttl: Duration::from_secs(600),

@@ -240,6 +240,14 @@ impl Node {
         match d.output {
             Ok(out) => {
                 self.stats.served.fetch_add(1, Ordering::Relaxed);
+                // A use, for the model cache's LRU order (at most once a minute).
+                if self
+                    .touched_at
+                    .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+                {
+                    self.touched_at = Some(Instant::now());
+                    artifacts::touch(&self.cfg.models_dir.join(MINILM.dir));
+                }
                 let r =
                     SignedResult::sign(&self.key, d.task, &d.input, out, d.queued_ms, d.compute_ms);
                 self.remember_result(d.task, d.from, r.output_digest, d.input.texts.len() as u32);
@@ -301,6 +309,24 @@ impl Node {
     pub(super) async fn fetch_model(&mut self) {
         let done = match self.fetching.as_mut() {
             None => {
+                match artifacts::make_room(&self.cfg.models_dir, &MINILM, self.cfg.cache_max_bytes)
+                {
+                    Ok(evicted) => {
+                        for name in evicted {
+                            tracing::info!(
+                                "evicted the least recently used model {name} to make room for {}",
+                                MINILM.dir
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        self.cache_refused = true;
+                        tracing::warn!(
+                            "error[E120]: the model is not fetched — {e} — raise --cache-max-mb, or give --models a directory that holds it"
+                        );
+                        return;
+                    }
+                }
                 self.fetching = Some(artifacts::Fetch::new(self.cfg.models_dir.clone(), &MINILM));
                 false
             }
