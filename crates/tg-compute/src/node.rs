@@ -58,6 +58,13 @@ pub fn kind_key(kind: &str) -> Vec<u8> {
     format!("/tensorguard/compute/kind/{kind}").into_bytes()
 }
 
+/// A joining node announces its provider records again this long after
+/// the previous announcement (then libp2p republishes them every 200 s):
+/// the first goes out while the routing table holds little more than the
+/// bootstrap peer, so it may reach none of the nodes closest to the key,
+/// and lookups would not find this node until the republish.
+const ANNOUNCE_AGAIN: [Duration; 2] = [Duration::from_secs(10), Duration::from_secs(60)];
+
 /// DHT key under which nodes holding a model's artifacts provide.
 pub fn model_key(id: &tg_tasks::ArtifactId) -> Vec<u8> {
     format!("/tensorguard/compute/model/{id}").into_bytes()
@@ -208,6 +215,9 @@ struct Node {
     internal: mpsc::Sender<Internal>,
     reachability: String,
     advertised: bool,
+    /// When this node last announced its provider records, and how many
+    /// times since it began serving (see [`ANNOUNCE_AGAIN`]).
+    announced: Option<(Instant, usize)>,
     advertise_at: Instant,
     verified_model: bool,
     serving: Arc<std::sync::Mutex<HashSet<PeerId>>>,
@@ -335,6 +345,7 @@ pub async fn start(
         internal,
         reachability: "unknown".into(),
         advertised: false,
+        announced: None,
         advertise_at: Instant::now(),
         verified_model: false,
         serving: Default::default(),

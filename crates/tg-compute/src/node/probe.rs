@@ -35,10 +35,13 @@ fn cannot(protocol: u32, why: &str) -> Capability {
 }
 
 impl Node {
-    /// At most [`MAX_CANDIDATES`] providers: those already sampled that are
-    /// usable and in good standing stay (and every peer holding an
-    /// assignment of ours); the rest of the room is drawn at random from the
-    /// others. Excluded peers, peers without an Ed25519 key and peers whose
+    /// At most [`MAX_CANDIDATES`] providers: up to half of them stay from the
+    /// last sample (usable workers in good standing with a verified result,
+    /// those holding work of ours first); the rest of the room is drawn at
+    /// random from the others, even while every sampled worker is busy, so
+    /// every provider gets its turn and no set of identities can hold every
+    /// slot. A worker left out keeps the tasks it holds (its results still
+    /// count). Excluded peers, peers without an Ed25519 key and peers whose
     /// fresh record says they cannot run tasks never take a slot.
     pub(super) fn sample_providers(&self, found: Vec<PeerId>) -> Vec<PeerId> {
         use rand::seq::SliceRandom;
@@ -50,23 +53,19 @@ impl Node {
         let mut found: Vec<PeerId> = found
             .into_iter()
             .filter(|p| key_of(p).is_some_and(|k| !self.standings.get(&k).excluded))
-            .filter(|p| busy.contains(p) || !self.says_unable(p, None))
+            .filter(|p| !self.says_unable(p, None))
             .collect();
         found.shuffle(&mut rand::rng());
-        // Sticky: workers with a verified result and a clean standing, up to
-        // half the sample; the other half is always drawn afresh, so no set
-        // of identities can hold every slot.
         let proven = |p: &PeerId| {
             key_of(p).is_some_and(|k| {
                 let st = self.standings.get(&k);
                 st.valid >= 1 && st.score() >= 0.8
             })
         };
-        let keep_now = |p: &PeerId| {
-            busy.contains(p) || (self.providers.contains(p) && self.usable(p, None) && proven(p))
-        };
+        let keep_now = |p: &PeerId| self.providers.contains(p) && self.usable(p, None) && proven(p);
         let (mut keep, rest): (Vec<PeerId>, Vec<PeerId>) = found.into_iter().partition(keep_now);
-        keep.truncate((MAX_CANDIDATES / 2).max(busy.len()));
+        keep.sort_by_key(|p| !busy.contains(p));
+        keep.truncate(MAX_CANDIDATES / 2);
         let room = MAX_CANDIDATES.saturating_sub(keep.len());
         keep.extend(rest.into_iter().take(room));
         keep

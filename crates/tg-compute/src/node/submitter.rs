@@ -387,7 +387,13 @@ impl Node {
                 Ok(found) => {
                     let me = self.client.local_peer_id();
                     let found: Vec<PeerId> = found.into_iter().filter(|p| *p != me).collect();
+                    let n = found.len();
                     self.providers = self.sample_providers(found);
+                    tracing::debug!(
+                        found = n,
+                        sampled = self.providers.len(),
+                        "providers refreshed"
+                    );
                     self.providers_at = Some(Instant::now());
                     self.provider_query = None;
                     self.probe_providers();

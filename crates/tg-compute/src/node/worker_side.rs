@@ -28,6 +28,15 @@ impl Node {
             }
         }
         let over = self.over_caps().is_some();
+        if self.advertised
+            && !over
+            && let Some((at, n)) = self.announced
+            && ANNOUNCE_AGAIN
+                .get(n - 1)
+                .is_some_and(|d| at.elapsed() >= *d)
+        {
+            self.advertised = false; // announced again below
+        }
         if self.verified_model && !over && !self.advertised {
             let mut ok = true;
             for k in kinds() {
@@ -43,6 +52,10 @@ impl Node {
                 .await
                 .is_ok();
             self.advertised = ok;
+            if ok {
+                let n = self.announced.map_or(0, |(_, n)| n);
+                self.announced = Some((Instant::now(), n + 1));
+            }
         } else if over && self.advertised {
             for k in kinds() {
                 let _ = self.client.stop_providing(&kind_key(k.name())).await;
