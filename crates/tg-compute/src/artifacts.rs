@@ -323,12 +323,20 @@ impl Fetch {
         if self.part.is_none() {
             // A directory this fetch creates is the node's cache, and so
             // may be evicted; one that was already there (a user's) never is.
-            let created = !dir.exists();
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| ComputeError::Io(format!("{}: {e}", dir.display())))?;
+            let io = |e: std::io::Error| ComputeError::Io(format!("{}: {e}", dir.display()));
+            std::fs::create_dir_all(&self.root).map_err(io)?;
+            let created = match std::fs::create_dir(&dir) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                Err(e) => return Err(io(e)),
+            };
             if created {
-                std::fs::write(dir.join(FETCHED_MARK), b"fetched by tensorguard compute\n")
-                    .map_err(|e| ComputeError::Io(format!("{}: {e}", dir.display())))?;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(dir.join(FETCHED_MARK))
+                    .and_then(|mut f| f.write_all(b"fetched by tensorguard compute\n"))
+                    .map_err(io)?;
             }
             let f = std::fs::File::create(&part_path)
                 .map_err(|e| ComputeError::Io(format!("{}: {e}", part_path.display())))?;
@@ -379,12 +387,24 @@ impl Fetch {
 /// cache, which may be evicted); its modification time is the last use.
 pub const FETCHED_MARK: &str = ".tensorguard-fetched";
 
-/// Records a use of the model in `dir` (for LRU eviction), if the node fetched it.
+/// Records a use of the model in `dir` (for LRU eviction), if the node
+/// fetched it and its mark is a plain file of this user (never a link or a
+/// FIFO, which could block the caller). Blocking: call it off the event loop.
 pub fn touch(dir: &Path) {
     let mark = dir.join(FETCHED_MARK);
-    if let Ok(f) = std::fs::OpenOptions::new().append(true).open(&mark) {
+    if is_mark(&mark)
+        && let Ok(f) = std::fs::OpenOptions::new().append(true).open(&mark)
+    {
         let _ = f.set_modified(std::time::SystemTime::now());
     }
+}
+
+/// Whether `mark` is the node's mark: a plain file (not followed through a
+/// link) owned by the user the node runs as.
+fn is_mark(mark: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(mark)
+        .is_ok_and(|m| m.file_type().is_file() && m.uid() == rustix::process::getuid().as_raw())
 }
 
 /// The model directories under `root` that the node fetched: last use,
@@ -399,18 +419,22 @@ fn fetched_dirs(
         Err(e) => return Err(e),
     };
     for e in entries {
-        let e = e?;
-        if !e.file_type()?.is_dir() {
+        let Ok(e) = e else { continue };
+        // A real directory (not a link to one) carrying the node's mark;
+        // anything else is the user's and never evicted.
+        let mark = e.path().join(FETCHED_MARK);
+        if !e.file_type().is_ok_and(|t| t.is_dir()) || !is_mark(&mark) {
             continue;
         }
-        let Ok(mark) = std::fs::metadata(e.path().join(FETCHED_MARK)) else {
-            continue; // not the node's: a user's models are never evicted
+        let Ok(used) = std::fs::symlink_metadata(&mark).and_then(|m| m.modified()) else {
+            continue;
         };
-        let mut size = 0;
-        for f in std::fs::read_dir(e.path())? {
-            size += f?.metadata()?.len();
-        }
-        let used = mark.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+        let Ok(files) = std::fs::read_dir(e.path()) else {
+            continue;
+        };
+        let size = files
+            .filter_map(|f| f.ok()?.metadata().ok())
+            .fold(0u64, |n, m| n.saturating_add(m.len()));
         dirs.push((
             used,
             size,
@@ -447,14 +471,14 @@ pub fn make_room(
         .filter(|d| d.2 != spec.dir)
         .collect();
     dirs.sort_by_key(|d| d.0);
-    let mut total: u64 = dirs.iter().map(|d| d.1).sum();
+    let mut total: u64 = dirs.iter().fold(0u64, |n, d| n.saturating_add(d.1));
     let mut removed = Vec::new();
     for (_, size, name, path) in dirs {
-        if total + need <= max_bytes {
+        if total.saturating_add(need) <= max_bytes {
             break;
         }
         std::fs::remove_dir_all(&path).map_err(io)?;
-        total -= size;
+        total = total.saturating_sub(size);
         removed.push(name);
     }
     Ok(removed)
@@ -601,6 +625,19 @@ mod tests {
         touch(&root.path().join("a"));
         let removed = make_room(root.path(), &MINILM, need + 150).unwrap();
         assert_eq!(removed, vec!["b".to_string()]);
+        // A link is never followed: neither a linked directory nor a
+        // directory whose mark is a link (to a file of the node's) is evicted.
+        model_dir(root.path(), "linked-mark", 100, None);
+        std::os::unix::fs::symlink(
+            root.path().join("a").join(FETCHED_MARK),
+            root.path().join("linked-mark").join(FETCHED_MARK),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(root.path().join("a"), root.path().join("linked-dir")).unwrap();
+        let removed = make_room(root.path(), &MINILM, need).unwrap();
+        assert_eq!(removed, vec!["a".to_string()]);
+        assert!(root.path().join("linked-mark").is_dir());
+        assert!(std::fs::symlink_metadata(root.path().join("linked-dir")).is_ok());
         // A missing models directory has nothing to evict.
         assert!(
             make_room(&root.path().join("absent"), &MINILM, need)

@@ -289,9 +289,12 @@ pub async fn start(
     net.provider_republish = cfg.provider_ttl / 3;
     net.max_providers_per_key = 4096;
     net.request_timeout = Duration::from_secs(30);
+    // A connection outlives the wait for any result: a worker's own task
+    // timeout, and the time a submitter gives a task a worker queued.
     net.idle_timeout = cfg
         .idle_timeout
-        .max(cfg.worker.task_timeout + Duration::from_secs(30));
+        .max(cfg.worker.task_timeout + Duration::from_secs(30))
+        .max(cfg.accepted_timeout + Duration::from_secs(15));
     let (client, events, event_loop) =
         tg_net::new(secret, net).map_err(|e| ComputeError::Net(e.to_string()))?;
     tokio::spawn(event_loop.run());
@@ -527,15 +530,19 @@ impl Node {
                 // Only a decline of an assignment it holds counts; a prompt
                 // refusal is no strike (the task goes elsewhere, and this peer
                 // is not asked for it again).
+                // A decline after the worker said it queued the task (or
+                // after the time to answer) is a timeout: no one can hold a
+                // task for the accepted timeout and leave without a strike.
                 let held = self
                     .active
                     .get(&task)
-                    .is_some_and(|a| a.assigned.contains_key(&peer));
-                if held {
+                    .and_then(|a| a.assigned.get(&peer))
+                    .map(|x| x.accepted || x.since.elapsed() > self.cfg.assign_timeout);
+                if let Some(late) = held {
                     if code == "E125" {
                         self.over_caps_said(peer);
                     }
-                    self.unassign(peer, task, false);
+                    self.unassign(peer, task, late);
                 }
             }
             Msg::Result(r) => self.on_result(peer, r),

@@ -38,6 +38,19 @@ impl Node {
             .iter()
             .map(|p| (*p, self.base_score(p)))
             .collect();
+        // A worker with no verified result yet holds one of our tasks at a
+        // time (it may sit on an accepted task for the accepted timeout);
+        // a proven one up to `per_worker`.
+        let limit: HashMap<PeerId, usize> = candidates
+            .iter()
+            .map(|p| {
+                let proven = key_of(p).is_some_and(|k| self.standings.get(&k).valid >= 1);
+                (*p, if proven { per } else { 1 })
+            })
+            .collect();
+        let room = |inflight: &HashMap<PeerId, usize>, p: &PeerId| {
+            inflight.get(p).copied().unwrap_or(0) < limit.get(p).copied().unwrap_or(1)
+        };
         let mut views: HashMap<String, KindView> = HashMap::new();
         // Oldest first, so no task waits behind later ones.
         let mut ids: Vec<(Instant, TaskId)> = self
@@ -72,9 +85,7 @@ impl Node {
                 let open = candidates
                     .iter()
                     .filter(|p| {
-                        able.contains(p)
-                            && self.inflight.get(p).copied().unwrap_or(0) < per
-                            && self.usable(p, Some(kind))
+                        able.contains(p) && room(&self.inflight, p) && self.usable(p, Some(kind))
                     })
                     .copied()
                     .collect();
@@ -101,7 +112,8 @@ impl Node {
             let mut keyed: Vec<(f64, PeerId)> = view
                 .open
                 .iter()
-                .filter(|p| !a.tried.contains(p))
+                // Room is checked again: lists of other kinds share the peers.
+                .filter(|p| !a.tried.contains(p) && room(&self.inflight, p))
                 .map(|p| {
                     let load = self.inflight.get(p).copied().unwrap_or(0) as f64;
                     let w = (base.get(p).copied().unwrap_or(0.0) / (1.0 + load)).max(1e-9);
@@ -152,8 +164,7 @@ impl Node {
                 *self.inflight.entry(*p).or_default() += 1;
             }
             let inflight = &self.inflight;
-            view.open
-                .retain(|p| inflight.get(p).copied().unwrap_or(0) < per);
+            view.open.retain(|p| room(inflight, p));
             for p in &chosen {
                 self.send(
                     *p,

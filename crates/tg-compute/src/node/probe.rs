@@ -35,36 +35,35 @@ fn cannot(protocol: u32, why: &str) -> Capability {
 }
 
 impl Node {
-    /// At most [`MAX_CANDIDATES`] providers: up to half of them stay from the
-    /// last sample (usable workers in good standing with a verified result,
-    /// those holding work of ours first); the rest of the room is drawn at
-    /// random from the others, even while every sampled worker is busy, so
-    /// every provider gets its turn and no set of identities can hold every
-    /// slot. A worker left out keeps the tasks it holds (its results still
-    /// count). Excluded peers, peers without an Ed25519 key and peers whose
+    /// At most [`MAX_CANDIDATES`] providers: up to half of them are proven
+    /// workers (a verified result, a clean standing), best standing first,
+    /// whether or not they were in the last sample or are briefly over their
+    /// caps; the rest of the room is drawn at random from the others at
+    /// every refresh, even while every sampled worker is busy, so every
+    /// provider gets its turn and no set of identities can hold every slot.
+    /// A worker left out keeps the tasks it holds (its results still count).
+    /// Excluded peers, peers without an Ed25519 key and unproven peers whose
     /// fresh record says they cannot run tasks never take a slot.
     pub(super) fn sample_providers(&self, found: Vec<PeerId>) -> Vec<PeerId> {
         use rand::seq::SliceRandom;
-        let busy: HashSet<PeerId> = self
-            .active
-            .values()
-            .flat_map(|a| a.assigned.keys().copied())
-            .collect();
+        let standing = |p: &PeerId| key_of(p).map(|k| self.standings.get(&k));
+        let proven = |p: &PeerId| standing(p).is_some_and(|st| st.valid >= 1 && st.score() >= 0.8);
         let mut found: Vec<PeerId> = found
             .into_iter()
-            .filter(|p| key_of(p).is_some_and(|k| !self.standings.get(&k).excluded))
-            .filter(|p| !self.says_unable(p, None))
+            .filter(|p| standing(p).is_some_and(|st| !st.excluded))
+            .filter(|p| proven(p) || !self.says_unable(p, None))
             .collect();
         found.shuffle(&mut rand::rng());
-        let proven = |p: &PeerId| {
-            key_of(p).is_some_and(|k| {
-                let st = self.standings.get(&k);
-                st.valid >= 1 && st.score() >= 0.8
-            })
-        };
-        let keep_now = |p: &PeerId| self.providers.contains(p) && self.usable(p, None) && proven(p);
-        let (mut keep, rest): (Vec<PeerId>, Vec<PeerId>) = found.into_iter().partition(keep_now);
-        keep.sort_by_key(|p| !busy.contains(p));
+        let (mut keep, rest): (Vec<PeerId>, Vec<PeerId>) = found.into_iter().partition(proven);
+        keep.sort_by(|a, b| {
+            let (sa, sb) = (
+                standing(a).unwrap_or_default(),
+                standing(b).unwrap_or_default(),
+            );
+            sb.score()
+                .total_cmp(&sa.score())
+                .then(sb.valid.cmp(&sa.valid))
+        });
         keep.truncate(MAX_CANDIDATES / 2);
         let room = MAX_CANDIDATES.saturating_sub(keep.len());
         keep.extend(rest.into_iter().take(room));

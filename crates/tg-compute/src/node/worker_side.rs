@@ -259,7 +259,8 @@ impl Node {
                     .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
                 {
                     self.touched_at = Some(Instant::now());
-                    artifacts::touch(&self.cfg.models_dir.join(MINILM.dir));
+                    let dir = self.cfg.models_dir.join(MINILM.dir);
+                    tokio::task::spawn_blocking(move || artifacts::touch(&dir));
                 }
                 let r =
                     SignedResult::sign(&self.key, d.task, &d.input, out, d.queued_ms, d.compute_ms);
@@ -332,12 +333,21 @@ impl Node {
                             );
                         }
                     }
-                    Err(e) => {
+                    // The bound cannot hold the model: no fetch, said once.
+                    Err(e @ ComputeError::Artifact(_)) => {
                         self.cache_refused = true;
                         tracing::warn!(
                             "error[E120]: the model is not fetched — {e} — raise --cache-max-mb, or give --models a directory that holds it"
                         );
                         return;
+                    }
+                    // Eviction failed (a directory could not be read or
+                    // removed): fetch anyway; the bound is exceeded until the
+                    // next fetch, which tries again.
+                    Err(e) => {
+                        tracing::warn!(
+                            "could not evict from the model cache ({e}); fetching anyway"
+                        );
                     }
                 }
                 self.fetching = Some(artifacts::Fetch::new(self.cfg.models_dir.clone(), &MINILM));
