@@ -38,6 +38,11 @@ pub struct ComputeStartArgs {
     pub listen: Vec<String>,
     #[command(flatten)]
     pub mesh: MeshArgs,
+    /// A relay to listen through (`/ip4/…/tcp/…/p2p/RELAY_ID`), for a node
+    /// behind NAT: once the relay accepts, `status` says `relayed` and peers
+    /// reach the node by its circuit address. Repeatable.
+    #[arg(long, value_name = "ADDR")]
+    pub relay: Vec<String>,
     /// Directory of model artifacts (default: DATA/compute/models). Missing
     /// models are fetched from peers and checked against their pinned hashes.
     #[arg(long, env = "TENSORGUARD_MODELS", value_name = "DIR")]

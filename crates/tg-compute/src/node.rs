@@ -215,6 +215,10 @@ struct Node {
     internal: mpsc::Sender<Internal>,
     reachability: String,
     advertised: bool,
+    /// What AutoNAT last said: public, private or unknown.
+    nat: &'static str,
+    /// A relay holds a reservation for this node (it listens on a circuit).
+    relayed: bool,
     /// When this node last announced its provider records, and how many
     /// times since it began serving (see [`ANNOUNCE_AGAIN`]).
     announced: Option<(Instant, usize)>,
@@ -285,6 +289,7 @@ pub async fn start(
     let mut net = tg_net::Config::new(tg_net::Role::Compute, cfg.listen.clone());
     net.mdns = cfg.mdns;
     net.lan = cfg.lan;
+    net.relays.clone_from(&cfg.relays);
     net.provider_ttl = cfg.provider_ttl;
     net.provider_republish = cfg.provider_ttl / 3;
     net.max_providers_per_key = 4096;
@@ -348,6 +353,8 @@ pub async fn start(
         internal,
         reachability: "unknown".into(),
         advertised: false,
+        nat: "unknown",
+        relayed: false,
         announced: None,
         advertise_at: Instant::now(),
         verified_model: false,
@@ -373,6 +380,16 @@ pub async fn start(
         },
         task,
     ))
+}
+
+/// Public when AutoNAT says so; else relayed when a relay holds a
+/// reservation for this node; else what AutoNAT said (private, unknown).
+fn reachability(nat: &'static str, relayed: bool) -> &'static str {
+    if nat != "public" && relayed {
+        "relayed"
+    } else {
+        nat
+    }
 }
 
 fn unix_now() -> u64 {
@@ -474,6 +491,10 @@ impl Node {
         });
     }
 
+    fn reachability_now(&self) -> String {
+        reachability(self.nat, self.relayed).into()
+    }
+
     async fn on_event(&mut self, ev: Event, bootstrapped: &mut bool) {
         match ev {
             Event::Connected { .. } if !*bootstrapped => {
@@ -487,13 +508,23 @@ impl Node {
             }
             Event::Disconnected { peer } => self.lost(peer, "the worker disconnected"),
             Event::NatStatus(s) => {
-                self.reachability = if s.contains("Public") {
-                    "public".into()
+                self.nat = if s.contains("Public") {
+                    "public"
                 } else if s.contains("Private") {
-                    "private".into()
+                    "private"
                 } else {
-                    "unknown".into()
-                }
+                    "unknown"
+                };
+                self.reachability = self.reachability_now();
+            }
+            // A circuit address: a relay accepted our reservation.
+            Event::Listening(addr)
+                if addr
+                    .iter()
+                    .any(|p| matches!(p, tg_net::multiaddr::Protocol::P2pCircuit)) =>
+            {
+                self.relayed = true;
+                self.reachability = self.reachability_now();
             }
             Event::Frame { peer, frame } => match Msg::decode(&frame) {
                 Ok(m) => self.on_msg(peer, m),
@@ -508,7 +539,10 @@ impl Node {
 
     fn on_msg(&mut self, peer: PeerId, m: Msg) {
         match m {
-            Msg::Probe => self.send(peer, Msg::Capability(self.capability()), None),
+            Msg::Probe => {
+                tracing::debug!(%peer, "probed");
+                self.send(peer, Msg::Capability(self.capability()), None);
+            }
             Msg::Assign { task, input } => self.on_assign(peer, task, input),
             Msg::Accepted { task } => {
                 if let Some(a) = self.active.get_mut(&task)
@@ -721,5 +755,18 @@ impl Node {
         }
         self.refresh_providers().await;
         self.assign_pending();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reachability_is_public_then_relayed_then_what_autonat_said() {
+        use super::reachability;
+        assert_eq!(reachability("public", true), "public");
+        assert_eq!(reachability("private", true), "relayed");
+        assert_eq!(reachability("unknown", true), "relayed");
+        assert_eq!(reachability("private", false), "private");
+        assert_eq!(reachability("unknown", false), "unknown");
     }
 }

@@ -63,6 +63,7 @@ pub fn start_node(a: &ComputeStartArgs, data_dir: &Path, out: &Output) -> Result
     cfg.bootstrap = parse_addrs(&a.mesh.bootstrap)?;
     cfg.mdns = a.mesh.mdns;
     cfg.lan = a.mesh.lan;
+    cfg.relays = parse_addrs(&a.relay)?;
     cfg.serve = !a.no_serve;
     if !(1..=6400).contains(&a.cpu_cap) {
         return Err(invalid(

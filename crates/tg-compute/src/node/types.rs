@@ -14,6 +14,9 @@ pub struct NodeConfig {
     pub mdns: bool,
     /// A network on one LAN: AutoNAT tests private addresses too.
     pub lan: bool,
+    /// Relays (`/…/p2p/RELAY`) to listen through when not reachable
+    /// directly: the node is then `relayed` and reachable by its circuit address.
+    pub relays: Vec<Multiaddr>,
     /// Directory of model artifacts (fetched into it from peers when missing).
     pub models_dir: PathBuf,
     /// Run tasks for others (a volunteer worker) as well as submit.
@@ -67,6 +70,7 @@ impl NodeConfig {
             bootstrap: Vec::new(),
             mdns: false,
             lan: false,
+            relays: Vec::new(),
             models_dir,
             serve: true,
             worker: WorkerConfig::default(),
