@@ -50,9 +50,10 @@ pub struct TasksBenchArgs {
     #[arg(long, default_value_t = 10)]
     pub idle_secs: u64,
     /// Seconds from the last node's boot to the idle measurement: the
-    /// bootstrap walks end and their connections close (a node's connections
-    /// close after 90 s without streams, with the default task timeout).
-    #[arg(long, default_value_t = 100)]
+    /// bootstrap walks and the provider announcements a joining node repeats
+    /// 10 s and 60 s after its first end, and their connections close (after
+    /// 90 s without streams, with the default timeouts).
+    #[arg(long, default_value_t = 160)]
     pub settle_secs: u64,
     /// Keep the work directory (node logs, the submitter's task store) and
     /// print where it is.

@@ -54,7 +54,7 @@ impl Node {
             .filter(|p| proven(p) || !self.says_unable(p, None))
             .collect();
         found.shuffle(&mut rand::rng());
-        let (mut keep, rest): (Vec<PeerId>, Vec<PeerId>) = found.into_iter().partition(proven);
+        let (mut keep, mut rest): (Vec<PeerId>, Vec<PeerId>) = found.into_iter().partition(proven);
         keep.sort_by(|a, b| {
             let (sa, sb) = (
                 standing(a).unwrap_or_default(),
@@ -64,7 +64,11 @@ impl Node {
                 .total_cmp(&sa.score())
                 .then(sb.valid.cmp(&sa.valid))
         });
-        keep.truncate(MAX_CANDIDATES / 2);
+        // Proven workers beyond the kept half are drawn with the others.
+        if keep.len() > MAX_CANDIDATES / 2 {
+            rest.extend(keep.split_off(MAX_CANDIDATES / 2));
+            rest.shuffle(&mut rand::rng());
+        }
         let room = MAX_CANDIDATES.saturating_sub(keep.len());
         keep.extend(rest.into_iter().take(room));
         keep
