@@ -46,8 +46,11 @@ pub struct TasksBenchArgs {
         default_value = "target/models"
     )]
     pub models: PathBuf,
-    /// Seconds of idle measurement before the tasks.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds of idle measurement before the tasks: CPU over the whole
+    /// window, RSS sampled every 10 s and averaged per node. The default
+    /// covers one provider republish (every 200 s), idle work a shorter
+    /// window would miss or catch whole.
+    #[arg(long, default_value_t = 200)]
     pub idle_secs: u64,
     /// Seconds from the last node's boot to the idle measurement: the
     /// bootstrap walks and the provider announcements a joining node repeats
@@ -263,17 +266,29 @@ fn measure(
         .map(|p| cpu_secs(p.child.id()).unwrap_or(0.0))
         .collect();
     let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(a.idle_secs));
-    let idle_wall = t0.elapsed().as_secs_f64();
+    let mut rss_sum = vec![0.0f64; procs.len()];
+    let mut rss_peak: f64 = 0.0;
+    let mut samples = 0u32;
+    loop {
+        for (sum, p) in rss_sum.iter_mut().zip(procs.iter()) {
+            let r = rss_mb(p.child.id()).unwrap_or(0.0);
+            *sum += r;
+            rss_peak = rss_peak.max(r);
+        }
+        samples += 1;
+        let left = Duration::from_secs(a.idle_secs).saturating_sub(t0.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(Duration::from_secs(10)));
+    }
+    let idle_wall = t0.elapsed().as_secs_f64().max(1e-3);
     let idle_cpu: Vec<f64> = procs
         .iter()
         .zip(&c0)
         .map(|(p, c)| (cpu_secs(p.child.id()).unwrap_or(0.0) - c) / idle_wall * 100.0)
         .collect();
-    let idle_rss: Vec<f64> = procs
-        .iter()
-        .map(|p| rss_mb(p.child.id()).unwrap_or(0.0))
-        .collect();
+    let idle_rss: Vec<f64> = rss_sum.iter().map(|s| s / f64::from(samples)).collect();
     let sentences: Vec<String> = (0..a.tasks).map(sentence).collect();
     let report = rt.block_on(async {
         let mut cfg = NodeConfig::new(models.to_path_buf(), work.join("submitter").join("wallet"));
@@ -428,7 +443,7 @@ fn measure(
     report["results_checked_against_local"] = checked.into();
     report["worst_cosine_vs_local"] = f64::from(worst).into();
     report["cosine_bound"] = f64::from(EMBED_COSINE_BOUND).into();
-    report["idle_rss_mb"] = serde_json::json!({"max": idle_rss.iter().copied().fold(0.0, f64::max), "mean": idle_rss.iter().sum::<f64>() / idle_rss.len() as f64});
+    report["idle_rss_mb"] = serde_json::json!({"max": idle_rss.iter().copied().fold(0.0, f64::max), "mean": idle_rss.iter().sum::<f64>() / idle_rss.len() as f64, "peak_sample": rss_peak, "window_s": a.idle_secs});
     report["idle_cpu_pct"] = serde_json::json!({"max": idle_cpu.iter().copied().fold(0.0, f64::max), "mean": idle_cpu.iter().sum::<f64>() / idle_cpu.len() as f64});
     report["boot_to_ready_ms"] = serde_json::json!({"max": boots.iter().copied().fold(0.0, f64::max), "mean": boots.iter().sum::<f64>() / boots.len() as f64});
     report["liars"] = liars.into();
