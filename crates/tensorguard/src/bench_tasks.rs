@@ -265,13 +265,35 @@ fn measure(
         .iter()
         .map(|p| cpu_secs(p.child.id()).unwrap_or(0.0))
         .collect();
+    // Every node must be alive through the window: a dead one would read as
+    // 0 MiB and 0 % and pull the means down.
+    let all_alive = |procs: &mut [Proc]| -> Result<(), UserError> {
+        for p in procs.iter_mut() {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return Err(err(
+                    "idle measurement",
+                    format!(
+                        "node in {} exited before the tasks ({status})",
+                        p.dir.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    };
+    all_alive(procs)?;
     let t0 = Instant::now();
     let mut rss_sum = vec![0.0f64; procs.len()];
     let mut rss_peak: f64 = 0.0;
     let mut samples = 0u32;
     loop {
         for (sum, p) in rss_sum.iter_mut().zip(procs.iter()) {
-            let r = rss_mb(p.child.id()).unwrap_or(0.0);
+            let r = rss_mb(p.child.id()).ok_or_else(|| {
+                err(
+                    "idle measurement",
+                    format!("no RSS for the node in {}", p.dir.display()),
+                )
+            })?;
             *sum += r;
             rss_peak = rss_peak.max(r);
         }
@@ -283,6 +305,7 @@ fn measure(
         std::thread::sleep(left.min(Duration::from_secs(10)));
     }
     let idle_wall = t0.elapsed().as_secs_f64().max(1e-3);
+    all_alive(procs)?;
     let idle_cpu: Vec<f64> = procs
         .iter()
         .zip(&c0)

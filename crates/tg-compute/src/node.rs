@@ -560,7 +560,6 @@ impl Node {
                 }
             }
             Msg::Decline { task, code, reason } => {
-                tracing::info!(%peer, task = %task_hex(&task), "worker declined: {code} {reason}");
                 // Only a decline of an assignment it holds counts; a prompt
                 // refusal is no strike (the task goes elsewhere, and this peer
                 // is not asked for it again).
@@ -573,6 +572,9 @@ impl Node {
                     .and_then(|a| a.assigned.get(&peer))
                     .map(|x| x.accepted || x.since.elapsed() > self.cfg.assign_timeout);
                 if let Some(late) = held {
+                    // Logged only for a task the peer held, and cut short.
+                    let why: String = reason.chars().take(200).collect();
+                    tracing::info!(%peer, task = %task_hex(&task), "worker declined: {code} {why}");
                     if code == "E125" {
                         self.over_caps_said(peer);
                     }
@@ -645,14 +647,15 @@ impl Node {
                 self.assign_pending();
             }
             Cmd::Status { reply } => {
-                let listen = self
-                    .client
-                    .listeners()
-                    .await
-                    .unwrap_or_default()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect();
+                let listeners = self.client.listeners().await.unwrap_or_default();
+                // Relayed while a circuit listener is open now (a relay that
+                // stops or refuses a renewal closes it).
+                self.relayed = listeners.iter().any(|a| {
+                    a.iter()
+                        .any(|p| matches!(p, tg_net::multiaddr::Protocol::P2pCircuit))
+                });
+                self.reachability = self.reachability_now();
+                let listen = listeners.iter().map(ToString::to_string).collect();
                 let tasks = self
                     .store
                     .as_ref()

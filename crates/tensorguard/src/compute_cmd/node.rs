@@ -64,6 +64,17 @@ pub fn start_node(a: &ComputeStartArgs, data_dir: &Path, out: &Output) -> Result
     cfg.mdns = a.mesh.mdns;
     cfg.lan = a.mesh.lan;
     cfg.relays = parse_addrs(&a.relay)?;
+    for (r, text) in cfg.relays.iter().zip(&a.relay) {
+        use tg_net::multiaddr::Protocol;
+        let ends_in_id = matches!(r.iter().last(), Some(Protocol::P2p(_)));
+        if !ends_in_id || r.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
+            return Err(invalid(
+                format!("--relay {text}"),
+                "a relay's address must end in its peer id and not be a circuit itself",
+                "write it as /ip4/HOST/tcp/PORT/p2p/RELAY_ID",
+            ));
+        }
+    }
     cfg.serve = !a.no_serve;
     if !(1..=6400).contains(&a.cpu_cap) {
         return Err(invalid(

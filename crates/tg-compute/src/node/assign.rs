@@ -44,7 +44,10 @@ impl Node {
         let limit: HashMap<PeerId, usize> = candidates
             .iter()
             .map(|p| {
-                let proven = key_of(p).is_some_and(|k| self.standings.get(&k).valid >= 1);
+                let proven = key_of(p).is_some_and(|k| {
+                    let st = self.standings.get(&k);
+                    st.valid >= 1 && st.score() >= 0.8
+                });
                 (*p, if proven { per } else { 1 })
             })
             .collect();

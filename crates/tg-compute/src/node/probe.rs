@@ -51,19 +51,20 @@ impl Node {
         let mut found: Vec<PeerId> = found
             .into_iter()
             .filter(|p| standing(p).is_some_and(|st| !st.excluded))
-            .filter(|p| proven(p) || !self.says_unable(p, None))
+            // A failed probe keeps a peer out (made-up ids never answer),
+            // and a proven worker's record counts as much as anyone's.
+            .filter(|p| !self.unable(p, None))
             .collect();
         found.shuffle(&mut rand::rng());
         let (mut keep, mut rest): (Vec<PeerId>, Vec<PeerId>) = found.into_iter().partition(proven);
-        keep.sort_by(|a, b| {
-            let (sa, sb) = (
-                standing(a).unwrap_or_default(),
-                standing(b).unwrap_or_default(),
-            );
-            sb.score()
-                .total_cmp(&sa.score())
-                .then(sb.valid.cmp(&sa.valid))
-        });
+        // Ranked by a lower bound on their record, so one verified result
+        // does not outrank a long one with a timeout in it.
+        let rank = |p: &PeerId| {
+            standing(p).map_or(f64::MIN, |st| {
+                f64::from(st.valid) - 4.0 * f64::from(st.invalid) - 0.25 * f64::from(st.timeouts)
+            })
+        };
+        keep.sort_by(|a, b| rank(b).total_cmp(&rank(a)));
         // Proven workers beyond the kept half are drawn with the others.
         if keep.len() > MAX_CANDIDATES / 2 {
             rest.extend(keep.split_off(MAX_CANDIDATES / 2));

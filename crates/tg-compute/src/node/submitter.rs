@@ -80,8 +80,10 @@ impl Node {
             .filter(|(_, a)| a.assigned.contains_key(&peer))
             .map(|(t, _)| *t)
             .collect();
+        // Reassigned at once, but no strike: a connection can close for
+        // reasons not the worker's (a relay's circuit limits, a restart).
         for t in tasks {
-            self.unassign(peer, t, true);
+            self.unassign(peer, t, false);
         }
         self.providers.retain(|p| *p != peer);
     }
