@@ -11,6 +11,7 @@
 //! submitters' signed receipts in an append-only wallet.
 
 pub mod artifacts;
+pub mod cache;
 pub mod cap;
 mod error;
 pub mod node;

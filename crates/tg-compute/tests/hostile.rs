@@ -253,10 +253,7 @@ async fn a_submitter_refuses_results_signed_by_the_wrong_key_and_replays() {
         .start_providing(b"/tensorguard/compute/kind/embed")
         .await
         .unwrap();
-    let mut sc = NodeConfig::new(models, d3.path().join("wallet"));
-    sc.serve = false;
-    sc.store = Some(d3.path().join("tasks.sqlite"));
-    sc.bootstrap = vec![addr.parse().unwrap()];
+    let mut sc = submitter_cfg(models, &d3, &addr);
     sc.per_worker = 64;
     let (sub, _) = start([53; 32], sc).await.unwrap();
     let mut progress = sub.progress();

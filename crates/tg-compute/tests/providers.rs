@@ -9,7 +9,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tg_compute::{Msg, NodeConfig, Redundancy, Stage, start};
+use tg_compute::{Msg, Redundancy, Stage, start};
 use tg_tasks::TaskInput;
 use tg_tasks::testing::models_dir;
 
@@ -56,22 +56,10 @@ async fn a_submitter_assigns_only_to_providers_whose_record_says_they_can() {
             }
         });
     }
-    let mut sc = NodeConfig::new(models, d3.path().join("wallet"));
-    sc.serve = false;
-    sc.store = Some(d3.path().join("tasks.sqlite"));
-    sc.bootstrap = vec![addr.parse().unwrap()];
+    let sc = submitter_cfg(models, &d3, &addr);
     let (sub, _) = start([62; 32], sc).await.unwrap();
     let mut progress = sub.progress();
-    let mut want = std::collections::HashSet::new();
-    for i in 0..6 {
-        let input = TaskInput {
-            kind: "embed".into(),
-            texts: vec![format!("stack the crate {i}")],
-        };
-        want.insert(tg_compute::task_hex(
-            &sub.submit(input, Redundancy::Fixed(1)).await.unwrap(),
-        ));
-    }
+    let want = submit_embeds(&sub, 6, "stack the crate").await;
     all_done(&mut progress, &want, Duration::from_secs(90)).await;
     for (seed, assigned, probed) in &counters {
         assert!(
@@ -120,10 +108,7 @@ async fn a_provider_that_declines_everything_cannot_hold_a_task_open() {
             let _ = r.client.send(peer, reply.encode()).await;
         }
     });
-    let mut sc = NodeConfig::new(models, d3.path().join("wallet"));
-    sc.serve = false;
-    sc.store = Some(d3.path().join("tasks.sqlite"));
-    sc.bootstrap = vec![addr.parse().unwrap()];
+    let mut sc = submitter_cfg(models, &d3, &addr);
     sc.starve_grace = Duration::from_secs(3);
     let (sub, _) = start([72; 32], sc).await.unwrap();
     let mut progress = sub.progress();
@@ -209,24 +194,12 @@ async fn a_provider_that_accepts_tasks_and_sits_on_them_loses_them_after_the_acc
             let _ = r.client.send(peer, reply.encode()).await;
         }
     });
-    let mut sc = NodeConfig::new(models, d3.path().join("wallet"));
-    sc.serve = false;
-    sc.store = Some(d3.path().join("tasks.sqlite"));
-    sc.bootstrap = vec![addr.parse().unwrap()];
+    let mut sc = submitter_cfg(models, &d3, &addr);
     sc.assign_timeout = Duration::from_secs(2);
     sc.accepted_timeout = Duration::from_secs(6);
     let (sub, _) = start([82; 32], sc).await.unwrap();
     let mut progress = sub.progress();
-    let mut want = std::collections::HashSet::new();
-    for i in 0..12 {
-        let input = TaskInput {
-            kind: "embed".into(),
-            texts: vec![format!("sort the parcel {i}")],
-        };
-        want.insert(tg_compute::task_hex(
-            &sub.submit(input, Redundancy::Fixed(1)).await.unwrap(),
-        ));
-    }
+    let want = submit_embeds(&sub, 12, "sort the parcel").await;
     // When each task was sent to the sitter, and how long it stayed there.
     let mut at_sitter: std::collections::HashMap<String, tokio::time::Instant> = Default::default();
     let mut held = Vec::new();

@@ -260,7 +260,7 @@ impl Node {
                 {
                     self.touched_at = Some(Instant::now());
                     let dir = self.cfg.models_dir.join(MINILM.dir);
-                    tokio::task::spawn_blocking(move || artifacts::touch(&dir));
+                    tokio::task::spawn_blocking(move || crate::cache::touch(&dir));
                 }
                 let r =
                     SignedResult::sign(&self.key, d.task, &d.input, out, d.queued_ms, d.compute_ms);
@@ -323,8 +323,11 @@ impl Node {
     pub(super) async fn fetch_model(&mut self) {
         let done = match self.fetching.as_mut() {
             None => {
-                match artifacts::make_room(&self.cfg.models_dir, &MINILM, self.cfg.cache_max_bytes)
-                {
+                match crate::cache::make_room(
+                    &self.cfg.models_dir,
+                    &MINILM,
+                    self.cfg.cache_max_bytes,
+                ) {
                     Ok(evicted) => {
                         for name in evicted {
                             tracing::info!(

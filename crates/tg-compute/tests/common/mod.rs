@@ -116,3 +116,33 @@ pub async fn rogue_provider(seed: u8, addr: &str) -> Rogue {
         .unwrap();
     r
 }
+
+/// A submitter's config: no serving, a task store in `dir`, joining through `addr`.
+pub fn submitter_cfg(models: PathBuf, dir: &tempfile::TempDir, addr: &str) -> NodeConfig {
+    let mut sc = NodeConfig::new(models, dir.path().join("wallet"));
+    sc.serve = false;
+    sc.store = Some(dir.path().join("tasks.sqlite"));
+    sc.bootstrap = vec![addr.parse().unwrap()];
+    sc
+}
+
+/// Submits `n` one-sentence embed tasks (redundancy 1); their ids.
+pub async fn submit_embeds(
+    sub: &tg_compute::Handle,
+    n: usize,
+    what: &str,
+) -> std::collections::HashSet<String> {
+    let mut want = std::collections::HashSet::new();
+    for i in 0..n {
+        let input = tg_tasks::TaskInput {
+            kind: "embed".into(),
+            texts: vec![format!("{what} {i}")],
+        };
+        want.insert(tg_compute::task_hex(
+            &sub.submit(input, tg_compute::Redundancy::Fixed(1))
+                .await
+                .unwrap(),
+        ));
+    }
+    want
+}
