@@ -245,14 +245,7 @@ async fn a_submitter_refuses_results_signed_by_the_wrong_key_and_replays() {
     c2.bootstrap = vec![addr.parse().unwrap()];
     let (_w2, _) = start([52; 32], c2).await.unwrap();
     // The rogue advertises itself as an embed worker, then answers with forgeries.
-    let mut r = rogue(13).await;
-    r.client.dial(addr.parse().unwrap()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = r.client.bootstrap().await;
-    r.client
-        .start_providing(b"/tensorguard/compute/kind/embed")
-        .await
-        .unwrap();
+    let mut r = rogue_provider(13, &addr).await;
     let mut sc = submitter_cfg(models, &d3, &addr);
     sc.per_worker = 64;
     let (sub, _) = start([53; 32], sc).await.unwrap();
