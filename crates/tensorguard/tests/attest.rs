@@ -3,11 +3,9 @@
 //! policy that admits any code).
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup step should fail the test loudly
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::Sandbox;
+use crate::common::Sandbox;
 
 const MEASUREMENT: &str = "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c60bd95b9c480cd81841f";
 

@@ -1,13 +1,11 @@
 //! End-to-end tests of the `tensorguard` binary: real processes, real data.
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup step should fail the test loudly
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::Sandbox;
+use crate::common::Sandbox;
 use serde_json::Value;
 
 #[test]

@@ -2,12 +2,10 @@
 //! the ledger under kill -9, the JSON report, and bad DP flags.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::Sandbox;
+use crate::common::Sandbox;
 use serde_json::Value;
 
 /// ε after `steps` rounds of central DP at (q, σ), by the CLI's own accountant.

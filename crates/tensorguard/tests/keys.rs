@@ -3,9 +3,7 @@
 //! (and what an agent does with a certificate at start-up).
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup step should fail the test loudly
 
-mod common;
-
-use common::Sandbox;
+use crate::common::Sandbox;
 
 #[test]
 fn init_writes_a_private_key_and_refuses_to_overwrite() {

@@ -2,9 +2,7 @@
 //! parents and metrics, an audited rollback, and refusals with codes.
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup step should fail the test loudly
 
-mod common;
-
-use common::Sandbox;
+use crate::common::Sandbox;
 
 #[test]
 fn the_registry_lists_versions_and_an_audited_rollback_moves_the_head() {

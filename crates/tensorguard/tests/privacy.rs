@@ -1,9 +1,7 @@
 //! End-to-end tests of `tensorguard privacy`.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::Sandbox;
+use crate::common::Sandbox;
 
 #[test]
 fn privacy_commands_answer_and_refuse_bad_parameters() {

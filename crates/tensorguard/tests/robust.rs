@@ -2,9 +2,7 @@
 //! binary: flags, refusals with codes, and labelled output.
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup step should fail the test loudly
 
-mod common;
-
-use common::Sandbox;
+use crate::common::Sandbox;
 
 #[test]
 fn a_simulated_attack_is_labelled_and_a_robust_rule_is_recorded() {

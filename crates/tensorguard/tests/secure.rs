@@ -1,9 +1,7 @@
 //! End-to-end tests of `demo --secure-aggregation`.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::Sandbox;
+use crate::common::Sandbox;
 
 #[test]
 fn secure_aggregation_matches_the_plaintext_demo() {

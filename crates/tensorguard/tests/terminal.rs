@@ -2,13 +2,11 @@
 //! sees: a passphrase echoed).
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup step should fail the test loudly
 
-mod common;
-
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::Sandbox;
+use crate::common::Sandbox;
 
 /// Runs `tensorguard init` on a pseudo-terminal (util-linux `script`),
 /// typing each answer only once its prompt has appeared; returns the

@@ -3,9 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
-use common::*;
+use crate::common::*;
 use tg_agent::{Capabilities, Learner, Round};
 use tg_model::{Evaluation, LocalOutcome};
 use tg_types::Parameters;

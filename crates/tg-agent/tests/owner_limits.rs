@@ -3,9 +3,7 @@
 //! training would refuse — and what one budget covers.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn a_malicious_coordinator_gets_no_metrics_from_a_dp_job_and_one_evaluation_per_round() {

@@ -4,9 +4,7 @@
 //! its ledger survives restarts.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tg_agent::Roster;
 
 #[test]

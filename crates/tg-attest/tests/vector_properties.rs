@@ -2,9 +2,7 @@
 //! report is accepted; decoding arbitrary bytes as evidence never panics.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tg_attest::{Evidence, TrustAnchors, verify};
 
 proptest::proptest! {

@@ -4,11 +4,9 @@
 //! is absent.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::{Duration, SystemTime};
 
-use common::*;
+use crate::common::*;
 
 use tg_attest::{
     Evidence, Expected, HardwareType, Policy, ReasonCode, SnpAnchors, Status, TrustAnchors,

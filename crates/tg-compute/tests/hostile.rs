@@ -15,8 +15,7 @@ use tg_tasks::{TaskInput, TaskOutput};
 
 use tg_tasks::testing::models_dir;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_refuses_hostile_assignments_and_forged_receipts_and_keeps_serving() {

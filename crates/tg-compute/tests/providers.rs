@@ -13,8 +13,7 @@ use tg_compute::{Msg, Redundancy, Stage, start};
 use tg_tasks::TaskInput;
 use tg_tasks::testing::models_dir;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// A submitter probes the providers it samples and assigns only to those
 /// whose capability record says they can take the task: a provider that

@@ -3,10 +3,10 @@
 //! robust aggregators' scores only for operators.
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup step should fail the test loudly
 
-mod common;
+use crate::common;
 
+use crate::common::{call, fixture, token};
 use axum::http::{Method, StatusCode};
-use common::{call, fixture, token};
 use serde_json::Value;
 use tg_store::ApiRole;
 use tg_types::record::{ExpertStep, RoundRecord, RoundStatus};

@@ -3,10 +3,8 @@
 //! excluded agent is refused unless it can be audited, and audited first.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
+use crate::common::{call, fixture, token};
 use axum::http::{Method, StatusCode};
-use common::{call, fixture, token};
 use serde_json::Value;
 use tg_store::{ApiRole, NewJob};
 use tg_types::reputation::{Reputation, ReputationPolicy, Standing};

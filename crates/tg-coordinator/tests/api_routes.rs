@@ -3,10 +3,8 @@
 //! happy path — over a real store and a real signed audit log.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
+use crate::common::{Fixture, call, fixture, token};
 use axum::http::{Method, StatusCode};
-use common::{Fixture, call, fixture, token};
 use tg_store::ApiRole;
 
 /// (method, path, least role, happy body, happy status)

@@ -4,11 +4,9 @@
 //! victim's input is the only honest one.
 #![allow(clippy::unwrap_used)]
 
-mod adversary;
-
 use std::collections::BTreeSet;
 
-use adversary::{Attack, all_but, announce_and_reveal, config, signing_keys};
+use crate::adversary::{Attack, all_but, announce_and_reveal, config, signing_keys};
 use tg_secagg::{Floors, Refusal, Threat};
 
 #[test]

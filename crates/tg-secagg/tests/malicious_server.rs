@@ -5,11 +5,9 @@
 //! `protocol.rs`'s property; this one is about what a deviating server learns.
 #![allow(clippy::unwrap_used)]
 
-mod adversary;
-
 use std::collections::BTreeSet;
 
-use adversary::{Attack, config, signing_keys};
+use crate::adversary::{Attack, config, signing_keys};
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};

@@ -7,11 +7,9 @@
 //! does find inputs when the defences are absent.
 #![allow(clippy::unwrap_used)]
 
-mod adversary;
-
 use std::collections::BTreeSet;
 
-use adversary::{Attack, all_but, announce_and_reveal, config, signing_keys};
+use crate::adversary::{Attack, all_but, announce_and_reveal, config, signing_keys};
 use tg_secagg::crypto::Context;
 use tg_secagg::messages::{ServerBody, Stage};
 use tg_secagg::{Floors, Refusal, RoundConfig, Threat};

@@ -1,0 +1,16 @@
+//! tensorguard's integration tests, built as one binary: each file beside this
+//! one is a module, so the tests link once rather than once per file (link
+//! time and disk grow with every test binary).
+
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
+
+mod attest;
+mod cli;
+mod common;
+mod dp_training;
+mod keys;
+mod models;
+mod privacy;
+mod robust;
+mod secure;
+mod terminal;

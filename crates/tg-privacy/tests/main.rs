@@ -1,0 +1,9 @@
+//! tg-privacy's integration tests, built as one binary: each file beside this
+//! one is a module, so the tests link once rather than once per file (link
+//! time and disk grow with every test binary).
+
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
+
+mod properties;
+mod reference;
+mod skellam_reference;
