@@ -294,12 +294,9 @@ pub async fn start(
     net.provider_republish = cfg.provider_ttl / 3;
     net.max_providers_per_key = 4096;
     net.request_timeout = Duration::from_secs(30);
-    // A connection outlives the wait for any result: a worker's own task
-    // timeout, and the time a submitter gives a task a worker queued.
-    net.idle_timeout = cfg
-        .idle_timeout
-        .max(cfg.worker.task_timeout + Duration::from_secs(30))
-        .max(cfg.accepted_timeout + Duration::from_secs(15));
+    // Connections that carry a task are held open until its result can
+    // come back (see `send`); the rest close soon after their last stream.
+    net.idle_timeout = cfg.idle_timeout;
     let (client, events, event_loop) =
         tg_net::new(secret, net).map_err(|e| ComputeError::Net(e.to_string()))?;
     tokio::spawn(event_loop.run());
@@ -476,9 +473,22 @@ impl Node {
         let internal = self.internal.clone();
         let bytes = msg.encode();
         let to_worker = matches!(msg, Msg::Probe | Msg::Assign { .. });
+        // A task's result comes back later over this connection (the only
+        // way back to a node behind NAT), so both ends hold it open for as
+        // long as the submitter waits for a queued task.
+        let hold = match msg {
+            Msg::Assign { .. } | Msg::Accepted { .. } => Some(
+                self.cfg.accepted_timeout.max(self.cfg.worker.task_timeout)
+                    + Duration::from_secs(15),
+            ),
+            _ => None,
+        };
         let stats = self.stats.clone();
         stats.sending.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
+            if let Some(d) = hold {
+                let _ = client.hold(peer, d).await;
+            }
             if let Err(e) = client.send(peer, bytes).await {
                 let _ = internal.try_send(Internal::SendFailed {
                     peer,

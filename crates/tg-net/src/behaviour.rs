@@ -24,6 +24,7 @@ pub(crate) struct Behaviour {
     pub(crate) autonat: autonat::Behaviour,
     pub(crate) relay: relay::client::Behaviour,
     pub(crate) dcutr: dcutr::Behaviour,
+    pub(crate) hold: crate::hold::Behaviour,
 }
 
 impl Behaviour {
@@ -117,6 +118,7 @@ impl Behaviour {
             ),
             relay,
             dcutr: dcutr::Behaviour::new(peer),
+            hold: crate::hold::Behaviour::default(),
         })
     }
 }

@@ -57,6 +57,10 @@ pub(crate) enum Command {
     StopProviding {
         key: Vec<u8>,
     },
+    Hold {
+        peer: PeerId,
+        for_: std::time::Duration,
+    },
     GetProviders {
         key: Vec<u8>,
         reply: oneshot::Sender<Vec<PeerId>>,
@@ -154,6 +158,17 @@ impl Client {
     pub async fn stop_providing(&self, key: &[u8]) -> Result<(), NetError> {
         self.commands
             .send(Command::StopProviding { key: key.to_vec() })
+            .await
+            .map_err(|_| NetError::Stopped)
+    }
+
+    /// Keeps every connection to `peer` open for `for_` (at most an hour),
+    /// even without streams; then the idle timeout applies as usual. For a
+    /// peer that will answer later over this connection, which may be the
+    /// only way back to a node behind NAT. A hold opens no connection.
+    pub async fn hold(&self, peer: PeerId, for_: std::time::Duration) -> Result<(), NetError> {
+        self.commands
+            .send(Command::Hold { peer, for_ })
             .await
             .map_err(|_| NetError::Stopped)
     }

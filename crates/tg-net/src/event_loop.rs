@@ -150,6 +150,7 @@ impl EventLoop {
                     .kad
                     .stop_providing(&kad::RecordKey::new(&key));
             }
+            Command::Hold { peer, for_ } => self.swarm.behaviour_mut().hold.hold(peer, for_),
             Command::GetProviders { key, reply } => {
                 let id = self
                     .swarm

@@ -19,6 +19,7 @@ mod client;
 mod codec;
 mod config;
 mod event_loop;
+mod hold;
 mod transfer;
 
 use std::sync::Arc;

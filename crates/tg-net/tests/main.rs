@@ -4,5 +4,6 @@
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on failed setup
 
+mod hold;
 mod relay;
 mod two_nodes;

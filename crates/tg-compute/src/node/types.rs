@@ -49,12 +49,14 @@ pub struct NodeConfig {
     /// How long a task that every capable peer has answered, still short of
     /// its quorum, waits for new workers before it fails.
     pub starve_grace: Duration,
-    /// Connections without open streams close after this long (at least
-    /// the worker's task timeout plus 30 s, so a result can still go back
-    /// over the connection its task came in on, even to a submitter behind
-    /// NAT; a worker behind NAT is reachable only while a connection is open).
-    /// A volunteer node keeps few: the DHT and assignments redial on demand,
-    /// while every open connection holds its transport buffers (~100 KiB).
+    /// Connections without open streams close after this long. A
+    /// connection that carried an assignment is held open beyond it, on
+    /// both ends, until the submitter stops waiting for that task's result
+    /// (the accepted timeout, or the worker's task timeout if longer, plus
+    /// 15 s), so the result can go back over it, even to a node behind NAT.
+    /// The rest (DHT walks, provider announcements, probes) are done in a
+    /// second and redial on demand, while every open connection holds its
+    /// transport buffers (~100 KiB): a volunteer node keeps few.
     pub idle_timeout: Duration,
 }
 
@@ -84,7 +86,7 @@ impl NodeConfig {
             provider_ttl: Duration::from_secs(600),
             task_deadline: Duration::from_secs(600),
             starve_grace: Duration::from_secs(60),
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(10),
         }
     }
 }
