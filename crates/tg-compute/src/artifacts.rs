@@ -8,6 +8,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
 use tg_net::PeerId;
 use tg_tasks::{ArtifactId, MINILM, ModelSpec};
 
@@ -48,7 +49,10 @@ pub struct Fetch {
     spec: &'static ModelSpec,
     file: usize,
     offset: u64,
-    part: Option<std::fs::File>,
+    /// The file being written, and the hash of what was written so far:
+    /// a finished file is checked without reading it back, which would
+    /// stall the node's event loop for a whole model.
+    part: Option<(std::fs::File, Sha256)>,
     providers: Vec<PeerId>,
     provider: usize,
     asked: Option<Instant>,
@@ -340,11 +344,12 @@ impl Fetch {
             }
             let f = std::fs::File::create(&part_path)
                 .map_err(|e| ComputeError::Io(format!("{}: {e}", part_path.display())))?;
-            self.part = Some(f);
+            self.part = Some((f, Sha256::new()));
         }
-        if let Some(f) = self.part.as_mut() {
+        if let Some((f, h)) = self.part.as_mut() {
             f.write_all(data)
                 .map_err(|e| ComputeError::Io(e.to_string()))?;
+            h.update(data);
         }
         self.offset += data.len() as u64;
         self.retry_at = None;
@@ -355,10 +360,13 @@ impl Fetch {
                 offset: self.offset,
             }));
         }
-        if let Some(f) = self.part.take() {
-            f.sync_all().map_err(|e| ComputeError::Io(e.to_string()))?;
-        }
-        let got = ArtifactId::of_file(&part_path).map_err(|e| ComputeError::Io(e.to_string()))?;
+        let got = match self.part.take() {
+            Some((f, h)) => {
+                f.sync_all().map_err(|e| ComputeError::Io(e.to_string()))?;
+                ArtifactId(h.finalize().into())
+            }
+            None => ArtifactId::of_file(&part_path).map_err(|e| ComputeError::Io(e.to_string()))?,
+        };
         self.offset = 0;
         self.asked = None;
         if got != file.id() {

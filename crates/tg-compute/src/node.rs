@@ -36,15 +36,20 @@ use crate::{
 };
 
 mod assign;
+mod handle;
 mod probe;
 mod submitter;
 mod types;
+mod util;
 mod worker_side;
 
+use handle::Cmd;
+pub use handle::Handle;
 pub use types::{
     LATENCY_BOUNDS_MS, NodeConfig, NodeStats, NodeStatus, OVERHEAD_SAMPLES, PeerRow, Progress,
     Stage,
 };
+use util::{key_of, lock_file, reachability, unix_now};
 
 /// Artifact parts served at once (each 512 KiB).
 const MAX_PARTS_IN_FLIGHT: usize = 4;
@@ -68,98 +73,6 @@ const ANNOUNCE_AGAIN: [Duration; 2] = [Duration::from_secs(10), Duration::from_s
 /// DHT key under which nodes holding a model's artifacts provide.
 pub fn model_key(id: &tg_tasks::ArtifactId) -> Vec<u8> {
     format!("/tensorguard/compute/model/{id}").into_bytes()
-}
-
-enum Cmd {
-    Submit {
-        input: TaskInput,
-        redundancy: Redundancy,
-        reply: oneshot::Sender<Result<TaskId, ComputeError>>,
-    },
-    Status {
-        reply: oneshot::Sender<NodeStatus>,
-    },
-    Peers {
-        reply: oneshot::Sender<Vec<PeerRow>>,
-    },
-    Wallet {
-        reply: oneshot::Sender<crate::WalletExport>,
-    },
-}
-
-/// A handle on a running node.
-#[derive(Clone)]
-pub struct Handle {
-    cmds: mpsc::Sender<Cmd>,
-    progress: broadcast::Sender<Progress>,
-    /// Counters.
-    pub stats: Arc<NodeStats>,
-    /// Peer id.
-    pub peer_id: PeerId,
-}
-
-impl Handle {
-    /// Stores and starts a task; returns its id.
-    pub async fn submit(
-        &self,
-        input: TaskInput,
-        redundancy: Redundancy,
-    ) -> Result<TaskId, ComputeError> {
-        let (reply, rx) = oneshot::channel();
-        self.cmds
-            .send(Cmd::Submit {
-                input,
-                redundancy,
-                reply,
-            })
-            .await
-            .map_err(|_| ComputeError::Stopped)?;
-        rx.await.map_err(|_| ComputeError::Stopped)?
-    }
-
-    /// Waits (at most `limit`) until every frame in flight is delivered, e.g.
-    /// the receipts of the last verified tasks before the process exits.
-    pub async fn flush(&self, limit: Duration) {
-        let end = Instant::now() + limit;
-        while self.stats.sending.load(Ordering::Relaxed) > 0 && Instant::now() < end {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Progress events of every task from now on.
-    pub fn progress(&self) -> broadcast::Receiver<Progress> {
-        self.progress.subscribe()
-    }
-
-    /// Status.
-    pub async fn status(&self) -> Result<NodeStatus, ComputeError> {
-        let (reply, rx) = oneshot::channel();
-        self.cmds
-            .send(Cmd::Status { reply })
-            .await
-            .map_err(|_| ComputeError::Stopped)?;
-        rx.await.map_err(|_| ComputeError::Stopped)
-    }
-
-    /// Connected peers with latency and reputation.
-    pub async fn peers(&self) -> Result<Vec<PeerRow>, ComputeError> {
-        let (reply, rx) = oneshot::channel();
-        self.cmds
-            .send(Cmd::Peers { reply })
-            .await
-            .map_err(|_| ComputeError::Stopped)?;
-        rx.await.map_err(|_| ComputeError::Stopped)
-    }
-
-    /// The wallet's export.
-    pub async fn wallet(&self) -> Result<crate::WalletExport, ComputeError> {
-        let (reply, rx) = oneshot::channel();
-        self.cmds
-            .send(Cmd::Wallet { reply })
-            .await
-            .map_err(|_| ComputeError::Stopped)?;
-        rx.await.map_err(|_| ComputeError::Stopped)
-    }
 }
 
 struct Assignment {
@@ -238,32 +151,6 @@ struct Node {
     cache_refused: bool,
     /// When the model's use was last recorded for LRU eviction.
     touched_at: Option<Instant>,
-}
-
-/// Takes a lock file (mode 0600) for the node's life, or says who holds it.
-fn lock_file(path: &std::path::Path) -> Result<std::fs::File, ComputeError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| ComputeError::Io(format!("{}: {e}", dir.display())))?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| ComputeError::Io(format!("{}: {e}", path.display())))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            Err(ComputeError::StoreInUse(path.display().to_string()))
-        }
-        Err(std::fs::TryLockError::Error(e)) => Err(ComputeError::Io(format!(
-            "cannot lock {} ({e}); a data directory on a filesystem without file locks is not supported",
-            path.display()
-        ))),
-    }
 }
 
 /// How often a node with tasks in flight or a fetch under way checks deadlines and assigns.
@@ -381,44 +268,6 @@ pub async fn start(
 
 /// Public when AutoNAT says so; else relayed when a relay holds a
 /// reservation for this node; else what AutoNAT said (private, unknown).
-fn reachability(nat: &'static str, relayed: bool) -> &'static str {
-    if nat != "public" && relayed {
-        "relayed"
-    } else {
-        nat
-    }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Keys decoded so far, per thread: decoding checks the point on the curve
-/// (tens of µs), and the assignment pass asks for every sampled peer's key.
-/// Bounded: cleared when full, so a flood of identities costs only re-decoding.
-const KEY_MEMO: usize = 4096;
-
-fn key_of(peer: &PeerId) -> Option<[u8; 32]> {
-    thread_local! {
-        static KEYS: std::cell::RefCell<HashMap<PeerId, Option<[u8; 32]>>> =
-            std::cell::RefCell::new(HashMap::new());
-    }
-    KEYS.with(|keys| {
-        if let Some(k) = keys.borrow().get(peer) {
-            return *k;
-        }
-        let k = tg_net::ed25519_key_of(peer);
-        let mut keys = keys.borrow_mut();
-        if keys.len() >= KEY_MEMO {
-            keys.clear();
-        }
-        keys.insert(*peer, k);
-        k
-    })
-}
-
 impl Node {
     fn tell(&self, task: &TaskId, parent: Option<TaskId>, stage: Stage) {
         let _ = self.progress.send(Progress {
@@ -473,14 +322,9 @@ impl Node {
         let internal = self.internal.clone();
         let bytes = msg.encode();
         let to_worker = matches!(msg, Msg::Probe | Msg::Assign { .. });
-        // A task's result comes back later over this connection (the only
-        // way back to a node behind NAT), so both ends hold it open for as
-        // long as the submitter waits for a queued task.
         let hold = match msg {
-            Msg::Assign { .. } | Msg::Accepted { .. } => Some(
-                self.cfg.accepted_timeout.max(self.cfg.worker.task_timeout)
-                    + Duration::from_secs(15),
-            ),
+            Msg::Assign { .. } | Msg::Accepted { .. } => Some(self.hold_for_result()),
+            Msg::Result(_) => Some(self.hold_for_receipt()),
             _ => None,
         };
         let stats = self.stats.clone();
@@ -499,6 +343,22 @@ impl Node {
             }
             stats.sending.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+
+    /// How long both ends of an assignment hold its connection open: a
+    /// task's result comes back over it (the only way back to a node behind
+    /// NAT), and a submitter waits this long for a task a worker queued.
+    /// From the accepted timeout alone, not the worker's own task timeout:
+    /// a submitter stops waiting then whatever the worker was told.
+    pub(super) fn hold_for_result(&self) -> Duration {
+        self.cfg.accepted_timeout + Duration::from_secs(15)
+    }
+
+    /// How long both ends hold a connection a result went over: the
+    /// receipt follows when the task reaches its quorum, which may wait for
+    /// a tie-breaker or for new workers (the starve grace).
+    pub(super) fn hold_for_receipt(&self) -> Duration {
+        self.cfg.accepted_timeout + self.cfg.starve_grace + Duration::from_secs(15)
     }
 
     fn reachability_now(&self) -> String {
@@ -646,75 +506,6 @@ impl Node {
         }
     }
 
-    async fn on_cmd(&mut self, c: Cmd) {
-        match c {
-            Cmd::Submit {
-                input,
-                redundancy,
-                reply,
-            } => {
-                let _ = reply.send(self.submit(input, redundancy));
-                self.assign_pending();
-            }
-            Cmd::Status { reply } => {
-                let listeners = self.client.listeners().await.unwrap_or_default();
-                // Relayed while a circuit listener is open now (a relay that
-                // stops or refuses a renewal closes it).
-                self.relayed = listeners.iter().any(|a| {
-                    a.iter()
-                        .any(|p| matches!(p, tg_net::multiaddr::Protocol::P2pCircuit))
-                });
-                self.reachability = self.reachability_now();
-                let listen = listeners.iter().map(ToString::to_string).collect();
-                let tasks = self
-                    .store
-                    .as_ref()
-                    .and_then(|s| s.counts().ok())
-                    .unwrap_or((0, 0, 0));
-                let _ = reply.send(NodeStatus {
-                    peer_id: self.client.local_peer_id().to_string(),
-                    node: hex::encode(self.key.verifying_key().to_bytes()),
-                    listen,
-                    peers: self.client.stats().peers.load(Ordering::Relaxed) as usize,
-                    reachability: self.reachability.clone(),
-                    capability: self.capability(),
-                    rss_bytes: rss_bytes(),
-                    model_loaded: self.models.loaded(),
-                    tasks,
-                    points: self.wallet.balance(),
-                    simulation: self.cfg.worker.simulate_lying,
-                });
-            }
-            Cmd::Peers { reply } => {
-                let rows = self
-                    .client
-                    .peers()
-                    .await
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|p| {
-                        let st = key_of(&p.peer)
-                            .map(|k| self.standings.get(&k))
-                            .unwrap_or_default();
-                        PeerRow {
-                            peer: p.peer.to_string(),
-                            addr: p.addr.to_string(),
-                            agent: p.agent_version,
-                            protocol: p.protocol_version,
-                            rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
-                            reputation: st.score(),
-                            excluded: st.excluded,
-                        }
-                    })
-                    .collect();
-                let _ = reply.send(rows);
-            }
-            Cmd::Wallet { reply } => {
-                let _ = reply.send(self.wallet.export());
-            }
-        }
-    }
-
     async fn on_tick(&mut self) {
         // Artifacts: a serving node without the model fetches it from a provider.
         if self.cfg.serve
@@ -768,18 +559,5 @@ impl Node {
         }
         self.refresh_providers().await;
         self.assign_pending();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn reachability_is_public_then_relayed_then_what_autonat_said() {
-        use super::reachability;
-        assert_eq!(reachability("public", true), "public");
-        assert_eq!(reachability("private", true), "relayed");
-        assert_eq!(reachability("unknown", true), "relayed");
-        assert_eq!(reachability("private", false), "private");
-        assert_eq!(reachability("unknown", false), "unknown");
     }
 }

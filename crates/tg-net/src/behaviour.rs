@@ -24,6 +24,10 @@ pub(crate) struct Behaviour {
     pub(crate) autonat: autonat::Behaviour,
     pub(crate) relay: relay::client::Behaviour,
     pub(crate) dcutr: dcutr::Behaviour,
+    /// Last on purpose: the derived behaviour builds the handlers in field
+    /// order and stops at the first that denies a connection, and `hold`
+    /// records every connection it builds a handler for (forgotten when the
+    /// connection closes, which a denied one never reports).
     pub(crate) hold: crate::hold::Behaviour,
 }
 

@@ -1,14 +1,16 @@
 //! Held connections on two real nodes: an idle connection closes after the
-//! idle timeout, a held one stays open until its hold runs out and then
-//! closes like any other, and a hold set before the connection exists
-//! applies to it once it is made.
+//! idle timeout; a held one stays open until its hold runs out and then
+//! closes like any other, also when the hold comes after the idle timer
+//! started; a hold set before the connection exists applies to it once it
+//! is made; and a hold on one end alone does not keep a connection the
+//! other end lets go.
 
 use std::time::{Duration, Instant};
 
 use tg_net::{Config, Event, Multiaddr, Role};
 use tokio::sync::mpsc::Receiver;
 
-const IDLE: Duration = Duration::from_secs(1);
+const IDLE: Duration = Duration::from_secs(2);
 
 fn node(seed: u8) -> (tg_net::Client, Receiver<Event>) {
     let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
@@ -31,9 +33,18 @@ async fn wait_for<T>(events: &mut Receiver<Event>, mut f: impl FnMut(Event) -> O
     .expect("timed out waiting for an event")
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum When {
+    /// `a` holds `b` before dialling it.
+    BeforeDial,
+    /// `a` holds `b` a quarter of an idle timeout after both ends identified.
+    AfterIdleStarts,
+}
+
 /// Connects `a` to `b` and returns how long the connection lived once
-/// both ends had identified each other (the last streams on it).
-async fn lifetime(seed: u8, hold_for: Option<Duration>, hold_first: bool) -> Duration {
+/// both ends had identified each other (the last streams on it). `b`
+/// holds `a` at that moment when `both` is set.
+async fn lifetime(seed: u8, hold_for: Option<Duration>, when: When, both: bool) -> Duration {
     let (a, mut a_events) = node(seed);
     let (b, mut b_events) = node(seed + 1);
     let b_addr = wait_for(&mut b_events, |e| match e {
@@ -42,7 +53,7 @@ async fn lifetime(seed: u8, hold_for: Option<Duration>, hold_first: bool) -> Dur
     })
     .await;
     let b_id = b.local_peer_id();
-    if let (Some(d), true) = (hold_for, hold_first) {
+    if let (Some(d), When::BeforeDial) = (hold_for, when) {
         a.hold(b_id, d).await.unwrap();
     }
     a.dial(b_addr).await.unwrap();
@@ -52,13 +63,14 @@ async fn lifetime(seed: u8, hold_for: Option<Duration>, hold_first: bool) -> Dur
     })
     .await;
     let t0 = Instant::now();
-    if let (Some(d), false) = (hold_for, hold_first) {
-        a.hold(b_id, d).await.unwrap();
-    }
     // A hold on one end keeps the connection open only if the other end
-    // keeps it too: hold it on both, as a task's submitter and worker do.
-    if let Some(d) = hold_for {
+    // keeps it too: a task's submitter and worker both hold.
+    if let (Some(d), true) = (hold_for, both) {
         b.hold(a.local_peer_id(), d).await.unwrap();
+    }
+    if let (Some(d), When::AfterIdleStarts) = (hold_for, when) {
+        tokio::time::sleep(IDLE / 4).await;
+        a.hold(b_id, d).await.unwrap();
     }
     wait_for(&mut a_events, |e| match e {
         Event::Disconnected { peer } if peer == b_id => Some(()),
@@ -70,14 +82,14 @@ async fn lifetime(seed: u8, hold_for: Option<Duration>, hold_first: bool) -> Dur
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_closes_and_a_held_one_lasts_until_its_hold_ends() {
-    let idle = lifetime(10, None, false).await;
+    let hold = Duration::from_secs(8);
+    let idle = lifetime(10, None, When::AfterIdleStarts, false).await;
     assert!(
         idle < Duration::from_secs(6),
         "an idle connection lived {idle:?}"
     );
 
-    let hold = Duration::from_secs(5);
-    let held = lifetime(20, Some(hold), false).await;
+    let held = lifetime(20, Some(hold), When::AfterIdleStarts, true).await;
     assert!(
         held >= hold,
         "a connection held for {hold:?} closed after {held:?}"
@@ -87,9 +99,17 @@ async fn an_idle_connection_closes_and_a_held_one_lasts_until_its_hold_ends() {
         "a connection held for {hold:?} was still open after {held:?}"
     );
 
-    let early = lifetime(30, Some(hold), true).await;
+    // Set before the dial: the deadline runs from then, and dialling and
+    // identifying take well under 3 s on loopback.
+    let early = lifetime(30, Some(hold), When::BeforeDial, true).await;
     assert!(
-        early >= hold - Duration::from_secs(1),
+        early >= hold - Duration::from_secs(3),
         "a hold set before dialling was ignored: closed after {early:?}"
+    );
+
+    let one_end = lifetime(40, Some(hold), When::AfterIdleStarts, false).await;
+    assert!(
+        one_end < Duration::from_secs(6),
+        "a hold on one end kept the connection for {one_end:?}"
     );
 }

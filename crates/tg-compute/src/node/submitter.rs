@@ -90,6 +90,7 @@ impl Node {
 
     pub(super) fn on_result(&mut self, peer: PeerId, r: SignedResult) {
         let task = r.task;
+        let hold = self.hold_for_receipt();
         let Some(a) = self.active.get_mut(&task) else {
             // Late (already decided) or never assigned: a replay is dropped here.
             return;
@@ -98,6 +99,11 @@ impl Node {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        // Its receipt goes back over this connection (see hold_for_receipt).
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let _ = client.hold(peer, hold).await;
+        });
         let Some(worker) = key_of(&peer) else { return };
         let shaped = kind_by_name(&a.input.kind).is_ok_and(|k| k.well_formed(&a.input, &r.output));
         if let Err(e) = r.verify(&a.input, &worker).and_then(|()| {

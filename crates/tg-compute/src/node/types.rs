@@ -51,9 +51,11 @@ pub struct NodeConfig {
     pub starve_grace: Duration,
     /// Connections without open streams close after this long. A
     /// connection that carried an assignment is held open beyond it, on
-    /// both ends, until the submitter stops waiting for that task's result
-    /// (the accepted timeout, or the worker's task timeout if longer, plus
-    /// 15 s), so the result can go back over it, even to a node behind NAT.
+    /// both ends, for a fixed time from the assignment (the accepted
+    /// timeout plus 15 s: as long as a submitter waits for a queued task),
+    /// and one that carried a result for the accepted timeout plus the
+    /// starve grace plus 15 s, so that results and receipts can come back
+    /// over them, even to a node behind NAT. Holds are not released early.
     /// The rest (DHT walks, provider announcements, probes) are done in a
     /// second and redial on demand, while every open connection holds its
     /// transport buffers (~100 KiB): a volunteer node keeps few.
