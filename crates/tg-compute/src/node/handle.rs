@@ -42,22 +42,32 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// Sends the command `make` builds around a reply channel, and waits
+    /// for the node's reply.
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Cmd,
+    ) -> Result<T, ComputeError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmds
+            .send(make(reply))
+            .await
+            .map_err(|_| ComputeError::Stopped)?;
+        rx.await.map_err(|_| ComputeError::Stopped)
+    }
+
     /// Stores and starts a task; returns its id.
     pub async fn submit(
         &self,
         input: TaskInput,
         redundancy: Redundancy,
     ) -> Result<TaskId, ComputeError> {
-        let (reply, rx) = oneshot::channel();
-        self.cmds
-            .send(Cmd::Submit {
-                input,
-                redundancy,
-                reply,
-            })
-            .await
-            .map_err(|_| ComputeError::Stopped)?;
-        rx.await.map_err(|_| ComputeError::Stopped)?
+        self.call(|reply| Cmd::Submit {
+            input,
+            redundancy,
+            reply,
+        })
+        .await?
     }
 
     /// Waits (at most `limit`) until every frame in flight is delivered, e.g.
@@ -76,32 +86,17 @@ impl Handle {
 
     /// Status.
     pub async fn status(&self) -> Result<NodeStatus, ComputeError> {
-        let (reply, rx) = oneshot::channel();
-        self.cmds
-            .send(Cmd::Status { reply })
-            .await
-            .map_err(|_| ComputeError::Stopped)?;
-        rx.await.map_err(|_| ComputeError::Stopped)
+        self.call(|reply| Cmd::Status { reply }).await
     }
 
     /// Connected peers with latency and reputation.
     pub async fn peers(&self) -> Result<Vec<PeerRow>, ComputeError> {
-        let (reply, rx) = oneshot::channel();
-        self.cmds
-            .send(Cmd::Peers { reply })
-            .await
-            .map_err(|_| ComputeError::Stopped)?;
-        rx.await.map_err(|_| ComputeError::Stopped)
+        self.call(|reply| Cmd::Peers { reply }).await
     }
 
     /// The wallet's export.
     pub async fn wallet(&self) -> Result<crate::WalletExport, ComputeError> {
-        let (reply, rx) = oneshot::channel();
-        self.cmds
-            .send(Cmd::Wallet { reply })
-            .await
-            .map_err(|_| ComputeError::Stopped)?;
-        rx.await.map_err(|_| ComputeError::Stopped)
+        self.call(|reply| Cmd::Wallet { reply }).await
     }
 }
 
