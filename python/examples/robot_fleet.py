@@ -1,7 +1,7 @@
 """A robot fleet fine-tunes one policy together on Meta-World, and the
 arms are compared on held-out goals with real MuJoCo rollouts.
 
-    python examples/robot_fleet.py --robots 50 --tasks 8 --rounds 20 --json
+    python examples/robot_fleet.py --robots 50 --tasks 8 --rounds 40 --json
 
 Each robot gets 1–2 tasks and a different number of scripted-expert
 demonstrations, which never leave it. A base MLP policy, pre-trained
@@ -12,7 +12,9 @@ held-out goals and round/epoch budget:
 - local-only: each robot alone, its own adapters;
 - fedavg: one shared adapter with the task as an input, FedAvg;
 - expert-wise: E adapter experts and a task router, expert-wise
-  aggregation (strategy "expert-wise");
+  aggregation (strategy "expert-wise": each expert averaged over the robots
+  that used it, each task's router and embedding rows over the robots that
+  have the task);
 - centralized: all demonstrations pooled, the same model and epochs (an
   optimisation upper bound, not a deployable arm: it needs the data);
 - expert-wise+secagg+dp: expert-wise under SecAgg+ with distributed DP;
@@ -44,8 +46,8 @@ def parse(argv: List[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--robots", type=int, default=50)
     p.add_argument("--tasks", type=int, default=8, help="how many of the fleet's task pool robots draw from")
-    p.add_argument("--rounds", type=int, default=20)
-    p.add_argument("--local-epochs", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=40)
+    p.add_argument("--local-epochs", type=int, default=1)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--demos", default="3-10", help="demonstrations per robot and task, LOW-HIGH")
@@ -56,15 +58,23 @@ def parse(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--depth", type=int, default=2, help="hidden layers of the base MLP")
     p.add_argument("--horizon", type=int, default=150, help="steps per evaluation episode (the scripted experts succeed within ~100)")
     p.add_argument("--tau", type=float, default=0.1, help="gate-mass threshold of expert-wise aggregation")
+    p.add_argument("--batch", type=int, default=64, help="minibatch size of every arm's local training")
+    p.add_argument("--fraction", type=float, default=1.0, help="share of robots sampled each round by the federated arms (the DP arm's q)")
+    p.add_argument("--server-lr", type=float, default=2.0, help="server step size of the federated arms (1 is classic FedAvg)")
+    p.add_argument("--router-scale", type=float, default=4.0, help="spread of the expert router's public initial logits")
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate of every arm's local training")
     p.add_argument("--epsilon", type=float, default=8.0, help="target ε of the DP arm")
     p.add_argument("--no-full", action="store_true", help="skip the full fine-tuning arms")
     p.add_argument("--no-dp", action="store_true", help="skip the secure-aggregation + DP arm")
+    p.add_argument("--arms", default="", help="comma-separated arms to run (default: all that --no-full/--no-dp leave)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     a = p.parse_args(argv)
+    if not (0.0 < a.fraction <= 1.0):
+        p.error("--fraction must be in (0, 1]")
     low, _, high = a.demos.partition("-")
     a.demo_range = (int(low), int(high or low))
-    for name in ("robots", "tasks", "rounds", "local_epochs", "seeds", "eval_episodes", "experts", "rank", "hidden", "depth", "public_demos"):
+    for name in ("robots", "tasks", "rounds", "local_epochs", "batch", "seeds", "eval_episodes", "experts", "rank", "hidden", "depth", "public_demos"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     return a
@@ -118,7 +128,7 @@ def build(kind: str, base: Any, tasks: List[str], a: argparse.Namespace) -> Any:
     if kind == "full":
         return FullPolicy.build(base, tasks)
     experts = 1 if kind == "single" else a.experts
-    return MoEPolicy(base, tasks=tasks, experts=experts, rank=a.rank, alpha=4.0 * a.rank, seed=0, task_dim=8)
+    return MoEPolicy(base, tasks=tasks, experts=experts, rank=a.rank, alpha=4.0 * a.rank, seed=0, task_dim=8, router_scale=a.router_scale)
 
 
 def travelling(model: Any, kind: str) -> Dict[str, Any]:
@@ -252,7 +262,7 @@ def run_arm(job: Tuple[str, int, Dict[str, Any]]) -> Dict[str, Any]:
         models = []
         for robot in fleet:
             m = build(kind, base, tasks, a)
-            fit(m, tensors(robot, m, mean, std), epochs, rng)
+            fit(m, tensors(robot, m, mean, std), epochs, rng, a.lr, a.batch)
             models.append(m)
         timing["train_s"] = time.perf_counter() - started
         t0 = time.perf_counter()
@@ -275,7 +285,7 @@ def run_arm(job: Tuple[str, int, Dict[str, Any]]) -> Dict[str, Any]:
                         pooled[task] = (np.concatenate([pooled[task][0], o]), np.concatenate([pooled[task][1], y]))
                     else:
                         pooled[task] = (o, y)
-            fit(model, tensors(pooled, model, mean, std), epochs, rng)
+            fit(model, tensors(pooled, model, mean, std), epochs, rng, a.lr, a.batch)
         else:
             strategy = "expert-wise" if name.startswith("expert-wise") else "fedavg"
             data = [tensors(r, model, mean, std) for r in fleet]
@@ -291,9 +301,9 @@ def run_arm(job: Tuple[str, int, Dict[str, Any]]) -> Dict[str, Any]:
                 local = build(kind, base, tasks, a)
                 load(local, kind, state)
                 mine = data[context.partition_id]
-                fit(local, mine, a.local_epochs, np.random.default_rng(rng.integers(1 << 63)))
+                fit(local, mine, a.local_epochs, np.random.default_rng(rng.integers(1 << 63)), a.lr, a.batch)
                 if strategy == "expert-wise":
-                    return expert_update(local, state, len(mine[0]), local.gate_mass(mine[2]), tau=a.tau, scale=scale), len(mine[0])
+                    return expert_update(local, state, len(mine[0]), local.gate_mass(mine[2]), tau=a.tau, scale=scale, task_ids=mine[2]), len(mine[0])
                 return travelling(local, kind), len(mine[0])
 
             initial = travelling(model, "experts" if strategy == "expert-wise" else kind)
@@ -304,9 +314,9 @@ def run_arm(job: Tuple[str, int, Dict[str, Any]]) -> Dict[str, Any]:
                     "secure_aggregation": True,
                     "dp": {"mode": "distributed", "target_epsilon": a.epsilon, "delta": 1e-5, "clip": 1.0},
                 }
-            s = tensorguard.simulation.run(app, num_clients=len(fleet), rounds=a.rounds, initial_model=initial, strategy=strategy, seed=seed, **extra)
+            s = tensorguard.simulation.run(app, num_clients=len(fleet), rounds=a.rounds, initial_model=initial, strategy=strategy, seed=seed, server_lr=a.server_lr, fraction=a.fraction, **extra)
             load(model, kind, s.state_dict())
-            shared_extra = {"rounds_committed": s["rounds_committed"], "epsilon": s.get("epsilon"), "delta": 1e-5 if name == ARM_DP else None}
+            shared_extra = {"rounds_committed": s["rounds_committed"], "epsilon": s.get("epsilon"), "delta": 1e-5 if name == ARM_DP else None, "q": a.fraction, "population": len(fleet)}
         timing["train_s"] = time.perf_counter() - started
         t0 = time.perf_counter()
         for task in tasks:
@@ -341,6 +351,13 @@ def main(argv: List[str]) -> int:
     base, mean, std = pretrain(a)
     pretrain_s = time.perf_counter() - t0
     arms = list(ARMS_LORA) + ([] if a.no_full else ARMS_FULL) + ([] if a.no_dp else [ARM_DP])
+    if a.arms:
+        chosen = [x.strip() for x in a.arms.split(",") if x.strip()]
+        unknown = [x for x in chosen if x not in ARMS_LORA + ARMS_FULL + [ARM_DP]]
+        if unknown:
+            print(f"error[E020]: --arms {','.join(unknown)} — not an arm of this script — choose from {', '.join(ARMS_LORA + ARMS_FULL + [ARM_DP])}", file=sys.stderr)
+            return 2
+        arms = chosen
     ctx = mp.get_context("spawn")
     t0 = time.perf_counter()
     with ctx.Pool(a.workers) as pool:

@@ -32,6 +32,7 @@ __all__ = [
     "load_adapters",
     "EXPERT_WEIGHT",
     "SHARED_WEIGHT",
+    "TASK_WEIGHT",
 ]
 
 #: The tensor in which a client sends each expert's weight (the engine's
@@ -39,6 +40,11 @@ __all__ = [
 EXPERT_WEIGHT = "tg.expert_weight"
 #: The tensor in which a client sends the shared tensors' weight.
 SHARED_WEIGHT = "tg.shared_weight"
+#: The tensor in which a client sends each task's weight, for the
+#: task-indexed tensors (the router's rows, the task embedding): each row is
+#: averaged over the robots that have its task (the engine's
+#: ``tg_strategy::TASK_WEIGHT``).
+TASK_WEIGHT = "tg.task_weight"
 
 
 def _torch() -> Any:
@@ -158,6 +164,9 @@ class MoEPolicy(_torch().nn.Module):  # type: ignore[misc]
             ``task_dim``-wide embedding, through a public frozen projection,
             is added to the first layer's output (what a one-expert,
             FedAvg baseline needs to tell tasks apart).
+        router_scale: the spread of the router's public initial logits
+            (``TaskRouter``'s ``init_scale``): larger starts each task on
+            fewer experts, so experts specialise from the first round.
 
     Example:
         >>> import torch
@@ -178,6 +187,7 @@ class MoEPolicy(_torch().nn.Module):  # type: ignore[misc]
         alpha: float = 8.0,
         seed: int = 0,
         task_dim: int = 0,
+        router_scale: float = 1.0,
     ) -> None:
         torch = _torch()
         super().__init__()
@@ -193,7 +203,9 @@ class MoEPolicy(_torch().nn.Module):  # type: ignore[misc]
         for p in base.parameters():
             p.requires_grad_(False)
         self.layers = torch.nn.ModuleList(layers)
-        self.router = TaskRouter(len(self.tasks), experts, seed=seed)
+        if not (isinstance(router_scale, (int, float)) and 0.0 <= float(router_scale) < float("inf")):
+            raise invalid(f"router_scale = {router_scale!r}", "it is the spread of the router's initial logits", "pass a finite router_scale >= 0")
+        self.router = TaskRouter(len(self.tasks), experts, seed=seed, init_scale=float(router_scale))
         self.task_embed: Optional[Any] = None
         if task_dim:
             first = next(m for m in base if isinstance(m, torch.nn.Linear))
@@ -278,23 +290,36 @@ def adapter_state_dict(module: Any) -> Dict[str, Any]:
     return {k: v.detach().clone() for k, v in module.state_dict().items() if k.endswith("lora_B") or k.startswith(("router.", "task_embed."))}
 
 
-def expert_state_dict(module: Any) -> Dict[str, Any]:
+def expert_state_dict(module: Any, per_task: bool = True) -> Dict[str, Any]:
     """The adapters plus the (zero) weight tensors expert-wise aggregation
     needs: the initial model of a ``strategy="expert-wise"`` federation.
 
+    With ``per_task`` (the default) and a policy that knows its tasks (a
+    ``MoEPolicy``), it also carries ``TASK_WEIGHT``: the router's and the
+    task embedding's rows are then each averaged over the robots that have
+    that task, rather than shrunk by the share of robots that do not.
+
     Example:
         >>> import torch
-        >>> p = MoEPolicy(torch.nn.Sequential(torch.nn.Linear(2, 2)), tasks=["a"], experts=3)
+        >>> p = MoEPolicy(torch.nn.Sequential(torch.nn.Linear(2, 2)), tasks=["a", "b"], experts=3)
         >>> sd = expert_state_dict(p)
-        >>> sd[EXPERT_WEIGHT].tolist(), sd[SHARED_WEIGHT].tolist()
-        ([0.0, 0.0, 0.0], [0.0])
+        >>> sd[EXPERT_WEIGHT].tolist(), sd[SHARED_WEIGHT].tolist(), sd[TASK_WEIGHT].tolist()
+        ([0.0, 0.0, 0.0], [0.0], [0.0, 0.0])
     """
     torch = _torch()
     experts = _experts(module)
     out = dict(adapter_state_dict(module))
     out[EXPERT_WEIGHT] = torch.zeros(experts)
     out[SHARED_WEIGHT] = torch.zeros(1)
+    tasks = getattr(module, "tasks", None)
+    if per_task and tasks:
+        out[TASK_WEIGHT] = torch.zeros(len(tasks))
     return out
+
+
+def _per_task(name: str, shape: Any, tasks: int) -> bool:
+    """The engine's rule (``tg_strategy::is_per_task``)."""
+    return tasks > 0 and (name.startswith(("router.", "task_embed.")) or "tasks" in name.split(".")) and len(shape) > 0 and int(shape[0]) == tasks
 
 
 def _experts(module: Any) -> int:
@@ -311,6 +336,7 @@ def expert_update(
     gate_mass: Any,
     tau: float = 0.05,
     scale: float = 1.0,
+    task_ids: Optional[Any] = None,
 ) -> Dict[str, Any]:
     """What a client returns from ``train`` in an expert-wise federation:
     its adapters after local training, with each expert's change weighted
@@ -323,9 +349,16 @@ def expert_update(
     Under DP, pass a public ``scale`` (e.g. the most examples a robot may
     use) so that every weight is at most 1 and the clip bounds it.
 
+    If the round's model carries ``TASK_WEIGHT`` (``expert_state_dict``'s
+    default), pass the ``task_ids`` of the examples you trained on: row
+    ``t`` of the router and the task embedding is weighted by
+    ``examples of task t / scale``, so each row is averaged over the robots
+    that have its task.
+
     Raises:
         ConfigError: ``gate_mass`` is not one finite non-negative value per
-            expert, or ``tau``/``scale`` is out of range (E020).
+            expert, ``tau``/``scale`` is out of range, or the model is
+            per-task and ``task_ids`` is missing or out of range (E020).
 
     Example:
         >>> import torch
@@ -333,9 +366,12 @@ def expert_update(
         >>> g = expert_state_dict(p)
         >>> with torch.no_grad():
         ...     p.layers[0].lora_B += 1.0
-        >>> u = expert_update(p, g, num_examples=4, gate_mass=torch.tensor([0.75, 0.25]), tau=0.3)
+        >>> u = expert_update(p, g, num_examples=4, gate_mass=torch.tensor([0.75, 0.25]), tau=0.3,
+        ...                   task_ids=p.task_ids(["a"] * 4))
         >>> u[EXPERT_WEIGHT].tolist(), float(u["layers.0.lora_B"][0].mean()), float(u["layers.0.lora_B"][1].mean())
         ([3.0, 0.0], 3.0, 0.0)
+        >>> u[TASK_WEIGHT].tolist()
+        [4.0]
     """
     import math
 
@@ -357,6 +393,16 @@ def expert_update(
     missing = sorted(set(local) - set(global_model)) + [k for k in (EXPERT_WEIGHT, SHARED_WEIGHT) if k not in global_model]
     if missing:
         raise invalid(f"the round's model lacks {missing[:3]}", "an expert-wise model carries every adapter and both weight tensors", "start the federation from expert_state_dict(policy)")
+    tasks = 0
+    per_task = None
+    if TASK_WEIGHT in global_model:
+        tasks = int(torch.as_tensor(global_model[TASK_WEIGHT]).numel())
+        if task_ids is None:
+            raise invalid("no task_ids", "the round's model averages each task's rows over the robots that have the task", "pass task_ids= of the examples you trained on (policy.task_ids(names))")
+        ids = torch.as_tensor(task_ids).reshape(-1).long()
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= tasks):
+            raise invalid(f"task_ids in [{int(ids.min())}, {int(ids.max())}]", f"the model has {tasks} tasks", "pass policy.task_ids(names) of this policy")
+        per_task = torch.bincount(ids, minlength=tasks).to(torch.float32) * (w / max(int(ids.numel()), 1)) if ids.numel() else torch.zeros(tasks)
     for name, value in local.items():
         g = torch.as_tensor(global_model[name], dtype=value.dtype)
         delta = value.detach() - g
@@ -364,10 +410,15 @@ def expert_update(
         if split and delta.dim() > 0 and delta.shape[0] == experts:
             shape = (experts,) + (1,) * (delta.dim() - 1)
             out[name] = g + per_expert.reshape(shape).to(delta.dtype) * delta
+        elif per_task is not None and _per_task(name, tuple(delta.shape), tasks):
+            shape = (tasks,) + (1,) * (delta.dim() - 1)
+            out[name] = g + per_task.reshape(shape).to(delta.dtype) * delta
         else:
             out[name] = g + w * delta
     out[EXPERT_WEIGHT] = torch.as_tensor(global_model[EXPERT_WEIGHT], dtype=torch.float32) + per_expert
     out[SHARED_WEIGHT] = torch.as_tensor(global_model[SHARED_WEIGHT], dtype=torch.float32) + w
+    if per_task is not None:
+        out[TASK_WEIGHT] = torch.as_tensor(global_model[TASK_WEIGHT], dtype=torch.float32) + per_task
     return out
 
 
@@ -397,7 +448,7 @@ def load_adapters(module: Any, adapters: Dict[str, Any], base_sha256: Optional[s
             f"this policy's base is {own[:12]}…",
             "load adapters trained on this base model",
         )
-    adapters = {k: v for k, v in adapters.items() if k not in (EXPERT_WEIGHT, SHARED_WEIGHT)}
+    adapters = {k: v for k, v in adapters.items() if k not in (EXPERT_WEIGHT, SHARED_WEIGHT, TASK_WEIGHT)}
     expected = adapter_state_dict(module)
     if set(adapters) != set(expected) or any(tuple(adapters[k].shape) != tuple(expected[k].shape) for k in expected):
         raise DataError(

@@ -7,7 +7,7 @@ import pytest
 import tensorguard
 
 torch = pytest.importorskip("torch")
-from tensorguard.lora import LoRALinear, MoEPolicy, adapter_state_dict, base_hash, expert_state_dict, expert_update, load_adapters  # noqa: E402
+from tensorguard.lora import SHARED_WEIGHT, TASK_WEIGHT, LoRALinear, MoEPolicy, adapter_state_dict, base_hash, expert_state_dict, expert_update, load_adapters  # noqa: E402
 
 
 def base():
@@ -79,7 +79,7 @@ def _two_task_federation(strategy: str, rounds: int = 8):
             loss.backward()
             opt.step()
         if strategy == "expert-wise":
-            return expert_update(local, model, len(obs), local.gate_mass(ids), tau=0.2), len(obs)
+            return expert_update(local, model, len(obs), local.gate_mass(ids), tau=0.2, task_ids=ids), len(obs)
         return adapter_state_dict(local), len(obs)
 
     def error(p):
@@ -118,16 +118,30 @@ def test_expert_wise_needs_expert_weights_and_checks_the_gate_mass() -> None:
     with pytest.raises(tensorguard.TensorGuardError) as e:
         tensorguard.simulation.run(app, num_clients=3, rounds=1, initial_model=adapter_state_dict(p), strategy="expert-wise")
     assert "tg.expert_weight" in str(e.value)
+    wrong = expert_state_dict(p)
+    wrong[TASK_WEIGHT] = torch.zeros(1, 2)
+    with pytest.raises(tensorguard.TensorGuardError) as e:
+        tensorguard.simulation.run(app, num_clients=3, rounds=1, initial_model=wrong, strategy="expert-wise")
+    assert "tg.task_weight" in str(e.value)
     g = expert_state_dict(p)
+    ids = p.task_ids(["a"] * 10)
     for bad in (torch.tensor([0.5]), torch.tensor([float("nan"), 0.5]), torch.tensor([-0.1, 1.1]), torch.tensor([0.9, 0.9])):
         with pytest.raises(tensorguard.ConfigError):
-            expert_update(p, g, 10, bad)
+            expert_update(p, g, 10, bad, task_ids=ids)
     for n in (-1, float("nan"), True):
         with pytest.raises(tensorguard.ConfigError):
-            expert_update(p, g, n, torch.tensor([0.5, 0.5]))
+            expert_update(p, g, n, torch.tensor([0.5, 0.5]), task_ids=ids)
+    # A per-task model needs the task ids, in this policy's range.
+    for bad_ids in (None, torch.tensor([0, 2]), torch.tensor([-1])):
+        with pytest.raises(tensorguard.ConfigError) as e:
+            expert_update(p, g, 10, torch.tensor([0.5, 0.5]), task_ids=bad_ids)
+        assert e.value.code == "E020"
     with pytest.raises(tensorguard.ConfigError) as e:
         expert_update(p, adapter_state_dict(p), 10, torch.tensor([0.5, 0.5]))
     assert "expert_state_dict" in str(e.value)
+    # Each task's rows are weighted by that task's examples only.
+    u = expert_update(p, g, 4, torch.tensor([0.5, 0.5]), task_ids=p.task_ids(["a", "a", "a", "b"]))
+    assert u[TASK_WEIGHT].tolist() == [3.0, 1.0] and float(u[SHARED_WEIGHT][0]) == 4.0
     nan = {k: v.clone() for k, v in adapter_state_dict(p).items()}
     nan["layers.0.lora_B"][0, 0, 0] = float("nan")
     with pytest.raises(tensorguard.DataError) as e:

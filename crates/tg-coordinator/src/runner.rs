@@ -103,6 +103,15 @@ pub fn expert_wise_refusal(spec: &tg_types::spec::JobSpec, initial: &Parameters)
             "strategy expert-wise: no tensor is per-expert (a name ending in `lora_B` or with an `experts` segment, leading dimension {e}); {fix}"
         ));
     }
+    if let Some(tasks) = find(tg_strategy::TASK_WEIGHT) {
+        if tasks.shape.len() != 1 || tasks.data.is_empty() {
+            return Some(format!(
+                "strategy expert-wise: `{}` must have shape [T], got {:?}; {fix}",
+                tg_strategy::TASK_WEIGHT,
+                tasks.shape
+            ));
+        }
+    }
     None
 }
 

@@ -14,7 +14,18 @@
 //! A tensor is per-expert when its leading dimension is the number of
 //! experts `E` (the length of [`EXPERT_WEIGHT`]) and its name ends in
 //! `lora_B` or has an `experts` path segment; expert `e` is its `e`-th
-//! slice along that dimension. Every other tensor is shared.
+//! slice along that dimension.
+//!
+//! Task-indexed tensors (a task router's logits, a task embedding) have the
+//! same problem as experts: a client trains only the rows of the tasks it
+//! has, so an average over every client shrinks a row's step by the share
+//! of clients that have its task (an eighth, with eight tasks spread
+//! evenly). If the model carries [`TASK_WEIGHT`] (shape `[T]`), clients
+//! send `w_t · Δ` in row `t` and `w_t` (their examples of task `t`) in it,
+//! and row `t` moves by `Σ w_t Δ_t / Σ w_t`. A tensor is per-task when its
+//! leading dimension is `T` and its name starts with `router.` or
+//! `task_embed.` or has a `tasks` path segment. Every other tensor is
+//! shared.
 
 use rand::RngCore;
 use tg_types::{AgentId, Parameters};
@@ -27,6 +38,9 @@ use crate::{
 pub const EXPERT_WEIGHT: &str = "tg.expert_weight";
 /// The tensor (shape `[1]`) in which clients send the shared tensors' weight.
 pub const SHARED_WEIGHT: &str = "tg.shared_weight";
+/// The optional tensor (shape `[T]`) in which clients send each task's
+/// weight, for task-indexed tensors (see the module).
+pub const TASK_WEIGHT: &str = "tg.task_weight";
 
 /// An expert receiving less than this share of the round's shared weight
 /// (or a tenth of an even share, `0.1 / E`, if that is less) is left as it
@@ -74,6 +88,31 @@ fn malformed(what: String) -> StrategyError {
 pub fn is_per_expert(name: &str, shape: &[usize], experts: usize) -> bool {
     (name.ends_with("lora_B") || name.split('.').any(|s| s == "experts"))
         && shape.first() == Some(&experts)
+}
+
+/// Whether a tensor is per-task: its name starts with `router.` or
+/// `task_embed.` or has a `tasks` path segment, and its leading dimension
+/// is `tasks` (the length of [`TASK_WEIGHT`]).
+pub fn is_per_task(name: &str, shape: &[usize], tasks: usize) -> bool {
+    tasks > 0
+        && (name.starts_with("router.")
+            || name.starts_with("task_embed.")
+            || name.split('.').any(|s| s == "tasks"))
+        && shape.first() == Some(&tasks)
+}
+
+/// The per-task weights read from a mean update, if it carries them.
+fn task_weights(mean: &Parameters) -> Result<Option<Vec<f64>>> {
+    let Some(t) = mean.tensors().iter().find(|t| t.name == TASK_WEIGHT) else {
+        return Ok(None);
+    };
+    if t.shape.len() != 1 || t.data.is_empty() {
+        return Err(malformed(format!(
+            "`{TASK_WEIGHT}` has shape {:?}, not [T]",
+            t.shape
+        )));
+    }
+    Ok(Some(t.data.iter().map(|&v| f64::from(v)).collect()))
 }
 
 /// `(E, shared weight)` read from a mean update, checked.
@@ -154,13 +193,37 @@ impl Strategy for ExpertWise {
             })
             .collect();
         let lr = f64::from(self.server_lr);
+        // Per task: its weight, if it has enough of the round's to average
+        // (the experts' floor, for the same reason).
+        let task_w: Vec<Option<f64>> = task_weights(&mean)?
+            .map(|w| {
+                let floor = MIN_EXPERT_SHARE.min(0.1 / w.len() as f64);
+                w.iter()
+                    .map(|&w| {
+                        let share = w / shared_w;
+                        (share.is_finite() && share >= floor).then_some(w)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut sq = vec![0f64; experts];
         let mut tensors = global.tensors().to_vec();
         for (t, m) in tensors.iter_mut().zip(mean.tensors()) {
-            if t.name == EXPERT_WEIGHT || t.name == SHARED_WEIGHT {
+            if t.name == EXPERT_WEIGHT || t.name == SHARED_WEIGHT || t.name == TASK_WEIGHT {
                 continue; // The global model's weights stay as they were (zero).
             }
             let split = is_per_expert(&t.name, &t.shape, experts);
+            if !split && is_per_task(&t.name, &t.shape, task_w.len()) {
+                let per = t.data.len() / task_w.len();
+                for (row, w) in task_w.iter().enumerate() {
+                    let Some(w) = w else { continue };
+                    let range = row * per..(row + 1) * per;
+                    for (v, &d) in t.data[range.clone()].iter_mut().zip(&m.data[range]) {
+                        *v += (lr * f64::from(d) / w) as f32;
+                    }
+                }
+                continue;
+            }
             if !split {
                 for (v, &d) in t.data.iter_mut().zip(&m.data) {
                     *v += (lr * f64::from(d) / shared_w) as f32;
@@ -308,5 +371,56 @@ mod tests {
             .aggregate_train(1, &global, &[update(1, zero)])
             .unwrap_err();
         assert!(matches!(e, StrategyError::Rejected(_)), "{e}");
+    }
+
+    #[test]
+    fn a_task_row_moves_by_the_mean_of_the_clients_that_have_the_task() {
+        // Two tasks' router rows of two logits; one expert of one value.
+        let m = |rows: [f32; 4], tw: [f32; 2], sw: f32| {
+            Parameters::new(vec![
+                t("layers.0.lora_B", vec![1, 1], vec![0.0]),
+                t("router.logits", vec![2, 2], rows.to_vec()),
+                t("task_embed.weight", vec![2, 1], vec![rows[0], rows[2]]),
+                t(EXPERT_WEIGHT, vec![1], vec![0.0]),
+                t(SHARED_WEIGHT, vec![1], vec![sw]),
+                t(TASK_WEIGHT, vec![2], tw.to_vec()),
+            ])
+            .unwrap()
+        };
+        let global = m([0.0; 4], [0.0; 2], 0.0);
+        // Client 1 has only task 0 (4 examples, Δ = +1 on its row); client
+        // 2 only task 1 (1 example, Δ = −2); client 3 both (2 + 2, Δ = +1
+        // on both rows). Row 0: (4 + 2) / 6 = 1; row 1: (−2 + 2) / 3 = 0.
+        let c1 = m([4.0, 4.0, 0.0, 0.0], [4.0, 0.0], 4.0);
+        let c2 = m([0.0, 0.0, -2.0, -2.0], [0.0, 1.0], 1.0);
+        let c3 = m([2.0, 2.0, 2.0, 2.0], [2.0, 2.0], 4.0);
+        let next = strategy()
+            .aggregate_train(1, &global, &[update(1, c1), update(2, c2), update(3, c3)])
+            .unwrap();
+        let v: Vec<f32> = next.values().collect();
+        assert!(
+            (v[1] - 1.0).abs() < 1e-5 && (v[2] - 1.0).abs() < 1e-5,
+            "{v:?}"
+        );
+        assert!(v[3].abs() < 1e-5 && v[4].abs() < 1e-5, "{v:?}");
+        assert!((v[5] - 1.0).abs() < 1e-5 && v[6].abs() < 1e-5, "{v:?}");
+        // A task nobody had stays; a TASK_WEIGHT of another shape is refused.
+        let only0 = m([4.0, 4.0, 0.0, 0.0], [4.0, 0.0], 4.0);
+        let next = strategy()
+            .aggregate_train(1, &global, &[update(1, only0)])
+            .unwrap();
+        let v: Vec<f32> = next.values().collect();
+        assert_eq!(&v[1..5], &[1.0, 1.0, 0.0, 0.0]);
+        let bad = Parameters::new(vec![
+            t("layers.0.lora_B", vec![1, 1], vec![0.0]),
+            t(EXPERT_WEIGHT, vec![1], vec![0.0]),
+            t(SHARED_WEIGHT, vec![1], vec![1.0]),
+            t(TASK_WEIGHT, vec![1, 2], vec![1.0, 1.0]),
+        ])
+        .unwrap();
+        let e = strategy()
+            .aggregate_train(1, &bad, &[update(1, bad.clone())])
+            .unwrap_err();
+        assert!(e.to_string().contains(TASK_WEIGHT), "{e}");
     }
 }
