@@ -201,6 +201,7 @@ def fleet_data(seed: int, a: argparse.Namespace, tasks: List[str]) -> List[Dict[
     """Each robot's own demonstrations, per task."""
     from tensorguard import metaworld_fleet as mwf
 
+    mwf.reuse_environments(True)  # this worker's rollouts run on one thread
     rng = np.random.default_rng(seed)
     counts = mwf.split_counts(rng, a.robots, tasks, *a.demo_range)
     fleet = []
@@ -237,6 +238,8 @@ def run_arm(job: Tuple[str, int, Dict[str, Any]]) -> Dict[str, Any]:
     import tensorguard
     from tensorguard import metaworld_fleet as mwf
     from tensorguard.lora import expert_update
+
+    mwf.reuse_environments(True)  # this worker's rollouts run on one thread
 
     a, tasks, fleet = shared["args"], shared["tasks"], shared["fleet"]
     base, mean, std = shared["base"], shared["mean"], shared["std"]

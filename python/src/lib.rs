@@ -10,6 +10,15 @@
 //! becomes an instance of a `tensorguard.errors` class carrying the same
 //! `E0xx` code and the same words.
 
+// `ci-shared-build` turns on test-only features of shared dependencies
+// (tg-net's fault injection, tokio's test-util) so that CI's dev build
+// reuses the test build (python/Cargo.toml). It must never reach an
+// optimised wheel.
+#[cfg(all(feature = "ci-shared-build", not(debug_assertions)))]
+compile_error!(
+    "the ci-shared-build feature is for CI's dev-profile build only (it enables fault injection); build a wheel without it"
+);
+
 mod agent;
 mod edge;
 mod errors;

@@ -399,7 +399,15 @@ def expert_update(
         tasks = int(torch.as_tensor(global_model[TASK_WEIGHT]).numel())
         if task_ids is None:
             raise invalid("no task_ids", "the round's model averages each task's rows over the robots that have the task", "pass task_ids= of the examples you trained on (policy.task_ids(names))")
-        ids = torch.as_tensor(task_ids).reshape(-1).long()
+        try:
+            ids = torch.as_tensor(task_ids).reshape(-1)
+        except (TypeError, ValueError, RuntimeError):
+            ids = None
+        if ids is None or ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise invalid(f"task_ids of type {type(task_ids).__name__}", "they must be integer task indices", "pass policy.task_ids(names), not the names")
+        ids = ids.long()
+        if ids.numel() == 0 and w > 0:
+            raise invalid("empty task_ids", f"num_examples is {num_examples}: every example has a task", "pass the task_ids of the examples you trained on")
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= tasks):
             raise invalid(f"task_ids in [{int(ids.min())}, {int(ids.max())}]", f"the model has {tasks} tasks", "pass policy.task_ids(names) of this policy")
         per_task = torch.bincount(ids, minlength=tasks).to(torch.float32) * (w / max(int(ids.numel()), 1)) if ids.numel() else torch.zeros(tasks)

@@ -132,7 +132,7 @@ def test_expert_wise_needs_expert_weights_and_checks_the_gate_mass() -> None:
         with pytest.raises(tensorguard.ConfigError):
             expert_update(p, g, n, torch.tensor([0.5, 0.5]), task_ids=ids)
     # A per-task model needs the task ids, in this policy's range.
-    for bad_ids in (None, torch.tensor([0, 2]), torch.tensor([-1])):
+    for bad_ids in (None, torch.tensor([0, 2]), torch.tensor([-1]), ["a", "b"], torch.tensor([0.5]), torch.tensor([], dtype=torch.long)):
         with pytest.raises(tensorguard.ConfigError) as e:
             expert_update(p, g, 10, torch.tensor([0.5, 0.5]), task_ids=bad_ids)
         assert e.value.code == "E020"

@@ -64,55 +64,13 @@ pub fn custom_strategy_refusal(spec: &tg_types::spec::JobSpec) -> Option<&'stati
     None
 }
 
-/// Why an expert-wise job cannot start from `initial`, if it cannot: the
-/// model must carry the weights its clients send (see
-/// [`tg_strategy::ExpertWise`]) in their shapes, and at least one
-/// per-expert tensor, or every round would fail or silently be FedAvg.
+/// Why an expert-wise job cannot start from `initial`, if it cannot (see
+/// [`tg_strategy::initial_model_refusal`]).
 pub fn expert_wise_refusal(spec: &tg_types::spec::JobSpec, initial: &Parameters) -> Option<String> {
     if spec.strategy.kind != tg_types::spec::StrategyKind::ExpertWise {
         return None;
     }
-    let find = |name: &str| initial.tensors().iter().find(|t| t.name == name);
-    let fix = "build it with tensorguard.lora.expert_state_dict, or use fedavg";
-    let (Some(experts), Some(shared)) = (
-        find(tg_strategy::EXPERT_WEIGHT),
-        find(tg_strategy::SHARED_WEIGHT),
-    ) else {
-        return Some(format!(
-            "strategy expert-wise needs a model of expert adapters carrying `{}` and `{}` (what its clients weight their updates with); {fix}",
-            tg_strategy::EXPERT_WEIGHT,
-            tg_strategy::SHARED_WEIGHT
-        ));
-    };
-    if experts.shape.len() != 1 || experts.data.is_empty() || shared.shape != [1] {
-        return Some(format!(
-            "strategy expert-wise: `{}` must have shape [E] and `{}` shape [1], got {:?} and {:?}; {fix}",
-            tg_strategy::EXPERT_WEIGHT,
-            tg_strategy::SHARED_WEIGHT,
-            experts.shape,
-            shared.shape
-        ));
-    }
-    let e = experts.data.len();
-    if !initial
-        .tensors()
-        .iter()
-        .any(|t| tg_strategy::is_per_expert(&t.name, &t.shape, e))
-    {
-        return Some(format!(
-            "strategy expert-wise: no tensor is per-expert (a name ending in `lora_B` or with an `experts` segment, leading dimension {e}); {fix}"
-        ));
-    }
-    if let Some(tasks) = find(tg_strategy::TASK_WEIGHT) {
-        if tasks.shape.len() != 1 || tasks.data.is_empty() {
-            return Some(format!(
-                "strategy expert-wise: `{}` must have shape [T], got {:?}; {fix}",
-                tg_strategy::TASK_WEIGHT,
-                tasks.shape
-            ));
-        }
-    }
-    None
+    tg_strategy::initial_model_refusal(initial)
 }
 
 pub use tg_types::record::JobSummary;

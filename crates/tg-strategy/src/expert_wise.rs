@@ -101,6 +101,66 @@ pub fn is_per_task(name: &str, shape: &[usize], tasks: usize) -> bool {
         && shape.first() == Some(&tasks)
 }
 
+/// Why an expert-wise federation cannot start from `initial`, if it cannot:
+/// the model must carry the weights its clients send, in their shapes and
+/// at zero (clients send `global + w`, so a non-zero start would be
+/// subtracted from every weight they send), and at least one per-expert
+/// tensor — and, if it carries [`TASK_WEIGHT`], at least one per-task
+/// tensor — or every round would fail or silently be FedAvg.
+pub fn initial_model_refusal(initial: &Parameters) -> Option<String> {
+    let find = |name: &str| initial.tensors().iter().find(|t| t.name == name);
+    let fix = "build it with tensorguard.lora.expert_state_dict, or use fedavg";
+    let (Some(experts), Some(shared)) = (find(EXPERT_WEIGHT), find(SHARED_WEIGHT)) else {
+        return Some(format!(
+            "strategy expert-wise needs a model of expert adapters carrying `{EXPERT_WEIGHT}` and `{SHARED_WEIGHT}` (what its clients weight their updates with); {fix}"
+        ));
+    };
+    if experts.shape.len() != 1 || experts.data.is_empty() || shared.shape != [1] {
+        return Some(format!(
+            "strategy expert-wise: `{EXPERT_WEIGHT}` must have shape [E] and `{SHARED_WEIGHT}` shape [1], got {:?} and {:?}; {fix}",
+            experts.shape, shared.shape
+        ));
+    }
+    let e = experts.data.len();
+    if !initial
+        .tensors()
+        .iter()
+        .any(|t| is_per_expert(&t.name, &t.shape, e))
+    {
+        return Some(format!(
+            "strategy expert-wise: no tensor is per-expert (a name ending in `lora_B` or with an `experts` segment, leading dimension {e}); {fix}"
+        ));
+    }
+    let tasks = find(TASK_WEIGHT);
+    if let Some(tasks) = tasks {
+        if tasks.shape.len() != 1 || tasks.data.is_empty() {
+            return Some(format!(
+                "strategy expert-wise: `{TASK_WEIGHT}` must have shape [T], got {:?}; {fix}",
+                tasks.shape
+            ));
+        }
+        let t = tasks.data.len();
+        if !initial
+            .tensors()
+            .iter()
+            .any(|x| !is_per_expert(&x.name, &x.shape, e) && is_per_task(&x.name, &x.shape, t))
+        {
+            return Some(format!(
+                "strategy expert-wise: `{TASK_WEIGHT}` names {t} tasks but no tensor is per-task (a name starting `router.` or `task_embed.` or with a `tasks` segment, leading dimension {t}); {fix}, or drop `{TASK_WEIGHT}`"
+            ));
+        }
+    }
+    for w in [Some(experts), Some(shared), tasks].into_iter().flatten() {
+        if w.data.iter().any(|&v| v != 0.0) {
+            return Some(format!(
+                "strategy expert-wise: `{}` must start at zero (clients send the global value plus their weight); {fix}",
+                w.name
+            ));
+        }
+    }
+    None
+}
+
 /// The per-task weights read from a mean update, if it carries them.
 fn task_weights(mean: &Parameters) -> Result<Option<Vec<f64>>> {
     let Some(t) = mean.tensors().iter().find(|t| t.name == TASK_WEIGHT) else {
@@ -374,6 +434,50 @@ mod tests {
     }
 
     #[test]
+    fn a_model_that_cannot_start_an_expert_wise_federation_is_refused() {
+        let ok = |extra: Vec<NamedTensor>| {
+            let mut v = vec![
+                t("layers.0.lora_B", vec![2, 1], vec![0.0, 0.0]),
+                t("router.logits", vec![3, 2], vec![0.0; 6]),
+                t(EXPERT_WEIGHT, vec![2], vec![0.0, 0.0]),
+                t(SHARED_WEIGHT, vec![1], vec![0.0]),
+            ];
+            v.extend(extra);
+            Parameters::new(v).unwrap()
+        };
+        assert_eq!(initial_model_refusal(&ok(vec![])), None);
+        assert_eq!(
+            initial_model_refusal(&ok(vec![t(TASK_WEIGHT, vec![3], vec![0.0; 3])])),
+            None
+        );
+        for (bad, says) in [
+            (t(TASK_WEIGHT, vec![1, 3], vec![0.0; 3]), "shape [T]"),
+            // Four tasks, but the router has three rows: nothing per-task.
+            (
+                t(TASK_WEIGHT, vec![4], vec![0.0; 4]),
+                "no tensor is per-task",
+            ),
+            (
+                t(TASK_WEIGHT, vec![3], vec![0.0, 1e8, 0.0]),
+                "start at zero",
+            ),
+        ] {
+            let why = initial_model_refusal(&ok(vec![bad])).unwrap();
+            assert!(why.contains(says), "{why}");
+        }
+        let mut nonzero = ok(vec![]).tensors().to_vec();
+        nonzero[3].data[0] = 2.0;
+        let why = initial_model_refusal(&Parameters::new(nonzero).unwrap()).unwrap();
+        assert!(why.contains(SHARED_WEIGHT) && why.contains("zero"), "{why}");
+        let plain = Parameters::new(vec![t("w", vec![1], vec![0.0])]).unwrap();
+        assert!(
+            initial_model_refusal(&plain)
+                .unwrap()
+                .contains(EXPERT_WEIGHT)
+        );
+    }
+
+    #[test]
     fn a_task_row_moves_by_the_mean_of_the_clients_that_have_the_task() {
         // Two tasks' router rows of two logits; one expert of one value.
         let m = |rows: [f32; 4], tw: [f32; 2], sw: f32| {
@@ -411,6 +515,30 @@ mod tests {
             .unwrap();
         let v: Vec<f32> = next.values().collect();
         assert_eq!(&v[1..5], &[1.0, 1.0, 0.0, 0.0]);
+        // A task under the floor (here 0.5 % of the shared weight) is left
+        // as it was, not moved by a ratio with a near-zero denominator.
+        let tiny = m([4.0, 4.0, 0.01, 0.01], [4.0, 0.02], 4.0);
+        let next = strategy()
+            .aggregate_train(1, &global, &[update(1, tiny)])
+            .unwrap();
+        let v: Vec<f32> = next.values().collect();
+        assert_eq!(&v[1..5], &[1.0, 1.0, 0.0, 0.0]);
+        // The sum alone (what secure aggregation reveals) gives the same
+        // rows as the individual updates, whatever the divisor.
+        let c1 = m([2.0, 1.0, 0.0, 0.0], [2.0, 0.0], 2.0);
+        let c2 = m([0.5, 0.5, -3.0, 1.5], [1.0, 3.0], 4.0);
+        let each = strategy()
+            .aggregate_train(1, &global, &[update(1, c1.clone()), update(2, c2.clone())])
+            .unwrap();
+        let mut sum = c1;
+        sum.add_scaled(&c2, 1.0).unwrap();
+        sum.scale(1.0 / 5.0);
+        let once = strategy()
+            .aggregate_train(1, &global, &[update(1, sum)])
+            .unwrap();
+        for (a, b) in each.values().zip(once.values()) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
         let bad = Parameters::new(vec![
             t("layers.0.lora_B", vec![1, 1], vec![0.0]),
             t(EXPERT_WEIGHT, vec![1], vec![0.0]),

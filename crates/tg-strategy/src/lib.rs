@@ -26,7 +26,7 @@ mod scaffold;
 pub use central_dp::CentralDp;
 pub use expert_wise::{
     EXPERT_WEIGHT, ExpertStep, ExpertWise, MIN_EXPERT_SHARE, SHARED_WEIGHT, TASK_WEIGHT,
-    is_per_expert, is_per_task,
+    initial_model_refusal, is_per_expert, is_per_task,
 };
 pub use fedadam::FedAdam;
 pub use fedavg::FedAvg;
