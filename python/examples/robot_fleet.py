@@ -131,13 +131,15 @@ def build(kind: str, base: Any, tasks: List[str], a: argparse.Namespace) -> Any:
     return MoEPolicy(base, tasks=tasks, experts=experts, rank=a.rank, alpha=4.0 * a.rank, seed=0, task_dim=8, router_scale=a.router_scale)
 
 
-def travelling(model: Any, kind: str) -> Dict[str, Any]:
+def travelling(model: Any, kind: str, report: bool = True) -> Dict[str, Any]:
     from tensorguard.lora import adapter_state_dict, expert_state_dict
 
     if kind == "full":
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
     if kind == "experts":
-        return expert_state_dict(model)
+        # The reports (which tasks and robots trained each expert) would
+        # share the DP arm's clip with the update: that arm leaves them out.
+        return expert_state_dict(model, report=report)
     return adapter_state_dict(model)
 
 
@@ -309,7 +311,7 @@ def run_arm(job: Tuple[str, int, Dict[str, Any]]) -> Dict[str, Any]:
                     return expert_update(local, state, len(mine[0]), local.gate_mass(mine[2]), tau=a.tau, scale=scale, task_ids=mine[2]), len(mine[0])
                 return travelling(local, kind), len(mine[0])
 
-            initial = travelling(model, "experts" if strategy == "expert-wise" else kind)
+            initial = travelling(model, "experts" if strategy == "expert-wise" else kind, report=name != ARM_DP)
             bytes_per_round = 4 * sum(int(v.numel()) for v in initial.values())
             extra: Dict[str, Any] = {}
             if name == ARM_DP:

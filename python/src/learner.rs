@@ -7,14 +7,16 @@ use pyo3::types::PyDict;
 use tg_agent::{Capabilities, Learner, Round};
 use tg_model::{Evaluation, LocalOutcome, ModelError};
 use tg_types::Parameters;
+use tg_types::record::TaskSuccesses;
 use tg_types::spec::LocalObjective;
 
 use crate::tensors::{Wire, to_params, to_wire};
 
 /// A Python client: an object with `_tg_train(arrays, config)` returning
 /// `(arrays, num_examples, loss or None)` and `_tg_evaluate(arrays, config)`
-/// returning `(loss, num_examples, accuracy or None)` (the SDK's
-/// `ClientApp` and `NumPyClient` adapters provide both).
+/// returning `(loss, num_examples, accuracy or None, [(task, successes,
+/// episodes)])` (the SDK's `ClientApp` and `NumPyClient` adapters provide
+/// both).
 pub(crate) struct PyLearner {
     client: Py<PyAny>,
     index: usize,
@@ -163,15 +165,23 @@ impl Learner for PyLearner {
     }
 
     fn evaluate(&mut self, model: &Parameters) -> Result<Evaluation, String> {
-        let (loss, examples, accuracy) = Python::attach(|py| {
-            let call = || -> PyResult<(f64, u64, Option<f64>)> {
+        self.evaluate_tasks(model).map(|(e, _)| e)
+    }
+
+    fn evaluate_tasks(
+        &mut self,
+        model: &Parameters,
+    ) -> Result<(Evaluation, Vec<TaskSuccesses>), String> {
+        type Reply = (f64, u64, Option<f64>, Vec<(String, u64, u64)>);
+        let (loss, examples, accuracy, tasks) = Python::attach(|py| {
+            let call = || -> PyResult<Reply> {
                 self.client
                     .call_method1(py, "_tg_evaluate", (to_wire(model), PyDict::new(py)))?
                     .extract(py)
             };
             call().map_err(|e| self.failed(py, "evaluate", &e))
         })?;
-        Ok(Evaluation {
+        let evaluation = Evaluation {
             loss,
             accuracy: accuracy.ok_or_else(|| {
                 format!(
@@ -180,7 +190,16 @@ impl Learner for PyLearner {
                 )
             })?,
             num_examples: examples,
-        })
+        };
+        let tasks = tasks
+            .into_iter()
+            .map(|(task, successes, episodes)| TaskSuccesses {
+                task,
+                successes,
+                episodes,
+            })
+            .collect();
+        Ok((evaluation, tasks))
     }
 }
 

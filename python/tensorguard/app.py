@@ -53,6 +53,39 @@ class Context:
 Handler = Callable[[Any, Dict[str, Any], Context], Any]
 
 
+def task_counts(tasks: Any, num_examples: int) -> List[Tuple[str, int, int]]:
+    """An evaluate handler's optional ``metrics["tasks"]``, a mapping from
+    task name to ``(successes, episodes)``, as the engine's per-task counts
+    (the dashboard's success per task over versions). They must add up to
+    the handler's ``num_examples``.
+
+    Raises:
+        ValueError: a count that is not a non-negative int, more successes
+            than episodes, or episodes that do not add up.
+
+    Example:
+        >>> task_counts({"reach": (3, 4), "push": (0, 2)}, 6)
+        [('push', 0, 2), ('reach', 3, 4)]
+    """
+    if tasks is None:
+        return []
+    if not isinstance(tasks, Mapping):
+        raise ValueError(f'metrics["tasks"] must map task names to (successes, episodes), got {type(tasks).__name__}')
+    out = []
+    for name, counts in sorted(tasks.items()):
+        try:
+            successes, episodes = counts
+        except (TypeError, ValueError):
+            raise ValueError(f'metrics["tasks"][{name!r}] must be (successes, episodes), got {counts!r}') from None
+        ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (successes, episodes))
+        if not isinstance(name, str) or not ok or successes > episodes or episodes == 0:
+            raise ValueError(f'metrics["tasks"][{name!r}] = {counts!r}: successes and episodes must be ints with 0 <= successes <= episodes and episodes >= 1')
+        out.append((name, successes, episodes))
+    if out and sum(e for _, _, e in out) != num_examples:
+        raise ValueError(f'metrics["tasks"] episodes add up to {sum(e for _, _, e in out)}, not the {num_examples} the handler evaluated')
+    return out
+
+
 def _unpack(result: Any, what: str) -> Tuple[Any, int, Dict[str, Any]]:
     """A handler's ``(model, num_examples[, metrics])``."""
     if not isinstance(result, tuple) or len(result) not in (2, 3):
@@ -125,7 +158,12 @@ class ClientApp:
     def evaluate(self, format: str = "numpy") -> Callable[[Handler], Handler]:
         """Registers the evaluate handler (a decorator): it returns
         ``(loss, num_examples)`` or ``(loss, num_examples, metrics)``, with
-        ``metrics["accuracy"]`` reported when present.
+        ``metrics["accuracy"]`` reported when present. A rollout evaluation
+        may add ``metrics["tasks"] = {task: (successes, episodes)}``
+        (episodes adding up to ``num_examples``): the coordinator sums them
+        over robots into success per task for each version (the
+        dashboard's Experts page). They tell the coordinator which tasks
+        this robot evaluated.
 
         Example:
             >>> app = ClientApp()
@@ -165,11 +203,11 @@ class _AppClient:
         loss = metrics.get("loss", metrics.get("train_loss"))
         return _arrays.to_wire(out), n, None if loss is None else float(loss)
 
-    def _tg_evaluate(self, tensors: List[Wire], config: Dict[str, Any]) -> Tuple[float, int, Optional[float]]:
+    def _tg_evaluate(self, tensors: List[Wire], config: Dict[str, Any]) -> Tuple[float, int, Optional[float], List[Tuple[str, int, int]]]:
         if self.app._evaluate is None:
             raise RuntimeError("this ClientApp has no @app.evaluate() handler")
         model = _arrays.as_format(_arrays.from_wire(tensors), self.app._evaluate_format, self.app._like)
         loss, n, metrics = _unpack(self.app._evaluate(model, dict(config), self.context), "the evaluate handler")
         if "accuracy" not in metrics:
             raise ValueError('the evaluate handler must report metrics["accuracy"]')
-        return float(loss), n, float(metrics["accuracy"])
+        return float(loss), n, float(metrics["accuracy"]), task_counts(metrics.get("tasks"), n)

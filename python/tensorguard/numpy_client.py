@@ -102,9 +102,11 @@ class NumPyClient:
         loss = (metrics or {}).get("loss", (metrics or {}).get("train_loss"))
         return _arrays.to_wire(list(new)), n, None if loss is None else float(loss)
 
-    def _tg_evaluate(self, tensors: List[Wire], config: Config) -> Tuple[float, int, Optional[float]]:
+    def _tg_evaluate(self, tensors: List[Wire], config: Config) -> Tuple[float, int, Optional[float], List[Tuple[str, int, int]]]:
+        from .app import task_counts
+
         params = _arrays.as_format(_arrays.from_wire(tensors), "list")
         loss, n, metrics = self.evaluate(params, dict(config))
         if "accuracy" not in (metrics or {}):
             raise ValueError('evaluate must report metrics["accuracy"]')
-        return float(loss), int(n), float(metrics["accuracy"])
+        return float(loss), int(n), float(metrics["accuracy"]), task_counts(metrics.get("tasks"), int(n))

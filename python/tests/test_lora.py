@@ -7,7 +7,7 @@ import pytest
 import tensorguard
 
 torch = pytest.importorskip("torch")
-from tensorguard.lora import SHARED_WEIGHT, TASK_WEIGHT, LoRALinear, MoEPolicy, adapter_state_dict, base_hash, expert_state_dict, expert_update, load_adapters  # noqa: E402
+from tensorguard.lora import EXPERT_CLIENTS, EXPERT_TASK_MASS, SHARED_WEIGHT, TASK_WEIGHT, LoRALinear, MoEPolicy, adapter_state_dict, base_hash, expert_state_dict, expert_update, load_adapters  # noqa: E402
 
 
 def base():
@@ -65,6 +65,7 @@ def _two_task_federation(strategy: str, rounds: int = 8):
     make = lambda: MoEPolicy(frozen, tasks=list(target), experts=2, rank=4, alpha=16.0)  # noqa: E731
     policy = make()
     app = tensorguard.ClientApp()
+    sent, rounds_seen = [], []
 
     @app.train(format="torch")
     def train(model, config, context):
@@ -79,7 +80,9 @@ def _two_task_federation(strategy: str, rounds: int = 8):
             loss.backward()
             opt.step()
         if strategy == "expert-wise":
-            return expert_update(local, model, len(obs), local.gate_mass(ids), tau=0.2, task_ids=ids), len(obs)
+            u = expert_update(local, model, len(obs), local.gate_mass(ids), tau=0.2, task_ids=ids)
+            sent.append(u)
+            return u, len(obs)
         return adapter_state_dict(local), len(obs)
 
     def error(p):
@@ -88,10 +91,29 @@ def _two_task_federation(strategy: str, rounds: int = 8):
 
     before = error(policy)
     initial = expert_state_dict(policy) if strategy == "expert-wise" else adapter_state_dict(policy)
-    s = tensorguard.simulation.run(app, num_clients=4, rounds=rounds, initial_model=initial, strategy=strategy)
+    s = tensorguard.simulation.run(app, num_clients=4, rounds=rounds, initial_model=initial, strategy=strategy, on_round=rounds_seen.append)
     assert s["rounds_committed"] == rounds
     load_adapters(policy, s.state_dict(), policy.base_sha256)
+    if strategy == "expert-wise":
+        _check_expert_reports(sent, rounds_seen)
     return policy, frozen, before, error(policy)
+
+
+def _check_expert_reports(sent, rounds_seen) -> None:
+    """Each round records, per expert, which tasks and what share of the
+    robots trained it: exactly what the robots' reports sum to."""
+    assert len(sent) == 4 * len(rounds_seen)
+    for i, r in enumerate(rounds_seen):
+        mine = sent[4 * i : 4 * i + 4]
+        mass = sum(u[EXPERT_TASK_MASS] for u in mine)
+        used = sum(u[EXPERT_CLIENTS] for u in mine) / 4
+        for e, x in enumerate(r["experts"]):
+            total = float(mass[e].sum())
+            want = (mass[e] / total).tolist() if total > 0 else [0.0, 0.0]
+            assert x["task_share"] == pytest.approx(want, abs=1e-5), (r["round"], e, x)
+            assert x["client_share"] == pytest.approx(float(used[e]), abs=1e-6), (r["round"], e, x)
+            # An expert's weight splits exactly by task.
+            assert total == pytest.approx(x["weight"] * 4, rel=1e-5), (r["round"], e, x, total)
 
 
 def test_experts_fine_tune_a_frozen_policy_in_a_federation_sending_only_adapters() -> None:

@@ -119,7 +119,8 @@ def test_the_rollout_gate_rejects_a_poisoned_round_and_the_fleet_keeps_its_versi
 
         wins = mwf.rollout(act, "reach", held_out[context.partition_id :: 4], horizon=150)
         rate = sum(wins) / len(wins)
-        return 1.0 - rate, len(wins), {"accuracy": rate}
+        # Success counts per task: summed over robots, per version.
+        return 1.0 - rate, len(wins), {"accuracy": rate, "tasks": {"reach": (int(sum(wins)), len(wins))}}
 
     s = tensorguard.simulation.run(app, num_clients=4, rounds=2, initial_model=policy.state_dict(), gate_margin=0.0, gate_episodes=20)
     first, second = s["history"]
@@ -131,5 +132,8 @@ def test_the_rollout_gate_rejects_a_poisoned_round_and_the_fleet_keeps_its_versi
     assert g["candidate"]["successes"] < g["current"]["successes"]
     assert "rollout gate rejected the candidate" in second["reason"]
     assert f"{g['candidate']['successes']}/40" in second["reason"]
+    # Each version's success per task (what the Experts page plots).
+    for r in (first, second):
+        assert r["gate"]["tasks"] == [{"task": "reach", "successes": r["gate"]["candidate"]["successes"], "episodes": 40}], r["gate"]
     # The fleet stays on round 1's version.
     assert s["final_model_sha256"] == first["model_sha256"]

@@ -300,6 +300,31 @@ def test_federated_evaluation_calls_every_clients_evaluate_handler():
     assert all(abs(f["accuracy"] - 0.6) < 1e-9 for f in fed)
 
 
+def test_federated_evaluation_sums_success_per_task_and_refuses_counts_that_do_not_add_up():
+    app = ClientApp()
+
+    @app.train()
+    def train(model, config, context):
+        return {k: v + 1 for k, v in model.items()}, 5
+
+    @app.evaluate()
+    def evaluate(model, config, context):
+        # Client i: task "a" on 3 episodes (i successes); client 2 also "b".
+        i = context.partition_id
+        tasks = {"a": (i, 3)} if i < 2 else {"a": (2, 3), "b": (1, 2)}
+        n = sum(e for _, e in tasks.values())
+        return 0.0, n, {"accuracy": sum(s for s, _ in tasks.values()) / n, "tasks": tasks}
+
+    s = tensorguard.simulation.run(app, num_clients=3, rounds=1, initial_model={"w": np.zeros(2)}, evaluate_every=1)
+    assert s["history"][0]["federated"]["tasks"] == [{"task": "a", "successes": 3, "episodes": 9}, {"task": "b", "successes": 1, "episodes": 2}]
+    from tensorguard.app import task_counts
+
+    for bad, n in (({"a": (4, 3)}, 3), ({"a": (1, 3)}, 4), ({"a": (1.0, 3)}, 3), ({"a": 3}, 3), ([("a", 1, 3)], 3), ({"a": (0, 0)}, 0)):
+        with pytest.raises(ValueError):
+            task_counts(bad, n)
+    assert task_counts(None, 3) == []
+
+
 def test_on_round_sees_each_round_and_can_stop_the_run():
     seen = []
     s = tensorguard.simulation.run(adder_app(), num_clients=2, rounds=3, initial_model={"w": np.zeros(2)}, on_round=seen.append)

@@ -161,6 +161,8 @@ enrollment = true
   await open("experts");
   await page.waitForFunction(() => document.getElementById("experts-note").textContent.length > 0);
   assert.match(await page.textContent("#experts-note"), /no experts|expert/);
+  // Success per task over versions: this job's robots report no per-task counts.
+  assert.match(await page.textContent("#task-success-note"), /per-task/);
   await shot("06-experts");
 
   // The model registry: versions with the head marked, and an audited

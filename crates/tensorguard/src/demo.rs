@@ -292,6 +292,7 @@ fn round_line(out: &Output, r: &RoundRecord, rounds: u32) -> String {
                 w = width,
             ) + &r.epsilon.map(|e| format!("  ε {e:.3}")).unwrap_or_default()
                 + &r.federated
+                    .as_ref()
                     .map(|f| {
                         format!(
                             "  federated acc {:.3} ({}/{} clients)",

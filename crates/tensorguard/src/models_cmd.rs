@@ -24,7 +24,7 @@ fn metric(v: Option<f64>, digits: usize) -> String {
 
 /// The versions' success rate on the fleet, when agents judged it.
 fn fleet_success(v: &ModelVersion) -> Option<f64> {
-    v.gate.map(|g| g.candidate.rate())
+    v.gate.as_ref().map(|g| g.candidate.rate())
 }
 
 pub fn run(cmd: ModelsCommand, dir: &Path, out: &Output) -> Result<(), UserError> {

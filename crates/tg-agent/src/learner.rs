@@ -114,6 +114,16 @@ pub trait Learner: Send {
     fn train(&mut self, round: &Round<'_>) -> Result<LocalOutcome, String>;
     /// Loss and accuracy of `model` on the local data.
     fn evaluate(&mut self, model: &Parameters) -> Result<Evaluation, String>;
+    /// [`Learner::evaluate`] with success counts per task, for learners
+    /// whose evaluation runs episodes of named tasks (a robot's rollouts);
+    /// by default none. The counts must add up to the evaluation's
+    /// `num_examples`, or the coordinator drops them.
+    fn evaluate_tasks(
+        &mut self,
+        model: &Parameters,
+    ) -> Result<(Evaluation, Vec<tg_types::record::TaskSuccesses>), String> {
+        self.evaluate(model).map(|e| (e, Vec::new()))
+    }
     /// The most bytes the next update may take on the wire as this machine
     /// stands now (e.g. its measured uplink over the time an upload may
     /// take, at most `seconds_left` of the coordinator's deadline); `None`:

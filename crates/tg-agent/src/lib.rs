@@ -477,14 +477,15 @@ impl Agent {
             }),
             Some(Err(e)) => return self.declined(req.at, DeclineReason::EvaluationFailed, &e),
         };
-        match self.learner.evaluate(&req.model) {
-            Ok(e) => ToCoordinator::Evaluated(EvaluateReply {
+        match self.learner.evaluate_tasks(&req.model) {
+            Ok((e, tasks)) => ToCoordinator::Evaluated(EvaluateReply {
                 at: req.at,
                 agent: self.id.clone(),
                 num_examples: e.num_examples,
                 loss: e.loss,
                 accuracy: e.accuracy,
                 baseline,
+                tasks,
             }),
             Err(e) => self.declined(req.at, DeclineReason::EvaluationFailed, &e),
         }

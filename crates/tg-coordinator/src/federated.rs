@@ -86,7 +86,16 @@ impl<T: Transport> Coordinator<'_, T> {
                                 if let Some(f) = figures
                                     && (baseline.is_none() || base.is_some())
                                 {
-                                    results.push(Answer { model: f, baseline: base });
+                                    // Per-task figures that do not add up
+                                    // are dropped; the totals stay.
+                                    let tasks = match tg_types::record::task_successes_problem(&r.tasks, r.num_examples) {
+                                        None => r.tasks,
+                                        Some(why) => {
+                                            tracing::info!(round, agent = %from, "per-task evaluation figures left out: {why}");
+                                            Vec::new()
+                                        }
+                                    };
+                                    results.push(Answer { model: f, baseline: base, tasks });
                                 } else {
                                     tracing::info!(round, agent = %from, "federated evaluation left out: out of range");
                                 }
@@ -117,6 +126,8 @@ impl<T: Transport> Coordinator<'_, T> {
         if asked == 0 {
             return Ok(None);
         }
+        let tasks =
+            tg_types::record::sum_task_successes(answers.iter().map(|a| a.tasks.as_slice()));
         let results: Vec<ClientEvaluation> = answers.into_iter().map(|a| a.model).collect();
         let answered = results.len() as u32;
         let Some(c) = self
@@ -132,6 +143,7 @@ impl<T: Transport> Coordinator<'_, T> {
             num_examples: c.num_examples,
             loss: c.loss,
             accuracy: c.accuracy,
+            tasks,
         };
         self.store
             .set_round_federated(self.config.job, round, &evaluation)?;
@@ -146,6 +158,9 @@ pub(crate) struct Answer {
     pub(crate) model: ClientEvaluation,
     /// The baseline's, when asked.
     pub(crate) baseline: Option<ClientEvaluation>,
+    /// The model's success counts per task, when the agent reported them
+    /// and they add up (informational: the gate judges the totals).
+    pub(crate) tasks: Vec<tg_types::record::TaskSuccesses>,
 }
 
 /// Figures in range (examples > 0, finite loss ≥ 0, accuracy in [0, 1]).

@@ -267,12 +267,18 @@ impl<T: Transport> Coordinator<'_, T> {
                     ));
                     return self.finish(record, started, None).await;
                 }
-                Some(verdict) => {
-                    record.gate = Some(verdict);
-                    if !verdict.passed {
+                Some(mut verdict) => {
+                    verdict.tasks = tg_types::record::sum_task_successes(
+                        answers.iter().map(|a| a.tasks.as_slice()),
+                    );
+                    let passed = verdict.passed;
+                    if !passed {
                         record.reason = Some(format!(
                             "rollout gate rejected the candidate: {verdict}; the current model stays"
                         ));
+                    }
+                    record.gate = Some(verdict);
+                    if !passed {
                         return self.finish(record, started, None).await;
                     }
                 }

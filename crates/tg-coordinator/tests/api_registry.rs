@@ -37,6 +37,8 @@ fn two_versions() -> (common::Fixture, String, String) {
             weight: 2.0,
             share: 0.5,
             updated: true,
+            task_share: vec![0.25, 0.75],
+            client_share: Some(0.5),
             step_norm: 0.1,
         }],
         screened: vec![tg_types::record::ScreenRecord {
@@ -165,6 +167,13 @@ async fn per_expert_figures_are_for_operators_only() {
             let (s, text) = call(&f.state, &Method::GET, &url, Some(&token(role)), "").await;
             assert_eq!(s, StatusCode::OK, "{text}");
             assert_eq!(text.contains("step_norm"), shown, "{role:?} {url}: {text}");
+            // Which tasks and what share of robots trained each expert, too.
+            assert_eq!(text.contains("task_share"), shown, "{role:?} {url}: {text}");
+            assert_eq!(
+                text.contains("client_share"),
+                shown,
+                "{role:?} {url}: {text}"
+            );
             // Robust aggregators' scores too; whether an update was admitted is for everyone.
             assert_eq!(text.contains("7.25"), shown, "{role:?} {url}: {text}");
             assert_eq!(text.contains("9.625"), shown, "{role:?} {url}: {text}");

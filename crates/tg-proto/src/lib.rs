@@ -30,7 +30,7 @@ use tg_types::spec::{LocalObjective, TrainConfig};
 use tg_types::{AgentId, JobId, Parameters};
 
 /// Protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 13;
+pub const PROTOCOL_VERSION: u16 = 14;
 
 /// Largest frame [`decode`] accepts (256 MiB). Larger models are streamed in
 /// chunks by the network transport.
@@ -204,6 +204,10 @@ pub struct EvaluateReply {
     pub accuracy: f64,
     /// The baseline's evaluation, when the request carried one.
     pub baseline: Option<EvaluationFigures>,
+    /// The model's success counts per task (rollout evaluations), when the
+    /// agent's evaluation reports them; they must add up to
+    /// `num_examples` (`tg_types::record::task_successes_problem`).
+    pub tasks: Vec<tg_types::record::TaskSuccesses>,
 }
 
 /// Coordinator → agent.

@@ -36,7 +36,8 @@ impl Store {
         round.model_sha256.clone_from(&sha);
         let gate = round
             .gate
-            .map(|g| serde_json::to_string(&g))
+            .as_ref()
+            .map(serde_json::to_string)
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("gate verdict: {e}")))?;
         let experts = (!round.experts.is_empty())

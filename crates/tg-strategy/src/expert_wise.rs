@@ -26,6 +26,14 @@
 //! leading dimension is `T` and its name starts with `router.` or
 //! `task_embed.` or has a `tasks` path segment. Every other tensor is
 //! shared.
+//!
+//! Two optional tensors only report, and are never applied: with
+//! [`EXPERT_TASK_MASS`] (`[E, T]`) clients send how much of each expert's
+//! weight came from each task's examples, and with [`EXPERT_CLIENTS`]
+//! (`[E]`) a 1 for each expert whose gate mass passed their threshold. The
+//! round records, per expert, which tasks trained it and what share of the
+//! clients did ([`ExpertStep::task_share`], [`ExpertStep::client_share`]),
+//! from the sum alone like everything else.
 
 use rand::RngCore;
 use tg_types::{AgentId, Parameters};
@@ -41,6 +49,25 @@ pub const SHARED_WEIGHT: &str = "tg.shared_weight";
 /// The optional tensor (shape `[T]`) in which clients send each task's
 /// weight, for task-indexed tensors (see the module).
 pub const TASK_WEIGHT: &str = "tg.task_weight";
+/// The optional report tensor (shape `[E, T]`) in which clients send, per
+/// expert, the part of its weight that came from each task's examples.
+pub const EXPERT_TASK_MASS: &str = "tg.expert_task_mass";
+/// The optional report tensor (shape `[E]`) in which clients send 1 for
+/// each expert whose gate mass passed their threshold, 0 otherwise.
+pub const EXPERT_CLIENTS: &str = "tg.expert_clients";
+
+/// Whether a tensor is one of the weights or reports clients send beside
+/// their update (never applied to the model).
+fn is_weight_or_report(name: &str) -> bool {
+    [
+        EXPERT_WEIGHT,
+        SHARED_WEIGHT,
+        TASK_WEIGHT,
+        EXPERT_TASK_MASS,
+        EXPERT_CLIENTS,
+    ]
+    .contains(&name)
+}
 
 /// An expert receiving less than this share of the round's shared weight
 /// (or a tenth of an even share, `0.1 / E`, if that is less) is left as it
@@ -150,7 +177,28 @@ pub fn initial_model_refusal(initial: &Parameters) -> Option<String> {
             ));
         }
     }
-    for w in [Some(experts), Some(shared), tasks].into_iter().flatten() {
+    let task_mass = find(EXPERT_TASK_MASS);
+    if let Some(m) = task_mass
+        && (m.shape.len() != 2 || m.shape[0] != e || m.shape[1] == 0)
+    {
+        return Some(format!(
+            "strategy expert-wise: `{EXPERT_TASK_MASS}` must have shape [E, T] with E = {e}, got {:?}; {fix}",
+            m.shape
+        ));
+    }
+    let clients = find(EXPERT_CLIENTS);
+    if let Some(c) = clients
+        && c.shape != [e]
+    {
+        return Some(format!(
+            "strategy expert-wise: `{EXPERT_CLIENTS}` must have shape [{e}], got {:?}; {fix}",
+            c.shape
+        ));
+    }
+    for w in [Some(experts), Some(shared), tasks, task_mass, clients]
+        .into_iter()
+        .flatten()
+    {
         if w.data.iter().any(|&v| v != 0.0) {
             return Some(format!(
                 "strategy expert-wise: `{}` must start at zero (clients send the global value plus their weight); {fix}",
@@ -173,6 +221,35 @@ fn task_weights(mean: &Parameters) -> Result<Option<Vec<f64>>> {
         )));
     }
     Ok(Some(t.data.iter().map(|&v| f64::from(v)).collect()))
+}
+
+/// The report tensors read from a mean update, into `steps` (see the
+/// module); a report of another shape is ignored, since it moves nothing.
+fn read_reports(mean: &Parameters, steps: &mut [ExpertStep]) {
+    let find = |n: &str| mean.tensors().iter().find(|t| t.name == n);
+    let experts = steps.len();
+    if let Some(m) = find(EXPERT_TASK_MASS)
+        && m.shape.len() == 2
+        && m.shape[0] == experts
+        && m.shape[1] > 0
+    {
+        let tasks = m.shape[1];
+        for (step, row) in steps.iter_mut().zip(m.data.chunks_exact(tasks)) {
+            let total: f64 = row.iter().map(|&v| f64::from(v)).sum();
+            step.task_share = if total.is_finite() && total > 0.0 {
+                row.iter().map(|&v| f64::from(v) / total).collect()
+            } else {
+                vec![0.0; tasks]
+            };
+        }
+    }
+    if let Some(c) = find(EXPERT_CLIENTS)
+        && c.data.len() == experts
+    {
+        for (step, &v) in steps.iter_mut().zip(&c.data) {
+            step.client_share = Some(f64::from(v)).filter(|v| v.is_finite());
+        }
+    }
 }
 
 /// `(E, shared weight)` read from a mean update, checked.
@@ -249,9 +326,12 @@ impl Strategy for ExpertWise {
                     share,
                     updated: share.is_finite() && share >= floor,
                     step_norm: 0.0,
+                    task_share: Vec::new(),
+                    client_share: None,
                 }
             })
             .collect();
+        read_reports(&mean, &mut steps);
         let lr = f64::from(self.server_lr);
         // Per task: its weight, if it has enough of the round's to average
         // (the experts' floor, for the same reason).
@@ -269,8 +349,8 @@ impl Strategy for ExpertWise {
         let mut sq = vec![0f64; experts];
         let mut tensors = global.tensors().to_vec();
         for (t, m) in tensors.iter_mut().zip(mean.tensors()) {
-            if t.name == EXPERT_WEIGHT || t.name == SHARED_WEIGHT || t.name == TASK_WEIGHT {
-                continue; // The global model's weights stay as they were (zero).
+            if is_weight_or_report(&t.name) {
+                continue; // The global model's weights and reports stay as they were (zero).
             }
             let split = is_per_expert(&t.name, &t.shape, experts);
             if !split && is_per_task(&t.name, &t.shape, task_w.len()) {

@@ -87,6 +87,7 @@ impl RolloutGate {
             difference_high: high,
             margin: self.margin,
             passed: high >= -self.margin,
+            tasks: Vec::new(),
         })
     }
 }

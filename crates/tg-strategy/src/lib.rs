@@ -25,8 +25,8 @@ mod scaffold;
 
 pub use central_dp::CentralDp;
 pub use expert_wise::{
-    EXPERT_WEIGHT, ExpertStep, ExpertWise, MIN_EXPERT_SHARE, SHARED_WEIGHT, TASK_WEIGHT,
-    initial_model_refusal, is_per_expert, is_per_task,
+    EXPERT_CLIENTS, EXPERT_TASK_MASS, EXPERT_WEIGHT, ExpertStep, ExpertWise, MIN_EXPERT_SHARE,
+    SHARED_WEIGHT, TASK_WEIGHT, initial_model_refusal, is_per_expert, is_per_task,
 };
 pub use fedadam::FedAdam;
 pub use fedavg::FedAvg;

@@ -15,6 +15,7 @@ pub mod record;
 pub mod reputation;
 pub mod robust;
 pub mod spec;
+pub mod tasks;
 pub mod view;
 
 pub use ids::{AgentId, JobId};

@@ -265,7 +265,7 @@ pub struct ScreenRecord {
 }
 
 /// What one round did to one expert of a mixture-of-experts model.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExpertStep {
     /// The expert's weight in the round's mean (`Σ w_e / n`: examples ×
     /// gate mass, summed over clients, per client).
@@ -277,6 +277,18 @@ pub struct ExpertStep {
     pub updated: bool,
     /// L2 norm of the step applied to it (zero when it did not move).
     pub step_norm: f64,
+    /// Per task (the model's task order), the share of the expert's gate
+    /// mass that came from that task's examples, from the round's sum of
+    /// the clients' `tg.expert_task_mass`; empty when the model does not
+    /// carry it. Under distributed DP these are noisy (and may be
+    /// negative).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_share: Vec<f64>,
+    /// The share of the round's clients whose gate mass on the expert
+    /// passed their threshold, from the mean of the clients'
+    /// `tg.expert_clients`; absent when the model does not carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_share: Option<f64>,
 }
 
 /// Success counts of one model in a rollout evaluation.
@@ -299,9 +311,13 @@ impl Successes {
     }
 }
 
+pub use crate::tasks::{
+    MAX_EVALUATED_TASKS, MAX_TASK_NAME, TaskSuccesses, sum_task_successes, task_successes_problem,
+};
+
 /// What the rollout gate decided about a round's candidate, with its
 /// figures (`tg_strategy::RolloutGate`).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GateVerdict {
     /// The candidate's counts.
     pub candidate: Successes,
@@ -315,6 +331,10 @@ pub struct GateVerdict {
     pub margin: f64,
     /// Whether the candidate committed.
     pub passed: bool,
+    /// The candidate's counts per task, summed over the judges that
+    /// reported them (empty when none did).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskSuccesses>,
 }
 
 impl std::fmt::Display for GateVerdict {
@@ -338,7 +358,7 @@ impl std::fmt::Display for GateVerdict {
 /// The committed model evaluated by agents on their own data, combined by
 /// the strategy (example-weighted means). Informational: the evaluation
 /// gate is the coordinator's held-out set, which no agent can influence.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FederatedEvaluation {
     /// Agents asked.
     pub asked: u32,
@@ -350,6 +370,10 @@ pub struct FederatedEvaluation {
     pub loss: f64,
     /// Accuracy in [0, 1].
     pub accuracy: f64,
+    /// Success counts per task, summed over the agents that reported them
+    /// (rollout evaluations; empty when none did).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskSuccesses>,
 }
 
 /// How a job ended, in the one schema every runner records (the store's

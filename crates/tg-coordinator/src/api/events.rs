@@ -186,6 +186,8 @@ mod tests {
                 weight: 3.0,
                 share: 0.75,
                 updated: true,
+                task_share: vec![0.25, 0.75],
+                client_share: Some(0.5),
                 step_norm: 0.2,
             }],
             screened: vec![tg_types::record::ScreenRecord {

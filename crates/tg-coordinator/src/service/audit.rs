@@ -158,7 +158,7 @@ pub fn round(r: &RoundRecord, quorum: u32, attested: &BTreeMap<String, Value>) -
                 }
             })
             .collect(),
-        gate: r.gate,
+        gate: r.gate.clone(),
         screened: r.screened.clone(),
         reputation: r.reputation.clone(),
     }
@@ -191,11 +191,16 @@ mod tests {
             difference_high: -0.56,
             margin: 0.0,
             passed: false,
+            tasks: vec![tg_types::record::TaskSuccesses {
+                task: "reach".into(),
+                successes: 2,
+                episodes: 40,
+            }],
         };
         let mut r = crate::round::new_record(2);
         r.status = RoundStatus::Failed;
         r.reason = Some(format!("rollout gate rejected the candidate: {verdict}"));
-        r.gate = Some(verdict);
+        r.gate = Some(verdict.clone());
         let event = AuditEvent::Round(round(&r, 1, &BTreeMap::new()));
         assert_eq!(event.kind(), "round.failed");
         let body = event.body();

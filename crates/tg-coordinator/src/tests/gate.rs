@@ -9,6 +9,17 @@ fn evaluated_both(
     model: (u64, f64),
     baseline: Option<(u64, f64)>,
 ) -> TransportEvent {
+    evaluated_tasks(agent, at, model, baseline, Vec::new())
+}
+
+/// [`evaluated_both`] with per-task counts `(task, successes, episodes)`.
+fn evaluated_tasks(
+    agent: &AgentId,
+    at: tg_proto::RoundRef,
+    model: (u64, f64),
+    baseline: Option<(u64, f64)>,
+    tasks: Vec<(&str, u64, u64)>,
+) -> TransportEvent {
     received(
         agent,
         tg_proto::encode(&ToCoordinator::Evaluated(tg_proto::EvaluateReply {
@@ -22,6 +33,16 @@ fn evaluated_both(
                 loss: 1.0 - a,
                 accuracy: a,
             }),
+            tasks: tasks
+                .into_iter()
+                .map(
+                    |(task, successes, episodes)| tg_types::record::TaskSuccesses {
+                        task: task.into(),
+                        successes,
+                        episodes,
+                    },
+                )
+                .collect(),
         }))
         .unwrap(),
     )
@@ -48,9 +69,11 @@ async fn the_rollout_gate_keeps_the_current_model_when_a_poisoned_candidate_does
             vec![reply(a, req, params(v))]
         }),
         // Robots succeed in 16 of 20 episodes with a sane model and in 1 of
-        // 20 with a poisoned one, and answer for both models at once. One
-        // leaves the baseline out (its answer is not counted); one claims
-        // u64::MAX episodes (capped at the gate's 20).
+        // 20 with a poisoned one, and answer for both models at once, with
+        // the candidate's counts on two tasks. One leaves the baseline out
+        // (its answer is not counted); one claims u64::MAX episodes (capped
+        // at the gate's 20), and per-task counts that do not add up to
+        // them (left out of the per-task sums).
         evaluate: Some(Box::new(move |a, req| {
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let rate = |p: &Parameters| {
@@ -66,7 +89,15 @@ async fn the_rollout_gate_keeps_the_current_model_when_a_poisoned_candidate_does
                 .as_ref()
                 .filter(|_| *a != shy)
                 .map(|b| (n, rate(b)));
-            vec![evaluated_both(a, req.at, (n, rate(&req.model)), baseline)]
+            let won = (rate(&req.model) * 20.0_f64).round() as u64;
+            let tasks = vec![("reach", won.div_ceil(2), 10), ("push", won / 2, 10)];
+            vec![evaluated_tasks(
+                a,
+                req.at,
+                (n, rate(&req.model)),
+                baseline,
+                tasks,
+            )]
         })),
     };
     let (outcome, store, _dir) = run_over(config, transport).await;
@@ -74,7 +105,7 @@ async fn the_rollout_gate_keeps_the_current_model_when_a_poisoned_candidate_does
     assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 4 * 3);
     let h = &outcome.history;
     assert_eq!(h[0].status, RoundStatus::Committed, "{:?}", h[0].reason);
-    let g1 = h[0].gate.expect("round 1 was judged");
+    let g1 = h[0].gate.clone().expect("round 1 was judged");
     assert!(g1.passed);
     assert_eq!(
         (g1.candidate.episodes, g1.current.episodes),
@@ -82,9 +113,25 @@ async fn the_rollout_gate_keeps_the_current_model_when_a_poisoned_candidate_does
         "three judges, 20 episodes each at most"
     );
     assert_eq!(h[1].status, RoundStatus::Failed);
-    let g2 = h[1].gate.expect("round 2 was judged");
+    let g2 = h[1].gate.clone().expect("round 2 was judged");
     assert!(!g2.passed);
     assert_eq!((g2.candidate.successes, g2.current.successes), (3, 48));
+    // Per task, the candidate's counts from the two judges whose figures
+    // add up (the boaster's do not): the dashboard's success per task.
+    let per_task = |g: &tg_types::record::GateVerdict| {
+        g.tasks
+            .iter()
+            .map(|t| (t.task.clone(), t.successes, t.episodes))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        per_task(&g1),
+        [("push".to_string(), 16, 20), ("reach".to_string(), 16, 20)]
+    );
+    assert_eq!(
+        per_task(&g2),
+        [("push".to_string(), 0, 20), ("reach".to_string(), 2, 20)]
+    );
     let reason = h[1].reason.as_deref().unwrap();
     assert!(
         reason.contains(

@@ -370,6 +370,7 @@ fn evaluated(
             loss,
             accuracy: acc,
             baseline: None,
+            tasks: Vec::new(),
         }))
         .unwrap(),
     )
@@ -413,7 +414,10 @@ async fn federated_evaluation_combines_only_well_formed_answers_to_this_request(
         outcome.history[0].federated.is_none(),
         "not scheduled in round 1"
     );
-    let f = outcome.history[1].federated.expect("round 2 is scheduled");
+    let f = outcome.history[1]
+        .federated
+        .clone()
+        .expect("round 2 is scheduled");
     assert_eq!((f.asked, f.answered, f.num_examples), (6, 1, 10));
     assert_eq!((f.loss, f.accuracy), (0.5, 0.8));
     // Recorded with the round.

@@ -232,3 +232,124 @@ fn a_task_row_moves_by_the_mean_of_the_clients_that_have_the_task() {
         .unwrap_err();
     assert!(e.to_string().contains(TASK_WEIGHT), "{e}");
 }
+
+#[test]
+fn reports_say_which_tasks_and_what_share_of_clients_trained_each_expert_and_move_nothing() {
+    // Two experts, three tasks. Client 1: task 0 on expert 0 (weight 3);
+    // client 2: task 1 on expert 0 (1) and task 2 on expert 1 (2); client
+    // 3 used nothing above its threshold.
+    let m = |b: [f32; 4], ew: [f32; 2], sw: f32, mass: [f32; 6], used: [f32; 2]| {
+        Parameters::new(vec![
+            t("layers.0.lora_B", vec![2, 2], b.to_vec()),
+            t(EXPERT_WEIGHT, vec![2], ew.to_vec()),
+            t(SHARED_WEIGHT, vec![1], vec![sw]),
+            t(EXPERT_TASK_MASS, vec![2, 3], mass.to_vec()),
+            t(EXPERT_CLIENTS, vec![2], used.to_vec()),
+        ])
+        .unwrap()
+    };
+    let global = m([0.0; 4], [0.0; 2], 0.0, [0.0; 6], [0.0; 2]);
+    assert_eq!(initial_model_refusal(&global), None);
+    let c1 = m(
+        [3.0, 3.0, 0.0, 0.0],
+        [3.0, 0.0],
+        3.0,
+        [3.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        [1.0, 0.0],
+    );
+    let c2 = m(
+        [1.0, 1.0, 2.0, 2.0],
+        [1.0, 2.0],
+        3.0,
+        [0.0, 1.0, 0.0, 0.0, 0.0, 2.0],
+        [1.0, 1.0],
+    );
+    let c3 = m([0.0; 4], [0.0, 0.0], 1.0, [0.0; 6], [0.0, 0.0]);
+    let mut each = strategy();
+    let with = each
+        .aggregate_train(
+            1,
+            &global,
+            &[
+                update(1, c1.clone()),
+                update(2, c2.clone()),
+                update(3, c3.clone()),
+            ],
+        )
+        .unwrap();
+    let steps = each.last_round().to_vec();
+    let close = |a: &[f64], b: &[f64]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6)
+    };
+    assert!(close(&steps[0].task_share, &[0.75, 0.25, 0.0]), "{steps:?}");
+    assert!(close(&steps[1].task_share, &[0.0, 0.0, 1.0]), "{steps:?}");
+    assert!((steps[0].client_share.unwrap() - 2.0 / 3.0).abs() < 1e-6);
+    assert!((steps[1].client_share.unwrap() - 1.0 / 3.0).abs() < 1e-6);
+    // The reports stay zero in the model and move nothing: the same
+    // clients without them give the same model.
+    let strip = |p: &Parameters| {
+        Parameters::new(
+            p.tensors()
+                .iter()
+                .filter(|x| x.name != EXPERT_TASK_MASS && x.name != EXPERT_CLIENTS)
+                .cloned()
+                .collect(),
+        )
+        .unwrap()
+    };
+    let without = strategy()
+        .aggregate_train(
+            1,
+            &strip(&global),
+            &[
+                update(1, strip(&c1)),
+                update(2, strip(&c2)),
+                update(3, strip(&c3)),
+            ],
+        )
+        .unwrap();
+    let v: Vec<f32> = with.values().collect();
+    assert_eq!(v[..7], without.values().collect::<Vec<_>>()[..]);
+    assert!(v[7..].iter().all(|&x| x == 0.0), "{v:?}");
+    // The same figures from the sum alone.
+    let mut sum = c1;
+    sum.add_scaled(&c2, 1.0).unwrap();
+    sum.add_scaled(&c3, 1.0).unwrap();
+    sum.scale(1.0 / 3.0);
+    let mut once = strategy();
+    once.aggregate_train(1, &global, &[update(1, sum)]).unwrap();
+    assert!(close(
+        &once.last_round()[0].task_share,
+        &steps[0].task_share
+    ));
+    // Reports in the wrong shape, or not at zero, are refused at start.
+    let plain = || {
+        vec![
+            t("layers.0.lora_B", vec![2, 2], vec![0.0; 4]),
+            t(EXPERT_WEIGHT, vec![2], vec![0.0; 2]),
+            t(SHARED_WEIGHT, vec![1], vec![0.0]),
+        ]
+    };
+    let with = |x: NamedTensor| plain().into_iter().chain([x]).collect::<Vec<_>>();
+    for (bad, says) in [
+        (
+            with(t(EXPERT_TASK_MASS, vec![3, 2], vec![0.0; 6])),
+            "shape [E, T]",
+        ),
+        (
+            with(t(EXPERT_CLIENTS, vec![3], vec![0.0; 3])),
+            EXPERT_CLIENTS,
+        ),
+        (
+            with(t(
+                EXPERT_TASK_MASS,
+                vec![2, 3],
+                vec![0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+            )),
+            "start at zero",
+        ),
+    ] {
+        let why = initial_model_refusal(&Parameters::new(bad).unwrap()).unwrap();
+        assert!(why.contains(says), "{why}");
+    }
+}

@@ -189,6 +189,7 @@ async function renderPage() {
     case "models": return renderModels(state.registry);
     case "experts": {
       renderExpertSteps(state.rounds, state.registry);
+      renderTaskSuccess(state.rounds);
       const head = state.registry && state.registry.head;
       const model = (head && state.models.find((m) => m.sha256 === head.sha256)) || state.models[state.models.length - 1];
       if (!model) return renderExperts({ names: [], experts: [] }, null);

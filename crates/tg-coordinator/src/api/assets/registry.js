@@ -93,8 +93,56 @@ function renderExpertSteps(rounds, registry) {
     cell(tr, fmtNum(x.weight));
     cell(tr, x.updated ? "yes" : "no (below the share floor)", x.updated ? "" : "status-failed");
     cell(tr, fmtNum(x.step_norm));
+    cell(tr, robotsText(x.client_share, last.participants));
+    cell(tr, tasksText(x.task_share));
     table.append(tr);
   });
-  note.textContent = `Round ${last.round}: each expert's share of the fleet's data (examples × gate mass, summed over robots) and the norm of its step. ` +
-    "Which robot or task trained an expert is not shown: that is each robot's own data, and under secure aggregation the coordinator never sees it.";
+  const reported = last.experts.some((x) => x.client_share != null || (x.task_share && x.task_share.length));
+  note.textContent = `Round ${last.round}: each expert's share of the fleet's data (examples × gate mass, summed over robots), the norm of its step` +
+    (reported
+      ? ", how many of the round's robots trained it and which tasks' examples did (task numbers in the policy's task order). These come from the round's sum of the robots' reports, never from one robot's figures; under distributed DP they are noisy."
+      : ". Which tasks and how many robots trained each expert is shown when the robots send reports (tensorguard.lora.expert_state_dict(policy, report=True), the default); this model carries none.");
+}
+
+// Success per task of each committed version, from the robots' rollout
+// evaluations (the gate's, else the federated evaluation's), summed over
+// robots by the coordinator.
+function renderTaskSuccess(rounds) {
+  const versions = rounds.filter((r) => r.status === "committed")
+    .map((r) => [r.round, (r.gate && r.gate.tasks) || (r.federated && r.federated.tasks) || []])
+    .filter(([, tasks]) => tasks.length);
+  const note = $("task-success-note");
+  if (!versions.length) {
+    note.textContent = "No per-task figures: robots report them from a rollout evaluation (metrics[\"tasks\"] = {task: (successes, episodes)} in an evaluate handler).";
+    $("chart-task-success").replaceChildren();
+    return;
+  }
+  const names = [...new Set(versions.flatMap(([, tasks]) => tasks.map((t) => t.task)))].sort();
+  const palette = ["#2f6fdb", "#1f9d55", "#d98e04", "#d64545", "#7a4bd6", "#0f8b8d", "#b5478a", "#5a6b7d"];
+  const series = names.map((name, i) => ({
+    label: name, color: palette[i % palette.length],
+    points: versions.map(([round, tasks]) => {
+      const t = tasks.find((x) => x.task === name);
+      return [round, t && t.episodes ? t.successes / t.episodes : null];
+    }).filter((p) => p[1] !== null),
+  }));
+  drawChart($("chart-task-success"), series, { yMin: 0, yMax: 1 });
+  const [round, last] = versions[versions.length - 1];
+  note.textContent = `Each committed version's success rate per task, from the robots' own held-out rollouts (summed over robots). Version of round ${round}: ` +
+    last.map((t) => `${t.task} ${t.successes}/${t.episodes}`).join(", ") + ".";
+}
+
+// "12 of 50 (24 %)" from a share of the round's robots.
+function robotsText(share, participants) {
+  if (share == null || !Number.isFinite(share)) return "—";
+  const pct = `${(100 * share).toFixed(0)} %`;
+  return participants ? `${Math.round(share * participants)} of ${participants} (${pct})` : pct;
+}
+
+// The tasks that trained an expert, largest share first: "task 2: 75 %, task 0: 25 %".
+function tasksText(shares) {
+  if (!shares || !shares.length) return "—";
+  const top = shares.map((v, t) => [t, v]).filter(([, v]) => Number.isFinite(v) && v >= 0.05)
+    .sort((a, b) => b[1] - a[1]).slice(0, 4);
+  return top.length ? top.map(([t, v]) => `task ${t}: ${(100 * v).toFixed(0)} %`).join(", ") : "none over 5 %";
 }
