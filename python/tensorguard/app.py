@@ -53,36 +53,48 @@ class Context:
 Handler = Callable[[Any, Dict[str, Any], Context], Any]
 
 
-def task_counts(tasks: Any, num_examples: int) -> List[Tuple[str, int, int]]:
+def task_counts(tasks: Any, num_examples: int, accuracy: float) -> List[Tuple[str, int, int]]:
     """An evaluate handler's optional ``metrics["tasks"]``, a mapping from
     task name to ``(successes, episodes)``, as the engine's per-task counts
-    (the dashboard's success per task over versions). They must add up to
-    the handler's ``num_examples``.
-
-    Raises:
-        ValueError: a count that is not a non-negative int, more successes
-            than episodes, or episodes that do not add up.
+    (the dashboard's success per task over versions). The coordinator keeps
+    them only if they add up to the handler's ``num_examples`` and
+    ``accuracy``; counts it would drop are dropped here with a warning,
+    and the evaluation's totals still count.
 
     Example:
-        >>> task_counts({"reach": (3, 4), "push": (0, 2)}, 6)
+        >>> task_counts({"reach": (3, 4), "push": (0, 2)}, 6, 0.5)
         [('push', 0, 2), ('reach', 3, 4)]
     """
+    import numbers
+    import re
+    import warnings
+
     if tasks is None:
         return []
+
+    def drop(why: str) -> List[Tuple[str, int, int]]:
+        warnings.warn(f'metrics["tasks"] left out: {why}; the evaluation\'s totals still count', RuntimeWarning, stacklevel=3)
+        return []
+
     if not isinstance(tasks, Mapping):
-        raise ValueError(f'metrics["tasks"] must map task names to (successes, episodes), got {type(tasks).__name__}')
+        return drop(f"it must map task names to (successes, episodes), got {type(tasks).__name__}")
+    if len(tasks) > 64:
+        return drop(f"{len(tasks)} tasks (at most 64)")
     out = []
-    for name, counts in sorted(tasks.items()):
+    for name, counts in sorted(tasks.items(), key=lambda kv: str(kv[0])):
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name):
+            return drop(f"task name {name!r} is not 1-64 characters of [A-Za-z0-9._-]")
         try:
             successes, episodes = counts
         except (TypeError, ValueError):
-            raise ValueError(f'metrics["tasks"][{name!r}] must be (successes, episodes), got {counts!r}') from None
-        ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (successes, episodes))
-        if not isinstance(name, str) or not ok or successes > episodes or episodes == 0:
-            raise ValueError(f'metrics["tasks"][{name!r}] = {counts!r}: successes and episodes must be ints with 0 <= successes <= episodes and episodes >= 1')
-        out.append((name, successes, episodes))
+            return drop(f"{name!r}: {counts!r} is not (successes, episodes)")
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0 for v in (successes, episodes)) or successes > episodes or episodes == 0:
+            return drop(f"{name!r}: {counts!r} needs integers with 0 <= successes <= episodes and episodes >= 1")
+        out.append((name, int(successes), int(episodes)))
     if out and sum(e for _, _, e in out) != num_examples:
-        raise ValueError(f'metrics["tasks"] episodes add up to {sum(e for _, _, e in out)}, not the {num_examples} the handler evaluated')
+        return drop(f"episodes add up to {sum(e for _, _, e in out)}, not the {num_examples} evaluated")
+    if out and abs(sum(s for _, s, _ in out) - accuracy * num_examples) > max(1.0, num_examples * 1e-12):
+        return drop(f"successes add up to {sum(s for _, s, _ in out)}, not accuracy {accuracy} x {num_examples}")
     return out
 
 
@@ -210,4 +222,4 @@ class _AppClient:
         loss, n, metrics = _unpack(self.app._evaluate(model, dict(config), self.context), "the evaluate handler")
         if "accuracy" not in metrics:
             raise ValueError('the evaluate handler must report metrics["accuracy"]')
-        return float(loss), n, float(metrics["accuracy"]), task_counts(metrics.get("tasks"), n)
+        return float(loss), n, float(metrics["accuracy"]), task_counts(metrics.get("tasks"), n, float(metrics["accuracy"]))

@@ -19,7 +19,7 @@ from .lora import EXPERT_CLIENTS, EXPERT_TASK_MASS, EXPERT_WEIGHT, SHARED_WEIGHT
 __all__ = ["expert_state_dict", "expert_update"]
 
 
-def expert_state_dict(module: Any, per_task: bool = True, report: bool = True) -> Dict[str, Any]:
+def expert_state_dict(module: Any, per_task: bool = True, report: Optional[bool] = None) -> Dict[str, Any]:
     """The adapters plus the (zero) weight tensors expert-wise aggregation
     needs: the initial model of a ``strategy="expert-wise"`` federation.
 
@@ -28,13 +28,14 @@ def expert_state_dict(module: Any, per_task: bool = True, report: bool = True) -
     task embedding's rows are then each averaged over the robots that have
     that task, rather than shrunk by the share of robots that do not.
 
-    With ``report`` (the default) it also carries the report tensors
+    With ``report`` (by default, as ``per_task``) it also carries the report tensors
     ``EXPERT_CLIENTS`` and, for a ``MoEPolicy``, ``EXPERT_TASK_MASS``: each
     round then records, per expert, the share of its robots that trained
     it and which tasks' examples did (the dashboard's Experts page). They
-    move nothing, and the coordinator sees only their sum. Under
-    distributed DP pass ``report=False``: they would share the clip with
-    the update (and be noise at that scale).
+    move nothing, and the coordinator sees only their sum (in plaintext
+    rounds, each robot's). Robots self-report them, so a lying robot can
+    skew the page, never the model. A DP job refuses them (pass
+    ``report=False``): they would share the clip with the update.
 
     Example:
         >>> import torch
@@ -51,7 +52,7 @@ def expert_state_dict(module: Any, per_task: bool = True, report: bool = True) -
     tasks = getattr(module, "tasks", None)
     if per_task and tasks:
         out[TASK_WEIGHT] = torch.zeros(len(tasks))
-    if report:
+    if per_task if report is None else report:
         out[EXPERT_CLIENTS] = torch.zeros(experts)
         if tasks and hasattr(module, "gates"):
             out[EXPERT_TASK_MASS] = torch.zeros(experts, len(tasks))

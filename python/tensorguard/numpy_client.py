@@ -109,4 +109,4 @@ class NumPyClient:
         loss, n, metrics = self.evaluate(params, dict(config))
         if "accuracy" not in (metrics or {}):
             raise ValueError('evaluate must report metrics["accuracy"]')
-        return float(loss), int(n), float(metrics["accuracy"]), task_counts(metrics.get("tasks"), int(n))
+        return float(loss), int(n), float(metrics["accuracy"]), task_counts(metrics.get("tasks"), int(n), float(metrics["accuracy"]))

@@ -145,6 +145,12 @@ def test_expert_wise_needs_expert_weights_and_checks_the_gate_mass() -> None:
     with pytest.raises(tensorguard.TensorGuardError) as e:
         tensorguard.simulation.run(app, num_clients=3, rounds=1, initial_model=wrong, strategy="expert-wise")
     assert "tg.task_weight" in str(e.value)
+    # The report tensors would share a DP clip with the update: refused.
+    dp = {"mode": "distributed", "target_epsilon": 8.0, "delta": 1e-5, "clip": 1.0}
+    with pytest.raises(tensorguard.TensorGuardError) as e:
+        tensorguard.simulation.run(app, num_clients=3, rounds=1, initial_model=expert_state_dict(p), strategy="expert-wise", secure_aggregation=True, dp=dp)
+    assert "report=False" in str(e.value)
+    assert EXPERT_CLIENTS not in expert_state_dict(p, per_task=False) and EXPERT_TASK_MASS in expert_state_dict(p)
     g = expert_state_dict(p)
     ids = p.task_ids(["a"] * 10)
     for bad in (torch.tensor([0.5]), torch.tensor([float("nan"), 0.5]), torch.tensor([-0.1, 1.1]), torch.tensor([0.9, 0.9])):

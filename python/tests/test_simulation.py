@@ -319,10 +319,22 @@ def test_federated_evaluation_sums_success_per_task_and_refuses_counts_that_do_n
     assert s["history"][0]["federated"]["tasks"] == [{"task": "a", "successes": 3, "episodes": 9}, {"task": "b", "successes": 1, "episodes": 2}]
     from tensorguard.app import task_counts
 
-    for bad, n in (({"a": (4, 3)}, 3), ({"a": (1, 3)}, 4), ({"a": (1.0, 3)}, 3), ({"a": 3}, 3), ([("a", 1, 3)], 3), ({"a": (0, 0)}, 0)):
-        with pytest.raises(ValueError):
-            task_counts(bad, n)
-    assert task_counts(None, 3) == []
+    # Counts the coordinator would drop are dropped with a warning (the
+    # robot's totals still count: it keeps its vote in the rollout gate).
+    for bad, n, acc in (
+        ({"a": (4, 3)}, 3, 1.0),
+        ({"a": (1, 3)}, 4, 0.25),
+        ({"a": (1.0, 3)}, 3, 1 / 3),
+        ({"a": 3}, 3, 0.0),
+        ([("a", 1, 3)], 3, 1 / 3),
+        ({"a": (0, 0)}, 0, 0.0),
+        ({"a": (3, 3)}, 3, 0.0),
+        ({"rm -rf /": (1, 3)}, 3, 1 / 3),
+    ):
+        with pytest.warns(RuntimeWarning, match="left out"):
+            assert task_counts(bad, n, acc) == []
+    assert task_counts(None, 3, 0.0) == []
+    assert task_counts({"a": (np.int64(2), np.int64(3))}, 3, 2 / 3) == [("a", 2, 3)]
 
 
 def test_on_round_sees_each_round_and_can_stop_the_run():

@@ -88,7 +88,7 @@ impl<T: Transport> Coordinator<'_, T> {
                                 {
                                     // Per-task figures that do not add up
                                     // are dropped; the totals stay.
-                                    let tasks = match tg_types::record::task_successes_problem(&r.tasks, r.num_examples) {
+                                    let tasks = match tg_types::record::task_successes_problem(&r.tasks, r.num_examples, r.accuracy) {
                                         None => r.tasks,
                                         Some(why) => {
                                             tracing::info!(round, agent = %from, "per-task evaluation figures left out: {why}");

@@ -268,9 +268,20 @@ impl<T: Transport> Coordinator<'_, T> {
                     return self.finish(record, started, None).await;
                 }
                 Some(mut verdict) => {
-                    verdict.tasks = tg_types::record::sum_task_successes(
-                        answers.iter().map(|a| a.tasks.as_slice()),
-                    );
+                    // Per task, each judge counts for at most the
+                    // episodes its totals count for.
+                    let capped: Vec<_> = answers
+                        .iter()
+                        .map(|a| {
+                            tg_types::record::capped_task_successes(
+                                &a.tasks,
+                                a.model.num_examples,
+                                gate.min_episodes.max(1),
+                            )
+                        })
+                        .collect();
+                    verdict.tasks =
+                        tg_types::record::sum_task_successes(capped.iter().map(Vec::as_slice));
                     let passed = verdict.passed;
                     if !passed {
                         record.reason = Some(format!(

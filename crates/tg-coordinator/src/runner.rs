@@ -70,7 +70,23 @@ pub fn expert_wise_refusal(spec: &tg_types::spec::JobSpec, initial: &Parameters)
     if spec.strategy.kind != tg_types::spec::StrategyKind::ExpertWise {
         return None;
     }
-    tg_strategy::initial_model_refusal(initial)
+    if let Some(why) = tg_strategy::initial_model_refusal(initial) {
+        return Some(why);
+    }
+    // Report tensors are clipped with the update under DP: they would take
+    // its clip (an unscaled 0/1 per expert) and be noise at that scale.
+    let reports = [tg_strategy::EXPERT_TASK_MASS, tg_strategy::EXPERT_CLIENTS];
+    (spec.privacy.is_some()
+        && initial
+            .tensors()
+            .iter()
+            .any(|t| reports.contains(&t.name.as_str())))
+    .then(|| {
+        format!(
+            "strategy expert-wise with DP: the model carries the report tensors `{}`/`{}`, which would share the clip with the update; build it with tensorguard.lora.expert_state_dict(policy, report=False)",
+            reports[0], reports[1]
+        )
+    })
 }
 
 pub use tg_types::record::JobSummary;

@@ -32,7 +32,25 @@ fn two_versions() -> (common::Fixture, String, String) {
         participants_detail: vec![],
         epsilon: None,
         federated: None,
-        gate: None,
+        gate: Some(tg_types::record::GateVerdict {
+            candidate: tg_types::record::Successes {
+                successes: 30,
+                episodes: 40,
+            },
+            current: tg_types::record::Successes {
+                successes: 20,
+                episodes: 40,
+            },
+            difference_low: 0.05,
+            difference_high: 0.4,
+            margin: 0.0,
+            passed: true,
+            tasks: vec![tg_types::record::TaskSuccesses {
+                task: "reach-wall".into(),
+                successes: 30,
+                episodes: 40,
+            }],
+        }),
         experts: vec![ExpertStep {
             weight: 2.0,
             share: 0.5,
@@ -58,6 +76,7 @@ fn two_versions() -> (common::Fixture, String, String) {
             "round": 2,
             "experts": &r.experts,
             "screened": &r.screened,
+            "gate": &r.gate,
         }]});
         store
             .finish_job(job, tg_types::record::JobStatus::Completed, None, &history)
@@ -163,9 +182,17 @@ async fn per_expert_figures_are_for_operators_only() {
             format!("/api/v1/jobs/{}/rounds", f.job),
             format!("/api/v1/jobs/{}/rounds/2", f.job),
             format!("/api/v1/jobs/{}", f.job),
+            format!("/api/v1/jobs/{}/models", f.job),
         ] {
             let (s, text) = call(&f.state, &Method::GET, &url, Some(&token(role)), "").await;
             assert_eq!(s, StatusCode::OK, "{text}");
+            // Success per task tells which tasks the answering robots hold;
+            // the gate's totals are for everyone.
+            assert_eq!(text.contains("reach-wall"), shown, "{role:?} {url}: {text}");
+            assert!(text.contains("difference_high"), "{role:?} {url}: {text}");
+            if url.ends_with("/models") {
+                continue;
+            }
             assert_eq!(text.contains("step_norm"), shown, "{role:?} {url}: {text}");
             // Which tasks and what share of robots trained each expert, too.
             assert_eq!(text.contains("task_share"), shown, "{role:?} {url}: {text}");

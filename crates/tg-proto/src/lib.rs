@@ -207,6 +207,9 @@ pub struct EvaluateReply {
     /// The model's success counts per task (rollout evaluations), when the
     /// agent's evaluation reports them; they must add up to
     /// `num_examples` (`tg_types::record::task_successes_problem`).
+    /// Decoded counting, at most 64: a few bytes each on the wire, dozens
+    /// in memory.
+    #[serde(deserialize_with = "tg_types::view::bounded::evaluated_tasks")]
     pub tasks: Vec<tg_types::record::TaskSuccesses>,
 }
 

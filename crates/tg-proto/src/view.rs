@@ -278,4 +278,44 @@ mod tests {
             .collect();
         assert!(Parameters::new(tensors).is_err());
     }
+
+    #[test]
+    fn an_evaluation_reply_of_more_tasks_than_allowed_is_refused_as_it_is_counted() {
+        use tg_types::record::{MAX_EVALUATED_TASKS, TaskSuccesses};
+        // Any admitted agent can send an evaluation reply: a million
+        // empty task entries are three bytes each on the wire and forty
+        // in memory.
+        let reply = |n: usize| {
+            ToCoordinator::Evaluated(crate::EvaluateReply {
+                at: RoundRef {
+                    job: JobId::from_bytes([1; 16]),
+                    round: 1,
+                },
+                agent: tg_types::AgentId::new("a").unwrap(),
+                num_examples: n as u64,
+                loss: 0.0,
+                accuracy: 0.0,
+                baseline: None,
+                tasks: (0..n)
+                    .map(|_| TaskSuccesses {
+                        task: String::new(),
+                        successes: 0,
+                        episodes: 1,
+                    })
+                    .collect(),
+            })
+        };
+        let ok = encode(&reply(MAX_EVALUATED_TASKS)).unwrap();
+        assert!(decode::<ToCoordinator>(&ok).is_ok());
+        for n in [MAX_EVALUATED_TASKS + 1, 1_000_000] {
+            let frame = encode(&reply(n)).unwrap();
+            assert!(
+                matches!(
+                    decode::<ToCoordinator>(&frame),
+                    Err(ProtoError::Malformed(_))
+                ),
+                "{n} tasks"
+            );
+        }
+    }
 }

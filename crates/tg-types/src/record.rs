@@ -312,7 +312,8 @@ impl Successes {
 }
 
 pub use crate::tasks::{
-    MAX_EVALUATED_TASKS, MAX_TASK_NAME, TaskSuccesses, sum_task_successes, task_successes_problem,
+    MAX_EVALUATED_TASKS, MAX_TASK_NAME, TaskSuccesses, capped_task_successes, sum_task_successes,
+    task_successes_problem,
 };
 
 /// What the rollout gate decided about a round's candidate, with its

@@ -109,6 +109,16 @@ pub mod bounded {
         seq(d, MAX_PER_PARTICIPANT, "entries")
     }
 
+    /// One evaluation's per-task counts: at most
+    /// [`crate::tasks::MAX_EVALUATED_TASKS`].
+    pub fn evaluated_tasks<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        seq(d, crate::tasks::MAX_EVALUATED_TASKS, "tasks")
+    }
+
     /// A tensor's shape: at most [`MAX_RANK`] dimensions.
     pub fn shape<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<usize>, D::Error> {
         seq(d, MAX_RANK, "dimensions")

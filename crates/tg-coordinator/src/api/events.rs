@@ -46,15 +46,12 @@ fn event(kind: &str, data: &serde_json::Value) -> Event {
     Event::default().event(kind).data(data.to_string())
 }
 
-/// A `round` event's data: the record without its per-expert figures
-/// (those are for operators, through GET …/rounds; the stream is viewers').
+/// A `round` event's data: the record without its per-expert figures,
+/// screening scores and per-task counts (those are for operators, through
+/// GET …/rounds; the stream is viewers').
 fn round_data(job: &str, r: &tg_types::record::RoundRecord) -> serde_json::Value {
     let mut r = r.clone();
-    r.experts.clear();
-    for s in &mut r.screened {
-        s.score = None;
-        s.outlier_z = None;
-    }
+    super::jobs::hide_operator_figures(&mut r);
     json!({"job": job, "record": r})
 }
 

@@ -110,6 +110,11 @@ pub(super) async fn show(
         for round in history {
             if let Some(r) = round.as_object_mut() {
                 r.remove("experts");
+                for key in ["gate", "federated"] {
+                    if let Some(x) = r.get_mut(key).and_then(Value::as_object_mut) {
+                        x.remove("tasks");
+                    }
+                }
                 if let Some(screened) = r.get_mut("screened").and_then(Value::as_array_mut) {
                     for s in screened.iter_mut().filter_map(Value::as_object_mut) {
                         s.insert("score".into(), Value::Null);
@@ -161,13 +166,27 @@ pub(super) async fn stop(
 /// operators (who run the coordinator that computes them) see them.
 /// Robust aggregators' scores are functions of each agent's update, so they
 /// too are for operators; others see only whether an update was admitted.
+/// Per-task success counts tell which tasks the answering robots hold (one
+/// robot's, when one answered): operators only, too.
 fn hide_experts_from(role: ApiRole, r: &mut tg_types::record::RoundRecord) {
     if role < ApiRole::Operator {
-        r.experts.clear();
-        for s in &mut r.screened {
-            s.score = None;
-            s.outlier_z = None;
-        }
+        hide_operator_figures(r);
+    }
+}
+
+/// What [`hide_experts_from`] hides from roles below operator (and the live
+/// event stream from everyone).
+pub(super) fn hide_operator_figures(r: &mut tg_types::record::RoundRecord) {
+    r.experts.clear();
+    for s in &mut r.screened {
+        s.score = None;
+        s.outlier_z = None;
+    }
+    if let Some(g) = r.gate.as_mut() {
+        g.tasks.clear();
+    }
+    if let Some(f) = r.federated.as_mut() {
+        f.tasks.clear();
     }
 }
 

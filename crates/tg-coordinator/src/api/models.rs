@@ -32,13 +32,13 @@ pub(super) async fn list(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(
+    let token = authorize(
         &state,
         &headers,
         "GET /api/v1/jobs/{id}/models",
         ApiRole::Viewer,
     )?;
-    let (job, (models, versions, head, rollbacks)) = job_and(&state, &id, |s, job| {
+    let (job, (models, mut versions, head, rollbacks)) = job_and(&state, &id, |s, job| {
         Ok((
             s.models(job)?,
             s.model_versions(job)?,
@@ -46,6 +46,17 @@ pub(super) async fn list(
             s.rollbacks(job)?,
         ))
     })?;
+    if token.role < ApiRole::Operator {
+        // Per-task success counts are for operators (see jobs.rs).
+        for v in &mut versions {
+            if let Some(g) = v.gate.as_mut() {
+                g.tasks.clear();
+            }
+            if let Some(f) = v.federated.as_mut() {
+                f.tasks.clear();
+            }
+        }
+    }
     Ok(Json(json!({
         "job": job.id,
         "head": head,

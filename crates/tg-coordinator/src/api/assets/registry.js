@@ -100,7 +100,7 @@ function renderExpertSteps(rounds, registry) {
   const reported = last.experts.some((x) => x.client_share != null || (x.task_share && x.task_share.length));
   note.textContent = `Round ${last.round}: each expert's share of the fleet's data (examples × gate mass, summed over robots), the norm of its step` +
     (reported
-      ? ", how many of the round's robots trained it and which tasks' examples did (task numbers in the policy's task order). These come from the round's sum of the robots' reports, never from one robot's figures; under distributed DP they are noisy."
+      ? ", how many of the round's robots trained it and which tasks' examples did (task numbers in the policy's task order). These come from the round's sum of the robots' self-reported figures (a lying robot can skew them, not the model); figures out of range are marked inconsistent."
       : ". Which tasks and how many robots trained each expert is shown when the robots send reports (tensorguard.lora.expert_state_dict(policy, report=True), the default); this model carries none.");
 }
 
@@ -135,6 +135,7 @@ function renderTaskSuccess(rounds) {
 // "12 of 50 (24 %)" from a share of the round's robots.
 function robotsText(share, participants) {
   if (share == null || !Number.isFinite(share)) return "—";
+  if (share < -1e-6 || share > 1 + 1e-6) return `inconsistent (${fmtNum(share)}: robots' reports do not add up)`;
   const pct = `${(100 * share).toFixed(0)} %`;
   return participants ? `${Math.round(share * participants)} of ${participants} (${pct})` : pct;
 }
@@ -142,6 +143,7 @@ function robotsText(share, participants) {
 // The tasks that trained an expert, largest share first: "task 2: 75 %, task 0: 25 %".
 function tasksText(shares) {
   if (!shares || !shares.length) return "—";
+  if (shares.some((v) => !Number.isFinite(v) || v < -1e-6)) return "inconsistent (negative task mass in robots' reports)";
   const top = shares.map((v, t) => [t, v]).filter(([, v]) => Number.isFinite(v) && v >= 0.05)
     .sort((a, b) => b[1] - a[1]).slice(0, 4);
   return top.length ? top.map(([t, v]) => `task ${t}: ${(100 * v).toFixed(0)} %`).join(", ") : "none over 5 %";
