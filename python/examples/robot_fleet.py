@@ -213,6 +213,14 @@ def fleet_data(seed: int, a: argparse.Namespace, tasks: List[str]) -> List[Dict[
             pool = mwf.configurations(task, "train")
             picks = rng.choice(len(pool), size=min(n, len(pool)), replace=False)
             demos = mwf.collect(task, [pool[i] for i in picks], rng)
+            # collect drops episodes the noisy expert failed; a robot keeps
+            # at least one demonstration of each of its tasks.
+            for _ in range(10):
+                if demos:
+                    break
+                demos = mwf.collect(task, [pool[int(rng.integers(len(pool)))]], rng)
+            if not demos:
+                raise RuntimeError(f"the scripted expert failed 10 demonstrations of {task} in a row")
             robot[task] = (np.concatenate([d[0] for d in demos]), np.concatenate([d[1] for d in demos]))
         fleet.append(robot)
     return fleet
@@ -322,6 +330,17 @@ def run_arm(job: Tuple[str, int, Dict[str, Any]]) -> Dict[str, Any]:
             s = tensorguard.simulation.run(app, num_clients=len(fleet), rounds=a.rounds, initial_model=initial, strategy=strategy, seed=seed, server_lr=a.server_lr, fraction=a.fraction, **extra)
             load(model, kind, s.state_dict())
             shared_extra = {"rounds_committed": s["rounds_committed"], "epsilon": s.get("epsilon"), "delta": 1e-5 if name == ARM_DP else None, "q": a.fraction, "population": len(fleet)}
+            if name == ARM_DP:
+                # Against the coordinator, which picks the sample: no amplification.
+                shared_extra["epsilon_vs_coordinator"] = s.get("epsilon_vs_coordinator")
+            history = s.get("history") or []
+            if history and history[-1].get("experts"):
+                # Which tasks and what share of robots trained each expert,
+                # in the last round (the dashboard's Experts page).
+                shared_extra["experts_last_round"] = [
+                    {"share": round(x["share"], 3), "client_share": x.get("client_share"), "task_share": {t: round(v, 3) for t, v in zip(tasks, x.get("task_share") or []) if v >= 0.05}}
+                    for x in history[-1]["experts"]
+                ]
         timing["train_s"] = time.perf_counter() - started
         t0 = time.perf_counter()
         for task in tasks:
