@@ -40,6 +40,8 @@ import numpy as np
 ARMS_LORA = ["local-only", "fedavg", "expert-wise", "centralized"]
 ARMS_FULL = ["full-local-only", "full-fedavg", "full-centralized"]
 ARM_DP = "expert-wise+secagg+dp"
+#: Each arm's share of the table's worker time, as measured (train + eval).
+ARM_COST = {"full-fedavg": 10.4, "full-centralized": 8.4, "full-local-only": 6.4, "local-only": 6.2, ARM_DP: 6.0, "fedavg": 5.5, "expert-wise": 5.2, "centralized": 4.9}
 
 
 def parse(argv: List[str]) -> argparse.Namespace:
@@ -371,9 +373,6 @@ def main(argv: List[str]) -> int:
         print(f"error[E020]: --tasks {a.tasks} — the pool has {len(mwf.FLEET_TASKS)} tasks — pass --tasks <= {len(mwf.FLEET_TASKS)}", file=sys.stderr)
         return 2
     tasks = list(mwf.FLEET_TASKS[: a.tasks])
-    t0 = time.perf_counter()
-    base, mean, std = pretrain(a)
-    pretrain_s = time.perf_counter() - t0
     arms = list(ARMS_LORA) + ([] if a.no_full else ARMS_FULL) + ([] if a.no_dp else [ARM_DP])
     if a.arms:
         chosen = [x.strip() for x in a.arms.split(",") if x.strip()]
@@ -383,14 +382,22 @@ def main(argv: List[str]) -> int:
             return 2
         arms = chosen
     ctx = mp.get_context("spawn")
-    t0 = time.perf_counter()
-    with ctx.Pool(a.workers) as pool:
-        fleets = pool.starmap(fleet_data, [(seed, a, tasks) for seed in range(a.seeds)])
-    demos_s = time.perf_counter() - t0
-    jobs = [(arm, seed, {"args": a, "tasks": tasks, "fleet": fleets[seed], "base": base, "mean": mean, "std": std}) for seed in range(a.seeds) for arm in arms]
-    t0 = time.perf_counter()
     results = []
     with ctx.Pool(a.workers) as pool:
+        # The workers collect the fleets' demonstrations while this process
+        # pre-trains the base (neither depends on the other).
+        t0 = time.perf_counter()
+        collecting = pool.starmap_async(fleet_data, [(seed, a, tasks) for seed in range(a.seeds)])
+        base, mean, std = pretrain(a)
+        pretrain_s = time.perf_counter() - t0
+        fleets = collecting.get()
+        demos_s = time.perf_counter() - t0
+        jobs = [(arm, seed, {"args": a, "tasks": tasks, "fleet": fleets[seed], "base": base, "mean": mean, "std": std}) for seed in range(a.seeds) for arm in arms]
+        # Longest first, so the last jobs to finish are short ones and no
+        # worker idles long at the end (relative costs from the measured
+        # table in docs/BENCHMARKS.md; only the order matters).
+        jobs.sort(key=lambda j: -ARM_COST.get(j[0], 1.0))
+        t0 = time.perf_counter()
         for r in pool.imap_unordered(run_arm, jobs):
             results.append(r)
             print(f"[{time.perf_counter() - t0:7.1f}s] {r['arm']} seed {r['seed']}: {r['mean_success']:.3f} (train {r['train_s']:.0f}s, eval {r['eval_s']:.0f}s)", file=sys.stderr, flush=True)
