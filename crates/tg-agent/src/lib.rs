@@ -478,15 +478,26 @@ impl Agent {
             Some(Err(e)) => return self.declined(req.at, DeclineReason::EvaluationFailed, &e),
         };
         match self.learner.evaluate_tasks(&req.model) {
-            Ok((e, tasks)) => ToCoordinator::Evaluated(EvaluateReply {
-                at: req.at,
-                agent: self.id.clone(),
-                num_examples: e.num_examples,
-                loss: e.loss,
-                accuracy: e.accuracy,
-                baseline,
-                tasks,
-            }),
+            Ok((e, mut tasks)) => {
+                // Counts the coordinator would refuse (or, past its limit,
+                // refuse the whole reply for) are left out here: the
+                // totals still count.
+                if let Some(why) =
+                    tg_types::record::task_successes_problem(&tasks, e.num_examples, e.accuracy)
+                {
+                    tracing::warn!("per-task evaluation counts left out: {why}");
+                    tasks.clear();
+                }
+                ToCoordinator::Evaluated(EvaluateReply {
+                    at: req.at,
+                    agent: self.id.clone(),
+                    num_examples: e.num_examples,
+                    loss: e.loss,
+                    accuracy: e.accuracy,
+                    baseline,
+                    tasks,
+                })
+            }
             Err(e) => self.declined(req.at, DeclineReason::EvaluationFailed, &e),
         }
     }

@@ -182,6 +182,7 @@ async fn per_expert_figures_are_for_operators_only() {
             format!("/api/v1/jobs/{}/rounds", f.job),
             format!("/api/v1/jobs/{}/rounds/2", f.job),
             format!("/api/v1/jobs/{}", f.job),
+            "/api/v1/jobs".to_string(),
             format!("/api/v1/jobs/{}/models", f.job),
         ] {
             let (s, text) = call(&f.state, &Method::GET, &url, Some(&token(role)), "").await;

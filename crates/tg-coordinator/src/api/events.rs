@@ -46,6 +46,15 @@ fn event(kind: &str, data: &serde_json::Value) -> Event {
     Event::default().event(kind).data(data.to_string())
 }
 
+/// A `job` event's data: the job, its summary's history without what
+/// viewers may not see (the stream is viewers').
+fn job_data(mut job: tg_store::JobRow) -> serde_json::Value {
+    if let Some(summary) = job.summary.as_mut() {
+        super::jobs::hide_summary_figures(summary);
+    }
+    json!(job)
+}
+
 /// A `round` event's data: the record without its per-expert figures,
 /// screening scores and per-task counts (those are for operators, through
 /// GET …/rounds; the stream is viewers').
@@ -98,7 +107,7 @@ fn changes(state: &ApiState, seen: &mut Seen) -> Vec<Event> {
                 out.push(event("round", &round_data(&job.id, r)));
             }
             if !unchanged_status {
-                out.push(event("job", &json!(job)));
+                out.push(event("job", &job_data(job.clone())));
             }
             if let Some((round, name)) = &stage
                 && before.as_ref().and_then(|b| b.2.as_ref()) != stage.as_ref()
@@ -208,5 +217,28 @@ mod tests {
             !data.contains("share") && !data.contains("step_norm"),
             "{data}"
         );
+        // A `job` event carries the job's summary: its history too.
+        let job = tg_store::JobRow {
+            id: "j".into(),
+            kind: "demo".into(),
+            created_at_ms: 0,
+            status: tg_types::record::JobStatus::Completed,
+            reason: None,
+            spec: serde_json::json!({}),
+            summary: Some(serde_json::json!({"history": [{
+                "round": 1,
+                "experts": [{"share": 0.75, "step_norm": 0.2}],
+                "gate": {"passed": true, "tasks": [{"task": "reach-wall", "successes": 1, "episodes": 2}]},
+                "screened": [{"agent": "a", "score": 7.25, "outlier_z": 9.625, "admitted": false}],
+            }]})),
+            rounds_committed: 1,
+            rounds_failed: 0,
+            last_accuracy: None,
+        };
+        let data = super::job_data(job).to_string();
+        for secret in ["reach-wall", "step_norm", "7.25", "9.625"] {
+            assert!(!data.contains(secret), "{secret}: {data}");
+        }
+        assert!(data.contains("\"passed\":true"), "{data}");
     }
 }

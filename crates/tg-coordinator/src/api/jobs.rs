@@ -55,8 +55,13 @@ pub(super) async fn list(
     State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, "GET /api/v1/jobs", ApiRole::Viewer)?;
-    let jobs = with_store(&state, |s| s.list_jobs().map_err(ApiError::internal))?;
+    let token = authorize(&state, &headers, "GET /api/v1/jobs", ApiRole::Viewer)?;
+    let mut jobs = with_store(&state, |s| s.list_jobs().map_err(ApiError::internal))?;
+    if token.role < ApiRole::Operator {
+        for summary in jobs.iter_mut().filter_map(|j| j.summary.as_mut()) {
+            hide_summary_figures(summary);
+        }
+    }
     Ok(Json(json!({"jobs": jobs})))
 }
 
@@ -100,31 +105,34 @@ pub(super) async fn show(
     let token = authorize(&state, &headers, "GET /api/v1/jobs/{id}", ApiRole::Viewer)?;
     let mut job = with_store(&state, |s| s.find_job(&id).map_err(not_found))?;
     if token.role < ApiRole::Operator
-        && let Some(history) = job
-            .summary
-            .as_mut()
-            .and_then(|s| s.get_mut("history"))
-            .and_then(Value::as_array_mut)
+        && let Some(summary) = job.summary.as_mut()
     {
-        // The summary's round history, as the rounds route shows it.
-        for round in history {
-            if let Some(r) = round.as_object_mut() {
-                r.remove("experts");
-                for key in ["gate", "federated"] {
-                    if let Some(x) = r.get_mut(key).and_then(Value::as_object_mut) {
-                        x.remove("tasks");
-                    }
-                }
-                if let Some(screened) = r.get_mut("screened").and_then(Value::as_array_mut) {
-                    for s in screened.iter_mut().filter_map(Value::as_object_mut) {
-                        s.insert("score".into(), Value::Null);
-                        s.remove("outlier_z");
-                    }
-                }
+        hide_summary_figures(summary);
+    }
+    Ok(Json(json!(job)))
+}
+
+/// A job summary's round history as the rounds route shows it to roles
+/// below operator (and the live stream to everyone): without per-expert
+/// figures, screening scores or per-task counts.
+pub(super) fn hide_summary_figures(summary: &mut Value) {
+    let Some(history) = summary.get_mut("history").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for r in history.iter_mut().filter_map(Value::as_object_mut) {
+        r.remove("experts");
+        for key in ["gate", "federated"] {
+            if let Some(x) = r.get_mut(key).and_then(Value::as_object_mut) {
+                x.remove("tasks");
+            }
+        }
+        if let Some(screened) = r.get_mut("screened").and_then(Value::as_array_mut) {
+            for s in screened.iter_mut().filter_map(Value::as_object_mut) {
+                s.insert("score".into(), Value::Null);
+                s.remove("outlier_z");
             }
         }
     }
-    Ok(Json(json!(job)))
 }
 
 /// Asks a job to stop before its next round (the round in progress is

@@ -158,7 +158,12 @@ pub fn round(r: &RoundRecord, quorum: u32, attested: &BTreeMap<String, Value>) -
                 }
             })
             .collect(),
-        gate: r.gate.clone(),
+        // Per-task counts tell which tasks the judges hold, and viewers can
+        // query the log: the entry keeps the gate's totals only.
+        gate: r.gate.clone().map(|mut g| {
+            g.tasks.clear();
+            g
+        }),
         screened: r.screened.clone(),
         reputation: r.reputation.clone(),
     }
@@ -207,6 +212,9 @@ mod tests {
         assert_eq!(body["gate"]["candidate"]["successes"], 2);
         assert_eq!(body["gate"]["current"]["episodes"], 40);
         assert_eq!(body["gate"]["passed"], false);
+        // Viewers can query the log: no per-task counts in it.
+        assert!(body["gate"].get("tasks").is_none(), "{body}");
+        assert!(!body.to_string().contains("reach"), "{body}");
         assert!(
             body["reason"]
                 .as_str()
@@ -226,7 +234,13 @@ mod tests {
             sig: String::new(),
         };
         match AuditEvent::read(&entry) {
-            Some(Ok(AuditEvent::Round(a))) => assert_eq!(a.gate, Some(verdict)),
+            Some(Ok(AuditEvent::Round(a))) => assert_eq!(
+                a.gate,
+                Some(GateVerdict {
+                    tasks: Vec::new(),
+                    ..verdict
+                })
+            ),
             other => panic!("{other:?}"),
         }
     }

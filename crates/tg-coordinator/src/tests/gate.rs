@@ -56,6 +56,7 @@ async fn the_rollout_gate_keeps_the_current_model_when_a_poisoned_candidate_does
     let (poisoner, shy, boaster) = (agents[0].clone(), agents[1].clone(), agents[3].clone());
     let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = asked.clone();
+    let agents2 = agents.clone();
     let transport = ScriptedTransport {
         agents: agents.clone(),
         queue: VecDeque::new(),
@@ -83,14 +84,26 @@ async fn the_rollout_gate_keeps_the_current_model_when_a_poisoned_candidate_does
                     0.05
                 }
             };
-            let n = if *a == boaster { u64::MAX } else { 20 };
+            // Agent 2 evaluates 40 episodes (the gate counts 20): its
+            // per-task counts are scaled to 20 too.
+            let n = if *a == boaster {
+                u64::MAX
+            } else if *a == agents2[2] {
+                40
+            } else {
+                20
+            };
             let baseline = req
                 .baseline
                 .as_ref()
                 .filter(|_| *a != shy)
                 .map(|b| (n, rate(b)));
+            let k = if n == 40 { 2 } else { 1 };
             let won = (rate(&req.model) * 20.0_f64).round() as u64;
-            let tasks = vec![("reach", won.div_ceil(2), 10), ("push", won / 2, 10)];
+            let tasks = vec![
+                ("reach", k * won.div_ceil(2), k * 10),
+                ("push", k * (won / 2), k * 10),
+            ];
             vec![evaluated_tasks(
                 a,
                 req.at,
