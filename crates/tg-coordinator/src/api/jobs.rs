@@ -190,10 +190,19 @@ pub(super) fn hide_operator_figures(r: &mut tg_types::record::RoundRecord) {
         s.score = None;
         s.outlier_z = None;
     }
-    if let Some(g) = r.gate.as_mut() {
+    hide_task_counts(&mut r.gate, &mut r.federated);
+}
+
+/// Clears the per-task success counts of a gate verdict and a federated
+/// evaluation (a round's, or a model version's): operators' only.
+pub(super) fn hide_task_counts(
+    gate: &mut Option<tg_types::record::GateVerdict>,
+    federated: &mut Option<tg_types::record::FederatedEvaluation>,
+) {
+    if let Some(g) = gate.as_mut() {
         g.tasks.clear();
     }
-    if let Some(f) = r.federated.as_mut() {
+    if let Some(f) = federated.as_mut() {
         f.tasks.clear();
     }
 }

@@ -49,12 +49,7 @@ pub(super) async fn list(
     if token.role < ApiRole::Operator {
         // Per-task success counts are for operators (see jobs.rs).
         for v in &mut versions {
-            if let Some(g) = v.gate.as_mut() {
-                g.tasks.clear();
-            }
-            if let Some(f) = v.federated.as_mut() {
-                f.tasks.clear();
-            }
+            super::jobs::hide_task_counts(&mut v.gate, &mut v.federated);
         }
     }
     Ok(Json(json!({
